@@ -1,0 +1,159 @@
+"""Checkpoints: engine shards + client state + a manifest written last.
+
+Layout of one checkpoint (``<run_dir>/checkpoints/step_000100/``)::
+
+    engine/<tag>/...          the engine's files: DeepSpeed ZeRO shards (one per rank) or local safetensors
+    engine/latest             DeepSpeed's tag file (written by global rank 0)
+    client_state.json         meta-step, task-stream position, W&B run id, resolved config
+    rng_rank<r>.safetensors   each rank's torch RNG state
+    manifest.json             every file above with its size and sha256; written LAST, atomically
+
+A checkpoint without a manifest is incomplete (a crash mid-save) and is never resumed from; a file whose
+size or checksum differs from the manifest is named in the error. Nothing here unpickles: JSON, safetensors,
+and the engines load their own files with ``weights_only`` where they can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MANIFEST = "manifest.json"
+CLIENT_STATE = "client_state.json"
+_STEP_DIR = re.compile(r"^step_(\d{6,})$")
+
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:06d}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_rng(folder: Path, rank: int) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"cpu": torch.get_rng_state()}, str(folder / f"rng_rank{rank}.safetensors"))
+
+
+def load_rng(folder: Path, rank: int) -> None:
+    from safetensors.torch import load_file
+
+    path = folder / f"rng_rank{rank}.safetensors"
+    if path.is_file():
+        torch.set_rng_state(load_file(str(path))["cpu"])
+
+
+def write_manifest(folder: Path, step: int, world_size: int) -> dict[str, Any]:
+    """Call on one rank after every rank has finished writing (after a barrier)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    manifest = {
+        "step": step,
+        "world_size": world_size,
+        "files": {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files},
+    }
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """The manifest of a complete, intact checkpoint; ``ValueError`` naming what is missing or damaged."""
+    folder = Path(folder)
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        raise ValueError(f"checkpoint {folder} is incomplete: no {MANIFEST} (was the save interrupted?)")
+    manifest = json.loads(mpath.read_text())
+    for rel, meta in manifest["files"].items():
+        p = folder / rel
+        if not p.is_file():
+            raise ValueError(f"checkpoint {folder}: shard {rel} is missing")
+        if p.stat().st_size != meta["size"]:
+            raise ValueError(
+                f"checkpoint {folder}: shard {rel} is truncated or changed "
+                f"({p.stat().st_size} bytes, manifest says {meta['size']})"
+            )
+        if sha256_file(p) != meta["sha256"]:
+            raise ValueError(f"checkpoint {folder}: shard {rel} fails its sha256 check")
+    return manifest
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if _STEP_DIR.match(p.name)), key=lambda p: p.name)
+
+
+def latest_complete(run_dir: Path) -> Path | None:
+    """The newest checkpoint that has a manifest (complete). Damage inside it is reported at load time."""
+    complete = [p for p in list_checkpoints(run_dir) if (p / MANIFEST).is_file()]
+    return complete[-1] if complete else None
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those."""
+    ckpts = list_checkpoints(run_dir)
+    complete = [p for p in ckpts if (p / MANIFEST).is_file()]
+    keep_set = set(complete[-keep:])
+    newest_kept = min(keep_set, key=lambda p: p.name) if keep_set else None
+    for p in ckpts:
+        if p not in keep_set and (newest_kept is None or p.name < newest_kept.name):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def save_checkpoint(
+    engine: Any, folder: Path, client_state: dict[str, Any], rank: int, world_size: int, barrier: Any
+) -> None:
+    """Every rank calls this (DeepSpeed's save is a collective). ``barrier`` synchronises the ranks before
+    rank 0 writes the manifest, so the manifest only ever lists finished files."""
+    folder = Path(folder)
+    if rank == 0 and (folder / MANIFEST).exists():
+        (folder / MANIFEST).unlink()  # re-saving a step: it is incomplete until the new manifest lands
+    folder.mkdir(parents=True, exist_ok=True)
+    barrier()
+    engine.save_checkpoint(str(folder / "engine"), tag="state")
+    save_rng(folder, rank)
+    if rank == 0:
+        atomic_write_text(folder / CLIENT_STATE, json.dumps(client_state, indent=1))
+    barrier()
+    if rank == 0:
+        write_manifest(folder, int(client_state["step"]), world_size)
+    barrier()
+
+
+def load_checkpoint(engine: Any, folder: Path, rank: int) -> dict[str, Any]:
+    folder = Path(folder)
+    manifest = verify(folder)
+    engine.load_checkpoint(str(folder / "engine"), tag="state")
+    load_rng(folder, rank)
+    state = json.loads((folder / CLIENT_STATE).read_text())
+    state["_manifest_world_size"] = manifest["world_size"]
+    return state

@@ -1,0 +1,333 @@
+"""Typed configuration: dataclass sections, YAML files, ``--set a.b=value`` overrides.
+
+Every section is a dataclass; the loader walks the type hints, so a new field needs no parser code.
+Unknown keys, wrong types and impossible combinations are ``ValueError``s that name the key, because
+a typo in a 6-hour cluster job should fail in the first second, not be silently ignored.
+Each builder receives only its own section (``build_model(cfg.model, ...)``), never the whole tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from metarec_dist.data.config import DataConfig
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["llama", "gpt2"] = "gpt2"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int | None = None  # None: 4 x hidden_size
+    max_seq_len: int = 64
+    dropout: float = 0.0
+    pretrained_path: str | None = None  # a `save_pretrained` folder for the backbone
+    # Fast weights: which head adapters are adapted per task in the inner loop.
+    adapters: list[str] = field(default_factory=lambda: ["lowrank"])
+    adapter_rank: int = 8
+    loss: Literal["full", "sampled"] = "full"
+    num_negatives: int = 256  # sampled softmax only
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _positive(self, "model", "hidden_size", "num_layers", "num_heads", "max_seq_len", "adapter_rank")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
+            )
+        if not self.adapters:
+            raise ValueError("model.adapters: list at least one fast-weight adapter, e.g. [lowrank]")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("model.dropout must be in [0, 1)")
+
+
+@dataclass
+class TasksConfig:
+    support_min: int = 1
+    support_max: int = 10
+    query_size: int = 5
+    window: Literal["random", "prefix"] = "random"  # prefix: support = the user's first K items
+
+    def __post_init__(self) -> None:
+        _positive(self, "tasks", "support_min", "support_max", "query_size")
+        if self.support_min > self.support_max:
+            raise ValueError("tasks.support_min must be <= tasks.support_max")
+
+
+@dataclass
+class MetaConfig:
+    algorithm: str = "fomaml"  # a name in metarec_dist.meta.ALGORITHMS
+    inner_lr: float = 0.5
+    adaptation_steps: int = 3
+    meta_batch_size: int = 64  # tasks per meta-step, summed over all workers
+
+    def __post_init__(self) -> None:
+        _positive(self, "meta", "meta_batch_size")
+        if self.adaptation_steps < 0:
+            raise ValueError("meta.adaptation_steps must be >= 0")
+        if self.inner_lr < 0:
+            raise ValueError("meta.inner_lr must be >= 0")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    schedule: Literal["constant", "cosine"] = "constant"
+    grad_clip: float = 1.0  # 0 disables; set explicitly because DeepSpeed's default changed to 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError("optim.lr must be > 0")
+        if len(self.betas) != 2:
+            raise ValueError("optim.betas must have two values, e.g. [0.9, 0.999]")
+
+
+@dataclass
+class TrainConfig:
+    meta_steps: int = 200
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    eval_users: int = 256  # validation users used for the periodic cold-start evaluation
+
+    def __post_init__(self) -> None:
+        _positive(self, "train", "meta_steps", "log_every")
+
+
+@dataclass
+class RuntimeConfig:
+    backend: Literal["local", "ray"] = "local"
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    gpus_per_worker: float = 1.0
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    deepspeed: bool = False  # local backend: wrap the model in a DeepSpeed engine too (ray always does)
+    zero_stage: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_accum: int = 1
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    reduce_bucket_size: int = 50_000_000
+    allgather_bucket_size: int = 50_000_000
+    deepspeed_override: str | None = None  # JSON file merged last into the derived DeepSpeed config
+    run_name: str = "metarec"
+    storage_path: str = "runs"  # local dir, shared file system path or cloud URI
+    max_failures: int = 0
+    torch_threads: int = 0  # 0: leave torch's default
+
+    def __post_init__(self) -> None:
+        _positive(self, "runtime", "num_workers", "cpus_per_worker", "grad_accum")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"runtime.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.max_failures < -1:
+            raise ValueError("runtime.max_failures must be >= -1 (-1: retry forever)")
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0  # meta-steps between checkpoints; 0: only at the end
+    keep: int = 2
+    resume: bool = True  # re-running the same run name resumes from its latest complete checkpoint
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.keep < 1:
+            raise ValueError("checkpoint.every must be >= 0 and checkpoint.keep >= 1")
+
+
+@dataclass
+class LoggingConfig:
+    wandb: Literal["auto", "off", "offline", "online"] = "off"
+    project: str = "metarec-dist"
+    entity: str | None = None
+    verbose: bool = False
+
+
+@dataclass
+class EvalConfig:
+    shots: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
+    num_relevant: int = 10  # the user's next N interactions are the relevant set
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+    batch_users: int = 256
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.shots or min(self.shots) < 1:
+            raise ValueError("eval.shots must be a non-empty list of positive ints")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        # Cross-section rules: the ones a single section cannot check.
+        needed = self.tasks.support_max + self.tasks.query_size + 1  # +1 for the BOS position
+        if needed > self.model.max_seq_len:
+            raise ValueError(
+                f"tasks.support_max + tasks.query_size + 1 = {needed} exceeds model.max_seq_len "
+                f"({self.model.max_seq_len}); raise model.max_seq_len or shorten the tasks"
+            )
+        shards = self.runtime.num_workers * self.runtime.grad_accum
+        if self.meta.meta_batch_size % shards:
+            raise ValueError(
+                f"meta.meta_batch_size ({self.meta.meta_batch_size}) must be a multiple of "
+                f"runtime.num_workers x runtime.grad_accum ({shards}) so every rank gets the same number "
+                "of tasks (uneven ranks hang the collectives)"
+            )
+        from metarec_dist.meta import ALGORITHMS  # late import: meta imports torch
+
+        if self.meta.algorithm not in ALGORITHMS:
+            raise ValueError(f"meta.algorithm: unknown {self.meta.algorithm!r}; choose from {sorted(ALGORITHMS)}")
+
+    @property
+    def tasks_per_worker(self) -> int:
+        return self.meta.meta_batch_size // (self.runtime.num_workers * self.runtime.grad_accum)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _positive(section: Any, name: str, *fields: str) -> None:
+    for f in fields:
+        if getattr(section, f) < 1:
+            raise ValueError(f"{name}.{f} must be >= 1, got {getattr(section, f)}")
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, checking keys and types against the type hints."""
+    where = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        keys = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in unknown)
+        raise ValueError(f"unknown config key(s): {keys}; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix + '.' if prefix else ''}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not match {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    return _scalar(tp, value, key)
+
+
+def _scalar(tp: Any, value: Any, key: str) -> Any:
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        # PyYAML reads `1e-3` (no dot) as a string; accept any text Python reads as a float.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ValueError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value); the value is parsed as YAML so 3, 1e-3, [1,2], null work."""
+    if "=" not in text:
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE, for example --set meta.inner_lr=0.1")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"--set {text!r}: empty key part")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+    return parts, value
+
+
+def merge_override(tree: dict, parts: list[str], value: Any) -> None:
+    node = tree
+    for i, p in enumerate(parts[:-1]):
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"--set {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"config file {p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p}: top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file, then each ``--set`` override in order."""
+    tree = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        merge_override(tree, *parse_override(text))
+    try:
+        return from_dict(Config, tree)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

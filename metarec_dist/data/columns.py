@@ -1,0 +1,207 @@
+"""Find the user/item/time/rating columns and turn them into clean numpy/Arrow arrays.
+
+Every check here is vectorised; only once a problem is known is a single value looked at, so that
+the error can name the file, the line (or row) and the column without slowing down the good path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metarec_dist.data.config import DataConfig
+from metarec_dist.data.errors import DataError
+
+# Common names, tried case-insensitively in this order when the config does not name a column.
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "user": ("user_id", "userid", "user", "uid", "reviewerid", "customer_id", "visitor_id", "visitorid"),
+    "item": ("item_id", "itemid", "item", "iid", "movieid", "movie_id", "asin", "product_id", "business_id"),
+    "time": ("timestamp", "time", "ts", "unixreviewtime", "datetime", "date", "event_time"),
+    "rating": ("rating", "score", "overall", "stars"),
+}
+CONFIG_KEY = {"user": "user_col", "item": "item_col", "time": "time_col", "rating": "rating_col"}
+ROLE_NAME = {"user": "user id", "item": "item id", "time": "timestamp", "rating": "rating"}
+
+
+@dataclass
+class Where:
+    """How to point at a value: the file (or Hub dataset) and a data-row -> "line 12" mapping."""
+
+    file: str
+    locate: Callable[[int], str]
+
+    def error(self, row: int, column: str, problem: str) -> DataError:
+        return DataError(f"{self.file}: {self.locate(row)}, column {column!r}: {problem}")
+
+
+def bare(name: str) -> str:
+    """RecBole headers are ``name:type``; config keys and guesses use the bare name."""
+    return name.split(":", 1)[0].strip()
+
+
+def resolve_columns(names: list[str], file: str, cfg: DataConfig, *, need_time: bool = True) -> dict[str, str]:
+    """Map role -> actual column name. ``time`` is absent when rows are in time order already,
+    ``rating`` is present only when a rating threshold asks for it."""
+    by_bare = {bare(n).lower(): n for n in reversed(names)}  # reversed: the first of duplicates wins
+    listed = ", ".join(names) if names else "(none)"
+    roles = ["user", "item"]
+    if need_time and not cfg.ordered_rows:
+        roles.append("time")
+    if cfg.rating_threshold is not None:
+        roles.append("rating")
+    found: dict[str, str] = {}
+    for role in roles:
+        key = CONFIG_KEY[role]
+        wanted = getattr(cfg, key)
+        if wanted is not None:
+            column = by_bare.get(bare(wanted).lower())
+            if column is None:
+                raise DataError(f"{file}: column {wanted!r} (data.{key}) not found; the columns are: {listed}")
+        else:
+            column = next((by_bare[c] for c in CANDIDATES[role] if c in by_bare), None)
+            if column is None:
+                raise DataError(_missing_message(role, file, listed, key))
+        found[role] = column
+    return found
+
+
+def _missing_message(role: str, file: str, listed: str, key: str) -> str:
+    tried = ", ".join(CANDIDATES[role])
+    msg = f"{file}: no {ROLE_NAME[role]} column found (looked for {tried}); the columns are: {listed}. "
+    if role == "time":
+        return msg + (
+            f"Set data.{key} to the timestamp column, or data.ordered_rows=true if each user's rows are "
+            "already in time order"
+        )
+    if role == "rating":
+        return msg + f"data.rating_threshold needs ratings: set data.{key}, or drop the threshold"
+    return msg + f"Set data.{key} to the right column"
+
+
+def _first(mask: pa.ChunkedArray | pa.Array) -> int:
+    """Index of the first true value of a boolean array (nulls count as false); -1 if none."""
+    return int(pc.index(pc.fill_null(mask, False), True).as_py())
+
+
+def _chunked(col: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    return col if isinstance(col, pa.ChunkedArray) else pa.chunked_array([col])
+
+
+def _check_no_nulls(col: pa.ChunkedArray, where: Where, name: str, role: str) -> None:
+    if col.null_count:
+        raise where.error(_first(pc.is_null(col)), name, f"empty {ROLE_NAME[role]}")
+
+
+def _check_utf8(col: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray:
+    """Binary columns appear where a value is not UTF-8 (the readers then cannot decode it)."""
+    try:
+        return col.cast(pa.string())
+    except pa.ArrowInvalid:
+        for row, value in enumerate(col.to_pylist()):  # error path only
+            if value is not None:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise where.error(
+                        row, name, f"not valid UTF-8 (byte 0x{value[exc.start]:02x}); re-save the file as UTF-8"
+                    ) from None
+        raise
+
+
+def to_ids(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str, string_ids: bool):
+    """Integer ids -> int64 numpy array; with ``string_ids`` -> Arrow string array of non-empty tokens."""
+    col = _chunked(col)
+    typ = col.type
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        col = _check_utf8(col, where, name)
+        typ = col.type
+    _check_no_nulls(col, where, name, role)
+    if string_ids:
+        if pa.types.is_floating(typ):
+            col = pc.cast(_integral(col, where, name, role), pa.int64())
+        text = pc.utf8_trim_whitespace(col.cast(pa.string()))
+        empty = _first(pc.equal(pc.utf8_length(text), 0))
+        if empty >= 0:
+            raise where.error(empty, name, f"empty {ROLE_NAME[role]}")
+        return text.combine_chunks()
+    if pa.types.is_integer(typ):
+        return col.cast(pa.int64()).to_numpy()
+    if pa.types.is_floating(typ):
+        return _integral(col, where, name, role).cast(pa.int64()).to_numpy()
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        ok = pc.match_substring_regex(col, r"^\s*-?[0-9]+\s*$")
+        bad = _first(pc.invert(pc.fill_null(ok, False)))
+        if bad >= 0:
+            value = col[bad].as_py()
+            if not value.strip():
+                raise where.error(bad, name, f"empty {ROLE_NAME[role]}")
+            raise where.error(
+                bad, name,
+                f"{value!r} is not an integer {ROLE_NAME[role]} (set data.string_ids=true if ids are not numbers)",
+            )
+        try:
+            return pc.cast(pc.utf8_trim_whitespace(col), pa.int64()).to_numpy()
+        except pa.ArrowInvalid as exc:  # overflow: more than 19 digits
+            raise DataError(f"{where.file}: column {name!r}: {exc}; set data.string_ids=true") from None
+    raise DataError(
+        f"{where.file}: column {name!r} has type {typ}; {ROLE_NAME[role]}s must be integers or strings"
+    )
+
+
+def _integral(col: pa.ChunkedArray, where: Where, name: str, role: str) -> pa.ChunkedArray:
+    values = col.to_numpy()
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+    if bad.size:
+        row = int(bad[0])
+        raise where.error(row, name, f"{values[row]!r} is not an integer {ROLE_NAME[role]}")
+    return col
+
+
+def to_numbers(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str) -> np.ndarray:
+    """Timestamps or ratings -> float64 numpy array; dates and ISO-8601 times become Unix seconds."""
+    col = _chunked(col)
+    typ = col.type
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        col = _check_utf8(col, where, name)
+        typ = col.type
+    _check_no_nulls(col, where, name, role)
+    if pa.types.is_timestamp(typ):
+        per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[typ.unit]
+        return col.cast(pa.timestamp(typ.unit)).cast(pa.int64()).to_numpy().astype(np.float64) / per_second
+    if pa.types.is_date(typ):
+        return col.cast(pa.date32()).cast(pa.int32()).to_numpy().astype(np.float64) * 86400.0
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        col = _strings_to_numbers(col, where, name, role)
+        typ = col.type
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+        values = col.cast(pa.float64()).to_numpy()
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            row = int(bad[0])
+            raise where.error(row, name, f"{values[row]} is not a valid {ROLE_NAME[role]}")
+        return values
+    raise DataError(f"{where.file}: column {name!r} has type {typ}; {ROLE_NAME[role]}s must be numbers")
+
+
+def _strings_to_numbers(col: pa.ChunkedArray, where: Where, name: str, role: str) -> pa.ChunkedArray:
+    try:
+        return pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
+    except pa.ArrowInvalid:
+        pass
+    if role == "time":
+        try:  # ISO-8601 dates/times are timestamps too
+            return pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64())
+        except pa.ArrowInvalid:
+            pass
+    for row, value in enumerate(col.to_pylist()):  # error path only: find the first offender
+        try:
+            float(value)
+        except ValueError:
+            what = f"empty {ROLE_NAME[role]}" if not value.strip() else f"{value!r} is not a number"
+            hint = " (Unix time or ISO-8601 expected)" if role == "time" else ""
+            raise where.error(row, name, what + hint) from None
+    raise DataError(f"{where.file}: column {name!r}: cannot read the values as numbers")

@@ -1,0 +1,179 @@
+"""First-order meta-learning algorithms, batched over all tasks of a meta-batch.
+
+One meta-step (all tasks at once, fast weights ``w [T, P]``)::
+
+    h       = backbone([BOS, support, query])        # once per meta-batch, with grad
+    adapted = inner_loop(fast_init, h_support.detach())   # `adaptation_steps` SGD steps, no outer graph
+    loss    = query_loss(h_query, fast_init + (adapted - fast_init).detach())
+    engine.backward(loss); engine.step()               # the trainer's job, once per meta-step
+
+The straight-through form ``fast_init + (adapted - fast_init).detach()`` has the value of the adapted
+weights but the gradient of ``fast_init``: exactly the first-order MAML gradient, for both the backbone
+(through ``h_query`` and the score table) and the fast-weight initialisation, from one ordinary backward.
+Nothing is edited in place, so DeepSpeed's partitioned parameters stay untouched (ZeRO overwrites
+in-place edits at ``step()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.tasks.types import MetaBatch
+
+
+@dataclass
+class MetaStepOutput:
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Features:
+    """The backbone's output for a meta-batch, split into the support and query positions."""
+
+    support: torch.Tensor  # [T, Kmax, d], detached: the inner loop never backpropagates into the backbone
+    query: torch.Tensor  # [T, Q, d], with grad
+
+
+def encode(model: SeqRecommender, batch: MetaBatch) -> Features:
+    h = model.encode(batch.item_ids, batch.attention_mask)
+    k, q = batch.support_len, batch.query_targets.shape[1]
+    return Features(support=h[:, :k].detach(), query=h[:, k : k + q])
+
+
+def inner_loop(
+    model: SeqRecommender,
+    h_support: torch.Tensor,
+    targets: torch.Tensor,
+    start: torch.Tensor,
+    steps: int,
+    lr: float,
+    negatives: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``steps`` SGD steps on every task's support loss at once.
+
+    The per-task losses are summed before the backward: tasks share no fast weights, so the gradient of the
+    sum w.r.t. ``w [T, P]`` is each task's own gradient, row by row. Returns the adapted weights (detached)
+    and the per-task support loss before each step.
+    """
+    table = model.item_table().detach()
+    w = start.detach()
+    losses = []
+    for _ in range(steps):
+        w = w.clone().requires_grad_(True)
+        with torch.enable_grad():
+            per_task = model.task_loss(h_support, w, targets, negatives, table=table)
+            (grad,) = torch.autograd.grad(per_task.sum(), w)
+        losses.append(per_task.detach())
+        w = (w - lr * grad).detach()
+    return w, losses
+
+
+class MetaAlgorithm:
+    """Base: the vocabulary of learn2learn (``adapt``, ``inner_lr``, ``adaptation_steps``)."""
+
+    def __init__(self, inner_lr: float, adaptation_steps: int) -> None:
+        self.inner_lr, self.adaptation_steps = inner_lr, adaptation_steps
+
+    def adapt(
+        self,
+        model: SeqRecommender,
+        h_support: torch.Tensor,
+        support_targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        steps: int | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Fast weights ``[T, P]`` adapted on each task's support, starting from ``model.fast_init``."""
+        start = model.fast_init.detach().expand(h_support.shape[0], -1)
+        n = self.adaptation_steps if steps is None else steps
+        return inner_loop(model, h_support, support_targets, start, n, self.inner_lr, negatives)
+
+    def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
+        """The scalar loss whose gradient is this algorithm's outer gradient."""
+        feats = encode(model, batch)
+        adapted, before = self.adapt(model, feats.support, batch.support_targets, batch.negatives)
+        loss, metrics = self.outer_loss(model, feats, batch, adapted)
+        metrics.update(_adaptation_metrics(model, feats, batch, adapted, before))
+        return MetaStepOutput(loss=loss, metrics=metrics)
+
+    def outer_loss(
+        self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """FOMAML's: the query loss at the adapted weights, first-order gradient to ``fast_init``."""
+        fast = model.fast_init + (adapted - model.fast_init).detach()
+        query = model.task_loss(feats.query, fast, batch.query_targets, batch.negatives).mean()
+        return query, {"query_loss": query.detach()}
+
+
+def _adaptation_metrics(
+    model: SeqRecommender,
+    feats: Features,
+    batch: MetaBatch,
+    adapted: torch.Tensor,
+    before: list[torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    if not before:
+        return {}
+    with torch.no_grad():
+        table = model.item_table().detach()
+        after = model.task_loss(feats.support, adapted, batch.support_targets, batch.negatives, table=table)
+    first = before[0].mean()
+    return {"support_loss_before": first, "support_loss_after": after.mean(), "adaptation_gain": first - after.mean()}
+
+
+ALGORITHMS: dict[str, type[MetaAlgorithm]] = {}
+
+
+def register(name: str) -> Callable[[type[MetaAlgorithm]], type[MetaAlgorithm]]:
+    def deco(cls: type[MetaAlgorithm]) -> type[MetaAlgorithm]:
+        ALGORITHMS[name] = cls
+        return cls
+
+    return deco
+
+
+@register("fomaml")
+class FOMAML(MetaAlgorithm):
+    """First-order MAML: the base class's outer loss is exactly FOMAML."""
+
+
+@register("reptile")
+class Reptile(MetaAlgorithm):
+    """Reptile (Nichol et al., 2018) for the fast-weight initialisation, first-order query loss for the rest.
+
+    ``fast_init`` gets the gradient ``fast_init - mean_t(adapted_t)``: one outer SGD step at rate ``eps``
+    moves it ``eps`` of the way toward the mean adapted weights, which is Reptile's update (with Adam, as in
+    the paper's experiments, the same direction is rescaled per coordinate). The backbone and the item table
+    are not in the inner loop, so Reptile has no update of its own for them; they get the query loss at the
+    adapted fast weights, as in FOMAML, so the shared features keep learning what adaptation needs.
+    """
+
+    def outer_loss(
+        self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        query = model.task_loss(feats.query, adapted.detach(), batch.query_targets, batch.negatives).mean()
+        target = adapted.mean(0).detach()
+        pull = 0.5 * (model.fast_init - target).pow(2).sum()
+        return query + pull, {"query_loss": query.detach(), "reptile_distance": pull.detach()}
+
+
+@register("none")
+class NoAdaptation(MetaAlgorithm):
+    """The baseline: the same tasks, trained with the query loss at ``fast_init``; the support is only
+    context for the backbone. No inner loop (``adaptation_steps`` is ignored in training)."""
+
+    def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
+        feats = encode(model, batch)
+        fast = model.fast_init.expand(batch.num_tasks, -1)
+        query = model.task_loss(feats.query, fast, batch.query_targets, batch.negatives).mean()
+        return MetaStepOutput(loss=query, metrics={"query_loss": query.detach()})
+
+
+def build_algorithm(name: str, inner_lr: float, adaptation_steps: int) -> MetaAlgorithm:
+    if name not in ALGORITHMS:
+        raise ValueError(f"meta.algorithm: unknown {name!r}; choose from {sorted(ALGORITHMS)}")
+    return ALGORITHMS[name](inner_lr, adaptation_steps)

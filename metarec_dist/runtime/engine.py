@@ -1,0 +1,127 @@
+"""Training engines with DeepSpeed's interface: ``loss = engine(batch)``, ``engine.backward(loss)``,
+``engine.step()``.
+
+``LocalEngine`` is the single-process engine (plain PyTorch): it lets the same trainer run under pytest
+without DeepSpeed, and it is the reference the distributed runs are compared against. It follows DeepSpeed's
+gradient-accumulation semantics (``step()`` on every micro-batch, the update only at the boundary) so the
+trainer never needs to know which engine it drives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metarec_dist.config import OptimConfig
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW from torch: no JIT-compiled kernels, so it also works for DeepSpeed on CPU."""
+    return torch.optim.AdamW(
+        [p for p in params if p.requires_grad],
+        lr=cfg.lr,
+        betas=(cfg.betas[0], cfg.betas[1]),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up then constant or cosine decay to 10%: warm-up keeps early meta-steps, whose adapted
+    weights are still noise, from knocking the backbone around."""
+
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> Any:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+
+
+class LocalEngine:
+    def __init__(
+        self, module: nn.Module, optim: OptimConfig, total_steps: int, grad_accum: int = 1
+    ) -> None:
+        self.module = module
+        self.optimizer = make_optimizer(module.parameters(), optim)
+        self.lr_scheduler = make_scheduler(self.optimizer, optim, total_steps)
+        self.grad_clip = optim.grad_clip
+        self.grad_accum = grad_accum
+        self.micro_steps = 0
+        self.global_steps = 0
+        self._grad_norm: float | None = None
+        self.device = torch.device("cpu")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> None:
+        self.module.train(mode)
+
+    def eval(self) -> None:
+        self.module.eval()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+
+    def is_gradient_accumulation_boundary(self) -> bool:
+        return (self.micro_steps + 1) % self.grad_accum == 0
+
+    def step(self) -> None:
+        if self.is_gradient_accumulation_boundary():
+            params = [p for p in self.module.parameters() if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf)
+            self._grad_norm = float(norm)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.global_steps += 1
+        self.micro_steps += 1
+
+    def get_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def get_global_grad_norm(self) -> float | None:
+        return self._grad_norm
+
+    def unwrapped(self) -> nn.Module:
+        return self.module
+
+    def save_checkpoint(self, save_dir: str | Path, tag: str) -> None:
+        """Weights as safetensors; optimizer and scheduler state in a file of tensors and numbers that loads
+        with ``weights_only=True`` (resuming never unpickles arbitrary objects)."""
+        from safetensors.torch import save_file
+
+        folder = Path(save_dir) / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"))
+        extra = {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
+        extra["steps"] = torch.tensor([self.global_steps, self.micro_steps])
+        torch.save(extra, folder / "optimizer.pt")
+
+    def load_checkpoint(self, load_dir: str | Path, tag: str) -> None:
+        from safetensors.torch import load_file
+
+        folder = Path(load_dir) / tag
+        for name in ("model.safetensors", "optimizer.pt"):
+            if not (folder / name).is_file():
+                raise ValueError(f"checkpoint {folder} is missing {name}")
+        self.module.load_state_dict(load_file(str(folder / "model.safetensors")))
+        extra = torch.load(folder / "optimizer.pt", weights_only=True)
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.lr_scheduler.load_state_dict(extra["lr_scheduler"])
+        self.global_steps, self.micro_steps = (int(x) for x in extra["steps"])
+

@@ -1,0 +1,193 @@
+"""The meta-trainer: one ``engine.backward`` + ``engine.step`` per meta-step, whatever runs it.
+
+It gets a ``WorkerContext`` (local process or Ray worker) and builds everything else from its own config
+sections. All state that matters for an exact resume (engine shards, task-stream position, RNG, step, W&B
+run id) is saved together in one checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec_dist import checkpoint as ckpt
+from metarec_dist.config import Config
+from metarec_dist.meta import MetaLearner, build_algorithm
+from metarec_dist.metrics.loggers import MetricLogger, NullLogger
+from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.runtime.context import WorkerContext
+from metarec_dist.tasks.sampler import TaskSampler
+from metarec_dist.train.evaluation import evaluate_cold_start, summarize
+
+log = logging.getLogger("metarec")
+
+
+@dataclass
+class TrainData:
+    """Per-user chronological sequences (item ids 1..num_items) for the training and validation users."""
+
+    train: list[np.ndarray]
+    valid: list[np.ndarray]
+    num_items: int
+    item_titles: dict[int, str] | None = None
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    wandb_run_id: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def tokens_per_task(cfg: Config) -> int:
+    return 1 + cfg.tasks.support_max + cfg.tasks.query_size
+
+
+class MetaTrainer:
+    def __init__(
+        self,
+        cfg: Config,
+        ctx: WorkerContext,
+        data: TrainData,
+        run_dir: Path | None = None,
+        logger: MetricLogger | None = None,
+    ) -> None:
+        self.cfg, self.ctx, self.data, self.run_dir = cfg, ctx, data, run_dir
+        self.logger = logger if logger is not None else NullLogger()
+        torch.manual_seed(cfg.train.seed)
+        self.model = SeqRecommender(cfg.model, data.num_items, seed=cfg.train.seed)
+        self.algorithm = build_algorithm(cfg.meta.algorithm, cfg.meta.inner_lr, cfg.meta.adaptation_steps)
+        negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
+        self.sampler = TaskSampler(data.train, cfg.tasks, data.num_items, cfg.train.seed, negatives)
+        self.per_rank = cfg.meta.meta_batch_size // ctx.world_size
+        self.micro = self.per_rank // cfg.runtime.grad_accum
+        self.engine = ctx.build_engine(
+            MetaLearner(self.model, self.algorithm), cfg.optim, cfg.runtime, cfg.train.meta_steps, self.micro
+        )
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------------------------ one step
+
+    def rank_share(self, step_batch: Any) -> list[Any]:
+        """This rank's tasks of the global meta-batch, cut into ``grad_accum`` micro-batches."""
+        lo = self.ctx.rank * self.per_rank
+        return [step_batch.slice(lo + i * self.micro, lo + (i + 1) * self.micro) for i in range(self.cfg.runtime.grad_accum)]
+
+    def train_step(self) -> dict[str, float]:
+        batch = self.sampler.sample(self.cfg.meta.meta_batch_size)
+        sums: dict[str, float] = {}
+        for micro in self.rank_share(batch):
+            loss, metrics = self.engine(micro.to(self.ctx.device))
+            self.engine.backward(loss)
+            self.engine.step()
+            for k, v in {"loss": loss.detach(), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / self.cfg.runtime.grad_accum
+        self.state.step += 1
+        return sums
+
+    # ------------------------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, Any]:
+        self.maybe_resume()
+        cfg = self.cfg
+        self.engine.train()
+        t0, steps0 = time.perf_counter(), self.state.step
+        last: dict[str, float] = {}
+        while self.state.step < cfg.train.meta_steps:
+            metrics = self.train_step()
+            step = self.state.step
+            if step % cfg.train.log_every == 0 or step == cfg.train.meta_steps:
+                last = self.ctx.all_reduce_mean(metrics)
+                elapsed = time.perf_counter() - t0
+                last.update(self.throughput(step - steps0, elapsed))
+                last["lr"] = float(self.engine.get_lr()[0])
+                norm = self.engine.get_global_grad_norm()
+                if norm is not None:
+                    last["grad_norm"] = float(norm)
+                if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+                    last.update(self.validate())
+                self.logger.log(last, step)
+                self.state.history.append({"step": step, **last})
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.train.meta_steps:
+                self.save()
+        final = dict(last)
+        if self.data.valid:
+            final.update(self.validate())
+            self.logger.log({k: v for k, v in final.items() if k.startswith("val/")}, self.state.step)
+        ckpt_dir = self.save() if self.run_dir is not None else None
+        self.ctx.report({"step": self.state.step, **final}, ckpt_dir)
+        return {"step": self.state.step, "checkpoint": str(ckpt_dir) if ckpt_dir else None, **final}
+
+    def throughput(self, steps: int, elapsed: float) -> dict[str, float]:
+        tasks = steps * self.cfg.meta.meta_batch_size
+        return {
+            "tasks_per_s": tasks / max(elapsed, 1e-9),
+            "tokens_per_s": tasks * tokens_per_task(self.cfg) / max(elapsed, 1e-9),
+        }
+
+    def validate(self) -> dict[str, float]:
+        users = self.data.valid[: self.cfg.train.eval_users]
+        model = self.engine_model()
+        steps = 0 if self.cfg.meta.algorithm == "none" else None
+        res = evaluate_cold_start(
+            model,
+            self.algorithm,
+            users,
+            shots=[3],
+            support_max=self.cfg.tasks.support_max,
+            num_relevant=self.cfg.eval.num_relevant,
+            ks=(10,),
+            steps=steps,
+        )
+        return {f"val/{k}": v for k, v in summarize(res).items() if k.startswith(("ndcg@10", "recall@10"))}
+
+    def engine_model(self) -> SeqRecommender:
+        return self.model
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    def client_state(self) -> dict[str, Any]:
+        return {
+            "step": self.state.step,
+            "sampler": self.sampler.state_dict(),
+            "wandb_run_id": self.state.wandb_run_id,
+            "config": self.cfg.to_dict(),
+        }
+
+    def save(self) -> Path:
+        assert self.run_dir is not None, "save() needs a run directory"
+        folder = ckpt.step_dir(self.run_dir, self.state.step)
+        ckpt.save_checkpoint(
+            self.engine, folder, self.client_state(), self.ctx.rank, self.ctx.world_size, self.barrier
+        )
+        if self.ctx.is_main:
+            ckpt.prune(self.run_dir, self.cfg.checkpoint.keep)
+        return folder
+
+    def barrier(self) -> None:
+        if self.ctx.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+    def maybe_resume(self) -> None:
+        if not self.cfg.checkpoint.resume:
+            return
+        folder = self.ctx.latest_checkpoint_dir()
+        if folder is None:
+            return
+        state = ckpt.load_checkpoint(self.engine, folder, self.ctx.rank)
+        if state["_manifest_world_size"] != self.ctx.world_size:
+            raise ValueError(
+                f"checkpoint {folder} was written by {state['_manifest_world_size']} workers but this run has "
+                f"{self.ctx.world_size}; ZeRO shards are tied to the data-parallel size (convert it to a "
+                "universal checkpoint or resume with the same runtime.num_workers)"
+            )
+        self.state.step = int(state["step"])
+        self.state.wandb_run_id = state.get("wandb_run_id")
+        self.sampler.load_state_dict(state["sampler"])
+        log.info("resumed from %s at meta-step %d", folder, self.state.step)

@@ -1,0 +1,29 @@
+"""Shared fixtures: a tiny model config and synthetic data with planted per-user structure."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture
+def tiny_cfg():
+    from metarec_dist.config import load_config
+
+    return load_config(None, ["model.hidden_size=16", "model.num_heads=2", "model.adapter_rank=2",
+                              "meta.meta_batch_size=8", "train.meta_steps=3", "train.log_every=1",
+                              "tasks.support_max=5", "tasks.query_size=3", "model.max_seq_len=16"])
+
+
+@pytest.fixture
+def synth_data():
+    from metarec_dist.data.synthetic import make_synthetic_sequences
+    from metarec_dist.train.trainer import TrainData
+
+    seqs = make_synthetic_sequences(num_users=60, num_items=40, num_groups=4, min_len=10, max_len=20, seed=1)
+    return TrainData(train=seqs[:48], valid=seqs[48:], num_items=40)
