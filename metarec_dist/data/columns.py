@@ -43,7 +43,9 @@ def bare(name: str) -> str:
     return name.split(":", 1)[0].strip()
 
 
-def resolve_columns(names: list[str], file: str, cfg: DataConfig, *, need_time: bool = True) -> dict[str, str]:
+def resolve_columns(
+    names: list[str], file: str, cfg: DataConfig, *, need_time: bool = True
+) -> dict[str, str]:
     """Map role -> actual column name. ``time`` is absent when rows are in time order already,
     ``rating`` is present only when a rating threshold asks for it."""
     by_bare = {bare(n).lower(): n for n in reversed(names)}  # reversed: the first of duplicates wins
@@ -60,7 +62,9 @@ def resolve_columns(names: list[str], file: str, cfg: DataConfig, *, need_time: 
         if wanted is not None:
             column = by_bare.get(bare(wanted).lower())
             if column is None:
-                raise DataError(f"{file}: column {wanted!r} (data.{key}) not found; the columns are: {listed}")
+                raise DataError(
+                    f"{file}: column {wanted!r} (data.{key}) not found; the columns are: {listed}"
+                )
         else:
             column = next((by_bare[c] for c in CANDIDATES[role] if c in by_bare), None)
             if column is None:
@@ -106,9 +110,8 @@ def _check_utf8(col: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArra
                 try:
                     value.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise where.error(
-                        row, name, f"not valid UTF-8 (byte 0x{value[exc.start]:02x}); re-save the file as UTF-8"
-                    ) from None
+                    problem = f"not valid UTF-8 (byte 0x{value[exc.start]:02x}); re-save the file as UTF-8"
+                    raise where.error(row, name, problem) from None
         raise
 
 
@@ -140,8 +143,10 @@ def to_ids(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str, 
             if not value.strip():
                 raise where.error(bad, name, f"empty {ROLE_NAME[role]}")
             raise where.error(
-                bad, name,
-                f"{value!r} is not an integer {ROLE_NAME[role]} (set data.string_ids=true if ids are not numbers)",
+                bad,
+                name,
+                f"{value!r} is not an integer {ROLE_NAME[role]} "
+                "(set data.string_ids=true if ids are not numbers)",
             )
         try:
             return pc.cast(pc.utf8_trim_whitespace(col), pa.int64()).to_numpy()

@@ -23,7 +23,8 @@ EXTENSIONS = {
 
 @dataclass(frozen=True)
 class Layout:
-    kind: str  # movielens-100k | movielens-1m | movielens-csv | recbole | csv | tsv | parquet | jsonl | user_item
+    # movielens-100k | movielens-1m | movielens-csv | recbole | csv | tsv | parquet | jsonl | user_item
+    kind: str
     file: Path  # the interaction log
     meta: Path | None = None  # item metadata (titles), when found
 

@@ -78,6 +78,9 @@ class MetaAlgorithm:
 
     def __init__(self, inner_lr: float, adaptation_steps: int) -> None:
         self.inner_lr, self.adaptation_steps = inner_lr, adaptation_steps
+        # The support loss after adaptation costs one more scoring pass; the trainer asks for it only on
+        # the steps it logs.
+        self.track_adaptation = True
 
     def adapt(
         self,
@@ -97,7 +100,8 @@ class MetaAlgorithm:
         feats = encode(model, batch)
         adapted, before = self.adapt(model, feats.support, batch.support_targets, batch.negatives)
         loss, metrics = self.outer_loss(model, feats, batch, adapted)
-        metrics.update(_adaptation_metrics(model, feats, batch, adapted, before))
+        if self.track_adaptation:
+            metrics.update(_adaptation_metrics(model, feats, batch, adapted, before))
         return MetaStepOutput(loss=loss, metrics=metrics)
 
     def outer_loss(

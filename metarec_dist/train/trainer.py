@@ -100,9 +100,11 @@ class MetaTrainer:
         t0, steps0 = time.perf_counter(), self.state.step
         last: dict[str, float] = {}
         while self.state.step < cfg.train.meta_steps:
+            step = self.state.step + 1
+            logging_step = step % cfg.train.log_every == 0 or step == cfg.train.meta_steps
+            self.algorithm.track_adaptation = logging_step
             metrics = self.train_step()
-            step = self.state.step
-            if step % cfg.train.log_every == 0 or step == cfg.train.meta_steps:
+            if logging_step:
                 last = self.ctx.all_reduce_mean(metrics)
                 elapsed = time.perf_counter() - t0
                 last.update(self.throughput(step - steps0, elapsed))

@@ -1,0 +1,104 @@
+"""Data pipeline throughput: load + preprocess a generated log, then cut meta-learning tasks from it.
+
+Run: ``python -m metarec_dist.bench.data_bench --interactions 1000000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
+
+from metarec_dist.data import DataConfig, prepare_data
+from metarec_dist.data.prepared import flat_items
+
+SUPPORT, QUERY = 5, 5
+MEAN_LENGTH = 50  # interactions per user, on average
+
+
+def make_log(interactions: int, seed: int = 0) -> pa.Table:
+    """A MovieLens-like log: ~50 interactions per user, skewed item popularity, shuffled rows."""
+    rng = np.random.default_rng(seed)
+    num_users = max(1, interactions // MEAN_LENGTH)
+    num_items = max(100, interactions // 200)
+    user = rng.integers(0, num_users, interactions) + 1
+    item = (rng.random(interactions) ** 3 * num_items).astype(np.int64) + 1  # popular items are small ids
+    timestamp = rng.integers(978_300_000, 1_700_000_000, interactions)
+    rating = rng.integers(1, 6, interactions).astype(np.float64)
+    return pa.table({"user_id": user, "item_id": item, "rating": rating, "timestamp": timestamp})
+
+
+def cut_tasks(prepared, support: int = SUPPORT, query: int = QUERY, seed: int = 0):
+    """Per-user rows -> one (support, query) window per user long enough, all users at once."""
+    rng = np.random.default_rng(seed)
+    table = prepared.users.with_format("arrow")[:]
+    offsets, values = flat_items(table.column("items"))
+    lengths = np.diff(offsets)
+    width = support + query
+    users = np.flatnonzero(lengths >= width)
+    starts = offsets[users] + rng.integers(0, lengths[users] - width + 1)
+    windows = values[starts[:, None] + np.arange(width)]
+    return windows[:, :support], windows[:, support:]
+
+
+def run_data_bench(interactions: int, seed: int = 0, file_format: str = "parquet") -> dict:
+    """Time load + preprocess (``rows_per_s``), a cached reload, and task cutting (``tasks_per_s``)."""
+    with tempfile.TemporaryDirectory(prefix="metarec-data-bench-") as tmp:
+        table = make_log(interactions, seed)
+        path = Path(tmp) / f"log.{file_format}"
+        if file_format == "parquet":
+            pq.write_table(table, path)
+        elif file_format == "csv":
+            pv.write_csv(table, path)
+        else:
+            raise ValueError(f"file_format must be parquet or csv, got {file_format!r}")
+        del table
+        cfg = DataConfig(format=file_format, path=str(path), cache_dir=str(Path(tmp) / "cache"), seed=seed)
+
+        start = time.perf_counter()
+        prepared = prepare_data(cfg)  # cache miss: read, preprocess, split, write the cache
+        load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        prepare_data(cfg)  # cache hit
+        cached_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        support, _ = cut_tasks(prepared, seed=seed)
+        task_s = time.perf_counter() - start
+        start = time.perf_counter()
+        train = prepared.sequences("train")
+        sequences_s = time.perf_counter() - start
+        return {
+            "interactions": interactions,
+            "users": prepared.users.num_rows,
+            "items": prepared.num_items,
+            "file_format": file_format,
+            "load_s": round(load_s, 3),
+            "rows_per_s": round(interactions / load_s),
+            "cached_load_s": round(cached_s, 3),
+            "tasks": len(support),
+            "task_s": round(task_s, 4),
+            "tasks_per_s": round(len(support) / max(task_s, 1e-9)),
+            "sequences_train_s": round(sequences_s, 3),
+            "train_users": len(train),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--interactions", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", default="parquet", choices=["parquet", "csv"])
+    args = parser.parse_args()
+    print(json.dumps(run_data_bench(args.interactions, args.seed, args.format), indent=2))
+
+
+if __name__ == "__main__":
+    main()

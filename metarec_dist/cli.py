@@ -1,0 +1,129 @@
+"""``metarec``: train, evaluate, recommend, export, submit, data, bench, print-config.
+
+User mistakes (a bad config key, a missing file, a malformed log) are ``ValueError``s; ``main`` prints
+them as one ``error:`` line and exits with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from metarec_dist.config import Config, config_to_yaml, load_config
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.set or [])
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required, help="YAML config, e.g. configs/tiny.yaml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. meta.inner_lr=0.1 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarec", description=__doc__.split("\n")[0])
+    parser.add_argument("--verbose", action="store_true", help="debug logs, including every worker's")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="meta-train (locally, or on Ray with runtime.backend=ray)")
+    _add_config_args(p)
+
+    p = sub.add_parser("print-config", help="print the resolved config")
+    _add_config_args(p, required=False)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    p = bench.add_parser("meta-step", help="batched meta-step vs per-task loop vs plain step")
+    _add_config_args(p)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p = bench.add_parser("data", help="load + preprocess + task building on a generated log")
+    p.add_argument("--interactions", type=int, default=1_000_000)
+    p.add_argument("--json", action="store_true")
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
+    p = data.add_parser("stats", help="users, items, interactions, lengths, split sizes")
+    _add_config_args(p, required=False)
+    p.add_argument("--path", help="a file or folder instead of a config")
+    p.add_argument("--format", default="auto")
+    p = data.add_parser("download", help="fetch a dataset into METAREC_DATA_DIR")
+    p.add_argument("name", help="movielens-100k | movielens-1m | movielens-latest-small")
+    p.add_argument("--data-dir", default=None)
+    return parser
+
+
+@command("print-config")
+def _print_config(args: argparse.Namespace) -> int:
+    print(config_to_yaml(_config(args)), end="")
+    return 0
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from metarec_dist.train.launch import train
+
+    summary = train(_config(args), verbose=args.verbose)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "meta-step":
+        from metarec_dist.bench.meta_step import run_meta_step_bench
+
+        result = run_meta_step_bench(_config(args), repeats=args.repeats)
+    else:
+        from metarec_dist.bench.data_bench import run_data_bench
+
+        result = run_data_bench(args.interactions)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
+
+
+@command("data")
+def _data(args: argparse.Namespace) -> int:
+    from metarec_dist import data as d
+
+    if args.data == "download":
+        print(d.download(args.name, args.data_dir))
+        return 0
+    if args.path:
+        cfg = load_config(None, [f"data.format={args.format}", f"data.path={args.path}", *(args.set or [])])
+    else:
+        cfg = _config(args)
+    print(d.format_stats(d.data_stats(d.prepare_data(cfg.data))))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as exc:  # user mistakes: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

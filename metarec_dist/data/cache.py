@@ -1,0 +1,122 @@
+"""On-disk cache of prepared data (Arrow, via ``Dataset.save_to_disk``), so a second run is fast.
+
+Key: the input files' path, size and mtime plus every setting that changes the result. A cache entry
+is written into a temp folder and renamed into place, so readers never see half of one; a failure to
+write (read-only disk, full disk) only costs the speed-up and is logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+
+from metarec_dist.data.config import DataConfig
+from metarec_dist.data.prepared import PreparedData
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when preprocessing changes meaning, so old entries are not reused
+ENV_CACHE_DIR = "METAREC_CACHE_DIR"
+# Settings that do not change the prepared data: where things live (the resolved files are keyed
+# instead), whether to cache, and the synthetic generator (synthetic data is not cached).
+_NOT_KEYED = {"path", "name", "data_dir", "cache", "cache_dir"}
+_STALE_TMP_S = 24 * 3600
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    env = os.environ.get(ENV_CACHE_DIR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "metarec" / "prepared"
+
+
+def cache_key(files: list[Path], cfg: DataConfig) -> str:
+    stamps = []
+    for path in files:
+        st = path.stat()
+        stamps.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+    settings = {
+        k: v for k, v in dataclasses.asdict(cfg).items()
+        if k not in _NOT_KEYED and not k.startswith("synthetic_")
+    }
+    blob = json.dumps({"version": CACHE_VERSION, "files": stamps, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def load(root: Path, key: str) -> PreparedData | None:
+    entry = root / key
+    if not (entry / "meta.json").is_file():
+        return None
+    try:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        users = datasets.load_from_disk(str(entry / "users"))
+        items = datasets.load_from_disk(str(entry / "items")).with_format("arrow")[:]
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring unreadable data cache %s: %s", entry, exc)
+        return None
+    raw_ids = items.column("raw_id").to_pylist()
+    titles = None
+    if meta.get("has_titles"):
+        titles = {i + 1: t for i, t in enumerate(items.column("title").to_pylist()) if t is not None}
+    log.info("loaded prepared data from cache %s", entry)
+    return PreparedData(users, meta["num_items"], raw_ids, titles, meta["source"], meta["raw_stats"])
+
+
+def save(prepared: PreparedData, root: Path, key: str) -> None:
+    tmp: Path | None = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(root)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))
+        titles = prepared.item_titles or {}
+        items = pa.table({
+            "raw_id": pa.array(prepared.item_raw_ids, pa.string()),
+            "title": pa.array([titles.get(i) for i in range(1, prepared.num_items + 1)], pa.string()),
+        })
+        quiet = not datasets.utils.are_progress_bars_disabled()
+        if quiet:
+            datasets.disable_progress_bars()
+        try:
+            prepared.users.save_to_disk(str(tmp / "users"))
+            datasets.Dataset(items).save_to_disk(str(tmp / "items"))
+        finally:
+            if quiet:
+                datasets.enable_progress_bars()
+        meta = {"version": CACHE_VERSION, "num_items": prepared.num_items, "source": prepared.source,
+                "raw_stats": prepared.raw_stats, "has_titles": prepared.item_titles is not None}
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        try:
+            os.replace(tmp, root / key)
+        except OSError:
+            if not (root / key / "meta.json").is_file():
+                raise
+            # Another process cached the same key first; keep theirs.
+        else:
+            tmp = None
+            log.info("cached prepared data in %s", root / key)
+    except OSError as exc:
+        log.warning("could not cache prepared data in %s: %s", root, exc)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale(root: Path) -> None:
+    """Temp folders of runs that were killed mid-write: safe to delete once they are old."""
+    now = time.time()
+    for path in root.glob(".tmp-*"):
+        try:
+            if now - path.stat().st_mtime > _STALE_TMP_S:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass

@@ -1,0 +1,77 @@
+"""Item titles from the metadata file next to the log (MovieLens u.item / movies.dat / movies.csv,
+RecBole ``*.item``). Titles are a convenience for inspecting recommendations, so a metadata file that
+cannot be read is logged and skipped instead of stopping the run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+
+from metarec_dist.data.columns import CANDIDATES, bare
+from metarec_dist.data.config import DataConfig
+from metarec_dist.data.layout import Layout
+
+log = logging.getLogger(__name__)
+_INT = re.compile(r"\s*-?\d+\s*")
+
+
+def _text(data: bytes) -> str:
+    # Old MovieLens metadata (u.item, movies.dat) is Latin-1; newer files are UTF-8.
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _key(raw: str, string_ids: bool) -> str | None:
+    """Raw item id as the log spells it: integers are normalised ("007" -> "7") like the ids."""
+    raw = raw.strip()
+    if string_ids:
+        return raw or None
+    return str(int(raw)) if _INT.fullmatch(raw) else None
+
+
+def read_titles(layout: Layout, cfg: DataConfig) -> dict[str, str] | None:
+    assert layout.meta is not None
+    try:
+        text = _text(layout.meta.read_bytes())
+        if layout.kind == "movielens-100k":
+            rows = (line.split("|", 2)[:2] for line in text.splitlines())
+        elif layout.kind == "movielens-1m":
+            rows = (line.split("::", 2)[:2] for line in text.splitlines())
+        elif layout.kind == "movielens-csv":
+            reader = csv.reader(io.StringIO(text))
+            header = [h.strip().lower() for h in next(reader)]
+            i_id, i_title = header.index("movieid"), header.index("title")
+            rows = ((r[i_id], r[i_title]) for r in reader if len(r) > max(i_id, i_title))
+        else:
+            rows = _recbole_rows(text, cfg)
+            if rows is None:
+                return None
+        titles = {}
+        for row in rows:
+            if len(row) == 2 and (key := _key(row[0], cfg.string_ids)) is not None:
+                titles[key] = row[1].strip()
+    except (OSError, ValueError, StopIteration) as exc:
+        log.warning("item metadata %s not used: %s", layout.meta, exc)
+        return None
+    return titles or None
+
+
+def _recbole_rows(text: str, cfg: DataConfig):
+    lines = text.splitlines()
+    header = [bare(h).lower() for h in lines[0].split("\t")] if lines else []
+    wanted_item = bare(cfg.item_col).lower() if cfg.item_col else None
+    item_candidates = [wanted_item] if wanted_item else list(CANDIDATES["item"])
+    i_id = next((header.index(c) for c in item_candidates if c in header), None)
+    if cfg.title_col:
+        i_title = header.index(bare(cfg.title_col).lower()) if bare(cfg.title_col).lower() in header else None
+    else:
+        i_title = next((i for i, h in enumerate(header) if "title" in h), None)
+    if i_id is None or i_title is None:
+        log.info("item metadata: no item id / title column in the .item header %s", header)
+        return None
+    needed = max(i_id, i_title)
+    return ((f[i_id], f[i_title]) for f in (line.split("\t") for line in lines[1:]) if len(f) > needed)

@@ -1,0 +1,71 @@
+"""The result of data preparation: one row per user, plus the item id mapping and titles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metarec_dist.data.preprocess import Sequences
+from metarec_dist.data.split import SPLIT_NAMES
+
+
+@dataclass
+class PreparedData:
+    # Columns: user (int64, 0..U-1), raw_user (string), items (list<int64>, ids 1..num_items,
+    # chronological), split (string: "train" | "valid" | "test").
+    users: datasets.Dataset
+    num_items: int
+    item_raw_ids: list[str]  # item_raw_ids[i - 1] is the raw id of item i
+    item_titles: dict[int, str] | None  # remapped item id -> title, when metadata was found
+    source: str  # what was loaded, for logs
+    raw_stats: dict = field(default_factory=dict)  # counts before the min-history drop (stats.py)
+
+    def _table(self) -> pa.Table:
+        # Zero-copy for the Dataset built here or memory-mapped from the cache; a Dataset that was
+        # filtered/shuffled by the caller goes through its indices mapping.
+        return self.users.with_format("arrow")[:]
+
+    def sequences(self, split: str) -> list[np.ndarray]:
+        """int64 item arrays of that split's users, in user order (views into one flat array)."""
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+        table = self._table()
+        chosen = table.filter(pc.equal(table.column("split"), split)).column("items")
+        offsets, values = flat_items(chosen)
+        return np.split(values, offsets[1:-1])
+
+    def split_users(self, split: str) -> np.ndarray:
+        """User ids (0..U-1) in that split."""
+        table = self._table()
+        mask = pc.equal(table.column("split"), split)
+        return table.filter(mask).column("user").to_numpy()
+
+
+def flat_items(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A list<int64> column -> (offsets int64 of len rows+1, values int64), without Python loops."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(array) == 0:
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    values = array.values.to_numpy()
+    # A sliced/filtered list array keeps its parent's values: rebase onto the first offset.
+    values = values[offsets[0]: offsets[-1]]
+    return offsets - offsets[0], values
+
+
+def users_table(seqs: Sequences, split_codes: np.ndarray) -> pa.Table:
+    num_users = len(seqs.offsets) - 1
+    total = int(seqs.offsets[-1])
+    offsets_type = pa.int32() if total < 2**31 else pa.int64()
+    list_type = pa.ListArray if offsets_type == pa.int32() else pa.LargeListArray
+    items = list_type.from_arrays(pa.array(seqs.offsets, offsets_type), pa.array(seqs.items, pa.int64()))
+    return pa.table({
+        "user": pa.array(np.arange(num_users, dtype=np.int64)),
+        "raw_user": seqs.user_raw,
+        "items": items,
+        "split": pa.array(SPLIT_NAMES, pa.string()).take(pa.array(split_codes.astype(np.int64))),
+    })

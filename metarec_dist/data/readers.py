@@ -1,0 +1,220 @@
+"""Every supported input -> one normalised interaction log (user, item, time, optional rating)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from metarec_dist.data.columns import Where, resolve_columns, to_ids, to_numbers
+from metarec_dist.data.config import DataConfig
+from metarec_dist.data.errors import DataError
+from metarec_dist.data.layout import Layout
+from metarec_dist.data.meta import read_titles
+from metarec_dist.data.synthetic import make_synthetic_sequences
+from metarec_dist.data.textio import TextFile, TextSpec, check_file
+
+log = logging.getLogger(__name__)
+
+# Fixed MovieLens layouts: (separator, header, column names when headerless).
+_ML_NAMES = ["user_id", "item_id", "rating", "timestamp"]
+_MOVIELENS = {
+    "movielens-100k": TextSpec(Path(), sep="\t", header=False, names=_ML_NAMES, quoting=False),
+    "movielens-1m": TextSpec(Path(), sep="::", header=False, names=_ML_NAMES, quoting=False),
+    "movielens-csv": TextSpec(Path(), sep=",", header=True),
+}
+
+
+@dataclass
+class RawLog:
+    """The log in file order. Ids are int64 numpy arrays, or Arrow strings with ``string_ids``."""
+
+    user: np.ndarray | pa.Array
+    item: np.ndarray | pa.Array
+    time: np.ndarray  # float64; with ordered rows, the row number
+    rating: np.ndarray | None
+    source: str
+    files: list[Path] = field(default_factory=list)
+    titles: dict[str, str] | None = None  # raw item id -> title
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+def read_layout(layout: Layout, cfg: DataConfig) -> RawLog:
+    if layout.kind in _MOVIELENS:
+        base = _MOVIELENS[layout.kind]
+        spec = TextSpec(layout.file, base.sep, base.header, list(base.names), base.quoting)
+        # The layout fixes the columns; the user's column mapping is for generic files.
+        cfg = _with_defaults(cfg)
+        raw = _read_text(spec, cfg, f"{layout.file} (MovieLens)")
+    elif layout.kind == "recbole":
+        spec = TextSpec(layout.file, "\t", header=True, quoting=False)
+        raw = _read_text(spec, cfg, f"{layout.file} (RecBole)")
+    elif layout.kind in ("csv", "tsv"):
+        sep = cfg.sep or ("," if layout.kind == "csv" else "\t")
+        spec = TextSpec(layout.file, sep, cfg.header, list(cfg.columns), quoting=layout.kind == "csv")
+        raw = _read_text(spec, cfg, f"{layout.file} ({layout.kind})")
+    elif layout.kind == "user_item":
+        spec = TextSpec(layout.file, " ", header=False, names=["user", "item"], quoting=False,
+                        whitespace=True)
+        if cfg.rating_threshold is not None:
+            raise DataError(
+                f"{layout.file}: data.rating_threshold is set but user_item files have no ratings"
+            )
+        ordered = dataclasses.replace(cfg, ordered_rows=True, user_col="user", item_col="item")
+        raw = _read_text(spec, ordered, f"{layout.file} (user item, in time order)")
+    elif layout.kind == "parquet":
+        raw = _read_parquet(layout.file, cfg)
+    elif layout.kind == "jsonl":
+        raw = _read_jsonl(layout.file, cfg)
+    else:  # pragma: no cover - layouts come from layout.py
+        raise DataError(f"{layout.file}: unsupported layout {layout.kind!r}")
+    raw.files = layout.files()
+    if layout.meta is not None:
+        raw.titles = read_titles(layout, cfg)
+    return raw
+
+
+def _with_defaults(cfg: DataConfig) -> DataConfig:
+    fixed = {"user_col": None, "item_col": None, "time_col": None, "rating_col": None, "ordered_rows": False}
+    return dataclasses.replace(cfg, **fixed)
+
+
+def _build(table: pa.Table, roles: dict[str, str], where: Where, cfg: DataConfig, source: str) -> RawLog:
+    user = to_ids(table.column(roles["user"]), where, roles["user"], "user", cfg.string_ids)
+    item = to_ids(table.column(roles["item"]), where, roles["item"], "item", cfg.string_ids)
+    if "time" in roles:
+        time = to_numbers(table.column(roles["time"]), where, roles["time"], "time")
+    else:  # ordered rows: the row number is the time, which keeps each user's file order
+        time = np.arange(table.num_rows, dtype=np.float64)
+    rating = None
+    if "rating" in roles:
+        rating = to_numbers(table.column(roles["rating"]), where, roles["rating"], "rating")
+    return RawLog(user, item, time, rating, source)
+
+
+def _read_text(spec: TextSpec, cfg: DataConfig, source: str) -> RawLog:
+    text = TextFile(spec)
+    roles = resolve_columns(text.names, text.label, cfg)
+    ids = (roles["user"], roles["item"]) if cfg.string_ids else ()
+    table = text.read(list(dict.fromkeys(roles.values())), string_columns=ids)
+    return _build(table, roles, Where(text.label, text.locate), cfg, source)
+
+
+def _read_parquet(path: Path, cfg: DataConfig) -> RawLog:
+    check_file(path)
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        if pf.metadata.num_rows == 0:
+            raise DataError(f"{path}: the Parquet file has no rows")
+        roles = resolve_columns(names, str(path), cfg)
+        table = pf.read(columns=list(dict.fromkeys(roles.values())))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    return _build(table, roles, Where(str(path), lambda row: f"row {row + 1}"), cfg, f"{path} (parquet)")
+
+
+def _read_jsonl(path: Path, cfg: DataConfig) -> RawLog:
+    check_file(path)
+    try:
+        table = pj.read_json(path)
+    except pa.ArrowInvalid as exc:
+        raise _diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no JSON records")
+    roles = resolve_columns(table.column_names, str(path), cfg)
+    return _build(table, roles, Where(str(path), lambda row: f"line {_jsonl_line(path, row)}"), cfg,
+                  f"{path} (jsonl)")
+
+
+def _jsonl_line(path: Path, row: int) -> int:
+    seen = -1
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return number
+    return -1
+
+
+def _diagnose_jsonl(path: Path) -> DataError | None:
+    """Error path: the first line that is not UTF-8, not JSON, not an object, or changes a field's type."""
+    kinds: dict[str, tuple[str, int]] = {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                return DataError(f"{path}: line {number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})")
+            except json.JSONDecodeError as exc:
+                return DataError(f"{path}: line {number}, column {exc.colno}: not valid JSON ({exc.msg})")
+            if not isinstance(record, dict):
+                return DataError(f"{path}: line {number}: expected a JSON object per line")
+            for key, value in record.items():
+                kind = "null" if value is None else "number" if isinstance(value, (int, float)) else \
+                    type(value).__name__
+                if kind == "null":
+                    continue
+                first = kinds.setdefault(key, (kind, number))
+                if first[0] != kind:
+                    return DataError(
+                        f"{path}: line {number}, column {key!r}: a {kind} where line {first[1]} has a "
+                        f"{first[0]}; use one type per field (ids as numbers, or all as strings)"
+                    )
+    return None
+
+
+def read_hub(cfg: DataConfig) -> RawLog:
+    """A Hugging Face Hub dataset (needs network access or a copy in the Hugging Face cache)."""
+    import datasets  # lazy: heavy import, only this path needs the Hub
+
+    assert cfg.name is not None
+    label = f"Hub dataset {cfg.name!r} (split {cfg.hub_split})"
+    try:
+        ds = datasets.load_dataset(cfg.name, cfg.hub_config, split=cfg.hub_split)
+    except Exception as exc:  # the Hub raises many types (connection, offline mode, not found, auth)
+        raise DataError(
+            f"could not load {label}: {exc.__class__.__name__}: {exc}. Loading from the Hugging Face Hub "
+            "needs network access (or the dataset already in the Hugging Face cache); offline, download "
+            "its files elsewhere and set data.path (formats csv, parquet, jsonl), or run an offline smoke "
+            "test with --set data.format=synthetic"
+        ) from None
+    table = ds.data.table
+    if table.num_rows == 0:
+        raise DataError(f"{label}: no rows")
+    roles = resolve_columns(table.column_names, label, cfg)
+    return _build(table, roles, Where(label, lambda row: f"row {row + 1}"), cfg, label)
+
+
+def read_synthetic(cfg: DataConfig) -> RawLog:
+    sequences = make_synthetic_sequences(
+        num_users=cfg.synthetic_users,
+        num_items=cfg.synthetic_items,
+        num_groups=cfg.synthetic_groups,
+        min_len=cfg.synthetic_min_len,
+        max_len=cfg.synthetic_max_len,
+        in_group_prob=cfg.synthetic_in_group_prob,
+        seed=cfg.seed,
+    )
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    user = np.repeat(np.arange(len(sequences), dtype=np.int64), lengths)
+    item = np.concatenate(sequences).astype(np.int64)
+    # Users follow each other in time, so the time split holds out the highest-numbered users.
+    time = np.arange(len(item), dtype=np.float64)
+    source = (
+        f"synthetic ({cfg.synthetic_users} users, {cfg.synthetic_items} items, "
+        f"{cfg.synthetic_groups} groups, seed {cfg.seed})"
+    )
+    return RawLog(user, item, time, None, source)

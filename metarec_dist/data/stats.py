@@ -1,0 +1,52 @@
+"""Summary numbers of prepared data, for logs and the ``metarec data`` report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+
+from metarec_dist.data.prepared import PreparedData, flat_items
+from metarec_dist.data.preprocess import length_percentiles
+from metarec_dist.data.split import SPLIT_NAMES
+
+
+def data_stats(prepared: PreparedData) -> dict:
+    """users / items / interactions / sequence-length percentiles count the data before the
+    min-history drop (what the file holds after the configured filters); ``*_users`` and
+    ``*_interactions`` are the split sizes after it."""
+    table = prepared.users.with_format("arrow")[:]
+    offsets, _ = flat_items(table.column("items"))
+    lengths = np.diff(offsets)
+    stats = dict(prepared.raw_stats)
+    if not stats:  # built by hand rather than by prepare_data: describe what is there
+        stats = {"users": len(lengths), "items": prepared.num_items, "interactions": int(lengths.sum()),
+                 **length_percentiles(lengths), "dropped_users": 0}
+    split = table.column("split")
+    for name in SPLIT_NAMES:
+        mask = pc.equal(split, name).to_numpy(zero_copy_only=False)
+        stats[f"{name}_users"] = int(mask.sum())
+        stats[f"{name}_interactions"] = int(lengths[mask].sum())
+    stats["num_items"] = prepared.num_items
+    stats["source"] = prepared.source
+    return stats
+
+
+def format_stats(stats: dict) -> str:
+    def n(key: str) -> str:
+        return f"{stats.get(key, 0):,}"
+
+    lines = [
+        f"data: {stats.get('source', '?')}",
+        f"  users         {n('users')}",
+        f"  items         {n('items')}",
+        f"  interactions  {n('interactions')}",
+        "  seq length    p10 {:g} / p50 {:g} / p90 {:g} / max {:,}".format(
+            stats.get("seq_len_p10", 0), stats.get("seq_len_p50", 0), stats.get("seq_len_p90", 0),
+            stats.get("seq_len_max", 0)),
+        "  split users   " + " / ".join(f"{s} {n(s + '_users')}" for s in SPLIT_NAMES),
+    ]
+    dropped = stats.get("dropped_users", 0)
+    if dropped:
+        min_history = stats.get("min_history")
+        lines.append(f"  dropped       {dropped:,} users with fewer than {min_history} interactions")
+    return "\n".join(lines)

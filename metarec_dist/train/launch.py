@@ -1,0 +1,35 @@
+"""``metarec train``: run the trainer in this process (runtime.backend=local) or on Ray (backend=ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from metarec_dist.config import Config
+
+
+def run_dir(cfg: Config) -> Path:
+    return Path(cfg.runtime.storage_path).expanduser().resolve() / cfg.runtime.run_name
+
+
+def train_local(cfg: Config, verbose: bool = False) -> dict[str, Any]:
+    import torch
+
+    from metarec_dist.metrics.loggers import ConsoleLogger
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.data import load_train_data
+    from metarec_dist.train.trainer import MetaTrainer
+
+    if cfg.runtime.torch_threads:
+        torch.set_num_threads(cfg.runtime.torch_threads)
+    folder = run_dir(cfg)
+    trainer = MetaTrainer(cfg, LocalContext(folder), load_train_data(cfg.data), folder, ConsoleLogger())
+    return trainer.fit()
+
+
+def train(cfg: Config, verbose: bool = False) -> dict[str, Any]:
+    if cfg.runtime.backend == "ray":
+        from metarec_dist.runtime.ray_launcher import train_on_ray
+
+        return train_on_ray(cfg, verbose=verbose)
+    return train_local(cfg, verbose=verbose)
