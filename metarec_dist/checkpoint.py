@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +73,15 @@ def load_rng(folder: Path, rank: int) -> None:
         torch.set_rng_state(load_file(str(path))["cpu"])
 
 
-def write_manifest(folder: Path, step: int, world_size: int) -> dict[str, Any]:
-    """Call on one rank after every rank has finished writing (after a barrier)."""
+def file_entries(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file under ``folder`` (hidden temp files and the manifest excluded)."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
-    manifest = {
-        "step": step,
-        "world_size": world_size,
-        "files": {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files},
-    }
+    return {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+
+
+def write_manifest(folder: Path, step: int, world_size: int, files: dict[str, dict[str, Any]]) -> None:
+    manifest = {"step": step, "world_size": world_size, "files": dict(sorted(files.items()))}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
-    return manifest
 
 
 def verify(folder: Path) -> dict[str, Any]:
@@ -130,22 +130,31 @@ def prune(run_dir: Path, keep: int) -> None:
 
 
 def save_checkpoint(
-    engine: Any, folder: Path, client_state: dict[str, Any], rank: int, world_size: int, barrier: Any
+    engine: Any,
+    folder: Path,
+    client_state: dict[str, Any],
+    rank: int,
+    world_size: int,
+    barrier: Callable[[], None],
+    all_gather: Callable[[Any], list[Any]],
 ) -> None:
-    """Every rank calls this (DeepSpeed's save is a collective). ``barrier`` synchronises the ranks before
-    rank 0 writes the manifest, so the manifest only ever lists finished files."""
+    """Every rank calls this (DeepSpeed's save is a collective). ``folder`` may be shared by the ranks or
+    be each rank's own staging folder (Ray merges those into one checkpoint): each rank lists what it wrote,
+    the lists are gathered, and rank 0 writes the manifest last, so it only ever names finished files."""
     folder = Path(folder)
     if rank == 0 and (folder / MANIFEST).exists():
         (folder / MANIFEST).unlink()  # re-saving a step: it is incomplete until the new manifest lands
     folder.mkdir(parents=True, exist_ok=True)
-    barrier()
     engine.save_checkpoint(str(folder / "engine"), tag="state")
     save_rng(folder, rank)
     if rank == 0:
         atomic_write_text(folder / CLIENT_STATE, json.dumps(client_state, indent=1))
     barrier()
+    merged: dict[str, dict[str, Any]] = {}
+    for entries in all_gather(file_entries(folder)):
+        merged.update(entries)
     if rank == 0:
-        write_manifest(folder, int(client_state["step"]), world_size)
+        write_manifest(folder, int(client_state["step"]), world_size, merged)
     barrier()
 
 

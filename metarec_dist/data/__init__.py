@@ -13,7 +13,7 @@ from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 
 if TYPE_CHECKING:
-    from metarec_dist.data.download import download
+    from metarec_dist.data.fetch import download
     from metarec_dist.data.layout import find_or_download
     from metarec_dist.data.pipeline import prepare_data
     from metarec_dist.data.prepared import PreparedData
@@ -24,7 +24,7 @@ _LAZY = {
     "prepare_data": "metarec_dist.data.pipeline",
     "data_stats": "metarec_dist.data.stats",
     "format_stats": "metarec_dist.data.stats",
-    "download": "metarec_dist.data.download",
+    "download": "metarec_dist.data.fetch",
     "find_or_download": "metarec_dist.data.layout",
 }
 

@@ -61,8 +61,10 @@ def load(root: Path, key: str) -> PreparedData | None:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         users = datasets.load_from_disk(str(entry / "users"))
         items = datasets.load_from_disk(str(entry / "items")).with_format("arrow")[:]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Corrupt (e.g. a disk error after it was written): drop it so this run's result replaces it.
         log.warning("ignoring unreadable data cache %s: %s", entry, exc)
+        shutil.rmtree(entry, ignore_errors=True)
         return None
     raw_ids = items.column("raw_id").to_pylist()
     titles = None

@@ -162,7 +162,7 @@ def _integral(col: pa.ChunkedArray, where: Where, name: str, role: str) -> pa.Ch
     bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
     if bad.size:
         row = int(bad[0])
-        raise where.error(row, name, f"{values[row]!r} is not an integer {ROLE_NAME[role]}")
+        raise where.error(row, name, f"{float(values[row])!r} is not an integer {ROLE_NAME[role]}")
     return col
 
 
@@ -187,7 +187,7 @@ def to_numbers(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: s
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             row = int(bad[0])
-            raise where.error(row, name, f"{values[row]} is not a valid {ROLE_NAME[role]}")
+            raise where.error(row, name, f"{float(values[row])!r} is not a valid {ROLE_NAME[role]}")
         return values
     raise DataError(f"{where.file}: column {name!r} has type {typ}; {ROLE_NAME[role]}s must be numbers")
 

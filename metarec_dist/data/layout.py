@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metarec_dist.data.config import DataConfig
-from metarec_dist.data.download import ARCHIVES, canonical_name, default_data_dir, download
 from metarec_dist.data.errors import DataError
+from metarec_dist.data.fetch import ARCHIVES, canonical_name, default_data_dir, download
 
 # MovieLens ratings file -> (layout, item metadata file next to it).
 MOVIELENS_FILES = {

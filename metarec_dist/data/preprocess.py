@@ -54,16 +54,34 @@ def _small(codes: np.ndarray, count: int) -> np.ndarray:
     return codes.astype(np.uint16 if count <= 1 << 16 else np.int64, copy=False)
 
 
+def _argsort_stable(key: np.ndarray) -> np.ndarray:
+    """Stable argsort of int64 keys: an unstable (faster) sort, then file order restored among ties."""
+    order = np.argsort(key)
+    ranked = key[order]
+    tie = np.flatnonzero(ranked[1:] == ranked[:-1])
+    if tie.size:
+        in_tie = np.zeros(len(key), dtype=bool)
+        in_tie[tie] = True
+        in_tie[tie + 1] = True
+        pos = np.flatnonzero(in_tie)  # runs of equal keys stay contiguous: sort them by row number
+        order[pos] = order[pos][np.lexsort((order[pos], ranked[pos]))]
+    return order
+
+
 def _sort_user_time(user: np.ndarray, num_users: int, time: np.ndarray) -> np.ndarray:
     """Permutation ordering rows by (user, time, file order)."""
-    order = None
-    if len(time) > 1 and not np.all(time[1:] >= time[:-1]):
-        order = np.argsort(time, kind="stable")
-        user = user[order]
-    if len(user) > 1 and not np.all(user[1:] >= user[:-1]):
-        by_user = np.argsort(_small(user, num_users), kind="stable")
-        order = by_user if order is None else order[by_user]
-    return np.arange(len(time)) if order is None else order
+    if len(time) < 2:
+        return np.arange(len(time))
+    lo, hi = float(time.min()), float(time.max())
+    span = hi - lo + 1
+    if span * max(num_users, 1) < 2.0**62 and np.array_equal(time, np.floor(time)):
+        # Integer times (the usual Unix seconds): one sort on a combined (user, time) key.
+        key = user * np.int64(span) + (time - lo).astype(np.int64)
+        if np.all(key[1:] >= key[:-1]):
+            return np.arange(len(time))
+        return _argsort_stable(key)
+    order = np.argsort(time, kind="stable")
+    return order[np.argsort(_small(user[order], num_users), kind="stable")]
 
 
 def length_percentiles(lengths: np.ndarray) -> dict:

@@ -113,6 +113,7 @@ class TextFile:
             include_columns=columns,
             column_types={c: pa.string() for c in string_columns},
             strings_can_be_null=False,
+            null_values=[""],  # only empty fields are missing; "NA" or "nan" are values to complain about
         )
         try:
             table = pv.read_csv(self._source(), read_options=read_opts, parse_options=parse_opts,

@@ -1,12 +1,14 @@
-"""Where a trainer runs: rank, world size, device, metric reporting, checkpoint registry, engine factory.
+"""Where a trainer runs: rank, world size, device, collectives, checkpoint staging, metric reporting.
 
 The trainer only talks to a ``WorkerContext``. ``LocalContext`` runs it in this process (pytest, the CPU
 quickstart); ``metarec_dist.runtime.ray_worker.RayContext`` runs it inside a Ray Train worker with a
-DeepSpeed engine. Same trainer, same code path for the meta-step.
+DeepSpeed engine. Same trainer, same meta-step.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,6 @@ from metarec_dist.runtime.engine import LocalEngine
 class WorkerContext:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
     @property
@@ -31,41 +32,73 @@ class WorkerContext:
         self, module: nn.Module, optim: OptimConfig, runtime: RuntimeConfig, total_steps: int, micro_batch: int
     ) -> Any:
         """A LocalEngine, or a DeepSpeed engine when ``runtime.deepspeed`` is set (the Ray path always is)."""
-        if runtime.deepspeed:
+        if runtime.deepspeed or runtime.backend == "ray":
             from metarec_dist.runtime.deepspeed_engine import build_deepspeed_engine
 
             return build_deepspeed_engine(module, optim, runtime, total_steps, micro_batch, self.world_size)
         return LocalEngine(module, optim, total_steps, runtime.grad_accum)
 
+    # Collectives: every rank must call them the same number of times.
+    def _distributed(self) -> bool:
+        return self.world_size > 1 and torch.distributed.is_initialized()
+
+    def barrier(self) -> None:
+        if self._distributed():
+            torch.distributed.barrier()
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        if not self._distributed():
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
     def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
-        """Average scalar metrics over ranks (every rank must call it, the same number of times)."""
-        if self.world_size == 1 or not torch.distributed.is_initialized():
+        """Average scalar metrics over ranks."""
+        if not self._distributed():
             return values
         keys = sorted(values)
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
-        """Hand metrics (and a complete checkpoint) to the driver."""
+    # Checkpoints and reports.
+    def checkpoint_folder(self, step: int) -> Path:
+        """Where this rank writes the checkpoint of ``step``."""
+        raise ValueError("this worker context has no checkpoint storage (give the trainer a run directory)")
 
-    def latest_checkpoint_dir(self) -> Path | None:
-        return None
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
+        """Hand metrics (and a complete checkpoint) to whoever runs the job."""
+
+    @contextlib.contextmanager
+    def resume_dir(self) -> Iterator[Path | None]:
+        """The latest complete checkpoint to resume from, or None."""
+        yield None
 
 
 class LocalContext(WorkerContext):
-    """This process, rank 0 of 1. Checkpoints are found by scanning the run directory."""
+    """This process, rank 0 of 1. Checkpoints live in ``<run_dir>/checkpoints/step_NNNNNN``."""
 
-    def __init__(self, run_dir: Path | None = None) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path | None = None, keep: int = 2) -> None:
+        self.run_dir, self.keep = run_dir, keep
         self.reports: list[dict[str, Any]] = []
+
+    def checkpoint_folder(self, step: int) -> Path:
+        from metarec_dist.checkpoint import step_dir
+
+        if self.run_dir is None:
+            return super().checkpoint_folder(step)
+        return step_dir(self.run_dir, step)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         self.reports.append({**metrics, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None})
+        if checkpoint_dir is not None and self.run_dir is not None:
+            from metarec_dist.checkpoint import prune
 
-    def latest_checkpoint_dir(self) -> Path | None:
-        if self.run_dir is None:
-            return None
+            prune(self.run_dir, self.keep)
+
+    @contextlib.contextmanager
+    def resume_dir(self) -> Iterator[Path | None]:
         from metarec_dist.checkpoint import latest_complete
 
-        return latest_complete(self.run_dir)
+        yield None if self.run_dir is None else latest_complete(self.run_dir)

@@ -20,10 +20,14 @@ from torch import nn
 from metarec_dist.config import OptimConfig
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW from torch: no JIT-compiled kernels, so it also works for DeepSpeed on CPU."""
+def make_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW from torch: no JIT-compiled kernels, so it also works for DeepSpeed on CPU. ``params`` are
+    parameters (frozen ones are skipped) or parameter groups (DeepSpeed's ZeRO hands those over)."""
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = [p for p in params if p.requires_grad]
     return torch.optim.AdamW(
-        [p for p in params if p.requires_grad],
+        params,
         lr=cfg.lr,
         betas=(cfg.betas[0], cfg.betas[1]),
         eps=cfg.eps,

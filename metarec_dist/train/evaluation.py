@@ -8,14 +8,14 @@ the relevant set is the user's next ``num_relevant`` interactions after the supp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from metarec_dist.meta.algorithms import MetaAlgorithm
 from metarec_dist.metrics.ranking import PAD, ranking_metrics
-from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.tasks.sampler import prefix_batch
+from metarec_dist.tasks.types import MetaBatch
 
 
 def eval_targets(
@@ -41,25 +41,30 @@ def eval_targets(
     return keep, np.stack(support).astype(np.int64), np.array(relevant, np.int64), np.array(nxt, np.int64)
 
 
+class Scorer(Protocol):
+    """The meta-learner (or an engine wrapping it): ``scorer(batch, score_steps=n, score=True)``."""
+
+    def __call__(self, batch: MetaBatch, score_steps: int | None = None, score: bool = False) -> Any: ...
+
+
 @torch.no_grad()
 def user_scores(
-    model: SeqRecommender,
-    algorithm: MetaAlgorithm,
+    scorer: Scorer,
     sequences: list[np.ndarray],
     shots: int,
     support_max: int,
+    bos_id: int,
     steps: int | None,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Scores ``[U, V]`` after adapting on each user's first ``shots`` items (``steps=0``: no adaptation)."""
-    batch = prefix_batch(sequences, shots, support_max, model.bos_id)
-    h = model.encode(batch.item_ids, batch.attention_mask)
-    w, _ = algorithm.adapt(model, h[:, :support_max], batch.support_targets, steps=steps)
-    return model.score_all(h[:, support_max], w)
+    batch = prefix_batch(sequences, shots, support_max, bos_id).to(device)
+    return scorer(batch, score_steps=steps, score=True).float()
 
 
 def evaluate_cold_start(
-    model: SeqRecommender,
-    algorithm: MetaAlgorithm,
+    scorer: Scorer,
+    bos_id: int,
     sequences: list[np.ndarray],
     shots: Sequence[int],
     support_max: int,
@@ -67,10 +72,10 @@ def evaluate_cold_start(
     ks: Sequence[int] = (10, 20),
     steps: int | None = None,
     batch_users: int = 256,
+    device: torch.device | str = "cpu",
 ) -> dict[int, dict[str, np.ndarray]]:
-    """Per shot count K, per metric, one value per evaluated user."""
-    was_training = model.training
-    model.eval()
+    """Per shot count K, per metric, one value per evaluated user. Under ZeRO-3 every rank must call this
+    with the same users (scoring is a collective forward)."""
     results: dict[int, dict[str, np.ndarray]] = {}
     for k in shots:
         if k > support_max:
@@ -79,7 +84,7 @@ def evaluate_cold_start(
         parts: dict[str, list[np.ndarray]] = {}
         for lo in range(0, len(keep), batch_users):
             idx = keep[lo : lo + batch_users]
-            scores = user_scores(model, algorithm, [sequences[u] for u in idx], k, support_max, steps)
+            scores = user_scores(scorer, [sequences[u] for u in idx], k, support_max, bos_id, steps, device).cpu()
             sl = slice(lo, lo + len(idx))
             m = ranking_metrics(
                 scores,
@@ -91,7 +96,6 @@ def evaluate_cold_start(
             for name, v in m.items():
                 parts.setdefault(name, []).append(v.cpu().numpy())
         results[k] = {name: np.concatenate(v) for name, v in parts.items()}
-    model.train(was_training)
     return results
 
 

@@ -101,7 +101,7 @@ def download(
             raise DataError(
                 f"{url}: sha256 mismatch (expected {expected}, got {digest}); the download was discarded. "
                 "Run again; if GroupLens re-issued the file, check it and pin the new digest with "
-                "download(..., sha256={...})"
+                "download(..., sha256={...}). " + _by_hand(key, root, archive)
             )
         tmp_dir = Path(tempfile.mkdtemp(dir=root, prefix=f".{archive.folder}."))
         _extract(tmp_zip, tmp_dir, url)

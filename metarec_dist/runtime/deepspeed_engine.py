@@ -1,0 +1,179 @@
+"""DeepSpeed: the config derived from typed fields, and the engine around the meta-learner.
+
+The trainer drives it exactly like ``LocalEngine``: ``loss = engine(batch)``, ``engine.backward(loss)``,
+``engine.step()`` once per micro-batch. DeepSpeed averages the outer gradient over the data-parallel ranks
+(all-reduce under ZeRO-0/1, reduce-scatter under ZeRO-2/3), so ranks that each hold a slice of the global
+meta-batch end with the same update a single process would compute on the whole meta-batch.
+
+Fast weights under ZeRO-3: the per-task fast weights are plain tensors created inside ``forward`` (never
+DeepSpeed parameters), so nothing is partitioned or overwritten. Their meta-learned initialisation
+``fast_init`` and the tied item table are read outside their owning module's ``forward``; they are
+registered with ``register_external_parameter`` on the meta-learner, so ZeRO-3 gathers them for the whole
+meta-loss and releases them after. ``fast_init`` is small enough to stay persistent (below
+``stage3_param_persistence_threshold``); the item table is gathered like any other partitioned weight.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metarec_dist.config import OptimConfig, RuntimeConfig
+from metarec_dist.runtime.engine import make_optimizer, make_scheduler
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _zero_section(rt: RuntimeConfig) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": rt.zero_stage}
+    if rt.zero_stage >= 1:
+        zero.update(
+            reduce_bucket_size=rt.reduce_bucket_size,
+            allgather_bucket_size=rt.allgather_bucket_size,
+            overlap_comm=rt.use_gpu,  # overlap needs CUDA streams; on CPU it only adds copies
+            contiguous_gradients=True,
+        )
+    if rt.offload_optimizer and rt.zero_stage >= 1:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": rt.use_gpu}
+    if rt.offload_param and rt.zero_stage == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": rt.use_gpu}
+    if rt.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = False  # export consolidates from shards
+    return zero
+
+
+def deepspeed_config(
+    optim: OptimConfig, rt: RuntimeConfig, micro_batch: int, world_size: int
+) -> dict[str, Any]:
+    """The DeepSpeed JSON config from typed fields; ``rt.deepspeed_override`` (a JSON file) merged last."""
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": rt.grad_accum,
+        "train_batch_size": micro_batch * rt.grad_accum * world_size,
+        # Explicit: DeepSpeed >= 0.19.3 clips at 1.0 when the key is absent.
+        "gradient_clipping": optim.grad_clip,
+        "zero_optimization": _zero_section(rt),
+        "bf16": {"enabled": rt.precision == "bf16"},
+        "fp16": {"enabled": rt.precision == "fp16"},
+        "steps_per_print": 1_000_000_000,
+        "wall_clock_breakdown": False,
+        # A torch AdamW is passed in (no JIT-built kernels on CPU); allow it beside ZeRO-Offload.
+        "zero_force_ds_cpu_optimizer": False,
+        "zero_allow_untested_optimizer": True,
+    }
+    if rt.deepspeed_override:
+        path = Path(rt.deepspeed_override)
+        if not path.is_file():
+            raise ValueError(f"runtime.deepspeed_override: file not found: {path}")
+        try:
+            override = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"runtime.deepspeed_override {path}: not valid JSON: {exc}") from None
+        cfg = deep_merge(cfg, override)
+    check_batch_arithmetic(cfg, world_size)
+    return cfg
+
+
+def check_batch_arithmetic(cfg: dict[str, Any], world_size: int) -> None:
+    micro, accum = cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"]
+    if cfg["train_batch_size"] != micro * accum * world_size:
+        raise ValueError(
+            f"DeepSpeed batch arithmetic: train_batch_size {cfg['train_batch_size']} != micro batch {micro} x "
+            f"accumulation {accum} x workers {world_size}; fix meta.meta_batch_size / runtime.grad_accum or "
+            "the override file"
+        )
+
+
+def ensure_process_group(use_gpu: bool) -> None:
+    """A one-process group when nothing (Ray Train, torchrun) has set one up: DeepSpeed needs it."""
+    import deepspeed
+
+    if torch.distributed.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo", verbose=False)
+
+
+class DeepSpeedEngine:
+    """The DeepSpeed engine with this project's checkpoint contract: a failed load is an error."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.device = engine.device
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.engine(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> None:
+        self.engine.train(mode)
+
+    def eval(self) -> None:
+        self.engine.eval()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> None:
+        self.engine.step()
+
+    def get_lr(self) -> list[float]:
+        return self.engine.get_lr()
+
+    def get_global_grad_norm(self) -> float | None:
+        norm = self.engine.get_global_grad_norm()
+        return None if norm is None else float(norm)
+
+    def unwrapped(self) -> nn.Module:
+        return self.engine.module
+
+    def save_checkpoint(self, save_dir: str, tag: str) -> None:
+        self.engine.save_checkpoint(save_dir, tag=tag, client_state={})
+
+    def load_checkpoint(self, load_dir: str, tag: str) -> None:
+        path, _ = self.engine.load_checkpoint(load_dir, tag=tag)
+        # DeepSpeed only warns and returns (None, None) when the tag or a shard is missing: fail loudly.
+        if path is None:
+            raise ValueError(f"DeepSpeed could not load checkpoint {load_dir} (tag {tag!r}): a shard is missing")
+
+
+def build_deepspeed_engine(
+    module: nn.Module,
+    optim: OptimConfig,
+    rt: RuntimeConfig,
+    total_steps: int,
+    micro_batch: int,
+    world_size: int,
+) -> DeepSpeedEngine:
+    import deepspeed
+
+    from metarec_dist.runtime.safe_load import install_safe_checkpoint_engine
+
+    ensure_process_group(rt.use_gpu)
+    if rt.zero_stage == 3:
+        for p in module.model.external_parameters():
+            deepspeed.zero.register_external_parameter(module, p)
+    engine, *_ = deepspeed.initialize(
+        model=module,
+        model_parameters=[p for p in module.parameters() if p.requires_grad],
+        optimizer=lambda params: make_optimizer(params, optim),
+        lr_scheduler=lambda opt: make_scheduler(opt, optim, total_steps),
+        config=deepspeed_config(optim, rt, micro_batch, world_size),
+    )
+    install_safe_checkpoint_engine(engine)
+    return DeepSpeedEngine(engine)
+

@@ -1,0 +1,100 @@
+"""The driver side of a Ray run: connect or start a cluster, hand user rows to Ray Data, run TorchTrainer.
+
+The driver only loads and preprocesses the log (cached as Arrow) and turns it into per-user rows; tasks are
+built on the workers. Every port of a locally started cluster binds to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from metarec_dist.config import Config
+
+log = logging.getLogger("metarec")
+
+
+def init_ray(verbose: bool = False, num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` when set, else start a local cluster bound to 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **quiet)
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        **quiet,
+    )
+
+
+def storage_path(cfg: Config) -> str:
+    path = cfg.runtime.storage_path
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def user_datasets(cfg: Config) -> tuple[dict[str, Any], int]:
+    """Ray datasets of per-user rows (``user``, ``items``) for the train and valid splits."""
+    import ray.data
+
+    from metarec_dist.data import prepare_data
+
+    prepared = prepare_data(cfg.data)
+    users = prepared.users.select_columns(["user", "items", "split"])
+    out = {}
+    for split in ("train", "valid"):
+        part = users.filter(lambda s, split=split: s == split, input_columns="split").remove_columns("split")
+        if split == "train" and len(part) == 0:
+            raise ValueError(f"{prepared.source}: the training split has no users")
+        out[split] = ray.data.from_huggingface(part)
+    return out, prepared.num_items
+
+
+def build_trainer(cfg: Config, datasets: dict[str, Any], num_items: int, loop_config: dict[str, Any] | None = None):
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    rt = cfg.runtime
+    resources = {"CPU": rt.cpus_per_worker, **({"GPU": rt.gpus_per_worker} if rt.use_gpu else {})}
+    from metarec_dist.runtime.ray_worker import train_loop_per_worker
+
+    config = {"cfg": cfg.to_dict(), "num_items": num_items, "run_dir": storage_path(cfg), **(loop_config or {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=rt.num_workers,
+            use_gpu=rt.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=rt.placement_strategy,
+        ),
+        run_config=ray.train.RunConfig(
+            name=rt.run_name,
+            storage_path=storage_path(cfg),
+            failure_config=ray.train.FailureConfig(max_failures=rt.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+        ),
+        datasets=datasets,
+        torch_config=TorchConfig(backend="nccl" if rt.use_gpu else "gloo"),
+    )
+
+
+def train_on_ray(cfg: Config, verbose: bool = False, loop_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    init_ray(verbose or cfg.logging.verbose)
+    datasets, num_items = user_datasets(cfg)
+    result = build_trainer(cfg, datasets, num_items, loop_config).fit()
+    if result.error:
+        raise result.error
+    return {
+        **(result.metrics or {}),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "run_path": str(Path(storage_path(cfg)) / cfg.runtime.run_name),
+    }

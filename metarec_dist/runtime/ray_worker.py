@@ -1,0 +1,118 @@
+"""Inside a Ray Train worker: the ``RayContext`` and the per-worker training loop.
+
+Ray Train has already set up the torch process group (gloo on CPU, NCCL on GPUs, timeout from
+``TorchConfig``) and pinned the device, so DeepSpeed finds it initialised. deepspeed is imported here,
+inside the worker, never on the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec_dist.runtime.context import WorkerContext
+
+log = logging.getLogger("metarec")
+
+
+class RayContext(WorkerContext):
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self._staging: list[Path] = []
+
+    def checkpoint_folder(self, step: int) -> Path:
+        # Each rank stages its own files locally; ray.train.report merges every rank's folder into one
+        # checkpoint directory in the run's storage (local disk, shared file system or cloud).
+        folder = Path(tempfile.mkdtemp(prefix=f"metarec-ckpt-{step:06d}-r{self.rank}-"))
+        self._staging.append(folder)
+        return folder
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        name = f"checkpoint_step_{int(metrics['step']):06d}" if checkpoint_dir else None
+        ray.train.report(_plain(metrics), checkpoint=checkpoint, checkpoint_dir_name=name)
+        for folder in self._staging:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._staging.clear()
+
+    @contextlib.contextmanager
+    def resume_dir(self) -> Iterator[Path | None]:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as folder:
+            yield Path(folder)
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v) for k, v in metrics.items()}
+
+
+def _rows_to_sequences(rows: list[dict[str, Any]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    users = np.array([int(r["user"]) for r in rows], dtype=np.int64)
+    seqs = [np.asarray(r["items"], dtype=np.int64) for r in rows]
+    return users, seqs
+
+
+def collect_shard(name: str) -> list[dict[str, Any]]:
+    """This worker's share of the per-user rows, streamed in by Ray Data."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(name)
+    rows: list[dict[str, Any]] = []
+    for batch in shard.iter_batches(batch_size=4096, batch_format="numpy"):
+        rows.extend({"user": u, "items": i} for u, i in zip(batch["user"], batch["items"], strict=True))
+    return rows
+
+
+def gather_users(ctx: RayContext, rows: list[dict[str, Any]]) -> list[np.ndarray]:
+    """All ranks' rows, in user order. Ray Data's split is not deterministic; sorting by user id makes the
+    task stream independent of which rank received which row, so a run (and its resume) samples exactly
+    the meta-batches a single process would."""
+    users, seqs = _rows_to_sequences(rows)
+    parts = ctx.all_gather((users, seqs))
+    all_users = np.concatenate([p[0] for p in parts])
+    all_seqs = [s for p in parts for s in p[1]]
+    return [all_seqs[i] for i in np.argsort(all_users, kind="stable")]
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    from metarec_dist.config import Config, from_dict
+    from metarec_dist.metrics.loggers import NullLogger
+    from metarec_dist.train.trainer import MetaTrainer, TrainData
+
+    cfg: Config = from_dict(Config, config["cfg"])
+    logging.basicConfig(level=logging.INFO if cfg.logging.verbose else logging.WARNING)
+    if cfg.runtime.torch_threads:
+        torch.set_num_threads(cfg.runtime.torch_threads)
+    ctx = RayContext()
+    train = gather_users(ctx, collect_shard("train"))
+    valid = gather_users(ctx, collect_shard("valid"))
+    data = TrainData(train=train, valid=valid, num_items=int(config["num_items"]))
+    logger = NullLogger()
+    if ctx.is_main and config.get("make_logger") is not None:
+        logger = config["make_logger"](cfg)
+    trainer = MetaTrainer(cfg, ctx, data, run_dir=Path(config["run_dir"]), logger=logger)
+    try:
+        trainer.fit()
+    finally:
+        logger.close()

@@ -1,0 +1,185 @@
+"""Every input format gives the same normalised per-user sequences."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+from data_fixtures import (
+    EXPECTED,
+    EXPECTED_SPLIT,
+    ROWS,
+    TITLES,
+    cfg,
+    sequences_by_user,
+    write_csv,
+    write_jsonl,
+    write_parquet,
+    write_ratings_csv,
+    write_ratings_dat,
+    write_recbole,
+    write_u_data,
+    write_user_item,
+)
+
+from metarec_dist.data import DataError, PreparedData, prepare_data
+
+
+def _check(prepared: PreparedData, titles: bool = False) -> None:
+    assert sequences_by_user(prepared) == EXPECTED
+    assert prepared.users["split"] == EXPECTED_SPLIT
+    assert prepared.users["raw_user"] == ["1", "2", "3", "4"]
+    assert prepared.users["user"] == [0, 1, 2, 3]
+    assert prepared.num_items == 4
+    assert prepared.item_raw_ids == ["10", "20", "30", "40"]
+    if titles:
+        assert prepared.item_titles is not None
+        assert prepared.item_titles[2] == TITLES[20]
+
+
+def test_users_table_schema(tmp_path):
+    prepared = prepare_data(cfg(format="auto", path=str(write_u_data(tmp_path / "ml"))))
+    assert isinstance(prepared.users, datasets.Dataset)
+    features = prepared.users.features
+    assert features["user"].dtype == "int64"
+    assert features["raw_user"].dtype == "string"
+    assert features["items"].feature.dtype == "int64"
+    assert features["split"].dtype == "string"
+    train = prepared.sequences("train")
+    assert [s.tolist() for s in train] == EXPECTED[:2]
+    assert all(s.dtype == np.int64 for s in train)
+    assert [s.tolist() for s in prepared.sequences("test")] == [EXPECTED[3]]
+    with pytest.raises(ValueError, match="split must be one of"):
+        prepared.sequences("dev")
+
+
+@pytest.mark.parametrize("as_dir", [True, False])
+def test_movielens_100k(tmp_path, as_dir):
+    path = write_u_data(tmp_path / "ml-100k")
+    prepared = prepare_data(cfg(format="auto", path=str(path.parent if as_dir else path)))
+    _check(prepared)
+    assert prepared.item_titles[4] == "Quarante é (1998)"  # u.item is Latin-1
+    assert "MovieLens" in prepared.source
+
+
+def test_movielens_1m_double_colon(tmp_path):
+    _check(prepare_data(cfg(format="movielens", path=str(write_ratings_dat(tmp_path / "ml-1m").parent))),
+           titles=True)
+
+
+def test_movielens_ratings_csv(tmp_path):
+    _check(prepare_data(cfg(format="auto", path=str(write_ratings_csv(tmp_path / "ml-latest-small")))),
+           titles=True)
+
+
+@pytest.mark.parametrize("as_dir", [True, False])
+def test_recbole(tmp_path, as_dir):
+    inter = write_recbole(tmp_path / "ml-100k")
+    prepared = prepare_data(cfg(format="auto", path=str(inter.parent if as_dir else inter)))
+    _check(prepared, titles=True)
+    assert prepared.item_titles == {1: "Ten (1995)", 2: "Twenty, The (1996)", 3: "Thirty (1997)",
+                                    4: "Forty (1998)"}
+
+
+def test_recbole_several_inter_files_needs_a_choice(tmp_path):
+    write_recbole(tmp_path / "d", name="a")
+    write_recbole(tmp_path / "d", name="b")
+    with pytest.raises(DataError, match="several .inter files"):
+        prepare_data(cfg(format="recbole", path=str(tmp_path / "d")))
+    _check(prepare_data(cfg(format="recbole", path=str(tmp_path / "d" / "b.inter"))))
+
+
+def test_generic_csv_with_guessed_columns(tmp_path):
+    _check(prepare_data(cfg(format="csv", path=str(write_csv(tmp_path / "log.csv")))))
+
+
+def test_generic_csv_with_mapping_and_custom_separator(tmp_path):
+    path = write_csv(tmp_path / "log.txt", sep=";", header="who,what,stars,when")
+    _check(prepare_data(cfg(format="csv", path=str(path), sep=";", user_col="who", item_col="what",
+                            time_col="when")))
+
+
+def test_headerless_tsv_with_column_names(tmp_path):
+    path = write_csv(tmp_path / "log.tsv", sep="\t", header="")
+    _check(prepare_data(cfg(format="tsv", path=str(path), header=False,
+                            columns=["u", "i", "r", "t"], user_col="u", item_col="i", time_col="t")))
+
+
+def test_tsv_by_extension(tmp_path):
+    _check(prepare_data(cfg(format="auto", path=str(write_csv(tmp_path / "log.tsv", sep="\t")))))
+
+
+def test_parquet(tmp_path):
+    _check(prepare_data(cfg(format="auto", path=str(write_parquet(tmp_path / "log.parquet")))))
+
+
+def test_jsonl(tmp_path):
+    _check(prepare_data(cfg(format="jsonl", path=str(write_jsonl(tmp_path / "log.jsonl")))))
+
+
+def test_user_item_lines_in_time_order(tmp_path):
+    prepared = prepare_data(cfg(format="user_item", path=str(write_user_item(tmp_path / "seq.txt"))))
+    _check(prepared)
+
+
+def test_ordered_rows_csv_without_timestamp(tmp_path):
+    ordered = sorted(ROWS, key=lambda r: r[3])
+    path = write_csv(tmp_path / "log.csv", rows=[r[:3] for r in ordered], header="user_id,item_id,rating")
+    with pytest.raises(DataError, match="ordered_rows"):
+        prepare_data(cfg(format="csv", path=str(path)))
+    _check(prepare_data(cfg(format="csv", path=str(path), ordered_rows=True)))
+
+
+def test_string_ids_sort_as_text_and_keep_leading_zeros(tmp_path):
+    rows = [("u07", "b", 1.0, 1), ("u07", "a10", 1.0, 2), ("007", "a9", 1.0, 3), ("007", "b", 1.0, 4)]
+    path = write_csv(tmp_path / "log.csv", rows=rows)
+    with pytest.raises(DataError, match="string_ids"):
+        prepare_data(cfg(format="csv", path=str(path), test_frac=0.0))
+    prepared = prepare_data(cfg(format="csv", path=str(path), string_ids=True, test_frac=0.0))
+    assert prepared.users["raw_user"] == ["007", "u07"]
+    assert prepared.item_raw_ids == ["a10", "a9", "b"]
+    assert sequences_by_user(prepared) == [[2, 3], [3, 1]]
+
+
+def test_integer_ids_sort_numerically(tmp_path):
+    rows = [(1, 10, 1.0, 1), (1, 9, 1.0, 2), (2, 100, 1.0, 3), (2, 9, 1.0, 4)]
+    path = write_csv(tmp_path / "log.csv", rows=rows)
+    prepared = prepare_data(cfg(format="csv", path=str(path), test_frac=0.0))
+    assert prepared.item_raw_ids == ["9", "10", "100"]
+    assert sequences_by_user(prepared) == [[2, 1], [3, 1]]
+
+
+def test_iso_dates_are_timestamps(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,date\n1,5,2020-01-02\n1,6,2020-01-01\n2,5,2019-12-31\n2,7,2020-03-01\n")
+    prepared = prepare_data(cfg(format="csv", path=str(path), valid_frac=0.0, test_frac=0.4))
+    assert sequences_by_user(prepared) == [[2, 1], [1, 3]]
+    assert prepared.users["split"] == ["test", "train"]  # user 1 arrived last
+
+
+def test_hub_dataset_through_load_dataset(monkeypatch):
+    table = {"user_id": [r[0] for r in ROWS], "item_id": [r[1] for r in ROWS],
+             "timestamp": [r[3] for r in ROWS]}
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_dict(table)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    _check(prepare_data(cfg(format="hub", name="someone/interactions")))
+    assert calls == [("someone/interactions", None, "train")]
+
+
+def test_hub_offline_is_a_clear_error(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'someone/interactions' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as info:
+        prepare_data(cfg(format="hub", name="someone/interactions"))
+    message = str(info.value)
+    assert "someone/interactions" in message
+    assert "network" in message
+    assert "data.format=synthetic" in message
+    assert isinstance(info.value, ValueError)
