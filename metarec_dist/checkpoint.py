@@ -166,3 +166,54 @@ def load_checkpoint(engine: Any, folder: Path, rank: int) -> dict[str, Any]:
     state = json.loads((folder / CLIENT_STATE).read_text())
     state["_manifest_world_size"] = manifest["world_size"]
     return state
+
+
+# ------------------------------------------------------------------------------------------ export
+
+EXPORT_CONFIG = "metarec_config.json"
+EXPORT_WEIGHTS = "model.safetensors"
+
+
+def export(checkpoint_dir: Path, out_dir: Path) -> Path:
+    """Consolidate a (sharded) checkpoint into ``model.safetensors`` + ``metarec_config.json`` that load and
+    score with :func:`load_exported`: no DeepSpeed, no Ray. Written to a temp folder, then renamed."""
+    from safetensors.torch import save_file
+
+    from metarec_dist.runtime.export import consolidated_state_dict
+
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    verify(checkpoint_dir)
+    client = json.loads((checkpoint_dir / CLIENT_STATE).read_text())
+    state = consolidated_state_dict(checkpoint_dir / "engine")
+    weights = {k.removeprefix("model."): v.contiguous() for k, v in state.items() if k.startswith("model.")}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        save_file(weights, str(tmp / EXPORT_WEIGHTS))
+        meta = {k: client[k] for k in ("config", "num_items", "step", "item_titles") if k in client}
+        (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_exported(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """``(SeqRecommender, Config, metadata)`` from an exported folder, in eval mode."""
+    from safetensors.torch import load_file
+
+    from metarec_dist.config import Config, from_dict
+    from metarec_dist.models.recommender import SeqRecommender
+
+    folder = Path(folder)
+    for name in (EXPORT_WEIGHTS, EXPORT_CONFIG):
+        if not (folder / name).is_file():
+            raise ValueError(f"{folder} is not an exported model: {name} is missing (run `metarec export` first)")
+    meta = json.loads((folder / EXPORT_CONFIG).read_text())
+    cfg = from_dict(Config, meta["config"])
+    model = SeqRecommender(cfg.model, int(meta["num_items"]))
+    model.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
+    return model.eval(), cfg, meta

@@ -15,13 +15,14 @@ from metarec_dist.data.errors import DataError
 if TYPE_CHECKING:
     from metarec_dist.data.fetch import download
     from metarec_dist.data.layout import find_or_download
-    from metarec_dist.data.pipeline import prepare_data
+    from metarec_dist.data.pipeline import load_interactions, prepare_data
     from metarec_dist.data.prepared import PreparedData
     from metarec_dist.data.stats import data_stats, format_stats
 
 _LAZY = {
     "PreparedData": "metarec_dist.data.prepared",
     "prepare_data": "metarec_dist.data.pipeline",
+    "load_interactions": "metarec_dist.data.pipeline",
     "data_stats": "metarec_dist.data.stats",
     "format_stats": "metarec_dist.data.stats",
     "download": "metarec_dist.data.fetch",
@@ -36,6 +37,7 @@ __all__ = [
     "download",
     "find_or_download",
     "format_stats",
+    "load_interactions",
     "prepare_data",
 ]
 

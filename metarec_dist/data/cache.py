@@ -80,6 +80,7 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale(root)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))
+        tmp.chmod(0o755)  # mkdtemp makes it private; other users/jobs may share the cache
         titles = prepared.item_titles or {}
         items = pa.table({
             "raw_id": pa.array(prepared.item_raw_ids, pa.string()),

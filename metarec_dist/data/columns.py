@@ -44,16 +44,17 @@ def bare(name: str) -> str:
 
 
 def resolve_columns(
-    names: list[str], file: str, cfg: DataConfig, *, need_time: bool = True
+    names: list[str], file: str, cfg: DataConfig, *, optional_rating: bool = False
 ) -> dict[str, str]:
-    """Map role -> actual column name. ``time`` is absent when rows are in time order already,
-    ``rating`` is present only when a rating threshold asks for it."""
+    """Map role -> actual column name. ``time`` is absent when rows are in time order already;
+    ``rating`` is required when a rating threshold asks for it, else included only when
+    ``optional_rating`` and a rating column exists."""
     by_bare = {bare(n).lower(): n for n in reversed(names)}  # reversed: the first of duplicates wins
     listed = ", ".join(names) if names else "(none)"
     roles = ["user", "item"]
-    if need_time and not cfg.ordered_rows:
+    if not cfg.ordered_rows:
         roles.append("time")
-    if cfg.rating_threshold is not None:
+    if cfg.rating_threshold is not None or optional_rating:
         roles.append("rating")
     found: dict[str, str] = {}
     for role in roles:
@@ -67,6 +68,8 @@ def resolve_columns(
                 )
         else:
             column = next((by_bare[c] for c in CANDIDATES[role] if c in by_bare), None)
+            if column is None and role == "rating" and cfg.rating_threshold is None:
+                continue  # optional and absent
             if column is None:
                 raise DataError(_missing_message(role, file, listed, key))
         found[role] = column

@@ -82,7 +82,8 @@ def download(
     target = root / archive.folder
     if target.is_dir() and any(target.iterdir()):
         return target
-    expected = (sha256 if sha256 is not None else SHA256).get(key)
+    pins = sha256 if sha256 is not None else SHA256
+    expected = pins.get(key) or pins.get(name)
     if not expected:
         raise DataError(f"no sha256 pinned for {key!r}; pass sha256={{{key!r}: '<hex digest>'}}")
     url = f"{(base_url or GROUPLENS_URL).rstrip('/')}/{archive.zip_name}"
@@ -104,6 +105,7 @@ def download(
                 "download(..., sha256={...}). " + _by_hand(key, root, archive)
             )
         tmp_dir = Path(tempfile.mkdtemp(dir=root, prefix=f".{archive.folder}."))
+        tmp_dir.chmod(0o755)  # mkdtemp makes it private; the data folder is often shared
         _extract(tmp_zip, tmp_dir, url)
         inner = tmp_dir / archive.folder
         source = inner if inner.is_dir() else tmp_dir

@@ -37,6 +37,13 @@ def encode(values: np.ndarray | pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Codes 0..K-1 in the sorted order of the raw ids (numeric for integer ids), and the raw ids as
     strings. Sorted codes make the final ids follow the file's ids (MovieLens item 1 stays item 1)."""
     if isinstance(values, np.ndarray):
+        if len(values) and values.min() >= 0 and values.max() < max(4 * len(values), 1 << 20):
+            # Compact non-negative ids (the usual case): a presence table beats hashing.
+            present = np.zeros(int(values.max()) + 1, dtype=bool)
+            present[values] = True
+            uniques = np.flatnonzero(present)
+            rank = np.cumsum(present) - 1
+            return rank[values], pa.array(uniques).cast(pa.string())
         codes, uniques = pd.factorize(values, sort=True)
         return codes.astype(np.int64, copy=False), pa.array(uniques).cast(pa.string())
     encoded = pc.dictionary_encode(values)

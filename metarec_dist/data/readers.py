@@ -48,20 +48,21 @@ class RawLog:
         return len(self.time)
 
 
-def read_layout(layout: Layout, cfg: DataConfig) -> RawLog:
+def read_layout(layout: Layout, cfg: DataConfig, ratings: bool = False) -> RawLog:
+    """The log of ``layout``; ``ratings``: also read a rating column when there is one."""
     if layout.kind in _MOVIELENS:
         base = _MOVIELENS[layout.kind]
         spec = TextSpec(layout.file, base.sep, base.header, list(base.names), base.quoting)
         # The layout fixes the columns; the user's column mapping is for generic files.
         cfg = _with_defaults(cfg)
-        raw = _read_text(spec, cfg, f"{layout.file} (MovieLens)")
+        raw = _read_text(spec, cfg, f"{layout.file} (MovieLens)", ratings)
     elif layout.kind == "recbole":
         spec = TextSpec(layout.file, "\t", header=True, quoting=False)
-        raw = _read_text(spec, cfg, f"{layout.file} (RecBole)")
+        raw = _read_text(spec, cfg, f"{layout.file} (RecBole)", ratings)
     elif layout.kind in ("csv", "tsv"):
         sep = cfg.sep or ("," if layout.kind == "csv" else "\t")
         spec = TextSpec(layout.file, sep, cfg.header, list(cfg.columns), quoting=layout.kind == "csv")
-        raw = _read_text(spec, cfg, f"{layout.file} ({layout.kind})")
+        raw = _read_text(spec, cfg, f"{layout.file} ({layout.kind})", ratings)
     elif layout.kind == "user_item":
         spec = TextSpec(layout.file, " ", header=False, names=["user", "item"], quoting=False,
                         whitespace=True)
@@ -70,11 +71,11 @@ def read_layout(layout: Layout, cfg: DataConfig) -> RawLog:
                 f"{layout.file}: data.rating_threshold is set but user_item files have no ratings"
             )
         ordered = dataclasses.replace(cfg, ordered_rows=True, user_col="user", item_col="item")
-        raw = _read_text(spec, ordered, f"{layout.file} (user item, in time order)")
+        raw = _read_text(spec, ordered, f"{layout.file} (user item, in time order)", ratings)
     elif layout.kind == "parquet":
-        raw = _read_parquet(layout.file, cfg)
+        raw = _read_parquet(layout.file, cfg, ratings)
     elif layout.kind == "jsonl":
-        raw = _read_jsonl(layout.file, cfg)
+        raw = _read_jsonl(layout.file, cfg, ratings)
     else:  # pragma: no cover - layouts come from layout.py
         raise DataError(f"{layout.file}: unsupported layout {layout.kind!r}")
     raw.files = layout.files()
@@ -101,29 +102,29 @@ def _build(table: pa.Table, roles: dict[str, str], where: Where, cfg: DataConfig
     return RawLog(user, item, time, rating, source)
 
 
-def _read_text(spec: TextSpec, cfg: DataConfig, source: str) -> RawLog:
+def _read_text(spec: TextSpec, cfg: DataConfig, source: str, ratings: bool) -> RawLog:
     text = TextFile(spec)
-    roles = resolve_columns(text.names, text.label, cfg)
+    roles = resolve_columns(text.names, text.label, cfg, optional_rating=ratings)
     ids = (roles["user"], roles["item"]) if cfg.string_ids else ()
     table = text.read(list(dict.fromkeys(roles.values())), string_columns=ids)
     return _build(table, roles, Where(text.label, text.locate), cfg, source)
 
 
-def _read_parquet(path: Path, cfg: DataConfig) -> RawLog:
+def _read_parquet(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
     check_file(path)
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
         if pf.metadata.num_rows == 0:
             raise DataError(f"{path}: the Parquet file has no rows")
-        roles = resolve_columns(names, str(path), cfg)
+        roles = resolve_columns(names, str(path), cfg, optional_rating=ratings)
         table = pf.read(columns=list(dict.fromkeys(roles.values())))
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
     return _build(table, roles, Where(str(path), lambda row: f"row {row + 1}"), cfg, f"{path} (parquet)")
 
 
-def _read_jsonl(path: Path, cfg: DataConfig) -> RawLog:
+def _read_jsonl(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
     check_file(path)
     try:
         table = pj.read_json(path)
@@ -131,7 +132,7 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> RawLog:
         raise _diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: no JSON records")
-    roles = resolve_columns(table.column_names, str(path), cfg)
+    roles = resolve_columns(table.column_names, str(path), cfg, optional_rating=ratings)
     return _build(table, roles, Where(str(path), lambda row: f"line {_jsonl_line(path, row)}"), cfg,
                   f"{path} (jsonl)")
 
@@ -176,7 +177,7 @@ def _diagnose_jsonl(path: Path) -> DataError | None:
     return None
 
 
-def read_hub(cfg: DataConfig) -> RawLog:
+def read_hub(cfg: DataConfig, ratings: bool = False) -> RawLog:
     """A Hugging Face Hub dataset (needs network access or a copy in the Hugging Face cache)."""
     import datasets  # lazy: heavy import, only this path needs the Hub
 
@@ -194,7 +195,7 @@ def read_hub(cfg: DataConfig) -> RawLog:
     table = ds.data.table
     if table.num_rows == 0:
         raise DataError(f"{label}: no rows")
-    roles = resolve_columns(table.column_names, label, cfg)
+    roles = resolve_columns(table.column_names, label, cfg, optional_rating=ratings)
     return _build(table, roles, Where(label, lambda row: f"row {row + 1}"), cfg, label)
 
 

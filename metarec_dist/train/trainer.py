@@ -42,6 +42,7 @@ class TrainData:
 class TrainState:
     step: int = 0
     wandb_run_id: str | None = None
+    resumed_from: int | None = None  # the meta-step this process resumed at, if it did
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -119,6 +120,8 @@ class MetaTrainer:
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.train.meta_steps:
                 self.save_and_report({"step": step, **last})
         final = {"step": self.state.step, **last}
+        if self.state.resumed_from is not None:
+            final["resumed_from"] = self.state.resumed_from
         if self.data.valid:
             val = self.validate()
             final.update(val)
@@ -162,6 +165,8 @@ class MetaTrainer:
             "sampler": self.sampler.state_dict(),
             "wandb_run_id": self.state.wandb_run_id,
             "config": self.cfg.to_dict(),
+            "num_items": self.data.num_items,
+            "item_titles": self.data.item_titles,
         }
 
     @property
@@ -198,7 +203,7 @@ class MetaTrainer:
                 f"{self.ctx.world_size}; ZeRO shards are tied to the data-parallel size (convert it to a "
                 "universal checkpoint or resume with the same runtime.num_workers)"
             )
-        self.state.step = int(state["step"])
+        self.state.step = self.state.resumed_from = int(state["step"])
         self.state.wandb_run_id = state.get("wandb_run_id")
         self.sampler.load_state_dict(state["sampler"])
         log.info("resumed from %s at meta-step %d", folder, self.state.step)

@@ -7,7 +7,7 @@ import os
 import datasets
 from data_fixtures import EXPECTED, cfg, sequences_by_user, write_csv, write_recbole
 
-from metarec_dist.data import cache, pipeline, prepare_data
+from metarec_dist.data import cache, data_stats, pipeline, prepare_data
 
 
 def _entries(root):
@@ -31,6 +31,8 @@ def test_second_run_reads_the_cache(tmp_path, monkeypatch):
     assert second.item_raw_ids == first.item_raw_ids
     assert second.raw_stats == first.raw_stats
     assert second.source == first.source
+    assert [s.tolist() for s in second.sequences("train")] == EXPECTED[:2]
+    assert data_stats(second) == data_stats(first)
 
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch):

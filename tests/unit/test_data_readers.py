@@ -22,7 +22,7 @@ from data_fixtures import (
     write_user_item,
 )
 
-from metarec_dist.data import DataError, PreparedData, prepare_data
+from metarec_dist.data import DataError, PreparedData, load_interactions, prepare_data
 
 
 def _check(prepared: PreparedData, titles: bool = False) -> None:
@@ -105,6 +105,15 @@ def test_headerless_tsv_with_column_names(tmp_path):
                             columns=["u", "i", "r", "t"], user_col="u", item_col="i", time_col="t")))
 
 
+def test_csv_with_bom_crlf_and_quotes(tmp_path):
+    path = tmp_path / "log.csv"
+    body = "user_id,item_id,rating,timestamp\r\n" + "".join(
+        f'"{u}",{i},{r},"{t}"\r\n' for u, i, r, t in ROWS
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    _check(prepare_data(cfg(format="csv", path=str(path))))
+
+
 def test_tsv_by_extension(tmp_path):
     _check(prepare_data(cfg(format="auto", path=str(write_csv(tmp_path / "log.tsv", sep="\t")))))
 
@@ -183,3 +192,15 @@ def test_hub_offline_is_a_clear_error(monkeypatch):
     assert "network" in message
     assert "data.format=synthetic" in message
     assert isinstance(info.value, ValueError)
+
+
+def test_load_interactions_is_the_normalised_log(tmp_path):
+    log = load_interactions(cfg(format="auto", path=str(write_recbole(tmp_path / "ml"))))
+    assert isinstance(log, datasets.Dataset)
+    assert log.column_names == ["user", "item", "timestamp", "rating"]
+    assert [tuple(r.values()) for r in log] == [(u, i, float(t), r) for u, i, r, t in ROWS]
+    no_ratings = tmp_path / "log.csv"
+    no_ratings.write_text("user_id,item_id,timestamp\n1,2,3\n")
+    assert load_interactions(cfg(format="csv", path=str(no_ratings))).column_names == ["user", "item",
+                                                                                        "timestamp"]
+    assert load_interactions(cfg(format="synthetic")).num_rows > 0
