@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="meta-train (locally, or on Ray with runtime.backend=ray)")
     _add_config_args(p)
 
+    p = sub.add_parser("export", help="consolidate a (sharded) checkpoint into safetensors + config")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint folder (with manifest.json)")
+    p.add_argument("--out", required=True, help="output folder")
+
+    from metarec_dist.eval.cli import add_evaluate_args, add_recommend_args
+
+    add_evaluate_args(sub.add_parser("evaluate", help="cold-start evaluation with full ranking"))
+    add_recommend_args(sub.add_parser("recommend", help="adapt on a history and print the top-K items"))
+
     p = sub.add_parser("print-config", help="print the resolved config")
     _add_config_args(p, required=False)
 
@@ -70,6 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_config(args: argparse.Namespace) -> int:
     print(config_to_yaml(_config(args)), end="")
     return 0
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from metarec_dist.checkpoint import export
+
+    print(export(Path(args.checkpoint), Path(args.out)))
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from metarec_dist.eval.cli import evaluate_main
+
+    return evaluate_main(args)
+
+
+@command("recommend")
+def _recommend(args: argparse.Namespace) -> int:
+    from metarec_dist.eval.cli import recommend_main
+
+    return recommend_main(args)
 
 
 @command("train")

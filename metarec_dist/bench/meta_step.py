@@ -18,6 +18,7 @@ import torch
 from metarec_dist.config import Config
 from metarec_dist.data.synthetic import make_synthetic_sequences
 from metarec_dist.meta import build_algorithm
+from metarec_dist.meta.algorithms import PlainNextItem
 from metarec_dist.meta.reference import loop_meta_loss
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.engine import make_optimizer
@@ -43,10 +44,7 @@ def _median_times(fns: dict[str, Callable[[], None]], repeats: dict[str, int], w
 
 def plain_loss(model: SeqRecommender, batch: MetaBatch) -> torch.Tensor:
     """Next-item loss at every position of the same sequences, no adaptation (SASRec-style step)."""
-    h = model.encode(batch.item_ids, batch.attention_mask)
-    targets = torch.cat([batch.support_targets, batch.query_targets], dim=1)
-    w = model.fast_init.expand(batch.num_tasks, -1)
-    return model.task_loss(h[:, : targets.shape[1]], w, targets, batch.negatives).mean()
+    return PlainNextItem(0.0, 0).meta_loss(model, batch).loss
 
 
 def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -> dict[str, Any]:

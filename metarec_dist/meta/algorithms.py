@@ -177,6 +177,20 @@ class NoAdaptation(MetaAlgorithm):
         return MetaStepOutput(loss=query, metrics={"query_loss": query.detach()})
 
 
+@register("sasrec")
+class PlainNextItem(MetaAlgorithm):
+    """The SASRec-style baseline: plain next-item loss at every position of the window (support and query
+    alike), fast weights at their init, no adaptation. With long windows (``tasks.support_max``) this is
+    ordinary sequence-recommender training on whole user histories."""
+
+    def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
+        h = model.encode(batch.item_ids, batch.attention_mask)
+        targets = torch.cat([batch.support_targets, batch.query_targets], dim=1)
+        fast = model.fast_init.expand(batch.num_tasks, -1)
+        loss = model.task_loss(h[:, : targets.shape[1]], fast, targets, batch.negatives).mean()
+        return MetaStepOutput(loss=loss, metrics={"next_item_loss": loss.detach()})
+
+
 def build_algorithm(name: str, inner_lr: float, adaptation_steps: int) -> MetaAlgorithm:
     if name not in ALGORITHMS:
         raise ValueError(f"meta.algorithm: unknown {name!r}; choose from {sorted(ALGORITHMS)}")

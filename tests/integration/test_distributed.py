@@ -78,15 +78,24 @@ def test_stop_then_resume_equals_uninterrupted(ray_cluster, tmp_path):
     _assert_same(_exported(second["checkpoint"], tmp_path), _single_process(_cfg(tmp_path, "train.meta_steps=4")))
 
 
-def _kill_one_worker_after(run_dir: Path, marker: str, timeout: float = 300) -> dict:
+def _kill_one_worker_after(run_dir: Path, checkpoint_name: str, timeout: float = 300) -> dict:
+    """Kill one Ray Train worker process (SIGKILL) once the controller has registered ``checkpoint_name``
+    (it is in Ray's checkpoint-manager snapshot), so the restarted group has a checkpoint to resume from."""
     import psutil
 
     state: dict = {}
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+
+    def registered() -> bool:
+        try:
+            return checkpoint_name in snapshot.read_text()
+        except OSError:
+            return False
 
     def watch() -> None:
         deadline = time.time() + timeout
-        while time.time() < deadline and not (run_dir / marker / "manifest.json").exists():
-            time.sleep(0.2)
+        while time.time() < deadline and not registered():
+            time.sleep(0.1)
         for p in psutil.process_iter(["cmdline"]):
             if any("RayTrainWorker" in part for part in (p.info["cmdline"] or [])):
                 os.kill(p.pid, signal.SIGKILL)
@@ -102,9 +111,7 @@ def _kill_one_worker_after(run_dir: Path, marker: str, timeout: float = 300) -> 
 def test_killed_worker_restarts_from_last_checkpoint(ray_cluster, tmp_path):
     args = ["runtime.backend=ray", "runtime.num_workers=2", "runtime.zero_stage=2", "runtime.run_name=failover",
             "train.meta_steps=30", "checkpoint.every=5", "runtime.max_failures=2"]
-    # Kill once step 10 is persisted: by then step 5 is certainly registered with the controller (a
-    # checkpoint counts only after every rank has reported it).
-    killer = _kill_one_worker_after(tmp_path / "failover", "checkpoint_step_000010")
+    killer = _kill_one_worker_after(tmp_path / "failover", "checkpoint_step_000005")
     out = train_on_ray(_cfg(tmp_path, *args))
     killer["thread"].join(timeout=5)
     assert "killed" in killer, "no Ray Train worker process was found to kill"
