@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="meta-train (locally, or on Ray with runtime.backend=ray)")
     _add_config_args(p)
+    p.add_argument("--json", metavar="FILE", help="also write the final metrics as JSON")
 
     p = sub.add_parser("export", help="consolidate a (sharded) checkpoint into safetensors + config")
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder (with manifest.json)")
@@ -106,9 +107,13 @@ def _recommend(args: argparse.Namespace) -> int:
 @command("train")
 def _train(args: argparse.Namespace) -> int:
     from metarec_dist.train.launch import train
+    from metarec_dist.train.summary import format_summary
 
-    summary = train(_config(args), verbose=args.verbose)
-    print(json.dumps(summary, indent=1, default=str))
+    cfg = _config(args)
+    result = train(cfg, verbose=args.verbose)
+    print(format_summary(result, cfg))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     return 0
 
 
@@ -144,7 +149,7 @@ def _data(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )
     try:
         return COMMANDS[args.command](args)

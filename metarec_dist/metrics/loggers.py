@@ -46,6 +46,9 @@ class MultiLogger:
     def __init__(self, *loggers: MetricLogger) -> None:
         self.loggers = loggers
 
+    def find(self, kind: type) -> Any:
+        return next((lg for lg in self.loggers if isinstance(lg, kind)), None)
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
         for lg in self.loggers:
             lg.log(metrics, step)
@@ -53,3 +56,39 @@ class MultiLogger:
     def close(self) -> None:
         for lg in self.loggers:
             lg.close()
+
+
+def build_logger(
+    logging_cfg: Any,
+    run_name: str,
+    storage_path: str,
+    config: dict[str, Any],
+    is_main: bool,
+    directory: Any = None,
+    extra: tuple[MetricLogger, ...] = (),
+) -> MetricLogger:
+    """On rank 0: ``extra`` loggers (progress bar, ...), console lines when verbose, and W&B unless
+    ``logging.wandb=off``. Elsewhere: nothing."""
+    if not is_main:
+        return NullLogger()
+    loggers: list[MetricLogger] = list(extra)
+    if logging_cfg.verbose:
+        loggers.append(ConsoleLogger(CONSOLE_KEYS))
+    if logging_cfg.wandb != "off":
+        from metarec_dist.metrics.wandb_logger import WandbLogger, run_id, wandb_mode
+
+        loggers.append(
+            WandbLogger(
+                logging_cfg.project,
+                logging_cfg.entity,
+                run_name,
+                run_id(run_name, storage_path),
+                config,
+                wandb_mode(logging_cfg.wandb),
+                directory,
+            )
+        )
+    return MultiLogger(*loggers)
+
+
+CONSOLE_KEYS = ("loss", "query_loss", "adaptation_gain", "val/ndcg@10@k3", "tasks_per_s", "lr")

@@ -88,9 +88,19 @@ def build_trainer(cfg: Config, datasets: dict[str, Any], num_items: int, loop_co
 
 
 def train_on_ray(cfg: Config, verbose: bool = False, loop_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the job; the driver draws a progress bar from rank 0's updates and returns the final metrics."""
+    from metarec_dist.metrics.progress import ProgressBar
+    from metarec_dist.runtime.progress import ProgressActor, run_with_progress
+
     init_ray(verbose or cfg.logging.verbose)
     datasets, num_items = user_datasets(cfg)
-    result = build_trainer(cfg, datasets, num_items, loop_config).fit()
+    actor = ProgressActor.remote()
+    trainer = build_trainer(cfg, datasets, num_items, {"progress": actor, **(loop_config or {})})
+    bar = ProgressBar(cfg.train.meta_steps)
+    try:
+        result = run_with_progress(trainer.fit, actor, bar)
+    finally:
+        bar.close()
     if result.error:
         raise result.error
     return {

@@ -95,9 +95,15 @@ def gather_users(ctx: RayContext, rows: list[dict[str, Any]]) -> list[np.ndarray
     return [all_seqs[i] for i in np.argsort(all_users, kind="stable")]
 
 
+def _local_dir(storage: str, run_name: str) -> Path | None:
+    """Where W&B writes its files: inside the run folder when storage is a local path."""
+    return None if "://" in storage else Path(storage) / run_name
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     from metarec_dist.config import Config, from_dict
-    from metarec_dist.metrics.loggers import NullLogger
+    from metarec_dist.metrics.loggers import build_logger
+    from metarec_dist.runtime.progress import ActorProgressLogger
     from metarec_dist.train.trainer import MetaTrainer, TrainData
 
     cfg: Config = from_dict(Config, config["cfg"])
@@ -108,9 +114,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train = gather_users(ctx, collect_shard("train"))
     valid = gather_users(ctx, collect_shard("valid"))
     data = TrainData(train=train, valid=valid, num_items=int(config["num_items"]))
-    logger = NullLogger()
-    if ctx.is_main and config.get("make_logger") is not None:
-        logger = config["make_logger"](cfg)
+    logger = build_logger(
+        cfg.logging,
+        cfg.runtime.run_name,
+        config["run_dir"],
+        config["cfg"],
+        ctx.is_main,
+        directory=_local_dir(config["run_dir"], cfg.runtime.run_name),
+        extra=(ActorProgressLogger(config["progress"]),) if config.get("progress") is not None else (),
+    )
     trainer = MetaTrainer(cfg, ctx, data, run_dir=Path(config["run_dir"]), logger=logger)
     try:
         trainer.fit()

@@ -15,7 +15,8 @@ def run_dir(cfg: Config) -> Path:
 def train_local(cfg: Config, verbose: bool = False) -> dict[str, Any]:
     import torch
 
-    from metarec_dist.metrics.loggers import ConsoleLogger
+    from metarec_dist.metrics.loggers import build_logger
+    from metarec_dist.metrics.progress import ProgressBar
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.train.data import load_train_data
     from metarec_dist.train.trainer import MetaTrainer
@@ -23,8 +24,16 @@ def train_local(cfg: Config, verbose: bool = False) -> dict[str, Any]:
     if cfg.runtime.torch_threads:
         torch.set_num_threads(cfg.runtime.torch_threads)
     folder = run_dir(cfg)
-    trainer = MetaTrainer(cfg, LocalContext(folder), load_train_data(cfg.data), folder, ConsoleLogger())
-    return trainer.fit()
+    data = load_train_data(cfg.data)
+    bar = ProgressBar(cfg.train.meta_steps)
+    logger = build_logger(
+        cfg.logging, cfg.runtime.run_name, str(folder.parent), cfg.to_dict(), True, folder, extra=(bar,)
+    )
+    try:
+        trainer = MetaTrainer(cfg, LocalContext(folder, cfg.checkpoint.keep), data, folder, logger)
+        return {**trainer.fit(), "run_path": str(folder)}
+    finally:
+        logger.close()
 
 
 def train(cfg: Config, verbose: bool = False) -> dict[str, Any]:

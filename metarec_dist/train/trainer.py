@@ -19,6 +19,7 @@ import torch
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import Config
 from metarec_dist.meta import MetaLearner, build_algorithm
+from metarec_dist.metrics.flops import StepShape, flops_per_task, mfu
 from metarec_dist.metrics.loggers import MetricLogger, NullLogger
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import WorkerContext
@@ -48,6 +49,15 @@ class TrainState:
 
 def tokens_per_task(cfg: Config) -> int:
     return 1 + cfg.tasks.support_max + cfg.tasks.query_size
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak accelerator memory on GPUs; peak resident memory of this process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
 class MetaTrainer:
@@ -123,9 +133,9 @@ class MetaTrainer:
         if self.state.resumed_from is not None:
             final["resumed_from"] = self.state.resumed_from
         if self.data.valid:
-            val = self.validate()
-            final.update(val)
+            val = self.validate([k for k in self.cfg.eval.shots if k <= self.cfg.tasks.support_max])
             self.logger.log(val, self.state.step)
+            final.update({k: v for k, v in val.items() if not isinstance(v, list)})
         folder = self.save_and_report(final) if self.checkpointing else None
         if not self.checkpointing:
             self.ctx.report(final)
@@ -133,21 +143,42 @@ class MetaTrainer:
 
     def throughput(self, steps: int, elapsed: float) -> dict[str, float]:
         tasks = steps * self.cfg.meta.meta_batch_size
-        return {
-            "tasks_per_s": tasks / max(elapsed, 1e-9),
-            "tokens_per_s": tasks * tokens_per_task(self.cfg) / max(elapsed, 1e-9),
+        elapsed = max(elapsed, 1e-9)
+        out = {
+            "tasks_per_s": tasks / elapsed,
+            "tokens_per_s": tasks * tokens_per_task(self.cfg) / elapsed,
+            "peak_memory_gb": peak_memory_gb(self.ctx.device),
         }
+        if self.cfg.runtime.use_gpu:
+            out["mfu"] = mfu(flops_per_task(self.step_shape()) * tasks / elapsed)
+        return out
 
-    def validate(self) -> dict[str, float]:
-        """Cold-start NDCG@10 / Recall@10 at 3 shots on validation users (every rank: ZeRO-3 scoring is a
-        collective)."""
-        steps = 0 if self.cfg.meta.algorithm == "none" else None
+    def step_shape(self) -> StepShape:
+        c = self.cfg
+        backbone = sum(p.numel() for n, p in self.model.backbone.named_parameters() if p.dim() == 2 and "wte" not in n)
+        return StepShape(
+            tokens=tokens_per_task(c),
+            support_positions=(c.tasks.support_min + c.tasks.support_max) / 2,
+            query_positions=c.tasks.query_size,
+            hidden=c.model.hidden_size,
+            layers=c.model.num_layers,
+            num_items=self.data.num_items,
+            backbone_params=backbone,
+            adaptation_steps=0 if c.meta.algorithm in ("none", "sasrec") else c.meta.adaptation_steps,
+            fast_params=self.model.head.size,
+        )
+
+    def validate(self, shots: list[int] | None = None) -> dict[str, Any]:
+        """Cold-start NDCG@10 / Recall@10 on validation users (every rank: ZeRO-3 scoring is a collective).
+        With several ``shots`` it also returns the per-K rows as ``eval/cold_start_table``."""
+        shots = shots or [min(3, self.cfg.tasks.support_max)]
+        steps = 0 if self.cfg.meta.algorithm in ("none", "sasrec") else None
         self.engine.eval()
         res = evaluate_cold_start(
             self.engine,
             self.model.bos_id,
             self.data.valid[: self.cfg.train.eval_users],
-            shots=[3],
+            shots=shots,
             support_max=self.cfg.tasks.support_max,
             num_relevant=self.cfg.eval.num_relevant,
             ks=(10,),
@@ -155,7 +186,15 @@ class MetaTrainer:
             device=self.ctx.device,
         )
         self.engine.train()
-        return {f"val/{k}": v for k, v in summarize(res).items() if k.startswith(("ndcg@10", "recall@10"))}
+        out: dict[str, Any] = {
+            f"val/{k}": v for k, v in summarize(res).items() if k.startswith(("ndcg@10", "recall@10"))
+        }
+        if len(shots) > 1:
+            out["eval/cold_start_table"] = [
+                {"shots": k, "users": len(r["ndcg@10"]), **{m: float(r[m].mean()) for m in ("ndcg@10", "recall@10")}}
+                for k, r in res.items()
+            ]
+        return out
 
     # ------------------------------------------------------------------------------------ checkpoints
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up .venv if missing, then run the main job: distributed meta-training on Ray (2 CPU workers,
+# DeepSpeed) on MovieLens 100K, then a cold-start evaluation of the result.
+# Data: $METAREC_DATA_DIR, else ../shared/data next to the repo if present, else ~/.cache/metarec
+# (downloaded when online). Offline smoke run without data:  bash launch/quickstart.sh --set data.format=synthetic
+# Extra arguments are passed to `metarec train` (e.g. --set train.meta_steps=50).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source launch/setup_venv.sh
+if [ -z "${METAREC_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data" ]; then
+  export METAREC_DATA_DIR="$ROOT/../shared/data"
+fi
+export WANDB_MODE="${WANDB_MODE:-offline}"
+.venv/bin/metarec train --config configs/quickstart.yaml "$@"

@@ -1,0 +1,71 @@
+"""Load what an evaluation needs: the model (from a training checkpoint, a run folder or an export) and the
+data split it was trained on (rebuilt from the checkpoint's own ``data:`` config, so the held-out users are
+exactly the ones training never saw)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metarec_dist import checkpoint as ckpt
+from metarec_dist.config import Config
+from metarec_dist.models.recommender import SeqRecommender
+
+
+@dataclass
+class LoadedModel:
+    model: SeqRecommender
+    cfg: Config
+    meta: dict[str, Any]  # num_items, item_titles (JSON: string keys), step, config
+    source: Path
+
+    @property
+    def algorithm(self) -> str:
+        return self.cfg.meta.algorithm
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder (manifest.json), an exported folder, or a run folder (its latest complete
+    checkpoint). ``ValueError`` if it is none of these."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ValueError(f"--checkpoint {p}: no such folder")
+    if (p / ckpt.MANIFEST).is_file() or (p / ckpt.EXPORT_CONFIG).is_file():
+        return p
+    latest = ckpt.latest_complete(p)
+    if latest is not None:
+        return latest
+    raise ValueError(
+        f"--checkpoint {p}: not a checkpoint (no {ckpt.MANIFEST}), an exported model (no "
+        f"{ckpt.EXPORT_CONFIG}) or a run folder with a complete checkpoint"
+    )
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """The model in eval mode; a training checkpoint is exported on the fly into a temp folder."""
+    folder = resolve_checkpoint(path)
+    if (folder / ckpt.EXPORT_CONFIG).is_file():
+        model, cfg, meta = ckpt.load_exported(folder)
+    else:
+        with tempfile.TemporaryDirectory(prefix="metarec-eval-") as tmp:
+            model, cfg, meta = ckpt.load_exported(ckpt.export(folder, Path(tmp) / "export"))
+    return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder)
+
+
+def load_prepared(cfg: Config) -> Any:
+    """``PreparedData`` of the checkpoint's data config (same files, preprocessing, seed, user split)."""
+    from metarec_dist.data import prepare_data
+
+    return prepare_data(cfg.data)
+
+
+def check_same_data(loaded: LoadedModel, num_items: int) -> None:
+    """The catalogue the data gives must be the one the model scores; otherwise columns mean other items."""
+    if int(loaded.meta["num_items"]) != num_items:
+        raise ValueError(
+            f"{loaded.source}: the model scores {loaded.meta['num_items']} items but its data config now gives "
+            f"{num_items}; was the data changed since training? ({json.dumps(loaded.cfg.data.name)})"
+        )

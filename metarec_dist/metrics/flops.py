@@ -1,0 +1,37 @@
+"""FLOPs of one meta-step, counted honestly (backbone, attention, item scoring and the inner loop), for
+tokens/s -> MFU. Conventions as in the PaLM/nanoGPT estimate: a matmul of ``m x k`` by ``k x n`` is
+``2mkn`` FLOPs forward, and backward costs twice the forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM
+
+
+@dataclass
+class StepShape:
+    tokens: int  # 1 + Kmax + Q per task (padding included: the backbone computes it)
+    support_positions: float  # scored support positions per task (mean K)
+    query_positions: int
+    hidden: int
+    layers: int
+    num_items: int
+    backbone_params: int  # matmul weights of the backbone (embeddings excluded)
+    adaptation_steps: int
+    fast_params: int
+
+
+def flops_per_task(s: StepShape) -> float:
+    fwd_backbone = 2 * s.backbone_params * s.tokens + 2 * s.layers * s.tokens * s.tokens * s.hidden  # + QK^T, AV
+    train_backbone = 3 * fwd_backbone
+    score = 2 * s.hidden * s.num_items  # one position against every item
+    query = 3 * score * s.query_positions  # forward + backward into h and the table
+    # Inner step: forward scores + backward into h' (table and backbone frozen), the adapter both ways.
+    inner = s.adaptation_steps * s.support_positions * (2 * score + 6 * s.fast_params)
+    return float(train_backbone + query + inner)
+
+
+def mfu(flops_per_second: float, peak: float = H100_BF16_PEAK) -> float:
+    return flops_per_second / peak

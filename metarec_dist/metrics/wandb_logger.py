@@ -1,0 +1,111 @@
+"""Weights & Biases on rank 0.
+
+- Mode: ``logging.wandb=auto`` is online when ``WANDB_API_KEY`` is set (or WANDB_MODE says so), offline
+  otherwise; ``offline``/``online`` force it. Every other ``WANDB_*`` variable (project, entity, dir, tags)
+  is read by wandb itself.
+- The run id is derived from the Ray run name (plus a hash of the storage path), with ``resume="allow"``:
+  re-running or auto-restarting the same run name continues the same W&B run.
+- The resolved config is logged with secrets redacted; every metric is plotted against ``meta_step``.
+- A list of row dicts logged under a key ending in ``table`` becomes a ``wandb.Table``, and an evaluation
+  table also gets its NDCG@10-vs-K plot as a ``wandb.Image``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from metarec_dist.metrics.redact import redact
+
+
+def wandb_mode(setting: str) -> str | None:
+    """None: let ``WANDB_MODE`` decide; else "online"/"offline"/"disabled"."""
+    if setting == "off":
+        return "disabled"
+    if setting in ("online", "offline"):
+        return setting
+    if os.environ.get("WANDB_MODE"):
+        return None
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def run_id(run_name: str, storage_path: str) -> str:
+    digest = hashlib.sha1(storage_path.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', run_name)[:48]}-{digest}"
+
+
+class WandbLogger:
+    def __init__(
+        self,
+        project: str,
+        entity: str | None,
+        run_name: str,
+        run_id: str,
+        config: dict[str, Any],
+        mode: str | None,
+        directory: Path | None = None,
+    ) -> None:
+        import wandb
+
+        self.wandb = wandb
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", project),
+            entity=os.environ.get("WANDB_ENTITY", entity),
+            name=run_name,
+            id=run_id,
+            resume="allow",
+            config=redact(config),
+            mode=mode,
+            dir=str(directory) if directory is not None else None,
+        )
+        self.run.define_metric("meta_step")
+        self.run.define_metric("*", step_metric="meta_step")
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        payload: dict[str, Any] = {"meta_step": step}
+        for key, value in metrics.items():
+            if key.endswith("table") and isinstance(value, list) and value and isinstance(value[0], dict):
+                payload[key] = self.wandb.Table(columns=list(value[0]), data=[list(r.values()) for r in value])
+                plot = ndcg_vs_k_figure(value)
+                if plot is not None:
+                    payload[f"{key}_ndcg_vs_k"] = self.wandb.Image(plot)
+            else:
+                payload[key] = value
+        self.run.log(payload)
+
+    @property
+    def path(self) -> str:
+        return f"{self.run.entity or '-'}/{self.run.project}/{self.run.id}"
+
+    def sync_hint(self) -> str | None:
+        if self.run.settings.mode == "offline" or self.run.offline:
+            return f"wandb sync {Path(self.run.dir).parent}"
+        return None
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def ndcg_vs_k_figure(rows: list[dict[str, Any]]):
+    """Rows with ``shots`` and ``ndcg@10`` (optionally ``method``) -> a matplotlib figure, else None."""
+    if not all("shots" in r and "ndcg@10" in r for r in rows):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method in sorted({r.get("method", "model") for r in rows}):
+        pts = sorted((r["shots"], r["ndcg@10"]) for r in rows if r.get("method", "model") == method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    ax.set_xlabel("support size K (shots)")
+    ax.set_ylabel("NDCG@10 (full ranking)")
+    ax.legend()
+    fig.tight_layout()
+    return fig

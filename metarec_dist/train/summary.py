@@ -1,0 +1,38 @@
+"""The final summary printed by ``metarec train``: metrics table, checkpoint path, W&B run and how to sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from metarec_dist.config import Config
+
+
+def wandb_lines(cfg: Config, run_path: str | None) -> list[str]:
+    if cfg.logging.wandb == "off":
+        return ["W&B:        off (logging.wandb=off)"]
+    from metarec_dist.metrics.wandb_logger import run_id, wandb_mode
+
+    rid = run_id(cfg.runtime.run_name, str(Path(run_path).parent) if run_path else cfg.runtime.storage_path)
+    mode = wandb_mode(cfg.logging.wandb) or "(from WANDB_MODE)"
+    lines = [f"W&B run:    {cfg.logging.entity or '<default entity>'}/{cfg.logging.project}/{rid} ({mode})"]
+    if run_path:
+        offline = sorted(Path(run_path).glob(f"wandb/offline-run-*-{rid}"))
+        if offline:
+            lines.append(f"W&B sync:   wandb sync {' '.join(str(p) for p in offline)}")
+    return lines
+
+
+def format_summary(result: dict[str, Any], cfg: Config) -> str:
+    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    width = max((len(k) for k in scalars), default=10)
+    lines = ["", "== metarec train: summary ==", f"{'metric'.ljust(width)}  value", "-" * (width + 14)]
+    lines += [f"{k.ljust(width)}  {v:.5g}" for k, v in sorted(scalars.items())]
+    lines += [
+        "-" * (width + 14),
+        f"checkpoint: {result.get('checkpoint')}",
+        f"run folder: {result.get('run_path')}",
+        *wandb_lines(cfg, result.get("run_path")),
+        f"resume:     re-run the same command (run name {cfg.runtime.run_name!r}) to continue from the checkpoint",
+    ]
+    return "\n".join(lines)
