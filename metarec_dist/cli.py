@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the final metrics as JSON")
 
+    p = sub.add_parser("submit", help="submit a training run to a Ray cluster (Ray Jobs)")
+    p.add_argument("--address", required=True, help="Ray Jobs API, e.g. http://127.0.0.1:8265")
+    _add_config_args(p)
+    p.add_argument("--wait", action="store_true", help="stream the logs and wait for the end")
+    p.add_argument("--pip", action="append", default=[], help="pip requirement for the job's runtime env")
+    p.add_argument("--image", help="container image for the job's runtime env")
+    p.add_argument("--job-id", help="submission id (default: generated)")
+
     p = sub.add_parser("export", help="consolidate a (sharded) checkpoint into safetensors + config")
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder (with manifest.json)")
     p.add_argument("--out", required=True, help="output folder")
@@ -80,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_config(args: argparse.Namespace) -> int:
     print(config_to_yaml(_config(args)), end="")
     return 0
+
+
+@command("submit")
+def _submit(args: argparse.Namespace) -> int:
+    from metarec_dist.runtime.jobs import submit
+
+    root = Path(__file__).resolve().parents[1]
+    return submit(
+        args.address, Path(args.config), args.set or [], root, args.wait, args.pip, args.image, args.job_id
+    )
 
 
 @command("export")

@@ -250,6 +250,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not match {tp}")
     if origin is Literal:
+        if isinstance(value, bool):
+            # YAML 1.1 reads a bare `off`/`on`/`no`/`yes` as a bool; map it back to the literal it spelled.
+            spelled = [a for a in args if isinstance(a, str) and yaml.safe_load(a) is value]
+            if len(spelled) == 1:
+                return spelled[0]
         if value not in args:
             raise ValueError(f"{key}: {value!r} is not one of {list(args)}")
         return value

@@ -1,18 +1,141 @@
-"""stub"""
+"""``metarec evaluate`` and ``metarec recommend``: argument parsing and the terminal/JSON output.
+
+User mistakes raise ``ValueError``; ``metarec_dist.cli.main`` prints them as one line.
+"""
+
+from __future__ import annotations
+
 import argparse
+from typing import Any
+
+import numpy as np
+
+from metarec_dist.eval.harness import MethodResult
+from metarec_dist.eval.loading import LoadedModel, check_same_data, load_model, load_prepared
+from metarec_dist.eval.methods import (
+    NO_ADAPTATION,
+    Splits,
+    choose_adaptation,
+    evaluate_model,
+    evaluate_popularity,
+    method_name,
+)
+from metarec_dist.eval.report import build_report, format_table, write_json
+
+
+def parse_shots(text: str) -> list[int]:
+    try:
+        shots = sorted({int(s) for s in text.split(",")})
+    except ValueError:
+        raise ValueError(f"--shots {text!r}: expected comma-separated positive ints, e.g. 1,3,5,10") from None
+    if not shots or shots[0] < 1:
+        raise ValueError(f"--shots {text!r}: shot counts must be >= 1")
+    return shots
+
+
+def _add_adaptation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, help="fixed test-time adaptation steps (skips the validation search)")
+    p.add_argument("--inner-lr", type=float, help="fixed test-time inner lr (with --steps)")
+    p.add_argument("--finetune", action="store_true",
+                   help="none/sasrec: fine-tune the fast weights on the support at test time (tuned on valid)")
 
 
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint, run folder or exported model")
+    parser.add_argument("--shots", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)")
+    parser.add_argument("--split", default="test", help="held-out users to score: test (default) or valid")
+    parser.add_argument("--baseline", help="a second checkpoint; adds paired intervals for the difference")
+    parser.add_argument("--json", help="write every number (with intervals) to this JSON file")
+    parser.add_argument("--n-boot", type=int, help="bootstrap resamples (default: the config's eval.n_boot)")
+    _add_adaptation_args(parser)
 
 
 def add_recommend_args(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint, run folder or exported model")
+    parser.add_argument("--items", required=True, help="the user's history, raw item ids oldest first: 12,55,301")
+    parser.add_argument("--k", type=int, default=10, help="how many items to recommend")
+    _add_adaptation_args(parser)
+
+
+def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] | None:
+    if args.steps is None and args.inner_lr is None:
+        return None
+    if args.steps is None or args.steps < 0:
+        raise ValueError("--steps must be given (>= 0) when fixing the adaptation")
+    lr = loaded.cfg.meta.inner_lr if args.inner_lr is None else args.inner_lr
+    if lr < 0:
+        raise ValueError("--inner-lr must be >= 0")
+    return args.steps, lr
+
+
+def _evaluate_one(
+    loaded: LoadedModel, splits: Splits, split: str, shots: list[int], finetune: bool, fixed: Any
+) -> MethodResult:
+    cfg = loaded.cfg
+    if shots[-1] + 1 > cfg.model.max_seq_len:
+        raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
+    adaptation = choose_adaptation(
+        loaded.model, cfg.meta.algorithm, cfg.meta.adaptation_steps, cfg.meta.inner_lr, splits.valid,
+        shots, cfg.tasks.support_max, cfg.eval, finetune=finetune, fixed=fixed,
+    )
+    result = evaluate_model(
+        method_name(cfg.meta.algorithm, finetune), loaded.model, cfg.meta.algorithm, adaptation,
+        splits.get(split), shots, cfg.tasks.support_max, cfg.eval,
+    )
+    result.info["checkpoint"] = str(loaded.source)
+    return result
+
+
+def _same_users(a: Splits, b: Splits, split: str) -> None:
+    sa, sb = a.get(split), b.get(split)
+    if a.num_items != b.num_items or len(sa) != len(sb) or not all(map(np.array_equal, sa, sb)):
+        raise ValueError("--baseline was trained on different data (other users or items): no paired comparison")
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
+    loaded = load_model(args.checkpoint)
+    cfg = loaded.cfg
+    shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
+    prepared = load_prepared(cfg)
+    check_same_data(loaded, prepared.num_items)
+    splits = Splits.from_prepared(prepared)
+    splits.get(args.split)  # validates the name before any work
+    results = [_evaluate_one(loaded, splits, args.split, shots, args.finetune, _fixed(args, loaded))]
+    baseline = None
+    if args.baseline:
+        base = load_model(args.baseline)
+        base_splits = Splits.from_prepared(load_prepared(base.cfg))
+        _same_users(splits, base_splits, args.split)
+        b = _evaluate_one(base, base_splits, args.split, shots, finetune=False, fixed=None)
+        if b.name == results[0].name:
+            b.name = f"baseline:{b.name}"
+        results.append(b)
+        baseline = b.name
+    results.append(evaluate_popularity(splits, splits.get(args.split), shots, cfg.eval))
+    n_boot = args.n_boot or cfg.eval.n_boot
+    doc = build_report(results, baseline, n_boot)
+    doc.update({"split": args.split, "shots": shots, "data": prepared.source})
+    print(format_table(doc))
+    if args.json:
+        write_json(doc, args.json)
+        print(f"\nwrote {args.json}")
     return 0
 
 
 def recommend_main(args: argparse.Namespace) -> int:
+    from metarec_dist.eval.recommend import load_catalogue, parse_items, recommend
+
+    raw = parse_items(args.items)  # before loading anything: a typo fails in milliseconds
+    loaded = load_model(args.checkpoint)
+    cfg = loaded.cfg
+    fixed = _fixed(args, loaded)
+    if fixed is None:  # the trained inner loop; none/sasrec only adapt when asked to (--finetune)
+        adapts = cfg.meta.algorithm not in NO_ADAPTATION or args.finetune
+        fixed = (cfg.meta.adaptation_steps if adapts else 0, cfg.meta.inner_lr)
+    catalogue = load_catalogue(loaded)
+    recs = recommend(loaded, catalogue, raw, args.k, *fixed)
+    print(f"top {args.k} after {len(raw)} items ({cfg.meta.algorithm}, {fixed[0]} adaptation steps, lr {fixed[1]}):")
+    for r in recs:
+        title = f"  {r.title}" if r.title else ""
+        print(f"{r.rank:>3}. {r.raw_id:>8}{title}  ({r.score:.3f})")
     return 0

@@ -1,0 +1,86 @@
+"""Recommend for one cold-start history: adapt the fast weights on it, rank every item it does not hold.
+
+Item ids on the command line are RAW ids as in the data files; they are mapped to the model's ids through
+the data preparation the checkpoint was trained with (``PreparedData.item_raw_ids``). When that data cannot
+be loaded, ids are taken as the model's own ids (1..num_items), which is what a caller without the data has.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from metarec_dist.eval.loading import LoadedModel, check_same_data, load_prepared
+from metarec_dist.eval.scorers import model_scorer
+from metarec_dist.metrics.ranking import mask_seen
+from metarec_dist.tasks.sampler import prefix_batch
+
+log = logging.getLogger("metarec")
+
+
+@dataclass
+class Catalogue:
+    raw_ids: list[str]  # raw_ids[i - 1] is the raw id of model item i
+    titles: dict[int, str]  # model item id -> title (may be empty)
+    mapped: bool  # raw ids come from the data (False: identity fallback)
+
+    def to_model_ids(self, raw: list[str]) -> list[int]:
+        index = {r: i + 1 for i, r in enumerate(self.raw_ids)}
+        unknown = [r for r in raw if r not in index]
+        if unknown:
+            hint = "" if self.mapped else f" (without the data, ids are the model's own: 1..{len(self.raw_ids)})"
+            raise ValueError(f"--items: unknown item id(s) {', '.join(unknown[:5])}{hint}")
+        return [index[r] for r in raw]
+
+
+def parse_items(text: str) -> list[str]:
+    """``"12,55,301"`` -> ``["12", "55", "301"]``; empty entries or an empty list are errors."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise ValueError(f"--items {text!r}: expected comma-separated item ids, e.g. --items 12,55,301")
+    return parts
+
+
+def load_catalogue(loaded: LoadedModel) -> Catalogue:
+    num_items = int(loaded.meta["num_items"])
+    titles = {int(k): v for k, v in (loaded.meta.get("item_titles") or {}).items()}
+    try:
+        prepared = load_prepared(loaded.cfg)
+    except (ValueError, OSError) as exc:  # DataError is a ValueError
+        log.warning("item id mapping unavailable (%s); --items are read as model ids 1..%d", exc, num_items)
+        return Catalogue([str(i) for i in range(1, num_items + 1)], titles, mapped=False)
+    check_same_data(loaded, prepared.num_items)
+    return Catalogue(list(prepared.item_raw_ids), titles or dict(prepared.item_titles or {}), mapped=True)
+
+
+@dataclass
+class Recommendation:
+    rank: int
+    item: int  # model id
+    raw_id: str
+    title: str | None
+    score: float
+
+
+@torch.no_grad()
+def recommend(
+    loaded: LoadedModel, catalogue: Catalogue, raw_items: list[str], k: int, steps: int, inner_lr: float
+) -> list[Recommendation]:
+    """Top ``k`` items after adapting ``steps`` inner steps on the history (its most recent
+    ``tasks.support_max`` items: the longest support the model was built for)."""
+    history = catalogue.to_model_ids(raw_items)
+    num_items = int(loaded.meta["num_items"])
+    if not 1 <= k <= num_items - len(set(history)):
+        raise ValueError(f"--k must be between 1 and {num_items - len(set(history))}, got {k}")
+    support_max = loaded.cfg.tasks.support_max
+    recent = torch.tensor(history[-support_max:], dtype=torch.long).numpy()
+    batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id)
+    scores = model_scorer(loaded.model, loaded.algorithm, inner_lr)(batch, score_steps=steps, score=True)
+    scores = mask_seen(scores.float(), torch.tensor([[i - 1 for i in history]]))  # never re-recommend
+    top = torch.topk(scores[0], k)
+    return [
+        Recommendation(r + 1, c + 1, catalogue.raw_ids[c], catalogue.titles.get(c + 1), float(s))
+        for r, (c, s) in enumerate(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+    ]
