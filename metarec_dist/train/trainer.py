@@ -21,6 +21,7 @@ from metarec_dist.config import Config
 from metarec_dist.meta import MetaLearner, build_algorithm
 from metarec_dist.metrics.flops import StepShape, flops_per_task, mfu
 from metarec_dist.metrics.loggers import MetricLogger, NullLogger
+from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import WorkerContext
 from metarec_dist.tasks.sampler import TaskSampler
@@ -203,7 +204,7 @@ class MetaTrainer:
             "step": self.state.step,
             "sampler": self.sampler.state_dict(),
             "wandb_run_id": self.state.wandb_run_id,
-            "config": self.cfg.to_dict(),
+            "config": redact(self.cfg.to_dict()),  # checkpoints travel: no secrets in them
             "num_items": self.data.num_items,
             "item_titles": self.data.item_titles,
         }
