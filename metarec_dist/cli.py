@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print one JSON line")
+    p = bench.add_parser("system", help="in-process trainer vs Ray + DeepSpeed (1 worker), same work")
+    _add_config_args(p)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--json", action="store_true")
     p = bench.add_parser("data", help="load + preprocess + task building on a generated log")
     p.add_argument("--interactions", type=int, default=1_000_000)
     p.add_argument("--json", action="store_true")
@@ -141,6 +145,10 @@ def _bench(args: argparse.Namespace) -> int:
         from metarec_dist.bench.meta_step import run_meta_step_bench
 
         result = run_meta_step_bench(_config(args), repeats=args.repeats)
+    elif args.bench == "system":
+        from metarec_dist.bench.system import run_system_bench
+
+        result = run_system_bench(_config(args), steps=args.steps)
     else:
         from metarec_dist.bench.data_bench import run_data_bench
 

@@ -334,5 +334,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ValueError(f"{path}: {exc}" if path is not None else str(exc)) from None
 
 
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A copy of ``cfg`` with ``--set``-style overrides applied (and validated again)."""
+    tree = cfg.to_dict()
+    for text in overrides:
+        merge_override(tree, *parse_override(text))
+    return from_dict(Config, tree)
+
+
 def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -44,14 +44,38 @@ _OPERATOR = re.compile(r"^[&|;()<>]+$")
 
 # Fields of KubeRay's ray.io/v1 RayJobSpec and RayClusterSpec that this manifest may use.
 RAYJOB_SPEC_FIELDS = {
-    "activeDeadlineSeconds", "backoffLimit", "rayClusterSpec", "submitterPodTemplate", "metadata",
-    "clusterSelector", "submitterConfig", "managedBy", "deletionStrategy", "entrypoint", "runtimeEnvYAML",
-    "jobId", "submissionMode", "entrypointResources", "entrypointNumCpus", "entrypointNumGpus",
-    "ttlSecondsAfterFinished", "shutdownAfterJobFinishes", "suspend", "schedule",
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "rayClusterSpec",
+    "submitterPodTemplate",
+    "metadata",
+    "clusterSelector",
+    "submitterConfig",
+    "managedBy",
+    "deletionStrategy",
+    "entrypoint",
+    "runtimeEnvYAML",
+    "jobId",
+    "submissionMode",
+    "entrypointResources",
+    "entrypointNumCpus",
+    "entrypointNumGpus",
+    "ttlSecondsAfterFinished",
+    "shutdownAfterJobFinishes",
+    "suspend",
+    "schedule",
 }
 RAYCLUSTER_SPEC_FIELDS = {
-    "rayVersion", "authOptions", "headGroupSpec", "workerGroupSpecs", "enableInTreeAutoscaling",
-    "autoscalerOptions", "headServiceAnnotations", "suspend", "managedBy", "gcsFaultToleranceOptions",
+    "rayVersion",
+    "authOptions",
+    "headGroupSpec",
+    "workerGroupSpecs",
+    "enableInTreeAutoscaling",
+    "autoscalerOptions",
+    "headServiceAnnotations",
+    "suspend",
+    "managedBy",
+    "gcsFaultToleranceOptions",
 }
 
 
@@ -119,7 +143,7 @@ def subcommands(parser: argparse.ArgumentParser) -> set[str]:
 def repo_path(path: str) -> Path:
     for prefix in REPO_MIRRORS:
         if path.startswith(prefix):
-            return ROOT / path[len(prefix):]
+            return ROOT / path[len(prefix) :]
     assert not Path(path).is_absolute(), f"{path}: not inside the repository (or a known copy of it)"
     return ROOT / path
 
@@ -191,8 +215,11 @@ def test_rayjob_trains_on_shared_storage_with_enough_gpus():
     assert rt.backend == "ray" and rt.use_gpu
     assert "://" in rt.storage_path or rt.storage_path.startswith("/"), "storage_path must be shared"
 
-    gpus = sum(g.get("replicas", 1) * quantity(c["resources"]["limits"].get("nvidia.com/gpu", 0))
-               for g in cluster["workerGroupSpecs"] for c in containers(g))
+    gpus = sum(
+        g.get("replicas", 1) * quantity(c["resources"]["limits"].get("nvidia.com/gpu", 0))
+        for g in cluster["workerGroupSpecs"]
+        for c in containers(g)
+    )
     assert gpus >= rt.num_workers * rt.gpus_per_worker, f"{gpus} GPUs for {rt.num_workers} GPU workers"
 
     if "://" not in rt.storage_path:  # a volume mounted at the same path on every pod
@@ -263,8 +290,17 @@ def test_cluster_launcher_config_is_valid_and_token_authenticated():
 
 def test_docs_cover_auth_and_storage():
     text = DOCS.read_text(encoding="utf-8")
-    for needle in ("RAY_AUTH_MODE", "ray get-auth-token", "storage_path", "NCCL_SOCKET_IFNAME", "WANDB_API_KEY",
-                   "num_workers", "run_name", "metarec submit", "127.0.0.1"):
+    for needle in (
+        "RAY_AUTH_MODE",
+        "ray get-auth-token",
+        "storage_path",
+        "NCCL_SOCKET_IFNAME",
+        "WANDB_API_KEY",
+        "num_workers",
+        "run_name",
+        "metarec submit",
+        "127.0.0.1",
+    ):
         assert needle in text, f"docs/cluster.md does not mention {needle}"
 
 
@@ -303,7 +339,9 @@ def test_deepspeed_override_uses_real_keys_and_merges(path):
 
     override = json.loads(path.read_text(encoding="utf-8"))
     assert isinstance(override, dict) and override
-    top_level = {v for k, v in vars(ds_constants).items() if k.isupper() and isinstance(v, str)} | {ZERO_OPTIMIZATION}
+    top_level = {v for k, v in vars(ds_constants).items() if k.isupper() and isinstance(v, str)} | {
+        ZERO_OPTIMIZATION
+    }
     assert set(override) <= top_level, f"not DeepSpeed config keys: {set(override) - top_level}"
     owned = {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"}
     assert not owned & set(override), "batch keys come from meta.meta_batch_size / runtime.grad_accum"

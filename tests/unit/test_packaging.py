@@ -45,15 +45,20 @@ def constraints() -> dict[str, Version]:
             continue
         req = Requirement(line)
         specs = list(req.specifier)
-        assert len(specs) == 1 and specs[0].operator == "==", f"{CONSTRAINTS.name}: {line!r} is not an exact pin"
+        assert len(specs) == 1 and specs[0].operator == "==", (
+            f"{CONSTRAINTS.name}: {line!r} is not an exact pin"
+        )
         pins[canonicalize_name(req.name)] = Version(specs[0].version)
     return pins
 
 
 def dockerfile_text() -> str:
     """The Dockerfile without comments and with ``${ARG}`` / ``$ARG`` replaced by the ARG defaults."""
-    text = "\n".join(line for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
-                     if not line.lstrip().startswith("#"))
+    text = "\n".join(
+        line
+        for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+        if not line.lstrip().startswith("#")
+    )
     args = dict(_ARG.findall(text))
     for name, value in args.items():
         text = text.replace("${" + name + "}", value)
@@ -65,7 +70,9 @@ def dockerfile_pins() -> dict[str, Version]:
     pins: dict[str, Version] = {}
     for name, version in _PIN.findall(dockerfile_text()):
         key = canonicalize_name(name)
-        assert pins.get(key, Version(version)) == Version(version), f"Dockerfile pins {name} twice, differently"
+        assert pins.get(key, Version(version)) == Version(version), (
+            f"Dockerfile pins {name} twice, differently"
+        )
         pins[key] = Version(version)
     return pins
 
@@ -81,15 +88,21 @@ def test_constraints_are_exact_pins_of_declared_dependencies():
 def test_dockerfile_pins_agree_with_constraints():
     pins, docker = constraints(), dockerfile_pins()
     assert "torch" in docker, "docker/Dockerfile must install torch at an exact version (torch==X)"
-    mismatched = {n: (str(docker[n]), str(pins[n])) for n in docker.keys() & pins.keys() if docker[n] != pins[n]}
+    mismatched = {
+        n: (str(docker[n]), str(pins[n])) for n in docker.keys() & pins.keys() if docker[n] != pins[n]
+    }
     assert not mismatched, f"Dockerfile vs launch/constraints.txt (docker, constraints): {mismatched}"
 
 
 def test_dockerfile_installs_the_project_with_the_constraints():
     text = dockerfile_text()
-    assert re.search(r"pip install[^\n]*-c launch/constraints\.txt", text), "install the project with -c constraints"
+    assert re.search(r"pip install[^\n]*-c launch/constraints\.txt", text), (
+        "install the project with -c constraints"
+    )
     assert re.search(r"^\s*COPY\s+launch/constraints\.txt\b", text, re.MULTILINE)
-    assert re.search(r"--index-url\s+\S*download\.pytorch\.org/whl/cu\d+", text), "torch from a CUDA wheel index"
+    assert re.search(r"--index-url\s+\S*download\.pytorch\.org/whl/cu\d+", text), (
+        "torch from a CUDA wheel index"
+    )
     base = re.search(r"^\s*FROM\s+(\S+)", text, re.MULTILINE).group(1)
     assert "cuda" in base.lower(), f"base image {base!r} is not a CUDA image"
     assert re.search(r"python3\.11\b", text), "the image's Python is 3.11"

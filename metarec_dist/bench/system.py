@@ -1,0 +1,51 @@
+"""``metarec bench system``: the same training work in this process vs on Ray + DeepSpeed (1 worker).
+
+Both sides run the same config for the same number of meta-steps and report the trainer's own
+``tasks_per_s`` (timed over the training loop only: start-up, the final evaluation and the final checkpoint
+are outside it). The Ray worker gets all of this machine's CPUs so both sides use the same threads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from metarec_dist.config import Config, with_overrides
+
+
+def _variant(cfg: Config, steps: int, *extra: str) -> Config:
+    """Only the training loop is timed: no periodic evaluation, checkpoints, resume or W&B."""
+    return with_overrides(
+        cfg,
+        [
+            f"train.meta_steps={steps}", f"train.log_every={steps}", "train.eval_every=0", "checkpoint.every=0",
+            "checkpoint.resume=false", "logging.wandb=off", "logging.verbose=false", *extra,
+        ],
+    )
+
+
+def run_system_bench(cfg: Config, steps: int = 200) -> dict[str, Any]:
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.runtime.ray_launcher import train_on_ray
+    from metarec_dist.train.data import load_train_data
+    from metarec_dist.train.trainer import MetaTrainer
+
+    local = _variant(cfg, steps, "runtime.backend=local", "runtime.num_workers=1")
+    inproc = MetaTrainer(local, LocalContext(None), load_train_data(local.data)).fit()
+    with tempfile.TemporaryDirectory() as storage:
+        remote = _variant(
+            cfg, steps, "runtime.backend=ray", "runtime.num_workers=1",
+            f"runtime.cpus_per_worker={os.cpu_count() or 1}", f"runtime.storage_path={storage}",
+            "runtime.run_name=bench-system",
+        )
+        ray_ds = train_on_ray(remote)
+    return {
+        "bench": "system",
+        "meta_steps": steps,
+        "tasks_per_step": cfg.meta.meta_batch_size,
+        "zero_stage": cfg.runtime.zero_stage,
+        "inproc_tasks_per_s": inproc["tasks_per_s"],
+        "ray_ds_tasks_per_s": ray_ds["tasks_per_s"],
+        "overhead_ratio": ray_ds["tasks_per_s"] / inproc["tasks_per_s"],
+    }
