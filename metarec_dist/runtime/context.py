@@ -36,7 +36,7 @@ class WorkerContext:
             from metarec_dist.runtime.deepspeed_engine import build_deepspeed_engine
 
             return build_deepspeed_engine(module, optim, runtime, total_steps, micro_batch, self.world_size)
-        return LocalEngine(module, optim, total_steps, runtime.grad_accum)
+        return LocalEngine(module.to(self.device), optim, total_steps, runtime.grad_accum, self.device)
 
     # Collectives: every rank must call them the same number of times.
     def _distributed(self) -> bool:
@@ -79,8 +79,11 @@ class WorkerContext:
 class LocalContext(WorkerContext):
     """This process, rank 0 of 1. Checkpoints live in ``<run_dir>/checkpoints/step_NNNNNN``."""
 
-    def __init__(self, run_dir: Path | None = None, keep: int = 2) -> None:
+    def __init__(self, run_dir: Path | None = None, keep: int = 2, device: str | None = None) -> None:
         self.run_dir, self.keep = run_dir, keep
+        self.device = torch.device(device) if device else torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # before DeepSpeed creates its process group
         self.reports: list[dict[str, Any]] = []
 
     def checkpoint_folder(self, step: int) -> Path:

@@ -56,7 +56,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_ste
 
 class LocalEngine:
     def __init__(
-        self, module: nn.Module, optim: OptimConfig, total_steps: int, grad_accum: int = 1
+        self,
+        module: nn.Module,
+        optim: OptimConfig,
+        total_steps: int,
+        grad_accum: int = 1,
+        device: torch.device | None = None,
     ) -> None:
         self.module = module
         self.optimizer = make_optimizer(module.parameters(), optim)
@@ -66,7 +71,7 @@ class LocalEngine:
         self.micro_steps = 0
         self.global_steps = 0
         self._grad_norm: float | None = None
-        self.device = torch.device("cpu")
+        self.device = device or torch.device("cpu")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from metarec_dist.config import Config
 
 log = logging.getLogger("metarec")
@@ -48,10 +50,11 @@ def user_datasets(cfg: Config) -> tuple[dict[str, Any], int]:
     from metarec_dist.data import prepare_data
 
     prepared = prepare_data(cfg.data)
-    users = prepared.users.select_columns(["user", "items", "split"])
+    users = prepared.users.select_columns(["user", "items"])
+    split_of = np.asarray(prepared.users["split"])
     out = {}
     for split in ("train", "valid"):
-        part = users.filter(lambda s, split=split: s == split, input_columns="split").remove_columns("split")
+        part = users.select(np.flatnonzero(split_of == split))
         if split == "train" and len(part) == 0:
             raise ValueError(f"{prepared.source}: the training split has no users")
         out[split] = ray.data.from_huggingface(part)

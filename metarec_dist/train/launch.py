@@ -30,7 +30,8 @@ def train_local(cfg: Config, verbose: bool = False) -> dict[str, Any]:
         cfg.logging, cfg.runtime.run_name, str(folder.parent), cfg.to_dict(), True, folder, extra=(bar,)
     )
     try:
-        trainer = MetaTrainer(cfg, LocalContext(folder, cfg.checkpoint.keep), data, folder, logger)
+        device = "cuda:0" if cfg.runtime.use_gpu else None
+        trainer = MetaTrainer(cfg, LocalContext(folder, cfg.checkpoint.keep, device), data, folder, logger)
         return {**trainer.fit(), "run_path": str(folder)}
     finally:
         logger.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ def wandb_lines(cfg: Config, run_path: str | None) -> list[str]:
     from metarec_dist.metrics.wandb_logger import run_id, wandb_mode
 
     rid = run_id(cfg.runtime.run_name, str(Path(run_path).parent) if run_path else cfg.runtime.storage_path)
-    mode = wandb_mode(cfg.logging.wandb) or "(from WANDB_MODE)"
+    mode = wandb_mode(cfg.logging.wandb) or f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
     lines = [f"W&B run:    {cfg.logging.entity or '<default entity>'}/{cfg.logging.project}/{rid} ({mode})"]
     if run_path:
         offline = sorted(Path(run_path).glob(f"wandb/offline-run-*-{rid}"))

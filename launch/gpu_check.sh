@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One prepared GPU check (< 8 minutes on one H200): ZeRO-2 and ZeRO-3 in bf16 on the ~100M config
+# (configs/base-100m.yaml), one GPU, DeepSpeed engine, synthetic data with a 20k-item catalogue.
+# Prints and writes ($OUT or ./gpu_check_out) one JSON per run: tasks/s, tokens/s, MFU (989 TFLOP/s dense
+# bf16 peak, FLOPs counted by metarec_dist/metrics/flops.py incl. the inner loop), peak GPU memory.
+#
+# The lent H200 image has torch and transformers but not deepspeed/ray/datasets/wandb and no network:
+# carry them as wheels in .whl/ (see /work/.library/device/README.md), e.g.
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#       -d .whl deepspeed==0.19.8 hjson ninja py-cpuinfo datasets==5.2.0 dill multiprocess xxhash wandb==0.31.0 ...
+# then run with carry [".whl"]:  bash launch/gpu_check.sh
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="${OUT:-$ROOT/gpu_check_out}"
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export WANDB_MODE=disabled PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.csv"
+python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)" | tee "$OUT/versions.txt"
+COMMON=(--config configs/base-100m.yaml --set runtime.backend=local --set runtime.deepspeed=true
+  --set runtime.num_workers=1 --set runtime.use_gpu=true --set runtime.precision=bf16
+  --set data.format=synthetic --set data.synthetic_users=20000 --set data.synthetic_items=20000
+  --set data.synthetic_min_len=61 --set data.synthetic_max_len=120 --set data.cache=false
+  --set train.meta_steps=60 --set train.log_every=20 --set train.eval_every=0 --set train.eval_users=256
+  --set checkpoint.every=0 --set checkpoint.resume=false --set logging.wandb=off
+  --set "runtime.storage_path=$OUT/runs")
+for stage in 2 3; do
+  echo "== ZeRO-$stage bf16, base-100m, 1 GPU =="
+  timeout 200 python3 -m metarec_dist.cli train "${COMMON[@]}" --set runtime.zero_stage=$stage \
+    --set runtime.run_name=zero$stage --json "$OUT/zero$stage.json" 2>&1 | tail -25
+  [ -f "$OUT/zero$stage.json" ] && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('tasks_per_s','tokens_per_s','mfu','peak_memory_gb','loss')})" "$OUT/zero$stage.json"
+done
+rm -rf "$OUT/runs"
