@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pip", action="append", default=[], help="pip requirement for the job's runtime env")
     p.add_argument("--image", help="container image for the job's runtime env")
     p.add_argument("--job-id", help="submission id (default: generated)")
+    p.add_argument("--working-dir", default=".", help="uploaded with the job; the config must be inside it")
 
     p = sub.add_parser("export", help="consolidate a (sharded) checkpoint into safetensors + config")
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder (with manifest.json)")
@@ -98,7 +99,7 @@ def _print_config(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from metarec_dist.runtime.jobs import submit
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(args.working_dir).resolve()
     return submit(
         args.address, Path(args.config), args.set or [], root, args.wait, args.pip, args.image, args.job_id
     )

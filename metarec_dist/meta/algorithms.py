@@ -63,11 +63,15 @@ def inner_loop(
     table = model.item_table().detach()
     w = start.detach()
     losses = []
+    by_hand = model.cfg.loss == "full" or negatives is None
     for _ in range(steps):
-        w = w.clone().requires_grad_(True)
-        with torch.enable_grad():
-            per_task = model.task_loss(h_support, w, targets, negatives, table=table)
-            (grad,) = torch.autograd.grad(per_task.sum(), w)
+        if by_hand:
+            per_task, grad = model.support_loss_and_grad(h_support, w, targets, table)
+        else:
+            w = w.clone().requires_grad_(True)
+            with torch.enable_grad():
+                per_task = model.task_loss(h_support, w, targets, negatives, table=table)
+                (grad,) = torch.autograd.grad(per_task.sum(), w)
         losses.append(per_task.detach())
         w = (w - lr * grad).detach()
     return w, losses

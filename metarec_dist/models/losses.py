@@ -57,3 +57,34 @@ def sampled_softmax_loss(
     logits = torch.cat([pos_logit[:, None], neg_logit], dim=-1)
     nll = logits.logsumexp(-1) - pos_logit
     return _task_mean(nll, task, h.shape[0])
+
+
+def full_softmax_loss_and_grad(
+    h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-task full-softmax loss and its gradients w.r.t. ``h`` and ``bias``, written out by hand.
+
+    The inner loop only needs gradients w.r.t. the fast weights, through ``h`` (the adapted hidden states)
+    and the per-item bias. The softmax gradient ``(p - onehot) / n`` is exact and cheap to form, so doing
+    the scoring part without autograd saves recording ``[M, V]`` intermediates and recomputing the softmax
+    in the backward: the dominant cost of every inner step. Returns ``(loss [T], d sum(loss) / dh, d / dbias)``.
+    """
+    rows, cols, task = _packed(h, targets)
+    num_tasks = h.shape[0]
+    logits = rows @ table.T
+    if bias is not None:
+        logits = logits + bias[task]
+    lse = logits.logsumexp(-1)
+    nll = lse - logits.gather(-1, cols[:, None]).squeeze(-1)
+    count = torch.zeros(num_tasks, dtype=h.dtype, device=h.device).index_add(0, task, torch.ones_like(nll))
+    count = count.clamp_min(1.0)
+    loss = torch.zeros(num_tasks, dtype=h.dtype, device=h.device).index_add(0, task, nll) / count
+    grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+    grad_logits[torch.arange(len(cols), device=h.device), cols] -= 1.0
+    grad_logits /= count[task][:, None]
+    grad_h = torch.zeros_like(h)
+    grad_h[(targets > 0).nonzero(as_tuple=True)] = grad_logits @ table
+    grad_bias = None
+    if bias is not None:
+        grad_bias = torch.zeros_like(bias).index_add_(0, task, grad_logits)
+    return loss, grad_h, grad_bias

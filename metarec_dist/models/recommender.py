@@ -14,7 +14,7 @@ from torch import nn
 from metarec_dist.config import ModelConfig
 from metarec_dist.models.adapters import FastHead
 from metarec_dist.models.backbone import build_backbone, run_backbone
-from metarec_dist.models.losses import full_softmax_loss, sampled_softmax_loss
+from metarec_dist.models.losses import full_softmax_loss, full_softmax_loss_and_grad, sampled_softmax_loss
 
 
 class SeqRecommender(nn.Module):
@@ -63,6 +63,24 @@ class SeqRecommender(nn.Module):
         if self.cfg.loss == "sampled" and negatives is not None:
             return sampled_softmax_loss(hp, targets, table, bias, negatives)
         return full_softmax_loss(hp, targets, table, bias)
+
+    def support_loss_and_grad(
+        self, h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, table: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-task full-softmax loss ``[T]`` and its gradient w.r.t. the fast weights ``w [T, P]``, for the
+        inner loop: the scoring part is differentiated by hand (see ``full_softmax_loss_and_grad``), only the
+        small adapter part goes through autograd."""
+        w = w.detach().requires_grad_(True)
+        with torch.enable_grad():
+            hp = self.head.transform(h, w)
+            bias = self.head.item_bias(w)
+        loss, grad_hp, grad_bias = full_softmax_loss_and_grad(
+            hp.detach(), targets, table, None if bias is None else bias.detach()
+        )
+        outputs = [t for t in (hp, bias) if t is not None and t.requires_grad]
+        grads = [g for t, g in ((hp, grad_hp), (bias, grad_bias)) if t is not None and t.requires_grad]
+        (grad_w,) = torch.autograd.grad(outputs, w, grads, allow_unused=True)
+        return loss, torch.zeros_like(w) if grad_w is None else grad_w
 
     def score_all(self, h_last: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Scores ``[T, V]`` of every item from one hidden state per task ``h_last [T, d]``."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from metarec_dist.config import Config
+from metarec_dist.config import Config, with_overrides
 
 log = logging.getLogger("metarec")
 
@@ -96,6 +96,8 @@ def train_on_ray(cfg: Config, verbose: bool = False, loop_config: dict[str, Any]
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
 
     init_ray(verbose or cfg.logging.verbose)
+    if cfg.runtime.deepspeed_override:  # workers run in their own directories: pass an absolute path
+        cfg = with_overrides(cfg, [f"runtime.deepspeed_override={Path(cfg.runtime.deepspeed_override).resolve()}"])
     datasets, num_items = user_datasets(cfg)
     actor = ProgressActor.remote()
     trainer = build_trainer(cfg, datasets, num_items, {"progress": actor, **(loop_config or {})})
