@@ -75,7 +75,9 @@ def load_rng(folder: Path, rank: int) -> None:
 
 def file_entries(folder: Path) -> dict[str, dict[str, Any]]:
     """Size and sha256 of every file under ``folder`` (hidden temp files and the manifest excluded)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    )
     return {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
 
 
@@ -211,7 +213,9 @@ def load_exported(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
     folder = Path(folder)
     for name in (EXPORT_WEIGHTS, EXPORT_CONFIG):
         if not (folder / name).is_file():
-            raise ValueError(f"{folder} is not an exported model: {name} is missing (run `metarec export` first)")
+            raise ValueError(
+                f"{folder} is not an exported model: {name} is missing (run `metarec export` first)"
+            )
     meta = json.loads((folder / EXPORT_CONFIG).read_text())
     cfg = from_dict(Config, meta["config"])
     model = SeqRecommender(cfg.model, int(meta["num_items"]))

@@ -18,7 +18,9 @@ from metarec_dist.config import Config, config_to_yaml, load_config
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
-def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+def command(
+    name: str,
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
     def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         COMMANDS[name] = fn
         return fn
@@ -32,7 +34,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", required=required, help="YAML config, e.g. configs/tiny.yaml")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. meta.inner_lr=0.1 (repeatable)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override, e.g. meta.inner_lr=0.1 (repeatable)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

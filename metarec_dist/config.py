@@ -41,7 +41,8 @@ class ModelConfig:
         _positive(self, "model", "hidden_size", "num_layers", "num_heads", "max_seq_len", "adapter_rank")
         if self.hidden_size % self.num_heads:
             raise ValueError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.num_heads ({self.num_heads})"
             )
         if not self.adapters:
             raise ValueError("model.adapters: list at least one fast-weight adapter, e.g. [lowrank]")
@@ -199,7 +200,9 @@ class Config:
         from metarec_dist.meta import ALGORITHMS  # late import: meta imports torch
 
         if self.meta.algorithm not in ALGORITHMS:
-            raise ValueError(f"meta.algorithm: unknown {self.meta.algorithm!r}; choose from {sorted(ALGORITHMS)}")
+            raise ValueError(
+                f"meta.algorithm: unknown {self.meta.algorithm!r}; choose from {sorted(ALGORITHMS)}"
+            )
 
     @property
     def tasks_per_worker(self) -> int:

@@ -15,9 +15,20 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 def tiny_cfg():
     from metarec_dist.config import load_config
 
-    return load_config(None, ["model.hidden_size=16", "model.num_heads=2", "model.adapter_rank=2",
-                              "meta.meta_batch_size=8", "train.meta_steps=3", "train.log_every=1",
-                              "tasks.support_max=5", "tasks.query_size=3", "model.max_seq_len=16"])
+    return load_config(
+        None,
+        [
+            "model.hidden_size=16",
+            "model.num_heads=2",
+            "model.adapter_rank=2",
+            "meta.meta_batch_size=8",
+            "train.meta_steps=3",
+            "train.log_every=1",
+            "tasks.support_max=5",
+            "tasks.query_size=3",
+            "model.max_seq_len=16",
+        ],
+    )
 
 
 @pytest.fixture

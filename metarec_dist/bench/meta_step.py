@@ -26,7 +26,9 @@ from metarec_dist.tasks.sampler import TaskSampler
 from metarec_dist.tasks.types import MetaBatch
 
 
-def _median_times(fns: dict[str, Callable[[], None]], repeats: dict[str, int], warmup: int = 2) -> dict[str, float]:
+def _median_times(
+    fns: dict[str, Callable[[], None]], repeats: dict[str, int], warmup: int = 2
+) -> dict[str, float]:
     """Median seconds per call. Calls are interleaved round-robin so that a noisy neighbour on a 2-core
     machine slows every variant alike instead of biasing whichever happened to run at that moment."""
     for fn in fns.values():
@@ -51,14 +53,18 @@ def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -
     if cfg.runtime.torch_threads:
         torch.set_num_threads(cfg.runtime.torch_threads)
     num_items = cfg.data.synthetic_items
-    seqs = make_synthetic_sequences(num_users=cfg.data.synthetic_users, num_items=num_items, seed=cfg.train.seed)
+    seqs = make_synthetic_sequences(
+        num_users=cfg.data.synthetic_users, num_items=num_items, seed=cfg.train.seed
+    )
     torch.manual_seed(cfg.train.seed)
     model = SeqRecommender(cfg.model, num_items)
     algo = build_algorithm(cfg.meta.algorithm, cfg.meta.inner_lr, cfg.meta.adaptation_steps)
     algo.track_adaptation = False  # as on the trainer's non-logging steps
     opt = make_optimizer(model.parameters(), cfg.optim)
     negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
-    batch = TaskSampler(seqs, cfg.tasks, num_items, cfg.train.seed, negatives).sample(cfg.meta.meta_batch_size)
+    batch = TaskSampler(seqs, cfg.tasks, num_items, cfg.train.seed, negatives).sample(
+        cfg.meta.meta_batch_size
+    )
 
     def step(loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
@@ -77,7 +83,9 @@ def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -
         },
         {"meta": repeats, "plain": repeats},
     )
-    loop = step(lambda: loop_meta_loss(model, batch, cfg.meta.algorithm, cfg.meta.adaptation_steps, cfg.meta.inner_lr))
+    loop = step(
+        lambda: loop_meta_loss(model, batch, cfg.meta.algorithm, cfg.meta.adaptation_steps, cfg.meta.inner_lr)
+    )
     slow = _median_times({"loop": loop}, {"loop": loop_repeats}, warmup=1)
     meta_s, plain_s, loop_s = fast["meta"], fast["plain"], slow["loop"]
     return {

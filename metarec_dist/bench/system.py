@@ -19,8 +19,14 @@ def _variant(cfg: Config, steps: int, *extra: str) -> Config:
     return with_overrides(
         cfg,
         [
-            f"train.meta_steps={steps}", f"train.log_every={steps}", "train.eval_every=0", "checkpoint.every=0",
-            "checkpoint.resume=false", "logging.wandb=off", "logging.verbose=false", *extra,
+            f"train.meta_steps={steps}",
+            f"train.log_every={steps}",
+            "train.eval_every=0",
+            "checkpoint.every=0",
+            "checkpoint.resume=false",
+            "logging.wandb=off",
+            "logging.verbose=false",
+            *extra,
         ],
     )
 
@@ -35,8 +41,12 @@ def run_system_bench(cfg: Config, steps: int = 200) -> dict[str, Any]:
     inproc = MetaTrainer(local, LocalContext(None), load_train_data(local.data)).fit()
     with tempfile.TemporaryDirectory() as storage:
         remote = _variant(
-            cfg, steps, "runtime.backend=ray", "runtime.num_workers=1",
-            f"runtime.cpus_per_worker={os.cpu_count() or 1}", f"runtime.storage_path={storage}",
+            cfg,
+            steps,
+            "runtime.backend=ray",
+            "runtime.num_workers=1",
+            f"runtime.cpus_per_worker={os.cpu_count() or 1}",
+            f"runtime.storage_path={storage}",
             "runtime.run_name=bench-system",
         )
         ray_ds = train_on_ray(remote)

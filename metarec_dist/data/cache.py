@@ -46,7 +46,8 @@ def cache_key(files: list[Path], cfg: DataConfig) -> str:
         st = path.stat()
         stamps.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
     settings = {
-        k: v for k, v in dataclasses.asdict(cfg).items()
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
         if k not in _NOT_KEYED and not k.startswith("synthetic_")
     }
     blob = json.dumps({"version": CACHE_VERSION, "files": stamps, "settings": settings}, sort_keys=True)
@@ -82,10 +83,12 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))
         tmp.chmod(0o755)  # mkdtemp makes it private; other users/jobs may share the cache
         titles = prepared.item_titles or {}
-        items = pa.table({
-            "raw_id": pa.array(prepared.item_raw_ids, pa.string()),
-            "title": pa.array([titles.get(i) for i in range(1, prepared.num_items + 1)], pa.string()),
-        })
+        items = pa.table(
+            {
+                "raw_id": pa.array(prepared.item_raw_ids, pa.string()),
+                "title": pa.array([titles.get(i) for i in range(1, prepared.num_items + 1)], pa.string()),
+            }
+        )
         quiet = not datasets.utils.are_progress_bars_disabled()
         if quiet:
             datasets.disable_progress_bars()
@@ -95,8 +98,13 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
         finally:
             if quiet:
                 datasets.enable_progress_bars()
-        meta = {"version": CACHE_VERSION, "num_items": prepared.num_items, "source": prepared.source,
-                "raw_stats": prepared.raw_stats, "has_titles": prepared.item_titles is not None}
+        meta = {
+            "version": CACHE_VERSION,
+            "num_items": prepared.num_items,
+            "source": prepared.source,
+            "raw_stats": prepared.raw_stats,
+            "has_titles": prepared.item_titles is not None,
+        }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         try:
             os.replace(tmp, root / key)

@@ -62,8 +62,11 @@ def _prepare(raw: RawLog, cfg: DataConfig) -> PreparedData:
     codes = split_users(seqs.first_time, cfg.split, cfg.valid_frac, cfg.test_frac, cfg.seed)
     titles = None
     if raw.titles:
-        titles = {i + 1: t for i, raw_id in enumerate(seqs.item_raw.to_pylist())
-                  if (t := raw.titles.get(raw_id)) is not None}
+        titles = {
+            i + 1: t
+            for i, raw_id in enumerate(seqs.item_raw.to_pylist())
+            if (t := raw.titles.get(raw_id)) is not None
+        }
     num_items = len(seqs.item_raw)
     return PreparedData(
         # An explicit fingerprint: otherwise datasets hashes the whole table (0.3 s per 10M items).

@@ -53,7 +53,7 @@ def flat_items(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     offsets = array.offsets.to_numpy().astype(np.int64)
     values = array.values.to_numpy()
     # A sliced/filtered list array keeps its parent's values: rebase onto the first offset.
-    values = values[offsets[0]: offsets[-1]]
+    values = values[offsets[0] : offsets[-1]]
     return offsets - offsets[0], values
 
 
@@ -63,9 +63,11 @@ def users_table(seqs: Sequences, split_codes: np.ndarray) -> pa.Table:
     offsets_type = pa.int32() if total < 2**31 else pa.int64()
     list_type = pa.ListArray if offsets_type == pa.int32() else pa.LargeListArray
     items = list_type.from_arrays(pa.array(seqs.offsets, offsets_type), pa.array(seqs.items, pa.int64()))
-    return pa.table({
-        "user": pa.array(np.arange(num_users, dtype=np.int64)),
-        "raw_user": seqs.user_raw,
-        "items": items,
-        "split": pa.array(SPLIT_NAMES, pa.string()).take(pa.array(split_codes.astype(np.int64))),
-    })
+    return pa.table(
+        {
+            "user": pa.array(np.arange(num_users, dtype=np.int64)),
+            "raw_user": seqs.user_raw,
+            "items": items,
+            "split": pa.array(SPLIT_NAMES, pa.string()).take(pa.array(split_codes.astype(np.int64))),
+        }
+    )

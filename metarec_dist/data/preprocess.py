@@ -95,8 +95,12 @@ def length_percentiles(lengths: np.ndarray) -> dict:
     if lengths.size == 0:
         return {"seq_len_p10": 0.0, "seq_len_p50": 0.0, "seq_len_p90": 0.0, "seq_len_max": 0}
     p10, p50, p90 = np.percentile(lengths, [10, 50, 90])
-    return {"seq_len_p10": float(p10), "seq_len_p50": float(p50), "seq_len_p90": float(p90),
-            "seq_len_max": int(lengths.max())}
+    return {
+        "seq_len_p10": float(p10),
+        "seq_len_p50": float(p50),
+        "seq_len_p90": float(p90),
+        "seq_len_max": int(lengths.max()),
+    }
 
 
 def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
@@ -139,8 +143,11 @@ def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
     raw_stats["dropped_users"] = int(short.sum())
     raw_stats["min_history"] = cfg.min_history
     if short.any():
-        log.info("dropping %d users with fewer than %d interactions (data.min_history)",
-                 int(short.sum()), cfg.min_history)
+        log.info(
+            "dropping %d users with fewer than %d interactions (data.min_history)",
+            int(short.sum()),
+            cfg.min_history,
+        )
         keep = ~short[user]
         user, item, time = user[keep], item[keep], time[keep]
         if len(user) == 0:

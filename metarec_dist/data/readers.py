@@ -64,8 +64,9 @@ def read_layout(layout: Layout, cfg: DataConfig, ratings: bool = False) -> RawLo
         spec = TextSpec(layout.file, sep, cfg.header, list(cfg.columns), quoting=layout.kind == "csv")
         raw = _read_text(spec, cfg, f"{layout.file} ({layout.kind})", ratings)
     elif layout.kind == "user_item":
-        spec = TextSpec(layout.file, " ", header=False, names=["user", "item"], quoting=False,
-                        whitespace=True)
+        spec = TextSpec(
+            layout.file, " ", header=False, names=["user", "item"], quoting=False, whitespace=True
+        )
         if cfg.rating_threshold is not None:
             raise DataError(
                 f"{layout.file}: data.rating_threshold is set but user_item files have no ratings"
@@ -133,8 +134,9 @@ def _read_jsonl(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
     if table.num_rows == 0:
         raise DataError(f"{path}: no JSON records")
     roles = resolve_columns(table.column_names, str(path), cfg, optional_rating=ratings)
-    return _build(table, roles, Where(str(path), lambda row: f"line {_jsonl_line(path, row)}"), cfg,
-                  f"{path} (jsonl)")
+    return _build(
+        table, roles, Where(str(path), lambda row: f"line {_jsonl_line(path, row)}"), cfg, f"{path} (jsonl)"
+    )
 
 
 def _jsonl_line(path: Path, row: int) -> int:
@@ -164,8 +166,13 @@ def _diagnose_jsonl(path: Path) -> DataError | None:
             if not isinstance(record, dict):
                 return DataError(f"{path}: line {number}: expected a JSON object per line")
             for key, value in record.items():
-                kind = "null" if value is None else "number" if isinstance(value, (int, float)) else \
-                    type(value).__name__
+                kind = (
+                    "null"
+                    if value is None
+                    else "number"
+                    if isinstance(value, (int, float))
+                    else type(value).__name__
+                )
                 if kind == "null":
                     continue
                 first = kinds.setdefault(key, (kind, number))

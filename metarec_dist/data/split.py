@@ -36,6 +36,6 @@ def split_users(
     else:
         raise DataError(f"data.split: unknown {how!r}; choose time or random")
     codes = np.zeros(n, dtype=np.int8)
-    codes[order[n - n_test:]] = 2
-    codes[order[n - n_test - n_valid: n - n_test]] = 1
+    codes[order[n - n_test :]] = 2
+    codes[order[n - n_test - n_valid : n - n_test]] = 1
     return codes

@@ -19,8 +19,13 @@ def data_stats(prepared: PreparedData) -> dict:
     lengths = np.diff(offsets)
     stats = dict(prepared.raw_stats)
     if not stats:  # built by hand rather than by prepare_data: describe what is there
-        stats = {"users": len(lengths), "items": prepared.num_items, "interactions": int(lengths.sum()),
-                 **length_percentiles(lengths), "dropped_users": 0}
+        stats = {
+            "users": len(lengths),
+            "items": prepared.num_items,
+            "interactions": int(lengths.sum()),
+            **length_percentiles(lengths),
+            "dropped_users": 0,
+        }
     split = table.column("split")
     for name in SPLIT_NAMES:
         mask = pc.equal(split, name).to_numpy(zero_copy_only=False)
@@ -41,8 +46,11 @@ def format_stats(stats: dict) -> str:
         f"  items         {n('items')}",
         f"  interactions  {n('interactions')}",
         "  seq length    p10 {:g} / p50 {:g} / p90 {:g} / max {:,}".format(
-            stats.get("seq_len_p10", 0), stats.get("seq_len_p50", 0), stats.get("seq_len_p90", 0),
-            stats.get("seq_len_max", 0)),
+            stats.get("seq_len_p10", 0),
+            stats.get("seq_len_p50", 0),
+            stats.get("seq_len_p90", 0),
+            stats.get("seq_len_max", 0),
+        ),
         "  split users   " + " / ".join(f"{s} {n(s + '_users')}" for s in SPLIT_NAMES),
     ]
     dropped = stats.get("dropped_users", 0)

@@ -116,8 +116,9 @@ class TextFile:
             null_values=[""],  # only empty fields are missing; "NA" or "nan" are values to complain about
         )
         try:
-            table = pv.read_csv(self._source(), read_options=read_opts, parse_options=parse_opts,
-                                convert_options=convert_opts)
+            table = pv.read_csv(
+                self._source(), read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts
+            )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise self.diagnose() or DataError(f"{self.label}: cannot be read: {exc}") from None
         if invalid:

@@ -1,26 +1,18 @@
 """``metarec evaluate`` and ``metarec recommend``: argument parsing and the terminal/JSON output.
 
-User mistakes raise ``ValueError``; ``metarec_dist.cli.main`` prints them as one line.
+User mistakes raise ``ValueError``; ``metarec_dist.cli.main`` prints them as one line. The heavy imports
+(torch, transformers) happen inside the commands: ``metarec --help`` builds this parser too.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from metarec_dist.eval.harness import MethodResult
-from metarec_dist.eval.loading import LoadedModel, check_same_data, load_model, load_prepared
-from metarec_dist.eval.methods import (
-    NO_ADAPTATION,
-    Splits,
-    choose_adaptation,
-    evaluate_model,
-    evaluate_popularity,
-    method_name,
-)
-from metarec_dist.eval.report import build_report, format_table, write_json
+if TYPE_CHECKING:
+    from metarec_dist.eval.harness import MethodResult
+    from metarec_dist.eval.loading import LoadedModel
+    from metarec_dist.eval.methods import Splits
 
 
 def parse_shots(text: str) -> list[int]:
@@ -71,6 +63,8 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
 def _evaluate_one(
     loaded: LoadedModel, splits: Splits, split: str, shots: list[int], finetune: bool, fixed: Any
 ) -> MethodResult:
+    from metarec_dist.eval.methods import choose_adaptation, evaluate_model, method_name
+
     cfg = loaded.cfg
     if shots[-1] + 1 > cfg.model.max_seq_len:
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
@@ -87,12 +81,18 @@ def _evaluate_one(
 
 
 def _same_users(a: Splits, b: Splits, split: str) -> None:
+    import numpy as np
+
     sa, sb = a.get(split), b.get(split)
     if a.num_items != b.num_items or len(sa) != len(sb) or not all(map(np.array_equal, sa, sb)):
         raise ValueError("--baseline was trained on different data (other users or items): no paired comparison")
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
+    from metarec_dist.eval.loading import check_same_data, load_model, load_prepared
+    from metarec_dist.eval.methods import Splits, evaluate_popularity
+    from metarec_dist.eval.report import build_report, format_table, write_json
+
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
@@ -123,6 +123,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
 
 def recommend_main(args: argparse.Namespace) -> int:
+    from metarec_dist.eval.loading import load_model
+    from metarec_dist.eval.methods import NO_ADAPTATION
     from metarec_dist.eval.recommend import load_catalogue, parse_items, recommend
 
     raw = parse_items(args.items)  # before loading anything: a typo fails in milliseconds

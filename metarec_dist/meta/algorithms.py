@@ -130,7 +130,11 @@ def _adaptation_metrics(
         table = model.item_table().detach()
         after = model.task_loss(feats.support, adapted, batch.support_targets, batch.negatives, table=table)
     first = before[0].mean()
-    return {"support_loss_before": first, "support_loss_after": after.mean(), "adaptation_gain": first - after.mean()}
+    return {
+        "support_loss_before": first,
+        "support_loss_after": after.mean(),
+        "adaptation_gain": first - after.mean(),
+    }
 
 
 ALGORITHMS: dict[str, type[MetaAlgorithm]] = {}

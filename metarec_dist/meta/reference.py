@@ -14,7 +14,12 @@ from metarec_dist.tasks.types import MetaBatch
 
 
 def adapt_one(
-    model: SeqRecommender, h_support: torch.Tensor, targets: torch.Tensor, steps: int, lr: float, negatives=None
+    model: SeqRecommender,
+    h_support: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    lr: float,
+    negatives=None,
 ) -> torch.Tensor:
     """Adapt one task's fast weights ``[1, P]`` with explicit ``torch.autograd.grad`` calls."""
     table = model.item_table().detach()

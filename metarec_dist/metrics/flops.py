@@ -24,7 +24,9 @@ class StepShape:
 
 
 def flops_per_task(s: StepShape) -> float:
-    fwd_backbone = 2 * s.backbone_params * s.tokens + 2 * s.layers * s.tokens * s.tokens * s.hidden  # + QK^T, AV
+    fwd_backbone = (
+        2 * s.backbone_params * s.tokens + 2 * s.layers * s.tokens * s.tokens * s.hidden
+    )  # + QK^T, AV
     train_backbone = 3 * fwd_backbone
     score = 2 * s.hidden * s.num_items  # one position against every item
     query = 3 * score * s.query_positions  # forward + backward into h and the table

@@ -39,7 +39,10 @@ def redact_text(text: str) -> str:
 
 def redact(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: MASK if isinstance(k, str) and SECRET_KEY.search(k) and v else redact(v) for k, v in obj.items()}
+        return {
+            k: MASK if isinstance(k, str) and SECRET_KEY.search(k) and v else redact(v)
+            for k, v in obj.items()
+        }
     if isinstance(obj, (list, tuple)):
         return type(obj)(redact(v) for v in obj)
     if isinstance(obj, str):

@@ -70,7 +70,9 @@ class WandbLogger:
         payload: dict[str, Any] = {"meta_step": step}
         for key, value in metrics.items():
             if key.endswith("table") and isinstance(value, list) and value and isinstance(value[0], dict):
-                payload[key] = self.wandb.Table(columns=list(value[0]), data=[list(r.values()) for r in value])
+                payload[key] = self.wandb.Table(
+                    columns=list(value[0]), data=[list(r.values()) for r in value]
+                )
                 plot = ndcg_vs_k_figure(value)
                 if plot is not None:
                     payload[f"{key}_ndcg_vs_k"] = self.wandb.Image(plot)

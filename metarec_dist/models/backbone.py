@@ -51,7 +51,13 @@ ARCHITECTURES = {"gpt2": ("gpt2", _gpt2_kwargs), "llama": ("llama", _llama_kwarg
 def backbone_config(cfg: ModelConfig) -> PretrainedConfig:
     model_type, kwargs = ARCHITECTURES[cfg.arch]
     return AutoConfig.for_model(
-        model_type, vocab_size=1, use_cache=False, bos_token_id=None, eos_token_id=None, pad_token_id=None, **kwargs(cfg)
+        model_type,
+        vocab_size=1,
+        use_cache=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        **kwargs(cfg),
     )
 
 
@@ -61,7 +67,9 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
         try:
             model = AutoModel.from_pretrained(cfg.pretrained_path, use_safetensors=True)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"model.pretrained_path {cfg.pretrained_path!r}: cannot load a backbone: {exc}") from None
+            raise ValueError(
+                f"model.pretrained_path {cfg.pretrained_path!r}: cannot load a backbone: {exc}"
+            ) from None
         if model.config.hidden_size != cfg.hidden_size:
             raise ValueError(
                 f"model.pretrained_path has hidden_size {model.config.hidden_size}, "

@@ -20,7 +20,9 @@ def _packed(h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def _task_mean(nll: torch.Tensor, task: torch.Tensor, num_tasks: int) -> torch.Tensor:
     total = torch.zeros(num_tasks, dtype=nll.dtype, device=nll.device).index_add(0, task, nll)
-    count = torch.zeros(num_tasks, dtype=nll.dtype, device=nll.device).index_add(0, task, torch.ones_like(nll))
+    count = torch.zeros(num_tasks, dtype=nll.dtype, device=nll.device).index_add(
+        0, task, torch.ones_like(nll)
+    )
     return total / count.clamp_min(1.0)
 
 
@@ -67,7 +69,8 @@ def full_softmax_loss_and_grad(
     The inner loop only needs gradients w.r.t. the fast weights, through ``h`` (the adapted hidden states)
     and the per-item bias. The softmax gradient ``(p - onehot) / n`` is exact and cheap to form, so doing
     the scoring part without autograd saves recording ``[M, V]`` intermediates and recomputing the softmax
-    in the backward: the dominant cost of every inner step. Returns ``(loss [T], d sum(loss) / dh, d / dbias)``.
+    in the backward: the dominant cost of every inner step.
+    Returns ``(loss [T], d sum(loss) / dh, d sum(loss) / dbias)``.
     """
     rows, cols, task = _packed(h, targets)
     num_tasks = h.shape[0]

@@ -29,7 +29,12 @@ class WorkerContext:
         return self.rank == 0
 
     def build_engine(
-        self, module: nn.Module, optim: OptimConfig, runtime: RuntimeConfig, total_steps: int, micro_batch: int
+        self,
+        module: nn.Module,
+        optim: OptimConfig,
+        runtime: RuntimeConfig,
+        total_steps: int,
+        micro_batch: int,
     ) -> Any:
         """A LocalEngine, or a DeepSpeed engine when ``runtime.deepspeed`` is set (the Ray path always is)."""
         if runtime.deepspeed or runtime.backend == "ray":

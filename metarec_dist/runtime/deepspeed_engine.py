@@ -89,7 +89,8 @@ def check_batch_arithmetic(cfg: dict[str, Any], world_size: int) -> None:
     micro, accum = cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"]
     if cfg["train_batch_size"] != micro * accum * world_size:
         raise ValueError(
-            f"DeepSpeed batch arithmetic: train_batch_size {cfg['train_batch_size']} != micro batch {micro} x "
+            f"DeepSpeed batch arithmetic: train_batch_size {cfg['train_batch_size']} != "
+            f"micro batch {micro} x "
             f"accumulation {accum} x workers {world_size}; fix meta.meta_batch_size / runtime.grad_accum or "
             "the override file"
         )
@@ -148,7 +149,9 @@ class DeepSpeedEngine:
         path, _ = self.engine.load_checkpoint(load_dir, tag=tag)
         # DeepSpeed only warns and returns (None, None) when the tag or a shard is missing: fail loudly.
         if path is None:
-            raise ValueError(f"DeepSpeed could not load checkpoint {load_dir} (tag {tag!r}): a shard is missing")
+            raise ValueError(
+                f"DeepSpeed could not load checkpoint {load_dir} (tag {tag!r}): a shard is missing"
+            )
 
 
 def build_deepspeed_engine(
@@ -176,4 +179,3 @@ def build_deepspeed_engine(
     )
     install_safe_checkpoint_engine(engine)
     return DeepSpeedEngine(engine)
-

@@ -133,4 +133,3 @@ class LocalEngine:
         self.optimizer.load_state_dict(extra["optimizer"])
         self.lr_scheduler.load_state_dict(extra["lr_scheduler"])
         self.global_steps, self.micro_steps = (int(x) for x in extra["steps"])
-

@@ -22,7 +22,17 @@ from metarec_dist.config import load_config
 from metarec_dist.metrics.redact import redact_text
 
 # gitignore syntax, anchored at the repo root: a bare "data/" would also drop metarec_dist/data/.
-EXCLUDES = ["/.venv/", "/venv/", "/runs/", "/wandb/", "/outputs/", "/data/", "/.git/", "*.pt", "*.safetensors"]
+EXCLUDES = [
+    "/.venv/",
+    "/venv/",
+    "/runs/",
+    "/wandb/",
+    "/outputs/",
+    "/data/",
+    "/.git/",
+    "*.pt",
+    "*.safetensors",
+]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -31,7 +41,8 @@ def entrypoint(config: Path, overrides: Sequence[str], root: Path) -> str:
         rel = config.resolve().relative_to(root.resolve())
     except ValueError:
         raise ValueError(
-            f"--config {config}: the config must be inside the uploaded working dir {root} (put it under configs/)"
+            f"--config {config}: the config must be inside the uploaded working dir {root} "
+            "(put it under configs/ or pass --working-dir)"
         ) from None
     sets = " ".join(f"--set {shlex.quote(s)}" for s in overrides)
     return f"python -m metarec_dist.cli train --config {shlex.quote(str(rel))} {sets}".strip()

@@ -61,7 +61,9 @@ def user_datasets(cfg: Config) -> tuple[dict[str, Any], int]:
     return out, prepared.num_items
 
 
-def build_trainer(cfg: Config, datasets: dict[str, Any], num_items: int, loop_config: dict[str, Any] | None = None):
+def build_trainer(
+    cfg: Config, datasets: dict[str, Any], num_items: int, loop_config: dict[str, Any] | None = None
+):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -69,7 +71,12 @@ def build_trainer(cfg: Config, datasets: dict[str, Any], num_items: int, loop_co
     resources = {"CPU": rt.cpus_per_worker, **({"GPU": rt.gpus_per_worker} if rt.use_gpu else {})}
     from metarec_dist.runtime.ray_worker import train_loop_per_worker
 
-    config = {"cfg": cfg.to_dict(), "num_items": num_items, "run_dir": storage_path(cfg), **(loop_config or {})}
+    config = {
+        "cfg": cfg.to_dict(),
+        "num_items": num_items,
+        "run_dir": storage_path(cfg),
+        **(loop_config or {}),
+    }
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -90,14 +97,18 @@ def build_trainer(cfg: Config, datasets: dict[str, Any], num_items: int, loop_co
     )
 
 
-def train_on_ray(cfg: Config, verbose: bool = False, loop_config: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_on_ray(
+    cfg: Config, verbose: bool = False, loop_config: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run the job; the driver draws a progress bar from rank 0's updates and returns the final metrics."""
     from metarec_dist.metrics.progress import ProgressBar
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
 
     init_ray(verbose or cfg.logging.verbose)
     if cfg.runtime.deepspeed_override:  # workers run in their own directories: pass an absolute path
-        cfg = with_overrides(cfg, [f"runtime.deepspeed_override={Path(cfg.runtime.deepspeed_override).resolve()}"])
+        cfg = with_overrides(
+            cfg, [f"runtime.deepspeed_override={Path(cfg.runtime.deepspeed_override).resolve()}"]
+        )
     datasets, num_items = user_datasets(cfg)
     actor = ProgressActor.remote()
     trainer = build_trainer(cfg, datasets, num_items, {"progress": actor, **(loop_config or {})})

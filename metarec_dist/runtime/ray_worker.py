@@ -64,7 +64,10 @@ class RayContext(WorkerContext):
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: (float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v) for k, v in metrics.items()}
+    return {
+        k: (float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v)
+        for k, v in metrics.items()
+    }
 
 
 def _rows_to_sequences(rows: list[dict[str, Any]]) -> tuple[np.ndarray, list[np.ndarray]]:

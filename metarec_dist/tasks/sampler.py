@@ -123,9 +123,7 @@ class TaskSampler:
         self.num_sampled = int(state["num_sampled"])
 
 
-def prefix_batch(
-    sequences: list[np.ndarray], shots: int, support_max: int, bos_id: int
-) -> MetaBatch:
+def prefix_batch(sequences: list[np.ndarray], shots: int, support_max: int, bos_id: int) -> MetaBatch:
     """Evaluation layout: support = each user's first ``shots`` items, no query items (Q = 0).
     The hidden state at position ``support_max`` then scores the user's next item."""
     store = SequenceStore(sequences)

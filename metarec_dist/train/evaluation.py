@@ -37,7 +37,12 @@ def eval_targets(
         relevant.append([i - 1 for i in future] + [PAD] * (num_relevant - len(future)))
         nxt.append(future[0] - 1)
     if not keep:
-        return [], np.zeros((0, shots), np.int64), np.zeros((0, num_relevant), np.int64), np.zeros(0, np.int64)
+        return (
+            [],
+            np.zeros((0, shots), np.int64),
+            np.zeros((0, num_relevant), np.int64),
+            np.zeros(0, np.int64),
+        )
     return keep, np.stack(support).astype(np.int64), np.array(relevant, np.int64), np.array(nxt, np.int64)
 
 
@@ -84,7 +89,9 @@ def evaluate_cold_start(
         parts: dict[str, list[np.ndarray]] = {}
         for lo in range(0, len(keep), batch_users):
             idx = keep[lo : lo + batch_users]
-            scores = user_scores(scorer, [sequences[u] for u in idx], k, support_max, bos_id, steps, device).cpu()
+            scores = user_scores(
+                scorer, [sequences[u] for u in idx], k, support_max, bos_id, steps, device
+            ).cpu()
             sl = slice(lo, lo + len(idx))
             m = ranking_metrics(
                 scores,
@@ -101,4 +108,6 @@ def evaluate_cold_start(
 
 def summarize(results: dict[int, dict[str, np.ndarray]]) -> dict[str, float]:
     """Flat means for logging: ``val/ndcg@10@k3`` etc."""
-    return {f"{name}@k{k}": float(v.mean()) for k, res in results.items() for name, v in res.items() if len(v)}
+    return {
+        f"{name}@k{k}": float(v.mean()) for k, res in results.items() for name, v in res.items() if len(v)
+    }

@@ -34,6 +34,6 @@ def format_summary(result: dict[str, Any], cfg: Config) -> str:
         f"checkpoint: {result.get('checkpoint')}",
         f"run folder: {result.get('run_path')}",
         *wandb_lines(cfg, result.get("run_path")),
-        f"resume:     re-run the same command (run name {cfg.runtime.run_name!r}) to continue from the checkpoint",
+        f"resume:     re-run the same command (run name {cfg.runtime.run_name!r}) to continue",
     ]
     return "\n".join(lines)

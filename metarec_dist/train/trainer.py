@@ -89,7 +89,10 @@ class MetaTrainer:
     def rank_share(self, step_batch: Any) -> list[Any]:
         """This rank's tasks of the global meta-batch, cut into ``grad_accum`` micro-batches."""
         lo = self.ctx.rank * self.per_rank
-        return [step_batch.slice(lo + i * self.micro, lo + (i + 1) * self.micro) for i in range(self.cfg.runtime.grad_accum)]
+        return [
+            step_batch.slice(lo + i * self.micro, lo + (i + 1) * self.micro)
+            for i in range(self.cfg.runtime.grad_accum)
+        ]
 
     def train_step(self) -> dict[str, float]:
         batch = self.sampler.sample(self.cfg.meta.meta_batch_size)
@@ -156,7 +159,9 @@ class MetaTrainer:
 
     def step_shape(self) -> StepShape:
         c = self.cfg
-        backbone = sum(p.numel() for n, p in self.model.backbone.named_parameters() if p.dim() == 2 and "wte" not in n)
+        backbone = sum(
+            p.numel() for n, p in self.model.backbone.named_parameters() if p.dim() == 2 and "wte" not in n
+        )
         return StepShape(
             tokens=tokens_per_task(c),
             support_positions=(c.tasks.support_min + c.tasks.support_max) / 2,
@@ -192,7 +197,11 @@ class MetaTrainer:
         }
         if len(shots) > 1:
             out["eval/cold_start_table"] = [
-                {"shots": k, "users": len(r["ndcg@10"]), **{m: float(r[m].mean()) for m in ("ndcg@10", "recall@10")}}
+                {
+                    "shots": k,
+                    "users": len(r["ndcg@10"]),
+                    **{m: float(r[m].mean()) for m in ("ndcg@10", "recall@10")},
+                }
                 for k, r in res.items()
             ]
         return out
@@ -239,7 +248,8 @@ class MetaTrainer:
             state = ckpt.load_checkpoint(self.engine, folder, self.ctx.rank)
         if state["_manifest_world_size"] != self.ctx.world_size:
             raise ValueError(
-                f"checkpoint {folder} was written by {state['_manifest_world_size']} workers but this run has "
+                f"checkpoint {folder} was written by {state['_manifest_world_size']} workers but this run "
+                f"has "
                 f"{self.ctx.world_size}; ZeRO shards are tied to the data-parallel size (convert it to a "
                 "universal checkpoint or resume with the same runtime.num_workers)"
             )

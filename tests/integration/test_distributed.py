@@ -22,10 +22,21 @@ from metarec_dist.train.trainer import MetaTrainer
 pytestmark = pytest.mark.integration
 
 BASE = [
-    "model.hidden_size=16", "model.num_heads=2", "model.adapter_rank=2", "model.max_seq_len=16",
-    "tasks.support_max=5", "tasks.query_size=3", "meta.meta_batch_size=8", "train.log_every=1",
-    "data.format=synthetic", "data.synthetic_users=80", "data.synthetic_items=40", "data.cache=false",
-    "optim.lr=0.01", "optim.schedule=constant", "train.eval_users=16",
+    "model.hidden_size=16",
+    "model.num_heads=2",
+    "model.adapter_rank=2",
+    "model.max_seq_len=16",
+    "tasks.support_max=5",
+    "tasks.query_size=3",
+    "meta.meta_batch_size=8",
+    "train.log_every=1",
+    "data.format=synthetic",
+    "data.synthetic_users=80",
+    "data.synthetic_items=40",
+    "data.cache=false",
+    "optim.lr=0.01",
+    "optim.schedule=constant",
+    "train.eval_users=16",
 ]
 # fp32 everywhere; the two runs differ only in the order floating-point sums are taken (gloo all-reduce
 # vs one process), so parameters agree to about 1e-6 after a few Adam steps.
@@ -56,11 +67,18 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 
 @pytest.mark.parametrize("stage", [0, 2, 3])
 def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
-    args = ["runtime.backend=ray", "runtime.num_workers=2", f"runtime.zero_stage={stage}", "train.meta_steps=3",
-            f"runtime.run_name=zero{stage}"]
+    args = [
+        "runtime.backend=ray",
+        "runtime.num_workers=2",
+        f"runtime.zero_stage={stage}",
+        "train.meta_steps=3",
+        f"runtime.run_name=zero{stage}",
+    ]
     out = train_on_ray(_cfg(tmp_path, *args))
     assert out["step"] == 3
-    _assert_same(_exported(out["checkpoint"], tmp_path), _single_process(_cfg(tmp_path, "train.meta_steps=3")))
+    _assert_same(
+        _exported(out["checkpoint"], tmp_path), _single_process(_cfg(tmp_path, "train.meta_steps=3"))
+    )
     files = json.loads((Path(out["checkpoint"]) / "manifest.json").read_text())["files"]
     if stage == 3:  # one model and one optimizer shard per rank
         for r in (0, 1):
@@ -75,7 +93,9 @@ def test_stop_then_resume_equals_uninterrupted(ray_cluster, tmp_path):
     assert first["step"] == 2
     second = train_on_ray(_cfg(tmp_path, *args, "train.meta_steps=4"))  # same run name: resumes
     assert second["step"] == 4 and second["resumed_from"] == 2
-    _assert_same(_exported(second["checkpoint"], tmp_path), _single_process(_cfg(tmp_path, "train.meta_steps=4")))
+    _assert_same(
+        _exported(second["checkpoint"], tmp_path), _single_process(_cfg(tmp_path, "train.meta_steps=4"))
+    )
 
 
 def _kill_one_worker_after(run_dir: Path, checkpoint_name: str, timeout: float = 300) -> dict:
@@ -109,8 +129,15 @@ def _kill_one_worker_after(run_dir: Path, checkpoint_name: str, timeout: float =
 
 
 def test_killed_worker_restarts_from_last_checkpoint(ray_cluster, tmp_path):
-    args = ["runtime.backend=ray", "runtime.num_workers=2", "runtime.zero_stage=2", "runtime.run_name=failover",
-            "train.meta_steps=30", "checkpoint.every=5", "runtime.max_failures=2"]
+    args = [
+        "runtime.backend=ray",
+        "runtime.num_workers=2",
+        "runtime.zero_stage=2",
+        "runtime.run_name=failover",
+        "train.meta_steps=30",
+        "checkpoint.every=5",
+        "runtime.max_failures=2",
+    ]
     killer = _kill_one_worker_after(tmp_path / "failover", "checkpoint_step_000005")
     out = train_on_ray(_cfg(tmp_path, *args))
     killer["thread"].join(timeout=5)

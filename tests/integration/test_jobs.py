@@ -30,12 +30,28 @@ def head(tmp_path_factory):
     token = secrets.token_hex(16)
     tmp = tmp_path_factory.mktemp("rayhead")
     # The job entrypoint runs `python` on the cluster: make it this venv's, as a cluster image would.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+    }
     port, dash = _free_port(), _free_port()
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4", "--include-dashboard=true",
-           f"--temp-dir={tmp}", "--disable-usage-stats"]
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--num-cpus=4",
+        "--include-dashboard=true",
+        f"--temp-dir={tmp}",
+        "--disable-usage-stats",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
@@ -64,14 +80,35 @@ def _submit(head, *args, token=True, **kw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     if token:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head["token"])
-    cmd = [str(BIN / "metarec"), "submit", "--address", head["address"], "--config", "configs/tiny.yaml", *args]
+    cmd = [
+        str(BIN / "metarec"),
+        "submit",
+        "--address",
+        head["address"],
+        "--config",
+        "configs/tiny.yaml",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, **kw)
 
 
 def test_job_succeeds_with_checkpoint_summary_and_logs(head, tmp_path):
-    out = _submit(head, "--set", "train.meta_steps=4", "--set", "runtime.num_workers=2",
-                  "--set", f"runtime.storage_path={tmp_path}", "--set", "runtime.run_name=job",
-                  "--set", "logging.wandb=off", "--wait", "--job-id", "metarec-ok")
+    out = _submit(
+        head,
+        "--set",
+        "train.meta_steps=4",
+        "--set",
+        "runtime.num_workers=2",
+        "--set",
+        f"runtime.storage_path={tmp_path}",
+        "--set",
+        "runtime.run_name=job",
+        "--set",
+        "logging.wandb=off",
+        "--wait",
+        "--job-id",
+        "metarec-ok",
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "job metarec-ok: SUCCEEDED" in out.stdout
     assert "== metarec train: summary ==" in out.stdout  # the job's own log, streamed back
@@ -80,14 +117,29 @@ def test_job_succeeds_with_checkpoint_summary_and_logs(head, tmp_path):
 
     # the logs stay retrievable after the job ended (Ray's own CLI, with the token)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head["token"]}
-    logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", head["address"], "metarec-ok"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    logs = subprocess.run(
+        [str(BIN / "ray"), "job", "logs", "--address", head["address"], "metarec-ok"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert logs.returncode == 0 and "checkpoint_step_000004" in logs.stdout
 
 
 def test_failing_job_is_reported_failed(head, tmp_path):
-    out = _submit(head, "--set", "data.format=csv", "--set", f"data.path={tmp_path}/missing.csv",
-                  "--set", "logging.wandb=off", "--wait", "--job-id", "metarec-bad")
+    out = _submit(
+        head,
+        "--set",
+        "data.format=csv",
+        "--set",
+        f"data.path={tmp_path}/missing.csv",
+        "--set",
+        "logging.wandb=off",
+        "--wait",
+        "--job-id",
+        "metarec-bad",
+    )
     assert out.returncode == 1
     assert "job metarec-bad: FAILED" in out.stdout
     assert "missing.csv" in out.stdout
@@ -96,4 +148,6 @@ def test_failing_job_is_reported_failed(head, tmp_path):
 def test_submission_without_token_is_refused(head):
     out = _submit(head, "--set", "train.meta_steps=1", token=False)
     assert out.returncode == 2
-    assert "error:" in out.stderr and ("401" in out.stderr or "nauthorized" in out.stderr or "token" in out.stderr)
+    assert "error:" in out.stderr and (
+        "401" in out.stderr or "nauthorized" in out.stderr or "token" in out.stderr
+    )

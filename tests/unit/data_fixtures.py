@@ -105,9 +105,12 @@ def write_parquet(path: Path, rows=ROWS) -> Path:
 
 
 def write_jsonl(path: Path, rows=ROWS) -> Path:
-    path.write_text("".join(
-        json.dumps({"user_id": u, "item_id": i, "rating": r, "timestamp": t}) + "\n" for u, i, r, t in rows
-    ))
+    path.write_text(
+        "".join(
+            json.dumps({"user_id": u, "item_id": i, "rating": r, "timestamp": t}) + "\n"
+            for u, i, r, t in rows
+        )
+    )
     return path
 
 

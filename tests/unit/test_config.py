@@ -44,7 +44,9 @@ def test_impossible_combinations_are_errors():
 
 
 def test_overrides_apply_in_order_and_parse_yaml_values():
-    cfg = load_config(None, ["optim.lr=1e-3", "eval.shots=[1,2]", "optim.lr=0.5", "model.intermediate_size=null"])
+    cfg = load_config(
+        None, ["optim.lr=1e-3", "eval.shots=[1,2]", "optim.lr=0.5", "model.intermediate_size=null"]
+    )
     assert cfg.optim.lr == 0.5 and cfg.eval.shots == [1, 2] and cfg.model.intermediate_size is None
     assert isinstance(load_config(None, ["optim.lr=3"]).optim.lr, float)
 

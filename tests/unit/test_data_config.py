@@ -9,8 +9,19 @@ import pytest
 
 from metarec_dist.data import DataConfig
 
-ALLOWED = {int, float, str, bool, int | None, float | None, str | None, bool | None, list[str], list[int],
-           dict[str, str]}
+ALLOWED = {
+    int,
+    float,
+    str,
+    bool,
+    int | None,
+    float | None,
+    str | None,
+    bool | None,
+    list[str],
+    list[int],
+    dict[str, str],
+}
 
 
 def test_field_types_and_defaults():
@@ -22,23 +33,26 @@ def test_field_types_and_defaults():
     assert DataConfig().format == "synthetic"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"format": "xml"}, "data.format"),
-    ({"dedup": "sometimes"}, "data.dedup"),
-    ({"split": "alphabetical"}, "data.split"),
-    ({"format": "csv"}, "data.path"),
-    ({"format": "hub"}, "data.name"),
-    ({"kcore": -1}, "data.kcore"),
-    ({"min_history": 0}, "data.min_history"),
-    ({"valid_frac": 1.5}, "data.valid_frac"),
-    ({"valid_frac": 0.5, "test_frac": 0.5}, "data.valid_frac + data.test_frac"),
-    ({"rating_threshold": float("nan")}, "data.rating_threshold"),
-    ({"sep": ""}, "data.sep"),
-    ({"format": "csv", "path": "x.csv", "header": False}, "data.columns"),
-    ({"synthetic_groups": 500}, "data.synthetic_groups"),
-    ({"synthetic_min_len": 50}, "data.synthetic_min_len"),
-    ({"synthetic_in_group_prob": 2.0}, "data.synthetic_in_group_prob"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"format": "xml"}, "data.format"),
+        ({"dedup": "sometimes"}, "data.dedup"),
+        ({"split": "alphabetical"}, "data.split"),
+        ({"format": "csv"}, "data.path"),
+        ({"format": "hub"}, "data.name"),
+        ({"kcore": -1}, "data.kcore"),
+        ({"min_history": 0}, "data.min_history"),
+        ({"valid_frac": 1.5}, "data.valid_frac"),
+        ({"valid_frac": 0.5, "test_frac": 0.5}, "data.valid_frac + data.test_frac"),
+        ({"rating_threshold": float("nan")}, "data.rating_threshold"),
+        ({"sep": ""}, "data.sep"),
+        ({"format": "csv", "path": "x.csv", "header": False}, "data.columns"),
+        ({"synthetic_groups": 500}, "data.synthetic_groups"),
+        ({"synthetic_min_len": 50}, "data.synthetic_min_len"),
+        ({"synthetic_in_group_prob": 2.0}, "data.synthetic_in_group_prob"),
+    ],
+)
 def test_validation_names_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("+", r"\+")):
         DataConfig(**kwargs)
@@ -46,6 +60,9 @@ def test_validation_names_the_key(kwargs, message):
 
 def test_builds_from_the_top_level_config_loader():
     config = pytest.importorskip("metarec_dist.config")
-    cfg = config.from_dict(DataConfig, {"format": "csv", "path": "x.csv", "rating_threshold": 4,
-                                        "columns": ["a", "b"], "kcore": 5}, "data")
+    cfg = config.from_dict(
+        DataConfig,
+        {"format": "csv", "path": "x.csv", "rating_threshold": 4, "columns": ["a", "b"], "kcore": 5},
+        "data",
+    )
     assert cfg.rating_threshold == 4.0 and cfg.columns == ["a", "b"] and cfg.kcore == 5

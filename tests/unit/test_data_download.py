@@ -81,12 +81,15 @@ def test_download_success(tmp_path, server):
     assert download("ml-100k", tmp_path, base_url="http://127.0.0.1:1", sha256=PIN) == folder
 
 
-@pytest.mark.parametrize(("mode", "expected"), [
-    ("tampered", "sha256 mismatch"),
-    ("error", "HTTP 500"),
-    ("cut", "interrupted"),
-    ("slip", "unsafe path"),
-])
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("tampered", "sha256 mismatch"),
+        ("error", "HTTP 500"),
+        ("cut", "interrupted"),
+        ("slip", "unsafe path"),
+    ],
+)
 def test_download_failures_leave_nothing_behind(tmp_path, server, mode, expected):
     pin = PIN if mode != "slip" else {"movielens-100k": hashlib.sha256(SLIP).hexdigest()}
     with pytest.raises(DataError, match=expected) as info:
@@ -121,8 +124,11 @@ def test_find_existing_recbole_layout_without_network(tmp_path, monkeypatch):
     write_recbole(tmp_path / "ml-100k")
     assert find_or_download("movielens-100k", tmp_path) == tmp_path / "ml-100k"
     monkeypatch.setenv("METAREC_DATA_DIR", str(tmp_path))
-    prepared = prepare_data(DataConfig(format="auto", name="movielens-100k", cache=False, min_history=1,
-                                       valid_frac=0.25, test_frac=0.25))
+    prepared = prepare_data(
+        DataConfig(
+            format="auto", name="movielens-100k", cache=False, min_history=1, valid_frac=0.25, test_frac=0.25
+        )
+    )
     assert [list(s) for s in prepared.users["items"]] == EXPECTED
     assert prepared.item_titles is not None
 
@@ -142,7 +148,16 @@ def test_find_any_named_folder(tmp_path):
 def test_find_downloads_when_missing(tmp_path, server, monkeypatch):
     monkeypatch.setattr(download_module, "GROUPLENS_URL", f"{server}/ok")
     monkeypatch.setattr(download_module, "SHA256", PIN)
-    prepared = prepare_data(DataConfig(format="movielens", name="movielens-100k", data_dir=str(tmp_path),
-                                       cache=False, min_history=1, valid_frac=0.25, test_frac=0.25))
+    prepared = prepare_data(
+        DataConfig(
+            format="movielens",
+            name="movielens-100k",
+            data_dir=str(tmp_path),
+            cache=False,
+            min_history=1,
+            valid_frac=0.25,
+            test_frac=0.25,
+        )
+    )
     assert [list(s) for s in prepared.users["items"]] == EXPECTED
     assert (tmp_path / "ml-100k" / "u.data").is_file()

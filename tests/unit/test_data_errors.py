@@ -192,7 +192,7 @@ def test_not_a_parquet_file(tmp_path):
 
 def test_jsonl_broken_line(tmp_path):
     path = tmp_path / "log.jsonl"
-    path.write_text(json.dumps({"user_id": 1, "item_id": 2, "timestamp": 3}) + "\n\n{\"user_id\": 2, \n")
+    path.write_text(json.dumps({"user_id": 1, "item_id": 2, "timestamp": 3}) + '\n\n{"user_id": 2, \n')
     message = _error(format="jsonl", path=str(path))
     assert f"{path}: line 3" in message and "not valid JSON" in message
 

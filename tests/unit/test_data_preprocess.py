@@ -23,8 +23,10 @@ def _prepare(tmp_path, rows=ROWS, **kwargs) -> PreparedData:
 def _raw_sequences(prepared: PreparedData) -> dict[str, list[int]]:
     """raw user -> raw item ids, to compare without caring about the remapping."""
     ids = prepared.item_raw_ids
-    return {u: [int(ids[i - 1]) for i in items]
-            for u, items in zip(prepared.users["raw_user"], prepared.users["items"], strict=True)}
+    return {
+        u: [int(ids[i - 1]) for i in items]
+        for u, items in zip(prepared.users["raw_user"], prepared.users["items"], strict=True)
+    }
 
 
 def test_defaults_keep_everything(tmp_path):
@@ -41,8 +43,9 @@ def test_rating_threshold_keeps_ratings_at_or_above(tmp_path):
     assert _raw_sequences(prepared) == {"1": [30, 10], "2": [10], "3": [40], "4": [30]}
 
 
-@pytest.mark.parametrize(("policy", "user1"), [("keep_all", [30, 10, 20, 10]), ("first", [30, 10, 20]),
-                                                ("last", [30, 20, 10])])
+@pytest.mark.parametrize(
+    ("policy", "user1"), [("keep_all", [30, 10, 20, 10]), ("first", [30, 10, 20]), ("last", [30, 20, 10])]
+)
 def test_dedup_policies(tmp_path, policy, user1):
     assert _raw_sequences(_prepare(tmp_path, dedup=policy))["1"] == user1
 
@@ -50,8 +53,16 @@ def test_dedup_policies(tmp_path, policy, user1):
 def test_kcore_is_iterative(tmp_path):
     # 2-core: item 40 has one interaction -> dropped; then user 3 has one left -> dropped;
     # then item 10 still has >= 2, but nothing else breaks.
-    rows = [(1, 10, 1.0, 1), (1, 20, 1.0, 2), (2, 10, 1.0, 3), (2, 20, 1.0, 4), (3, 10, 1.0, 5),
-            (3, 40, 1.0, 6), (4, 10, 1.0, 7), (4, 20, 1.0, 8)]
+    rows = [
+        (1, 10, 1.0, 1),
+        (1, 20, 1.0, 2),
+        (2, 10, 1.0, 3),
+        (2, 20, 1.0, 4),
+        (3, 10, 1.0, 5),
+        (3, 40, 1.0, 6),
+        (4, 10, 1.0, 7),
+        (4, 20, 1.0, 8),
+    ]
     prepared = _prepare(tmp_path, rows=rows, kcore=2)
     assert _raw_sequences(prepared) == {"1": [10, 20], "2": [10, 20], "4": [10, 20]}
     assert prepared.item_raw_ids == ["10", "20"]
@@ -132,8 +143,9 @@ def test_stats_count_with_thousands_separators():
 
 
 def test_synthetic_goes_through_the_same_pipeline():
-    config = DataConfig(format="synthetic", synthetic_users=50, synthetic_items=30, synthetic_groups=3,
-                        seed=4)
+    config = DataConfig(
+        format="synthetic", synthetic_users=50, synthetic_items=30, synthetic_groups=3, seed=4
+    )
     prepared = prepare_data(config)
     expected = make_synthetic_sequences(num_users=50, num_items=30, num_groups=3, seed=4)
     assert prepared.users.num_rows == 50

@@ -63,13 +63,17 @@ def test_movielens_100k(tmp_path, as_dir):
 
 
 def test_movielens_1m_double_colon(tmp_path):
-    _check(prepare_data(cfg(format="movielens", path=str(write_ratings_dat(tmp_path / "ml-1m").parent))),
-           titles=True)
+    _check(
+        prepare_data(cfg(format="movielens", path=str(write_ratings_dat(tmp_path / "ml-1m").parent))),
+        titles=True,
+    )
 
 
 def test_movielens_ratings_csv(tmp_path):
-    _check(prepare_data(cfg(format="auto", path=str(write_ratings_csv(tmp_path / "ml-latest-small")))),
-           titles=True)
+    _check(
+        prepare_data(cfg(format="auto", path=str(write_ratings_csv(tmp_path / "ml-latest-small")))),
+        titles=True,
+    )
 
 
 @pytest.mark.parametrize("as_dir", [True, False])
@@ -77,8 +81,12 @@ def test_recbole(tmp_path, as_dir):
     inter = write_recbole(tmp_path / "ml-100k")
     prepared = prepare_data(cfg(format="auto", path=str(inter.parent if as_dir else inter)))
     _check(prepared, titles=True)
-    assert prepared.item_titles == {1: "Ten (1995)", 2: "Twenty, The (1996)", 3: "Thirty (1997)",
-                                    4: "Forty (1998)"}
+    assert prepared.item_titles == {
+        1: "Ten (1995)",
+        2: "Twenty, The (1996)",
+        3: "Thirty (1997)",
+        4: "Forty (1998)",
+    }
 
 
 def test_recbole_several_inter_files_needs_a_choice(tmp_path):
@@ -95,21 +103,33 @@ def test_generic_csv_with_guessed_columns(tmp_path):
 
 def test_generic_csv_with_mapping_and_custom_separator(tmp_path):
     path = write_csv(tmp_path / "log.txt", sep=";", header="who,what,stars,when")
-    _check(prepare_data(cfg(format="csv", path=str(path), sep=";", user_col="who", item_col="what",
-                            time_col="when")))
+    _check(
+        prepare_data(
+            cfg(format="csv", path=str(path), sep=";", user_col="who", item_col="what", time_col="when")
+        )
+    )
 
 
 def test_headerless_tsv_with_column_names(tmp_path):
     path = write_csv(tmp_path / "log.tsv", sep="\t", header="")
-    _check(prepare_data(cfg(format="tsv", path=str(path), header=False,
-                            columns=["u", "i", "r", "t"], user_col="u", item_col="i", time_col="t")))
+    _check(
+        prepare_data(
+            cfg(
+                format="tsv",
+                path=str(path),
+                header=False,
+                columns=["u", "i", "r", "t"],
+                user_col="u",
+                item_col="i",
+                time_col="t",
+            )
+        )
+    )
 
 
 def test_csv_with_bom_crlf_and_quotes(tmp_path):
     path = tmp_path / "log.csv"
-    body = "user_id,item_id,rating,timestamp\r\n" + "".join(
-        f'"{u}",{i},{r},"{t}"\r\n' for u, i, r, t in ROWS
-    )
+    body = "user_id,item_id,rating,timestamp\r\n" + "".join(f'"{u}",{i},{r},"{t}"\r\n' for u, i, r, t in ROWS)
     path.write_bytes(b"\xef\xbb\xbf" + body.encode())
     _check(prepare_data(cfg(format="csv", path=str(path))))
 
@@ -167,8 +187,11 @@ def test_iso_dates_are_timestamps(tmp_path):
 
 
 def test_hub_dataset_through_load_dataset(monkeypatch):
-    table = {"user_id": [r[0] for r in ROWS], "item_id": [r[1] for r in ROWS],
-             "timestamp": [r[3] for r in ROWS]}
+    table = {
+        "user_id": [r[0] for r in ROWS],
+        "item_id": [r[1] for r in ROWS],
+        "timestamp": [r[3] for r in ROWS],
+    }
     calls = []
 
     def fake_load_dataset(name, config=None, split=None):
@@ -201,6 +224,9 @@ def test_load_interactions_is_the_normalised_log(tmp_path):
     assert [tuple(r.values()) for r in log] == [(u, i, float(t), r) for u, i, r, t in ROWS]
     no_ratings = tmp_path / "log.csv"
     no_ratings.write_text("user_id,item_id,timestamp\n1,2,3\n")
-    assert load_interactions(cfg(format="csv", path=str(no_ratings))).column_names == ["user", "item",
-                                                                                        "timestamp"]
+    assert load_interactions(cfg(format="csv", path=str(no_ratings))).column_names == [
+        "user",
+        "item",
+        "timestamp",
+    ]
     assert load_interactions(cfg(format="synthetic")).num_rows > 0

@@ -25,7 +25,9 @@ def _setup(tiny_cfg, synth_data, adapters=("lowrank", "bias"), arch="gpt2", loss
     with torch.no_grad():
         model.fast_init.add_(0.05 * torch.randn_like(model.fast_init))
     negatives = 16 if loss == "sampled" else 0
-    sampler = TaskSampler(synth_data.train, tiny_cfg.tasks, synth_data.num_items, seed=3, num_negatives=negatives)
+    sampler = TaskSampler(
+        synth_data.train, tiny_cfg.tasks, synth_data.num_items, seed=3, num_negatives=negatives
+    )
     return model, sampler.sample(6)
 
 
@@ -128,9 +130,7 @@ def test_padding_is_ignored(tiny_cfg, synth_data, arch):
     algo = build_algorithm("fomaml", inner_lr=0.3, adaptation_steps=2)
     store = SequenceStore(synth_data.train)
     users, offsets, k = np.arange(6), np.array([0, 2, 1, 0, 3, 1]), np.array([1, 2, 3, 4, 5, 5])
-    b1, b2 = (
-        _batch(collate_windows(store, users, offsets, k, kmax, 3, model.bos_id)) for kmax in (5, 9)
-    )
+    b1, b2 = (_batch(collate_windows(store, users, offsets, k, kmax, 3, model.bos_id)) for kmax in (5, 9))
     assert b2.item_ids.shape[1] == b1.item_ids.shape[1] + 4  # only the amount of left padding differs
     out1, out2 = algo.meta_loss(model, b1), algo.meta_loss(model, b2)
     torch.testing.assert_close(out1.loss, out2.loss, atol=1e-10, rtol=1e-8)
@@ -169,11 +169,22 @@ def test_meta_training_beats_no_adaptation_on_planted_structure(synth_data):
     from metarec_dist.data.synthetic import make_synthetic_sequences
 
     seqs = make_synthetic_sequences(num_users=300, num_items=60, num_groups=6, min_len=16, max_len=24, seed=0)
-    cfg = load_config(None, [
-        "model.hidden_size=32", "model.num_heads=2", "model.adapters=[lowrank]", "model.max_seq_len=24",
-        "tasks.support_min=5", "tasks.support_max=10", "tasks.query_size=5", "meta.inner_lr=0.5",
-        "meta.adaptation_steps=3", "meta.meta_batch_size=32", "optim.lr=3e-3",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "model.hidden_size=32",
+            "model.num_heads=2",
+            "model.adapters=[lowrank]",
+            "model.max_seq_len=24",
+            "tasks.support_min=5",
+            "tasks.support_max=10",
+            "tasks.query_size=5",
+            "meta.inner_lr=0.5",
+            "meta.adaptation_steps=3",
+            "meta.meta_batch_size=32",
+            "optim.lr=3e-3",
+        ],
+    )
     torch.manual_seed(0)
     model = SeqRecommender(cfg.model, 60)
     algo = build_algorithm("fomaml", cfg.meta.inner_lr, cfg.meta.adaptation_steps)

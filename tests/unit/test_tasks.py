@@ -38,7 +38,9 @@ def test_support_and_query_are_consecutive_windows_of_one_user():
         window = row[np.flatnonzero(row == bos)[0] + 1 :]
         k = len(window) - 3
         assert 2 <= k <= 6
-        starts = [i for i in range(len(seq) - len(window) + 1) if np.array_equal(seq[i : i + len(window)], window)]
+        starts = [
+            i for i in range(len(seq) - len(window) + 1) if np.array_equal(seq[i : i + len(window)], window)
+        ]
         assert starts, "the task is not a contiguous window of its user's sequence"
     # query targets are exactly the last Q items; support targets never include the query
     assert np.array_equal(a["query_targets"], a["item_ids"][:, -3:])
@@ -48,7 +50,9 @@ def test_support_and_query_are_consecutive_windows_of_one_user():
 
 def test_prefix_window_takes_each_users_first_items():
     seqs = _seqs()
-    s = TaskSampler(seqs, TasksConfig(support_min=3, support_max=3, query_size=2, window="prefix"), 50, seed=0)
+    s = TaskSampler(
+        seqs, TasksConfig(support_min=3, support_max=3, query_size=2, window="prefix"), 50, seed=0
+    )
     a = s.sample_arrays(10)
     for row, user in zip(a["item_ids"], a["users"], strict=True):
         assert np.array_equal(row[1:], seqs[user][:5])
