@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
+from metarec_dist.config import TasksConfig
 from metarec_dist.data import DataConfig, prepare_data
-from metarec_dist.data.prepared import flat_items
+from metarec_dist.tasks.sampler import TaskSampler
 
-SUPPORT, QUERY = 5, 5
 MEAN_LENGTH = 50  # interactions per user, on average
 
 
@@ -35,17 +35,15 @@ def make_log(interactions: int, seed: int = 0) -> pa.Table:
     return pa.table({"user_id": user, "item_id": item, "rating": rating, "timestamp": timestamp})
 
 
-def cut_tasks(prepared, support: int = SUPPORT, query: int = QUERY, seed: int = 0):
-    """Per-user rows -> one (support, query) window per user long enough, all users at once."""
-    rng = np.random.default_rng(seed)
-    table = prepared.users.with_format("arrow")[:]
-    offsets, values = flat_items(table.column("items"))
-    lengths = np.diff(offsets)
-    width = support + query
-    users = np.flatnonzero(lengths >= width)
-    starts = offsets[users] + rng.integers(0, lengths[users] - width + 1)
-    windows = values[starts[:, None] + np.arange(width)]
-    return windows[:, :support], windows[:, support:]
+def build_tasks(prepared, seed: int = 0, batches: int = 200, batch_size: int = 64) -> tuple[int, float]:
+    """Task building as training does it: the real ``TaskSampler`` (tiny config's windows: 1-10 support
+    items + 5 query items) over the training users, ``batches`` meta-batches of ``batch_size`` tasks.
+    Returns (tasks built, seconds), the sampler's set-up over all sequences included."""
+    start = time.perf_counter()
+    sampler = TaskSampler(prepared.sequences("train"), TasksConfig(), prepared.num_items, seed)
+    for _ in range(batches):
+        sampler.sample(batch_size)
+    return batches * batch_size, time.perf_counter() - start
 
 
 def run_data_bench(interactions: int, seed: int = 0, file_format: str = "parquet") -> dict:
@@ -69,9 +67,7 @@ def run_data_bench(interactions: int, seed: int = 0, file_format: str = "parquet
         prepare_data(cfg)  # cache hit
         cached_s = time.perf_counter() - start
 
-        start = time.perf_counter()
-        support, _ = cut_tasks(prepared, seed=seed)
-        task_s = time.perf_counter() - start
+        tasks, task_s = build_tasks(prepared, seed=seed)
         start = time.perf_counter()
         train = prepared.sequences("train")
         sequences_s = time.perf_counter() - start
@@ -83,9 +79,9 @@ def run_data_bench(interactions: int, seed: int = 0, file_format: str = "parquet
             "load_s": round(load_s, 3),
             "rows_per_s": round(interactions / load_s),
             "cached_load_s": round(cached_s, 3),
-            "tasks": len(support),
+            "tasks": tasks,
             "task_s": round(task_s, 4),
-            "tasks_per_s": round(len(support) / max(task_s, 1e-9)),
+            "tasks_per_s": round(tasks / max(task_s, 1e-9)),
             "sequences_train_s": round(sequences_s, 3),
             "train_users": len(train),
         }
