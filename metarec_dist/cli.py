@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from metarec_dist.config import Config, config_to_yaml, load_config
+from metarec_dist.config import Config, config_to_yaml, load_config, with_overrides
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -137,6 +137,8 @@ def _train(args: argparse.Namespace) -> int:
     from metarec_dist.train.summary import format_summary
 
     cfg = _config(args)
+    if args.verbose:  # --verbose: every worker's logs too
+        cfg = with_overrides(cfg, ["logging.verbose=true"])
     result = train(cfg, verbose=args.verbose)
     print(format_summary(result, cfg))
     if args.json:

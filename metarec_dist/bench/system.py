@@ -23,6 +23,7 @@ def _variant(cfg: Config, steps: int, *extra: str) -> Config:
             f"train.log_every={steps}",
             "train.eval_every=0",
             "checkpoint.every=0",
+            "runtime.dashboard=false",
             "checkpoint.resume=false",
             "logging.wandb=off",
             "logging.verbose=false",

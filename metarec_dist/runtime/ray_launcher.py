@@ -18,8 +18,9 @@ from metarec_dist.config import Config, with_overrides
 log = logging.getLogger("metarec")
 
 
-def init_ray(verbose: bool = False, num_cpus: int | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` when set, else start a local cluster bound to 127.0.0.1."""
+def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool = True) -> None:
+    """Connect to ``RAY_ADDRESS`` when set, else start a local cluster with every port (dashboard included)
+    bound to 127.0.0.1."""
     import ray
 
     if ray.is_initialized():
@@ -31,7 +32,7 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None) -> None:
         return
     ray.init(
         num_cpus=num_cpus,
-        include_dashboard=False,
+        include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         **quiet,
@@ -104,7 +105,7 @@ def train_on_ray(
     from metarec_dist.metrics.progress import ProgressBar
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
 
-    init_ray(verbose or cfg.logging.verbose)
+    init_ray(verbose or cfg.logging.verbose, dashboard=cfg.runtime.dashboard)
     if cfg.runtime.deepspeed_override:  # workers run in their own directories: pass an absolute path
         cfg = with_overrides(
             cfg, [f"runtime.deepspeed_override={Path(cfg.runtime.deepspeed_override).resolve()}"]

@@ -1,0 +1,161 @@
+"""The multi-seed cold-start comparison behind ``docs/results.md``: train every method with every seed, evaluate
+each with its own protocol (adaptation tuned on validation users), average per user over seeds, and write the
+JSON summary, the NDCG@10-vs-K plot and the tables.
+
+    python -m metarec_dist.eval.reproduce --method fomaml=configs/ml100k.yaml --method none=... --seeds 0,1,2
+
+Runs go to ``<out>/runs/<method>-s<seed>`` (plain training checkpoints: ``metarec evaluate`` reads them too),
+per-user results to ``<out>/per_user/``. Training runs in ``--jobs`` processes of one torch thread each:
+these models are too small for intra-op threads to pay off, so two processes use two cores best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from metarec_dist.eval.harness import MethodResult, PerUser, mean_over_seeds
+
+log = logging.getLogger("metarec")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str  # the label in the tables, e.g. "fomaml"
+    config: str  # YAML file
+    seed: int
+    finetune: bool  # none/sasrec: also report the test-time fine-tuned variant
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.method}-s{self.seed}"
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+
+def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, Any]:
+    """Train one run from scratch, then evaluate it on the test users: ``{label: (per_user, info)}``."""
+    from metarec_dist.config import load_config
+    from metarec_dist.eval.loading import load_model, load_prepared
+    from metarec_dist.eval.methods import Splits, choose_adaptation, evaluate_model, method_name
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.data import load_train_data
+    from metarec_dist.train.trainer import MetaTrainer
+
+    runs = out / "runs"
+    cfg = load_config(spec.config, [
+        f"train.seed={spec.seed}", f"runtime.storage_path={runs}", f"runtime.run_name={spec.run_name}",
+        "checkpoint.resume=false", "logging.wandb=off", *spec.overrides,
+    ])
+    run_dir = runs / spec.run_name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a stale run of another config must never be resumed
+    t0 = time.perf_counter()
+    summary = MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), load_train_data(cfg.data), run_dir).fit()
+    train_s = time.perf_counter() - t0
+    loaded = load_model(summary["checkpoint"])
+    splits = Splits.from_prepared(load_prepared(loaded.cfg))
+    out_runs: dict[str, Any] = {}
+    for finetune in sorted({False, spec.finetune}):
+        adaptation = choose_adaptation(
+            loaded.model, cfg.meta.algorithm, cfg.meta.adaptation_steps, cfg.meta.inner_lr, splits.valid,
+            shots, cfg.tasks.support_max, cfg.eval, finetune=finetune,
+        )
+        label = spec.method if not finetune else method_name(spec.method, True)
+        res = evaluate_model(label, loaded.model, cfg.meta.algorithm, adaptation, splits.test, shots,
+                             cfg.tasks.support_max, cfg.eval)
+        res.info.update({"seed": spec.seed, "config": spec.config, "train_s": round(train_s, 1),
+                         "checkpoint": summary["checkpoint"]})
+        out_runs[label] = (res.per_user, res.info)
+        log.info("%s seed %d: %s", label, spec.seed, adaptation.as_dict())
+    path = out / "per_user" / f"{spec.run_name}.pkl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(out_runs))
+    return out_runs
+
+
+def parse_method(text: str) -> tuple[str, str]:
+    name, sep, config = text.partition("=")
+    if not sep or not name or not Path(config).is_file():
+        raise ValueError(f"--method {text!r}: expected NAME=CONFIG.yaml with an existing file")
+    return name, config
+
+
+def run_all(specs: list[RunSpec], out: Path, shots: list[int], jobs: int) -> dict[str, list[tuple[PerUser, dict]]]:
+    """Every spec in ``jobs`` worker processes; results grouped by method label, in seed order."""
+    grouped: dict[str, list[tuple[PerUser, dict]]] = {}
+    ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker) as pool:
+        futures = [pool.submit(train_and_evaluate, s, out, shots) for s in specs]
+        for f in futures:
+            for label, value in f.result().items():
+                grouped.setdefault(label, []).append(value)
+    for runs in grouped.values():
+        runs.sort(key=lambda r: r[1]["seed"])
+    return grouped
+
+
+def main(argv: list[str] | None = None) -> int:
+    from metarec_dist.config import load_config
+    from metarec_dist.eval.loading import load_prepared
+    from metarec_dist.eval.methods import Splits, evaluate_popularity
+    from metarec_dist.eval.publish import publish
+
+    p = argparse.ArgumentParser(prog="python -m metarec_dist.eval.reproduce", description=__doc__.split("\n")[0])
+    p.add_argument("--method", action="append", required=True, help="NAME=CONFIG.yaml (repeatable)")
+    p.add_argument("--finetune", action="append", default=[], help="a none/sasrec method to also fine-tune")
+    p.add_argument("--baseline", default="none", help="the method every paired interval is against")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--shots", default="1,3,5,10")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], help="override for every method, e.g. data.name=...")
+    p.add_argument("--out", default="runs/ml100k-repro", help="runs and per-user results")
+    p.add_argument("--json", default="docs/results.json")
+    p.add_argument("--plot", default="docs/results_ndcg_vs_k.png")
+    p.add_argument("--markdown", default="docs/results.md", help="its generated section is rewritten")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    t0 = time.perf_counter()
+    try:
+        methods = [parse_method(m) for m in args.method]
+        seeds = [int(s) for s in args.seeds.split(",")]
+        shots = sorted(int(s) for s in args.shots.split(","))
+        specs = [RunSpec(name, config, seed, name in args.finetune, tuple(args.set))
+                 for seed in seeds for name, config in methods]
+        out = Path(args.out)
+        grouped = run_all(specs, out, shots, args.jobs)
+        results: list[MethodResult] = []
+        for label, runs in grouped.items():
+            info = {"seeds": [r[1]["seed"] for r in runs], "per_seed": [r[1] for r in runs]}
+            results.append(mean_over_seeds(label, [r[0] for r in runs], info))
+        first_cfg = load_config(methods[0][1], args.set)
+        splits = Splits.from_prepared(load_prepared(first_cfg))
+        results.append(evaluate_popularity(splits, splits.test, shots, first_cfg.eval))
+        publish(results, args.baseline, first_cfg.eval.n_boot, Path(args.json), Path(args.plot),
+                Path(args.markdown), {"runtime_s": round(time.perf_counter() - t0, 1), "seeds": seeds,
+                                       "methods": dict(methods), "overrides": args.set,
+                                       "data": first_cfg.data.name or first_cfg.data.path})
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"runtime_s": round(time.perf_counter() - t0, 1), "json": args.json}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
