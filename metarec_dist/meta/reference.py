@@ -36,6 +36,8 @@ def loop_meta_loss(
     model: SeqRecommender, batch: MetaBatch, algorithm: str, steps: int, lr: float
 ) -> torch.Tensor:
     """The meta-loss built task by task (backbone run per task); its gradient is the reference gradient."""
+    if algorithm not in ("fomaml", "reptile", "none"):
+        raise ValueError(f"no per-task reference for algorithm {algorithm!r}")
     total = torch.zeros(())
     k, q = batch.support_len, batch.query_targets.shape[1]
     for t in range(batch.num_tasks):

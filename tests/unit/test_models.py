@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarec_dist.config import load_config
+from metarec_dist.models.backbone import build_backbone
+from metarec_dist.models.recommender import SeqRecommender
+
+TINY = ["model.hidden_size=16", "model.num_heads=2", "model.adapter_rank=2"]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_backbone_starts_from_a_local_pretrained_folder(tmp_path, arch):
+    cfg = load_config(None, [*TINY, f"model.arch={arch}"])
+    torch.manual_seed(0)
+    pretrained = build_backbone(cfg.model)
+    pretrained.save_pretrained(tmp_path / "bb")
+    cfg2 = load_config(None, [*TINY, f"model.arch={arch}", f"model.pretrained_path={tmp_path / 'bb'}"])
+    torch.manual_seed(1)
+    model = SeqRecommender(cfg2.model, num_items=20)
+    for (name, a), b in zip(
+        pretrained.state_dict().items(), model.backbone.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_bad_pretrained_folder_is_a_clear_error(tmp_path):
+    cfg = load_config(None, [*TINY, f"model.pretrained_path={tmp_path / 'nothing'}"])
+    with pytest.raises(ValueError, match="model.pretrained_path"):
+        SeqRecommender(cfg.model, num_items=20)
+
+
+def test_scores_are_tied_to_the_item_table_and_init_fast_weights_change_nothing():
+    cfg = load_config(None, [*TINY, "model.adapters=[lowrank,film,bias]"])
+    model = SeqRecommender(cfg.model, num_items=30)
+    h = torch.randn(4, 16)
+    w = torch.zeros(4, model.head.size)  # lowrank B = 0, film = identity, bias = 0 -> plain tied scores
+    w[:, : 16 * 2] = torch.randn(16 * 2)  # A can be anything while B is zero
+    torch.testing.assert_close(model.score_all(h, w), h @ model.item_emb.weight[1:31].T)
+    assert model.item_emb.weight.shape == (32, 16)  # pad + 30 items + BOS
+    assert not model.backbone.get_input_embeddings().weight.requires_grad
+
+
+def test_unknown_adapter_is_a_config_error():
+    cfg = load_config(None, [*TINY, "model.adapters=[lora]"])
+    with pytest.raises(ValueError, match="model.adapters"):
+        SeqRecommender(cfg.model, num_items=10)
