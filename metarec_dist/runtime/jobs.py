@@ -75,21 +75,36 @@ def submit(
         client = JobSubmissionClient(address)
     except Exception as exc:  # connection refused, 401/403 from token auth, bad URL
         raise ValueError(f"cannot reach the Ray Jobs API at {address}: {redact_text(str(exc))}") from None
-    try:
-        sid = client.submit_job(
-            entrypoint=entrypoint(config, overrides, root),
-            runtime_env=runtime_env(root, pip, image),
-            submission_id=job_id,
-            metadata={"run_name": cfg.runtime.run_name},
-        )
-    except RuntimeError as exc:  # the SDK raises RuntimeError for HTTP errors, incl. 401/403
-        raise ValueError(f"the Ray Jobs API at {address} refused the job: {redact_text(str(exc))}") from None
+    sid = _submit_with_retry(
+        client,
+        address,
+        entrypoint=entrypoint(config, overrides, root),
+        runtime_env=runtime_env(root, pip, image),
+        submission_id=job_id,
+        metadata={"run_name": cfg.runtime.run_name},
+    )
     print(f"submitted job {sid} (run {cfg.runtime.run_name!r}) to {address}")
     print(f"follow the logs:  ray job logs --address {address} --follow {sid}")
     print(f"status:           ray job status --address {address} {sid}")
     if not wait:
         return 0
     return follow(client, sid)
+
+
+def _submit_with_retry(client: Any, address: str, attempts: int = 30, wait_s: float = 2.0, **job: Any) -> str:
+    """Submit; a head that has just started answers "No available agent" until its job agent is up, and
+    Ray's message says to try again later: we do, for up to a minute. Other refusals fail at once."""
+    for attempt in range(attempts):
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:  # the SDK raises RuntimeError for HTTP errors, incl. 401/403
+            if "No available agent" in str(exc) and attempt < attempts - 1:
+                time.sleep(wait_s)
+                continue
+            raise ValueError(
+                f"the Ray Jobs API at {address} refused the job: {redact_text(str(exc))}"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def follow(client: Any, sid: str, poll_s: float = 1.0) -> int:

@@ -1,0 +1,112 @@
+"""``metarec evaluate`` / ``metarec recommend`` on a tiny checkpoint trained here (2 meta-steps, synthetic)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarec_dist.cli import main
+
+TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+SETTINGS = [
+    "data.format=synthetic", "data.synthetic_users=80", "data.synthetic_items=30", "data.synthetic_groups=3",
+    "model.hidden_size=16", "model.num_heads=2", "model.adapter_rank=2", "model.max_seq_len=16",
+    "tasks.support_max=5", "tasks.query_size=3", "meta.meta_batch_size=8", "train.meta_steps=2",
+    "train.log_every=1", "logging.wandb=off", "eval.n_boot=50", "eval.shots=[1,3]",
+]
+
+
+def _train(root: Path, name: str, *extra: str) -> Path:
+    args = ["train", "--config", TINY]
+    for s in [*SETTINGS, f"runtime.storage_path={root}", f"runtime.run_name={name}", *extra]:
+        args += ["--set", s]
+    assert main(args) == 0
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "a": _train(root, "a"),
+        "b": _train(root, "b"),  # same seed as "a"
+        "none": _train(root, "none", "meta.algorithm=none"),
+    }
+
+
+def _evaluate(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", *args, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _strip_paths(doc: dict) -> dict:
+    for m in doc["methods"].values():
+        m["info"].pop("checkpoint", None)
+    return doc
+
+
+def test_evaluate_reports_every_metric_with_intervals(runs, tmp_path, capsys):
+    doc = _evaluate(tmp_path, "--checkpoint", str(runs["a"]))
+    assert set(doc["methods"]) == {"fomaml", "popularity"} and doc["split"] == "test"
+    row = doc["methods"]["fomaml"]["metrics"]["3"]
+    assert set(row) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "hr@10", "next_ndcg@10", "mrr"}
+    assert row["ndcg@10"]["lo"] <= row["ndcg@10"]["mean"] <= row["ndcg@10"]["hi"]
+    assert doc["methods"]["fomaml"]["info"]["adaptation"]["selected_on"] == "valid"
+    assert "K=3" in capsys.readouterr().out
+
+
+def test_same_seed_gives_the_same_table(runs, tmp_path):
+    a = _evaluate(tmp_path, "--checkpoint", str(runs["a"]))
+    b = _evaluate(tmp_path, "--checkpoint", str(runs["b"]))  # trained separately with the same seed
+    assert _strip_paths(a) == _strip_paths(b)
+
+
+def test_adaptation_is_tuned_on_validation_users_only(runs, tmp_path, monkeypatch):
+    from metarec_dist.data import prepare_data
+    from metarec_dist.eval import methods
+    from metarec_dist.eval.loading import load_model
+
+    seen = []
+    real = methods.tune_adaptation
+    monkeypatch.setattr(methods, "tune_adaptation", lambda m, a, valid, *r: seen.append(valid) or real(m, a, valid, *r))
+    _evaluate(tmp_path, "--checkpoint", str(runs["none"]), "--finetune")
+    prepared = prepare_data(load_model(runs["none"]).cfg.data)
+    valid, test = prepared.sequences("valid"), prepared.sequences("test")
+    assert len(seen) == 1 and len(seen[0]) == len(valid) and all(map(np.array_equal, seen[0], valid))
+    assert not any(np.array_equal(s, t) for s in seen[0] for t in test if len(s) == len(t))
+
+
+def test_baseline_gives_paired_intervals_and_none_does_not_adapt(runs, tmp_path):
+    doc = _evaluate(tmp_path, "--checkpoint", str(runs["a"]), "--baseline", str(runs["none"]), "--shots", "3")
+    assert doc["methods"]["none"]["info"]["adaptation"]["steps"] == 0
+    d = doc["paired"]["fomaml"]["diff"]["3"]["ndcg@10"]
+    assert d["lo"] <= d["diff"] <= d["hi"] and doc["paired"]["fomaml"]["baseline"] == "none"
+
+
+def test_recommend_prints_top_k_raw_ids(runs, capsys):
+    from metarec_dist.data import prepare_data
+    from metarec_dist.eval.loading import load_model
+
+    raw = prepare_data(load_model(runs["a"]).cfg.data).item_raw_ids
+    assert main(["recommend", "--checkpoint", str(runs["a"]), "--items", f"{raw[0]},{raw[4]}", "--k", "4"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()[:2].rstrip(".").isdigit()]
+    assert len(lines) == 4
+    shown = {ln.split()[1] for ln in lines}
+    assert shown <= set(raw) and not shown & {raw[0], raw[4]}  # history items are never recommended
+
+
+@pytest.mark.parametrize("items,message", [("999999", "unknown item id"), ("1,,2", "comma-separated"),
+                                           ("", "comma-separated")])
+def test_recommend_bad_items_is_one_clear_error(runs, capsys, items, message):
+    assert main(["recommend", "--checkpoint", str(runs["a"]), "--items", items]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_not_a_checkpoint_is_one_clear_error(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 2
+    assert "not a checkpoint" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""The evaluation harness on hand-computed cases: support masking, the relevant set, no leakage of query
+items or test users, popularity from training users only, seed averaging and paired differences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from metarec_dist.config import EvalConfig, load_config
+from metarec_dist.eval.harness import MethodResult, mean_over_seeds, paired_diff, run_scorer, summarize
+from metarec_dist.eval.methods import Splits, evaluate_popularity
+from metarec_dist.eval.scorers import PopularityScorer
+from metarec_dist.eval.tuning import adaptation_grid
+from metarec_dist.tasks.types import MetaBatch
+
+V = 25  # items 1..25; score column j is item j + 1
+EVAL = EvalConfig(num_relevant=3, ks=[2, 4])
+
+
+class TableScorer:
+    """Fixed scores per user, looked up by the items the model is shown; records every input it sees."""
+
+    def __init__(self, table: dict[tuple[int, ...], dict[int, float]]) -> None:
+        self.table, self.seen = table, []
+
+    def __call__(self, batch: MetaBatch, score_steps: int | None = None, score: bool = False) -> torch.Tensor:
+        bos = V + 1
+        rows = []
+        for ids in batch.item_ids.tolist():
+            shown = tuple(i for i in ids if i not in (0, bos))
+            self.seen.append(shown)
+            row = torch.full((V,), -5.0)
+            for item, s in self.table.get(shown, {}).items():
+                row[item - 1] = s
+            rows.append(row)
+        return torch.stack(rows)
+
+
+# User A: support {1, 2}, relevant {3, 4, 5}; the model puts the support on top, then 3, 6, 4, 7, 8, 5.
+# User B: support {1, 2}; its next items are a repeat of 1 (not relevant: already seen) and 7.
+USERS = [np.array([1, 2, 3, 4, 5, 6]), np.array([1, 2, 1, 7])]
+
+
+def _scorer_for(k: int) -> TableScorer:  # user A's scores
+    a = {1: 10, 2: 9, 3: 8, 6: 7, 4: 6, 7: 5, 8: 4, 5: 3}
+    return TableScorer({(1, 2): a})
+
+
+def test_metrics_by_hand_with_the_support_masked():
+    res = run_scorer(_scorer_for(2), V + 1, USERS[:1], [2], support_max=5, eval_cfg=EVAL)[2]
+    idcg3 = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    # Ranking after masking the support: 3, 6, 4, 7, 8, 5, ...; relevant {3, 4, 5}.
+    assert res["recall@2"][0] == pytest.approx(1 / 3)
+    assert res["recall@4"][0] == pytest.approx(2 / 3)
+    assert res["ndcg@2"][0] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    assert res["ndcg@4"][0] == pytest.approx((1 + 1 / math.log2(4)) / idcg3)
+    assert res["mrr"][0] == pytest.approx(1.0)  # next item 3 is first once 1 and 2 are out
+    assert res["hr@10"][0] == 1.0
+
+
+def test_repeated_support_item_is_not_relevant_and_never_ranked():
+    scorer = TableScorer({(1, 2): {1: 10, 2: 9, 3: 8, 7: 7.5}})
+    res = run_scorer(scorer, V + 1, USERS[1:], [2], support_max=5, eval_cfg=EVAL)[2]
+    # Relevant set = {7} (the repeat of 1 is dropped); ranking without the support: 3, 7 -> rank 2.
+    assert res["recall@2"][0] == 1.0
+    assert res["ndcg@2"][0] == pytest.approx(1 / math.log2(3))
+    assert res["mrr"][0] == pytest.approx(0.5)
+
+
+def test_only_the_first_k_items_ever_reach_the_model():
+    """Fails if any item after the support (the relevant/query items) leaks into the model's input."""
+    rng = np.random.default_rng(0)
+    users = [rng.permutation(np.arange(1, V + 1))[: rng.integers(4, 20)] for _ in range(30)]
+    for k in (1, 3):
+        scorer = TableScorer({})
+        run_scorer(scorer, V + 1, users, [k], support_max=5, eval_cfg=EvalConfig(num_relevant=3, ks=[2]))
+        assert sorted(scorer.seen) == sorted(tuple(u[:k].tolist()) for u in users if len(u) > k)
+
+
+def test_users_of_the_three_splits_are_disjoint():
+    from metarec_dist.data import prepare_data
+
+    cfg = load_config(None, ["data.format=synthetic", "data.synthetic_users=90", "data.synthetic_items=30"])
+    prepared = prepare_data(cfg.data)
+    groups = {s: set(prepared.split_users(s).tolist()) for s in ("train", "valid", "test")}
+    assert groups["test"] and groups["valid"] and groups["train"]
+    assert not groups["train"] & groups["test"] and not groups["train"] & groups["valid"]
+    assert not groups["valid"] & groups["test"]
+    splits = Splits.from_prepared(prepared)
+    assert len(splits.test) == len(groups["test"]) and len(splits.train) == len(groups["train"])
+    with pytest.raises(ValueError, match="--split"):
+        splits.get("train")  # training users are never scored as cold-start users
+
+
+def test_popularity_counts_training_users_only():
+    train = [np.array([1, 1, 2]), np.array([2, 3])]
+    test = [np.array([9, 5, 5, 9, 5])] * 3  # if test users were counted, 5 would lead (9 is support)
+    splits = Splits(train=train, valid=[], test=test, num_items=V)
+    pop = PopularityScorer(splits.train, V).scores
+    assert pop[:3].tolist() == [2.0, 2.0, 1.0] and pop[8] == 0 and pop[4] == 0
+    res = evaluate_popularity(splits, splits.test, [1], EvalConfig(num_relevant=3, ks=[2])).per_user[1]
+    assert res["recall@2"].tolist() == [0.0] * 3  # relevant {5}; the top two are items 1 and 2
+
+
+def test_seed_average_spread_and_paired_difference_by_hand():
+    seed0 = {3: {"ndcg@10": np.array([0.2, 0.4])}}
+    seed1 = {3: {"ndcg@10": np.array([0.4, 0.6])}}
+    avg = mean_over_seeds("m", [seed0, seed1])
+    assert avg.per_user[3]["ndcg@10"].tolist() == pytest.approx([0.3, 0.5])
+    row = summarize(avg, n_boot=200)[3]["ndcg@10"]
+    assert row["mean"] == pytest.approx(0.4) and row["seed_sd"] == pytest.approx(math.sqrt(0.02))
+    base = MethodResult("b", {3: {"ndcg@10": np.array([0.2, 0.4])}})
+    d = paired_diff(avg, base, n_boot=200)[3]["ndcg@10"]
+    assert d["diff"] == pytest.approx(0.1) and d["lo"] == pytest.approx(0.1) and d["hi"] == pytest.approx(0.1)
+    assert d["rel"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="different evaluation users"):
+        paired_diff(avg, MethodResult("c", {3: {"ndcg@10": np.array([0.1])}}), n_boot=10)
+
+
+def test_grid_holds_the_trained_values_and_no_adaptation():
+    grid = adaptation_grid(trained_steps=4, trained_lr=0.3, finetune=False)
+    assert (4, 0.3) in grid and (0, 0.3) in grid and len(grid) == len(set(grid))
+    assert [g for g in grid if g[0] == 0] == [(0, 0.3)]
+    assert (0, 0.5) in adaptation_grid(3, 0.5, finetune=True)
