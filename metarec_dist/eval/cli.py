@@ -28,12 +28,17 @@ def parse_shots(text: str) -> list[int]:
 def _add_adaptation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="fixed test-time adaptation steps (skips the validation search)")
     p.add_argument("--inner-lr", type=float, help="fixed test-time inner lr (with --steps)")
-    p.add_argument("--finetune", action="store_true",
-                   help="none/sasrec: fine-tune the fast weights on the support at test time (tuned on valid)")
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="none/sasrec: fine-tune the fast weights on the support at test time (tuned on valid)",
+    )
 
 
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint, run folder or exported model")
+    parser.add_argument(
+        "--checkpoint", required=True, help="training checkpoint, run folder or exported model"
+    )
     parser.add_argument("--shots", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)")
     parser.add_argument("--split", default="test", help="held-out users to score: test (default) or valid")
     parser.add_argument("--baseline", help="a second checkpoint; adds paired intervals for the difference")
@@ -43,8 +48,12 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_recommend_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint, run folder or exported model")
-    parser.add_argument("--items", required=True, help="the user's history, raw item ids oldest first: 12,55,301")
+    parser.add_argument(
+        "--checkpoint", required=True, help="training checkpoint, run folder or exported model"
+    )
+    parser.add_argument(
+        "--items", required=True, help="the user's history, raw item ids oldest first: 12,55,301"
+    )
     parser.add_argument("--k", type=int, default=10, help="how many items to recommend")
     _add_adaptation_args(parser)
 
@@ -69,12 +78,26 @@ def _evaluate_one(
     if shots[-1] + 1 > cfg.model.max_seq_len:
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
     adaptation = choose_adaptation(
-        loaded.model, cfg.meta.algorithm, cfg.meta.adaptation_steps, cfg.meta.inner_lr, splits.valid,
-        shots, cfg.tasks.support_max, cfg.eval, finetune=finetune, fixed=fixed,
+        loaded.model,
+        cfg.meta.algorithm,
+        cfg.meta.adaptation_steps,
+        cfg.meta.inner_lr,
+        splits.valid,
+        shots,
+        cfg.tasks.support_max,
+        cfg.eval,
+        finetune=finetune,
+        fixed=fixed,
     )
     result = evaluate_model(
-        method_name(cfg.meta.algorithm, finetune), loaded.model, cfg.meta.algorithm, adaptation,
-        splits.get(split), shots, cfg.tasks.support_max, cfg.eval,
+        method_name(cfg.meta.algorithm, finetune),
+        loaded.model,
+        cfg.meta.algorithm,
+        adaptation,
+        splits.get(split),
+        shots,
+        cfg.tasks.support_max,
+        cfg.eval,
     )
     result.info["checkpoint"] = str(loaded.source)
     return result
@@ -85,7 +108,9 @@ def _same_users(a: Splits, b: Splits, split: str) -> None:
 
     sa, sb = a.get(split), b.get(split)
     if a.num_items != b.num_items or len(sa) != len(sb) or not all(map(np.array_equal, sa, sb)):
-        raise ValueError("--baseline was trained on different data (other users or items): no paired comparison")
+        raise ValueError(
+            "--baseline was trained on different data (other users or items): no paired comparison"
+        )
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
@@ -136,7 +161,8 @@ def recommend_main(args: argparse.Namespace) -> int:
         fixed = (cfg.meta.adaptation_steps if adapts else 0, cfg.meta.inner_lr)
     catalogue = load_catalogue(loaded)
     recs = recommend(loaded, catalogue, raw, args.k, *fixed)
-    print(f"top {args.k} after {len(raw)} items ({cfg.meta.algorithm}, {fixed[0]} adaptation steps, lr {fixed[1]}):")
+    how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation steps, lr {fixed[1]}"
+    print(f"top {args.k} after {len(raw)} items ({how}):")
     for r in recs:
         title = f"  {r.title}" if r.title else ""
         print(f"{r.rank:>3}. {r.raw_id:>8}{title}  ({r.score:.3f})")

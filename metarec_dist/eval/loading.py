@@ -66,6 +66,6 @@ def check_same_data(loaded: LoadedModel, num_items: int) -> None:
     """The catalogue the data gives must be the one the model scores; otherwise columns mean other items."""
     if int(loaded.meta["num_items"]) != num_items:
         raise ValueError(
-            f"{loaded.source}: the model scores {loaded.meta['num_items']} items but its data config now gives "
-            f"{num_items}; was the data changed since training? ({json.dumps(loaded.cfg.data.name)})"
+            f"{loaded.source}: the model scores {loaded.meta['num_items']} items but its data config now "
+            f"gives {num_items}; was the data changed since training? ({json.dumps(loaded.cfg.data.name)})"
         )

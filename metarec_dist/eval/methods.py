@@ -40,7 +40,9 @@ class Splits:
 
     def get(self, split: str) -> list[np.ndarray]:
         if split not in ("valid", "test"):
-            raise ValueError(f"--split must be valid or test (training users are not cold-start), got {split!r}")
+            raise ValueError(
+                f"--split must be valid or test (training users are not cold-start), got {split!r}"
+            )
         return getattr(self, split)
 
 

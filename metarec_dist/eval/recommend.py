@@ -30,7 +30,9 @@ class Catalogue:
         index = {r: i + 1 for i, r in enumerate(self.raw_ids)}
         unknown = [r for r in raw if r not in index]
         if unknown:
-            hint = "" if self.mapped else f" (without the data, ids are the model's own: 1..{len(self.raw_ids)})"
+            hint = (
+                "" if self.mapped else f" (without the data, ids are the model's own: 1..{len(self.raw_ids)})"
+            )
             raise ValueError(f"--items: unknown item id(s) {', '.join(unknown[:5])}{hint}")
         return [index[r] for r in raw]
 

@@ -75,7 +75,9 @@ def format_table(doc: dict[str, Any]) -> str:
         lines.append(" " * name_w + "".join(head))
         for name, m in methods.items():
             rows = m["metrics"][k]
-            cells = [f"{_cell(rows[x]):>30}" for x in PRIMARY] + [f"{rows[x]['mean']:>13.4f}" for x in SECONDARY]
+            cells = [f"{_cell(rows[x]):>30}" for x in PRIMARY] + [
+                f"{rows[x]['mean']:>13.4f}" for x in SECONDARY
+            ]
             lines.append(f"{name:<{name_w}}" + "".join(cells))
         for name, p in doc.get("paired", {}).items():
             d = p["diff"][k]["ndcg@10"]

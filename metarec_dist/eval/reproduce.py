@@ -1,6 +1,6 @@
-"""The multi-seed cold-start comparison behind ``docs/results.md``: train every method with every seed, evaluate
-each with its own protocol (adaptation tuned on validation users), average per user over seeds, and write the
-JSON summary, the NDCG@10-vs-K plot and the tables.
+"""The multi-seed cold-start comparison behind ``docs/results.md``: train every method with every seed,
+evaluate each with its own protocol (adaptation tuned on validation users), average per user over seeds,
+and write the JSON summary, the NDCG@10-vs-K plot and the tables.
 
     python -m metarec_dist.eval.reproduce --method fomaml=configs/ml100k.yaml --method none=... --seeds 0,1,2
 
@@ -59,28 +59,58 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
     from metarec_dist.train.trainer import MetaTrainer
 
     runs = out / "runs"
-    cfg = load_config(spec.config, [
-        f"train.seed={spec.seed}", f"runtime.storage_path={runs}", f"runtime.run_name={spec.run_name}",
-        "checkpoint.resume=false", "logging.wandb=off", *spec.overrides,
-    ])
+    cfg = load_config(
+        spec.config,
+        [
+            f"train.seed={spec.seed}",
+            f"runtime.storage_path={runs}",
+            f"runtime.run_name={spec.run_name}",
+            "checkpoint.resume=false",
+            "logging.wandb=off",
+            *spec.overrides,
+        ],
+    )
     run_dir = runs / spec.run_name
     shutil.rmtree(run_dir, ignore_errors=True)  # a stale run of another config must never be resumed
     t0 = time.perf_counter()
-    summary = MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), load_train_data(cfg.data), run_dir).fit()
+    summary = MetaTrainer(
+        cfg, LocalContext(run_dir, cfg.checkpoint.keep), load_train_data(cfg.data), run_dir
+    ).fit()
     train_s = time.perf_counter() - t0
     loaded = load_model(summary["checkpoint"])
     splits = Splits.from_prepared(load_prepared(loaded.cfg))
     out_runs: dict[str, Any] = {}
     for finetune in sorted({False, spec.finetune}):
         adaptation = choose_adaptation(
-            loaded.model, cfg.meta.algorithm, cfg.meta.adaptation_steps, cfg.meta.inner_lr, splits.valid,
-            shots, cfg.tasks.support_max, cfg.eval, finetune=finetune,
+            loaded.model,
+            cfg.meta.algorithm,
+            cfg.meta.adaptation_steps,
+            cfg.meta.inner_lr,
+            splits.valid,
+            shots,
+            cfg.tasks.support_max,
+            cfg.eval,
+            finetune=finetune,
         )
         label = spec.method if not finetune else method_name(spec.method, True)
-        res = evaluate_model(label, loaded.model, cfg.meta.algorithm, adaptation, splits.test, shots,
-                             cfg.tasks.support_max, cfg.eval)
-        res.info.update({"seed": spec.seed, "config": spec.config, "train_s": round(train_s, 1),
-                         "checkpoint": summary["checkpoint"]})
+        res = evaluate_model(
+            label,
+            loaded.model,
+            cfg.meta.algorithm,
+            adaptation,
+            splits.test,
+            shots,
+            cfg.tasks.support_max,
+            cfg.eval,
+        )
+        res.info.update(
+            {
+                "seed": spec.seed,
+                "config": spec.config,
+                "train_s": round(train_s, 1),
+                "checkpoint": summary["checkpoint"],
+            }
+        )
         out_runs[label] = (res.per_user, res.info)
         log.info("%s seed %d: %s", label, spec.seed, adaptation.as_dict())
     path = out / "per_user" / f"{spec.run_name}.pkl"
@@ -96,7 +126,9 @@ def parse_method(text: str) -> tuple[str, str]:
     return name, config
 
 
-def run_all(specs: list[RunSpec], out: Path, shots: list[int], jobs: int) -> dict[str, list[tuple[PerUser, dict]]]:
+def run_all(
+    specs: list[RunSpec], out: Path, shots: list[int], jobs: int
+) -> dict[str, list[tuple[PerUser, dict]]]:
     """Every spec in ``jobs`` worker processes; results grouped by method label, in seed order."""
     grouped: dict[str, list[tuple[PerUser, dict]]] = {}
     ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
@@ -116,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     from metarec_dist.eval.methods import Splits, evaluate_popularity
     from metarec_dist.eval.publish import publish
 
-    p = argparse.ArgumentParser(prog="python -m metarec_dist.eval.reproduce", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m metarec_dist.eval.reproduce", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--method", action="append", required=True, help="NAME=CONFIG.yaml (repeatable)")
     p.add_argument("--finetune", action="append", default=[], help="a none/sasrec method to also fine-tune")
     p.add_argument("--baseline", default="none", help="the method every paired interval is against")
@@ -135,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         methods = [parse_method(m) for m in args.method]
         seeds = [int(s) for s in args.seeds.split(",")]
         shots = sorted(int(s) for s in args.shots.split(","))
-        specs = [RunSpec(name, config, seed, name in args.finetune, tuple(args.set))
-                 for seed in seeds for name, config in methods]
+        specs = [
+            RunSpec(name, config, seed, name in args.finetune, tuple(args.set))
+            for seed in seeds
+            for name, config in methods
+        ]
         out = Path(args.out)
         grouped = run_all(specs, out, shots, args.jobs)
         results: list[MethodResult] = []
@@ -146,10 +183,21 @@ def main(argv: list[str] | None = None) -> int:
         first_cfg = load_config(methods[0][1], args.set)
         splits = Splits.from_prepared(load_prepared(first_cfg))
         results.append(evaluate_popularity(splits, splits.test, shots, first_cfg.eval))
-        publish(results, args.baseline, first_cfg.eval.n_boot, Path(args.json), Path(args.plot),
-                Path(args.markdown), {"runtime_s": round(time.perf_counter() - t0, 1), "seeds": seeds,
-                                       "methods": dict(methods), "overrides": args.set,
-                                       "data": first_cfg.data.name or first_cfg.data.path})
+        publish(
+            results,
+            args.baseline,
+            first_cfg.eval.n_boot,
+            Path(args.json),
+            Path(args.plot),
+            Path(args.markdown),
+            {
+                "runtime_s": round(time.perf_counter() - t0, 1),
+                "seeds": seeds,
+                "methods": dict(methods),
+                "overrides": args.set,
+                "data": first_cfg.data.name or first_cfg.data.path,
+            },
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,8 +31,13 @@ class Adaptation:
     grid_size: int = 1
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {"steps": self.steps, "inner_lr": self.inner_lr, f"val_{CRITERION}": self.val_score,
-                "grid_size": self.grid_size, "selected_on": "valid"}
+        return {
+            "steps": self.steps,
+            "inner_lr": self.inner_lr,
+            f"val_{CRITERION}": self.val_score,
+            "grid_size": self.grid_size,
+            "selected_on": "valid",
+        }
 
 
 def adaptation_grid(trained_steps: int, trained_lr: float, finetune: bool) -> list[tuple[int, float]]:
@@ -56,7 +61,9 @@ def tune_adaptation(
         raise ValueError("no validation users to choose the adaptation steps/lr on (data.valid_frac is 0?)")
     best: Adaptation | None = None
     for steps, lr in sorted(grid):
-        res = run_scorer(model_scorer(model, algorithm, lr), model.bos_id, valid, shots, support_max, eval_cfg, steps)
+        res = run_scorer(
+            model_scorer(model, algorithm, lr), model.bos_id, valid, shots, support_max, eval_cfg, steps
+        )
         score = float(np.mean([res[k][CRITERION].mean() for k in shots]))
         if best is None or score > best.val_score + 1e-12:
             best = Adaptation(steps, lr, score)

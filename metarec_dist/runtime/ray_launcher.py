@@ -44,13 +44,10 @@ def storage_path(cfg: Config) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
-def user_datasets(cfg: Config) -> tuple[dict[str, Any], int]:
+def user_datasets(prepared: Any) -> tuple[dict[str, Any], int]:
     """Ray datasets of per-user rows (``user``, ``items``) for the train and valid splits."""
     import ray.data
 
-    from metarec_dist.data import prepare_data
-
-    prepared = prepare_data(cfg.data)
     users = prepared.users.select_columns(["user", "items"])
     split_of = np.asarray(prepared.users["split"])
     out = {}
@@ -102,15 +99,17 @@ def train_on_ray(
     cfg: Config, verbose: bool = False, loop_config: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Run the job; the driver draws a progress bar from rank 0's updates and returns the final metrics."""
+    from metarec_dist.data import prepare_data
     from metarec_dist.metrics.progress import ProgressBar
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
 
+    prepared = prepare_data(cfg.data)  # before Ray starts: a data mistake fails in a second
     init_ray(verbose or cfg.logging.verbose, dashboard=cfg.runtime.dashboard)
     if cfg.runtime.deepspeed_override:  # workers run in their own directories: pass an absolute path
         cfg = with_overrides(
             cfg, [f"runtime.deepspeed_override={Path(cfg.runtime.deepspeed_override).resolve()}"]
         )
-    datasets, num_items = user_datasets(cfg)
+    datasets, num_items = user_datasets(prepared)
     actor = ProgressActor.remote()
     trainer = build_trainer(cfg, datasets, num_items, {"progress": actor, **(loop_config or {})})
     bar = ProgressBar(cfg.train.meta_steps)

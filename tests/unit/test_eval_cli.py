@@ -1,4 +1,4 @@
-"""``metarec evaluate`` / ``metarec recommend`` on a tiny checkpoint trained here (2 meta-steps, synthetic)."""
+"""``metarec evaluate`` / ``recommend`` on tiny checkpoints trained here (2 meta-steps, synthetic data)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,22 @@ from metarec_dist.cli import main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 SETTINGS = [
-    "data.format=synthetic", "data.synthetic_users=80", "data.synthetic_items=30", "data.synthetic_groups=3",
-    "model.hidden_size=16", "model.num_heads=2", "model.adapter_rank=2", "model.max_seq_len=16",
-    "tasks.support_max=5", "tasks.query_size=3", "meta.meta_batch_size=8", "train.meta_steps=2",
-    "train.log_every=1", "logging.wandb=off", "eval.n_boot=50", "eval.shots=[1,3]",
+    "data.format=synthetic",
+    "data.synthetic_users=80",
+    "data.synthetic_items=30",
+    "data.synthetic_groups=3",
+    "model.hidden_size=16",
+    "model.num_heads=2",
+    "model.adapter_rank=2",
+    "model.max_seq_len=16",
+    "tasks.support_max=5",
+    "tasks.query_size=3",
+    "meta.meta_batch_size=8",
+    "train.meta_steps=2",
+    "train.log_every=1",
+    "logging.wandb=off",
+    "eval.n_boot=50",
+    "eval.shots=[1,3]",
 ]
 
 
@@ -72,7 +84,9 @@ def test_adaptation_is_tuned_on_validation_users_only(runs, tmp_path, monkeypatc
 
     seen = []
     real = methods.tune_adaptation
-    monkeypatch.setattr(methods, "tune_adaptation", lambda m, a, valid, *r: seen.append(valid) or real(m, a, valid, *r))
+    monkeypatch.setattr(
+        methods, "tune_adaptation", lambda m, a, valid, *r: seen.append(valid) or real(m, a, valid, *r)
+    )
     _evaluate(tmp_path, "--checkpoint", str(runs["none"]), "--finetune")
     prepared = prepare_data(load_model(runs["none"]).cfg.data)
     valid, test = prepared.sequences("valid"), prepared.sequences("test")
@@ -92,15 +106,18 @@ def test_recommend_prints_top_k_raw_ids(runs, capsys):
     from metarec_dist.eval.loading import load_model
 
     raw = prepare_data(load_model(runs["a"]).cfg.data).item_raw_ids
-    assert main(["recommend", "--checkpoint", str(runs["a"]), "--items", f"{raw[0]},{raw[4]}", "--k", "4"]) == 0
+    assert (
+        main(["recommend", "--checkpoint", str(runs["a"]), "--items", f"{raw[0]},{raw[4]}", "--k", "4"]) == 0
+    )
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()[:2].rstrip(".").isdigit()]
     assert len(lines) == 4
     shown = {ln.split()[1] for ln in lines}
     assert shown <= set(raw) and not shown & {raw[0], raw[4]}  # history items are never recommended
 
 
-@pytest.mark.parametrize("items,message", [("999999", "unknown item id"), ("1,,2", "comma-separated"),
-                                           ("", "comma-separated")])
+@pytest.mark.parametrize(
+    "items,message", [("999999", "unknown item id"), ("1,,2", "comma-separated"), ("", "comma-separated")]
+)
 def test_recommend_bad_items_is_one_clear_error(runs, capsys, items, message):
     assert main(["recommend", "--checkpoint", str(runs["a"]), "--items", items]) == 2
     err = capsys.readouterr().err
