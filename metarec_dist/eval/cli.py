@@ -40,8 +40,13 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", required=True, help="training checkpoint, run folder or exported model"
     )
     parser.add_argument("--shots", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)")
-    parser.add_argument("--split", default="test", help="held-out users to score: test (default) or valid")
-    parser.add_argument("--baseline", help="a second checkpoint; adds paired intervals for the difference")
+    parser.add_argument(
+        "--split", default="test", help="users to score: test (default), or valid (dev only: tuned on them)"
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a second checkpoint (its default protocol); adds paired intervals for the difference",
+    )
     parser.add_argument("--json", help="write every number (with intervals) to this JSON file")
     parser.add_argument("--n-boot", type=int, help="bootstrap resamples (default: the config's eval.n_boot)")
     _add_adaptation_args(parser)
@@ -161,6 +166,9 @@ def recommend_main(args: argparse.Namespace) -> int:
         fixed = (cfg.meta.adaptation_steps if adapts else 0, cfg.meta.inner_lr)
     catalogue = load_catalogue(loaded)
     recs = recommend(loaded, catalogue, raw, args.k, *fixed)
+    if catalogue.titles:
+        history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
+        print("history: " + "; ".join(history))
     how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation steps, lr {fixed[1]}"
     print(f"top {args.k} after {len(raw)} items ({how}):")
     for r in recs:

@@ -23,8 +23,26 @@ class PopularityScorer:
         return self.scores.expand(batch.num_tasks, -1)
 
 
-def model_scorer(model: SeqRecommender, algorithm: str, inner_lr: float) -> MetaLearner:
-    """The meta-learner in eval mode; the number of adaptation steps is passed per call (``score_steps``).
-    ``none``/``sasrec`` adapt too when asked (steps > 0): that is test-time fine-tuning of the same fast
-    weights with the same inner loop."""
-    return MetaLearner(model, build_algorithm(algorithm, inner_lr, 0)).eval()
+class Diverged(ValueError):
+    """Test-time adaptation produced non-finite scores (an inner lr too large for the steps)."""
+
+
+class AdaptingScorer:
+    """The meta-learner in eval mode; the number of adaptation steps comes per call (``score_steps``).
+    ``none``/``sasrec`` adapt too when asked (steps > 0): test-time fine-tuning of the same fast weights with
+    the same inner loop. Non-finite scores raise :class:`Diverged` instead of reaching the metrics, where a
+    NaN row would tie every item and win the optimistic tie-break."""
+
+    def __init__(self, model: SeqRecommender, algorithm: str, inner_lr: float) -> None:
+        self.learner = MetaLearner(model, build_algorithm(algorithm, inner_lr, 0)).eval()
+        self.inner_lr = inner_lr
+
+    def __call__(self, batch: MetaBatch, score_steps: int | None = None, score: bool = False) -> torch.Tensor:
+        scores = self.learner(batch, score_steps=score_steps, score=True)
+        if not bool(torch.isfinite(scores).all()):
+            raise Diverged(f"test-time adaptation diverged ({score_steps} steps at inner lr {self.inner_lr})")
+        return scores
+
+
+def model_scorer(model: SeqRecommender, algorithm: str, inner_lr: float) -> AdaptingScorer:
+    return AdaptingScorer(model, algorithm, inner_lr)

@@ -14,7 +14,7 @@ import numpy as np
 
 from metarec_dist.config import EvalConfig
 from metarec_dist.eval.harness import run_scorer
-from metarec_dist.eval.scorers import model_scorer
+from metarec_dist.eval.scorers import Diverged, model_scorer
 from metarec_dist.models.recommender import SeqRecommender
 
 STEP_GRID = (0, 1, 3, 5, 10)
@@ -61,12 +61,16 @@ def tune_adaptation(
         raise ValueError("no validation users to choose the adaptation steps/lr on (data.valid_frac is 0?)")
     best: Adaptation | None = None
     for steps, lr in sorted(grid):
-        res = run_scorer(
-            model_scorer(model, algorithm, lr), model.bos_id, valid, shots, support_max, eval_cfg, steps
-        )
+        try:
+            res = run_scorer(
+                model_scorer(model, algorithm, lr), model.bos_id, valid, shots, support_max, eval_cfg, steps
+            )
+        except Diverged:  # too large an inner lr for this many steps: not a candidate
+            continue
         score = float(np.mean([res[k][CRITERION].mean() for k in shots]))
         if best is None or score > best.val_score + 1e-12:
             best = Adaptation(steps, lr, score)
-    assert best is not None
+    if best is None:
+        raise ValueError("every adaptation setting gives non-finite scores: the model itself is broken (NaN)")
     best.grid_size = len(grid)
     return best
