@@ -107,5 +107,11 @@ def paired_diff(
                 )
             diff, lo, hi = paired_bootstrap_diff(values, base, n_boot=n_boot, seed=seed)
             b = float(base.mean())
-            out[k][m] = {"diff": diff, "lo": lo, "hi": hi, "rel": diff / b if b else float("nan")}
+            row = {"diff": diff, "lo": lo, "hi": hi, "rel": diff / b if b else float("nan")}
+            if len(result.seeds) > 1 and len(result.seeds) == len(baseline.seeds):
+                # Seed i against seed i: how much the difference itself moves between training runs.
+                pairs = zip(result.seeds, baseline.seeds, strict=True)
+                per_seed = [float(r[k][m].mean() - q[k][m].mean()) for r, q in pairs]
+                row["seed_sd"] = float(np.std(per_seed, ddof=1))
+            out[k][m] = row
     return out

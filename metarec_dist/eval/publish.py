@@ -57,6 +57,14 @@ def _cell(row: dict[str, float], ci: bool = True) -> str:
     return f"{row['mean']:.4f}{sd}" + (f" [{row['lo']:.3f}, {row['hi']:.3f}]" if ci else "")
 
 
+def _diff(c: dict[str, float]) -> str:
+    return f"{c['diff']:+.4f}" + (f" ± {c['seed_sd']:.4f}" if "seed_sd" in c else "")
+
+
+def _adaptation(a: dict[str, Any]) -> str:
+    return "none" if a["steps"] == 0 else f"{a['steps']} steps at lr {a['inner_lr']:g}"
+
+
 def markdown_tables(doc: dict[str, Any]) -> str:
     methods = doc["methods"]
     shots = sorted({int(k) for m in methods.values() for k in m["metrics"]})
@@ -73,7 +81,8 @@ def markdown_tables(doc: dict[str, Any]) -> str:
         base = next(iter(doc["paired"].values()))["baseline"]
         lines += [
             "",
-            f"Paired difference to `{base}` (same users; 95% paired bootstrap interval; relative %).",
+            f"Paired difference to `{base}` (± sd of the seed-by-seed differences; 95% paired bootstrap "
+            "interval over users; relative %).",
             "",
         ]
         lines += [
@@ -86,8 +95,7 @@ def markdown_tables(doc: dict[str, Any]) -> str:
                 lines.append(
                     f"| {name} | {metric} | "
                     + " | ".join(
-                        f"{c['diff']:+.4f} [{c['lo']:+.3f}, {c['hi']:+.3f}] ({100 * c['rel']:+.1f}%)"
-                        for c in cells
+                        f"{_diff(c)} [{c['lo']:+.3f}, {c['hi']:+.3f}] ({100 * c['rel']:+.1f}%)" for c in cells
                     )
                     + " |"
                 )
@@ -102,13 +110,11 @@ def markdown_tables(doc: dict[str, Any]) -> str:
             rows = m["metrics"][k]
             cells = [_cell(rows[x]) for x in PRIMARY] + [_cell(rows[x], ci=False) for x in SECONDARY]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Adaptation chosen on validation users (per seed: steps, inner lr):", ""]
+    lines += ["", "Test-time adaptation chosen on validation users, per seed:", ""]
     for name, m in methods.items():
         per_seed = m["info"].get("per_seed")
         if per_seed:
-            chosen = ", ".join(
-                f"({s['adaptation']['steps']}, {s['adaptation']['inner_lr']:g})" for s in per_seed
-            )
+            chosen = ", ".join(_adaptation(s["adaptation"]) for s in per_seed)
             lines.append(f"- {name}: {chosen}")
     lines += ["", f"Runtime of the whole reproduction: {doc.get('runtime_s', 0) / 60:.1f} min.", "", END]
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """Recommend for one cold-start history: adapt the fast weights on it, rank every item it does not hold.
 
-Item ids on the command line are RAW ids as in the data files; they are mapped to the model's ids through
-the data preparation the checkpoint was trained with (``PreparedData.item_raw_ids``). When that data cannot
-be loaded, ids are taken as the model's own ids (1..num_items), which is what a caller without the data has.
+Item ids on the command line are RAW ids as in the data files. They are mapped to the model's ids with the
+checkpoint's own ``item_raw_ids`` when it stores them, else through the data preparation the checkpoint was
+trained with (``PreparedData.item_raw_ids``); without either, they are read as model ids (1..num_items).
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ def parse_items(text: str) -> list[str]:
 def load_catalogue(loaded: LoadedModel) -> Catalogue:
     num_items = int(loaded.meta["num_items"])
     titles = {int(k): v for k, v in (loaded.meta.get("item_titles") or {}).items()}
+    stored = loaded.meta.get("item_raw_ids")  # in the checkpoint when the trainer saves it: no data needed
+    if stored is not None and len(stored) == num_items:
+        return Catalogue([str(r) for r in stored], titles, mapped=True)
     try:
         prepared = load_prepared(loaded.cfg)
     except (ValueError, OSError) as exc:  # DataError is a ValueError

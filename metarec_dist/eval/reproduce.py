@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "runtime_s": round(time.perf_counter() - t0, 1),
                 "seeds": seeds,
-                "methods": dict(methods),
+                "configs": dict(methods),
                 "overrides": args.set,
                 "data": first_cfg.data.name or first_cfg.data.path,
             },

@@ -2,7 +2,7 @@
 
 The trained values are always in the grid, and so is "no adaptation" (steps = 0): if adapting hurts on
 validation users it is switched off rather than reported. One setting for all shot counts: averaging the
-selection criterion over K uses every validation user K times, which matters with ~100 of them.
+selection criterion over K uses every validation user once per K, which matters with ~100 of them.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Adaptation:
     inner_lr: float
     val_score: float | None = None  # mean validation NDCG@10 over the shot counts
     grid_size: int = 1
+    selected_on: str = "fixed"  # "valid" when searched on validation users
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {
@@ -36,7 +37,7 @@ class Adaptation:
             "inner_lr": self.inner_lr,
             f"val_{CRITERION}": self.val_score,
             "grid_size": self.grid_size,
-            "selected_on": "valid",
+            "selected_on": self.selected_on,
         }
 
 
@@ -69,7 +70,7 @@ def tune_adaptation(
             continue
         score = float(np.mean([res[k][CRITERION].mean() for k in shots]))
         if best is None or score > best.val_score + 1e-12:
-            best = Adaptation(steps, lr, score)
+            best = Adaptation(steps, lr, score, selected_on="valid")
     if best is None:
         raise ValueError("every adaptation setting gives non-finite scores: the model itself is broken (NaN)")
     best.grid_size = len(grid)

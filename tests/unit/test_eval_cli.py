@@ -97,6 +97,7 @@ def test_adaptation_is_tuned_on_validation_users_only(runs, tmp_path, monkeypatc
 def test_baseline_gives_paired_intervals_and_none_does_not_adapt(runs, tmp_path):
     doc = _evaluate(tmp_path, "--checkpoint", str(runs["a"]), "--baseline", str(runs["none"]), "--shots", "3")
     assert doc["methods"]["none"]["info"]["adaptation"]["steps"] == 0
+    assert doc["methods"]["none"]["info"]["adaptation"]["selected_on"] == "fixed"
     d = doc["paired"]["fomaml"]["diff"]["3"]["ndcg@10"]
     assert d["lo"] <= d["diff"] <= d["hi"] and doc["paired"]["fomaml"]["baseline"] == "none"
 
@@ -127,3 +128,23 @@ def test_recommend_bad_items_is_one_clear_error(runs, capsys, items, message):
 def test_not_a_checkpoint_is_one_clear_error(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 2
     assert "not a checkpoint" in capsys.readouterr().err
+
+
+def test_catalogue_prefers_stored_raw_ids_and_falls_back_to_model_ids(runs, monkeypatch):
+    from metarec_dist.eval import recommend as rec
+    from metarec_dist.eval.loading import load_model
+
+    loaded = load_model(runs["a"])
+    n = int(loaded.meta["num_items"])
+
+    def no_data(cfg):
+        raise ValueError("data not here")
+
+    monkeypatch.setattr(rec, "load_prepared", no_data)
+    fallback = rec.load_catalogue(loaded)  # no data, no stored ids: model ids
+    assert not fallback.mapped and fallback.to_model_ids(["1", str(n)]) == [1, n]
+    with pytest.raises(ValueError, match="model's own"):
+        fallback.to_model_ids([str(n + 1)])
+    loaded.meta["item_raw_ids"] = [f"m{i}" for i in range(n)]
+    stored = rec.load_catalogue(loaded)
+    assert stored.mapped and stored.to_model_ids(["m0", "m4"]) == [1, 5]
