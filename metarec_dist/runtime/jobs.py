@@ -91,20 +91,20 @@ def submit(
     return follow(client, sid)
 
 
-def _submit_with_retry(client: Any, address: str, attempts: int = 30, wait_s: float = 2.0, **job: Any) -> str:
-    """Submit; a head that has just started answers "No available agent" until its job agent is up, and
-    Ray's message says to try again later: we do, for up to a minute. Other refusals fail at once."""
-    for attempt in range(attempts):
+def _submit_with_retry(client: Any, address: str, wait_s: float = 180.0, **job: Any) -> str:
+    """Submit; a head that has just started answers "No available agent" until its job agent has
+    registered, and Ray's message says to try again later: we do, for up to ``wait_s`` seconds (a loaded
+    machine can take minutes). Other refusals fail at once."""
+    deadline = time.monotonic() + wait_s
+    while True:
         try:
             return client.submit_job(**job)
         except RuntimeError as exc:  # the SDK raises RuntimeError for HTTP errors, incl. 401/403
-            if "No available agent" in str(exc) and attempt < attempts - 1:
-                time.sleep(wait_s)
-                continue
-            raise ValueError(
-                f"the Ray Jobs API at {address} refused the job: {redact_text(str(exc))}"
-            ) from None
-    raise AssertionError("unreachable")
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise ValueError(
+                    f"the Ray Jobs API at {address} refused the job: {redact_text(str(exc))}"
+                ) from None
+            time.sleep(2.0)
 
 
 def follow(client: Any, sid: str, poll_s: float = 1.0) -> int:
