@@ -25,7 +25,7 @@ from data_fixtures import (
 from metarec_dist.data import DataError, PreparedData, load_interactions, prepare_data
 
 
-def _check(prepared: PreparedData, titles: bool = False) -> None:
+def check_prepared(prepared: PreparedData, titles: bool = False) -> None:
     assert sequences_by_user(prepared) == EXPECTED
     assert prepared.users["split"] == EXPECTED_SPLIT
     assert prepared.users["raw_user"] == ["1", "2", "3", "4"]
@@ -57,20 +57,20 @@ def test_users_table_schema(tmp_path):
 def test_movielens_100k(tmp_path, as_dir):
     path = write_u_data(tmp_path / "ml-100k")
     prepared = prepare_data(cfg(format="auto", path=str(path.parent if as_dir else path)))
-    _check(prepared)
+    check_prepared(prepared)
     assert prepared.item_titles[4] == "Quarante é (1998)"  # u.item is Latin-1
     assert "MovieLens" in prepared.source
 
 
 def test_movielens_1m_double_colon(tmp_path):
-    _check(
+    check_prepared(
         prepare_data(cfg(format="movielens", path=str(write_ratings_dat(tmp_path / "ml-1m").parent))),
         titles=True,
     )
 
 
 def test_movielens_ratings_csv(tmp_path):
-    _check(
+    check_prepared(
         prepare_data(cfg(format="auto", path=str(write_ratings_csv(tmp_path / "ml-latest-small")))),
         titles=True,
     )
@@ -80,7 +80,7 @@ def test_movielens_ratings_csv(tmp_path):
 def test_recbole(tmp_path, as_dir):
     inter = write_recbole(tmp_path / "ml-100k")
     prepared = prepare_data(cfg(format="auto", path=str(inter.parent if as_dir else inter)))
-    _check(prepared, titles=True)
+    check_prepared(prepared, titles=True)
     assert prepared.item_titles == {
         1: "Ten (1995)",
         2: "Twenty, The (1996)",
@@ -94,16 +94,16 @@ def test_recbole_several_inter_files_needs_a_choice(tmp_path):
     write_recbole(tmp_path / "d", name="b")
     with pytest.raises(DataError, match="several .inter files"):
         prepare_data(cfg(format="recbole", path=str(tmp_path / "d")))
-    _check(prepare_data(cfg(format="recbole", path=str(tmp_path / "d" / "b.inter"))))
+    check_prepared(prepare_data(cfg(format="recbole", path=str(tmp_path / "d" / "b.inter"))))
 
 
 def test_generic_csv_with_guessed_columns(tmp_path):
-    _check(prepare_data(cfg(format="csv", path=str(write_csv(tmp_path / "log.csv")))))
+    check_prepared(prepare_data(cfg(format="csv", path=str(write_csv(tmp_path / "log.csv")))))
 
 
 def test_generic_csv_with_mapping_and_custom_separator(tmp_path):
     path = write_csv(tmp_path / "log.txt", sep=";", header="who,what,stars,when")
-    _check(
+    check_prepared(
         prepare_data(
             cfg(format="csv", path=str(path), sep=";", user_col="who", item_col="what", time_col="when")
         )
@@ -112,7 +112,7 @@ def test_generic_csv_with_mapping_and_custom_separator(tmp_path):
 
 def test_headerless_tsv_with_column_names(tmp_path):
     path = write_csv(tmp_path / "log.tsv", sep="\t", header="")
-    _check(
+    check_prepared(
         prepare_data(
             cfg(
                 format="tsv",
@@ -131,24 +131,24 @@ def test_csv_with_bom_crlf_and_quotes(tmp_path):
     path = tmp_path / "log.csv"
     body = "user_id,item_id,rating,timestamp\r\n" + "".join(f'"{u}",{i},{r},"{t}"\r\n' for u, i, r, t in ROWS)
     path.write_bytes(b"\xef\xbb\xbf" + body.encode())
-    _check(prepare_data(cfg(format="csv", path=str(path))))
+    check_prepared(prepare_data(cfg(format="csv", path=str(path))))
 
 
 def test_tsv_by_extension(tmp_path):
-    _check(prepare_data(cfg(format="auto", path=str(write_csv(tmp_path / "log.tsv", sep="\t")))))
+    check_prepared(prepare_data(cfg(format="auto", path=str(write_csv(tmp_path / "log.tsv", sep="\t")))))
 
 
 def test_parquet(tmp_path):
-    _check(prepare_data(cfg(format="auto", path=str(write_parquet(tmp_path / "log.parquet")))))
+    check_prepared(prepare_data(cfg(format="auto", path=str(write_parquet(tmp_path / "log.parquet")))))
 
 
 def test_jsonl(tmp_path):
-    _check(prepare_data(cfg(format="jsonl", path=str(write_jsonl(tmp_path / "log.jsonl")))))
+    check_prepared(prepare_data(cfg(format="jsonl", path=str(write_jsonl(tmp_path / "log.jsonl")))))
 
 
 def test_user_item_lines_in_time_order(tmp_path):
     prepared = prepare_data(cfg(format="user_item", path=str(write_user_item(tmp_path / "seq.txt"))))
-    _check(prepared)
+    check_prepared(prepared)
 
 
 def test_ordered_rows_csv_without_timestamp(tmp_path):
@@ -156,7 +156,7 @@ def test_ordered_rows_csv_without_timestamp(tmp_path):
     path = write_csv(tmp_path / "log.csv", rows=[r[:3] for r in ordered], header="user_id,item_id,rating")
     with pytest.raises(DataError, match="ordered_rows"):
         prepare_data(cfg(format="csv", path=str(path)))
-    _check(prepare_data(cfg(format="csv", path=str(path), ordered_rows=True)))
+    check_prepared(prepare_data(cfg(format="csv", path=str(path), ordered_rows=True)))
 
 
 def test_string_ids_sort_as_text_and_keep_leading_zeros(tmp_path):
@@ -199,7 +199,7 @@ def test_hub_dataset_through_load_dataset(monkeypatch):
         return datasets.Dataset.from_dict(table)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    _check(prepare_data(cfg(format="hub", name="someone/interactions")))
+    check_prepared(prepare_data(cfg(format="hub", name="someone/interactions")))
     assert calls == [("someone/interactions", None, "train")]
 
 
