@@ -33,6 +33,9 @@ class ModelConfig:
     # Fast weights: which head adapters are adapted per task in the inner loop.
     adapters: list[str] = field(default_factory=lambda: ["lowrank"])
     adapter_rank: int = 8
+    # Meta-SGD (Li et al., 2017): learn a positive multiplier of meta.inner_lr for every fast weight, so the
+    # meta-learner chooses which directions a user's few interactions may move, and how far.
+    learn_inner_lr: bool = False
     loss: Literal["full", "sampled"] = "full"
     num_negatives: int = 256  # sampled softmax only
     init_std: float = 0.02
@@ -69,9 +72,14 @@ class MetaConfig:
     inner_lr: float = 0.5
     adaptation_steps: int = 3
     meta_batch_size: int = 64  # tasks per meta-step, summed over all workers
+    # FOMAML: weight of an extra query loss at the un-adapted fast weights (0 = pure first-order MAML);
+    # > 0 keeps the backbone a good in-context learner on its own, so adaptation starts from `none`'s level.
+    init_query_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _positive(self, "meta", "meta_batch_size")
+        if self.init_query_weight < 0:
+            raise ValueError("meta.init_query_weight must be >= 0")
         if self.adaptation_steps < 0:
             raise ValueError("meta.adaptation_steps must be >= 0")
         if self.inner_lr < 0:

@@ -12,6 +12,11 @@ weights but the gradient of ``fast_init``: exactly the first-order MAML gradient
 (through ``h_query`` and the score table) and the fast-weight initialisation, from one ordinary backward.
 Nothing is edited in place, so DeepSpeed's partitioned parameters stay untouched (ZeRO overwrites
 in-place edits at ``step()``).
+
+Meta-SGD (``model.learn_inner_lr``): the inner lr is a learned vector ``lr [P]``, and the adapted weights are
+``fast_init - lr * G`` with ``G`` the (detached) sum of the inner gradients. The same straight-through
+trick, ``step * (lr / lr.detach())``, gives the query loss the value of the adapted weights and the
+first-order gradient ``-G * dL/dw`` for ``lr``.
 """
 
 from __future__ import annotations
@@ -51,16 +56,17 @@ def inner_loop(
     targets: torch.Tensor,
     start: torch.Tensor,
     steps: int,
-    lr: float,
+    lr: float | torch.Tensor,
     negatives: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``steps`` SGD steps on every task's support loss at once.
+    """``steps`` SGD steps on every task's support loss at once (``lr``: a scalar or one per fast weight).
 
     The per-task losses are summed before the backward: tasks share no fast weights, so the gradient of the
     sum w.r.t. ``w [T, P]`` is each task's own gradient, row by row. Returns the adapted weights (detached)
     and the per-task support loss before each step.
     """
     table = model.item_table().detach()
+    lr = lr.detach() if isinstance(lr, torch.Tensor) else lr
     w = start.detach()
     losses = []
     by_hand = model.cfg.loss == "full" or negatives is None
@@ -80,8 +86,9 @@ def inner_loop(
 class MetaAlgorithm:
     """Base: the vocabulary of learn2learn (``adapt``, ``inner_lr``, ``adaptation_steps``)."""
 
-    def __init__(self, inner_lr: float, adaptation_steps: int) -> None:
+    def __init__(self, inner_lr: float, adaptation_steps: int, init_query_weight: float = 0.0) -> None:
         self.inner_lr, self.adaptation_steps = inner_lr, adaptation_steps
+        self.init_query_weight = init_query_weight
         # The support loss after adaptation costs one more scoring pass; the trainer asks for it only on
         # the steps it logs.
         self.track_adaptation = True
@@ -97,7 +104,8 @@ class MetaAlgorithm:
         """Fast weights ``[T, P]`` adapted on each task's support, starting from ``model.fast_init``."""
         start = model.fast_init.detach().expand(h_support.shape[0], -1)
         n = self.adaptation_steps if steps is None else steps
-        return inner_loop(model, h_support, support_targets, start, n, self.inner_lr, negatives)
+        lr = model.inner_lr(self.inner_lr)
+        return inner_loop(model, h_support, support_targets, start, n, lr, negatives)
 
     def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
         """The scalar loss whose gradient is this algorithm's outer gradient."""
@@ -111,10 +119,21 @@ class MetaAlgorithm:
     def outer_loss(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """FOMAML's: the query loss at the adapted weights, first-order gradient to ``fast_init``."""
-        fast = model.fast_init + (adapted - model.fast_init).detach()
+        """FOMAML's: the query loss at the adapted weights, first-order gradient to ``fast_init`` (and to the
+        learned inner lr under Meta-SGD); plus ``init_query_weight`` x the query loss without adaptation."""
+        step = (adapted - model.fast_init).detach()
+        lr = model.inner_lr(self.inner_lr)
+        if isinstance(lr, torch.Tensor) and self.inner_lr > 0:
+            step = step * (lr / lr.detach())  # value 1; d/d lr = step / lr = -sum of the inner gradients
+        fast = model.fast_init + step
         query = model.task_loss(feats.query, fast, batch.query_targets, batch.negatives).mean()
-        return query, {"query_loss": query.detach()}
+        metrics = {"query_loss": query.detach()}
+        if self.init_query_weight <= 0:
+            return query, metrics
+        init = model.fast_init.expand(batch.num_tasks, -1)
+        at_init = model.task_loss(feats.query, init, batch.query_targets, batch.negatives).mean()
+        metrics["query_loss_at_init"] = at_init.detach()
+        return query + self.init_query_weight * at_init, metrics
 
 
 def _adaptation_metrics(
@@ -199,7 +218,12 @@ class PlainNextItem(MetaAlgorithm):
         return MetaStepOutput(loss=loss, metrics={"next_item_loss": loss.detach()})
 
 
-def build_algorithm(name: str, inner_lr: float, adaptation_steps: int) -> MetaAlgorithm:
+def build_algorithm(
+    name: str,
+    inner_lr: float,
+    adaptation_steps: int,
+    init_query_weight: float = 0.0,
+) -> MetaAlgorithm:
     if name not in ALGORITHMS:
         raise ValueError(f"meta.algorithm: unknown {name!r}; choose from {sorted(ALGORITHMS)}")
-    return ALGORITHMS[name](inner_lr, adaptation_steps)
+    return ALGORITHMS[name](inner_lr, adaptation_steps, init_query_weight)

@@ -74,7 +74,12 @@ class MetaTrainer:
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)
         self.model = SeqRecommender(cfg.model, data.num_items, seed=cfg.train.seed)
-        self.algorithm = build_algorithm(cfg.meta.algorithm, cfg.meta.inner_lr, cfg.meta.adaptation_steps)
+        self.algorithm = build_algorithm(
+            cfg.meta.algorithm,
+            cfg.meta.inner_lr,
+            cfg.meta.adaptation_steps,
+            cfg.meta.init_query_weight,
+        )
         negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
         self.sampler = TaskSampler(data.train, cfg.tasks, data.num_items, cfg.train.seed, negatives)
         self.per_rank = cfg.meta.meta_batch_size // ctx.world_size

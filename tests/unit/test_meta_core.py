@@ -56,6 +56,49 @@ def test_batched_gradient_equals_per_task_reference(tiny_cfg, synth_data, algori
         torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("learn_inner_lr,init_query_weight", [(True, 0.0), (False, 0.7), (True, 0.7)])
+def test_meta_sgd_and_init_query_gradients_equal_per_task_reference(
+    tiny_cfg, synth_data, learn_inner_lr, init_query_weight
+):
+    """Meta-SGD's learned per-weight inner lr and the extra query loss at the un-adapted weights get the
+    same gradients from the batched straight-through step as from the written-out per-task reference."""
+    tiny_cfg.model.learn_inner_lr = learn_inner_lr
+    model, batch = _setup(tiny_cfg, synth_data)
+    if learn_inner_lr:  # a non-uniform multiplier, so a wrong broadcast cannot pass
+        with torch.no_grad():
+            model.inner_lr_log_scale.copy_(0.3 * torch.randn_like(model.inner_lr_log_scale))
+    algo = build_algorithm("fomaml", inner_lr=0.3, adaptation_steps=2, init_query_weight=init_query_weight)
+    out = algo.meta_loss(model, batch)
+    out.loss.backward()
+    batched = _grads(model)
+    model.zero_grad()
+    loop_meta_loss(model, batch, "fomaml", steps=2, lr=0.3, init_query_weight=init_query_weight).backward()
+    reference = _grads(model)
+    assert batched.keys() == reference.keys()
+    assert ("inner_lr_log_scale" in batched) == learn_inner_lr
+    if learn_inner_lr:
+        assert batched["inner_lr_log_scale"].abs().max() > 0
+    assert ("query_loss_at_init" in out.metrics) == (init_query_weight > 0)
+    for name in reference:
+        torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_meta_sgd_adapts_with_the_per_weight_lr(tiny_cfg, synth_data):
+    """A zero multiplier on a coordinate freezes it in the inner loop; the others move."""
+    tiny_cfg.model.learn_inner_lr = True
+    model, batch = _setup(tiny_cfg, synth_data)
+    frozen = torch.zeros(model.head.size, dtype=torch.bool)
+    frozen[::2] = True
+    with torch.no_grad():
+        model.inner_lr_log_scale.masked_fill_(frozen, -1e4)  # exp(-1e4) = 0: lr 0 on those weights
+    algo = build_algorithm("fomaml", inner_lr=0.3, adaptation_steps=2)
+    feats = encode(model, batch)
+    adapted, _ = algo.adapt(model, feats.support, batch.support_targets)
+    moved = (adapted - model.fast_init.detach()).abs() > 0
+    assert not moved[:, frozen].any()
+    assert moved[:, ~frozen].any()
+
+
 def test_fomaml_gradient_matches_hand_built_autograd_reference(tiny_cfg, synth_data):
     """FOMAML's fast_init gradient = mean over tasks of d query_loss / d w at the adapted w."""
     model, batch = _setup(tiny_cfg, synth_data)
