@@ -96,6 +96,23 @@ def check_batch_arithmetic(cfg: dict[str, Any], world_size: int) -> None:
         )
 
 
+def skip_inference_shm_build() -> None:
+    """Mark DeepSpeed's CPU shared-memory all-reduce op as unavailable, so it is not JIT-compiled.
+
+    DeepSpeed's torch backend builds it when the communication backend starts, but only uses it for
+    ``inference_all_reduce`` (AutoTP inference, DeepSpeed PR #5391); training all-reduces go through
+    torch.distributed (gloo here). The compile takes minutes of a 2-core machine in every fresh environment
+    (and again whenever the build flags change), for nothing we call. ``deepspeed.ops.__compatible_ops__``
+    is DeepSpeed's own cache of which ops may be built; GPU accelerators have no such op, so this is a no-op
+    there."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
+
+
 def ensure_process_group(use_gpu: bool) -> None:
     """A one-process group when nothing (Ray Train, torchrun) has set one up: DeepSpeed needs it."""
     import deepspeed
@@ -166,6 +183,8 @@ def build_deepspeed_engine(
 
     from metarec_dist.runtime.safe_load import install_safe_checkpoint_engine
 
+    if not rt.use_gpu:
+        skip_inference_shm_build()
     ensure_process_group(rt.use_gpu)
     if rt.zero_stage == 3:
         for p in module.model.external_parameters():
