@@ -11,6 +11,8 @@ import os
 import tempfile
 from typing import Any
 
+import torch
+
 from metarec_dist.config import Config, with_overrides
 
 
@@ -34,12 +36,25 @@ def _variant(cfg: Config, steps: int, *extra: str) -> Config:
 
 def run_system_bench(cfg: Config, steps: int = 200) -> dict[str, Any]:
     from metarec_dist.runtime.context import LocalContext
-    from metarec_dist.runtime.ray_launcher import train_on_ray
+    from metarec_dist.runtime.ray_launcher import shutdown_ray, train_on_ray
     from metarec_dist.train.data import load_train_data
     from metarec_dist.train.trainer import MetaTrainer
 
     local = _variant(cfg, steps, "runtime.backend=local", "runtime.num_workers=1")
-    inproc = MetaTrainer(local, LocalContext(None), load_train_data(local.data)).fit()
+    data = load_train_data(local.data)
+
+    def inproc() -> float:
+        threads = torch.get_num_threads()
+        if local.runtime.torch_threads:  # as `metarec train` and the Ray worker do
+            torch.set_num_threads(local.runtime.torch_threads)
+        try:
+            return MetaTrainer(local, LocalContext(None), data).fit()["tasks_per_s"]
+        finally:
+            torch.set_num_threads(threads)
+
+    # A-B-A: the in-process run before and after the Ray run, so a drift in the machine's speed during
+    # the measurement (a shared 2-core VM) does not land on one side only.
+    before = inproc()
     with tempfile.TemporaryDirectory() as storage:
         remote = _variant(
             cfg,
@@ -51,12 +66,16 @@ def run_system_bench(cfg: Config, steps: int = 200) -> dict[str, Any]:
             "runtime.run_name=bench-system",
         )
         ray_ds = train_on_ray(remote)
+    shutdown_ray()  # the second in-process run must not share the cores with an idle Ray cluster
+    after = inproc()
+    inproc_tasks_per_s = (before + after) / 2
     return {
         "bench": "system",
         "meta_steps": steps,
         "tasks_per_step": cfg.meta.meta_batch_size,
         "zero_stage": cfg.runtime.zero_stage,
-        "inproc_tasks_per_s": inproc["tasks_per_s"],
+        "inproc_tasks_per_s": inproc_tasks_per_s,
+        "inproc_runs_tasks_per_s": [before, after],
         "ray_ds_tasks_per_s": ray_ds["tasks_per_s"],
-        "overhead_ratio": ray_ds["tasks_per_s"] / inproc["tasks_per_s"],
+        "overhead_ratio": ray_ds["tasks_per_s"] / inproc_tasks_per_s,
     }

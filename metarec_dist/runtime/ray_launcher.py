@@ -39,6 +39,13 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool
     )
 
 
+def shutdown_ray() -> None:
+    """Disconnect (and stop the local cluster this process started, if any)."""
+    import ray
+
+    ray.shutdown()
+
+
 def storage_path(cfg: Config) -> str:
     path = cfg.runtime.storage_path
     return path if "://" in path else str(Path(path).expanduser().resolve())
