@@ -20,20 +20,9 @@ def adapt_one(
     steps: int,
     lr: float | torch.Tensor,
     negatives=None,
-) -> torch.Tensor:
-    """Adapt one task's fast weights ``[1, P]`` with explicit ``torch.autograd.grad`` calls."""
-    return adapt_one_with_grads(model, h_support, targets, steps, lr, negatives)[0]
-
-
-def adapt_one_with_grads(
-    model: SeqRecommender,
-    h_support: torch.Tensor,
-    targets: torch.Tensor,
-    steps: int,
-    lr: float | torch.Tensor,
-    negatives=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The adapted weights ``[1, P]`` and the sum of the inner gradients (for the Meta-SGD reference)."""
+    """Adapt one task's fast weights with explicit ``torch.autograd.grad`` calls: the adapted weights
+    ``[1, P]`` and the sum of the inner gradients (for the Meta-SGD reference)."""
     table = model.item_table().detach()
     lr = lr.detach() if isinstance(lr, torch.Tensor) else lr
     w = model.fast_init.detach().clone()[None]
@@ -73,9 +62,7 @@ def loop_meta_loss(
             total = total + model.task_loss(h_q, w, one.query_targets, one.negatives).sum()
             continue
         vector_lr = model.inner_lr(lr)
-        adapted, grad_sum = adapt_one_with_grads(
-            model, h_s, one.support_targets, steps, vector_lr, one.negatives
-        )
+        adapted, grad_sum = adapt_one(model, h_s, one.support_targets, steps, vector_lr, one.negatives)
         if algorithm == "fomaml":
             if isinstance(vector_lr, torch.Tensor):
                 w = model.fast_init[None] - vector_lr[None] * grad_sum

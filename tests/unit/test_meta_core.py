@@ -127,7 +127,7 @@ def test_batched_inner_loop_equals_per_task_loop(tiny_cfg, synth_data):
     feats = encode(model, batch)
     adapted, _ = algo.adapt(model, feats.support, batch.support_targets)
     for t in range(batch.num_tasks):
-        one = adapt_one(model, feats.support[t : t + 1], batch.support_targets[t : t + 1], 4, 0.5)
+        one, _ = adapt_one(model, feats.support[t : t + 1], batch.support_targets[t : t + 1], 4, 0.5)
         torch.testing.assert_close(adapted[t : t + 1], one, atol=1e-10, rtol=1e-8)
 
 
