@@ -67,18 +67,23 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 
 @pytest.mark.parametrize("stage", [0, 2, 3])
 def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
+    # ZeRO-3 also runs Meta-SGD's learned inner lr (one more externally read parameter) and the extra
+    # query loss at the un-adapted weights.
+    options = ["model.learn_inner_lr=true", "meta.init_query_weight=0.5"] if stage == 3 else []
     args = [
         "runtime.backend=ray",
         "runtime.num_workers=2",
         f"runtime.zero_stage={stage}",
         "train.meta_steps=3",
         f"runtime.run_name=zero{stage}",
+        *options,
     ]
     out = train_on_ray(_cfg(tmp_path, *args))
     assert out["step"] == 3
-    _assert_same(
-        _exported(out["checkpoint"], tmp_path), _single_process(_cfg(tmp_path, "train.meta_steps=3"))
-    )
+    distributed = _exported(out["checkpoint"], tmp_path)
+    _assert_same(distributed, _single_process(_cfg(tmp_path, "train.meta_steps=3", *options)))
+    if options:  # the learned lr was trained, not just carried along
+        assert distributed["inner_lr_log_scale"].abs().max() > 0
     files = json.loads((Path(out["checkpoint"]) / "manifest.json").read_text())["files"]
     if stage == 3:  # one model and one optimizer shard per rank
         for r in (0, 1):
