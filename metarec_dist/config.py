@@ -212,6 +212,16 @@ class Config:
             raise ValueError(
                 f"meta.algorithm: unknown {self.meta.algorithm!r}; choose from {sorted(ALGORITHMS)}"
             )
+        fomaml_only = {
+            "model.learn_inner_lr": self.model.learn_inner_lr,
+            "meta.init_query_weight": self.meta.init_query_weight > 0,
+        }
+        used = [k for k, on in fomaml_only.items() if on]
+        if used and not ALGORITHMS[self.meta.algorithm].fomaml_outer_loss:
+            raise ValueError(
+                f"{', '.join(used)}: only meta.algorithm=fomaml uses this (through its outer loss); "
+                f"meta.algorithm={self.meta.algorithm} would silently ignore it"
+            )
 
     @property
     def tasks_per_worker(self) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -85,6 +86,10 @@ def inner_loop(
 
 class MetaAlgorithm:
     """Base: the vocabulary of learn2learn (``adapt``, ``inner_lr``, ``adaptation_steps``)."""
+
+    # Whether this algorithm's outer loss is FOMAML's, the one that trains a learned inner lr
+    # (``model.learn_inner_lr``) and adds ``init_query_weight``; the config rejects them elsewhere.
+    fomaml_outer_loss: ClassVar[bool] = True
 
     def __init__(self, inner_lr: float, adaptation_steps: int, init_query_weight: float = 0.0) -> None:
         self.inner_lr, self.adaptation_steps = inner_lr, adaptation_steps
@@ -183,6 +188,8 @@ class Reptile(MetaAlgorithm):
     adapted fast weights, as in FOMAML, so the shared features keep learning what adaptation needs.
     """
 
+    fomaml_outer_loss = False
+
     def outer_loss(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -197,6 +204,8 @@ class NoAdaptation(MetaAlgorithm):
     """The baseline: the same tasks, trained with the query loss at ``fast_init``; the support is only
     context for the backbone. No inner loop (``adaptation_steps`` is ignored in training)."""
 
+    fomaml_outer_loss = False
+
     def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
         feats = encode(model, batch)
         fast = model.fast_init.expand(batch.num_tasks, -1)
@@ -209,6 +218,8 @@ class PlainNextItem(MetaAlgorithm):
     """The SASRec-style baseline: plain next-item loss at every position of the window (support and query
     alike), fast weights at their init, no adaptation. With long windows (``tasks.support_max``) this is
     ordinary sequence-recommender training on whole user histories."""
+
+    fomaml_outer_loss = False
 
     def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
         h = model.encode(batch.item_ids, batch.attention_mask)

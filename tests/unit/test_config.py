@@ -41,6 +41,12 @@ def test_impossible_combinations_are_errors():
         load_config(None, ["model.hidden_size=30", "model.num_heads=4"])
     with pytest.raises(ValueError, match="meta.algorithm"):
         load_config(None, ["meta.algorithm=maml2"])
+    for algorithm in ("reptile", "none", "sasrec"):  # options only FOMAML's outer loss acts on
+        with pytest.raises(ValueError, match=rf"model\.learn_inner_lr.*meta\.algorithm={algorithm}"):
+            load_config(None, [f"meta.algorithm={algorithm}", "model.learn_inner_lr=true"])
+        with pytest.raises(ValueError, match=r"meta\.init_query_weight"):
+            load_config(None, [f"meta.algorithm={algorithm}", "meta.init_query_weight=0.5"])
+    load_config(None, ["model.learn_inner_lr=true", "meta.init_query_weight=0.5"])  # fomaml: fine
 
 
 def test_overrides_apply_in_order_and_parse_yaml_values():
