@@ -30,6 +30,7 @@ import torch
 MANIFEST = "manifest.json"
 CLIENT_STATE = "client_state.json"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
+_RAY_STEP_DIR = re.compile(r"^checkpoint_step_(\d{6,})$")  # named by RayContext.report
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
@@ -108,10 +109,25 @@ def verify(folder: Path) -> dict[str, Any]:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if _STEP_DIR.match(p.name)), key=lambda p: p.name)
+    """A run's checkpoint folders, oldest first, in either layout: ``checkpoints/step_NNNNNN`` (one-process
+    runs) or ``checkpoint_step_NNNNNN`` next to Ray Train's own files (Ray runs)."""
+    run_dir = Path(run_dir)
+    found: list[tuple[int, Path]] = []
+    for root, pattern in ((run_dir / "checkpoints", _STEP_DIR), (run_dir, _RAY_STEP_DIR)):
+        if root.is_dir():
+            found += [(int(m[1]), p) for p in root.iterdir() if (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_checkpoint(path: Path) -> Path:
+    """``path`` itself, or, for a run folder, its newest complete checkpoint (``ValueError`` if none)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file() or not list_checkpoints(path):
+        return path
+    latest = latest_complete(path)
+    if latest is None:
+        raise ValueError(f"run folder {path}: no complete checkpoint (none has a {MANIFEST})")
+    return latest
 
 
 def latest_complete(run_dir: Path) -> Path | None:

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--working-dir", default=".", help="uploaded with the job; the config must be inside it")
 
     p = sub.add_parser("export", help="consolidate a (sharded) checkpoint into safetensors + config")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint folder (with manifest.json)")
+    p.add_argument(
+        "--checkpoint", required=True, help="a checkpoint folder, or a run folder (its newest complete one)"
+    )
     p.add_argument("--out", required=True, help="output folder")
 
     from metarec_dist.eval.cli import add_evaluate_args, add_recommend_args
@@ -111,9 +113,9 @@ def _submit(args: argparse.Namespace) -> int:
 
 @command("export")
 def _export(args: argparse.Namespace) -> int:
-    from metarec_dist.checkpoint import export
+    from metarec_dist.checkpoint import export, find_checkpoint
 
-    print(export(Path(args.checkpoint), Path(args.out)))
+    print(export(find_checkpoint(Path(args.checkpoint)), Path(args.out)))
     return 0
 
 

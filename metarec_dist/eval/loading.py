@@ -33,11 +33,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise ValueError(f"--checkpoint {p}: no such folder")
-    if (p / ckpt.MANIFEST).is_file() or (p / ckpt.EXPORT_CONFIG).is_file():
+    if (p / ckpt.EXPORT_CONFIG).is_file():
         return p
-    latest = ckpt.latest_complete(p)
-    if latest is not None:
-        return latest
+    found = ckpt.find_checkpoint(p)
+    if (found / ckpt.MANIFEST).is_file():
+        return found
     raise ValueError(
         f"--checkpoint {p}: not a checkpoint (no {ckpt.MANIFEST}), an exported model (no "
         f"{ckpt.EXPORT_CONFIG}) or a run folder with a complete checkpoint"
