@@ -84,9 +84,7 @@ def _evaluate_one(
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
     adaptation = choose_adaptation(
         loaded.model,
-        cfg.meta.algorithm,
-        cfg.meta.adaptation_steps,
-        cfg.meta.inner_lr,
+        cfg.meta,
         splits.valid,
         shots,
         cfg.tasks.support_max,

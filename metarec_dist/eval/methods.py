@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from metarec_dist.config import EvalConfig
+from metarec_dist.config import EvalConfig, MetaConfig
 from metarec_dist.eval.harness import MethodResult, run_scorer
 from metarec_dist.eval.scorers import PopularityScorer, model_scorer
 from metarec_dist.eval.tuning import Adaptation, adaptation_grid, tune_adaptation
@@ -52,9 +52,7 @@ def method_name(algorithm: str, finetune: bool) -> str:
 
 def choose_adaptation(
     model: SeqRecommender,
-    algorithm: str,
-    trained_steps: int,
-    trained_lr: float,
+    meta: MetaConfig,
     valid: list[np.ndarray],
     shots: Sequence[int],
     support_max: int,
@@ -62,12 +60,14 @@ def choose_adaptation(
     finetune: bool = False,
     fixed: tuple[int, float] | None = None,
 ) -> Adaptation:
-    """``fixed`` (steps, lr) skips the search; otherwise the grid for this algorithm, on validation users."""
+    """``fixed`` (steps, lr) skips the search; otherwise the grid around the trained ``meta`` settings for
+    this algorithm, on validation users."""
     if fixed is not None:
         return Adaptation(*fixed)
+    algorithm = meta.algorithm
     if algorithm in NO_ADAPTATION and not finetune:
-        return Adaptation(0, trained_lr)
-    grid = adaptation_grid(trained_steps, trained_lr, finetune=algorithm in NO_ADAPTATION)
+        return Adaptation(0, meta.inner_lr)
+    grid = adaptation_grid(meta.adaptation_steps, meta.inner_lr, finetune=algorithm in NO_ADAPTATION)
     return tune_adaptation(model, algorithm, valid, shots, support_max, eval_cfg, grid)
 
 

@@ -83,9 +83,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
     for finetune in sorted({False, spec.finetune}):
         adaptation = choose_adaptation(
             loaded.model,
-            cfg.meta.algorithm,
-            cfg.meta.adaptation_steps,
-            cfg.meta.inner_lr,
+            cfg.meta,
             splits.valid,
             shots,
             cfg.tasks.support_max,
