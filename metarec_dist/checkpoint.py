@@ -30,11 +30,16 @@ import torch
 MANIFEST = "manifest.json"
 CLIENT_STATE = "client_state.json"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
-_RAY_STEP_DIR = re.compile(r"^checkpoint_step_(\d{6,})$")  # named by RayContext.report
+_RAY_STEP_DIR = re.compile(r"^checkpoint_step_(\d{6,})$")
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:06d}"
+
+
+def ray_checkpoint_name(step: int) -> str:
+    """The folder Ray Train stores a reported checkpoint under, next to its own files in the run folder."""
+    return f"checkpoint_step_{step:06d}"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

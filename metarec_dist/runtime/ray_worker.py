@@ -44,8 +44,10 @@ class RayContext(WorkerContext):
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         import ray.train
 
+        from metarec_dist.checkpoint import ray_checkpoint_name
+
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        name = f"checkpoint_step_{int(metrics['step']):06d}" if checkpoint_dir else None
+        name = ray_checkpoint_name(int(metrics["step"])) if checkpoint_dir else None
         ray.train.report(_plain(metrics), checkpoint=checkpoint, checkpoint_dir_name=name)
         for folder in self._staging:
             shutil.rmtree(folder, ignore_errors=True)

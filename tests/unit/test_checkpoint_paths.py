@@ -27,8 +27,8 @@ def test_local_layout_newest_complete_wins(tmp_path):
 
 def test_ray_layout_is_found_next_to_ray_trains_files(tmp_path):
     run = tmp_path / "quickstart"
-    _make(run / "checkpoint_step_000400")
-    newest = _make(run / "checkpoint_step_000600")
+    _make(run / ckpt.ray_checkpoint_name(400))  # the name the Ray workers report under
+    newest = _make(run / ckpt.ray_checkpoint_name(600))
     (run / "checkpoint_manager_snapshot.json").write_text("{}")
     (run / "wandb").mkdir()
     names = [p.name for p in ckpt.list_checkpoints(run)]
