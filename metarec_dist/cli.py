@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p = bench.add_parser("system", help="in-process trainer vs Ray + DeepSpeed (1 worker), same work")
     _add_config_args(p)
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=400, help="meta-steps per side; the first quarter is warm-up")
     p.add_argument("--json", action="store_true")
     p = bench.add_parser("data", help="load + preprocess + task building on a generated log")
     p.add_argument("--interactions", type=int, default=1_000_000)

@@ -110,9 +110,17 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
     eval_users: int = 256  # validation users used for the periodic cold-start evaluation
+    # Meta-steps left out of the throughput figures (tasks/s, tokens/s, MFU): the first steps pay for
+    # allocator and kernel warm-up and, on a fresh Ray cluster, for actors still starting beside the worker.
+    timing_warmup: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "train", "meta_steps", "log_every")
+        if not 0 <= self.timing_warmup < self.meta_steps:
+            raise ValueError(
+                f"train.timing_warmup must be >= 0 and below train.meta_steps ({self.meta_steps}), "
+                f"got {self.timing_warmup}"
+            )
 
 
 @dataclass

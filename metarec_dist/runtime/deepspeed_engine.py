@@ -197,4 +197,10 @@ def build_deepspeed_engine(
         config=deepspeed_config(optim, rt, micro_batch, world_size),
     )
     install_safe_checkpoint_engine(engine)
+    if rt.zero_stage == 0 and engine.dp_world_size == 1:
+        # One data-parallel rank: there is nothing to all-reduce, yet DeepSpeed's ZeRO-0 path still
+        # flattens every gradient into buckets, all-reduces them over a one-process group and copies them
+        # back after each backward (~2 ms of a ~33 ms tiny-config step on CPU). ZeRO >= 1 is left alone:
+        # its reduce hooks also move gradients into the optimizer's partitions.
+        engine.enable_backward_allreduce = False
     return DeepSpeedEngine(engine)

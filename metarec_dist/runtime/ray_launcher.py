@@ -98,6 +98,10 @@ def build_trainer(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
         ),
         datasets=datasets,
+        # Only the training rows are split (equally, so every rank takes the same number of meta-batches).
+        # Every rank reads all validation users itself: a split would only be gathered back, and each split
+        # dataset keeps a coordinator actor alive (and waking every 10 ms) for the whole run.
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         torch_config=TorchConfig(backend="nccl" if rt.use_gpu else "gloo"),
     )
 

@@ -89,15 +89,17 @@ def collect_shard(name: str) -> list[dict[str, Any]]:
     return rows
 
 
+def in_user_order(users: np.ndarray, seqs: list[np.ndarray]) -> list[np.ndarray]:
+    return [seqs[i] for i in np.argsort(users, kind="stable")]
+
+
 def gather_users(ctx: RayContext, rows: list[dict[str, Any]]) -> list[np.ndarray]:
     """All ranks' rows, in user order. Ray Data's split is not deterministic; sorting by user id makes the
     task stream independent of which rank received which row, so a run (and its resume) samples exactly
     the meta-batches a single process would."""
     users, seqs = _rows_to_sequences(rows)
     parts = ctx.all_gather((users, seqs))
-    all_users = np.concatenate([p[0] for p in parts])
-    all_seqs = [s for p in parts for s in p[1]]
-    return [all_seqs[i] for i in np.argsort(all_users, kind="stable")]
+    return in_user_order(np.concatenate([p[0] for p in parts]), [s for p in parts for s in p[1]])
 
 
 def _local_dir(storage: str, run_name: str) -> Path | None:
@@ -117,7 +119,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.set_num_threads(cfg.runtime.torch_threads)
     ctx = RayContext()
     train = gather_users(ctx, collect_shard("train"))
-    valid = gather_users(ctx, collect_shard("valid"))
+    valid = in_user_order(*_rows_to_sequences(collect_shard("valid")))  # not split: every rank reads it all
     data = TrainData(train=train, valid=valid, num_items=int(config["num_items"]))
     logger = build_logger(
         cfg.logging,

@@ -118,6 +118,8 @@ class MetaTrainer:
         cfg = self.cfg
         self.engine.train()
         t0, steps0 = time.perf_counter(), self.state.step
+        # Throughput counts the steps after the timing warm-up (from the start until it is over).
+        warm_end = steps0 + cfg.train.timing_warmup
         last: dict[str, float] = {}
         while self.state.step < cfg.train.meta_steps:
             step = self.state.step + 1
@@ -138,6 +140,8 @@ class MetaTrainer:
                 self.state.history.append({"step": step, **last})
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.train.meta_steps:
                 self.save_and_report({"step": step, **last})
+            if step == warm_end:
+                t0, steps0 = time.perf_counter(), step
         final = {"step": self.state.step, **last}
         if self.state.resumed_from is not None:
             final["resumed_from"] = self.state.resumed_from

@@ -92,6 +92,20 @@ def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
     assert {"client_state.json", "rng_rank0.safetensors", "rng_rank1.safetensors"} <= set(files)
 
 
+def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):
+    """With one data-parallel rank the DeepSpeed ZeRO-0 engine does no gradient all-reduce (nothing to
+    reduce) and still trains exactly like the plain in-process engine."""
+    trainer = MetaTrainer(
+        _cfg(tmp_path, "runtime.deepspeed=true", "runtime.zero_stage=0", "train.meta_steps=3"),
+        LocalContext(None),
+        load_train_data(_cfg(tmp_path).data),
+    )
+    assert trainer.engine.engine.enable_backward_allreduce is False
+    trainer.fit()
+    deepspeed = {k: v.detach() for k, v in trainer.model.state_dict().items()}
+    _assert_same(deepspeed, _single_process(_cfg(tmp_path, "train.meta_steps=3")))
+
+
 def test_stop_then_resume_equals_uninterrupted(ray_cluster, tmp_path):
     args = ["runtime.backend=ray", "runtime.num_workers=2", "runtime.zero_stage=2", "runtime.run_name=resume"]
     first = train_on_ray(_cfg(tmp_path, *args, "train.meta_steps=2"))
