@@ -3,6 +3,7 @@
 # (configs/base-100m.yaml), one GPU, DeepSpeed engine, synthetic data with a 20k-item catalogue.
 # Prints and writes ($OUT or ./gpu_check_out) one JSON per run: tasks/s, tokens/s, MFU (989 TFLOP/s dense
 # bf16 peak, FLOPs counted by metarec_dist/metrics/flops.py incl. the inner loop), peak GPU memory.
+# Throughput leaves out the first 10 steps (CUDA context, kernel selection, allocator warm-up).
 #
 # The lent H200 image has torch and transformers but not deepspeed/ray/datasets/wandb and no network:
 # carry them as wheels in .whl/ (see /work/.library/device/README.md), e.g.
@@ -27,7 +28,8 @@ COMMON=(--config configs/base-100m.yaml --set runtime.backend=local --set runtim
   --set runtime.num_workers=1 --set runtime.use_gpu=true --set runtime.precision=bf16
   --set data.format=synthetic --set data.synthetic_users=20000 --set data.synthetic_items=20000
   --set data.synthetic_min_len=61 --set data.synthetic_max_len=120 --set data.cache=false
-  --set train.meta_steps=60 --set train.log_every=20 --set train.eval_every=0 --set train.eval_users=256
+  --set train.meta_steps=60 --set train.timing_warmup=10 --set train.log_every=20 --set train.eval_every=0
+  --set train.eval_users=256
   --set checkpoint.every=0 --set checkpoint.resume=false --set logging.wandb=off
   --set "runtime.storage_path=$OUT/runs")
 for stage in 2 3; do
