@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -195,6 +195,7 @@ def load_checkpoint(engine: Any, folder: Path, rank: int) -> dict[str, Any]:
 
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_ALGORITHM = "algorithm.safetensors"  # parameters the algorithm owns (Meta-SGD's rates), if any
 
 
 def export(checkpoint_dir: Path, out_dir: Path) -> Path:
@@ -208,11 +209,16 @@ def export(checkpoint_dir: Path, out_dir: Path) -> Path:
     verify(checkpoint_dir)
     client = json.loads((checkpoint_dir / CLIENT_STATE).read_text())
     state = consolidated_state_dict(checkpoint_dir / "engine")
-    weights = {k.removeprefix("model."): v.contiguous() for k, v in state.items() if k.startswith("model.")}
+    weights, algorithm = (
+        {k.removeprefix(p): v.contiguous() for k, v in state.items() if k.startswith(p)}
+        for p in ("model.", "algorithm.")
+    )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
         save_file(weights, str(tmp / EXPORT_WEIGHTS))
+        if algorithm:
+            save_file(algorithm, str(tmp / EXPORT_ALGORITHM))
         meta = {k: client[k] for k in ("config", "num_items", "step", "item_titles") if k in client}
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
         if out_dir.exists():
@@ -224,11 +230,20 @@ def export(checkpoint_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def load_exported(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
-    """``(SeqRecommender, Config, metadata)`` from an exported folder, in eval mode."""
+class Exported(NamedTuple):
+    model: Any  # SeqRecommender, in eval mode
+    cfg: Any  # Config
+    meta: dict[str, Any]  # num_items, step, item_titles, config
+    algorithm_state: dict[str, torch.Tensor]  # the algorithm's own parameters ({} for most algorithms)
+
+
+def load_exported(folder: Path) -> Exported:
+    """The model, its config and metadata, and the trained algorithm's parameters, from an exported
+    folder."""
     from safetensors.torch import load_file
 
     from metarec_dist.config import Config, from_dict
+    from metarec_dist.meta import build_algorithm
     from metarec_dist.models.recommender import SeqRecommender
 
     folder = Path(folder)
@@ -241,4 +256,15 @@ def load_exported(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
     cfg = from_dict(Config, meta["config"])
     model = SeqRecommender(cfg.model, int(meta["num_items"]))
     model.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
-    return model.eval(), cfg, meta
+    algorithm = build_algorithm(cfg.meta, model.head.size)
+    path = folder / EXPORT_ALGORITHM
+    # Checked: a Meta-SGD export without its rates (or rates for another algorithm) is an error, not a guess.
+    missing, unexpected = algorithm.load_state_dict(
+        load_file(str(path)) if path.is_file() else {}, strict=False
+    )
+    if missing or unexpected:
+        raise ValueError(
+            f"{folder}: the parameters of meta.algorithm={cfg.meta.algorithm} do not match "
+            f"{EXPORT_ALGORITHM} (missing {missing}, unexpected {unexpected}); export the checkpoint again"
+        )
+    return Exported(model.eval(), cfg, meta, dict(algorithm.state_dict()))

@@ -29,7 +29,11 @@ def command(
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.set or [])
+    cfg = load_config(args.config, args.set or [])
+    from metarec_dist.meta import algorithm_class  # imports torch, so only after the config itself is fine
+
+    algorithm_class(cfg.meta)  # an unknown algorithm or an option it ignores: fail before data or training
+    return cfg
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -105,6 +109,7 @@ def _print_config(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from metarec_dist.runtime.jobs import submit
 
+    _config(args)
     root = Path(args.working_dir).resolve()
     return submit(
         args.address, Path(args.config), args.set or [], root, args.wait, args.pip, args.image, args.job_id

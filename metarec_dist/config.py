@@ -33,9 +33,6 @@ class ModelConfig:
     # Fast weights: which head adapters are adapted per task in the inner loop.
     adapters: list[str] = field(default_factory=lambda: ["lowrank"])
     adapter_rank: int = 8
-    # Meta-SGD (Li et al., 2017): learn a positive multiplier of meta.inner_lr for every fast weight, so the
-    # meta-learner chooses which directions a user's few interactions may move, and how far.
-    learn_inner_lr: bool = False
     loss: Literal["full", "sampled"] = "full"
     num_negatives: int = 256  # sampled softmax only
     init_std: float = 0.02
@@ -68,12 +65,14 @@ class TasksConfig:
 
 @dataclass
 class MetaConfig:
-    algorithm: str = "fomaml"  # a name in metarec_dist.meta.ALGORITHMS
+    # A name in metarec_dist.meta.ALGORITHMS; the algorithm checks the options below (`build_algorithm`).
+    algorithm: str = "fomaml"
     inner_lr: float = 0.5
     adaptation_steps: int = 3
     meta_batch_size: int = 64  # tasks per meta-step, summed over all workers
-    # FOMAML: weight of an extra query loss at the un-adapted fast weights (0 = pure first-order MAML);
-    # > 0 keeps the backbone a good in-context learner on its own, so adaptation starts from `none`'s level.
+    # FOMAML / Meta-SGD: weight of an extra query loss at the un-adapted fast weights (0 = pure first-order
+    # MAML); > 0 keeps the backbone a good in-context learner on its own, so adaptation starts from `none`'s
+    # level.
     init_query_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -213,22 +212,6 @@ class Config:
                 f"meta.meta_batch_size ({self.meta.meta_batch_size}) must be a multiple of "
                 f"runtime.num_workers x runtime.grad_accum ({shards}) so every rank gets the same number "
                 "of tasks (uneven ranks hang the collectives)"
-            )
-        from metarec_dist.meta import ALGORITHMS  # late import: meta imports torch
-
-        if self.meta.algorithm not in ALGORITHMS:
-            raise ValueError(
-                f"meta.algorithm: unknown {self.meta.algorithm!r}; choose from {sorted(ALGORITHMS)}"
-            )
-        fomaml_only = {
-            "model.learn_inner_lr": self.model.learn_inner_lr,
-            "meta.init_query_weight": self.meta.init_query_weight > 0,
-        }
-        used = [k for k, on in fomaml_only.items() if on]
-        if used and not ALGORITHMS[self.meta.algorithm].fomaml_outer_loss:
-            raise ValueError(
-                f"{', '.join(used)}: only meta.algorithm=fomaml uses this (through its outer loss); "
-                f"meta.algorithm={self.meta.algorithm} would silently ignore it"
             )
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from metarec_dist.config import Config
+from metarec_dist.config import Config, MetaConfig
 from metarec_dist.data.synthetic import make_synthetic_sequences
 from metarec_dist.meta import build_algorithm
 from metarec_dist.meta.algorithms import PlainNextItem
@@ -46,7 +46,7 @@ def _median_times(
 
 def plain_loss(model: SeqRecommender, batch: MetaBatch) -> torch.Tensor:
     """Next-item loss at every position of the same sequences, no adaptation (SASRec-style step)."""
-    return PlainNextItem(0.0, 0).meta_loss(model, batch).loss
+    return PlainNextItem(MetaConfig(), model.head.size).meta_loss(model, batch).loss
 
 
 def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -> dict[str, Any]:
@@ -58,9 +58,8 @@ def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -
     )
     torch.manual_seed(cfg.train.seed)
     model = SeqRecommender(cfg.model, num_items)
-    algo = build_algorithm(cfg.meta.algorithm, cfg.meta.inner_lr, cfg.meta.adaptation_steps)
-    algo.track_adaptation = False  # as on the trainer's non-logging steps
-    opt = make_optimizer(model.parameters(), cfg.optim)
+    algo = build_algorithm(cfg.meta, model.head.size)
+    opt = make_optimizer([*model.parameters(), *algo.parameters()], cfg.optim)
     negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
     batch = TaskSampler(seqs, cfg.tasks, num_items, cfg.train.seed, negatives).sample(
         cfg.meta.meta_batch_size
@@ -78,13 +77,21 @@ def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -
     # after them, so its large allocations do not disturb the caches of the steps measured right after it.
     fast = _median_times(
         {
-            "meta": step(lambda: algo.meta_loss(model, batch).loss),
+            # track_adaptation off, as on the trainer's non-logging steps
+            "meta": step(lambda: algo.meta_loss(model, batch, track_adaptation=False).loss),
             "plain": step(lambda: plain_loss(model, batch)),
         },
         {"meta": repeats, "plain": repeats},
     )
     loop = step(
-        lambda: loop_meta_loss(model, batch, cfg.meta.algorithm, cfg.meta.adaptation_steps, cfg.meta.inner_lr)
+        lambda: loop_meta_loss(
+            model,
+            batch,
+            cfg.meta.algorithm,
+            cfg.meta.adaptation_steps,
+            algo.inner_lrs(),
+            cfg.meta.init_query_weight,
+        )
     )
     slow = _median_times({"loop": loop}, {"loop": loop_repeats}, warmup=1)
     meta_s, plain_s, loop_s = fast["meta"], fast["plain"], slow["loop"]

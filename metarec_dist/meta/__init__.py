@@ -1,9 +1,11 @@
-"""Meta-learning algorithms (a registry) and the module DeepSpeed wraps."""
+"""Meta-learning algorithms (a registry of classes that state their own capabilities) and the module
+DeepSpeed wraps."""
 
 from metarec_dist.meta.algorithms import (
     ALGORITHMS,
     MetaAlgorithm,
     MetaStepOutput,
+    algorithm_class,
     build_algorithm,
     inner_loop,
     register,
@@ -15,6 +17,7 @@ __all__ = [
     "MetaAlgorithm",
     "MetaLearner",
     "MetaStepOutput",
+    "algorithm_class",
     "build_algorithm",
     "inner_loop",
     "register",

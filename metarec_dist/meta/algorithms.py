@@ -13,20 +13,27 @@ weights but the gradient of ``fast_init``: exactly the first-order MAML gradient
 Nothing is edited in place, so DeepSpeed's partitioned parameters stay untouched (ZeRO overwrites
 in-place edits at ``step()``).
 
-Meta-SGD (``model.learn_inner_lr``): the inner lr is a learned vector ``lr [P]``, and the adapted weights are
-``fast_init - lr * G`` with ``G`` the (detached) sum of the inner gradients. The same straight-through
-trick, ``step * (lr / lr.detach())``, gives the query loss the value of the adapted weights and the
-first-order gradient ``-G * dL/dw`` for ``lr``.
+Meta-SGD (``metasgd``): the inner lr is a learned vector ``lr [P]`` that the algorithm owns, and the adapted
+weights are ``fast_init - lr * G`` with ``G`` the (detached) sum of the inner gradients. The same
+straight-through trick, ``step * (lr / lr.detach())``, gives the query loss the value of the adapted weights
+and the first-order gradient ``-G * dL/dw`` for ``lr``.
+
+Each algorithm states its own facts as class attributes (``adapts``, ``options``), so the trainer, the
+evaluation and the config checks ask the class instead of comparing names.
 """
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+from torch import nn
 
+from metarec_dist.config import MetaConfig
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.tasks.types import MetaBatch
 
@@ -84,19 +91,28 @@ def inner_loop(
     return w, losses
 
 
-class MetaAlgorithm:
-    """Base: the vocabulary of learn2learn (``adapt``, ``inner_lr``, ``adaptation_steps``)."""
+# Fields of ``meta:`` that only some algorithms act on; any other algorithm rejects a non-default value
+# (it would silently ignore it).
+ALGORITHM_OPTIONS = ("init_query_weight",)
 
-    # Whether this algorithm's outer loss is FOMAML's, the one that trains a learned inner lr
-    # (``model.learn_inner_lr``) and adds ``init_query_weight``; the config rejects them elsewhere.
-    fomaml_outer_loss: ClassVar[bool] = True
 
-    def __init__(self, inner_lr: float, adaptation_steps: int, init_query_weight: float = 0.0) -> None:
-        self.inner_lr, self.adaptation_steps = inner_lr, adaptation_steps
-        self.init_query_weight = init_query_weight
-        # The support loss after adaptation costs one more scoring pass; the trainer asks for it only on
-        # the steps it logs.
-        self.track_adaptation = True
+class MetaAlgorithm(nn.Module, abc.ABC):
+    """An outer loss around the shared inner loop; the vocabulary of learn2learn (``adapt``, ``inner_lr``,
+    ``adaptation_steps``). A module, so parameters an algorithm owns (Meta-SGD's rates) are trained,
+    checkpointed and exported with the meta-learner that holds it."""
+
+    # Runs the inner loop in training and, by default, at test time (False: trained at ``fast_init``).
+    adapts: ClassVar[bool]
+    # The ALGORITHM_OPTIONS this algorithm acts on.
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
+        super().__init__()
+        self.inner_lr, self.adaptation_steps = meta.inner_lr, meta.adaptation_steps
+
+    def inner_lrs(self) -> float | torch.Tensor:
+        """The inner learning rate: a scalar, or one per fast weight (``[P]``)."""
+        return self.inner_lr
 
     def adapt(
         self,
@@ -109,36 +125,35 @@ class MetaAlgorithm:
         """Fast weights ``[T, P]`` adapted on each task's support, starting from ``model.fast_init``."""
         start = model.fast_init.detach().expand(h_support.shape[0], -1)
         n = self.adaptation_steps if steps is None else steps
-        lr = model.inner_lr(self.inner_lr)
-        return inner_loop(model, h_support, support_targets, start, n, lr, negatives)
+        return inner_loop(model, h_support, support_targets, start, n, self.inner_lrs(), negatives)
 
-    def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
-        """The scalar loss whose gradient is this algorithm's outer gradient."""
+    @abc.abstractmethod
+    def meta_loss(
+        self, model: SeqRecommender, batch: MetaBatch, track_adaptation: bool = True
+    ) -> MetaStepOutput:
+        """The scalar loss whose gradient is this algorithm's outer gradient. ``track_adaptation``: also
+        report the support loss after adaptation (one more scoring pass; the trainer asks on logged steps)."""
+
+
+class InnerLoopAlgorithm(MetaAlgorithm):
+    """Adapt on the support, then an outer loss on the query at the adapted weights."""
+
+    adapts = True
+
+    def meta_loss(
+        self, model: SeqRecommender, batch: MetaBatch, track_adaptation: bool = True
+    ) -> MetaStepOutput:
         feats = encode(model, batch)
         adapted, before = self.adapt(model, feats.support, batch.support_targets, batch.negatives)
         loss, metrics = self.outer_loss(model, feats, batch, adapted)
-        if self.track_adaptation:
+        if track_adaptation:
             metrics.update(_adaptation_metrics(model, feats, batch, adapted, before))
         return MetaStepOutput(loss=loss, metrics=metrics)
 
+    @abc.abstractmethod
     def outer_loss(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """FOMAML's: the query loss at the adapted weights, first-order gradient to ``fast_init`` (and to the
-        learned inner lr under Meta-SGD); plus ``init_query_weight`` x the query loss without adaptation."""
-        step = (adapted - model.fast_init).detach()
-        lr = model.inner_lr(self.inner_lr)
-        if isinstance(lr, torch.Tensor) and self.inner_lr > 0:
-            step = step * (lr / lr.detach())  # value 1; d/d lr = step / lr = -sum of the inner gradients
-        fast = model.fast_init + step
-        query = model.task_loss(feats.query, fast, batch.query_targets, batch.negatives).mean()
-        metrics = {"query_loss": query.detach()}
-        if self.init_query_weight <= 0:
-            return query, metrics
-        init = model.fast_init.expand(batch.num_tasks, -1)
-        at_init = model.task_loss(feats.query, init, batch.query_targets, batch.negatives).mean()
-        metrics["query_loss_at_init"] = at_init.detach()
-        return query + self.init_query_weight * at_init, metrics
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
 def _adaptation_metrics(
@@ -166,6 +181,8 @@ ALGORITHMS: dict[str, type[MetaAlgorithm]] = {}
 
 def register(name: str) -> Callable[[type[MetaAlgorithm]], type[MetaAlgorithm]]:
     def deco(cls: type[MetaAlgorithm]) -> type[MetaAlgorithm]:
+        if not isinstance(getattr(cls, "adapts", None), bool):
+            raise TypeError(f"algorithm {name!r}: {cls.__name__} must state `adapts` (True or False)")
         ALGORITHMS[name] = cls
         return cls
 
@@ -173,12 +190,57 @@ def register(name: str) -> Callable[[type[MetaAlgorithm]], type[MetaAlgorithm]]:
 
 
 @register("fomaml")
-class FOMAML(MetaAlgorithm):
-    """First-order MAML: the base class's outer loss is exactly FOMAML."""
+class FOMAML(InnerLoopAlgorithm):
+    """First-order MAML, optionally with ``init_query_weight`` x the query loss without adaptation (keeps
+    the backbone a good in-context learner on its own, so adaptation starts from ``none``'s level)."""
+
+    options = frozenset({"init_query_weight"})
+
+    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
+        super().__init__(meta, num_fast_weights)
+        self.init_query_weight = meta.init_query_weight
+
+    def outer_loss(
+        self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The query loss at the adapted weights, first-order gradient to ``fast_init``."""
+        fast = model.fast_init + self.straight_through((adapted - model.fast_init).detach())
+        query = model.task_loss(feats.query, fast, batch.query_targets, batch.negatives).mean()
+        metrics = {"query_loss": query.detach()}
+        if self.init_query_weight <= 0:
+            return query, metrics
+        init = model.fast_init.expand(batch.num_tasks, -1)
+        at_init = model.task_loss(feats.query, init, batch.query_targets, batch.negatives).mean()
+        metrics["query_loss_at_init"] = at_init.detach()
+        return query + self.init_query_weight * at_init, metrics
+
+    def straight_through(self, step: torch.Tensor) -> torch.Tensor:
+        """The adaptation step (detached) as the outer loss sees it: here with no gradient of its own."""
+        return step
+
+
+@register("metasgd")
+class MetaSGD(FOMAML):
+    """Meta-SGD (Li et al., 2017): FOMAML with a learned positive multiplier of ``meta.inner_lr`` for every
+    fast weight, so the meta-learner chooses which directions a user's few interactions may move, and how
+    far. The rates are this algorithm's parameter (log scale, 0 = the plain scalar ``inner_lr``)."""
+
+    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
+        super().__init__(meta, num_fast_weights)
+        self.inner_lr_log_scale = nn.Parameter(torch.zeros(num_fast_weights))
+
+    def inner_lrs(self) -> torch.Tensor:
+        return self.inner_lr * self.inner_lr_log_scale.exp()
+
+    def straight_through(self, step: torch.Tensor) -> torch.Tensor:
+        if self.inner_lr <= 0:
+            return step
+        lr = self.inner_lrs()
+        return step * (lr / lr.detach())  # value 1; d/d lr = step / lr = -sum of the inner gradients
 
 
 @register("reptile")
-class Reptile(MetaAlgorithm):
+class Reptile(InnerLoopAlgorithm):
     """Reptile (Nichol et al., 2018) for the fast-weight initialisation, first-order query loss for the rest.
 
     ``fast_init`` gets the gradient ``fast_init - mean_t(adapted_t)``: one outer SGD step at rate ``eps``
@@ -187,8 +249,6 @@ class Reptile(MetaAlgorithm):
     are not in the inner loop, so Reptile has no update of its own for them; they get the query loss at the
     adapted fast weights, as in FOMAML, so the shared features keep learning what adaptation needs.
     """
-
-    fomaml_outer_loss = False
 
     def outer_loss(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
@@ -202,11 +262,14 @@ class Reptile(MetaAlgorithm):
 @register("none")
 class NoAdaptation(MetaAlgorithm):
     """The baseline: the same tasks, trained with the query loss at ``fast_init``; the support is only
-    context for the backbone. No inner loop (``adaptation_steps`` is ignored in training)."""
+    context for the backbone. No inner loop (``adaptation_steps`` is ignored in training; evaluation may
+    still run it as test-time fine-tuning)."""
 
-    fomaml_outer_loss = False
+    adapts = False
 
-    def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
+    def meta_loss(
+        self, model: SeqRecommender, batch: MetaBatch, track_adaptation: bool = True
+    ) -> MetaStepOutput:
         feats = encode(model, batch)
         fast = model.fast_init.expand(batch.num_tasks, -1)
         query = model.task_loss(feats.query, fast, batch.query_targets, batch.negatives).mean()
@@ -219,9 +282,11 @@ class PlainNextItem(MetaAlgorithm):
     alike), fast weights at their init, no adaptation. With long windows (``tasks.support_max``) this is
     ordinary sequence-recommender training on whole user histories."""
 
-    fomaml_outer_loss = False
+    adapts = False
 
-    def meta_loss(self, model: SeqRecommender, batch: MetaBatch) -> MetaStepOutput:
+    def meta_loss(
+        self, model: SeqRecommender, batch: MetaBatch, track_adaptation: bool = True
+    ) -> MetaStepOutput:
         h = model.encode(batch.item_ids, batch.attention_mask)
         targets = torch.cat([batch.support_targets, batch.query_targets], dim=1)
         fast = model.fast_init.expand(batch.num_tasks, -1)
@@ -229,12 +294,23 @@ class PlainNextItem(MetaAlgorithm):
         return MetaStepOutput(loss=loss, metrics={"next_item_loss": loss.detach()})
 
 
-def build_algorithm(
-    name: str,
-    inner_lr: float,
-    adaptation_steps: int,
-    init_query_weight: float = 0.0,
-) -> MetaAlgorithm:
-    if name not in ALGORITHMS:
-        raise ValueError(f"meta.algorithm: unknown {name!r}; choose from {sorted(ALGORITHMS)}")
-    return ALGORITHMS[name](inner_lr, adaptation_steps, init_query_weight)
+def algorithm_class(meta: MetaConfig) -> type[MetaAlgorithm]:
+    """The class ``meta.algorithm`` names, after checking that it acts on every option set in ``meta``.
+    Cheap (no model): the CLI calls it to fail in the first second, ``build_algorithm`` calls it again."""
+    if meta.algorithm not in ALGORITHMS:
+        raise ValueError(f"meta.algorithm: unknown {meta.algorithm!r}; choose from {sorted(ALGORITHMS)}")
+    cls = ALGORITHMS[meta.algorithm]
+    defaults = {f.name: f.default for f in dataclasses.fields(MetaConfig)}
+    for key in ALGORITHM_OPTIONS:
+        if getattr(meta, key) != defaults[key] and key not in cls.options:
+            takers = sorted(n for n, c in ALGORITHMS.items() if key in c.options)
+            raise ValueError(
+                f"meta.{key}: meta.algorithm={meta.algorithm} does not use this option and would silently "
+                f"ignore it; leave it at {defaults[key]} or choose meta.algorithm from {takers}"
+            )
+    return cls
+
+
+def build_algorithm(meta: MetaConfig, num_fast_weights: int) -> MetaAlgorithm:
+    """The algorithm of the ``meta`` section for a model with ``num_fast_weights`` fast weights."""
+    return algorithm_class(meta)(meta, num_fast_weights)

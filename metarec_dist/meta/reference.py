@@ -41,15 +41,16 @@ def loop_meta_loss(
     batch: MetaBatch,
     algorithm: str,
     steps: int,
-    lr: float,
+    lr: float | torch.Tensor,
     init_query_weight: float = 0.0,
 ) -> torch.Tensor:
     """The meta-loss built task by task (backbone run per task); its gradient is the reference gradient.
 
-    With a learned inner lr (Meta-SGD) FOMAML's adapted weights are written out as ``fast_init - lr * G``
-    (``G`` the detached sum of the inner gradients): same value, and autograd gives ``lr`` its first-order
-    gradient ``-G * dL/dw`` directly."""
-    if algorithm not in ("fomaml", "reptile", "none"):
+    ``lr``: the inner lr, for ``metasgd`` the learned per-weight rates (with their graph). Meta-SGD's
+    adapted weights are written out as ``fast_init - lr * G`` (``G`` the detached sum of the inner
+    gradients): same value as FOMAML's, and autograd gives ``lr`` its first-order gradient ``-G * dL/dw``
+    directly."""
+    if algorithm not in ("fomaml", "metasgd", "reptile", "none", "sasrec"):
         raise ValueError(f"no per-task reference for algorithm {algorithm!r}")
     total = torch.zeros(())
     k, q = batch.support_len, batch.query_targets.shape[1]
@@ -57,22 +58,26 @@ def loop_meta_loss(
         one = batch.slice(t, t + 1)
         h = model.encode(one.item_ids, one.attention_mask)
         h_s, h_q = h[:, :k].detach(), h[:, k : k + q]
-        if algorithm == "none":
+        if algorithm in ("none", "sasrec"):
             w = model.fast_init[None]
-            total = total + model.task_loss(h_q, w, one.query_targets, one.negatives).sum()
-            continue
-        vector_lr = model.inner_lr(lr)
-        adapted, grad_sum = adapt_one(model, h_s, one.support_targets, steps, vector_lr, one.negatives)
-        if algorithm == "fomaml":
-            if isinstance(vector_lr, torch.Tensor):
-                w = model.fast_init[None] - vector_lr[None] * grad_sum
+            if algorithm == "sasrec":  # every position of the window, support and query alike
+                h_q = h[:, : k + q]
+                targets = torch.cat([one.support_targets, one.query_targets], dim=1)
             else:
-                w = model.fast_init[None] + (adapted - model.fast_init[None]).detach()
-            total = total + model.task_loss(h_q, w, one.query_targets, one.negatives).sum()
-            if init_query_weight:
-                at_init = model.task_loss(h_q, model.fast_init[None], one.query_targets, one.negatives).sum()
-                total = total + init_query_weight * at_init
-        else:  # reptile
+                targets = one.query_targets
+            total = total + model.task_loss(h_q, w, targets, one.negatives).sum()
+            continue
+        adapted, grad_sum = adapt_one(model, h_s, one.support_targets, steps, lr, one.negatives)
+        if algorithm == "reptile":
             total = total + model.task_loss(h_q, adapted, one.query_targets, one.negatives).sum()
             total = total + 0.5 * (model.fast_init - adapted[0]).pow(2).sum()
+            continue
+        if algorithm == "metasgd":
+            w = model.fast_init[None] - lr[None] * grad_sum
+        else:
+            w = model.fast_init[None] + (adapted - model.fast_init[None]).detach()
+        total = total + model.task_loss(h_q, w, one.query_targets, one.negatives).sum()
+        if init_query_weight:
+            at_init = model.task_loss(h_q, model.fast_init[None], one.query_targets, one.negatives).sum()
+            total = total + init_query_weight * at_init
     return total / batch.num_tasks

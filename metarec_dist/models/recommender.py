@@ -34,20 +34,11 @@ class SeqRecommender(nn.Module):
         # The meta-learned initialisation of the fast weights (learn2learn would call it the "model" that
         # `adapt` clones). One flat vector; every task starts from it.
         self.fast_init = nn.Parameter(self.head.init(generator))
-        # Meta-SGD: log of a per-fast-weight multiplier of the inner lr (0 = the plain scalar inner_lr).
-        self.inner_lr_log_scale = nn.Parameter(torch.zeros(self.head.size)) if cfg.learn_inner_lr else None
 
     def external_parameters(self) -> list[nn.Parameter]:
         """Parameters read outside their owning module's ``forward`` (the tied score table and the fast-weight
         init). ZeRO-3 must be told about them (``register_external_parameter``) or it sees empty tensors."""
-        extra = [] if self.inner_lr_log_scale is None else [self.inner_lr_log_scale]
-        return [self.item_emb.weight, self.fast_init, *extra]
-
-    def inner_lr(self, base: float) -> torch.Tensor | float:
-        """The inner learning rate: ``base`` times the learned per-weight multiplier (``[P]``) if any."""
-        if self.inner_lr_log_scale is None:
-            return base
-        return base * self.inner_lr_log_scale.exp()
+        return [self.item_emb.weight, self.fast_init]
 
     def item_table(self) -> torch.Tensor:
         """``[V, d]``: embeddings of items 1..V, i.e. column j of the scores is item j + 1."""

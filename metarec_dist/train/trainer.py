@@ -74,12 +74,7 @@ class MetaTrainer:
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)
         self.model = SeqRecommender(cfg.model, data.num_items, seed=cfg.train.seed)
-        self.algorithm = build_algorithm(
-            cfg.meta.algorithm,
-            cfg.meta.inner_lr,
-            cfg.meta.adaptation_steps,
-            cfg.meta.init_query_weight,
-        )
+        self.algorithm = build_algorithm(cfg.meta, self.model.head.size)
         negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
         self.sampler = TaskSampler(data.train, cfg.tasks, data.num_items, cfg.train.seed, negatives)
         self.per_rank = cfg.meta.meta_batch_size // ctx.world_size
@@ -99,14 +94,14 @@ class MetaTrainer:
             for i in range(self.cfg.runtime.grad_accum)
         ]
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self, track_adaptation: bool = True) -> dict[str, float]:
         batch = self.sampler.sample(self.cfg.meta.meta_batch_size)
         sums: dict[str, float] = {}
         for micro in self.rank_share(batch):
-            loss, metrics = self.engine(micro.to(self.ctx.device))
-            self.engine.backward(loss)
+            out = self.engine.meta_step(micro.to(self.ctx.device), track_adaptation)
+            self.engine.backward(out.loss)
             self.engine.step()
-            for k, v in {"loss": loss.detach(), **metrics}.items():
+            for k, v in {"loss": out.loss.detach(), **out.metrics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / self.cfg.runtime.grad_accum
         self.state.step += 1
         return sums
@@ -124,8 +119,8 @@ class MetaTrainer:
         while self.state.step < cfg.train.meta_steps:
             step = self.state.step + 1
             logging_step = step % cfg.train.log_every == 0 or step == cfg.train.meta_steps
-            self.algorithm.track_adaptation = logging_step
-            metrics = self.train_step()
+            # The support loss after adaptation costs one more scoring pass: only on the steps we log.
+            metrics = self.train_step(track_adaptation=logging_step)
             if logging_step:
                 last = self.ctx.all_reduce_mean(metrics)
                 elapsed = time.perf_counter() - t0
@@ -179,7 +174,7 @@ class MetaTrainer:
             layers=c.model.num_layers,
             num_items=self.data.num_items,
             backbone_params=backbone,
-            adaptation_steps=0 if c.meta.algorithm in ("none", "sasrec") else c.meta.adaptation_steps,
+            adaptation_steps=c.meta.adaptation_steps if self.algorithm.adapts else 0,
             fast_params=self.model.head.size,
         )
 
@@ -187,7 +182,7 @@ class MetaTrainer:
         """Cold-start NDCG@10 / Recall@10 on validation users (every rank: ZeRO-3 scoring is a collective).
         With several ``shots`` it also returns the per-K rows as ``eval/cold_start_table``."""
         shots = shots or [min(3, self.cfg.tasks.support_max)]
-        steps = 0 if self.cfg.meta.algorithm in ("none", "sasrec") else None
+        steps = None if self.algorithm.adapts else 0
         self.engine.eval()
         res = evaluate_cold_start(
             self.engine,

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from metarec_dist.config import load_config
-from metarec_dist.meta import build_algorithm
-from metarec_dist.meta.algorithms import encode
+from metarec_dist import checkpoint as ckpt
+from metarec_dist.config import MetaConfig, load_config
+from metarec_dist.meta import ALGORITHMS, MetaLearner, algorithm_class, build_algorithm
+from metarec_dist.meta.algorithms import ALGORITHM_OPTIONS, encode
 from metarec_dist.meta.reference import adapt_one, loop_meta_loss
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.tasks.sampler import SequenceStore, TaskSampler, collate_windows
 from metarec_dist.tasks.types import MetaBatch
+
+
+def _algo(model, name, inner_lr, adaptation_steps, init_query_weight=0.0):
+    meta = MetaConfig(
+        algorithm=name,
+        inner_lr=inner_lr,
+        adaptation_steps=adaptation_steps,
+        init_query_weight=init_query_weight,
+    )
+    return build_algorithm(meta, model.head.size).to(model.fast_init.dtype)
 
 
 def _setup(tiny_cfg, synth_data, adapters=("lowrank", "bias"), arch="gpt2", loss="full"):
@@ -36,48 +50,59 @@ def _batch(arrays):
     return MetaBatch(task_ids=torch.arange(len(t["item_ids"])), **t)
 
 
-def _grads(model):
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+def _grads(model, algo=None):
+    named = [*model.named_parameters(), *(algo.named_parameters(prefix="algorithm") if algo else [])]
+    return {n: p.grad.clone() for n, p in named if p.grad is not None}
 
 
-@pytest.mark.parametrize("algorithm", ["fomaml", "reptile", "none"])
+def _non_uniform_rates(algo):
+    """Meta-SGD's rates made non-uniform, so a wrong broadcast cannot pass (no-op for other algorithms)."""
+    if hasattr(algo, "inner_lr_log_scale"):
+        with torch.no_grad():
+            algo.inner_lr_log_scale.copy_(0.3 * torch.randn_like(algo.inner_lr_log_scale))
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 @pytest.mark.parametrize("arch,loss", [("gpt2", "full"), ("llama", "sampled")])
 def test_batched_gradient_equals_per_task_reference(tiny_cfg, synth_data, algorithm, arch, loss):
+    """Every registered algorithm has a per-task reference in meta/reference.py and matches it."""
     model, batch = _setup(tiny_cfg, synth_data, arch=arch, loss=loss)
-    algo = build_algorithm(algorithm, inner_lr=0.3, adaptation_steps=2)
+    algo = _algo(model, algorithm, inner_lr=0.3, adaptation_steps=2)
+    _non_uniform_rates(algo)
     algo.meta_loss(model, batch).loss.backward()
-    batched = _grads(model)
+    batched = _grads(model, algo)
     model.zero_grad()
-    loop_meta_loss(model, batch, algorithm, steps=2, lr=0.3).backward()
-    reference = _grads(model)
+    algo.zero_grad()
+    loop_meta_loss(model, batch, algorithm, steps=2, lr=algo.inner_lrs()).backward()
+    reference = _grads(model, algo)
     assert batched.keys() == reference.keys()
     assert "fast_init" in batched and any(k.startswith("backbone.") for k in batched)
     for name in reference:
         torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("learn_inner_lr,init_query_weight", [(True, 0.0), (False, 0.7), (True, 0.7)])
+@pytest.mark.parametrize("algorithm,init_query_weight", [("metasgd", 0.0), ("fomaml", 0.7), ("metasgd", 0.7)])
 def test_meta_sgd_and_init_query_gradients_equal_per_task_reference(
-    tiny_cfg, synth_data, learn_inner_lr, init_query_weight
+    tiny_cfg, synth_data, algorithm, init_query_weight
 ):
     """Meta-SGD's learned per-weight inner lr and the extra query loss at the un-adapted weights get the
     same gradients from the batched straight-through step as from the written-out per-task reference."""
-    tiny_cfg.model.learn_inner_lr = learn_inner_lr
     model, batch = _setup(tiny_cfg, synth_data)
-    if learn_inner_lr:  # a non-uniform multiplier, so a wrong broadcast cannot pass
-        with torch.no_grad():
-            model.inner_lr_log_scale.copy_(0.3 * torch.randn_like(model.inner_lr_log_scale))
-    algo = build_algorithm("fomaml", inner_lr=0.3, adaptation_steps=2, init_query_weight=init_query_weight)
+    algo = _algo(model, algorithm, inner_lr=0.3, adaptation_steps=2, init_query_weight=init_query_weight)
+    _non_uniform_rates(algo)
     out = algo.meta_loss(model, batch)
     out.loss.backward()
-    batched = _grads(model)
+    batched = _grads(model, algo)
     model.zero_grad()
-    loop_meta_loss(model, batch, "fomaml", steps=2, lr=0.3, init_query_weight=init_query_weight).backward()
-    reference = _grads(model)
+    algo.zero_grad()
+    lr = algo.inner_lrs()
+    loop_meta_loss(model, batch, algorithm, steps=2, lr=lr, init_query_weight=init_query_weight).backward()
+    reference = _grads(model, algo)
     assert batched.keys() == reference.keys()
-    assert ("inner_lr_log_scale" in batched) == learn_inner_lr
-    if learn_inner_lr:
-        assert batched["inner_lr_log_scale"].abs().max() > 0
+    learned = algorithm == "metasgd"
+    assert ("algorithm.inner_lr_log_scale" in batched) == learned
+    if learned:
+        assert batched["algorithm.inner_lr_log_scale"].abs().max() > 0
     assert ("query_loss_at_init" in out.metrics) == (init_query_weight > 0)
     for name in reference:
         torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
@@ -85,13 +110,12 @@ def test_meta_sgd_and_init_query_gradients_equal_per_task_reference(
 
 def test_meta_sgd_adapts_with_the_per_weight_lr(tiny_cfg, synth_data):
     """A zero multiplier on a coordinate freezes it in the inner loop; the others move."""
-    tiny_cfg.model.learn_inner_lr = True
     model, batch = _setup(tiny_cfg, synth_data)
+    algo = _algo(model, "metasgd", inner_lr=0.3, adaptation_steps=2)
     frozen = torch.zeros(model.head.size, dtype=torch.bool)
     frozen[::2] = True
     with torch.no_grad():
-        model.inner_lr_log_scale.masked_fill_(frozen, -1e4)  # exp(-1e4) = 0: lr 0 on those weights
-    algo = build_algorithm("fomaml", inner_lr=0.3, adaptation_steps=2)
+        algo.inner_lr_log_scale.masked_fill_(frozen, -1e4)  # exp(-1e4) = 0: lr 0 on those weights
     feats = encode(model, batch)
     adapted, _ = algo.adapt(model, feats.support, batch.support_targets)
     moved = (adapted - model.fast_init.detach()).abs() > 0
@@ -99,10 +123,33 @@ def test_meta_sgd_adapts_with_the_per_weight_lr(tiny_cfg, synth_data):
     assert moved[:, ~frozen].any()
 
 
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_each_algorithm_rejects_the_options_it_does_not_use(algorithm):
+    """An option the algorithm would silently ignore is an error naming the key; the ones it uses pass."""
+    cls = ALGORITHMS[algorithm]
+    for key in ALGORITHM_OPTIONS:
+        meta = dataclasses.replace(MetaConfig(algorithm=algorithm), **{key: 0.5})
+        if key in cls.options:
+            assert algorithm_class(meta) is cls
+            continue
+        with pytest.raises(ValueError, match=rf"meta\.{key}: meta\.algorithm={algorithm} does not use"):
+            algorithm_class(meta)
+        with pytest.raises(ValueError, match=rf"meta\.{key}"):
+            build_algorithm(meta, num_fast_weights=4)
+    assert algorithm_class(MetaConfig(algorithm=algorithm)) is cls  # defaults are always accepted
+
+
+def test_options_and_capabilities_are_stated_by_the_classes():
+    assert {n for n, c in ALGORITHMS.items() if "init_query_weight" in c.options} == {"fomaml", "metasgd"}
+    assert {n for n, c in ALGORITHMS.items() if not c.adapts} == {"none", "sasrec"}
+    with pytest.raises(ValueError, match=r"meta\.algorithm: unknown 'maml2'"):
+        algorithm_class(MetaConfig(algorithm="maml2"))
+
+
 def test_fomaml_gradient_matches_hand_built_autograd_reference(tiny_cfg, synth_data):
     """FOMAML's fast_init gradient = mean over tasks of d query_loss / d w at the adapted w."""
     model, batch = _setup(tiny_cfg, synth_data)
-    algo = build_algorithm("fomaml", inner_lr=0.3, adaptation_steps=3)
+    algo = _algo(model, "fomaml", inner_lr=0.3, adaptation_steps=3)
     algo.meta_loss(model, batch).loss.backward()
     expected = torch.zeros_like(model.fast_init)
     k, q = batch.support_len, batch.query_targets.shape[1]
@@ -123,7 +170,7 @@ def test_fomaml_gradient_matches_hand_built_autograd_reference(tiny_cfg, synth_d
 
 def test_batched_inner_loop_equals_per_task_loop(tiny_cfg, synth_data):
     model, batch = _setup(tiny_cfg, synth_data)
-    algo = build_algorithm("fomaml", inner_lr=0.5, adaptation_steps=4)
+    algo = _algo(model, "fomaml", inner_lr=0.5, adaptation_steps=4)
     feats = encode(model, batch)
     adapted, _ = algo.adapt(model, feats.support, batch.support_targets)
     for t in range(batch.num_tasks):
@@ -133,7 +180,7 @@ def test_batched_inner_loop_equals_per_task_loop(tiny_cfg, synth_data):
 
 def test_reptile_update_moves_init_toward_mean_adapted_weights(tiny_cfg, synth_data):
     model, batch = _setup(tiny_cfg, synth_data)
-    algo = build_algorithm("reptile", inner_lr=0.5, adaptation_steps=2)
+    algo = _algo(model, "reptile", inner_lr=0.5, adaptation_steps=2)
     feats = encode(model, batch)
     adapted, _ = algo.adapt(model, feats.support, batch.support_targets)
     before = model.fast_init.detach().clone()
@@ -148,7 +195,7 @@ def test_reptile_update_moves_init_toward_mean_adapted_weights(tiny_cfg, synth_d
 
 def test_adaptation_lowers_support_loss(tiny_cfg, synth_data):
     model, batch = _setup(tiny_cfg, synth_data)
-    out = build_algorithm("fomaml", inner_lr=0.5, adaptation_steps=5).meta_loss(model, batch)
+    out = _algo(model, "fomaml", inner_lr=0.5, adaptation_steps=5).meta_loss(model, batch)
     assert out.metrics["support_loss_after"] < out.metrics["support_loss_before"] - 1e-3
 
 
@@ -170,7 +217,7 @@ def test_padding_is_ignored(tiny_cfg, synth_data, arch):
     tiny_cfg.model.arch = arch
     torch.manual_seed(0)
     model = SeqRecommender(tiny_cfg.model, synth_data.num_items).double().eval()
-    algo = build_algorithm("fomaml", inner_lr=0.3, adaptation_steps=2)
+    algo = _algo(model, "fomaml", inner_lr=0.3, adaptation_steps=2)
     store = SequenceStore(synth_data.train)
     users, offsets, k = np.arange(6), np.array([0, 2, 1, 0, 3, 1]), np.array([1, 2, 3, 4, 5, 5])
     b1, b2 = (_batch(collate_windows(store, users, offsets, k, kmax, 3, model.bos_id)) for kmax in (5, 9))
@@ -230,7 +277,7 @@ def test_meta_training_beats_no_adaptation_on_planted_structure(synth_data):
     )
     torch.manual_seed(0)
     model = SeqRecommender(cfg.model, 60)
-    algo = build_algorithm("fomaml", cfg.meta.inner_lr, cfg.meta.adaptation_steps)
+    algo = build_algorithm(cfg.meta, model.head.size)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     train = TaskSampler(seqs[:250], cfg.tasks, 60, seed=0)
     for _ in range(150):
@@ -245,3 +292,47 @@ def test_meta_training_beats_no_adaptation_on_planted_structure(synth_data):
         q_init = model.task_loss(feats.query, model.fast_init.expand(200, -1), test.query_targets).mean()
     assert q_adapted < q_init - 0.1, (float(q_adapted), float(q_init))
     assert np.isfinite(float(q_adapted))
+
+
+def test_meta_sgd_rates_are_trained_checkpointed_exported_and_loaded(tiny_cfg, synth_data, tmp_path):
+    """The rates Meta-SGD owns are optimised by the engine, saved with the checkpoint, exported beside the
+    model, and loaded back: the exported learner scores exactly like the trained one."""
+    from metarec_dist.eval.scorers import model_scorer
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.tasks.sampler import prefix_batch
+    from metarec_dist.train.trainer import MetaTrainer
+
+    tiny_cfg.meta.algorithm = "metasgd"
+    run = tmp_path / "run"
+    trainer = MetaTrainer(tiny_cfg, LocalContext(run), synth_data, run)
+    out = trainer.fit()
+    trained = trainer.algorithm.inner_lr_log_scale.detach().clone()
+    assert trained.abs().max() > 0  # the optimizer moved them
+    assert "algorithm.inner_lr_log_scale" in trainer.engine.module.state_dict()
+    exported = ckpt.load_exported(ckpt.export(Path(out["checkpoint"]), tmp_path / "export"))
+    assert (tmp_path / "export" / ckpt.EXPORT_ALGORITHM).is_file()
+    torch.testing.assert_close(exported.algorithm_state["inner_lr_log_scale"], trained)
+    batch = prefix_batch(synth_data.valid[:4], 3, tiny_cfg.tasks.support_max, trainer.model.bos_id)
+    trainer.engine.eval()
+    with torch.no_grad():
+        expected = trainer.engine.score(batch, None)
+        scorer = model_scorer(exported.model, "metasgd", tiny_cfg.meta.inner_lr, exported.algorithm_state)
+        got = scorer.score(batch, tiny_cfg.meta.adaptation_steps)
+        plain = MetaLearner(exported.model, build_algorithm(tiny_cfg.meta, exported.model.head.size)).eval()
+        without_rates = plain.score(batch, tiny_cfg.meta.adaptation_steps)  # rates at their init: exp(0) = 1
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(without_rates, expected)  # so the loaded rates are what made them equal
+
+
+def test_exported_rates_for_the_wrong_algorithm_are_an_error(tiny_cfg, synth_data, tmp_path):
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.trainer import MetaTrainer
+
+    tiny_cfg.meta.algorithm = "metasgd"
+    tiny_cfg.train.meta_steps = 1
+    run = tmp_path / "run"
+    out = MetaTrainer(tiny_cfg, LocalContext(run), synth_data, run).fit()
+    folder = ckpt.export(Path(out["checkpoint"]), tmp_path / "export")
+    (folder / ckpt.EXPORT_ALGORITHM).unlink()
+    with pytest.raises(ValueError, match=r"meta\.algorithm=metasgd.*inner_lr_log_scale"):
+        ckpt.load_exported(folder)
