@@ -91,6 +91,7 @@ def _evaluate_one(
         cfg.eval,
         finetune=finetune,
         fixed=fixed,
+        algorithm_state=loaded.algorithm_state,
     )
     result = evaluate_model(
         method_name(cfg.meta.algorithm, finetune),
@@ -101,6 +102,7 @@ def _evaluate_one(
         shots,
         cfg.tasks.support_max,
         cfg.eval,
+        loaded.algorithm_state,
     )
     result.info["checkpoint"] = str(loaded.source)
     return result
@@ -152,15 +154,15 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
 def recommend_main(args: argparse.Namespace) -> int:
     from metarec_dist.eval.loading import load_model
-    from metarec_dist.eval.methods import NO_ADAPTATION
     from metarec_dist.eval.recommend import load_catalogue, parse_items, recommend
+    from metarec_dist.meta import ALGORITHMS
 
     raw = parse_items(args.items)  # before loading anything: a typo fails in milliseconds
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
     fixed = _fixed(args, loaded)
     if fixed is None:  # the trained inner loop; none/sasrec only adapt when asked to (--finetune)
-        adapts = cfg.meta.algorithm not in NO_ADAPTATION or args.finetune
+        adapts = ALGORITHMS[cfg.meta.algorithm].adapts or args.finetune
         fixed = (cfg.meta.adaptation_steps if adapts else 0, cfg.meta.inner_lr)
     catalogue = load_catalogue(loaded)
     recs = recommend(loaded, catalogue, raw, args.k, *fixed)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import Config
@@ -21,6 +23,8 @@ class LoadedModel:
     cfg: Config
     meta: dict[str, Any]  # num_items, item_titles (JSON: string keys), step, config
     source: Path
+    # The trained algorithm's own parameters (Meta-SGD's learned inner lrs; {} for most algorithms).
+    algorithm_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def algorithm(self) -> str:
@@ -48,11 +52,11 @@ def load_model(path: str | Path) -> LoadedModel:
     """The model in eval mode; a training checkpoint is exported on the fly into a temp folder."""
     folder = resolve_checkpoint(path)
     if (folder / ckpt.EXPORT_CONFIG).is_file():
-        model, cfg, meta = ckpt.load_exported(folder)
+        model, cfg, meta, state = ckpt.load_exported(folder)
     else:
         with tempfile.TemporaryDirectory(prefix="metarec-eval-") as tmp:
-            model, cfg, meta = ckpt.load_exported(ckpt.export(folder, Path(tmp) / "export"))
-    return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder)
+            model, cfg, meta, state = ckpt.load_exported(ckpt.export(folder, Path(tmp) / "export"))
+    return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state)
 
 
 def load_prepared(cfg: Config) -> Any:

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from metarec_dist.config import EvalConfig, MetaConfig
 from metarec_dist.eval.harness import MethodResult, run_scorer
 from metarec_dist.eval.scorers import PopularityScorer, model_scorer
 from metarec_dist.eval.tuning import Adaptation, adaptation_grid, tune_adaptation
+from metarec_dist.meta import ALGORITHMS
 from metarec_dist.models.recommender import SeqRecommender
-
-NO_ADAPTATION = ("none", "sasrec")  # trained without an inner loop: by default they do not adapt
 
 
 @dataclass
@@ -47,7 +47,8 @@ class Splits:
 
 
 def method_name(algorithm: str, finetune: bool) -> str:
-    return f"{algorithm}+finetune" if finetune and algorithm in NO_ADAPTATION else algorithm
+    # Algorithms trained without an inner loop do not adapt by default; +finetune marks that they did.
+    return f"{algorithm}+finetune" if finetune and not ALGORITHMS[algorithm].adapts else algorithm
 
 
 def choose_adaptation(
@@ -59,16 +60,18 @@ def choose_adaptation(
     eval_cfg: EvalConfig,
     finetune: bool = False,
     fixed: tuple[int, float] | None = None,
+    algorithm_state: dict[str, torch.Tensor] | None = None,
 ) -> Adaptation:
     """``fixed`` (steps, lr) skips the search; otherwise the grid around the trained ``meta`` settings for
     this algorithm, on validation users."""
     if fixed is not None:
         return Adaptation(*fixed)
     algorithm = meta.algorithm
-    if algorithm in NO_ADAPTATION and not finetune:
+    adapts = ALGORITHMS[algorithm].adapts
+    if not adapts and not finetune:
         return Adaptation(0, meta.inner_lr)
-    grid = adaptation_grid(meta.adaptation_steps, meta.inner_lr, finetune=algorithm in NO_ADAPTATION)
-    return tune_adaptation(model, algorithm, valid, shots, support_max, eval_cfg, grid)
+    grid = adaptation_grid(meta.adaptation_steps, meta.inner_lr, finetune=not adapts)
+    return tune_adaptation(model, algorithm, valid, shots, support_max, eval_cfg, grid, algorithm_state)
 
 
 def evaluate_model(
@@ -80,8 +83,9 @@ def evaluate_model(
     shots: Sequence[int],
     support_max: int,
     eval_cfg: EvalConfig,
+    algorithm_state: dict[str, torch.Tensor] | None = None,
 ) -> MethodResult:
-    scorer = model_scorer(model, algorithm, adaptation.inner_lr)
+    scorer = model_scorer(model, algorithm, adaptation.inner_lr, algorithm_state)
     per_user = run_scorer(scorer, model.bos_id, sequences, shots, support_max, eval_cfg, adaptation.steps)
     return MethodResult(name, per_user, {"algorithm": algorithm, "adaptation": adaptation.as_dict()})
 

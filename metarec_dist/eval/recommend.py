@@ -82,7 +82,8 @@ def recommend(
     support_max = loaded.cfg.tasks.support_max
     recent = torch.tensor(history[-support_max:], dtype=torch.long).numpy()
     batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id)
-    scores = model_scorer(loaded.model, loaded.algorithm, inner_lr)(batch, score_steps=steps, score=True)
+    scorer = model_scorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
+    scores = scorer.score(batch, steps)
     scores = mask_seen(scores.float(), torch.tensor([[i - 1 for i in history]]))  # never re-recommend
     top = torch.topk(scores[0], k)
     return [

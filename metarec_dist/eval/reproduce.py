@@ -89,6 +89,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
             cfg.tasks.support_max,
             cfg.eval,
             finetune=finetune,
+            algorithm_state=loaded.algorithm_state,
         )
         label = spec.method if not finetune else method_name(spec.method, True)
         res = evaluate_model(
@@ -100,6 +101,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
             shots,
             cfg.tasks.support_max,
             cfg.eval,
+            loaded.algorithm_state,
         )
         res.info.update(
             {

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from metarec_dist.config import EvalConfig
 from metarec_dist.eval.harness import run_scorer
@@ -56,6 +57,7 @@ def tune_adaptation(
     support_max: int,
     eval_cfg: EvalConfig,
     grid: list[tuple[int, float]],
+    algorithm_state: dict[str, torch.Tensor] | None = None,
 ) -> Adaptation:
     """The grid point with the best mean validation NDCG@10 over ``shots`` (ties: fewer steps, lower lr)."""
     if not valid:
@@ -64,7 +66,13 @@ def tune_adaptation(
     for steps, lr in sorted(grid):
         try:
             res = run_scorer(
-                model_scorer(model, algorithm, lr), model.bos_id, valid, shots, support_max, eval_cfg, steps
+                model_scorer(model, algorithm, lr, algorithm_state),
+                model.bos_id,
+                valid,
+                shots,
+                support_max,
+                eval_cfg,
+                steps,
             )
         except Diverged:  # too large an inner lr for this many steps: not a candidate
             continue

@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from metarec_dist.config import OptimConfig, RuntimeConfig
-from metarec_dist.runtime.engine import LocalEngine
+from metarec_dist.runtime.engine import LocalEngine, TrainEngine
+
+if TYPE_CHECKING:
+    from metarec_dist.meta import MetaLearner
 
 
 class WorkerContext:
@@ -30,14 +32,14 @@ class WorkerContext:
 
     def build_engine(
         self,
-        module: nn.Module,
+        module: MetaLearner,
         optim: OptimConfig,
         runtime: RuntimeConfig,
         total_steps: int,
         micro_batch: int,
-    ) -> Any:
-        """A LocalEngine, or a DeepSpeed engine when ``runtime.deepspeed`` is set (the Ray path always is)."""
-        if runtime.deepspeed or runtime.backend == "ray":
+    ) -> TrainEngine:
+        """A LocalEngine, or a DeepSpeed engine when ``runtime.deepspeed`` is set."""
+        if runtime.deepspeed:
             from metarec_dist.runtime.deepspeed_engine import build_deepspeed_engine
 
             return build_deepspeed_engine(module, optim, runtime, total_steps, micro_batch, self.world_size)

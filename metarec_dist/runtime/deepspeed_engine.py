@@ -1,16 +1,18 @@
 """DeepSpeed: the config derived from typed fields, and the engine around the meta-learner.
 
-The trainer drives it exactly like ``LocalEngine``: ``loss = engine(batch)``, ``engine.backward(loss)``,
-``engine.step()`` once per micro-batch. DeepSpeed averages the outer gradient over the data-parallel ranks
-(all-reduce under ZeRO-0/1, reduce-scatter under ZeRO-2/3), so ranks that each hold a slice of the global
-meta-batch end with the same update a single process would compute on the whole meta-batch.
+The trainer drives it exactly like ``LocalEngine`` (both are ``TrainEngine``s): ``engine.meta_step(batch)``,
+``engine.backward(loss)``, ``engine.step()`` once per micro-batch. DeepSpeed averages the outer gradient
+over the data-parallel ranks (all-reduce under ZeRO-0/1, reduce-scatter under ZeRO-2/3), so ranks that each
+hold a slice of the global meta-batch end with the same update a single process would compute on the whole
+meta-batch.
 
 Fast weights under ZeRO-3: the per-task fast weights are plain tensors created inside ``forward`` (never
 DeepSpeed parameters), so nothing is partitioned or overwritten. Their meta-learned initialisation
-``fast_init`` and the tied item table are read outside their owning module's ``forward``; they are
-registered with ``register_external_parameter`` on the meta-learner, so ZeRO-3 gathers them for the whole
-meta-loss and releases them after. ``fast_init`` is small enough to stay persistent (below
-``stage3_param_persistence_threshold``); the item table is gathered like any other partitioned weight.
+``fast_init``, the tied item table and the algorithm's own parameters (Meta-SGD's learned inner lrs) are
+read outside their owning module's ``forward``; they are registered with ``register_external_parameter`` on
+the meta-learner, so ZeRO-3 gathers them for the whole meta-loss and releases them after. ``fast_init`` is
+small enough to stay persistent (below ``stage3_param_persistence_threshold``); the item table is gathered
+like any other partitioned weight.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from metarec_dist.config import OptimConfig, RuntimeConfig
 from metarec_dist.runtime.engine import make_optimizer, make_scheduler
+
+if TYPE_CHECKING:
+    from metarec_dist.meta import MetaLearner, MetaStepOutput
+    from metarec_dist.tasks.types import MetaBatch
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -128,36 +133,28 @@ def ensure_process_group(use_gpu: bool) -> None:
 
 
 class DeepSpeedEngine:
-    """The DeepSpeed engine with this project's checkpoint contract: a failed load is an error."""
+    """DeepSpeed's engine as a ``TrainEngine``: everything is DeepSpeed's own (``backward``, ``step``,
+    ``train``, ``get_lr``, ``module``, ...) except the named meta-learner calls and the checkpoint contract
+    (a failed load is an error)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
-        self.device = engine.device
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.engine(*args, **kwargs)
+    def __getattr__(self, name: str) -> Any:
+        if name == "engine":  # not set yet (e.g. while unpickling): no infinite recursion
+            raise AttributeError(name)
+        return getattr(self.engine, name)
 
-    def train(self, mode: bool = True) -> None:
-        self.engine.train(mode)
+    # Both go through the engine's forward: under ZeRO-3 that is where the parameters are gathered.
+    def meta_step(self, batch: MetaBatch, track_adaptation: bool = True) -> MetaStepOutput:
+        return self.engine(batch, track_adaptation)
 
-    def eval(self) -> None:
-        self.engine.eval()
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.engine.backward(loss)
-
-    def step(self) -> None:
-        self.engine.step()
-
-    def get_lr(self) -> list[float]:
-        return self.engine.get_lr()
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+        return self.engine(batch, scoring=True, score_steps=steps)
 
     def get_global_grad_norm(self) -> float | None:
         norm = self.engine.get_global_grad_norm()
         return None if norm is None else float(norm)
-
-    def unwrapped(self) -> nn.Module:
-        return self.engine.module
 
     def save_checkpoint(self, save_dir: str, tag: str) -> None:
         self.engine.save_checkpoint(save_dir, tag=tag, client_state={})
@@ -172,7 +169,7 @@ class DeepSpeedEngine:
 
 
 def build_deepspeed_engine(
-    module: nn.Module,
+    module: MetaLearner,
     optim: OptimConfig,
     rt: RuntimeConfig,
     total_steps: int,
@@ -187,7 +184,7 @@ def build_deepspeed_engine(
         skip_inference_shm_build()
     ensure_process_group(rt.use_gpu)
     if rt.zero_stage == 3:
-        for p in module.model.external_parameters():
+        for p in module.external_parameters():
             deepspeed.zero.register_external_parameter(module, p)
     engine, *_ = deepspeed.initialize(
         model=module,

@@ -1,6 +1,7 @@
-"""Training engines with DeepSpeed's interface: ``loss = engine(batch)``, ``engine.backward(loss)``,
-``engine.step()``.
+"""Training engines: the ``TrainEngine`` protocol the trainer drives, and ``LocalEngine``.
 
+One meta-step is ``out = engine.meta_step(batch)``, ``engine.backward(out.loss)``, ``engine.step()``;
+evaluation is ``engine.score(batch, steps)`` (RecBole's ``full_sort_predict``: scores of every item).
 ``LocalEngine`` is the single-process engine (plain PyTorch): it lets the same trainer run under pytest
 without DeepSpeed, and it is the reference the distributed runs are compared against. It follows DeepSpeed's
 gradient-accumulation semantics (``step()`` on every micro-batch, the update only at the boundary) so the
@@ -12,12 +13,52 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
 from metarec_dist.config import OptimConfig
+
+if TYPE_CHECKING:
+    from metarec_dist.meta import MetaLearner, MetaStepOutput
+    from metarec_dist.tasks.types import MetaBatch
+
+
+class TrainEngine(Protocol):
+    """What the trainer and the evaluation call on an engine (``LocalEngine``, ``DeepSpeedEngine``)."""
+
+    device: torch.device
+    module: nn.Module  # the unwrapped meta-learner
+
+    def meta_step(self, batch: MetaBatch, track_adaptation: bool = True) -> MetaStepOutput:
+        """The meta-loss of one micro-batch and its metrics (forward only)."""
+        ...
+
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+        """Scores ``[T, V]`` of every item after ``steps`` inner steps on each task's support (None: the
+        algorithm's own). Under ZeRO-3 a collective: every rank calls it with the same number of batches."""
+        ...
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self) -> None:
+        """Once per micro-batch; the optimizer steps at the gradient-accumulation boundary."""
+        ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def get_lr(self) -> list[float]: ...
+
+    def get_global_grad_norm(self) -> float | None: ...
+
+    def save_checkpoint(self, save_dir: str, tag: str) -> None: ...
+
+    def load_checkpoint(self, load_dir: str, tag: str) -> None:
+        """Loads every file of ``tag`` or raises ``ValueError``: never a silent partial load."""
+        ...
 
 
 def make_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -57,7 +98,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_ste
 class LocalEngine:
     def __init__(
         self,
-        module: nn.Module,
+        module: MetaLearner,
         optim: OptimConfig,
         total_steps: int,
         grad_accum: int = 1,
@@ -73,8 +114,11 @@ class LocalEngine:
         self._grad_norm: float | None = None
         self.device = device or torch.device("cpu")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module(*args, **kwargs)
+    def meta_step(self, batch: MetaBatch, track_adaptation: bool = True) -> MetaStepOutput:
+        return self.module.meta_step(batch, track_adaptation)
+
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+        return self.module.score(batch, steps)
 
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)
@@ -104,9 +148,6 @@ class LocalEngine:
 
     def get_global_grad_norm(self) -> float | None:
         return self._grad_norm
-
-    def unwrapped(self) -> nn.Module:
-        return self.module
 
     def save_checkpoint(self, save_dir: str | Path, tag: str) -> None:
         """Weights as safetensors; optimizer and scheduler state in a file of tensors and numbers that loads

@@ -13,12 +13,17 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from metarec_dist.config import OptimConfig, RuntimeConfig
 from metarec_dist.runtime.context import WorkerContext
+from metarec_dist.runtime.engine import TrainEngine
+
+if TYPE_CHECKING:
+    from metarec_dist.meta import MetaLearner
 
 log = logging.getLogger("metarec")
 
@@ -33,6 +38,19 @@ class RayContext(WorkerContext):
         self.world_size = ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         self._staging: list[Path] = []
+
+    def build_engine(
+        self,
+        module: MetaLearner,
+        optim: OptimConfig,
+        runtime: RuntimeConfig,
+        total_steps: int,
+        micro_batch: int,
+    ) -> TrainEngine:
+        """Always DeepSpeed: it does the data-parallel gradient reduction across the Ray workers."""
+        from metarec_dist.runtime.deepspeed_engine import build_deepspeed_engine
+
+        return build_deepspeed_engine(module, optim, runtime, total_steps, micro_batch, self.world_size)
 
     def checkpoint_folder(self, step: int) -> Path:
         # Each rank stages its own files locally; ray.train.report merges every rank's folder into one

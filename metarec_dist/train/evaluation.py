@@ -8,7 +8,7 @@ the relevant set is the user's next ``num_relevant`` interactions after the supp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -47,9 +47,12 @@ def eval_targets(
 
 
 class Scorer(Protocol):
-    """The meta-learner (or an engine wrapping it): ``scorer(batch, score_steps=n, score=True)``."""
+    """Ranks every item for a batch of users (RecBole's ``full_sort_predict``): a training engine, the
+    meta-learner, or a baseline."""
 
-    def __call__(self, batch: MetaBatch, score_steps: int | None = None, score: bool = False) -> Any: ...
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+        """Scores ``[U, V]`` after ``steps`` inner steps on each user's support (None: the algorithm's)."""
+        ...
 
 
 @torch.no_grad()
@@ -64,7 +67,7 @@ def user_scores(
 ) -> torch.Tensor:
     """Scores ``[U, V]`` after adapting on each user's first ``shots`` items (``steps=0``: no adaptation)."""
     batch = prefix_batch(sequences, shots, support_max, bos_id).to(device)
-    return scorer(batch, score_steps=steps, score=True).float()
+    return scorer.score(batch, steps).float()
 
 
 def evaluate_cold_start(

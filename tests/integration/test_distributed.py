@@ -51,12 +51,21 @@ def _single_process(cfg) -> dict[str, torch.Tensor]:
     cfg.runtime.backend, cfg.runtime.num_workers = "local", 1
     trainer = MetaTrainer(cfg, LocalContext(None), load_train_data(cfg.data))
     trainer.fit()
-    return {k: v.detach() for k, v in trainer.model.state_dict().items()}
+    return {k: v.detach() for k, v in _learner_state(trainer).items()}
+
+
+def _learner_state(trainer: MetaTrainer) -> dict[str, torch.Tensor]:
+    """The model's parameters and the algorithm's own (``algorithm.`` prefix), as exported."""
+    algorithm = {f"algorithm.{k}": v for k, v in trainer.algorithm.state_dict().items()}
+    return {**trainer.model.state_dict(), **algorithm}
 
 
 def _exported(checkpoint: str, tmp_path: Path) -> dict[str, torch.Tensor]:
-    model, _, _ = ckpt.load_exported(ckpt.export(Path(checkpoint), tmp_path / "export"))
-    return model.state_dict()
+    exported = ckpt.load_exported(ckpt.export(Path(checkpoint), tmp_path / "export"))
+    return {
+        **exported.model.state_dict(),
+        **{f"algorithm.{k}": v for k, v in exported.algorithm_state.items()},
+    }
 
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -67,9 +76,9 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 
 @pytest.mark.parametrize("stage", [0, 2, 3])
 def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
-    # ZeRO-3 also runs Meta-SGD's learned inner lr (one more externally read parameter) and the extra
-    # query loss at the un-adapted weights.
-    options = ["model.learn_inner_lr=true", "meta.init_query_weight=0.5"] if stage == 3 else []
+    # ZeRO-3 also runs Meta-SGD's learned inner lr (a parameter the algorithm owns, read outside any
+    # module's forward) and the extra query loss at the un-adapted weights.
+    options = ["meta.algorithm=metasgd", "meta.init_query_weight=0.5"] if stage == 3 else []
     args = [
         "runtime.backend=ray",
         "runtime.num_workers=2",
@@ -83,7 +92,7 @@ def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
     distributed = _exported(out["checkpoint"], tmp_path)
     _assert_same(distributed, _single_process(_cfg(tmp_path, "train.meta_steps=3", *options)))
     if options:  # the learned lr was trained, not just carried along
-        assert distributed["inner_lr_log_scale"].abs().max() > 0
+        assert distributed["algorithm.inner_lr_log_scale"].abs().max() > 0
     files = json.loads((Path(out["checkpoint"]) / "manifest.json").read_text())["files"]
     if stage == 3:  # one model and one optimizer shard per rank
         for r in (0, 1):
@@ -102,7 +111,7 @@ def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):
     )
     assert trainer.engine.engine.enable_backward_allreduce is False
     trainer.fit()
-    deepspeed = {k: v.detach() for k, v in trainer.model.state_dict().items()}
+    deepspeed = {k: v.detach() for k, v in _learner_state(trainer).items()}
     _assert_same(deepspeed, _single_process(_cfg(tmp_path, "train.meta_steps=3")))
 
 
@@ -177,13 +186,13 @@ def test_export_scores_equal_engine_scores(tmp_path):
     batch = prefix_batch(data.valid[:8], 3, cfg.tasks.support_max, trainer.model.bos_id)
     trainer.engine.eval()
     with torch.no_grad():
-        engine_scores = trainer.engine(batch, score_steps=None, score=True)
-    model, _, _ = ckpt.load_exported(ckpt.export(Path(out["checkpoint"]), tmp_path / "export"))
+        engine_scores = trainer.engine.score(batch, None)
+    model = ckpt.load_exported(ckpt.export(Path(out["checkpoint"]), tmp_path / "export")).model
     from metarec_dist.meta import MetaLearner, build_algorithm
 
-    plain = MetaLearner(model, build_algorithm("fomaml", cfg.meta.inner_lr, cfg.meta.adaptation_steps))
+    plain = MetaLearner(model, build_algorithm(cfg.meta, model.head.size))
     with torch.no_grad():
-        plain_scores = plain(batch, score=True)
+        plain_scores = plain.score(batch, None)
     torch.testing.assert_close(plain_scores, engine_scores, atol=1e-5, rtol=1e-5)
     # a damaged shard is found and named
     shard = next((Path(out["checkpoint"]) / "engine" / "state").glob("*optim_states.pt"))

@@ -26,7 +26,7 @@ class TableScorer:
     def __init__(self, table: dict[tuple[int, ...], dict[int, float]]) -> None:
         self.table, self.seen = table, []
 
-    def __call__(self, batch: MetaBatch, score_steps: int | None = None, score: bool = False) -> torch.Tensor:
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
         bos = V + 1
         rows = []
         for ids in batch.item_ids.tolist():

@@ -25,8 +25,8 @@ def _fit_with_step_times(cfg, data, monkeypatch, seconds_of_step):
     trainer = MetaTrainer(cfg, LocalContext(None), data)
     real_step = trainer.train_step
 
-    def timed_step():
-        out = real_step()
+    def timed_step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
         clock.now += seconds_of_step(trainer.state.step)
         return out
 
