@@ -23,9 +23,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+
+if TYPE_CHECKING:
+    from metarec_dist.config import Config
+    from metarec_dist.models.recommender import SeqRecommender
 
 MANIFEST = "manifest.json"
 CLIENT_STATE = "client_state.json"
@@ -231,8 +235,8 @@ def export(checkpoint_dir: Path, out_dir: Path) -> Path:
 
 
 class Exported(NamedTuple):
-    model: Any  # SeqRecommender, in eval mode
-    cfg: Any  # Config
+    model: SeqRecommender  # in eval mode
+    cfg: Config
     meta: dict[str, Any]  # num_items, step, item_titles, config
     algorithm_state: dict[str, torch.Tensor]  # the algorithm's own parameters ({} for most algorithms)
 
