@@ -62,13 +62,7 @@ def run_variant(overrides: list[str]) -> dict[str, Any]:
     rec = Recorder()
     MetaTrainer(cfg, LocalContext(None), load_train_data(cfg.data), logger=rec).fit()
     losses = [row["loss"] for row in rec.rows if "loss" in row]
-    final = {
-        k: v
-        for row in rec.rows
-        if "loss" not in row
-        for k, v in row.items()
-        if k.startswith("val/")
-    }
+    final = {k: v for row in rec.rows if "loss" not in row for k, v in row.items() if k.startswith("val/")}
     return {"loss": losses, "final": final}
 
 
