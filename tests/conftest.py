@@ -33,8 +33,8 @@ def tiny_cfg():
 
 @pytest.fixture
 def synth_data():
+    from metarec_dist.data.split import UserSplits
     from metarec_dist.data.synthetic import make_synthetic_sequences
-    from metarec_dist.train.trainer import TrainData
 
     seqs = make_synthetic_sequences(num_users=60, num_items=40, num_groups=4, min_len=10, max_len=20, seed=1)
-    return TrainData(train=seqs[:48], valid=seqs[48:], num_items=40)
+    return UserSplits(train=seqs[:48], valid=seqs[48:], test=[], num_items=40)

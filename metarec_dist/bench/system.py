@@ -40,13 +40,13 @@ def _variant(cfg: Config, steps: int, *extra: str) -> Config:
 
 
 def run_system_bench(cfg: Config, steps: int = 400) -> dict[str, Any]:
+    from metarec_dist.data import prepare_data
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.runtime.ray_launcher import shutdown_ray, train_on_ray
-    from metarec_dist.train.data import load_train_data
     from metarec_dist.train.trainer import MetaTrainer
 
     local = _variant(cfg, steps, "runtime.backend=local", "runtime.num_workers=1")
-    data = load_train_data(local.data)
+    data = prepare_data(local.data).user_splits()
 
     walls: dict[str, float] = {}
 

@@ -17,10 +17,12 @@ if TYPE_CHECKING:
     from metarec_dist.data.layout import find_or_download
     from metarec_dist.data.pipeline import load_interactions, prepare_data
     from metarec_dist.data.prepared import PreparedData
+    from metarec_dist.data.split import UserSplits
     from metarec_dist.data.stats import data_stats, format_stats
 
 _LAZY = {
     "PreparedData": "metarec_dist.data.prepared",
+    "UserSplits": "metarec_dist.data.split",
     "prepare_data": "metarec_dist.data.pipeline",
     "load_interactions": "metarec_dist.data.pipeline",
     "data_stats": "metarec_dist.data.stats",
@@ -33,6 +35,7 @@ __all__ = [
     "DataConfig",
     "DataError",
     "PreparedData",
+    "UserSplits",
     "data_stats",
     "download",
     "find_or_download",

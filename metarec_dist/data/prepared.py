@@ -1,4 +1,8 @@
-"""The result of data preparation: one row per user, plus the item id mapping and titles."""
+"""The result of data preparation: one row per user, plus the item id mapping and titles.
+
+``PreparedData`` is the Arrow-backed record that the cache saves and Ray Data streams from; ``UserSplits``
+is what training and evaluation read: the per-user sequences of the three user groups as numpy arrays.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metarec_dist.data.preprocess import Sequences
-from metarec_dist.data.split import SPLIT_NAMES
+from metarec_dist.data.split import SPLIT_NAMES, UserSplits
 
 
 @dataclass
@@ -37,6 +41,11 @@ class PreparedData:
         chosen = table.filter(pc.equal(table.column("split"), split)).column("items")
         offsets, values = flat_items(chosen)
         return np.split(values, offsets[1:-1])
+
+    def user_splits(self) -> UserSplits:
+        return UserSplits(
+            *(self.sequences(s) for s in SPLIT_NAMES), self.num_items, self.item_titles, self.item_raw_ids
+        )
 
     def split_users(self, split: str) -> np.ndarray:
         """User ids (0..U-1) in that split."""

@@ -2,15 +2,30 @@
 
 ``time``: users ordered by their first interaction; the newest are test, the next newest valid --
 evaluation then mimics users who arrive after the model was trained. ``random``: a seeded shuffle.
+``UserSplits`` holds the per-user sequences of the three groups, as training and evaluation read them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from metarec_dist.data.errors import DataError
 
 SPLIT_NAMES = ("train", "valid", "test")
+
+
+@dataclass
+class UserSplits:
+    """Chronological per-user sequences (item ids 1..num_items) of three disjoint user groups."""
+
+    train: list[np.ndarray]
+    valid: list[np.ndarray]
+    test: list[np.ndarray]  # empty where only training runs (a Ray worker gets train and valid)
+    num_items: int
+    item_titles: dict[int, str] | None = None  # item id -> title, when metadata was found
+    item_raw_ids: list[str] | None = None  # item_raw_ids[i - 1] is the raw id of item i
 
 
 def _count(n: int, frac: float) -> int:

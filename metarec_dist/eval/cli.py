@@ -10,9 +10,9 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metarec_dist.eval.harness import MethodResult
     from metarec_dist.eval.loading import LoadedModel
-    from metarec_dist.eval.methods import Splits
+    from metarec_dist.eval.protocol import ColdStartProtocol
+    from metarec_dist.eval.stats import MethodResult
 
 
 def parse_shots(text: str) -> list[int]:
@@ -74,77 +74,61 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
     return args.steps, lr
 
 
-def _evaluate_one(
-    loaded: LoadedModel, splits: Splits, split: str, shots: list[int], finetune: bool, fixed: Any
-) -> MethodResult:
-    from metarec_dist.eval.methods import choose_adaptation, evaluate_model, method_name
+def _protocol(loaded: LoadedModel, shots: list[int]) -> tuple[ColdStartProtocol, str]:
+    """The model's own protocol: its data config's users, its support_max and ``eval:`` section."""
+    from metarec_dist.eval.loading import check_same_data, load_prepared
+    from metarec_dist.eval.protocol import ColdStartProtocol
 
     cfg = loaded.cfg
     if shots[-1] + 1 > cfg.model.max_seq_len:
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
-    adaptation = choose_adaptation(
-        loaded.model,
-        cfg.meta,
-        splits.valid,
-        shots,
-        cfg.tasks.support_max,
-        cfg.eval,
-        finetune=finetune,
-        fixed=fixed,
-        algorithm_state=loaded.algorithm_state,
-    )
-    result = evaluate_model(
-        method_name(cfg.meta.algorithm, finetune),
-        loaded.model,
-        cfg.meta.algorithm,
-        adaptation,
-        splits.get(split),
-        shots,
-        cfg.tasks.support_max,
-        cfg.eval,
-        loaded.algorithm_state,
-    )
+    prepared = load_prepared(cfg)
+    check_same_data(loaded, prepared.num_items)
+    return ColdStartProtocol(prepared.user_splits(), shots, cfg.tasks.support_max, cfg.eval), prepared.source
+
+
+def _evaluate_one(
+    loaded: LoadedModel, protocol: ColdStartProtocol, split: str, finetune: bool, fixed: Any
+) -> MethodResult:
+    result = protocol.evaluate(loaded, split, finetune=finetune, fixed=fixed)
     result.info["checkpoint"] = str(loaded.source)
     return result
 
 
-def _same_users(a: Splits, b: Splits, split: str) -> None:
+def _same_users(a: ColdStartProtocol, b: ColdStartProtocol, split: str) -> None:
     import numpy as np
 
-    sa, sb = a.get(split), b.get(split)
-    if a.num_items != b.num_items or len(sa) != len(sb) or not all(map(np.array_equal, sa, sb)):
+    sa, sb = a.users(split), b.users(split)
+    if a.splits.num_items != b.splits.num_items or len(sa) != len(sb) or not all(map(np.array_equal, sa, sb)):
         raise ValueError(
             "--baseline was trained on different data (other users or items): no paired comparison"
         )
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
-    from metarec_dist.eval.loading import check_same_data, load_model, load_prepared
-    from metarec_dist.eval.methods import Splits, evaluate_popularity
+    from metarec_dist.eval.loading import load_model
     from metarec_dist.eval.report import build_report, format_table, write_json
 
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
-    prepared = load_prepared(cfg)
-    check_same_data(loaded, prepared.num_items)
-    splits = Splits.from_prepared(prepared)
-    splits.get(args.split)  # validates the name before any work
-    results = [_evaluate_one(loaded, splits, args.split, shots, args.finetune, _fixed(args, loaded))]
+    protocol, source = _protocol(loaded, shots)
+    protocol.users(args.split)  # validates the name before any work
+    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded))]
     baseline = None
     if args.baseline:
         base = load_model(args.baseline)
-        base_splits = Splits.from_prepared(load_prepared(base.cfg))
-        _same_users(splits, base_splits, args.split)
-        b = _evaluate_one(base, base_splits, args.split, shots, finetune=False, fixed=None)
+        base_protocol = _protocol(base, shots)[0]
+        _same_users(protocol, base_protocol, args.split)
+        b = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
         if b.name == results[0].name:
             b.name = f"baseline:{b.name}"
         results.append(b)
         baseline = b.name
-    results.append(evaluate_popularity(splits, splits.get(args.split), shots, cfg.eval))
+    results.append(protocol.popularity(args.split))
     n_boot = args.n_boot or cfg.eval.n_boot
     doc = build_report(results, baseline, n_boot)
-    doc.update({"split": args.split, "shots": shots, "data": prepared.source})
+    doc.update({"split": args.split, "shots": shots, "data": source})
     print(format_table(doc))
     if args.json:
         write_json(doc, args.json)

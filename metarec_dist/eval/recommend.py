@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from metarec_dist.eval.loading import LoadedModel, check_same_data, load_prepared
-from metarec_dist.eval.scorers import model_scorer
+from metarec_dist.eval.protocol import AdaptingScorer
 from metarec_dist.metrics.ranking import mask_seen
 from metarec_dist.tasks.sampler import prefix_batch
 
@@ -82,7 +82,7 @@ def recommend(
     support_max = loaded.cfg.tasks.support_max
     recent = torch.tensor(history[-support_max:], dtype=torch.long).numpy()
     batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id)
-    scorer = model_scorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
+    scorer = AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
     scores = scorer.score(batch, steps)
     scores = mask_seen(scores.float(), torch.tensor([[i - 1 for i in history]]))  # never re-recommend
     top = torch.topk(scores[0], k)

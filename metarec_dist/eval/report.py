@@ -1,4 +1,5 @@
-"""Tables (terminal and Markdown) and the JSON document of an evaluation."""
+"""The JSON document of an evaluation and its tables: one cell format and one renderer, for the terminal
+and for Markdown."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metarec_dist.eval.harness import PRIMARY, SECONDARY, MethodResult, paired_diff, summarize
+from metarec_dist.eval.stats import PRIMARY, SECONDARY, MethodResult, bootstrap_summary, paired_diff
 
 Summary = dict[int, dict[str, dict[str, float]]]
 
@@ -27,7 +28,7 @@ def build_report(
             "info": r.info,
             "seeds": max(1, len(r.seeds)),
             "users": {k: r.users(k) for k in r.per_user},
-            "metrics": summarize(r, n_boot, seed),
+            "metrics": bootstrap_summary(r, n_boot, seed),
         }
     if baseline is not None:
         doc["paired"] = {
@@ -55,30 +56,46 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _cell(row: dict[str, float], ci: bool = True) -> str:
-    text = f"{row['mean']:.4f}"
-    if "seed_sd" in row:
-        text += f"±{row['seed_sd']:.4f}"
-    return text + (f" [{row['lo']:.3f},{row['hi']:.3f}]" if ci else "")
+def shots_of(doc: dict[str, Any]) -> list[int]:
+    return sorted({int(k) for m in doc["methods"].values() for k in m["metrics"]})
+
+
+def cell(row: dict[str, float], ci: bool = True) -> str:
+    """``mean ± seed sd [lo, hi]`` (the seed sd only for seed averages, the interval only with ``ci``)."""
+    sd = f" ± {row['seed_sd']:.4f}" if "seed_sd" in row else ""
+    return f"{row['mean']:.4f}{sd}" + (f" [{row['lo']:.3f}, {row['hi']:.3f}]" if ci else "")
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False) -> list[str]:
+    """The table as lines: Markdown pipes, or aligned columns for the terminal (first column left)."""
+    if markdown:
+        line = "| {} |".format
+        return [line(" | ".join(header)), "|---" * len(header) + "|", *(line(" | ".join(r)) for r in rows)]
+    widths = [max(map(len, col)) for col in zip(header, *rows, strict=True)]
+    return [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in (header, *rows)
+    ]
+
+
+def metrics_table(doc: dict[str, Any], k: int, markdown: bool = False) -> list[str]:
+    """Every method at ``K = k``: primary metrics with their intervals, secondary metrics as means."""
+    rows = []
+    for name, m in doc["methods"].items():
+        r = m["metrics"][k]
+        rows.append([name, *(cell(r[x]) for x in PRIMARY), *(cell(r[x], ci=False) for x in SECONDARY)])
+    return render_table(["method", *PRIMARY, *SECONDARY], rows, markdown)
 
 
 def format_table(doc: dict[str, Any]) -> str:
-    """One block per shot count K: primary metrics with intervals, secondary means, then paired diffs."""
+    """One block per shot count K: every metric of every method, then the paired differences."""
     methods = doc["methods"]
-    shots = sorted({int(k) for m in methods.values() for k in m["metrics"]})
-    name_w = max(12, *(len(n) for n in methods)) + 1
     lines = [f"mean{'±seed sd' if any(m['seeds'] > 1 for m in methods.values()) else ''} [{doc['interval']}]"]
-    for k in shots:
+    for k in shots_of(doc):
         users = next(iter(methods.values()))["users"][k]
-        lines.append(f"\nK={k} ({users} users)")
-        head = [f"{m:>30}" for m in PRIMARY] + [f"{m:>13}" for m in SECONDARY]
-        lines.append(" " * name_w + "".join(head))
-        for name, m in methods.items():
-            rows = m["metrics"][k]
-            cells = [f"{_cell(rows[x]):>30}" for x in PRIMARY] + [
-                f"{rows[x]['mean']:>13.4f}" for x in SECONDARY
-            ]
-            lines.append(f"{name:<{name_w}}" + "".join(cells))
+        lines += ["", f"K={k} ({users} users)", *metrics_table(doc, k)]
         for name, p in doc.get("paired", {}).items():
             d = p["diff"][k]["ndcg@10"]
             lines.append(

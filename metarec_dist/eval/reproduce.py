@@ -24,7 +24,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from metarec_dist.eval.harness import MethodResult, PerUser, mean_over_seeds
+from metarec_dist.eval.cold_start import PerUser
+from metarec_dist.eval.stats import MethodResult, mean_over_seeds
 
 log = logging.getLogger("metarec")
 
@@ -53,9 +54,8 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
     """Train one run from scratch, then evaluate it on the test users: ``{label: (per_user, info)}``."""
     from metarec_dist.config import load_config
     from metarec_dist.eval.loading import load_model, load_prepared
-    from metarec_dist.eval.methods import Splits, choose_adaptation, evaluate_model, method_name
+    from metarec_dist.eval.protocol import ColdStartProtocol, method_name
     from metarec_dist.runtime.context import LocalContext
-    from metarec_dist.train.data import load_train_data
     from metarec_dist.train.trainer import MetaTrainer
 
     runs = out / "runs"
@@ -73,36 +73,17 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
     run_dir = runs / spec.run_name
     shutil.rmtree(run_dir, ignore_errors=True)  # a stale run of another config must never be resumed
     t0 = time.perf_counter()
-    summary = MetaTrainer(
-        cfg, LocalContext(run_dir, cfg.checkpoint.keep), load_train_data(cfg.data), run_dir
-    ).fit()
+    data = load_prepared(cfg).user_splits()
+    summary = MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), data, run_dir).fit()
     train_s = time.perf_counter() - t0
     loaded = load_model(summary["checkpoint"])
-    splits = Splits.from_prepared(load_prepared(loaded.cfg))
+    protocol = ColdStartProtocol(
+        load_prepared(loaded.cfg).user_splits(), shots, cfg.tasks.support_max, cfg.eval
+    )
     out_runs: dict[str, Any] = {}
     for finetune in sorted({False, spec.finetune}):
-        adaptation = choose_adaptation(
-            loaded.model,
-            cfg.meta,
-            splits.valid,
-            shots,
-            cfg.tasks.support_max,
-            cfg.eval,
-            finetune=finetune,
-            algorithm_state=loaded.algorithm_state,
-        )
         label = spec.method if not finetune else method_name(spec.method, True)
-        res = evaluate_model(
-            label,
-            loaded.model,
-            cfg.meta.algorithm,
-            adaptation,
-            splits.test,
-            shots,
-            cfg.tasks.support_max,
-            cfg.eval,
-            loaded.algorithm_state,
-        )
+        res = protocol.evaluate(loaded, "test", finetune=finetune, name=label)
         res.info.update(
             {
                 "seed": spec.seed,
@@ -112,7 +93,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
             }
         )
         out_runs[label] = (res.per_user, res.info)
-        log.info("%s seed %d: %s", label, spec.seed, adaptation.as_dict())
+        log.info("%s seed %d: %s", label, spec.seed, res.info["adaptation"])
     path = out / "per_user" / f"{spec.run_name}.pkl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(out_runs))
@@ -145,7 +126,7 @@ def run_all(
 def main(argv: list[str] | None = None) -> int:
     from metarec_dist.config import load_config
     from metarec_dist.eval.loading import load_prepared
-    from metarec_dist.eval.methods import Splits, evaluate_popularity
+    from metarec_dist.eval.protocol import ColdStartProtocol
     from metarec_dist.eval.publish import publish
 
     p = argparse.ArgumentParser(
@@ -181,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             info = {"seeds": [r[1]["seed"] for r in runs], "per_seed": [r[1] for r in runs]}
             results.append(mean_over_seeds(label, [r[0] for r in runs], info))
         first_cfg = load_config(methods[0][1], args.set)
-        splits = Splits.from_prepared(load_prepared(first_cfg))
-        results.append(evaluate_popularity(splits, splits.test, shots, first_cfg.eval))
+        protocol = ColdStartProtocol(
+            load_prepared(first_cfg).user_splits(), shots, max(shots), first_cfg.eval
+        )
+        results.append(protocol.popularity("test"))
         publish(
             results,
             args.baseline,

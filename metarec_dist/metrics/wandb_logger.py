@@ -73,7 +73,7 @@ class WandbLogger:
                 payload[key] = self.wandb.Table(
                     columns=list(value[0]), data=[list(r.values()) for r in value]
                 )
-                plot = ndcg_vs_k_figure(value)
+                plot = _ndcg_vs_k(value)
                 if plot is not None:
                     payload[f"{key}_ndcg_vs_k"] = self.wandb.Image(plot)
             else:
@@ -93,21 +93,13 @@ class WandbLogger:
         self.run.finish()
 
 
-def ndcg_vs_k_figure(rows: list[dict[str, Any]]):
-    """Rows with ``shots`` and ``ndcg@10`` (optionally ``method``) -> a matplotlib figure, else None."""
+def _ndcg_vs_k(rows: list[dict[str, Any]]) -> Any:
+    """Rows with ``shots`` and ``ndcg@10`` (optionally ``method``) -> the figure, else None."""
     if not all("shots" in r and "ndcg@10" in r for r in rows):
         return None
-    import matplotlib
+    from metarec_dist.metrics.plots import metric_vs_k_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for method in sorted({r.get("method", "model") for r in rows}):
-        pts = sorted((r["shots"], r["ndcg@10"]) for r in rows if r.get("method", "model") == method)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-    ax.set_xlabel("support size K (shots)")
-    ax.set_ylabel("NDCG@10 (full ranking)")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    curves: dict[str, list] = {}
+    for r in rows:
+        curves.setdefault(r.get("method", "model"), []).append((r["shots"], r["ndcg@10"], None, None))
+    return metric_vs_k_figure(dict(sorted(curves.items())))

@@ -15,6 +15,7 @@ from metarec_dist.config import ModelConfig
 from metarec_dist.models.adapters import FastHead
 from metarec_dist.models.backbone import build_backbone, run_backbone
 from metarec_dist.models.losses import full_softmax_loss, full_softmax_loss_and_grad, sampled_softmax_loss
+from metarec_dist.tasks.types import bos_id
 
 
 class SeqRecommender(nn.Module):
@@ -23,7 +24,7 @@ class SeqRecommender(nn.Module):
         if num_items < 1:
             raise ValueError("the dataset has no items")
         self.cfg, self.num_items = cfg, num_items
-        self.bos_id = num_items + 1  # row 0 = padding, rows 1..V = items, row V+1 = begin-of-user
+        self.bos_id = bos_id(num_items)
         self.item_emb = nn.Embedding(num_items + 2, cfg.hidden_size, padding_idx=0)
         nn.init.normal_(self.item_emb.weight, std=cfg.init_std)
         with torch.no_grad():

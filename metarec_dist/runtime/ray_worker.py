@@ -127,9 +127,10 @@ def _local_dir(storage: str, run_name: str) -> Path | None:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     from metarec_dist.config import Config, from_dict
+    from metarec_dist.data.split import UserSplits
     from metarec_dist.metrics.loggers import build_logger
     from metarec_dist.runtime.progress import ActorProgressLogger
-    from metarec_dist.train.trainer import MetaTrainer, TrainData
+    from metarec_dist.train.trainer import MetaTrainer
 
     cfg: Config = from_dict(Config, config["cfg"])
     logging.basicConfig(level=logging.INFO if cfg.logging.verbose else logging.WARNING)
@@ -138,7 +139,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = RayContext()
     train = gather_users(ctx, collect_shard("train"))
     valid = in_user_order(*_rows_to_sequences(collect_shard("valid")))  # not split: every rank reads it all
-    data = TrainData(train=train, valid=valid, num_items=int(config["num_items"]))
+    data = UserSplits(train=train, valid=valid, test=[], num_items=int(config["num_items"]))
     logger = build_logger(
         cfg.logging,
         cfg.runtime.run_name,

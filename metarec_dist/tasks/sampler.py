@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from metarec_dist.config import TasksConfig
-from metarec_dist.tasks.types import MetaBatch
+from metarec_dist.tasks.types import MetaBatch, bos_id
 
 
 class SequenceStore:
@@ -94,7 +94,7 @@ class TaskSampler:
         else:
             offsets = np.zeros(n, dtype=np.int64)
         arrays = collate_windows(
-            self.store, users, offsets, k, cfg.support_max, cfg.query_size, self.num_items + 1
+            self.store, users, offsets, k, cfg.support_max, cfg.query_size, bos_id(self.num_items)
         )
         arrays["task_ids"] = np.arange(self.num_sampled, self.num_sampled + n)
         arrays["users"] = users

@@ -18,6 +18,11 @@ from dataclasses import dataclass, fields
 import torch
 
 
+def bos_id(num_items: int) -> int:
+    """The begin-of-user token: embedding row 0 is padding, rows 1..V the items, row V+1 BOS."""
+    return num_items + 1
+
+
 @dataclass
 class MetaBatch:
     item_ids: torch.Tensor  # [T, L] long, L = 1 + Kmax + Q

@@ -15,16 +15,16 @@ def run_dir(cfg: Config) -> Path:
 def train_local(cfg: Config, verbose: bool = False) -> dict[str, Any]:
     import torch
 
+    from metarec_dist.data import prepare_data
     from metarec_dist.metrics.loggers import build_logger
     from metarec_dist.metrics.progress import ProgressBar
     from metarec_dist.runtime.context import LocalContext
-    from metarec_dist.train.data import load_train_data
     from metarec_dist.train.trainer import MetaTrainer
 
     if cfg.runtime.torch_threads:
         torch.set_num_threads(cfg.runtime.torch_threads)
     folder = run_dir(cfg)
-    data = load_train_data(cfg.data)
+    data = prepare_data(cfg.data).user_splits()
     bar = ProgressBar(cfg.train.meta_steps)
     logger = build_logger(
         cfg.logging, cfg.runtime.run_name, str(folder.parent), cfg.to_dict(), True, folder, extra=(bar,)

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import Config
+from metarec_dist.data.split import UserSplits
+from metarec_dist.eval.cold_start import flat_means
+from metarec_dist.eval.protocol import ColdStartProtocol
 from metarec_dist.meta import MetaLearner, build_algorithm
 from metarec_dist.metrics.flops import StepShape, flops_per_task, mfu
 from metarec_dist.metrics.loggers import MetricLogger, NullLogger
@@ -25,19 +27,8 @@ from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import WorkerContext
 from metarec_dist.tasks.sampler import TaskSampler
-from metarec_dist.train.evaluation import evaluate_cold_start, summarize
 
 log = logging.getLogger("metarec")
-
-
-@dataclass
-class TrainData:
-    """Per-user chronological sequences (item ids 1..num_items) for the training and validation users."""
-
-    train: list[np.ndarray]
-    valid: list[np.ndarray]
-    num_items: int
-    item_titles: dict[int, str] | None = None
 
 
 @dataclass
@@ -66,7 +57,7 @@ class MetaTrainer:
         self,
         cfg: Config,
         ctx: WorkerContext,
-        data: TrainData,
+        data: UserSplits,
         run_dir: Path | None = None,
         logger: MetricLogger | None = None,
     ) -> None:
@@ -183,21 +174,18 @@ class MetaTrainer:
         With several ``shots`` it also returns the per-K rows as ``eval/cold_start_table``."""
         shots = shots or [min(3, self.cfg.tasks.support_max)]
         steps = None if self.algorithm.adapts else 0
+        protocol = ColdStartProtocol(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
         self.engine.eval()
-        res = evaluate_cold_start(
+        res = protocol.per_user(
             self.engine,
-            self.model.bos_id,
             self.data.valid[: self.cfg.train.eval_users],
-            shots=shots,
-            support_max=self.cfg.tasks.support_max,
-            num_relevant=self.cfg.eval.num_relevant,
+            steps,
             ks=(10,),
-            steps=steps,
             device=self.ctx.device,
         )
         self.engine.train()
         out: dict[str, Any] = {
-            f"val/{k}": v for k, v in summarize(res).items() if k.startswith(("ndcg@10", "recall@10"))
+            f"val/{k}": v for k, v in flat_means(res).items() if k.startswith(("ndcg@10", "recall@10"))
         }
         if len(shots) > 1:
             out["eval/cold_start_table"] = [

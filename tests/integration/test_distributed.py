@@ -14,9 +14,9 @@ import torch
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import load_config
+from metarec_dist.data import prepare_data
 from metarec_dist.runtime.context import LocalContext
 from metarec_dist.runtime.ray_launcher import train_on_ray
-from metarec_dist.train.data import load_train_data
 from metarec_dist.train.trainer import MetaTrainer
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def _cfg(tmp_path, *extra):
 
 def _single_process(cfg) -> dict[str, torch.Tensor]:
     cfg.runtime.backend, cfg.runtime.num_workers = "local", 1
-    trainer = MetaTrainer(cfg, LocalContext(None), load_train_data(cfg.data))
+    trainer = MetaTrainer(cfg, LocalContext(None), prepare_data(cfg.data).user_splits())
     trainer.fit()
     return {k: v.detach() for k, v in _learner_state(trainer).items()}
 
@@ -107,7 +107,7 @@ def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):
     trainer = MetaTrainer(
         _cfg(tmp_path, "runtime.deepspeed=true", "runtime.zero_stage=0", "train.meta_steps=3"),
         LocalContext(None),
-        load_train_data(_cfg(tmp_path).data),
+        prepare_data(_cfg(tmp_path).data).user_splits(),
     )
     assert trainer.engine.engine.enable_backward_allreduce is False
     trainer.fit()
@@ -179,7 +179,7 @@ def test_export_scores_equal_engine_scores(tmp_path):
     from metarec_dist.tasks.sampler import prefix_batch
 
     cfg = _cfg(tmp_path, "runtime.deepspeed=true", "runtime.zero_stage=3", "train.meta_steps=2")
-    data = load_train_data(cfg.data)
+    data = prepare_data(cfg.data).user_splits()
     run = tmp_path / "run"
     trainer = MetaTrainer(cfg, LocalContext(run), data, run)
     out = trainer.fit()

@@ -79,19 +79,29 @@ def test_same_seed_gives_the_same_table(runs, tmp_path):
 
 def test_adaptation_is_tuned_on_validation_users_only(runs, tmp_path, monkeypatch):
     from metarec_dist.data import prepare_data
-    from metarec_dist.eval import methods
     from metarec_dist.eval.loading import load_model
+    from metarec_dist.eval.protocol import ColdStartProtocol
 
     seen = []
-    real = methods.tune_adaptation
-    monkeypatch.setattr(
-        methods, "tune_adaptation", lambda m, a, valid, *r: seen.append(valid) or real(m, a, valid, *r)
-    )
-    _evaluate(tmp_path, "--checkpoint", str(runs["none"]), "--finetune")
+    real = ColdStartProtocol.per_user
+
+    def spy(self, scorer, users, *args, **kwargs):
+        seen.append(users)
+        return real(self, scorer, users, *args, **kwargs)
+
+    monkeypatch.setattr(ColdStartProtocol, "per_user", spy)
+    doc = _evaluate(tmp_path, "--checkpoint", str(runs["none"]), "--finetune")
     prepared = prepare_data(load_model(runs["none"]).cfg.data)
     valid, test = prepared.sequences("valid"), prepared.sequences("test")
-    assert len(seen) == 1 and len(seen[0]) == len(valid) and all(map(np.array_equal, seen[0], valid))
-    assert not any(np.array_equal(s, t) for s in seen[0] for t in test if len(s) == len(t))
+
+    def same(a, b):
+        return len(a) == len(b) and all(map(np.array_equal, a, b))
+
+    # Every grid point is scored on validation users; then the model and popularity on test users.
+    tuning, scored = seen[:-2], seen[-2:]
+    assert len(tuning) == doc["methods"]["none+finetune"]["info"]["adaptation"]["grid_size"] > 1
+    assert all(same(u, valid) for u in tuning) and all(same(u, test) for u in scored)
+    assert not any(np.array_equal(s, t) for s in valid for t in test if len(s) == len(t))
 
 
 def test_baseline_gives_paired_intervals_and_none_does_not_adapt(runs, tmp_path):

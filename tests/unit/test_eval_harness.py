@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from metarec_dist.config import EvalConfig, load_config
-from metarec_dist.eval.harness import MethodResult, mean_over_seeds, paired_diff, run_scorer, summarize
-from metarec_dist.eval.methods import Splits, evaluate_popularity
-from metarec_dist.eval.scorers import PopularityScorer
-from metarec_dist.eval.tuning import adaptation_grid
+from metarec_dist.data.split import UserSplits
+from metarec_dist.eval.protocol import ColdStartProtocol, PopularityScorer, adaptation_grid
+from metarec_dist.eval.stats import MethodResult, bootstrap_summary, mean_over_seeds, paired_diff
 from metarec_dist.tasks.types import MetaBatch
 
 V = 25  # items 1..25; score column j is item j + 1
@@ -39,6 +38,12 @@ class TableScorer:
         return torch.stack(rows)
 
 
+def run_scorer(scorer: TableScorer, users: list[np.ndarray], shots: list[int], eval_cfg: EvalConfig = EVAL):
+    """The protocol's per-user metrics of ``scorer`` on ``users`` (held as the test split)."""
+    splits = UserSplits(train=[], valid=[], test=users, num_items=V)
+    return ColdStartProtocol(splits, shots, 5, eval_cfg).per_user(scorer, users)
+
+
 # User A: support {1, 2}, relevant {3, 4, 5}; the model puts the support on top, then 3, 6, 4, 7, 8, 5.
 # User B: support {1, 2}; its next items are a repeat of 1 (not relevant: already seen) and 7.
 USERS = [np.array([1, 2, 3, 4, 5, 6]), np.array([1, 2, 1, 7])]
@@ -50,7 +55,7 @@ def _scorer_for(k: int) -> TableScorer:  # user A's scores
 
 
 def test_metrics_by_hand_with_the_support_masked():
-    res = run_scorer(_scorer_for(2), V + 1, USERS[:1], [2], support_max=5, eval_cfg=EVAL)[2]
+    res = run_scorer(_scorer_for(2), USERS[:1], [2])[2]
     idcg3 = 1 + 1 / math.log2(3) + 1 / math.log2(4)
     # Ranking after masking the support: 3, 6, 4, 7, 8, 5, ...; relevant {3, 4, 5}.
     assert res["recall@2"][0] == pytest.approx(1 / 3)
@@ -63,7 +68,7 @@ def test_metrics_by_hand_with_the_support_masked():
 
 def test_repeated_support_item_is_not_relevant_and_never_ranked():
     scorer = TableScorer({(1, 2): {1: 10, 2: 9, 3: 8, 7: 7.5}})
-    res = run_scorer(scorer, V + 1, USERS[1:], [2], support_max=5, eval_cfg=EVAL)[2]
+    res = run_scorer(scorer, USERS[1:], [2])[2]
     # Relevant set = {7} (the repeat of 1 is dropped); ranking without the support: 3, 7 -> rank 2.
     assert res["recall@2"][0] == 1.0
     assert res["ndcg@2"][0] == pytest.approx(1 / math.log2(3))
@@ -76,7 +81,7 @@ def test_only_the_first_k_items_ever_reach_the_model():
     users = [rng.permutation(np.arange(1, V + 1))[: rng.integers(4, 20)] for _ in range(30)]
     for k in (1, 3):
         scorer = TableScorer({})
-        run_scorer(scorer, V + 1, users, [k], support_max=5, eval_cfg=EvalConfig(num_relevant=3, ks=[2]))
+        run_scorer(scorer, users, [k], EvalConfig(num_relevant=3, ks=[2]))
         assert sorted(scorer.seen) == sorted(tuple(u[:k].tolist()) for u in users if len(u) > k)
 
 
@@ -89,19 +94,21 @@ def test_users_of_the_three_splits_are_disjoint():
     assert groups["test"] and groups["valid"] and groups["train"]
     assert not groups["train"] & groups["test"] and not groups["train"] & groups["valid"]
     assert not groups["valid"] & groups["test"]
-    splits = Splits.from_prepared(prepared)
+    splits = prepared.user_splits()
     assert len(splits.test) == len(groups["test"]) and len(splits.train) == len(groups["train"])
+    assert splits.item_raw_ids == prepared.item_raw_ids and splits.num_items == prepared.num_items
     with pytest.raises(ValueError, match="--split"):
-        splits.get("train")  # training users are never scored as cold-start users
+        ColdStartProtocol(splits, [1], 5, EVAL).users("train")  # training users are never cold-start users
 
 
 def test_popularity_counts_training_users_only():
     train = [np.array([1, 1, 2]), np.array([2, 3])]
     test = [np.array([9, 5, 5, 9, 5])] * 3  # if test users were counted, 5 would lead (9 is support)
-    splits = Splits(train=train, valid=[], test=test, num_items=V)
+    splits = UserSplits(train=train, valid=[], test=test, num_items=V)
     pop = PopularityScorer(splits.train, V).scores
     assert pop[:3].tolist() == [2.0, 2.0, 1.0] and pop[8] == 0 and pop[4] == 0
-    res = evaluate_popularity(splits, splits.test, [1], EvalConfig(num_relevant=3, ks=[2])).per_user[1]
+    protocol = ColdStartProtocol(splits, [1], 1, EvalConfig(num_relevant=3, ks=[2]))
+    res = protocol.popularity("test").per_user[1]
     assert res["recall@2"].tolist() == [0.0] * 3  # relevant {5}; the top two are items 1 and 2
 
 
@@ -110,7 +117,7 @@ def test_seed_average_spread_and_paired_difference_by_hand():
     seed1 = {3: {"ndcg@10": np.array([0.4, 0.6])}}
     avg = mean_over_seeds("m", [seed0, seed1])
     assert avg.per_user[3]["ndcg@10"].tolist() == pytest.approx([0.3, 0.5])
-    row = summarize(avg, n_boot=200)[3]["ndcg@10"]
+    row = bootstrap_summary(avg, n_boot=200)[3]["ndcg@10"]
     assert row["mean"] == pytest.approx(0.4) and row["seed_sd"] == pytest.approx(math.sqrt(0.02))
     base = MethodResult("b", {3: {"ndcg@10": np.array([0.2, 0.4])}})
     d = paired_diff(avg, base, n_boot=200)[3]["ndcg@10"]

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from metarec_dist.eval.harness import MethodResult, mean_over_seeds
 from metarec_dist.eval.publish import BEGIN, END, publish
 from metarec_dist.eval.report import build_report, format_table
+from metarec_dist.eval.stats import MethodResult, mean_over_seeds
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hr@10", "next_ndcg@10", "mrr")
 

@@ -297,7 +297,7 @@ def test_meta_training_beats_no_adaptation_on_planted_structure(synth_data):
 def test_meta_sgd_rates_are_trained_checkpointed_exported_and_loaded(tiny_cfg, synth_data, tmp_path):
     """The rates Meta-SGD owns are optimised by the engine, saved with the checkpoint, exported beside the
     model, and loaded back: the exported learner scores exactly like the trained one."""
-    from metarec_dist.eval.scorers import model_scorer
+    from metarec_dist.eval.protocol import AdaptingScorer
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.tasks.sampler import prefix_batch
     from metarec_dist.train.trainer import MetaTrainer
@@ -316,7 +316,7 @@ def test_meta_sgd_rates_are_trained_checkpointed_exported_and_loaded(tiny_cfg, s
     trainer.engine.eval()
     with torch.no_grad():
         expected = trainer.engine.score(batch, None)
-        scorer = model_scorer(exported.model, "metasgd", tiny_cfg.meta.inner_lr, exported.algorithm_state)
+        scorer = AdaptingScorer(exported.model, "metasgd", tiny_cfg.meta.inner_lr, exported.algorithm_state)
         got = scorer.score(batch, tiny_cfg.meta.adaptation_steps)
         plain = MetaLearner(exported.model, build_algorithm(tiny_cfg.meta, exported.model.head.size)).eval()
         without_rates = plain.score(batch, tiny_cfg.meta.adaptation_steps)  # rates at their init: exp(0) = 1

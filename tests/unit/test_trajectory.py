@@ -42,8 +42,8 @@ class Recorder:
 
 def run_variant(overrides: list[str]) -> dict[str, Any]:
     from metarec_dist.config import load_config
+    from metarec_dist.data import prepare_data
     from metarec_dist.runtime.context import LocalContext
-    from metarec_dist.train.data import load_train_data
     from metarec_dist.train.trainer import MetaTrainer
 
     cfg = load_config(
@@ -60,7 +60,7 @@ def run_variant(overrides: list[str]) -> dict[str, Any]:
         ],
     )
     rec = Recorder()
-    MetaTrainer(cfg, LocalContext(None), load_train_data(cfg.data), logger=rec).fit()
+    MetaTrainer(cfg, LocalContext(None), prepare_data(cfg.data).user_splits(), logger=rec).fit()
     losses = [row["loss"] for row in rec.rows if "loss" in row]
     final = {k: v for row in rec.rows if "loss" not in row for k, v in row.items() if k.startswith("val/")}
     return {"loss": losses, "final": final}

@@ -1,9 +1,5 @@
-"""One evaluation of one scorer on one split, and the statistics over users and seeds.
-
-Per-user metric arrays are the unit everything is built from: the same users in the same order for every
-method (``evaluate_cold_start`` keeps a user iff it has an unseen item after its first K), so paired
-bootstrap intervals and seed averages are plain array arithmetic.
-"""
+"""One method's per-user results, and the statistics over users and seeds (bootstrap intervals, seed
+averages, paired differences)."""
 
 from __future__ import annotations
 
@@ -13,15 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from metarec_dist.config import EvalConfig
+from metarec_dist.eval.cold_start import PerUser
 from metarec_dist.metrics.bootstrap import bootstrap_ci, paired_bootstrap_diff
-from metarec_dist.train.evaluation import Scorer, evaluate_cold_start
 
 PRIMARY = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 SECONDARY = ("hr@10", "next_ndcg@10", "mrr")
 METRICS = PRIMARY + SECONDARY
-
-PerUser = dict[int, dict[str, np.ndarray]]  # shots K -> metric -> one value per evaluated user
 
 
 @dataclass
@@ -35,32 +28,6 @@ class MethodResult:
         return len(next(iter(self.per_user[k].values())))
 
 
-def run_scorer(
-    scorer: Scorer,
-    bos_id: int,
-    sequences: list[np.ndarray],
-    shots: Sequence[int],
-    support_max: int,
-    eval_cfg: EvalConfig,
-    steps: int = 0,
-) -> PerUser:
-    """Full-ranking cold-start metrics per user: adapt ``steps`` on the first K items, rank all items but
-    the support, score against the next ``eval_cfg.num_relevant`` interactions."""
-    if not sequences:
-        raise ValueError("no users to evaluate in this split")
-    return evaluate_cold_start(
-        scorer,
-        bos_id,
-        sequences,
-        shots=list(shots),
-        support_max=max(support_max, max(shots)),
-        num_relevant=eval_cfg.num_relevant,
-        ks=tuple(eval_cfg.ks),
-        steps=steps,
-        batch_users=eval_cfg.batch_users,
-    )
-
-
 def mean_over_seeds(name: str, runs: Sequence[PerUser], info: dict[str, Any] | None = None) -> MethodResult:
     """Per-user metrics averaged over seeds (the same users in every run), keeping each seed's result."""
     first = runs[0]
@@ -72,7 +39,9 @@ def mean_over_seeds(name: str, runs: Sequence[PerUser], info: dict[str, Any] | N
     return MethodResult(name, avg, info or {}, list(runs))
 
 
-def summarize(result: MethodResult, n_boot: int, seed: int = 0) -> dict[int, dict[str, dict[str, float]]]:
+def bootstrap_summary(
+    result: MethodResult, n_boot: int, seed: int = 0
+) -> dict[int, dict[str, dict[str, float]]]:
     """Per K and metric: mean, 95% bootstrap interval over users, and (several seeds) the seed spread."""
     out: dict[int, dict[str, dict[str, float]]] = {}
     for k, metrics in result.per_user.items():

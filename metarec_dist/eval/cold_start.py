@@ -3,6 +3,10 @@
 Full ranking only (no sampled negatives): sampled metrics are several times higher and do not rank models
 reliably. Support items are removed from the ranking and from the relevant set (they were already seen);
 the relevant set is the user's next ``num_relevant`` interactions after the support.
+
+Per-user metric arrays are the unit everything is built from: the same users in the same order for every
+scorer (a user is kept iff it has an unseen item after its first K), so paired bootstrap intervals and seed
+averages are plain array arithmetic.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import torch
 
 from metarec_dist.metrics.ranking import PAD, ranking_metrics
 from metarec_dist.tasks.sampler import prefix_batch
-from metarec_dist.tasks.types import MetaBatch
+from metarec_dist.tasks.types import MetaBatch, bos_id
+
+PerUser = dict[int, dict[str, np.ndarray]]  # shots K -> metric -> one value per evaluated user
 
 
 def eval_targets(
@@ -56,23 +62,9 @@ class Scorer(Protocol):
 
 
 @torch.no_grad()
-def user_scores(
-    scorer: Scorer,
-    sequences: list[np.ndarray],
-    shots: int,
-    support_max: int,
-    bos_id: int,
-    steps: int | None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Scores ``[U, V]`` after adapting on each user's first ``shots`` items (``steps=0``: no adaptation)."""
-    batch = prefix_batch(sequences, shots, support_max, bos_id).to(device)
-    return scorer.score(batch, steps).float()
-
-
 def evaluate_cold_start(
     scorer: Scorer,
-    bos_id: int,
+    num_items: int,
     sequences: list[np.ndarray],
     shots: Sequence[int],
     support_max: int,
@@ -81,10 +73,10 @@ def evaluate_cold_start(
     steps: int | None = None,
     batch_users: int = 256,
     device: torch.device | str = "cpu",
-) -> dict[int, dict[str, np.ndarray]]:
+) -> PerUser:
     """Per shot count K, per metric, one value per evaluated user. Under ZeRO-3 every rank must call this
     with the same users (scoring is a collective forward)."""
-    results: dict[int, dict[str, np.ndarray]] = {}
+    results: PerUser = {}
     for k in shots:
         if k > support_max:
             raise ValueError(f"eval.shots: {k} exceeds tasks.support_max ({support_max})")
@@ -92,12 +84,10 @@ def evaluate_cold_start(
         parts: dict[str, list[np.ndarray]] = {}
         for lo in range(0, len(keep), batch_users):
             idx = keep[lo : lo + batch_users]
-            scores = user_scores(
-                scorer, [sequences[u] for u in idx], k, support_max, bos_id, steps, device
-            ).cpu()
+            batch = prefix_batch([sequences[u] for u in idx], k, support_max, bos_id(num_items)).to(device)
             sl = slice(lo, lo + len(idx))
             m = ranking_metrics(
-                scores,
+                scorer.score(batch, steps).float().cpu(),
                 torch.from_numpy(relevant[sl]),
                 torch.from_numpy(nxt[sl]),
                 ks=tuple(ks),
@@ -109,8 +99,8 @@ def evaluate_cold_start(
     return results
 
 
-def summarize(results: dict[int, dict[str, np.ndarray]]) -> dict[str, float]:
-    """Flat means for logging: ``val/ndcg@10@k3`` etc."""
+def flat_means(results: PerUser) -> dict[str, float]:
+    """Means over users under flat keys for logging: ``ndcg@10@k3`` etc."""
     return {
         f"{name}@k{k}": float(v.mean()) for k, res in results.items() for name, v in res.items() if len(v)
     }

@@ -1,0 +1,219 @@
+"""The cold-start protocol: which users, which shot counts, how each method adapts, and its per-user result.
+
+The methods of the comparison: ``popularity`` (training users' counts), and every trained model under its
+algorithm's test-time protocol:
+
+- ``fomaml`` / ``reptile``: adapt the fast weights on the support; steps and inner lr tuned on validation.
+- ``none`` / ``sasrec``: no adaptation (steps = 0), or with ``finetune`` the same inner loop run as
+  test-time fine-tuning, its steps and lr tuned on validation (steps = 0 stays a candidate).
+
+Adaptation settings are chosen on VALIDATION users only. The trained values are always in the grid, and so
+is "no adaptation" (steps = 0): if adapting hurts on validation users it is switched off rather than
+reported. One setting for all shot counts: averaging the selection criterion over K uses every validation
+user once per K, which matters with ~100 of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from metarec_dist.config import EvalConfig, MetaConfig
+from metarec_dist.data.split import UserSplits
+from metarec_dist.eval.cold_start import PerUser, Scorer, evaluate_cold_start
+from metarec_dist.eval.stats import MethodResult
+from metarec_dist.meta import ALGORITHMS, MetaLearner, build_algorithm
+from metarec_dist.metrics.popularity import popularity_scores
+from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.tasks.types import MetaBatch
+
+if TYPE_CHECKING:
+    from metarec_dist.eval.loading import LoadedModel
+
+STEP_GRID = (0, 1, 3, 5, 10)
+LR_FACTORS = (0.25, 0.5, 1.0, 2.0)
+FINETUNE_LRS = (0.05, 0.1, 0.2, 0.5, 1.0)  # `none`/`sasrec` were never trained to adapt: no trained lr
+CRITERION = "ndcg@10"
+
+
+class PopularityScorer:
+    """Most-popular items, counted over TRAINING users only; the same list for every user."""
+
+    def __init__(self, train_sequences: list[np.ndarray], num_items: int) -> None:
+        self.scores = popularity_scores(train_sequences, num_items)[1:]  # column j = item j + 1
+
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+        return self.scores.expand(batch.num_tasks, -1)
+
+
+class Diverged(ValueError):
+    """Test-time adaptation produced non-finite scores (an inner lr too large for the steps)."""
+
+
+class AdaptingScorer:
+    """The meta-learner in eval mode; the number of adaptation steps comes per call. ``none``/``sasrec``
+    adapt too when asked (steps > 0): test-time fine-tuning of the same fast weights with the same inner
+    loop. Non-finite scores raise :class:`Diverged` instead of reaching the metrics, where a NaN row would
+    tie every item and win the optimistic tie-break. ``algorithm_state``: the trained algorithm's own
+    parameters (Meta-SGD's rates)."""
+
+    def __init__(
+        self,
+        model: SeqRecommender,
+        algorithm: str,
+        inner_lr: float,
+        algorithm_state: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        meta = MetaConfig(algorithm=algorithm, inner_lr=inner_lr, adaptation_steps=0)
+        algo = build_algorithm(meta, model.head.size)
+        algo.load_state_dict(algorithm_state or {})
+        self.learner = MetaLearner(model, algo.to(model.fast_init.device)).eval()
+        self.inner_lr = inner_lr
+
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+        scores = self.learner.score(batch, steps)
+        if not bool(torch.isfinite(scores).all()):
+            raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})")
+        return scores
+
+
+@dataclass
+class Adaptation:
+    steps: int
+    inner_lr: float
+    val_score: float | None = None  # mean validation NDCG@10 over the shot counts
+    grid_size: int = 1
+    selected_on: str = "fixed"  # "valid" when searched on validation users
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            "steps": self.steps,
+            "inner_lr": self.inner_lr,
+            f"val_{CRITERION}": self.val_score,
+            "grid_size": self.grid_size,
+            "selected_on": self.selected_on,
+        }
+
+
+def adaptation_grid(trained_steps: int, trained_lr: float, finetune: bool) -> list[tuple[int, float]]:
+    """(steps, inner_lr) candidates; steps = 0 appears once (the lr is irrelevant without a step)."""
+    lrs = FINETUNE_LRS if finetune else sorted({round(trained_lr * f, 6) for f in LR_FACTORS} | {trained_lr})
+    steps = sorted(set(STEP_GRID) | ({trained_steps} if not finetune else set()))
+    return [(0, trained_lr)] + [(s, lr) for s in steps if s > 0 for lr in lrs]
+
+
+def method_name(algorithm: str, finetune: bool) -> str:
+    # Algorithms trained without an inner loop do not adapt by default; +finetune marks that they did.
+    return f"{algorithm}+finetune" if finetune and not ALGORITHMS[algorithm].adapts else algorithm
+
+
+@dataclass
+class ColdStartProtocol:
+    """One evaluation setting shared by ``metarec evaluate``, the reproduction script and the trainer's
+    periodic validation: the user groups, the shot counts, the longest support and the ``eval:`` section."""
+
+    splits: UserSplits
+    shots: Sequence[int]
+    support_max: int
+    eval_cfg: EvalConfig
+
+    def users(self, split: str) -> list[np.ndarray]:
+        if split not in ("valid", "test"):
+            raise ValueError(
+                f"--split must be valid or test (training users are not cold-start), got {split!r}"
+            )
+        users = getattr(self.splits, split)
+        if not users:
+            raise ValueError("no users to evaluate in this split")
+        return users
+
+    def per_user(
+        self,
+        scorer: Scorer,
+        sequences: list[np.ndarray],
+        steps: int | None = 0,
+        ks: Sequence[int] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> PerUser:
+        """Full-ranking cold-start metrics per user: adapt ``steps`` on the first K items, rank all items but
+        the support, score against the next ``eval.num_relevant`` interactions."""
+        return evaluate_cold_start(
+            scorer,
+            self.splits.num_items,
+            sequences,
+            shots=list(self.shots),
+            support_max=max(self.support_max, max(self.shots)),
+            num_relevant=self.eval_cfg.num_relevant,
+            ks=tuple(self.eval_cfg.ks if ks is None else ks),
+            steps=steps,
+            batch_users=self.eval_cfg.batch_users,
+            device=device,
+        )
+
+    def choose_adaptation(
+        self, loaded: LoadedModel, finetune: bool = False, fixed: tuple[int, float] | None = None
+    ) -> Adaptation:
+        """``fixed`` (steps, lr) skips the search; otherwise the grid around the trained ``meta:`` settings
+        for this algorithm, on validation users."""
+        if fixed is not None:
+            return Adaptation(*fixed)
+        meta = loaded.cfg.meta
+        adapts = ALGORITHMS[meta.algorithm].adapts
+        if not adapts and not finetune:
+            return Adaptation(0, meta.inner_lr)
+        return self.tune(loaded, adaptation_grid(meta.adaptation_steps, meta.inner_lr, finetune=not adapts))
+
+    def tune(self, loaded: LoadedModel, grid: list[tuple[int, float]]) -> Adaptation:
+        """The grid point with the best mean validation NDCG@10 over the shots (ties: fewer steps, lower
+        lr)."""
+        if not self.splits.valid:
+            raise ValueError(
+                "no validation users to choose the adaptation steps/lr on (data.valid_frac is 0?)"
+            )
+        best: Adaptation | None = None
+        for steps, lr in sorted(grid):
+            try:
+                res = self.per_user(self.scorer(loaded, lr), self.splits.valid, steps)
+            except Diverged:  # too large an inner lr for this many steps: not a candidate
+                continue
+            score = float(np.mean([res[k][CRITERION].mean() for k in self.shots]))
+            if best is None or score > best.val_score + 1e-12:
+                best = Adaptation(steps, lr, score, selected_on="valid")
+        if best is None:
+            raise ValueError(
+                "every adaptation setting gives non-finite scores: the model itself is broken (NaN)"
+            )
+        best.grid_size = len(grid)
+        return best
+
+    @staticmethod
+    def scorer(loaded: LoadedModel, inner_lr: float) -> AdaptingScorer:
+        return AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
+
+    def evaluate(
+        self,
+        loaded: LoadedModel,
+        split: str = "test",
+        finetune: bool = False,
+        fixed: tuple[int, float] | None = None,
+        name: str | None = None,
+    ) -> MethodResult:
+        """A trained model under its algorithm's protocol: adaptation chosen on validation users, then scored
+        on ``split``. The default name is the algorithm (``+finetune`` when fine-tuned)."""
+        users = self.users(split)
+        adaptation = self.choose_adaptation(loaded, finetune, fixed)
+        return MethodResult(
+            name or method_name(loaded.algorithm, finetune),
+            self.per_user(self.scorer(loaded, adaptation.inner_lr), users, adaptation.steps),
+            {"algorithm": loaded.algorithm, "adaptation": adaptation.as_dict()},
+        )
+
+    def popularity(self, split: str = "test") -> MethodResult:
+        scorer = PopularityScorer(self.splits.train, self.splits.num_items)
+        return MethodResult(
+            "popularity", self.per_user(scorer, self.users(split)), {"counted_on": "train users"}
+        )
