@@ -11,8 +11,6 @@ from typing import Any
 
 from metarec_dist.eval.stats import PRIMARY, SECONDARY, MethodResult, bootstrap_summary, paired_diff
 
-Summary = dict[int, dict[str, dict[str, float]]]
-
 
 def build_report(
     results: Sequence[MethodResult], baseline: str | None, n_boot: int, seed: int = 0

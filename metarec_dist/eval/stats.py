@@ -14,7 +14,6 @@ from metarec_dist.metrics.bootstrap import bootstrap_ci, paired_bootstrap_diff
 
 PRIMARY = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 SECONDARY = ("hr@10", "next_ndcg@10", "mrr")
-METRICS = PRIMARY + SECONDARY
 
 
 @dataclass

@@ -132,3 +132,23 @@ def test_grid_holds_the_trained_values_and_no_adaptation():
     assert (4, 0.3) in grid and (0, 0.3) in grid and len(grid) == len(set(grid))
     assert [g for g in grid if g[0] == 0] == [(0, 0.3)]
     assert (0, 0.5) in adaptation_grid(3, 0.5, finetune=True)
+
+
+def test_trainer_validation_is_the_evaluation_protocol(tiny_cfg, synth_data):
+    """The trainer's periodic validation and ``metarec evaluate`` score through the same protocol code: the
+    engine at its trained steps gives the same numbers as the evaluation scorer at those steps."""
+    from metarec_dist.eval.protocol import AdaptingScorer
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.trainer import MetaTrainer
+
+    trainer = MetaTrainer(tiny_cfg, LocalContext(None), synth_data)
+    trainer.fit()
+    out = trainer.validate([1, 3])
+    meta, users = tiny_cfg.meta, synth_data.valid[: tiny_cfg.train.eval_users]
+    protocol = ColdStartProtocol(synth_data, [1, 3], tiny_cfg.tasks.support_max, tiny_cfg.eval)
+    scorer = AdaptingScorer(trainer.model, meta.algorithm, meta.inner_lr)
+    res = protocol.per_user(scorer, users, meta.adaptation_steps, ks=(10,))
+    for k in (1, 3):
+        for m in ("ndcg@10", "recall@10"):
+            assert out[f"val/{m}@k{k}"] == pytest.approx(float(res[k][m].mean()), abs=1e-6)
+    assert [r["users"] for r in out["eval/cold_start_table"]] == [len(res[k]["ndcg@10"]) for k in (1, 3)]
