@@ -8,13 +8,16 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import Config
 from metarec_dist.models.recommender import SeqRecommender
+
+if TYPE_CHECKING:
+    from metarec_dist.data.prepared import PreparedData
 
 
 @dataclass
@@ -59,7 +62,7 @@ def load_model(path: str | Path) -> LoadedModel:
     return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state)
 
 
-def load_prepared(cfg: Config) -> Any:
+def load_prepared(cfg: Config) -> PreparedData:
     """``PreparedData`` of the checkpoint's data config (same files, preprocessing, seed, user split)."""
     from metarec_dist.data import prepare_data
 

@@ -152,3 +152,20 @@ def test_trainer_validation_is_the_evaluation_protocol(tiny_cfg, synth_data):
         for m in ("ndcg@10", "recall@10"):
             assert out[f"val/{m}@k{k}"] == pytest.approx(float(res[k][m].mean()), abs=1e-6)
     assert [r["users"] for r in out["eval/cold_start_table"]] == [len(res[k]["ndcg@10"]) for k in (1, 3)]
+
+
+def test_eval_does_not_import_train():
+    """train imports eval (its validation is the protocol), never the reverse; only the reproduction
+    driver, which trains the runs it compares, reaches for the trainer."""
+    import ast
+    from pathlib import Path
+
+    import metarec_dist.eval
+
+    for path in Path(metarec_dist.eval.__file__).parent.glob("*.py"):
+        if path.name == "reproduce.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("metarec_dist.train") for n in names), f"{path.name} imports {names}"
