@@ -36,12 +36,18 @@ def collate_windows(
     support_max: int,
     query_size: int,
     bos_id: int,
+    query_lens: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Build the left-padded layout of :class:`MetaBatch` for windows ``seq[off : off + K + Q]``."""
+    """Build the left-padded layout of :class:`MetaBatch` for windows ``seq[off : off + K + Q]``.
+
+    ``query_lens`` (default: ``query_size`` for every task) lets a short user's task carry fewer query
+    items: the positions after them hold item 0, which is no target for any loss and, the backbone being
+    causal, changes no earlier position's hidden state."""
     length = 1 + support_max + query_size
     pad = support_max - support_lens  # positions before BOS
     j = np.arange(length)[None, :] - pad[:, None] - 1  # index into the window; -1 is BOS
-    valid = (j >= 0) & (j < (support_lens + query_size)[:, None])
+    q = np.full_like(support_lens, query_size) if query_lens is None else query_lens
+    valid = (j >= 0) & (j < (support_lens + q)[:, None])
     src = store.starts[users][:, None] + offsets[:, None] + np.clip(j, 0, None)
     ids = np.where(valid, store.flat[np.minimum(src, len(store.flat) - 1)], 0)
     ids[j == -1] = bos_id
@@ -72,12 +78,14 @@ class TaskSampler:
     ) -> None:
         self.cfg, self.num_items, self.num_negatives = cfg, num_items, num_negatives
         self.store = SequenceStore(sequences)
-        min_len = cfg.support_min + cfg.query_size
+        # Every user with a support and at least one query item gives tasks: on e-commerce logs (median
+        # 5-6 interactions) requiring a whole query window would leave about half of the users unseen.
+        min_len = cfg.support_min + 1
         self.eligible = np.flatnonzero(self.store.lengths >= min_len)
         if len(self.eligible) == 0:
             raise ValueError(
-                f"no user has at least tasks.support_min + tasks.query_size = {min_len} interactions; "
-                "lower them or load more data"
+                f"no user has at least tasks.support_min + 1 = {min_len} interactions; "
+                "lower tasks.support_min or load more data"
             )
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -87,14 +95,18 @@ class TaskSampler:
         cfg, rng = self.cfg, self.rng
         users = self.eligible[rng.integers(0, len(self.eligible), size=n)]
         lengths = self.store.lengths[users]
-        k_hi = np.minimum(cfg.support_max, lengths - cfg.query_size)
+        # A user with room for a whole query after the smallest support gets K items then Q; a shorter
+        # user gets K in [support_min, L - 1] and the rest of its items as a shorter (masked) query.
+        whole = lengths >= cfg.support_min + cfg.query_size
+        k_hi = np.minimum(cfg.support_max, np.where(whole, lengths - cfg.query_size, lengths - 1))
         k = cfg.support_min + np.floor(rng.random(n) * (k_hi - cfg.support_min + 1)).astype(np.int64)
+        q = np.minimum(cfg.query_size, lengths - k)
         if cfg.window == "random":
-            offsets = np.floor(rng.random(n) * (lengths - k - cfg.query_size + 1)).astype(np.int64)
+            offsets = np.floor(rng.random(n) * (lengths - k - q + 1)).astype(np.int64)
         else:
             offsets = np.zeros(n, dtype=np.int64)
         arrays = collate_windows(
-            self.store, users, offsets, k, cfg.support_max, cfg.query_size, bos_id(self.num_items)
+            self.store, users, offsets, k, cfg.support_max, cfg.query_size, bos_id(self.num_items), q
         )
         arrays["task_ids"] = np.arange(self.num_sampled, self.num_sampled + n)
         arrays["users"] = users
