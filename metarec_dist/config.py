@@ -74,11 +74,15 @@ class MetaConfig:
     # MAML); > 0 keeps the backbone a good in-context learner on its own, so adaptation starts from `none`'s
     # level.
     init_query_weight: float = 0.0
+    # FOMAML / Meta-SGD: weight of SASRec's next-item loss at every position of the task window, beside the
+    # query loss after adaptation (0 = the query loss only).
+    dense_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _positive(self, "meta", "meta_batch_size")
-        if self.init_query_weight < 0:
-            raise ValueError("meta.init_query_weight must be >= 0")
+        for name in ("init_query_weight", "dense_weight"):
+            if not getattr(self, name) >= 0:  # also catches NaN
+                raise ValueError(f"meta.{name} must be a number >= 0, got {getattr(self, name)}")
         if self.adaptation_steps < 0:
             raise ValueError("meta.adaptation_steps must be >= 0")
         if self.inner_lr < 0:

@@ -50,12 +50,21 @@ class Features:
 
     support: torch.Tensor  # [T, Kmax, d], detached: the inner loop never backpropagates into the backbone
     query: torch.Tensor  # [T, Q, d], with grad
+    context: torch.Tensor  # [T, Kmax + Q, d], with grad: every position that predicts a next item
 
 
 def encode(model: SeqRecommender, batch: MetaBatch) -> Features:
     h = model.encode(batch.item_ids, batch.attention_mask)
     k, q = batch.support_len, batch.query_targets.shape[1]
-    return Features(support=h[:, :k].detach(), query=h[:, k : k + q])
+    return Features(support=h[:, :k].detach(), query=h[:, k : k + q], context=h[:, : k + q])
+
+
+def next_item_loss(model: SeqRecommender, context: torch.Tensor, batch: MetaBatch) -> torch.Tensor:
+    """SASRec's loss: every position of the window (support and query alike) predicts its next item, at
+    the un-adapted fast weights. Mean over tasks of each task's mean over its targets."""
+    targets = torch.cat([batch.support_targets, batch.query_targets], dim=1)
+    fast = model.fast_init.expand(batch.num_tasks, -1)
+    return model.task_loss(context, fast, targets, batch.negatives).mean()
 
 
 def inner_loop(
@@ -93,7 +102,7 @@ def inner_loop(
 
 # Fields of ``meta:`` that only some algorithms act on; any other algorithm rejects a non-default value
 # (it would silently ignore it).
-ALGORITHM_OPTIONS = ("init_query_weight",)
+ALGORITHM_OPTIONS = ("init_query_weight", "dense_weight")
 
 
 class MetaAlgorithm(nn.Module, abc.ABC):
@@ -192,15 +201,28 @@ def register(name: str) -> Callable[[type[MetaAlgorithm]], type[MetaAlgorithm]]:
 @register("fomaml")
 class FOMAML(InnerLoopAlgorithm):
     """First-order MAML, optionally with ``init_query_weight`` x the query loss without adaptation (keeps
-    the backbone a good in-context learner on its own, so adaptation starts from ``none``'s level)."""
+    the backbone a good in-context learner on its own, so adaptation starts from ``none``'s level) and
+    ``dense_weight`` x SASRec's next-item loss at every position of the window: the query loss alone gives
+    the backbone a signal at Q positions per task, the dense term at all K + Q of them."""
 
-    options = frozenset({"init_query_weight"})
+    options = frozenset({"init_query_weight", "dense_weight"})
 
     def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
         super().__init__(meta, num_fast_weights)
         self.init_query_weight = meta.init_query_weight
+        self.dense_weight = meta.dense_weight
 
     def outer_loss(
+        self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, metrics = self.query_terms(model, feats, batch, adapted)
+        if self.dense_weight <= 0:
+            return loss, metrics
+        dense = next_item_loss(model, feats.context, batch)
+        metrics["next_item_loss"] = dense.detach()
+        return loss + self.dense_weight * dense, metrics
+
+    def query_terms(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The query loss at the adapted weights, first-order gradient to ``fast_init``."""
@@ -287,10 +309,7 @@ class PlainNextItem(MetaAlgorithm):
     def meta_loss(
         self, model: SeqRecommender, batch: MetaBatch, track_adaptation: bool = True
     ) -> MetaStepOutput:
-        h = model.encode(batch.item_ids, batch.attention_mask)
-        targets = torch.cat([batch.support_targets, batch.query_targets], dim=1)
-        fast = model.fast_init.expand(batch.num_tasks, -1)
-        loss = model.task_loss(h[:, : targets.shape[1]], fast, targets, batch.negatives).mean()
+        loss = next_item_loss(model, encode(model, batch).context, batch)
         return MetaStepOutput(loss=loss, metrics={"next_item_loss": loss.detach()})
 
 

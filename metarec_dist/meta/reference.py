@@ -43,6 +43,7 @@ def loop_meta_loss(
     steps: int,
     lr: float | torch.Tensor,
     init_query_weight: float = 0.0,
+    dense_weight: float = 0.0,
 ) -> torch.Tensor:
     """The meta-loss built task by task (backbone run per task); its gradient is the reference gradient.
 
@@ -80,4 +81,8 @@ def loop_meta_loss(
         if init_query_weight:
             at_init = model.task_loss(h_q, model.fast_init[None], one.query_targets, one.negatives).sum()
             total = total + init_query_weight * at_init
+        if dense_weight:  # SASRec's loss over the whole window, at the un-adapted weights
+            targets = torch.cat([one.support_targets, one.query_targets], dim=1)
+            dense = model.task_loss(h[:, : k + q], model.fast_init[None], targets, one.negatives).sum()
+            total = total + dense_weight * dense
     return total / batch.num_tasks

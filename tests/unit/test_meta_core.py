@@ -19,12 +19,13 @@ from metarec_dist.tasks.sampler import SequenceStore, TaskSampler, collate_windo
 from metarec_dist.tasks.types import MetaBatch
 
 
-def _algo(model, name, inner_lr, adaptation_steps, init_query_weight=0.0):
+def _algo(model, name, inner_lr, adaptation_steps, init_query_weight=0.0, dense_weight=0.0):
     meta = MetaConfig(
         algorithm=name,
         inner_lr=inner_lr,
         adaptation_steps=adaptation_steps,
         init_query_weight=init_query_weight,
+        dense_weight=dense_weight,
     )
     return build_algorithm(meta, model.head.size).to(model.fast_init.dtype)
 
@@ -108,6 +109,35 @@ def test_meta_sgd_and_init_query_gradients_equal_per_task_reference(
         torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize(
+    "algorithm,init_query_weight,dense_weight", [("fomaml", 0.0, 0.6), ("metasgd", 0.4, 1.3)]
+)
+def test_dense_next_item_term_gradients_equal_per_task_reference(
+    tiny_cfg, synth_data, algorithm, init_query_weight, dense_weight
+):
+    """The combined recipe (query loss after adaptation + SASRec's loss at every window position) against
+    the written-out per-task reference, on tasks that include short users with masked query positions."""
+    model, batch = _setup(tiny_cfg, synth_data)
+    batch.query_targets[0, 1:] = 0  # a short user's task: one query item, the rest masked
+    algo = _algo(model, algorithm, 0.3, 2, init_query_weight=init_query_weight, dense_weight=dense_weight)
+    _non_uniform_rates(algo)
+    out = algo.meta_loss(model, batch)
+    out.loss.backward()
+    batched = _grads(model, algo)
+    model.zero_grad()
+    algo.zero_grad()
+    loop_meta_loss(
+        model, batch, algorithm, 2, algo.inner_lrs(), init_query_weight, dense_weight=dense_weight
+    ).backward()
+    reference = _grads(model, algo)
+    assert batched.keys() == reference.keys() and "next_item_loss" in out.metrics
+    for name in reference:
+        torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
+    # and the dense term is what it says: the sasrec loss of the same batch, weighted
+    sasrec = _algo(model, "sasrec", 0.3, 2).meta_loss(model, batch).loss
+    torch.testing.assert_close(out.metrics["next_item_loss"], sasrec.detach())
+
+
 def test_meta_sgd_adapts_with_the_per_weight_lr(tiny_cfg, synth_data):
     """A zero multiplier on a coordinate freezes it in the inner loop; the others move."""
     model, batch = _setup(tiny_cfg, synth_data)
@@ -140,7 +170,8 @@ def test_each_algorithm_rejects_the_options_it_does_not_use(algorithm):
 
 
 def test_options_and_capabilities_are_stated_by_the_classes():
-    assert {n for n, c in ALGORITHMS.items() if "init_query_weight" in c.options} == {"fomaml", "metasgd"}
+    for option in ("init_query_weight", "dense_weight"):
+        assert {n for n, c in ALGORITHMS.items() if option in c.options} == {"fomaml", "metasgd"}
     assert {n for n, c in ALGORITHMS.items() if not c.adapts} == {"none", "sasrec"}
     with pytest.raises(ValueError, match=r"meta\.algorithm: unknown 'maml2'"):
         algorithm_class(MetaConfig(algorithm="maml2"))
