@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
+from metarec_dist.errors import UserError
+
 if TYPE_CHECKING:
     from metarec_dist.config import Config
     from metarec_dist.models.recommender import SeqRecommender
@@ -97,23 +99,42 @@ def write_manifest(folder: Path, step: int, world_size: int, files: dict[str, di
 
 
 def verify(folder: Path) -> dict[str, Any]:
-    """The manifest of a complete, intact checkpoint; ``ValueError`` naming what is missing or damaged."""
+    """The manifest of a complete, intact checkpoint; ``UserError`` naming what is missing or damaged."""
     folder = Path(folder)
     mpath = folder / MANIFEST
     if not mpath.is_file():
-        raise ValueError(f"checkpoint {folder} is incomplete: no {MANIFEST} (was the save interrupted?)")
-    manifest = json.loads(mpath.read_text())
+        raise UserError(f"checkpoint {folder} is incomplete: no {MANIFEST} (was the save interrupted?)")
+    manifest = _read_manifest(mpath)
     for rel, meta in manifest["files"].items():
         p = folder / rel
         if not p.is_file():
-            raise ValueError(f"checkpoint {folder}: shard {rel} is missing")
+            raise UserError(f"checkpoint {folder}: shard {rel} is missing")
         if p.stat().st_size != meta["size"]:
-            raise ValueError(
+            raise UserError(
                 f"checkpoint {folder}: shard {rel} is truncated or changed "
                 f"({p.stat().st_size} bytes, manifest says {meta['size']})"
             )
         if sha256_file(p) != meta["sha256"]:
-            raise ValueError(f"checkpoint {folder}: shard {rel} fails its sha256 check")
+            raise UserError(f"checkpoint {folder}: shard {rel} fails its sha256 check")
+    return manifest
+
+
+def _read_manifest(mpath: Path) -> dict[str, Any]:
+    """A manifest that is JSON of the shape :func:`write_manifest` writes, or a ``UserError`` naming it."""
+    damaged = f"{mpath} is damaged (not a metarec checkpoint manifest)"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{damaged}: {exc}") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
+        for m in files.values()
+    ):
+        raise UserError(f"{damaged}: expected a 'files' mapping of name -> size and sha256")
+    for key in ("step", "world_size"):
+        if not isinstance(manifest.get(key), int):
+            raise UserError(f"{damaged}: '{key}' is missing or not an integer")
     return manifest
 
 
@@ -200,16 +221,24 @@ def load_checkpoint(engine: Any, folder: Path, rank: int) -> dict[str, Any]:
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_ALGORITHM = "algorithm.safetensors"  # parameters the algorithm owns (Meta-SGD's rates), if any
+# The files an export holds: a folder with the required ones, maybe the optional ones, and nothing else is
+# a previous export, the only kind of non-empty folder `export` replaces (with overwrite=True); nothing else
+# is ever deleted.
+EXPORT_FILES = frozenset({EXPORT_CONFIG, EXPORT_WEIGHTS})
+EXPORT_OPTIONAL = frozenset({EXPORT_ALGORITHM})
 
 
-def export(checkpoint_dir: Path, out_dir: Path) -> Path:
+def export(checkpoint_dir: Path, out_dir: Path, overwrite: bool = False) -> Path:
     """Consolidate a (sharded) checkpoint into ``model.safetensors`` + ``metarec_config.json`` that load and
-    score with :func:`load_exported`: no DeepSpeed, no Ray. Written to a temp folder, then renamed."""
+    score with :func:`load_exported`: no DeepSpeed, no Ray. Written to a temp folder beside ``out_dir``, then
+    renamed. ``out_dir`` must be new, empty, or (with ``overwrite``) a previous export; it may not be the
+    checkpoint, a folder above it or inside it."""
     from safetensors.torch import save_file
 
     from metarec_dist.runtime.export import consolidated_state_dict
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    _check_export_target(checkpoint_dir, out_dir, overwrite)  # before the (slow) consolidation
     verify(checkpoint_dir)
     client = json.loads((checkpoint_dir / CLIENT_STATE).read_text())
     state = consolidated_state_dict(checkpoint_dir / "engine")
@@ -225,13 +254,63 @@ def export(checkpoint_dir: Path, out_dir: Path) -> Path:
             save_file(algorithm, str(tmp / EXPORT_ALGORITHM))
         meta = {k: client[k] for k in ("config", "num_items", "step", "item_titles") if k in client}
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _check_export_target(checkpoint_dir, out_dir, overwrite)  # again: it may have changed meanwhile
+        _replace_export(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder, nothing else
         raise
     return out_dir
+
+
+def _is_export(folder: Path) -> bool:
+    names = {p.name for p in folder.iterdir()}
+    return EXPORT_FILES <= names <= EXPORT_FILES | EXPORT_OPTIONAL and all(
+        (folder / n).is_file() and not (folder / n).is_symlink() for n in names
+    )
+
+
+def _check_export_target(checkpoint_dir: Path, out_dir: Path, overwrite: bool) -> None:
+    src, out = checkpoint_dir.resolve(), out_dir.resolve()
+    if out == src or out in src.parents or src in out.parents:
+        raise UserError(
+            f"export --out {out_dir}: overlaps the checkpoint being exported ({checkpoint_dir}); "
+            "choose a folder outside it"
+        )
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"export --out {out_dir}: {parent} is a file, not a folder")
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise UserError(f"export --out {out_dir}: is a file, not a folder; choose a new folder name")
+    if not any(out_dir.iterdir()):
+        return
+    if not _is_export(out_dir):
+        raise UserError(
+            f"export --out {out_dir}: the folder is not empty and is not a previous export "
+            f"(it would hold only {sorted(EXPORT_FILES | EXPORT_OPTIONAL)}); choose a new or empty folder"
+        )
+    if not overwrite:
+        raise UserError(f"export --out {out_dir}: holds a previous export; pass --overwrite to replace it")
+
+
+def _replace_export(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``; a previous export there (checked) is moved aside first and its own
+    files removed after, so a crash in between leaves one of the two exports whole."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    if not any(out_dir.iterdir()):
+        out_dir.rmdir()
+        os.replace(tmp, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old."))
+    old.rmdir()
+    os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    for name in EXPORT_FILES | EXPORT_OPTIONAL:
+        (old / name).unlink(missing_ok=True)
+    old.rmdir()
 
 
 class Exported(NamedTuple):
@@ -253,12 +332,16 @@ def load_exported(folder: Path) -> Exported:
     folder = Path(folder)
     for name in (EXPORT_WEIGHTS, EXPORT_CONFIG):
         if not (folder / name).is_file():
-            raise ValueError(
+            raise UserError(
                 f"{folder} is not an exported model: {name} is missing (run `metarec export` first)"
             )
-    meta = json.loads((folder / EXPORT_CONFIG).read_text())
-    cfg = from_dict(Config, meta["config"])
-    model = SeqRecommender(cfg.model, int(meta["num_items"]))
+    try:
+        meta = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
+        cfg = from_dict(Config, meta["config"])
+        num_items = int(meta["num_items"])
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
+        raise UserError(f"{folder / EXPORT_CONFIG} is damaged or not a metarec export: {exc!r}") from None
+    model = SeqRecommender(cfg.model, num_items)
     model.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
     algorithm = build_algorithm(cfg.meta, model.head.size)
     path = folder / EXPORT_ALGORITHM

@@ -1,7 +1,9 @@
 """``metarec``: train, evaluate, recommend, export, submit, data, bench, print-config.
 
-User mistakes (a bad config key, a missing file, a malformed log) are ``ValueError``s; ``main`` prints
-them as one ``error:`` line and exits with status 2 instead of a traceback.
+User mistakes (a bad config key, a missing file, a malformed log) are ``UserError``s (``ValueError``s);
+``main`` prints them as one ``error:`` line and exits with status 2 instead of a traceback, and so does an
+operating-system error about a named file (no such folder, not a directory, permission denied, disk full).
+``--verbose`` prints the traceback too.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 from metarec_dist.config import Config, config_to_yaml, load_config, with_overrides
+from metarec_dist.errors import check_output_folder, check_writable_file
+from metarec_dist.metrics.redact import redact_text
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -65,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", required=True, help="a checkpoint folder, or a run folder (its newest complete one)"
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty, or a previous export)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous export at --out")
 
     from metarec_dist.eval.cli import add_evaluate_args, add_recommend_args
 
@@ -120,7 +126,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from metarec_dist.checkpoint import export, find_checkpoint
 
-    print(export(find_checkpoint(Path(args.checkpoint)), Path(args.out)))
+    print(export(find_checkpoint(Path(args.checkpoint)), Path(args.out), overwrite=args.overwrite))
     return 0
 
 
@@ -146,6 +152,11 @@ def _train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.verbose:  # --verbose: every worker's logs too
         cfg = with_overrides(cfg, ["logging.verbose=true"])
+    # Outputs that cannot be written fail now, not after the whole run.
+    if args.json:
+        check_writable_file(args.json, "--json")
+    if "://" not in cfg.runtime.storage_path:
+        check_output_folder(cfg.runtime.storage_path, "runtime.storage_path")
     result = train(cfg, verbose=args.verbose)
     print(format_summary(result, cfg))
     if args.json:
@@ -193,12 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except ValueError as exc:  # user mistakes: one clear line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # user mistakes (UserError and older ValueErrors): one clear line
+        return _report(exc, str(exc), args.verbose)
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: a real failure, keep the traceback
+            raise
+        return _report(exc, f"{exc.filename}: {exc.strerror or exc}", args.verbose)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _report(exc: BaseException, message: str, verbose: bool) -> int:
+    """One ``error:`` line (secrets in URLs masked), the traceback first with ``--verbose``; status 2."""
+    if verbose:
+        traceback.print_exception(exc)
+    print(f"error: {redact_text(message)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

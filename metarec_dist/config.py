@@ -9,6 +9,7 @@ Each builder receives only its own section (``build_model(cfg.model, ...)``), ne
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from typing import Any, Literal
 import yaml
 
 from metarec_dist.data.config import DataConfig
+
+# The fast-weight adapters models/adapters.py builds (kept in sync by a test; config.py imports no torch).
+ADAPTER_NAMES = ("lowrank", "film", "bias")
 
 
 @dataclass
@@ -46,6 +50,9 @@ class ModelConfig:
             )
         if not self.adapters:
             raise ValueError("model.adapters: list at least one fast-weight adapter, e.g. [lowrank]")
+        unknown = [a for a in self.adapters if a not in ADAPTER_NAMES]
+        if unknown:
+            raise ValueError(f"model.adapters: unknown {unknown}; choose from {list(ADAPTER_NAMES)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("model.dropout must be in [0, 1)")
 
@@ -85,8 +92,8 @@ class MetaConfig:
                 raise ValueError(f"meta.{name} must be a number >= 0, got {getattr(self, name)}")
         if self.adaptation_steps < 0:
             raise ValueError("meta.adaptation_steps must be >= 0")
-        if self.inner_lr < 0:
-            raise ValueError("meta.inner_lr must be >= 0")
+        if not (math.isfinite(self.inner_lr) and self.inner_lr >= 0):
+            raise ValueError(f"meta.inner_lr must be a finite number >= 0, got {self.inner_lr}")
 
 
 @dataclass
@@ -100,8 +107,8 @@ class OptimConfig:
     grad_clip: float = 1.0  # 0 disables; set explicitly because DeepSpeed's default changed to 1.0
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError("optim.lr must be > 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"optim.lr must be a finite number > 0, got {self.lr}")
         if len(self.betas) != 2:
             raise ValueError("optim.betas must have two values, e.g. [0.9, 0.999]")
 
@@ -155,6 +162,13 @@ class RuntimeConfig:
             raise ValueError(f"runtime.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.max_failures < -1:
             raise ValueError("runtime.max_failures must be >= -1 (-1: retry forever)")
+        # The run folder is storage_path/run_name: a separator or `..` would put it (and what resume and
+        # pruning delete) somewhere else.
+        if not self.run_name or self.run_name in (".", "..") or any(c in self.run_name for c in "/\\\0"):
+            raise ValueError(
+                f"runtime.run_name {self.run_name!r}: must be a plain folder name (no '/', '\\' or '..'); "
+                "choose the parent folder with runtime.storage_path"
+            )
 
 
 @dataclass
@@ -294,9 +308,12 @@ def _scalar(tp: Any, value: Any, key: str) -> Any:
     if tp is float and isinstance(value, str):
         # PyYAML reads `1e-3` (no dot) as a string; accept any text Python reads as a float.
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
-            pass
+            raise ValueError(f"{key}: expected float, got str {value!r}") from None
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        # nan/inf pass every `< 0` check and only blow up mid-training
+        raise ValueError(f"{key}: must be a finite number, got {value!r}")
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise ValueError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value

@@ -8,6 +8,7 @@ from pathlib import Path
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.fetch import ARCHIVES, canonical_name, default_data_dir, download
+from metarec_dist.metrics.redact import redact_text
 
 # MovieLens ratings file -> (layout, item metadata file next to it).
 MOVIELENS_FILES = {
@@ -105,6 +106,11 @@ def _generic(path: Path, kind: str) -> Layout:
 
 def resolve_layout(cfg: DataConfig) -> Layout:
     if cfg.path is not None:
+        if "://" in cfg.path:
+            raise DataError(
+                f"data.path: {redact_text(cfg.path)} is a URL; data.path reads local or mounted files only "
+                "(download the file first, or use data.format=hub with data.name for a Hub dataset)"
+            )
         path = Path(cfg.path).expanduser()
         if not path.exists():
             raise DataError(f"data.path: {path} not found (no such file or folder)")

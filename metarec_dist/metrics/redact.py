@@ -23,7 +23,9 @@ SECRET_ENV = (
     "AZURE_STORAGE_KEY",
     "HF_TOKEN",
 )
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)[^/@\s]+@")
+# `scheme://user:pass@host`, also as `scheme:/user:pass@host`: what a URL becomes once it has been through
+# `pathlib.Path` (which collapses the double slash) on its way into an error message.
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]+:/{1,2})[^/@\s]+@")
 
 
 def _secret_values() -> list[str]:
