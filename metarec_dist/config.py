@@ -154,7 +154,7 @@ class RuntimeConfig:
     storage_path: str = "runs"  # local dir, shared file system path or cloud URI
     max_failures: int = 0
     torch_threads: int = 0  # 0: leave torch's default
-    dashboard: bool = True  # a locally started Ray cluster's dashboard (bound to 127.0.0.1)
+    dashboard: bool = False  # a locally started Ray cluster's dashboard (bound to 127.0.0.1)
 
     def __post_init__(self) -> None:
         _positive(self, "runtime", "num_workers", "cpus_per_worker", "grad_accum")

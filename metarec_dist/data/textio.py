@@ -66,7 +66,13 @@ class TextFile:
     # ------------------------------------------------------------------------------------ reading
 
     def _source(self):
-        return pa.BufferReader(self._data) if self._data is not None else str(self.spec.path)
+        if self._data is None:
+            return str(self.spec.path)
+        # A copy in Arrow's own memory: a buffer wrapping the Python bytes would be released (taking the
+        # GIL) on an Arrow pool thread; see `read`.
+        buf = pa.allocate_buffer(len(self._data))
+        pa.FixedSizeBufferWriter(buf).write(self._data)
+        return pa.BufferReader(buf)
 
     def _lines(self) -> Iterator[bytes]:
         if self._data is not None:
@@ -97,18 +103,14 @@ class TextFile:
 
     def read(self, columns: list[str], string_columns: tuple[str, ...] = ()) -> pa.Table:
         """The named columns of all data rows; the other columns are parsed for their count only."""
-        invalid: list[int | None] = []
-
-        def on_invalid(row) -> str:  # remember and skip; the scan below names the line
-            invalid.append(row.number)
-            return "skip"
-
+        # No Python objects go into the reader (no invalid_row_handler, no buffer wrapping Python bytes):
+        # Arrow frees the reader on one of its pool threads, possibly after read_csv has returned, and
+        # freeing a Python object there takes the GIL; if Python is exiting by then (a data error raised
+        # right after the read), that thread is killed mid-destructor and the process aborts with
+        # "terminate called without an active exception" (exit 134). A bad row makes pyarrow raise
+        # instead, and the line scan below names it.
         read_opts = pv.ReadOptions(column_names=self.names, skip_rows=1 if self.spec.header else 0)
-        parse_opts = pv.ParseOptions(
-            delimiter=self.delimiter,
-            quote_char='"' if self.spec.quoting else False,
-            invalid_row_handler=on_invalid,
-        )
+        parse_opts = pv.ParseOptions(delimiter=self.delimiter, quote_char='"' if self.spec.quoting else False)
         convert_opts = pv.ConvertOptions(
             include_columns=columns,
             column_types={c: pa.string() for c in string_columns},
@@ -121,8 +123,6 @@ class TextFile:
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise self.diagnose() or DataError(f"{self.label}: cannot be read: {exc}") from None
-        if invalid:
-            raise self.diagnose() or DataError(f"{self.label}: a row has the wrong number of fields")
         if table.num_rows == 0:
             if self.spec.header:
                 raise DataError(f"{self.label}: only a header line, no data rows")

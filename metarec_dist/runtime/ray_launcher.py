@@ -1,7 +1,8 @@
 """The driver side of a Ray run: connect or start a cluster, hand user rows to Ray Data, run TorchTrainer.
 
 The driver only loads and preprocesses the log (cached as Arrow) and turns it into per-user rows; tasks are
-built on the workers. Every port of a locally started cluster binds to 127.0.0.1.
+built on the workers. Every port of a locally started cluster binds to 127.0.0.1 and the cluster requires
+Ray's token (tests/integration/test_local_cluster_binding.py checks both).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from metarec_dist.config import Config, with_overrides
 log = logging.getLogger("metarec")
 
 
-def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool = True) -> None:
-    """Connect to ``RAY_ADDRESS`` when set, else start a local cluster with every port (dashboard included)
-    bound to 127.0.0.1."""
+def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """Connect to ``RAY_ADDRESS`` when set, else start a local cluster that listens on 127.0.0.1 only and
+    requires Ray's token (see :func:`_loopback_node_ip`); the dashboard is off unless asked for."""
     import ray
 
     if ray.is_initialized():
@@ -31,6 +32,7 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool
         ray.init(address=address, **quiet)
         return
     local_cluster_defaults()
+    _loopback_node_ip()
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=dashboard,
@@ -40,6 +42,27 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool
     )
 
 
+def _loopback_node_ip() -> None:
+    """Make 127.0.0.1 the node address of the cluster this process starts.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone does not: Ray replaces a loopback address with the
+    machine's routable one (``services.resolve_ip_for_localhost``), and every Ray server binds to the node
+    address, or to all interfaces when it is not loopback. Ray's switch for a one-machine cluster is
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (the default on macOS/Windows): the node address is then
+    127.0.0.1, and GCS, raylet, object manager, workers, dashboard, agents and metrics exporters all bind to
+    it. The variable is read when ``ray`` is imported, so the driver's copy is set too; the processes Ray
+    starts inherit the environment (with token authentication on: ``LOCAL_CLUSTER_FORCED_ENV``).
+    """
+    from ray._private import ray_constants
+    from ray._raylet import Config
+
+    os.environ.update(LOCAL_CLUSTER_FORCED_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    # Ray caches its RAY_* settings (RAY_AUTH_MODE among them) in this process; re-read them, as Ray does
+    # itself when it turns token authentication on, so the driver presents the token its cluster requires.
+    Config.initialize("")
+
+
 # Ray Train settings for a cluster this process starts itself (one node: this machine). Ray Train passes
 # them from the driver to its controller. A value the user has set in the environment wins.
 LOCAL_CLUSTER_ENV = {
@@ -47,6 +70,15 @@ LOCAL_CLUSTER_ENV = {
     # scale-down) to checkpoint before they go. A local cluster has no node to drain; the actor would only
     # take ~1% of a core beside the workers for the whole run.
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+# Settings a local cluster always gets, whatever the environment says.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOCAL_CLUSTER_FORCED_ENV = {
+    # Every Ray process and client must present the cluster's token (Ray 2.52+); ray.init creates one in
+    # ~/.ray/auth_token when there is none. Without it, whatever reaches a port could run code, and an
+    # explicit RAY_AUTH_MODE=disabled would otherwise turn that off for a cluster nobody else needs to join.
+    "RAY_AUTH_MODE": "token",
+    LOOPBACK_ENV: "0",  # see _loopback_node_ip
 }
 
 

@@ -1,0 +1,82 @@
+"""Issue 12 item 2: a Ray cluster that ``init_ray`` starts listens on loopback only and requires a token.
+
+The cluster is started in a child process (``init_ray`` sets process-wide Ray settings that must not leak
+into the other tests); the child lists the listening sockets of itself and every process under it (GCS,
+raylet, workers, agents, dashboard, autoscaler monitor) with psutil, while the cluster runs tasks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = r"""
+import json, os, sys, time
+import psutil
+import ray
+from metarec_dist.runtime.ray_launcher import init_ray, shutdown_ray
+
+init_ray(num_cpus=2, dashboard=sys.argv[1] == "1")
+
+@ray.remote
+def pid():
+    return os.getpid()
+
+ray.get([pid.remote() for _ in range(2)])  # workers up, so their servers are listed too
+time.sleep(2)  # agents and exporters start a moment after the node
+me = psutil.Process()
+procs = {p.pid: p for p in [me, *me.children(recursive=True)]}
+listening = [
+    {"ip": c.laddr.ip, "port": c.laddr.port, "proc": " ".join(procs[c.pid].cmdline()[:2])[-80:]}
+    for c in psutil.net_connections(kind="inet")
+    if c.status == psutil.CONN_LISTEN and c.pid in procs
+]
+auth = {}
+for p in procs.values():
+    try:
+        name = p.name()
+        if name in ("gcs_server", "raylet"):
+            auth[name] = p.environ().get("RAY_AUTH_MODE")
+    except psutil.Error:
+        pass
+from ray._private.authentication.authentication_utils import is_token_auth_enabled
+print("PROBE" + json.dumps({"listening": listening, "auth": auth, "driver_token": is_token_auth_enabled()}))
+shutdown_ray()
+"""
+
+
+def _is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)  # "::ffff:127.0.0.1": a dual-stack socket on 127.0.0.1
+    return (mapped or addr).is_loopback
+
+
+@pytest.mark.parametrize("dashboard", [False, True], ids=["default", "dashboard"])
+def test_a_local_cluster_listens_on_loopback_only_and_requires_a_token(dashboard, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env.update(PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp_path))  # token file in HOME
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, "1" if dashboard else "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("PROBE"))
+    report = json.loads(line.removeprefix("PROBE"))
+    listening = report["listening"]
+    exposed = [s for s in listening if not _is_loopback(s["ip"])]
+    assert not exposed, f"listening on a non-loopback address: {exposed}"
+    servers = " ".join(s["proc"] for s in listening)
+    assert "gcs_server" in servers and "raylet" in servers, listening  # the check saw the cluster
+    assert report["auth"] == {"gcs_server": "token", "raylet": "token"} and report["driver_token"], report
