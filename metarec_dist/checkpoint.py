@@ -15,13 +15,14 @@ and the engines load their own files with ``weights_only`` where they can.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -61,6 +62,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files created inside are 0600 and folders 0700 (umask 077), whoever writes them (DeepSpeed, torch,
+    Ray's copy to storage): a checkpoint holds the weights and the resolved config."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -177,6 +189,7 @@ def prune(run_dir: Path, keep: int) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+@private_files()  # 0600 files, whoever writes them
 def save_checkpoint(
     engine: Any,
     folder: Path,

@@ -153,8 +153,9 @@ def to_ids(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str, 
             )
         try:
             return pc.cast(pc.utf8_trim_whitespace(col), pa.int64()).to_numpy()
-        except pa.ArrowInvalid as exc:  # overflow: more than 19 digits
-            raise DataError(f"{where.file}: column {name!r}: {exc}; set data.string_ids=true") from None
+        except pa.ArrowInvalid:  # overflow: beyond int64; error path only, find the first one
+            row = next(i for i, v in enumerate(col.to_pylist()) if not -(2**63) <= int(v) < 2**63)
+            raise where.error(row, name, _too_large(col[row].as_py().strip(), role)) from None
     raise DataError(
         f"{where.file}: column {name!r} has type {typ}; {ROLE_NAME[role]}s must be integers or strings"
     )
@@ -166,7 +167,20 @@ def _integral(col: pa.ChunkedArray, where: Where, name: str, role: str) -> pa.Ch
     if bad.size:
         row = int(bad[0])
         raise where.error(row, name, f"{float(values[row])!r} is not an integer {ROLE_NAME[role]}")
+    # pyarrow reads integers beyond int64 as doubles, which hold integers exactly only up to 2**53:
+    # beyond that, distinct ids would silently merge.
+    big = np.flatnonzero(np.abs(values) > 2.0**53)
+    if big.size:
+        row = int(big[0])
+        raise where.error(row, name, _too_large(f"{values[row]:.0f}", role))
     return col
+
+
+def _too_large(value: str, role: str) -> str:
+    return (
+        f"{value} is too large for an integer {ROLE_NAME[role]} (beyond 64-bit, or not exact as a number); "
+        "set data.string_ids=true to read ids as text"
+    )
 
 
 def to_numbers(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str) -> np.ndarray:

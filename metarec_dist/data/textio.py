@@ -99,6 +99,12 @@ class TextFile:
         names = [n.strip() for n in self._split(text)]
         if not any(names):
             raise DataError(f"{self.label}: line 1 should be the header with the column names but is empty")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:  # pyarrow would read one of them, silently
+            raise DataError(
+                f"{self.label}: line 1 (the header): column name(s) {', '.join(map(repr, repeated))} "
+                "appear more than once; rename them so each column has its own name"
+            )
         return names
 
     def read(self, columns: list[str], string_columns: tuple[str, ...] = ()) -> pa.Table:

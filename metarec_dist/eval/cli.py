@@ -7,6 +7,7 @@ User mistakes raise ``ValueError``; ``metarec_dist.cli.main`` prints them as one
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
     from metarec_dist.eval.loading import load_model
     from metarec_dist.eval.report import build_report, format_table, write_json
 
+    if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
+        raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
@@ -126,7 +129,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
         results.append(b)
         baseline = b.name
     results.append(protocol.popularity(args.split))
-    n_boot = args.n_boot or cfg.eval.n_boot
+    n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
     doc = build_report(results, baseline, n_boot)
     doc.update({"split": args.split, "shots": shots, "data": source})
     print(format_table(doc))
@@ -142,6 +145,8 @@ def recommend_main(args: argparse.Namespace) -> int:
     from metarec_dist.meta import ALGORITHMS
 
     raw = parse_items(args.items)  # before loading anything: a typo fails in milliseconds
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
     fixed = _fixed(args, loaded)
@@ -154,7 +159,14 @@ def recommend_main(args: argparse.Namespace) -> int:
         history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
         print("history: " + "; ".join(history))
     how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation steps, lr {fixed[1]}"
-    print(f"top {args.k} after {len(raw)} items ({how}):")
+    support_max = cfg.tasks.support_max
+    if len(raw) > support_max:  # recommend() adapts on the most recent ones only
+        print(
+            f"note: the history has {len(raw)} items; the model adapts on the most recent {support_max} "
+            "(tasks.support_max, the longest support it was trained for)",
+            file=sys.stderr,
+        )
+    print(f"top {len(recs)} after {len(raw)} items ({how}):")
     for r in recs:
         title = f"  {r.title}" if r.title else ""
         print(f"{r.rank:>3}. {r.raw_id:>8}{title}  ({r.score:.3f})")

@@ -77,8 +77,14 @@ def recommend(
     ``tasks.support_max`` items: the longest support the model was built for)."""
     history = catalogue.to_model_ids(raw_items)
     num_items = int(loaded.meta["num_items"])
-    if not 1 <= k <= num_items - len(set(history)):
-        raise ValueError(f"--k must be between 1 and {num_items - len(set(history))}, got {k}")
+    left = num_items - len(set(history))
+    if left == 0:
+        raise ValueError(
+            f"--items: the history holds all {num_items} items of the catalogue; there is nothing left to "
+            "recommend"
+        )
+    if not 1 <= k <= left:
+        raise ValueError(f"--k must be between 1 and {left} (the items not in the history), got {k}")
     support_max = loaded.cfg.tasks.support_max
     recent = torch.tensor(history[-support_max:], dtype=torch.long).numpy()
     batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id)

@@ -11,6 +11,7 @@ job client then sends it as a bearer token. The token is never put into the job'
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec_dist.config import load_config
+from metarec_dist.errors import UserError
 from metarec_dist.metrics.redact import redact_text
 
 # gitignore syntax, anchored at the repo root: a bare "data/" would also drop metarec_dist/data/.
@@ -74,7 +76,8 @@ def submit(
     try:
         client = JobSubmissionClient(address)
     except Exception as exc:  # connection refused, 401/403 from token auth, bad URL
-        raise ValueError(f"cannot reach the Ray Jobs API at {address}: {redact_text(str(exc))}") from None
+        _raise_if_token_refused(exc, address)
+        raise UserError(f"cannot reach the Ray Jobs API at {address}: {redact_text(str(exc))}") from None
     sid = _submit_with_retry(
         client,
         address,
@@ -99,12 +102,32 @@ def _submit_with_retry(client: Any, address: str, wait_s: float = 180.0, **job: 
     while True:
         try:
             return client.submit_job(**job)
-        except RuntimeError as exc:  # the SDK raises RuntimeError for HTTP errors, incl. 401/403
+        except Exception as exc:  # RuntimeError for HTTP errors, AuthenticationError for 401/403
+            _raise_if_token_refused(exc, address)
+            if not isinstance(exc, RuntimeError):
+                raise
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise ValueError(
+                raise UserError(
                     f"the Ray Jobs API at {address} refused the job: {redact_text(str(exc))}"
                 ) from None
             time.sleep(2.0)
+
+
+def _raise_if_token_refused(exc: BaseException, address: str) -> None:
+    """401 (no token sent) or 403 (wrong token) from a cluster with token authentication: say so, rather
+    than that the API cannot be reached. Ray's client raises ``AuthenticationError`` for both (2.52+)."""
+    import ray.exceptions
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is None and (m := re.search(r"status code (40[13])\b", str(exc))):
+        status = int(m[1])
+    if not (isinstance(exc, getattr(ray.exceptions, "AuthenticationError", ())) or status in (401, 403)):
+        return
+    raise UserError(
+        f"the Ray Jobs API at {address} refused the token (HTTP 401/403: missing or wrong token). Export "
+        "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+        "~/.ray/auth_token) where you submit; see docs/cluster.md, token authentication"
+    ) from None
 
 
 def follow(client: Any, sid: str, poll_s: float = 1.0) -> int:

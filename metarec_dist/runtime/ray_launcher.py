@@ -87,6 +87,33 @@ def local_cluster_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def user_error_in(exc: BaseException) -> BaseException | None:
+    """The user mistake inside Ray's wrappers, if that is what failed: a ``ValueError`` (``UserError``) or an
+    ``OSError`` naming a file, raised on a worker or the Train controller.
+
+    Ray Train reports a worker's exception as a ``TrainingFailedError`` (``WorkerGroupError`` holding each
+    rank's exception, or ``ControllerError``), and task errors come as ``RayTaskError`` with the remote
+    traceback in the message: raised as is, a bad checkpoint is two tracebacks. Unwrapped, the CLI prints the
+    original one-line message (``--verbose`` still shows the traceback).
+    """
+    from ray.exceptions import RayError
+
+    stack, seen = [exc], set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        is_user = isinstance(e, ValueError) or isinstance(e, OSError) and e.filename is not None
+        if is_user and not isinstance(e, RayError):  # a RayTaskError may also subclass its cause's type
+            return e
+        failures = getattr(e, "worker_failures", None) or {}
+        stack += [failures[rank] for rank in sorted(failures, reverse=True)]  # rank 0 first
+        stack += [getattr(e, a, None) for a in ("controller_failure", "cause", "_base_exc")]
+        stack += [e.__cause__, e.__context__]
+    return None
+
+
 def shutdown_ray() -> None:
     """Disconnect (and stop the local cluster this process started, if any)."""
     import ray
@@ -177,7 +204,7 @@ def train_on_ray(
     finally:
         bar.close()
     if result.error:
-        raise result.error
+        raise user_error_in(result.error) or result.error
     return {
         **(result.metrics or {}),
         "checkpoint": result.checkpoint.path if result.checkpoint else None,

@@ -62,11 +62,12 @@ class RayContext(WorkerContext):
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         import ray.train
 
-        from metarec_dist.checkpoint import ray_checkpoint_name
+        from metarec_dist.checkpoint import private_files, ray_checkpoint_name
 
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         name = ray_checkpoint_name(int(metrics["step"])) if checkpoint_dir else None
-        ray.train.report(_plain(metrics), checkpoint=checkpoint, checkpoint_dir_name=name)
+        with private_files():  # Ray's copy into the run's storage: 0600 files, as a local run's
+            ray.train.report(_plain(metrics), checkpoint=checkpoint, checkpoint_dir_name=name)
         for folder in self._staging:
             shutil.rmtree(folder, ignore_errors=True)
         self._staging.clear()

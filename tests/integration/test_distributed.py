@@ -99,6 +99,9 @@ def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
             assert f"engine/state/zero_pp_rank_{r}_mp_rank_00_model_states.pt" in files
             assert f"engine/state/zero_pp_rank_{r}_mp_rank_00_optim_states.pt" in files
     assert {"client_state.json", "rng_rank0.safetensors", "rng_rank1.safetensors"} <= set(files)
+    # Ray's copy into storage is private like a local checkpoint (issue 12): 0600 files
+    modes = {rel: oct((Path(out["checkpoint"]) / rel).stat().st_mode & 0o777) for rel in files}
+    assert set(modes.values()) == {"0o600"}, modes
 
 
 def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):

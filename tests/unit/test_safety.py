@@ -109,6 +109,11 @@ def test_export_out_at_a_file_is_a_clear_error(run, tmp_path, capsys):
     assert target.read_text() == "keep me"
 
 
+def test_local_checkpoint_files_are_private(run):
+    files = [p for p in find_checkpoint(run).rglob("*") if p.is_file()]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
+
+
 # ---------------------------------------------------------------------------- 6. no tracebacks
 
 
@@ -192,3 +197,118 @@ def test_json_report_is_written(run, tmp_path):
     out = tmp_path / "m.json"
     assert main([*_train_args(run.parent, "j"), "--json", str(out)]) == 0
     assert "checkpoint" in json.loads(out.read_text())
+
+
+# ------------------------------------------------------------------------ 8. smaller ones
+
+
+def _catalogue(run: Path) -> list[str]:
+    from metarec_dist.eval.loading import load_model
+    from metarec_dist.eval.recommend import load_catalogue
+
+    return load_catalogue(load_model(str(run))).raw_ids
+
+
+def test_a_history_holding_the_whole_catalogue_says_nothing_is_left(run, capsys):
+    items = ",".join(_catalogue(run))
+    _fails(capsys, ["recommend", "--checkpoint", str(run), "--items", items], "nothing left to recommend")
+
+
+def test_a_history_longer_than_the_support_gets_a_note(run, capsys):
+    items = _catalogue(run)[:8]  # tasks.support_max=5 in SETTINGS
+    assert main(["recommend", "--checkpoint", str(run), "--items", ",".join(items), "--k", "3"]) == 0
+    out = capsys.readouterr()
+    assert "the history has 8 items" in out.err and "most recent 5" in out.err
+    assert "top 3 after 8 items" in out.out
+
+
+def test_n_boot_zero_is_an_error_not_the_default(run, capsys):
+    _fails(capsys, ["evaluate", "--checkpoint", str(run), "--n-boot", "0"], "--n-boot must be >= 1")
+
+
+def _read_csv(path: Path, text: str, *settings: str):
+    from metarec_dist.data import prepare_data
+
+    path.write_text(text)
+    cfg = load_config(None, ["data.format=csv", f"data.path={path}", "data.cache=false", *settings])
+    return prepare_data(cfg.data)
+
+
+def test_duplicate_header_names_are_an_error_naming_the_column(tmp_path):
+    with pytest.raises(ValueError, match=r"line 1 \(the header\).*'user_id'.*more than once") as err:
+        _read_csv(tmp_path / "dup.csv", "user_id,item_id,user_id\n1,2,3\n")
+    assert str(tmp_path / "dup.csv") in str(err.value)
+
+
+@pytest.mark.parametrize("big", ["9223372036854775808", "99999999999999999999"])
+def test_ids_beyond_int64_name_file_line_and_column(tmp_path, big):
+    text = f"user_id,item_id,timestamp\n1,2,3\n{big},3,4\n"
+    with pytest.raises(ValueError, match=r"line 3, column 'user_id'.*too large.*string_ids=true") as err:
+        _read_csv(tmp_path / "big.csv", text)
+    assert str(tmp_path / "big.csv") in str(err.value)
+
+
+def test_ids_beyond_int64_in_a_string_column_name_the_line(tmp_path):
+    from metarec_dist.data import prepare_data
+
+    path = tmp_path / "big.jsonl"
+    path.write_text(
+        '{"user_id": "1", "item_id": 2, "timestamp": 3}\n{"user_id": "99999999999999999999", "item_id": 3, '
+        '"timestamp": 4}\n'
+    )
+    cfg = load_config(None, ["data.format=jsonl", f"data.path={path}", "data.cache=false"])
+    with pytest.raises(ValueError, match=r"big\.jsonl: line 2, column 'user_id'.*too large"):
+        prepare_data(cfg.data)
+
+
+def test_a_ray_training_failure_is_unwrapped_to_the_users_error():
+    from ray.exceptions import RayTaskError
+    from ray.train import ControllerError, WorkerGroupError
+
+    from metarec_dist.errors import UserError
+    from metarec_dist.runtime.ray_launcher import user_error_in
+
+    mistake = UserError("checkpoint /runs/x/checkpoint_step_000005: shard engine/state/a.pt is missing")
+    task = RayTaskError("train_fn", "Traceback (most recent call last): ...", mistake)
+    wrapped = WorkerGroupError("rank 1 failed", {0: RuntimeError("peer gone"), 1: task})
+    assert user_error_in(wrapped) is mistake
+    disk = NotADirectoryError(20, "Not a directory", "/runs/file")
+    assert user_error_in(ControllerError(disk)) is disk
+    assert user_error_in(WorkerGroupError("crash", {0: RuntimeError("segfault")})) is None
+
+
+class _Refusing:
+    """A stand-in Ray Jobs API that answers every request with one HTTP status (a real HTTP server)."""
+
+    def __init__(self, status: int):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"Unauthorized" if status == 401 else b"Forbidden")
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_submit_says_the_token_was_refused(status, capsys):
+    api = _Refusing(status)
+    try:
+        err = _fails(capsys, ["submit", "--address", api.address, "--config", "configs/tiny.yaml"], "token")
+    finally:
+        api.close()
+    assert "refused the token" in err and "cannot reach" not in err
