@@ -43,3 +43,40 @@ def test_a_data_error_after_the_csv_read_exits_cleanly_every_time(logs, tmp_path
     assert not bad, f"{len(bad)} of {REPEATS} runs did not exit with status 2: {bad[:3]}"
     for expected, r in runs:
         assert r.stderr.startswith("error: ") and expected in r.stderr and "terminate" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "text, settings",
+    [
+        ("uid,iid,ts\n1,2,3\n", []),
+        ("uid::iid::ts\n1::2::3\n", ["data.sep='::'"]),  # rewritten in memory: a buffer source
+        ("uid,iid,ts\n1,2\n", []),  # a bad row: the error path
+    ],
+    ids=["file", "buffer", "bad-row"],
+)
+def test_the_csv_reader_is_given_no_python_objects(tmp_path, monkeypatch, text, settings):
+    """The cause, checked directly: what Arrow frees on its pool threads must not need the GIL."""
+    import pyarrow as pa
+    import pyarrow.csv as pv
+
+    from metarec_dist.config import load_config
+    from metarec_dist.data import DataError, prepare_data
+
+    seen = []
+    real = pv.read_csv
+
+    def spy(source, read_options=None, parse_options=None, convert_options=None, **kw):
+        seen.append((source, parse_options.invalid_row_handler))
+        return real(
+            source, read_options=read_options, parse_options=parse_options, convert_options=convert_options
+        )
+
+    monkeypatch.setattr(pv, "read_csv", spy)
+    path = tmp_path / "log.csv"
+    path.write_text(text)
+    mapping = ["data.user_col=uid", "data.item_col=iid", "data.time_col=ts", "data.cache=false"]
+    cfg = load_config(None, ["data.format=csv", f"data.path={path}", *mapping, *settings])
+    with pytest.raises(DataError):  # one user with one interaction, or the bad row
+        prepare_data(cfg.data)
+    assert seen and all(handler is None for _, handler in seen)
+    assert all(isinstance(src, (str, pa.BufferReader)) for src, _ in seen)
