@@ -312,3 +312,12 @@ def test_submit_says_the_token_was_refused(status, capsys):
     finally:
         api.close()
     assert "refused the token" in err and "cannot reach" not in err
+
+
+def test_a_damaged_export_config_is_named(run, tmp_path, capsys):
+    from metarec_dist.checkpoint import EXPORT_CONFIG
+
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    (out / EXPORT_CONFIG).write_text("{not json")
+    _fails(capsys, ["recommend", "--checkpoint", str(out), "--items", "1"], str(out / EXPORT_CONFIG))
