@@ -201,6 +201,11 @@ def train_on_ray(
     bar = ProgressBar(cfg.train.meta_steps)
     try:
         result = run_with_progress(trainer.fit, actor, bar)
+    except Exception as exc:  # Ray Train raises a worker's failure from fit(), wrapped
+        mistake = user_error_in(exc)
+        if mistake is None:
+            raise
+        raise mistake from None
     finally:
         bar.close()
     if result.error:
