@@ -1,43 +1,83 @@
-"""Checkpoints: engine shards + client state + a manifest written last.
+"""Checkpoints: engine shards + client state + a manifest written last; discovery, resume checks, and the
+Checkpointer that saves and restores a run's stateful parts.
 
 Layout of one checkpoint (``<run_dir>/checkpoints/step_000100/``)::
 
     engine/<tag>/...          the engine's files: DeepSpeed ZeRO shards (one per rank) or local safetensors
     engine/latest             DeepSpeed's tag file (written by global rank 0)
-    client_state.json         meta-step, task-stream position, W&B run id, resolved config
+    client_state.json         meta-step, the stateful parts (task stream, train state), resolved config
     rng_rank<r>.safetensors   each rank's torch RNG state
     manifest.json             every file above with its size and sha256; written LAST, atomically
 
 A checkpoint without a manifest is incomplete (a crash mid-save) and is never resumed from; a file whose
 size or checksum differs from the manifest is named in the error. Nothing here unpickles: JSON, safetensors,
 and the engines load their own files with ``weights_only`` where they can.
+
+Safety rules, each kept by tests/integration/test_faults.py:
+- a run folder with checkpoint folders of which none is complete is an error, never a fresh start;
+- an existing step folder is never written over: it is moved aside (``<name>.old-1``) and named;
+- ``checkpoint.resume=false`` on a run folder that has checkpoints is refused (use a new run name);
+- one run at a time holds a run folder (``metarec_dist.run_folder.RunLock``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from metarec_dist.errors import UserError
 
 if TYPE_CHECKING:
-    from metarec_dist.config import Config
+    import torch
+
+    from metarec_dist.config import CheckpointConfig, Config
     from metarec_dist.models.recommender import SeqRecommender
+    from metarec_dist.runtime.context import WorkerContext
+    from metarec_dist.runtime.engine import TrainEngine
+
+log = logging.getLogger("metarec")
 
 MANIFEST = "manifest.json"
 CLIENT_STATE = "client_state.json"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 _RAY_STEP_DIR = re.compile(r"^checkpoint_step_(\d{6,})$")
+
+# Settings that change parameter shapes or the checkpoint's file layout: a resume across them cannot load.
+# Parameters an algorithm owns (Meta-SGD's rates) are caught by comparing parameter shapes instead.
+SHAPE_KEYS = (
+    "model.arch",
+    "model.hidden_size",
+    "model.num_layers",
+    "model.num_heads",
+    "model.intermediate_size",
+    "model.max_seq_len",
+    "model.adapters",
+    "model.adapter_rank",
+    "runtime.backend",
+    "runtime.deepspeed",
+    "runtime.zero_stage",
+)
+# Settings that say how this invocation runs, not what is trained: never reported as changed.
+_UNCOMPARED = ("logging.", "checkpoint.resume")
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------ files
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
@@ -84,12 +124,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def save_rng(folder: Path, rank: int) -> None:
+    import torch
     from safetensors.torch import save_file
 
     save_file({"cpu": torch.get_rng_state()}, str(folder / f"rng_rank{rank}.safetensors"))
 
 
 def load_rng(folder: Path, rank: int) -> None:
+    import torch
     from safetensors.torch import load_file
 
     path = folder / f"rng_rank{rank}.safetensors"
@@ -110,13 +152,36 @@ def write_manifest(folder: Path, step: int, world_size: int, files: dict[str, di
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
 
 
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of ``folder`` if it is JSON of the shape :func:`write_manifest` writes (not yet checked
+    against the files), or a ``UserError`` naming it."""
+    mpath = Path(folder) / MANIFEST
+    if not mpath.is_file():
+        raise UserError(f"checkpoint {folder} is incomplete: no {MANIFEST} (was the save interrupted?)")
+    damaged = f"{mpath} is damaged (not a metarec checkpoint manifest)"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{damaged}: {exc}") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
+        for m in files.values()
+    ):
+        raise UserError(f"{damaged}: expected a 'files' mapping of name -> size and sha256")
+    for key in ("step", "world_size"):
+        if not isinstance(manifest.get(key), int):
+            raise UserError(f"{damaged}: '{key}' is missing or not an integer")
+    outside = [rel for rel in files if Path(rel).is_absolute() or ".." in Path(rel).parts]
+    if outside:
+        raise UserError(f"{damaged}: {outside[0]!r} points outside the checkpoint")
+    return manifest
+
+
 def verify(folder: Path) -> dict[str, Any]:
     """The manifest of a complete, intact checkpoint; ``UserError`` naming what is missing or damaged."""
     folder = Path(folder)
-    mpath = folder / MANIFEST
-    if not mpath.is_file():
-        raise UserError(f"checkpoint {folder} is incomplete: no {MANIFEST} (was the save interrupted?)")
-    manifest = _read_manifest(mpath)
+    manifest = read_manifest(folder)
     for rel, meta in manifest["files"].items():
         p = folder / rel
         if not p.is_file():
@@ -131,23 +196,18 @@ def verify(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_manifest(mpath: Path) -> dict[str, Any]:
-    """A manifest that is JSON of the shape :func:`write_manifest` writes, or a ``UserError`` naming it."""
-    damaged = f"{mpath} is damaged (not a metarec checkpoint manifest)"
+def read_client_state(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / CLIENT_STATE
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{damaged}: {exc}") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not all(
-        isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
-        for m in files.values()
-    ):
-        raise UserError(f"{damaged}: expected a 'files' mapping of name -> size and sha256")
-    for key in ("step", "world_size"):
-        if not isinstance(manifest.get(key), int):
-            raise UserError(f"{damaged}: '{key}' is missing or not an integer")
-    return manifest
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read ({exc}): the checkpoint is damaged") from exc
+    if not isinstance(state, dict) or "step" not in state:
+        raise UserError(f"{path} is not a metarec client state (no 'step')")
+    return state
+
+
+# ------------------------------------------------------------------------------------------ discovery
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -162,13 +222,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def find_checkpoint(path: Path) -> Path:
-    """``path`` itself, or, for a run folder, its newest complete checkpoint (``ValueError`` if none)."""
+    """``path`` itself, or, for a run folder, its newest complete checkpoint (``UserError`` if none)."""
     path = Path(path)
     if (path / MANIFEST).is_file() or not list_checkpoints(path):
         return path
     latest = latest_complete(path)
     if latest is None:
-        raise ValueError(f"run folder {path}: no complete checkpoint (none has a {MANIFEST})")
+        raise UserError(f"run folder {path}: no complete checkpoint (none has a {MANIFEST})")
     return latest
 
 
@@ -178,55 +238,278 @@ def latest_complete(run_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def resume_point(run_dir: Path, resume: bool = True) -> Path | None:
+    """The checkpoint a run in ``run_dir`` starts from: None for a fresh run folder, else its newest
+    complete checkpoint, with every newer incomplete one named in a warning. Checkpoint folders of which
+    none is complete, or ``resume=False`` with checkpoints present, are errors: both would otherwise train
+    from step 0 over them."""
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        return None
+    names = ", ".join(p.name for p in ckpts)
+    start_over = f"to start over, use a new run name (--set runtime.run_name=NEW) or move {run_dir} away"
+    if not resume:
+        raise UserError(
+            f"checkpoint.resume=false, but run folder {run_dir} already has checkpoints ({names}); "
+            f"they are never overwritten: {start_over}"
+        )
+    complete = [p for p in ckpts if (p / MANIFEST).is_file()]
+    if not complete:
+        raise UserError(
+            f"run folder {run_dir} has checkpoints but none is complete (no {MANIFEST} in {names}); "
+            f"refusing to train from step 0 over them: {start_over}"
+        )
+    newer = ckpts[ckpts.index(complete[-1]) + 1 :]
+    if newer:
+        log.warning(
+            "skipping incomplete checkpoint(s) %s (no %s: a save was interrupted); resuming from %s",
+            ", ".join(str(p) for p in newer),
+            MANIFEST,
+            complete[-1],
+        )
+    return complete[-1]
+
+
+def move_aside(folder: Path) -> Path | None:
+    """Never write over an existing step folder: rename it to ``<name>.old-<k>`` (ignored by discovery and
+    never pruned) and say so."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    for k in itertools.count(1):
+        dest = folder.with_name(f"{folder.name}.old-{k}")
+        if not dest.exists():
+            break
+    try:
+        os.rename(folder, dest)
+    except OSError as exc:
+        raise CheckpointWriteError(
+            f"checkpoint folder {folder} exists and cannot be moved aside: {exc}"
+        ) from exc
+    log.warning("checkpoint folder %s already existed; moved it to %s and saving anew", folder, dest)
+    return dest
+
+
 def prune(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those."""
+    """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those. The
+    manifest goes first, so a folder that cannot be removed whole is left incomplete, never half-complete."""
     ckpts = list_checkpoints(run_dir)
     complete = [p for p in ckpts if (p / MANIFEST).is_file()]
     keep_set = set(complete[-keep:])
     newest_kept = min(keep_set, key=lambda p: p.name) if keep_set else None
     for p in ckpts:
         if p not in keep_set and (newest_kept is None or p.name < newest_kept.name):
-            shutil.rmtree(p, ignore_errors=True)
+            try:
+                (p / MANIFEST).unlink(missing_ok=True)
+                shutil.rmtree(p)
+            except OSError as exc:
+                log.warning("could not delete old checkpoint %s (%s); left in place", p, exc)
+
+
+# ------------------------------------------------------------------------------------------ config on resume
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` for every setting that differs (how-to-run settings left out)."""
+    a, b = _flat(old), _flat(new)
+    keys = sorted(k for k in a.keys() | b.keys() if not k.startswith(_UNCOMPARED))
+    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+
+
+def check_resume_config(folder: Path, client: dict[str, Any], cfg: Config, num_items: int) -> None:
+    """A resumed run must build the same shapes as the checkpoint: such changes are an error naming the keys;
+    other changes (learning rate, algorithm, steps, ...) are a warning listing old -> new."""
+    from metarec_dist.metrics.redact import redact
+
+    changes = config_changes(client.get("config") or {}, redact(cfg.to_dict()))
+    if "num_items" in client and int(client["num_items"]) != num_items:
+        changes["num_items (the data's catalogue)"] = (client["num_items"], num_items)
+    fatal = {k: v for k, v in changes.items() if k in SHAPE_KEYS or k.startswith("num_items")}
+    text = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items() if k in fatal)
+    if fatal:
+        raise UserError(
+            f"cannot resume from {folder}: these settings change the model's shape or the checkpoint layout: "
+            f"{text}. Resume with the checkpoint's values, or start a new run (--set runtime.run_name=NEW)"
+        )
+    if changes:
+        log.warning(
+            "resuming from %s with changed settings: %s",
+            folder,
+            "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()),
+        )
+
+
+def check_param_shapes(folder: Path, saved: dict[str, list[int]] | None, now: dict[str, list[int]]) -> None:
+    """Parameters the checkpoint has and this model does not (or of another shape): an error naming them,
+    whatever setting caused it (an algorithm that owns parameters, a data catalogue of another size)."""
+    if saved is None:  # written before shapes were recorded
+        return
+    diff = [
+        f"{n}: {saved.get(n)} -> {now.get(n)}"
+        for n in sorted(saved.keys() | now.keys())
+        if saved.get(n) != now.get(n)
+    ]
+    if diff:
+        raise UserError(
+            f"cannot resume from {folder}: its parameters differ from this run's model "
+            f"({'; '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}); resume with the checkpoint's "
+            "settings or start a new run (--set runtime.run_name=NEW)"
+        )
+
+
+def param_shapes(module: Any) -> dict[str, list[int]]:
+    # ZeRO-3 empties partitioned parameters and keeps their full shape in ``ds_shape``.
+    return {n: list(getattr(p, "ds_shape", p.shape)) for n, p in module.named_parameters()}
+
+
+# ------------------------------------------------------------------------------------------ save and load
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, read-only folder...): the run stops, nothing complete
+    was touched."""
 
 
 @private_files()  # 0600 files, whoever writes them
 def save_checkpoint(
-    engine: Any,
-    folder: Path,
-    client_state: dict[str, Any],
-    rank: int,
-    world_size: int,
-    barrier: Callable[[], None],
-    all_gather: Callable[[Any], list[Any]],
+    engine: TrainEngine, folder: Path, client_state: dict[str, Any], ctx: WorkerContext
 ) -> None:
     """Every rank calls this (DeepSpeed's save is a collective). ``folder`` may be shared by the ranks or
     be each rank's own staging folder (Ray merges those into one checkpoint): each rank lists what it wrote,
     the lists are gathered, and rank 0 writes the manifest last, so it only ever names finished files."""
+    from safetensors import SafetensorError
+
     folder = Path(folder)
-    if rank == 0 and (folder / MANIFEST).exists():
-        (folder / MANIFEST).unlink()  # re-saving a step: it is incomplete until the new manifest lands
-    folder.mkdir(parents=True, exist_ok=True)
-    engine.save_checkpoint(str(folder / "engine"), tag="state")
-    save_rng(folder, rank)
-    if rank == 0:
-        atomic_write_text(folder / CLIENT_STATE, json.dumps(client_state, indent=1))
-    barrier()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        engine.save_checkpoint(str(folder / "engine"), tag="state")
+        save_rng(folder, ctx.rank)
+        if ctx.rank == 0:
+            atomic_write_text(folder / CLIENT_STATE, json.dumps(client_state, indent=1))
+    # torch's zip writer reports a failed write as a RuntimeError, safetensors as its own error type
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        raise CheckpointWriteError(
+            f"could not write checkpoint {folder}: {exc} (full disk, read-only or removed folder?). "
+            "The checkpoint stays incomplete and is never resumed from; earlier checkpoints are untouched"
+        ) from exc
+    ctx.barrier()
     merged: dict[str, dict[str, Any]] = {}
-    for entries in all_gather(file_entries(folder)):
+    for entries in ctx.all_gather(file_entries(folder)):
         merged.update(entries)
-    if rank == 0:
-        write_manifest(folder, int(client_state["step"]), world_size, merged)
-    barrier()
+    if ctx.rank == 0:
+        try:
+            write_manifest(folder, int(client_state["step"]), ctx.world_size, merged)
+        except OSError as exc:
+            raise CheckpointWriteError(f"could not write {folder / MANIFEST}: {exc}") from exc
+    ctx.barrier()
 
 
-def load_checkpoint(engine: Any, folder: Path, rank: int) -> dict[str, Any]:
-    folder = Path(folder)
+def open_checkpoint(folder: Path, world_size: int | None = None) -> dict[str, Any]:
+    """The client state of a complete, intact checkpoint (every file checked against the manifest).
+    ``world_size``: this run's, checked against the writer's (ZeRO shards are tied to it)."""
     manifest = verify(folder)
+    if world_size is not None and manifest["world_size"] != world_size:
+        raise UserError(
+            f"checkpoint {folder} was written by {manifest['world_size']} workers but this run has "
+            f"{world_size}; ZeRO shards are tied to the data-parallel size (convert it to a universal "
+            "checkpoint or resume with the same runtime.num_workers)"
+        )
+    return read_client_state(folder)
+
+
+def load_checkpoint(
+    engine: TrainEngine, folder: Path, rank: int, world_size: int | None = None
+) -> dict[str, Any]:
+    """Verify ``folder``, load the engine's shards and this rank's RNG; return the client state."""
+    folder = Path(folder)
+    client = open_checkpoint(folder, world_size)
     engine.load_checkpoint(str(folder / "engine"), tag="state")
     load_rng(folder, rank)
-    state = json.loads((folder / CLIENT_STATE).read_text())
-    state["_manifest_world_size"] = manifest["world_size"]
-    return state
+    return client
+
+
+class Checkpointer:
+    """Saves and restores a run's stateful parts, as torchtitan's ``CheckpointManager`` does: the engine
+    (which writes its own shards), and every part with ``state_dict()``/``load_state_dict()`` (task
+    sampler, train state), together with the run's fixed facts (``info``: config, catalogue size, ...).
+    It decides when to save (``should_save``), where (the worker context), and what is safe to resume."""
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        cfg: CheckpointConfig,
+        engine: TrainEngine,
+        parts: dict[str, Stateful],
+        info: dict[str, Any],
+        run_cfg: Config,
+    ) -> None:
+        self.ctx, self.cfg, self.engine = ctx, cfg, engine
+        self.parts, self.info, self.run_cfg = parts, info, run_cfg
+        self.total_steps = run_cfg.train.meta_steps
+        self.loaded: tuple[int, Path] | None = None  # (step, folder) this run resumed from
+
+    @property
+    def enabled(self) -> bool:
+        return self.ctx.has_checkpoint_storage
+
+    def should_save(self, step: int) -> bool:
+        """A periodic checkpoint (the final one is saved by ``save`` at the end of ``fit``)."""
+        return self.enabled and self.cfg.every > 0 and step % self.cfg.every == 0 and step < self.total_steps
+
+    def save(self, step: int, metrics: dict[str, Any]) -> Path | None:
+        """Save a complete checkpoint of ``step`` (every rank) and report it with ``metrics``; without
+        storage, only report. Re-running a finished run saves nothing over the checkpoint it resumed."""
+        if not self.enabled:
+            self.ctx.report(metrics)
+            return None
+        if self.loaded is not None and self.loaded[0] == step:
+            self.ctx.report(metrics)
+            return self.loaded[1]
+        final = self.ctx.saved_checkpoint_path(step)
+        if final is not None and self.ctx.is_main:
+            move_aside(final)
+        folder = self.ctx.checkpoint_folder(step)
+        client = {
+            "step": step,
+            **{name: part.state_dict() for name, part in self.parts.items()},
+            **self.info,
+            "param_shapes": param_shapes(self.engine.module),
+        }
+        save_checkpoint(self.engine, folder, client, self.ctx)
+        self.ctx.report(metrics, folder)
+        return final or folder
+
+    def load(self) -> int | None:
+        """Resume from the run's checkpoint, if it has one: the meta-step resumed at, else None."""
+        if not self.enabled:
+            return None
+        with self.ctx.resume_dir(self.cfg.resume) as folder:
+            if folder is None:
+                return None
+            folder = Path(folder)
+            client = open_checkpoint(folder, self.ctx.world_size)
+            # Shapes and settings before any shard is read: a mismatch is named, not a size-mismatch trace.
+            check_resume_config(folder, client, self.run_cfg, int(self.info.get("num_items", 0)))
+            check_param_shapes(folder, client.get("param_shapes"), param_shapes(self.engine.module))
+            self.engine.load_checkpoint(str(folder / "engine"), tag="state")
+            load_rng(folder, self.ctx.rank)
+        for name, part in self.parts.items():
+            # Checkpoints written before the train state had its own entry keep its fields at the top.
+            part.load_state_dict(client.get(name, client))
+        step = int(client["step"])
+        self.loaded = (step, folder)
+        log.info("resumed from %s at meta-step %d", folder, step)
+        return step
 
 
 # ------------------------------------------------------------------------------------------ export

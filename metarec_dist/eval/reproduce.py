@@ -74,7 +74,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
     shutil.rmtree(run_dir, ignore_errors=True)  # a stale run of another config must never be resumed
     t0 = time.perf_counter()
     data = load_prepared(cfg).user_splits()
-    summary = MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), data, run_dir).fit()
+    summary = MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), data).fit()
     train_s = time.perf_counter() - t0
     loaded = load_model(summary["checkpoint"])
     protocol = ColdStartProtocol(

@@ -70,16 +70,26 @@ class WorkerContext:
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
     # Checkpoints and reports.
+    run_dir: Path | None = None  # the run folder on this machine's file system, when there is one
+
+    @property
+    def has_checkpoint_storage(self) -> bool:
+        return False
+
     def checkpoint_folder(self, step: int) -> Path:
         """Where this rank writes the checkpoint of ``step``."""
-        raise ValueError("this worker context has no checkpoint storage (give the trainer a run directory)")
+        raise ValueError("this worker context has no checkpoint storage (give it a run directory)")
+
+    def saved_checkpoint_path(self, step: int) -> Path | None:
+        """Where the complete checkpoint of ``step`` ends up, when that is on this machine's file system."""
+        return None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         """Hand metrics (and a complete checkpoint) to whoever runs the job."""
 
     @contextlib.contextmanager
-    def resume_dir(self) -> Iterator[Path | None]:
-        """The latest complete checkpoint to resume from, or None."""
+    def resume_dir(self, resume: bool = True) -> Iterator[Path | None]:
+        """The latest complete checkpoint to resume from, or None (``checkpoint.resume``: ``resume``)."""
         yield None
 
 
@@ -91,24 +101,28 @@ class LocalContext(WorkerContext):
         self.device = torch.device(device) if device else torch.device("cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # before DeepSpeed creates its process group
-        self.reports: list[dict[str, Any]] = []
+
+    @property
+    def has_checkpoint_storage(self) -> bool:
+        return self.run_dir is not None
 
     def checkpoint_folder(self, step: int) -> Path:
+        folder = self.saved_checkpoint_path(step)
+        return super().checkpoint_folder(step) if folder is None else folder
+
+    def saved_checkpoint_path(self, step: int) -> Path | None:
         from metarec_dist.checkpoint import step_dir
 
-        if self.run_dir is None:
-            return super().checkpoint_folder(step)
-        return step_dir(self.run_dir, step)
+        return None if self.run_dir is None else step_dir(self.run_dir, step)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
-        self.reports.append({**metrics, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None})
         if checkpoint_dir is not None and self.run_dir is not None:
             from metarec_dist.checkpoint import prune
 
             prune(self.run_dir, self.keep)
 
     @contextlib.contextmanager
-    def resume_dir(self) -> Iterator[Path | None]:
-        from metarec_dist.checkpoint import latest_complete
+    def resume_dir(self, resume: bool = True) -> Iterator[Path | None]:
+        from metarec_dist.checkpoint import resume_point
 
-        yield None if self.run_dir is None else latest_complete(self.run_dir)
+        yield None if self.run_dir is None else resume_point(self.run_dir, resume)

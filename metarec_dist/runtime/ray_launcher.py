@@ -7,6 +7,7 @@ Ray's token (tests/integration/test_local_cluster_binding.py checks both).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from metarec_dist.config import Config, with_overrides
+from metarec_dist.config import Config
 
 log = logging.getLogger("metarec")
 
@@ -121,11 +122,6 @@ def shutdown_ray() -> None:
     ray.shutdown()
 
 
-def storage_path(cfg: Config) -> str:
-    path = cfg.runtime.storage_path
-    return path if "://" in path else str(Path(path).expanduser().resolve())
-
-
 def user_datasets(prepared: Any) -> tuple[dict[str, Any], int]:
     """Ray datasets of per-user rows (``user``, ``items``) for the train and valid splits."""
     import ray.data
@@ -142,10 +138,16 @@ def user_datasets(prepared: Any) -> tuple[dict[str, Any], int]:
 
 
 def build_trainer(
-    cfg: Config, datasets: dict[str, Any], num_items: int, loop_config: dict[str, Any] | None = None
+    cfg: Config,
+    datasets: dict[str, Any],
+    num_items: int,
+    progress: Any = None,
+    resume_from: Path | None = None,
 ):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from metarec_dist.run_folder import storage_root
 
     rt = cfg.runtime
     resources = {"CPU": rt.cpus_per_worker, **({"GPU": rt.gpus_per_worker} if rt.use_gpu else {})}
@@ -154,8 +156,8 @@ def build_trainer(
     config = {
         "cfg": cfg.to_dict(),
         "num_items": num_items,
-        "run_dir": storage_path(cfg),
-        **(loop_config or {}),
+        "progress": progress,
+        "resume_from": str(resume_from) if resume_from else None,
     }
     return TorchTrainer(
         train_loop_per_worker,
@@ -168,7 +170,7 @@ def build_trainer(
         ),
         run_config=ray.train.RunConfig(
             name=rt.run_name,
-            storage_path=storage_path(cfg),
+            storage_path=storage_root(rt),
             failure_config=ray.train.FailureConfig(max_failures=rt.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
         ),
@@ -181,23 +183,52 @@ def build_trainer(
     )
 
 
-def train_on_ray(
-    cfg: Config, verbose: bool = False, loop_config: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Run the job; the driver draws a progress bar from rank 0's updates and returns the final metrics."""
+def for_workers(cfg: Config) -> Config:
+    """``cfg`` with its local paths made absolute: Ray workers run in their own directories."""
+    from metarec_dist.run_folder import storage_root
+
+    runtime = dataclasses.replace(cfg.runtime, storage_path=storage_root(cfg.runtime))
+    if runtime.deepspeed_override:
+        runtime.deepspeed_override = str(Path(runtime.deepspeed_override).resolve())
+    return dataclasses.replace(cfg, runtime=runtime)
+
+
+def check_resume(cfg: Config, num_items: int) -> Path | None:
+    """On the driver, before any worker starts: refuse what the workers would refuse (a run folder whose
+    checkpoints are all incomplete, ``checkpoint.resume=false`` over checkpoints, shape-changing settings)
+    with a plain message, and print the changed settings here, where they are seen. The checkpoint found."""
+    from metarec_dist.checkpoint import check_resume_config, read_client_state, resume_point
+    from metarec_dist.run_folder import local_run_dir
+
+    run_dir = local_run_dir(cfg.runtime)
+    point = None if run_dir is None else resume_point(run_dir, cfg.checkpoint.resume)
+    if point is not None:
+        check_resume_config(point, read_client_state(point), cfg, num_items)
+    return point
+
+
+def train_on_ray(cfg: Config, verbose: bool = False) -> dict[str, Any]:
+    """Run the job; the driver holds the run-folder lock, draws a progress bar from rank 0's updates and
+    returns the final metrics."""
+    from metarec_dist.run_folder import RunLock, local_run_dir
+
+    cfg = for_workers(cfg)
+    with RunLock(local_run_dir(cfg.runtime)):
+        return _train_on_ray(cfg, verbose)
+
+
+def _train_on_ray(cfg: Config, verbose: bool) -> dict[str, Any]:
     from metarec_dist.data import prepare_data
     from metarec_dist.metrics.progress import ProgressBar
+    from metarec_dist.run_folder import run_path
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
 
     prepared = prepare_data(cfg.data)  # before Ray starts: a data mistake fails in a second
+    resume_from = check_resume(cfg, prepared.num_items)
     init_ray(verbose or cfg.logging.verbose, dashboard=cfg.runtime.dashboard)
-    if cfg.runtime.deepspeed_override:  # workers run in their own directories: pass an absolute path
-        cfg = with_overrides(
-            cfg, [f"runtime.deepspeed_override={Path(cfg.runtime.deepspeed_override).resolve()}"]
-        )
     datasets, num_items = user_datasets(prepared)
     actor = ProgressActor.remote()
-    trainer = build_trainer(cfg, datasets, num_items, {"progress": actor, **(loop_config or {})})
+    trainer = build_trainer(cfg, datasets, num_items, progress=actor, resume_from=resume_from)
     bar = ProgressBar(cfg.train.meta_steps)
     try:
         result = run_with_progress(trainer.fit, actor, bar)
@@ -213,5 +244,5 @@ def train_on_ray(
     return {
         **(result.metrics or {}),
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
-        "run_path": str(Path(storage_path(cfg)) / cfg.runtime.run_name),
+        "run_path": run_path(cfg.runtime),
     }

@@ -29,7 +29,11 @@ log = logging.getLogger("metarec")
 
 
 class RayContext(WorkerContext):
-    def __init__(self) -> None:
+    """A Ray Train worker. Checkpoints are staged per rank and merged by Ray into
+    ``<run_dir>/checkpoint_step_NNNNNN``; ``run_dir`` is None when the storage is a cloud URI.
+    ``resume_from``: the checkpoint the driver found in the run folder before the start, if any."""
+
+    def __init__(self, run_dir: Path | None = None, resume_from: Path | None = None) -> None:
         import ray.train
         import ray.train.torch
 
@@ -37,6 +41,7 @@ class RayContext(WorkerContext):
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.device = ray.train.torch.get_device()
+        self.run_dir, self.resume_from = run_dir, resume_from
         self._staging: list[Path] = []
 
     def build_engine(
@@ -51,6 +56,15 @@ class RayContext(WorkerContext):
         from metarec_dist.runtime.deepspeed_engine import build_deepspeed_engine
 
         return build_deepspeed_engine(module, optim, runtime, total_steps, micro_batch, self.world_size)
+
+    @property
+    def has_checkpoint_storage(self) -> bool:
+        return True
+
+    def saved_checkpoint_path(self, step: int) -> Path | None:
+        from metarec_dist.checkpoint import ray_checkpoint_name
+
+        return None if self.run_dir is None else self.run_dir / ray_checkpoint_name(step)
 
     def checkpoint_folder(self, step: int) -> Path:
         # Each rank stages its own files locally; ray.train.report merges every rank's folder into one
@@ -73,15 +87,30 @@ class RayContext(WorkerContext):
         self._staging.clear()
 
     @contextlib.contextmanager
-    def resume_dir(self) -> Iterator[Path | None]:
+    def resume_dir(self, resume: bool = True) -> Iterator[Path | None]:
+        """Ray Train's latest registered checkpoint (it knows which ones every rank finished): this run's own
+        after a failover, resumed whatever ``resume`` says, or a previous run's (the driver has refused
+        ``resume=false`` over existing checkpoints). Without a complete one, the checkpoint the driver
+        found, so checkpoints Ray has lost track of are never trained over."""
         import ray.train
+
+        from metarec_dist.checkpoint import MANIFEST
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
-            yield None
+            yield self.resume_from
             return
         with checkpoint.as_directory() as folder:
-            yield Path(folder)
+            if (Path(folder) / MANIFEST).is_file() or self.resume_from is None:
+                yield Path(folder)  # without a manifest, loading it names what is missing
+                return
+        log.warning(
+            "Ray's latest checkpoint %s has no %s; resuming from %s",
+            checkpoint.path,
+            MANIFEST,
+            self.resume_from,
+        )
+        yield self.resume_from
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -121,15 +150,11 @@ def gather_users(ctx: RayContext, rows: list[dict[str, Any]]) -> list[np.ndarray
     return in_user_order(np.concatenate([p[0] for p in parts]), [s for p in parts for s in p[1]])
 
 
-def _local_dir(storage: str, run_name: str) -> Path | None:
-    """Where W&B writes its files: inside the run folder when storage is a local path."""
-    return None if "://" in storage else Path(storage) / run_name
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     from metarec_dist.config import Config, from_dict
     from metarec_dist.data.split import UserSplits
     from metarec_dist.metrics.loggers import build_logger
+    from metarec_dist.run_folder import local_run_dir, storage_root
     from metarec_dist.runtime.progress import ActorProgressLogger
     from metarec_dist.train.trainer import MetaTrainer
 
@@ -137,20 +162,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO if cfg.logging.verbose else logging.WARNING)
     if cfg.runtime.torch_threads:
         torch.set_num_threads(cfg.runtime.torch_threads)
-    ctx = RayContext()
+    run_dir = local_run_dir(cfg.runtime)  # the driver made the storage path absolute
+    resume_from = Path(config["resume_from"]) if config.get("resume_from") else None
+    ctx = RayContext(run_dir, resume_from)
     train = gather_users(ctx, collect_shard("train"))
     valid = in_user_order(*_rows_to_sequences(collect_shard("valid")))  # not split: every rank reads it all
     data = UserSplits(train=train, valid=valid, test=[], num_items=int(config["num_items"]))
     logger = build_logger(
         cfg.logging,
         cfg.runtime.run_name,
-        config["run_dir"],
+        storage_root(cfg.runtime),
         config["cfg"],
         ctx.is_main,
-        directory=_local_dir(config["run_dir"], cfg.runtime.run_name),
+        directory=run_dir,  # W&B files inside the run folder when it is local
         extra=(ActorProgressLogger(config["progress"]),) if config.get("progress") is not None else (),
     )
-    trainer = MetaTrainer(cfg, ctx, data, run_dir=Path(config["run_dir"]), logger=logger)
+    trainer = MetaTrainer(cfg, ctx, data, logger=logger)
     try:
         trainer.fit()
     finally:

@@ -1,21 +1,21 @@
 """The meta-trainer: one ``engine.backward`` + ``engine.step`` per meta-step, whatever runs it.
 
 It gets a ``WorkerContext`` (local process or Ray worker) and builds everything else from its own config
-sections. All state that matters for an exact resume (engine shards, task-stream position, RNG, step, W&B
-run id) is saved together in one checkpoint.
+sections. ``fit()`` reads like torchtitan's ``train()``: the loop asks its parts whether to log, validate
+and save. All state that matters for an exact resume (engine shards, task-stream position, RNG, step) is
+saved together by the ``Checkpointer``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from metarec_dist import checkpoint as ckpt
+from metarec_dist.checkpoint import Checkpointer
 from metarec_dist.config import Config
 from metarec_dist.data.split import UserSplits
 from metarec_dist.eval.cold_start import flat_means
@@ -33,10 +33,43 @@ log = logging.getLogger("metarec")
 
 @dataclass
 class TrainState:
+    """The loop's own position; ``resumed_from`` is this process's business and is not saved."""
+
     step: int = 0
     wandb_run_id: str | None = None
     resumed_from: int | None = None  # the meta-step this process resumed at, if it did
-    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "wandb_run_id": self.wandb_run_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = self.resumed_from = int(state["step"])
+        self.wandb_run_id = state.get("wandb_run_id")
+
+
+@dataclass(frozen=True)
+class Every:
+    """A schedule: due every ``n`` steps (never when ``n`` is 0), and at step ``last`` when given."""
+
+    n: int
+    last: int | None = None
+
+    def __call__(self, step: int) -> bool:
+        return (self.n > 0 and step % self.n == 0) or step == self.last
+
+
+class StepTimer:
+    """Throughput window: counts the steps after the timing warm-up (from the start until it is over)."""
+
+    def __init__(self, start_step: int, warmup: int) -> None:
+        self.t0, self.steps0, self.warm_end = time.perf_counter(), start_step, start_step + warmup
+
+    def elapsed(self, step: int) -> tuple[int, float]:
+        return step - self.steps0, time.perf_counter() - self.t0
+
+    def tick(self, step: int) -> None:
+        if step == self.warm_end:
+            self.t0, self.steps0 = time.perf_counter(), step
 
 
 def tokens_per_task(cfg: Config) -> int:
@@ -58,10 +91,9 @@ class MetaTrainer:
         cfg: Config,
         ctx: WorkerContext,
         data: UserSplits,
-        run_dir: Path | None = None,
         logger: MetricLogger | None = None,
     ) -> None:
-        self.cfg, self.ctx, self.data, self.run_dir = cfg, ctx, data, run_dir
+        self.cfg, self.ctx, self.data = cfg, ctx, data
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)
         self.model = SeqRecommender(cfg.model, data.num_items, seed=cfg.train.seed)
@@ -74,6 +106,16 @@ class MetaTrainer:
             MetaLearner(self.model, self.algorithm), cfg.optim, cfg.runtime, cfg.train.meta_steps, self.micro
         )
         self.state = TrainState()
+        self.should_log = Every(cfg.train.log_every, last=cfg.train.meta_steps)
+        self.should_validate = Every(cfg.train.eval_every)
+        self.checkpointer = Checkpointer(
+            ctx,
+            cfg.checkpoint,
+            self.engine,
+            {"sampler": self.sampler, "train_state": self.state},
+            self.checkpoint_info(),
+            cfg,
+        )
 
     # ------------------------------------------------------------------------------------ one step
 
@@ -100,44 +142,45 @@ class MetaTrainer:
     # ------------------------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
-        self.maybe_resume()
-        cfg = self.cfg
+        self.checkpointer.load()
         self.engine.train()
-        t0, steps0 = time.perf_counter(), self.state.step
-        # Throughput counts the steps after the timing warm-up (from the start until it is over).
-        warm_end = steps0 + cfg.train.timing_warmup
-        last: dict[str, float] = {}
-        while self.state.step < cfg.train.meta_steps:
+        timer = StepTimer(self.state.step, self.cfg.train.timing_warmup)
+        last: dict[str, Any] = {}
+        while self.state.step < self.cfg.train.meta_steps:
             step = self.state.step + 1
-            logging_step = step % cfg.train.log_every == 0 or step == cfg.train.meta_steps
+            logging_step = self.should_log(step)
             # The support loss after adaptation costs one more scoring pass: only on the steps we log.
             metrics = self.train_step(track_adaptation=logging_step)
             if logging_step:
-                last = self.ctx.all_reduce_mean(metrics)
-                elapsed = time.perf_counter() - t0
-                last.update(self.throughput(step - steps0, elapsed))
-                last["lr"] = float(self.engine.get_lr()[0])
-                norm = self.engine.get_global_grad_norm()
-                if norm is not None:
-                    last["grad_norm"] = float(norm)
-                if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+                last = self.step_metrics(metrics, *timer.elapsed(step))
+                if self.should_validate(step):
                     last.update(self.validate())
                 self.logger.log(last, step)
-                self.state.history.append({"step": step, **last})
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.train.meta_steps:
-                self.save_and_report({"step": step, **last})
-            if step == warm_end:
-                t0, steps0 = time.perf_counter(), step
-        final = {"step": self.state.step, **last}
+            if self.checkpointer.should_save(step):
+                self.checkpointer.save(step, {"step": step, **last})
+            timer.tick(step)
+        return self.finish(last)
+
+    def step_metrics(self, metrics: dict[str, float], steps: int, elapsed: float) -> dict[str, Any]:
+        """The logged line of a step: metrics averaged over ranks, throughput, lr, gradient norm."""
+        out: dict[str, Any] = self.ctx.all_reduce_mean(metrics)
+        out.update(self.throughput(steps, elapsed))
+        out["lr"] = float(self.engine.get_lr()[0])
+        norm = self.engine.get_global_grad_norm()
+        if norm is not None:
+            out["grad_norm"] = float(norm)
+        return out
+
+    def finish(self, last: dict[str, Any]) -> dict[str, Any]:
+        """Final validation over every shot count, then the final checkpoint (or just the report)."""
+        final: dict[str, Any] = {"step": self.state.step, **last}
         if self.state.resumed_from is not None:
             final["resumed_from"] = self.state.resumed_from
         if self.data.valid:
             val = self.validate([k for k in self.cfg.eval.shots if k <= self.cfg.tasks.support_max])
             self.logger.log(val, self.state.step)
             final.update({k: v for k, v in val.items() if not isinstance(v, list)})
-        folder = self.save_and_report(final) if self.checkpointing else None
-        if not self.checkpointing:
-            self.ctx.report(final)
+        folder = self.checkpointer.save(self.state.step, final)
         return {**final, "checkpoint": str(folder) if folder else None}
 
     def throughput(self, steps: int, elapsed: float) -> dict[str, float]:
@@ -200,52 +243,10 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------------------------ checkpoints
 
-    def client_state(self) -> dict[str, Any]:
+    def checkpoint_info(self) -> dict[str, Any]:
+        """The run's fixed facts, saved with every checkpoint (export and evaluation read them)."""
         return {
-            "step": self.state.step,
-            "sampler": self.sampler.state_dict(),
-            "wandb_run_id": self.state.wandb_run_id,
             "config": redact(self.cfg.to_dict()),  # checkpoints travel: no secrets in them
             "num_items": self.data.num_items,
             "item_titles": self.data.item_titles,
         }
-
-    @property
-    def checkpointing(self) -> bool:
-        return self.run_dir is not None
-
-    def save_and_report(self, metrics: dict[str, Any]) -> Path | None:
-        """Save a complete checkpoint (every rank) and report it with ``metrics``."""
-        if not self.checkpointing:
-            return None
-        folder = self.ctx.checkpoint_folder(self.state.step)
-        ckpt.save_checkpoint(
-            self.engine,
-            folder,
-            self.client_state(),
-            self.ctx.rank,
-            self.ctx.world_size,
-            self.ctx.barrier,
-            self.ctx.all_gather,
-        )
-        self.ctx.report(metrics, folder)
-        return folder
-
-    def maybe_resume(self) -> None:
-        if not self.cfg.checkpoint.resume:
-            return
-        with self.ctx.resume_dir() as folder:
-            if folder is None:
-                return
-            state = ckpt.load_checkpoint(self.engine, folder, self.ctx.rank)
-        if state["_manifest_world_size"] != self.ctx.world_size:
-            raise ValueError(
-                f"checkpoint {folder} was written by {state['_manifest_world_size']} workers but this run "
-                f"has "
-                f"{self.ctx.world_size}; ZeRO shards are tied to the data-parallel size (convert it to a "
-                "universal checkpoint or resume with the same runtime.num_workers)"
-            )
-        self.state.step = self.state.resumed_from = int(state["step"])
-        self.state.wandb_run_id = state.get("wandb_run_id")
-        self.sampler.load_state_dict(state["sampler"])
-        log.info("resumed from %s at meta-step %d", folder, self.state.step)

@@ -184,7 +184,7 @@ def test_export_scores_equal_engine_scores(tmp_path):
     cfg = _cfg(tmp_path, "runtime.deepspeed=true", "runtime.zero_stage=3", "train.meta_steps=2")
     data = prepare_data(cfg.data).user_splits()
     run = tmp_path / "run"
-    trainer = MetaTrainer(cfg, LocalContext(run), data, run)
+    trainer = MetaTrainer(cfg, LocalContext(run), data)
     out = trainer.fit()
     batch = prefix_batch(data.valid[:8], 3, cfg.tasks.support_max, trainer.model.bos_id)
     trainer.engine.eval()

@@ -335,7 +335,7 @@ def test_meta_sgd_rates_are_trained_checkpointed_exported_and_loaded(tiny_cfg, s
 
     tiny_cfg.meta.algorithm = "metasgd"
     run = tmp_path / "run"
-    trainer = MetaTrainer(tiny_cfg, LocalContext(run), synth_data, run)
+    trainer = MetaTrainer(tiny_cfg, LocalContext(run), synth_data)
     out = trainer.fit()
     trained = trainer.algorithm.inner_lr_log_scale.detach().clone()
     assert trained.abs().max() > 0  # the optimizer moved them
@@ -362,7 +362,7 @@ def test_exported_rates_for_the_wrong_algorithm_are_an_error(tiny_cfg, synth_dat
     tiny_cfg.meta.algorithm = "metasgd"
     tiny_cfg.train.meta_steps = 1
     run = tmp_path / "run"
-    out = MetaTrainer(tiny_cfg, LocalContext(run), synth_data, run).fit()
+    out = MetaTrainer(tiny_cfg, LocalContext(run), synth_data).fit()
     folder = ckpt.export(Path(out["checkpoint"]), tmp_path / "export")
     (folder / ckpt.EXPORT_ALGORITHM).unlink()
     with pytest.raises(ValueError, match=r"meta\.algorithm=metasgd.*inner_lr_log_scale"):

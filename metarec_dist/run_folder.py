@@ -1,0 +1,119 @@
+"""Run folders: where a run lives (``<storage_path>/<run_name>``, the folder Ray Train uses too) and the
+lock that lets one run at a time write there. This module is the only place that works out the path.
+
+Light on purpose (no torch): the CLI and the Ray driver import it before anything heavy.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from metarec_dist.errors import UserError
+
+if TYPE_CHECKING:
+    from metarec_dist.config import RuntimeConfig
+
+log = logging.getLogger("metarec")
+
+LOCK_FILE = ".metarec.lock"
+
+
+def storage_root(runtime: RuntimeConfig) -> str:
+    """``runtime.storage_path`` resolved: an absolute local path, or a cloud URI as given."""
+    path = runtime.storage_path
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def run_path(runtime: RuntimeConfig) -> str:
+    """The run folder (a path or URI): ``<storage_root>/<run_name>``, the folder Ray Train also uses."""
+    return f"{storage_root(runtime).rstrip('/')}/{runtime.run_name}"
+
+
+def local_run_dir(runtime: RuntimeConfig) -> Path | None:
+    """The run folder on this machine's file system; None when the storage is a cloud URI."""
+    path = run_path(runtime)
+    return None if "://" in path else Path(path)
+
+
+class RunLock:
+    """An advisory lock on a run folder for the whole run: a second run with the same run name is refused
+    with the holder's pid and host. ``flock`` is released by the kernel when its holder dies (kill -9
+    included), so a lock file left behind is never stale; the file itself is left in place (removing a
+    lock file races with a process that has just opened it)."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir = run_dir
+        self.path = None if run_dir is None else Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        if self.path is None:
+            log.info("cloud storage: no run-folder lock (two runs with the same run name are not stopped)")
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder lock {self.path}: {exc}") from exc
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(self._in_use_message()) from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise UserError(f"cannot lock the run folder {self.run_dir}: {exc}") from exc
+            log.warning(
+                "%s: this file system has no locks; two runs with one run name are not stopped", self.path
+            )
+            return self
+        os.ftruncate(fd, 0)
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.write(fd, json.dumps(holder).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def _in_use_message(self) -> str:
+        try:
+            holder = json.loads(self.path.read_text())
+            who = f"pid {holder['pid']} on {holder['host']}, since {holder['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            holder, who = {}, "a process that has not written its pid yet"
+        gone = holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)))
+        note = f" (pid {holder.get('pid')} has exited; a process it started holds the lock)" if gone else ""
+        return (
+            f"run folder {self.run_dir} is in use by another metarec run ({who}){note}. Wait for it to "
+            f"finish, or start this one under another name (--set runtime.run_name=NEW); "
+            f"lock file: {self.path}"
+        )
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
