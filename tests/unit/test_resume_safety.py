@@ -1,0 +1,227 @@
+"""Resume never starts from scratch or from an older step without a word, never writes over a step folder,
+one run holds a run folder at a time, and a resumed config is compared with the checkpoint's (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+
+import pytest
+
+from metarec_dist import checkpoint as ckpt
+from metarec_dist.config import with_overrides
+from metarec_dist.run_folder import LOCK_FILE, RunLock
+from metarec_dist.runtime.context import LocalContext
+from metarec_dist.train.trainer import Every, MetaTrainer
+
+
+def _fit(cfg, data, run, *overrides):
+    cfg = with_overrides(cfg, list(overrides))
+    return MetaTrainer(cfg, LocalContext(run, cfg.checkpoint.keep), data).fit()
+
+
+def _complete(folder):
+    folder.mkdir(parents=True)
+    ckpt.write_manifest(folder, 1, 1, {})
+    return folder
+
+
+# ------------------------------------------------------------------------------------ discovery
+
+
+def test_newer_incomplete_checkpoints_are_named(tmp_path, caplog):
+    run = tmp_path / "run"
+    good = _complete(run / "checkpoints" / "step_000002")
+    (run / "checkpoints" / "step_000004").mkdir()
+    with caplog.at_level(logging.WARNING, logger="metarec"):
+        assert ckpt.resume_point(run) == good
+    assert "step_000004" in caplog.text and "incomplete" in caplog.text
+
+
+def test_checkpoint_folders_without_a_complete_one_are_an_error(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_000002").mkdir(parents=True)
+    (run / "checkpoints" / "step_000004").mkdir()
+    with pytest.raises(ValueError, match=r"none is complete.*step_000002, step_000004.*runtime\.run_name"):
+        ckpt.resume_point(run)
+
+
+def test_resume_false_over_existing_checkpoints_is_refused(tmp_path):
+    run = tmp_path / "run"
+    _complete(run / "checkpoint_step_000002")
+    with pytest.raises(ValueError, match=r"checkpoint\.resume=false.*checkpoint_step_000002"):
+        ckpt.resume_point(run, resume=False)
+    assert ckpt.resume_point(tmp_path / "fresh", resume=False) is None
+
+
+def test_an_existing_step_folder_is_moved_aside_not_overwritten(tmp_path):
+    folder = _complete(tmp_path / "step_000004")
+    assert ckpt.move_aside(folder) == tmp_path / "step_000004.old-1"
+    _complete(folder)
+    assert ckpt.move_aside(folder) == tmp_path / "step_000004.old-2"
+    assert (tmp_path / "step_000004.old-1" / ckpt.MANIFEST).is_file()
+    assert ckpt.list_checkpoints(tmp_path) == []  # moved-aside folders are never resumed or pruned
+
+
+@pytest.mark.parametrize("text", ["{}", "not json", '{"step": 1, "world_size": 1, "files": {"../x": 1}}'])
+def test_a_garbage_manifest_names_the_file(tmp_path, text):
+    (tmp_path / ckpt.MANIFEST).write_text(text)
+    with pytest.raises(ValueError, match=str(tmp_path / ckpt.MANIFEST)):
+        ckpt.verify(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ run lock
+
+
+def test_a_second_run_on_a_locked_run_folder_is_refused(tmp_path):
+    run = tmp_path / "run"
+    with RunLock(run):
+        second = RunLock(run)
+        with pytest.raises(ValueError, match=rf"in use by another metarec run \(pid {os.getpid()} on "):
+            second.__enter__()
+        holder = json.loads((run / LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    with RunLock(run):  # released on exit
+        pass
+
+
+def test_a_lock_file_left_by_a_dead_process_does_not_block(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).write_text(json.dumps({"pid": 999_999_999, "host": "gone", "since": "x"}))
+    with RunLock(run):
+        assert json.loads((run / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_a_lock_held_past_its_recorded_holder_says_so(tmp_path):
+    """The recorded pid has exited but the lock is still held (a child it started inherited the lock)."""
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, json.dumps({"pid": 999_999_999, "host": socket.gethostname(), "since": "x"}).encode())
+        with pytest.raises(
+            ValueError, match=r"pid 999999999 has exited; a process it started holds the lock"
+        ):
+            RunLock(run).__enter__()
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------ the loop's parts
+
+
+def test_schedules():
+    assert [s for s in range(1, 8) if Every(3, last=7)(s)] == [3, 6, 7]
+    assert not any(Every(0)(s) for s in range(1, 8))
+
+
+def test_checkpointer_saves_on_its_schedule(tiny_cfg, synth_data, tmp_path):
+    run = tmp_path / "run"
+    out = _fit(tiny_cfg, synth_data, run, "train.meta_steps=4", "checkpoint.every=2", "checkpoint.keep=5")
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_000002", "step_000004"]
+    client = json.loads((run / "checkpoints" / "step_000004" / ckpt.CLIENT_STATE).read_text())
+    assert client["step"] == 4 and client["train_state"]["step"] == 4 and "sampler" in client
+    assert out["checkpoint"] == str(run / "checkpoints" / "step_000004")
+    no_storage = MetaTrainer(tiny_cfg, LocalContext(None), synth_data)
+    assert not no_storage.checkpointer.should_save(2)
+
+
+# ------------------------------------------------------------------------------------ resume
+
+
+def test_resume_continues_and_a_finished_run_is_not_saved_over(tiny_cfg, synth_data, tmp_path):
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
+    manifest = run / "checkpoints" / "step_000002" / ckpt.MANIFEST
+    before = manifest.stat().st_mtime_ns
+    again = _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")  # nothing left to train
+    assert again["resumed_from"] == 2 and again["checkpoint"] == str(manifest.parent)
+    assert manifest.stat().st_mtime_ns == before
+    assert _fit(tiny_cfg, synth_data, run, "train.meta_steps=3")["resumed_from"] == 2
+
+
+def test_shape_changing_settings_are_an_error_naming_the_keys(tiny_cfg, synth_data, tmp_path):
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
+    with pytest.raises(ValueError, match=r"model\.hidden_size: 16 -> 32.*runtime\.run_name=NEW"):
+        _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", "model.hidden_size=32")
+    with pytest.raises(ValueError, match=r"model\.adapters: \['lowrank'\] -> \['lowrank', 'bias'\]"):
+        _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", "model.adapters=[lowrank,bias]")
+
+
+def test_parameters_of_another_shape_are_named_whatever_setting_caused_them(tmp_path):
+    saved = {"head.w": [4, 8], "inner_lr_log_scale": [8]}
+    with pytest.raises(
+        ValueError, match=r"head\.w: \[4, 8\] -> \[4, 16\]; inner_lr_log_scale: \[8\] -> None"
+    ):
+        ckpt.check_param_shapes(tmp_path, saved, {"head.w": [4, 16]})
+    ckpt.check_param_shapes(tmp_path, saved, dict(saved))
+    ckpt.check_param_shapes(tmp_path, None, {"head.w": [4, 16]})  # written before shapes were recorded
+
+
+def test_other_changed_settings_are_a_warning_listing_old_and_new(tiny_cfg, synth_data, tmp_path, caplog):
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
+    with caplog.at_level(logging.WARNING, logger="metarec"):
+        out = _fit(
+            tiny_cfg, synth_data, run, "train.meta_steps=3", "optim.lr=0.002", "meta.algorithm=reptile"
+        )
+    assert out["resumed_from"] == 2
+    assert (
+        "optim.lr: 0.001 -> 0.002" in caplog.text and "meta.algorithm: 'fomaml' -> 'reptile'" in caplog.text
+    )
+    assert "model.hidden_size" not in caplog.text
+
+
+def test_a_different_catalogue_is_an_error(tiny_cfg, synth_data, tmp_path):
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
+    synth_data.num_items += 1
+    with pytest.raises(ValueError, match=r"num_items.*40 -> 41"):
+        _fit(tiny_cfg, synth_data, run, "train.meta_steps=3")
+
+
+# ------------------------------------------------------------------------------------ Ray: on the driver
+
+
+def _ray_cfg(tmp_path, *extra):
+    from metarec_dist.config import load_config
+
+    sets = ["runtime.backend=ray", f"runtime.storage_path={tmp_path}", "runtime.run_name=r"]
+    return load_config(
+        None, [*sets, "data.format=synthetic", "data.synthetic_users=40", "data.cache=false", *extra]
+    )
+
+
+def test_ray_driver_takes_the_lock_and_checks_the_run_folder_before_ray_starts(tmp_path):
+    import ray
+
+    from metarec_dist.runtime.ray_launcher import train_on_ray
+
+    with RunLock(tmp_path / "r"), pytest.raises(ValueError, match=r"r is in use by another metarec run"):
+        train_on_ray(_ray_cfg(tmp_path))
+    (tmp_path / "r" / ckpt.ray_checkpoint_name(2)).mkdir()  # Ray layout, manifest missing
+    with pytest.raises(ValueError, match=r"none is complete \(no manifest\.json in checkpoint_step_000002\)"):
+        train_on_ray(_ray_cfg(tmp_path))
+    assert not ray.is_initialized()
+
+
+def test_ray_driver_names_shape_changes_and_prints_other_changes(tmp_path, caplog):
+    from metarec_dist.metrics.redact import redact
+    from metarec_dist.runtime.ray_launcher import check_resume, for_workers
+
+    saved = for_workers(_ray_cfg(tmp_path))
+    folder = _complete(tmp_path / "r" / ckpt.ray_checkpoint_name(2))
+    state = {"step": 2, "config": redact(saved.to_dict()), "num_items": 40}
+    (folder / ckpt.CLIENT_STATE).write_text(json.dumps(state))
+    with caplog.at_level(logging.WARNING, logger="metarec"):
+        assert check_resume(for_workers(_ray_cfg(tmp_path, "optim.lr=0.01")), 40) == folder
+    assert "optim.lr: 0.001 -> 0.01" in caplog.text
+    with pytest.raises(ValueError, match=r"runtime\.zero_stage: 0 -> 3"):
+        check_resume(for_workers(_ray_cfg(tmp_path, "runtime.zero_stage=3")), 40)
