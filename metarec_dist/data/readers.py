@@ -17,9 +17,9 @@ from metarec_dist.data.columns import Where, resolve_columns, to_ids, to_numbers
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
-from metarec_dist.data.meta import read_titles
 from metarec_dist.data.synthetic import make_synthetic_sequences
 from metarec_dist.data.textio import TextFile, TextSpec, check_file
+from metarec_dist.data.titles import read_titles
 
 log = logging.getLogger(__name__)
 

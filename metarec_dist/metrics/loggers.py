@@ -30,10 +30,8 @@ class ConsoleLogger:
 
     def __init__(self, keys: tuple[str, ...] = ()) -> None:
         self.keys = keys
-        self.history: list[dict[str, Any]] = []
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        self.history.append({"step": step, **metrics})
         shown = {k: v for k, v in metrics.items() if not self.keys or k in self.keys}
         text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         log.info("step %d %s", step, text)
@@ -45,9 +43,6 @@ class ConsoleLogger:
 class MultiLogger:
     def __init__(self, *loggers: MetricLogger) -> None:
         self.loggers = loggers
-
-    def find(self, kind: type) -> Any:
-        return next((lg for lg in self.loggers if isinstance(lg, kind)), None)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         for lg in self.loggers:

@@ -84,11 +84,6 @@ class WandbLogger:
     def path(self) -> str:
         return f"{self.run.entity or '-'}/{self.run.project}/{self.run.id}"
 
-    def sync_hint(self) -> str | None:
-        if self.run.settings.mode == "offline" or self.run.offline:
-            return f"wandb sync {Path(self.run.dir).parent}"
-        return None
-
     def close(self) -> None:
         self.run.finish()
 
