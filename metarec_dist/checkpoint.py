@@ -514,6 +514,8 @@ class Checkpointer:
 
 # ------------------------------------------------------------------------------------------ export
 
+# What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
+EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids")
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_ALGORITHM = "algorithm.safetensors"  # parameters the algorithm owns (Meta-SGD's rates), if any
@@ -548,7 +550,7 @@ def export(checkpoint_dir: Path, out_dir: Path, overwrite: bool = False) -> Path
         save_file(weights, str(tmp / EXPORT_WEIGHTS))
         if algorithm:
             save_file(algorithm, str(tmp / EXPORT_ALGORITHM))
-        meta = {k: client[k] for k in ("config", "num_items", "step", "item_titles") if k in client}
+        meta = {k: client[k] for k in EXPORT_META if k in client}
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
         _check_export_target(checkpoint_dir, out_dir, overwrite)  # again: it may have changed meanwhile
         _replace_export(tmp, out_dir)
@@ -612,7 +614,7 @@ def _replace_export(tmp: Path, out_dir: Path) -> None:
 class Exported(NamedTuple):
     model: SeqRecommender  # in eval mode
     cfg: Config
-    meta: dict[str, Any]  # num_items, step, item_titles, config
+    meta: dict[str, Any]  # num_items, step, item_titles, item_raw_ids, config
     algorithm_state: dict[str, torch.Tensor]  # the algorithm's own parameters ({} for most algorithms)
 
 

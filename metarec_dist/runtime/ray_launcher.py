@@ -140,10 +140,12 @@ def user_datasets(prepared: Any) -> tuple[dict[str, Any], int]:
 def build_trainer(
     cfg: Config,
     datasets: dict[str, Any],
-    num_items: int,
+    catalogue: dict[str, Any],
     progress: Any = None,
     resume_from: Path | None = None,
 ):
+    """``catalogue``: ``num_items`` and, when the data has them, ``item_titles`` and ``item_raw_ids``, so
+    checkpoints of a Ray run carry them like a local run's (``metarec recommend`` speaks raw ids)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -155,7 +157,7 @@ def build_trainer(
 
     config = {
         "cfg": cfg.to_dict(),
-        "num_items": num_items,
+        "catalogue": catalogue,
         "progress": progress,
         "resume_from": str(resume_from) if resume_from else None,
     }
@@ -228,7 +230,12 @@ def _train_on_ray(cfg: Config, verbose: bool) -> dict[str, Any]:
     init_ray(verbose or cfg.logging.verbose, dashboard=cfg.runtime.dashboard)
     datasets, num_items = user_datasets(prepared)
     actor = ProgressActor.remote()
-    trainer = build_trainer(cfg, datasets, num_items, progress=actor, resume_from=resume_from)
+    catalogue = {
+        "num_items": num_items,
+        "item_titles": prepared.item_titles,
+        "item_raw_ids": prepared.item_raw_ids,
+    }
+    trainer = build_trainer(cfg, datasets, catalogue, progress=actor, resume_from=resume_from)
     bar = ProgressBar(cfg.train.meta_steps)
     try:
         result = run_with_progress(trainer.fit, actor, bar)

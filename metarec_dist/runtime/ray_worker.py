@@ -167,7 +167,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = RayContext(run_dir, resume_from)
     train = gather_users(ctx, collect_shard("train"))
     valid = in_user_order(*_rows_to_sequences(collect_shard("valid")))  # not split: every rank reads it all
-    data = UserSplits(train=train, valid=valid, test=[], num_items=int(config["num_items"]))
+    data = UserSplits(train=train, valid=valid, test=[], **config["catalogue"])
     logger = build_logger(
         cfg.logging,
         cfg.runtime.run_name,

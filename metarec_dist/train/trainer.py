@@ -249,4 +249,5 @@ class MetaTrainer:
             "config": redact(self.cfg.to_dict()),  # checkpoints travel: no secrets in them
             "num_items": self.data.num_items,
             "item_titles": self.data.item_titles,
+            "item_raw_ids": self.data.item_raw_ids,  # `metarec recommend` maps raw ids without the data
         }

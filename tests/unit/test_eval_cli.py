@@ -141,20 +141,23 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path, capsys):
 
 
 def test_catalogue_prefers_stored_raw_ids_and_falls_back_to_model_ids(runs, monkeypatch):
+    from metarec_dist.data import prepare_data
     from metarec_dist.eval import recommend as rec
     from metarec_dist.eval.loading import load_model
 
     loaded = load_model(runs["a"])
     n = int(loaded.meta["num_items"])
+    raw = prepare_data(loaded.cfg.data).item_raw_ids
 
     def no_data(cfg):
         raise ValueError("data not here")
 
     monkeypatch.setattr(rec, "load_prepared", no_data)
+    stored = rec.load_catalogue(loaded)  # the checkpoint carries the raw ids: no data needed
+    assert stored.mapped and stored.raw_ids == list(raw)
+    assert stored.to_model_ids([raw[0], raw[4]]) == [1, 5]
+    del loaded.meta["item_raw_ids"]
     fallback = rec.load_catalogue(loaded)  # no data, no stored ids: model ids
     assert not fallback.mapped and fallback.to_model_ids(["1", str(n)]) == [1, n]
     with pytest.raises(ValueError, match="model's own"):
         fallback.to_model_ids([str(n + 1)])
-    loaded.meta["item_raw_ids"] = [f"m{i}" for i in range(n)]
-    stored = rec.load_catalogue(loaded)
-    assert stored.mapped and stored.to_model_ids(["m0", "m4"]) == [1, 5]
