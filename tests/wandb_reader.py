@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ def _payloads(data: bytes):
         if length == 0 and kind == 0:
             pos += left
             continue
+        if pos + 7 + length > len(data):
+            return  # a record still being written (W&B's writer may trail run.finish() by a moment)
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == _FULL:
@@ -66,3 +70,15 @@ def read_run(path: Path) -> dict[str, Any]:
             for item in rec.summary.update:
                 out["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return out
+
+
+def read_run_when(path: Path, complete: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0) -> dict:
+    """``read_run`` once ``complete(run)`` holds. W&B's writer is its own process (wandb-core): on a loaded
+    machine the tail of the file can land a moment after ``run.finish()`` returned. Returns the last read
+    either way, so the caller's assertions report what was missing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = read_run(path)
+        if complete(run) or time.monotonic() > deadline:
+            return run
+        time.sleep(0.5)
