@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow as pa
 
 from metarec_dist.data.config import DataConfig
+from metarec_dist.data.features import EncodedFeature, FeatureTables
 from metarec_dist.data.prepared import PreparedData
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,9 @@ CACHE_VERSION = 1  # bump when preprocessing changes meaning, so old entries are
 ENV_CACHE_DIR = "METAREC_CACHE_DIR"
 # Settings that do not change the prepared data: where things live (the resolved files are keyed
 # instead), whether to cache, and the synthetic generator (synthetic data is not cached).
-_NOT_KEYED = {"path", "name", "data_dir", "cache", "cache_dir"}
+_NOT_KEYED = {"path", "name", "data_dir", "cache", "cache_dir", "user_features_path", "item_features_path"}
+# Keyed only when set, so that entries written before side information existed stay valid.
+_KEYED_WHEN_SET = {"user_features", "item_features"}
 _STALE_TMP_S = 24 * 3600
 
 
@@ -48,7 +52,7 @@ def cache_key(files: list[Path], cfg: DataConfig) -> str:
     settings = {
         k: v
         for k, v in dataclasses.asdict(cfg).items()
-        if k not in _NOT_KEYED and not k.startswith("synthetic_")
+        if k not in _NOT_KEYED and not k.startswith("synthetic_") and (v or k not in _KEYED_WHEN_SET)
     }
     blob = json.dumps({"version": CACHE_VERSION, "files": stamps, "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -62,6 +66,7 @@ def load(root: Path, key: str) -> PreparedData | None:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         users = datasets.load_from_disk(str(entry / "users"))
         items = datasets.load_from_disk(str(entry / "items")).with_format("arrow")[:]
+        features = _load_features(entry, meta.get("features"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         # Corrupt (e.g. a disk error after it was written): drop it so this run's result replaces it.
         log.warning("ignoring unreadable data cache %s: %s", entry, exc)
@@ -72,7 +77,9 @@ def load(root: Path, key: str) -> PreparedData | None:
     if meta.get("has_titles"):
         titles = {i + 1: t for i, t in enumerate(items.column("title").to_pylist()) if t is not None}
     log.info("loaded prepared data from cache %s", entry)
-    return PreparedData(users, meta["num_items"], raw_ids, titles, meta["source"], meta["raw_stats"])
+    return PreparedData(
+        users, meta["num_items"], raw_ids, titles, meta["source"], meta["raw_stats"], features
+    )
 
 
 def save(prepared: PreparedData, root: Path, key: str) -> None:
@@ -104,6 +111,7 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
             "source": prepared.source,
             "raw_stats": prepared.raw_stats,
             "has_titles": prepared.item_titles is not None,
+            "features": _save_features(prepared.features, tmp),
         }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         try:
@@ -120,6 +128,38 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_features(tables: FeatureTables | None, folder: Path) -> dict | None:
+    """Id arrays into features.npz (no pickles), titles and vocabularies into the returned meta."""
+    if tables is None:
+        return None
+    arrays, described = {}, {}
+    for entity in ("user", "item"):
+        for name, f in getattr(tables, entity).items():
+            key = f"{entity}/{name}"
+            info = {k: v for k, v in dataclasses.asdict(f).items() if k != "values"}
+            if f.kind == "title":
+                info["texts"] = f.values.tolist()
+            else:
+                arrays[key] = f.values
+            described[key] = info
+    with open(folder / "features.npz", "wb") as out:
+        np.savez(out, **arrays)
+    return described
+
+
+def _load_features(entry: Path, described: dict | None) -> FeatureTables | None:
+    if described is None:
+        return None
+    tables = FeatureTables()
+    with np.load(entry / "features.npz", allow_pickle=False) as arrays:
+        for key, info in described.items():
+            entity, name = key.split("/", 1)
+            texts = info.pop("texts", None)
+            values = np.array(texts, dtype=object) if texts is not None else arrays[key]
+            getattr(tables, entity)[name] = EncodedFeature(values=values, **info)
+    return tables
 
 
 def _remove_stale(root: Path) -> None:

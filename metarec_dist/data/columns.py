@@ -24,7 +24,13 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "rating": ("rating", "score", "overall", "stars"),
 }
 CONFIG_KEY = {"user": "user_col", "item": "item_col", "time": "time_col", "rating": "rating_col"}
-ROLE_NAME = {"user": "user id", "item": "item id", "time": "timestamp", "rating": "rating"}
+ROLE_NAME = {
+    "user": "user id",
+    "item": "item id",
+    "time": "timestamp",
+    "rating": "rating",
+    "feature": "feature value",  # numeric side information (data/side.py)
+}
 
 
 @dataclass
@@ -103,7 +109,7 @@ def _check_no_nulls(col: pa.ChunkedArray, where: Where, name: str, role: str) ->
         raise where.error(_first(pc.is_null(col)), name, f"empty {ROLE_NAME[role]}")
 
 
-def _check_utf8(col: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray:
+def check_utf8(col: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray:
     """Binary columns appear where a value is not UTF-8 (the readers then cannot decode it)."""
     try:
         return col.cast(pa.string())
@@ -123,7 +129,7 @@ def to_ids(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str, 
     col = _chunked(col)
     typ = col.type
     if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
-        col = _check_utf8(col, where, name)
+        col = check_utf8(col, where, name)
         typ = col.type
     _check_no_nulls(col, where, name, role)
     if string_ids:
@@ -188,7 +194,7 @@ def to_numbers(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: s
     col = _chunked(col)
     typ = col.type
     if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
-        col = _check_utf8(col, where, name)
+        col = check_utf8(col, where, name)
         typ = col.type
     _check_no_nulls(col, where, name, role)
     if pa.types.is_timestamp(typ):

@@ -2,14 +2,84 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
 FORMATS = ("auto", "synthetic", "movielens", "recbole", "csv", "tsv", "parquet", "jsonl", "user_item", "hub")
 DEDUP_POLICIES = ("keep_all", "first", "last")
 SPLITS = ("time", "random")
+# Side-information kinds (see data/side.py): a category, a bag of categories (genres), a number cut into
+# buckets, and free text kept as text (the model-side encoder is not part of the data layer).
+FEATURE_KINDS = ("token", "token_seq", "float", "title")
 # Formats that read a file or folder; they need data.path or a data.name the resolver can find.
 FILE_FORMATS = ("auto", "movielens", "recbole", "csv", "tsv", "parquet", "jsonl", "user_item")
+
+
+@dataclass
+class FeatureSpec:
+    """One declared user or item feature, e.g. ``{name: age, kind: token}``.
+
+    Every kind is encoded as ids against a per-feature vocabulary where 0 is padding and 1 is "unknown"
+    (a missing value, a rare category, a user or item without a row); ``title`` stays text.
+    """
+
+    name: str = ""  # the feature's name (in stats and, later, the model); also its column by default
+    kind: str = ""  # token | token_seq | float | title
+    column: str | None = None  # the side table's column when it differs from name (RecBole: bare name)
+    sep: str | None = None  # token_seq: separator inside a field; None: whitespace (RecBole token_seq)
+    max_len: int | None = None  # token_seq: keep the first max_len tokens; None: the longest list
+    min_count: int = 1  # token / token_seq: categories seen on fewer rows than this map to unknown
+    na_values: list[str] = field(default_factory=list)  # field values (token_seq: tokens) meaning "missing"
+    # float: values are cut into buckets (ids, like a token): at `boundaries` when given (increasing
+    # cut points), else at quantiles of the observed values into `buckets` buckets.
+    buckets: int = 10
+    boundaries: list[float] = field(default_factory=list)
+
+    def check(self, key: str) -> None:
+        """Raise a ValueError naming ``key`` (e.g. ``data.item_features[2]``) for a bad declaration."""
+        if not self.name:
+            raise ValueError(f"{key}.name: every feature needs a name, e.g. {{name: age, kind: token}}")
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(
+                f"{key}.kind: unknown {self.kind!r} for feature {self.name!r}; "
+                f"choose one of {', '.join(FEATURE_KINDS)}"
+            )
+        if self.column is not None and not self.column.strip():
+            raise ValueError(f"{key}.column: empty column name for feature {self.name!r}")
+        if self.sep is not None and (self.sep == "" or "\n" in self.sep):
+            raise ValueError(f"{key}.sep: must be a non-empty separator without newlines, e.g. '|'")
+        if self.max_len is not None and self.max_len < 1:
+            raise ValueError(f"{key}.max_len must be >= 1 or null, got {self.max_len}")
+        if self.min_count < 1:
+            raise ValueError(f"{key}.min_count must be >= 1, got {self.min_count}")
+        if self.buckets < 1:
+            raise ValueError(f"{key}.buckets must be >= 1, got {self.buckets}")
+        cuts = self.boundaries
+        if not all(math.isfinite(b) for b in cuts) or any(b >= c for b, c in itertools.pairwise(cuts)):
+            raise ValueError(f"{key}.boundaries must be finite and strictly increasing, got {cuts}")
+        options = {
+            "sep": self.sep is not None,
+            "max_len": self.max_len is not None,
+            "buckets": self.buckets != 10,
+            "boundaries": bool(cuts),
+            "min_count": self.min_count != 1,
+        }
+        applies = {
+            "token": {"min_count"},
+            "token_seq": {"sep", "max_len", "min_count"},
+            "float": {"buckets", "boundaries"},
+            "title": set(),
+        }[self.kind]
+        stray = [o for o, is_set in options.items() if is_set and o not in applies]
+        if stray:  # a silently ignored option hides a mistake (e.g. buckets on a token)
+            raise ValueError(
+                f"{key}.{stray[0]}: does not apply to kind {self.kind!r} (feature {self.name!r})"
+            )
+
+    @property
+    def source_column(self) -> str:
+        return self.column or self.name
 
 
 @dataclass
@@ -33,6 +103,14 @@ class DataConfig:
     string_ids: bool = False  # accept non-numeric ids (e.g. Amazon ASINs); default: ids must be integers
     hub_split: str = "train"
     hub_config: str | None = None
+
+    # Side information (data/side.py). None paths: the RecBole <name>.user / <name>.item next to the
+    # .inter file. Side tables are CSV/TSV (with a header), Parquet, JSONL or RecBole atomic files; their id
+    # column is data.user_col / data.item_col (or a guessed name), their separator data.sep.
+    user_features: list[FeatureSpec] = field(default_factory=list)
+    item_features: list[FeatureSpec] = field(default_factory=list)
+    user_features_path: str | None = None
+    item_features_path: str | None = None
 
     # Preprocessing.
     rating_threshold: float | None = None  # implicit feedback: keep rating >= threshold; None keeps all
@@ -89,12 +167,29 @@ class DataConfig:
         for name in ("synthetic_users", "synthetic_items", "synthetic_groups", "synthetic_min_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        _check_features("user", self.user_features)
+        _check_features("item", self.item_features)
         if self.synthetic_groups > self.synthetic_items:
             raise ValueError("data.synthetic_groups must be <= data.synthetic_items")
         if self.synthetic_min_len > self.synthetic_max_len:
             raise ValueError("data.synthetic_min_len must be <= data.synthetic_max_len")
         if not 0.0 <= self.synthetic_in_group_prob <= 1.0:
             raise ValueError("data.synthetic_in_group_prob must be in [0, 1]")
+
+
+def _check_features(entity: str, specs: list[FeatureSpec]) -> None:
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        key = f"data.{entity}_features[{i}]"
+        if isinstance(spec, dict):  # DataConfig(...) built in code with plain mappings
+            raise ValueError(f"{key}: expected a FeatureSpec, got a mapping (load it with the config loader)")
+        spec.check(key)
+        if spec.name in seen:
+            raise ValueError(
+                f"{key}.name: feature {spec.name!r} is declared twice "
+                f"(also data.{entity}_features[{seen[spec.name]}]); give each feature its own name"
+            )
+        seen[spec.name] = i
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -15,6 +15,7 @@ from metarec_dist.data.layout import resolve_layout
 from metarec_dist.data.prepared import PreparedData, users_table
 from metarec_dist.data.preprocess import build_sequences
 from metarec_dist.data.readers import RawLog, read_hub, read_layout, read_synthetic
+from metarec_dist.data.side import build_feature_tables, feature_files
 from metarec_dist.data.split import split_users
 
 log = logging.getLogger(__name__)
@@ -24,17 +25,19 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     """Per-user chronological sequences with a cold-start user split, from whatever ``cfg`` names."""
     start = time.perf_counter()
     if cfg.format == "synthetic":
-        return _prepare(read_synthetic(cfg), cfg)
+        return _prepare(read_synthetic(cfg), cfg, feature_files(cfg, None))
     if cfg.format == "hub":
-        return _prepare(read_hub(cfg), cfg)
+        return _prepare(read_hub(cfg), cfg, feature_files(cfg, None))
     layout = resolve_layout(cfg)
+    side = feature_files(cfg, layout)
     key = root = None
     if cfg.cache:
-        root, key = cache.cache_root(cfg), cache.cache_key(layout.files(), cfg)
+        # The side tables are keyed like the log (path, size, mtime); the declarations are settings.
+        root, key = cache.cache_root(cfg), cache.cache_key(layout.files() + list(side.values()), cfg)
         hit = cache.load(root, key)
         if hit is not None:
             return hit
-    prepared = _prepare(read_layout(layout, cfg), cfg)
+    prepared = _prepare(read_layout(layout, cfg), cfg, side)
     log.info("prepared %s in %.2fs", prepared.source, time.perf_counter() - start)
     if root is not None and key is not None:
         cache.save(prepared, root, key)
@@ -57,7 +60,7 @@ def load_interactions(cfg: DataConfig) -> datasets.Dataset:
     return datasets.Dataset(pa.table(columns), fingerprint=uuid.uuid4().hex)
 
 
-def _prepare(raw: RawLog, cfg: DataConfig) -> PreparedData:
+def _prepare(raw: RawLog, cfg: DataConfig, side: dict) -> PreparedData:
     seqs = build_sequences(raw, cfg)
     codes = split_users(seqs.first_time, cfg.split, cfg.valid_frac, cfg.test_frac, cfg.seed)
     titles = None
@@ -76,4 +79,5 @@ def _prepare(raw: RawLog, cfg: DataConfig) -> PreparedData:
         item_titles=titles or None,
         source=raw.source,
         raw_stats=seqs.raw_stats,
+        features=build_feature_tables(cfg, side, seqs.user_raw, seqs.item_raw),
     )

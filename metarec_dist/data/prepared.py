@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metarec_dist.data.features import FeatureTables
 from metarec_dist.data.preprocess import Sequences
 from metarec_dist.data.split import SPLIT_NAMES, UserSplits
 
@@ -27,6 +28,7 @@ class PreparedData:
     item_titles: dict[int, str] | None  # remapped item id -> title, when metadata was found
     source: str  # what was loaded, for logs
     raw_stats: dict = field(default_factory=dict)  # counts before the min-history drop (stats.py)
+    features: FeatureTables | None = None  # declared side information (data.user/item_features)
 
     def _table(self) -> pa.Table:
         # Zero-copy for the Dataset built here or memory-mapped from the cache; a Dataset that was
@@ -43,9 +45,12 @@ class PreparedData:
         return np.split(values, offsets[1:-1])
 
     def user_splits(self) -> UserSplits:
-        return UserSplits(
+        splits = UserSplits(
             *(self.sequences(s) for s in SPLIT_NAMES), self.num_items, self.item_titles, self.item_raw_ids
         )
+        if self.features is not None:
+            splits.features = self.features.with_split_users({s: self.split_users(s) for s in SPLIT_NAMES})
+        return splits
 
     def split_users(self, split: str) -> np.ndarray:
         """User ids (0..U-1) in that split."""

@@ -130,16 +130,16 @@ def _read_jsonl(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
     try:
         table = pj.read_json(path)
     except pa.ArrowInvalid as exc:
-        raise _diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
+        raise diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: no JSON records")
     roles = resolve_columns(table.column_names, str(path), cfg, optional_rating=ratings)
     return _build(
-        table, roles, Where(str(path), lambda row: f"line {_jsonl_line(path, row)}"), cfg, f"{path} (jsonl)"
+        table, roles, Where(str(path), lambda row: f"line {jsonl_line(path, row)}"), cfg, f"{path} (jsonl)"
     )
 
 
-def _jsonl_line(path: Path, row: int) -> int:
+def jsonl_line(path: Path, row: int) -> int:
     seen = -1
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
@@ -150,7 +150,7 @@ def _jsonl_line(path: Path, row: int) -> int:
     return -1
 
 
-def _diagnose_jsonl(path: Path) -> DataError | None:
+def diagnose_jsonl(path: Path) -> DataError | None:
     """Error path: the first line that is not UTF-8, not JSON, not an object, or changes a field's type."""
     kinds: dict[str, tuple[str, int]] = {}
     with open(path, "rb") as f:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from metarec_dist.data.errors import DataError
+from metarec_dist.data.features import FeatureTables
 
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -26,6 +27,8 @@ class UserSplits:
     num_items: int
     item_titles: dict[int, str] | None = None  # item id -> title, when metadata was found
     item_raw_ids: list[str] | None = None  # item_raw_ids[i - 1] is the raw id of item i
+    # Side information: item rows by item id, user rows by user id (split_users maps list position -> id).
+    features: FeatureTables | None = None
 
 
 def _count(n: int, frac: float) -> int:

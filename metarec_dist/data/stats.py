@@ -33,6 +33,8 @@ def data_stats(prepared: PreparedData) -> dict:
         stats[f"{name}_interactions"] = int(lengths[mask].sum())
     stats["num_items"] = prepared.num_items
     stats["source"] = prepared.source
+    if prepared.features is not None:
+        stats["features"] = prepared.features.stats()
     return stats
 
 
@@ -57,4 +59,19 @@ def format_stats(stats: dict) -> str:
     if dropped:
         min_history = stats.get("min_history")
         lines.append(f"  dropped       {dropped:,} users with fewer than {min_history} interactions")
+    lines.extend(_feature_line(f) for f in stats.get("features", []))
     return "\n".join(lines)
+
+
+def _feature_line(f: dict) -> str:
+    """e.g. ``item feature class (token_seq): 18 values; 0 items without a row, 0 missing, 0 unknown``."""
+    values = (
+        "text"
+        if f["kind"] == "title"
+        else f"{f['values']:,} {'buckets' if f['kind'] == 'float' else 'values'}"
+    )
+    unknown = "" if f["kind"] in ("title", "float") else f", {f['unknown']:,} unknown"
+    return (
+        f"  {f['entity']} feature {f['name']} ({f['kind']}): {values}; {f['without_row']:,} "
+        f"{f['entity']}s without a row, {f['missing']:,} missing{unknown}"
+    )

@@ -8,6 +8,7 @@ import typing
 import pytest
 
 from metarec_dist.data import DataConfig
+from metarec_dist.data.config import FeatureSpec
 
 ALLOWED = {
     int,
@@ -21,6 +22,7 @@ ALLOWED = {
     list[str],
     list[int],
     dict[str, str],
+    list[FeatureSpec],  # side-information declarations: a list of mappings, built by the config loader
 }
 
 

@@ -1,0 +1,98 @@
+"""Encoded side information: per feature a vocabulary and one row of ids per user or item.
+
+numpy only (no pyarrow, no datasets), so the trainer and a Ray worker can hold these without the data
+stack. Indexing follows the prepared data's ids: user rows are user ids 0..U-1 (the ``user`` column of
+``PreparedData.users``); item rows are item ids, with row 0 the padding item (items are 1..num_items).
+
+Ids inside a feature: 0 is padding (the padding item, the tail of a ``token_seq``), 1 is unknown (a missing
+value, a category below ``min_count``, a user or item without a row in the side table), 2.. the vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PAD, UNKNOWN = 0, 1
+SPECIALS = ["[PAD]", "[UNK]"]
+
+
+@dataclass
+class EncodedFeature:
+    name: str
+    kind: str  # token | token_seq | float | title
+    vocab: list[str]  # vocab[i] is the label of id i; SPECIALS first; empty for title
+    # token, float: int64 [N]; token_seq: int64 [N, max_len] (PAD-padded, UNKNOWN first when empty);
+    # title: object [N] of str ("" when missing)
+    values: np.ndarray
+    without_row: int = 0  # users/items with no row in the side table
+    missing: int = 0  # rows whose field is empty
+    unknown: int = 0  # rows with a category outside the vocabulary (below min_count)
+    boundaries: list[float] = field(default_factory=list)  # float: the bucket cut points
+
+    @property
+    def num_values(self) -> int:
+        """Distinct known values (vocabulary size without padding and unknown; 0 for title)."""
+        return max(len(self.vocab) - len(SPECIALS), 0)
+
+    def lookup(self, value: str | float | None) -> int | list[int]:
+        """The id(s) of one raw value, as the table encodes it (unknown for anything not in the vocabulary);
+        for requests at inference time, e.g. a new user's stated age."""
+        if self.kind == "title":
+            raise ValueError(f"feature {self.name!r} is text; it has no ids")
+        if value is None or isinstance(value, str) and not value.strip():
+            return [UNKNOWN] if self.kind == "token_seq" else UNKNOWN
+        if self.kind == "float":
+            return bucket_ids(np.array([float(value)]), self.boundaries)[0].item()
+        index = {v: i for i, v in enumerate(self.vocab)}
+        if self.kind == "token_seq":
+            tokens = value.split() if isinstance(value, str) else list(value)
+            return [index.get(str(t), UNKNOWN) for t in tokens] or [UNKNOWN]
+        return index.get(str(value).strip(), UNKNOWN)
+
+
+@dataclass
+class FeatureTables:
+    """The declared user and item features, encoded; ``split_users[s][i]`` is the user id (the row of the
+    user features) of the i-th user of split ``s`` as ``UserSplits`` lists them."""
+
+    user: dict[str, EncodedFeature] = field(default_factory=dict)
+    item: dict[str, EncodedFeature] = field(default_factory=dict)
+    split_users: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def with_split_users(self, split_users: dict[str, np.ndarray]) -> FeatureTables:
+        return dataclasses.replace(self, split_users=split_users)
+
+    def stats(self) -> list[dict]:
+        """One summary per feature, for ``metarec data stats``."""
+        rows = []
+        for entity, features in (("user", self.user), ("item", self.item)):
+            for f in features.values():
+                rows.append(
+                    {
+                        "entity": entity,
+                        "name": f.name,
+                        "kind": f.kind,
+                        "values": f.num_values,
+                        "without_row": f.without_row,
+                        "missing": f.missing,
+                        "unknown": f.unknown,
+                    }
+                )
+        return rows
+
+
+def bucket_ids(values: np.ndarray, boundaries: list[float]) -> np.ndarray:
+    """float -> bucket id: 2 + the number of cut points <= value; NaN (missing) -> UNKNOWN."""
+    ids = np.searchsorted(np.asarray(boundaries, dtype=np.float64), values, side="right") + len(SPECIALS)
+    return np.where(np.isnan(values), UNKNOWN, ids).astype(np.int64)
+
+
+def bucket_labels(boundaries: list[float]) -> list[str]:
+    if not boundaries:
+        return ["all"]
+    edges = [f"{b:g}" for b in boundaries]
+    return [f"< {edges[0]}"] + [f"[{a}, {b})" for a, b in itertools.pairwise(edges)] + [f">= {edges[-1]}"]

@@ -1,0 +1,384 @@
+"""Side tables (user profiles, item content) -> ``FeatureTables`` aligned with the prepared ids.
+
+A side table is a RecBole ``.user``/``.item`` atomic file, or a CSV/TSV (with a header), Parquet or JSONL
+file with one row per user or item: an id column (``data.user_col``/``data.item_col`` or a guessed name,
+as for the interaction log) and the declared feature columns. The files are read by the interaction
+readers' machinery (``TextFile``, Parquet, JSON Lines) and checked as strictly: a duplicate id, a wrong
+column type or an unparsable number is a ``DataError`` naming the file, the line and the column.
+
+Encoding (numpy/pandas array operations, no loop over rows): the vocabulary of a feature is built from
+the rows of the users/items in the prepared data, sorted (so file order does not matter); everything
+without a known value -- no row, an empty field, a category below ``min_count`` -- gets the explicit
+unknown id and is counted, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from metarec_dist.data.columns import CANDIDATES, Where, bare, check_utf8, to_ids, to_numbers
+from metarec_dist.data.config import DataConfig, FeatureSpec
+from metarec_dist.data.errors import DataError
+from metarec_dist.data.features import (
+    PAD,
+    SPECIALS,
+    UNKNOWN,
+    EncodedFeature,
+    FeatureTables,
+    bucket_ids,
+    bucket_labels,
+)
+from metarec_dist.data.layout import EXTENSIONS, Layout
+from metarec_dist.data.readers import diagnose_jsonl, jsonl_line
+from metarec_dist.data.textio import TextFile, TextSpec, check_file
+
+ENTITIES = ("user", "item")
+
+
+@dataclass
+class SideTable:
+    """The rows of one side table: normalised raw ids (as the log spells them) and the raw columns."""
+
+    ids: np.ndarray  # object array of str, unique
+    columns: dict[str, tuple[str, pa.ChunkedArray]]  # feature name -> (file's column, values by row)
+    where: Where
+
+
+def feature_files(cfg: DataConfig, layout: Layout | None) -> dict[str, Path]:
+    """entity -> the side table to read, for each entity that declares features."""
+    files = {}
+    for entity in ENTITIES:
+        if not getattr(cfg, f"{entity}_features"):
+            continue
+        explicit = getattr(cfg, f"{entity}_features_path")
+        if explicit is not None:
+            path = Path(explicit).expanduser()
+            if not path.exists():
+                raise DataError(f"data.{entity}_features_path: {path} not found")
+        elif layout is not None and layout.kind == "recbole":
+            path = layout.file.with_suffix(f".{entity}")
+            if not path.is_file():
+                raise DataError(
+                    f"{path}: not found; data.{entity}_features needs a side table: put the RecBole "
+                    f".{entity} file next to {layout.file.name}, or set data.{entity}_features_path"
+                )
+        else:
+            raise DataError(
+                f"data.{entity}_features: declared, but this data source has no {entity} side table; set "
+                f"data.{entity}_features_path to a CSV, Parquet, JSONL or RecBole .{entity} file"
+            )
+        files[entity] = path
+    return files
+
+
+def build_feature_tables(
+    cfg: DataConfig, files: dict[str, Path], user_raw: pa.Array, item_raw: pa.Array
+) -> FeatureTables | None:
+    """Encode the declared features; ``user_raw``/``item_raw`` are the prepared data's raw ids in id order
+    (user id u <-> user_raw[u], item id i <-> item_raw[i - 1])."""
+    if not files:
+        return None
+    tables = FeatureTables()
+    for entity, entity_raw in (("user", user_raw), ("item", item_raw)):
+        if entity not in files:
+            continue
+        specs: list[FeatureSpec] = getattr(cfg, f"{entity}_features")
+        side = read_side_table(files[entity], entity, specs, cfg)
+        raw = np.asarray(entity_raw.to_numpy(zero_copy_only=False), dtype=object)
+        rows = pd.Index(side.ids).get_indexer(raw)  # -1: no row for this user/item
+        encoded = {s.name: _encode(s, side, rows, entity) for s in specs}
+        if entity == "item":  # row 0 is the padding item
+            encoded = {name: _with_padding_row(f) for name, f in encoded.items()}
+        getattr(tables, entity).update(encoded)
+    return tables
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: DataConfig) -> SideTable:
+    kind = _table_kind(path, entity)
+    if kind in ("recbole", "csv", "tsv"):
+        if kind == "recbole":
+            spec = TextSpec(path, "\t", header=True, quoting=False)
+        else:
+            spec = TextSpec(
+                path, cfg.sep or ("," if kind == "csv" else "\t"), header=True, quoting=kind == "csv"
+            )
+        text = TextFile(spec)
+        id_col, wanted = _resolve(text.names, text.label, entity, specs, cfg)
+        # Everything as text: "007" stays a token, and numbers are parsed here with a located error.
+        table = text.read(
+            list(dict.fromkeys([id_col, *wanted.values()])), string_columns=(id_col, *wanted.values())
+        )
+        where = Where(text.label, text.locate)
+    elif kind == "parquet":
+        check_file(path)
+        try:
+            pf = pq.ParquetFile(path)
+            id_col, wanted = _resolve(pf.schema_arrow.names, str(path), entity, specs, cfg)
+            table = pf.read(columns=list(dict.fromkeys([id_col, *wanted.values()])))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        where = Where(str(path), lambda row: f"row {row + 1}")
+    else:
+        check_file(path)
+        try:
+            table = pj.read_json(path)
+        except pa.ArrowInvalid as exc:
+            raise diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
+        id_col, wanted = _resolve(table.column_names, str(path), entity, specs, cfg)
+        where = Where(str(path), lambda row: f"line {jsonl_line(path, row)}")
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no rows")
+    ids = to_ids(table.column(id_col), where, id_col, entity, cfg.string_ids)
+    ids = np.asarray(pa.array(ids).cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+    _check_unique(ids, where, id_col, entity)
+    return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where)
+
+
+def _table_kind(path: Path, entity: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".user", ".item"):
+        if suffix != f".{entity}":
+            raise DataError(f"data.{entity}_features_path: {path} is a RecBole {suffix} file, not .{entity}")
+        return "recbole"
+    kind = EXTENSIONS.get(suffix)
+    if kind is None or path.is_dir():
+        raise DataError(
+            f"data.{entity}_features_path: cannot tell the format of {path}; a side table is a RecBole "
+            f".{entity} file or ends in {', '.join(sorted(EXTENSIONS))}"
+        )
+    return kind
+
+
+def _resolve(
+    names: list[str], file: str, entity: str, specs: list[FeatureSpec], cfg: DataConfig
+) -> tuple[str, dict[str, str]]:
+    """(id column, feature name -> column) by bare, case-insensitive name, as the interaction readers do."""
+    by_bare = {bare(n).lower(): n for n in reversed(names)}
+    listed = ", ".join(names)
+    configured = getattr(cfg, f"{entity}_col")
+    tried = ([bare(configured).lower()] if configured else []) + list(CANDIDATES[entity])
+    id_col = next((by_bare[c] for c in tried if c in by_bare), None)
+    if id_col is None:
+        raise DataError(
+            f"{file}: no {entity} id column found (looked for {', '.join(tried)}); the columns are: "
+            f"{listed}. Set data.{entity}_col to the right column"
+        )
+    wanted = {}
+    for i, spec in enumerate(specs):
+        column = by_bare.get(bare(spec.source_column).lower())
+        if column is None:
+            key = f"data.{entity}_features[{i}].{'column' if spec.column else 'name'}"
+            raise DataError(
+                f"{file}: column {spec.source_column!r} ({key}) not found; the columns are: {listed}"
+            )
+        wanted[spec.name] = column
+    return id_col, wanted
+
+
+def _check_unique(ids: np.ndarray, where: Where, column: str, entity: str) -> None:
+    repeated = pd.Series(ids).duplicated().to_numpy()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        first = int(np.flatnonzero(ids == ids[row])[0])
+        raise where.error(
+            row,
+            column,
+            f"{entity} id {ids[row]!r} has a second row (the first is on {where.locate(first)}); "
+            f"a side table has one row per {entity}",
+        )
+
+
+# ------------------------------------------------------------------------------------------ encoding
+
+
+def _encode(spec: FeatureSpec, side: SideTable, rows: np.ndarray, entity: str) -> EncodedFeature:
+    name, column = side.columns[spec.name]
+    has_row = rows >= 0
+    if spec.kind == "float":
+        return _encode_float(spec, _floats(column, side.where, name, spec), rows, has_row)
+    if spec.kind == "token_seq":
+        return _encode_token_seq(spec, _token_lists(column, side.where, name, spec), rows, has_row)
+    text = _strings(column, side.where, name, spec)
+    per_entity = np.where(has_row, text[np.maximum(rows, 0)], None)
+    missing = int((has_row & pd.isna(per_entity)).sum())
+    without_row = int((~has_row).sum())
+    if spec.kind == "title":
+        values = np.where(pd.isna(per_entity), "", per_entity).astype(object)
+        return EncodedFeature(spec.name, spec.kind, [], values, without_row, missing)
+    vocab, codes = _vocabulary(per_entity, spec.min_count)
+    unknown = int((~pd.isna(per_entity) & (codes == UNKNOWN)).sum())
+    return EncodedFeature(spec.name, spec.kind, vocab, codes, without_row, missing, unknown)
+
+
+def _vocabulary(values: np.ndarray, min_count: int) -> tuple[list[str], np.ndarray]:
+    """Sorted vocabulary of the values seen at least ``min_count`` times; codes (None -> UNKNOWN)."""
+    counts = pd.Series(values).value_counts(dropna=True)
+    known = sorted(str(v) for v, c in counts.items() if c >= min_count)
+    index = pd.Index(known, dtype=object).get_indexer(values)
+    codes = np.where(index >= 0, index + len(SPECIALS), UNKNOWN).astype(np.int64)
+    return SPECIALS + known, codes
+
+
+def _encode_token_seq(
+    spec: FeatureSpec, side: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, has_row: np.ndarray
+) -> EncodedFeature:
+    offsets, tokens, missing_rows = side
+    safe = np.maximum(rows, 0)
+    lengths = np.where(has_row, np.diff(offsets)[safe], 0)
+    starts = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    position = np.arange(starts[-1]) - starts[:-1][owner]
+    flat = tokens[np.repeat(offsets[:-1][safe], lengths) + position]
+    vocab, codes = _vocabulary(flat, spec.min_count)
+    width = spec.max_len or max(int(lengths.max(initial=0)), 1)
+    matrix = np.full((len(rows), width), PAD, dtype=np.int64)
+    keep = position < width  # longer lists keep their first max_len tokens
+    matrix[owner[keep], position[keep]] = codes[keep]
+    matrix[lengths == 0, 0] = UNKNOWN  # no row or an empty field: one explicit unknown token
+    unknown = np.zeros(len(rows), dtype=bool)
+    unknown[owner[codes == UNKNOWN]] = True
+    return EncodedFeature(
+        spec.name,
+        spec.kind,
+        vocab,
+        matrix,
+        without_row=int((~has_row).sum()),
+        missing=int((has_row & missing_rows[safe]).sum()),
+        unknown=int(unknown.sum()),
+    )
+
+
+def _encode_float(
+    spec: FeatureSpec, side: np.ndarray, rows: np.ndarray, has_row: np.ndarray
+) -> EncodedFeature:
+    values = np.where(has_row, side[np.maximum(rows, 0)], np.nan)
+    boundaries = list(spec.boundaries)
+    present = values[~np.isnan(values)]
+    if not boundaries and present.size:
+        cuts = np.unique(np.quantile(present, np.arange(1, spec.buckets) / spec.buckets))
+        boundaries = [float(c) for c in cuts if c > present.min()]  # no always-empty lowest bucket
+    return EncodedFeature(
+        spec.name,
+        spec.kind,
+        SPECIALS + bucket_labels(boundaries),
+        bucket_ids(values, boundaries),
+        without_row=int((~has_row).sum()),
+        missing=int((has_row & np.isnan(values)).sum()),
+        boundaries=boundaries,
+    )
+
+
+def _with_padding_row(feature: EncodedFeature) -> EncodedFeature:
+    values = feature.values
+    pad = np.full((1, *values.shape[1:]), "" if values.dtype == object else PAD, dtype=values.dtype)
+    feature.values = np.concatenate([pad, values])
+    return feature
+
+
+# ------------------------------------------------------------------------------ column -> clean values
+
+
+def _type_error(where: Where, name: str, typ: pa.DataType, spec: FeatureSpec, wanted: str) -> DataError:
+    return DataError(
+        f"{where.file}: column {name!r} has type {typ}; feature {spec.name!r} (kind {spec.kind}) "
+        f"needs {wanted}"
+    )
+
+
+def _utf8(column: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray:
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        return check_utf8(column, where, name)
+    return column
+
+
+def _strings(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec) -> np.ndarray:
+    """Text, integers or integral floats -> object array of stripped str, None where empty."""
+    column = _utf8(column, where, name)
+    typ = column.type
+    if pa.types.is_floating(typ):
+        column = pc.if_else(pc.is_nan(column), None, column)  # NaN is how pandas writes a missing value
+        values = column.to_numpy(zero_copy_only=False)
+        whole = np.isnan(values) | (values == np.round(values))
+        if spec.kind == "token" and whole.all():  # 24.0 from a Parquet column with nulls is the token "24"
+            column = pc.cast(column, pa.int64())
+            typ = column.type
+    if not (
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_integer(typ)
+        or pa.types.is_floating(typ)
+        or pa.types.is_boolean(typ)
+    ):
+        raise _type_error(where, name, typ, spec, "text or numbers")
+    text = _blank_to_null(pc.utf8_trim_whitespace(column.cast(pa.string())), spec)
+    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _token_lists(
+    column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (offsets [R + 1], tokens object [T], missing [R] bool): a text field split at ``spec.sep`` (or
+    whitespace), or a list column; empty tokens are dropped, a row without tokens is missing."""
+    column = _utf8(column, where, name)
+    typ = column.type
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        inner = typ.value_type
+        if not (pa.types.is_string(inner) or pa.types.is_large_string(inner) or pa.types.is_integer(inner)):
+            raise _type_error(where, name, typ, spec, "text or a list of strings")
+        lists = pc.list_flatten(column)
+        parents = pc.list_parent_indices(column)
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        split = pc.split_pattern(column, spec.sep) if spec.sep else pc.utf8_split_whitespace(column)
+        lists, parents = pc.list_flatten(split), pc.list_parent_indices(split)
+    else:
+        raise _type_error(where, name, typ, spec, "text or a list of strings")
+    tokens = _blank_to_null(pc.utf8_trim_whitespace(lists.cast(pa.string())), spec)
+    keep = pc.invert(pc.is_null(tokens)).to_numpy(zero_copy_only=False)
+    tokens = np.asarray(tokens.to_numpy(zero_copy_only=False), dtype=object)[keep]
+    parents = np.asarray(parents.to_numpy(zero_copy_only=False), dtype=np.int64)[keep]
+    counts = np.bincount(parents, minlength=len(column))
+    offsets = np.zeros(len(column) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, tokens, counts == 0
+
+
+def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec) -> np.ndarray:
+    """Numbers (or text holding numbers) -> float64 with NaN where empty; anything else is an error."""
+    column = _utf8(column, where, name)
+    typ = column.type
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        column = _blank_to_null(pc.utf8_trim_whitespace(column), spec)
+    elif not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)):
+        raise _type_error(where, name, typ, spec, "numbers")
+    present = pc.invert(pc.is_null(column)).to_numpy(zero_copy_only=False)
+    values = np.full(len(column), np.nan)
+    if present.any():
+        rows = np.flatnonzero(present)
+        parsed = to_numbers(column.filter(pa.array(present)), _shifted(where, rows), name, "feature")
+        values[rows] = parsed
+    return values
+
+
+def _blank_to_null(text: pa.ChunkedArray | pa.Array, spec: FeatureSpec):
+    """Empty strings and the declared ``na_values`` -> null (a missing value)."""
+    blank = pc.equal(pc.utf8_length(text), 0)
+    if spec.na_values:
+        blank = pc.or_(blank, pc.is_in(text, value_set=pa.array(spec.na_values, pa.string())))
+    return pc.if_else(blank, None, text)
+
+
+def _shifted(where: Where, rows: np.ndarray) -> Where:
+    """``where`` for a filtered column: row k of the filtered values is row ``rows[k]`` of the file."""
+    return Where(where.file, lambda k: where.locate(int(rows[k])))
