@@ -124,3 +124,102 @@ def write_user_item(path: Path, rows=ROWS) -> Path:
 
 def sequences_by_user(prepared) -> list[list[int]]:
     return [list(items) for items in prepared.users["items"]]
+
+
+# ------------------------------------------------------------------------------ side information
+# Profiles of users 1, 2, 3 and 5 (5 has no interactions; user 4 has no row): user 3's gender is empty.
+USER_ROWS = [
+    (1, "24", "M", "technician"),
+    (2, "53", "F", "other"),
+    (3, "33", "", "other"),
+    (5, "40", "M", "x"),
+]
+# Content of items 10, 20, 30 and 50 (50 is never interacted with; item 40 has no row): item 20's year and
+# item 30's genres are empty.
+ITEM_ROWS = [
+    (10, "Ten", "1995", ["Comedy", "Drama"]),
+    (20, "Twenty, The", "", ["Drama"]),
+    (30, "Thirty", "1997", []),
+    (50, "Fifty", "1990", ["Horror"]),
+]
+
+
+def write_recbole_side(folder: Path, name: str | None = None) -> tuple[Path, Path]:
+    """``<name>.user`` and ``<name>.item`` (replacing write_recbole's titles-only .item) in RecBole format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name or folder.name
+    user = folder / f"{name}.user"
+    user.write_text(
+        "user_id:token\tage:token\tgender:token\toccupation:token\n"
+        + "".join(f"{u}\t{a}\t{g}\t{o}\n" for u, a, g, o in USER_ROWS)
+    )
+    item = folder / f"{name}.item"
+    item.write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        + "".join(f"{i}\t{t}\t{y}\t{' '.join(c)}\n" for i, t, y, c in ITEM_ROWS)
+    )
+    return user, item
+
+
+def write_side_csv(folder: Path) -> tuple[Path, Path]:
+    """The same side tables as CSV, with other column names, quoted titles and '|'-separated genres."""
+    folder.mkdir(parents=True, exist_ok=True)
+    user = folder / "users.csv"
+    user.write_text("userId,age,sex,occupation\n" + "".join(f"{u},{a},{g},{o}\n" for u, a, g, o in USER_ROWS))
+    item = folder / "items.csv"
+    item.write_text(
+        "movieId,title,year,genres\n" + "".join(f'{i},"{t}",{y},{"|".join(c)}\n' for i, t, y, c in ITEM_ROWS)
+    )
+    return user, item
+
+
+def write_side_parquet(folder: Path) -> tuple[Path, Path]:
+    """The same side tables as Parquet: integer ages and years (with a null), genres as a list column."""
+    folder.mkdir(parents=True, exist_ok=True)
+    users, ages, genders, jobs = zip(*USER_ROWS, strict=True)
+    user = folder / "users.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": list(users),
+                "age": [int(a) for a in ages],
+                "gender": [g or None for g in genders],
+                "occupation": list(jobs),
+            }
+        ),
+        user,
+    )
+    items, titles, years, genres = zip(*ITEM_ROWS, strict=True)
+    item = folder / "items.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": list(items),
+                "movie_title": list(titles),
+                "release_year": [int(y) if y else None for y in years],
+                "class": [list(c) for c in genres],
+            }
+        ),
+        item,
+    )
+    return user, item
+
+
+def write_side_jsonl(folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    user = folder / "users.jsonl"
+    user.write_text(
+        "".join(
+            json.dumps({"user_id": u, "age": int(a), "gender": g, "occupation": o}) + "\n"
+            for u, a, g, o in USER_ROWS
+        )
+    )
+    item = folder / "items.jsonl"
+    item.write_text(
+        "".join(
+            json.dumps({"item_id": i, "movie_title": t, "release_year": int(y) if y else None, "class": c})
+            + "\n"
+            for i, t, y, c in ITEM_ROWS
+        )
+    )
+    return user, item
