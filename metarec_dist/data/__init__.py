@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from metarec_dist.data.config import DataConfig
+from metarec_dist.data.config import DataConfig, FeatureSpec
 from metarec_dist.data.errors import DataError
 
 if TYPE_CHECKING:
+    from metarec_dist.data.features import EncodedFeature, FeatureTables
     from metarec_dist.data.fetch import download
     from metarec_dist.data.layout import find_or_download
     from metarec_dist.data.pipeline import load_interactions, prepare_data
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from metarec_dist.data.stats import data_stats, format_stats
 
 _LAZY = {
+    "EncodedFeature": "metarec_dist.data.features",
+    "FeatureTables": "metarec_dist.data.features",
     "PreparedData": "metarec_dist.data.prepared",
     "UserSplits": "metarec_dist.data.split",
     "prepare_data": "metarec_dist.data.pipeline",
@@ -34,6 +37,9 @@ _LAZY = {
 __all__ = [
     "DataConfig",
     "DataError",
+    "EncodedFeature",
+    "FeatureSpec",
+    "FeatureTables",
     "PreparedData",
     "UserSplits",
     "data_stats",

@@ -133,7 +133,7 @@ def test_every_side_table_format_gives_the_same_tables(tmp_path, kind):
 def test_user_splits_carry_the_tables_with_each_split_users_rows(tmp_path):
     prepared = prepare_data(_recbole(tmp_path))
     splits = prepared.user_splits()
-    assert splits.features is prepared.features or splits.features.item is prepared.features.item
+    assert splits.features.item is prepared.features.item
     # Users 1, 2 train; 3 valid; 4 test (data_fixtures.EXPECTED_SPLIT).
     assert {s: u.tolist() for s, u in splits.features.split_users.items()} == {
         "train": [0, 1],
