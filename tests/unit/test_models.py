@@ -43,6 +43,5 @@ def test_scores_are_tied_to_the_item_table_and_init_fast_weights_change_nothing(
 
 
 def test_unknown_adapter_is_a_config_error():
-    cfg = load_config(None, [*TINY, "model.adapters=[lora]"])
-    with pytest.raises(ValueError, match="model.adapters"):
-        SeqRecommender(cfg.model, num_items=10)
+    with pytest.raises(ValueError, match="model.adapters: unknown"):  # at load time, before any model
+        load_config(None, [*TINY, "model.adapters=[lora]"])
