@@ -12,6 +12,9 @@ SPLITS = ("time", "random")
 # Side-information kinds (see data/side.py): a category, a bag of categories (genres), a number cut into
 # buckets, and free text kept as text (the model-side encoder is not part of the data layer).
 FEATURE_KINDS = ("token", "token_seq", "float", "title")
+# cold_start: disjoint train / valid / test users (data.split). loo: warm leave-one-out, every user is a
+# training user; its last item is the test target and its second-last the validation target.
+PROTOCOLS = ("cold_start", "loo")
 # Formats that read a file or folder; they need data.path or a data.name the resolver can find.
 FILE_FORMATS = ("auto", "movielens", "recbole", "csv", "tsv", "parquet", "jsonl", "user_item")
 
@@ -116,7 +119,8 @@ class DataConfig:
     rating_threshold: float | None = None  # implicit feedback: keep rating >= threshold; None keeps all
     kcore: int = 0  # iterative k-core: every kept user and item has >= kcore interactions; 0: off
     dedup: str = "keep_all"  # repeated (user, item): keep_all | first | last
-    split: str = "time"  # cold-start user split: time (newest users held out) | random
+    protocol: str = "cold_start"  # cold_start (users held out) | loo (each user's last two items held out)
+    split: str = "time"  # cold-start user split: time (newest users held out) | random; unused with loo
     valid_frac: float = 0.1
     test_frac: float = 0.1
     min_history: int = 2  # users with fewer interactions are dropped (one support + one query item)
@@ -136,6 +140,7 @@ class DataConfig:
         _choice("format", self.format, FORMATS)
         _choice("dedup", self.dedup, DEDUP_POLICIES)
         _choice("split", self.split, SPLITS)
+        _choice("protocol", self.protocol, PROTOCOLS)
         if self.format in FILE_FORMATS and self.path is None and self.name is None:
             raise ValueError(
                 f"data.path: format {self.format!r} reads files; set data.path to a file or folder, or "

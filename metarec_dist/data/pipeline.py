@@ -7,16 +7,17 @@ import time
 import uuid
 
 import datasets
+import numpy as np
 import pyarrow as pa
 
 from metarec_dist.data import cache
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.layout import resolve_layout
-from metarec_dist.data.prepared import PreparedData, users_table
+from metarec_dist.data.prepared import PreparedData, loo_users_table, users_table
 from metarec_dist.data.preprocess import build_sequences
 from metarec_dist.data.readers import RawLog, read_hub, read_layout, read_synthetic
 from metarec_dist.data.side import build_feature_tables, feature_files
-from metarec_dist.data.split import split_users
+from metarec_dist.data.split import LOO_MIN_LEN, split_users
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,15 @@ def load_interactions(cfg: DataConfig) -> datasets.Dataset:
 
 def _prepare(raw: RawLog, cfg: DataConfig, side: dict) -> PreparedData:
     seqs = build_sequences(raw, cfg)
-    codes = split_users(seqs.first_time, cfg.split, cfg.valid_frac, cfg.test_frac, cfg.seed)
+    if cfg.protocol == "loo":
+        table = loo_users_table(seqs)
+        short = int((np.diff(seqs.offsets) < LOO_MIN_LEN).sum())
+        seqs.raw_stats["loo_train_only_users"] = short  # too short to hold out two items: training only
+        if short:
+            log.info("leave-one-out: %d users with fewer than %d interactions only train", short, LOO_MIN_LEN)
+    else:
+        codes = split_users(seqs.first_time, cfg.split, cfg.valid_frac, cfg.test_frac, cfg.seed)
+        table = users_table(seqs, codes)
     titles = None
     if raw.titles:
         titles = {
@@ -73,7 +82,7 @@ def _prepare(raw: RawLog, cfg: DataConfig, side: dict) -> PreparedData:
     num_items = len(seqs.item_raw)
     return PreparedData(
         # An explicit fingerprint: otherwise datasets hashes the whole table (0.3 s per 10M items).
-        users=datasets.Dataset(users_table(seqs, codes), fingerprint=uuid.uuid4().hex),
+        users=datasets.Dataset(table, fingerprint=uuid.uuid4().hex),
         num_items=num_items,
         item_raw_ids=seqs.item_raw.to_pylist(),
         item_titles=titles or None,

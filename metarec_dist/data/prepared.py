@@ -15,13 +15,14 @@ import pyarrow.compute as pc
 
 from metarec_dist.data.features import FeatureTables
 from metarec_dist.data.preprocess import Sequences
-from metarec_dist.data.split import SPLIT_NAMES, UserSplits
+from metarec_dist.data.split import SPLIT_NAMES, UserSplits, leave_one_out
 
 
 @dataclass
 class PreparedData:
     # Columns: user (int64, 0..U-1), raw_user (string), items (list<int64>, ids 1..num_items,
-    # chronological), split (string: "train" | "valid" | "test").
+    # chronological), split (string: "train" | "valid" | "test"). One row per user, except with
+    # data.protocol=loo: one row per (user, split), each a prefix of the user's history (loo_users_table).
     users: datasets.Dataset
     num_items: int
     item_raw_ids: list[str]  # item_raw_ids[i - 1] is the raw id of item i
@@ -73,15 +74,34 @@ def flat_items(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def users_table(seqs: Sequences, split_codes: np.ndarray) -> pa.Table:
     num_users = len(seqs.offsets) - 1
-    total = int(seqs.offsets[-1])
+    return _rows_table(np.arange(num_users, dtype=np.int64), seqs.offsets, seqs.items, seqs, split_codes)
+
+
+def loo_users_table(seqs: Sequences) -> pa.Table:
+    """The leave-one-out table (``split.leave_one_out``): up to three rows per user, each a prefix of its
+    history (train: all but the last two items, valid: all but the last, test: all), so training, Ray Data
+    and evaluation read the held-out targets' absence straight from the ``split`` column."""
+    users, prefix, codes = leave_one_out(np.diff(seqs.offsets))
+    offsets = np.zeros(len(users) + 1, dtype=np.int64)
+    np.cumsum(prefix, out=offsets[1:])
+    # Row r takes items[start_u : start_u + prefix_r]: one gather for all rows.
+    src = np.repeat(seqs.offsets[users] - offsets[:-1], prefix) + np.arange(int(offsets[-1]))
+    return _rows_table(users, offsets, seqs.items[src], seqs, codes)
+
+
+def _rows_table(
+    users: np.ndarray, offsets: np.ndarray, items: np.ndarray, seqs: Sequences, split_codes: np.ndarray
+) -> pa.Table:
+    total = int(offsets[-1])
     offsets_type = pa.int32() if total < 2**31 else pa.int64()
     list_type = pa.ListArray if offsets_type == pa.int32() else pa.LargeListArray
-    items = list_type.from_arrays(pa.array(seqs.offsets, offsets_type), pa.array(seqs.items, pa.int64()))
+    column = list_type.from_arrays(pa.array(offsets, offsets_type), pa.array(items, pa.int64()))
+    same_users = len(users) == len(seqs.offsets) - 1
     return pa.table(
         {
-            "user": pa.array(np.arange(num_users, dtype=np.int64)),
-            "raw_user": seqs.user_raw,
-            "items": items,
+            "user": pa.array(users),
+            "raw_user": seqs.user_raw if same_users else seqs.user_raw.take(pa.array(users)),
+            "items": column,
             "split": pa.array(SPLIT_NAMES, pa.string()).take(pa.array(split_codes.astype(np.int64))),
         }
     )

@@ -3,6 +3,10 @@
 ``time``: users ordered by their first interaction; the newest are test, the next newest valid --
 evaluation then mimics users who arrive after the model was trained. ``random``: a seeded shuffle.
 ``UserSplits`` holds the per-user sequences of the three groups, as training and evaluation read them.
+
+``leave_one_out`` (``data.protocol: loo``): the warm protocol of the SASRec / S3-Rec / ICLRec papers, where
+every user trains and a user's history is split instead: training sees all but the last two items, the
+validation sequence ends with the second-last item (its target), the test sequence with the last.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from metarec_dist.data.errors import DataError
 from metarec_dist.data.features import FeatureTables
 
 SPLIT_NAMES = ("train", "valid", "test")
+LOO_MIN_LEN = 3  # leave-one-out needs one training item besides the two held-out targets
 
 
 @dataclass
 class UserSplits:
-    """Chronological per-user sequences (item ids 1..num_items) of three disjoint user groups."""
+    """Chronological per-user sequences (item ids 1..num_items) of three disjoint user groups (with
+    ``data.protocol: loo``, prefixes of the same users' histories: ``leave_one_out``)."""
 
     train: list[np.ndarray]
     valid: list[np.ndarray]
@@ -57,3 +63,21 @@ def split_users(
     codes[order[n - n_test :]] = 2
     codes[order[n - n_test - n_valid : n - n_test]] = 1
     return codes
+
+
+def leave_one_out(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of the leave-one-out split, per user in user order: (user, prefix length, split code).
+
+    A user with ``n >= LOO_MIN_LEN`` items gives three rows: train = its first ``n - 2`` items, valid =
+    its first ``n - 1`` (the last one is the validation target), test = all ``n`` (the last one is the
+    test target). A shorter user has no items to hold out and gives one training row of its whole history:
+    it is never evaluated, so nothing of an evaluated target leaks through it.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    users = np.arange(len(lengths), dtype=np.int64)
+    held = lengths >= LOO_MIN_LEN
+    rows = np.concatenate([users, users[held], users[held]])
+    prefix = np.concatenate([np.where(held, lengths - 2, lengths), lengths[held] - 1, lengths[held]])
+    codes = np.repeat(np.arange(3, dtype=np.int8), [len(users), int(held.sum()), int(held.sum())])
+    order = np.lexsort((codes, rows))  # user order; train, valid, test within a user
+    return rows[order], prefix[order], codes[order]

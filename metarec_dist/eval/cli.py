@@ -40,6 +40,18 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="training checkpoint, run folder or exported model"
     )
+    parser.add_argument(
+        "--protocol",
+        choices=("cold_start", "loo"),
+        help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item "
+        "(default: the one the model was trained for, its data.protocol)",
+    )
+    parser.add_argument(
+        "--mask-seen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="loo: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec code)",
+    )
     parser.add_argument("--shots", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)")
     parser.add_argument(
         "--split", default="test", help="users to score: test (default), or valid (dev only: tuned on them)"
@@ -75,16 +87,33 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
     return args.steps, lr
 
 
-def _protocol(loaded: LoadedModel, shots: list[int]) -> tuple[ColdStartProtocol, str]:
-    """The model's own protocol: its data config's users, its support_max and ``eval:`` section."""
+def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
+    """The protocol the model was trained for; another one would score users or items it trained on."""
+    trained = loaded.cfg.data.protocol
+    if asked is not None and asked != trained:
+        raise ValueError(
+            f"--protocol {asked}: {loaded.source} was trained with data.protocol={trained}, whose training "
+            f"data holds the {asked} targets (retrain with --set data.protocol={asked})"
+        )
+    return trained
+
+
+def _protocol(
+    loaded: LoadedModel, shots: list[int], name: str = "cold_start", mask_seen: bool = True
+) -> tuple[ColdStartProtocol, str]:
+    """The model's own protocol: its data config's users, its support_max (loo: its input window) and
+    ``eval:`` section."""
     from metarec_dist.eval.loading import check_same_data, load_prepared
-    from metarec_dist.eval.protocol import ColdStartProtocol
+    from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 
     cfg = loaded.cfg
-    if shots[-1] + 1 > cfg.model.max_seq_len:
+    if name == "cold_start" and shots[-1] + 1 > cfg.model.max_seq_len:
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
     prepared = load_prepared(cfg)
     check_same_data(loaded, prepared.num_items)
+    if name == "loo":
+        splits = prepared.user_splits()
+        return LeaveOneOutProtocol.build(splits, cfg.model.max_seq_len, cfg.eval, mask_seen), prepared.source
     return ColdStartProtocol(prepared.user_splits(), shots, cfg.tasks.support_max, cfg.eval), prepared.source
 
 
@@ -112,16 +141,21 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
     if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
         raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
+    if args.protocol == "loo" and args.shots:
+        raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
+    name = protocol_name(loaded, args.protocol)
+    if name == "loo" and args.shots:
+        raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
-    protocol, source = _protocol(loaded, shots)
+    protocol, source = _protocol(loaded, shots, name, args.mask_seen)
     protocol.users(args.split)  # validates the name before any work
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded))]
     baseline = None
     if args.baseline:
         base = load_model(args.baseline)
-        base_protocol = _protocol(base, shots)[0]
+        base_protocol = _protocol(base, shots, protocol_name(base, name), args.mask_seen)[0]
         _same_users(protocol, base_protocol, args.split)
         b = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
         if b.name == results[0].name:
@@ -131,7 +165,11 @@ def evaluate_main(args: argparse.Namespace) -> int:
     results.append(protocol.popularity(args.split))
     n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
     doc = build_report(results, baseline, n_boot)
-    doc.update({"split": args.split, "shots": shots, "data": source})
+    doc.update({"split": args.split, "data": source})
+    if name == "loo":
+        doc.update({"protocol": "loo", "mask_seen": args.mask_seen, "window": protocol.support_max})
+    else:
+        doc["shots"] = shots
     print(format_table(doc))
     if args.json:
         write_json(doc, args.json)

@@ -25,6 +25,7 @@ import torch
 from metarec_dist.config import EvalConfig, MetaConfig
 from metarec_dist.data.split import UserSplits
 from metarec_dist.eval.cold_start import PerUser, Scorer, evaluate_cold_start
+from metarec_dist.eval.loo import LOO, LOO_KS, evaluate_loo
 from metarec_dist.eval.stats import MethodResult
 from metarec_dist.meta import ALGORITHMS, MetaLearner, build_algorithm
 from metarec_dist.metrics.popularity import popularity_scores
@@ -217,3 +218,75 @@ class ColdStartProtocol:
         return MethodResult(
             "popularity", self.per_user(scorer, self.users(split)), {"counted_on": "train users"}
         )
+
+
+@dataclass
+class LeaveOneOutProtocol(ColdStartProtocol):
+    """The warm leave-one-out protocol (``data.protocol: loo``; see ``eval/loo.py``): every user of the
+    split, its sequence's last item the target. The splits are ``leave_one_out``'s: valid sequences end with
+    the second-last item, test sequences with the last. The model reads the last ``support_max`` (=
+    ``model.max_seq_len - 1``, one position is BOS) history items. Per-user results sit under the key
+    ``LOO`` where the cold-start protocol has its shot counts, so the adaptation search (``tune``, on the
+    validation targets), the report and the paired statistics are the cold-start ones unchanged."""
+
+    mask_seen: bool = True
+
+    @classmethod
+    def build(
+        cls, splits: UserSplits, max_seq_len: int, eval_cfg: EvalConfig, mask_seen: bool = True
+    ) -> LeaveOneOutProtocol:
+        if max_seq_len < 2:
+            raise ValueError(f"model.max_seq_len={max_seq_len}: leave-one-out needs BOS and one item")
+        return cls(splits, (LOO,), max_seq_len - 1, eval_cfg, mask_seen)
+
+    def users(self, split: str) -> list[np.ndarray]:
+        if split not in ("valid", "test"):
+            raise ValueError(f"--split must be valid or test (the held-out targets), got {split!r}")
+        users = getattr(self.splits, split)
+        if not users:
+            raise ValueError(
+                f"no {split} sequences: was the model trained with data.protocol=loo, on users with at "
+                "least 3 interactions?"
+            )
+        return users
+
+    def per_user(
+        self,
+        scorer: Scorer,
+        sequences: list[np.ndarray],
+        steps: int | None = 0,
+        ks: Sequence[int] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> PerUser:
+        """HR@k / NDCG@k / MRR of each sequence's last item, ranked over all items (history masked or not)."""
+        return evaluate_loo(
+            scorer,
+            self.splits.num_items,
+            sequences,
+            window=self.support_max,
+            ks=LOO_KS if ks is None else ks,
+            steps=steps,
+            mask_seen=self.mask_seen,
+            batch_users=self.eval_cfg.batch_users,
+            device=device,
+        )
+
+    def evaluate(
+        self,
+        loaded: LoadedModel,
+        split: str = "test",
+        finetune: bool = False,
+        fixed: tuple[int, float] | None = None,
+        name: str | None = None,
+    ) -> MethodResult:
+        result = super().evaluate(loaded, split, finetune, fixed, name)
+        result.info.update(self.facts())
+        return result
+
+    def popularity(self, split: str = "test") -> MethodResult:
+        result = super().popularity(split)
+        result.info.update(self.facts())
+        return result
+
+    def facts(self) -> dict[str, int | bool | str]:
+        return {"protocol": "loo", "window": self.support_max, "mask_seen": self.mask_seen}

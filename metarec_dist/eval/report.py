@@ -88,7 +88,10 @@ def metrics_table(doc: dict[str, Any], k: int, markdown: bool = False) -> list[s
 
 
 def format_table(doc: dict[str, Any]) -> str:
-    """One block per shot count K: every metric of every method, then the paired differences."""
+    """One block per shot count K: every metric of every method, then the paired differences (the
+    leave-one-out protocol: one block)."""
+    if doc.get("protocol") == "loo":
+        return format_loo_table(doc)
     methods = doc["methods"]
     lines = [f"mean{'±seed sd' if any(m['seeds'] > 1 for m in methods.values()) else ''} [{doc['interval']}]"]
     for k in shots_of(doc):
@@ -100,4 +103,37 @@ def format_table(doc: dict[str, Any]) -> str:
                 f"  {name} - {p['baseline']}: NDCG@10 {d['diff']:+.4f} [{d['lo']:+.4f},{d['hi']:+.4f}] "
                 f"({100 * d['rel']:+.1f}%)"
             )
+    return "\n".join(lines)
+
+
+LOO_COLUMNS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr")
+LOO_WITH_CI = ("hr@10", "ndcg@10")  # the other columns as means, to keep the table readable
+
+
+def loo_table(doc: dict[str, Any], markdown: bool = False) -> list[str]:
+    """The leave-one-out table: one row per method, HR@k / NDCG@k as the published full-ranking tables."""
+    rows = []
+    for name, m in doc["methods"].items():
+        r = next(iter(m["metrics"].values()))  # one block, under the key LOO
+        rows.append([name, *(cell(r[x], ci=x in LOO_WITH_CI) for x in LOO_COLUMNS)])
+    return render_table(["method", *LOO_COLUMNS], rows, markdown)
+
+
+def format_loo_table(doc: dict[str, Any]) -> str:
+    first = next(iter(doc["methods"].values()))
+    users = next(iter(first["users"].values()))
+    masked = "masked" if doc.get("mask_seen") else "not masked"
+    lines = [
+        f"mean [{doc['interval']}]",
+        "",
+        f"leave-one-out, {doc.get('split', 'test')} targets ({users} users), full ranking, history "
+        f"{masked}, input: the last {doc.get('window', '?')} items",
+        *loo_table(doc),
+    ]
+    for name, p in doc.get("paired", {}).items():
+        d = next(iter(p["diff"].values()))["ndcg@10"]
+        lines.append(
+            f"  {name} - {p['baseline']}: NDCG@10 {d['diff']:+.4f} [{d['lo']:+.4f},{d['hi']:+.4f}] "
+            f"({100 * d['rel']:+.1f}%)"
+        )
     return "\n".join(lines)

@@ -19,7 +19,8 @@ from metarec_dist.checkpoint import Checkpointer
 from metarec_dist.config import Config
 from metarec_dist.data.split import UserSplits
 from metarec_dist.eval.cold_start import flat_means
-from metarec_dist.eval.protocol import ColdStartProtocol
+from metarec_dist.eval.loo import LOO
+from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 from metarec_dist.meta import MetaLearner, build_algorithm
 from metarec_dist.metrics.flops import StepShape, flops_per_task, mfu
 from metarec_dist.metrics.loggers import MetricLogger, NullLogger
@@ -215,6 +216,8 @@ class MetaTrainer:
     def validate(self, shots: list[int] | None = None) -> dict[str, Any]:
         """Cold-start NDCG@10 / Recall@10 on validation users (every rank: ZeRO-3 scoring is a collective).
         With several ``shots`` it also returns the per-K rows as ``eval/cold_start_table``."""
+        if self.cfg.data.protocol == "loo":
+            return self.validate_loo()
         shots = shots or [min(3, self.cfg.tasks.support_max)]
         steps = None if self.algorithm.adapts else 0
         protocol = ColdStartProtocol(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
@@ -240,6 +243,21 @@ class MetaTrainer:
                 for k, r in res.items()
             ]
         return out
+
+    def validate_loo(self) -> dict[str, Any]:
+        """Leave-one-out HR@10 / NDCG@10 of the validation targets (each user's second-last item), history
+        masked; the algorithm's own test-time adaptation, as in the cold-start validation."""
+        protocol = LeaveOneOutProtocol.build(self.data, self.cfg.model.max_seq_len, self.cfg.eval)
+        self.engine.eval()
+        res = protocol.per_user(
+            self.engine,
+            self.data.valid[: self.cfg.train.eval_users],
+            None if self.algorithm.adapts else 0,
+            ks=(10,),
+            device=self.ctx.device,
+        )[LOO]
+        self.engine.train()
+        return {f"val/loo_{m}": float(res[m].mean()) for m in ("ndcg@10", "hr@10") if len(res[m])}
 
     # ------------------------------------------------------------------------------------ checkpoints
 

@@ -1,0 +1,80 @@
+"""Warm leave-one-out evaluation (SASRec / S3-Rec / ICLRec): each sequence's LAST item is its target, the
+items before it are the history; the model reads the most recent ``window`` of them and ranks ALL items.
+
+Full ranking, no sampled negatives. With ``mask_seen`` (the default, as in the S3-Rec and ICLRec code: they
+set the scores of every item of the user's earlier history to 0 before taking the top k) the history's items
+are removed from the ranking; a target that repeats a history item then counts as a miss, as it does there.
+HR@k and NDCG@k are the one-relevant-item cases of ``ranking_metrics``' Recall@k and NDCG@k (top-k based,
+so tied scores are not resolved in the target's favour); MRR uses the target's rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from metarec_dist.eval.cold_start import PerUser, Scorer
+from metarec_dist.metrics.ranking import PAD, ranking_metrics
+from metarec_dist.tasks.sampler import prefix_batch
+from metarec_dist.tasks.types import bos_id
+
+LOO = 0  # the per-user result key (in place of a shot count K): the whole history is the input
+LOO_KS = (5, 10, 20)  # the published full-ranking tables report HR and NDCG at these cut-offs
+
+
+def loo_inputs(sequences: list[np.ndarray], window: int) -> tuple[list[int], list[np.ndarray], np.ndarray]:
+    """Kept sequence indices (at least one history item), the model's input (the last ``window`` history
+    items) and the 0-based target column of each."""
+    keep = [u for u, s in enumerate(sequences) if len(s) >= 2]
+    inputs = [sequences[u][:-1][-window:] for u in keep]
+    targets = np.array([int(sequences[u][-1]) - 1 for u in keep], dtype=np.int64)
+    return keep, inputs, targets
+
+
+def seen_matrix(histories: list[np.ndarray], targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[U, M]`` 0-based history items to drop from the ranking (PAD-padded), the target itself left in so
+    that it can be ranked, and ``[U]`` whether the target repeats a history item (counted as a miss)."""
+    width = max((len(h) for h in histories), default=0)
+    seen = np.full((len(histories), max(width, 1)), PAD, dtype=np.int64)
+    repeat = np.zeros(len(histories), dtype=bool)
+    for i, (h, t) in enumerate(zip(histories, targets, strict=True)):
+        cols = h.astype(np.int64) - 1
+        repeat[i] = bool((cols == t).any())
+        seen[i, : len(cols)] = np.where(cols == t, PAD, cols)
+    return torch.from_numpy(seen), torch.from_numpy(repeat)
+
+
+@torch.no_grad()
+def evaluate_loo(
+    scorer: Scorer,
+    num_items: int,
+    sequences: list[np.ndarray],
+    window: int,
+    ks: Sequence[int] = LOO_KS,
+    steps: int | None = 0,
+    mask_seen: bool = True,
+    batch_users: int = 256,
+    device: torch.device | str = "cpu",
+) -> PerUser:
+    """``{LOO: {"hr@k", "ndcg@k" for k in ks, "mrr"}}``, one value per sequence with a history. ``steps``:
+    test-time adaptation steps on the input window (0 for ``sasrec``/``none``; None: the algorithm's)."""
+    keep, inputs, targets = loo_inputs(sequences, window)
+    ks = tuple(ks)
+    parts: dict[str, list[np.ndarray]] = {}
+    for lo in range(0, len(keep), batch_users):
+        sl = slice(lo, lo + batch_users)
+        batch = prefix_batch(inputs[sl], window, window, bos_id(num_items)).to(device)
+        scores = scorer.score(batch, steps).float().cpu()
+        target = torch.from_numpy(targets[sl])
+        exclude, repeat = None, torch.zeros(len(target), dtype=torch.bool)
+        if mask_seen:  # the whole earlier history, not only the window the model reads
+            exclude, repeat = seen_matrix([sequences[u][:-1] for u in keep[sl]], targets[sl])
+        m = ranking_metrics(scores, target[:, None], target, ks=ks, next_ks=ks[:1], exclude=exclude)
+        out = {**{f"hr@{k}": m[f"recall@{k}"] for k in ks}, **{f"ndcg@{k}": m[f"ndcg@{k}"] for k in ks}}
+        out["mrr"] = m["mrr"]
+        for name, v in out.items():
+            parts.setdefault(name, []).append(torch.where(repeat, torch.zeros_like(v), v).numpy())
+    names = [*(f"hr@{k}" for k in ks), *(f"ndcg@{k}" for k in ks), "mrr"]
+    return {LOO: {n: np.concatenate(parts[n]) if n in parts else np.zeros(0, np.float32) for n in names}}
