@@ -59,6 +59,9 @@ def format_stats(stats: dict) -> str:
     if dropped:
         min_history = stats.get("min_history")
         lines.append(f"  dropped       {dropped:,} users with fewer than {min_history} interactions")
+    short = stats.get("loo_train_only_users", 0)
+    if short:  # data.protocol=loo: train / valid / test are rows of the same users (split.leave_one_out)
+        lines.append(f"  loo           {short:,} users with fewer than 3 interactions only train")
     lines.extend(_feature_line(f) for f in stats.get("features", []))
     return "\n".join(lines)
 

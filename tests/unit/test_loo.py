@@ -242,3 +242,14 @@ def test_evaluate_defaults_to_the_trained_protocol_and_refuses_the_other(run, tm
     assert "data.protocol=loo" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(run), "--shots", "1,3"]) == 2
     assert "no shot counts" in capsys.readouterr().err
+
+
+def test_baseline_gives_paired_intervals_under_loo(run, tmp_path, capsys):
+    out = tmp_path / "paired.json"
+    args = ["evaluate", "--checkpoint", str(run), "--baseline", str(run), "--json", str(out)]
+    assert main(args) == 0
+    doc = json.loads(out.read_text())
+    d = doc["paired"]["sasrec"]["diff"][str(LOO)]["ndcg@10"]
+    assert doc["paired"]["sasrec"]["baseline"] == "baseline:sasrec"
+    assert d["diff"] == d["lo"] == d["hi"] == 0.0  # the same model on the same users: no difference
+    assert "sasrec - baseline:sasrec: NDCG@10 +0.0000" in capsys.readouterr().out
