@@ -141,8 +141,6 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
     if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
         raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
-    if args.protocol == "loo" and args.shots:
-        raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
     name = protocol_name(loaded, args.protocol)
