@@ -77,8 +77,9 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 @pytest.mark.parametrize("stage", [0, 2, 3])
 def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
     # ZeRO-3 also runs Meta-SGD's learned inner lr (a parameter the algorithm owns, read outside any
-    # module's forward) and the extra query loss at the un-adapted weights.
-    options = ["meta.algorithm=metasgd", "meta.init_query_weight=0.5"] if stage == 3 else []
+    # module's forward), the extra query loss at the un-adapted weights and the dense next-item term.
+    options = ["meta.algorithm=metasgd", "meta.init_query_weight=0.5", "meta.dense_weight=0.7"]
+    options = options if stage == 3 else []
     args = [
         "runtime.backend=ray",
         "runtime.num_workers=2",
