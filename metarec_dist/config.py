@@ -197,10 +197,14 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [10, 20])
     batch_users: int = 256
     n_boot: int = 1000
+    # Items scored at a time in the full ranking: memory is batch_users x item_chunk scores, not x catalogue.
+    item_chunk: int = 65536
 
     def __post_init__(self) -> None:
         if not self.shots or min(self.shots) < 1:
             raise ValueError("eval.shots must be a non-empty list of positive ints")
+        if isinstance(self.item_chunk, bool) or not isinstance(self.item_chunk, int) or self.item_chunk < 1:
+            raise ValueError(f"eval.item_chunk must be a positive number of items, got {self.item_chunk!r}")
 
 
 @dataclass

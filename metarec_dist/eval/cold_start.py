@@ -7,17 +7,28 @@ the relevant set is the user's next ``num_relevant`` interactions after the supp
 Per-user metric arrays are the unit everything is built from: the same users in the same order for every
 scorer (a user is kept iff it has an unseen item after its first K), so paired bootstrap intervals and seed
 averages are plain array arithmetic.
+
+Memory: no ``[users x items]`` score matrix. A scorer that can (``ChunkScorer``: the engines, the
+meta-learner, ``AdaptingScorer``) is called through ``score_chunks(batch, steps, sink)``: its forward adapts
+the batch once and hands the sink a ``score_range(lo, hi)``, and :class:`~metarec_dist.metrics.ranking.
+ChunkedRanking` pulls ``eval.item_chunk`` items at a time from it, keeping only per-user counts (the rank of
+each relevant item and of the next item), so memory is ``batch_users x item_chunk`` whatever the catalogue.
+Scoring stays inside the engine's forward, which under ZeRO-3 is where the item table is gathered; a
+separate "score this item range" call was not chosen because it would re-run the adaptation (and re-gather
+the table) for every chunk. Scorers with only ``score(batch, steps)`` (popularity, test doubles) still work:
+their full matrix is read through the same chunked code. Either way the metrics are exactly those of
+:func:`~metarec_dist.metrics.ranking.ranking_metrics` on the full matrix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from metarec_dist.metrics.ranking import PAD, ranking_metrics
+from metarec_dist.metrics.ranking import DEFAULT_ITEM_CHUNK, PAD, ChunkedRanking, ScoreRange, ScoreSink
 from metarec_dist.tasks.sampler import prefix_batch
 from metarec_dist.tasks.types import MetaBatch, bos_id
 
@@ -61,6 +72,28 @@ class Scorer(Protocol):
         ...
 
 
+@runtime_checkable
+class ChunkScorer(Scorer, Protocol):
+    """A scorer that can hand out its scores chunk by chunk (see the module docstring)."""
+
+    def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
+        """Calls ``sink(score_range)`` once; ``score_range(lo, hi)`` gives the scores ``[U, hi - lo]``."""
+        ...
+
+
+def _score_into(scorer: Scorer, batch: MetaBatch, steps: int | None, ranking: ChunkedRanking) -> None:
+    """Streams ``scorer``'s scores of ``batch`` into ``ranking``, as float32 (as the full path always did)."""
+
+    def as_float(score_range: ScoreRange) -> None:
+        ranking.run(lambda lo, hi: score_range(lo, hi).float())
+
+    if isinstance(scorer, ChunkScorer):
+        scorer.score_chunks(batch, steps, as_float)
+    else:
+        full = scorer.score(batch, steps)
+        as_float(lambda lo, hi: full[:, lo:hi])
+
+
 @torch.no_grad()
 def evaluate_cold_start(
     scorer: Scorer,
@@ -73,9 +106,10 @@ def evaluate_cold_start(
     steps: int | None = None,
     batch_users: int = 256,
     device: torch.device | str = "cpu",
+    item_chunk: int = DEFAULT_ITEM_CHUNK,
 ) -> PerUser:
-    """Per shot count K, per metric, one value per evaluated user. Under ZeRO-3 every rank must call this
-    with the same users (scoring is a collective forward)."""
+    """Per shot count K, per metric, one value per evaluated user; items are ranked ``item_chunk`` at a time.
+    Under ZeRO-3 every rank must call this with the same users (scoring is a collective forward)."""
     results: PerUser = {}
     for k in shots:
         if k > support_max:
@@ -86,14 +120,16 @@ def evaluate_cold_start(
             idx = keep[lo : lo + batch_users]
             batch = prefix_batch([sequences[u] for u in idx], k, support_max, bos_id(num_items)).to(device)
             sl = slice(lo, lo + len(idx))
-            m = ranking_metrics(
-                scorer.score(batch, steps).float().cpu(),
+            ranking = ChunkedRanking(
+                num_items,
                 torch.from_numpy(relevant[sl]),
                 torch.from_numpy(nxt[sl]),
                 ks=tuple(ks),
                 exclude=torch.from_numpy(support[sl]),
+                item_chunk=item_chunk,
             )
-            for name, v in m.items():
+            _score_into(scorer, batch, steps, ranking)
+            for name, v in ranking.result().items():
                 parts.setdefault(name, []).append(v.cpu().numpy())
         results[k] = {name: np.concatenate(v) for name, v in parts.items()}
     return results

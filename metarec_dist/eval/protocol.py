@@ -29,6 +29,7 @@ from metarec_dist.eval.loo import LOO, LOO_KS, evaluate_loo
 from metarec_dist.eval.stats import MethodResult
 from metarec_dist.meta import ALGORITHMS, MetaLearner, build_algorithm
 from metarec_dist.metrics.popularity import popularity_scores
+from metarec_dist.metrics.ranking import ScoreRange, ScoreSink
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.tasks.types import MetaBatch
 
@@ -80,6 +81,22 @@ class AdaptingScorer:
         if not bool(torch.isfinite(scores).all()):
             raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})")
         return scores
+
+    def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
+        """``score`` chunk by chunk (bounded memory), with the same divergence check on every chunk."""
+
+        def checked(score_range: ScoreRange) -> ScoreRange:
+            def read(lo: int, hi: int) -> torch.Tensor:
+                scores = score_range(lo, hi)
+                if not bool(torch.isfinite(scores).all()):
+                    raise Diverged(
+                        f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})"
+                    )
+                return scores
+
+            return read
+
+        self.learner.score_chunks(batch, steps, lambda score_range: sink(checked(score_range)))
 
 
 @dataclass
@@ -153,6 +170,7 @@ class ColdStartProtocol:
             steps=steps,
             batch_users=self.eval_cfg.batch_users,
             device=device,
+            item_chunk=self.eval_cfg.item_chunk,
         )
 
     def choose_adaptation(

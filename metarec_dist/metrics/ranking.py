@@ -11,19 +11,42 @@ Two kinds of ground truth:
 * next-item metrics (``hit_rate_at_k``, ``next_item_ndcg_at_k``, ``mrr``): ``target[U]``, one item each.
 
 Items removed with :func:`mask_seen` (e.g. the support set) score ``-inf`` and never count as a hit.
+
+Ties: every metric is defined through ranks that count the items with a *strictly greater* score, i.e. ties
+are broken in the ground truth's favour (optimistic). For the set metrics a relevant item's rank is
+``1 + #items scoring higher + #relevant items tied with it that come earlier in the relevant list``, so tied
+relevant items take consecutive positions (which of them comes first changes no metric). This is one of the
+orders ``torch.topk`` may return, made deterministic, and it agrees with the next-item metrics (recall@k of a
+one-item relevant set equals hr@k). NaN scores are refused: a NaN has no rank.
+
+Because only counts are needed, the metrics stream: :class:`ChunkedRanking` takes the scores as column
+chunks ``[U, hi - lo]`` and never holds ``[U, V]`` (a million-item catalogue at 256 users would be 1 GB).
+It reads the scores of the relevant/next items in a first pass and counts the higher-scoring items in a
+second one (one pass when a single chunk covers the catalogue). :func:`ranking_metrics` is the same code on a
+whole matrix, so the chunked metrics equal the full ones exactly for any chunk size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 PAD = -1
+DEFAULT_ITEM_CHUNK = 65536
+
+ScoreRange = Callable[[int, int], Tensor]
+"""``score_range(lo, hi)``: scores ``[U, hi - lo]`` of items (columns) ``lo..hi-1`` for every user."""
+ScoreSink = Callable[[ScoreRange], None]
+"""What a chunked scorer hands its ``ScoreRange`` to (e.g. :meth:`ChunkedRanking.run`)."""
 
 __all__ = [
+    "DEFAULT_ITEM_CHUNK",
     "PAD",
+    "ChunkedRanking",
+    "ScoreRange",
+    "ScoreSink",
     "hit_rate_at_k",
     "mask_seen",
     "mrr",
@@ -53,14 +76,18 @@ def _check_k(k: int, num_items: int) -> None:
 
 def _check_index_matrix(idx: Tensor, scores: Tensor, pad: int, name: str) -> Tensor:
     """Validate a padded [U, M] item-index matrix and return a boolean mask of its real entries."""
-    if idx.dim() != 2 or idx.shape[0] != scores.shape[0]:
-        raise ValueError(f"{name} must be [U={scores.shape[0]}, M], got shape {tuple(idx.shape)}")
+    return _check_indices(idx, scores.shape[0], scores.shape[1], pad, name)
+
+
+def _check_indices(idx: Tensor, num_users: int, num_items: int, pad: int, name: str) -> Tensor:
+    if idx.dim() != 2 or idx.shape[0] != num_users:
+        raise ValueError(f"{name} must be [U={num_users}, M], got shape {tuple(idx.shape)}")
     if idx.dtype.is_floating_point or idx.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer item indices, got {idx.dtype}")
     valid = idx != pad
-    bad = valid & ((idx < 0) | (idx >= scores.shape[1]))
+    bad = valid & ((idx < 0) | (idx >= num_items))
     if bool(bad.any()):
-        raise ValueError(f"{name} has item indices outside [0, {scores.shape[1]}) that are not pad={pad}")
+        raise ValueError(f"{name} has item indices outside [0, {num_items}) that are not pad={pad}")
     return valid
 
 
@@ -103,13 +130,10 @@ def _topk_hits(scores: Tensor, relevant: Tensor, k: int, pad: int) -> tuple[Tens
     """Hit matrix ``bool[U, k]`` (best first) and the size of each user's relevant set ``[U]``."""
     _check_scores(scores)
     _check_k(k, scores.shape[1])
-    relevant = relevant.to(scores.device)
-    valid = _check_index_matrix(relevant, scores, pad, "relevant")
-    rel_mask = _index_mask(relevant, valid, scores.shape[1])
-    top = torch.topk(scores, k, dim=1, largest=True, sorted=True)
-    # A masked (-inf) item can only reach the top-k when fewer than k items remain; it must not score.
-    hits = rel_mask.gather(1, top.indices) & (top.values > float("-inf"))
-    return hits, rel_mask.sum(dim=1)
+    _check_index_matrix(relevant.to(scores.device), scores, pad, "relevant")
+    ranking = ChunkedRanking(scores.shape[1], relevant, ks=(k,), pad=pad, item_chunk=scores.shape[1])
+    ranking.run(lambda lo, hi: scores[:, lo:hi])
+    return ranking.hits(k), ranking.num_relevant()
 
 
 def _discounts(k: int, device: torch.device) -> Tensor:
@@ -159,7 +183,177 @@ def ndcg_at_k(scores: Tensor, relevant: Tensor, k: int, pad: int = PAD) -> Tenso
     return _ndcg_from_hits(hits, n_rel)
 
 
+# --------------------------------------------------------------------------- streaming ranks
+
+
+class ChunkedRanking:
+    """All ranking metrics of ``U`` users from score chunks, in memory bounded by ``U x item_chunk``.
+
+    ``relevant [U, R]`` (padded with ``pad``), ``next_item [U]`` (None: no next-item metrics) and ``exclude
+    [U, M]`` are item columns as in :func:`ranking_metrics`. :meth:`run` pulls the chunks from a
+    ``score_range(lo, hi)``; :meth:`result` then gives exactly what :func:`ranking_metrics` gives on the
+    whole matrix. Pass 1 reads the scores of the ``R + 1`` ground-truth items, pass 2 counts, per
+    ground-truth item, the items scoring strictly higher (the rank); with one chunk both use one read.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        relevant: Tensor,
+        next_item: Tensor | None = None,
+        ks: Sequence[int] = (10, 20),
+        next_ks: Sequence[int] = (10,),
+        exclude: Tensor | None = None,
+        pad: int = PAD,
+        item_chunk: int = DEFAULT_ITEM_CHUNK,
+    ) -> None:
+        if not ks or (next_item is not None and not next_ks):
+            raise ValueError("ks and next_ks must be non-empty")
+        if item_chunk < 1:
+            raise ValueError(f"item_chunk must be a positive number of items, got {item_chunk}")
+        for k in (*ks, *(next_ks if next_item is not None else ())):
+            _check_k(k, num_items)
+        if relevant.dim() != 2:
+            raise ValueError(f"relevant must be [U, R], got shape {tuple(relevant.shape)}")
+        self.num_items, self.num_users, self.item_chunk = num_items, relevant.shape[0], item_chunk
+        self.ks, self.next_ks = tuple(ks), tuple(next_ks)
+        valid = _check_indices(relevant, self.num_users, num_items, pad, "relevant")
+        # The relevant *set*: a repeated item counts once (its first column).
+        same = (relevant[:, :, None] == relevant[:, None, :]) & valid[:, None, :]
+        earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=same.device).tril(-1)
+        self.rel_valid = valid & ~(same & earlier).any(dim=2)
+        targets = [torch.where(valid, relevant, torch.zeros_like(relevant)).long()]
+        self.has_next = next_item is not None
+        if next_item is not None:
+            _check_target(next_item, self.num_users, num_items)
+            targets.append(next_item.long().to(relevant.device)[:, None])
+        self.targets = torch.cat(targets, dim=1)  # [U, T]: relevant columns, then the next item
+        self.target_valid = torch.cat(
+            [self.rel_valid, torch.ones_like(self.targets[:, valid.shape[1] :], dtype=torch.bool)], 1
+        )
+        self.exclude, self.exclude_valid = None, None
+        if exclude is not None:
+            self.exclude_valid = _check_indices(exclude, self.num_users, num_items, pad, "exclude")
+            self.exclude = exclude.long()
+        self.target_score: Tensor | None = None  # [U, T], filled by pass 1
+        self.higher: Tensor | None = None  # [U, T]: items scoring strictly higher, filled by pass 2
+
+    # ----------------------------------------------------------------- streaming
+
+    def run(self, score_range: ScoreRange) -> None:
+        """Reads every chunk (twice when there are several): the whole of the work."""
+        step = self.item_chunk
+        ranges = [(lo, min(lo + step, self.num_items)) for lo in range(0, self.num_items, step)]
+        if len(ranges) == 1:
+            scores = self._read(score_range, 0, self.num_items)
+            self._gather(scores, 0)
+            self._count(scores)
+            return
+        for lo, hi in ranges:
+            self._gather(self._read(score_range, lo, hi), lo)
+        for lo, hi in ranges:
+            self._count(self._read(score_range, lo, hi))
+
+    def _read(self, score_range: ScoreRange, lo: int, hi: int) -> Tensor:
+        scores = score_range(lo, hi)
+        if tuple(scores.shape) != (self.num_users, hi - lo):
+            raise ValueError(
+                f"scores of items {lo}..{hi - 1} must be [U={self.num_users}, {hi - lo}], got "
+                f"{tuple(scores.shape)}"
+            )
+        _check_scores(scores)
+        if bool(torch.isnan(scores).any()):
+            raise ValueError("scores contain NaN: a NaN has no rank (did the model diverge?)")
+        if self.exclude is None:
+            return scores
+        # Excluded items (the support) score -inf, as mask_seen does on a whole matrix.
+        ex, ok = self.exclude.to(scores.device), self.exclude_valid.to(scores.device)
+        inside = ok & (ex >= lo) & (ex < hi)
+        routed = torch.where(inside, ex - lo, torch.full_like(ex, hi - lo))
+        mask = torch.zeros(self.num_users, hi - lo + 1, dtype=torch.bool, device=scores.device)
+        mask.scatter_(1, routed, True)
+        return scores.masked_fill(mask[:, : hi - lo], float("-inf"))
+
+    def _gather(self, scores: Tensor, lo: int) -> None:
+        targets, ok = self.targets.to(scores.device), self.target_valid.to(scores.device)
+        if self.target_score is None:
+            self.target_score = torch.full(
+                targets.shape, float("-inf"), dtype=scores.dtype, device=scores.device
+            )
+        inside = ok & (targets >= lo) & (targets < lo + scores.shape[1])
+        got = scores.gather(1, torch.where(inside, targets - lo, torch.zeros_like(targets)))
+        self.target_score = torch.where(inside, got, self.target_score)
+
+    def _count(self, scores: Tensor) -> None:
+        assert self.target_score is not None
+        if self.higher is None:
+            if self.has_next and not bool(torch.isfinite(self.target_score[:, -1]).all()):
+                # Usually the caller excluded the next item itself (a repeat of a support item).
+                raise ValueError("target item has a non-finite score (was it removed by mask_seen?)")
+            self.higher = torch.zeros(self.target_score.shape, dtype=torch.long, device=scores.device)
+        # One [U, chunk] comparison per ground-truth item keeps the temporaries at the chunk's size.
+        for t in range(self.targets.shape[1]):
+            self.higher[:, t] += (scores > self.target_score[:, t : t + 1]).sum(dim=1)
+
+    # ----------------------------------------------------------------- results
+
+    def _finished(self) -> tuple[Tensor, Tensor]:
+        if self.higher is None or self.target_score is None:
+            raise RuntimeError("ChunkedRanking.run has not been called")
+        return self.higher.cpu(), self.target_score.cpu()
+
+    def num_relevant(self) -> Tensor:
+        """Distinct relevant items per user ``[U]`` (excluded ones included, as in ``mask_seen``)."""
+        return self.rel_valid.cpu().sum(dim=1)
+
+    def hits(self, k: int) -> Tensor:
+        """``bool[U, k]``: position ``p`` is True when a relevant item ranks ``p + 1``."""
+        higher, score = self._finished()
+        r = self.rel_valid.shape[1]
+        higher, score, ok = higher[:, :r], score[:, :r], self.rel_valid.cpu()
+        # Tied relevant items take consecutive positions, in relevant-list order.
+        tied = (score[:, None, :] == score[:, :, None]) & ok[:, None, :]
+        before = torch.ones(r, r, dtype=torch.bool).tril(-1)
+        rank = 1 + higher + (tied & before).sum(dim=2)
+        # An excluded (-inf) item only reaches the top k when fewer than k items remain; it never scores.
+        hit = ok & (score > float("-inf")) & (rank <= k)
+        pos = torch.where(hit, rank - 1, torch.full_like(rank, k))
+        out = torch.zeros(self.num_users, k + 1, dtype=torch.bool)
+        return out.scatter_(1, pos, True)[:, :k]
+
+    def next_rank(self) -> Tensor:
+        """1-based rank of the next item ``[U]`` (ties in its favour), as ``mrr`` defines it."""
+        if not self.has_next:
+            raise ValueError("no next_item was given")
+        return self._finished()[0][:, -1] + 1
+
+    def result(self) -> dict[str, Tensor]:
+        """The metrics of :func:`ranking_metrics`, per user, on the CPU."""
+        out: dict[str, Tensor] = {}
+        hits, n_rel = self.hits(max(self.ks)), self.num_relevant()
+        for k in self.ks:
+            out[f"recall@{k}"] = _recall_from_hits(hits[:, :k], n_rel)
+        for k in self.ks:
+            out[f"ndcg@{k}"] = _ndcg_from_hits(hits[:, :k], n_rel)
+        if self.has_next:
+            rank = self.next_rank()
+            for k in self.next_ks:
+                out[f"hr@{k}"] = _hr_from_rank(rank, k)
+                out[f"next_ndcg@{k}"] = _next_ndcg_from_rank(rank, k)
+            out["mrr"] = 1.0 / rank.float()
+        return out
+
+
 # --------------------------------------------------------------------------- next-item metrics
+
+
+def _check_target(target: Tensor, num_users: int, num_items: int) -> None:
+    if target.dim() != 1 or target.shape[0] != num_users:
+        raise ValueError(f"target must be [U={num_users}], got shape {tuple(target.shape)}")
+    if target.dtype.is_floating_point or target.dtype == torch.bool:
+        raise ValueError(f"target must hold integer item indices, got {target.dtype}")
+    if bool(((target < 0) | (target >= num_items)).any()):
+        raise ValueError(f"target has item indices outside [0, {num_items})")
 
 
 def _target_rank(scores: Tensor, target: Tensor) -> Tensor:
@@ -170,12 +364,7 @@ def _target_rank(scores: Tensor, target: Tensor) -> Tensor:
     """
     _check_scores(scores)
     target = target.to(scores.device)
-    if target.dim() != 1 or target.shape[0] != scores.shape[0]:
-        raise ValueError(f"target must be [U={scores.shape[0]}], got shape {tuple(target.shape)}")
-    if target.dtype.is_floating_point or target.dtype == torch.bool:
-        raise ValueError(f"target must hold integer item indices, got {target.dtype}")
-    if bool(((target < 0) | (target >= scores.shape[1])).any()):
-        raise ValueError(f"target has item indices outside [0, {scores.shape[1]})")
+    _check_target(target, scores.shape[0], scores.shape[1])
     target_score = scores.gather(1, target.long().unsqueeze(1))
     # A masked or NaN target cannot be ranked meaningfully; this usually means the caller excluded
     # the next item itself (e.g. a repeat of a support item), so fail loudly instead of scoring 0.
@@ -235,22 +424,10 @@ def ranking_metrics(
     ``pad`` is the padding value of both ``exclude`` and ``relevant``.
     Each value is a float ``Tensor[U]``; average (or bootstrap) over users afterwards.
     """
-    if not ks or not next_ks:
-        raise ValueError("ks and next_ks must be non-empty")
-    if exclude is not None:
-        scores = mask_seen(scores, exclude, pad)
-    out: dict[str, Tensor] = {}
-    # One topk at the largest k; sorted=True makes every smaller top-k a prefix of it.
-    hits, n_rel = _topk_hits(scores, relevant, max(ks), pad)
-    for k in ks:
-        _check_k(k, scores.shape[1])
-        out[f"recall@{k}"] = _recall_from_hits(hits[:, :k], n_rel)
-    for k in ks:
-        out[f"ndcg@{k}"] = _ndcg_from_hits(hits[:, :k], n_rel)
-    rank = _target_rank(scores, next_item)
-    for k in next_ks:
-        _check_k(k, scores.shape[1])
-        out[f"hr@{k}"] = _hr_from_rank(rank, k)
-        out[f"next_ndcg@{k}"] = _next_ndcg_from_rank(rank, k)
-    out["mrr"] = 1.0 / rank.float()
-    return out
+    _check_scores(scores)
+    _check_index_matrix(relevant.to(scores.device), scores, pad, "relevant")
+    ranking = ChunkedRanking(
+        scores.shape[1], relevant, next_item, ks, next_ks, exclude, pad, item_chunk=max(1, scores.shape[1])
+    )
+    ranking.run(lambda lo, hi: scores[:, lo:hi])
+    return ranking.result()

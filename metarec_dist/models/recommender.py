@@ -8,6 +8,8 @@ the parameters tied to the catalogue and is the standard choice for SASRec-style
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -16,6 +18,15 @@ from metarec_dist.models.adapters import FastHead
 from metarec_dist.models.backbone import build_backbone, run_backbone
 from metarec_dist.models.losses import full_softmax_loss, full_softmax_loss_and_grad, sampled_softmax_loss
 from metarec_dist.tasks.types import bos_id
+
+
+class UserState(NamedTuple):
+    """Per task: the adapted hidden state ``hidden [T, d]`` scored against the item table, and the
+    ``bias`` adapter's per-item scores ``[T, V]`` (None without it; it is a fast weight, so it is as large
+    as the catalogue by design)."""
+
+    hidden: torch.Tensor
+    bias: torch.Tensor | None
 
 
 class SeqRecommender(nn.Module):
@@ -85,7 +96,14 @@ class SeqRecommender(nn.Module):
 
     def score_all(self, h_last: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Scores ``[T, V]`` of every item from one hidden state per task ``h_last [T, d]``."""
-        hp = self.head.transform(h_last[:, None, :], w)[:, 0]
-        scores = hp @ self.item_table().T
-        bias = self.head.item_bias(w)
-        return scores if bias is None else scores + bias
+        return self.score_range(self.user_state(h_last, w), 0, self.num_items)
+
+    def user_state(self, h_last: torch.Tensor, w: torch.Tensor) -> UserState:
+        """What scoring needs of each task: the adapted hidden state and the per-item bias, if any."""
+        return UserState(self.head.transform(h_last[:, None, :], w)[:, 0], self.head.item_bias(w))
+
+    def score_range(self, state: UserState, lo: int, hi: int) -> torch.Tensor:
+        """Scores ``[T, hi - lo]`` of item columns ``lo..hi-1``: one chunk of ``score_all``, reading only
+        that slice of the item table, so a million-item catalogue is ranked in bounded memory."""
+        scores = state.hidden @ self.item_table()[lo:hi].T
+        return scores if state.bias is None else scores + state.bias[:, lo:hi]

@@ -30,6 +30,7 @@ from metarec_dist.runtime.engine import make_optimizer, make_scheduler
 
 if TYPE_CHECKING:
     from metarec_dist.meta import MetaLearner, MetaStepOutput
+    from metarec_dist.metrics.ranking import ScoreSink
     from metarec_dist.tasks.types import MetaBatch
 
 
@@ -151,6 +152,9 @@ class DeepSpeedEngine:
 
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
         return self.engine(batch, scoring=True, score_steps=steps)
+
+    def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
+        self.engine(batch, scoring=True, score_steps=steps, score_sink=sink)
 
     def get_global_grad_norm(self) -> float | None:
         norm = self.engine.get_global_grad_norm()

@@ -1,7 +1,8 @@
 """Training engines: the ``TrainEngine`` protocol the trainer drives, and ``LocalEngine``.
 
 One meta-step is ``out = engine.meta_step(batch)``, ``engine.backward(out.loss)``, ``engine.step()``;
-evaluation is ``engine.score(batch, steps)`` (RecBole's ``full_sort_predict``: scores of every item).
+evaluation is ``engine.score(batch, steps)`` (RecBole's ``full_sort_predict``: scores of every item) or
+``engine.score_chunks(batch, steps, sink)`` (the same scores, handed to ``sink`` chunk by chunk).
 ``LocalEngine`` is the single-process engine (plain PyTorch): it lets the same trainer run under pytest
 without DeepSpeed, and it is the reference the distributed runs are compared against. It follows DeepSpeed's
 gradient-accumulation semantics (``step()`` on every micro-batch, the update only at the boundary) so the
@@ -22,6 +23,7 @@ from metarec_dist.config import OptimConfig
 
 if TYPE_CHECKING:
     from metarec_dist.meta import MetaLearner, MetaStepOutput
+    from metarec_dist.metrics.ranking import ScoreSink
     from metarec_dist.tasks.types import MetaBatch
 
 
@@ -38,6 +40,11 @@ class TrainEngine(Protocol):
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
         """Scores ``[T, V]`` of every item after ``steps`` inner steps on each task's support (None: the
         algorithm's own). Under ZeRO-3 a collective: every rank calls it with the same number of batches."""
+        ...
+
+    def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
+        """``score`` in bounded memory: one forward that calls ``sink(score_range)``, where
+        ``score_range(lo, hi)`` scores item columns ``lo..hi-1``. Under ZeRO-3 a collective, too."""
         ...
 
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -119,6 +126,9 @@ class LocalEngine:
 
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
         return self.module.score(batch, steps)
+
+    def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
+        self.module.score_chunks(batch, steps, sink)
 
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)
