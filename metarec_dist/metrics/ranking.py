@@ -241,7 +241,9 @@ class ChunkedRanking:
     # ----------------------------------------------------------------- streaming
 
     def run(self, score_range: ScoreRange) -> None:
-        """Reads every chunk (twice when there are several): the whole of the work."""
+        """Reads every chunk (twice when there are several): the whole of the work. Once per object."""
+        if self.target_score is not None:
+            raise RuntimeError("ChunkedRanking.run was called twice (the counts would add up)")
         step = self.item_chunk
         ranges = [(lo, min(lo + step, self.num_items)) for lo in range(0, self.num_items, step)]
         if len(ranges) == 1:

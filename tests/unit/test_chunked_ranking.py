@@ -152,6 +152,12 @@ def test_bad_chunks_and_scores_are_refused() -> None:
         ChunkedRanking(41, rel, nxt, exclude=nxt[:, None], item_chunk=10).run(lambda lo, hi: scores[:, lo:hi])
     with pytest.raises(ValueError, match="eval.item_chunk"):
         EvalConfig(item_chunk=0)
+    ranking = ChunkedRanking(41, rel, nxt, item_chunk=10)
+    with pytest.raises(RuntimeError, match="not been called"):  # a scorer that never called its sink
+        ranking.result()
+    ranking.run(lambda lo, hi: scores[:, lo:hi])
+    with pytest.raises(RuntimeError, match="twice"):
+        ranking.run(lambda lo, hi: scores[:, lo:hi])
 
 
 # --------------------------------------------------------------------------- the evaluation
