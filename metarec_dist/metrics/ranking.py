@@ -293,9 +293,12 @@ class ChunkedRanking:
                 # Usually the caller excluded the next item itself (a repeat of a support item).
                 raise ValueError("target item has a non-finite score (was it removed by mask_seen?)")
             self.higher = torch.zeros(self.target_score.shape, dtype=torch.long, device=scores.device)
-        # One [U, chunk] comparison per ground-truth item keeps the temporaries at the chunk's size.
+        # One [U, chunk] comparison per ground-truth item keeps the temporaries at the chunk's size. Summing
+        # the comparison as bytes is several times faster than summing bools on CPU.
+        above = torch.empty(scores.shape, dtype=torch.bool, device=scores.device)
         for t in range(self.targets.shape[1]):
-            self.higher[:, t] += (scores > self.target_score[:, t : t + 1]).sum(dim=1)
+            torch.gt(scores, self.target_score[:, t : t + 1], out=above)
+            self.higher[:, t] += above.view(torch.uint8).sum(dim=1, dtype=torch.int32)
 
     # ----------------------------------------------------------------- results
 
