@@ -81,7 +81,7 @@ class ChunkScorer(Scorer, Protocol):
         ...
 
 
-def _score_into(scorer: Scorer, batch: MetaBatch, steps: int | None, ranking: ChunkedRanking) -> None:
+def score_into(scorer: Scorer, batch: MetaBatch, steps: int | None, ranking: ChunkedRanking) -> None:
     """Streams ``scorer``'s scores of ``batch`` into ``ranking``, as float32 (as the full path always did)."""
 
     def as_float(score_range: ScoreRange) -> None:
@@ -128,7 +128,7 @@ def evaluate_cold_start(
                 exclude=torch.from_numpy(support[sl]),
                 item_chunk=item_chunk,
             )
-            _score_into(scorer, batch, steps, ranking)
+            score_into(scorer, batch, steps, ranking)
             for name, v in ranking.result().items():
                 parts.setdefault(name, []).append(v.cpu().numpy())
         results[k] = {name: np.concatenate(v) for name, v in parts.items()}

@@ -4,8 +4,9 @@ items before it are the history; the model reads the most recent ``window`` of t
 Full ranking, no sampled negatives. With ``mask_seen`` (the default, as in the S3-Rec and ICLRec code: they
 set the scores of every item of the user's earlier history to 0 before taking the top k) the history's items
 are removed from the ranking; a target that repeats a history item then counts as a miss, as it does there.
-HR@k and NDCG@k are the one-relevant-item cases of ``ranking_metrics``' Recall@k and NDCG@k (top-k based,
-so tied scores are not resolved in the target's favour); MRR uses the target's rank.
+HR@k and NDCG@k are the one-relevant-item cases of ``ranking_metrics``' Recall@k and NDCG@k (a target tied
+with other items ranks after them: ties never count as a hit); MRR uses the target's rank. Items are scored
+``eval.item_chunk`` at a time, as in the cold-start evaluation (bounded memory, same metrics).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from metarec_dist.eval.cold_start import PerUser, Scorer
-from metarec_dist.metrics.ranking import PAD, ranking_metrics
+from metarec_dist.eval.cold_start import PerUser, Scorer, score_into
+from metarec_dist.metrics.ranking import DEFAULT_ITEM_CHUNK, PAD, ChunkedRanking
 from metarec_dist.tasks.sampler import prefix_batch
 from metarec_dist.tasks.types import bos_id
 
@@ -57,6 +58,7 @@ def evaluate_loo(
     mask_seen: bool = True,
     batch_users: int = 256,
     device: torch.device | str = "cpu",
+    item_chunk: int = DEFAULT_ITEM_CHUNK,
 ) -> PerUser:
     """``{LOO: {"hr@k", "ndcg@k" for k in ks, "mrr"}}``, one value per sequence with a history. ``steps``:
     test-time adaptation steps on the input window (0 for ``sasrec``/``none``; None: the algorithm's)."""
@@ -66,12 +68,15 @@ def evaluate_loo(
     for lo in range(0, len(keep), batch_users):
         sl = slice(lo, lo + batch_users)
         batch = prefix_batch(inputs[sl], window, window, bos_id(num_items)).to(device)
-        scores = scorer.score(batch, steps).float().cpu()
         target = torch.from_numpy(targets[sl])
         exclude, repeat = None, torch.zeros(len(target), dtype=torch.bool)
         if mask_seen:  # the whole earlier history, not only the window the model reads
             exclude, repeat = seen_matrix([sequences[u][:-1] for u in keep[sl]], targets[sl])
-        m = ranking_metrics(scores, target[:, None], target, ks=ks, next_ks=ks[:1], exclude=exclude)
+        ranking = ChunkedRanking(
+            num_items, target[:, None], target, ks=ks, next_ks=ks[:1], exclude=exclude, item_chunk=item_chunk
+        )
+        score_into(scorer, batch, steps, ranking)
+        m = ranking.result()
         out = {**{f"hr@{k}": m[f"recall@{k}"] for k in ks}, **{f"ndcg@{k}": m[f"ndcg@{k}"] for k in ks}}
         out["mrr"] = m["mrr"]
         for name, v in out.items():

@@ -287,6 +287,7 @@ class LeaveOneOutProtocol(ColdStartProtocol):
             mask_seen=self.mask_seen,
             batch_users=self.eval_cfg.batch_users,
             device=device,
+            item_chunk=self.eval_cfg.item_chunk,
         )
 
     def evaluate(

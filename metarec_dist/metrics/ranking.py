@@ -12,12 +12,17 @@ Two kinds of ground truth:
 
 Items removed with :func:`mask_seen` (e.g. the support set) score ``-inf`` and never count as a hit.
 
-Ties: every metric is defined through ranks that count the items with a *strictly greater* score, i.e. ties
-are broken in the ground truth's favour (optimistic). For the set metrics a relevant item's rank is
-``1 + #items scoring higher + #relevant items tied with it that come earlier in the relevant list``, so tied
-relevant items take consecutive positions (which of them comes first changes no metric). This is one of the
-orders ``torch.topk`` may return, made deterministic, and it agrees with the next-item metrics (recall@k of a
-one-item relevant set equals hr@k). NaN scores are refused: a NaN has no rank.
+Ties, made deterministic (``torch.topk`` returns tied items in no specified order):
+
+* next-item metrics count the items with a *strictly greater* score: ties are broken in the target's
+  favour (``rank = 1 + #higher``), as they always were;
+* set metrics put a relevant item *after* every non-relevant item it ties with: ``rank = #items scoring at
+  least as high - #tied relevant items later in the relevant list``, so tied relevant items take the last
+  positions of their tie group (which of them comes first changes no metric). Ties never help: a model that
+  scores every item alike, or a popularity list whose unseen items all tie at 0, earns no set-metric hits
+  from the tie. This is one of the orders ``torch.topk`` may return.
+
+NaN scores are refused: a NaN has no rank.
 
 Because only counts are needed, the metrics stream: :class:`ChunkedRanking` takes the scores as column
 chunks ``[U, hi - lo]`` and never holds ``[U, V]`` (a million-item catalogue at 256 users would be 1 GB).
@@ -193,7 +198,8 @@ class ChunkedRanking:
     [U, M]`` are item columns as in :func:`ranking_metrics`. :meth:`run` pulls the chunks from a
     ``score_range(lo, hi)``; :meth:`result` then gives exactly what :func:`ranking_metrics` gives on the
     whole matrix. Pass 1 reads the scores of the ``R + 1`` ground-truth items, pass 2 counts, per
-    ground-truth item, the items scoring strictly higher (the rank); with one chunk both use one read.
+    ground-truth item, the items ranked ahead of it (see the tie rules above); with one chunk both use one
+    read.
     """
 
     def __init__(
@@ -236,7 +242,7 @@ class ChunkedRanking:
             self.exclude_valid = _check_indices(exclude, self.num_users, num_items, pad, "exclude")
             self.exclude = exclude.long()
         self.target_score: Tensor | None = None  # [U, T], filled by pass 1
-        self.higher: Tensor | None = None  # [U, T]: items scoring strictly higher, filled by pass 2
+        self.higher: Tensor | None = None  # [U, T]: relevant: items scoring >=; next: >. Pass 2.
 
     # ----------------------------------------------------------------- streaming
 
@@ -294,10 +300,13 @@ class ChunkedRanking:
                 raise ValueError("target item has a non-finite score (was it removed by mask_seen?)")
             self.higher = torch.zeros(self.target_score.shape, dtype=torch.long, device=scores.device)
         # One [U, chunk] comparison per ground-truth item keeps the temporaries at the chunk's size. Summing
-        # the comparison as bytes is several times faster than summing bools on CPU.
+        # the comparison as bytes is several times faster than summing bools on CPU. Relevant items count
+        # the items scoring at least as high (ties go first), the next item only the strictly higher ones.
         above = torch.empty(scores.shape, dtype=torch.bool, device=scores.device)
+        num_relevant = self.rel_valid.shape[1]
         for t in range(self.targets.shape[1]):
-            torch.gt(scores, self.target_score[:, t : t + 1], out=above)
+            compare = torch.ge if t < num_relevant else torch.gt
+            compare(scores, self.target_score[:, t : t + 1], out=above)
             self.higher[:, t] += above.view(torch.uint8).sum(dim=1, dtype=torch.int32)
 
     # ----------------------------------------------------------------- results
@@ -316,10 +325,11 @@ class ChunkedRanking:
         higher, score = self._finished()
         r = self.rel_valid.shape[1]
         higher, score, ok = higher[:, :r], score[:, :r], self.rel_valid.cpu()
-        # Tied relevant items take consecutive positions, in relevant-list order.
+        # ``higher`` counts the items scoring >= (the item itself and its whole tie group); tied relevant
+        # items take the group's last positions, in relevant-list order.
         tied = (score[:, None, :] == score[:, :, None]) & ok[:, None, :]
-        before = torch.ones(r, r, dtype=torch.bool).tril(-1)
-        rank = 1 + higher + (tied & before).sum(dim=2)
+        after = torch.ones(r, r, dtype=torch.bool).triu(1)
+        rank = higher - (tied & after).sum(dim=2)
         # An excluded (-inf) item only reaches the top k when fewer than k items remain; it never scores.
         hit = ok & (score > float("-inf")) & (rank <= k)
         pos = torch.where(hit, rank - 1, torch.full_like(rank, k))

@@ -65,8 +65,9 @@ def test_chunked_equals_full_for_every_chunk_size(seed: int) -> None:
 
 
 def _reference(scores, rel, nxt, excl, ks, next_ks):
-    """Per-user Python loop over the documented rule: order by score (higher first), relevant items ahead of
-    tied non-relevant ones; excluded items score -inf and never hit."""
+    """Per-user Python loop over the documented rules: for the set metrics order by score (higher first),
+    relevant items after tied non-relevant ones; the next item's rank counts strictly higher scores only;
+    excluded items score -inf and never hit."""
     out: dict[str, list[float]] = {}
     for u in range(scores.shape[0]):
         s = scores[u].tolist()
@@ -74,7 +75,7 @@ def _reference(scores, rel, nxt, excl, ks, next_ks):
             if i != PAD:
                 s[i] = -math.inf
         relset = {i for i in rel[u].tolist() if i != PAD}
-        order = sorted(range(len(s)), key=lambda j: (-s[j], j not in relset, j))
+        order = sorted(range(len(s)), key=lambda j: (-s[j], j in relset, j))
         for k in ks:
             hits = [j in relset and s[j] > -math.inf for j in order[:k]]
             n = len(relset)

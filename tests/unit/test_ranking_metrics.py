@@ -238,13 +238,16 @@ def test_popularity_empty_and_bad_ids() -> None:
         popularity_scores([np.array([-1])], num_items=3)
 
 
-def test_set_metric_ties_favour_the_relevant_items_like_the_next_item_metrics() -> None:
-    # Item 2 ties with items 0 and 1 for the top: optimistic, it ranks 1 (as its mrr says), so recall@1 of
-    # the one-item relevant set equals hr@1. Tied relevant items 1 and 2 take positions 1 and 2.
+def test_ties_never_help_the_set_metrics_and_favour_the_next_item() -> None:
+    # Item 2 ties with items 0 and 1 at the top. Set metrics: a relevant item ranks after the non-relevant
+    # items it ties with (rank 3), so recall@1 = 0; the next-item rank counts only higher scores (rank 1).
     scores = torch.tensor([[0.5, 0.5, 0.5, 0.1]])
-    out = ranking_metrics(scores, torch.tensor([[2]]), torch.tensor([2]), ks=(1,), next_ks=(1,))
-    _approx(out["recall@1"], [1.0])
+    out = ranking_metrics(scores, torch.tensor([[2]]), torch.tensor([2]), ks=(1, 3), next_ks=(1,))
+    _approx(out["recall@1"], [0.0])
+    _approx(out["ndcg@3"], [1 / math.log2(4)])
     _approx(out["hr@1"], [1.0])
     _approx(out["mrr"], [1.0])
-    _approx(ndcg_at_k(scores, torch.tensor([[2, 1]]), 2), [1.0])
-    _approx(ndcg_at_k(scores, torch.tensor([[3, 1]]), 2), [1 / IDCG2])
+    # Tied relevant items 1 and 2 take the last two positions of the tie group, 2 and 3.
+    _approx(ndcg_at_k(scores, torch.tensor([[2, 1]]), 3), [(1 / math.log2(3) + 1 / math.log2(4)) / IDCG2])
+    # A model scoring every item alike earns nothing from the tie.
+    _approx(recall_at_k(torch.zeros(1, 50), torch.tensor([[3, 7]]), 10), [0.0])
