@@ -139,14 +139,18 @@ class ColdStartProtocol:
     support_max: int
     eval_cfg: EvalConfig
 
+    # What the two evaluated splits are, and what an empty one means: the subclass says its own.
+    split_hint = "training users are not cold-start"
+
+    def empty_split(self, split: str) -> str:
+        return "no users to evaluate in this split"
+
     def users(self, split: str) -> list[np.ndarray]:
         if split not in ("valid", "test"):
-            raise ValueError(
-                f"--split must be valid or test (training users are not cold-start), got {split!r}"
-            )
+            raise ValueError(f"--split must be valid or test ({self.split_hint}), got {split!r}")
         users = getattr(self.splits, split)
         if not users:
-            raise ValueError("no users to evaluate in this split")
+            raise ValueError(self.empty_split(split))
         return users
 
     def per_user(
@@ -257,16 +261,13 @@ class LeaveOneOutProtocol(ColdStartProtocol):
             raise ValueError(f"model.max_seq_len={max_seq_len}: leave-one-out needs BOS and one item")
         return cls(splits, (LOO,), max_seq_len - 1, eval_cfg, mask_seen)
 
-    def users(self, split: str) -> list[np.ndarray]:
-        if split not in ("valid", "test"):
-            raise ValueError(f"--split must be valid or test (the held-out targets), got {split!r}")
-        users = getattr(self.splits, split)
-        if not users:
-            raise ValueError(
-                f"no {split} sequences: was the model trained with data.protocol=loo, on users with at "
-                "least 3 interactions?"
-            )
-        return users
+    split_hint = "the held-out targets"
+
+    def empty_split(self, split: str) -> str:
+        return (
+            f"no {split} sequences: was the model trained with data.protocol=loo, on users with at "
+            "least 3 interactions?"
+        )
 
     def per_user(
         self,

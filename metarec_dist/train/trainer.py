@@ -213,19 +213,23 @@ class MetaTrainer:
             fast_params=self.model.head.size,
         )
 
+    @property
+    def validation_steps(self) -> int | None:
+        """The algorithm's own test-time adaptation (None: its trained steps; 0: it does not adapt)."""
+        return None if self.algorithm.adapts else 0
+
     def validate(self, shots: list[int] | None = None) -> dict[str, Any]:
         """Cold-start NDCG@10 / Recall@10 on validation users (every rank: ZeRO-3 scoring is a collective).
         With several ``shots`` it also returns the per-K rows as ``eval/cold_start_table``."""
         if self.cfg.data.protocol == "loo":
             return self.validate_loo()
         shots = shots or [min(3, self.cfg.tasks.support_max)]
-        steps = None if self.algorithm.adapts else 0
         protocol = ColdStartProtocol(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
         self.engine.eval()
         res = protocol.per_user(
             self.engine,
             self.data.valid[: self.cfg.train.eval_users],
-            steps,
+            self.validation_steps,
             ks=(10,),
             device=self.ctx.device,
         )
@@ -252,7 +256,7 @@ class MetaTrainer:
         res = protocol.per_user(
             self.engine,
             self.data.valid[: self.cfg.train.eval_users],
-            None if self.algorithm.adapts else 0,
+            self.validation_steps,
             ks=(10,),
             device=self.ctx.device,
         )[LOO]
