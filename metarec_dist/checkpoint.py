@@ -515,7 +515,7 @@ class Checkpointer:
 # ------------------------------------------------------------------------------------------ export
 
 # What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
-EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids")
+EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids", "features")
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_ALGORITHM = "algorithm.safetensors"  # parameters the algorithm owns (Meta-SGD's rates), if any
@@ -614,7 +614,7 @@ def _replace_export(tmp: Path, out_dir: Path) -> None:
 class Exported(NamedTuple):
     model: SeqRecommender  # in eval mode
     cfg: Config
-    meta: dict[str, Any]  # num_items, step, item_titles, item_raw_ids, config
+    meta: dict[str, Any]  # num_items, step, item_titles, item_raw_ids, features, config
     algorithm_state: dict[str, torch.Tensor]  # the algorithm's own parameters ({} for most algorithms)
 
 
@@ -625,6 +625,7 @@ def load_exported(folder: Path) -> Exported:
 
     from metarec_dist.config import Config, from_dict
     from metarec_dist.meta import build_algorithm
+    from metarec_dist.models.features import FeatureLayout
     from metarec_dist.models.recommender import SeqRecommender
 
     folder = Path(folder)
@@ -637,9 +638,11 @@ def load_exported(folder: Path) -> Exported:
         meta = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
         cfg = from_dict(Config, meta["config"])
         num_items = int(meta["num_items"])
+        layout = FeatureLayout.from_dict(meta.get("features"))  # the side information's vocabularies
     except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
         raise UserError(f"{folder / EXPORT_CONFIG} is damaged or not a metarec export: {exc!r}") from None
-    model = SeqRecommender(cfg.model, num_items)
+    # Built empty; load_state_dict fills the per-item feature buffers with the trained ones.
+    model = SeqRecommender(cfg.model, num_items, layout=layout)
     model.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
     algorithm = build_algorithm(cfg.meta, model.head.size)
     path = folder / EXPORT_ALGORITHM

@@ -40,9 +40,28 @@ class ModelConfig:
     loss: Literal["full", "sampled"] = "full"
     num_negatives: int = 256  # sampled softmax only
     init_std: float = 0.02
+    # Side information (used only when the data declares features; see models/features.py).
+    # Item representation = id embedding + content embedding of the item's features ("sum"), or a learned
+    # per-dimension gate between the two ("gated"); "off": ids only, the features are ignored.
+    item_content: Literal["sum", "gated", "off"] = "sum"
+    user_prefix: bool = True  # the user's features as one token before BOS (when users have features)
+    title_buckets: int = 4096  # titles: hashed bag of words, this many hash buckets
+    text_encoder: str | None = None  # titles through a frozen `transformers` encoder from this local folder
+    # Training only: the probability that an item is represented by its content alone in a meta-step (its id
+    # row dropped everywhere), so content-only items (new ones) look like what the model was trained on.
+    item_id_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive(self, "model", "hidden_size", "num_layers", "num_heads", "max_seq_len", "adapter_rank")
+        _positive(
+            self,
+            "model",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "max_seq_len",
+            "adapter_rank",
+            "title_buckets",
+        )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
@@ -55,6 +74,12 @@ class ModelConfig:
             raise ValueError(f"model.adapters: unknown {unknown}; choose from {list(ADAPTER_NAMES)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("model.dropout must be in [0, 1)")
+        if not 0.0 <= self.item_id_dropout < 1.0:
+            raise ValueError("model.item_id_dropout must be in [0, 1)")
+
+    def prefix_tokens(self, data: DataConfig) -> int:
+        """Positions before BOS: one for the user's features when there are any and they are used."""
+        return int(self.user_prefix and bool(data.user_features))
 
 
 @dataclass
@@ -223,10 +248,12 @@ class Config:
     def __post_init__(self) -> None:
         # Cross-section rules: the ones a single section cannot check.
         needed = self.tasks.support_max + self.tasks.query_size + 1  # +1 for the BOS position
-        if needed > self.model.max_seq_len:
+        prefix = self.model.prefix_tokens(self.data)
+        if needed + prefix > self.model.max_seq_len:
+            plus = " + 1 (the user-feature token)" if prefix else ""
             raise ValueError(
-                f"tasks.support_max + tasks.query_size + 1 = {needed} exceeds model.max_seq_len "
-                f"({self.model.max_seq_len}); raise model.max_seq_len or shorten the tasks"
+                f"tasks.support_max + tasks.query_size + 1{plus} = {needed + prefix} exceeds "
+                f"model.max_seq_len ({self.model.max_seq_len}); raise model.max_seq_len or shorten the tasks"
             )
         shards = self.runtime.num_workers * self.runtime.grad_accum
         if self.meta.meta_batch_size % shards:

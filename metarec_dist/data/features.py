@@ -66,6 +66,13 @@ class FeatureTables:
     def with_split_users(self, split_users: dict[str, np.ndarray]) -> FeatureTables:
         return dataclasses.replace(self, split_users=split_users)
 
+    def split_user_matrix(self, split: str) -> np.ndarray | None:
+        """``[N, F]`` user-feature ids (``user_matrix``) of the users of ``split`` in ``UserSplits`` order;
+        None without user features."""
+        if not id_features(self.user) or split not in self.split_users:
+            return None
+        return user_matrix(self.user)[self.split_users[split]]
+
     def stats(self) -> list[dict]:
         """One summary per feature, for ``metarec data stats``."""
         rows = []
@@ -96,3 +103,39 @@ def bucket_labels(boundaries: list[float]) -> list[str]:
         return ["all"]
     edges = [f"{b:g}" for b in boundaries]
     return [f"< {edges[0]}"] + [f"[{a}, {b})" for a, b in itertools.pairwise(edges)] + [f">= {edges[-1]}"]
+
+
+def id_features(features: dict[str, EncodedFeature]) -> list[EncodedFeature]:
+    """The features that are ids (every kind but ``title``), in declaration order."""
+    return [f for f in features.values() if f.kind != "title"]
+
+
+def feature_width(feature: EncodedFeature) -> int:
+    """Ids per row: 1 for token and float, the padded list length for token_seq."""
+    return feature.values.shape[1] if feature.values.ndim == 2 else 1
+
+
+def user_matrix(features: dict[str, EncodedFeature]) -> np.ndarray:
+    """``[U, F]`` int64: the id features side by side in declaration order (``feature_width`` columns
+    each), one row per user: what a batch carries for the model's user token."""
+    parts = [f.values.reshape(len(f.values), -1) for f in id_features(features)]
+    return np.concatenate(parts, axis=1).astype(np.int64)
+
+
+def encode_user(features: dict[str, EncodedFeature], stated: dict[str, str]) -> np.ndarray:
+    """One ``user_matrix`` row for a user described at request time (``{"age": "24", ...}``): each stated
+    value looked up in its vocabulary (unknown values -> the unknown id), features not stated -> unknown.
+    A name that is no id feature is a ``KeyError`` naming the declared ones."""
+    usable = {f.name: f for f in id_features(features)}
+    stray = [name for name in stated if name not in usable]
+    if stray:
+        raise KeyError(
+            f"unknown user feature {stray[0]!r}; the declared ones are: {', '.join(usable) or 'none'}"
+        )
+    row = []
+    for name, f in usable.items():
+        ids = f.lookup(stated.get(name))
+        width = feature_width(f)
+        ids = (list(ids) + [PAD] * width)[:width] if isinstance(ids, list) else [ids]
+        row.extend(ids)
+    return np.asarray(row, dtype=np.int64)

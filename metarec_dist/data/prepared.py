@@ -49,9 +49,14 @@ class PreparedData:
         splits = UserSplits(
             *(self.sequences(s) for s in SPLIT_NAMES), self.num_items, self.item_titles, self.item_raw_ids
         )
-        if self.features is not None:
-            splits.features = self.features.with_split_users({s: self.split_users(s) for s in SPLIT_NAMES})
+        splits.features = self.split_features()
         return splits
+
+    def split_features(self) -> FeatureTables | None:
+        """The feature tables with each split's user ids (numpy only: what a Ray worker receives)."""
+        if self.features is None:
+            return None
+        return self.features.with_split_users({s: self.split_users(s) for s in SPLIT_NAMES})
 
     def split_users(self, split: str) -> np.ndarray:
         """User ids (0..U-1) in that split."""

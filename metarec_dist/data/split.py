@@ -36,6 +36,11 @@ class UserSplits:
     # Side information: item rows by item id, user rows by user id (split_users maps list position -> id).
     features: FeatureTables | None = None
 
+    def user_features(self, split: str) -> np.ndarray | None:
+        """``[N, F]`` user-feature ids of ``split``'s users, row i for its i-th sequence (None without user
+        features): what batches carry for the model's user token."""
+        return None if self.features is None else self.features.split_user_matrix(split)
+
 
 def _count(n: int, frac: float) -> int:
     # At least one user whenever a fraction is asked for, so tiny data sets still get every split.

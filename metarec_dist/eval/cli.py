@@ -107,13 +107,14 @@ def _protocol(
     from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 
     cfg = loaded.cfg
-    if name == "cold_start" and shots[-1] + 1 > cfg.model.max_seq_len:
+    if name == "cold_start" and shots[-1] + 1 + cfg.model.prefix_tokens(cfg.data) > cfg.model.max_seq_len:
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
     prepared = load_prepared(cfg)
     check_same_data(loaded, prepared.num_items)
     if name == "loo":
         splits = prepared.user_splits()
-        return LeaveOneOutProtocol.build(splits, cfg.model.max_seq_len, cfg.eval, mask_seen), prepared.source
+        positions = cfg.model.max_seq_len - cfg.model.prefix_tokens(cfg.data)  # the user token takes one
+        return LeaveOneOutProtocol.build(splits, positions, cfg.eval, mask_seen), prepared.source
     return ColdStartProtocol(prepared.user_splits(), shots, cfg.tasks.support_max, cfg.eval), prepared.source
 
 

@@ -107,9 +107,11 @@ def evaluate_cold_start(
     batch_users: int = 256,
     device: torch.device | str = "cpu",
     item_chunk: int = DEFAULT_ITEM_CHUNK,
+    user_features: np.ndarray | None = None,
 ) -> PerUser:
     """Per shot count K, per metric, one value per evaluated user; items are ranked ``item_chunk`` at a time.
-    Under ZeRO-3 every rank must call this with the same users (scoring is a collective forward)."""
+    Under ZeRO-3 every rank must call this with the same users (scoring is a collective forward).
+    ``user_features``: ``[len(sequences), F]`` feature ids of each user (None without user features)."""
     results: PerUser = {}
     for k in shots:
         if k > support_max:
@@ -118,7 +120,9 @@ def evaluate_cold_start(
         parts: dict[str, list[np.ndarray]] = {}
         for lo in range(0, len(keep), batch_users):
             idx = keep[lo : lo + batch_users]
-            batch = prefix_batch([sequences[u] for u in idx], k, support_max, bos_id(num_items)).to(device)
+            feats = None if user_features is None else user_features[idx]
+            batch = prefix_batch([sequences[u] for u in idx], k, support_max, bos_id(num_items), feats)
+            batch = batch.to(device)
             sl = slice(lo, lo + len(idx))
             ranking = ChunkedRanking(
                 num_items,

@@ -59,6 +59,7 @@ def evaluate_loo(
     batch_users: int = 256,
     device: torch.device | str = "cpu",
     item_chunk: int = DEFAULT_ITEM_CHUNK,
+    user_features: np.ndarray | None = None,
 ) -> PerUser:
     """``{LOO: {"hr@k", "ndcg@k" for k in ks, "mrr"}}``, one value per sequence with a history. ``steps``:
     test-time adaptation steps on the input window (0 for ``sasrec``/``none``; None: the algorithm's)."""
@@ -67,7 +68,8 @@ def evaluate_loo(
     parts: dict[str, list[np.ndarray]] = {}
     for lo in range(0, len(keep), batch_users):
         sl = slice(lo, lo + batch_users)
-        batch = prefix_batch(inputs[sl], window, window, bos_id(num_items)).to(device)
+        feats = None if user_features is None else user_features[keep[sl]]
+        batch = prefix_batch(inputs[sl], window, window, bos_id(num_items), feats).to(device)
         target = torch.from_numpy(targets[sl])
         exclude, repeat = None, torch.zeros(len(target), dtype=torch.bool)
         if mask_seen:  # the whole earlier history, not only the window the model reads

@@ -160,9 +160,11 @@ class ColdStartProtocol:
         steps: int | None = 0,
         ks: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
+        user_features: np.ndarray | None = None,
     ) -> PerUser:
         """Full-ranking cold-start metrics per user: adapt ``steps`` on the first K items, rank all items but
-        the support, score against the next ``eval.num_relevant`` interactions."""
+        the support, score against the next ``eval.num_relevant`` interactions. ``user_features``: the
+        users' feature ids, row i for ``sequences[i]`` (``UserSplits.user_features``)."""
         return evaluate_cold_start(
             scorer,
             self.splits.num_items,
@@ -175,6 +177,7 @@ class ColdStartProtocol:
             batch_users=self.eval_cfg.batch_users,
             device=device,
             item_chunk=self.eval_cfg.item_chunk,
+            user_features=user_features,
         )
 
     def choose_adaptation(
@@ -200,7 +203,12 @@ class ColdStartProtocol:
         best: Adaptation | None = None
         for steps, lr in sorted(grid):
             try:
-                res = self.per_user(self.scorer(loaded, lr), self.splits.valid, steps)
+                res = self.per_user(
+                    self.scorer(loaded, lr),
+                    self.splits.valid,
+                    steps,
+                    user_features=self.splits.user_features("valid"),
+                )
             except Diverged:  # too large an inner lr for this many steps: not a candidate
                 continue
             score = float(np.mean([res[k][CRITERION].mean() for k in self.shots]))
@@ -231,7 +239,12 @@ class ColdStartProtocol:
         adaptation = self.choose_adaptation(loaded, finetune, fixed)
         return MethodResult(
             name or method_name(loaded.algorithm, finetune),
-            self.per_user(self.scorer(loaded, adaptation.inner_lr), users, adaptation.steps),
+            self.per_user(
+                self.scorer(loaded, adaptation.inner_lr),
+                users,
+                adaptation.steps,
+                user_features=self.splits.user_features(split),
+            ),
             {"algorithm": loaded.algorithm, "adaptation": adaptation.as_dict()},
         )
 
@@ -276,6 +289,7 @@ class LeaveOneOutProtocol(ColdStartProtocol):
         steps: int | None = 0,
         ks: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
+        user_features: np.ndarray | None = None,
     ) -> PerUser:
         """HR@k / NDCG@k / MRR of each sequence's last item, ranked over all items (history masked or not)."""
         return evaluate_loo(
@@ -289,6 +303,7 @@ class LeaveOneOutProtocol(ColdStartProtocol):
             batch_users=self.eval_cfg.batch_users,
             device=device,
             item_chunk=self.eval_cfg.item_chunk,
+            user_features=user_features,
         )
 
     def evaluate(

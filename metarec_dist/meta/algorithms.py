@@ -54,7 +54,7 @@ class Features:
 
 
 def encode(model: SeqRecommender, batch: MetaBatch) -> Features:
-    h = model.encode(batch.item_ids, batch.attention_mask)
+    h = model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
     k, q = batch.support_len, batch.query_targets.shape[1]
     return Features(support=h[:, :k].detach(), query=h[:, k : k + q], context=h[:, : k + q])
 

@@ -73,7 +73,7 @@ class MetaLearner(nn.Module):
 
     def _scores(self, batch: MetaBatch, steps: int | None, sink: ScoreSink | None) -> torch.Tensor:
         k = batch.support_len
-        h = self.model.encode(batch.item_ids, batch.attention_mask)
+        h = self.model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
         w, _ = self.algorithm.adapt(self.model, h[:, :k], batch.support_targets, steps=steps)
         if sink is None:
             return self.model.score_all(h[:, k], w)

@@ -57,7 +57,7 @@ def loop_meta_loss(
     k, q = batch.support_len, batch.query_targets.shape[1]
     for t in range(batch.num_tasks):
         one = batch.slice(t, t + 1)
-        h = model.encode(one.item_ids, one.attention_mask)
+        h = model.encode(one.item_ids, one.attention_mask, one.user_features)
         h_s, h_q = h[:, :k].detach(), h[:, k : k + q]
         if algorithm in ("none", "sasrec"):
             w = model.fast_init[None]

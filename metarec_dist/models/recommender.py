@@ -4,18 +4,26 @@ Read top to bottom: ``encode`` runs the backbone once over ``[BOS, support..., q
 scores hidden states with per-task fast weights ``w [T, P]``; ``score_all`` ranks every item for
 evaluation. Scores are tied to the item-embedding table (the output layer is the input table), which halves
 the parameters tied to the catalogue and is the standard choice for SASRec-style models.
+
+With side information (``layout``, see ``models/features.py``) an item's vector is its id embedding plus
+its content embedding, in the input tokens and in the score table alike, and the user's features are one
+more token before BOS. Without it the model is exactly the id-only one (same parameters, same numbers).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
 from metarec_dist.config import ModelConfig
+from metarec_dist.data.features import FeatureTables
 from metarec_dist.models.adapters import FastHead
 from metarec_dist.models.backbone import build_backbone, run_backbone
+from metarec_dist.models.features import FeatureLayout, ItemContent, UserToken, plan_features
 from metarec_dist.models.losses import full_softmax_loss, full_softmax_loss_and_grad, sampled_softmax_loss
 from metarec_dist.tasks.types import bos_id
 
@@ -30,7 +38,11 @@ class UserState(NamedTuple):
 
 
 class SeqRecommender(nn.Module):
-    def __init__(self, cfg: ModelConfig, num_items: int, seed: int = 0) -> None:
+    def __init__(
+        self, cfg: ModelConfig, num_items: int, seed: int = 0, layout: FeatureLayout | None = None
+    ) -> None:
+        """``layout``: the side information the model reads (None: ids only). Its per-item buffers start
+        empty: ``set_item_features`` fills them from the data, ``load_state_dict`` from a checkpoint."""
         super().__init__()
         if num_items < 1:
             raise ValueError("the dataset has no items")
@@ -46,18 +58,101 @@ class SeqRecommender(nn.Module):
         # The meta-learned initialisation of the fast weights (learn2learn would call it the "model" that
         # `adapt` clones). One flat vector; every task starts from it.
         self.fast_init = nn.Parameter(self.head.init(generator))
+        # Built after everything above, so that without features every parameter starts as before.
+        self.layout = layout
+        self.content = self.user_token = None
+        if layout is not None and layout.item:
+            self.content = ItemContent(
+                layout.item, num_items, cfg.hidden_size, cfg.item_content, cfg.init_std
+            )
+        if layout is not None and layout.user:
+            self.user_token = UserToken(layout.user, cfg.hidden_size, cfg.init_std)
+        self._id_keep: torch.Tensor | None = None  # this forward's item-id dropout mask (training only)
+
+    @classmethod
+    def for_data(
+        cls,
+        cfg: ModelConfig,
+        num_items: int,
+        features: FeatureTables | None,
+        train_sequences: list[np.ndarray],
+        seed: int = 0,
+        cache_dir: Path | None = None,
+    ) -> SeqRecommender:
+        """The model for a data set: its declared features (titles through ``model.text_encoder`` when
+        set, cached under ``cache_dir``), and the items of ``train_sequences`` as the ones with a trained id
+        row."""
+        text = None
+        if cfg.text_encoder and features is not None and cfg.item_content != "off":
+            from metarec_dist.models.text_encoder import encode_titles
+
+            text = encode_titles(cfg.text_encoder, features, cache_dir)
+        layout, arrays = plan_features(cfg, features, text)
+        model = cls(cfg, num_items, seed, layout)
+        if model.content is not None:
+            trained = np.zeros(num_items + 1, dtype=bool)
+            if train_sequences:
+                trained[np.concatenate(train_sequences)] = True
+            trained[0] = True  # the padding row is zero anyway
+            model.content.set_items(arrays, trained)
+        return model
 
     def external_parameters(self) -> list[nn.Parameter]:
-        """Parameters read outside their owning module's ``forward`` (the tied score table and the fast-weight
-        init). ZeRO-3 must be told about them (``register_external_parameter``) or it sees empty tensors."""
-        return [self.item_emb.weight, self.fast_init]
+        """Parameters read outside their owning module's ``forward`` (the tied score table, with the item
+        content it is built from, and the fast-weight init). ZeRO-3 must be told about them
+        (``register_external_parameter``) or it sees empty tensors."""
+        extra = [m for m in (self.content, self.user_token) if m is not None]
+        return [self.item_emb.weight, *(p for m in extra for p in m.parameters()), self.fast_init]
+
+    def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
+        """Item vectors ``[..., d]`` of item ids (0 padding, V + 1 BOS): the id embedding, plus the
+        content embedding when the model has item features."""
+        vectors = self.item_emb(ids)
+        return vectors if self.content is None else self.content(vectors, ids, self._id_keep)
+
+    def item_rows(self, lo: int, hi: int) -> torch.Tensor:
+        """``[hi - lo, d]``: vectors of score columns ``lo..hi-1`` (items ``lo + 1..hi``)."""
+        if self.content is None:
+            return self.item_emb.weight[1 + lo : 1 + hi]
+        return self.embed_items(torch.arange(lo + 1, hi + 1, device=self.item_emb.weight.device))
 
     def item_table(self) -> torch.Tensor:
-        """``[V, d]``: embeddings of items 1..V, i.e. column j of the scores is item j + 1."""
-        return self.item_emb.weight[1 : self.num_items + 1]
+        """``[V, d]``: vectors of items 1..V, i.e. column j of the scores is item j + 1."""
+        return self.item_rows(0, self.num_items)
 
-    def encode(self, item_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return run_backbone(self.backbone, self.item_emb(item_ids), attention_mask)
+    def encode(
+        self,
+        item_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        user_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states ``[T, L, d]`` of the batch layout (``tasks/types.py``). With user features the
+        backbone reads one more token first, the user's (unknown features when ``user_features`` is None);
+        its output position is dropped, so the layout of the result does not change."""
+        self._id_keep = self._draw_id_keep()
+        embeds = self.embed_items(item_ids)
+        if self.user_token is None:
+            return run_backbone(self.backbone, embeds, attention_mask)
+        n = item_ids.shape[0]
+        if user_features is None:
+            user_features = self.user_token.unknown(n, item_ids.device)
+        user = self.user_token(user_features.to(item_ids.device))[:, None, :].to(embeds.dtype)
+        # Before the left padding: the padding is masked out, so the user token is next to BOS for
+        # attention, and the positions (counted over unmasked tokens) are 0 for it and 1 for BOS.
+        embeds = torch.cat([user, embeds], dim=1)
+        mask = torch.cat([attention_mask.new_ones(n, 1), attention_mask], dim=1)
+        return run_backbone(self.backbone, embeds, mask)[:, 1:]
+
+    def _draw_id_keep(self) -> torch.Tensor | None:
+        """One item-id dropout mask per forward (``encode`` starts every forward), so that the inputs, the
+        inner loop and the outer loss of a meta-step see the same items as content-only."""
+        p = self.cfg.item_id_dropout
+        if self.content is None or not self.training or p <= 0:
+            return None
+        weight = self.item_emb.weight
+        keep = (torch.rand(self.num_items + 2, device=weight.device) >= p).to(weight.dtype)
+        keep[0] = keep[-1] = 1  # padding and BOS are never dropped
+        return keep
 
     def task_loss(
         self,
@@ -105,5 +200,5 @@ class SeqRecommender(nn.Module):
     def score_range(self, state: UserState, lo: int, hi: int) -> torch.Tensor:
         """Scores ``[T, hi - lo]`` of item columns ``lo..hi-1``: one chunk of ``score_all``, reading only
         that slice of the item table, so a million-item catalogue is ranked in bounded memory."""
-        scores = state.hidden @ self.item_table()[lo:hi].T
+        scores = state.hidden @ self.item_rows(lo, hi).T
         return scores if state.bias is None else scores + state.bias[:, lo:hi]

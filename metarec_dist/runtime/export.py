@@ -28,8 +28,13 @@ def consolidated_state_dict(engine_dir: Path) -> dict[str, torch.Tensor]:
 
         with weights_only_loads():
             state = get_fp32_state_dict_from_zero_checkpoint(str(engine_dir), tag=TAG)
-        return {k: v.float() for k, v in state.items()}
+        return _float(state)
     model_file = folder / "mp_rank_00_model_states.pt"
     if not model_file.is_file():
         raise ValueError(f"{engine_dir}: no model weights found (expected {model_file.name} or ZeRO shards)")
-    return {k: v.float() for k, v in safe_torch_load(model_file, map_location="cpu")["module"].items()}
+    return _float(safe_torch_load(model_file, map_location="cpu")["module"])
+
+
+def _float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating-point tensors in fp32; integer buffers (the per-item feature ids) as they are."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

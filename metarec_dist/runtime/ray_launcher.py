@@ -145,7 +145,8 @@ def build_trainer(
     resume_from: Path | None = None,
 ):
     """``catalogue``: ``num_items`` and, when the data has them, ``item_titles`` and ``item_raw_ids``, so
-    checkpoints of a Ray run carry them like a local run's (``metarec recommend`` speaks raw ids)."""
+    checkpoints of a Ray run carry them like a local run's (``metarec recommend`` speaks raw ids), and
+    ``features`` (the side-information tables, numpy only) for the model."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -234,6 +235,7 @@ def _train_on_ray(cfg: Config, verbose: bool) -> dict[str, Any]:
         "num_items": num_items,
         "item_titles": prepared.item_titles,
         "item_raw_ids": prepared.item_raw_ids,
+        "features": prepared.split_features(),  # numpy tables; UserSplits(**catalogue) takes them
     }
     trainer = build_trainer(cfg, datasets, catalogue, progress=actor, resume_from=resume_from)
     bar = ProgressBar(cfg.train.meta_steps)

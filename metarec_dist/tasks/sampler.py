@@ -75,9 +75,15 @@ class TaskSampler:
         num_items: int,
         seed: int = 0,
         num_negatives: int = 0,
+        user_features: np.ndarray | None = None,
     ) -> None:
+        """``user_features``: ``[len(sequences), F]`` ids of each user's features (row i for sequence i),
+        carried by every task of that user; None without user features."""
         self.cfg, self.num_items, self.num_negatives = cfg, num_items, num_negatives
         self.store = SequenceStore(sequences)
+        if user_features is not None and len(user_features) != len(sequences):
+            raise ValueError(f"{len(user_features)} user-feature rows for {len(sequences)} users")
+        self.user_features = user_features
         # Every user with a support and at least one query item gives tasks: on e-commerce logs (median
         # 5-6 interactions) requiring a whole query window would leave about half of the users unseen.
         min_len = cfg.support_min + 1
@@ -110,6 +116,8 @@ class TaskSampler:
         )
         arrays["task_ids"] = np.arange(self.num_sampled, self.num_sampled + n)
         arrays["users"] = users
+        if self.user_features is not None:
+            arrays["user_features"] = self.user_features[users]
         if self.num_negatives:
             arrays["negatives"] = rng.integers(1, self.num_items + 1, size=self.num_negatives)
         self.num_sampled += n
@@ -125,6 +133,7 @@ class TaskSampler:
             query_targets=torch.from_numpy(a["query_targets"]),
             task_ids=torch.from_numpy(a["task_ids"]),
             negatives=None if neg is None else torch.from_numpy(neg),
+            user_features=_tensor(a.get("user_features")),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -135,9 +144,20 @@ class TaskSampler:
         self.num_sampled = int(state["num_sampled"])
 
 
-def prefix_batch(sequences: list[np.ndarray], shots: int, support_max: int, bos_id: int) -> MetaBatch:
+def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+
+
+def prefix_batch(
+    sequences: list[np.ndarray],
+    shots: int,
+    support_max: int,
+    bos_id: int,
+    user_features: np.ndarray | None = None,
+) -> MetaBatch:
     """Evaluation layout: support = each user's first ``shots`` items, no query items (Q = 0).
-    The hidden state at position ``support_max`` then scores the user's next item."""
+    The hidden state at position ``support_max`` then scores the user's next item. ``user_features``:
+    ``[len(sequences), F]`` feature ids of each user, or None."""
     store = SequenceStore(sequences)
     n = len(sequences)
     k = np.minimum(store.lengths, shots)
@@ -148,4 +168,5 @@ def prefix_batch(sequences: list[np.ndarray], shots: int, support_max: int, bos_
         support_targets=torch.from_numpy(a["support_targets"]),
         query_targets=torch.from_numpy(a["query_targets"]),
         task_ids=torch.arange(n),
+        user_features=_tensor(user_features),
     )

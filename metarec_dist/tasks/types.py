@@ -31,6 +31,9 @@ class MetaBatch:
     query_targets: torch.Tensor  # [T, Q] item ids, 0 = no target
     task_ids: torch.Tensor  # [T] long, position in the global task stream
     negatives: torch.Tensor | None = None  # [S] shared negatives for sampled softmax
+    # [T, F] the user's feature ids (data.features.user_matrix rows), for the model's user token; None
+    # without user features.
+    user_features: torch.Tensor | None = None
 
     @property
     def num_tasks(self) -> int:

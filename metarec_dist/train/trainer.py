@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from metarec_dist.checkpoint import Checkpointer
@@ -97,10 +98,14 @@ class MetaTrainer:
         self.cfg, self.ctx, self.data = cfg, ctx, data
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)
-        self.model = SeqRecommender(cfg.model, data.num_items, seed=cfg.train.seed)
+        self.model = SeqRecommender.for_data(
+            cfg.model, data.num_items, data.features, data.train, seed=cfg.train.seed
+        )
         self.algorithm = build_algorithm(cfg.meta, self.model.head.size)
         negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
-        self.sampler = TaskSampler(data.train, cfg.tasks, data.num_items, cfg.train.seed, negatives)
+        self.sampler = TaskSampler(
+            data.train, cfg.tasks, data.num_items, cfg.train.seed, negatives, data.user_features("train")
+        )
         self.per_rank = cfg.meta.meta_batch_size // ctx.world_size
         self.micro = self.per_rank // cfg.runtime.grad_accum
         self.engine = ctx.build_engine(
@@ -213,6 +218,11 @@ class MetaTrainer:
             fast_params=self.model.head.size,
         )
 
+    def valid_user_features(self) -> np.ndarray | None:
+        """Feature ids of the validation users the periodic validation reads (None without features)."""
+        feats = self.data.user_features("valid")
+        return None if feats is None else feats[: self.cfg.train.eval_users]
+
     @property
     def validation_steps(self) -> int | None:
         """The algorithm's own test-time adaptation (None: its trained steps; 0: it does not adapt)."""
@@ -232,6 +242,7 @@ class MetaTrainer:
             self.validation_steps,
             ks=(10,),
             device=self.ctx.device,
+            user_features=self.valid_user_features(),
         )
         self.engine.train()
         out: dict[str, Any] = {
@@ -251,7 +262,9 @@ class MetaTrainer:
     def validate_loo(self) -> dict[str, Any]:
         """Leave-one-out HR@10 / NDCG@10 of the validation targets (each user's second-last item), history
         masked; the algorithm's own test-time adaptation, as in the cold-start validation."""
-        protocol = LeaveOneOutProtocol.build(self.data, self.cfg.model.max_seq_len, self.cfg.eval)
+        protocol = LeaveOneOutProtocol.build(
+            self.data, self.cfg.model.max_seq_len - self.cfg.model.prefix_tokens(self.cfg.data), self.cfg.eval
+        )
         self.engine.eval()
         res = protocol.per_user(
             self.engine,
@@ -259,6 +272,7 @@ class MetaTrainer:
             self.validation_steps,
             ks=(10,),
             device=self.ctx.device,
+            user_features=self.valid_user_features(),
         )[LOO]
         self.engine.train()
         return {f"val/loo_{m}": float(res[m].mean()) for m in ("ndcg@10", "hr@10") if len(res[m])}
@@ -272,4 +286,6 @@ class MetaTrainer:
             "num_items": self.data.num_items,
             "item_titles": self.data.item_titles,
             "item_raw_ids": self.data.item_raw_ids,  # `metarec recommend` maps raw ids without the data
+            # The side information the model reads (vocabularies, shapes): exports rebuild the model from it.
+            "features": None if self.model.layout is None else self.model.layout.to_dict(),
         }
