@@ -73,6 +73,11 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
         "--items", required=True, help="the user's history, raw item ids oldest first: 12,55,301"
     )
     parser.add_argument("--k", type=int, default=10, help="how many items to recommend")
+    parser.add_argument(
+        "--user",
+        help="the user's own features, for a model trained with data.user_features: "
+        "age=24,gender=M,occupation=technician (values outside the vocabulary read as unknown)",
+    )
     _add_adaptation_args(parser)
 
 
@@ -178,10 +183,17 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
 def recommend_main(args: argparse.Namespace) -> int:
     from metarec_dist.eval.loading import load_model
-    from metarec_dist.eval.recommend import load_catalogue, parse_items, recommend
+    from metarec_dist.eval.recommend import (
+        encode_user_features,
+        load_catalogue,
+        parse_items,
+        parse_user,
+        recommend,
+    )
     from metarec_dist.meta import ALGORITHMS
 
     raw = parse_items(args.items)  # before loading anything: a typo fails in milliseconds
+    stated = parse_user(args.user) if args.user is not None else None
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     loaded = load_model(args.checkpoint)
@@ -190,8 +202,9 @@ def recommend_main(args: argparse.Namespace) -> int:
     if fixed is None:  # the trained inner loop; none/sasrec only adapt when asked to (--finetune)
         adapts = ALGORITHMS[cfg.meta.algorithm].adapts or args.finetune
         fixed = (cfg.meta.adaptation_steps if adapts else 0, cfg.meta.inner_lr)
+    user = None if stated is None else encode_user_features(loaded, stated)
     catalogue = load_catalogue(loaded)
-    recs = recommend(loaded, catalogue, raw, args.k, *fixed)
+    recs = recommend(loaded, catalogue, raw, args.k, *fixed, user_features=user)
     if catalogue.titles:
         history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
         print("history: " + "; ".join(history))

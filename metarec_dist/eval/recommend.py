@@ -8,10 +8,13 @@ trained with (``PreparedData.item_raw_ids``); without either, they are read as m
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from metarec_dist.data.features import UNKNOWN, encode_user
 from metarec_dist.eval.loading import LoadedModel, check_same_data, load_prepared
 from metarec_dist.eval.protocol import AdaptingScorer
 from metarec_dist.metrics.ranking import mask_seen
@@ -45,6 +48,48 @@ def parse_items(text: str) -> list[str]:
     return parts
 
 
+def parse_user(text: str) -> dict[str, str]:
+    """``"age=24,gender=M"`` -> ``{"age": "24", "gender": "M"}``; a malformed or repeated entry is an
+    error."""
+    stated: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise ValueError(
+                f"--user {text!r}: expected comma-separated name=value pairs, e.g. --user age=24,gender=M"
+            )
+        if name in stated:
+            raise ValueError(f"--user {text!r}: feature {name!r} is given twice")
+        stated[name] = value
+    return stated
+
+
+def encode_user_features(loaded: LoadedModel, stated: dict[str, str]) -> np.ndarray:
+    """The ``[1, F]`` feature ids of a user described by ``--user``, from the vocabularies the model was
+    trained with. A name the model does not read is an error naming those it does; a value outside the
+    vocabulary is read as unknown, with a note on stderr."""
+    layout = loaded.model.layout
+    features = layout.user_features() if layout is not None else {}
+    if not features:
+        raise ValueError(
+            "--user: this model reads no user features (trained without data.user_features, or with "
+            "model.user_prefix=false)"
+        )
+    try:
+        row = encode_user(features, stated)
+    except KeyError as exc:
+        raise ValueError(f"--user: {exc.args[0]}") from None
+    for name, value in stated.items():
+        ids = features[name].lookup(value)
+        if value and UNKNOWN in (ids if isinstance(ids, list) else [ids]):
+            print(
+                f"note: --user {name}={value}: not in the training vocabulary, read as unknown",
+                file=sys.stderr,
+            )
+    return row[None, :]
+
+
 def load_catalogue(loaded: LoadedModel) -> Catalogue:
     num_items = int(loaded.meta["num_items"])
     titles = {int(k): v for k, v in (loaded.meta.get("item_titles") or {}).items()}
@@ -71,10 +116,17 @@ class Recommendation:
 
 @torch.no_grad()
 def recommend(
-    loaded: LoadedModel, catalogue: Catalogue, raw_items: list[str], k: int, steps: int, inner_lr: float
+    loaded: LoadedModel,
+    catalogue: Catalogue,
+    raw_items: list[str],
+    k: int,
+    steps: int,
+    inner_lr: float,
+    user_features: np.ndarray | None = None,
 ) -> list[Recommendation]:
     """Top ``k`` items after adapting ``steps`` inner steps on the history (its most recent
-    ``tasks.support_max`` items: the longest support the model was built for)."""
+    ``tasks.support_max`` items: the longest support the model was built for). ``user_features``: the
+    ``[1, F]`` ids of the user's features (``encode_user_features``); None: an unknown user."""
     history = catalogue.to_model_ids(raw_items)
     num_items = int(loaded.meta["num_items"])
     left = num_items - len(set(history))
@@ -87,7 +139,7 @@ def recommend(
         raise ValueError(f"--k must be between 1 and {left} (the items not in the history), got {k}")
     support_max = loaded.cfg.tasks.support_max
     recent = torch.tensor(history[-support_max:], dtype=torch.long).numpy()
-    batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id)
+    batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id, user_features)
     scorer = AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
     scores = scorer.score(batch, steps)
     scores = mask_seen(scores.float(), torch.tensor([[i - 1 for i in history]]))  # never re-recommend
