@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ from metarec_dist.data import prepare_data
 from metarec_dist.runtime.context import LocalContext
 from metarec_dist.runtime.ray_launcher import train_on_ray
 from metarec_dist.train.trainer import MetaTrainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from feature_data import feature_config  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +49,17 @@ ATOL = 1e-5
 
 def _cfg(tmp_path, *extra):
     return load_config("configs/tiny.yaml", [*BASE, f"runtime.storage_path={tmp_path}", *extra])
+
+
+def _feature_cfg(tmp_path, *extra):
+    """The same run on the side-information data set (tests/feature_data.py): user token, gated item
+    content with genres, year buckets and hashed titles."""
+    base = [o for o in BASE if not o.startswith("data.")]
+    return feature_config(
+        tmp_path,
+        [*base, f"runtime.storage_path={tmp_path}", "model.item_content=gated", *extra],
+        base="configs/tiny.yaml",
+    )
 
 
 def _single_process(cfg) -> dict[str, torch.Tensor]:
@@ -103,6 +118,26 @@ def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
     # Ray's copy into storage is private like a local checkpoint (issue 12): 0600 files
     modes = {rel: oct((Path(out["checkpoint"]) / rel).stat().st_mode & 0o777) for rel in files}
     assert set(modes.values()) == {"0o600"}, modes
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_with_features_matches_single_process(ray_cluster, tmp_path, stage):
+    """Side information on 2 gloo ranks under ZeRO-2/3: the content embeddings and the gate are read through
+    the tied score table (external parameters), the user token before BOS; the feature tables reach the
+    Ray workers; the export holds the same weights and feature-id buffers as a single process."""
+    args = [
+        "runtime.backend=ray",
+        "runtime.num_workers=2",
+        f"runtime.zero_stage={stage}",
+        "train.meta_steps=3",
+    ]
+    out = train_on_ray(_feature_cfg(tmp_path, *args, f"runtime.run_name=zero{stage}-features"))
+    assert out["step"] == 3
+    distributed = _exported(out["checkpoint"], tmp_path)
+    assert any(k.startswith("content.") for k in distributed) and any(
+        k.startswith("user_token.") for k in distributed
+    )
+    _assert_same(distributed, _single_process(_feature_cfg(tmp_path, "train.meta_steps=3")))
 
 
 def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):
@@ -178,16 +213,22 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_cluster, tmp_path):
     assert out["resumed_from"] is not None and out["resumed_from"] >= 5 and out["resumed_from"] % 5 == 0
 
 
-def test_export_scores_equal_engine_scores(tmp_path):
-    """ZeRO-3 engine (one process) vs the exported plain model: same item scores."""
+@pytest.mark.parametrize("features", [False, True])
+def test_export_scores_equal_engine_scores(tmp_path, features):
+    """ZeRO-3 engine (one process) vs the exported plain model: same item scores (with side information:
+    the score table built from the content, read in chunks, and the user token)."""
     from metarec_dist.tasks.sampler import prefix_batch
 
-    cfg = _cfg(tmp_path, "runtime.deepspeed=true", "runtime.zero_stage=3", "train.meta_steps=2")
+    make = _feature_cfg if features else _cfg
+    cfg = make(tmp_path, "runtime.deepspeed=true", "runtime.zero_stage=3", "train.meta_steps=2")
     data = prepare_data(cfg.data).user_splits()
     run = tmp_path / "run"
     trainer = MetaTrainer(cfg, LocalContext(run), data)
     out = trainer.fit()
-    batch = prefix_batch(data.valid[:8], 3, cfg.tasks.support_max, trainer.model.bos_id)
+    feats = data.user_features("valid")
+    batch = prefix_batch(
+        data.valid[:8], 3, cfg.tasks.support_max, trainer.model.bos_id, None if feats is None else feats[:8]
+    )
     trainer.engine.eval()
     with torch.no_grad():
         engine_scores = trainer.engine.score(batch, None)

@@ -271,3 +271,38 @@ def test_titles_through_a_frozen_text_encoder_are_encoded_once_and_cached(feat, 
     cfg.model.text_encoder = str(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="model.text_encoder .*nowhere"):
         SeqRecommender.for_data(cfg.model, data.num_items, data.features, data.train, cache_dir=cache)
+
+
+class _Recording:
+    """A scorer that records the user-feature ids each batch carries (scores: item id, for every user)."""
+
+    def __init__(self, num_items: int) -> None:
+        self.num_items, self.seen = num_items, []
+
+    def score(self, batch, steps=None):
+        self.seen.append(batch.user_features.clone())
+        return torch.arange(self.num_items, dtype=torch.float).expand(batch.num_tasks, -1)
+
+
+def test_evaluation_batches_carry_the_evaluated_users_features(feat):
+    from metarec_dist.eval.protocol import ColdStartProtocol
+
+    cfg, data = feat
+    cfg.eval.batch_users = 3
+    protocol = ColdStartProtocol(data, [1, 3], 5, cfg.eval)
+    scorer = _Recording(data.num_items)
+    feats = data.user_features("test")
+    protocol.per_user(scorer, data.test, user_features=feats)
+    # every user is kept (10+ items each): per shot count, the batches hold the users in order
+    per_shot = torch.cat(scorer.seen).reshape(2, len(data.test), -1)
+    for rows in per_shot:
+        assert torch.equal(rows, torch.from_numpy(feats))
+
+
+def test_leave_one_out_with_the_user_token_fits_the_positions(feat, tmp_path):
+    cfg, _ = feat
+    cfg.data.protocol = "loo"
+    data = prepare_data(cfg.data).user_splits()
+    # the window is max_seq_len - 2 items: one position for BOS, one for the user token
+    out = MetaTrainer(cfg, LocalContext(None), data).fit()
+    assert 0 <= out["val/loo_ndcg@10"] <= 1
