@@ -208,6 +208,8 @@ def recommend_main(args: argparse.Namespace) -> int:
     if catalogue.titles:
         history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
         print("history: " + "; ".join(history))
+    if stated:
+        print("user: " + ", ".join(f"{name}={value}" for name, value in stated.items()))
     how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation steps, lr {fixed[1]}"
     support_max = cfg.tasks.support_max
     if len(raw) > support_max:  # recommend() adapts on the most recent ones only

@@ -306,3 +306,18 @@ def test_leave_one_out_with_the_user_token_fits_the_positions(feat, tmp_path):
     # the window is max_seq_len - 2 items: one position for BOS, one for the user token
     out = MetaTrainer(cfg, LocalContext(None), data).fit()
     assert 0 <= out["val/loo_ndcg@10"] <= 1
+
+
+def test_resume_with_features_equals_the_uninterrupted_run(feat, tmp_path):
+    cfg, data = feat
+    whole = MetaTrainer(cfg, LocalContext(tmp_path / "whole"), data)
+    whole.fit()
+    cfg.train.meta_steps = 1
+    MetaTrainer(cfg, LocalContext(tmp_path / "parts"), data).fit()
+    cfg.train.meta_steps = 2
+    resumed = MetaTrainer(cfg, LocalContext(tmp_path / "parts"), data)
+    out = resumed.fit()
+    assert out["resumed_from"] == 1
+    want = whole.model.state_dict()
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, want[name], msg=name)
