@@ -136,18 +136,20 @@ def plan_features(
     return layout, arrays
 
 
-def _embedding(num: int, dim: int, std: float) -> nn.Embedding:
-    emb = nn.Embedding(num, dim, padding_idx=PAD)
+def _embedding(num: int, dim: int, std: float) -> nn.EmbeddingBag:
+    # A bag: the mean over a row's ids without the padding ones, and no [rows, W, d] intermediate (the
+    # score table computes the content of every item).
+    emb = nn.EmbeddingBag(num, dim, mode="mean", padding_idx=PAD)
     nn.init.normal_(emb.weight, std=std)
     with torch.no_grad():
         emb.weight[PAD].zero_()
     return emb
 
 
-def _bag_mean(emb: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-    """Mean of the embeddings of the non-padding ids along the last axis (PAD rows are zero)."""
-    count = (ids != PAD).sum(-1, keepdim=True).clamp_min(1)
-    return emb(ids).sum(-2) / count.to(emb.weight.dtype)
+def _bag_mean(emb: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
+    """``[..., d]``: the mean of the embeddings of the non-padding ids along the last axis of ``ids``
+    (zero for a row of padding only)."""
+    return emb(ids.reshape(-1, ids.shape[-1])).reshape(*ids.shape[:-1], -1)
 
 
 class ItemContent(nn.Module):

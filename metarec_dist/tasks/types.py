@@ -9,6 +9,9 @@ inner and outer losses use plain slices instead of per-task gathers)::
 The hidden state at position p predicts the item at p + 1, so positions ``[0, Kmax)`` carry the support
 targets (BOS predicts s_1, ..., s_{K-1} predicts s_K) and positions ``[Kmax, Kmax + Q)`` the query targets
 (s_K predicts q_1, ...). A BOS token makes even a 1-item support give one training pair to adapt on.
+
+With user features (``user_features``) the model reads one more token, the user's, before the row
+(``models/recommender.py``, ``encode``) and drops its output: the layout above is the same.
 """
 
 from __future__ import annotations

@@ -321,3 +321,19 @@ def test_resume_with_features_equals_the_uninterrupted_run(feat, tmp_path):
     want = whole.model.state_dict()
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, want[name], msg=name)
+
+
+def test_a_bag_is_the_mean_of_its_non_padding_ids():
+    from metarec_dist.models.features import _bag_mean, _embedding
+
+    torch.manual_seed(0)
+    emb = _embedding(6, 4, 0.5)
+    ids = torch.tensor([[[2, 3, 0], [0, 0, 0]], [[5, 0, 0], [1, 4, 2]]])
+    got = _bag_mean(emb, ids)
+    w = emb.weight
+    want = torch.stack(
+        [torch.stack([(w[2] + w[3]) / 2, torch.zeros(4)]), torch.stack([w[5], (w[1] + w[4] + w[2]) / 3])]
+    )
+    torch.testing.assert_close(got, want)
+    got.sum().backward()
+    assert emb.weight.grad[0].abs().max() == 0  # the padding row never trains
