@@ -42,7 +42,7 @@ class SeqRecommender(nn.Module):
         self, cfg: ModelConfig, num_items: int, seed: int = 0, layout: FeatureLayout | None = None
     ) -> None:
         """``layout``: the side information the model reads (None: ids only). Its per-item buffers start
-        empty: ``set_item_features`` fills them from the data, ``load_state_dict`` from a checkpoint."""
+        empty: ``for_data`` fills them from the data, ``load_state_dict`` from a checkpoint."""
         super().__init__()
         if num_items < 1:
             raise ValueError("the dataset has no items")
