@@ -337,3 +337,21 @@ def test_a_bag_is_the_mean_of_its_non_padding_ids():
     torch.testing.assert_close(got, want)
     got.sum().backward()
     assert emb.weight.grad[0].abs().max() == 0  # the padding row never trains
+
+
+def test_user_features_and_text_encoder_need_what_they_read(feat, tiny_cfg, tmp_path):
+    import dataclasses
+
+    from metarec_dist.eval.loading import LoadedModel
+    from metarec_dist.eval.recommend import encode_user_features
+
+    cfg, data = feat
+    plain = LoadedModel(SeqRecommender(tiny_cfg.model, 40), tiny_cfg, {"num_items": 40}, tmp_path)
+    with pytest.raises(ValueError, match="--user: this model reads no user features"):
+        encode_user_features(plain, {"age": "24"})
+    no_titles = dataclasses.replace(
+        data.features, item={k: f for k, f in data.features.item.items() if f.kind != "title"}
+    )
+    cfg.model.text_encoder = str(tmp_path)
+    with pytest.raises(ValueError, match="model.text_encoder is set, but the data declares no title"):
+        SeqRecommender.for_data(cfg.model, data.num_items, no_titles, data.train)
