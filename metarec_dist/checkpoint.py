@@ -644,7 +644,7 @@ def load_exported(folder: Path) -> Exported:
     # Built empty; load_state_dict fills the per-item feature buffers with the trained ones.
     model = SeqRecommender(cfg.model, num_items, layout=layout)
     model.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
-    algorithm = build_algorithm(cfg.meta, model.head.size)
+    algorithm = build_algorithm(cfg.meta, model)
     path = folder / EXPORT_ALGORITHM
     # Checked: a Meta-SGD export without its rates (or rates for another algorithm) is an error, not a guess.
     missing, unexpected = algorithm.load_state_dict(

@@ -21,7 +21,7 @@ import yaml
 from metarec_dist.data.config import DataConfig
 
 # The fast-weight adapters models/adapters.py builds (kept in sync by a test; config.py imports no torch).
-ADAPTER_NAMES = ("lowrank", "film", "bias")
+ADAPTER_NAMES = ("lowrank", "film", "bias", "itemlr")
 
 
 @dataclass

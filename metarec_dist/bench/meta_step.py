@@ -46,7 +46,7 @@ def _median_times(
 
 def plain_loss(model: SeqRecommender, batch: MetaBatch) -> torch.Tensor:
     """Next-item loss at every position of the same sequences, no adaptation (SASRec-style step)."""
-    return PlainNextItem(MetaConfig(), model.head.size).meta_loss(model, batch).loss
+    return PlainNextItem(MetaConfig(), model).meta_loss(model, batch).loss
 
 
 def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -
     )
     torch.manual_seed(cfg.train.seed)
     model = SeqRecommender(cfg.model, num_items)
-    algo = build_algorithm(cfg.meta, model.head.size)
+    algo = build_algorithm(cfg.meta, model)
     opt = make_optimizer([*model.parameters(), *algo.parameters()], cfg.optim)
     negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
     batch = TaskSampler(seqs, cfg.tasks, num_items, cfg.train.seed, negatives).sample(
@@ -91,6 +91,7 @@ def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -
             cfg.meta.adaptation_steps,
             algo.inner_lrs(),
             cfg.meta.init_query_weight,
+            context=getattr(algo, "context", None),  # the context-init algorithms' encoder
         )
     )
     slow = _median_times({"loop": loop}, {"loop": loop_repeats}, warmup=1)

@@ -71,7 +71,7 @@ class AdaptingScorer:
         algorithm_state: dict[str, torch.Tensor] | None = None,
     ) -> None:
         meta = MetaConfig(algorithm=algorithm, inner_lr=inner_lr, adaptation_steps=0)
-        algo = build_algorithm(meta, model.head.size)
+        algo = build_algorithm(meta, model)
         algo.load_state_dict(algorithm_state or {})
         self.learner = MetaLearner(model, algo.to(model.fast_init.device)).eval()
         self.inner_lr = inner_lr

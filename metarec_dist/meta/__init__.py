@@ -10,10 +10,12 @@ from metarec_dist.meta.algorithms import (
     inner_loop,
     register,
 )
+from metarec_dist.meta.context_init import ContextEncoder  # registers the context-init algorithms
 from metarec_dist.meta.learner import MetaLearner
 
 __all__ = [
     "ALGORITHMS",
+    "ContextEncoder",
     "MetaAlgorithm",
     "MetaLearner",
     "MetaStepOutput",

@@ -115,7 +115,9 @@ class MetaAlgorithm(nn.Module, abc.ABC):
     # The ALGORITHM_OPTIONS this algorithm acts on.
     options: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
+    def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
+        """``model``: the recommender this algorithm trains, for the shapes of its own parameters (it is not
+        kept: the meta-learner passes the model to every call)."""
         super().__init__()
         self.inner_lr, self.adaptation_steps = meta.inner_lr, meta.adaptation_steps
 
@@ -131,10 +133,17 @@ class MetaAlgorithm(nn.Module, abc.ABC):
         negatives: torch.Tensor | None = None,
         steps: int | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Fast weights ``[T, P]`` adapted on each task's support, starting from ``model.fast_init``."""
-        start = model.fast_init.detach().expand(h_support.shape[0], -1)
+        """Fast weights ``[T, P]`` adapted on each task's support, starting from each task's ``task_init``."""
+        start = self.task_init(model, h_support, support_targets).detach()
         n = self.adaptation_steps if steps is None else steps
         return inner_loop(model, h_support, support_targets, start, n, self.inner_lrs(), negatives)
+
+    def task_init(
+        self, model: SeqRecommender, h_support: torch.Tensor, support_targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Each task's fast-weight initialisation ``[T, P]``, with its graph: ``model.fast_init`` for every
+        task, unless the algorithm generates a per-task one from the support."""
+        return model.fast_init.expand(h_support.shape[0], -1)
 
     @abc.abstractmethod
     def meta_loss(
@@ -207,8 +216,8 @@ class FOMAML(InnerLoopAlgorithm):
 
     options = frozenset({"init_query_weight", "dense_weight"})
 
-    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
-        super().__init__(meta, num_fast_weights)
+    def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
+        super().__init__(meta, model)
         self.init_query_weight = meta.init_query_weight
         self.dense_weight = meta.dense_weight
 
@@ -225,13 +234,13 @@ class FOMAML(InnerLoopAlgorithm):
     def query_terms(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The query loss at the adapted weights, first-order gradient to ``fast_init``."""
-        fast = model.fast_init + self.straight_through((adapted - model.fast_init).detach())
+        """The query loss at the adapted weights, first-order gradient to the task's init (``fast_init``)."""
+        init = self.task_init(model, feats.support, batch.support_targets)
+        fast = init + self.straight_through((adapted - init).detach())
         query = model.task_loss(feats.query, fast, batch.query_targets, batch.negatives).mean()
         metrics = {"query_loss": query.detach()}
         if self.init_query_weight <= 0:
             return query, metrics
-        init = model.fast_init.expand(batch.num_tasks, -1)
         at_init = model.task_loss(feats.query, init, batch.query_targets, batch.negatives).mean()
         metrics["query_loss_at_init"] = at_init.detach()
         return query + self.init_query_weight * at_init, metrics
@@ -247,9 +256,9 @@ class MetaSGD(FOMAML):
     fast weight, so the meta-learner chooses which directions a user's few interactions may move, and how
     far. The rates are this algorithm's parameter (log scale, 0 = the plain scalar ``inner_lr``)."""
 
-    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
-        super().__init__(meta, num_fast_weights)
-        self.inner_lr_log_scale = nn.Parameter(torch.zeros(num_fast_weights))
+    def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
+        super().__init__(meta, model)
+        self.inner_lr_log_scale = nn.Parameter(torch.zeros(model.head.size))
 
     def inner_lrs(self) -> torch.Tensor:
         return self.inner_lr * self.inner_lr_log_scale.exp()
@@ -330,6 +339,6 @@ def algorithm_class(meta: MetaConfig) -> type[MetaAlgorithm]:
     return cls
 
 
-def build_algorithm(meta: MetaConfig, num_fast_weights: int) -> MetaAlgorithm:
-    """The algorithm of the ``meta`` section for a model with ``num_fast_weights`` fast weights."""
-    return algorithm_class(meta)(meta, num_fast_weights)
+def build_algorithm(meta: MetaConfig, model: SeqRecommender) -> MetaAlgorithm:
+    """The algorithm of the ``meta`` section for ``model`` (its parameters are sized for it)."""
+    return algorithm_class(meta)(meta, model)

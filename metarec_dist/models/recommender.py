@@ -29,9 +29,9 @@ from metarec_dist.tasks.types import bos_id
 
 
 class UserState(NamedTuple):
-    """Per task: the adapted hidden state ``hidden [T, d]`` scored against the item table, and the
-    ``bias`` adapter's per-item scores ``[T, V]`` (None without it; it is a fast weight, so it is as large
-    as the catalogue by design)."""
+    """Per task: the adapted hidden state ``hidden [T, d]`` (``d + r`` with item-side adapters) scored
+    against the item table, and the ``bias`` adapter's per-item scores ``[T, V]`` (None without it; it is a
+    fast weight, so it is as large as the catalogue by design)."""
 
     hidden: torch.Tensor
     bias: torch.Tensor | None
@@ -68,6 +68,16 @@ class SeqRecommender(nn.Module):
         if layout is not None and layout.user:
             self.user_token = UserToken(layout.user, cfg.hidden_size, cfg.init_std)
         self._id_keep: torch.Tensor | None = None  # this forward's item-id dropout mask (training only)
+        # Slow item factors ``F [V, r]`` for the item-side adapters (``itemlr``): the score table is
+        # ``[E | F]``. None without them, so models without item-side adapters are exactly what they were.
+        # A module read through its ``forward`` (not a bare 2-D parameter): ZeRO-3 then gathers it for the
+        # backward too, where torch cannot lay a [V, r] gradient onto a released (empty) parameter.
+        self.item_factors: nn.Embedding | None = None
+        if self.head.item_factor_dim:
+            self.item_factors = nn.Embedding(num_items, self.head.item_factor_dim)
+            factors = torch.randn(self.item_factors.weight.shape, generator=generator) * cfg.init_std
+            with torch.no_grad():
+                self.item_factors.weight.copy_(factors)
 
     @classmethod
     def for_data(
@@ -111,10 +121,17 @@ class SeqRecommender(nn.Module):
         return vectors if self.content is None else self.content(vectors, ids, self._id_keep)
 
     def item_rows(self, lo: int, hi: int) -> torch.Tensor:
-        """``[hi - lo, d]``: vectors of score columns ``lo..hi-1`` (items ``lo + 1..hi``)."""
+        """``[hi - lo, d]``: vectors of score columns ``lo..hi-1`` (items ``lo + 1..hi``); with item-side
+        adapters ``[hi - lo, d + r]``, each item's slow factors appended."""
         if self.content is None:
-            return self.item_emb.weight[1 + lo : 1 + hi]
-        return self.embed_items(torch.arange(lo + 1, hi + 1, device=self.item_emb.weight.device))
+            rows = self.item_emb.weight[1 + lo : 1 + hi]
+        else:
+            rows = self.embed_items(torch.arange(lo + 1, hi + 1, device=self.item_emb.weight.device))
+        if self.item_factors is None:
+            return rows
+        return torch.cat(
+            [rows, self.item_factors(torch.arange(lo, lo + len(rows), device=rows.device))], dim=1
+        )
 
     def item_table(self) -> torch.Tensor:
         """``[V, d]``: vectors of items 1..V, i.e. column j of the scores is item j + 1."""

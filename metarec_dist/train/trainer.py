@@ -101,7 +101,7 @@ class MetaTrainer:
         self.model = SeqRecommender.for_data(
             cfg.model, data.num_items, data.features, data.train, seed=cfg.train.seed
         )
-        self.algorithm = build_algorithm(cfg.meta, self.model.head.size)
+        self.algorithm = build_algorithm(cfg.meta, self.model)
         negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
         self.sampler = TaskSampler(
             data.train, cfg.tasks, data.num_items, cfg.train.seed, negatives, data.user_features("train")

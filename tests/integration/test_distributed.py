@@ -89,26 +89,41 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
         torch.testing.assert_close(a[k], b[k], atol=ATOL, rtol=1e-5, msg=k)
 
 
-@pytest.mark.parametrize("stage", [0, 2, 3])
-def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage):
-    # ZeRO-3 also runs Meta-SGD's learned inner lr (a parameter the algorithm owns, read outside any
-    # module's forward), the extra query loss at the un-adapted weights and the dense next-item term.
-    options = ["meta.algorithm=metasgd", "meta.init_query_weight=0.5", "meta.dense_weight=0.7"]
-    options = options if stage == 3 else []
+# ZeRO-3 also runs parameters read outside their module's forward: Meta-SGD's learned inner lr (owned by the
+# algorithm), the item-side adapter's slow item factors (owned by the model); and the context encoder, a
+# module the algorithm owns, called inside the meta-learner's forward. With them the extra query loss at the
+# un-adapted weights and the dense next-item term. Each: the algorithm parameter that must have been trained.
+ZERO3_VARIANTS = {
+    "metasgd": (
+        ["meta.algorithm=metasgd", "meta.init_query_weight=0.5", "meta.dense_weight=0.7"],
+        "algorithm.inner_lr_log_scale",
+    ),
+    "context": (
+        ["meta.algorithm=hypermetasgd", "model.adapters=[lowrank,itemlr]", "meta.init_query_weight=0.5"],
+        "algorithm.context.out.weight",
+    ),
+}
+
+
+@pytest.mark.parametrize("stage,variant", [(0, None), (2, None), (3, "metasgd"), (3, "context")])
+def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage, variant):
+    options, trained = ZERO3_VARIANTS[variant] if variant else ([], None)
     args = [
         "runtime.backend=ray",
         "runtime.num_workers=2",
         f"runtime.zero_stage={stage}",
         "train.meta_steps=3",
-        f"runtime.run_name=zero{stage}",
+        f"runtime.run_name=zero{stage}{variant or ''}",
         *options,
     ]
     out = train_on_ray(_cfg(tmp_path, *args))
     assert out["step"] == 3
     distributed = _exported(out["checkpoint"], tmp_path)
     _assert_same(distributed, _single_process(_cfg(tmp_path, "train.meta_steps=3", *options)))
-    if options:  # the learned lr was trained, not just carried along
-        assert distributed["algorithm.inner_lr_log_scale"].abs().max() > 0
+    if trained:  # the algorithm's own parameter was trained, not just carried along (the encoder's output
+        assert distributed[trained].abs().max() > 0  # layer starts at zero, the log-rates at zero)
+    if variant == "context":
+        assert distributed["item_factors.weight"].shape[1] == 2  # model.adapter_rank
     files = json.loads((Path(out["checkpoint"]) / "manifest.json").read_text())["files"]
     if stage == 3:  # one model and one optimizer shard per rank
         for r in (0, 1):
@@ -244,7 +259,7 @@ def test_export_scores_equal_engine_scores(tmp_path, features):
     model = ckpt.load_exported(ckpt.export(Path(out["checkpoint"]), tmp_path / "export")).model
     from metarec_dist.meta import MetaLearner, build_algorithm
 
-    plain = MetaLearner(model, build_algorithm(cfg.meta, model.head.size))
+    plain = MetaLearner(model, build_algorithm(cfg.meta, model))
     with torch.no_grad():
         plain_scores = plain.score(batch, None)
     torch.testing.assert_close(plain_scores, engine_scores, atol=1e-5, rtol=1e-5)

@@ -213,10 +213,10 @@ def test_evaluation_of_200k_items_reads_chunks_and_equals_the_full_path() -> Non
 
 
 def test_model_chunks_equal_score_all_and_adapting_scorer_checks_every_chunk(tiny_cfg, synth_data) -> None:
-    tiny_cfg.model.adapters = ["lowrank", "bias"]
+    tiny_cfg.model.adapters = ["lowrank", "bias", "itemlr"]  # itemlr: the table's chunks carry F's rows
     torch.manual_seed(0)
     model = SeqRecommender(tiny_cfg.model, synth_data.num_items).double().eval()
-    learner = MetaLearner(model, build_algorithm(tiny_cfg.meta, model.head.size).double())
+    learner = MetaLearner(model, build_algorithm(tiny_cfg.meta, model).double())
     batch = prefix_batch(synth_data.valid[:6], 3, 5, bos_id(synth_data.num_items))
     full = learner.score(batch, 2)
     parts: list[torch.Tensor] = []

@@ -27,10 +27,10 @@ def _algo(model, name, inner_lr, adaptation_steps, init_query_weight=0.0, dense_
         init_query_weight=init_query_weight,
         dense_weight=dense_weight,
     )
-    return build_algorithm(meta, model.head.size).to(model.fast_init.dtype)
+    return build_algorithm(meta, model).to(model.fast_init.dtype)
 
 
-def _setup(tiny_cfg, synth_data, adapters=("lowrank", "bias"), arch="gpt2", loss="full"):
+def _setup(tiny_cfg, synth_data, adapters=("lowrank", "bias", "itemlr"), arch="gpt2", loss="full"):
     tiny_cfg.model.adapters = list(adapters)
     tiny_cfg.model.arch = arch
     tiny_cfg.model.loss = loss
@@ -57,10 +57,19 @@ def _grads(model, algo=None):
 
 
 def _non_uniform_rates(algo):
-    """Meta-SGD's rates made non-uniform, so a wrong broadcast cannot pass (no-op for other algorithms)."""
-    if hasattr(algo, "inner_lr_log_scale"):
-        with torch.no_grad():
+    """Meta-SGD's rates made non-uniform, so a wrong broadcast cannot pass, and a context encoder's output
+    layer made non-zero, so the generated init differs per task and its first layer has a gradient (no-op
+    for other algorithms)."""
+    with torch.no_grad():
+        if hasattr(algo, "inner_lr_log_scale"):
             algo.inner_lr_log_scale.copy_(0.3 * torch.randn_like(algo.inner_lr_log_scale))
+        if hasattr(algo, "context"):
+            algo.context.out.weight.normal_(0.0, 0.1)
+            algo.context.out.bias.normal_(0.0, 0.05)
+
+
+def _context(algo):
+    return getattr(algo, "context", None)
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
@@ -74,10 +83,11 @@ def test_batched_gradient_equals_per_task_reference(tiny_cfg, synth_data, algori
     batched = _grads(model, algo)
     model.zero_grad()
     algo.zero_grad()
-    loop_meta_loss(model, batch, algorithm, steps=2, lr=algo.inner_lrs()).backward()
+    loop_meta_loss(model, batch, algorithm, steps=2, lr=algo.inner_lrs(), context=_context(algo)).backward()
     reference = _grads(model, algo)
     assert batched.keys() == reference.keys()
     assert "fast_init" in batched and any(k.startswith("backbone.") for k in batched)
+    assert batched["item_factors.weight"].abs().max() > 0  # the item-side adapter's slow factor learns
     for name in reference:
         torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
 
@@ -138,6 +148,68 @@ def test_dense_next_item_term_gradients_equal_per_task_reference(
     torch.testing.assert_close(out.metrics["next_item_loss"], sasrec.detach())
 
 
+@pytest.mark.parametrize("algorithm", ["hyperfomaml", "hypermetasgd"])
+def test_context_init_gradient_reaches_the_encoder(tiny_cfg, synth_data, algorithm):
+    """The generated init is part of the initialisation: its output bias gets exactly ``fast_init``'s
+    first-order gradient (both add to every task's init), and the whole encoder gets one."""
+    model, batch = _setup(tiny_cfg, synth_data)
+    algo = _algo(model, algorithm, inner_lr=0.3, adaptation_steps=2)
+    _non_uniform_rates(algo)
+    out = algo.meta_loss(model, batch)
+    out.loss.backward()
+    torch.testing.assert_close(algo.context.out.bias.grad, model.fast_init.grad, atol=1e-12, rtol=1e-10)
+    for name, p in algo.context.named_parameters():
+        assert p.grad is not None and p.grad.abs().max() > 0, name
+    assert out.metrics["context_offset_norm"] > 0
+    # and the init really is per task: the tasks' generated inits differ
+    feats = encode(model, batch)
+    w0 = algo.task_init(model, feats.support, batch.support_targets)
+    assert w0.shape == (batch.num_tasks, model.head.size)
+    assert (w0 - w0[:1]).abs().amax(1)[1:].min() > 0
+
+
+def test_context_init_starts_exactly_where_fomaml_does(tiny_cfg, synth_data):
+    """A fresh encoder's output layer is zero: the same loss and backbone/table/init gradients as FOMAML."""
+    model, batch = _setup(tiny_cfg, synth_data)
+    losses, grads = [], []
+    for name in ("fomaml", "hyperfomaml"):
+        model.zero_grad()
+        out = _algo(model, name, inner_lr=0.3, adaptation_steps=2).meta_loss(model, batch)
+        out.loss.backward()
+        losses.append(out.loss.detach())
+        grads.append(_grads(model))
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-12, rtol=1e-12)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-12, rtol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("algorithm", ["hyperfomaml", "hypermetasgd"])
+def test_context_init_is_what_evaluation_scores_from(tiny_cfg, synth_data, algorithm):
+    """At test time the learner starts from the generated init too: with 0 steps the scores are those of
+    ``fast_init + g(support)`` (per task, from the written-out reference), not of ``fast_init``."""
+    from metarec_dist.meta.reference import context_init_one
+
+    model, batch = _setup(tiny_cfg, synth_data)
+    model.eval()
+    algo = _algo(model, algorithm, inner_lr=0.3, adaptation_steps=2)
+    _non_uniform_rates(algo)
+    learner = MetaLearner(model, algo).eval()
+    k = batch.support_len
+    with torch.no_grad():
+        got = learner.score(batch, 0)
+        h = model.encode(batch.item_ids, batch.attention_mask)
+        w0 = torch.cat(
+            [
+                context_init_one(model, algo.context, h[t : t + 1, :k], batch.support_targets[t : t + 1])
+                for t in range(batch.num_tasks)
+            ]
+        )
+        plain = model.score_all(h[:, k], model.fast_init.expand(batch.num_tasks, -1))
+    torch.testing.assert_close(got, model.score_all(h[:, k], w0), atol=1e-10, rtol=1e-8)
+    assert not torch.allclose(got, plain)
+
+
 def test_meta_sgd_adapts_with_the_per_weight_lr(tiny_cfg, synth_data):
     """A zero multiplier on a coordinate freezes it in the inner loop; the others move."""
     model, batch = _setup(tiny_cfg, synth_data)
@@ -165,13 +237,14 @@ def test_each_algorithm_rejects_the_options_it_does_not_use(algorithm):
         with pytest.raises(ValueError, match=rf"meta\.{key}: meta\.algorithm={algorithm} does not use"):
             algorithm_class(meta)
         with pytest.raises(ValueError, match=rf"meta\.{key}"):
-            build_algorithm(meta, num_fast_weights=4)
+            build_algorithm(meta, model=None)  # checked before the model is read
     assert algorithm_class(MetaConfig(algorithm=algorithm)) is cls  # defaults are always accepted
 
 
 def test_options_and_capabilities_are_stated_by_the_classes():
     for option in ("init_query_weight", "dense_weight"):
-        assert {n for n, c in ALGORITHMS.items() if option in c.options} == {"fomaml", "metasgd"}
+        takers = {n for n, c in ALGORITHMS.items() if option in c.options}
+        assert takers == {"fomaml", "metasgd", "hyperfomaml", "hypermetasgd"}
     assert {n for n, c in ALGORITHMS.items() if not c.adapts} == {"none", "sasrec"}
     with pytest.raises(ValueError, match=r"meta\.algorithm: unknown 'maml2'"):
         algorithm_class(MetaConfig(algorithm="maml2"))
@@ -308,7 +381,7 @@ def test_meta_training_beats_no_adaptation_on_planted_structure(synth_data):
     )
     torch.manual_seed(0)
     model = SeqRecommender(cfg.model, 60)
-    algo = build_algorithm(cfg.meta, model.head.size)
+    algo = build_algorithm(cfg.meta, model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     train = TaskSampler(seqs[:250], cfg.tasks, 60, seed=0)
     for _ in range(150):
@@ -349,7 +422,7 @@ def test_meta_sgd_rates_are_trained_checkpointed_exported_and_loaded(tiny_cfg, s
         expected = trainer.engine.score(batch, None)
         scorer = AdaptingScorer(exported.model, "metasgd", tiny_cfg.meta.inner_lr, exported.algorithm_state)
         got = scorer.score(batch, tiny_cfg.meta.adaptation_steps)
-        plain = MetaLearner(exported.model, build_algorithm(tiny_cfg.meta, exported.model.head.size)).eval()
+        plain = MetaLearner(exported.model, build_algorithm(tiny_cfg.meta, exported.model)).eval()
         without_rates = plain.score(batch, tiny_cfg.meta.adaptation_steps)  # rates at their init: exp(0) = 1
     torch.testing.assert_close(got, expected)
     assert not torch.allclose(without_rates, expected)  # so the loaded rates are what made them equal

@@ -45,7 +45,7 @@ def feat(tmp_path):
 
 
 def _learner(model: SeqRecommender, cfg) -> MetaLearner:
-    return MetaLearner(model, build_algorithm(cfg.meta, model.head.size))
+    return MetaLearner(model, build_algorithm(cfg.meta, model))
 
 
 def _valid_batch(data, model: SeqRecommender, users: int = 4, shots: int = 3):

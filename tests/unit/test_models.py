@@ -42,6 +42,31 @@ def test_scores_are_tied_to_the_item_table_and_init_fast_weights_change_nothing(
     assert not model.backbone.get_input_embeddings().weight.requires_grad
 
 
+def test_item_side_adapter_is_a_low_rank_update_of_the_item_table():
+    """``itemlr``: scores ``h' (E + F U^T)^T`` with the slow item factor ``F`` (a model parameter) and the
+    fast ``U``, after the user-side adapters; at ``U = 0`` nothing changes; chunks of the table read the
+    matching rows of ``F``."""
+    cfg = load_config(None, [*TINY, "model.adapters=[lowrank,itemlr]"])
+    torch.manual_seed(0)
+    model = SeqRecommender(cfg.model, num_items=30)
+    d, r = 16, 2
+    factors = model.item_factors.weight
+    assert factors.shape == (30, r) and model.head.size == 2 * d * r + d * r
+    h, w = torch.randn(4, d), torch.randn(4, model.head.size)
+    a, b = w[:, : d * r].view(4, d, r), w[:, d * r : 2 * d * r].view(4, r, d)
+    u = w[:, 2 * d * r :].view(4, d, r)
+    hp = h + torch.einsum("td,tdr,tre->te", h, a, b)  # the user-side lowrank first
+    table = model.item_emb.weight[1:31]
+    per_task_table = table + torch.einsum("vr,tdr->tvd", factors, u)  # E_t = E + F U_t^T
+    expected = torch.einsum("td,tvd->tv", hp, per_task_table)
+    torch.testing.assert_close(model.score_all(h, w), expected)
+    torch.testing.assert_close(model.score_range(model.user_state(h, w), 7, 19), expected[:, 7:19])
+    w[:, 2 * d * r :] = 0  # U = 0: the user-side adapter alone
+    torch.testing.assert_close(model.score_all(h, w), hp @ table.T)
+    plain = SeqRecommender(load_config(None, TINY).model, num_items=30)
+    assert plain.item_factors is None and not any("item_factors" in k for k in plain.state_dict())
+
+
 def test_unknown_adapter_is_a_config_error():
     with pytest.raises(ValueError, match="model.adapters: unknown"):  # at load time, before any model
         load_config(None, [*TINY, "model.adapters=[lora]"])
