@@ -224,10 +224,15 @@ class EvalConfig:
     n_boot: int = 1000
     # Items scored at a time in the full ranking: memory is batch_users x item_chunk scores, not x catalogue.
     item_chunk: int = 65536
+    # Processes that score the users (`metarec evaluate`, its adaptation grid, eval/reproduce.py): 1 scores
+    # them here; N > 1 on N Ray actors (one CPU each), batch by batch, with the same numbers.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.shots or min(self.shots) < 1:
             raise ValueError("eval.shots must be a non-empty list of positive ints")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"eval.workers must be a positive number of processes, got {self.workers!r}")
         if isinstance(self.item_chunk, bool) or not isinstance(self.item_chunk, int) or self.item_chunk < 1:
             raise ValueError(f"eval.item_chunk must be a positive number of items, got {self.item_chunk!r}")
 
