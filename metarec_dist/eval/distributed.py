@@ -123,3 +123,13 @@ def runner_for(workers: int) -> BatchRunner:
     from metarec_dist.runtime.eval_pool import actor_pool
 
     return actor_pool(workers)
+
+
+def close_runners() -> None:
+    """Stop this process's evaluation actors, if it started any (and the local Ray cluster with them)."""
+    import sys
+
+    if "metarec_dist.runtime.eval_pool" in sys.modules:  # never imports Ray just to find nothing to close
+        from metarec_dist.runtime.eval_pool import close_actor_pool
+
+        close_actor_pool(shutdown=True)

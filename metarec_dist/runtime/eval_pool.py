@@ -111,8 +111,13 @@ def actor_pool(workers: int, threads: int = 1) -> ActorPool:
     return _POOL
 
 
-def close_actor_pool() -> None:
+def close_actor_pool(shutdown: bool = False) -> None:
+    """Stop the pool's actors; ``shutdown``: also disconnect from Ray (stopping a cluster it started)."""
     global _POOL
     if _POOL is not None:
         _POOL.close()
         _POOL = None
+        if shutdown:
+            from metarec_dist.runtime.ray_launcher import shutdown_ray
+
+            shutdown_ray()
