@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metarec_dist.checkpoint import Checkpointer
-from metarec_dist.config import Config
+from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.split import UserSplits
 from metarec_dist.eval.cold_start import flat_means
 from metarec_dist.eval.distributed import AcrossRanks
@@ -96,6 +96,7 @@ class MetaTrainer:
         data: UserSplits,
         logger: MetricLogger | None = None,
     ) -> None:
+        cfg = resolve_loss(cfg, data.num_items)  # model.loss: auto -> full or sampled for this catalogue
         self.cfg, self.ctx, self.data = cfg, ctx, data
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)
