@@ -159,7 +159,14 @@ def eval_part(users: int, num_items: int = 20_000, repeats: int = 2) -> dict[str
 
 
 def zero_rank(
-    rank: int, world: int, port: int, stage: int, num_items: int, out_dir: str, steps: int = 3
+    rank: int,
+    world: int,
+    port: int,
+    stage: int,
+    num_items: int,
+    out_dir: str,
+    steps: int = 3,
+    shots: tuple[int, ...] = (1, 3),
 ) -> None:
     """One of ``world`` gloo ranks: train ``steps`` meta-steps at ZeRO ``stage`` on a ``num_items`` catalogue,
     then validate; rank figures to ``out_dir/zero{stage}_rank{rank}.json``."""
@@ -207,14 +214,14 @@ def zero_rank(
         param_mb = rank_param_mb(trainer.engine.module)
         losses = [trainer.train_step()["loss"] for _ in range(steps)]
         base = reset_peak()
-        val = trainer.validate([1, 3])
+        val = trainer.validate(list(shots))
         eval_delta = proc_mb("VmHWM") - base
         figures = {
             "param_mb": param_mb,
             "full_param_mb": sum(getattr(p, "ds_numel", p.numel()) for p in params) * 4 / 2**20,
             "loss": trainer.cfg.model.loss,
             "losses": losses,
-            "val_ndcg": val["val/ndcg@10@k3"],
+            "val_ndcg": val[f"val/ndcg@10@k{shots[-1]}"],
             "eval_peak_delta_mb": eval_delta,
             "peak_mb": proc_mb("VmHWM"),
         }
@@ -230,14 +237,17 @@ def free_port() -> int:
 
 
 def zero_run(
-    stage: int, num_items: int, out_dir: str, world: int = 2, steps: int = 3
+    stage: int, num_items: int, out_dir: str, world: int = 2, steps: int = 3, shots: tuple[int, ...] = (1, 3)
 ) -> list[dict[str, Any]]:
     """Every rank's figures of a ``world``-rank run at ZeRO ``stage``."""
     import torch.multiprocessing as mp
 
     port = free_port()
     mp.start_processes(
-        zero_rank, args=(world, port, stage, num_items, out_dir, steps), nprocs=world, start_method="spawn"
+        zero_rank,
+        args=(world, port, stage, num_items, out_dir, steps, shots),
+        nprocs=world,
+        start_method="spawn",
     )
     return [json.loads(Path(out_dir, f"zero{stage}_rank{r}.json").read_text()) for r in range(world)]
 
