@@ -9,8 +9,8 @@ One run reports, each part measured in a fresh process (peak memory is per proce
   divides that at 10 N with 2 workers by 1 worker. ``driver_peak_mb_*`` is the driver process's peak
   resident memory over the whole command (data preparation from a cold cache included).
 - ``eval``: one adaptation-grid setting (FOMAML, 3 steps, shots 1/3/5/10, 20k items) on generated users,
-  scored on 1 and on 2 Ray actors (``eval.workers``), timed after a warm-up call; the in-process figure
-  (torch's default threads) for reference.
+  scored on 1 and on 2 Ray actors (``eval.workers``, one torch thread each), timed after a warm-up call;
+  in this process (torch's default threads, and one thread) on a quarter of the users for reference.
 - ``zero``: a 1M-item catalogue trained 3 meta-steps on 2 gloo ranks (DeepSpeed, CPU) at ZeRO-0 and ZeRO-3:
   the parameter memory each rank holds (partitions plus whatever is resident in full) and the growth of its
   peak resident memory during the validation that follows (chunked full ranking).
@@ -140,12 +140,17 @@ def eval_part(users: int, num_items: int = 20_000, repeats: int = 2) -> dict[str
     torch.manual_seed(0)
     scorer = AdaptingScorer(SeqRecommender(cfg.model, num_items, seed=0).eval(), "fomaml", 0.5)
 
-    def users_per_s(runner: Any) -> float:
+    def users_per_s(runner: Any, part: list[np.ndarray] = seqs) -> float:
         start = time.perf_counter()
-        protocol.per_user(scorer, seqs, steps=3, runner=runner)
-        return users / (time.perf_counter() - start)
+        protocol.per_user(scorer, part, steps=3, runner=runner)
+        return len(part) / (time.perf_counter() - start)
 
-    out = {"eval_users_per_s_inprocess": users_per_s(InProcess())}
+    out: dict[str, Any] = {}
+    few = seqs[: max(1, users // 4)]  # in this process: a quarter of the users, after a warm-up
+    for threads in (torch.get_num_threads(), 1):
+        torch.set_num_threads(threads)
+        users_per_s(InProcess(), few[:32])
+        out[f"eval_users_per_s_inprocess_{threads}t"] = users_per_s(InProcess(), few)
     init_ray(num_cpus=os.cpu_count() or 1)
     for workers in (1, 2, 1, 2):  # A-B-A-B: a drift in the shared machine's speed lands on both sides
         pool = actor_pool(workers)
