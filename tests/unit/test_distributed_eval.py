@@ -88,6 +88,7 @@ class _FailsOnRank:
         return torch.zeros(batch.num_tasks, self.num_items)
 
 
+@pytest.mark.integration  # two gloo processes
 def test_validation_batches_over_two_gloo_ranks_equal_one_process(tmp_path):
     torch.set_num_threads(1)
     loaded, protocol = _setup(tmp_path)
@@ -116,6 +117,7 @@ def test_in_process_runner_is_the_plain_loop(tmp_path):
     assert set(res) == set(SHOTS) and all(len(r["ndcg@10"]) for r in res.values())
 
 
+@pytest.mark.integration  # a Ray local cluster
 @pytest.mark.skipif(os.cpu_count() < 2, reason="two evaluation actors need two CPUs")
 def test_grid_search_and_test_users_on_two_ray_actors_equal_one_process(tmp_path):
     """``eval.workers: 2``: the 17-setting adaptation grid on validation users and the test users scored on

@@ -16,6 +16,7 @@ from metarec_dist.models.losses import full_softmax_loss_and_grad
 ITEMS = 1_000_000
 
 
+@pytest.mark.integration  # two DeepSpeed gloo processes
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-memory reset")
 def test_million_items_train_on_two_zero3_ranks_with_partitioned_table_and_bounded_eval(tmp_path):
     ranks = zero_run(3, ITEMS, str(tmp_path), world=2, steps=2, shots=(3,))
