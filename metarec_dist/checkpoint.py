@@ -329,8 +329,10 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
 def check_resume_config(folder: Path, client: dict[str, Any], cfg: Config, num_items: int) -> None:
     """A resumed run must build the same shapes as the checkpoint: such changes are an error naming the keys;
     other changes (learning rate, algorithm, steps, ...) are a warning listing old -> new."""
+    from metarec_dist.config import resolve_loss
     from metarec_dist.metrics.redact import redact
 
+    cfg = resolve_loss(cfg, num_items)  # the checkpoint records the loss auto resolved to
     changes = config_changes(client.get("config") or {}, redact(cfg.to_dict()))
     if "num_items" in client and int(client["num_items"]) != num_items:
         changes["num_items (the data's catalogue)"] = (client["num_items"], num_items)

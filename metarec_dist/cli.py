@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("data", help="load + preprocess + task building on a generated log")
     p.add_argument("--interactions", type=int, default=1_000_000)
     p.add_argument("--json", action="store_true")
+    p = bench.add_parser(
+        "scale", help="data memory per worker and driver, evaluation workers, ZeRO-3 at 1M items, sampled"
+    )
+    p.add_argument(
+        "--interactions", type=int, default=2_000_000, help="N: the data part runs N and 10 N (quick: 200000)"
+    )
+    p.add_argument("--eval-users", type=int, default=1024, help="users scored by the evaluation part")
+    p.add_argument("--parts", default="data,eval,zero,sampled", help="comma-separated subset")
+    p.add_argument("--json", action="store_true")
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
     p = data.add_parser("stats", help="users, items, interactions, lengths, split sizes")
@@ -174,6 +183,12 @@ def _bench(args: argparse.Namespace) -> int:
         from metarec_dist.bench.system import run_system_bench
 
         result = run_system_bench(_config(args), steps=args.steps)
+    elif args.bench == "scale":
+        from metarec_dist.bench.scale import run_scale_bench
+
+        if args.interactions < 1000 or args.eval_users < 1:
+            raise ValueError("--interactions must be >= 1000 and --eval-users >= 1")
+        result = run_scale_bench(args.interactions, args.eval_users, tuple(args.parts.split(",")))
     else:
         from metarec_dist.bench.data_bench import run_data_bench
 

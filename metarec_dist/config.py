@@ -37,8 +37,12 @@ class ModelConfig:
     # Fast weights: which head adapters are adapted per task in the inner loop.
     adapters: list[str] = field(default_factory=lambda: ["lowrank"])
     adapter_rank: int = 8
-    loss: Literal["full", "sampled"] = "full"
+    # Next-item loss: "full" softmax over every item, "sampled" softmax over the target and num_negatives
+    # items shared by the meta-batch, or "auto": full up to sampled_above items, sampled above (a full
+    # softmax holds [positions x items] logits: 4 GB per 1,000 positions at 1M items).
+    loss: Literal["auto", "full", "sampled"] = "auto"
     num_negatives: int = 256  # sampled softmax only
+    sampled_above: int = 100_000  # loss: auto
     init_std: float = 0.02
     # Side information (used only when the data declares features; see models/features.py).
     # Item representation = id embedding + content embedding of the item's features ("sum"), or a learned
@@ -61,6 +65,7 @@ class ModelConfig:
             "max_seq_len",
             "adapter_rank",
             "title_buckets",
+            "sampled_above",
         )
         if self.hidden_size % self.num_heads:
             raise ValueError(
@@ -224,10 +229,15 @@ class EvalConfig:
     n_boot: int = 1000
     # Items scored at a time in the full ranking: memory is batch_users x item_chunk scores, not x catalogue.
     item_chunk: int = 65536
+    # Processes that score the users (`metarec evaluate`, its adaptation grid, eval/reproduce.py): 1 scores
+    # them here; N > 1 on N Ray actors (one CPU each), batch by batch, with the same numbers.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.shots or min(self.shots) < 1:
             raise ValueError("eval.shots must be a non-empty list of positive ints")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"eval.workers must be a positive number of processes, got {self.workers!r}")
         if isinstance(self.item_chunk, bool) or not isinstance(self.item_chunk, int) or self.item_chunk < 1:
             raise ValueError(f"eval.item_chunk must be a positive number of items, got {self.item_chunk!r}")
 
@@ -405,6 +415,16 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Confi
     for text in overrides:
         merge_override(tree, *parse_override(text))
     return from_dict(Config, tree)
+
+
+def resolve_loss(cfg: Config, num_items: int) -> Config:
+    """``cfg`` with ``model.loss: auto`` made concrete for a catalogue of ``num_items`` items (full softmax up
+    to ``model.sampled_above``, sampled above); explicit ``full``/``sampled`` are kept. The trainer resolves
+    it before building anything, so checkpoints record the loss that was trained."""
+    if cfg.model.loss != "auto":
+        return cfg
+    loss = "sampled" if num_items > cfg.model.sampled_above else "full"
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, loss=loss))
 
 
 def config_to_yaml(cfg: Config) -> str:

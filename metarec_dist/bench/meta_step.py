@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from metarec_dist.config import Config, MetaConfig
+from metarec_dist.config import Config, MetaConfig, resolve_loss
 from metarec_dist.data.synthetic import make_synthetic_sequences
 from metarec_dist.meta import build_algorithm
 from metarec_dist.meta.algorithms import PlainNextItem
@@ -53,6 +53,7 @@ def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -
     if cfg.runtime.torch_threads:
         torch.set_num_threads(cfg.runtime.torch_threads)
     num_items = cfg.data.synthetic_items
+    cfg = resolve_loss(cfg, num_items)
     seqs = make_synthetic_sequences(
         num_users=cfg.data.synthetic_users, num_items=num_items, seed=cfg.train.seed
     )

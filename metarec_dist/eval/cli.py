@@ -7,6 +7,7 @@ User mistakes raise ``ValueError``; ``metarec_dist.cli.main`` prints them as one
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,12 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", help="write every number (with intervals) to this JSON file")
     parser.add_argument("--n-boot", type=int, help="bootstrap resamples (default: the config's eval.n_boot)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="score the users (and the adaptation grid) on N Ray actors, one CPU each; same numbers "
+        "(default: the config's eval.workers, 1 = in this process)",
+    )
     _add_adaptation_args(parser)
 
 
@@ -104,7 +111,11 @@ def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
 
 
 def _protocol(
-    loaded: LoadedModel, shots: list[int], name: str = "cold_start", mask_seen: bool = True
+    loaded: LoadedModel,
+    shots: list[int],
+    name: str = "cold_start",
+    mask_seen: bool = True,
+    workers: int | None = None,
 ) -> tuple[ColdStartProtocol, str]:
     """The model's own protocol: its data config's users, its support_max (loo: its input window) and
     ``eval:`` section."""
@@ -112,6 +123,8 @@ def _protocol(
     from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 
     cfg = loaded.cfg
+    if workers is not None:  # where the users are scored changes no number: not the checkpoint's business
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, workers=workers))
     if name == "cold_start" and shots[-1] + 1 + cfg.model.prefix_tokens(cfg.data) > cfg.model.max_seq_len:
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
     prepared = load_prepared(cfg)
@@ -142,24 +155,35 @@ def _same_users(a: ColdStartProtocol, b: ColdStartProtocol, split: str) -> None:
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
+    if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
+        raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1 (evaluation processes), got {args.workers}")
+    try:
+        return _evaluate(args)
+    finally:
+        from metarec_dist.eval.distributed import close_runners
+
+        close_runners()
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from metarec_dist.eval.loading import load_model
     from metarec_dist.eval.report import build_report, format_table, write_json
 
-    if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
-        raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
     name = protocol_name(loaded, args.protocol)
     if name == "loo" and args.shots:
         raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
-    protocol, source = _protocol(loaded, shots, name, args.mask_seen)
+    protocol, source = _protocol(loaded, shots, name, args.mask_seen, args.workers)
     protocol.users(args.split)  # validates the name before any work
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded))]
     baseline = None
     if args.baseline:
         base = load_model(args.baseline)
-        base_protocol = _protocol(base, shots, protocol_name(base, name), args.mask_seen)[0]
+        base_protocol = _protocol(base, shots, protocol_name(base, name), args.mask_seen, args.workers)[0]
         _same_users(protocol, base_protocol, args.split)
         b = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
         if b.name == results[0].name:

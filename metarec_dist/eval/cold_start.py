@@ -23,6 +23,7 @@ their full matrix is read through the same chunked code. Either way the metrics 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -94,7 +95,85 @@ def score_into(scorer: Scorer, batch: MetaBatch, steps: int | None, ranking: Chu
         as_float(lambda lo, hi: full[:, lo:hi])
 
 
-@torch.no_grad()
+@dataclass
+class ColdStartBatches:
+    """The cold-start evaluation as its batches: batch ``i`` is ``batch_users`` consecutive kept users of
+    one shot count, exactly the batches of the in-order loop. Each batch is scored on its own, so they can
+    run anywhere (in order in this process, strided over the Ray Train ranks, or on Ray actors:
+    ``eval/distributed.py``), and :meth:`assemble` concatenates their metrics into the per-user arrays of
+    the in-order run, value for value."""
+
+    num_items: int
+    sequences: list[np.ndarray]
+    support_max: int
+    ks: tuple[int, ...]
+    item_chunk: int
+    device: torch.device | str
+    targets: dict[int, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]  # K -> eval_targets
+    spans: list[tuple[int, int, int]]  # (K, lo, hi) over that K's kept users
+    user_features: np.ndarray | None = None  # [len(sequences), F] feature ids, None without features
+
+    @classmethod
+    def build(
+        cls,
+        num_items: int,
+        sequences: list[np.ndarray],
+        shots: Sequence[int],
+        support_max: int,
+        num_relevant: int = 10,
+        ks: Sequence[int] = (10, 20),
+        batch_users: int = 256,
+        device: torch.device | str = "cpu",
+        item_chunk: int = DEFAULT_ITEM_CHUNK,
+        user_features: np.ndarray | None = None,
+    ) -> ColdStartBatches:
+        targets, spans = {}, []
+        for k in shots:
+            if k > support_max:
+                raise ValueError(f"eval.shots: {k} exceeds tasks.support_max ({support_max})")
+            if k in targets:
+                continue
+            targets[k] = eval_targets(sequences, k, num_relevant)
+            n = len(targets[k][0])
+            spans += [(k, lo, min(lo + batch_users, n)) for lo in range(0, n, batch_users)]
+        return cls(
+            num_items, sequences, support_max, tuple(ks), item_chunk, device, targets, spans, user_features
+        )
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    @torch.no_grad()
+    def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
+        """The metrics of batch ``index``: one value per user of the batch."""
+        k, lo, hi = self.spans[index]
+        keep, support, relevant, nxt = self.targets[k]
+        idx = keep[lo:hi]
+        feats = None if self.user_features is None else self.user_features[idx]
+        users = [self.sequences[u] for u in idx]
+        batch = prefix_batch(users, k, self.support_max, bos_id(self.num_items), feats).to(self.device)
+        ranking = ChunkedRanking(
+            self.num_items,
+            torch.from_numpy(relevant[lo:hi]),
+            torch.from_numpy(nxt[lo:hi]),
+            ks=self.ks,
+            exclude=torch.from_numpy(support[lo:hi]),
+            item_chunk=self.item_chunk,
+        )
+        score_into(scorer, batch, steps, ranking)
+        return {name: v.cpu().numpy() for name, v in ranking.result().items()}
+
+    def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
+        """Batch results (in batch order) into ``{K: {metric: per-user array}}``."""
+        results: PerUser = {k: {} for k in self.targets}
+        grouped: dict[int, list[dict[str, np.ndarray]]] = {}
+        for (k, _, _), part in zip(self.spans, parts, strict=True):
+            grouped.setdefault(k, []).append(part)
+        for k, batches in grouped.items():
+            results[k] = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+        return results
+
+
 def evaluate_cold_start(
     scorer: Scorer,
     num_items: int,
@@ -110,33 +189,22 @@ def evaluate_cold_start(
     user_features: np.ndarray | None = None,
 ) -> PerUser:
     """Per shot count K, per metric, one value per evaluated user; items are ranked ``item_chunk`` at a time.
-    Under ZeRO-3 every rank must call this with the same users (scoring is a collective forward).
-    ``user_features``: ``[len(sequences), F]`` feature ids of each user (None without user features)."""
-    results: PerUser = {}
-    for k in shots:
-        if k > support_max:
-            raise ValueError(f"eval.shots: {k} exceeds tasks.support_max ({support_max})")
-        keep, support, relevant, nxt = eval_targets(sequences, k, num_relevant)
-        parts: dict[str, list[np.ndarray]] = {}
-        for lo in range(0, len(keep), batch_users):
-            idx = keep[lo : lo + batch_users]
-            feats = None if user_features is None else user_features[idx]
-            batch = prefix_batch([sequences[u] for u in idx], k, support_max, bos_id(num_items), feats)
-            batch = batch.to(device)
-            sl = slice(lo, lo + len(idx))
-            ranking = ChunkedRanking(
-                num_items,
-                torch.from_numpy(relevant[sl]),
-                torch.from_numpy(nxt[sl]),
-                ks=tuple(ks),
-                exclude=torch.from_numpy(support[sl]),
-                item_chunk=item_chunk,
-            )
-            score_into(scorer, batch, steps, ranking)
-            for name, v in ranking.result().items():
-                parts.setdefault(name, []).append(v.cpu().numpy())
-        results[k] = {name: np.concatenate(v) for name, v in parts.items()}
-    return results
+    Every batch in this process, in order. Under ZeRO-3 every rank must run the same number of batches
+    (scoring is a collective forward). ``user_features``: ``[len(sequences), F]`` feature ids of each user
+    (None without user features)."""
+    batches = ColdStartBatches.build(
+        num_items,
+        sequences,
+        shots,
+        support_max,
+        num_relevant,
+        ks,
+        batch_users,
+        device,
+        item_chunk,
+        user_features,
+    )
+    return batches.assemble([batches.run(scorer, i, steps) for i in range(len(batches))])
 
 
 def flat_means(results: PerUser) -> dict[str, float]:

@@ -12,6 +12,7 @@ with other items ranks after them: ties never count as a hit); MRR uses the targ
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,7 +48,91 @@ def seen_matrix(histories: list[np.ndarray], targets: np.ndarray) -> tuple[torch
     return torch.from_numpy(seen), torch.from_numpy(repeat)
 
 
-@torch.no_grad()
+@dataclass
+class LooBatches:
+    """The leave-one-out evaluation as its batches of ``batch_users`` sequences (see
+    :class:`~metarec_dist.eval.cold_start.ColdStartBatches`: the same batches wherever they run)."""
+
+    num_items: int
+    sequences: list[np.ndarray]
+    window: int
+    ks: tuple[int, ...]
+    mask_seen: bool
+    item_chunk: int
+    device: torch.device | str
+    keep: list[int]
+    inputs: list[np.ndarray]
+    targets: np.ndarray
+    spans: list[tuple[int, int]]
+    user_features: np.ndarray | None = None
+
+    @classmethod
+    def build(
+        cls,
+        num_items: int,
+        sequences: list[np.ndarray],
+        window: int,
+        ks: Sequence[int] = LOO_KS,
+        mask_seen: bool = True,
+        batch_users: int = 256,
+        device: torch.device | str = "cpu",
+        item_chunk: int = DEFAULT_ITEM_CHUNK,
+        user_features: np.ndarray | None = None,
+    ) -> LooBatches:
+        keep, inputs, targets = loo_inputs(sequences, window)
+        spans = [(lo, min(lo + batch_users, len(keep))) for lo in range(0, len(keep), batch_users)]
+        return cls(
+            num_items,
+            sequences,
+            window,
+            tuple(ks),
+            mask_seen,
+            item_chunk,
+            device,
+            keep,
+            inputs,
+            targets,
+            spans,
+            user_features,
+        )
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    @torch.no_grad()
+    def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
+        lo, hi = self.spans[index]
+        ks = self.ks
+        feats = None if self.user_features is None else self.user_features[self.keep[lo:hi]]
+        window, bos = self.window, bos_id(self.num_items)
+        batch = prefix_batch(self.inputs[lo:hi], window, window, bos, feats).to(self.device)
+        target = torch.from_numpy(self.targets[lo:hi])
+        exclude, repeat = None, torch.zeros(len(target), dtype=torch.bool)
+        if self.mask_seen:  # the whole earlier history, not only the window the model reads
+            history = [self.sequences[u][:-1] for u in self.keep[lo:hi]]
+            exclude, repeat = seen_matrix(history, self.targets[lo:hi])
+        ranking = ChunkedRanking(
+            self.num_items,
+            target[:, None],
+            target,
+            ks=ks,
+            next_ks=ks[:1],
+            exclude=exclude,
+            item_chunk=self.item_chunk,
+        )
+        score_into(scorer, batch, steps, ranking)
+        m = ranking.result()
+        out = {**{f"hr@{k}": m[f"recall@{k}"] for k in ks}, **{f"ndcg@{k}": m[f"ndcg@{k}"] for k in ks}}
+        out["mrr"] = m["mrr"]
+        return {name: torch.where(repeat, torch.zeros_like(v), v).numpy() for name, v in out.items()}
+
+    def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
+        names = [*(f"hr@{k}" for k in self.ks), *(f"ndcg@{k}" for k in self.ks), "mrr"]
+        if not parts:
+            return {LOO: {n: np.zeros(0, np.float32) for n in names}}
+        return {LOO: {n: np.concatenate([p[n] for p in parts]) for n in names}}
+
+
 def evaluate_loo(
     scorer: Scorer,
     num_items: int,
@@ -62,26 +147,9 @@ def evaluate_loo(
     user_features: np.ndarray | None = None,
 ) -> PerUser:
     """``{LOO: {"hr@k", "ndcg@k" for k in ks, "mrr"}}``, one value per sequence with a history. ``steps``:
-    test-time adaptation steps on the input window (0 for ``sasrec``/``none``; None: the algorithm's)."""
-    keep, inputs, targets = loo_inputs(sequences, window)
-    ks = tuple(ks)
-    parts: dict[str, list[np.ndarray]] = {}
-    for lo in range(0, len(keep), batch_users):
-        sl = slice(lo, lo + batch_users)
-        feats = None if user_features is None else user_features[keep[sl]]
-        batch = prefix_batch(inputs[sl], window, window, bos_id(num_items), feats).to(device)
-        target = torch.from_numpy(targets[sl])
-        exclude, repeat = None, torch.zeros(len(target), dtype=torch.bool)
-        if mask_seen:  # the whole earlier history, not only the window the model reads
-            exclude, repeat = seen_matrix([sequences[u][:-1] for u in keep[sl]], targets[sl])
-        ranking = ChunkedRanking(
-            num_items, target[:, None], target, ks=ks, next_ks=ks[:1], exclude=exclude, item_chunk=item_chunk
-        )
-        score_into(scorer, batch, steps, ranking)
-        m = ranking.result()
-        out = {**{f"hr@{k}": m[f"recall@{k}"] for k in ks}, **{f"ndcg@{k}": m[f"ndcg@{k}"] for k in ks}}
-        out["mrr"] = m["mrr"]
-        for name, v in out.items():
-            parts.setdefault(name, []).append(torch.where(repeat, torch.zeros_like(v), v).numpy())
-    names = [*(f"hr@{k}" for k in ks), *(f"ndcg@{k}" for k in ks), "mrr"]
-    return {LOO: {n: np.concatenate(parts[n]) if n in parts else np.zeros(0, np.float32) for n in names}}
+    test-time adaptation steps on the input window (0 for ``sasrec``/``none``; None: the algorithm's).
+    Every batch in this process, in order."""
+    batches = LooBatches.build(
+        num_items, sequences, window, ks, mask_seen, batch_users, device, item_chunk, user_features
+    )
+    return batches.assemble([batches.run(scorer, i, steps) for i in range(len(batches))])

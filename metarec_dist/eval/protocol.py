@@ -24,8 +24,9 @@ import torch
 
 from metarec_dist.config import EvalConfig, MetaConfig
 from metarec_dist.data.split import UserSplits
-from metarec_dist.eval.cold_start import PerUser, Scorer, evaluate_cold_start
-from metarec_dist.eval.loo import LOO, LOO_KS, evaluate_loo
+from metarec_dist.eval.cold_start import ColdStartBatches, PerUser, Scorer
+from metarec_dist.eval.distributed import BatchRunner, UserBatches, run_batches, runner_for
+from metarec_dist.eval.loo import LOO, LOO_KS, LooBatches
 from metarec_dist.eval.stats import MethodResult
 from metarec_dist.meta import ALGORITHMS, MetaLearner, build_algorithm
 from metarec_dist.metrics.popularity import popularity_scores
@@ -161,19 +162,31 @@ class ColdStartProtocol:
         ks: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
         user_features: np.ndarray | None = None,
+        runner: BatchRunner | None = None,
     ) -> PerUser:
-        """Full-ranking cold-start metrics per user: adapt ``steps`` on the first K items, rank all items but
-        the support, score against the next ``eval.num_relevant`` interactions. ``user_features``: the
-        users' feature ids, row i for ``sequences[i]`` (``UserSplits.user_features``)."""
-        return evaluate_cold_start(
-            scorer,
+        """The protocol's per-user metrics of ``scorer`` on ``sequences`` after ``steps`` adaptation steps.
+        ``user_features``: the users' feature ids, row i for ``sequences[i]`` (``UserSplits.user_features``).
+        The batches run on ``runner``: by default here (``eval.workers: 1``) or on ``eval.workers`` Ray
+        actors; the trainer passes its ranks. The numbers do not depend on where (``eval/distributed.py``)."""
+        runner = runner or runner_for(self.eval_cfg.workers)
+        return run_batches(self.batches(sequences, ks, device, user_features), scorer, steps, runner)
+
+    def batches(
+        self,
+        sequences: list[np.ndarray],
+        ks: Sequence[int] | None = None,
+        device: torch.device | str = "cpu",
+        user_features: np.ndarray | None = None,
+    ) -> UserBatches:
+        """Full-ranking cold-start metrics per user: adapt on the first K items, rank all items but the
+        support, score against the next ``eval.num_relevant`` interactions."""
+        return ColdStartBatches.build(
             self.splits.num_items,
             sequences,
             shots=list(self.shots),
             support_max=max(self.support_max, max(self.shots)),
             num_relevant=self.eval_cfg.num_relevant,
             ks=tuple(self.eval_cfg.ks if ks is None else ks),
-            steps=steps,
             batch_users=self.eval_cfg.batch_users,
             device=device,
             item_chunk=self.eval_cfg.item_chunk,
@@ -282,23 +295,19 @@ class LeaveOneOutProtocol(ColdStartProtocol):
             "least 3 interactions?"
         )
 
-    def per_user(
+    def batches(
         self,
-        scorer: Scorer,
         sequences: list[np.ndarray],
-        steps: int | None = 0,
         ks: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
         user_features: np.ndarray | None = None,
-    ) -> PerUser:
+    ) -> UserBatches:
         """HR@k / NDCG@k / MRR of each sequence's last item, ranked over all items (history masked or not)."""
-        return evaluate_loo(
-            scorer,
+        return LooBatches.build(
             self.splits.num_items,
             sequences,
             window=self.support_max,
             ks=LOO_KS if ks is None else ks,
-            steps=steps,
             mask_seen=self.mask_seen,
             batch_users=self.eval_cfg.batch_users,
             device=device,

@@ -7,6 +7,11 @@ and write the JSON summary, the NDCG@10-vs-K plot and the tables.
 Runs go to ``<out>/runs/<method>-s<seed>`` (plain training checkpoints: ``metarec evaluate`` reads them too),
 per-user results to ``<out>/per_user/``. Training runs in ``--jobs`` processes of one torch thread each:
 these models are too small for intra-op threads to pay off, so two processes use two cores best.
+
+The evaluation (the adaptation grid on validation users, then the test users) is the expensive part; with
+``--set eval.workers=N`` every run scores its users on N Ray actors, batch by batch, with the same numbers
+(``eval/distributed.py``). Each ``--jobs`` process then starts its own local Ray cluster: use ``--jobs 1``
+with ``eval.workers`` = the cores, or start one cluster (``ray start --head``) and set ``RAY_ADDRESS``.
 """
 
 from __future__ import annotations

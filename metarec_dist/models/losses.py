@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import torch
 
+# The inner loop's full softmax holds [support positions x items] logits: 0.8 GB for 200 positions at 1M
+# items. Above this many items it runs in item chunks (two passes), exact and bounded (test-time adaptation
+# of a million-item model; training there uses the sampled softmax, ``model.loss: auto``).
+SOFTMAX_ITEM_CHUNK = 65536
+
 
 def _packed(h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows of ``h [T, N, d]`` that have a target: ``(h_rows [M, d], target_cols [M], task_of_row [M])``."""
@@ -62,7 +67,11 @@ def sampled_softmax_loss(
 
 
 def full_softmax_loss_and_grad(
-    h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    bias: torch.Tensor | None,
+    item_chunk: int = SOFTMAX_ITEM_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per-task full-softmax loss and its gradients w.r.t. ``h`` and ``bias``, written out by hand.
 
@@ -70,8 +79,11 @@ def full_softmax_loss_and_grad(
     and the per-item bias. The softmax gradient ``(p - onehot) / n`` is exact and cheap to form, so doing
     the scoring part without autograd saves recording ``[M, V]`` intermediates and recomputing the softmax
     in the backward: the dominant cost of every inner step.
-    Returns ``(loss [T], d sum(loss) / dh, d sum(loss) / dbias)``.
+    Returns ``(loss [T], d sum(loss) / dh, d sum(loss) / dbias)``. Catalogues larger than ``item_chunk``
+    take :func:`_chunked_softmax_loss_and_grad` (the same quantities, ``[M, item_chunk]`` at a time).
     """
+    if table.shape[0] > item_chunk:
+        return _chunked_softmax_loss_and_grad(h, targets, table, bias, item_chunk)
     rows, cols, task = _packed(h, targets)
     num_tasks = h.shape[0]
     logits = rows @ table.T
@@ -90,4 +102,39 @@ def full_softmax_loss_and_grad(
     grad_bias = None
     if bias is not None:
         grad_bias = torch.zeros_like(bias).index_add_(0, task, grad_logits)
+    return loss, grad_h, grad_bias
+
+
+def _chunked_softmax_loss_and_grad(
+    h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None, item_chunk: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`full_softmax_loss_and_grad` ``item_chunk`` items at a time: a first pass for each row's
+    log-sum-exp, a second for the softmax's gradient, so only ``[M, item_chunk]`` logits ever exist."""
+    rows, cols, task = _packed(h, targets)
+    num_tasks, num_items = h.shape[0], table.shape[0]
+
+    def logits(lo: int, hi: int) -> torch.Tensor:
+        out = rows @ table[lo:hi].T
+        return out if bias is None else out + bias[task, lo:hi]
+
+    chunks = range(0, num_items, item_chunk)
+    lse = torch.stack([logits(lo, lo + item_chunk).logsumexp(-1) for lo in chunks], -1).logsumexp(-1)
+    target = (rows * table[cols]).sum(-1) + (0 if bias is None else bias[task, cols])
+    nll = lse - target
+    count = torch.zeros(num_tasks, dtype=h.dtype, device=h.device).index_add(0, task, torch.ones_like(nll))
+    count = count.clamp_min(1.0)
+    loss = torch.zeros(num_tasks, dtype=h.dtype, device=h.device).index_add(0, task, nll) / count
+    scale = 1.0 / count[task][:, None]
+    grad_rows = -table[cols] * scale  # the one-hot part of (softmax - onehot) @ table
+    grad_bias = None if bias is None else torch.zeros_like(bias)
+    for lo in chunks:
+        hi = min(lo + item_chunk, num_items)
+        p = logits(lo, hi).sub_(lse[:, None]).exp_().mul_(scale)
+        grad_rows += p @ table[lo:hi]
+        if grad_bias is not None:
+            grad_bias[:, lo:hi].index_add_(0, task, p)
+    if grad_bias is not None:
+        grad_bias.index_put_((task, cols), -scale[:, 0], accumulate=True)
+    grad_h = torch.zeros_like(h)
+    grad_h[(targets > 0).nonzero(as_tuple=True)] = grad_rows
     return loss, grad_h, grad_bias

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from metarec_dist.checkpoint import Checkpointer
-from metarec_dist.config import Config
+from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.split import UserSplits
 from metarec_dist.eval.cold_start import flat_means
+from metarec_dist.eval.distributed import AcrossRanks
 from metarec_dist.eval.loo import LOO
 from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 from metarec_dist.meta import MetaLearner, build_algorithm
@@ -95,6 +96,7 @@ class MetaTrainer:
         data: UserSplits,
         logger: MetricLogger | None = None,
     ) -> None:
+        cfg = resolve_loss(cfg, data.num_items)  # model.loss: auto -> full or sampled for this catalogue
         self.cfg, self.ctx, self.data = cfg, ctx, data
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)
@@ -229,7 +231,8 @@ class MetaTrainer:
         return None if self.algorithm.adapts else 0
 
     def validate(self, shots: list[int] | None = None) -> dict[str, Any]:
-        """Cold-start NDCG@10 / Recall@10 on validation users (every rank: ZeRO-3 scoring is a collective).
+        """Cold-start NDCG@10 / Recall@10 on validation users, each rank scoring its share of the batches
+        (every rank the same number: ZeRO-3 scoring is a collective) and all of them getting every result.
         With several ``shots`` it also returns the per-K rows as ``eval/cold_start_table``."""
         if self.cfg.data.protocol == "loo":
             return self.validate_loo()
@@ -243,6 +246,7 @@ class MetaTrainer:
             ks=(10,),
             device=self.ctx.device,
             user_features=self.valid_user_features(),
+            runner=AcrossRanks(self.ctx),
         )
         self.engine.train()
         out: dict[str, Any] = {
@@ -273,6 +277,7 @@ class MetaTrainer:
             ks=(10,),
             device=self.ctx.device,
             user_features=self.valid_user_features(),
+            runner=AcrossRanks(self.ctx),
         )[LOO]
         self.engine.train()
         return {f"val/loo_{m}": float(res[m].mean()) for m in ("ndcg@10", "hr@10") if len(res[m])}

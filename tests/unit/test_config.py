@@ -100,3 +100,38 @@ def test_shipped_configs_load_and_round_trip(path, tmp_path):
     again = tmp_path / "again.yaml"
     again.write_text(config_to_yaml(cfg))
     assert load_config(again) == cfg
+
+
+def test_auto_loss_is_full_up_to_the_threshold_and_sampled_above():
+    """``model.loss: auto`` (the default): the full softmax for every catalogue up to ``model.sampled_above``
+    items, so existing configs train as before; sampled softmax above; explicit choices are kept."""
+    from metarec_dist.config import resolve_loss
+
+    cfg = load_config(None, [])
+    assert cfg.model.loss == "auto" and cfg.model.sampled_above == 100_000
+    assert resolve_loss(cfg, 100_000).model.loss == "full"
+    assert resolve_loss(cfg, 100_001).model.loss == "sampled"
+    assert resolve_loss(cfg, 1_000_000).model.loss == "sampled"
+    assert cfg.model.loss == "auto"  # resolving returns a new config
+    small = load_config(None, ["model.sampled_above=50"])
+    assert resolve_loss(small, 200).model.loss == "sampled"
+    for kept in ("full", "sampled"):
+        assert resolve_loss(load_config(None, [f"model.loss={kept}"]), 1_000_000).model.loss == kept
+        assert resolve_loss(load_config(None, [f"model.loss={kept}"]), 10).model.loss == kept
+    with pytest.raises(ValueError, match="sampled_above"):
+        load_config(None, ["model.sampled_above=0"])
+
+
+def test_the_trainer_trains_and_records_the_resolved_loss():
+    from metarec_dist.data import prepare_data
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.trainer import MetaTrainer
+
+    for above, loss, negatives in ((100, "sampled", 256), (100_000, "full", 0)):
+        cfg = load_config("configs/tiny.yaml", ["data.cache=false", f"model.sampled_above={above}"])
+        data = prepare_data(cfg.data).user_splits()
+        assert data.num_items == 200
+        trainer = MetaTrainer(cfg, LocalContext(None), data)
+        assert trainer.cfg.model.loss == loss and trainer.model.cfg.loss == loss
+        assert trainer.sampler.num_negatives == negatives
+        assert trainer.checkpoint_info()["config"]["model"]["loss"] == loss

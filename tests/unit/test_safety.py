@@ -226,6 +226,10 @@ def test_n_boot_zero_is_an_error_not_the_default(run, capsys):
     _fails(capsys, ["evaluate", "--checkpoint", str(run), "--n-boot", "0"], "--n-boot must be >= 1")
 
 
+def test_zero_evaluation_workers_is_an_error(run, capsys):
+    _fails(capsys, ["evaluate", "--checkpoint", str(run), "--workers", "0"], "--workers must be >= 1")
+
+
 def _read_csv(path: Path, text: str, *settings: str):
     from metarec_dist.data import prepare_data
 

@@ -1,0 +1,386 @@
+"""``metarec bench scale``: what grows with the log, the catalogue and the cluster (issue 14).
+
+One run reports, each part measured in a fresh process (peak memory is per process):
+
+- ``data``: a generated log of N and 10 N interactions (``bench/data_bench.py``'s MovieLens-like log, as
+  Parquet) trained for 2 meta-steps on Ray (tiny model): ``rank_data_mb_*`` is the peak resident memory of
+  the rank-0 Ray worker (the trainer's ``peak_memory_gb``) minus the same run's on a 20k-interaction log,
+  i.e. what the training data adds to a worker whatever path brings it there; ``rank_data_ratio_2_vs_1``
+  divides that at 10 N with 2 workers by 1 worker. ``driver_peak_mb_*`` is the driver process's peak
+  resident memory over the whole command (data preparation from a cold cache included).
+- ``eval``: one adaptation-grid setting (FOMAML, 3 steps, shots 1/3/5/10, 20k items) on generated users,
+  scored on 1 and on 2 Ray actors (``eval.workers``, one torch thread each), timed after a warm-up call;
+  in this process (torch's default threads, and one thread) on a quarter of the users for reference.
+- ``zero``: a 1M-item catalogue trained 3 meta-steps on 2 gloo ranks (DeepSpeed, CPU) at ZeRO-0 and ZeRO-3:
+  the parameter memory each rank holds (partitions plus whatever is resident in full) and the growth of its
+  peak resident memory during the validation that follows (chunked full ranking).
+- ``sampled``: meta-steps per second with sampled softmax at 20k and 1M items (tiny model, one process).
+
+``--interactions`` sets N (default 2M: 2M and 20M); a smaller N is the quick run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TINY_MODEL = [
+    "model.hidden_size=16",
+    "model.num_heads=2",
+    "model.adapter_rank=2",
+    "model.max_seq_len=16",
+    "tasks.support_max=5",
+    "tasks.query_size=3",
+    "logging.wandb=off",
+    "checkpoint.resume=false",
+]
+BASE_INTERACTIONS = 20_000  # the "no data" reference run of the data part
+TARGETS = {
+    "rank_data_ratio_2_vs_1": ("<=", 0.6),
+    "driver_peak_ratio_10x_vs_1x": ("<", 1.5),
+    "zero3_vs_zero0_param_ratio": ("<=", 0.6),
+    "eval_speedup_2w_vs_1w": (">=", 1.6),
+}
+
+
+# ----------------------------------------------------------------------------------------- measurements
+
+
+def proc_mb(key: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` of this process, MiB."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
+    return int(line.split()[1]) / 1024
+
+
+def reset_peak() -> float:
+    """Reset this process's peak resident memory to its current size (Linux); returns it, MiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return proc_mb("VmHWM")
+
+
+def rank_param_mb(module: Any) -> float:
+    """Parameter memory this rank holds: under ZeRO-3 its partition of each parameter plus the parameters
+    kept whole (small ones below the persistence threshold, or any gathered at the moment); else all."""
+    total = 0
+    for p in module.parameters():
+        part = getattr(p, "ds_tensor", None)
+        total += p.data.numel() * p.element_size()
+        if part is not None:
+            total += part.numel() * part.element_size()
+    return total / 2**20
+
+
+def random_users(n: int, num_items: int, seed: int, lo: int = 12, hi: int = 40) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(1, num_items + 1, int(rng.integers(lo, hi + 1))) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------------------- parts
+
+
+def data_part(log: str, cache: str, workers: int, storage: str) -> dict[str, float]:
+    """Train 2 meta-steps on Ray from the Parquet ``log``: the rank-0 worker's and the driver's peaks."""
+    from metarec_dist.config import load_config
+    from metarec_dist.runtime.ray_launcher import init_ray, shutdown_ray, train_on_ray
+
+    cfg = load_config(
+        None,
+        [
+            *TINY_MODEL,
+            "data.format=parquet",
+            f"data.path={log}",
+            f"data.cache_dir={cache}",
+            f"meta.meta_batch_size={4 * workers}",
+            "train.meta_steps=2",
+            "train.log_every=1",
+            "train.eval_every=0",
+            "train.timing_warmup=0",
+            "train.eval_users=16",
+            "eval.shots=[1]",
+            "checkpoint.every=0",
+            "runtime.backend=ray",
+            f"runtime.num_workers={workers}",
+            f"runtime.storage_path={storage}",
+            f"runtime.run_name=scale-{workers}w-{Path(log).stem}",
+        ],
+    )
+    init_ray(num_cpus=workers + 2)  # room for Ray Data's tasks beside the training workers
+    try:
+        out = train_on_ray(cfg)
+    finally:
+        shutdown_ray()
+    return {"worker_peak_mb": out["peak_memory_gb"] * 1e6 / 1024, "driver_peak_mb": proc_mb("VmHWM")}
+
+
+def eval_part(users: int, num_items: int = 20_000, repeats: int = 2) -> dict[str, float]:
+    """Users per second of one grid setting, in this process and on 1 and 2 Ray actors."""
+    import torch
+
+    from metarec_dist.config import load_config
+    from metarec_dist.data.split import UserSplits
+    from metarec_dist.eval.distributed import InProcess
+    from metarec_dist.eval.protocol import AdaptingScorer, ColdStartProtocol
+    from metarec_dist.models.recommender import SeqRecommender
+    from metarec_dist.runtime.eval_pool import actor_pool, close_actor_pool
+    from metarec_dist.runtime.ray_launcher import init_ray
+
+    cfg = load_config(None, ["eval.batch_users=32", "model.max_seq_len=32"])
+    seqs = random_users(users, num_items, seed=1)
+    protocol = ColdStartProtocol(UserSplits([], seqs, [], num_items), [1, 3, 5, 10], 10, cfg.eval)
+    torch.manual_seed(0)
+    scorer = AdaptingScorer(SeqRecommender(cfg.model, num_items, seed=0).eval(), "fomaml", 0.5)
+
+    def users_per_s(runner: Any, part: list[np.ndarray] = seqs) -> float:
+        start = time.perf_counter()
+        protocol.per_user(scorer, part, steps=3, runner=runner)
+        return len(part) / (time.perf_counter() - start)
+
+    out: dict[str, Any] = {}
+    few = seqs[: max(1, users // 4)]  # in this process: a quarter of the users, after a warm-up
+    for threads in (torch.get_num_threads(), 1):
+        torch.set_num_threads(threads)
+        users_per_s(InProcess(), few[:32])
+        out[f"eval_users_per_s_inprocess_{threads}t"] = users_per_s(InProcess(), few)
+    init_ray(num_cpus=os.cpu_count() or 1)
+    for workers in (1, 2, 1, 2):  # A-B-A-B: a drift in the shared machine's speed lands on both sides
+        pool = actor_pool(workers)
+        users_per_s(pool)  # warm-up: actors import torch, first calls allocate
+        runs = [users_per_s(pool) for _ in range(repeats)]
+        out.setdefault(f"runs_{workers}w", []).extend(runs)
+    close_actor_pool(shutdown=True)
+    for workers in (1, 2):
+        out[f"eval_users_per_s_{workers}w"] = float(np.median(out[f"runs_{workers}w"]))
+    return out
+
+
+def zero_rank(
+    rank: int,
+    world: int,
+    port: int,
+    stage: int,
+    num_items: int,
+    out_dir: str,
+    steps: int = 3,
+    shots: tuple[int, ...] = (1, 3),
+) -> None:
+    """One of ``world`` gloo ranks: train ``steps`` meta-steps at ZeRO ``stage`` on a ``num_items`` catalogue,
+    then validate; rank figures to ``out_dir/zero{stage}_rank{rank}.json``."""
+    import torch
+
+    from metarec_dist.config import load_config
+    from metarec_dist.data.split import UserSplits
+    from metarec_dist.runtime.context import WorkerContext
+    from metarec_dist.train.trainer import MetaTrainer
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    cfg = load_config(
+        None,
+        [
+            *TINY_MODEL,
+            "meta.meta_batch_size=8",
+            f"train.meta_steps={steps}",
+            "train.eval_users=64",
+            "eval.batch_users=64",
+            "runtime.deepspeed=true",
+            f"runtime.zero_stage={stage}",
+            f"runtime.num_workers={world}",
+        ],
+    )
+    data = UserSplits(
+        random_users(2000, num_items, seed=2), random_users(64, num_items, seed=3, lo=8), [], num_items
+    )
+
+    class Rank(WorkerContext):
+        pass
+
+    ctx = Rank()
+    ctx.rank, ctx.world_size = rank, world
+    try:
+        trainer = MetaTrainer(cfg, ctx, data)
+        params = list(trainer.engine.module.parameters())
+        param_mb = rank_param_mb(trainer.engine.module)
+        losses = [trainer.train_step()["loss"] for _ in range(steps)]
+        base = reset_peak()
+        val = trainer.validate(list(shots))
+        eval_delta = proc_mb("VmHWM") - base
+        figures = {
+            "param_mb": param_mb,
+            "full_param_mb": sum(getattr(p, "ds_numel", p.numel()) for p in params) * 4 / 2**20,
+            "loss": trainer.cfg.model.loss,
+            "losses": losses,
+            "val_ndcg": val[f"val/ndcg@10@k{shots[-1]}"],
+            "eval_peak_delta_mb": eval_delta,
+            "peak_mb": proc_mb("VmHWM"),
+        }
+        Path(out_dir, f"zero{stage}_rank{rank}.json").write_text(json.dumps(figures))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def zero_run(
+    stage: int, num_items: int, out_dir: str, world: int = 2, steps: int = 3, shots: tuple[int, ...] = (1, 3)
+) -> list[dict[str, Any]]:
+    """Every rank's figures of a ``world``-rank run at ZeRO ``stage``."""
+    import torch.multiprocessing as mp
+
+    port = free_port()
+    mp.start_processes(
+        zero_rank,
+        args=(world, port, stage, num_items, out_dir, steps, shots),
+        nprocs=world,
+        start_method="spawn",
+    )
+    return [json.loads(Path(out_dir, f"zero{stage}_rank{r}.json").read_text()) for r in range(world)]
+
+
+def zero_part(num_items: int = 1_000_000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="metarec-zero-") as tmp:
+        runs = {stage: zero_run(stage, num_items, tmp) for stage in (0, 3)}
+    return {
+        "zero0_rank_param_mb": max(r["param_mb"] for r in runs[0]),
+        "zero3_rank_param_mb": max(r["param_mb"] for r in runs[3]),
+        "zero0_eval_peak_delta_mb": max(r["eval_peak_delta_mb"] for r in runs[0]),
+        "zero3_eval_peak_delta_mb": max(r["eval_peak_delta_mb"] for r in runs[3]),
+        "zero0_rank_peak_mb": max(r["peak_mb"] for r in runs[0]),
+        "zero3_rank_peak_mb": max(r["peak_mb"] for r in runs[3]),
+        "zero_items": num_items,
+        "zero_loss": runs[3][0]["loss"],
+    }
+
+
+def sampled_part(num_items: int, steps: int = 16) -> dict[str, float]:
+    """Meta-batches of 64 tasks (FOMAML, 3 inner steps, d = 64) with 256 shared sampled negatives."""
+    from metarec_dist.config import load_config
+    from metarec_dist.data.split import UserSplits
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.trainer import MetaTrainer
+
+    cfg = load_config(
+        "configs/tiny.yaml" if Path("configs/tiny.yaml").is_file() else None,
+        [
+            "model.loss=sampled",
+            f"train.meta_steps={steps}",
+            f"train.timing_warmup={steps // 4}",
+            f"train.log_every={steps}",
+            "train.eval_every=0",
+            "logging.wandb=off",
+        ],
+    )
+    data = UserSplits(random_users(4000, num_items, seed=4), [], [], num_items)
+    return {"tasks_per_s": MetaTrainer(cfg, LocalContext(None), data).fit()["tasks_per_s"]}
+
+
+# ----------------------------------------------------------------------------------------- driver
+
+
+def _child(part: str, **kwargs: Any) -> dict[str, Any]:
+    """Run ``part`` in a fresh interpreter (its own peak memory); its JSON result."""
+    cmd = [sys.executable, "-m", "metarec_dist.bench.scale", "--child", part, "--kwargs", json.dumps(kwargs)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench scale part {part} {kwargs} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+PARTS = {"data": data_part, "eval": eval_part, "zero": zero_part, "sampled": sampled_part}
+
+
+def run_data(interactions: int, tmp: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from metarec_dist.bench.data_bench import make_log
+
+    sizes = {"base": BASE_INTERACTIONS, "1x": interactions, "10x": 10 * interactions}
+    logs = {}
+    for name, n in sizes.items():
+        logs[name] = str(tmp / f"log{n}.parquet")
+        pq.write_table(make_log(n), logs[name])
+    run = {}
+    for name, workers in (("base", 2), ("1x", 2), ("10x", 2), ("base", 1), ("10x", 1)):
+        cache = str(tmp / f"cache-{name}")  # shared by the 2- and 1-worker runs: the first one is cold
+        run[name, workers] = _child("data", log=logs[name], cache=cache, workers=workers, storage=str(tmp))
+    worker = {k: v["worker_peak_mb"] for k, v in run.items()}
+    out = {
+        "interactions_1x": interactions,
+        "interactions_10x": 10 * interactions,
+        "rank_data_mb_1x": worker["1x", 2] - worker["base", 2],
+        "rank_data_mb_10x": worker["10x", 2] - worker["base", 2],
+        "rank_data_mb_10x_1w": worker["10x", 1] - worker["base", 1],
+        "driver_peak_mb_base": run["base", 2]["driver_peak_mb"],
+        "driver_peak_mb_1x": run["1x", 2]["driver_peak_mb"],
+        "driver_peak_mb_10x": run["10x", 2]["driver_peak_mb"],
+        "driver_peak_mb_10x_cached": run["10x", 1]["driver_peak_mb"],
+        "worker_peak_mb": {f"{k[0]}_{k[1]}w": round(v, 1) for k, v in worker.items()},
+    }
+    out["rank_data_ratio_2_vs_1"] = out["rank_data_mb_10x"] / max(out["rank_data_mb_10x_1w"], 1e-9)
+    out["driver_peak_ratio_10x_vs_1x"] = out["driver_peak_mb_10x"] / out["driver_peak_mb_1x"]
+    return out
+
+
+def run_scale_bench(
+    interactions: int = 2_000_000, eval_users: int = 1024, parts: tuple[str, ...] = tuple(PARTS)
+) -> dict[str, Any]:
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"--parts: unknown {sorted(unknown)}; choose from {list(PARTS)}")
+    out: dict[str, Any] = {"bench": "scale", "cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    start = time.perf_counter()
+    if "data" in parts:
+        with tempfile.TemporaryDirectory(prefix="metarec-scale-") as tmp:
+            out.update(run_data(interactions, Path(tmp)))
+    if "eval" in parts:
+        ev = _child("eval", users=eval_users)
+        out.update(ev)
+        out["eval_users"] = eval_users
+        out["eval_speedup_2w_vs_1w"] = ev["eval_users_per_s_2w"] / ev["eval_users_per_s_1w"]
+    if "zero" in parts:
+        out.update(_child("zero"))
+        out["zero3_vs_zero0_param_ratio"] = out["zero3_rank_param_mb"] / out["zero0_rank_param_mb"]
+    if "sampled" in parts:
+        out["sampled_tasks_per_s_20k_items"] = _child("sampled", num_items=20_000)["tasks_per_s"]
+        out["sampled_tasks_per_s_1m_items"] = _child("sampled", num_items=1_000_000)["tasks_per_s"]
+    out["targets_met"] = {k: _met(out[k], *rule) for k, rule in TARGETS.items() if k in out}
+    out["load_after"] = os.getloadavg()
+    out["wall_s"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+def _met(value: float, op: str, bound: float) -> bool:
+    return {"<=": value <= bound, "<": value < bound, ">=": value >= bound}[op]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--child", choices=list(PARTS))
+    p.add_argument("--kwargs", default="{}")
+    args = p.parse_args()
+    result = PARTS[args.child](**json.loads(args.kwargs))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

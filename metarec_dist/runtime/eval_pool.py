@@ -1,0 +1,123 @@
+"""Ray actors that run evaluation batches (``eval.workers: N``): the model travels to each actor once per
+evaluation, then the actors pull batch indices as they finish (a slow batch does not hold up the others).
+
+One pool per process, kept between evaluations (the grid search scores one setting after another, then the
+test users, the baseline and popularity): starting an actor (a Python process importing torch) costs
+seconds, shipping a model to a warm one milliseconds. Each actor takes one CPU and runs torch with
+``threads`` intra-op threads, so N actors use N cores.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from metarec_dist.runtime.ray_launcher import init_ray
+
+_POOL: ActorPool | None = None
+
+
+@ray.remote(num_cpus=1)
+class _BatchWorker:
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.key: str | None = None
+        self.fn: Callable[[Any, int], Any] | None = None
+        self.payload: Any = None
+
+    def load(self, key: str, fn: Callable[[Any, int], Any], payload: Any) -> None:
+        self.key, self.fn, self.payload = key, fn, payload
+
+    def run(self, key: str, index: int) -> Any:
+        if key != self.key or self.fn is None:
+            raise RuntimeError(f"batch {index} of evaluation {key} reached an actor holding {self.key}")
+        try:
+            return self.fn(self.payload, index)
+        except Exception as exc:  # sent back as a result; ActorPool.map raises it as itself
+            return _Raised(exc)
+
+    def unload(self) -> None:
+        self.key = self.fn = self.payload = None
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class ActorPool:
+    """``workers`` Ray actors, each scoring whole batches with the payload it was given."""
+
+    def __init__(self, workers: int, threads: int = 1) -> None:
+        init_ray()
+        have = int(ray.cluster_resources().get("CPU", 0))
+        if workers > have:
+            raise ValueError(
+                f"eval.workers={workers}: the Ray cluster has {have} CPUs (one per evaluation worker); "
+                f"lower eval.workers or join a larger cluster (RAY_ADDRESS)"
+            )
+        self.workers = workers
+        self.actors = [_BatchWorker.remote(threads) for _ in range(workers)]
+
+    def map(self, fn: Callable[[Any, int], Any], payload: Any, n: int) -> list[Any]:
+        """``[fn(payload, i) for i in range(n)]`` on the actors, in batch order."""
+        if n == 0:
+            return []
+        key = uuid.uuid4().hex
+        ref = ray.put(payload)  # stored once; each actor reads it once
+        ray.get([a.load.remote(key, fn, ref) for a in self.actors])
+        try:
+            results: list[Any] = [None] * n
+            pending: dict[Any, tuple[Any, int]] = {}
+            todo = iter(range(n))
+            for actor in self.actors:  # one batch in flight per actor; the next when it is done
+                self._submit(actor, key, todo, pending)
+            while pending:
+                (done,), _ = ray.wait(list(pending), num_returns=1)
+                actor, index = pending.pop(done)
+                results[index] = ray.get(done)
+                self._submit(actor, key, todo, pending)
+        finally:
+            ray.get([a.unload.remote() for a in self.actors])
+        for r in results:
+            if isinstance(r, _Raised):
+                raise r.exc
+        return results
+
+    @staticmethod
+    def _submit(actor: Any, key: str, todo: Any, pending: dict[Any, tuple[Any, int]]) -> None:
+        index = next(todo, None)
+        if index is not None:
+            pending[actor.run.remote(key, index)] = (actor, index)
+
+    def close(self) -> None:
+        if ray.is_initialized():  # after ray.shutdown() the actors are gone already
+            for actor in self.actors:
+                ray.kill(actor)
+        self.actors = []
+
+
+def actor_pool(workers: int, threads: int = 1) -> ActorPool:
+    """This process's pool of ``workers`` actors (started on first use, replaced when the size changes)."""
+    global _POOL
+    if _POOL is None or _POOL.workers != workers:
+        close_actor_pool()
+        _POOL = ActorPool(workers, threads)
+    return _POOL
+
+
+def close_actor_pool(shutdown: bool = False) -> None:
+    """Stop the pool's actors; ``shutdown``: also disconnect from Ray (stopping a cluster it started)."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.close()
+        _POOL = None
+        if shutdown:
+            from metarec_dist.runtime.ray_launcher import shutdown_ray
+
+            shutdown_ray()
