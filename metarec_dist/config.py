@@ -114,9 +114,21 @@ class MetaConfig:
     # FOMAML / Meta-SGD: weight of SASRec's next-item loss at every position of the task window, beside the
     # query loss after adaptation (0 = the query loss only).
     dense_weight: float = 0.0
+    # The dense term's horizon h: every window position predicts the SET of its next h items (masked where
+    # the window ends), scored from that one state, as the evaluation scores a user's next items from the
+    # support's end state: the meta-objective at every split point at once. 1 = SASRec's next-item loss.
+    # Acted on by `sasrec` and, with dense_weight > 0, by the algorithms that take dense_weight.
+    dense_horizon: int = 1
+    # Drop a dense target already seen in the prefix (or earlier in the same horizon), as the evaluation
+    # removes support items and repeats from the relevant set.
+    dense_exclude_seen: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "meta", "meta_batch_size")
+        if isinstance(self.dense_horizon, bool) or not isinstance(self.dense_horizon, int):
+            raise ValueError(f"meta.dense_horizon must be an integer >= 1, got {self.dense_horizon!r}")
+        if self.dense_horizon < 1:
+            raise ValueError(f"meta.dense_horizon must be an integer >= 1, got {self.dense_horizon}")
         for name in ("init_query_weight", "dense_weight"):
             if not getattr(self, name) >= 0:  # also catches NaN
                 raise ValueError(f"meta.{name} must be a number >= 0, got {getattr(self, name)}")
@@ -232,12 +244,18 @@ class EvalConfig:
     # Processes that score the users (`metarec evaluate`, its adaptation grid, eval/reproduce.py): 1 scores
     # them here; N > 1 on N Ray actors (one CPU each), batch by batch, with the same numbers.
     workers: int = 1
+    # Validation users the test-time adaptation (steps, inner lr) is chosen on: 0 = all of them; N = a
+    # fixed random subset of N (the same for every method and seed), so that the grid's cost stops growing
+    # with the dataset. Test users are always all evaluated.
+    tune_users: int = 0
 
     def __post_init__(self) -> None:
         if not self.shots or min(self.shots) < 1:
             raise ValueError("eval.shots must be a non-empty list of positive ints")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"eval.workers must be a positive number of processes, got {self.workers!r}")
+        if isinstance(self.tune_users, bool) or not isinstance(self.tune_users, int) or self.tune_users < 0:
+            raise ValueError(f"eval.tune_users must be an integer >= 0 (0: all), got {self.tune_users!r}")
         if isinstance(self.item_chunk, bool) or not isinstance(self.item_chunk, int) or self.item_chunk < 1:
             raise ValueError(f"eval.item_chunk must be a positive number of items, got {self.item_chunk!r}")
 

@@ -214,13 +214,11 @@ class ColdStartProtocol:
                 "no validation users to choose the adaptation steps/lr on (data.valid_frac is 0?)"
             )
         best: Adaptation | None = None
+        users = self.tune_users()
         for steps, lr in sorted(grid):
             try:
                 res = self.per_user(
-                    self.scorer(loaded, lr),
-                    self.splits.valid,
-                    steps,
-                    user_features=self.splits.user_features("valid"),
+                    self.scorer(loaded, lr), users, steps, user_features=self.tune_user_features()
                 )
             except Diverged:  # too large an inner lr for this many steps: not a candidate
                 continue
@@ -233,6 +231,25 @@ class ColdStartProtocol:
             )
         best.grid_size = len(grid)
         return best
+
+    def tune_index(self) -> np.ndarray | None:
+        """Positions in the validation split of the users the adaptation grid runs on: None for all, or
+        ``eval.tune_users`` of them drawn with a fixed seed (in split order), the same for every method and
+        training seed."""
+        n, total = self.eval_cfg.tune_users, len(self.splits.valid)
+        if n == 0 or n >= total:
+            return None
+        return np.sort(np.random.default_rng(0).choice(total, size=n, replace=False))
+
+    def tune_users(self) -> list[np.ndarray]:
+        """The validation users the adaptation grid runs on (see ``tune_index``)."""
+        keep = self.tune_index()
+        return self.splits.valid if keep is None else [self.splits.valid[i] for i in keep]
+
+    def tune_user_features(self) -> np.ndarray | None:
+        """The feature rows of ``tune_users`` (None without user features)."""
+        feats, keep = self.splits.user_features("valid"), self.tune_index()
+        return feats if feats is None or keep is None else feats[keep]
 
     @staticmethod
     def scorer(loaded: LoadedModel, inner_lr: float) -> AdaptingScorer:

@@ -59,10 +59,40 @@ def encode(model: SeqRecommender, batch: MetaBatch) -> Features:
     return Features(support=h[:, :k].detach(), query=h[:, k : k + q], context=h[:, : k + q])
 
 
-def next_item_loss(model: SeqRecommender, context: torch.Tensor, batch: MetaBatch) -> torch.Tensor:
+def dense_targets(batch: MetaBatch, horizon: int = 1, exclude_seen: bool = False) -> torch.Tensor:
+    """The dense term's targets. ``horizon`` 1 without exclusion: each window position's next item
+    ``[T, N]`` (SASRec). Otherwise ``[T, N, horizon]``: position p's next ``horizon`` items p+1..p+h, 0 where
+    the window ends or p has no next item (left padding); with ``exclude_seen`` also 0 for an item in the
+    prefix p reads or earlier in the same set (the evaluation's relevant set drops both)."""
+    nxt = torch.cat([batch.support_targets, batch.query_targets], dim=1)
+    if horizon == 1 and not exclude_seen:
+        return nxt
+    n = nxt.shape[1]
+    ahead = torch.nn.functional.pad(nxt, (0, horizon - 1))
+    sets = torch.stack([ahead[:, j : j + n] for j in range(horizon)], dim=-1)
+    sets = sets * (nxt > 0)[..., None]
+    if exclude_seen:
+        pos = torch.arange(n, device=nxt.device)
+        prefix = batch.item_ids[:, None, None, :n]  # position p reads item_ids[0..p]
+        seen = ((sets[..., None] == prefix) & (pos[None, :] <= pos[:, None])[None, :, None, :]).any(-1)
+        j = torch.arange(horizon, device=nxt.device)
+        repeat = ((sets[..., :, None] == sets[..., None, :]) & (j[None, :] < j[:, None])).any(-1)
+        sets = sets.masked_fill(seen | repeat, 0)
+    return sets
+
+
+def next_item_loss(
+    model: SeqRecommender,
+    context: torch.Tensor,
+    batch: MetaBatch,
+    horizon: int = 1,
+    exclude_seen: bool = False,
+) -> torch.Tensor:
     """SASRec's loss: every position of the window (support and query alike) predicts its next item, at
-    the un-adapted fast weights. Mean over tasks of each task's mean over its targets."""
-    targets = torch.cat([batch.support_targets, batch.query_targets], dim=1)
+    the un-adapted fast weights; with ``horizon`` h > 1 the set of its next h items from that one state
+    (every prefix a support, its continuation the query). Mean over tasks of each task's mean over its
+    (position, target) pairs."""
+    targets = dense_targets(batch, horizon, exclude_seen)
     fast = model.fast_init.expand(batch.num_tasks, -1)
     return model.task_loss(context, fast, targets, batch.negatives).mean()
 
@@ -102,7 +132,34 @@ def inner_loop(
 
 # Fields of ``meta:`` that only some algorithms act on; any other algorithm rejects a non-default value
 # (it would silently ignore it).
-ALGORITHM_OPTIONS = ("init_query_weight", "dense_weight")
+ALGORITHM_OPTIONS = ("init_query_weight", "dense_weight", "dense_horizon", "dense_exclude_seen")
+DENSE_OPTIONS = frozenset({"dense_weight", "dense_horizon", "dense_exclude_seen"})
+
+
+class DenseTerm:
+    """``meta.dense_weight`` x :func:`next_item_loss` with the configured horizon: the dense term an
+    algorithm adds to its own outer loss. Shaping the term without weighting it would be ignored: an error."""
+
+    def __init__(self, meta: MetaConfig) -> None:
+        self.weight, self.horizon, self.exclude_seen = (
+            meta.dense_weight,
+            meta.dense_horizon,
+            meta.dense_exclude_seen,
+        )
+        if self.weight <= 0 and (self.horizon != 1 or self.exclude_seen):
+            raise ValueError(
+                f"meta.dense_horizon / meta.dense_exclude_seen shape the dense term, which is off "
+                f"(meta.dense_weight=0) for meta.algorithm={meta.algorithm}; set meta.dense_weight > 0"
+            )
+
+    def add(
+        self, model: SeqRecommender, feats: Features, batch: MetaBatch, loss: torch.Tensor, metrics: dict
+    ) -> torch.Tensor:
+        if self.weight <= 0:
+            return loss
+        dense = next_item_loss(model, feats.context, batch, self.horizon, self.exclude_seen)
+        metrics["next_item_loss"] = dense.detach()
+        return loss + self.weight * dense
 
 
 class MetaAlgorithm(nn.Module, abc.ABC):
@@ -214,22 +271,18 @@ class FOMAML(InnerLoopAlgorithm):
     ``dense_weight`` x SASRec's next-item loss at every position of the window: the query loss alone gives
     the backbone a signal at Q positions per task, the dense term at all K + Q of them."""
 
-    options = frozenset({"init_query_weight", "dense_weight"})
+    options = frozenset({"init_query_weight"}) | DENSE_OPTIONS
 
     def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
         super().__init__(meta, model)
         self.init_query_weight = meta.init_query_weight
-        self.dense_weight = meta.dense_weight
+        self.dense = DenseTerm(meta)
 
     def outer_loss(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, metrics = self.query_terms(model, feats, batch, adapted)
-        if self.dense_weight <= 0:
-            return loss, metrics
-        dense = next_item_loss(model, feats.context, batch)
-        metrics["next_item_loss"] = dense.detach()
-        return loss + self.dense_weight * dense, metrics
+        return self.dense.add(model, feats, batch, loss, metrics), metrics
 
     def query_terms(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
@@ -294,9 +347,15 @@ class Reptile(InnerLoopAlgorithm):
 class NoAdaptation(MetaAlgorithm):
     """The baseline: the same tasks, trained with the query loss at ``fast_init``; the support is only
     context for the backbone. No inner loop (``adaptation_steps`` is ignored in training; evaluation may
-    still run it as test-time fine-tuning)."""
+    still run it as test-time fine-tuning). ``dense_weight``: plus the dense term, as FOMAML's (the
+    ablation that tells the loss's share of a gain from the inner loop's)."""
 
     adapts = False
+    options = DENSE_OPTIONS
+
+    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
+        super().__init__(meta, num_fast_weights)
+        self.dense = DenseTerm(meta)
 
     def meta_loss(
         self, model: SeqRecommender, batch: MetaBatch, track_adaptation: bool = True
@@ -304,21 +363,29 @@ class NoAdaptation(MetaAlgorithm):
         feats = encode(model, batch)
         fast = model.fast_init.expand(batch.num_tasks, -1)
         query = model.task_loss(feats.query, fast, batch.query_targets, batch.negatives).mean()
-        return MetaStepOutput(loss=query, metrics={"query_loss": query.detach()})
+        metrics = {"query_loss": query.detach()}
+        return MetaStepOutput(loss=self.dense.add(model, feats, batch, query, metrics), metrics=metrics)
 
 
 @register("sasrec")
 class PlainNextItem(MetaAlgorithm):
     """The SASRec-style baseline: plain next-item loss at every position of the window (support and query
     alike), fast weights at their init, no adaptation. With long windows (``tasks.support_max``) this is
-    ordinary sequence-recommender training on whole user histories."""
+    ordinary sequence-recommender training on whole user histories. ``dense_horizon`` > 1: every position
+    predicts its next h items instead (the multi-target ablation of the meta-learners' dense term)."""
 
     adapts = False
+    options = frozenset({"dense_horizon", "dense_exclude_seen"})
+
+    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
+        super().__init__(meta, num_fast_weights)
+        self.horizon, self.exclude_seen = meta.dense_horizon, meta.dense_exclude_seen
 
     def meta_loss(
         self, model: SeqRecommender, batch: MetaBatch, track_adaptation: bool = True
     ) -> MetaStepOutput:
-        loss = next_item_loss(model, encode(model, batch).context, batch)
+        context = encode(model, batch).context
+        loss = next_item_loss(model, context, batch, self.horizon, self.exclude_seen)
         return MetaStepOutput(loss=loss, metrics={"next_item_loss": loss.detach()})
 
 

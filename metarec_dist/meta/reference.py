@@ -56,6 +56,31 @@ def context_init_one(
 CONTEXT_INIT = {"hyperfomaml": "fomaml", "hypermetasgd": "metasgd"}
 
 
+def dense_one(
+    model: SeqRecommender, h: torch.Tensor, one: MetaBatch, horizon: int, exclude_seen: bool
+) -> torch.Tensor:
+    """One task's dense term written out position by position and target by target: the hidden state at
+    position p (which has read ``item_ids[0..p]``) predicts each of the window's next ``horizon`` items
+    (the window's targets at p..p+h-1) with its own softmax cross-entropy, at the un-adapted fast weights;
+    with ``exclude_seen`` an item already in ``item_ids[0..p]`` or earlier in the same set is skipped.
+    The mean over the task's (position, target) pairs (``[1]``)."""
+    ids = one.item_ids[0].tolist()
+    nxt = torch.cat([one.support_targets, one.query_targets], dim=1)[0].tolist()  # position p's next item
+    w = model.fast_init[None]
+    pairs = []
+    for p in range(len(nxt)):
+        if nxt[p] <= 0:  # left padding, or past the (masked) end of the window
+            continue
+        chosen: list[int] = []
+        for item in nxt[p : p + horizon]:
+            if item <= 0 or (exclude_seen and (item in ids[: p + 1] or item in chosen)):
+                continue
+            chosen.append(item)
+            target = torch.tensor([[item]])
+            pairs.append(model.task_loss(h[:, p : p + 1], w, target, one.negatives))
+    return torch.stack(pairs).mean(0) if pairs else torch.zeros(1)
+
+
 def loop_meta_loss(
     model: SeqRecommender,
     batch: MetaBatch,
@@ -65,6 +90,8 @@ def loop_meta_loss(
     init_query_weight: float = 0.0,
     dense_weight: float = 0.0,
     context: nn.Module | None = None,
+    dense_horizon: int = 1,
+    dense_exclude_seen: bool = False,
 ) -> torch.Tensor:
     """The meta-loss built task by task (backbone run per task); its gradient is the reference gradient.
 
@@ -83,14 +110,17 @@ def loop_meta_loss(
         one = batch.slice(t, t + 1)
         h = model.encode(one.item_ids, one.attention_mask, one.user_features)
         h_s, h_q = h[:, :k].detach(), h[:, k : k + q]
-        if algorithm in ("none", "sasrec"):
-            w = model.fast_init[None]
-            if algorithm == "sasrec":  # every position of the window, support and query alike
-                h_q = h[:, : k + q]
-                targets = torch.cat([one.support_targets, one.query_targets], dim=1)
-            else:
-                targets = one.query_targets
-            total = total + model.task_loss(h_q, w, targets, one.negatives).sum()
+        if algorithm == "sasrec":  # every position of the window, support and query alike
+            total = total + dense_one(model, h, one, dense_horizon, dense_exclude_seen).sum()
+            continue
+        if algorithm == "none":
+            total = (
+                total + model.task_loss(h_q, model.fast_init[None], one.query_targets, one.negatives).sum()
+            )
+            if dense_weight:
+                total = (
+                    total + dense_weight * dense_one(model, h, one, dense_horizon, dense_exclude_seen).sum()
+                )
             continue
         init = model.fast_init[None]
         if context is not None:
@@ -109,7 +139,5 @@ def loop_meta_loss(
             at_init = model.task_loss(h_q, init, one.query_targets, one.negatives).sum()
             total = total + init_query_weight * at_init
         if dense_weight:  # SASRec's loss over the whole window, at the un-adapted weights
-            targets = torch.cat([one.support_targets, one.query_targets], dim=1)
-            dense = model.task_loss(h[:, : k + q], model.fast_init[None], targets, one.negatives).sum()
-            total = total + dense_weight * dense
+            total = total + dense_weight * dense_one(model, h, one, dense_horizon, dense_exclude_seen).sum()
     return total / batch.num_tasks

@@ -66,6 +66,62 @@ def sampled_softmax_loss(
     return _task_mean(nll, task, h.shape[0])
 
 
+def _packed_sets(
+    h: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of ``h [T, N, d]`` with at least one target in ``targets [T, N, H]``: ``(h_rows [M, d],
+    target_cols [M, H] (0 where absent), valid [M, H], task_of_row [M])``."""
+    task, pos = (targets > 0).any(-1).nonzero(as_tuple=True)
+    sets = targets[task, pos]
+    valid = sets > 0
+    return h[task, pos], (sets - 1).clamp_min(0), valid, task
+
+
+def _set_task_mean(
+    nll: torch.Tensor, valid: torch.Tensor, task: torch.Tensor, num_tasks: int
+) -> torch.Tensor:
+    """Per task, the mean of ``nll [M, H]`` over its valid (position, target) pairs."""
+    zeros = torch.zeros(num_tasks, dtype=nll.dtype, device=nll.device)
+    total = zeros.index_add(0, task, (nll * valid).sum(-1))
+    count = zeros.index_add(0, task, valid.sum(-1).to(nll.dtype))
+    return total / count.clamp_min(1.0)
+
+
+def full_softmax_set_loss(
+    h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """Like :func:`full_softmax_loss` with a SET of targets per position (``targets [T, N, H]``, 0 = none):
+    each target's softmax cross-entropy from the position's one score row; the scores are computed once per
+    position, not once per target. Per task, the mean over its (position, target) pairs."""
+    rows, cols, valid, task = _packed_sets(h, targets)
+    logits = rows @ table.T
+    if bias is not None:
+        logits = logits + bias[task]
+    nll = logits.logsumexp(-1)[:, None] - logits.gather(-1, cols)
+    return _set_task_mean(nll, valid, task, h.shape[0])
+
+
+def sampled_softmax_set_loss(
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    bias: torch.Tensor | None,
+    negatives: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`sampled_softmax_loss` with a set of targets per position: each target against the shared
+    negatives (a negative equal to that target masked out)."""
+    rows, cols, valid, task = _packed_sets(h, targets)
+    neg = negatives - 1
+    pos_logit = (rows[:, None, :] * table[cols]).sum(-1)  # [M, H]
+    neg_logit = rows @ table[neg].T  # [M, S]
+    if bias is not None:
+        pos_logit = pos_logit + bias[task[:, None], cols]
+        neg_logit = neg_logit + bias[:, neg][task]
+    neg_logit = neg_logit[:, None, :].masked_fill(neg[None, None, :] == cols[:, :, None], float("-inf"))
+    nll = torch.logaddexp(pos_logit, neg_logit.logsumexp(-1)) - pos_logit
+    return _set_task_mean(nll, valid, task, h.shape[0])
+
+
 def full_softmax_loss_and_grad(
     h: torch.Tensor,
     targets: torch.Tensor,

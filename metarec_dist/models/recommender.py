@@ -24,7 +24,13 @@ from metarec_dist.data.features import FeatureTables
 from metarec_dist.models.adapters import FastHead
 from metarec_dist.models.backbone import build_backbone, run_backbone
 from metarec_dist.models.features import FeatureLayout, ItemContent, UserToken, plan_features
-from metarec_dist.models.losses import full_softmax_loss, full_softmax_loss_and_grad, sampled_softmax_loss
+from metarec_dist.models.losses import (
+    full_softmax_loss,
+    full_softmax_loss_and_grad,
+    full_softmax_set_loss,
+    sampled_softmax_loss,
+    sampled_softmax_set_loss,
+)
 from metarec_dist.tasks.types import bos_id
 
 
@@ -180,10 +186,16 @@ class SeqRecommender(nn.Module):
         table: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-task mean next-item loss ``[T]`` of hidden states ``h [T, N, d]`` under fast weights ``w``.
-        ``table`` lets the inner loop pass a detached score table (only fast weights adapt)."""
+        ``targets`` ``[T, N]`` (one next item per position) or ``[T, N, H]`` (a set of items per position,
+        see ``meta.dense_horizon``). ``table`` lets the inner loop pass a detached score table (only fast
+        weights adapt)."""
         table = self.item_table() if table is None else table
         hp = self.head.transform(h, w)
         bias = self.head.item_bias(w)
+        if targets.dim() == 3:
+            if self.cfg.loss == "sampled" and negatives is not None:
+                return sampled_softmax_set_loss(hp, targets, table, bias, negatives)
+            return full_softmax_set_loss(hp, targets, table, bias)
         if self.cfg.loss == "sampled" and negatives is not None:
             return sampled_softmax_loss(hp, targets, table, bias, negatives)
         return full_softmax_loss(hp, targets, table, bias)

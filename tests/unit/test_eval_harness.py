@@ -134,6 +134,35 @@ def test_grid_holds_the_trained_values_and_no_adaptation():
     assert (0, 0.5) in adaptation_grid(3, 0.5, finetune=True)
 
 
+def test_tune_users_is_a_fixed_subset_of_validation_users(monkeypatch):
+    """``eval.tune_users``: the grid runs on the same N validation users every time (none from test), in
+    their split order; 0 or N >= the split means all of them."""
+    valid = [np.array([i + 1, i + 2, i + 3]) for i in range(20)]
+    splits = UserSplits(train=valid[:2], valid=valid, test=[np.array([24, 25])], num_items=V)
+
+    def protocol(n):
+        return ColdStartProtocol(splits, [1], 5, EvalConfig(num_relevant=3, ks=[10], tune_users=n))
+
+    chosen = protocol(7).tune_users()
+    firsts = [int(u[0]) for u in chosen]
+    assert len(chosen) == 7 and firsts == sorted(set(firsts))
+    assert firsts == [int(u[0]) for u in protocol(7).tune_users()]  # deterministic
+    assert len(protocol(0).tune_users()) == len(protocol(50).tune_users()) == 20
+    seen = []
+    monkeypatch.setattr(ColdStartProtocol, "scorer", staticmethod(lambda loaded, lr: TableScorer({})))
+    real = ColdStartProtocol.per_user
+
+    def spy(self, scorer, users, *args, **kwargs):
+        seen.append([int(u[0]) for u in users])
+        return real(self, scorer, users, *args, **kwargs)
+
+    monkeypatch.setattr(ColdStartProtocol, "per_user", spy)
+    best = protocol(7).tune(None, [(0, 0.5), (1, 0.5)])
+    assert best.selected_on == "valid" and seen == [firsts, firsts]
+    with pytest.raises(ValueError, match="eval.tune_users"):
+        EvalConfig(tune_users=-1)
+
+
 def test_trainer_validation_is_the_evaluation_protocol(tiny_cfg, synth_data):
     """The trainer's periodic validation and ``metarec evaluate`` score through the same protocol code: the
     engine at its trained steps gives the same numbers as the evaluation scorer at those steps."""

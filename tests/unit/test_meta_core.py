@@ -12,20 +12,21 @@ import torch
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import MetaConfig, load_config
 from metarec_dist.meta import ALGORITHMS, MetaLearner, algorithm_class, build_algorithm
-from metarec_dist.meta.algorithms import ALGORITHM_OPTIONS, encode
+from metarec_dist.meta.algorithms import ALGORITHM_OPTIONS, dense_targets, encode
 from metarec_dist.meta.reference import adapt_one, loop_meta_loss
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.tasks.sampler import SequenceStore, TaskSampler, collate_windows
 from metarec_dist.tasks.types import MetaBatch
 
 
-def _algo(model, name, inner_lr, adaptation_steps, init_query_weight=0.0, dense_weight=0.0):
+def _algo(model, name, inner_lr, adaptation_steps, init_query_weight=0.0, dense_weight=0.0, **dense):
     meta = MetaConfig(
         algorithm=name,
         inner_lr=inner_lr,
         adaptation_steps=adaptation_steps,
         init_query_weight=init_query_weight,
         dense_weight=dense_weight,
+        **dense,
     )
     return build_algorithm(meta, model).to(model.fast_init.dtype)
 
@@ -210,6 +211,82 @@ def test_context_init_is_what_evaluation_scores_from(tiny_cfg, synth_data, algor
     assert not torch.allclose(got, plain)
 
 
+def _with_repeats(batch: MetaBatch) -> MetaBatch:
+    """Plant repeats so that ``dense_exclude_seen`` has something to drop: task 1's first query item repeats
+    its last support item, task 2's second query item repeats its first query item (input and target
+    kept consistent: the item at position p + 1 is position p's target)."""
+    k = batch.support_len  # item_ids[:, k] is the last support item, item_ids[:, k + 1 + j] query item j
+    for t, src, dst in ((1, k, k + 1), (2, k + 1, k + 2)):
+        item = batch.item_ids[t, src]
+        batch.item_ids[t, dst] = item
+        batch.query_targets[t, dst - k - 1] = item
+    return batch
+
+
+@pytest.mark.parametrize(
+    "algorithm,weight,horizon,exclude,loss",
+    [
+        ("fomaml", 0.6, 3, False, "full"),
+        ("metasgd", 1.3, 4, True, "full"),
+        ("none", 0.8, 3, True, "full"),
+        ("sasrec", 0.0, 3, True, "full"),
+        ("sasrec", 0.0, 2, False, "sampled"),
+        ("fomaml", 0.5, 2, True, "sampled"),
+    ],
+)
+def test_dense_horizon_gradients_equal_per_task_reference(
+    tiny_cfg, synth_data, algorithm, weight, horizon, exclude, loss
+):
+    """The dense all-action term (every window position predicts its next h items from its one state)
+    against the reference written position by position and target by target, on tasks with a short user
+    (masked query) and planted repeats."""
+    model, batch = _setup(tiny_cfg, synth_data, loss=loss)
+    batch = _with_repeats(batch)
+    batch.query_targets[0, 1:] = 0  # a short user's task: one query item, the rest masked
+    batch.item_ids[0, batch.support_len + 2 :] = 0
+    batch.attention_mask[0, batch.support_len + 2 :] = 0
+    opts = {"dense_horizon": horizon, "dense_exclude_seen": exclude}
+    algo = _algo(model, algorithm, 0.3, 2, dense_weight=weight, **opts)
+    _non_uniform_rates(algo)
+    out = algo.meta_loss(model, batch)
+    out.loss.backward()
+    batched = _grads(model, algo)
+    model.zero_grad()
+    algo.zero_grad()
+    loop_meta_loss(
+        model,
+        batch,
+        algorithm,
+        2,
+        algo.inner_lrs(),
+        dense_weight=weight,
+        dense_horizon=horizon,
+        dense_exclude_seen=exclude,
+    ).backward()
+    reference = _grads(model, algo)
+    assert batched.keys() == reference.keys() and "next_item_loss" in out.metrics
+    for name in reference:
+        torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_dense_targets_by_hand():
+    """One task written out: [pad, BOS, a, b, a | c, d] with Kmax = 4, Q = 2."""
+    bos, a, b, c, d = 9, 1, 2, 3, 4
+    batch = MetaBatch(
+        item_ids=torch.tensor([[0, bos, a, b, a, c, d]]),
+        attention_mask=torch.tensor([[0, 1, 1, 1, 1, 1, 1]]),
+        support_targets=torch.tensor([[0, a, b, a]]),
+        query_targets=torch.tensor([[c, d]]),
+        task_ids=torch.zeros(1, dtype=torch.long),
+    )
+    assert dense_targets(batch).tolist() == [[0, a, b, a, c, d]]
+    sets = dense_targets(batch, horizon=3).tolist()[0]
+    assert sets == [[0, 0, 0], [a, b, a], [b, a, c], [a, c, d], [c, d, 0], [d, 0, 0]]
+    sets = dense_targets(batch, horizon=3, exclude_seen=True).tolist()[0]
+    # at BOS the second a repeats the first; at a (read: BOS, a) the coming a is seen; at b (read a, b) too
+    assert sets == [[0, 0, 0], [a, b, 0], [b, 0, c], [0, c, d], [c, d, 0], [d, 0, 0]]
+
+
 def test_meta_sgd_adapts_with_the_per_weight_lr(tiny_cfg, synth_data):
     """A zero multiplier on a coordinate freezes it in the inner loop; the others move."""
     model, batch = _setup(tiny_cfg, synth_data)
@@ -229,8 +306,11 @@ def test_meta_sgd_adapts_with_the_per_weight_lr(tiny_cfg, synth_data):
 def test_each_algorithm_rejects_the_options_it_does_not_use(algorithm):
     """An option the algorithm would silently ignore is an error naming the key; the ones it uses pass."""
     cls = ALGORITHMS[algorithm]
+    values = {"dense_horizon": 3, "dense_exclude_seen": True}
     for key in ALGORITHM_OPTIONS:
-        meta = dataclasses.replace(MetaConfig(algorithm=algorithm), **{key: 0.5})
+        # the dense term's shape comes with its weight where the algorithm weights it
+        weight = {"dense_weight": 1.0} if key in values and "dense_weight" in cls.options else {}
+        meta = dataclasses.replace(MetaConfig(algorithm=algorithm), **{key: values.get(key, 0.5)}, **weight)
         if key in cls.options:
             assert algorithm_class(meta) is cls
             continue
@@ -242,9 +322,15 @@ def test_each_algorithm_rejects_the_options_it_does_not_use(algorithm):
 
 
 def test_options_and_capabilities_are_stated_by_the_classes():
-    for option in ("init_query_weight", "dense_weight"):
-        takers = {n for n, c in ALGORITHMS.items() if option in c.options}
-        assert takers == {"fomaml", "metasgd", "hyperfomaml", "hypermetasgd"}
+    fomamls = {"fomaml", "metasgd", "hyperfomaml", "hypermetasgd"}
+    assert {n for n, c in ALGORITHMS.items() if "init_query_weight" in c.options} == fomamls
+    assert {n for n, c in ALGORITHMS.items() if "dense_weight" in c.options} == fomamls | {"none"}
+    for option in ("dense_horizon", "dense_exclude_seen"):
+        assert {n for n, c in ALGORITHMS.items() if option in c.options} == fomamls | {"none", "sasrec"}
+    with pytest.raises(ValueError, match=r"meta\.dense_weight > 0"):
+        build_algorithm(MetaConfig(algorithm="fomaml", dense_horizon=3), num_fast_weights=4)
+    with pytest.raises(ValueError, match=r"meta\.dense_horizon must be an integer >= 1"):
+        MetaConfig(dense_horizon=0)
     assert {n for n, c in ALGORITHMS.items() if not c.adapts} == {"none", "sasrec"}
     with pytest.raises(ValueError, match=r"meta\.algorithm: unknown 'maml2'"):
         algorithm_class(MetaConfig(algorithm="maml2"))
