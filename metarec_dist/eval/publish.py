@@ -98,8 +98,44 @@ def markdown_tables(doc: dict[str, Any]) -> str:
         if per_seed:
             chosen = ", ".join(_adaptation(s["adaptation"]) for s in per_seed)
             lines.append(f"- {name}: {chosen}")
+    lines += _budget_lines(methods)
     lines += ["", f"Runtime of the whole reproduction: {doc.get('runtime_s', 0) / 60:.1f} min.", "", END]
     return "\n".join(lines)
+
+
+def _budget_lines(methods: dict[str, Any]) -> list[str]:
+    """Per method: the validation score every choice was made on, and the training budget (meta-steps,
+    tasks, real tokens, minutes) for the equal-steps / equal-tokens comparison; absent in older runs."""
+    rows = []
+    for name, m in methods.items():
+        per_seed = [s for s in m["info"].get("per_seed", []) if "tokens" in s]
+        if not per_seed:
+            continue
+        n = len(per_seed)
+        val = sum(s["val_ndcg@10"] for s in per_seed) / n
+        tokens = sum(s["tokens"] for s in per_seed) / n
+        minutes = sum(s["train_s"] for s in per_seed) / n / 60
+        rows.append(
+            [
+                name,
+                f"{val:.4f}",
+                str(per_seed[0]["meta_steps"]),
+                str(per_seed[0]["tasks"]),
+                f"{tokens / 1e6:.2f}M",
+                f"{minutes:.1f}",
+            ]
+        )
+    if not rows:
+        return []
+    head = ["method", "validation NDCG@10 (mean over K)", "meta-steps", "tasks", "tokens", "train min"]
+    return [
+        "",
+        "Validation score (the tuning users, at the chosen adaptation) and training budget, mean per seed "
+        "(tokens: non-padding window positions, measured on the run's own task sampler; train minutes on "
+        "a shared machine, indicative only):",
+        "",
+        *render_table(head, rows, markdown=True),
+    ]
 
 
 def plot_ndcg_vs_k(doc: dict[str, Any], path: Path, metric: str = "ndcg@10") -> None:

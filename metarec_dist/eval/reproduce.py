@@ -86,6 +86,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
         load_prepared(loaded.cfg).user_splits(), shots, cfg.tasks.support_max, cfg.eval
     )
     out_runs: dict[str, Any] = {}
+    budget = training_budget(cfg, data.train, data.num_items)
     for finetune in sorted({False, spec.finetune}):
         label = spec.method if not finetune else method_name(spec.method, True)
         res = protocol.evaluate(loaded, "test", finetune=finetune, name=label)
@@ -93,8 +94,11 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
             {
                 "seed": spec.seed,
                 "config": spec.config,
+                "overrides": list(spec.overrides),
                 "train_s": round(train_s, 1),
                 "checkpoint": summary["checkpoint"],
+                "val_ndcg@10": validation_score(protocol, loaded, res.info["adaptation"]),
+                **budget,
             }
         )
         out_runs[label] = (res.per_user, res.info)
@@ -103,6 +107,36 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(out_runs))
     return out_runs
+
+
+def validation_score(protocol: Any, loaded: Any, adaptation: dict[str, Any]) -> float:
+    """Mean NDCG@10 over the shot counts on the tuning validation users, at the chosen adaptation: the
+    number every variant is chosen by (the adaptation search already has it; methods that do not adapt get
+    one pass)."""
+    from metarec_dist.eval.protocol import CRITERION
+
+    if adaptation.get(f"val_{CRITERION}") is not None:
+        return float(adaptation[f"val_{CRITERION}"])
+    scorer = protocol.scorer(loaded, adaptation["inner_lr"])
+    res = protocol.per_user(scorer, protocol.tune_users(), adaptation["steps"])
+    return float(sum(res[k][CRITERION].mean() for k in protocol.shots) / len(protocol.shots))
+
+
+def training_budget(
+    cfg: Any, train_sequences: list[Any], num_items: int, probe_batches: int = 20
+) -> dict[str, float]:
+    """What the run trained on, for budget comparisons across methods: meta-steps, tasks, and the real
+    (non-padding) tokens, measured on ``probe_batches`` batches of the run's own task distribution."""
+    from metarec_dist.tasks.sampler import TaskSampler
+
+    sampler = TaskSampler(train_sequences, cfg.tasks, num_items, seed=12345)
+    per_task = [
+        float(sampler.sample(cfg.meta.meta_batch_size).attention_mask.sum(1).float().mean())
+        for _ in range(probe_batches)
+    ]
+    tasks = cfg.train.meta_steps * cfg.meta.meta_batch_size
+    tokens = tasks * sum(per_task) / len(per_task)
+    return {"meta_steps": cfg.train.meta_steps, "tasks": tasks, "tokens": round(tokens)}
 
 
 def parse_method(text: str) -> tuple[str, str]:

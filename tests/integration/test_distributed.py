@@ -92,10 +92,17 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 # ZeRO-3 also runs parameters read outside their module's forward: Meta-SGD's learned inner lr (owned by the
 # algorithm), the item-side adapter's slow item factors (owned by the model); and the context encoder, a
 # module the algorithm owns, called inside the meta-learner's forward. With them the extra query loss at the
-# un-adapted weights and the dense next-item term. Each: the algorithm parameter that must have been trained.
+# un-adapted weights and the dense term (a set loss over each position's next 3 items, seen items excluded).
+# Each: the algorithm parameter that must have been trained.
 ZERO3_VARIANTS = {
     "metasgd": (
-        ["meta.algorithm=metasgd", "meta.init_query_weight=0.5", "meta.dense_weight=0.7"],
+        [
+            "meta.algorithm=metasgd",
+            "meta.init_query_weight=0.5",
+            "meta.dense_weight=0.7",
+            "meta.dense_horizon=3",
+            "meta.dense_exclude_seen=true",
+        ],
         "algorithm.inner_lr_log_scale",
     ),
     "context": (

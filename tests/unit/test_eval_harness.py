@@ -3,6 +3,7 @@ items or test users, popularity from training users only, seed averaging and pai
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -198,3 +199,20 @@ def test_eval_does_not_import_train():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.startswith("metarec_dist.train") for n in names), f"{path.name} imports {names}"
+
+
+def test_training_budget_counts_real_tokens(tiny_cfg, synth_data):
+    """The equal-tokens comparison's unit: non-padding window positions of the run's own tasks, between
+    one support item (+ BOS + one query item) and the full padded window per task."""
+    from metarec_dist.eval.reproduce import training_budget
+    from metarec_dist.train.trainer import tokens_per_task
+
+    budget = training_budget(tiny_cfg, synth_data.train, synth_data.num_items, probe_batches=3)
+    tasks = tiny_cfg.train.meta_steps * tiny_cfg.meta.meta_batch_size
+    assert budget["tasks"] == tasks and budget["meta_steps"] == tiny_cfg.train.meta_steps
+    assert 3 * tasks < budget["tokens"] < tokens_per_task(tiny_cfg) * tasks
+    longer = dataclasses.replace(tiny_cfg, tasks=dataclasses.replace(tiny_cfg.tasks, support_min=4))
+    assert (
+        training_budget(longer, synth_data.train, synth_data.num_items, probe_batches=3)["tokens"]
+        > budget["tokens"]
+    )

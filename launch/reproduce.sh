@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Reproduce a cold-start comparison on one dataset: docs/results/<dataset>.{md,json,png}.
+#   bash launch/reproduce.sh ml100k|amazon-sports [--seeds 0,1,2] [--jobs 2] [--method NAME=CONFIG ...]
+# Default methods: the recommended recipe (configs/coldstart.yaml) and its baseline `sasrec`
+# (configs/coldstart-sasrec.yaml), 3 seeds each, 2 single-threaded processes; popularity is always added.
+# The configs are used unchanged on both datasets; only their `data:` lines are set here, per dataset.
+# Any other option goes to `python -m metarec_dist.eval.reproduce` (given --method, it replaces the default
+# methods). Data: $METAREC_DATA_DIR, else ../shared/data next to the repo if present, else ~/.cache/metarec.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DATASET="${1:-}"
+case "$DATASET" in
+  ml100k)
+    DATA=(--set data.format=auto --set data.name=movielens-100k --set data.split=time) ;;
+  amazon-sports)
+    # RecBole atomic file <data dir>/amazon-sports/amazon-sports.inter; users split at random 80/10/10
+    DATA=(--set data.format=recbole --set data.name=amazon-sports --set data.split=random) ;;
+  *)
+    echo "usage: bash launch/reproduce.sh ml100k|amazon-sports [reproduce options]" >&2
+    exit 2 ;;
+esac
+shift
+DATA+=(--set data.valid_frac=0.1 --set data.test_frac=0.1)
+if [ ! -x .venv/bin/python ]; then
+  source launch/setup_venv.sh
+fi
+if [ -z "${METAREC_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data" ]; then
+  export METAREC_DATA_DIR="$(cd "$ROOT/../shared/data" && pwd)"
+fi
+export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1
+# Two single-threaded training processes use two cores better than one process with two threads.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+METHODS=(--method coldstart=configs/coldstart.yaml --method sasrec=configs/coldstart-sasrec.yaml)
+for arg in "$@"; do
+  if [ "$arg" = "--method" ]; then METHODS=(); fi
+done
+exec .venv/bin/python -m metarec_dist.eval.reproduce \
+  "${METHODS[@]}" \
+  "${DATA[@]}" \
+  --baseline sasrec \
+  --seeds 0,1,2 \
+  --jobs 2 \
+  --out "runs/$DATASET-repro" \
+  --json "docs/results/$DATASET.json" \
+  --plot "docs/results/$DATASET.png" \
+  --markdown "docs/results/$DATASET.md" \
+  "$@"
