@@ -55,8 +55,27 @@ def _init_worker() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
 
-def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, Any]:
-    """Train one run from scratch, then evaluate it on the test users: ``{label: (per_user, info)}``."""
+def reusable(spec: RunSpec, out: Path) -> dict[str, Any] | None:
+    """The per-user results an earlier call left for this run, if it ran the same config with the same
+    overrides (``--reuse``): a reproduction killed half-way, or extended by seeds or methods, then only
+    trains what is missing."""
+    path = out / "per_user" / f"{spec.run_name}.pkl"
+    if not path.is_file():
+        return None
+    runs = pickle.loads(path.read_bytes())
+    same = all(
+        info.get("config") == spec.config and info.get("overrides") == list(spec.overrides)
+        for _, info in runs.values()
+    )
+    return runs if same and spec.method in runs else None
+
+
+def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool = False) -> dict[str, Any]:
+    """Train one run from scratch, then evaluate it on the test users: ``{label: (per_user, info)}``.
+    ``reuse``: return the results of an identical earlier run instead, if there are any."""
+    if reuse and (earlier := reusable(spec, out)) is not None:
+        log.info("%s: reusing %s", spec.run_name, out / "per_user")
+        return earlier
     from metarec_dist.config import load_config
     from metarec_dist.eval.loading import load_model, load_prepared
     from metarec_dist.eval.protocol import ColdStartProtocol, method_name
@@ -147,13 +166,13 @@ def parse_method(text: str) -> tuple[str, str]:
 
 
 def run_all(
-    specs: list[RunSpec], out: Path, shots: list[int], jobs: int
+    specs: list[RunSpec], out: Path, shots: list[int], jobs: int, reuse: bool = False
 ) -> dict[str, list[tuple[PerUser, dict]]]:
     """Every spec in ``jobs`` worker processes; results grouped by method label, in seed order."""
     grouped: dict[str, list[tuple[PerUser, dict]]] = {}
     ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = [pool.submit(train_and_evaluate, s, out, shots) for s in specs]
+        futures = [pool.submit(train_and_evaluate, s, out, shots, reuse) for s in specs]
         for f in futures:
             for label, value in f.result().items():
                 grouped.setdefault(label, []).append(value)
@@ -179,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--set", action="append", default=[], help="override for every method, e.g. data.name=...")
     p.add_argument("--out", default="runs/ml100k-repro", help="runs and per-user results")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="skip runs whose per-user results are already in --out (same config and overrides)",
+    )
     p.add_argument("--json", default="docs/results.json")
     p.add_argument("--plot", default="docs/results_ndcg_vs_k.png")
     p.add_argument("--markdown", default="docs/results.md", help="its generated section is rewritten")
@@ -195,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, config in methods
         ]
         out = Path(args.out)
-        grouped = run_all(specs, out, shots, args.jobs)
+        grouped = run_all(specs, out, shots, args.jobs, args.reuse)
         results: list[MethodResult] = []
         for label, runs in grouped.items():
             info = {"seeds": [r[1]["seed"] for r in runs], "per_seed": [r[1] for r in runs]}

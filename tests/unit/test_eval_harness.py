@@ -216,3 +216,20 @@ def test_training_budget_counts_real_tokens(tiny_cfg, synth_data):
         training_budget(longer, synth_data.train, synth_data.num_items, probe_batches=3)["tokens"]
         > budget["tokens"]
     )
+
+
+def test_reproduce_reuses_only_identical_runs(tmp_path):
+    """``--reuse`` takes an earlier run's per-user results only for the same method, config and overrides."""
+    import pickle
+
+    from metarec_dist.eval.reproduce import RunSpec, reusable
+
+    spec = RunSpec("fomaml", "configs/coldstart.yaml", 1, False, ("data.split=random",))
+    assert reusable(spec, tmp_path) is None
+    (tmp_path / "per_user").mkdir()
+    info = {"seed": 1, "config": spec.config, "overrides": list(spec.overrides)}
+    runs = {"fomaml": ({3: {"ndcg@10": np.array([0.5])}}, info)}
+    (tmp_path / "per_user" / "fomaml-s1.pkl").write_bytes(pickle.dumps(runs))
+    assert reusable(spec, tmp_path)["fomaml"][1] == info
+    assert reusable(dataclasses.replace(spec, overrides=()), tmp_path) is None
+    assert reusable(dataclasses.replace(spec, config="configs/ml100k.yaml"), tmp_path) is None
