@@ -181,6 +181,20 @@ def run_all(
     return grouped
 
 
+def collect(specs: list[RunSpec], out: Path) -> dict[str, list[tuple[PerUser, dict]]]:
+    """The per-user results already in ``out`` for these specs (``--collect``: publish without training;
+    a spec with no identical earlier run is left out, so seeds may differ between methods)."""
+    grouped: dict[str, list[tuple[PerUser, dict]]] = {}
+    for spec in specs:
+        for label, value in (reusable(spec, out) or {}).items():
+            grouped.setdefault(label, []).append(value)
+    if not grouped:
+        raise ValueError(f"--collect: no per-user results for these methods and seeds in {out / 'per_user'}")
+    for runs in grouped.values():
+        runs.sort(key=lambda r: r[1]["seed"])
+    return grouped
+
+
 def main(argv: list[str] | None = None) -> int:
     from metarec_dist.config import load_config
     from metarec_dist.eval.loading import load_prepared
@@ -203,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip runs whose per-user results are already in --out (same config and overrides)",
     )
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: publish the per-user results already in --out for these methods and seeds",
+    )
     p.add_argument("--json", default="docs/results.json")
     p.add_argument("--plot", default="docs/results_ndcg_vs_k.png")
     p.add_argument("--markdown", default="docs/results.md", help="its generated section is rewritten")
@@ -219,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, config in methods
         ]
         out = Path(args.out)
-        grouped = run_all(specs, out, shots, args.jobs, args.reuse)
+        grouped = collect(specs, out) if args.collect else run_all(specs, out, shots, args.jobs, args.reuse)
         results: list[MethodResult] = []
         for label, runs in grouped.items():
             info = {"seeds": [r[1]["seed"] for r in runs], "per_seed": [r[1] for r in runs]}

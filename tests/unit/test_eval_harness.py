@@ -233,3 +233,9 @@ def test_reproduce_reuses_only_identical_runs(tmp_path):
     assert reusable(spec, tmp_path)["fomaml"][1] == info
     assert reusable(dataclasses.replace(spec, overrides=()), tmp_path) is None
     assert reusable(dataclasses.replace(spec, config="configs/ml100k.yaml"), tmp_path) is None
+    from metarec_dist.eval.reproduce import collect
+
+    other = RunSpec("sasrec", "configs/coldstart-sasrec.yaml", 1, False, ())
+    assert list(collect([spec, other], tmp_path)) == ["fomaml"]  # what exists, nothing trained
+    with pytest.raises(ValueError, match="--collect: no per-user results"):
+        collect([other], tmp_path)
