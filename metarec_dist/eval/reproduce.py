@@ -137,7 +137,9 @@ def validation_score(protocol: Any, loaded: Any, adaptation: dict[str, Any]) -> 
     if adaptation.get(f"val_{CRITERION}") is not None:
         return float(adaptation[f"val_{CRITERION}"])
     scorer = protocol.scorer(loaded, adaptation["inner_lr"])
-    res = protocol.per_user(scorer, protocol.tune_users(), adaptation["steps"])
+    res = protocol.per_user(
+        scorer, protocol.tune_users(), adaptation["steps"], user_features=protocol.tune_user_features()
+    )
     return float(sum(res[k][CRITERION].mean() for k in protocol.shots) / len(protocol.shots))
 
 

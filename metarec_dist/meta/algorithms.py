@@ -353,8 +353,8 @@ class NoAdaptation(MetaAlgorithm):
     adapts = False
     options = DENSE_OPTIONS
 
-    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
-        super().__init__(meta, num_fast_weights)
+    def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
+        super().__init__(meta, model)
         self.dense = DenseTerm(meta)
 
     def meta_loss(
@@ -377,8 +377,8 @@ class PlainNextItem(MetaAlgorithm):
     adapts = False
     options = frozenset({"dense_horizon", "dense_exclude_seen"})
 
-    def __init__(self, meta: MetaConfig, num_fast_weights: int) -> None:
-        super().__init__(meta, num_fast_weights)
+    def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
+        super().__init__(meta, model)
         self.horizon, self.exclude_seen = meta.dense_horizon, meta.dense_exclude_seen
 
     def meta_loss(

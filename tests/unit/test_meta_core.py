@@ -12,7 +12,7 @@ import torch
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import MetaConfig, load_config
 from metarec_dist.meta import ALGORITHMS, MetaLearner, algorithm_class, build_algorithm
-from metarec_dist.meta.algorithms import ALGORITHM_OPTIONS, dense_targets, encode
+from metarec_dist.meta.algorithms import ALGORITHM_OPTIONS, DenseTerm, dense_targets, encode
 from metarec_dist.meta.reference import adapt_one, loop_meta_loss
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.tasks.sampler import SequenceStore, TaskSampler, collate_windows
@@ -328,7 +328,7 @@ def test_options_and_capabilities_are_stated_by_the_classes():
     for option in ("dense_horizon", "dense_exclude_seen"):
         assert {n for n, c in ALGORITHMS.items() if option in c.options} == fomamls | {"none", "sasrec"}
     with pytest.raises(ValueError, match=r"meta\.dense_weight > 0"):
-        build_algorithm(MetaConfig(algorithm="fomaml", dense_horizon=3), num_fast_weights=4)
+        DenseTerm(MetaConfig(algorithm="fomaml", dense_horizon=3))
     with pytest.raises(ValueError, match=r"meta\.dense_horizon must be an integer >= 1"):
         MetaConfig(dense_horizon=0)
     assert {n for n, c in ALGORITHMS.items() if not c.adapts} == {"none", "sasrec"}
