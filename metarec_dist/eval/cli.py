@@ -42,9 +42,11 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--protocol",
-        choices=("cold_start", "loo"),
-        help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item "
-        "(default: the one the model was trained for, its data.protocol)",
+        choices=("cold_start", "loo", "new-items", "mixed"),
+        help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item; "
+        "new-items: rank only the items held out of training (data.protocol=new_items), against content "
+        "kNN and random; mixed: the same users ranking all items, new and old (default: the one the model "
+        "was trained for, its data.protocol)",
     )
     parser.add_argument(
         "--mask-seen",
@@ -93,8 +95,19 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
 
 
 def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
-    """The protocol the model was trained for; another one would score users or items it trained on."""
+    """The protocol the model was trained for; another one would score users or items it trained on.
+    A model trained with data.protocol=new_items is evaluated with new-items (default) or mixed, or on its
+    cold-start users (cold_start: every item a candidate, as for any cold-start model)."""
+    from metarec_dist.eval.item_protocol import ITEM_PROTOCOLS
+
     trained = loaded.cfg.data.protocol
+    if trained == "new_items" and asked in (None, "cold_start", *ITEM_PROTOCOLS):
+        return asked or ITEM_PROTOCOLS[0]
+    if asked in ITEM_PROTOCOLS:
+        raise ValueError(
+            f"--protocol {asked}: {loaded.source} was trained with data.protocol={trained}, whose training "
+            "data holds every item (retrain with --set data.protocol=new_items)"
+        )
     if asked is not None and asked != trained:
         raise ValueError(
             f"--protocol {asked}: {loaded.source} was trained with data.protocol={trained}, whose training "
@@ -108,11 +121,18 @@ def _protocol(
 ) -> tuple[ColdStartProtocol, str]:
     """The model's own protocol: its data config's users, its support_max (loo: its input window) and
     ``eval:`` section."""
+    from metarec_dist.eval.item_protocol import ITEM_PROTOCOLS, item_protocol
     from metarec_dist.eval.loading import check_same_data, load_prepared
     from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 
     cfg = loaded.cfg
-    if name == "cold_start" and shots[-1] + 1 + cfg.model.prefix_tokens(cfg.data) > cfg.model.max_seq_len:
+    if name in ITEM_PROTOCOLS and not cfg.data.item_features:
+        raise ValueError(
+            f"--protocol {name}: {loaded.source}'s data config declares no item features "
+            "(data.item_features): the content kNN baseline needs them; retrain with a config that declares "
+            "them, e.g. configs/ml100k-features.yaml with --set data.protocol=new_items"
+        )
+    if name != "loo" and shots[-1] + 1 + cfg.model.prefix_tokens(cfg.data) > cfg.model.max_seq_len:
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
     prepared = load_prepared(cfg)
     check_same_data(loaded, prepared.num_items)
@@ -120,6 +140,9 @@ def _protocol(
         splits = prepared.user_splits()
         positions = cfg.model.max_seq_len - cfg.model.prefix_tokens(cfg.data)  # the user token takes one
         return LeaveOneOutProtocol.build(splits, positions, cfg.eval, mask_seen), prepared.source
+    if name in ITEM_PROTOCOLS:
+        splits = prepared.user_splits()
+        return item_protocol(name, splits, shots, cfg.tasks.support_max, cfg.eval), prepared.source
     return ColdStartProtocol(prepared.user_splits(), shots, cfg.tasks.support_max, cfg.eval), prepared.source
 
 
@@ -166,7 +189,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
             b.name = f"baseline:{b.name}"
         results.append(b)
         baseline = b.name
-    results.append(protocol.popularity(args.split))
+    results += baselines(protocol, args.split, cfg.train.seed)
     n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
     doc = build_report(results, baseline, n_boot)
     doc.update({"split": args.split, "data": source})
@@ -174,11 +197,38 @@ def evaluate_main(args: argparse.Namespace) -> int:
         doc.update({"protocol": "loo", "mask_seen": args.mask_seen, "window": protocol.support_max})
     else:
         doc["shots"] = shots
+    if name != "loo" and name != "cold_start":
+        doc["protocol"] = name
     print(format_table(doc))
+    if name == "mixed":
+        print("\n" + new_share_table(doc))
     if args.json:
         write_json(doc, args.json)
         print(f"\nwrote {args.json}")
     return 0
+
+
+def baselines(protocol: ColdStartProtocol, split: str, seed: int) -> list[MethodResult]:
+    """The protocol's reference methods: popularity; content kNN and random for the item protocols."""
+    from metarec_dist.eval.item_protocol import NewItemsProtocol
+
+    if isinstance(protocol, NewItemsProtocol):
+        return protocol.baselines(split, seed)
+    return [protocol.popularity(split)]
+
+
+def new_share_table(doc: dict[str, Any]) -> str:
+    """Mixed protocol: how much of each method's top 10 is new items, per K."""
+    from metarec_dist.eval.new_items import TOP
+    from metarec_dist.eval.report import render_table, shots_of
+
+    def share(r: dict[str, Any]) -> str:
+        return f"{r[f'new@{TOP}']['mean']:.3f} / {r[f'any_new@{TOP}']['mean']:.3f}"
+
+    shots = shots_of(doc)
+    rows = [[name, *(share(m["metrics"][k]) for k in shots)] for name, m in doc["methods"].items()]
+    head = f"new items in the top {TOP}: share of the top {TOP} / share of users with at least one"
+    return "\n".join([head, *render_table(["method", *(f"K={k}" for k in shots)], rows)])
 
 
 def recommend_main(args: argparse.Namespace) -> int:
