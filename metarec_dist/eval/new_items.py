@@ -197,10 +197,10 @@ def evaluate_new_items(
     is_new[new_items] = True
     columns = torch.from_numpy(np.sort(new_items) - 1)
     is_new_col = torch.from_numpy(is_new[1:])
-    if not mixed and max(ks) > len(columns):
+    if not mixed and max(*ks, TOP) > len(columns):  # TOP: the next-item metrics' hr@10
         raise ValueError(
-            f"eval.ks: {max(ks)} exceeds the {len(columns)} new items the new-items protocol ranks; "
-            "lower eval.ks or raise data.new_item_frac"
+            f"eval.ks: {max(*ks, TOP)} exceeds the {len(columns)} new items the new-items protocol ranks; "
+            "raise data.new_item_frac (or lower eval.ks)"
         )
     results: PerUser = {}
     for k in shots:
