@@ -201,7 +201,10 @@ def evaluate_main(args: argparse.Namespace) -> int:
         doc["protocol"] = name
     print(format_table(doc))
     if name == "mixed":
-        print("\n" + new_share_table(doc))
+        from metarec_dist.eval.publish import new_items_table
+        from metarec_dist.eval.report import shots_of
+
+        print("\n".join(new_items_table(doc, shots_of(doc), markdown=False)))
     if args.json:
         write_json(doc, args.json)
         print(f"\nwrote {args.json}")
@@ -215,20 +218,6 @@ def baselines(protocol: ColdStartProtocol, split: str, seed: int) -> list[Method
     if isinstance(protocol, NewItemsProtocol):
         return protocol.baselines(split, seed)
     return [protocol.popularity(split)]
-
-
-def new_share_table(doc: dict[str, Any]) -> str:
-    """Mixed protocol: how much of each method's top 10 is new items, per K."""
-    from metarec_dist.eval.new_items import TOP
-    from metarec_dist.eval.report import render_table, shots_of
-
-    def share(r: dict[str, Any]) -> str:
-        return f"{r[f'new@{TOP}']['mean']:.3f} / {r[f'any_new@{TOP}']['mean']:.3f}"
-
-    shots = shots_of(doc)
-    rows = [[name, *(share(m["metrics"][k]) for k in shots)] for name, m in doc["methods"].items()]
-    head = f"new items in the top {TOP}: share of the top {TOP} / share of users with at least one"
-    return "\n".join([head, *render_table(["method", *(f"K={k}" for k in shots)], rows)])
 
 
 def recommend_main(args: argparse.Namespace) -> int:

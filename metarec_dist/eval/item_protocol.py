@@ -99,22 +99,24 @@ class NewItemsProtocol(ColdStartProtocol):
         scorer = RandomScorer(self.splits.num_items, seed)
         return MethodResult(RANDOM, self.per_user(scorer, self.users(split)), {"seed": seed, **self.facts()})
 
-    def content_knn(self, split: str = "test") -> MethodResult:
+    def content_knn(self, split: str = "test", seed: int = 0) -> MethodResult:
         """Cosine between the support's bag of item-feature values and each item's (no training)."""
         if self.splits.features is None or not self.splits.features.item:
             raise ValueError(
                 "the content kNN baseline needs item features: declare data.item_features in the config "
                 "(e.g. configs/ml100k-features.yaml)"
             )
-        scorer = ContentKNNScorer(self.splits.features, self.splits.num_items)
+        scorer = ContentKNNScorer(self.splits.features, self.splits.num_items, seed)
         names = [f.name for f in self.splits.features.item.values() if f.kind != "title"]
         return MethodResult(
-            CONTENT_KNN, self.per_user(scorer, self.users(split)), {"features": names, **self.facts()}
+            CONTENT_KNN,
+            self.per_user(scorer, self.users(split)),
+            {"features": names, "tie_break": scorer.tie_break, "seed": seed, **self.facts()},
         )
 
     def baselines(self, split: str = "test", seed: int = 0) -> list[MethodResult]:
         """The baselines of this protocol: content kNN and random (the mixed one adds popularity)."""
-        return [self.content_knn(split), self.random(split, seed)]
+        return [self.content_knn(split, seed), self.random(split, seed)]
 
 
 @dataclass

@@ -276,16 +276,28 @@ def item_feature_matrix(features: FeatureTables, num_items: int) -> torch.Tensor
 class ContentKNNScorer:
     """Content kNN: the user's profile is the bag (counts) of the feature values of its support items; an
     item scores the cosine between that profile and its own multi-hot features (0 for an item without known
-    features). Needs no training; reads the support from the batch (``support_targets``)."""
+    features). Needs no training; reads the support from the batch (``support_targets``).
 
-    def __init__(self, features: FeatureTables, num_items: int) -> None:
+    Items with the same features score exactly alike, and the metrics rank a relevant item after everything
+    it ties with; so that the baseline is credited with picking among equals at random rather than always
+    wrongly, exact ties are broken by a seeded jitter of ``tie_break`` (far below the gap between two
+    distinct cosines of these small count vectors). ``tie_break=0`` turns it off."""
+
+    def __init__(
+        self, features: FeatureTables, num_items: int, seed: int = 0, tie_break: float = 1e-6
+    ) -> None:
         x = item_feature_matrix(features, num_items)
         self.items = x  # [V, F]
         self.unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.tie_break = tie_break
+        self.generator = torch.Generator().manual_seed(seed)
 
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
         support = batch.support_targets.cpu()  # [U, Kmax] item ids, 0 where no item
         rows = torch.where(support > 0, support - 1, torch.zeros_like(support))
         profile = (self.items[rows] * (support > 0)[..., None]).sum(dim=1)  # [U, F]
         profile = profile / profile.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return profile @ self.unit.T
+        scores = profile @ self.unit.T
+        if self.tie_break:
+            scores += self.tie_break * torch.rand(scores.shape, generator=self.generator)
+        return scores

@@ -26,6 +26,8 @@ from metarec_dist.eval.new_items import (
     item_feature_matrix,
     new_item_targets,
 )
+from metarec_dist.eval.publish import publish
+from metarec_dist.eval.stats import PRIMARY, SECONDARY, MethodResult
 from metarec_dist.runtime.context import LocalContext
 from metarec_dist.tasks.types import MetaBatch
 from metarec_dist.train.trainer import MetaTrainer
@@ -293,10 +295,15 @@ def test_content_knn_is_the_cosine_of_the_support_profile_worked_by_hand():
         query_targets=torch.zeros(1, 0, dtype=torch.long),
         task_ids=torch.zeros(1, dtype=torch.long),
     )
-    scores = ContentKNNScorer(_features(), 4).score(batch)[0]
+    scores = ContentKNNScorer(_features(), 4, tie_break=0.0).score(batch)[0]
     norm = np.sqrt(7)
     expected = [4 / (norm * np.sqrt(3)), 3 / (norm * np.sqrt(2)), 1 / (norm * np.sqrt(2)), 1 / norm]
     assert scores.tolist() == pytest.approx(expected, rel=1e-6)
+    # The default breaks exact ties only: the order of distinct scores is kept, and the result is seeded.
+    jittered = ContentKNNScorer(_features(), 4).score(batch)[0]
+    assert jittered.tolist() == pytest.approx(expected, abs=2e-6)
+    assert torch.equal(jittered.argsort(), scores.argsort())
+    assert torch.equal(jittered, ContentKNNScorer(_features(), 4).score(batch)[0])
 
 
 def test_content_knn_needs_a_non_text_item_feature():
@@ -391,7 +398,7 @@ def test_cli_new_items_and_mixed_tables(movies, tmp_path, capsys):
     doc = json.loads(out.read_text())
     assert list(doc["methods"]) == ["fomaml", "content-knn", "random", "popularity"]
     assert "new@10" in doc["methods"]["fomaml"]["metrics"]["1"]
-    assert "new items in the top 10" in capsys.readouterr().out
+    assert "New items in the top 10" in capsys.readouterr().out
 
 
 def test_cli_new_items_errors(tmp_path, capsys):
@@ -403,3 +410,41 @@ def test_cli_new_items_errors(tmp_path, capsys):
     cold = _train(tmp_path, "cold", *synthetic)
     assert main(["evaluate", "--checkpoint", str(cold), "--protocol", "mixed"]) == 2
     assert "retrain with --set data.protocol=new_items" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- publication
+
+
+def _result(name: str, shift: float, new_share: bool = False) -> MethodResult:
+    rng = np.random.default_rng(len(name))
+    per_user = {}
+    for k in (1, 3):
+        metrics = {m: np.clip(rng.random(30) * 0.3 + shift, 0, 1) for m in (*PRIMARY, *SECONDARY)}
+        if new_share:
+            metrics.update({"new@10": np.full(30, 0.2), "any_new@10": np.ones(30)})
+        per_user[k] = metrics
+    return MethodResult(name, per_user, {})
+
+
+def test_pairs_and_named_sections_share_one_page(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\nprose stays\n")
+    cold = [_result("a", 0.1), _result("a+features", 0.2), _result("b", 0.1), _result("b+features", 0.1)]
+    pairs = {"a+features": "a", "b+features": "b"}
+    doc = publish(cold, None, 50, tmp_path / "cold.json", None, page, {}, pairs=pairs, section="cold")
+    assert {n: p["baseline"] for n, p in doc["paired"].items()} == pairs
+    assert doc["paired"]["a+features"]["diff"][1]["ndcg@10"]["diff"] > 0.05
+    items = [_result("m", 0.1, True), _result("content-knn", 0.0, True)]
+    publish(items, "content-knn", 50, tmp_path / "m.json", None, page, {}, section="mixed")
+    text = page.read_text()
+    assert "prose stays" in text and "a+features − a" in text and "New items in the top 10" in text
+    assert "<!-- results:begin:cold" in text and "<!-- results:end:mixed -->" in text
+    publish(
+        cold[:2], None, 50, tmp_path / "cold.json", None, page, {}, pairs={"a+features": "a"}, section="cold"
+    )
+    again = page.read_text()
+    assert again.count("<!-- results:begin:cold") == 1 and "b+features" not in again
+    assert again.split("<!-- results:begin:mixed")[1] == text.split("<!-- results:begin:mixed")[1]
+    with pytest.raises(ValueError, match="baseline 'zzz' is not among"):
+        publish(cold, None, 50, tmp_path / "x.json", None, page, {}, pairs={"a": "zzz"})
+    assert not (tmp_path / "cold.png").exists()  # no plot asked for
