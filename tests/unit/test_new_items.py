@@ -14,7 +14,7 @@ import torch
 
 from metarec_dist.cli import main
 from metarec_dist.config import Config, load_config
-from metarec_dist.data import DataError, prepare_data
+from metarec_dist.data import DataError, data_stats, format_stats, prepare_data
 from metarec_dist.data.config import DataConfig, FeatureSpec
 from metarec_dist.data.features import EncodedFeature, FeatureTables
 from metarec_dist.data.split import newest_items
@@ -124,6 +124,7 @@ def test_split_is_deterministic_and_takes_new_items_out_of_training_only(movies,
         assert all(map(np.array_equal, new.sequences(split), old.sequences(split)))
     assert contains_new(splits.test, new.new_items)
     assert new.raw_stats["new_items"] == 4
+    assert "new items     4 held out of training" in format_stats(data_stats(new))
 
 
 def test_new_item_frac_is_validated():
