@@ -9,11 +9,11 @@ per-user results to ``<out>/per_user/``. Training runs in ``--jobs`` processes o
 these models are too small for intra-op threads to pay off, so two processes use two cores best.
 
 ``--protocol new-items`` (or ``mixed``) trains every method with ``data.protocol=new_items`` and compares
-them with the content-kNN and random baselines (``eval/new_items.py``); ``--reuse`` evaluates the runs of an
-earlier invocation with the same ``--out`` and the same settings instead of training again (e.g. ``mixed``
-after ``new-items``). ``--pair A=B`` gives method A a paired interval against B instead of ``--baseline``
-(``fomaml+features=fomaml``); ``--section NAME`` writes the tables into their own marked section of the
-Markdown file, so several comparisons share one page.
+them with the content-kNN and random baselines (``eval/new_items.py``). ``--reuse`` evaluates the finished
+runs of an earlier invocation with the same ``--out`` and exactly the same settings instead of training them
+again (e.g. ``mixed`` after ``new-items``), and trains the others. ``--pair A=B`` gives method A a paired
+interval against B instead of ``--baseline`` (``fomaml+features=fomaml``); ``--section NAME`` writes the
+tables into their own marked section of the Markdown file, so several comparisons share one page.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class RunSpec:
     protocol: str = (
         "cold_start"  # cold_start | new-items | mixed (the last two train on data.protocol=new_items)
     )
-    reuse: bool = False  # evaluate an existing run with the same settings instead of training it again
+    reuse: bool = False  # evaluate a finished run of the same settings instead of training it again
 
     @property
     def run_name(self) -> str:
@@ -105,8 +105,11 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int]) -> dict[str, 
     )
     run_dir = runs / spec.run_name
     t0 = time.perf_counter()
-    checkpoint = reused_checkpoint(run_dir, cfg) if spec.reuse else train_one(cfg, run_dir)
-    train_s = None if spec.reuse else round(time.perf_counter() - t0, 1)
+    checkpoint = reused_checkpoint(run_dir, cfg) if spec.reuse else None
+    train_s = None
+    if checkpoint is None:
+        checkpoint = train_one(cfg, run_dir)
+        train_s = round(time.perf_counter() - t0, 1)
     loaded = load_model(checkpoint)
     protocol = build_protocol(spec.protocol, load_prepared(loaded.cfg).user_splits(), shots, cfg)
     out_runs: dict[str, Any] = {}
@@ -136,16 +139,22 @@ def train_one(cfg: Config, run_dir: Path) -> str:
     return MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), data).fit()["checkpoint"]
 
 
-def reused_checkpoint(run_dir: Path, cfg: Config) -> str:
-    """The finished run in ``run_dir``, if it was trained with exactly ``cfg`` (else a ValueError)."""
+def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
+    """The final checkpoint of the run in ``run_dir`` if it finished and was trained with exactly ``cfg``;
+    None (train it) otherwise."""
     from metarec_dist.eval.loading import load_model, resolve_checkpoint
 
-    folder = resolve_checkpoint(run_dir)  # a ValueError naming the folder when there is none
-    trained = load_model(folder).cfg
-    if trained.to_dict() != cfg.to_dict():
-        raise ValueError(f"--reuse: {run_dir} was trained with other settings; run without --reuse")
+    try:
+        folder = resolve_checkpoint(run_dir)
+    except ValueError:
+        log.info("--reuse: no finished run in %s; training it", run_dir)
+        return None
     if f"step_{cfg.train.meta_steps:06d}" not in folder.name:
-        raise ValueError(f"--reuse: {run_dir} did not finish ({folder.name}); run without --reuse")
+        log.info("--reuse: %s did not finish (%s); training it again", run_dir, folder.name)
+        return None
+    if load_model(folder).cfg.to_dict() != cfg.to_dict():
+        log.info("--reuse: %s was trained with other settings; training it again", run_dir)
+        return None
     return str(folder)
 
 
@@ -214,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pair", action="append", default=[], help="METHOD=BASELINE: that method's own baseline")
     p.add_argument("--protocol", default="cold_start", choices=PROTOCOLS)
-    p.add_argument("--reuse", action="store_true", help="evaluate the finished runs in --out, do not train")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate finished runs of the same settings in --out, train the rest",
+    )
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--shots", default="1,3,5,10")
     p.add_argument("--jobs", type=int, default=2)
