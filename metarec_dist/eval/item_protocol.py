@@ -62,6 +62,7 @@ class NewItemsProtocol(ColdStartProtocol):
         steps: int | None = 0,
         ks: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
+        user_features: np.ndarray | None = None,
     ) -> PerUser:
         return evaluate_new_items(
             scorer,
@@ -77,6 +78,7 @@ class NewItemsProtocol(ColdStartProtocol):
             batch_users=self.eval_cfg.batch_users,
             device=device,
             item_chunk=self.eval_cfg.item_chunk,
+            user_features=user_features,
         )
 
     def facts(self) -> dict[str, str | int]:

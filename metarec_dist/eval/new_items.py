@@ -190,9 +190,11 @@ def evaluate_new_items(
     batch_users: int = 256,
     device: torch.device | str = "cpu",
     item_chunk: int = DEFAULT_ITEM_CHUNK,
+    user_features: np.ndarray | None = None,
 ) -> PerUser:
     """Per shot count K, per metric, one value per evaluated user (``new-items`` or ``mixed``, see the
-    module docstring). Under ZeRO-3 every rank must call this with the same users."""
+    module docstring). Under ZeRO-3 every rank must call this with the same users. ``user_features``:
+    ``[len(sequences), F]`` feature ids of each user (None without user features)."""
     is_new = np.zeros(num_items + 1, dtype=bool)
     is_new[new_items] = True
     columns = torch.from_numpy(np.sort(new_items) - 1)
@@ -211,7 +213,8 @@ def evaluate_new_items(
         parts: dict[str, list[np.ndarray]] = {}
         for lo in range(0, len(t.keep), batch_users):
             sl = slice(lo, min(lo + batch_users, len(t.keep)))
-            batch = prefix_batch(t.old[sl], k, support_max, bos_id(num_items)).to(device)
+            feats = None if user_features is None else user_features[t.keep[sl]]
+            batch = prefix_batch(t.old[sl], k, support_max, bos_id(num_items), feats).to(device)
             support = torch.from_numpy(t.support[sl])
             ranked = _Ranked(
                 ChunkedRanking(
