@@ -449,3 +449,16 @@ def test_pairs_and_named_sections_share_one_page(tmp_path):
     with pytest.raises(ValueError, match="baseline 'zzz' is not among"):
         publish(cold, None, 50, tmp_path / "x.json", None, page, {}, pairs={"a": "zzz"})
     assert not (tmp_path / "cold.png").exists()  # no plot asked for
+
+
+def test_reproduce_pairs_and_reuse_arguments(tmp_path):
+    from metarec_dist.eval.reproduce import RunSpec, parse_pair, reused_checkpoint
+
+    assert parse_pair("fomaml+features=fomaml") == ("fomaml+features", "fomaml")
+    with pytest.raises(ValueError, match="expected METHOD=BASELINE"):
+        parse_pair("fomaml")
+    cfg = load_config(TINY, [])
+    assert reused_checkpoint(tmp_path / "absent", cfg) is None  # nothing to reuse: train it
+    spec = RunSpec("fomaml", TINY, 0, False, ("train.meta_steps=2",), "mixed")
+    assert spec.all_overrides == ("train.meta_steps=2", "data.protocol=new_items")
+    assert RunSpec("fomaml", TINY, 0, False).all_overrides == ()
