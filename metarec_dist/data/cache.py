@@ -32,8 +32,8 @@ ENV_CACHE_DIR = "METAREC_CACHE_DIR"
 # Settings that do not change the prepared data: where things live (the resolved files are keyed
 # instead), whether to cache, and the synthetic generator (synthetic data is not cached).
 _NOT_KEYED = {"path", "name", "data_dir", "cache", "cache_dir", "user_features_path", "item_features_path"}
-# Keyed only when set, so that entries written before side information existed stay valid.
-_KEYED_WHEN_SET = {"user_features", "item_features"}
+# Keyed only when set, so that entries written before side information (or new items) existed stay valid.
+_KEYED_WHEN_SET = {"user_features", "item_features", "new_item_frac"}
 _STALE_TMP_S = 24 * 3600
 
 
@@ -77,8 +77,16 @@ def load(root: Path, key: str) -> PreparedData | None:
     if meta.get("has_titles"):
         titles = {i + 1: t for i, t in enumerate(items.column("title").to_pylist()) if t is not None}
     log.info("loaded prepared data from cache %s", entry)
+    new_items = meta.get("new_items")
     return PreparedData(
-        users, meta["num_items"], raw_ids, titles, meta["source"], meta["raw_stats"], features
+        users,
+        meta["num_items"],
+        raw_ids,
+        titles,
+        meta["source"],
+        meta["raw_stats"],
+        features,
+        new_items=None if new_items is None else np.asarray(new_items, dtype=np.int64),
     )
 
 
@@ -112,6 +120,7 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
             "raw_stats": prepared.raw_stats,
             "has_titles": prepared.item_titles is not None,
             "features": _save_features(prepared.features, tmp),
+            "new_items": None if prepared.new_items is None else prepared.new_items.tolist(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         try:

@@ -14,7 +14,10 @@ SPLITS = ("time", "random")
 FEATURE_KINDS = ("token", "token_seq", "float", "title")
 # cold_start: disjoint train / valid / test users (data.split). loo: warm leave-one-out, every user is a
 # training user; its last item is the test target and its second-last the validation target.
-PROTOCOLS = ("cold_start", "loo")
+# new_items: the cold_start user split, and besides the newest data.new_item_frac of the ITEMS (by first
+# interaction) held out of training entirely (item cold start; eval/new_items.py).
+PROTOCOLS = ("cold_start", "loo", "new_items")
+DEFAULT_NEW_ITEM_FRAC = 0.1
 # Formats that read a file or folder; they need data.path or a data.name the resolver can find.
 FILE_FORMATS = ("auto", "movielens", "recbole", "csv", "tsv", "parquet", "jsonl", "user_item")
 
@@ -121,6 +124,9 @@ class DataConfig:
     dedup: str = "keep_all"  # repeated (user, item): keep_all | first | last
     protocol: str = "cold_start"  # cold_start (users held out) | loo (each user's last two items held out)
     split: str = "time"  # cold-start user split: time (newest users held out) | random; unused with loo
+    # protocol new_items: the share of items, newest by first interaction, removed from every training user
+    # (None: DEFAULT_NEW_ITEM_FRAC). Setting it under another protocol is an error (it would do nothing).
+    new_item_frac: float | None = None
     valid_frac: float = 0.1
     test_frac: float = 0.1
     min_history: int = 2  # users with fewer interactions are dropped (one support + one query item)
@@ -161,6 +167,7 @@ class DataConfig:
             raise ValueError(f"data.kcore must be >= 0 (0 turns k-core filtering off), got {self.kcore}")
         if self.min_history < 1:
             raise ValueError(f"data.min_history must be >= 1, got {self.min_history}")
+        self._check_new_items()
         for name in ("valid_frac", "test_frac"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -180,6 +187,27 @@ class DataConfig:
             raise ValueError("data.synthetic_min_len must be <= data.synthetic_max_len")
         if not 0.0 <= self.synthetic_in_group_prob <= 1.0:
             raise ValueError("data.synthetic_in_group_prob must be in [0, 1]")
+
+    def _check_new_items(self) -> None:
+        if self.new_item_frac is None:
+            return
+        if self.protocol != "new_items":
+            raise ValueError(
+                f"data.new_item_frac: only used with data.protocol=new_items (the protocol is "
+                f"{self.protocol!r}); drop it or set data.protocol=new_items"
+            )
+        if not 0.0 < self.new_item_frac < 1.0:
+            raise ValueError(
+                f"data.new_item_frac must be in (0, 1): the share of items held out of training as new "
+                f"items, got {self.new_item_frac}"
+            )
+
+    @property
+    def held_out_item_frac(self) -> float:
+        """The share of items the new_items protocol holds out (0 under the other protocols)."""
+        if self.protocol != "new_items":
+            return 0.0
+        return DEFAULT_NEW_ITEM_FRAC if self.new_item_frac is None else self.new_item_frac
 
 
 def _check_features(entity: str, specs: list[FeatureSpec]) -> None:

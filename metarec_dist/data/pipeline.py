@@ -13,11 +13,11 @@ import pyarrow as pa
 from metarec_dist.data import cache
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.layout import resolve_layout
-from metarec_dist.data.prepared import PreparedData, loo_users_table, users_table
+from metarec_dist.data.prepared import PreparedData, loo_users_table, new_items_table, users_table
 from metarec_dist.data.preprocess import build_sequences
 from metarec_dist.data.readers import RawLog, read_hub, read_layout, read_synthetic
 from metarec_dist.data.side import build_feature_tables, feature_files
-from metarec_dist.data.split import LOO_MIN_LEN, split_users
+from metarec_dist.data.split import LOO_MIN_LEN, newest_items, split_users
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def load_interactions(cfg: DataConfig) -> datasets.Dataset:
 
 def _prepare(raw: RawLog, cfg: DataConfig, side: dict) -> PreparedData:
     seqs = build_sequences(raw, cfg)
+    new_items = None
     if cfg.protocol == "loo":
         table = loo_users_table(seqs)
         short = int((np.diff(seqs.offsets) < LOO_MIN_LEN).sum())
@@ -71,7 +72,19 @@ def _prepare(raw: RawLog, cfg: DataConfig, side: dict) -> PreparedData:
             log.info("leave-one-out: %d users with fewer than %d interactions only train", short, LOO_MIN_LEN)
     else:
         codes = split_users(seqs.first_time, cfg.split, cfg.valid_frac, cfg.test_frac, cfg.seed)
-        table = users_table(seqs, codes)
+        if cfg.protocol == "new_items":
+            assert seqs.item_first_time is not None  # build_sequences computes it for this protocol
+            new_items = newest_items(seqs.item_first_time, cfg.held_out_item_frac)
+            table, emptied = new_items_table(seqs, codes, new_items)
+            seqs.raw_stats.update({"new_items": len(new_items), "new_items_emptied_train_users": emptied})
+            log.info(
+                "new items: %d of %d items held out of training (%d training users had only those)",
+                len(new_items),
+                len(seqs.item_raw),
+                emptied,
+            )
+        else:
+            table = users_table(seqs, codes)
     titles = None
     if raw.titles:
         titles = {
@@ -89,4 +102,5 @@ def _prepare(raw: RawLog, cfg: DataConfig, side: dict) -> PreparedData:
         source=raw.source,
         raw_stats=seqs.raw_stats,
         features=build_feature_tables(cfg, side, seqs.user_raw, seqs.item_raw),
+        new_items=new_items,
     )

@@ -30,6 +30,8 @@ class PreparedData:
     source: str  # what was loaded, for logs
     raw_stats: dict = field(default_factory=dict)  # counts before the min-history drop (stats.py)
     features: FeatureTables | None = None  # declared side information (data.user/item_features)
+    # data.protocol=new_items: the held-out item ids (sorted), already removed from the training rows.
+    new_items: np.ndarray | None = None
 
     def _table(self) -> pa.Table:
         # Zero-copy for the Dataset built here or memory-mapped from the cache; a Dataset that was
@@ -47,7 +49,11 @@ class PreparedData:
 
     def user_splits(self) -> UserSplits:
         splits = UserSplits(
-            *(self.sequences(s) for s in SPLIT_NAMES), self.num_items, self.item_titles, self.item_raw_ids
+            *(self.sequences(s) for s in SPLIT_NAMES),
+            self.num_items,
+            self.item_titles,
+            self.item_raw_ids,
+            new_items=self.new_items,
         )
         splits.features = self.split_features()
         return splits
@@ -92,6 +98,24 @@ def loo_users_table(seqs: Sequences) -> pa.Table:
     # Row r takes items[start_u : start_u + prefix_r]: one gather for all rows.
     src = np.repeat(seqs.offsets[users] - offsets[:-1], prefix) + np.arange(int(offsets[-1]))
     return _rows_table(users, offsets, seqs.items[src], seqs, codes)
+
+
+def new_items_table(seqs: Sequences, split_codes: np.ndarray, new_items: np.ndarray) -> tuple[pa.Table, int]:
+    """The cold-start users table with the ``new_items`` removed from every TRAINING user's sequence (the
+    remaining items keep their order); validation and test users keep their whole history. A training user
+    left with no item has no row. Returns the table and the number of such users."""
+    lengths = np.diff(seqs.offsets)
+    is_new = np.zeros(len(seqs.item_raw) + 1, dtype=bool)
+    is_new[new_items] = True
+    train_row = np.repeat(split_codes == 0, lengths)
+    keep = ~(is_new[seqs.items] & train_row)
+    kept = np.add.reduceat(keep.astype(np.int64), seqs.offsets[:-1]) if len(keep) else lengths
+    kept = np.where(lengths > 0, kept, 0)  # reduceat reads one element for an empty segment
+    users = np.flatnonzero(kept > 0)
+    offsets = np.zeros(len(users) + 1, dtype=np.int64)
+    np.cumsum(kept[users], out=offsets[1:])
+    table = _rows_table(users, offsets, seqs.items[keep], seqs, split_codes[users])
+    return table, int(len(lengths) - len(users))
 
 
 def _rows_table(

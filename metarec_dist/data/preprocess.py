@@ -31,6 +31,9 @@ class Sequences:
     user_raw: pa.Array  # string per user: the id in the file
     item_raw: pa.Array  # string per item: item_raw[i - 1] is the file's id of item i
     raw_stats: dict  # counts before the min-history drop (see stats.py)
+    # float64 per item (index i - 1 for item i): time of its first interaction; only computed for
+    # data.protocol=new_items, which holds out the newest items.
+    item_first_time: np.ndarray | None = None
 
 
 def encode(values: np.ndarray | pa.Array) -> tuple[np.ndarray, pa.Array]:
@@ -164,6 +167,10 @@ def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
     counts = np.bincount(user)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
+    item_first_time = None
+    if cfg.protocol == "new_items":
+        item_first_time = np.full(int(present_items.sum()), np.inf)
+        np.minimum.at(item_first_time, item - 1, time)
     return Sequences(
         offsets=offsets,
         items=item.astype(np.int64, copy=False),
@@ -171,6 +178,7 @@ def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
         user_raw=user_ids.take(pa.array(np.flatnonzero(present_users))),
         item_raw=item_ids.take(pa.array(np.flatnonzero(present_items))),
         raw_stats=raw_stats,
+        item_first_time=item_first_time,
     )
 
 

@@ -7,6 +7,12 @@ evaluation then mimics users who arrive after the model was trained. ``random``:
 ``leave_one_out`` (``data.protocol: loo``): the warm protocol of the SASRec / S3-Rec / ICLRec papers, where
 every user trains and a user's history is split instead: training sees all but the last two items, the
 validation sequence ends with the second-last item (its target), the test sequence with the last.
+
+``newest_items`` (``data.protocol: new_items``): the cold-start user split, and the newest
+``data.new_item_frac`` of the items (by first interaction) held out of training entirely: they are removed
+from every training user's sequence (the user's other items keep their chronological order and close up),
+so no training batch holds them as input or target. Validation and test users keep their whole history; the
+evaluation (``eval/new_items.py``) adapts on their old items and ranks the new ones.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class UserSplits:
     item_raw_ids: list[str] | None = None  # item_raw_ids[i - 1] is the raw id of item i
     # Side information: item rows by item id, user rows by user id (split_users maps list position -> id).
     features: FeatureTables | None = None
+    # data.protocol=new_items: the held-out item ids (sorted), absent from every training sequence.
+    new_items: np.ndarray | None = None
 
     def user_features(self, split: str) -> np.ndarray | None:
         """``[N, F]`` user-feature ids of ``split``'s users, row i for its i-th sequence (None without user
@@ -68,6 +76,20 @@ def split_users(
     codes[order[n - n_test :]] = 2
     codes[order[n - n_test - n_valid : n - n_test]] = 1
     return codes
+
+
+def newest_items(first_time: np.ndarray, frac: float) -> np.ndarray:
+    """The newest ``frac`` of the items by first interaction time (item ids 1..V, sorted): ``first_time[i]``
+    is item ``i + 1``'s. Ties go by item id (the higher id counts as newer), so the set is deterministic."""
+    n = len(first_time)
+    n_new = _count(n, frac)
+    if n_new >= n:
+        raise DataError(
+            f"data.new_item_frac={frac} holds out all {n} items; lower it so that some items are left "
+            "for training"
+        )
+    order = np.lexsort((np.arange(n), first_time))  # oldest first; ties by item id
+    return np.sort(order[n - n_new :] + 1).astype(np.int64)
 
 
 def leave_one_out(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

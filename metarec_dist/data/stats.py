@@ -62,6 +62,12 @@ def format_stats(stats: dict) -> str:
     short = stats.get("loo_train_only_users", 0)
     if short:  # data.protocol=loo: train / valid / test are rows of the same users (split.leave_one_out)
         lines.append(f"  loo           {short:,} users with fewer than 3 interactions only train")
+    if "new_items" in stats:  # data.protocol=new_items: the newest items are held out of training
+        emptied = stats.get("new_items_emptied_train_users", 0)
+        lines.append(
+            f"  new items     {stats['new_items']:,} held out of training"
+            + (f" ({emptied:,} training users had only those)" if emptied else "")
+        )
     lines.extend(_feature_line(f) for f in stats.get("features", []))
     return "\n".join(lines)
 

@@ -43,9 +43,11 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--protocol",
-        choices=("cold_start", "loo"),
-        help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item "
-        "(default: the one the model was trained for, its data.protocol)",
+        choices=("cold_start", "loo", "new-items", "mixed"),
+        help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item; "
+        "new-items: rank only the items held out of training (data.protocol=new_items), against content "
+        "kNN and random; mixed: the same users ranking all items, new and old (default: the one the model "
+        "was trained for, its data.protocol)",
     )
     parser.add_argument(
         "--mask-seen",
@@ -100,8 +102,19 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
 
 
 def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
-    """The protocol the model was trained for; another one would score users or items it trained on."""
+    """The protocol the model was trained for; another one would score users or items it trained on.
+    A model trained with data.protocol=new_items is evaluated with new-items (default) or mixed, or on its
+    cold-start users (cold_start: every item a candidate, as for any cold-start model)."""
+    from metarec_dist.eval.item_protocol import ITEM_PROTOCOLS
+
     trained = loaded.cfg.data.protocol
+    if trained == "new_items" and asked in (None, "cold_start", *ITEM_PROTOCOLS):
+        return asked or ITEM_PROTOCOLS[0]
+    if asked in ITEM_PROTOCOLS:
+        raise ValueError(
+            f"--protocol {asked}: {loaded.source} was trained with data.protocol={trained}, whose training "
+            "data holds every item (retrain with --set data.protocol=new_items)"
+        )
     if asked is not None and asked != trained:
         raise ValueError(
             f"--protocol {asked}: {loaded.source} was trained with data.protocol={trained}, whose training "
@@ -119,13 +132,20 @@ def _protocol(
 ) -> tuple[ColdStartProtocol, str]:
     """The model's own protocol: its data config's users, its support_max (loo: its input window) and
     ``eval:`` section."""
+    from metarec_dist.eval.item_protocol import ITEM_PROTOCOLS, item_protocol
     from metarec_dist.eval.loading import check_same_data, load_prepared
     from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 
     cfg = loaded.cfg
     if workers is not None:  # where the users are scored changes no number: not the checkpoint's business
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, workers=workers))
-    if name == "cold_start" and shots[-1] + 1 + cfg.model.prefix_tokens(cfg.data) > cfg.model.max_seq_len:
+    if name in ITEM_PROTOCOLS and not cfg.data.item_features:
+        raise ValueError(
+            f"--protocol {name}: {loaded.source}'s data config declares no item features "
+            "(data.item_features): the content kNN baseline needs them; retrain with a config that declares "
+            "them, e.g. configs/ml100k-features.yaml with --set data.protocol=new_items"
+        )
+    if name != "loo" and shots[-1] + 1 + cfg.model.prefix_tokens(cfg.data) > cfg.model.max_seq_len:
         raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
     prepared = load_prepared(cfg)
     check_same_data(loaded, prepared.num_items)
@@ -133,6 +153,9 @@ def _protocol(
         splits = prepared.user_splits()
         positions = cfg.model.max_seq_len - cfg.model.prefix_tokens(cfg.data)  # the user token takes one
         return LeaveOneOutProtocol.build(splits, positions, cfg.eval, mask_seen), prepared.source
+    if name in ITEM_PROTOCOLS:
+        splits = prepared.user_splits()
+        return item_protocol(name, splits, shots, cfg.tasks.support_max, cfg.eval), prepared.source
     return ColdStartProtocol(prepared.user_splits(), shots, cfg.tasks.support_max, cfg.eval), prepared.source
 
 
@@ -190,7 +213,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             b.name = f"baseline:{b.name}"
         results.append(b)
         baseline = b.name
-    results.append(protocol.popularity(args.split))
+    results += baselines(protocol, args.split, cfg.train.seed)
     n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
     doc = build_report(results, baseline, n_boot)
     doc.update({"split": args.split, "data": source})
@@ -198,11 +221,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         doc.update({"protocol": "loo", "mask_seen": args.mask_seen, "window": protocol.support_max})
     else:
         doc["shots"] = shots
+    if name != "loo" and name != "cold_start":
+        doc["protocol"] = name
     print(format_table(doc))
+    if name == "mixed":
+        from metarec_dist.eval.publish import new_items_table
+        from metarec_dist.eval.report import shots_of
+
+        print("\n".join(new_items_table(doc, shots_of(doc), markdown=False)))
     if args.json:
         write_json(doc, args.json)
         print(f"\nwrote {args.json}")
     return 0
+
+
+def baselines(protocol: ColdStartProtocol, split: str, seed: int) -> list[MethodResult]:
+    """The protocol's reference methods: popularity; content kNN and random for the item protocols."""
+    from metarec_dist.eval.item_protocol import NewItemsProtocol
+
+    if isinstance(protocol, NewItemsProtocol):
+        return protocol.baselines(split, seed)
+    return [protocol.popularity(split)]
 
 
 def recommend_main(args: argparse.Namespace) -> int:

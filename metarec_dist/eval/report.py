@@ -13,13 +13,20 @@ from metarec_dist.eval.stats import PRIMARY, SECONDARY, MethodResult, bootstrap_
 
 
 def build_report(
-    results: Sequence[MethodResult], baseline: str | None, n_boot: int, seed: int = 0
+    results: Sequence[MethodResult],
+    baseline: str | None,
+    n_boot: int,
+    seed: int = 0,
+    pairs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``{"methods": {name: {info, users, metrics}}, "paired": {name: {baseline, diff}}}``: every number
-    of the tables. Bootstrap draws use ``seed``, so the same per-user values give the same report."""
+    of the tables. Bootstrap draws use ``seed``, so the same per-user values give the same report.
+    ``pairs`` (method -> its own baseline) replaces ``baseline`` for those methods."""
     by_name = {r.name: r for r in results}
-    if baseline is not None and baseline not in by_name:
-        raise ValueError(f"baseline {baseline!r} is not among the evaluated methods {sorted(by_name)}")
+    pairs = pairs or {}
+    for name in [baseline, *pairs, *pairs.values()]:
+        if name is not None and name not in by_name:
+            raise ValueError(f"baseline {name!r} is not among the evaluated methods {sorted(by_name)}")
     doc: dict[str, Any] = {"n_boot": n_boot, "interval": "95% percentile bootstrap over users", "methods": {}}
     for r in results:
         doc["methods"][r.name] = {
@@ -28,12 +35,14 @@ def build_report(
             "users": {k: r.users(k) for k in r.per_user},
             "metrics": bootstrap_summary(r, n_boot, seed),
         }
-    if baseline is not None:
-        doc["paired"] = {
-            r.name: {"baseline": baseline, "diff": paired_diff(r, by_name[baseline], n_boot, seed)}
-            for r in results
-            if r.name != baseline
-        }
+    against = {r.name: pairs.get(r.name, baseline) for r in results}
+    paired = {
+        r.name: {"baseline": b, "diff": paired_diff(r, by_name[b], n_boot, seed)}
+        for r in results
+        if (b := against[r.name]) is not None and b != r.name
+    }
+    if paired:
+        doc["paired"] = paired
     return doc
 
 

@@ -12,6 +12,15 @@ The evaluation (the adaptation grid on validation users, then the test users) is
 ``--set eval.workers=N`` every run scores its users on N Ray actors, batch by batch, with the same numbers
 (``eval/distributed.py``). Each ``--jobs`` process then starts its own local Ray cluster: use ``--jobs 1``
 with ``eval.workers`` = the cores, or start one cluster (``ray start --head``) and set ``RAY_ADDRESS``.
+
+``--protocol new-items`` (or ``mixed``) trains every method with ``data.protocol=new_items`` and compares
+them with the content-kNN and random baselines (``eval/new_items.py``). ``--reuse-runs`` evaluates the
+finished runs of an earlier invocation with the same ``--out`` and exactly the same settings instead of
+training them again (e.g. ``mixed`` after ``new-items``), and trains the others; ``--reuse`` instead takes
+the per-user results an identical earlier run left in ``--out`` (nothing re-evaluated), and ``--collect``
+publishes those without training anything. ``--pair A=B`` gives method A a paired interval against B
+instead of ``--baseline`` (``fomaml+features=fomaml``); ``--section NAME`` writes the tables into their own
+marked section of the Markdown file, so several comparisons share one page.
 """
 
 from __future__ import annotations
@@ -27,10 +36,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metarec_dist.eval.cold_start import PerUser
 from metarec_dist.eval.stats import MethodResult, mean_over_seeds
+
+if TYPE_CHECKING:
+    from metarec_dist.config import Config
+    from metarec_dist.data.split import UserSplits
+    from metarec_dist.eval.protocol import ColdStartProtocol
+
+ITEM_PROTOCOLS = ("new-items", "mixed")  # as eval/item_protocol.py (not imported here: it pulls in torch)
+PROTOCOLS = ("cold_start", *ITEM_PROTOCOLS)
 
 log = logging.getLogger("metarec")
 
@@ -42,10 +59,19 @@ class RunSpec:
     seed: int
     finetune: bool  # none/sasrec: also report the test-time fine-tuned variant
     overrides: tuple[str, ...] = ()
+    protocol: str = (
+        "cold_start"  # cold_start | new-items | mixed (the last two train on data.protocol=new_items)
+    )
+    reuse_runs: bool = False  # evaluate a finished run of the same settings instead of training it again
 
     @property
     def run_name(self) -> str:
         return f"{self.method}-s{self.seed}"
+
+    @property
+    def all_overrides(self) -> tuple[str, ...]:
+        item = ("data.protocol=new_items",) if self.protocol in ITEM_PROTOCOLS else ()
+        return (*self.overrides, *item)
 
 
 def _init_worker() -> None:
@@ -55,11 +81,26 @@ def _init_worker() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
 
+def build_protocol(name: str, splits: UserSplits, shots: list[int], cfg: Config) -> ColdStartProtocol:
+    """The protocol ``name`` over ``splits`` with the config's support_max and ``eval:`` section."""
+    from metarec_dist.eval.item_protocol import item_protocol
+    from metarec_dist.eval.protocol import ColdStartProtocol
+
+    if name in ITEM_PROTOCOLS:
+        return item_protocol(name, splits, shots, cfg.tasks.support_max, cfg.eval)
+    return ColdStartProtocol(splits, shots, cfg.tasks.support_max, cfg.eval)
+
+
+def per_user_path(spec: RunSpec, out: Path) -> Path:
+    suffix = "" if spec.protocol == "cold_start" else f"-{spec.protocol}"
+    return out / "per_user" / f"{spec.run_name}{suffix}.pkl"
+
+
 def reusable(spec: RunSpec, out: Path) -> dict[str, Any] | None:
     """The per-user results an earlier call left for this run, if it ran the same config with the same
     overrides (``--reuse``): a reproduction killed half-way, or extended by seeds or methods, then only
     trains what is missing."""
-    path = out / "per_user" / f"{spec.run_name}.pkl"
+    path = per_user_path(spec, out)
     if not path.is_file():
         return None
     runs = pickle.loads(path.read_bytes())
@@ -71,16 +112,15 @@ def reusable(spec: RunSpec, out: Path) -> dict[str, Any] | None:
 
 
 def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool = False) -> dict[str, Any]:
-    """Train one run from scratch, then evaluate it on the test users: ``{label: (per_user, info)}``.
-    ``reuse``: return the results of an identical earlier run instead, if there are any."""
+    """Train one run from scratch (or, with ``spec.reuse_runs``, take the finished run of the same settings),
+    then evaluate it on the test users: ``{label: (per_user, info)}``. ``reuse``: return the per-user results
+    of an identical earlier run instead, if there are any."""
     if reuse and (earlier := reusable(spec, out)) is not None:
         log.info("%s: reusing %s", spec.run_name, out / "per_user")
         return earlier
     from metarec_dist.config import load_config
     from metarec_dist.eval.loading import load_model, load_prepared
-    from metarec_dist.eval.protocol import ColdStartProtocol, method_name
-    from metarec_dist.runtime.context import LocalContext
-    from metarec_dist.train.trainer import MetaTrainer
+    from metarec_dist.eval.protocol import method_name
 
     runs = out / "runs"
     cfg = load_config(
@@ -91,19 +131,19 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
             f"runtime.run_name={spec.run_name}",
             "checkpoint.resume=false",
             "logging.wandb=off",
-            *spec.overrides,
+            *spec.all_overrides,
         ],
     )
     run_dir = runs / spec.run_name
-    shutil.rmtree(run_dir, ignore_errors=True)  # a stale run of another config must never be resumed
     t0 = time.perf_counter()
-    data = load_prepared(cfg).user_splits()
-    summary = MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), data).fit()
-    train_s = time.perf_counter() - t0
-    loaded = load_model(summary["checkpoint"])
-    protocol = ColdStartProtocol(
-        load_prepared(loaded.cfg).user_splits(), shots, cfg.tasks.support_max, cfg.eval
-    )
+    checkpoint = reused_checkpoint(run_dir, cfg) if spec.reuse_runs else None
+    train_s = None
+    if checkpoint is None:
+        checkpoint = train_one(cfg, run_dir)
+        train_s = round(time.perf_counter() - t0, 1)
+    loaded = load_model(checkpoint)
+    data = load_prepared(loaded.cfg).user_splits()
+    protocol = build_protocol(spec.protocol, data, shots, cfg)
     out_runs: dict[str, Any] = {}
     budget = training_budget(cfg, data.train, data.num_items)
     for finetune in sorted({False, spec.finetune}):
@@ -114,15 +154,15 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
                 "seed": spec.seed,
                 "config": spec.config,
                 "overrides": list(spec.overrides),
-                "train_s": round(train_s, 1),
-                "checkpoint": summary["checkpoint"],
+                "train_s": train_s,
+                "checkpoint": checkpoint,
                 "val_ndcg@10": validation_score(protocol, loaded, res.info["adaptation"]),
                 **budget,
             }
         )
         out_runs[label] = (res.per_user, res.info)
         log.info("%s seed %d: %s", label, spec.seed, res.info["adaptation"])
-    path = out / "per_user" / f"{spec.run_name}.pkl"
+    path = per_user_path(spec, out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(out_runs))
     return out_runs
@@ -158,6 +198,36 @@ def training_budget(
     tasks = cfg.train.meta_steps * cfg.meta.meta_batch_size
     tokens = tasks * sum(per_task) / len(per_task)
     return {"meta_steps": cfg.train.meta_steps, "tasks": tasks, "tokens": round(tokens)}
+
+
+def train_one(cfg: Config, run_dir: Path) -> str:
+    """A fresh training run; returns its final checkpoint."""
+    from metarec_dist.eval.loading import load_prepared
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.trainer import MetaTrainer
+
+    shutil.rmtree(run_dir, ignore_errors=True)  # a stale run of another config must never be resumed
+    data = load_prepared(cfg).user_splits()
+    return MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), data).fit()["checkpoint"]
+
+
+def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
+    """The final checkpoint of the run in ``run_dir`` if it finished and was trained with exactly ``cfg``;
+    None (train it) otherwise."""
+    from metarec_dist.eval.loading import load_model, resolve_checkpoint
+
+    try:
+        folder = resolve_checkpoint(run_dir)
+    except ValueError:
+        log.info("--reuse: no finished run in %s; training it", run_dir)
+        return None
+    if f"step_{cfg.train.meta_steps:06d}" not in folder.name:
+        log.info("--reuse: %s did not finish (%s); training it again", run_dir, folder.name)
+        return None
+    if load_model(folder).cfg.to_dict() != cfg.to_dict():
+        log.info("--reuse: %s was trained with other settings; training it again", run_dir)
+        return None
+    return str(folder)
 
 
 def parse_method(text: str) -> tuple[str, str]:
@@ -197,10 +267,36 @@ def collect(specs: list[RunSpec], out: Path) -> dict[str, list[tuple[PerUser, di
     return grouped
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_pair(text: str) -> tuple[str, str]:
+    a, sep, b = text.partition("=")
+    if not sep or not a or not b:
+        raise ValueError(f"--pair {text!r}: expected METHOD=BASELINE, e.g. fomaml+features=fomaml")
+    return a, b
+
+
+def baselines(protocol: str, methods: list[tuple[str, str]], overrides: list[str], shots: list[int]) -> list:
+    """The protocol's reference methods on the first config's data: popularity (cold_start), content kNN
+    and random (new-items; mixed adds popularity), read from the first config that declares item features."""
     from metarec_dist.config import load_config
     from metarec_dist.eval.loading import load_prepared
-    from metarec_dist.eval.protocol import ColdStartProtocol
+
+    extra = ["data.protocol=new_items"] if protocol in ITEM_PROTOCOLS else []
+    cfgs = [load_config(config, [*overrides, *extra]) for _, config in methods]
+    if protocol == "cold_start":
+        cfg = cfgs[0]
+        return [build_protocol(protocol, load_prepared(cfg).user_splits(), shots, cfg).popularity("test")]
+    with_items = [c for c in cfgs if c.data.item_features]
+    if not with_items:
+        raise ValueError(
+            f"--protocol {protocol}: no --method config declares data.item_features (content kNN)"
+        )
+    cfg = with_items[0]
+    protocol_obj = build_protocol(protocol, load_prepared(cfg).user_splits(), shots, cfg)
+    return protocol_obj.baselines("test", seed=0)  # type: ignore[attr-defined]  # an item protocol
+
+
+def main(argv: list[str] | None = None) -> int:
+    from metarec_dist.config import load_config
     from metarec_dist.eval.publish import publish
 
     p = argparse.ArgumentParser(
@@ -208,12 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--method", action="append", required=True, help="NAME=CONFIG.yaml (repeatable)")
     p.add_argument("--finetune", action="append", default=[], help="a none/sasrec method to also fine-tune")
-    p.add_argument("--baseline", default="none", help="the method every paired interval is against")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--shots", default="1,3,5,10")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--set", action="append", default=[], help="override for every method, e.g. data.name=...")
-    p.add_argument("--out", default="runs/ml100k-repro", help="runs and per-user results")
+    p.add_argument(
+        "--baseline", help="the method every paired interval is against (default: none, unless --pair)"
+    )
+    p.add_argument("--pair", action="append", default=[], help="METHOD=BASELINE: that method's own baseline")
+    p.add_argument("--protocol", default="cold_start", choices=PROTOCOLS)
+    p.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="evaluate finished runs (checkpoints) of the same settings in --out, train the rest",
+    )
     p.add_argument(
         "--reuse",
         action="store_true",
@@ -224,18 +324,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train nothing: publish the per-user results already in --out for these methods and seeds",
     )
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--shots", default="1,3,5,10")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], help="override for every method, e.g. data.name=...")
+    p.add_argument("--out", default="runs/ml100k-repro", help="runs and per-user results")
     p.add_argument("--json", default="docs/results.json")
-    p.add_argument("--plot", default="docs/results_ndcg_vs_k.png")
+    p.add_argument("--plot", default="docs/results_ndcg_vs_k.png", help="'' for no plot")
     p.add_argument("--markdown", default="docs/results.md", help="its generated section is rewritten")
+    p.add_argument("--section", help="the name of the generated section (several on one page)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
     try:
         methods = [parse_method(m) for m in args.method]
+        pairs = dict(parse_pair(x) for x in args.pair)
+        baseline = args.baseline if args.baseline is not None or pairs else "none"
         seeds = [int(s) for s in args.seeds.split(",")]
         shots = sorted(int(s) for s in args.shots.split(","))
         specs = [
-            RunSpec(name, config, seed, name in args.finetune, tuple(args.set))
+            RunSpec(
+                name, config, seed, name in args.finetune, tuple(args.set), args.protocol, args.reuse_runs
+            )
             for seed in seeds
             for name, config in methods
         ]
@@ -245,17 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         for label, runs in grouped.items():
             info = {"seeds": [r[1]["seed"] for r in runs], "per_seed": [r[1] for r in runs]}
             results.append(mean_over_seeds(label, [r[0] for r in runs], info))
+        results += baselines(args.protocol, methods, args.set, shots)
         first_cfg = load_config(methods[0][1], args.set)
-        protocol = ColdStartProtocol(
-            load_prepared(first_cfg).user_splits(), shots, max(shots), first_cfg.eval
-        )
-        results.append(protocol.popularity("test"))
         publish(
             results,
-            args.baseline,
+            baseline,
             first_cfg.eval.n_boot,
             Path(args.json),
-            Path(args.plot),
+            Path(args.plot) if args.plot else None,
             Path(args.markdown),
             {
                 "runtime_s": round(time.perf_counter() - t0, 1),
@@ -263,7 +370,10 @@ def main(argv: list[str] | None = None) -> int:
                 "configs": dict(methods),
                 "overrides": args.set,
                 "data": first_cfg.data.name or first_cfg.data.path,
+                **({} if args.protocol == "cold_start" else {"protocol": args.protocol}),
             },
+            pairs=pairs,
+            section=args.section,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

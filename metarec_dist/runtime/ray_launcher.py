@@ -236,6 +236,7 @@ def _train_on_ray(cfg: Config, verbose: bool) -> dict[str, Any]:
         "item_titles": prepared.item_titles,
         "item_raw_ids": prepared.item_raw_ids,
         "features": prepared.split_features(),  # numpy tables; UserSplits(**catalogue) takes them
+        "new_items": prepared.new_items,  # new_items protocol: validation ranks them
     }
     trainer = build_trainer(cfg, datasets, catalogue, progress=actor, resume_from=resume_from)
     bar = ProgressBar(cfg.train.meta_steps)

@@ -76,10 +76,15 @@ class TaskSampler:
         seed: int = 0,
         num_negatives: int = 0,
         user_features: np.ndarray | None = None,
+        held_out: np.ndarray | None = None,
     ) -> None:
         """``user_features``: ``[len(sequences), F]`` ids of each user's features (row i for sequence i),
         carried by every task of that user; None without user features."""
         self.cfg, self.num_items, self.num_negatives = cfg, num_items, num_negatives
+        # Sampled negatives come from the items training may see: never a held-out (new) item.
+        self.negative_pool: np.ndarray | None = None
+        if held_out is not None and len(held_out):
+            self.negative_pool = np.setdiff1d(np.arange(1, num_items + 1), held_out)
         self.store = SequenceStore(sequences)
         if user_features is not None and len(user_features) != len(sequences):
             raise ValueError(f"{len(user_features)} user-feature rows for {len(sequences)} users")
@@ -118,7 +123,10 @@ class TaskSampler:
         arrays["users"] = users
         if self.user_features is not None:
             arrays["user_features"] = self.user_features[users]
-        if self.num_negatives:
+        if self.num_negatives and self.negative_pool is not None:
+            pool = self.negative_pool
+            arrays["negatives"] = pool[rng.integers(0, len(pool), size=self.num_negatives)]
+        elif self.num_negatives:
             arrays["negatives"] = rng.integers(1, self.num_items + 1, size=self.num_negatives)
         self.num_sampled += n
         return arrays

@@ -21,6 +21,7 @@ from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.split import UserSplits
 from metarec_dist.eval.cold_start import flat_means
 from metarec_dist.eval.distributed import AcrossRanks
+from metarec_dist.eval.item_protocol import NewItemsProtocol
 from metarec_dist.eval.loo import LOO
 from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 from metarec_dist.meta import MetaLearner, build_algorithm
@@ -106,7 +107,13 @@ class MetaTrainer:
         self.algorithm = build_algorithm(cfg.meta, self.model)
         negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
         self.sampler = TaskSampler(
-            data.train, cfg.tasks, data.num_items, cfg.train.seed, negatives, data.user_features("train")
+            data.train,
+            cfg.tasks,
+            data.num_items,
+            cfg.train.seed,
+            negatives,
+            data.user_features("train"),
+            held_out=data.new_items,
         )
         self.per_rank = cfg.meta.meta_batch_size // ctx.world_size
         self.micro = self.per_rank // cfg.runtime.grad_accum
@@ -238,6 +245,8 @@ class MetaTrainer:
             return self.validate_loo()
         shots = shots or [min(3, self.cfg.tasks.support_max)]
         protocol = ColdStartProtocol(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
+        if self.cfg.data.protocol == "new_items":  # rank the held-out items, as `metarec evaluate` does
+            protocol = NewItemsProtocol.build(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
         self.engine.eval()
         res = protocol.per_user(
             self.engine,

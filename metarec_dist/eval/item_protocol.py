@@ -1,0 +1,154 @@
+"""The item cold-start protocols (``new-items``, ``mixed``; see ``eval/new_items.py``) in the shape of
+:class:`~metarec_dist.eval.protocol.ColdStartProtocol`: the same users, shot counts, adaptation search on
+validation users and results, with the candidates and relevant sets of the held-out items. Used by
+``metarec evaluate --protocol new-items|mixed``, the reproduction driver and the trainer's validation of a
+model trained with ``data.protocol: new_items``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+
+from metarec_dist.config import EvalConfig
+from metarec_dist.data.split import UserSplits
+from metarec_dist.eval.cold_start import PerUser, Scorer
+from metarec_dist.eval.distributed import BatchRunner
+from metarec_dist.eval.new_items import ContentKNNScorer, RandomScorer, evaluate_new_items
+from metarec_dist.eval.protocol import ColdStartProtocol
+from metarec_dist.eval.stats import MethodResult
+
+if TYPE_CHECKING:
+    from metarec_dist.eval.loading import LoadedModel
+
+ITEM_PROTOCOLS = ("new-items", "mixed")
+RANDOM, CONTENT_KNN = "random", "content-knn"
+
+
+@dataclass
+class NewItemsProtocol(ColdStartProtocol):
+    """Candidates: the held-out items only; relevant: the new items the user interacts with after its
+    support of K old items."""
+
+    name: ClassVar[str] = "new-items"
+    mixed: ClassVar[bool] = False
+    split_hint = "training users never saw the new items, but they are not cold-start users"
+
+    @classmethod
+    def build(
+        cls, splits: UserSplits, shots: Sequence[int], support_max: int, eval_cfg: EvalConfig
+    ) -> NewItemsProtocol:
+        if splits.new_items is None or len(splits.new_items) == 0:
+            raise ValueError(
+                f"the {cls.name} protocol needs held-out items: train the model with "
+                "--set data.protocol=new_items"
+            )
+        return cls(splits, shots, support_max, eval_cfg)
+
+    @property
+    def new_items(self) -> np.ndarray:
+        assert self.splits.new_items is not None  # build() checked
+        return self.splits.new_items
+
+    def empty_split(self, split: str) -> str:
+        return f"no {split} users: data.{split}_frac is 0?"
+
+    def per_user(
+        self,
+        scorer: Scorer,
+        sequences: list[np.ndarray],
+        steps: int | None = 0,
+        ks: Sequence[int] | None = None,
+        device: torch.device | str = "cpu",
+        user_features: np.ndarray | None = None,
+        runner: BatchRunner | None = None,
+    ) -> PerUser:
+        """As :meth:`ColdStartProtocol.per_user`, but always in this process: the item protocols are not yet
+        cut into independent user batches, so ``runner`` is ignored (every rank then scores every user, which
+        keeps the collective calls equal across ranks)."""
+        del runner
+        return evaluate_new_items(
+            scorer,
+            self.splits.num_items,
+            self.new_items,
+            sequences,
+            shots=list(self.shots),
+            support_max=max(self.support_max, max(self.shots)),
+            mixed=self.mixed,
+            num_relevant=self.eval_cfg.num_relevant,
+            ks=tuple(self.eval_cfg.ks if ks is None else ks),
+            steps=steps,
+            batch_users=self.eval_cfg.batch_users,
+            device=device,
+            item_chunk=self.eval_cfg.item_chunk,
+            user_features=user_features,
+        )
+
+    def facts(self) -> dict[str, str | int]:
+        return {"protocol": self.name, "new_items": len(self.new_items)}
+
+    def evaluate(
+        self,
+        loaded: LoadedModel,
+        split: str = "test",
+        finetune: bool = False,
+        fixed: tuple[int, float] | None = None,
+        name: str | None = None,
+    ) -> MethodResult:
+        result = super().evaluate(loaded, split, finetune, fixed, name)
+        result.info.update(self.facts())
+        return result
+
+    def random(self, split: str = "test", seed: int = 0) -> MethodResult:
+        """Uniform random scores (seeded): the floor any method must clear."""
+        scorer = RandomScorer(self.splits.num_items, seed)
+        return MethodResult(RANDOM, self.per_user(scorer, self.users(split)), {"seed": seed, **self.facts()})
+
+    def content_knn(self, split: str = "test", seed: int = 0) -> MethodResult:
+        """Cosine between the support's bag of item-feature values and each item's (no training)."""
+        if self.splits.features is None or not self.splits.features.item:
+            raise ValueError(
+                "the content kNN baseline needs item features: declare data.item_features in the config "
+                "(e.g. configs/ml100k-features.yaml)"
+            )
+        scorer = ContentKNNScorer(self.splits.features, self.splits.num_items, seed)
+        names = [f.name for f in self.splits.features.item.values() if f.kind != "title"]
+        return MethodResult(
+            CONTENT_KNN,
+            self.per_user(scorer, self.users(split)),
+            {"features": names, "tie_break": scorer.tie_break, "seed": seed, **self.facts()},
+        )
+
+    def baselines(self, split: str = "test", seed: int = 0) -> list[MethodResult]:
+        """The baselines of this protocol: content kNN and random (the mixed one adds popularity)."""
+        return [self.content_knn(split, seed), self.random(split, seed)]
+
+
+@dataclass
+class MixedProtocol(NewItemsProtocol):
+    """Candidates: every item but the support, new and old; relevant: what the user does next. Reports
+    ``new@10`` / ``any_new@10``: do new items ever reach the top 10?"""
+
+    name: ClassVar[str] = "mixed"
+    mixed: ClassVar[bool] = True
+
+    def popularity(self, split: str = "test") -> MethodResult:
+        result = super().popularity(split)
+        result.info.update(self.facts())
+        return result
+
+    def baselines(self, split: str = "test", seed: int = 0) -> list[MethodResult]:
+        return [*super().baselines(split, seed), self.popularity(split)]
+
+
+def item_protocol(
+    name: str, splits: UserSplits, shots: Sequence[int], support_max: int, eval_cfg: EvalConfig
+) -> NewItemsProtocol:
+    """``new-items`` or ``mixed``, by name."""
+    classes = {c.name: c for c in (NewItemsProtocol, MixedProtocol)}
+    if name not in classes:
+        raise ValueError(f"unknown item protocol {name!r}; choose one of {', '.join(ITEM_PROTOCOLS)}")
+    return classes[name].build(splits, shots, support_max, eval_cfg)
