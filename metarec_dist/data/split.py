@@ -35,6 +35,9 @@ class UserSplits:
     item_raw_ids: list[str] | None = None  # item_raw_ids[i - 1] is the raw id of item i
     # Side information: item rows by item id, user rows by user id (split_users maps list position -> id).
     features: FeatureTables | None = None
+    # The user id of each training sequence (``train[i]`` is user ``train_users[i]``): which rank's shard
+    # a user belongs to (``tasks.sampler.shard_of``). None: the list position stands in for the id.
+    train_users: np.ndarray | None = None
 
     def user_features(self, split: str) -> np.ndarray | None:
         """``[N, F]`` user-feature ids of ``split``'s users, row i for its i-th sequence (None without user
