@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metarec_dist.data.prepared import flat_items
+from metarec_dist.tasks.sampler import FlatSequences
 
 COLUMNS = ["user", "items", "split"]
 BATCH_ROWS = 4096
@@ -79,8 +80,8 @@ def to_user_rows(tables: list[pa.Table]) -> UserRows:
     table = pa.concat_tables(tables) if tables else pa.table({"user": pa.array([], pa.int64()), "items": []})
     table = table.take(pc.sort_indices(table.column("user")))
     offsets, values = flat_items(table.column("items"))
-    flat = np.ascontiguousarray(values, dtype=np.int64)
-    return UserRows(table.column("user").to_numpy().astype(np.int64), np.split(flat, offsets[1:-1]), flat)
+    sequences = FlatSequences(values, offsets)
+    return UserRows(table.column("user").to_numpy().astype(np.int64), sequences, sequences.flat)
 
 
 def _batches(name: str) -> Any:

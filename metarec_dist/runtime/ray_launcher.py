@@ -173,16 +173,19 @@ def build_trainer(
 def cluster_readable(folder: str, cfg: Config) -> str:
     """Where every worker can read the user files: where they are when the run folder is on this machine's
     file system (one machine, or a shared file system with ``data.cache_dir`` on it too); a copy under the
-    run folder (``<run>/data/users``) when ``runtime.storage_path`` is a cloud URI."""
+    run folder when ``runtime.storage_path`` is a cloud URI: ``<run>/data/<entry>/users``, named after the
+    cache entry (its key), so files of other data are never mixed in."""
     from metarec_dist.run_folder import local_run_dir, run_path
 
     if local_run_dir(cfg.runtime) is not None or "://" in folder:
         return folder
     import pyarrow.fs
 
-    dest = f"{run_path(cfg.runtime)}/data/users"
+    dest = f"{run_path(cfg.runtime)}/data/{Path(folder).parent.name}/users"
     log.info("copying the user files %s to %s for the cluster", folder, dest)
-    pyarrow.fs.copy_files(folder, dest)
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(dest)
+    filesystem.create_dir(path, recursive=True)
+    pyarrow.fs.copy_files(folder, path, destination_filesystem=filesystem)
     return dest
 
 

@@ -20,10 +20,26 @@ from metarec_dist.config import TasksConfig
 from metarec_dist.tasks.types import MetaBatch, bos_id
 
 
+class FlatSequences(list):
+    """Sequences that are consecutive views of one flat int64 array: ``self[i]`` is
+    ``flat[offsets[i]:offsets[i + 1]]``. A ``SequenceStore`` uses ``flat`` as it is instead of copying it,
+    so a rank holds its users' items once."""
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        flat = np.ascontiguousarray(flat, dtype=np.int64)
+        super().__init__(np.split(flat, offsets[1:-1]) if len(offsets) > 1 else [])
+        self.flat, self.offsets = flat, np.asarray(offsets, dtype=np.int64)
+
+
 class SequenceStore:
     """All sequences in one flat array plus offsets: slicing many windows is one fancy-index."""
 
     def __init__(self, sequences: list[np.ndarray]) -> None:
+        if isinstance(sequences, FlatSequences):
+            self.lengths = np.diff(sequences.offsets)
+            self.starts = sequences.offsets[:-1] - sequences.offsets[0]
+            self.flat = sequences.flat[sequences.offsets[0] :]
+            return
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         self.lengths = lengths
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
