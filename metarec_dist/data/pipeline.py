@@ -51,18 +51,19 @@ def prepare_shards(cfg: DataConfig, scratch: Path) -> UserShards:
     """The prepared users as Parquet files, for a cluster to read: the cache entry's own files when the data
     is cached (a hit reads no rows at all), else written to ``scratch/users`` (the caller owns ``scratch``).
     The rows are read here only when they must be prepared (a cache miss, synthetic or Hub data)."""
+    prepared = None
     if cfg.cache and cfg.format not in ("synthetic", "hub"):
         layout = resolve_layout(cfg)
         root = cache.cache_root(cfg)
         key = cache.cache_key(layout.files() + list(feature_files(cfg, layout).values()), cfg)
         hit = cache.locate(root, key)
         if hit is None:
-            prepare_data(cfg)  # writes the entry (or logs why it could not)
+            prepared = prepare_data(cfg)  # writes the entry (or logs why it could not)
             hit = cache.locate(root, key)
         if hit is not None:
             log.info("user shards: %s", hit.folder)
             return hit
-    prepared = prepare_data(cfg)
+    prepared = prepared or prepare_data(cfg)
     table = prepared.table()
     folder = Path(scratch) / "users"
     write_users(table, folder)

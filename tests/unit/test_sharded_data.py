@@ -71,6 +71,22 @@ def test_cache_entry_holds_parquet_users_and_a_hit_reads_no_rows(tmp_path, monke
     assert sequences_by_user(cache.load(root, entry.name)) == EXPECTED
 
 
+def test_a_cache_that_cannot_be_written_costs_one_preparation(tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("x")
+    config = cfg(
+        format="csv",
+        path=str(write_csv(tmp_path / "log.csv")),
+        cache=True,
+        cache_dir=str(tmp_path / "not-a-folder"),
+    )
+    reads = []
+    real = pipeline.read_layout
+    monkeypatch.setattr(pipeline, "read_layout", lambda *a, **k: reads.append(1) or real(*a, **k))
+    shards = pipeline.prepare_shards(config, tmp_path / "scratch")
+    assert shards.folder == str(tmp_path / "scratch" / "users") and reads == [1]
+    assert read_users(tmp_path / "scratch" / "users").equals(prepare_data(config).table())
+
+
 def test_uncached_data_is_written_to_the_scratch_folder(tmp_path):
     config = load_config("configs/tiny.yaml", ["data.synthetic_users=50"]).data
     shards = pipeline.prepare_shards(config, tmp_path)
