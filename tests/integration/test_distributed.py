@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from feature_data import feature_config  # noqa: E402
+
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import load_config
 from metarec_dist.data import prepare_data
@@ -47,8 +50,16 @@ BASE = [
 ATOL = 1e-5
 
 
-def _cfg(tmp_path, *extra):
-    return load_config("configs/tiny.yaml", [*BASE, f"runtime.storage_path={tmp_path}", *extra])
+def _cfg(tmp_path, *extra, features: bool = False):
+    """The tiny config on synthetic data, or (``features``) on the RecBole set with user and item features
+    (tests/feature_data.py): user-feature token, item content, and the items' trained rows, which every rank
+    must agree on while holding only its own users."""
+    if not features:
+        return load_config("configs/tiny.yaml", [*BASE, f"runtime.storage_path={tmp_path}", *extra])
+    model_keys = [o for o in BASE if not o.startswith("data.")]
+    return feature_config(
+        tmp_path, [*model_keys, f"runtime.storage_path={tmp_path}", *extra], "configs/tiny.yaml"
+    )
 
 
 def _feature_cfg(tmp_path, *extra):
@@ -123,7 +134,7 @@ def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage, variant
         f"runtime.run_name=zero{stage}{variant or ''}",
         *options,
     ]
-    out = train_on_ray(_cfg(tmp_path, *args))
+    out = train_on_ray(_cfg(tmp_path, *args, features=features))
     assert out["step"] == 3
     distributed = _exported(out["checkpoint"], tmp_path)
     _assert_same(distributed, _single_process(_cfg(tmp_path, "train.meta_steps=3", *options)))
