@@ -170,6 +170,31 @@ def build_trainer(
     )
 
 
+def local_cpus(cfg: Config) -> int:
+    """Logical CPUs of a cluster this process starts: the machine's, and at least two beyond the training
+    workers'. The workers read their shards through Ray Data read tasks, which need a CPU of their own: with
+    every CPU held by a worker (2 workers on a 2-core laptop) they would never be scheduled."""
+    rt = cfg.runtime
+    return max(os.cpu_count() or 1, rt.num_workers * rt.cpus_per_worker + 2)
+
+
+def warn_if_no_cpu_left(cfg: Config) -> None:
+    """On a cluster this process joined: say so when the workers would hold every CPU (the reads wait)."""
+    import ray
+
+    rt = cfg.runtime
+    total = ray.cluster_resources().get("CPU", 0)
+    if total < rt.num_workers * rt.cpus_per_worker + 1:
+        log.warning(
+            "the cluster has %g CPUs and the %d workers take %d each: none is left for Ray Data's read "
+            "tasks, and the workers wait for their data until one is (lower runtime.cpus_per_worker or "
+            "runtime.num_workers, or add a node)",
+            total,
+            rt.num_workers,
+            rt.cpus_per_worker,
+        )
+
+
 def cluster_readable(folder: str, cfg: Config) -> str:
     """Where every worker can read the user files: where they are when the run folder is on this machine's
     file system (one machine, or a shared file system with ``data.cache_dir`` on it too); a copy under the
@@ -242,7 +267,8 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     # Before Ray starts: a data mistake fails in a second. The driver reads no rows of prepared data.
     shards = prepare_shards(cfg.data, scratch)
     resume_from = check_resume(cfg, shards.num_items)
-    init_ray(verbose or cfg.logging.verbose, dashboard=cfg.runtime.dashboard)
+    init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
+    warn_if_no_cpu_left(cfg)
     shards.folder = cluster_readable(shards.folder, cfg)
     datasets = user_datasets(shards, cfg.runtime.num_workers)
     actor = ProgressActor.remote()
