@@ -267,3 +267,15 @@ def test_parquet_users_keep_list_types(tmp_path):
     )
     write_users(table, tmp_path / "u")
     assert read_users(tmp_path / "u").schema.field("items").type == pa.list_(pa.int64())
+
+
+def test_a_local_cluster_leaves_cpus_for_the_reads(monkeypatch):
+    """Rank r's rows come through Ray Data read tasks, which need a CPU the workers do not hold."""
+    import os
+
+    from metarec_dist.runtime.ray_launcher import local_cpus
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert local_cpus(load_config("configs/tiny.yaml", ["runtime.num_workers=2"])) == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert local_cpus(load_config("configs/tiny.yaml", ["runtime.num_workers=2"])) == 16
