@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from feature_data import feature_config  # noqa: E402
-
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import load_config
 from metarec_dist.data import prepare_data
@@ -50,16 +47,8 @@ BASE = [
 ATOL = 1e-5
 
 
-def _cfg(tmp_path, *extra, features: bool = False):
-    """The tiny config on synthetic data, or (``features``) on the RecBole set with user and item features
-    (tests/feature_data.py): user-feature token, item content, and the items' trained rows, which every rank
-    must agree on while holding only its own users."""
-    if not features:
-        return load_config("configs/tiny.yaml", [*BASE, f"runtime.storage_path={tmp_path}", *extra])
-    model_keys = [o for o in BASE if not o.startswith("data.")]
-    return feature_config(
-        tmp_path, [*model_keys, f"runtime.storage_path={tmp_path}", *extra], "configs/tiny.yaml"
-    )
+def _cfg(tmp_path, *extra):
+    return load_config("configs/tiny.yaml", [*BASE, f"runtime.storage_path={tmp_path}", *extra])
 
 
 def _feature_cfg(tmp_path, *extra):
@@ -74,6 +63,7 @@ def _feature_cfg(tmp_path, *extra):
 
 
 def _single_process(cfg) -> dict[str, torch.Tensor]:
+    """One process; with ``tasks.shards=2`` it samples as 2 ranks would (each rank's users and seed)."""
     cfg.runtime.backend, cfg.runtime.num_workers = "local", 1
     trainer = MetaTrainer(cfg, LocalContext(None), prepare_data(cfg.data).user_splits())
     trainer.fit()
@@ -134,10 +124,11 @@ def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage, variant
         f"runtime.run_name=zero{stage}{variant or ''}",
         *options,
     ]
-    out = train_on_ray(_cfg(tmp_path, *args, features=features))
+    out = train_on_ray(_cfg(tmp_path, *args))
     assert out["step"] == 3
     distributed = _exported(out["checkpoint"], tmp_path)
-    _assert_same(distributed, _single_process(_cfg(tmp_path, "train.meta_steps=3", *options)))
+    one = _cfg(tmp_path, "train.meta_steps=3", "tasks.shards=2", *options)
+    _assert_same(distributed, _single_process(one))
     if trained:  # the algorithm's own parameter was trained, not just carried along (the encoder's output
         assert distributed[trained].abs().max() > 0  # layer starts at zero, the log-rates at zero)
     if variant == "context":
@@ -170,7 +161,9 @@ def test_zero_with_features_matches_single_process(ray_cluster, tmp_path, stage)
     assert any(k.startswith("content.") for k in distributed) and any(
         k.startswith("user_token.") for k in distributed
     )
-    _assert_same(distributed, _single_process(_feature_cfg(tmp_path, "train.meta_steps=3")))
+    # `content.has_id` (the items with a trained id row) is compared too: the union over every rank's users
+    one = _feature_cfg(tmp_path, "train.meta_steps=3", "tasks.shards=2")
+    _assert_same(distributed, _single_process(one))
 
 
 def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):
@@ -194,7 +187,8 @@ def test_stop_then_resume_equals_uninterrupted(ray_cluster, tmp_path):
     second = train_on_ray(_cfg(tmp_path, *args, "train.meta_steps=4"))  # same run name: resumes
     assert second["step"] == 4 and second["resumed_from"] == 2
     _assert_same(
-        _exported(second["checkpoint"], tmp_path), _single_process(_cfg(tmp_path, "train.meta_steps=4"))
+        _exported(second["checkpoint"], tmp_path),
+        _single_process(_cfg(tmp_path, "train.meta_steps=4", "tasks.shards=2")),
     )
 
 
