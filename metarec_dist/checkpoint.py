@@ -5,7 +5,8 @@ Layout of one checkpoint (``<run_dir>/checkpoints/step_000100/``)::
 
     engine/<tag>/...          the engine's files: DeepSpeed ZeRO shards (one per rank) or local safetensors
     engine/latest             DeepSpeed's tag file (written by global rank 0)
-    client_state.json         meta-step, the stateful parts (task stream, train state), resolved config
+    client_state.json         meta-step, the stateful parts (train state; the task stream of one process, or
+                              each rank's under ``ranks``), resolved config
     rng_rank<r>.safetensors   each rank's torch RNG state
     manifest.json             every file above with its size and sha256; written LAST, atomically
 
@@ -444,6 +445,8 @@ class Checkpointer:
     """Saves and restores a run's stateful parts, as torchtitan's ``CheckpointManager`` does: the engine
     (which writes its own shards), and every part with ``state_dict()``/``load_state_dict()`` (task
     sampler, train state), together with the run's fixed facts (``info``: config, catalogue size, ...).
+    ``rank_parts`` differ per rank (each rank's task sampler over its own shard): every rank's state is
+    gathered into the client state as ``ranks[r]``, and each rank restores its own.
     It decides when to save (``should_save``), where (the worker context), and what is safe to resume."""
 
     def __init__(
@@ -454,9 +457,11 @@ class Checkpointer:
         parts: dict[str, Stateful],
         info: dict[str, Any],
         run_cfg: Config,
+        rank_parts: dict[str, Stateful] | None = None,
     ) -> None:
         self.ctx, self.cfg, self.engine = ctx, cfg, engine
         self.parts, self.info, self.run_cfg = parts, info, run_cfg
+        self.rank_parts = rank_parts or {}
         self.total_steps = run_cfg.train.meta_steps
         self.loaded: tuple[int, Path] | None = None  # (step, folder) this run resumed from
 
@@ -487,6 +492,8 @@ class Checkpointer:
             **self.info,
             "param_shapes": param_shapes(self.engine.module),
         }
+        if self.rank_parts:  # a collective: every rank saves (trap 1)
+            client["ranks"] = self.ctx.all_gather({n: p.state_dict() for n, p in self.rank_parts.items()})
         save_checkpoint(self.engine, folder, client, self.ctx)
         self.ctx.report(metrics, folder)
         return final or folder
@@ -508,10 +515,27 @@ class Checkpointer:
         for name, part in self.parts.items():
             # Checkpoints written before the train state had its own entry keep its fields at the top.
             part.load_state_dict(client.get(name, client))
+        self._load_rank_parts(folder, client)
         step = int(client["step"])
         self.loaded = (step, folder)
         log.info("resumed from %s at meta-step %d", folder, step)
         return step
+
+    def _load_rank_parts(self, folder: Path, client: dict[str, Any]) -> None:
+        if not self.rank_parts:
+            return
+        ranks = client.get("ranks")
+        if ranks is None:
+            # Written before each rank had its own task stream: every rank continues from the one saved
+            # stream state (deterministic, but not the stream the old run would have continued with).
+            log.warning(
+                "%s has no per-rank task-stream state; the ranks continue from the shared one", folder
+            )
+            ranks = [client] * self.ctx.world_size
+        if not isinstance(ranks, list) or len(ranks) != self.ctx.world_size:
+            raise UserError(f"{folder / CLIENT_STATE}: 'ranks' does not hold one state per rank")
+        for name, part in self.rank_parts.items():
+            part.load_state_dict(ranks[self.ctx.rank][name])
 
 
 # ------------------------------------------------------------------------------------------ export

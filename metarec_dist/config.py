@@ -93,9 +93,15 @@ class TasksConfig:
     support_max: int = 10
     query_size: int = 5
     window: Literal["random", "prefix"] = "random"  # prefix: support = the user's first K items
+    # How many shards the training users are sampled from. 0: one per worker (each worker holds and samples
+    # from its own 1/N of the users). N in a single process: sample as N workers would, so one process
+    # reproduces an N-worker run's task stream (tests; debugging a distributed run on a laptop).
+    shards: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "tasks", "support_min", "support_max", "query_size")
+        if self.shards < 0:
+            raise ValueError(f"tasks.shards must be >= 0, got {self.shards}")
         if self.support_min > self.support_max:
             raise ValueError("tasks.support_min must be <= tasks.support_max")
 
@@ -289,6 +295,19 @@ class Config:
                 f"meta.meta_batch_size ({self.meta.meta_batch_size}) must be a multiple of "
                 f"runtime.num_workers x runtime.grad_accum ({shards}) so every rank gets the same number "
                 "of tasks (uneven ranks hang the collectives)"
+            )
+        workers = self.runtime.num_workers
+        if self.tasks.shards > 1 and workers > 1 and self.tasks.shards != workers:
+            raise ValueError(
+                f"tasks.shards ({self.tasks.shards}) must be 0 or runtime.num_workers ({workers}): "
+                "with several workers every worker samples from its own shard"
+            )
+        if self.tasks.shards > 1 and self.meta.meta_batch_size % (
+            self.tasks.shards * self.runtime.grad_accum
+        ):
+            raise ValueError(
+                f"meta.meta_batch_size ({self.meta.meta_batch_size}) must be a multiple of tasks.shards x "
+                f"runtime.grad_accum ({self.tasks.shards * self.runtime.grad_accum})"
             )
 
     @property

@@ -1,4 +1,5 @@
-"""On-disk cache of prepared data (Arrow, via ``Dataset.save_to_disk``), so a second run is fast.
+"""On-disk cache of prepared data, so a second run is fast: the users as a folder of Parquet files
+(``data/shards.py``, what Ray Data reads), the item ids and titles as Arrow, side information as npz.
 
 Key: the input files' path, size and mtime plus every setting that changes the result. A cache entry
 is written into a temp folder and renamed into place, so readers never see half of one; a failure to
@@ -15,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import datasets
@@ -24,10 +26,11 @@ import pyarrow as pa
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.features import EncodedFeature, FeatureTables
 from metarec_dist.data.prepared import PreparedData
+from metarec_dist.data.shards import UserShards, read_users, split_counts, write_users
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when preprocessing changes meaning, so old entries are not reused
+CACHE_VERSION = 2  # bump when preprocessing changes meaning, so old entries are not reused
 ENV_CACHE_DIR = "METAREC_CACHE_DIR"
 # Settings that do not change the prepared data: where things live (the resolved files are keyed
 # instead), whether to cache, and the synthetic generator (synthetic data is not cached).
@@ -59,35 +62,64 @@ def cache_key(files: list[Path], cfg: DataConfig) -> str:
 
 
 def load(root: Path, key: str) -> PreparedData | None:
+    """The whole entry, rows included (a one-process run trains from them)."""
+    shards = locate(root, key)
+    if shards is None:
+        return None
+    try:
+        table = read_users(Path(shards.folder))
+    except (OSError, ValueError) as exc:
+        _drop(root / key, exc)
+        return None
+    log.info("loaded prepared data from cache %s", root / key)
+    return PreparedData(
+        # An explicit fingerprint: otherwise datasets hashes the whole table.
+        datasets.Dataset(table, fingerprint=uuid.uuid4().hex),
+        shards.num_items,
+        shards.item_raw_ids,
+        shards.item_titles,
+        shards.source,
+        shards.raw_stats,
+        shards.features,
+        new_items=shards.new_items,
+    )
+
+
+def locate(root: Path, key: str) -> UserShards | None:
+    """The entry's user files and catalogue, without reading the rows (the Ray driver's view)."""
     entry = root / key
     if not (entry / "meta.json").is_file():
         return None
     try:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
-        users = datasets.load_from_disk(str(entry / "users"))
         items = datasets.load_from_disk(str(entry / "items")).with_format("arrow")[:]
         features = _load_features(entry, meta.get("features"))
+        if not any((entry / "users").glob("part-*.parquet")):
+            raise FileNotFoundError(f"{entry / 'users'} has no part files")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        # Corrupt (e.g. a disk error after it was written): drop it so this run's result replaces it.
-        log.warning("ignoring unreadable data cache %s: %s", entry, exc)
-        shutil.rmtree(entry, ignore_errors=True)
+        _drop(entry, exc)
         return None
     raw_ids = items.column("raw_id").to_pylist()
     titles = None
     if meta.get("has_titles"):
         titles = {i + 1: t for i, t in enumerate(items.column("title").to_pylist()) if t is not None}
-    log.info("loaded prepared data from cache %s", entry)
-    new_items = meta.get("new_items")
-    return PreparedData(
-        users,
-        meta["num_items"],
-        raw_ids,
-        titles,
-        meta["source"],
-        meta["raw_stats"],
-        features,
-        new_items=None if new_items is None else np.asarray(new_items, dtype=np.int64),
+    return UserShards(
+        folder=str(entry / "users"),
+        num_items=meta["num_items"],
+        item_raw_ids=raw_ids,
+        item_titles=titles,
+        source=meta["source"],
+        split_users=meta["split_users"],
+        raw_stats=meta["raw_stats"],
+        features=features,
+        new_items=None if meta.get("new_items") is None else np.asarray(meta["new_items"], dtype=np.int64),
     )
+
+
+def _drop(entry: Path, exc: BaseException) -> None:
+    # Corrupt (e.g. a disk error after it was written): drop it so this run's result replaces it.
+    log.warning("ignoring unreadable data cache %s: %s", entry, exc)
+    shutil.rmtree(entry, ignore_errors=True)
 
 
 def save(prepared: PreparedData, root: Path, key: str) -> None:
@@ -108,7 +140,7 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
         if quiet:
             datasets.disable_progress_bars()
         try:
-            prepared.users.save_to_disk(str(tmp / "users"))
+            write_users(prepared.table(), tmp / "users")
             datasets.Dataset(items).save_to_disk(str(tmp / "items"))
         finally:
             if quiet:
@@ -119,6 +151,7 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
             "source": prepared.source,
             "raw_stats": prepared.raw_stats,
             "has_titles": prepared.item_titles is not None,
+            "split_users": split_counts(prepared.table()),
             "features": _save_features(prepared.features, tmp),
             "new_items": None if prepared.new_items is None else prepared.new_items.tolist(),
         }

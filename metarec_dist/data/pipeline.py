@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -16,6 +17,7 @@ from metarec_dist.data.layout import resolve_layout
 from metarec_dist.data.prepared import PreparedData, loo_users_table, new_items_table, users_table
 from metarec_dist.data.preprocess import build_sequences
 from metarec_dist.data.readers import RawLog, read_hub, read_layout, read_synthetic
+from metarec_dist.data.shards import UserShards, split_counts, write_users
 from metarec_dist.data.side import build_feature_tables, feature_files
 from metarec_dist.data.split import LOO_MIN_LEN, newest_items, split_users
 
@@ -43,6 +45,39 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     if root is not None and key is not None:
         cache.save(prepared, root, key)
     return prepared
+
+
+def prepare_shards(cfg: DataConfig, scratch: Path) -> UserShards:
+    """The prepared users as Parquet files, for a cluster to read: the cache entry's own files when the data
+    is cached (a hit reads no rows at all), else written to ``scratch/users`` (the caller owns ``scratch``).
+    The rows are read here only when they must be prepared (a cache miss, synthetic or Hub data)."""
+    prepared = None
+    if cfg.cache and cfg.format not in ("synthetic", "hub"):
+        layout = resolve_layout(cfg)
+        root = cache.cache_root(cfg)
+        key = cache.cache_key(layout.files() + list(feature_files(cfg, layout).values()), cfg)
+        hit = cache.locate(root, key)
+        if hit is None:
+            prepared = prepare_data(cfg)  # writes the entry (or logs why it could not)
+            hit = cache.locate(root, key)
+        if hit is not None:
+            log.info("user shards: %s", hit.folder)
+            return hit
+    prepared = prepared or prepare_data(cfg)
+    table = prepared.table()
+    folder = Path(scratch) / "users"
+    write_users(table, folder)
+    return UserShards(
+        folder=str(folder),
+        num_items=prepared.num_items,
+        item_raw_ids=prepared.item_raw_ids,
+        item_titles=prepared.item_titles,
+        source=prepared.source,
+        split_users=split_counts(table),
+        raw_stats=prepared.raw_stats,
+        features=prepared.features,
+        new_items=prepared.new_items,
+    )
 
 
 def load_interactions(cfg: DataConfig) -> datasets.Dataset:

@@ -33,7 +33,7 @@ class PreparedData:
     # data.protocol=new_items: the held-out item ids (sorted), already removed from the training rows.
     new_items: np.ndarray | None = None
 
-    def _table(self) -> pa.Table:
+    def table(self) -> pa.Table:
         # Zero-copy for the Dataset built here or memory-mapped from the cache; a Dataset that was
         # filtered/shuffled by the caller goes through its indices mapping.
         return self.users.with_format("arrow")[:]
@@ -42,7 +42,7 @@ class PreparedData:
         """int64 item arrays of that split's users, in user order (views into one flat array)."""
         if split not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
-        table = self._table()
+        table = self.table()
         chosen = table.filter(pc.equal(table.column("split"), split)).column("items")
         offsets, values = flat_items(chosen)
         return np.split(values, offsets[1:-1])
@@ -54,19 +54,20 @@ class PreparedData:
             self.item_titles,
             self.item_raw_ids,
             new_items=self.new_items,
+            train_users=self.split_users("train"),
         )
         splits.features = self.split_features()
         return splits
 
     def split_features(self) -> FeatureTables | None:
-        """The feature tables with each split's user ids (numpy only: what a Ray worker receives)."""
+        """The feature tables with each split's user ids (numpy only)."""
         if self.features is None:
             return None
         return self.features.with_split_users({s: self.split_users(s) for s in SPLIT_NAMES})
 
     def split_users(self, split: str) -> np.ndarray:
         """User ids (0..U-1) in that split."""
-        table = self._table()
+        table = self.table()
         mask = pc.equal(table.column("split"), split)
         return table.filter(mask).column("user").to_numpy()
 

@@ -43,6 +43,9 @@ class UserSplits:
     features: FeatureTables | None = None
     # data.protocol=new_items: the held-out item ids (sorted), absent from every training sequence.
     new_items: np.ndarray | None = None
+    # The user id of each training sequence (``train[i]`` is user ``train_users[i]``): which rank's shard
+    # a user belongs to (``tasks.sampler.shard_of``). None: the list position stands in for the id.
+    train_users: np.ndarray | None = None
 
     def user_features(self, split: str) -> np.ndarray | None:
         """``[N, F]`` user-feature ids of ``split``'s users, row i for its i-th sequence (None without user

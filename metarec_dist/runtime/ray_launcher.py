@@ -1,8 +1,9 @@
-"""The driver side of a Ray run: connect or start a cluster, hand user rows to Ray Data, run TorchTrainer.
+"""The driver side of a Ray run: connect or start a cluster, hand the user files to Ray Data, run Ray Train.
 
-The driver only loads and preprocesses the log (cached as Arrow) and turns it into per-user rows; tasks are
-built on the workers. Every port of a locally started cluster binds to 127.0.0.1 and the cluster requires
-Ray's token (tests/integration/test_local_cluster_binding.py checks both).
+The driver finds (or prepares) the per-user Parquet files and passes lazy Ray datasets over them; it reads
+no rows when the data is cached. Each worker reads its own shard and builds its tasks (``ray_data.py``).
+Every port of a locally started cluster binds to 127.0.0.1 and the cluster requires Ray's token
+(tests/integration/test_local_cluster_binding.py checks both).
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from metarec_dist.config import Config
 
@@ -122,21 +122,6 @@ def shutdown_ray() -> None:
     ray.shutdown()
 
 
-def user_datasets(prepared: Any) -> tuple[dict[str, Any], int]:
-    """Ray datasets of per-user rows (``user``, ``items``) for the train and valid splits."""
-    import ray.data
-
-    users = prepared.users.select_columns(["user", "items"])
-    split_of = np.asarray(prepared.users["split"])
-    out = {}
-    for split in ("train", "valid"):
-        part = users.select(np.flatnonzero(split_of == split))
-        if split == "train" and len(part) == 0:
-            raise ValueError(f"{prepared.source}: the training split has no users")
-        out[split] = ray.data.from_huggingface(part)
-    return out, prepared.num_items
-
-
 def build_trainer(
     cfg: Config,
     datasets: dict[str, Any],
@@ -178,12 +163,55 @@ def build_trainer(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
         ),
         datasets=datasets,
-        # Only the training rows are split (equally, so every rank takes the same number of meta-batches).
-        # Every rank reads all validation users itself: a split would only be gathered back, and each split
-        # dataset keeps a coordinator actor alive (and waking every 10 ms) for the whole run.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        # Nothing is split by Ray Train: rank r reads its own `train_<r>` (ray_data.py says why), and every
+        # rank the validation users it evaluates.
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
         torch_config=TorchConfig(backend="nccl" if rt.use_gpu else "gloo"),
     )
+
+
+def local_cpus(cfg: Config) -> int:
+    """Logical CPUs of a cluster this process starts: the machine's, and at least two beyond the training
+    workers'. The workers read their shards through Ray Data read tasks, which need a CPU of their own: with
+    every CPU held by a worker (2 workers on a 2-core laptop) they would never be scheduled."""
+    rt = cfg.runtime
+    return max(os.cpu_count() or 1, rt.num_workers * rt.cpus_per_worker + 2)
+
+
+def warn_if_no_cpu_left(cfg: Config) -> None:
+    """On a cluster this process joined: say so when the workers would hold every CPU (the reads wait)."""
+    import ray
+
+    rt = cfg.runtime
+    total = ray.cluster_resources().get("CPU", 0)
+    if total < rt.num_workers * rt.cpus_per_worker + 1:
+        log.warning(
+            "the cluster has %g CPUs and the %d workers take %d each: none is left for Ray Data's read "
+            "tasks, and the workers wait for their data until one is (lower runtime.cpus_per_worker or "
+            "runtime.num_workers, or add a node)",
+            total,
+            rt.num_workers,
+            rt.cpus_per_worker,
+        )
+
+
+def cluster_readable(folder: str, cfg: Config) -> str:
+    """Where every worker can read the user files: where they are when the run folder is on this machine's
+    file system (one machine, or a shared file system with ``data.cache_dir`` on it too); a copy under the
+    run folder when ``runtime.storage_path`` is a cloud URI: ``<run>/data/<entry>/users``, named after the
+    cache entry (its key), so files of other data are never mixed in."""
+    from metarec_dist.run_folder import local_run_dir, run_path
+
+    if local_run_dir(cfg.runtime) is not None or "://" in folder:
+        return folder
+    import pyarrow.fs
+
+    dest = f"{run_path(cfg.runtime)}/data/{Path(folder).parent.name}/users"
+    log.info("copying the user files %s to %s for the cluster", folder, dest)
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(dest)
+    filesystem.create_dir(path, recursive=True)
+    pyarrow.fs.copy_files(folder, path, destination_filesystem=filesystem)
+    return dest
 
 
 def for_workers(cfg: Config) -> Config:
@@ -221,22 +249,35 @@ def train_on_ray(cfg: Config, verbose: bool = False) -> dict[str, Any]:
 
 
 def _train_on_ray(cfg: Config, verbose: bool) -> dict[str, Any]:
-    from metarec_dist.data import prepare_data
+    from metarec_dist.run_folder import local_run_dir
+
+    # Data that is not cached (synthetic, Hub, data.cache=false) is written as Parquet files into a
+    # temporary folder inside the run folder, which the workers can read; removed when the run ends.
+    with tempfile.TemporaryDirectory(prefix=".users-", dir=local_run_dir(cfg.runtime)) as scratch:
+        return _fit_on_ray(cfg, verbose, Path(scratch))
+
+
+def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
+    from metarec_dist.data.pipeline import prepare_shards
     from metarec_dist.metrics.progress import ProgressBar
     from metarec_dist.run_folder import run_path
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
+    from metarec_dist.runtime.ray_data import user_datasets
 
-    prepared = prepare_data(cfg.data)  # before Ray starts: a data mistake fails in a second
-    resume_from = check_resume(cfg, prepared.num_items)
-    init_ray(verbose or cfg.logging.verbose, dashboard=cfg.runtime.dashboard)
-    datasets, num_items = user_datasets(prepared)
+    # Before Ray starts: a data mistake fails in a second. The driver reads no rows of prepared data.
+    shards = prepare_shards(cfg.data, scratch)
+    resume_from = check_resume(cfg, shards.num_items)
+    init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
+    warn_if_no_cpu_left(cfg)
+    shards.folder = cluster_readable(shards.folder, cfg)
+    datasets = user_datasets(shards, cfg.runtime.num_workers)
     actor = ProgressActor.remote()
     catalogue = {
-        "num_items": num_items,
-        "item_titles": prepared.item_titles,
-        "item_raw_ids": prepared.item_raw_ids,
-        "features": prepared.split_features(),  # numpy tables; UserSplits(**catalogue) takes them
-        "new_items": prepared.new_items,  # new_items protocol: validation ranks them
+        "num_items": shards.num_items,
+        "item_titles": shards.item_titles,
+        "item_raw_ids": shards.item_raw_ids,
+        "features": shards.features,  # numpy tables; each worker adds its users' ids (split_users)
+        "new_items": shards.new_items,  # new_items protocol: validation ranks them
     }
     trainer = build_trainer(cfg, datasets, catalogue, progress=actor, resume_from=resume_from)
     bar = ProgressBar(cfg.train.meta_steps)

@@ -120,42 +120,13 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rows_to_sequences(rows: list[dict[str, Any]]) -> tuple[np.ndarray, list[np.ndarray]]:
-    users = np.array([int(r["user"]) for r in rows], dtype=np.int64)
-    seqs = [np.asarray(r["items"], dtype=np.int64) for r in rows]
-    return users, seqs
-
-
-def collect_shard(name: str) -> list[dict[str, Any]]:
-    """This worker's share of the per-user rows, streamed in by Ray Data."""
-    import ray.train
-
-    shard = ray.train.get_dataset_shard(name)
-    rows: list[dict[str, Any]] = []
-    for batch in shard.iter_batches(batch_size=4096, batch_format="numpy"):
-        rows.extend({"user": u, "items": i} for u, i in zip(batch["user"], batch["items"], strict=True))
-    return rows
-
-
-def in_user_order(users: np.ndarray, seqs: list[np.ndarray]) -> list[np.ndarray]:
-    return [seqs[i] for i in np.argsort(users, kind="stable")]
-
-
-def gather_users(ctx: RayContext, rows: list[dict[str, Any]]) -> list[np.ndarray]:
-    """All ranks' rows, in user order. Ray Data's split is not deterministic; sorting by user id makes the
-    task stream independent of which rank received which row, so a run (and its resume) samples exactly
-    the meta-batches a single process would."""
-    users, seqs = _rows_to_sequences(rows)
-    parts = ctx.all_gather((users, seqs))
-    return in_user_order(np.concatenate([p[0] for p in parts]), [s for p in parts for s in p[1]])
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     from metarec_dist.config import Config, from_dict
     from metarec_dist.data.split import UserSplits
     from metarec_dist.metrics.loggers import build_logger
     from metarec_dist.run_folder import local_run_dir, storage_root
     from metarec_dist.runtime.progress import ActorProgressLogger
+    from metarec_dist.runtime.ray_data import rank_data_footprint, read_first_users, read_shard, train_name
     from metarec_dist.train.trainer import MetaTrainer
 
     cfg: Config = from_dict(Config, config["cfg"])
@@ -165,9 +136,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run_dir = local_run_dir(cfg.runtime)  # the driver made the storage path absolute
     resume_from = Path(config["resume_from"]) if config.get("resume_from") else None
     ctx = RayContext(run_dir, resume_from)
-    train = gather_users(ctx, collect_shard("train"))
-    valid = in_user_order(*_rows_to_sequences(collect_shard("valid")))  # not split: every rank reads it all
-    data = UserSplits(train=train, valid=valid, test=[], **config["catalogue"])
+    # This rank's shard of the training users only; the validation users it evaluates (the first
+    # train.eval_users by id, as a single process takes them).
+    train = read_shard(train_name(ctx.rank))
+    valid = read_first_users("valid", cfg.train.eval_users)
+    log.info("rank %d: %s", ctx.rank, rank_data_footprint({"train": train, "valid": valid}))
+    data = UserSplits(
+        train=train.sequences,
+        valid=valid.sequences,
+        test=[],
+        train_users=train.users,
+        **config["catalogue"],
+    )
+    if data.features is not None:  # the user-feature rows of the users this rank holds
+        data.features = data.features.with_split_users({"train": train.users, "valid": valid.users})
     logger = build_logger(
         cfg.logging,
         cfg.runtime.run_name,

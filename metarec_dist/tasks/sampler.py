@@ -1,11 +1,16 @@
 """Per-user sequences -> cold-start tasks (support window of K items + the next Q items), vectorised.
 
-Deterministic under a seed and resumable exactly: the whole state is the numpy generator's state plus a
+Deterministic under a seed and resumable exactly: the whole state is the numpy generators' state plus a
 counter, so ``load_state_dict(state_dict())`` continues the same task stream bit for bit.
+
+With N ranks, every rank holds only its shard of the training users (``shard_of``: user id modulo N) and
+samples its share of the meta-batch from it with its own seed (``rank_seed``). ``ShardedTaskSampler`` draws
+the same N streams in one process and concatenates them, so a single process reproduces an N-rank run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,10 +20,26 @@ from metarec_dist.config import TasksConfig
 from metarec_dist.tasks.types import MetaBatch, bos_id
 
 
+class FlatSequences(list):
+    """Sequences that are consecutive views of one flat int64 array: ``self[i]`` is
+    ``flat[offsets[i]:offsets[i + 1]]``. A ``SequenceStore`` uses ``flat`` as it is instead of copying it,
+    so a rank holds its users' items once."""
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        flat = np.ascontiguousarray(flat, dtype=np.int64)
+        super().__init__(np.split(flat, offsets[1:-1]) if len(offsets) > 1 else [])
+        self.flat, self.offsets = flat, np.asarray(offsets, dtype=np.int64)
+
+
 class SequenceStore:
     """All sequences in one flat array plus offsets: slicing many windows is one fancy-index."""
 
     def __init__(self, sequences: list[np.ndarray]) -> None:
+        if isinstance(sequences, FlatSequences):
+            self.lengths = np.diff(sequences.offsets)
+            self.starts = sequences.offsets[:-1] - sequences.offsets[0]
+            self.flat = sequences.flat[sequences.offsets[0] :]
+            return
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         self.lengths = lengths
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -61,11 +82,30 @@ def collate_windows(
     }
 
 
-class TaskSampler:
-    """Samples meta-batches of tasks from one split's users.
+def shard_of(users: np.ndarray, shards: int) -> np.ndarray:
+    """The rank that holds each training user: its id modulo the number of ranks. It depends on the id only,
+    never on the order in which rows arrive, so a rank's shard is the same in every run (and resume)."""
+    return np.asarray(users, dtype=np.int64) % shards
 
-    Every rank runs the same sampler with the same seed and takes its own slice of the global meta-batch:
-    sampling is microseconds, and it makes the distributed run see exactly the tasks a single process would.
+
+def rank_seed(seed: int, rank: int, world_size: int) -> int | np.random.SeedSequence:
+    """The task-stream seed of ``rank``: the run seed itself with one rank (a single process samples as it
+    always has), else an independent stream spawned from it."""
+    return seed if world_size == 1 else np.random.SeedSequence(seed, spawn_key=(0, rank))
+
+
+def shared_seed(seed: int) -> np.random.SeedSequence:
+    """The stream every rank draws the same shared negatives from (one set per meta-step, as with one
+    process)."""
+    return np.random.SeedSequence(seed, spawn_key=(1,))
+
+
+class TaskSampler:
+    """Samples meta-batches of tasks from one list of users (a split, or one rank's shard of it).
+
+    ``rank``/``world_size`` number the tasks in the global stream (rank r's k-th task is
+    ``k * world_size + r``); ``negatives_seed`` gives the shared negatives their own stream, the same on
+    every rank (default: the task stream's generator, as a single process always drew them).
     """
 
     def __init__(
@@ -73,18 +113,21 @@ class TaskSampler:
         sequences: list[np.ndarray],
         cfg: TasksConfig,
         num_items: int,
-        seed: int = 0,
+        seed: int | np.random.SeedSequence = 0,
         num_negatives: int = 0,
         user_features: np.ndarray | None = None,
         held_out: np.ndarray | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        negatives_seed: np.random.SeedSequence | None = None,
     ) -> None:
         """``user_features``: ``[len(sequences), F]`` ids of each user's features (row i for sequence i),
         carried by every task of that user; None without user features."""
         self.cfg, self.num_items, self.num_negatives = cfg, num_items, num_negatives
         # Sampled negatives come from the items training may see: never a held-out (new) item.
-        self.negative_pool: np.ndarray | None = None
-        if held_out is not None and len(held_out):
-            self.negative_pool = np.setdiff1d(np.arange(1, num_items + 1), held_out)
+        self.negative_pool = negative_pool(num_items, held_out)
+        self.rank, self.world_size = rank, world_size
         self.store = SequenceStore(sequences)
         if user_features is not None and len(user_features) != len(sequences):
             raise ValueError(f"{len(user_features)} user-feature rows for {len(sequences)} users")
@@ -94,12 +137,18 @@ class TaskSampler:
         min_len = cfg.support_min + 1
         self.eligible = np.flatnonzero(self.store.lengths >= min_len)
         if len(self.eligible) == 0:
-            raise ValueError(
-                f"no user has at least tasks.support_min + 1 = {min_len} interactions; "
-                "lower tasks.support_min or load more data"
+            where = (
+                f" on rank {rank} of {world_size} (its shard: {len(sequences)} users)"
+                if world_size > 1
+                else ""
             )
-        self.seed = seed
+            raise ValueError(
+                f"no user has at least tasks.support_min + 1 = {min_len} interactions{where}; "
+                "lower tasks.support_min, use fewer workers or load more data"
+            )
+        self.seed = seed if isinstance(seed, int) else int(seed.entropy)
         self.rng = np.random.default_rng(seed)
+        self.negatives_rng = self.rng if negatives_seed is None else np.random.default_rng(negatives_seed)
         self.num_sampled = 0
 
     def sample_arrays(self, n: int) -> dict[str, np.ndarray]:
@@ -119,37 +168,128 @@ class TaskSampler:
         arrays = collate_windows(
             self.store, users, offsets, k, cfg.support_max, cfg.query_size, bos_id(self.num_items), q
         )
-        arrays["task_ids"] = np.arange(self.num_sampled, self.num_sampled + n)
+        local = np.arange(self.num_sampled, self.num_sampled + n)
+        arrays["task_ids"] = local * self.world_size + self.rank
         arrays["users"] = users
         if self.user_features is not None:
             arrays["user_features"] = self.user_features[users]
-        if self.num_negatives and self.negative_pool is not None:
-            pool = self.negative_pool
-            arrays["negatives"] = pool[rng.integers(0, len(pool), size=self.num_negatives)]
-        elif self.num_negatives:
-            arrays["negatives"] = rng.integers(1, self.num_items + 1, size=self.num_negatives)
+        if self.num_negatives:
+            arrays["negatives"] = draw_negatives(
+                self.negatives_rng, self.num_negatives, self.num_items, self.negative_pool
+            )
         self.num_sampled += n
         return arrays
 
     def sample(self, n: int) -> MetaBatch:
-        a = self.sample_arrays(n)
-        neg = a.get("negatives")
-        return MetaBatch(
-            item_ids=torch.from_numpy(a["item_ids"]),
-            attention_mask=torch.from_numpy(a["attention_mask"]),
-            support_targets=torch.from_numpy(a["support_targets"]),
-            query_targets=torch.from_numpy(a["query_targets"]),
-            task_ids=torch.from_numpy(a["task_ids"]),
-            negatives=None if neg is None else torch.from_numpy(neg),
-            user_features=_tensor(a.get("user_features")),
-        )
+        return to_meta_batch(self.sample_arrays(n))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "rng": self.rng.bit_generator.state, "num_sampled": self.num_sampled}
+        state = {"seed": self.seed, "rng": self.rng.bit_generator.state, "num_sampled": self.num_sampled}
+        if self.negatives_rng is not self.rng:
+            state["negatives_rng"] = self.negatives_rng.bit_generator.state
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+        if self.negatives_rng is not self.rng:
+            self.negatives_rng.bit_generator.state = state["negatives_rng"]
         self.num_sampled = int(state["num_sampled"])
+
+
+def negative_pool(num_items: int, held_out: np.ndarray | None) -> np.ndarray | None:
+    """The items sampled negatives are drawn from when some are held out of training; None: all items."""
+    if held_out is None or not len(held_out):
+        return None
+    return np.setdiff1d(np.arange(1, num_items + 1), held_out)
+
+
+def draw_negatives(rng: np.random.Generator, n: int, num_items: int, pool: np.ndarray | None) -> np.ndarray:
+    """``n`` uniform negatives from items 1..num_items, or from ``pool`` (the items training may see)."""
+    if pool is None:
+        return rng.integers(1, num_items + 1, size=n)
+    return pool[rng.integers(0, len(pool), size=n)]
+
+
+class ShardedTaskSampler:
+    """N rank samplers in one process: shard r holds the users with ``shard_of(user) == r`` and samples
+    ``n / N`` tasks per call with rank r's seed; the draws are concatenated in rank order. A single process
+    with ``tasks.shards=N`` thus meets the tasks an N-rank run meets (rank r's share of every meta-batch),
+    whatever the shards' sizes, and the same shared negatives."""
+
+    def __init__(
+        self,
+        sequences: list[np.ndarray],
+        users: Sequence[int] | np.ndarray,
+        shards: int,
+        cfg: TasksConfig,
+        num_items: int,
+        seed: int = 0,
+        num_negatives: int = 0,
+        user_features: np.ndarray | None = None,
+        held_out: np.ndarray | None = None,
+    ) -> None:
+        rank_of = shard_of(np.asarray(users), shards)
+        self.positions = [np.flatnonzero(rank_of == r) for r in range(shards)]
+        self.shards = [
+            TaskSampler(
+                [sequences[i] for i in pos],
+                cfg,
+                num_items,
+                rank_seed(seed, r, shards),
+                0,
+                None if user_features is None else user_features[pos],
+                rank=r,
+                world_size=shards,
+            )
+            for r, pos in enumerate(self.positions)
+        ]
+        self.num_negatives, self.num_items = num_negatives, num_items
+        self.negative_pool = negative_pool(num_items, held_out)
+        self.negatives_rng = np.random.default_rng(shared_seed(seed))
+
+    def sample_arrays(self, n: int) -> dict[str, np.ndarray]:
+        if n % len(self.shards):
+            raise ValueError(f"{n} tasks cannot be split evenly over {len(self.shards)} shards")
+        parts = [s.sample_arrays(n // len(self.shards)) for s in self.shards]
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        out["users"] = np.concatenate([pos[p["users"]] for pos, p in zip(self.positions, parts, strict=True)])
+        if self.num_negatives:
+            out["negatives"] = draw_negatives(
+                self.negatives_rng, self.num_negatives, self.num_items, self.negative_pool
+            )
+        return out
+
+    def sample(self, n: int) -> MetaBatch:
+        return to_meta_batch(self.sample_arrays(n))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "shards": [s.state_dict() for s in self.shards],
+            "negatives_rng": self.negatives_rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state.get("shards", ())) != len(self.shards):
+            raise ValueError(
+                f"the checkpoint's task stream has {len(state.get('shards', ()))} shards, this run "
+                f"{len(self.shards)} (tasks.shards): resume with the checkpoint's value"
+            )
+        for s, part in zip(self.shards, state["shards"], strict=True):
+            s.load_state_dict(part)
+        self.negatives_rng.bit_generator.state = state["negatives_rng"]
+
+
+def to_meta_batch(a: dict[str, np.ndarray]) -> MetaBatch:
+    neg = a.get("negatives")
+    return MetaBatch(
+        item_ids=torch.from_numpy(a["item_ids"]),
+        attention_mask=torch.from_numpy(a["attention_mask"]),
+        support_targets=torch.from_numpy(a["support_targets"]),
+        query_targets=torch.from_numpy(a["query_targets"]),
+        task_ids=torch.from_numpy(a["task_ids"]),
+        negatives=None if neg is None else torch.from_numpy(neg),
+        user_features=_tensor(a.get("user_features")),
+    )
 
 
 def _tensor(array: np.ndarray | None) -> torch.Tensor | None:

@@ -30,7 +30,7 @@ from metarec_dist.metrics.loggers import MetricLogger, NullLogger
 from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import WorkerContext
-from metarec_dist.tasks.sampler import TaskSampler
+from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_seed, shared_seed
 
 log = logging.getLogger("metarec")
 
@@ -89,6 +89,51 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
+def build_sampler(cfg: Config, ctx: WorkerContext, data: UserSplits) -> TaskSampler | ShardedTaskSampler:
+    """The task stream. With several ranks, ``data.train`` is this rank's shard of the training users and the
+    rank samples from it with its own seed; in one process, ``tasks.shards=N`` samples as N ranks would."""
+    negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
+    seed, world, features = cfg.train.seed, ctx.world_size, data.user_features("train")
+    if world > 1:
+        return TaskSampler(
+            data.train,
+            cfg.tasks,
+            data.num_items,
+            rank_seed(seed, ctx.rank, world),
+            negatives,
+            features,
+            rank=ctx.rank,
+            world_size=world,
+            negatives_seed=shared_seed(seed),
+            held_out=data.new_items,
+        )
+    if cfg.tasks.shards > 1:
+        users = data.train_users if data.train_users is not None else range(len(data.train))
+        return ShardedTaskSampler(
+            data.train,
+            users,
+            cfg.tasks.shards,
+            cfg.tasks,
+            data.num_items,
+            seed,
+            negatives,
+            features,
+            held_out=data.new_items,
+        )
+    return TaskSampler(
+        data.train, cfg.tasks, data.num_items, seed, negatives, features, held_out=data.new_items
+    )
+
+
+def trained_items(ctx: WorkerContext, train: list[np.ndarray]) -> list[np.ndarray]:
+    """The items of every rank's training users (one array): each rank holds only its shard, and the model
+    must be built alike on all ranks."""
+    mine = np.unique(np.concatenate(train)) if train else np.zeros(0, np.int64)
+    if ctx.world_size == 1:
+        return list(train)
+    return [np.unique(np.concatenate(ctx.all_gather(mine)))]
+
+
 class MetaTrainer:
     def __init__(
         self,
@@ -102,19 +147,10 @@ class MetaTrainer:
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)
         self.model = SeqRecommender.for_data(
-            cfg.model, data.num_items, data.features, data.train, seed=cfg.train.seed
+            cfg.model, data.num_items, data.features, trained_items(ctx, data.train), seed=cfg.train.seed
         )
         self.algorithm = build_algorithm(cfg.meta, self.model)
-        negatives = cfg.model.num_negatives if cfg.model.loss == "sampled" else 0
-        self.sampler = TaskSampler(
-            data.train,
-            cfg.tasks,
-            data.num_items,
-            cfg.train.seed,
-            negatives,
-            data.user_features("train"),
-            held_out=data.new_items,
-        )
+        self.sampler = build_sampler(cfg, ctx, data)
         self.per_rank = cfg.meta.meta_batch_size // ctx.world_size
         self.micro = self.per_rank // cfg.runtime.grad_accum
         self.engine = ctx.build_engine(
@@ -127,25 +163,25 @@ class MetaTrainer:
             ctx,
             cfg.checkpoint,
             self.engine,
-            {"sampler": self.sampler, "train_state": self.state},
+            {"train_state": self.state, **({} if ctx.world_size > 1 else {"sampler": self.sampler})},
             self.checkpoint_info(),
             cfg,
+            rank_parts={"sampler": self.sampler} if ctx.world_size > 1 else None,
         )
 
     # ------------------------------------------------------------------------------------ one step
 
-    def rank_share(self, step_batch: Any) -> list[Any]:
-        """This rank's tasks of the global meta-batch, cut into ``grad_accum`` micro-batches."""
-        lo = self.ctx.rank * self.per_rank
+    def micro_batches(self, rank_batch: Any) -> list[Any]:
+        """This rank's share of the meta-batch, cut into ``grad_accum`` micro-batches."""
         return [
-            step_batch.slice(lo + i * self.micro, lo + (i + 1) * self.micro)
-            for i in range(self.cfg.runtime.grad_accum)
+            rank_batch.slice(i * self.micro, (i + 1) * self.micro) for i in range(self.cfg.runtime.grad_accum)
         ]
 
     def train_step(self, track_adaptation: bool = True) -> dict[str, float]:
-        batch = self.sampler.sample(self.cfg.meta.meta_batch_size)
+        # Every rank samples the same number of tasks from its own shard (uneven shards cannot hang).
+        batch = self.sampler.sample(self.per_rank)
         sums: dict[str, float] = {}
-        for micro in self.rank_share(batch):
+        for micro in self.micro_batches(batch):
             out = self.engine.meta_step(micro.to(self.ctx.device), track_adaptation)
             self.engine.backward(out.loss)
             self.engine.step()

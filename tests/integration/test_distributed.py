@@ -63,6 +63,7 @@ def _feature_cfg(tmp_path, *extra):
 
 
 def _single_process(cfg) -> dict[str, torch.Tensor]:
+    """One process; with ``tasks.shards=2`` it samples as 2 ranks would (each rank's users and seed)."""
     cfg.runtime.backend, cfg.runtime.num_workers = "local", 1
     trainer = MetaTrainer(cfg, LocalContext(None), prepare_data(cfg.data).user_splits())
     trainer.fit()
@@ -126,7 +127,8 @@ def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage, variant
     out = train_on_ray(_cfg(tmp_path, *args))
     assert out["step"] == 3
     distributed = _exported(out["checkpoint"], tmp_path)
-    _assert_same(distributed, _single_process(_cfg(tmp_path, "train.meta_steps=3", *options)))
+    one = _cfg(tmp_path, "train.meta_steps=3", "tasks.shards=2", *options)
+    _assert_same(distributed, _single_process(one))
     if trained:  # the algorithm's own parameter was trained, not just carried along (the encoder's output
         assert distributed[trained].abs().max() > 0  # layer starts at zero, the log-rates at zero)
     if variant == "context":
@@ -159,7 +161,9 @@ def test_zero_with_features_matches_single_process(ray_cluster, tmp_path, stage)
     assert any(k.startswith("content.") for k in distributed) and any(
         k.startswith("user_token.") for k in distributed
     )
-    _assert_same(distributed, _single_process(_feature_cfg(tmp_path, "train.meta_steps=3")))
+    # `content.has_id` (the items with a trained id row) is compared too: the union over every rank's users
+    one = _feature_cfg(tmp_path, "train.meta_steps=3", "tasks.shards=2")
+    _assert_same(distributed, _single_process(one))
 
 
 def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):
@@ -183,7 +187,8 @@ def test_stop_then_resume_equals_uninterrupted(ray_cluster, tmp_path):
     second = train_on_ray(_cfg(tmp_path, *args, "train.meta_steps=4"))  # same run name: resumes
     assert second["step"] == 4 and second["resumed_from"] == 2
     _assert_same(
-        _exported(second["checkpoint"], tmp_path), _single_process(_cfg(tmp_path, "train.meta_steps=4"))
+        _exported(second["checkpoint"], tmp_path),
+        _single_process(_cfg(tmp_path, "train.meta_steps=4", "tasks.shards=2")),
     )
 
 

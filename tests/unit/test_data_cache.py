@@ -63,7 +63,7 @@ def test_failed_write_leaves_no_partial_entry(tmp_path, monkeypatch, caplog):
 
     def flaky_save(self, path, *args, **kwargs):
         calls.append(path)
-        if len(calls) == 2:  # the users table is written, then the disk "fills up"
+        if len(calls) == 1:  # the users' Parquet files are written, then the disk "fills up"
             raise OSError(28, "No space left on device")
         return real_save(self, path, *args, **kwargs)
 
@@ -88,8 +88,10 @@ def test_unreadable_entry_is_ignored(tmp_path):
     config = cfg(format="csv", path=str(write_csv(tmp_path / "log.csv")), cache=True, cache_dir=str(root))
     prepare_data(config)
     (entry,) = root.iterdir()
-    for arrow in (entry / "users").glob("*.arrow"):
-        arrow.write_bytes(b"garbage")
+    parts = list((entry / "users").glob("part-*.parquet"))
+    assert parts  # the users are Parquet files
+    for part in parts:
+        part.write_bytes(b"garbage")
     assert sequences_by_user(prepare_data(config)) == EXPECTED  # recomputed...
     assert _entries(root) == [entry.name]
     assert cache.load(root, entry.name) is not None  # ...and the entry rewritten
