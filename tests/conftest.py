@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Undo a test's ``torch.set_num_threads``: the intra-op thread count changes how matmuls split their
+    sums, so a later test pinned to exact numbers (test_trajectory) would see 1e-4 drift after 20 steps."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(before if before is not None else _DEFAULT_THREADS)
+
+
+# torch's own default (one thread per core), known before any test changes it
+_DEFAULT_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @pytest.fixture
