@@ -47,23 +47,30 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     return prepared
 
 
+def cached_shards(cfg: DataConfig) -> UserShards | None:
+    """The cache entry's user files when ``cfg``'s data is prepared already (reads no rows), else None.
+    Checks that the log and side tables exist either way (a missing file is a ``UserError`` here)."""
+    if not cfg.cache or cfg.format in ("synthetic", "hub"):
+        return None
+    layout = resolve_layout(cfg)
+    key = cache.cache_key(layout.files() + list(feature_files(cfg, layout).values()), cfg)
+    hit = cache.locate(cache.cache_root(cfg), key)
+    if hit is not None:
+        log.info("user shards: %s", hit.folder)
+    return hit
+
+
 def prepare_shards(cfg: DataConfig, scratch: Path) -> UserShards:
     """The prepared users as Parquet files, for a cluster to read: the cache entry's own files when the data
     is cached (a hit reads no rows at all), else written to ``scratch/users`` (the caller owns ``scratch``).
     The rows are read here only when they must be prepared (a cache miss, synthetic or Hub data)."""
-    prepared = None
-    if cfg.cache and cfg.format not in ("synthetic", "hub"):
-        layout = resolve_layout(cfg)
-        root = cache.cache_root(cfg)
-        key = cache.cache_key(layout.files() + list(feature_files(cfg, layout).values()), cfg)
-        hit = cache.locate(root, key)
-        if hit is None:
-            prepared = prepare_data(cfg)  # writes the entry (or logs why it could not)
-            hit = cache.locate(root, key)
-        if hit is not None:
-            log.info("user shards: %s", hit.folder)
-            return hit
-    prepared = prepared or prepare_data(cfg)
+    hit = cached_shards(cfg)
+    if hit is not None:
+        return hit
+    prepared = prepare_data(cfg)  # a cacheable log: this writes the entry (or logs why it could not)
+    hit = cached_shards(cfg)
+    if hit is not None:
+        return hit
     table = prepared.table()
     folder = Path(scratch) / "users"
     write_users(table, folder)

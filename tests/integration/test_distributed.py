@@ -180,12 +180,21 @@ def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):
     _assert_same(deepspeed, _single_process(_cfg(tmp_path, "train.meta_steps=3")))
 
 
-def test_stop_then_resume_equals_uninterrupted(ray_cluster, tmp_path):
+def _driver_must_not_prepare(*args, **kwargs):
+    raise AssertionError("the driver prepared the data (it must happen in a Ray task)")
+
+
+def test_stop_then_resume_equals_uninterrupted(ray_cluster, tmp_path, monkeypatch):
+    from metarec_dist.data import pipeline
+
     args = ["runtime.backend=ray", "runtime.num_workers=2", "runtime.zero_stage=2", "runtime.run_name=resume"]
+    # Also: the driver never holds the log; the (uncached) data is prepared by a Ray task, in its own process.
+    monkeypatch.setattr(pipeline, "prepare_data", _driver_must_not_prepare)
     first = train_on_ray(_cfg(tmp_path, *args, "train.meta_steps=2"))
     assert first["step"] == 2
     second = train_on_ray(_cfg(tmp_path, *args, "train.meta_steps=4"))  # same run name: resumes
     assert second["step"] == 4 and second["resumed_from"] == 2
+    monkeypatch.undo()
     _assert_same(
         _exported(second["checkpoint"], tmp_path),
         _single_process(_cfg(tmp_path, "train.meta_steps=4", "tasks.shards=2")),
