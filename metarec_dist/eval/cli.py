@@ -79,7 +79,9 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", required=True, help="training checkpoint, run folder or exported model"
     )
     parser.add_argument(
-        "--items", required=True, help="the user's history, raw item ids oldest first: 12,55,301"
+        "--items",
+        help="the user's history, raw item ids oldest first: 12,55,301 (omitted: a brand-new user, "
+        "recommended from --user alone)",
     )
     parser.add_argument("--k", type=int, default=10, help="how many items to recommend")
     parser.add_argument(
@@ -255,8 +257,14 @@ def recommend_main(args: argparse.Namespace) -> int:
     )
     from metarec_dist.meta import ALGORITHMS
 
-    raw = parse_items(args.items)  # before loading anything: a typo fails in milliseconds
+    # Before loading anything: a typo fails in milliseconds.
+    raw = parse_items(args.items) if args.items is not None else []
     stated = parse_user(args.user) if args.user is not None else None
+    if not raw and stated is None:
+        raise ValueError(
+            "give the user's history (--items 12,55,301) or, for a model trained with data.user_features, "
+            "a brand-new user's features (--user age=24,gender=M,occupation=technician)"
+        )
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     loaded = load_model(args.checkpoint)
@@ -268,7 +276,7 @@ def recommend_main(args: argparse.Namespace) -> int:
     user = None if stated is None else encode_user_features(loaded, stated)
     catalogue = load_catalogue(loaded)
     recs = recommend(loaded, catalogue, raw, args.k, *fixed, user_features=user)
-    if catalogue.titles:
+    if catalogue.titles and raw:
         history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
         print("history: " + "; ".join(history))
     if stated:
@@ -281,7 +289,10 @@ def recommend_main(args: argparse.Namespace) -> int:
             "(tasks.support_max, the longest support it was trained for)",
             file=sys.stderr,
         )
-    print(f"top {len(recs)} after {len(raw)} items ({how}):")
+    if raw:
+        print(f"top {len(recs)} after {len(raw)} items ({how}):")
+    else:  # a brand-new user: the user token and BOS only, nothing to adapt on
+        print(f"top {len(recs)} for a new user from its features alone ({cfg.meta.algorithm}, no history):")
     for r in recs:
         title = f"  {r.title}" if r.title else ""
         print(f"{r.rank:>3}. {r.raw_id:>8}{title}  ({r.score:.3f})")

@@ -126,7 +126,14 @@ def recommend(
 ) -> list[Recommendation]:
     """Top ``k`` items after adapting ``steps`` inner steps on the history (its most recent
     ``tasks.support_max`` items: the longest support the model was built for). ``user_features``: the
-    ``[1, F]`` ids of the user's features (``encode_user_features``); None: an unknown user."""
+    ``[1, F]`` ids of the user's features (``encode_user_features``); None: an unknown user. An empty
+    history is a brand-new user known by its features alone: the model reads the user token and BOS, and
+    there is nothing to adapt on (``steps`` is then irrelevant)."""
+    if not raw_items and user_features is None:
+        raise ValueError(
+            "nothing to recommend from: give the user's history (--items) or, for a model trained with "
+            "data.user_features, the user's features (--user age=24,gender=M,...)"
+        )
     history = catalogue.to_model_ids(raw_items)
     num_items = int(loaded.meta["num_items"])
     left = num_items - len(set(history))
@@ -138,11 +145,12 @@ def recommend(
     if not 1 <= k <= left:
         raise ValueError(f"--k must be between 1 and {left} (the items not in the history), got {k}")
     support_max = loaded.cfg.tasks.support_max
-    recent = torch.tensor(history[-support_max:], dtype=torch.long).numpy()
+    recent = np.asarray(history[-support_max:], dtype=np.int64)
     batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id, user_features)
     scorer = AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
-    scores = scorer.score(batch, steps)
-    scores = mask_seen(scores.float(), torch.tensor([[i - 1 for i in history]]))  # never re-recommend
+    scores = scorer.score(batch, steps if history else 0).float()
+    if history:  # never re-recommend
+        scores = mask_seen(scores, torch.tensor([[i - 1 for i in history]]))
     top = torch.topk(scores[0], k)
     return [
         Recommendation(r + 1, c + 1, catalogue.raw_ids[c], catalogue.titles.get(c + 1), float(s))

@@ -70,7 +70,10 @@ def collate_windows(
     q = np.full_like(support_lens, query_size) if query_lens is None else query_lens
     valid = (j >= 0) & (j < (support_lens + q)[:, None])
     src = store.starts[users][:, None] + offsets[:, None] + np.clip(j, 0, None)
-    ids = np.where(valid, store.flat[np.minimum(src, len(store.flat) - 1)], 0)
+    # An empty store (one user with no items, e.g. ``recommend`` from the user's features alone) reads a
+    # padding item, which ``valid`` masks anyway.
+    flat = store.flat if len(store.flat) else np.zeros(1, dtype=store.flat.dtype)
+    ids = np.where(valid, flat[np.minimum(src, len(flat) - 1)], 0)
     ids[j == -1] = bos_id
     support_targets = ids[:, 1 : support_max + 1].copy()
     support_targets[support_targets == bos_id] = 0
