@@ -54,6 +54,11 @@ class ModelConfig:
     # Training only: the probability that an item is represented by its content alone in a meta-step (its id
     # row dropped everywhere), so content-only items (new ones) look like what the model was trained on.
     item_id_dropout: float = 0.0
+    # Training only: whether items without a training interaction are candidates of the training softmax.
+    # "include": every catalogue item is a negative of every step (the cold-start recipe); "exclude": they
+    # are not, so nothing about them is learned (data.protocol new_items: the held-out items are held out
+    # of the loss too, not only of the batches); "auto": exclude under data.protocol new_items, else include.
+    unseen_items: Literal["auto", "include", "exclude"] = "auto"
 
     def __post_init__(self) -> None:
         _positive(
@@ -280,6 +285,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        if self.model.unseen_items == "auto":  # recorded resolved, so a checkpoint says what was trained
+            unseen = "exclude" if self.data.protocol == "new_items" else "include"
+            self.model = dataclasses.replace(self.model, unseen_items=unseen)
         # Cross-section rules: the ones a single section cannot check.
         needed = self.tasks.support_max + self.tasks.query_size + 1  # +1 for the BOS position
         prefix = self.model.prefix_tokens(self.data)

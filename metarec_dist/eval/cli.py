@@ -239,11 +239,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def baselines(protocol: ColdStartProtocol, split: str, seed: int) -> list[MethodResult]:
     """The protocol's reference methods: popularity; content kNN and random for the item protocols."""
-    from metarec_dist.eval.item_protocol import NewItemsProtocol
-
-    if isinstance(protocol, NewItemsProtocol):
-        return protocol.baselines(split, seed)
-    return [protocol.popularity(split)]
+    return protocol.baselines(split, seed)
 
 
 def recommend_main(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,9 +20,6 @@ from metarec_dist.eval.distributed import BatchRunner
 from metarec_dist.eval.new_items import ContentKNNScorer, RandomScorer, evaluate_new_items
 from metarec_dist.eval.protocol import ColdStartProtocol
 from metarec_dist.eval.stats import MethodResult
-
-if TYPE_CHECKING:
-    from metarec_dist.eval.loading import LoadedModel
 
 ITEM_PROTOCOLS = ("new-items", "mixed")
 RANDOM, CONTENT_KNN = "random", "content-knn"
@@ -87,25 +84,12 @@ class NewItemsProtocol(ColdStartProtocol):
             user_features=user_features,
         )
 
-    def facts(self) -> dict[str, str | int]:
+    def facts(self) -> dict[str, Any]:
         return {"protocol": self.name, "new_items": len(self.new_items)}
-
-    def evaluate(
-        self,
-        loaded: LoadedModel,
-        split: str = "test",
-        finetune: bool = False,
-        fixed: tuple[int, float] | None = None,
-        name: str | None = None,
-    ) -> MethodResult:
-        result = super().evaluate(loaded, split, finetune, fixed, name)
-        result.info.update(self.facts())
-        return result
 
     def random(self, split: str = "test", seed: int = 0) -> MethodResult:
         """Uniform random scores (seeded): the floor any method must clear."""
-        scorer = RandomScorer(self.splits.num_items, seed)
-        return MethodResult(RANDOM, self.per_user(scorer, self.users(split)), {"seed": seed, **self.facts()})
+        return self.baseline(RANDOM, RandomScorer(self.splits.num_items, seed), split, {"seed": seed})
 
     def content_knn(self, split: str = "test", seed: int = 0) -> MethodResult:
         """Cosine between the support's bag of item-feature values and each item's (no training)."""
@@ -116,10 +100,8 @@ class NewItemsProtocol(ColdStartProtocol):
             )
         scorer = ContentKNNScorer(self.splits.features, self.splits.num_items, seed)
         names = [f.name for f in self.splits.features.item.values() if f.kind != "title"]
-        return MethodResult(
-            CONTENT_KNN,
-            self.per_user(scorer, self.users(split)),
-            {"features": names, "tie_break": scorer.tie_break, "seed": seed, **self.facts()},
+        return self.baseline(
+            CONTENT_KNN, scorer, split, {"features": names, "tie_break": scorer.tie_break, "seed": seed}
         )
 
     def baselines(self, split: str = "test", seed: int = 0) -> list[MethodResult]:
@@ -134,11 +116,6 @@ class MixedProtocol(NewItemsProtocol):
 
     name: ClassVar[str] = "mixed"
     mixed: ClassVar[bool] = True
-
-    def popularity(self, split: str = "test") -> MethodResult:
-        result = super().popularity(split)
-        result.info.update(self.facts())
-        return result
 
     def baselines(self, split: str = "test", seed: int = 0) -> list[MethodResult]:
         return [*super().baselines(split, seed), self.popularity(split)]

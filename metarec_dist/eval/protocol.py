@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -275,14 +275,26 @@ class ColdStartProtocol:
                 adaptation.steps,
                 user_features=self.splits.user_features(split),
             ),
-            {"algorithm": loaded.algorithm, "adaptation": adaptation.as_dict()},
+            {"algorithm": loaded.algorithm, "adaptation": adaptation.as_dict(), **self.facts()},
         )
+
+    def facts(self) -> dict[str, Any]:
+        """What every result of this protocol records about it (none for the plain cold-start one)."""
+        return {}
+
+    def baseline(self, name: str, scorer: Scorer, split: str, info: dict[str, Any]) -> MethodResult:
+        """A reference method that needs no training and no adaptation: ``scorer`` on ``split``'s users,
+        the protocol's facts added to ``info``. Every protocol's baselines go through here."""
+        return MethodResult(name, self.per_user(scorer, self.users(split)), {**info, **self.facts()})
 
     def popularity(self, split: str = "test") -> MethodResult:
         scorer = PopularityScorer(self.splits.train, self.splits.num_items)
-        return MethodResult(
-            "popularity", self.per_user(scorer, self.users(split)), {"counted_on": "train users"}
-        )
+        return self.baseline("popularity", scorer, split, {"counted_on": "train users"})
+
+    def baselines(self, split: str = "test", seed: int = 0) -> list[MethodResult]:
+        """This protocol's reference methods (``seed``: for the seeded ones of the item protocols)."""
+        del seed
+        return [self.popularity(split)]
 
 
 @dataclass
@@ -332,22 +344,5 @@ class LeaveOneOutProtocol(ColdStartProtocol):
             user_features=user_features,
         )
 
-    def evaluate(
-        self,
-        loaded: LoadedModel,
-        split: str = "test",
-        finetune: bool = False,
-        fixed: tuple[int, float] | None = None,
-        name: str | None = None,
-    ) -> MethodResult:
-        result = super().evaluate(loaded, split, finetune, fixed, name)
-        result.info.update(self.facts())
-        return result
-
-    def popularity(self, split: str = "test") -> MethodResult:
-        result = super().popularity(split)
-        result.info.update(self.facts())
-        return result
-
-    def facts(self) -> dict[str, int | bool | str]:
+    def facts(self) -> dict[str, Any]:
         return {"protocol": "loo", "window": self.support_max, "mask_seen": self.mask_seen}

@@ -43,6 +43,11 @@ class UserState(NamedTuple):
     bias: torch.Tensor | None
 
 
+def table_dtype(model: nn.Module, bias: torch.Tensor | None) -> torch.dtype:
+    """The dtype the logits are computed in: the per-item bias's, else the item table's."""
+    return bias.dtype if bias is not None else model.item_emb.weight.dtype
+
+
 class SeqRecommender(nn.Module):
     def __init__(
         self, cfg: ModelConfig, num_items: int, seed: int = 0, layout: FeatureLayout | None = None
@@ -74,6 +79,10 @@ class SeqRecommender(nn.Module):
         if layout is not None and layout.user:
             self.user_token = UserToken(layout.user, cfg.hidden_size, cfg.init_std)
         self._id_keep: torch.Tensor | None = None  # this forward's item-id dropout mask (training only)
+        # ``model.unseen_items: exclude``: 0 for items with training interactions, -inf for the others,
+        # added to the training softmax's logits (set by ``for_data``; None: every item is a candidate).
+        # Not persistent: it only acts in training, where ``for_data`` builds it from the data.
+        self.register_buffer("unseen_logits", None, persistent=False)
         # Slow item factors ``F [V, r]`` for the item-side adapters (``itemlr``): the score table is
         # ``[E | F]``. None without them, so models without item-side adapters are exactly what they were.
         # A module read through its ``forward`` (not a bare 2-D parameter): ZeRO-3 then gathers it for the
@@ -105,12 +114,15 @@ class SeqRecommender(nn.Module):
             text = encode_titles(cfg.text_encoder, features, cache_dir)
         layout, arrays = plan_features(cfg, features, text)
         model = cls(cfg, num_items, seed, layout)
+        trained = np.zeros(num_items + 1, dtype=bool)
+        if train_sequences:
+            trained[np.concatenate(train_sequences)] = True
+        trained[0] = True  # the padding row is zero anyway
         if model.content is not None:
-            trained = np.zeros(num_items + 1, dtype=bool)
-            if train_sequences:
-                trained[np.concatenate(train_sequences)] = True
-            trained[0] = True  # the padding row is zero anyway
             model.content.set_items(arrays, trained)
+        if cfg.unseen_items == "exclude":
+            unseen = torch.from_numpy(~trained[1:])
+            model.unseen_logits = torch.zeros(num_items).masked_fill(unseen, float("-inf"))
         return model
 
     def external_parameters(self) -> list[nn.Parameter]:
@@ -191,7 +203,7 @@ class SeqRecommender(nn.Module):
         weights adapt)."""
         table = self.item_table() if table is None else table
         hp = self.head.transform(h, w)
-        bias = self.head.item_bias(w)
+        bias = self._train_bias(self.head.item_bias(w), h.shape[0])
         if targets.dim() == 3:
             if self.cfg.loss == "sampled" and negatives is not None:
                 return sampled_softmax_set_loss(hp, targets, table, bias, negatives)
@@ -211,12 +223,21 @@ class SeqRecommender(nn.Module):
             hp = self.head.transform(h, w)
             bias = self.head.item_bias(w)
         loss, grad_hp, grad_bias = full_softmax_loss_and_grad(
-            hp.detach(), targets, table, None if bias is None else bias.detach()
+            hp.detach(), targets, table, self._train_bias(None if bias is None else bias.detach(), h.shape[0])
         )
         outputs = [t for t in (hp, bias) if t is not None and t.requires_grad]
         grads = [g for t, g in ((hp, grad_hp), (bias, grad_bias)) if t is not None and t.requires_grad]
         (grad_w,) = torch.autograd.grad(outputs, w, grads, allow_unused=True)
         return loss, torch.zeros_like(w) if grad_w is None else grad_w
+
+    def _train_bias(self, bias: torch.Tensor | None, num_tasks: int) -> torch.Tensor | None:
+        """The per-task item bias ``[T, V]`` of the training softmax: with ``model.unseen_items: exclude``,
+        items without training interactions get -inf (no probability, no gradient to their rows). Training
+        only: test-time adaptation and scoring see every item as before."""
+        if self.unseen_logits is None or not self.training:
+            return bias
+        mask = self.unseen_logits.to(table_dtype(self, bias)).expand(num_tasks, -1)
+        return mask if bias is None else bias + mask
 
     def score_all(self, h_last: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Scores ``[T, V]`` of every item from one hidden state per task ``h_last [T, d]``."""

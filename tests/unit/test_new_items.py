@@ -195,6 +195,32 @@ def test_no_training_batch_holds_a_held_out_item(movies, tmp_path, loss):
     assert np.isin(np.concatenate([batch_items(control.sample(64)) for _ in range(50)]), new).any()
 
 
+@pytest.mark.parametrize("unseen", ["auto", "include"])
+def test_training_never_touches_the_rows_of_held_out_items(movies, tmp_path, unseen):
+    """With the full softmax every catalogue item is a negative of every step. Under data.protocol new_items
+    the held-out items are out of the loss as well as out of the batches (``model.unseen_items: auto`` ->
+    ``exclude``), so their id rows keep their initial values exactly: the id-only model learns nothing about
+    them. Before, they were trained as "never the answer" and all moved to one common direction, which
+    ranked the new items in one fixed order for every user (docs/results/ml100k-features.md). ``include``
+    (that old behaviour, and the cold-start default) moves them."""
+    settings = ["model.loss=full", "train.meta_steps=3", "data.new_item_frac=0.5", "eval.shots=[1]"]
+    cfg = _tiny_cfg(tmp_path, movies, *settings, f"model.unseen_items={unseen}")
+    assert cfg.model.unseen_items == ("exclude" if unseen == "auto" else "include")
+    assert load_config(TINY).model.unseen_items == "include"  # the cold-start recipe is unchanged
+    data = prepare_data(cfg.data).user_splits()
+    trainer = MetaTrainer(cfg, LocalContext(tmp_path / "run"), data)
+    before = trainer.model.item_emb.weight.detach().clone()
+    trainer.fit()
+    after = trainer.model.item_emb.weight.detach()
+    new = torch.as_tensor(data.new_items)
+    old = torch.as_tensor(np.unique(np.concatenate(data.train)))
+    assert not torch.allclose(after[old], before[old])  # training did train
+    if unseen == "auto":
+        torch.testing.assert_close(after[new], before[new], rtol=0, atol=0)
+    else:
+        assert (after[new] - before[new]).abs().amax(dim=1).min() > 0
+
+
 # ------------------------------------------------------------------------------------------- protocols
 
 
