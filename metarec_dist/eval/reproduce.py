@@ -214,6 +214,7 @@ def train_one(cfg: Config, run_dir: Path) -> str:
 def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
     """The final checkpoint of the run in ``run_dir`` if it finished and was trained with exactly ``cfg``;
     None (train it) otherwise."""
+    from metarec_dist.config import resolve_loss
     from metarec_dist.eval.loading import load_model, resolve_checkpoint
 
     try:
@@ -224,7 +225,9 @@ def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
     if f"step_{cfg.train.meta_steps:06d}" not in folder.name:
         log.info("--reuse: %s did not finish (%s); training it again", run_dir, folder.name)
         return None
-    if load_model(folder).cfg.to_dict() != cfg.to_dict():
+    loaded = load_model(folder)
+    # The trainer records model.loss resolved (auto -> full/sampled): compare with cfg resolved alike.
+    if loaded.cfg.to_dict() != resolve_loss(cfg, int(loaded.meta["num_items"])).to_dict():
         log.info("--reuse: %s was trained with other settings; training it again", run_dir)
         return None
     return str(folder)

@@ -376,9 +376,8 @@ def test_protocols_share_users_and_need_held_out_items(movies):
 # ------------------------------------------------------------------------------------------------- CLI
 
 
-def _train(root: Path, name: str, *settings: str) -> Path:
-    args = ["train", "--config", TINY]
-    base = [
+def _train_settings(root: Path, name: str) -> list[str]:
+    return [
         "model.hidden_size=16",
         "model.num_heads=2",
         "model.adapter_rank=2",
@@ -393,7 +392,11 @@ def _train(root: Path, name: str, *settings: str) -> Path:
         f"runtime.storage_path={root}",
         f"runtime.run_name={name}",
     ]
-    for s in [*base, *settings]:
+
+
+def _train(root: Path, name: str, *settings: str) -> Path:
+    args = ["train", "--config", TINY]
+    for s in [*_train_settings(root, name), *settings]:
         args += ["--set", s]
     assert main(args) == 0
     return root / name
@@ -488,3 +491,18 @@ def test_reproduce_pairs_and_reuse_arguments(tmp_path):
     spec = RunSpec("fomaml", TINY, 0, False, ("train.meta_steps=2",), "mixed")
     assert spec.all_overrides == ("train.meta_steps=2", "data.protocol=new_items")
     assert RunSpec("fomaml", TINY, 0, False).all_overrides == ()
+
+
+def test_reproduce_reuses_a_finished_run_trained_with_loss_auto(tmp_path):
+    """``--reuse-runs`` (the mixed protocol after new-items): the trainer records ``model.loss`` resolved,
+    so a config saying ``auto`` must be compared resolved too, or a finished run is never reused (and is
+    trained again, its folder replaced)."""
+    from metarec_dist.eval.reproduce import reused_checkpoint
+
+    run = _train(tmp_path, "r")
+    cfg = load_config(TINY, _train_settings(tmp_path, "r"))
+    assert cfg.model.loss == "auto"
+    reused = reused_checkpoint(run, cfg)
+    assert reused is not None and reused.endswith("step_000002")
+    other = load_config(TINY, [*_train_settings(tmp_path, "r"), "meta.inner_lr=0.3"])
+    assert reused_checkpoint(run, other) is None
