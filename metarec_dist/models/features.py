@@ -12,9 +12,11 @@ Item representation, for the input tokens and the tied score table alike::
 content alone: its id row has no effect on any score and gets no gradient. Why a mask and not only a zero
 init of those rows: with the full softmax every item is a negative in every step, so an item that is never
 a positive has its id row trained too -- pushed towards "never recommend me" -- and that learned row, not
-an untrained one, would decide a new item's score. ``model.item_id_dropout`` additionally represents a random
-share of the trained items by content alone in each training step, so that content-only vectors are what the
-backbone and the score table were trained on.
+an untrained one, would decide a new item's score (and its content would be trained as "never the answer"
+too: under ``data.protocol: new_items`` such items are therefore no candidate of the training softmax,
+``model.unseen_items``). ``model.item_id_dropout`` additionally represents a random share of the trained
+items by content alone in each training step, so that content-only vectors are what the backbone and the
+score table were trained on.
 
 The per-item feature ids are buffers (not parameters): they travel with checkpoints and exports, and
 DeepSpeed never partitions or updates them. ``FeatureLayout`` is the JSON description (names, kinds,
