@@ -45,3 +45,12 @@ repro --protocol new-items --section new-items --json docs/results/ml100k-featur
   "${ITEMS[@]}" "$@"
 repro --protocol mixed --section mixed --reuse-runs --json docs/results/ml100k-features-mixed.json \
   "${ITEMS[@]}" "$@"
+
+# New items with model.item_id_dropout 0.3 (chosen on validation users: docs/results/ml100k-features.md,
+# "Variants tried"): the content-aware model trained with 30% of the items represented by content alone.
+IDDROP=(--out runs/ml100k-features-iddrop --baseline content-knn --plot '' --set model.item_id_dropout=0.3
+  --method fomaml+features=configs/ml100k-features.yaml)
+repro --protocol new-items --section new-items-iddrop --json docs/results/ml100k-features-new-items-iddrop.json \
+  "${IDDROP[@]}" "$@"
+repro --protocol mixed --section mixed-iddrop --reuse-runs --json docs/results/ml100k-features-mixed-iddrop.json \
+  "${IDDROP[@]}" "$@"
