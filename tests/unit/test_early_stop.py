@@ -3,11 +3,14 @@ best criterion, and what it then validates and saves is the best validated model
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from metarec_dist.config import with_overrides
 from metarec_dist.eval.loading import load_model
+from metarec_dist.eval.reproduce import finished, trained_steps
 from metarec_dist.runtime.context import LocalContext
 from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
 from metarec_dist.train.trainer import MetaTrainer
@@ -62,9 +65,12 @@ def test_the_run_stops_at_the_first_plateau_and_keeps_the_best_model(tiny_cfg, s
     # The weights left in the trainer are the best step's: validating them again gives its number exactly.
     assert validation_criterion(trainer.validate()) == pytest.approx(best, abs=1e-9)
     # ... and so are the saved (and exported) ones.
-    saved = load_model(out["checkpoint"]).model.state_dict()
+    loaded = load_model(out["checkpoint"])
     for name, value in trainer.model.state_dict().items():
-        torch.testing.assert_close(saved[name], value, rtol=0, atol=0)
+        torch.testing.assert_close(loaded.model.state_dict()[name], value, rtol=0, atol=0)
+    # The reproduce tooling counts the steps it ran (the budget) and takes the stopped run as finished.
+    assert trained_steps(loaded) == (stop, best_step)
+    assert finished(Path(out["checkpoint"]), cfg) and not finished(Path(out["checkpoint"]), tiny_cfg)
 
 
 def test_patience_counts_validations_without_a_new_best_and_restores_that_best():
