@@ -114,3 +114,27 @@ def test_early_stopping_without_validation_users_is_an_error(tiny_cfg, synth_dat
     cfg = with_overrides(tiny_cfg, ["train.early_stop_patience=1", "train.eval_every=1"])
     with pytest.raises(UserError, match="needs validation users"):
         MetaTrainer(cfg, LocalContext(None), replace(synth_data, valid=[]))
+
+
+def test_an_early_stopping_run_resumes_and_ends_as_the_uninterrupted_one(tiny_cfg, synth_data, tmp_path):
+    """The stopper's counters travel in the checkpoint; the resumed run ends at the same step with the same
+    kept weights."""
+    import shutil
+
+    torch.set_num_threads(1)
+    overrides = [*NOISY, "train.early_stop_patience=3", "checkpoint.every=10", "checkpoint.keep=10"]
+    cfg = with_overrides(tiny_cfg, overrides)
+    whole = MetaTrainer(cfg, LocalContext(tmp_path / "whole", keep=10), synth_data).fit()
+    # The same run killed after its step-20 checkpoint: a copy of the folder without the later ones.
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    for later in (tmp_path / "cut" / "checkpoints").iterdir():
+        if later.name > "step_000020":
+            shutil.rmtree(later)
+    resumed = MetaTrainer(cfg, LocalContext(tmp_path / "cut", keep=10), synth_data)
+    out = resumed.fit()
+    assert resumed.state.resumed_from == 20
+    assert (out["step"], out["early_stop/best_step"]) == (whole["step"], whole["early_stop/best_step"])
+    assert out["early_stop/best_criterion"] == pytest.approx(whole["early_stop/best_criterion"], abs=1e-9)
+    a, b = (load_model(o["checkpoint"]).model.state_dict() for o in (whole, out))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
