@@ -176,9 +176,31 @@ class TrainConfig:
     # Meta-steps left out of the throughput figures (tasks/s, tokens/s, MFU): the first steps pay for
     # allocator and kernel warm-up and, on a fresh Ray cluster, for actors still starting beside the worker.
     timing_warmup: int = 0
+    # The support sizes of the periodic validation (None: K = 3, capped at tasks.support_max); its criterion
+    # is NDCG@10 averaged over them (leave-one-out: the LOO NDCG@10).
+    eval_shots: list[int] | None = None
+    # Early stopping: stop after this many periodic validations (every train.eval_every steps) without a new
+    # best criterion; the best validated weights are what the run then validates, saves and exports. 0: off.
+    early_stop_patience: int = 0
+    # Initialise the model's weights (not the optimizer, schedule or task stream) from a finished run: its
+    # run folder, a checkpoint or an export (e.g. a `sasrec` run meta-fine-tuned by `fomaml`).
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         _positive(self, "train", "meta_steps", "log_every")
+        if self.eval_shots is not None and (not self.eval_shots or min(self.eval_shots) < 1):
+            raise ValueError(f"train.eval_shots must be a non-empty list of positive ints: {self.eval_shots}")
+        if isinstance(self.early_stop_patience, bool) or self.early_stop_patience < 0:
+            raise ValueError(
+                f"train.early_stop_patience must be an integer >= 0 (0: off): {self.early_stop_patience!r}"
+            )
+        if self.early_stop_patience and (self.eval_every < 1 or self.eval_every % self.log_every):
+            raise ValueError(
+                "train.early_stop_patience needs periodic validations: set train.eval_every to a multiple "
+                f"of train.log_every ({self.log_every}: only logged steps validate), not {self.eval_every}"
+            )
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise ValueError("train.init_from must be a run folder, checkpoint or export path (or null)")
         if not 0 <= self.timing_warmup < self.meta_steps:
             raise ValueError(
                 f"train.timing_warmup must be >= 0 and below train.meta_steps ({self.meta_steps}), "
@@ -303,6 +325,18 @@ class Config:
                 f"meta.meta_batch_size ({self.meta.meta_batch_size}) must be a multiple of "
                 f"runtime.num_workers x runtime.grad_accum ({shards}) so every rank gets the same number "
                 "of tasks (uneven ranks hang the collectives)"
+            )
+        too_long = [k for k in self.train.eval_shots or [] if k > self.tasks.support_max]
+        if too_long:
+            raise ValueError(
+                f"train.eval_shots {too_long} exceed tasks.support_max ({self.tasks.support_max}): the model "
+                "never saw supports that long; validate on shorter ones or raise tasks.support_max"
+            )
+        if self.train.early_stop_patience and self.runtime.zero_stage > 0:
+            raise ValueError(
+                "train.early_stop_patience keeps the best weights in memory, which "
+                f"ZeRO-{self.runtime.zero_stage} does not restore (its optimizer partitions hold the master "
+                "weights): use runtime.zero_stage: 0"
             )
         workers = self.runtime.num_workers
         if self.tasks.shards > 1 and workers > 1 and self.tasks.shards != workers:

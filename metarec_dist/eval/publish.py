@@ -125,6 +125,13 @@ def markdown_tables(doc: dict[str, Any], section: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _steps(per_seed: list[dict[str, Any]]) -> str:
+    """Meta-steps, mean per seed; early-stopped runs add the mean step of the weights they kept."""
+    text = f"{sum(s['meta_steps'] for s in per_seed) / len(per_seed):.0f}"
+    best = [s["best_step"] for s in per_seed if s.get("best_step") is not None]
+    return f"{text} (best {sum(best) / len(best):.0f})" if best else text
+
+
 def _budget_lines(methods: dict[str, Any]) -> list[str]:
     """Per method: the validation score every choice was made on, and the training budget (meta-steps,
     tasks, real tokens, minutes) for the equal-steps / equal-tokens comparison; absent in older runs."""
@@ -142,8 +149,8 @@ def _budget_lines(methods: dict[str, Any]) -> list[str]:
             [
                 name,
                 f"{val:.4f}",
-                str(per_seed[0]["meta_steps"]),
-                str(per_seed[0]["tasks"]),
+                _steps(per_seed),
+                f"{sum(s['tasks'] for s in per_seed) / n:.0f}",
                 f"{tokens / 1e6:.2f}M",
                 minutes,
             ]

@@ -145,7 +145,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
     data = load_prepared(loaded.cfg).user_splits()
     protocol = build_protocol(spec.protocol, data, shots, cfg)
     out_runs: dict[str, Any] = {}
-    budget = training_budget(cfg, data.train, data.num_items)
+    budget = training_budget(cfg, data.train, data.num_items, trained_steps(loaded))
     for finetune in sorted({False, spec.finetune}):
         label = spec.method if not finetune else method_name(spec.method, True)
         res = protocol.evaluate(loaded, "test", finetune=finetune, name=label)
@@ -183,11 +183,27 @@ def validation_score(protocol: Any, loaded: Any, adaptation: dict[str, Any]) -> 
     return float(sum(res[k][CRITERION].mean() for k in protocol.shots) / len(protocol.shots))
 
 
+def trained_steps(loaded: Any) -> tuple[int, int | None]:
+    """The meta-steps a run trained (fewer than ``train.meta_steps`` when it stopped early) and, with early
+    stopping, the step of the weights it kept (the best validated)."""
+    from metarec_dist.checkpoint import CLIENT_STATE, read_client_state
+
+    steps = int(loaded.meta.get("step", loaded.cfg.train.meta_steps))
+    client = read_client_state(loaded.source) if (loaded.source / CLIENT_STATE).is_file() else {}
+    best = (client.get("early_stop") or {}).get("best_step")
+    return steps, None if best is None else int(best)
+
+
 def training_budget(
-    cfg: Any, train_sequences: list[Any], num_items: int, probe_batches: int = 20
+    cfg: Any,
+    train_sequences: list[Any],
+    num_items: int,
+    trained: tuple[int, int | None] | None = None,
+    probe_batches: int = 20,
 ) -> dict[str, float]:
-    """What the run trained on, for budget comparisons across methods: meta-steps, tasks, and the real
-    (non-padding) tokens, measured on ``probe_batches`` batches of the run's own task distribution."""
+    """What the run trained on, for budget comparisons across methods: meta-steps (``trained``: the steps
+    it ran and the best validated one it kept, when it stopped early), tasks, and the real (non-padding)
+    tokens, measured on ``probe_batches`` batches of the run's own task distribution."""
     from metarec_dist.tasks.sampler import TaskSampler
 
     sampler = TaskSampler(train_sequences, cfg.tasks, num_items, seed=12345)
@@ -195,9 +211,11 @@ def training_budget(
         float(sampler.sample(cfg.meta.meta_batch_size).attention_mask.sum(1).float().mean())
         for _ in range(probe_batches)
     ]
-    tasks = cfg.train.meta_steps * cfg.meta.meta_batch_size
+    steps, best = trained or (cfg.train.meta_steps, None)
+    tasks = steps * cfg.meta.meta_batch_size
     tokens = tasks * sum(per_task) / len(per_task)
-    return {"meta_steps": cfg.train.meta_steps, "tasks": tasks, "tokens": round(tokens)}
+    kept = {} if best is None else {"best_step": best}
+    return {"meta_steps": steps, "tasks": tasks, "tokens": round(tokens), **kept}
 
 
 def train_one(cfg: Config, run_dir: Path) -> str:
@@ -222,7 +240,7 @@ def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
     except ValueError:
         log.info("--reuse: no finished run in %s; training it", run_dir)
         return None
-    if f"step_{cfg.train.meta_steps:06d}" not in folder.name:
+    if not finished(folder, cfg):
         log.info("--reuse: %s did not finish (%s); training it again", run_dir, folder.name)
         return None
     loaded = load_model(folder)
@@ -231,6 +249,18 @@ def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
         log.info("--reuse: %s was trained with other settings; training it again", run_dir)
         return None
     return str(folder)
+
+
+def finished(folder: Path, cfg: Config) -> bool:
+    """The run of ``folder`` ran all its meta-steps, or stopped early (``train.early_stop_patience``)."""
+    from metarec_dist.checkpoint import CLIENT_STATE, read_client_state
+
+    if f"step_{cfg.train.meta_steps:06d}" in folder.name:
+        return True
+    if not cfg.train.early_stop_patience or not (folder / CLIENT_STATE).is_file():
+        return False
+    stopper = read_client_state(folder).get("early_stop") or {}
+    return int(stopper.get("bad", 0)) >= cfg.train.early_stop_patience
 
 
 def parse_method(text: str) -> tuple[str, str]:

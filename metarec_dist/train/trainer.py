@@ -19,6 +19,7 @@ import torch
 from metarec_dist.checkpoint import Checkpointer
 from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.split import UserSplits
+from metarec_dist.errors import UserError
 from metarec_dist.eval.cold_start import flat_means
 from metarec_dist.eval.distributed import AcrossRanks
 from metarec_dist.eval.item_protocol import NewItemsProtocol
@@ -31,6 +32,8 @@ from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import WorkerContext
 from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_seed, shared_seed
+from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
+from metarec_dist.train.init_from import init_from
 
 log = logging.getLogger("metarec")
 
@@ -149,6 +152,8 @@ class MetaTrainer:
         self.model = SeqRecommender.for_data(
             cfg.model, data.num_items, data.features, trained_items(ctx, data.train), seed=cfg.train.seed
         )
+        if cfg.train.init_from:  # a finished run's weights; a resume then loads this run's own checkpoint
+            init_from(cfg.train.init_from, self.model, cfg.model.adapters)
         self.algorithm = build_algorithm(cfg.meta, self.model)
         self.sampler = build_sampler(cfg, ctx, data)
         self.per_rank = cfg.meta.meta_batch_size // ctx.world_size
@@ -159,11 +164,23 @@ class MetaTrainer:
         self.state = TrainState()
         self.should_log = Every(cfg.train.log_every, last=cfg.train.meta_steps)
         self.should_validate = Every(cfg.train.eval_every)
+        patience = cfg.train.early_stop_patience
+        if patience and not data.valid:
+            raise UserError(
+                "train.early_stop_patience needs validation users and the data has none: set "
+                "data.valid_frac > 0, or train.early_stop_patience: 0"
+            )
+        self.early_stop = EarlyStopping(patience, self.engine.module) if patience else None
+        parts: dict[str, Any] = {"train_state": self.state}
+        if ctx.world_size == 1:
+            parts["sampler"] = self.sampler
+        if self.early_stop is not None:  # the same on every rank: the validation is all-gathered
+            parts["early_stop"] = self.early_stop
         self.checkpointer = Checkpointer(
             ctx,
             cfg.checkpoint,
             self.engine,
-            {"train_state": self.state, **({} if ctx.world_size > 1 else {"sampler": self.sampler})},
+            parts,
             self.checkpoint_info(),
             cfg,
             rank_parts={"sampler": self.sampler} if ctx.world_size > 1 else None,
@@ -206,10 +223,15 @@ class MetaTrainer:
                 last = self.step_metrics(metrics, *timer.elapsed(step))
                 if self.should_validate(step):
                     last.update(self.validate())
+                    if self.early_stop is not None:
+                        self.early_stop.update(step, validation_criterion(last))
                 self.logger.log(last, step)
             if self.checkpointer.should_save(step):
                 self.checkpointer.save(step, {"step": step, **last})
             timer.tick(step)
+            if self.early_stop is not None and self.early_stop.should_stop:
+                log.info("early stopping at meta-step %d (best: step %d)", step, self.early_stop.best_step)
+                break
         return self.finish(last)
 
     def step_metrics(self, metrics: dict[str, float], steps: int, elapsed: float) -> dict[str, Any]:
@@ -225,6 +247,8 @@ class MetaTrainer:
     def finish(self, last: dict[str, Any]) -> dict[str, Any]:
         """Final validation over every shot count, then the final checkpoint (or just the report)."""
         final: dict[str, Any] = {"step": self.state.step, **last}
+        if self.early_stop is not None:  # validate, save and export the best validated weights
+            final.update(self.early_stop.restore_best(self.state.step))
         if self.state.resumed_from is not None:
             final["resumed_from"] = self.state.resumed_from
         if self.data.valid:
@@ -273,16 +297,24 @@ class MetaTrainer:
         """The algorithm's own test-time adaptation (None: its trained steps; 0: it does not adapt)."""
         return None if self.algorithm.adapts else 0
 
-    def validate(self, shots: list[int] | None = None) -> dict[str, Any]:
-        """Cold-start NDCG@10 / Recall@10 on validation users, each rank scoring its share of the batches
-        (every rank the same number: ZeRO-3 scoring is a collective) and all of them getting every result.
-        With several ``shots`` it also returns the per-K rows as ``eval/cold_start_table``."""
+    def validation_protocol(self, shots: list[int]) -> Any:
+        """The protocol the periodic and final validations score: the configured one (cold start, new items,
+        or leave-one-out with the history masked)."""
         if self.cfg.data.protocol == "loo":
-            return self.validate_loo()
-        shots = shots or [min(3, self.cfg.tasks.support_max)]
-        protocol = ColdStartProtocol(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
+            max_len = self.cfg.model.max_seq_len - self.cfg.model.prefix_tokens(self.cfg.data)
+            return LeaveOneOutProtocol.build(self.data, max_len, self.cfg.eval)
         if self.cfg.data.protocol == "new_items":  # rank the held-out items, as `metarec evaluate` does
-            protocol = NewItemsProtocol.build(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
+            return NewItemsProtocol.build(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
+        return ColdStartProtocol(self.data, shots, self.cfg.tasks.support_max, self.cfg.eval)
+
+    def validate(self, shots: list[int] | None = None) -> dict[str, Any]:
+        """NDCG@10 / Recall@10 on validation users (cold start; leave-one-out: NDCG@10 / HR@10 of each
+        user's second-last item), each rank scoring its share of the batches (every rank the same number:
+        ZeRO-3 scoring is a collective) and all of them getting every result; the algorithm's own test-time
+        adaptation. With several cold-start ``shots`` it also returns the per-K rows as
+        ``eval/cold_start_table``."""
+        shots = shots or self.cfg.train.eval_shots or [min(3, self.cfg.tasks.support_max)]
+        protocol = self.validation_protocol(shots)
         self.engine.eval()
         res = protocol.per_user(
             self.engine,
@@ -294,6 +326,9 @@ class MetaTrainer:
             runner=AcrossRanks(self.ctx),
         )
         self.engine.train()
+        if self.cfg.data.protocol == "loo":
+            loo = res[LOO]
+            return {f"val/loo_{m}": float(loo[m].mean()) for m in ("ndcg@10", "hr@10") if len(loo[m])}
         out: dict[str, Any] = {
             f"val/{k}": v for k, v in flat_means(res).items() if k.startswith(("ndcg@10", "recall@10"))
         }
@@ -307,25 +342,6 @@ class MetaTrainer:
                 for k, r in res.items()
             ]
         return out
-
-    def validate_loo(self) -> dict[str, Any]:
-        """Leave-one-out HR@10 / NDCG@10 of the validation targets (each user's second-last item), history
-        masked; the algorithm's own test-time adaptation, as in the cold-start validation."""
-        protocol = LeaveOneOutProtocol.build(
-            self.data, self.cfg.model.max_seq_len - self.cfg.model.prefix_tokens(self.cfg.data), self.cfg.eval
-        )
-        self.engine.eval()
-        res = protocol.per_user(
-            self.engine,
-            self.data.valid[: self.cfg.train.eval_users],
-            self.validation_steps,
-            ks=(10,),
-            device=self.ctx.device,
-            user_features=self.valid_user_features(),
-            runner=AcrossRanks(self.ctx),
-        )[LOO]
-        self.engine.train()
-        return {f"val/loo_{m}": float(res[m].mean()) for m in ("ndcg@10", "hr@10") if len(res[m])}
 
     # ------------------------------------------------------------------------------------ checkpoints
 

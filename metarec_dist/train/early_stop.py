@@ -1,0 +1,82 @@
+"""Early stopping on the periodic validation: the loop asks it whether to stop, and at the end it puts the
+best validated weights back.
+
+Why in memory rather than a "best" checkpoint: checkpoints are pruned to ``checkpoint.keep`` and are what a
+resume continues from; the best weights are a different thing (an earlier step's model), and at the sizes
+early stopping is for (models that train to convergence in minutes) a copy of the weights is cheap. The
+final checkpoint therefore holds the best weights, with the stopping step's optimizer and task-stream state;
+its metrics name the step the weights are from (``early_stop/best_step``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger("metarec")
+
+
+def validation_criterion(metrics: dict[str, Any]) -> float:
+    """The number early stopping watches: NDCG@10 averaged over the validated support sizes (cold start:
+    ``val/ndcg@10@k<K>``), or the leave-one-out NDCG@10."""
+    if "val/loo_ndcg@10" in metrics:
+        return float(metrics["val/loo_ndcg@10"])
+    values = [float(v) for k, v in metrics.items() if k.startswith("val/ndcg@10@k")]
+    if not values:
+        raise ValueError(f"no validation NDCG@10 in {sorted(metrics)}: is there a validation split?")
+    return sum(values) / len(values)
+
+
+class EarlyStopping:
+    """Counts validations without a new best criterion; ``should_stop`` after ``patience`` of them. Keeps a
+    CPU copy of ``module``'s state at the best validation."""
+
+    def __init__(self, patience: int, module: nn.Module) -> None:
+        self.patience, self.module = patience, module
+        self.best, self.best_step, self.bad = -math.inf, 0, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, step: int, score: float) -> bool:
+        """Record the validation of ``step``; True if it is a new best (ties are not: the earlier model)."""
+        if score > self.best:
+            self.best, self.best_step, self.bad = score, step, 0
+            state = self.module.state_dict()
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad >= self.patience
+
+    def restore_best(self, step: int) -> dict[str, Any]:
+        """Load the best weights into the module (unless they are the current ones); the report's lines."""
+        if self.best_step == 0:  # never validated: nothing to choose from
+            return {}
+        if self.best_state is None:
+            # The best validation came before this process resumed: its weights were not saved.
+            log.warning(
+                "early stopping: the best validation (step %d) was before the resume; keeping step %d's",
+                self.best_step,
+                step,
+            )
+        elif self.best_step != step:
+            self.module.load_state_dict(self.best_state)
+            log.info("early stopping: restored step %d's weights (criterion %.5f)", self.best_step, self.best)
+        return {"early_stop/best_step": self.best_step, "early_stop/best_criterion": self.best}
+
+    # Saved with the checkpoint (counters only; the best weights are not): a resumed run stops where the
+    # uninterrupted one would have.
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "best_step" not in state:  # a checkpoint of a run without early stopping: start counting now
+            return
+        self.best, self.best_step, self.bad = float(state["best"]), int(state["best_step"]), int(state["bad"])
+        self.best_state = None

@@ -1,0 +1,74 @@
+"""train.init_from: a run starts from a finished run's model weights (checkpoint, run folder or export),
+with a fresh optimizer and step; mismatches are UserErrors that name the parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarec_dist.checkpoint import export
+from metarec_dist.config import with_overrides
+from metarec_dist.errors import UserError
+from metarec_dist.eval.loading import load_model
+from metarec_dist.runtime.context import LocalContext
+from metarec_dist.train.trainer import MetaTrainer
+
+
+@pytest.fixture
+def sasrec_run(tiny_cfg, synth_data, tmp_path):
+    """A finished 3-step `sasrec` run: (run folder, its final checkpoint's model weights)."""
+    cfg = with_overrides(tiny_cfg, ["meta.algorithm=sasrec", "train.seed=7"])
+    out = MetaTrainer(cfg, LocalContext(tmp_path / "sasrec"), synth_data).fit()
+    return tmp_path / "sasrec", load_model(out["checkpoint"]).model.state_dict(), out["checkpoint"]
+
+
+def assert_same(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("source", ["run", "checkpoint", "export"])
+def test_a_fomaml_run_starts_from_the_sasrec_weights(tiny_cfg, synth_data, sasrec_run, tmp_path, source):
+    run_dir, weights, checkpoint = sasrec_run
+    path = {"run": run_dir, "checkpoint": checkpoint, "export": tmp_path / "export"}[source]
+    if source == "export":
+        export(checkpoint, path)
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={path}"])  # fomaml, seed 0: other init without it
+    trainer = MetaTrainer(cfg, LocalContext(tmp_path / "fomaml"), synth_data)
+    for name, value in trainer.model.state_dict().items():
+        assert_same(value, weights[name])
+    fresh = MetaTrainer(tiny_cfg, LocalContext(None), synth_data).model.state_dict()
+    assert not torch.equal(fresh["item_emb.weight"], weights["item_emb.weight"])  # the test can fail
+    # Only the weights: the optimizer and the step start fresh, and the run trains its own meta_steps.
+    assert trainer.engine.global_steps == 0 and not trainer.engine.optimizer.state
+    assert trainer.fit()["step"] == cfg.train.meta_steps
+
+
+def test_a_new_adapter_keeps_its_fresh_init(tiny_cfg, synth_data, sasrec_run):
+    _, weights, checkpoint = sasrec_run
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={checkpoint}", "model.adapters=[lowrank,itemlr]"])
+    state = MetaTrainer(cfg, LocalContext(None), synth_data).model.state_dict()
+    plain = MetaTrainer(with_overrides(cfg, ["train.init_from=null"]), LocalContext(None), synth_data)
+    fresh = plain.model.state_dict()
+    n = len(weights["fast_init"])
+    assert_same(state["fast_init"][:n], weights["fast_init"])  # the lowrank slice: the source's
+    assert_same(state["fast_init"][n:], fresh["fast_init"][n:])  # the itemlr slice: fresh
+    assert_same(state["item_factors.weight"], fresh["item_factors.weight"])
+    assert_same(state["backbone.h.0.attn.c_attn.weight"], weights["backbone.h.0.attn.c_attn.weight"])
+
+
+def test_a_missing_path_or_another_shape_is_a_user_error(tiny_cfg, synth_data, sasrec_run, tmp_path):
+    run_dir, _, _ = sasrec_run
+    with pytest.raises(UserError, match="no such file or folder"):
+        MetaTrainer(
+            with_overrides(tiny_cfg, [f"train.init_from={tmp_path / 'nope'}"]), LocalContext(None), synth_data
+        )
+    wider = with_overrides(tiny_cfg, [f"train.init_from={run_dir}", "model.hidden_size=32"])
+    with pytest.raises(UserError, match=r"parameter \S+ has shape \[\d+(, \d+)*\] there and"):
+        MetaTrainer(wider, LocalContext(None), synth_data)
+    other = with_overrides(tiny_cfg, [f"train.init_from={run_dir}", "model.adapters=[itemlr]"])
+    with pytest.raises(UserError, match=r"fast_init has shape .*adapters \['lowrank'\]"):
+        MetaTrainer(other, LocalContext(None), synth_data)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="not a run folder with a complete checkpoint"):
+        MetaTrainer(with_overrides(tiny_cfg, [f"train.init_from={empty}"]), LocalContext(None), synth_data)
