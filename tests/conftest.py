@@ -28,6 +28,15 @@ def _restore_torch_threads():
 _DEFAULT_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """``trained(*settings, features=False, ...)``: a tiny run trained once per session per distinct setting
+    (tests/trained.py); read-only, ``.copy(tmp_path)`` to write into it."""
+    from trained import TrainedRuns
+
+    return TrainedRuns(tmp_path_factory.mktemp("trained"))
+
+
 @pytest.fixture
 def tiny_cfg():
     from metarec_dist.config import load_config

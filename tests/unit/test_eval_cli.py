@@ -1,4 +1,5 @@
-"""``metarec evaluate`` / ``recommend`` on tiny checkpoints trained here (2 meta-steps, synthetic data)."""
+"""``metarec evaluate`` / ``recommend`` on tiny checkpoints (2 meta-steps, synthetic data), trained once per
+session by tests/trained.py."""
 
 from __future__ import annotations
 
@@ -10,42 +11,13 @@ import pytest
 
 from metarec_dist.cli import main
 
-TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-SETTINGS = [
-    "data.format=synthetic",
-    "data.synthetic_users=80",
-    "data.synthetic_items=30",
-    "data.synthetic_groups=3",
-    "model.hidden_size=16",
-    "model.num_heads=2",
-    "model.adapter_rank=2",
-    "model.max_seq_len=16",
-    "tasks.support_max=5",
-    "tasks.query_size=3",
-    "meta.meta_batch_size=8",
-    "train.meta_steps=2",
-    "train.log_every=1",
-    "logging.wandb=off",
-    "eval.n_boot=50",
-    "eval.shots=[1,3]",
-]
-
-
-def _train(root: Path, name: str, *extra: str) -> Path:
-    args = ["train", "--config", TINY]
-    for s in [*SETTINGS, f"runtime.storage_path={root}", f"runtime.run_name={name}", *extra]:
-        args += ["--set", s]
-    assert main(args) == 0
-    return root / name
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
+def runs(trained):
     return {
-        "a": _train(root, "a"),
-        "b": _train(root, "b"),  # same seed as "a"
-        "none": _train(root, "none", "meta.algorithm=none"),
+        "a": trained().folder,
+        "b": trained(replica=1).folder,  # same seed as "a", trained separately
+        "none": trained("meta.algorithm=none").folder,
     }
 
 

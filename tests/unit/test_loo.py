@@ -181,37 +181,11 @@ def test_trainer_validation_is_the_loo_protocol(tiny_cfg):
 
 # ------------------------------------------------------------------------------------------ the CLI
 
-TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-SETTINGS = [
-    "data.format=synthetic",
-    "data.synthetic_users=60",
-    "data.synthetic_items=30",
-    "data.synthetic_groups=3",
-    "data.protocol=loo",
-    "model.hidden_size=16",
-    "model.num_heads=2",
-    "model.adapter_rank=2",
-    "model.max_seq_len=16",
-    "tasks.support_max=10",
-    "tasks.query_size=5",
-    "meta.meta_batch_size=8",
-    "meta.algorithm=sasrec",
-    "train.meta_steps=2",
-    "train.log_every=1",
-    "train.eval_every=1",
-    "logging.wandb=off",
-    "eval.n_boot=50",
-]
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    args = ["train", "--config", TINY]
-    for s in [*SETTINGS, f"runtime.storage_path={root}", "runtime.run_name=loo"]:
-        args += ["--set", s]
-    assert main(args) == 0
-    return root / "loo"
+def run(trained):
+    loo = ["data.protocol=loo", "meta.algorithm=sasrec", "train.eval_every=1"]
+    return trained("data.synthetic_users=60", "tasks.support_max=10", "tasks.query_size=5", *loo).folder
 
 
 def test_evaluate_loo_end_to_end(run, tmp_path, capsys):

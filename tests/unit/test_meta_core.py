@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -484,45 +483,38 @@ def test_meta_training_beats_no_adaptation_on_planted_structure(synth_data):
     assert np.isfinite(float(q_adapted))
 
 
-def test_meta_sgd_rates_are_trained_checkpointed_exported_and_loaded(tiny_cfg, synth_data, tmp_path):
+@pytest.fixture(scope="module")
+def metasgd_run(trained):
+    return trained("meta.algorithm=metasgd")
+
+
+def test_meta_sgd_rates_are_trained_checkpointed_exported_and_loaded(metasgd_run, tmp_path):
     """The rates Meta-SGD owns are optimised by the engine, saved with the checkpoint, exported beside the
     model, and loaded back: the exported learner scores exactly like the trained one."""
     from metarec_dist.eval.protocol import AdaptingScorer
-    from metarec_dist.runtime.context import LocalContext
     from metarec_dist.tasks.sampler import prefix_batch
-    from metarec_dist.train.trainer import MetaTrainer
 
-    tiny_cfg.meta.algorithm = "metasgd"
-    run = tmp_path / "run"
-    trainer = MetaTrainer(tiny_cfg, LocalContext(run), synth_data)
-    out = trainer.fit()
+    trainer, cfg = metasgd_run.trainer, metasgd_run.cfg
     trained = trainer.algorithm.inner_lr_log_scale.detach().clone()
     assert trained.abs().max() > 0  # the optimizer moved them
     assert "algorithm.inner_lr_log_scale" in trainer.engine.module.state_dict()
-    exported = ckpt.load_exported(ckpt.export(Path(out["checkpoint"]), tmp_path / "export"))
+    exported = ckpt.load_exported(ckpt.export(metasgd_run.checkpoint, tmp_path / "export"))
     assert (tmp_path / "export" / ckpt.EXPORT_ALGORITHM).is_file()
     torch.testing.assert_close(exported.algorithm_state["inner_lr_log_scale"], trained)
-    batch = prefix_batch(synth_data.valid[:4], 3, tiny_cfg.tasks.support_max, trainer.model.bos_id)
+    batch = prefix_batch(metasgd_run.data.valid[:4], 3, cfg.tasks.support_max, trainer.model.bos_id)
     trainer.engine.eval()
     with torch.no_grad():
         expected = trainer.engine.score(batch, None)
-        scorer = AdaptingScorer(exported.model, "metasgd", tiny_cfg.meta.inner_lr, exported.algorithm_state)
-        got = scorer.score(batch, tiny_cfg.meta.adaptation_steps)
-        plain = MetaLearner(exported.model, build_algorithm(tiny_cfg.meta, exported.model)).eval()
-        without_rates = plain.score(batch, tiny_cfg.meta.adaptation_steps)  # rates at their init: exp(0) = 1
+        scorer = AdaptingScorer(exported.model, "metasgd", cfg.meta.inner_lr, exported.algorithm_state)
+        got = scorer.score(batch, cfg.meta.adaptation_steps)
+        plain = MetaLearner(exported.model, build_algorithm(cfg.meta, exported.model)).eval()
+        without_rates = plain.score(batch, cfg.meta.adaptation_steps)  # rates at their init: exp(0) = 1
     torch.testing.assert_close(got, expected)
     assert not torch.allclose(without_rates, expected)  # so the loaded rates are what made them equal
 
 
-def test_exported_rates_for_the_wrong_algorithm_are_an_error(tiny_cfg, synth_data, tmp_path):
-    from metarec_dist.runtime.context import LocalContext
-    from metarec_dist.train.trainer import MetaTrainer
-
-    tiny_cfg.meta.algorithm = "metasgd"
-    tiny_cfg.train.meta_steps = 1
-    run = tmp_path / "run"
-    out = MetaTrainer(tiny_cfg, LocalContext(run), synth_data).fit()
-    folder = ckpt.export(Path(out["checkpoint"]), tmp_path / "export")
+def test_exported_rates_for_the_wrong_algorithm_are_an_error(metasgd_run, tmp_path):
+    folder = ckpt.export(metasgd_run.checkpoint, tmp_path / "export")
     (folder / ckpt.EXPORT_ALGORITHM).unlink()
     with pytest.raises(ValueError, match=r"meta\.algorithm=metasgd.*inner_lr_log_scale"):
         ckpt.load_exported(folder)

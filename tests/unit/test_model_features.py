@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from feature_data import feature_config  # noqa: E402
+from trained import SMALL as TRAINED_SMALL  # noqa: E402
 
 from metarec_dist import checkpoint as ckpt  # noqa: E402
 from metarec_dist.cli import main  # noqa: E402
@@ -23,18 +24,7 @@ from metarec_dist.runtime.context import LocalContext  # noqa: E402
 from metarec_dist.tasks.sampler import TaskSampler, prefix_batch  # noqa: E402
 from metarec_dist.train.trainer import MetaTrainer  # noqa: E402
 
-SMALL = [
-    "model.hidden_size=16",
-    "model.num_heads=2",
-    "model.adapter_rank=2",
-    "model.max_seq_len=16",
-    "tasks.support_max=5",
-    "tasks.query_size=3",
-    "meta.meta_batch_size=8",
-    "train.meta_steps=2",
-    "train.log_every=1",
-    "train.eval_users=8",
-]
+SMALL = [*TRAINED_SMALL, "train.eval_users=8"]  # the settings of the shared trained run
 NEW = 7  # the item held out of training in the unseen-item tests
 
 
@@ -174,17 +164,21 @@ def test_encode_user_reads_stated_values_and_rejects_unknown_names(feat):
         encode_user(user, {"height": "180"})
 
 
-def _trained_export(cfg, data, tmp_path) -> tuple[MetaTrainer, Path]:
-    trainer = MetaTrainer(cfg, LocalContext(tmp_path / "run"), data)
-    out = trainer.fit()
-    return trainer, ckpt.export(Path(out["checkpoint"]), tmp_path / "export")
+@pytest.fixture(scope="module")
+def feature_run(trained):
+    """The run of the ``feat`` settings (features on, the built-in defaults), trained once per session."""
+    return trained("train.eval_users=8", features=True, base=None)
 
 
-def test_export_keeps_feature_vocabularies_and_gives_the_same_scores(feat, tmp_path):
-    cfg, data = feat
-    trainer, export = _trained_export(cfg, data, tmp_path)
-    model = trainer.model.eval()
-    loaded = ckpt.load_exported(export)
+@pytest.fixture(scope="module")
+def feature_export(feature_run, tmp_path_factory) -> Path:
+    return ckpt.export(feature_run.checkpoint, tmp_path_factory.mktemp("feature-export") / "export")
+
+
+def test_export_keeps_feature_vocabularies_and_gives_the_same_scores(feature_run, feature_export):
+    cfg, data = feature_run.cfg, feature_run.data
+    model = feature_run.trainer.model.eval()
+    loaded = ckpt.load_exported(feature_export)
     layout = loaded.model.layout
     assert layout == model.layout
     assert {s.name: s.vocab for s in layout.user} == {n: f.vocab for n, f in data.features.user.items()}
@@ -199,10 +193,8 @@ def test_export_keeps_feature_vocabularies_and_gives_the_same_scores(feat, tmp_p
     torch.testing.assert_close(got, want)
 
 
-def test_recommend_with_user_features_shows_titles_and_rejects_unknown_names(feat, tmp_path, capsys):
-    cfg, data = feat
-    _, export = _trained_export(cfg, data, tmp_path)
-    args = ["recommend", "--checkpoint", str(export), "--items", "3,5", "--k", "3"]
+def test_recommend_with_user_features_shows_titles_and_rejects_unknown_names(feature_export, capsys):
+    args = ["recommend", "--checkpoint", str(feature_export), "--items", "3,5", "--k", "3"]
     assert main([*args, "--user", "age=24,gender=M,occupation=astronaut"]) == 0
     out = capsys.readouterr()
     ranked = [ln for ln in out.out.splitlines() if ln.strip()[:2].rstrip(".").isdigit()]
@@ -308,10 +300,17 @@ def test_leave_one_out_with_the_user_token_fits_the_positions(feat, tmp_path):
     assert 0 <= out["val/loo_ndcg@10"] <= 1
 
 
-def test_resume_with_features_equals_the_uninterrupted_run(feat, tmp_path):
+def _settings(cfg) -> dict:
+    """All of a config but where its run and its data files are."""
+    tree = cfg.to_dict()
+    del tree["runtime"], tree["data"]["path"]
+    return tree
+
+
+def test_resume_with_features_equals_the_uninterrupted_run(feat, feature_run, tmp_path):
     cfg, data = feat
-    whole = MetaTrainer(cfg, LocalContext(tmp_path / "whole"), data)
-    whole.fit()
+    whole = feature_run.trainer  # two steps in one go, of the same settings on the same data
+    assert _settings(feature_run.cfg) == _settings(cfg) and cfg.train.meta_steps == 2
     cfg.train.meta_steps = 1
     MetaTrainer(cfg, LocalContext(tmp_path / "parts"), data).fit()
     cfg.train.meta_steps = 2

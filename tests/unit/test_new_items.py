@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from trained import SMALL, TINY
 
 from metarec_dist.cli import main
 from metarec_dist.config import Config, load_config
@@ -32,7 +33,6 @@ from metarec_dist.runtime.context import LocalContext
 from metarec_dist.tasks.types import MetaBatch
 from metarec_dist.train.trainer import MetaTrainer
 
-TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
 NUM_USERS, NUM_ITEMS = 60, 40
 
@@ -143,27 +143,14 @@ def test_new_item_frac_is_validated():
 
 
 def _tiny_cfg(tmp_path: Path, inter: Path, *extra: str) -> Config:
-    return load_config(
-        TINY,
-        [
-            "data.format=recbole",
-            f"data.path={inter}",
-            "data.protocol=new_items",
-            "data.cache=false",
-            "data.valid_frac=0.2",
-            "data.test_frac=0.2",
-            "model.hidden_size=16",
-            "model.num_heads=2",
-            "model.adapter_rank=2",
-            "model.max_seq_len=16",
-            "tasks.support_max=5",
-            "tasks.query_size=3",
-            "meta.meta_batch_size=8",
-            "logging.wandb=off",
-            f"runtime.storage_path={tmp_path}",
-            *extra,
-        ],
-    )
+    item_split = ["data.format=recbole", f"data.path={inter}", "data.protocol=new_items", "data.cache=false"]
+    split = [
+        "data.valid_frac=0.2",
+        "data.test_frac=0.2",
+        "logging.wandb=off",
+        f"runtime.storage_path={tmp_path}",
+    ]
+    return load_config(TINY, [*SMALL, *item_split, *split, *extra])
 
 
 def batch_items(batch: MetaBatch) -> np.ndarray:
@@ -377,21 +364,8 @@ def test_protocols_share_users_and_need_held_out_items(movies):
 
 
 def _train_settings(root: Path, name: str) -> list[str]:
-    return [
-        "model.hidden_size=16",
-        "model.num_heads=2",
-        "model.adapter_rank=2",
-        "model.max_seq_len=16",
-        "tasks.support_max=5",
-        "tasks.query_size=3",
-        "meta.meta_batch_size=8",
-        "train.meta_steps=2",
-        "logging.wandb=off",
-        "eval.n_boot=20",
-        "eval.shots=[1,3]",
-        f"runtime.storage_path={root}",
-        f"runtime.run_name={name}",
-    ]
+    run = ["logging.wandb=off", "eval.n_boot=20", "eval.shots=[1,3]"]
+    return [*SMALL, *run, f"runtime.storage_path={root}", f"runtime.run_name={name}"]
 
 
 def _train(root: Path, name: str, *settings: str) -> Path:
@@ -402,10 +376,8 @@ def _train(root: Path, name: str, *settings: str) -> Path:
     return root / name
 
 
-def test_cli_new_items_and_mixed_tables(movies, tmp_path, capsys):
-    run = _train(
-        tmp_path,
-        "items",
+def test_cli_new_items_and_mixed_tables(movies, trained, tmp_path, capsys):
+    run = trained(
         "data.format=recbole",
         f"data.path={movies}",
         "data.protocol=new_items",
@@ -414,7 +386,7 @@ def test_cli_new_items_and_mixed_tables(movies, tmp_path, capsys):
         "data.valid_frac=0.2",
         "data.test_frac=0.2",
         "data.item_features=[{name: genres, kind: token_seq, column: class}]",
-    )
+    ).folder
     out = tmp_path / "new.json"
     assert main(["evaluate", "--checkpoint", str(run), "--json", str(out), "--steps", "0"]) == 0
     doc = json.loads(out.read_text())
@@ -431,13 +403,14 @@ def test_cli_new_items_and_mixed_tables(movies, tmp_path, capsys):
     assert "New items in the top 10" in capsys.readouterr().out
 
 
-def test_cli_new_items_errors(tmp_path, capsys):
-    synthetic = ["data.format=synthetic", "data.synthetic_users=80", "data.synthetic_items=30"]
-    no_features = _train(tmp_path, "plain", *synthetic, "data.protocol=new_items", "data.new_item_frac=0.4")
+def test_cli_new_items_errors(trained, capsys):
+    no_features = trained(
+        "data.protocol=new_items", "data.new_item_frac=0.4"
+    ).folder  # synthetic: no features
     assert main(["evaluate", "--checkpoint", str(no_features), "--protocol", "new-items"]) == 2
     err = capsys.readouterr().err
     assert "declares no item features (data.item_features)" in err and "Traceback" not in err
-    cold = _train(tmp_path, "cold", *synthetic)
+    cold = trained().folder
     assert main(["evaluate", "--checkpoint", str(cold), "--protocol", "mixed"]) == 2
     assert "retrain with --set data.protocol=new_items" in capsys.readouterr().err
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from trained import train_args
 
 from metarec_dist.checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, MANIFEST, find_checkpoint
 from metarec_dist.cli import main
@@ -16,36 +17,10 @@ from metarec_dist.metrics.redact import redact_text
 
 EXPORT_FILES = {EXPORT_CONFIG, EXPORT_WEIGHTS}
 
-TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-SETTINGS = [
-    "data.format=synthetic",
-    "data.synthetic_users=60",
-    "data.synthetic_items=30",
-    "model.hidden_size=16",
-    "model.num_heads=2",
-    "model.adapter_rank=2",
-    "model.max_seq_len=16",
-    "tasks.support_max=5",
-    "tasks.query_size=3",
-    "meta.meta_batch_size=8",
-    "train.meta_steps=2",
-    "train.log_every=1",
-    "logging.wandb=off",
-]
-
-
-def _train_args(root: Path, name: str, *extra: str) -> list[str]:
-    args = ["train", "--config", TINY]
-    for s in [*SETTINGS, f"runtime.storage_path={root}", f"runtime.run_name={name}", *extra]:
-        args += ["--set", s]
-    return args
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    assert main(_train_args(root, "r")) == 0
-    return root / "r"
+def run(trained) -> Path:
+    return trained().folder
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -129,15 +104,15 @@ def test_a_damaged_manifest_is_named(run, tmp_path, capsys, text):
 def test_storage_path_at_a_file_fails_before_training(tmp_path, capsys):
     blocker = tmp_path / "runs"
     blocker.write_text("")
-    _fails(capsys, _train_args(blocker, "x"), "runtime.storage_path", str(blocker), "is a file")
-    _fails(capsys, _train_args(blocker / "deeper", "x"), str(blocker), "is a file")
+    _fails(capsys, train_args(blocker, "x"), "runtime.storage_path", str(blocker), "is a file")
+    _fails(capsys, train_args(blocker / "deeper", "x"), str(blocker), "is a file")
 
 
 def test_json_into_a_missing_folder_fails_before_training(tmp_path, capsys):
     target = tmp_path / "no" / "such" / "m.json"
-    _fails(capsys, [*_train_args(tmp_path, "x"), "--json", str(target)], "--json", "does not exist")
+    _fails(capsys, [*train_args(tmp_path, "x"), "--json", str(target)], "--json", "does not exist")
     assert not (tmp_path / "x").exists()  # nothing was trained
-    _fails(capsys, [*_train_args(tmp_path, "x"), "--json", str(tmp_path)], "is a folder")
+    _fails(capsys, [*train_args(tmp_path, "x"), "--json", str(tmp_path)], "is a folder")
 
 
 def test_an_os_error_about_a_file_is_one_line_and_verbose_keeps_the_traceback(tmp_path, capsys):
@@ -189,13 +164,13 @@ def test_config_adapter_names_match_the_models():
 
 
 def test_run_name_cannot_escape_storage_path(tmp_path, capsys):
-    _fails(capsys, _train_args(tmp_path / "runs", "../escaped"), "runtime.run_name")
+    _fails(capsys, train_args(tmp_path / "runs", "../escaped"), "runtime.run_name")
     assert not (tmp_path / "escaped").exists()
 
 
-def test_json_report_is_written(run, tmp_path):
+def test_json_report_is_written(tmp_path):
     out = tmp_path / "m.json"
-    assert main([*_train_args(run.parent, "j"), "--json", str(out)]) == 0
+    assert main([*train_args(tmp_path, "j", "train.meta_steps=1"), "--json", str(out)]) == 0
     assert "checkpoint" in json.loads(out.read_text())
 
 
@@ -215,7 +190,7 @@ def test_a_history_holding_the_whole_catalogue_says_nothing_is_left(run, capsys)
 
 
 def test_a_history_longer_than_the_support_gets_a_note(run, capsys):
-    items = _catalogue(run)[:8]  # tasks.support_max=5 in SETTINGS
+    items = _catalogue(run)[:8]  # tasks.support_max=5 in SMALL (tests/trained.py)
     assert main(["recommend", "--checkpoint", str(run), "--items", ",".join(items), "--k", "3"]) == 0
     out = capsys.readouterr()
     assert "the history has 8 items" in out.err and "most recent 5" in out.err
@@ -319,8 +294,6 @@ def test_submit_says_the_token_was_refused(status, capsys):
 
 
 def test_a_damaged_export_config_is_named(run, tmp_path, capsys):
-    from metarec_dist.checkpoint import EXPORT_CONFIG
-
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
     (out / EXPORT_CONFIG).write_text("{not json")
