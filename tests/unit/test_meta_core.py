@@ -469,7 +469,7 @@ def test_meta_training_beats_no_adaptation_on_planted_structure(synth_data):
     algo = build_algorithm(cfg.meta, model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     train = TaskSampler(seqs[:250], cfg.tasks, 60, seed=0)
-    for _ in range(150):
+    for _ in range(60):  # the gap is about 0.5 from step 50 on (0.05 at step 10)
         opt.zero_grad()
         algo.meta_loss(model, train.sample(32)).loss.backward()
         opt.step()
