@@ -3,6 +3,9 @@ session by tests/trained.py."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import json
 from pathlib import Path
 
@@ -33,18 +36,27 @@ def _strip_paths(doc: dict) -> dict:
     return doc
 
 
-def test_evaluate_reports_every_metric_with_intervals(runs, tmp_path, capsys):
-    doc = _evaluate(tmp_path, "--checkpoint", str(runs["a"]))
+@pytest.fixture(scope="module")
+def table_a(runs, tmp_path_factory) -> tuple[dict, str]:
+    """``metarec evaluate`` of run "a" with the defaults: its JSON and what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        doc = _evaluate(tmp_path_factory.mktemp("eval-a"), "--checkpoint", str(runs["a"]))
+    return doc, printed.getvalue()
+
+
+def test_evaluate_reports_every_metric_with_intervals(table_a):
+    doc, printed = table_a
     assert set(doc["methods"]) == {"fomaml", "popularity"} and doc["split"] == "test"
     row = doc["methods"]["fomaml"]["metrics"]["3"]
     assert set(row) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "hr@10", "next_ndcg@10", "mrr"}
     assert row["ndcg@10"]["lo"] <= row["ndcg@10"]["mean"] <= row["ndcg@10"]["hi"]
     assert doc["methods"]["fomaml"]["info"]["adaptation"]["selected_on"] == "valid"
-    assert "K=3" in capsys.readouterr().out
+    assert "K=3" in printed
 
 
-def test_same_seed_gives_the_same_table(runs, tmp_path):
-    a = _evaluate(tmp_path, "--checkpoint", str(runs["a"]))
+def test_same_seed_gives_the_same_table(runs, table_a, tmp_path):
+    a = copy.deepcopy(table_a[0])
     b = _evaluate(tmp_path, "--checkpoint", str(runs["b"]))  # trained separately with the same seed
     assert _strip_paths(a) == _strip_paths(b)
 
