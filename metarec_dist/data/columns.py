@@ -124,14 +124,19 @@ def check_utf8(col: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray
         raise
 
 
+def _checked_column(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str) -> pa.ChunkedArray:
+    """``col`` as one chunked array, binary (not UTF-8 somewhere) decoded or named, with no empty value."""
+    col = _chunked(col)
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        col = check_utf8(col, where, name)
+    _check_no_nulls(col, where, name, role)
+    return col
+
+
 def to_ids(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str, string_ids: bool):
     """Integer ids -> int64 numpy array; with ``string_ids`` -> Arrow string array of non-empty tokens."""
-    col = _chunked(col)
+    col = _checked_column(col, where, name, role)
     typ = col.type
-    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
-        col = check_utf8(col, where, name)
-        typ = col.type
-    _check_no_nulls(col, where, name, role)
     if string_ids:
         if pa.types.is_floating(typ):
             col = pc.cast(_integral(col, where, name, role), pa.int64())
@@ -191,12 +196,8 @@ def _too_large(value: str, role: str) -> str:
 
 def to_numbers(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str) -> np.ndarray:
     """Timestamps or ratings -> float64 numpy array; dates and ISO-8601 times become Unix seconds."""
-    col = _chunked(col)
+    col = _checked_column(col, where, name, role)
     typ = col.type
-    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
-        col = check_utf8(col, where, name)
-        typ = col.type
-    _check_no_nulls(col, where, name, role)
     if pa.types.is_timestamp(typ):
         per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[typ.unit]
         return col.cast(pa.timestamp(typ.unit)).cast(pa.int64()).to_numpy().astype(np.float64) / per_second
