@@ -8,35 +8,15 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from scorers import TableScorer
 
 from metarec_dist.config import EvalConfig, load_config
 from metarec_dist.data.split import UserSplits
 from metarec_dist.eval.protocol import ColdStartProtocol, PopularityScorer, adaptation_grid
 from metarec_dist.eval.stats import MethodResult, bootstrap_summary, mean_over_seeds, paired_diff
-from metarec_dist.tasks.types import MetaBatch
 
 V = 25  # items 1..25; score column j is item j + 1
 EVAL = EvalConfig(num_relevant=3, ks=[2, 4])
-
-
-class TableScorer:
-    """Fixed scores per user, looked up by the items the model is shown; records every input it sees."""
-
-    def __init__(self, table: dict[tuple[int, ...], dict[int, float]]) -> None:
-        self.table, self.seen = table, []
-
-    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
-        bos = V + 1
-        rows = []
-        for ids in batch.item_ids.tolist():
-            shown = tuple(i for i in ids if i not in (0, bos))
-            self.seen.append(shown)
-            row = torch.full((V,), -5.0)
-            for item, s in self.table.get(shown, {}).items():
-                row[item - 1] = s
-            rows.append(row)
-        return torch.stack(rows)
 
 
 def run_scorer(scorer: TableScorer, users: list[np.ndarray], shots: list[int], eval_cfg: EvalConfig = EVAL):
@@ -52,7 +32,7 @@ USERS = [np.array([1, 2, 3, 4, 5, 6]), np.array([1, 2, 1, 7])]
 
 def _scorer_for(k: int) -> TableScorer:  # user A's scores
     a = {1: 10, 2: 9, 3: 8, 6: 7, 4: 6, 7: 5, 8: 4, 5: 3}
-    return TableScorer({(1, 2): a})
+    return TableScorer({(1, 2): a}, V)
 
 
 def test_metrics_by_hand_with_the_support_masked():
@@ -68,7 +48,7 @@ def test_metrics_by_hand_with_the_support_masked():
 
 
 def test_repeated_support_item_is_not_relevant_and_never_ranked():
-    scorer = TableScorer({(1, 2): {1: 10, 2: 9, 3: 8, 7: 7.5}})
+    scorer = TableScorer({(1, 2): {1: 10, 2: 9, 3: 8, 7: 7.5}}, V)
     res = run_scorer(scorer, USERS[1:], [2])[2]
     # Relevant set = {7} (the repeat of 1 is dropped); ranking without the support: 3, 7 -> rank 2.
     assert res["recall@2"][0] == 1.0
@@ -81,7 +61,7 @@ def test_only_the_first_k_items_ever_reach_the_model():
     rng = np.random.default_rng(0)
     users = [rng.permutation(np.arange(1, V + 1))[: rng.integers(4, 20)] for _ in range(30)]
     for k in (1, 3):
-        scorer = TableScorer({})
+        scorer = TableScorer({}, V)
         run_scorer(scorer, users, [k], EvalConfig(num_relevant=3, ks=[2]))
         assert sorted(scorer.seen) == sorted(tuple(u[:k].tolist()) for u in users if len(u) > k)
 
@@ -150,7 +130,7 @@ def test_tune_users_is_a_fixed_subset_of_validation_users(monkeypatch):
     assert firsts == [int(u[0]) for u in protocol(7).tune_users()]  # deterministic
     assert len(protocol(0).tune_users()) == len(protocol(50).tune_users()) == 20
     seen = []
-    monkeypatch.setattr(ColdStartProtocol, "scorer", staticmethod(lambda loaded, lr: TableScorer({})))
+    monkeypatch.setattr(ColdStartProtocol, "scorer", staticmethod(lambda loaded, lr: TableScorer({}, V)))
     real = ColdStartProtocol.per_user
 
     def spy(self, scorer, users, *args, **kwargs):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from data_fixtures import write_csv
+from scorers import TableScorer
 
 from metarec_dist.cli import main
 from metarec_dist.config import EvalConfig
@@ -21,7 +21,6 @@ from metarec_dist.data.split import LOO_MIN_LEN, UserSplits, leave_one_out
 from metarec_dist.eval.loo import LOO
 from metarec_dist.eval.protocol import LeaveOneOutProtocol
 from metarec_dist.eval.report import build_report, format_table
-from metarec_dist.tasks.types import MetaBatch
 
 V = 25  # items 1..25; score column j is item j + 1
 
@@ -87,24 +86,6 @@ def test_cold_start_stays_the_default_and_the_switch_is_checked(tmp_path):
 # ------------------------------------------------------------------------------------------ the metrics
 
 
-class TableScorer:
-    """Fixed scores per input; records the items each user's input shows."""
-
-    def __init__(self, table: dict[tuple[int, ...], dict[int, float]]) -> None:
-        self.table, self.seen = table, []
-
-    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
-        rows = []
-        for ids in batch.item_ids.tolist():
-            shown = tuple(i for i in ids if i not in (0, V + 1))
-            self.seen.append(shown)
-            row = torch.full((V,), -5.0)
-            for item, s in self.table.get(shown, {}).items():
-                row[item - 1] = s
-            rows.append(row)
-        return torch.stack(rows)
-
-
 def _protocol(mask_seen: bool, max_seq_len: int = 3) -> LeaveOneOutProtocol:
     splits = UserSplits(train=[], valid=[], test=[], num_items=V)
     return LeaveOneOutProtocol.build(splits, max_seq_len, EvalConfig(), mask_seen)
@@ -117,7 +98,7 @@ SCORES = {(2, 3): {1: 10, 2: 9, 5: 8, 4: 7, 6: 6}, (1, 2): {1: 10, 7: 9}}
 
 
 def test_metrics_by_hand_with_the_history_masked():
-    scorer = TableScorer(SCORES)
+    scorer = TableScorer(SCORES, V)
     res = _protocol(mask_seen=True).per_user(scorer, [A, B])[LOO]
     assert scorer.seen == [(2, 3), (1, 2)]  # the most recent window only; never the target
     # A: 1 and 2 masked (3 too) -> 5, 4, 6: rank 2. B: its target repeats a history item -> a miss.
@@ -128,7 +109,7 @@ def test_metrics_by_hand_with_the_history_masked():
 
 
 def test_metrics_by_hand_without_masking():
-    res = _protocol(mask_seen=False).per_user(TableScorer(SCORES), [A, B])[LOO]
+    res = _protocol(mask_seen=False).per_user(TableScorer(SCORES, V), [A, B])[LOO]
     # A: 1, 2, 5, 4 -> rank 4; B: its target 1 ranks first.
     assert res["ndcg@5"].tolist() == pytest.approx([1 / math.log2(5), 1.0])
     assert res["hr@5"].tolist() == [1.0, 1.0]
@@ -137,7 +118,7 @@ def test_metrics_by_hand_without_masking():
 
 def test_a_target_below_the_cutoff_is_a_miss():
     scores = {(2, 3): {i: 20.0 - i for i in range(5, 13)} | {4: 0.0}}  # 8 unseen items above the target
-    res = _protocol(mask_seen=True).per_user(TableScorer(scores), [A])[LOO]
+    res = _protocol(mask_seen=True).per_user(TableScorer(scores, V), [A])[LOO]
     assert res["hr@5"].tolist() == [0.0] and res["hr@10"].tolist() == [1.0]
     assert res["ndcg@10"].tolist() == pytest.approx([1 / math.log2(10)])
 
