@@ -22,17 +22,12 @@ from metarec_dist.train.trainer import MetaTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from feature_data import feature_config  # noqa: E402
+from trained import TINY_MODEL  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 BASE = [
-    "model.hidden_size=16",
-    "model.num_heads=2",
-    "model.adapter_rank=2",
-    "model.max_seq_len=16",
-    "tasks.support_max=5",
-    "tasks.query_size=3",
-    "meta.meta_batch_size=8",
+    *TINY_MODEL,
     "train.log_every=1",
     "data.format=synthetic",
     "data.synthetic_users=80",

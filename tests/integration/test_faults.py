@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from trained import TINY_MODEL
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.cli import main
@@ -29,13 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("fault_runner.py")
 RUN = "faults"
 SETTINGS = [
-    "model.hidden_size=16",
-    "model.num_heads=2",
-    "model.adapter_rank=2",
-    "model.max_seq_len=16",
-    "tasks.support_max=5",
-    "tasks.query_size=3",
-    "meta.meta_batch_size=8",
+    *TINY_MODEL,
     "data.synthetic_users=60",
     "data.synthetic_items=40",
     "data.cache=false",
