@@ -126,17 +126,22 @@ def _read_parquet(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
 
 
 def _read_jsonl(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
+    table, where = read_jsonl_table(path)
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no JSON records")
+    roles = resolve_columns(table.column_names, str(path), cfg, optional_rating=ratings)
+    return _build(table, roles, where, cfg, f"{path} (jsonl)")
+
+
+def read_jsonl_table(path: Path) -> tuple[pa.Table, Where]:
+    """A JSON Lines file as one Arrow table, and where its rows are (their line numbers); a file Arrow
+    cannot read is a DataError naming the first bad line."""
     check_file(path)
     try:
         table = pj.read_json(path)
     except pa.ArrowInvalid as exc:
         raise diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
-    if table.num_rows == 0:
-        raise DataError(f"{path}: no JSON records")
-    roles = resolve_columns(table.column_names, str(path), cfg, optional_rating=ratings)
-    return _build(
-        table, roles, Where(str(path), lambda row: f"line {jsonl_line(path, row)}"), cfg, f"{path} (jsonl)"
-    )
+    return table, Where(str(path), lambda row: f"line {jsonl_line(path, row)}")
 
 
 def jsonl_line(path: Path, row: int) -> int:

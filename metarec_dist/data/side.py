@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from metarec_dist.data.columns import CANDIDATES, Where, bare, check_utf8, to_ids, to_numbers
@@ -37,7 +36,7 @@ from metarec_dist.data.features import (
     bucket_labels,
 )
 from metarec_dist.data.layout import EXTENSIONS, Layout
-from metarec_dist.data.readers import diagnose_jsonl, jsonl_line
+from metarec_dist.data.readers import read_jsonl_table
 from metarec_dist.data.textio import TextFile, TextSpec, check_file
 
 ENTITIES = ("user", "item")
@@ -130,13 +129,8 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
         where = Where(str(path), lambda row: f"row {row + 1}")
     else:
-        check_file(path)
-        try:
-            table = pj.read_json(path)
-        except pa.ArrowInvalid as exc:
-            raise diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
+        table, where = read_jsonl_table(path)
         id_col, wanted = _resolve(table.column_names, str(path), entity, specs, cfg)
-        where = Where(str(path), lambda row: f"line {jsonl_line(path, row)}")
     if table.num_rows == 0:
         raise DataError(f"{path}: no rows")
     ids = to_ids(table.column(id_col), where, id_col, entity, cfg.string_ids)

@@ -184,6 +184,15 @@ def test_declared_missing_values_are_missing_not_errors(tmp_path):
     assert features.user["age"].missing == 1
 
 
+def test_a_side_table_line_that_is_not_json_is_named(tmp_path):
+    config = _same_tables_from("jsonl", tmp_path)
+    path = tmp_path / "side" / "items.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:2], '{"item_id": 30, "movie_title": ', *lines[2:]]) + "\n")
+    with pytest.raises(DataError, match=r"items\.jsonl: line 3, column \d+: not valid JSON"):
+        prepare_data(config)
+
+
 def test_wrong_column_type_is_an_error_naming_the_column(tmp_path):
     config = _same_tables_from("parquet", tmp_path)
     path = tmp_path / "side" / "users.parquet"
