@@ -313,11 +313,4 @@ def prefix_batch(
     n = len(sequences)
     k = np.minimum(store.lengths, shots)
     a = collate_windows(store, np.arange(n), np.zeros(n, np.int64), k, support_max, 0, bos_id)
-    return MetaBatch(
-        item_ids=torch.from_numpy(a["item_ids"]),
-        attention_mask=torch.from_numpy(a["attention_mask"]),
-        support_targets=torch.from_numpy(a["support_targets"]),
-        query_targets=torch.from_numpy(a["query_targets"]),
-        task_ids=torch.arange(n),
-        user_features=_tensor(user_features),
-    )
+    return to_meta_batch({**a, "task_ids": np.arange(n, dtype=np.int64), "user_features": user_features})
