@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny model config and synthetic data with planted per-user structure."""
+"""Shared fixtures: a tiny model config, synthetic data with planted per-user structure, and tiny trained
+runs shared by the session."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ _DEFAULT_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinit
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """``trained(*settings, features=False, ...)``: a tiny run trained once per session per distinct setting
-    (tests/trained.py); read-only, ``.copy(tmp_path)`` to write into it."""
+    (tests/trained.py); shared, so read-only."""
     from trained import TrainedRuns
 
     return TrainedRuns(tmp_path_factory.mktemp("trained"))

@@ -1,12 +1,12 @@
 """Tiny trained models for the tests that read a checkpoint, an export or a trained model: each distinct
 setting is trained once per session (``trained`` in tests/conftest.py) instead of once per test or module.
 
-A test that writes into the run folder takes its own copy (``TrainedRun.copy``); the shared one is read-only.
+The runs are shared: a test reads them, and writes (exports, damaged copies, resumed runs) under its own
+tmp_path.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,6 @@ class TrainedRun:
     data: Any
     trainer: Any
     out: dict[str, Any]
-
-    def copy(self, dest: Path) -> Path:
-        """A private copy of the run folder, for a test that writes into it."""
-        return Path(shutil.copytree(self.folder, dest))
 
 
 class TrainedRuns:
