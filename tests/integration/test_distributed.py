@@ -108,35 +108,55 @@ ZERO3_VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("stage,variant", [(0, None), (2, None), (3, "metasgd"), (3, "context")])
-def test_zero_stage_matches_single_process(ray_cluster, tmp_path, stage, variant):
-    options, trained = ZERO3_VARIANTS[variant] if variant else ([], None)
-    args = [
+def _ray_args(stage: int, run_name: str, *extra: str) -> list[str]:
+    return [
         "runtime.backend=ray",
         "runtime.num_workers=2",
         f"runtime.zero_stage={stage}",
-        "train.meta_steps=3",
-        f"runtime.run_name=zero{stage}{variant or ''}",
-        *options,
+        f"runtime.run_name={run_name}",
+        *extra,
     ]
-    out = train_on_ray(_cfg(tmp_path, *args))
-    assert out["step"] == 3
-    distributed = _exported(out["checkpoint"], tmp_path)
+
+
+def _zero_run(storage: Path, stage: int, options: list[str], run_name: str) -> dict:
+    """A 3-step run on 2 ranks: its result, exported state, manifest files and their modes, read at once
+    (before anything resumes the run)."""
+    out = train_on_ray(_cfg(storage, *_ray_args(stage, run_name, "train.meta_steps=3", *options)))
+    files = json.loads((Path(out["checkpoint"]) / "manifest.json").read_text())["files"]
+    modes = {rel: oct((Path(out["checkpoint"]) / rel).stat().st_mode & 0o777) for rel in files}
+    return {"out": out, "state": _exported(out["checkpoint"], storage), "files": files, "modes": modes}
+
+
+@pytest.fixture(scope="module")
+def zero2(ray_cluster, tmp_path_factory) -> dict:
+    """The ZeRO-2 run, shared by the single-process comparison and the resume test (which continues it)."""
+    storage = tmp_path_factory.mktemp("zero2")
+    return {**_zero_run(storage, 2, [], "zero2"), "storage": storage}
+
+
+@pytest.mark.parametrize("stage,variant", [(0, None), (2, None), (3, "metasgd"), (3, "context")])
+def test_zero_stage_matches_single_process(ray_cluster, request, tmp_path, stage, variant):
+    options, trained = ZERO3_VARIANTS[variant] if variant else ([], None)
+    if stage == 2:
+        run = request.getfixturevalue("zero2")
+    else:
+        run = _zero_run(tmp_path, stage, options, f"zero{stage}{variant or ''}")
+    assert run["out"]["step"] == 3
+    distributed = run["state"]
     one = _cfg(tmp_path, "train.meta_steps=3", "tasks.shards=2", *options)
     _assert_same(distributed, _single_process(one))
     if trained:  # the algorithm's own parameter was trained, not just carried along (the encoder's output
         assert distributed[trained].abs().max() > 0  # layer starts at zero, the log-rates at zero)
     if variant == "context":
         assert distributed["item_factors.weight"].shape[1] == 2  # model.adapter_rank
-    files = json.loads((Path(out["checkpoint"]) / "manifest.json").read_text())["files"]
+    files = run["files"]
     if stage == 3:  # one model and one optimizer shard per rank
         for r in (0, 1):
             assert f"engine/state/zero_pp_rank_{r}_mp_rank_00_model_states.pt" in files
             assert f"engine/state/zero_pp_rank_{r}_mp_rank_00_optim_states.pt" in files
     assert {"client_state.json", "rng_rank0.safetensors", "rng_rank1.safetensors"} <= set(files)
     # Ray's copy into storage is private like a local checkpoint (issue 12): 0600 files
-    modes = {rel: oct((Path(out["checkpoint"]) / rel).stat().st_mode & 0o777) for rel in files}
-    assert set(modes.values()) == {"0o600"}, modes
+    assert set(run["modes"].values()) == {"0o600"}, run["modes"]
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -179,20 +199,18 @@ def _driver_must_not_prepare(*args, **kwargs):
     raise AssertionError("the driver prepared the data (it must happen in a Ray task)")
 
 
-def test_stop_then_resume_equals_uninterrupted(ray_cluster, tmp_path, monkeypatch):
+def test_stop_then_resume_equals_uninterrupted(zero2, tmp_path, monkeypatch):
+    """The 3-step ZeRO-2 run, continued to 5 steps under the same run name, equals 5 steps in one go."""
     from metarec_dist.data import pipeline
 
-    args = ["runtime.backend=ray", "runtime.num_workers=2", "runtime.zero_stage=2", "runtime.run_name=resume"]
     # Also: the driver never holds the log; the (uncached) data is prepared by a Ray task, in its own process.
     monkeypatch.setattr(pipeline, "prepare_data", _driver_must_not_prepare)
-    first = train_on_ray(_cfg(tmp_path, *args, "train.meta_steps=2"))
-    assert first["step"] == 2
-    second = train_on_ray(_cfg(tmp_path, *args, "train.meta_steps=4"))  # same run name: resumes
-    assert second["step"] == 4 and second["resumed_from"] == 2
+    second = train_on_ray(_cfg(zero2["storage"], *_ray_args(2, "zero2", "train.meta_steps=5")))  # resumes
+    assert second["step"] == 5 and second["resumed_from"] == 3
     monkeypatch.undo()
     _assert_same(
         _exported(second["checkpoint"], tmp_path),
-        _single_process(_cfg(tmp_path, "train.meta_steps=4", "tasks.shards=2")),
+        _single_process(_cfg(tmp_path, "train.meta_steps=5", "tasks.shards=2")),
     )
 
 
