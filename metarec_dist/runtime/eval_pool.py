@@ -1,5 +1,6 @@
 """Ray actors that run evaluation batches (``eval.workers: N``): the model travels to each actor once per
-evaluation, then the actors pull batch indices as they finish (a slow batch does not hold up the others).
+evaluation, then the actors pull batch indices as they finish (a slow batch does not hold up the others),
+each with its next batch already queued.
 
 One pool per process, kept between evaluations (the grid search scores one setting after another, then the
 test users, the baseline and popularity): starting an actor (a Python process importing torch) costs
@@ -18,6 +19,7 @@ import ray
 from metarec_dist.runtime.ray_launcher import init_ray
 
 _POOL: ActorPool | None = None
+IN_FLIGHT = 2  # batches queued per actor
 
 
 @ray.remote(num_cpus=1)
@@ -75,8 +77,11 @@ class ActorPool:
             results: list[Any] = [None] * n
             pending: dict[Any, tuple[Any, int]] = {}
             todo = iter(range(n))
-            for actor in self.actors:  # one batch in flight per actor; the next when it is done
-                self._submit(actor, key, todo, pending)
+            # Two batches queued per actor: when one finishes the next is already there, so the actor does
+            # not sit idle for the round trip to this process (on a busy 2-core machine ~15% of its time).
+            for _ in range(IN_FLIGHT):
+                for actor in self.actors:
+                    self._submit(actor, key, todo, pending)
             while pending:
                 (done,), _ = ray.wait(list(pending), num_returns=1)
                 actor, index = pending.pop(done)
