@@ -233,6 +233,20 @@ def zero_rank(
         Path(out_dir, f"zero{stage}_rank{rank}.json").write_text(json.dumps(figures))
     finally:
         torch.distributed.destroy_process_group()
+    exit_rank_process()
+
+
+def exit_rank_process() -> None:
+    """End a spawned gloo rank that has written its results, skipping interpreter finalisation.
+
+    Objects still holding gloo work (the DeepSpeed engine's ZeRO-3 hooks and handles) are otherwise
+    destroyed while the interpreter is torn down; their C++ destructors then need the GIL and the process
+    aborts ("terminate called without an active exception", SIGABRT), now and then, after all the work
+    succeeded: torch.multiprocessing reports the rank as failed. Only reached on success (an exception
+    propagates to the spawner as itself)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def free_port() -> int:

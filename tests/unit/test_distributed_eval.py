@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from metarec_dist.bench.scale import exit_rank_process
 from metarec_dist.config import load_config
 from metarec_dist.data import prepare_data
 from metarec_dist.eval.cold_start import PerUser
@@ -76,6 +77,7 @@ def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
         torch.save({"cold": res, "loo": res_loo, "failed": failed}, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    exit_rank_process()  # no interpreter teardown: gloo work freed there can abort a finished rank
 
 
 class _FailsOnRank:
