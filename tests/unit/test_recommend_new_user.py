@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from feature_data import feature_config  # noqa: E402
+from trained import SMALL  # noqa: E402
 
 from metarec_dist import checkpoint as ckpt  # noqa: E402
 from metarec_dist.cli import main  # noqa: E402
@@ -21,19 +22,6 @@ from metarec_dist.eval.recommend import encode_user_features, load_catalogue, re
 from metarec_dist.runtime.context import LocalContext  # noqa: E402
 from metarec_dist.tasks.sampler import prefix_batch  # noqa: E402
 from metarec_dist.train.trainer import MetaTrainer  # noqa: E402
-
-SMALL = [
-    "model.hidden_size=16",
-    "model.num_heads=2",
-    "model.adapter_rank=2",
-    "model.max_seq_len=16",
-    "tasks.support_max=5",
-    "tasks.query_size=3",
-    "meta.meta_batch_size=8",
-    "train.meta_steps=2",
-    "train.log_every=1",
-    "train.eval_users=8",
-]
 
 
 def _export(tmp_path: Path, *extra: str) -> Path:
