@@ -22,7 +22,7 @@ their full matrix is read through the same chunked code. Either way the metrics 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -129,13 +129,11 @@ class ColdStartBatches:
     ) -> ColdStartBatches:
         targets, spans = {}, []
         for k in shots:
-            if k > support_max:
-                raise ValueError(f"eval.shots: {k} exceeds tasks.support_max ({support_max})")
+            check_shots(k, support_max)
             if k in targets:
                 continue
             targets[k] = eval_targets(sequences, k, num_relevant)
-            n = len(targets[k][0])
-            spans += [(k, lo, min(lo + batch_users, n)) for lo in range(0, n, batch_users)]
+            spans += shot_spans(k, len(targets[k][0]), batch_users)
         return cls(
             num_items, sequences, support_max, tuple(ks), item_chunk, device, targets, spans, user_features
         )
@@ -164,14 +162,31 @@ class ColdStartBatches:
         return {name: v.cpu().numpy() for name, v in ranking.result().items()}
 
     def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
-        """Batch results (in batch order) into ``{K: {metric: per-user array}}``."""
-        results: PerUser = {k: {} for k in self.targets}
-        grouped: dict[int, list[dict[str, np.ndarray]]] = {}
-        for (k, _, _), part in zip(self.spans, parts, strict=True):
-            grouped.setdefault(k, []).append(part)
-        for k, batches in grouped.items():
-            results[k] = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
-        return results
+        return assemble_shots(self.targets, self.spans, parts)
+
+
+def check_shots(shots: int, support_max: int) -> None:
+    if shots > support_max:
+        raise ValueError(f"eval.shots: {shots} exceeds tasks.support_max ({support_max})")
+
+
+def shot_spans(shots: int, num_users: int, batch_users: int) -> list[tuple[int, int, int]]:
+    """The batches of one shot count: ``(K, lo, hi)`` over its ``num_users`` kept users, in order."""
+    return [(shots, lo, min(lo + batch_users, num_users)) for lo in range(0, num_users, batch_users)]
+
+
+def assemble_shots(
+    shots: Iterable[int], spans: Sequence[tuple[int, int, int]], parts: Sequence[dict[str, np.ndarray]]
+) -> PerUser:
+    """Batch results (in batch order, one per span) into ``{K: {metric: per-user array}}``; a shot count
+    with no evaluated user gets ``{}``."""
+    results: PerUser = {k: {} for k in shots}
+    grouped: dict[int, list[dict[str, np.ndarray]]] = {}
+    for (k, _, _), part in zip(spans, parts, strict=True):
+        grouped.setdefault(k, []).append(part)
+    for k, batches in grouped.items():
+        results[k] = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    return results
 
 
 def evaluate_cold_start(

@@ -1,10 +1,11 @@
 """Where the evaluation's batches run: in this process, over the Ray Train ranks, or on Ray actors.
 
-An evaluation is a list of independent batches (``ColdStartBatches``, ``LooBatches``): batch ``i`` is a
-fixed group of users of one shot count, and its result is one metric value per user. A runner maps
-``fn(payload, i)`` over the batch indices and returns the results in batch order; ``assemble`` then
+An evaluation is a list of independent batches (``ColdStartBatches``, ``LooBatches``, ``NewItemBatches``):
+batch ``i`` is a fixed group of users of one shot count, and its result is one metric value per user. A runner
+maps ``fn(payload, i)`` over the batch indices and returns the results in batch order; ``assemble`` then
 concatenates them. Because every runner scores exactly the batches of the in-process loop (same users, same
 batch composition, same model), the per-user arrays are the same numbers wherever the batches ran:
+
 
 - :class:`InProcess`: one after the other (``eval.workers: 1``, the default; what the code always did);
 - :class:`AcrossRanks`: inside a distributed training job, rank ``r`` scores batches ``r, r + W, ...`` and

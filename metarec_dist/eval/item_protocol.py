@@ -15,9 +15,7 @@ import torch
 
 from metarec_dist.config import EvalConfig
 from metarec_dist.data.split import UserSplits
-from metarec_dist.eval.cold_start import PerUser, Scorer
-from metarec_dist.eval.distributed import BatchRunner
-from metarec_dist.eval.new_items import ContentKNNScorer, RandomScorer, evaluate_new_items
+from metarec_dist.eval.new_items import ContentKNNScorer, NewItemBatches, RandomScorer
 from metarec_dist.eval.protocol import ColdStartProtocol
 from metarec_dist.eval.stats import MethodResult
 
@@ -53,22 +51,16 @@ class NewItemsProtocol(ColdStartProtocol):
     def empty_split(self, split: str) -> str:
         return f"no {split} users: data.{split}_frac is 0?"
 
-    def per_user(
+    def batches(
         self,
-        scorer: Scorer,
         sequences: list[np.ndarray],
-        steps: int | None = 0,
         ks: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
         user_features: np.ndarray | None = None,
-        runner: BatchRunner | None = None,
-    ) -> PerUser:
-        """As :meth:`ColdStartProtocol.per_user`, but always in this process: the item protocols are not yet
-        cut into independent user batches, so ``runner`` is ignored (every rank then scores every user, which
-        keeps the collective calls equal across ranks)."""
-        del runner
-        return evaluate_new_items(
-            scorer,
+    ) -> NewItemBatches:
+        """The held-out items' candidates and relevant sets (``eval/new_items.py``), cut into batches of
+        users that run wherever :meth:`ColdStartProtocol.per_user`'s runner puts them."""
+        return NewItemBatches.build(
             self.splits.num_items,
             self.new_items,
             sequences,
@@ -77,7 +69,6 @@ class NewItemsProtocol(ColdStartProtocol):
             mixed=self.mixed,
             num_relevant=self.eval_cfg.num_relevant,
             ks=tuple(self.eval_cfg.ks if ks is None else ks),
-            steps=steps,
             batch_users=self.eval_cfg.batch_users,
             device=device,
             item_chunk=self.eval_cfg.item_chunk,

@@ -24,15 +24,25 @@ trained on the same split without item features.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from metarec_dist.data.features import PAD as FEATURE_PAD
 from metarec_dist.data.features import UNKNOWN, FeatureTables
-from metarec_dist.eval.cold_start import PerUser, Scorer, score_into
+from metarec_dist.eval.cold_start import (
+    PerUser,
+    Scorer,
+    assemble_shots,
+    check_shots,
+    score_into,
+    shot_spans,
+)
+from metarec_dist.eval.distributed import run_batches
 from metarec_dist.metrics.ranking import DEFAULT_ITEM_CHUNK, PAD, ChunkedRanking, ScoreRange
 from metarec_dist.tasks.sampler import prefix_batch
 from metarec_dist.tasks.types import MetaBatch, bos_id
@@ -175,64 +185,111 @@ class _Ranked:
         return out
 
 
-@torch.no_grad()
-def evaluate_new_items(
-    scorer: Scorer,
-    num_items: int,
-    new_items: np.ndarray,
-    sequences: list[np.ndarray],
-    shots: Sequence[int],
-    support_max: int,
-    mixed: bool = False,
-    num_relevant: int = 10,
-    ks: Sequence[int] = (10, 20),
-    steps: int | None = None,
-    batch_users: int = 256,
-    device: torch.device | str = "cpu",
-    item_chunk: int = DEFAULT_ITEM_CHUNK,
-    user_features: np.ndarray | None = None,
-) -> PerUser:
-    """Per shot count K, per metric, one value per evaluated user (``new-items`` or ``mixed``, see the
-    module docstring). Under ZeRO-3 every rank must call this with the same users. ``user_features``:
-    ``[len(sequences), F]`` feature ids of each user (None without user features)."""
-    is_new = np.zeros(num_items + 1, dtype=bool)
-    is_new[new_items] = True
-    columns = torch.from_numpy(np.sort(new_items) - 1)
-    is_new_col = torch.from_numpy(is_new[1:])
-    if not mixed and max(*ks, TOP) > len(columns):  # TOP: the next-item metrics' hr@10
-        raise ValueError(
-            f"eval.ks: {max(*ks, TOP)} exceeds the {len(columns)} new items the new-items protocol ranks; "
-            "raise data.new_item_frac (or lower eval.ks)"
-        )
-    results: PerUser = {}
-    for k in shots:
-        if k > support_max:
-            raise ValueError(f"eval.shots: {k} exceeds tasks.support_max ({support_max})")
-        t = new_item_targets(sequences, is_new, k, num_relevant, mixed)
-        relevant = t.relevant if mixed else _to_candidates(t.relevant, columns.numpy())
-        parts: dict[str, list[np.ndarray]] = {}
-        for lo in range(0, len(t.keep), batch_users):
-            sl = slice(lo, min(lo + batch_users, len(t.keep)))
-            feats = None if user_features is None else user_features[t.keep[sl]]
-            batch = prefix_batch(t.old[sl], k, support_max, bos_id(num_items), feats).to(device)
-            support = torch.from_numpy(t.support[sl])
-            ranked = _Ranked(
-                ChunkedRanking(
-                    num_items if mixed else len(columns),
-                    torch.from_numpy(relevant[sl]),
-                    torch.from_numpy(relevant[sl, 0].copy()),
-                    ks=tuple(ks),
-                    exclude=support if mixed else None,  # the support is old: never a new candidate
-                    item_chunk=item_chunk,
-                ),
-                None if mixed else CandidateRange(columns, item_chunk),
-                TopShare(is_new_col, support) if mixed else None,
+@dataclass
+class NewItemBatches:
+    """The item cold-start evaluation as its batches (as :class:`~metarec_dist.eval.cold_start.
+    ColdStartBatches`: batch ``i`` is ``batch_users`` consecutive evaluated users of one shot count, scored
+    on its own, so the batches run in this process, over the training ranks or on Ray actors with the same
+    per-user results). ``targets[K].relevant`` is already in candidate positions for ``new-items``."""
+
+    num_items: int
+    columns: torch.Tensor  # sorted 0-based item columns of the held-out items: the new-items candidates
+    is_new_col: torch.Tensor  # [V] whether item column j is held out
+    mixed: bool
+    support_max: int
+    ks: tuple[int, ...]
+    item_chunk: int
+    device: torch.device | str
+    targets: dict[int, Targets]
+    spans: list[tuple[int, int, int]]  # (K, lo, hi) over that K's evaluated users
+    user_features: np.ndarray | None = None  # [len(sequences), F] feature ids, None without features
+
+    @classmethod
+    def build(
+        cls,
+        num_items: int,
+        new_items: np.ndarray,
+        sequences: list[np.ndarray],
+        shots: Sequence[int],
+        support_max: int,
+        mixed: bool = False,
+        num_relevant: int = 10,
+        ks: Sequence[int] = (10, 20),
+        batch_users: int = 256,
+        device: torch.device | str = "cpu",
+        item_chunk: int = DEFAULT_ITEM_CHUNK,
+        user_features: np.ndarray | None = None,
+    ) -> NewItemBatches:
+        is_new = np.zeros(num_items + 1, dtype=bool)
+        is_new[new_items] = True
+        columns = torch.from_numpy(np.sort(new_items) - 1)
+        if not mixed and max(*ks, TOP) > len(columns):  # TOP: the next-item metrics' hr@10
+            raise ValueError(
+                f"eval.ks: {max(*ks, TOP)} exceeds the {len(columns)} new items the new-items protocol "
+                "ranks; raise data.new_item_frac (or lower eval.ks)"
             )
-            score_into(scorer, batch, steps, ranked)  # type: ignore[arg-type]  # quacks like ChunkedRanking
-            for name, v in ranked.result().items():
-                parts.setdefault(name, []).append(v.cpu().numpy())
-        results[k] = {name: np.concatenate(v) for name, v in parts.items()}
-    return results
+        targets: dict[int, Targets] = {}
+        spans: list[tuple[int, int, int]] = []
+        for k in shots:
+            check_shots(k, support_max)
+            if k in targets:
+                continue
+            t = new_item_targets(sequences, is_new, k, num_relevant, mixed)
+            if not mixed:
+                t.relevant = _to_candidates(t.relevant, columns.numpy())
+            targets[k] = t
+            spans += shot_spans(k, len(t.keep), batch_users)
+        is_new_col = torch.from_numpy(is_new[1:])
+        return cls(
+            num_items,
+            columns,
+            is_new_col,
+            mixed,
+            support_max,
+            tuple(ks),
+            item_chunk,
+            device,
+            targets,
+            spans,
+            user_features,
+        )
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    @torch.no_grad()
+    def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
+        """The metrics of batch ``index``: one value per user of the batch."""
+        k, lo, hi = self.spans[index]
+        t = self.targets[k]
+        feats = None if self.user_features is None else self.user_features[t.keep[lo:hi]]
+        batch = prefix_batch(t.old[lo:hi], k, self.support_max, bos_id(self.num_items), feats)
+        support = torch.from_numpy(t.support[lo:hi])
+        relevant = t.relevant[lo:hi]
+        ranked = _Ranked(
+            ChunkedRanking(
+                self.num_items if self.mixed else len(self.columns),
+                torch.from_numpy(relevant),
+                torch.from_numpy(relevant[:, 0].copy()),
+                ks=self.ks,
+                exclude=support if self.mixed else None,  # the support is old: never a new candidate
+                item_chunk=self.item_chunk,
+            ),
+            None if self.mixed else CandidateRange(self.columns, self.item_chunk),
+            TopShare(self.is_new_col, support) if self.mixed else None,
+        )
+        score_into(scorer, batch.to(self.device), steps, ranked)  # type: ignore[arg-type]  # quacks like it
+        return {name: v.cpu().numpy() for name, v in ranked.result().items()}
+
+    def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
+        return assemble_shots(self.targets, self.spans, parts)
+
+
+def evaluate_new_items(scorer: Scorer, *args: Any, steps: int | None = None, **kwargs: Any) -> PerUser:
+    """Per shot count K, per metric, one value per evaluated user (``new-items`` or ``mixed``, see the
+    module docstring): :meth:`NewItemBatches.build`'s arguments, every batch here in order. ``steps``: the
+    adaptation steps (None: the algorithm's)."""
+    return run_batches(NewItemBatches.build(*args, **kwargs), scorer, steps)
 
 
 def _to_candidates(relevant: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -244,16 +301,27 @@ def _to_candidates(relevant: np.ndarray, columns: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- baselines
 
 
+def user_noise(batch: MetaBatch, num_items: int, seed: int) -> torch.Tensor:
+    """Uniform noise ``[U, V]`` in [0, 1), each user's row from a generator seeded by ``seed`` and the
+    user's own window (``item_ids``): a function of the user, not of which batch, process or order it was
+    scored in, so the seeded baselines give the same numbers on Ray actors (``eval.workers``) as here."""
+    rows = batch.item_ids.cpu().numpy()
+    out = torch.empty(len(rows), num_items)
+    for u, row in enumerate(rows):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(row.tobytes()))
+        out[u] = torch.rand(num_items, generator=g)
+    return out
+
+
 class RandomScorer:
-    """Uniform random scores, from a generator seeded once: the same seed gives the same ranking of the same
-    users in the same order. No two items tie (float scores), so no tie rule favours it."""
+    """Uniform random scores, seeded per user (:func:`user_noise`): the same seed gives the same ranking of
+    the same users wherever they are scored. No two items tie (float scores), so no tie rule favours it."""
 
     def __init__(self, num_items: int, seed: int = 0) -> None:
-        self.num_items = num_items
-        self.generator = torch.Generator().manual_seed(seed)
+        self.num_items, self.seed = num_items, seed
 
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
-        return torch.rand(batch.num_tasks, self.num_items, generator=self.generator)
+        return user_noise(batch, self.num_items, self.seed)
 
 
 def item_feature_matrix(features: FeatureTables, num_items: int) -> torch.Tensor:
@@ -292,8 +360,7 @@ class ContentKNNScorer:
         x = item_feature_matrix(features, num_items)
         self.items = x  # [V, F]
         self.unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.tie_break = tie_break
-        self.generator = torch.Generator().manual_seed(seed)
+        self.tie_break, self.seed = tie_break, seed
 
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
         support = batch.support_targets.cpu()  # [U, Kmax] item ids, 0 where no item
@@ -302,5 +369,5 @@ class ContentKNNScorer:
         profile = profile / profile.norm(dim=1, keepdim=True).clamp_min(1e-12)
         scores = profile @ self.unit.T
         if self.tie_break:
-            scores += self.tie_break * torch.rand(scores.shape, generator=self.generator)
+            scores += self.tie_break * user_noise(batch, scores.shape[1], self.seed)
         return scores
