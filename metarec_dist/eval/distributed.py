@@ -6,7 +6,6 @@ maps ``fn(payload, i)`` over the batch indices and returns the results in batch 
 concatenates them. Because every runner scores exactly the batches of the in-process loop (same users, same
 batch composition, same model), the per-user arrays are the same numbers wherever the batches ran:
 
-
 - :class:`InProcess`: one after the other (``eval.workers: 1``, the default; what the code always did);
 - :class:`AcrossRanks`: inside a distributed training job, rank ``r`` scores batches ``r, r + W, ...`` and
   one ``all_gather`` per evaluation brings every rank the whole result (periodic validation);
