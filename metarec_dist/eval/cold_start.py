@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -189,36 +189,12 @@ def assemble_shots(
     return results
 
 
-def evaluate_cold_start(
-    scorer: Scorer,
-    num_items: int,
-    sequences: list[np.ndarray],
-    shots: Sequence[int],
-    support_max: int,
-    num_relevant: int = 10,
-    ks: Sequence[int] = (10, 20),
-    steps: int | None = None,
-    batch_users: int = 256,
-    device: torch.device | str = "cpu",
-    item_chunk: int = DEFAULT_ITEM_CHUNK,
-    user_features: np.ndarray | None = None,
-) -> PerUser:
-    """Per shot count K, per metric, one value per evaluated user; items are ranked ``item_chunk`` at a time.
-    Every batch in this process, in order. Under ZeRO-3 every rank must run the same number of batches
-    (scoring is a collective forward). ``user_features``: ``[len(sequences), F]`` feature ids of each user
-    (None without user features)."""
-    batches = ColdStartBatches.build(
-        num_items,
-        sequences,
-        shots,
-        support_max,
-        num_relevant,
-        ks,
-        batch_users,
-        device,
-        item_chunk,
-        user_features,
-    )
+def evaluate_cold_start(scorer: Scorer, *args: Any, steps: int | None = None, **kwargs: Any) -> PerUser:
+    """Per shot count K, per metric, one value per evaluated user: :meth:`ColdStartBatches.build`'s
+    arguments, every batch in this process, in order; items are ranked ``item_chunk`` at a time. Under
+    ZeRO-3 every rank must run the same number of batches (scoring is a collective forward). ``steps``: the
+    adaptation steps (None: the algorithm's)."""
+    batches = ColdStartBatches.build(*args, **kwargs)
     return batches.assemble([batches.run(scorer, i, steps) for i in range(len(batches))])
 
 
