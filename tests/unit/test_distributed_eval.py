@@ -1,6 +1,7 @@
 """Distributed evaluation gives the single-process numbers: the user batches scored over 2 gloo ranks
-(periodic validation in a training job) and on 2 Ray actors (``eval.workers: 2``: the adaptation grid
-search and the test users of ``metarec evaluate``) equal the in-process loop exactly, per user."""
+(periodic validation in a training job; cold-start, leave-one-out and the mixed item protocol) and on 2 Ray
+actors (``eval.workers: 2``: the adaptation grid search and the test users of ``metarec evaluate``) equal the
+in-process loop exactly, per user."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from metarec_dist.config import load_config
 from metarec_dist.data import prepare_data
 from metarec_dist.eval.cold_start import PerUser
 from metarec_dist.eval.distributed import AcrossRanks, InProcess
+from metarec_dist.eval.item_protocol import MixedProtocol
 from metarec_dist.eval.loading import LoadedModel
 from metarec_dist.eval.protocol import AdaptingScorer, ColdStartProtocol, Diverged, LeaveOneOutProtocol
 from metarec_dist.models.recommender import SeqRecommender
@@ -69,15 +71,25 @@ def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
         res = protocol.per_user(protocol.scorer(loaded, 0.5), valid, steps=3, runner=runner)
         loo = LeaveOneOutProtocol.build(protocol.splits, 11, protocol.eval_cfg)
         res_loo = loo.per_user(protocol.scorer(loaded, 0.5), valid, steps=1, runner=runner)
+        res_mixed = _mixed(protocol).per_user(protocol.scorer(loaded, 0.5), valid, steps=1, runner=runner)
         try:  # a failure on one rank only: raised on both, after the gather (nobody is left waiting)
             protocol.per_user(_FailsOnRank(rank, protocol.splits.num_items), valid, runner=runner)
             failed = "no error"
         except RuntimeError as exc:
             failed = str(exc)
-        torch.save({"cold": res, "loo": res_loo, "failed": failed}, Path(out_dir) / f"rank{rank}.pt")
+        got = {"cold": res, "loo": res_loo, "mixed": res_mixed, "failed": failed}
+        torch.save(got, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
     exit_rank_process()  # no interpreter teardown: gloo work freed there can abort a finished rank
+
+
+def _mixed(protocol: ColdStartProtocol) -> MixedProtocol:
+    """The mixed item protocol on the same users, the last fifth of the items taken as "new" (the model was
+    not trained without them, which equality does not need)."""
+    n = protocol.splits.num_items
+    splits = dataclasses.replace(protocol.splits, new_items=np.arange(n - n // 5 + 1, n + 1))
+    return MixedProtocol.build(splits, SHOTS, protocol.support_max, protocol.eval_cfg)
 
 
 class _FailsOnRank:
@@ -103,10 +115,13 @@ def test_validation_batches_over_two_gloo_ranks_equal_one_process(tmp_path):
     want = protocol.per_user(protocol.scorer(loaded, 0.5), valid, steps=3, runner=InProcess())
     loo = LeaveOneOutProtocol.build(protocol.splits, 11, protocol.eval_cfg)
     want_loo = loo.per_user(protocol.scorer(loaded, 0.5), valid, steps=1, runner=InProcess())
+    want_mixed = _mixed(protocol).per_user(protocol.scorer(loaded, 0.5), valid, steps=1, runner=InProcess())
+    assert "new@10" in want_mixed[1]
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         _assert_equal(got["cold"], want)
         _assert_equal(got["loo"], want_loo)
+        _assert_equal(got["mixed"], want_mixed)
         assert got["failed"] == "scorer broke on rank 1"
     assert sum(len(v["ndcg@10"]) for v in want.values()) > 40
 
