@@ -47,8 +47,8 @@ class Adapter(ABC):
         return 0
 
     def item_features(self, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``[T, N, item_factor_dim]``: the user's coordinates on the slow item factors."""
-        raise NotImplementedError
+        """``[T, N, item_factor_dim]``: the user's coordinates on the slow item factors (none by default)."""
+        return h.new_zeros((*h.shape[:-1], self.item_factor_dim))
 
 
 class LowRankAdapter(Adapter):

@@ -27,7 +27,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _fails(capsys, argv: list[str], *expected: str) -> str:
+def assert_fails(capsys, argv: list[str], *expected: str) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.startswith("error: "), err
@@ -44,7 +44,7 @@ def test_export_refuses_a_folder_holding_other_files(run, tmp_path, capsys):
     out.mkdir()
     (out / "notes.txt").write_text("precious")
     for extra in ([], ["--overwrite"]):
-        _fails(capsys, ["export", "--checkpoint", str(run), "--out", str(out), *extra], "not empty")
+        assert_fails(capsys, ["export", "--checkpoint", str(run), "--out", str(out), *extra], "not empty")
     assert (out / "notes.txt").read_text() == "precious" and [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
@@ -54,7 +54,7 @@ def test_export_never_touches_the_checkpoint_its_run_or_a_parent(run, capsys, mo
     monkeypatch.chdir(run.parent)
     for out in (ckpt, run, run.parent, Path("."), ckpt / "engine", ckpt / "new"):
         for extra in ([], ["--overwrite"]):
-            _fails(capsys, ["export", "--checkpoint", str(run), "--out", str(out), *extra], str(out))
+            assert_fails(capsys, ["export", "--checkpoint", str(run), "--out", str(out), *extra], str(out))
     assert _tree(run.parent) == before
 
 
@@ -63,7 +63,7 @@ def test_export_replaces_a_previous_export_only_with_overwrite(run, tmp_path, ca
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == EXPORT_FILES
     first = _tree(out)
-    _fails(capsys, ["export", "--checkpoint", str(run), "--out", str(out)], "--overwrite")
+    assert_fails(capsys, ["export", "--checkpoint", str(run), "--out", str(out)], "--overwrite")
     assert main(["export", "--checkpoint", str(run), "--out", str(out), "--overwrite"]) == 0
     assert _tree(out) == first  # same checkpoint, same export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temp or backup folder left
@@ -79,8 +79,8 @@ def test_export_into_an_empty_folder(run, tmp_path):
 def test_export_out_at_a_file_is_a_clear_error(run, tmp_path, capsys):
     target = tmp_path / "model.bin"
     target.write_text("keep me")
-    _fails(capsys, ["export", "--checkpoint", str(run), "--out", str(target)], str(target), "is a file")
-    _fails(capsys, ["export", "--checkpoint", str(run), "--out", str(target / "sub")], "is a file")
+    assert_fails(capsys, ["export", "--checkpoint", str(run), "--out", str(target)], str(target), "is a file")
+    assert_fails(capsys, ["export", "--checkpoint", str(run), "--out", str(target / "sub")], "is a file")
     assert target.read_text() == "keep me"
 
 
@@ -97,27 +97,29 @@ def test_a_damaged_manifest_is_named(run, tmp_path, capsys, text):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(find_checkpoint(run), ckpt)
     (ckpt / MANIFEST).write_bytes(text.encode("latin-1"))
-    _fails(capsys, ["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")], str(ckpt / MANIFEST))
+    assert_fails(
+        capsys, ["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")], str(ckpt / MANIFEST)
+    )
     assert not (tmp_path / "o").exists()
 
 
 def test_storage_path_at_a_file_fails_before_training(tmp_path, capsys):
     blocker = tmp_path / "runs"
     blocker.write_text("")
-    _fails(capsys, train_args(blocker, "x"), "runtime.storage_path", str(blocker), "is a file")
-    _fails(capsys, train_args(blocker / "deeper", "x"), str(blocker), "is a file")
+    assert_fails(capsys, train_args(blocker, "x"), "runtime.storage_path", str(blocker), "is a file")
+    assert_fails(capsys, train_args(blocker / "deeper", "x"), str(blocker), "is a file")
 
 
 def test_json_into_a_missing_folder_fails_before_training(tmp_path, capsys):
     target = tmp_path / "no" / "such" / "m.json"
-    _fails(capsys, [*train_args(tmp_path, "x"), "--json", str(target)], "--json", "does not exist")
+    assert_fails(capsys, [*train_args(tmp_path, "x"), "--json", str(target)], "--json", "does not exist")
     assert not (tmp_path / "x").exists()  # nothing was trained
-    _fails(capsys, [*train_args(tmp_path, "x"), "--json", str(tmp_path)], "is a folder")
+    assert_fails(capsys, [*train_args(tmp_path, "x"), "--json", str(tmp_path)], "is a folder")
 
 
 def test_an_os_error_about_a_file_is_one_line_and_verbose_keeps_the_traceback(tmp_path, capsys):
     missing = tmp_path / "nope.yaml"
-    _fails(capsys, ["print-config", "--config", str(missing)], str(missing))
+    assert_fails(capsys, ["print-config", "--config", str(missing)], str(missing))
     assert main(["--verbose", "print-config", "--config", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: ")
@@ -125,7 +127,7 @@ def test_an_os_error_about_a_file_is_one_line_and_verbose_keeps_the_traceback(tm
 
 def test_credentials_in_a_url_are_not_echoed(tmp_path, capsys):
     url = "https://alice:s3cr3tpass@example.invalid/log.csv"
-    err = _fails(capsys, ["data", "stats", "--path", url, "--format", "csv"])
+    err = assert_fails(capsys, ["data", "stats", "--path", url, "--format", "csv"])
     assert "s3cr3tpass" not in err and "alice" not in err, err
 
 
@@ -164,7 +166,7 @@ def test_config_adapter_names_match_the_models():
 
 
 def test_run_name_cannot_escape_storage_path(tmp_path, capsys):
-    _fails(capsys, train_args(tmp_path / "runs", "../escaped"), "runtime.run_name")
+    assert_fails(capsys, train_args(tmp_path / "runs", "../escaped"), "runtime.run_name")
     assert not (tmp_path / "escaped").exists()
 
 
@@ -186,7 +188,9 @@ def _catalogue(run: Path) -> list[str]:
 
 def test_a_history_holding_the_whole_catalogue_says_nothing_is_left(run, capsys):
     items = ",".join(_catalogue(run))
-    _fails(capsys, ["recommend", "--checkpoint", str(run), "--items", items], "nothing left to recommend")
+    assert_fails(
+        capsys, ["recommend", "--checkpoint", str(run), "--items", items], "nothing left to recommend"
+    )
 
 
 def test_a_history_longer_than_the_support_gets_a_note(run, capsys):
@@ -198,11 +202,11 @@ def test_a_history_longer_than_the_support_gets_a_note(run, capsys):
 
 
 def test_n_boot_zero_is_an_error_not_the_default(run, capsys):
-    _fails(capsys, ["evaluate", "--checkpoint", str(run), "--n-boot", "0"], "--n-boot must be >= 1")
+    assert_fails(capsys, ["evaluate", "--checkpoint", str(run), "--n-boot", "0"], "--n-boot must be >= 1")
 
 
 def test_zero_evaluation_workers_is_an_error(run, capsys):
-    _fails(capsys, ["evaluate", "--checkpoint", str(run), "--workers", "0"], "--workers must be >= 1")
+    assert_fails(capsys, ["evaluate", "--checkpoint", str(run), "--workers", "0"], "--workers must be >= 1")
 
 
 def _read_csv(path: Path, text: str, *settings: str):
@@ -287,7 +291,9 @@ class _Refusing:
 def test_submit_says_the_token_was_refused(status, capsys):
     api = _Refusing(status)
     try:
-        err = _fails(capsys, ["submit", "--address", api.address, "--config", "configs/tiny.yaml"], "token")
+        err = assert_fails(
+            capsys, ["submit", "--address", api.address, "--config", "configs/tiny.yaml"], "token"
+        )
     finally:
         api.close()
     assert "refused the token" in err and "cannot reach" not in err
@@ -297,4 +303,4 @@ def test_a_damaged_export_config_is_named(run, tmp_path, capsys):
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
     (out / EXPORT_CONFIG).write_text("{not json")
-    _fails(capsys, ["recommend", "--checkpoint", str(out), "--items", "1"], str(out / EXPORT_CONFIG))
+    assert_fails(capsys, ["recommend", "--checkpoint", str(out), "--items", "1"], str(out / EXPORT_CONFIG))
