@@ -54,3 +54,12 @@ repro --protocol new-items --section new-items-iddrop --json docs/results/ml100k
   "${IDDROP[@]}" "$@"
 repro --protocol mixed --section mixed-iddrop --reuse-runs --json docs/results/ml100k-features-mixed-iddrop.json \
   "${IDDROP[@]}" "$@"
+
+# New items with model.item_id_dropout 0.7 (the second screen, chosen on validation users among 0.5, 0.7, 0.9
+# and gated + 0.3: docs/results/ml100k-features.md, "New items with model.item_id_dropout: 0.7").
+IDDROP07=(--out runs/ml100k-features-iddrop07 --baseline content-knn --plot '' --set model.item_id_dropout=0.7
+  --method fomaml+features=configs/ml100k-features.yaml)
+repro --protocol new-items --section new-items-iddrop07 \
+  --json docs/results/ml100k-features-new-items-iddrop07.json "${IDDROP07[@]}" "$@"
+repro --protocol mixed --section mixed-iddrop07 --reuse-runs \
+  --json docs/results/ml100k-features-mixed-iddrop07.json "${IDDROP07[@]}" "$@"
