@@ -5,7 +5,8 @@
 #   2. new items (the newest 10% of items held out of training): the content-aware model (fomaml+features)
 #      against the id-only one (fomaml), the content kNN and random, paired with the content kNN;
 #   3. mixed: the same runs ranking all items, new and old (evaluation only: --reuse-runs);
-#   and the cold-start comparison of the variant chosen on validation users (section cold-start-gated).
+#   and the cold-start comparison of the variant chosen on validation users (section cold-start-gated);
+#   the later screens: new items with item_id_dropout 0.7, cold-start users without item content.
 #   bash launch/results_ml100k_features.sh [--seeds 0,1,2] [--jobs 2]
 # Data: $METAREC_DATA_DIR, else ../shared/data next to the repo if present, else ~/.cache/metarec.
 # Runs go to runs/ml100k-features{,-items}/; the page's generated sections are rewritten, its prose kept.
@@ -63,3 +64,10 @@ repro --protocol new-items --section new-items-iddrop07 \
   --json docs/results/ml100k-features-new-items-iddrop07.json "${IDDROP07[@]}" "$@"
 repro --protocol mixed --section mixed-iddrop07 --reuse-runs \
   --json docs/results/ml100k-features-mixed-iddrop07.json "${IDDROP07[@]}" "$@"
+
+# Cold-start users with the user token and no item content (model.item_content off: the K = 1 screen of
+# docs/results/ml100k-features.md, "Cold-start users at K = 1"), against the same fomaml seeds.
+repro --protocol cold_start --section cold-start-contentoff --out runs/ml100k-features-contentoff \
+  --method fomaml=configs/ml100k.yaml --method fomaml+features=configs/ml100k-features.yaml \
+  --set model.item_content=off --pair fomaml+features=fomaml --baseline popularity \
+  --json docs/results/ml100k-features-contentoff.json --plot '' "$@"
