@@ -16,6 +16,7 @@ import torch
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import load_config
 from metarec_dist.data import prepare_data
+from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import LocalContext
 from metarec_dist.runtime.ray_launcher import train_on_ray
 from metarec_dist.train.trainer import MetaTrainer
@@ -159,16 +160,23 @@ def test_zero_stage_matches_single_process(ray_cluster, request, tmp_path, stage
     assert set(run["modes"].values()) == {"0o600"}, run["modes"]
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_zero_with_features_matches_single_process(ray_cluster, tmp_path, stage):
+@pytest.mark.parametrize("stage,protocol", [(2, "cold_start"), (3, "new_items")])
+def test_zero_with_features_matches_single_process(ray_cluster, tmp_path, stage, protocol):
     """Side information on 2 gloo ranks under ZeRO-2/3: the content embeddings and the gate are read through
     the tied score table (external parameters), the user token before BOS; the feature tables reach the
-    Ray workers; the export holds the same weights and feature-id buffers as a single process."""
+    Ray workers; the export holds the same weights and feature-id buffers as a single process. ZeRO-3 runs
+    on the new-items split: the held-out items are no candidate of the training softmax
+    (``model.unseen_items: auto`` -> ``exclude``, built from the union of the ranks' items), so their id
+    rows keep their initial values on every rank's shard of the table."""
+    split = [f"data.protocol={protocol}"]
+    if protocol == "new_items":  # half the 40 items held out: the periodic validation ranks eval.ks of them
+        split += ["data.new_item_frac=0.5", "eval.ks=[5]"]
     args = [
         "runtime.backend=ray",
         "runtime.num_workers=2",
         f"runtime.zero_stage={stage}",
         "train.meta_steps=3",
+        *split,
     ]
     out = train_on_ray(_feature_cfg(tmp_path, *args, f"runtime.run_name=zero{stage}-features"))
     assert out["step"] == 3
@@ -177,8 +185,19 @@ def test_zero_with_features_matches_single_process(ray_cluster, tmp_path, stage)
         k.startswith("user_token.") for k in distributed
     )
     # `content.has_id` (the items with a trained id row) is compared too: the union over every rank's users
-    one = _feature_cfg(tmp_path, "train.meta_steps=3", "tasks.shards=2")
+    one = _feature_cfg(tmp_path, "train.meta_steps=3", "tasks.shards=2", *split)
     _assert_same(distributed, _single_process(one))
+    if protocol == "new_items":
+        assert one.model.unseen_items == "exclude"
+        data = prepare_data(one.data).user_splits()
+        new = torch.as_tensor(data.new_items)
+        assert len(new) and not distributed["content.has_id"][new].any()
+        torch.manual_seed(one.train.seed)  # as MetaTrainer: the rows' initial values
+        init = SeqRecommender.for_data(one.model, data.num_items, data.features, data.train, one.train.seed)
+        torch.testing.assert_close(
+            distributed["item_emb.weight"][new], init.item_emb.weight[new], rtol=0, atol=0
+        )
+        assert not torch.allclose(distributed["item_emb.weight"], init.item_emb.weight)  # the others trained
 
 
 def test_one_rank_zero0_engine_skips_the_all_reduce_and_matches_local(tmp_path):
