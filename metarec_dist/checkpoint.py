@@ -67,6 +67,7 @@ SHAPE_KEYS = (
     "runtime.backend",
     "runtime.deepspeed",
     "runtime.zero_stage",
+    "train.freeze",  # the optimizer holds state only for the trained parameters
 )
 # Settings that say how this invocation runs, not what is trained: never reported as changed.
 _UNCOMPARED = ("logging.", "checkpoint.resume")

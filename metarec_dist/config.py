@@ -185,9 +185,18 @@ class TrainConfig:
     # Initialise the model's weights (not the optimizer, schedule or task stream) from a finished run: its
     # run folder, a checkpoint or an export (e.g. a `sasrec` run meta-fine-tuned by `fomaml`).
     init_from: str | None = None
+    # Model parameters left out of training (requires_grad off, so no gradient and no optimizer state), each
+    # named by a dotted prefix of the model's parameter names: e.g. [backbone, item_emb] meta-trains only the
+    # fast-weight machinery (fast_init, item_factors, Meta-SGD's rates) on top of an init_from model.
+    freeze: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _positive(self, "train", "meta_steps", "log_every")
+        if any(not str(n).strip() for n in self.freeze) or len(set(self.freeze)) != len(self.freeze):
+            raise ValueError(
+                f"train.freeze must list distinct parameter names or prefixes (e.g. [backbone, item_emb]): "
+                f"{self.freeze}"
+            )
         if self.eval_shots is not None and (not self.eval_shots or min(self.eval_shots) < 1):
             raise ValueError(f"train.eval_shots must be a non-empty list of positive ints: {self.eval_shots}")
         if isinstance(self.early_stop_patience, bool) or self.early_stop_patience < 0:

@@ -42,13 +42,24 @@ class EarlyStopping:
 
     def update(self, step: int, score: float) -> bool:
         """Record the validation of ``step``; True if it is a new best (ties are not: the earlier model)."""
-        if score > self.best:
+        better = score > self.best
+        if better:
             self.best, self.best_step, self.bad = score, step, 0
             state = self.module.state_dict()
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-            return True
-        self.bad += 1
-        return False
+        else:
+            self.bad += 1
+        # The validation curve in the log: runs without a metrics logger (reproduce) keep it too.
+        log.info(
+            "validation at meta-step %d: criterion %.5f (best %.5f at step %d, %d/%d without a new best)",
+            step,
+            score,
+            self.best,
+            self.best_step,
+            self.bad,
+            self.patience,
+        )
+        return better
 
     @property
     def should_stop(self) -> bool:

@@ -33,6 +33,7 @@ from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import WorkerContext
 from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_seed, shared_seed
 from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
+from metarec_dist.train.freeze import freeze
 from metarec_dist.train.init_from import init_from
 
 log = logging.getLogger("metarec")
@@ -154,6 +155,8 @@ class MetaTrainer:
         )
         if cfg.train.init_from:  # a finished run's weights; a resume then loads this run's own checkpoint
             init_from(cfg.train.init_from, self.model, cfg.model.adapters)
+        if cfg.train.freeze:  # before the engine: the optimizer then never sees the frozen parameters
+            freeze(self.model, cfg.train.freeze)
         self.algorithm = build_algorithm(cfg.meta, self.model)
         self.sampler = build_sampler(cfg, ctx, data)
         self.per_rank = cfg.meta.meta_batch_size // ctx.world_size

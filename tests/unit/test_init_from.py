@@ -10,6 +10,7 @@ from metarec_dist.checkpoint import export
 from metarec_dist.config import with_overrides
 from metarec_dist.errors import UserError
 from metarec_dist.eval.loading import load_model
+from metarec_dist.eval.protocol import ColdStartProtocol
 from metarec_dist.runtime.context import LocalContext
 from metarec_dist.train.trainer import MetaTrainer
 
@@ -72,3 +73,75 @@ def test_a_missing_path_or_another_shape_is_a_user_error(tiny_cfg, synth_data, s
     empty.mkdir()
     with pytest.raises(UserError, match="not a run folder with a complete checkpoint"):
         MetaTrainer(with_overrides(tiny_cfg, [f"train.init_from={empty}"]), LocalContext(None), synth_data)
+
+
+# ------------------------------------------------------------------------------------ train.freeze
+
+FROZEN = ["train.freeze=[backbone,item_emb]", "model.adapters=[lowrank,itemlr]", "meta.algorithm=metasgd"]
+
+
+def test_a_frozen_warm_start_scores_as_its_source_and_trains_only_the_fast_weights(
+    tiny_cfg, synth_data, sasrec_run, tmp_path
+):
+    """The point of train.freeze: a meta-learner starts exactly at the `sasrec` model (no restart penalty)
+    and only the fast-weight machinery learns; the run checkpoints, resumes and exports as any other."""
+    _, weights, checkpoint = sasrec_run
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={checkpoint}", *FROZEN])
+    run = tmp_path / "frozen"
+    trainer = MetaTrainer(cfg, LocalContext(run), synth_data)
+    source = MetaTrainer(
+        with_overrides(tiny_cfg, [f"train.init_from={checkpoint}"]), LocalContext(None), synth_data
+    )
+    protocol = ColdStartProtocol(synth_data, [1, 3], cfg.tasks.support_max, cfg.eval)
+    for t in (trainer, source):
+        t.engine.eval()
+    ours, theirs = (protocol.per_user(t.engine, synth_data.valid, 0, ks=(10,)) for t in (trainer, source))
+    for k in (1, 3):  # itemlr's fresh fast weights are zero: the same scores as the source at 0 steps
+        torch.testing.assert_close(ours[k]["ndcg@10"], theirs[k]["ndcg@10"])
+    trainable = {n for n, p in trainer.engine.module.named_parameters() if p.requires_grad}
+    assert trainable == {"model.fast_init", "model.item_factors.weight", "algorithm.inner_lr_log_scale"}
+    start = {n: v.clone() for n, v in trainer.engine.module.state_dict().items()}
+    out = trainer.fit()
+    assert len(trainer.engine.optimizer.state) == len(trainable)  # no optimizer state for the frozen ones
+    end = trainer.engine.module.state_dict()
+    for name, value in end.items():
+        if name.startswith(("model.backbone.", "model.item_emb.")):  # frozen: the source's, bit for bit
+            assert_same(value, weights[name.removeprefix("model.")])
+    for name in trainable:
+        assert not torch.equal(end[name], start[name]), name  # the test can fail: these moved
+    # The checkpoint (exported on load) holds the same weights; a resume continues with the same freeze ...
+    loaded = load_model(out["checkpoint"]).model.state_dict()
+    for name, value in trainer.model.state_dict().items():
+        assert_same(loaded[name], value)
+    more = with_overrides(cfg, ["train.meta_steps=4"])
+    resumed = MetaTrainer(more, LocalContext(run), synth_data)
+    assert resumed.fit()["resumed_from"] == 3
+    assert_same(resumed.model.state_dict()["item_emb.weight"], weights["item_emb.weight"])
+    # ... and refuses another one (the optimizer state would not fit).
+    with pytest.raises(UserError, match=r"train\.freeze: \['backbone', 'item_emb'\] -> \['backbone'\]"):
+        MetaTrainer(
+            with_overrides(more, ["train.freeze=[backbone]", "train.meta_steps=5"]),
+            LocalContext(run),
+            synth_data,
+        ).fit()
+
+
+def test_freeze_names_are_checked(tiny_cfg, synth_data):
+    fine = with_overrides(tiny_cfg, ["train.freeze=[backbone.h.0,fast_init]"])
+    frozen = [
+        n
+        for n, p in MetaTrainer(fine, LocalContext(None), synth_data).model.named_parameters()
+        if not p.requires_grad
+    ]
+    assert "fast_init" in frozen and "backbone.h.0.mlp.c_fc.weight" in frozen
+    assert "backbone.h.1.mlp.c_fc.weight" not in frozen and "item_emb.weight" not in frozen
+    for bad in ("backbone.h.0.att", "backbon"):  # a prefix counts only at a dot
+        with pytest.raises(
+            UserError, match=rf"train\.freeze: no model parameter is named \['{bad}'\].*'backbone'"
+        ):
+            MetaTrainer(with_overrides(tiny_cfg, [f"train.freeze=[{bad}]"]), LocalContext(None), synth_data)
+    everything = with_overrides(tiny_cfg, ["train.freeze=[backbone,item_emb,fast_init]"])
+    with pytest.raises(UserError, match="leaves no model parameter to train"):
+        MetaTrainer(everything, LocalContext(None), synth_data)
+    with pytest.raises(ValueError, match="train.freeze must list distinct"):
+        with_overrides(tiny_cfg, ["train.freeze=[backbone,backbone]"])
