@@ -183,7 +183,8 @@ class TrainConfig:
     # best criterion; the best validated weights are what the run then validates, saves and exports. 0: off.
     early_stop_patience: int = 0
     # Initialise the model's weights (not the optimizer, schedule or task stream) from a finished run: its
-    # run folder, a checkpoint or an export (e.g. a `sasrec` run meta-fine-tuned by `fomaml`).
+    # run folder, a checkpoint or an export (e.g. a `sasrec` run meta-fine-tuned by `fomaml`). "{seed}" in it
+    # is replaced by train.seed, so one config warm-starts every seed from the source run of the same seed.
     init_from: str | None = None
     # Model parameters left out of training (requires_grad off, so no gradient and no optimizer state), each
     # named by a dotted prefix of the model's parameter names: e.g. [backbone, item_emb] meta-trains only the
@@ -215,6 +216,11 @@ class TrainConfig:
                 f"train.timing_warmup must be >= 0 and below train.meta_steps ({self.meta_steps}), "
                 f"got {self.timing_warmup}"
             )
+
+    @property
+    def init_from_path(self) -> str | None:
+        """``init_from`` with "{seed}" replaced by this run's seed."""
+        return None if self.init_from is None else self.init_from.replace("{seed}", str(self.seed))
 
 
 @dataclass

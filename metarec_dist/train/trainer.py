@@ -154,7 +154,7 @@ class MetaTrainer:
             cfg.model, data.num_items, data.features, trained_items(ctx, data.train), seed=cfg.train.seed
         )
         if cfg.train.init_from:  # a finished run's weights; a resume then loads this run's own checkpoint
-            init_from(cfg.train.init_from, self.model, cfg.model.adapters)
+            init_from(cfg.train.init_from_path, self.model, cfg.model.adapters)
         if cfg.train.freeze:  # before the engine: the optimizer then never sees the frozen parameters
             freeze(self.model, cfg.train.freeze)
         self.algorithm = build_algorithm(cfg.meta, self.model)

@@ -19,8 +19,8 @@ from metarec_dist.train.trainer import MetaTrainer
 def sasrec_run(tiny_cfg, synth_data, tmp_path):
     """A finished 3-step `sasrec` run: (run folder, its final checkpoint's model weights)."""
     cfg = with_overrides(tiny_cfg, ["meta.algorithm=sasrec", "train.seed=7"])
-    out = MetaTrainer(cfg, LocalContext(tmp_path / "sasrec"), synth_data).fit()
-    return tmp_path / "sasrec", load_model(out["checkpoint"]).model.state_dict(), out["checkpoint"]
+    out = MetaTrainer(cfg, LocalContext(tmp_path / "sasrec-s7"), synth_data).fit()
+    return tmp_path / "sasrec-s7", load_model(out["checkpoint"]).model.state_dict(), out["checkpoint"]
 
 
 def assert_same(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -42,6 +42,18 @@ def test_a_fomaml_run_starts_from_the_sasrec_weights(tiny_cfg, synth_data, sasre
     # Only the weights: the optimizer and the step start fresh, and the run trains its own meta_steps.
     assert trainer.engine.global_steps == 0 and not trainer.engine.optimizer.state
     assert trainer.fit()["step"] == cfg.train.meta_steps
+
+
+def test_seed_in_the_path_is_the_runs_seed(tiny_cfg, synth_data, sasrec_run, tmp_path):
+    """One config warm-starts every seed of a reproduction from the source run of its own seed."""
+    _, weights, _ = sasrec_run
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={tmp_path / 'sasrec-s{seed}'}", "train.seed=7"])
+    assert_same(
+        MetaTrainer(cfg, LocalContext(None), synth_data).model.state_dict()["item_emb.weight"],
+        weights["item_emb.weight"],
+    )
+    with pytest.raises(UserError, match="sasrec-s8: no such file or folder"):
+        MetaTrainer(with_overrides(cfg, ["train.seed=8"]), LocalContext(None), synth_data)
 
 
 def test_a_new_adapter_keeps_its_fresh_init(tiny_cfg, synth_data, sasrec_run):
