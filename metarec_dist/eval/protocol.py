@@ -125,9 +125,11 @@ def adaptation_grid(trained_steps: int, trained_lr: float, finetune: bool) -> li
     return [(0, trained_lr)] + [(s, lr) for s in steps if s > 0 for lr in lrs]
 
 
-def method_name(algorithm: str, finetune: bool) -> str:
-    # Algorithms trained without an inner loop do not adapt by default; +finetune marks that they did.
-    return f"{algorithm}+finetune" if finetune and not ALGORITHMS[algorithm].adapts else algorithm
+def method_name(algorithm: str, finetune: bool, label: str | None = None) -> str:
+    """The name results are reported under: ``label`` (default: the algorithm's name), with "+finetune"
+    when an algorithm trained without an inner loop (which does not adapt by default) was fine-tuned."""
+    name = algorithm if label is None else label
+    return f"{name}+finetune" if finetune and not ALGORITHMS[algorithm].adapts else name
 
 
 @dataclass

@@ -147,7 +147,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
     out_runs: dict[str, Any] = {}
     budget = training_budget(cfg, data.train, data.num_items, trained_steps(loaded))
     for finetune in sorted({False, spec.finetune}):
-        label = spec.method if not finetune else method_name(spec.method, True)
+        label = method_name(loaded.algorithm, finetune, spec.method)  # the label need not be an algorithm
         res = protocol.evaluate(loaded, "test", finetune=finetune, name=label)
         res.info.update(
             {

@@ -219,3 +219,14 @@ def test_reproduce_reuses_only_identical_runs(tmp_path):
     assert list(collect([spec, other], tmp_path)) == ["fomaml"]  # what exists, nothing trained
     with pytest.raises(ValueError, match="--collect: no per-user results"):
         collect([other], tmp_path)
+
+
+def test_a_fine_tuned_method_keeps_its_own_label():
+    """reproduce labels methods freely (``--method sasrec-conv=...``): +finetune goes on the label, and only
+    for an algorithm that does not adapt by default."""
+    from metarec_dist.eval.protocol import method_name
+
+    assert method_name("sasrec", True, "sasrec-conv") == "sasrec-conv+finetune"
+    assert method_name("sasrec", False, "sasrec-conv") == "sasrec-conv"
+    assert method_name("fomaml", True, "fz-fomaml") == "fz-fomaml"
+    assert method_name("none", True) == "none+finetune"
