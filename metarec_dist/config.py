@@ -280,6 +280,9 @@ class LoggingConfig:
     verbose: bool = False
 
 
+ADAPTATION_CHOICES = ("shared", "per_shot")
+
+
 @dataclass
 class EvalConfig:
     shots: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
@@ -296,10 +299,18 @@ class EvalConfig:
     # fixed random subset of N (the same for every method and seed), so that the grid's cost stops growing
     # with the dataset. Test users are always all evaluated.
     tune_users: int = 0
+    # How the adaptation is chosen across shot counts: "shared" = one (steps, inner lr) for every K, by the
+    # criterion averaged over K (every validation user counts once per K: the choice for ~100 of them);
+    # "per_shot" = each K its own, by that K's criterion alone (needs enough validation users per K).
+    adaptation: str = "shared"
 
     def __post_init__(self) -> None:
         if not self.shots or min(self.shots) < 1:
             raise ValueError("eval.shots must be a non-empty list of positive ints")
+        if self.adaptation not in ADAPTATION_CHOICES:
+            raise ValueError(
+                f"eval.adaptation must be one of {', '.join(ADAPTATION_CHOICES)}, got {self.adaptation!r}"
+            )
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"eval.workers must be a positive number of processes, got {self.workers!r}")
         if isinstance(self.tune_users, bool) or not isinstance(self.tune_users, int) or self.tune_users < 0:

@@ -65,7 +65,7 @@ class NewItemsProtocol(ColdStartProtocol):
             self.new_items,
             sequences,
             shots=list(self.shots),
-            support_max=max(self.support_max, max(self.shots)),
+            support_max=self.longest,
             mixed=self.mixed,
             num_relevant=self.eval_cfg.num_relevant,
             ks=tuple(self.eval_cfg.ks if ks is None else ks),

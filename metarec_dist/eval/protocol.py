@@ -9,14 +9,16 @@ algorithm's test-time protocol:
 
 Adaptation settings are chosen on VALIDATION users only. The trained values are always in the grid, and so
 is "no adaptation" (steps = 0): if adapting hurts on validation users it is switched off rather than
-reported. One setting for all shot counts: averaging the selection criterion over K uses every validation
-user once per K, which matters with ~100 of them.
+reported. By default one setting for all shot counts (``eval.adaptation: shared``): averaging the selection
+criterion over K uses every validation user once per K, which matters with ~100 of them. With thousands
+(``eval.adaptation: per_shot``) each K gets the setting that is best for that K alone: a user with one
+interaction may want fewer steps than one with ten.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -107,15 +109,48 @@ class Adaptation:
     val_score: float | None = None  # mean validation NDCG@10 over the shot counts
     grid_size: int = 1
     selected_on: str = "fixed"  # "valid" when searched on validation users
+    # eval.adaptation = per_shot: K -> (steps, inner_lr, that K's validation score); ``steps`` / ``inner_lr``
+    # above are then the shared choice, kept for reference, and ``val_score`` the mean of the per-K scores.
+    per_shot: dict[int, tuple[int, float, float]] | None = None
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        return {
+    def setting(self, shot: int) -> tuple[int, float]:
+        """The (steps, inner_lr) used for support size ``shot``."""
+        if self.per_shot is None:
+            return self.steps, self.inner_lr
+        steps, lr, _ = self.per_shot[shot]
+        return steps, lr
+
+    def groups(self, shots: Sequence[int]) -> dict[tuple[int, float], list[int]]:
+        """The shot counts that share a setting, so each setting scores the users once."""
+        out: dict[tuple[int, float], list[int]] = {}
+        for k in shots:
+            out.setdefault(self.setting(k), []).append(k)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "steps": self.steps,
             "inner_lr": self.inner_lr,
             f"val_{CRITERION}": self.val_score,
             "grid_size": self.grid_size,
             "selected_on": self.selected_on,
         }
+        if self.per_shot is not None:
+            out["per_shot"] = {
+                str(k): {"steps": s, "inner_lr": lr, f"val_{CRITERION}": v}
+                for k, (s, lr, v) in sorted(self.per_shot.items())
+            }
+        return out
+
+
+def _best(candidates: dict[tuple[int, float], Any], score: Callable[[tuple[int, float]], float]) -> tuple:
+    """The candidate with the highest score; candidates come in (steps, lr) order and a later one must win
+    by more than float noise, so ties go to fewer steps, then the lower lr."""
+    best = None
+    for c in candidates:
+        if best is None or score(c) > score(best) + 1e-12:
+            best = c
+    return best
 
 
 def adaptation_grid(trained_steps: int, trained_lr: float, finetune: bool) -> list[tuple[int, float]]:
@@ -186,7 +221,7 @@ class ColdStartProtocol:
             self.splits.num_items,
             sequences,
             shots=list(self.shots),
-            support_max=max(self.support_max, max(self.shots)),
+            support_max=self.longest,
             num_relevant=self.eval_cfg.num_relevant,
             ks=tuple(self.eval_cfg.ks if ks is None else ks),
             batch_users=self.eval_cfg.batch_users,
@@ -210,12 +245,12 @@ class ColdStartProtocol:
 
     def tune(self, loaded: LoadedModel, grid: list[tuple[int, float]]) -> Adaptation:
         """The grid point with the best mean validation NDCG@10 over the shots (ties: fewer steps, lower
-        lr)."""
+        lr); with ``eval.adaptation: per_shot`` also each shot count's best point by its own NDCG@10."""
         if not self.splits.valid:
             raise ValueError(
                 "no validation users to choose the adaptation steps/lr on (data.valid_frac is 0?)"
             )
-        best: Adaptation | None = None
+        scores: dict[tuple[int, float], dict[int, float]] = {}
         users = self.tune_users()
         for steps, lr in sorted(grid):
             try:
@@ -224,14 +259,17 @@ class ColdStartProtocol:
                 )
             except Diverged:  # too large an inner lr for this many steps: not a candidate
                 continue
-            score = float(np.mean([res[k][CRITERION].mean() for k in self.shots]))
-            if best is None or score > best.val_score + 1e-12:
-                best = Adaptation(steps, lr, score, selected_on="valid")
-        if best is None:
+            scores[steps, lr] = {k: float(res[k][CRITERION].mean()) for k in self.shots}
+        if not scores:
             raise ValueError(
                 "every adaptation setting gives non-finite scores: the model itself is broken (NaN)"
             )
-        best.grid_size = len(grid)
+        steps, lr = _best(scores, lambda s: float(np.mean(list(scores[s].values()))))
+        best = Adaptation(steps, lr, float(np.mean(list(scores[steps, lr].values()))), len(grid), "valid")
+        if self.eval_cfg.adaptation == "per_shot":
+            per_k = {k: _best(scores, lambda s, k=k: scores[s][k]) for k in self.shots}
+            best.per_shot = {k: (s, lr, scores[s, lr][k]) for k, (s, lr) in per_k.items()}
+            best.val_score = float(np.mean([v for _, _, v in best.per_shot.values()]))
         return best
 
     def tune_index(self) -> np.ndarray | None:
@@ -271,14 +309,31 @@ class ColdStartProtocol:
         adaptation = self.choose_adaptation(loaded, finetune, fixed)
         return MethodResult(
             name or method_name(loaded.algorithm, finetune),
-            self.per_user(
-                self.scorer(loaded, adaptation.inner_lr),
-                users,
-                adaptation.steps,
-                user_features=self.splits.user_features(split),
-            ),
+            self.adapted_per_user(loaded, adaptation, users, self.splits.user_features(split)),
             {"algorithm": loaded.algorithm, "adaptation": adaptation.as_dict(), **self.facts()},
         )
+
+    def adapted_per_user(
+        self,
+        loaded: LoadedModel,
+        adaptation: Adaptation,
+        users: list[np.ndarray],
+        user_features: np.ndarray | None = None,
+    ) -> PerUser:
+        """Per-user results of ``loaded`` under ``adaptation``: each group of shot counts that shares a
+        setting is scored by this protocol restricted to those shots (the same users and windows per K)."""
+        groups = adaptation.groups(self.shots)
+        results: PerUser = {}
+        for (steps, lr), shots in groups.items():
+            # Restricted to some shots, the support buffer stays as long as for all of them.
+            part = self if len(groups) == 1 else replace(self, shots=tuple(shots), support_max=self.longest)
+            results.update(part.per_user(self.scorer(loaded, lr), users, steps, user_features=user_features))
+        return {k: results[k] for k in self.shots}
+
+    @property
+    def longest(self) -> int:
+        """The support buffer the batches are built with: the longest support of any shot count."""
+        return max(self.support_max, max(self.shots))
 
     def facts(self) -> dict[str, Any]:
         """What every result of this protocol records about it (none for the plain cold-start one)."""

@@ -72,6 +72,8 @@ def _diff(c: dict[str, float]) -> str:
 
 
 def _adaptation(a: dict[str, Any]) -> str:
+    if a.get("per_shot"):  # eval.adaptation = per_shot: one setting per support size
+        return "(" + ", ".join(f"K={k}: {_adaptation(s)}" for k, s in a["per_shot"].items()) + ")"
     return "none" if a["steps"] == 0 else f"{a['steps']} steps at lr {a['inner_lr']:g}"
 
 

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scorers import TableScorer
 
 from metarec_dist.config import EvalConfig, load_config
@@ -230,3 +231,49 @@ def test_a_fine_tuned_method_keeps_its_own_label():
     assert method_name("sasrec", False, "sasrec-conv") == "sasrec-conv"
     assert method_name("fomaml", True, "fz-fomaml") == "fz-fomaml"
     assert method_name("none", True) == "none+finetune"
+
+
+class StepScorer:
+    """Puts each user's next three items (the users below hold consecutive ids) on top when ``steps`` is the
+    one that suits the support size shown, at the bottom otherwise: shared and per-K choices differ."""
+
+    def __init__(self, best_steps: dict[int, int]) -> None:
+        self.best_steps = best_steps
+
+    def score(self, batch, steps: int | None = None) -> torch.Tensor:
+        rows = []
+        for ids in batch.item_ids.tolist():
+            shown = [i for i in ids if i not in (0, V + 1)]
+            row = torch.zeros(V)
+            for item in range(shown[-1] + 1, shown[-1] + 4):
+                row[item - 1] = 5.0 if self.best_steps[len(shown)] == steps else -5.0
+            rows.append(row)
+        return torch.stack(rows)
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_shot"])
+def test_adaptation_chosen_per_support_size(monkeypatch, mode):
+    """``eval.adaptation: per_shot``: each K gets the validation-best setting for that K alone, and the test
+    rows of each K equal the full protocol's rows at that K's setting (same users, same windows); ``shared``
+    keeps one setting for every K, chosen on the mean over K."""
+    users = [np.arange(s, s + 8) for s in (1, 9, 5)]
+    splits = UserSplits(train=users[:1], valid=users, test=users[::-1], num_items=V)
+    protocol = ColdStartProtocol(splits, [1, 3], 5, EvalConfig(num_relevant=3, ks=[10], adaptation=mode))
+    scorer = StepScorer({1: 0, 3: 5})  # K = 1 wants no step, K = 3 five
+    monkeypatch.setattr(ColdStartProtocol, "scorer", staticmethod(lambda loaded, lr: scorer))
+    chosen = protocol.tune(None, [(0, 0.5), (1, 0.5), (5, 0.5)])
+    assert (chosen.steps, chosen.inner_lr) == (0, 0.5)  # the shared choice: a tie at 0.5, fewer steps win
+    results = protocol.adapted_per_user(None, chosen, splits.test)
+    at = {s: protocol.per_user(scorer, splits.test, s) for s in (0, 5)}
+    if mode == "shared":
+        assert chosen.per_shot is None and "per_shot" not in chosen.as_dict() and chosen.val_score == 0.5
+        assert results[3]["ndcg@10"].tolist() == at[0][3]["ndcg@10"].tolist() == [0, 0, 0]
+        return
+    assert chosen.per_shot == {1: (0, 0.5, 1.0), 3: (5, 0.5, 1.0)} and chosen.val_score == 1.0
+    for k, s in ((1, 0), (3, 5)):
+        for metric, values in results[k].items():
+            assert values.tolist() == at[s][k][metric].tolist(), (k, metric)
+    assert results[1]["ndcg@10"].tolist() == results[3]["ndcg@10"].tolist() == [1, 1, 1]
+    assert chosen.as_dict()["per_shot"]["3"] == {"steps": 5, "inner_lr": 0.5, "val_ndcg@10": 1.0}
+    with pytest.raises(ValueError, match="eval.adaptation must be one of shared, per_shot"):
+        EvalConfig(adaptation="per_k")
