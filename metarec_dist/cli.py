@@ -38,6 +38,11 @@ def _config(args: argparse.Namespace) -> Config:
     from metarec_dist.meta import algorithm_class  # imports torch, so only after the config itself is fine
 
     algorithm_class(cfg.meta)  # an unknown algorithm or an option it ignores: fail before data or training
+    from metarec_dist.train.pretrain import pretrain_config
+
+    stage = pretrain_config(cfg)  # train.pretrain: its file is read and checked now too
+    if stage is not None:
+        algorithm_class(stage.meta)
     return cfg
 
 

@@ -190,9 +190,22 @@ class TrainConfig:
     # named by a dotted prefix of the model's parameter names: e.g. [backbone, item_emb] meta-trains only the
     # fast-weight machinery (fast_init, item_factors, Meta-SGD's rates) on top of an init_from model.
     freeze: list[str] = field(default_factory=list)
+    # A first training stage: the config file of a run trained (to its end, e.g. a converged `sasrec`) into
+    # <run folder>/pretrain before this run, which then starts from its weights as init_from would. The stage
+    # takes this config's data, eval, runtime, logging, train.seed and checkpoint.resume (the two cannot
+    # disagree on data); the rest is its own file. A relative path is found next to this config file, else in the
+    # current directory (load_config makes it absolute). See metarec_dist/train/pretrain.py.
+    pretrain: str | None = None
 
     def __post_init__(self) -> None:
         _positive(self, "train", "meta_steps", "log_every")
+        if self.pretrain is not None and not str(self.pretrain).strip():
+            raise ValueError("train.pretrain must be the path of a config file (or null)")
+        if self.pretrain is not None and self.init_from is not None:
+            raise ValueError(
+                f"train.init_from ({self.init_from}) and train.pretrain ({self.pretrain}) are both set: "
+                "pretrain trains the run this one starts from; set one of them (init_from: null)"
+            )
         if any(not str(n).strip() for n in self.freeze) or len(set(self.freeze)) != len(self.freeze):
             raise ValueError(
                 f"train.freeze must list distinct parameter names or prefixes (e.g. [backbone, item_emb]): "
@@ -504,14 +517,30 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file, then each ``--set`` override in order."""
+    """Defaults, then the YAML file, then each ``--set`` override in order; ``train.pretrain`` made absolute
+    (``resolve_pretrain``)."""
     tree = read_yaml(path) if path is not None else {}
     for text in overrides:
         merge_override(tree, *parse_override(text))
+    train = tree.get("train")
+    if isinstance(train, dict) and isinstance(train.get("pretrain"), str) and train["pretrain"].strip():
+        train["pretrain"] = resolve_pretrain(train["pretrain"], path)
     try:
         return from_dict(Config, tree)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
+    """``train.pretrain`` as an absolute path: as given when absolute; else next to the config file that
+    names it when the file is there (``pretrain: coldstart-sasrec.yaml`` beside ``coldstart.yaml``), else
+    relative to the current directory. Whether the file exists is checked when the stage is built."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    if config_path is not None and (beside := Path(config_path).parent / p).is_file():
+        return str(beside.resolve())
+    return str(p.resolve())
 
 
 def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:

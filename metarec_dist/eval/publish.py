@@ -128,10 +128,18 @@ def markdown_tables(doc: dict[str, Any], section: str | None = None) -> str:
 
 
 def _steps(per_seed: list[dict[str, Any]]) -> str:
-    """Meta-steps, mean per seed; early-stopped runs add the mean step of the weights they kept."""
+    """Meta-steps, mean per seed; early-stopped runs add the mean step of the weights they kept; two-stage
+    runs (train.pretrain) show the first stage's, then ``+`` the second's."""
     text = f"{sum(s['meta_steps'] for s in per_seed) / len(per_seed):.0f}"
     best = [s["best_step"] for s in per_seed if s.get("best_step") is not None]
-    return f"{text} (best {sum(best) / len(best):.0f})" if best else text
+    text = f"{text} (best {sum(best) / len(best):.0f})" if best else text
+    first = [s["pretrain"] for s in per_seed if s.get("pretrain")]
+    return f"{_steps(first)} + {text}" if len(first) == len(per_seed) else text
+
+
+def _with_first_stage(s: dict[str, Any], key: str) -> float:
+    """A budget figure of one seed's run, its first stage's (train.pretrain) included."""
+    return s[key] + (s.get("pretrain") or {}).get(key, 0)
 
 
 def _budget_lines(methods: dict[str, Any]) -> list[str]:
@@ -144,7 +152,7 @@ def _budget_lines(methods: dict[str, Any]) -> list[str]:
             continue
         n = len(per_seed)
         val = sum(s["val_ndcg@10"] for s in per_seed) / n
-        tokens = sum(s["tokens"] for s in per_seed) / n
+        tokens = sum(_with_first_stage(s, "tokens") for s in per_seed) / n
         timed = [s["train_s"] for s in per_seed if s.get("train_s") is not None]  # None: a reused run
         minutes = f"{sum(timed) / len(timed) / 60:.1f}" if timed else "-"
         rows.append(
@@ -152,7 +160,7 @@ def _budget_lines(methods: dict[str, Any]) -> list[str]:
                 name,
                 f"{val:.4f}",
                 _steps(per_seed),
-                f"{sum(s['tasks'] for s in per_seed) / n:.0f}",
+                f"{sum(_with_first_stage(s, 'tasks') for s in per_seed) / n:.0f}",
                 f"{tokens / 1e6:.2f}M",
                 minutes,
             ]
@@ -163,8 +171,9 @@ def _budget_lines(methods: dict[str, Any]) -> list[str]:
     return [
         "",
         "Validation score (the tuning users, at the chosen adaptation) and training budget, mean per seed "
-        "(tokens: non-padding window positions, measured on the run's own task sampler; train minutes on "
-        "a shared machine, indicative only):",
+        "(tokens: non-padding window positions, measured on the run's own task sampler; a two-stage run "
+        "(train.pretrain) counts both stages, its meta-steps as first + second stage; train minutes on "
+        "a shared machine, indicative only; '-' for a run evaluated from another's first stage):",
         "",
         *render_table(head, rows, markdown=True),
     ]

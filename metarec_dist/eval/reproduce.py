@@ -26,6 +26,7 @@ marked section of the Markdown file, so several comparisons share one page.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import pickle
@@ -63,6 +64,9 @@ class RunSpec:
         "cold_start"  # cold_start | new-items | mixed (the last two train on data.protocol=new_items)
     )
     reuse_runs: bool = False  # evaluate a finished run of the same settings instead of training it again
+    # The first stage (train.pretrain) of another method's run of this seed that is exactly this run: it is
+    # evaluated instead of training the same model twice (share_first_stages)
+    shared_run: str | None = None
 
     @property
     def run_name(self) -> str:
@@ -118,34 +122,26 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
     if reuse and (earlier := reusable(spec, out)) is not None:
         log.info("%s: reusing %s", spec.run_name, out / "per_user")
         return earlier
-    from metarec_dist.config import load_config
     from metarec_dist.eval.loading import load_model, load_prepared
     from metarec_dist.eval.protocol import method_name
 
-    runs = out / "runs"
-    cfg = load_config(
-        spec.config,
-        [
-            f"train.seed={spec.seed}",
-            f"runtime.storage_path={runs}",
-            f"runtime.run_name={spec.run_name}",
-            "checkpoint.resume=false",
-            "logging.wandb=off",
-            *spec.all_overrides,
-        ],
-    )
-    run_dir = runs / spec.run_name
+    cfg = spec_config(spec, out)
+    run_dir = out / "runs" / spec.run_name
     t0 = time.perf_counter()
-    checkpoint = reused_checkpoint(run_dir, cfg) if spec.reuse_runs else None
+    checkpoint = shared_checkpoint(spec, cfg) if spec.shared_run else None
+    if checkpoint is None and spec.reuse_runs:
+        checkpoint = reused_checkpoint(run_dir, cfg)
     train_s = None
     if checkpoint is None:
-        checkpoint = train_one(cfg, run_dir)
+        checkpoint = train_one(cfg, run_dir, keep_first_stage=spec.reuse_runs)
         train_s = round(time.perf_counter() - t0, 1)
     loaded = load_model(checkpoint)
     data = load_prepared(loaded.cfg).user_splits()
     protocol = build_protocol(spec.protocol, data, shots, cfg)
     out_runs: dict[str, Any] = {}
     budget = training_budget(cfg, data.train, data.num_items, trained_steps(loaded))
+    if cfg.train.pretrain:  # the first stage's budget too: the recipe's cost is both stages
+        budget["pretrain"] = first_stage_budget(cfg, data)
     for finetune in sorted({False, spec.finetune}):
         label = method_name(loaded.algorithm, finetune, spec.method)  # the label need not be an algorithm
         res = protocol.evaluate(loaded, "test", finetune=finetune, name=label)
@@ -156,6 +152,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
                 "overrides": list(spec.overrides),
                 "train_s": train_s,
                 "checkpoint": checkpoint,
+                **({"shared_run": spec.shared_run} if spec.shared_run else {}),
                 "val_ndcg@10": validation_score(protocol, loaded, res.info["adaptation"]),
                 **budget,
             }
@@ -166,6 +163,84 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(out_runs))
     return out_runs
+
+
+def spec_config(spec: RunSpec, out: Path) -> Config:
+    """The config ``spec`` trains: its file with the seed, the run folder ``<out>/runs/<method>-s<seed>``
+    (never resumed) and the overrides."""
+    from metarec_dist.config import load_config
+
+    return load_config(
+        spec.config,
+        [
+            f"train.seed={spec.seed}",
+            f"runtime.storage_path={out / 'runs'}",
+            f"runtime.run_name={spec.run_name}",
+            "checkpoint.resume=false",
+            "logging.wandb=off",
+            *spec.all_overrides,
+        ],
+    )
+
+
+def share_first_stages(specs: list[RunSpec], out: Path) -> list[RunSpec]:
+    """``specs`` with ``shared_run`` set where a run is exactly the first stage (``train.pretrain``) of
+    another spec's run of the same seed and protocol (the recipe and its baseline: `coldstart` starts from a
+    converged `sasrec` that IS the `sasrec` baseline): that run is then evaluated from the other's first
+    stage instead of being trained twice. Same settings give the same weights (one process, one thread)."""
+    from metarec_dist.train.pretrain import pretrain_config, same_run, stage_dir
+
+    stages = []
+    for spec in specs:
+        cfg = spec_config(spec, out)
+        stage = pretrain_config(cfg)
+        if stage is not None:
+            stages.append((spec, stage, str(stage_dir(cfg))))
+    shared = []
+    for spec in specs:
+        cfg = spec_config(spec, out)
+        match = next(
+            (
+                folder
+                for other, stage, folder in stages
+                if (other.seed, other.protocol) == (spec.seed, spec.protocol) and same_run(stage, cfg)
+            ),
+            None,
+        )
+        shared.append(dataclasses.replace(spec, shared_run=match) if match and not cfg.train.pretrain else spec)
+    return shared
+
+
+def shared_checkpoint(spec: RunSpec, cfg: Config) -> str | None:
+    """The finished first stage ``spec.shared_run`` when it was trained with ``cfg``'s settings; None (the
+    run trains itself) otherwise."""
+    from metarec_dist.errors import UserError
+    from metarec_dist.train.pretrain import finished_run
+
+    try:
+        point = finished_run(Path(spec.shared_run or ""), cfg)
+    except UserError as exc:
+        log.warning("%s: not sharing %s (%s); training it", spec.run_name, spec.shared_run, exc)
+        return None
+    if point is None:
+        log.info("%s: %s did not finish; training it", spec.run_name, spec.shared_run)
+        return None
+    log.info("%s: the same run as the first stage %s; evaluating that", spec.run_name, point)
+    return str(point)
+
+
+def first_stage_budget(cfg: Config, data: UserSplits) -> dict[str, float]:
+    """The training budget (``training_budget``) of the first stage of ``cfg``'s run."""
+    from metarec_dist.checkpoint import read_client_state
+    from metarec_dist.train.pretrain import finished_run, pretrain_config, stage_dir
+
+    stage = pretrain_config(cfg)
+    assert stage is not None
+    point = finished_run(stage_dir(cfg), stage)
+    client = read_client_state(point) if point is not None else {}
+    best = (client.get("early_stop") or {}).get("best_step")
+    trained = (int(client.get("step", stage.train.meta_steps)), None if best is None else int(best))
+    return training_budget(stage, data.train, data.num_items, trained)
 
 
 def validation_score(protocol: Any, loaded: Any, adaptation: dict[str, Any]) -> float:
@@ -218,15 +293,45 @@ def training_budget(
     return {"meta_steps": steps, "tasks": tasks, "tokens": round(tokens), **kept}
 
 
-def train_one(cfg: Config, run_dir: Path) -> str:
-    """A fresh training run; returns its final checkpoint."""
+def train_one(cfg: Config, run_dir: Path, keep_first_stage: bool = False) -> str:
+    """A fresh training run (its first stage, ``train.pretrain``, first); returns its final checkpoint.
+    ``keep_first_stage`` (``--reuse-runs``): a finished first stage of the same settings is kept."""
     from metarec_dist.eval.loading import load_prepared
     from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.pretrain import run_pretrain
     from metarec_dist.train.trainer import MetaTrainer
 
-    shutil.rmtree(run_dir, ignore_errors=True)  # a stale run of another config must never be resumed
+    clear_run_dir(run_dir, cfg, keep_first_stage)  # a stale run of another config must never be resumed
     data = load_prepared(cfg).user_splits()
-    return MetaTrainer(cfg, LocalContext(run_dir, cfg.checkpoint.keep), data).fit()["checkpoint"]
+
+    def fit(c: Config) -> str:
+        folder = Path(c.runtime.storage_path) / c.runtime.run_name
+        return MetaTrainer(c, LocalContext(folder, c.checkpoint.keep), data).fit()["checkpoint"]
+
+    run_pretrain(cfg, fit)  # the same data: the first stage takes this config's data section
+    return fit(cfg)
+
+
+def clear_run_dir(run_dir: Path, cfg: Config, keep_first_stage: bool) -> None:
+    """Remove the run folder (this tool's own output), all of it, or all but a first stage that finished
+    with the settings of ``cfg``'s ``train.pretrain``."""
+    from metarec_dist.errors import UserError
+    from metarec_dist.train.pretrain import PRETRAIN_DIR, finished_run, pretrain_config, stage_dir
+
+    stage = pretrain_config(cfg)
+    keep = None
+    if keep_first_stage and stage is not None and run_dir.is_dir():
+        try:
+            keep = stage_dir(cfg) if finished_run(stage_dir(cfg), stage) is not None else None
+        except UserError:
+            keep = None
+    if keep is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    log.info("--reuse-runs: keeping the finished first stage %s", keep)
+    for child in run_dir.iterdir():
+        if child.name != PRETRAIN_DIR:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
@@ -243,6 +348,9 @@ def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
     if not finished(folder, cfg):
         log.info("--reuse: %s did not finish (%s); training it again", run_dir, folder.name)
         return None
+    if not first_stage_finished(cfg):
+        log.info("--reuse: the first stage of %s did not finish with its settings; training it again", run_dir)
+        return None
     loaded = load_model(folder)
     # The trainer records model.loss resolved (auto -> full/sampled): compare with cfg resolved alike.
     if loaded.cfg.to_dict() != resolve_loss(cfg, int(loaded.meta["num_items"])).to_dict():
@@ -253,14 +361,24 @@ def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
 
 def finished(folder: Path, cfg: Config) -> bool:
     """The run of ``folder`` ran all its meta-steps, or stopped early (``train.early_stop_patience``)."""
-    from metarec_dist.checkpoint import CLIENT_STATE, read_client_state
+    from metarec_dist.train.pretrain import run_finished
 
-    if f"step_{cfg.train.meta_steps:06d}" in folder.name:
+    return run_finished(folder, cfg)
+
+
+def first_stage_finished(cfg: Config) -> bool:
+    """True without ``train.pretrain``; else whether its first stage finished with the same settings (a
+    two-stage run is finished only when both stages are)."""
+    from metarec_dist.errors import UserError
+    from metarec_dist.train.pretrain import finished_run, pretrain_config, stage_dir
+
+    stage = pretrain_config(cfg)
+    if stage is None:
         return True
-    if not cfg.train.early_stop_patience or not (folder / CLIENT_STATE).is_file():
+    try:
+        return finished_run(stage_dir(cfg), stage) is not None
+    except UserError:
         return False
-    stopper = read_client_state(folder).get("early_stop") or {}
-    return int(stopper.get("bad", 0)) >= cfg.train.early_stop_patience
 
 
 def parse_method(text: str) -> tuple[str, str]:
@@ -277,10 +395,12 @@ def run_all(
     grouped: dict[str, list[tuple[PerUser, dict]]] = {}
     ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = [pool.submit(train_and_evaluate, s, out, shots, reuse) for s in specs]
-        for f in futures:
-            for label, value in f.result().items():
-                grouped.setdefault(label, []).append(value)
+        # Runs that evaluate another run's first stage (shared_run) wait until the others have trained.
+        for wave in ([s for s in specs if not s.shared_run], [s for s in specs if s.shared_run]):
+            futures = [pool.submit(train_and_evaluate, s, out, shots, reuse) for s in wave]
+            for f in futures:
+                for label, value in f.result().items():
+                    grouped.setdefault(label, []).append(value)
     for runs in grouped.values():
         runs.sort(key=lambda r: r[1]["seed"])
     return grouped
@@ -383,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, config in methods
         ]
         out = Path(args.out)
+        specs = share_first_stages(specs, out)
         grouped = collect(specs, out) if args.collect else run_all(specs, out, shots, args.jobs, args.reuse)
         results: list[MethodResult] = []
         for label, runs in grouped.items():

@@ -1,6 +1,7 @@
 """``metarec train``: run the trainer in this process (runtime.backend=local) or on Ray (backend=ray).
 
-Either way the run folder is ``run_folder.run_path(cfg.runtime)`` and is locked for the whole run.
+Either way the run folder is ``run_folder.run_path(cfg.runtime)`` and is locked for the whole run. With
+``train.pretrain`` the first stage runs first, the same way, in ``<run folder>/pretrain`` (train/pretrain.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ def train_local(cfg: Config) -> dict[str, Any]:
 
 
 def train(cfg: Config, verbose: bool = False) -> dict[str, Any]:
+    """Train the run of ``cfg``: its first stage (``train.pretrain``) when it has one and that is not
+    finished yet, then the run itself, which starts from the first stage's weights."""
+    from metarec_dist.train.pretrain import run_pretrain
+
+    stage = run_pretrain(cfg, lambda stage_cfg: train_one(stage_cfg, verbose))
+    result = train_one(cfg, verbose)
+    return result if stage is None else {**result, "pretrain_path": str(stage)}
+
+
+def train_one(cfg: Config, verbose: bool = False) -> dict[str, Any]:
+    """One run (one stage), here or on Ray."""
     if cfg.runtime.backend == "ray":
         from metarec_dist.runtime.ray_launcher import train_on_ray
 

@@ -33,6 +33,7 @@ def format_summary(result: dict[str, Any], cfg: Config) -> str:
         "-" * (width + 14),
         f"checkpoint: {result.get('checkpoint')}",
         f"run folder: {result.get('run_path')}",
+        *([f"1st stage:  {result['pretrain_path']} (train.pretrain)"] if result.get("pretrain_path") else []),
         *wandb_lines(cfg, result.get("run_path")),
         f"resume:     re-run the same command (run name {cfg.runtime.run_name!r}) to continue",
     ]

@@ -35,6 +35,7 @@ from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_see
 from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
 from metarec_dist.train.freeze import freeze
 from metarec_dist.train.init_from import init_from
+from metarec_dist.train.pretrain import init_source
 
 log = logging.getLogger("metarec")
 
@@ -153,8 +154,9 @@ class MetaTrainer:
         self.model = SeqRecommender.for_data(
             cfg.model, data.num_items, data.features, trained_items(ctx, data.train), seed=cfg.train.seed
         )
-        if cfg.train.init_from:  # a finished run's weights; a resume then loads this run's own checkpoint
-            init_from(cfg.train.init_from_path, self.model, cfg.model.adapters)
+        source = init_source(cfg)  # train.init_from, or the first stage of train.pretrain
+        if source:  # a finished run's weights; a resume then loads this run's own checkpoint
+            init_from(source, self.model, cfg.model.adapters)
         if cfg.train.freeze:  # before the engine: the optimizer then never sees the frozen parameters
             freeze(self.model, cfg.train.freeze)
         self.algorithm = build_algorithm(cfg.meta, self.model)
@@ -217,7 +219,8 @@ class MetaTrainer:
         self.engine.train()
         timer = StepTimer(self.state.step, self.cfg.train.timing_warmup)
         last: dict[str, Any] = {}
-        while self.state.step < self.cfg.train.meta_steps:
+        # A resumed run that had already stopped early trains no further step (its weights are the best).
+        while self.state.step < self.cfg.train.meta_steps and not self.stopped_early:
             step = self.state.step + 1
             logging_step = self.should_log(step)
             # The support loss after adaptation costs one more scoring pass: only on the steps we log.
@@ -232,10 +235,13 @@ class MetaTrainer:
             if self.checkpointer.should_save(step):
                 self.checkpointer.save(step, {"step": step, **last})
             timer.tick(step)
-            if self.early_stop is not None and self.early_stop.should_stop:
+            if self.stopped_early:
                 log.info("early stopping at meta-step %d (best: step %d)", step, self.early_stop.best_step)
-                break
         return self.finish(last)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.early_stop is not None and self.early_stop.should_stop
 
     def step_metrics(self, metrics: dict[str, float], steps: int, elapsed: float) -> dict[str, Any]:
         """The logged line of a step: metrics averaged over ranks, throughput, lr, gradient norm."""
