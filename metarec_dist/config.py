@@ -193,8 +193,8 @@ class TrainConfig:
     # A first training stage: the config file of a run trained (to its end, e.g. a converged `sasrec`) into
     # <run folder>/pretrain before this run, which then starts from its weights as init_from would. The stage
     # takes this config's data, eval, runtime, logging, train.seed and checkpoint.resume (the two cannot
-    # disagree on data); the rest is its own file. A relative path is found next to this config file, else in the
-    # current directory (load_config makes it absolute). See metarec_dist/train/pretrain.py.
+    # disagree on data); the rest is its own file. A relative path is found next to this config file, else
+    # in the current directory (load_config makes it absolute). See metarec_dist/train/pretrain.py.
     pretrain: str | None = None
 
     def __post_init__(self) -> None:

@@ -207,7 +207,8 @@ def share_first_stages(specs: list[RunSpec], out: Path) -> list[RunSpec]:
             ),
             None,
         )
-        shared.append(dataclasses.replace(spec, shared_run=match) if match and not cfg.train.pretrain else spec)
+        shares = match is not None and not cfg.train.pretrain
+        shared.append(dataclasses.replace(spec, shared_run=match) if shares else spec)
     return shared
 
 
@@ -349,7 +350,7 @@ def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
         log.info("--reuse: %s did not finish (%s); training it again", run_dir, folder.name)
         return None
     if not first_stage_finished(cfg):
-        log.info("--reuse: the first stage of %s did not finish with its settings; training it again", run_dir)
+        log.info("--reuse: the first stage of %s did not finish with these settings; training again", run_dir)
         return None
     loaded = load_model(folder)
     # The trainer records model.loss resolved (auto -> full/sampled): compare with cfg resolved alike.

@@ -59,8 +59,8 @@ def init_source(cfg: Config) -> str | None:
 
 def pretrain_config(cfg: Config) -> Config | None:
     """Stage 1's config (None without ``train.pretrain``): its own file, with this config's data, eval,
-    runtime (placed in ``<run folder>/pretrain``), logging, seed and ``checkpoint.resume``. A missing or invalid
-    file, and a file with a ``pretrain`` of its own, are ``UserError``s naming the file."""
+    runtime (placed in ``<run folder>/pretrain``), logging, seed and ``checkpoint.resume``. A missing or
+    invalid file, and a file with a ``pretrain`` of its own, are ``UserError``s naming the file."""
     if not cfg.train.pretrain:
         return None
     path = Path(cfg.train.pretrain).expanduser()
@@ -81,7 +81,8 @@ def pretrain_config(cfg: Config) -> Config | None:
     runtime = dataclasses.replace(cfg.runtime, storage_path=str(stage_dir(cfg).parent), run_name=PRETRAIN_DIR)
     train["seed"] = cfg.train.seed
     tree["checkpoint"] = {**(tree.get("checkpoint") or {}), "resume": cfg.checkpoint.resume}
-    for name, section in (("data", cfg.data), ("eval", cfg.eval), ("runtime", runtime), ("logging", cfg.logging)):
+    taken = {"data": cfg.data, "eval": cfg.eval, "runtime": runtime, "logging": cfg.logging}
+    for name, section in taken.items():
         tree[name] = dataclasses.asdict(section)
     try:
         return from_dict(Config, tree)
@@ -136,7 +137,7 @@ def finished_run(run_dir: Path, cfg: Config) -> Path | None:
         text = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:8])
         raise UserError(
             f"the first stage in {run_dir} was trained with other settings ({text}); it is not overwritten: "
-            f"move it away to train it anew, or start this run under another name (--set runtime.run_name=NEW)"
+            "move it away to train it anew, or start this run under another name (--set runtime.run_name=NEW)"
         )
     return point if run_finished(point, cfg) else None
 
