@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce a cold-start comparison on one dataset: docs/results/<dataset>.{md,json,png}.
 #   bash launch/reproduce.sh ml100k|amazon-sports [--seeds 0,1,2] [--jobs 2] [--method NAME=CONFIG ...]
-# Default methods: the recommended recipe (configs/coldstart.yaml) and its baseline `sasrec`
-# (configs/coldstart-sasrec.yaml), 3 seeds each, 2 single-threaded processes; popularity is always added.
+# Default methods: the recommended recipe (configs/coldstart.yaml, two stages: train.pretrain) and its
+# baseline `sasrec` (configs/coldstart-sasrec.yaml, which is the recipe's first stage: evaluated from it, not
+# trained twice), 3 seeds each, 2 single-threaded processes; popularity is always added.
 # The configs are used unchanged on both datasets; only their `data:` lines are set here, per dataset.
 # Any other option goes to `python -m metarec_dist.eval.reproduce` (given --method, it replaces the default
 # methods). Data: $METAREC_DATA_DIR, else ../shared/data next to the repo if present, else ~/.cache/metarec.

@@ -21,6 +21,10 @@ the per-user results an identical earlier run left in ``--out`` (nothing re-eval
 publishes those without training anything. ``--pair A=B`` gives method A a paired interval against B
 instead of ``--baseline`` (``fomaml+features=fomaml``); ``--section NAME`` writes the tables into their own
 marked section of the Markdown file, so several comparisons share one page.
+
+A two-stage config (``train.pretrain``) trains its first stage into ``<run>/pretrain`` first; a method whose
+config is exactly another method's first stage for the same seed (the recipe's baseline) is evaluated from
+that first stage instead of being trained again (``share_first_stages``).
 """
 
 from __future__ import annotations

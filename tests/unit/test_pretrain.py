@@ -232,3 +232,13 @@ def test_reproduce_counts_a_run_finished_only_with_its_first_stage(two_stage, tm
     assert reused_checkpoint(run_dir, cfg) == result["checkpoint"]
     shutil.rmtree(ckpt.step_dir(stage_dir(cfg), 4))  # the first stage no longer finished
     assert reused_checkpoint(run_dir, cfg) is None
+
+
+def test_the_run_exports_and_loads_as_any_run_without_its_first_stage_file(two_stage, tmp_path):
+    """Its weights are complete: export and evaluation read neither the first stage nor its file."""
+    cfg, result = two_stage
+    (tmp_path / "stage1.yaml").unlink()
+    shutil.rmtree(stage_dir(cfg))
+    exported = ckpt.load_exported(ckpt.export(Path(result["checkpoint"]), tmp_path / "export"))
+    assert exported.cfg.train.pretrain == str(tmp_path / "stage1.yaml")
+    assert_same(exported.model.state_dict(), weights(result["checkpoint"]))
