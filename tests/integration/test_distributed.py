@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from metarec_dist import checkpoint as ckpt
-from metarec_dist.config import load_config
+from metarec_dist.config import config_to_yaml, load_config
 from metarec_dist.data import prepare_data
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import LocalContext
@@ -324,3 +324,21 @@ def test_export_scores_equal_engine_scores(tmp_path, features):
     shard.unlink()
     with pytest.raises(ValueError, match=f"{shard.name} is missing"):
         ckpt.load_checkpoint(trainer.engine, Path(out["checkpoint"]), 0)
+
+
+def test_two_stages_on_ray_start_the_second_from_the_first(ray_cluster, tmp_path):
+    """train.pretrain on Ray: the driver runs the first stage's Ray job, then the run's; the workers of the
+    second load the first stage's weights from <run>/pretrain (the frozen backbone stays exactly theirs)."""
+    from metarec_dist.train.launch import train
+    from metarec_dist.train.pretrain import stage_dir
+
+    stage1 = tmp_path / "stage1.yaml"
+    stage1.write_text(config_to_yaml(_cfg(tmp_path, "meta.algorithm=sasrec", "train.meta_steps=2")))
+    options = ["train.meta_steps=2", "model.adapters=[lowrank,itemlr]", "train.freeze=[backbone]"]
+    cfg = _cfg(tmp_path, *_ray_args(0, "two", *options, f"train.pretrain={stage1}"))
+    out = train(cfg)
+    first = _exported(str(ckpt.find_checkpoint(stage_dir(cfg))), tmp_path / "first")
+    second = _exported(out["checkpoint"], tmp_path / "second")
+    backbone = [k for k in second if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(first[k], second[k]) for k in backbone)
+    assert not torch.equal(first["item_emb.weight"], second["item_emb.weight"])  # the second stage trained
