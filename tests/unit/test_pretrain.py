@@ -242,3 +242,26 @@ def test_the_run_exports_and_loads_as_any_run_without_its_first_stage_file(two_s
     exported = ckpt.load_exported(ckpt.export(Path(result["checkpoint"]), tmp_path / "export"))
     assert exported.cfg.train.pretrain == str(tmp_path / "stage1.yaml")
     assert_same(exported.model.state_dict(), weights(result["checkpoint"]))
+
+
+def test_reproduce_evaluates_a_baseline_that_is_another_methods_first_stage_from_it(tmp_path):
+    """The recipe's baseline is its first stage: the same seed's baseline run is not trained twice; a
+    baseline of other settings, or of another seed, is."""
+    from metarec_dist.eval.reproduce import RunSpec, share_first_stages
+
+    stage1 = stage1_file(tmp_path)
+    recipe_tree = yaml.safe_load(stage1.read_text())  # the recipe: the tiny model, its own training
+    recipe_tree["train"] = {"pretrain": "stage1.yaml", "meta_steps": 3, "log_every": 1}
+    recipe_tree["meta"] = {"algorithm": "fomaml", "meta_batch_size": 8}
+    recipe = write_yaml(tmp_path / "recipe.yaml", recipe_tree)
+    other = write_yaml(tmp_path / "other.yaml", {**yaml.safe_load(stage1.read_text()), "optim": {"lr": 0.5}})
+    overrides = tuple(DATA)
+    specs = [
+        RunSpec(m, str(c), seed, False, overrides)
+        for seed in (0, 1)
+        for m, c in (("recipe", recipe), ("sasrec", stage1), ("other", other))
+    ]
+    shared = {(s.method, s.seed): s.shared_run for s in share_first_stages(specs, tmp_path / "out")}
+    for seed in (0, 1):
+        assert shared[("sasrec", seed)] == str(tmp_path / "out" / "runs" / f"recipe-s{seed}" / PRETRAIN_DIR)
+        assert shared[("recipe", seed)] is None and shared[("other", seed)] is None
