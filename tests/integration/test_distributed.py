@@ -327,18 +327,18 @@ def test_export_scores_equal_engine_scores(tmp_path, features):
 
 
 def test_two_stages_on_ray_start_the_second_from_the_first(ray_cluster, tmp_path):
-    """train.pretrain on Ray: the driver runs the first stage's Ray job, then the run's; the workers of the
-    second load the first stage's weights from <run>/pretrain (the frozen backbone stays exactly theirs)."""
+    """train.pretrain on Ray: the driver runs the first stage's Ray job, then the run's, whose workers load
+    the first stage's weights from <run>/pretrain: the run equals one process started from that folder."""
     from metarec_dist.train.launch import train
     from metarec_dist.train.pretrain import stage_dir
 
     stage1 = tmp_path / "stage1.yaml"
     stage1.write_text(config_to_yaml(_cfg(tmp_path, "meta.algorithm=sasrec", "train.meta_steps=2")))
-    options = ["train.meta_steps=2", "model.adapters=[lowrank,itemlr]", "train.freeze=[backbone]"]
-    cfg = _cfg(tmp_path, *_ray_args(0, "two", *options, f"train.pretrain={stage1}"))
-    out = train(cfg)
-    first = _exported(str(ckpt.find_checkpoint(stage_dir(cfg))), tmp_path / "first")
-    second = _exported(out["checkpoint"], tmp_path / "second")
-    backbone = [k for k in second if k.startswith("backbone.")]
-    assert backbone and all(torch.equal(first[k], second[k]) for k in backbone)
-    assert not torch.equal(first["item_emb.weight"], second["item_emb.weight"])  # the second stage trained
+    options = ["train.meta_steps=2", "model.adapters=[lowrank,itemlr]"]
+    out = train(_cfg(tmp_path, *_ray_args(2, "two", *options, f"train.pretrain={stage1}")))
+    first = stage_dir(_cfg(tmp_path, "runtime.run_name=two"))
+    assert out["pretrain_path"] == str(first) and ckpt.find_checkpoint(first).name == "checkpoint_step_000002"
+    by_hand = _single_process(_cfg(tmp_path, *options, "tasks.shards=2", f"train.init_from={first}"))
+    _assert_same(_exported(out["checkpoint"], tmp_path), by_hand)
+    fresh = _single_process(_cfg(tmp_path, *options, "tasks.shards=2"))
+    assert not torch.allclose(fresh["item_emb.weight"], by_hand["item_emb.weight"])  # the test can fail
