@@ -39,6 +39,7 @@ class EarlyStopping:
         self.patience, self.module = patience, module
         self.best, self.best_step, self.bad = -math.inf, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.restored = False  # the module holds the best weights (saved with the final checkpoint)
 
     def update(self, step: int, score: float) -> bool:
         """Record the validation of ``step``; True if it is a new best (ties are not: the earlier model)."""
@@ -69,7 +70,10 @@ class EarlyStopping:
         """Load the best weights into the module (unless they are the current ones); the report's lines."""
         if self.best_step == 0:  # never validated: nothing to choose from
             return {}
-        if self.best_state is None:
+        if self.best_state is None and self.restored:
+            # Re-running a finished run: its final checkpoint, just loaded, holds the best weights already.
+            log.info("early stopping: the checkpoint holds step %d's weights (the best)", self.best_step)
+        elif self.best_state is None:
             # The best validation came before this process resumed: its weights were not saved.
             log.warning(
                 "early stopping: the best validation (step %d) was before the resume; keeping step %d's",
@@ -79,15 +83,17 @@ class EarlyStopping:
         elif self.best_step != step:
             self.module.load_state_dict(self.best_state)
             log.info("early stopping: restored step %d's weights (criterion %.5f)", self.best_step, self.best)
+        self.restored = self.best_state is not None or self.restored
         return {"early_stop/best_step": self.best_step, "early_stop/best_criterion": self.best}
 
     # Saved with the checkpoint (counters only; the best weights are not): a resumed run stops where the
     # uninterrupted one would have.
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step, "bad": self.bad}
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "restored": self.restored}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "best_step" not in state:  # a checkpoint of a run without early stopping: start counting now
             return
         self.best, self.best_step, self.bad = float(state["best"]), int(state["best_step"]), int(state["bad"])
         self.best_state = None
+        self.restored = bool(state.get("restored", False))

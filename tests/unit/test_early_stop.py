@@ -71,6 +71,16 @@ def test_the_run_stops_at_the_first_plateau_and_keeps_the_best_model(tiny_cfg, s
     # The reproduce tooling counts the steps it ran (the budget) and takes the stopped run as finished.
     assert trained_steps(loaded) == (stop, best_step)
     assert finished(Path(out["checkpoint"]), cfg) and not finished(Path(out["checkpoint"]), tiny_cfg)
+    # Re-running the stopped run (train.pretrain reuses it so) trains no further step, saves nothing new,
+    # and keeps the best weights the final checkpoint holds.
+    again = MetaTrainer(cfg, LocalContext(tmp_path / "run"), synth_data)
+    rerun = again.fit()
+    assert again.state.resumed_from == stop and rerun["step"] == stop
+    assert (
+        rerun["checkpoint"] == out["checkpoint"]
+        and len(list((tmp_path / "run" / "checkpoints").iterdir())) == 1
+    )
+    assert validation_criterion(again.validate()) == pytest.approx(best, abs=1e-9)
 
 
 def test_patience_counts_validations_without_a_new_best_and_restores_that_best():
@@ -89,6 +99,8 @@ def test_patience_counts_validations_without_a_new_best_and_restores_that_best()
     resumed = EarlyStopping(2, layer)
     resumed.load_state_dict(stopper.state_dict())
     assert (resumed.best, resumed.best_step, resumed.bad) == (0.3, 20, 2) and resumed.best_state is None
+    # ... and knows that a final checkpoint holds the best weights already (re-running a finished run).
+    assert resumed.restored and not EarlyStopping(2, layer).restored
 
 
 @pytest.mark.parametrize(
