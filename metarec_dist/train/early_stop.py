@@ -86,8 +86,8 @@ class EarlyStopping:
         self.restored = self.best_state is not None or self.restored
         return {"early_stop/best_step": self.best_step, "early_stop/best_criterion": self.best}
 
-    # Saved with the checkpoint (counters only; the best weights are not): a resumed run stops where the
-    # uninterrupted one would have.
+    # Saved with the checkpoint (counters, and whether the module holds the best weights; not the weights
+    # themselves): a resumed run stops where the uninterrupted one would have.
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "restored": self.restored}
 
