@@ -69,8 +69,17 @@ SHAPE_KEYS = (
     "runtime.zero_stage",
     "train.freeze",  # the optimizer holds state only for the trained parameters
 )
-# Settings that say how this invocation runs, not what is trained: never reported as changed.
-_UNCOMPARED = ("logging.", "checkpoint.resume")
+# Settings that say how this invocation runs, not what is trained: never reported as changed. The eval.*
+# ones are read only by the test-time evaluation (the trainer's periodic validation never does), so a
+# finished run evaluated again with other values (e.g. eval.adaptation=per_shot) is the same run.
+_UNCOMPARED = (
+    "logging.",
+    "checkpoint.resume",
+    "eval.adaptation",
+    "eval.tune_users",
+    "eval.n_boot",
+    "eval.workers",
+)
 
 
 class Stateful(Protocol):

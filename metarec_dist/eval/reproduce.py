@@ -340,10 +340,11 @@ def clear_run_dir(run_dir: Path, cfg: Config, keep_first_stage: bool) -> None:
 
 
 def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
-    """The final checkpoint of the run in ``run_dir`` if it finished and was trained with exactly ``cfg``;
-    None (train it) otherwise."""
+    """The final checkpoint of the run in ``run_dir`` if it finished and was trained with ``cfg``'s training
+    settings (evaluation-only ones may differ: ``checkpoint.config_changes``); None (train it) otherwise."""
     from metarec_dist.config import resolve_loss
     from metarec_dist.eval.loading import load_model, resolve_checkpoint
+    from metarec_dist.train.pretrain import same_run
 
     try:
         folder = resolve_checkpoint(run_dir)
@@ -358,7 +359,7 @@ def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
         return None
     loaded = load_model(folder)
     # The trainer records model.loss resolved (auto -> full/sampled): compare with cfg resolved alike.
-    if loaded.cfg.to_dict() != resolve_loss(cfg, int(loaded.meta["num_items"])).to_dict():
+    if not same_run(loaded.cfg, resolve_loss(cfg, int(loaded.meta["num_items"]))):
         log.info("--reuse: %s was trained with other settings; training it again", run_dir)
         return None
     return str(folder)

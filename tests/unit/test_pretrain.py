@@ -230,6 +230,10 @@ def test_reproduce_counts_a_run_finished_only_with_its_first_stage(two_stage, tm
     cfg, result = two_stage
     run_dir = Path(result["run_path"])
     assert reused_checkpoint(run_dir, cfg) == result["checkpoint"]
+    # Evaluated again with settings only the test-time evaluation reads: both stages are the same runs.
+    again = two_stage_cfg(tmp_path, stage1_file(tmp_path), "eval.adaptation=per_shot", "eval.tune_users=5")
+    assert reused_checkpoint(run_dir, again) == result["checkpoint"]
+    assert reused_checkpoint(run_dir, two_stage_cfg(tmp_path, stage1_file(tmp_path), "optim.lr=0.5")) is None
     shutil.rmtree(ckpt.step_dir(stage_dir(cfg), 4))  # the first stage no longer finished
     assert reused_checkpoint(run_dir, cfg) is None
 
