@@ -157,3 +157,54 @@ def test_freeze_names_are_checked(tiny_cfg, synth_data):
         MetaTrainer(everything, LocalContext(None), synth_data)
     with pytest.raises(ValueError, match="train.freeze must list distinct"):
         with_overrides(tiny_cfg, ["train.freeze=[backbone,backbone]"])
+
+
+def test_a_frozen_warm_start_trains_checkpoints_and_scores_with_the_context_encoder(
+    tiny_cfg, synth_data, sasrec_run, tmp_path
+):
+    """hyperfomaml on top of a frozen `sasrec` (issue 15, exp15d): the context encoder is the algorithm's,
+    not the model's, so ``train.freeze`` leaves it training and ``train.init_from`` leaves it fresh; it
+    starts at a zero offset (the source's scores), moves, is checkpointed, and evaluation scores from it."""
+    from metarec_dist.eval.protocol import AdaptingScorer
+
+    _, weights, checkpoint = sasrec_run
+    frozen = ["train.freeze=[backbone,item_emb]", "model.adapters=[lowrank,itemlr]"]
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={checkpoint}", "meta.algorithm=hyperfomaml", *frozen])
+    trainer = MetaTrainer(cfg, LocalContext(tmp_path / "hyper"), synth_data)
+    trainable = {n for n, p in trainer.engine.module.named_parameters() if p.requires_grad}
+    encoder = {n for n, _ in trainer.engine.module.named_parameters() if n.startswith("algorithm.context.")}
+    assert encoder and trainable == {"model.fast_init", "model.item_factors.weight", *encoder}
+    protocol = ColdStartProtocol(synth_data, [1, 3], cfg.tasks.support_max, cfg.eval)
+    source = MetaTrainer(
+        with_overrides(tiny_cfg, [f"train.init_from={checkpoint}"]), LocalContext(None), synth_data
+    )
+    for t in (trainer, source):
+        t.engine.eval()
+    ours, theirs = (protocol.per_user(t.engine, synth_data.valid, 0, ks=(10,)) for t in (trainer, source))
+    for k in (1, 3):  # a fresh encoder's offset is zero: the source's scores
+        torch.testing.assert_close(ours[k]["ndcg@10"], theirs[k]["ndcg@10"])
+    start = {n: v.clone() for n, v in trainer.engine.module.state_dict().items()}
+    out = trainer.fit()
+    end = trainer.engine.module.state_dict()
+    assert_same(end["model.item_emb.weight"], weights["item_emb.weight"])  # frozen
+    for name in trainable:
+        assert not torch.equal(end[name], start[name]), name  # the encoder learned too
+    loaded = load_model(out["checkpoint"])
+    assert loaded.algorithm_state.keys() == {n.removeprefix("algorithm.") for n in encoder}
+    for name, value in loaded.algorithm_state.items():
+        assert_same(value, end[f"algorithm.{name}"])
+    # Evaluation scores from the trained encoder: the trainer's own scores, not those without its offset.
+    trainer.engine.eval()
+    off = {
+        n: torch.zeros_like(v) if n.startswith("context.out.") else v
+        for n, v in loaded.algorithm_state.items()
+    }
+    states = {"trained": loaded.algorithm_state, "no offset": off}
+    got = {
+        n: protocol.per_user(AdaptingScorer(loaded.model, loaded.algorithm, 0.05, state), synth_data.valid, 0)
+        for n, state in states.items()
+    }
+    mine = protocol.per_user(trainer.engine, synth_data.valid, 0)
+    scores = {n: torch.as_tensor(g[3]["ndcg@10"]) for n, g in got.items()}
+    torch.testing.assert_close(scores["trained"], torch.as_tensor(mine[3]["ndcg@10"]))
+    assert not torch.equal(scores["trained"], scores["no offset"])
