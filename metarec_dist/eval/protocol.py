@@ -268,7 +268,7 @@ class ColdStartProtocol:
         best = Adaptation(steps, lr, float(np.mean(list(scores[steps, lr].values()))), len(grid), "valid")
         if self.eval_cfg.adaptation == "per_shot":
             per_k = {k: _best(scores, lambda s, k=k: scores[s][k]) for k in self.shots}
-            best.per_shot = {k: (s, lr, scores[s, lr][k]) for k, (s, lr) in per_k.items()}
+            best.per_shot = {k: (*point, scores[point][k]) for k, point in per_k.items()}
             best.val_score = float(np.mean([v for _, _, v in best.per_shot.values()]))
         return best
 
