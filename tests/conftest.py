@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
     """Undo a test's ``torch.set_num_threads``: the intra-op thread count changes how matmuls split their
-    sums, so a later test pinned to exact numbers (test_trajectory) would see 1e-4 drift after 20 steps."""
+    sums, so a later test comparing float32 numbers across processes or ranks would drift."""
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
     yield
