@@ -5,14 +5,14 @@ and the final validation metrics. ``fixtures/tiny_trajectory.json`` is written b
 ``python tests/unit/test_trajectory.py --record``.
 
 Why float64: the first recording (float32, before the architecture refactor of issue 11) matched to 1e-6 only
-on the machine it was made on. Another x86 CPU (AVX-512 vs AVX2 kernels, a different MKL code path) rounds
-float32 matmul sums differently, and 20 steps of meta-training amplify that to 2e-4 relative (a CI machine,
-2026-12-02), the same size as a real change such as Meta-SGD's learned rates against FOMAML's fixed one (1e-6
-to 2e-4 over the first 10 steps): a float32 pin is either flaky across machines or blind. In float64 the same
-amplification leaves 6e-15 (measured: 2 threads with AVX2 kernels vs 1 thread with
-``ATEN_CPU_CAPABILITY=default``), so a 1e-9 tolerance is both machine-proof and sharp. The float64 fixture was
-recorded on 2026-12-02 from main at fc315e8, whose float32 trajectory had matched the pre-refactor recording
-to 1e-6 (CI of 3dda634, the same code).
+on the kind of machine it was made on. Another x86 CPU (other vector kernels, another MKL code path; the CI
+machine of 2026-12-02 and an AMD EPYC with AVX2 gave the same, other, numbers) rounds float32 matmul sums
+differently, and 20 steps of meta-training amplify that to 2e-4 relative, the same size as a real change such
+as Meta-SGD's learned rates against FOMAML's fixed one (1e-6 to 2e-4 over the first 10 steps): a float32 pin
+is either flaky across machines or blind. In float64 the same amplification leaves 6e-15 (measured: 2 threads
+with AVX2 kernels vs 1 thread with ``ATEN_CPU_CAPABILITY=default``), so a 1e-9 tolerance is both machine-proof
+and sharp. The float64 fixture was recorded on 2026-12-02 from main at fc315e8, whose float32 trajectory had
+matched the pre-refactor recording to 1e-6 (CI of 3dda634, the same code).
 """
 
 from __future__ import annotations
