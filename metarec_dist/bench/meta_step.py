@@ -21,6 +21,7 @@ from metarec_dist.meta import build_algorithm
 from metarec_dist.meta.algorithms import PlainNextItem
 from metarec_dist.meta.reference import loop_meta_loss
 from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.runtime.allocator import apply_process_settings
 from metarec_dist.runtime.engine import make_optimizer
 from metarec_dist.tasks.sampler import TaskSampler
 from metarec_dist.tasks.types import MetaBatch
@@ -50,8 +51,7 @@ def plain_loss(model: SeqRecommender, batch: MetaBatch) -> torch.Tensor:
 
 
 def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -> dict[str, Any]:
-    if cfg.runtime.torch_threads:
-        torch.set_num_threads(cfg.runtime.torch_threads)
+    apply_process_settings(cfg.runtime)
     num_items = cfg.data.synthetic_items
     cfg = resolve_loss(cfg, num_items)
     seqs = make_synthetic_sequences(

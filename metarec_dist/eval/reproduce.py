@@ -128,8 +128,10 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
         return earlier
     from metarec_dist.eval.loading import load_model, load_prepared
     from metarec_dist.eval.protocol import method_name
+    from metarec_dist.runtime.allocator import apply_process_settings
 
     cfg = spec_config(spec, out)
+    apply_process_settings(cfg.runtime)  # as `metarec train` does (the worker already runs one thread)
     run_dir = out / "runs" / spec.run_name
     t0 = time.perf_counter()
     checkpoint = shared_checkpoint(spec, cfg) if spec.shared_run else None

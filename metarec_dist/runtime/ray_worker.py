@@ -125,14 +125,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from metarec_dist.data.split import UserSplits
     from metarec_dist.metrics.loggers import build_logger
     from metarec_dist.run_folder import local_run_dir, storage_root
+    from metarec_dist.runtime.allocator import apply_process_settings
     from metarec_dist.runtime.progress import ActorProgressLogger
     from metarec_dist.runtime.ray_data import rank_data_footprint, read_first_users, read_shard, train_name
     from metarec_dist.train.trainer import MetaTrainer
 
     cfg: Config = from_dict(Config, config["cfg"])
     logging.basicConfig(level=logging.INFO if cfg.logging.verbose else logging.WARNING)
-    if cfg.runtime.torch_threads:
-        torch.set_num_threads(cfg.runtime.torch_threads)
+    apply_process_settings(cfg.runtime)
     run_dir = local_run_dir(cfg.runtime)  # the driver made the storage path absolute
     resume_from = Path(config["resume_from"]) if config.get("resume_from") else None
     ctx = RayContext(run_dir, resume_from)

@@ -12,18 +12,16 @@ from metarec_dist.config import Config
 
 
 def train_local(cfg: Config) -> dict[str, Any]:
-    import torch
-
     from metarec_dist.data import prepare_data
     from metarec_dist.errors import UserError
     from metarec_dist.metrics.loggers import build_logger
     from metarec_dist.metrics.progress import ProgressBar
     from metarec_dist.run_folder import RunLock, local_run_dir
+    from metarec_dist.runtime.allocator import apply_process_settings
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.train.trainer import MetaTrainer
 
-    if cfg.runtime.torch_threads:
-        torch.set_num_threads(cfg.runtime.torch_threads)
+    apply_process_settings(cfg.runtime)
     folder = local_run_dir(cfg.runtime)
     if folder is None:
         raise UserError(
