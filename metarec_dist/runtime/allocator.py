@@ -5,11 +5,12 @@ Why the allocator: torch on the CPU has no caching allocator; every tensor is a 
 glibc serves a large block (above a threshold that starts at 128 KiB) with its own ``mmap`` and gives the
 pages back on ``free``, and trims the heap top above 128 KiB, so a training step that makes the same
 [positions x items] logits, softmax and gradient buffers every step pays for fresh zeroed pages every step.
-Measured on Amazon Sports (stage 1 of configs/coldstart.yaml, 18,357 items, one thread, 300 steps): 9.3M
-page faults and 26% of the wall time in the kernel; with the thresholds raised, 0.19M faults and 1% (the
-run 26% shorter, the same numbers: docs/benchmarks.md). PyTorch's CPU tuning guide gives the same advice
-by another road (preload jemalloc or tcmalloc); ``mallopt`` needs no extra library and no restart.
-The cost: memory freed after a peak stays with the process (its peak resident size is unchanged).
+Measured on Amazon Sports (stage 1 of configs/coldstart.yaml, 18,357 items, one thread, 300 steps, A-B-A-B):
+8.4M page faults and 23% of the wall time in the kernel; with the thresholds raised, 0.26M faults and 1.5%,
+training steps 1.27x as fast, the whole command 18% shorter, every number the same (docs/benchmarks.md).
+PyTorch's CPU tuning guide gives the same advice by another road (preload jemalloc or tcmalloc); ``mallopt``
+needs no extra library and no restart. The cost: memory freed after a peak stays with the process (its peak
+resident size is unchanged).
 """
 
 from __future__ import annotations
