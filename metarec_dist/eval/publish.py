@@ -43,28 +43,36 @@ def publish(
     n_boot: int,
     json_path: Path,
     plot_path: Path | None,
-    markdown_path: Path,
+    markdown_path: Path | None,
     meta: dict[str, Any],
     pairs: dict[str, str] | None = None,
     section: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON, the plot (``plot_path`` None: none) and the Markdown section (``section``: its name)."""
+    """The JSON, the plot (``plot_path`` None: none) and the Markdown section (``section``: its name;
+    ``markdown_path`` None: none)."""
     doc = build_report(results, baseline, n_boot, pairs=pairs)
     doc = {**meta, "summary": compact(doc), **doc}
     write_json(doc, json_path)
     if plot_path is not None:
         plot_ndcg_vs_k(doc, plot_path)
+    if markdown_path is not None:
+        write_section(markdown_path, markdown_tables(doc, section), section)
+    return doc
+
+
+def write_section(markdown_path: Path, generated: str, section: str | None) -> None:
+    """Replace the page's generated section (between its markers) by ``generated``, or append it; the
+    prose around it stays. Atomic: the page is whole before and after."""
+    from metarec_dist.checkpoint import atomic_write_text
+
     begin, end = markers(section)
-    generated = markdown_tables(doc, section)
     text = markdown_path.read_text() if markdown_path.is_file() else ""
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + generated + rest.split(end, 1)[1]
     else:
         text = text + ("\n" if text else "") + generated + "\n"
-    markdown_path.parent.mkdir(parents=True, exist_ok=True)
-    markdown_path.write_text(text)
-    return doc
+    atomic_write_text(markdown_path, text)
 
 
 def _diff(c: dict[str, float]) -> str:

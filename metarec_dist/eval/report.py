@@ -47,9 +47,9 @@ def build_report(
 
 
 def write_json(doc: dict[str, Any], path: str | Path) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(_jsonable(doc), indent=1) + "\n")
+    from metarec_dist.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(_jsonable(doc), indent=1) + "\n")
 
 
 def _jsonable(x: Any) -> Any:

@@ -5,8 +5,11 @@ and write the JSON summary, the NDCG@10-vs-K plot and the tables.
     python -m metarec_dist.eval.reproduce --method fomaml=configs/ml100k.yaml --method none=... --seeds 0,1,2
 
 Runs go to ``<out>/runs/<method>-s<seed>`` (plain training checkpoints: ``metarec evaluate`` reads them too),
-per-user results to ``<out>/per_user/``. Training runs in ``--jobs`` processes of one torch thread each:
-these models are too small for intra-op threads to pay off, so two processes use two cores best.
+per-user results to ``<out>/per_user/``, and the JSON, plot and tables to ``<out>/results.json``,
+``<out>/ndcg_vs_k.png`` and ``<out>/results.md`` unless ``--json``, ``--plot`` or ``--markdown`` name other
+files: a published page in ``docs/`` is rewritten only when named (the launch scripts name theirs).
+Training runs in ``--jobs`` processes of one torch thread each: these models are too small for intra-op
+threads to pay off, so two processes use two cores best.
 
 The evaluation (the adaptation grid on validation users, then the test users) is the expensive part; with
 ``--set eval.workers=N`` every run scores its users on N Ray actors, batch by batch, with the same numbers
@@ -456,6 +459,21 @@ def baselines(protocol: str, methods: list[tuple[str, str]], overrides: list[str
     return protocol_obj.baselines("test", seed=0)  # type: ignore[attr-defined]  # an item protocol
 
 
+def output_paths(
+    out: Path, json_arg: str | None, plot_arg: str | None, markdown_arg: str | None
+) -> tuple[Path, Path | None, Path | None]:
+    """Where the JSON, the plot and the Markdown tables go: the named files, else inside ``out`` (an
+    exploratory run never rewrites a published page); ``''`` for the plot or the tables: none."""
+
+    def pick(arg: str | None, default: str) -> Path | None:
+        if arg is None:
+            return out / default
+        return Path(arg) if arg else None
+
+    json_path = Path(json_arg) if json_arg else out / "results.json"
+    return json_path, pick(plot_arg, "ndcg_vs_k.png"), pick(markdown_arg, "results.md")
+
+
 def main(argv: list[str] | None = None) -> int:
     from metarec_dist.config import load_config
     from metarec_dist.eval.publish import publish
@@ -490,11 +508,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--set", action="append", default=[], help="override for every method, e.g. data.name=...")
     p.add_argument("--out", default="runs/ml100k-repro", help="runs and per-user results")
-    p.add_argument("--json", default="docs/results.json")
-    p.add_argument("--plot", default="docs/results_ndcg_vs_k.png", help="'' for no plot")
-    p.add_argument("--markdown", default="docs/results.md", help="its generated section is rewritten")
+    p.add_argument("--json", help="the summary JSON (default: <out>/results.json)")
+    p.add_argument("--plot", help="the NDCG@10-vs-K plot (default: <out>/ndcg_vs_k.png; '' for none)")
+    p.add_argument(
+        "--markdown", help="its generated section is rewritten (default: <out>/results.md; '' for none)"
+    )
     p.add_argument("--section", help="the name of the generated section (several on one page)")
     args = p.parse_args(argv)
+    json_path, plot_path, markdown_path = output_paths(Path(args.out), args.json, args.plot, args.markdown)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
     try:
@@ -523,9 +544,9 @@ def main(argv: list[str] | None = None) -> int:
             results,
             baseline,
             first_cfg.eval.n_boot,
-            Path(args.json),
-            Path(args.plot) if args.plot else None,
-            Path(args.markdown),
+            json_path,
+            plot_path,
+            markdown_path,
             {
                 "runtime_s": round(time.perf_counter() - t0, 1),
                 "seeds": seeds,
@@ -540,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"runtime_s": round(time.perf_counter() - t0, 1), "json": args.json}))
+    print(json.dumps({"runtime_s": round(time.perf_counter() - t0, 1), "json": str(json_path)}))
     return 0
 
 

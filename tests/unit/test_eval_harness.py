@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +278,30 @@ def test_adaptation_chosen_per_support_size(monkeypatch, mode):
     assert chosen.as_dict()["per_shot"]["3"] == {"steps": 5, "inner_lr": 0.5, "val_ndcg@10": 1.0}
     with pytest.raises(ValueError, match="eval.adaptation must be one of shared, per_shot"):
         EvalConfig(adaptation="per_k")
+
+
+def test_reproduce_writes_inside_out_unless_told_where(tmp_path):
+    """An exploratory run (no --json / --plot / --markdown) must not rewrite a published page in docs/."""
+    from metarec_dist.eval.publish import markers, write_section
+    from metarec_dist.eval.reproduce import output_paths
+
+    out = tmp_path / "out"
+    assert output_paths(out, None, None, None) == (
+        out / "results.json",
+        out / "ndcg_vs_k.png",
+        out / "results.md",
+    )
+    assert output_paths(out, "a.json", "", "") == (Path("a.json"), None, None)
+    assert output_paths(out, None, "p.png", "docs/x.md") == (
+        out / "results.json",
+        Path("p.png"),
+        Path("docs/x.md"),
+    )
+
+    begin, end = markers("s")
+    page = tmp_path / "page.md"
+    page.write_text(f"prose before\n{begin}\nold table\n{end}\nprose after\n")
+    write_section(page, f"{begin}\nnew table\n{end}", "s")
+    text = page.read_text()
+    assert text == f"prose before\n{begin}\nnew table\n{end}\nprose after\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".page")] == []  # no temp file left
