@@ -12,10 +12,21 @@ first, so which users a rank gets would change from run to run (and on a restart
 
 Each rank reads every file once and keeps 1/N of the rows (the read costs N passes over the files in all,
 spread over the cluster's CPUs; the memory of a rank is its shard).
+
+Ray Data's Parquet reader (the V2 datasource, the default in the pinned Ray 2.60) lists the files of every
+execution by reading their footers on a pool of ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` actors, 32 by
+default: 32 new Python processes per dataset a rank iterates, 4 executions (and ~130 actor starts) for a
+2-rank run. The prepared users are a handful of files, and one actor already reads up to
+``RAY_DATA_PARQUET_FOOTER_IO_CONCURRENCY`` (128) footers at a time, so the driver asks for one (a value set
+in the environment wins; ``read_parquet`` reads it on the driver and the plan carries it). Measured on a
+2-core machine in docs/benchmarks.md, "Ray Data's Parquet footer actors".
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +39,7 @@ from metarec_dist.tasks.sampler import FlatSequences
 
 COLUMNS = ["user", "items", "split"]
 BATCH_ROWS = 4096
+FOOTER_ACTORS = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"  # read by read_parquet, on the driver
 
 
 def user_datasets(shards: Any, world_size: int) -> dict[str, Any]:
@@ -36,7 +48,8 @@ def user_datasets(shards: Any, world_size: int) -> dict[str, Any]:
 
     if shards.split_users.get("train", 0) == 0:
         raise ValueError(f"{shards.source}: the training split has no users")
-    users = ray.data.read_parquet(shards.folder, columns=COLUMNS)
+    with _env_default(FOOTER_ACTORS, "1"):
+        users = ray.data.read_parquet(shards.folder).select_columns(COLUMNS)
     out = {
         train_name(r): users.map_batches(
             select_rows,
@@ -47,6 +60,19 @@ def user_datasets(shards: Any, world_size: int) -> dict[str, Any]:
     }
     out["valid"] = users.map_batches(select_rows, batch_format="pyarrow", fn_kwargs={"split": "valid"})
     return out
+
+
+@contextmanager
+def _env_default(key: str, value: str) -> Iterator[None]:
+    """``key=value`` in this process's environment for the block, unless the user has set ``key``."""
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def train_name(rank: int) -> str:

@@ -6,6 +6,8 @@ process, stop-and-resume) is in tests/integration/test_distributed.py; here the 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +18,7 @@ from data_fixtures import EXPECTED, cfg, sequences_by_user, write_csv
 from metarec_dist.config import TasksConfig, load_config
 from metarec_dist.data import cache, pipeline, prepare_data
 from metarec_dist.data.shards import part_files, read_users, write_users
+from metarec_dist.runtime import ray_data
 from metarec_dist.runtime.ray_data import read_first_users, select_rows, to_user_rows
 from metarec_dist.tasks.sampler import (
     SequenceStore,
@@ -110,6 +113,45 @@ def test_rank_shards_partition_the_training_users_by_id(tmp_path):
     assert sorted(np.concatenate(held).tolist()) == sorted(train_users.tolist())  # all, none twice
     for rank, users in enumerate(held):
         assert np.all(shard_of(users, world) == rank) and np.all(np.diff(users) > 0)
+
+
+class _Recorded:
+    """Stands in for ray.data.read_parquet: what the environment said when it was called."""
+
+    def __init__(self) -> None:
+        self.footer_actors: list[str | None] = []
+
+    def __call__(self, folder, **kwargs):
+        self.footer_actors.append(os.environ.get(ray_data.FOOTER_ACTORS))
+        return self
+
+    def select_columns(self, columns):
+        assert columns == ray_data.COLUMNS
+        return self
+
+    def map_batches(self, *args, **kwargs):
+        return self
+
+
+@pytest.mark.parametrize("user_value", [None, "8"])
+def test_the_driver_asks_ray_data_for_one_footer_actor_unless_the_user_set_it(monkeypatch, user_value):
+    """Ray 2.60's Parquet reader reads RAY_DATA_PARQUET_FOOTER_NUM_ACTORS when read_parquet is called (on
+    the driver); its default, 32 actor processes per dataset execution, cost a 2-rank run ~130 process
+    starts (docs/benchmarks.md). Asked for 1 there, unless the user set a value; the driver's environment
+    is left as it was."""
+    import ray.data
+
+    recorded = _Recorded()
+    monkeypatch.setattr(ray.data, "read_parquet", recorded)
+    if user_value is None:
+        monkeypatch.delenv(ray_data.FOOTER_ACTORS, raising=False)
+    else:
+        monkeypatch.setenv(ray_data.FOOTER_ACTORS, user_value)
+    shards = type("Shards", (), {"split_users": {"train": 5}, "folder": "users", "source": "s"})()
+    datasets = ray_data.user_datasets(shards, world_size=2)
+    assert set(datasets) == {"train_0", "train_1", "valid"}
+    assert recorded.footer_actors == [user_value or "1"]
+    assert os.environ.get(ray_data.FOOTER_ACTORS) == user_value
 
 
 def test_a_ranks_rows_do_not_depend_on_the_order_blocks_arrive_in():
