@@ -66,8 +66,6 @@ def head(tmp_path_factory):
         proc.kill()
         pytest.fail("ray head did not start")
     yield {"address": address, "token": token}
-    # Stop the node's processes (GCS, raylet, dashboard, workers) and `ray start --block` together, as
-    # `ray stop` does: terminated alone, the blocking `ray start` took ~30 s to take them down.
     # Stopped as `ray stop --force` would: SIGTERM to `ray start --block` and the node's processes, then
     # SIGKILL after 5 s. Gently, the raylet drains and `ray start` waits ~30 s (measured) for a cluster
     # that only this test used.
