@@ -35,6 +35,9 @@ def head(tmp_path_factory):
         **os.environ,
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
+        # Ray's one-machine switch: every server of the node binds 127.0.0.1, not the machine's address
+        # (`--node-ip-address` alone is replaced by the routable address; see runtime/ray_launcher.py)
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     }
