@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from metarec_dist.runtime.ray_launcher import LOOPBACK_ENV
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -37,7 +39,7 @@ def head(tmp_path_factory):
         "RAY_AUTH_TOKEN": token,
         # Ray's one-machine switch: every server of the node binds 127.0.0.1, not the machine's address
         # (`--node-ip-address` alone is replaced by the routable address; see runtime/ray_launcher.py)
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        LOOPBACK_ENV: "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     }
