@@ -238,7 +238,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def baselines(protocol: ColdStartProtocol, split: str, seed: int) -> list[MethodResult]:
-    """The protocol's reference methods: popularity; content kNN and random for the item protocols."""
+    """The protocol's reference methods: popularity and co-occurrence; content kNN and random for the item
+    protocols."""
     return protocol.baselines(split, seed)
 
 

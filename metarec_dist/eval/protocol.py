@@ -1,7 +1,8 @@
 """The cold-start protocol: which users, which shot counts, how each method adapts, and its per-user result.
 
-The methods of the comparison: ``popularity`` (training users' counts), and every trained model under its
-algorithm's test-time protocol:
+The methods of the comparison: ``popularity`` (training users' counts), ``cooccurrence`` (which items
+training users had next after each support item: ``metrics/cooccurrence.py``), and every trained model under
+its algorithm's test-time protocol:
 
 - ``fomaml`` / ``reptile``: adapt the fast weights on the support; steps and inner lr tuned on validation.
 - ``none`` / ``sasrec``: no adaptation (steps = 0), or with ``finetune`` the same inner loop run as
@@ -31,6 +32,7 @@ from metarec_dist.eval.distributed import BatchRunner, UserBatches, run_batches,
 from metarec_dist.eval.loo import LOO, LOO_KS, LooBatches
 from metarec_dist.eval.stats import MethodResult
 from metarec_dist.meta import ALGORITHMS, MetaLearner, build_algorithm
+from metarec_dist.metrics.cooccurrence import ItemCooccurrence
 from metarec_dist.metrics.popularity import popularity_scores
 from metarec_dist.metrics.ranking import ScoreRange, ScoreSink
 from metarec_dist.models.recommender import SeqRecommender
@@ -43,6 +45,10 @@ STEP_GRID = (0, 1, 3, 5, 10)
 LR_FACTORS = (0.25, 0.5, 1.0, 2.0)
 FINETUNE_LRS = (0.05, 0.1, 0.2, 0.5, 1.0)  # `none`/`sasrec` were never trained to adapt: no trained lr
 CRITERION = "ndcg@10"
+COOCCURRENCE = "cooccurrence"  # the count baseline's name in every table
+# The co-occurrence baseline's weight per step back in the support (chosen on Amazon Sports' validation
+# users among 1, 0.7, 0.5, 0.3, 0.2, 0.1: docs/results/amazon-sports.md, "Co-occurrence").
+COOC_RECENCY = 0.3
 
 
 class PopularityScorer:
@@ -53,6 +59,17 @@ class PopularityScorer:
 
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
         return self.scores.expand(batch.num_tasks, -1)
+
+
+class CooccurrenceScorer:
+    """Item co-occurrence counted over TRAINING users only (``metrics/cooccurrence.py``): each user's
+    scores from their support items, the most recent weighted most."""
+
+    def __init__(self, train_sequences: list[np.ndarray], num_items: int, horizon: int) -> None:
+        self.model = ItemCooccurrence(train_sequences, num_items, horizon, COOC_RECENCY)
+
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+        return self.model.scores(batch.support_targets)
 
 
 class Diverged(ValueError):
@@ -348,10 +365,21 @@ class ColdStartProtocol:
         scorer = PopularityScorer(self.splits.train, self.splits.num_items)
         return self.baseline("popularity", scorer, split, {"counted_on": "train users"})
 
+    @property
+    def cooc_horizon(self) -> int:
+        """How far ahead the co-occurrence baseline counts: the relevant set's length."""
+        return self.eval_cfg.num_relevant
+
+    def cooccurrence(self, split: str = "test") -> MethodResult:
+        horizon = self.cooc_horizon
+        scorer = CooccurrenceScorer(self.splits.train, self.splits.num_items, horizon)
+        info = {"counted_on": "train users", "horizon": horizon, "recency": COOC_RECENCY}
+        return self.baseline(COOCCURRENCE, scorer, split, info)
+
     def baselines(self, split: str = "test", seed: int = 0) -> list[MethodResult]:
         """This protocol's reference methods (``seed``: for the seeded ones of the item protocols)."""
         del seed
-        return [self.popularity(split)]
+        return [self.popularity(split), self.cooccurrence(split)]
 
 
 @dataclass
@@ -374,6 +402,8 @@ class LeaveOneOutProtocol(ColdStartProtocol):
         return cls(splits, (LOO,), max_seq_len - 1, eval_cfg, mask_seen)
 
     split_hint = "the held-out targets"
+    # The target is the single next item: the co-occurrence baseline is the first-order Markov chain.
+    cooc_horizon = 1
 
     def empty_split(self, split: str) -> str:
         return (

@@ -439,8 +439,9 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 
 def baselines(protocol: str, methods: list[tuple[str, str]], overrides: list[str], shots: list[int]) -> list:
-    """The protocol's reference methods on the first config's data: popularity (cold_start), content kNN
-    and random (new-items; mixed adds popularity), read from the first config that declares item features."""
+    """The protocol's reference methods on the first config's data: popularity and co-occurrence
+    (cold_start), content kNN and random (new-items; mixed adds popularity), read from the first config that
+    declares item features."""
     from metarec_dist.config import load_config
     from metarec_dist.eval.loading import load_prepared
 
@@ -448,7 +449,7 @@ def baselines(protocol: str, methods: list[tuple[str, str]], overrides: list[str
     cfgs = [load_config(config, [*overrides, *extra]) for _, config in methods]
     if protocol == "cold_start":
         cfg = cfgs[0]
-        return [build_protocol(protocol, load_prepared(cfg).user_splits(), shots, cfg).popularity("test")]
+        return build_protocol(protocol, load_prepared(cfg).user_splits(), shots, cfg).baselines("test")
     with_items = [c for c in cfgs if c.data.item_features]
     if not with_items:
         raise ValueError(

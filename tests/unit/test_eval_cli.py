@@ -47,7 +47,7 @@ def table_a(runs, tmp_path_factory) -> tuple[dict, str]:
 
 def test_evaluate_reports_every_metric_with_intervals(table_a):
     doc, printed = table_a
-    assert set(doc["methods"]) == {"fomaml", "popularity"} and doc["split"] == "test"
+    assert set(doc["methods"]) == {"fomaml", "popularity", "cooccurrence"} and doc["split"] == "test"
     row = doc["methods"]["fomaml"]["metrics"]["3"]
     assert set(row) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "hr@10", "next_ndcg@10", "mrr"}
     assert row["ndcg@10"]["lo"] <= row["ndcg@10"]["mean"] <= row["ndcg@10"]["hi"]
@@ -81,8 +81,8 @@ def test_adaptation_is_tuned_on_validation_users_only(runs, tmp_path, monkeypatc
     def same(a, b):
         return len(a) == len(b) and all(map(np.array_equal, a, b))
 
-    # Every grid point is scored on validation users; then the model and popularity on test users.
-    tuning, scored = seen[:-2], seen[-2:]
+    # Every grid point is scored on validation users; then the model and the two baselines on test users.
+    tuning, scored = seen[:-3], seen[-3:]
     assert len(tuning) == doc["methods"]["none+finetune"]["info"]["adaptation"]["grid_size"] > 1
     assert all(same(u, valid) for u in tuning) and all(same(u, test) for u in scored)
     assert not any(np.array_equal(s, t) for s in valid for t in test if len(s) == len(t))

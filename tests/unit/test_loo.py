@@ -175,7 +175,7 @@ def test_evaluate_loo_end_to_end(run, tmp_path, capsys):
     printed = capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert doc["protocol"] == "loo" and doc["mask_seen"] is True and doc["window"] == 15
-    assert set(doc["methods"]) == {"sasrec", "popularity"} and "shots" not in doc
+    assert set(doc["methods"]) == {"sasrec", "popularity", "cooccurrence"} and "shots" not in doc
     row = doc["methods"]["sasrec"]["metrics"][str(LOO)]
     assert set(row) == {f"{m}@{k}" for m in ("hr", "ndcg") for k in (5, 10, 20)} | {"mrr"}
     assert row["ndcg@10"]["lo"] <= row["ndcg@10"]["mean"] <= row["ndcg@10"]["hi"]

@@ -1,0 +1,111 @@
+"""Item co-occurrence baseline: "users who had this item went on to have these".
+
+No training, no neural network: for every training user and every position p, each of the next ``horizon``
+items that the user had not had before counts once for the item at p. A cold-start user's scores are the
+row-normalised counts of their support items, the most recent weighted most. With ``horizon`` equal to the
+evaluation's relevant set (the next ``eval.num_relevant`` items) the counts estimate exactly what the
+cold-start protocol rewards; with ``horizon`` 1 it is the first-order Markov chain of next items.
+
+Why it is here: on Amazon Sports this count model is a stronger cold-start baseline than our SASRec
+(docs/results/amazon-sports.md), so a method's table has to show it beside popularity.
+
+The counts live in CSR arrays (``indptr``, ``indices``, ``data``): a catalogue's matrix has at most
+``interactions x horizon`` non-zeros, never ``items x items``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from metarec_dist.metrics.popularity import popularity_scores
+
+__all__ = ["ItemCooccurrence", "first_occurrences"]
+
+# Scores add popularity x this (in float64): it orders only the items the counts tie on, above all the
+# zero-count ones, so a user whose support items never co-occur with anything gets the popularity list.
+POPULARITY_TIE_BREAK = 1e-12
+
+
+def first_occurrences(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Boolean mask over a flat log: position q holds the first time its user had its item. Exactly the
+    items the cold-start relevant set keeps (it drops support items and repeats), at every split point."""
+    key = users.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
+    _, first = np.unique(key, return_index=True)
+    mask = np.zeros(len(items), dtype=bool)
+    mask[first] = True
+    return mask
+
+
+class ItemCooccurrence:
+    """Row-normalised "followed within ``horizon``" counts over training sequences (ids 1..num_items).
+
+    ``recency``: the weight of a support item ``d`` positions before the last is ``recency ** d``.
+    """
+
+    def __init__(
+        self,
+        train_sequences: Sequence[np.ndarray],
+        num_items: int,
+        horizon: int,
+        recency: float = 0.5,
+    ) -> None:
+        if horizon < 1:
+            raise ValueError(f"the co-occurrence horizon must be >= 1, got {horizon}")
+        if not 0.0 < recency <= 1.0:
+            raise ValueError(f"the co-occurrence recency weight must be in (0, 1], got {recency}")
+        self.num_items, self.horizon, self.recency = num_items, horizon, recency
+        self.indptr, self.indices, self.data = self._counts(train_sequences)
+        pop = popularity_scores(train_sequences, num_items)[1:]
+        self.tie_break = POPULARITY_TIE_BREAK * pop.double() / max(float(pop.max()), 1.0)
+
+    def _counts(self, sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        seqs = [np.asarray(s, dtype=np.int64) for s in sequences if len(s)]
+        if not seqs:
+            return np.zeros(self.num_items + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        items = np.concatenate(seqs) - 1  # 0-based columns
+        users = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
+        first = first_occurrences(users, items)
+        src, dst = [], []
+        for j in range(1, self.horizon + 1):
+            ok = (users[:-j] == users[j:]) & first[j:]
+            src.append(items[:-j][ok])
+            dst.append(items[j:][ok])
+        pairs = np.concatenate(src) * self.num_items + np.concatenate(dst)
+        keys, counts = np.unique(pairs, return_counts=True)
+        rows, cols = keys // self.num_items, keys % self.num_items
+        indptr = np.zeros(self.num_items + 1, np.int64)
+        np.add.at(indptr, rows + 1, 1)
+        indptr = np.cumsum(indptr)
+        totals = np.bincount(rows, weights=counts, minlength=self.num_items)
+        data = (counts / totals[rows]).astype(np.float32)
+        return indptr, cols.astype(np.int64), data
+
+    def weighted(self, support: torch.Tensor) -> torch.Tensor:
+        """The recency-weighted sum of the support items' normalised count rows, float64 ``[T,
+        num_items]`` (column j = item j + 1). ``support [T, K]``: item ids, 0 = none; the last column is
+        the most recent item, as in ``MetaBatch.support_targets``."""
+        sup = support.cpu().numpy()
+        num_tasks, k = sup.shape
+        weight = self.recency ** np.arange(k - 1, -1, -1, dtype=np.float64)
+        task, pos = np.nonzero(sup > 0)
+        rows = sup[task, pos] - 1
+        lengths = self.indptr[rows + 1] - self.indptr[rows]
+        starts = np.repeat(self.indptr[rows], lengths)
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        entries = starts + offsets
+        out = torch.zeros(num_tasks, self.num_items, dtype=torch.float64)
+        flat = np.repeat(task, lengths) * self.num_items + self.indices[entries]
+        values = self.data[entries].astype(np.float64) * np.repeat(weight[pos], lengths)
+        out.view(-1).index_add_(0, torch.from_numpy(flat), torch.from_numpy(values))
+        return out
+
+    def scores(self, support: torch.Tensor) -> torch.Tensor:
+        """Ranking scores ``[T, num_items]``: :meth:`weighted`, ties broken by popularity, returned as each
+        item's rank within its row (0 = last; float32 holds them exactly up to 2^24 items). Why ranks: the
+        evaluation ranks float32 scores and puts a relevant item after every item it ties with, and in
+        float32 the popularity tie-break would vanish next to weights of a few percent."""
+        out = self.weighted(support) + self.tie_break
+        return out.argsort(dim=1).argsort(dim=1).float()

@@ -1,0 +1,141 @@
+"""The item co-occurrence baseline: counts against a by-hand reference, scores, training users only."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from metarec_dist.config import EvalConfig
+from metarec_dist.data.split import UserSplits
+from metarec_dist.eval.loo import LOO
+from metarec_dist.eval.protocol import (
+    COOC_RECENCY,
+    COOCCURRENCE,
+    ColdStartProtocol,
+    LeaveOneOutProtocol,
+)
+from metarec_dist.metrics.cooccurrence import ItemCooccurrence, first_occurrences
+
+V = 25
+
+
+def reference_counts(sequences: list[np.ndarray], horizon: int) -> np.ndarray:
+    """Written out position by position: item at p -> each of its next ``horizon`` items the user had not
+    had before (neither up to p nor earlier in the same horizon), row-normalised."""
+    c = np.zeros((V, V))
+    for seq in sequences:
+        for p in range(len(seq)):
+            chosen: list[int] = []
+            for item in seq[p + 1 : p + 1 + horizon]:
+                if item in seq[: p + 1] or item in chosen:
+                    continue
+                chosen.append(int(item))
+                c[seq[p] - 1, item - 1] += 1
+    totals = c.sum(1, keepdims=True)
+    return np.divide(c, totals, out=np.zeros_like(c), where=totals > 0)
+
+
+def dense(model: ItemCooccurrence) -> np.ndarray:
+    out = np.zeros((V, V))
+    for row in range(V):
+        lo, hi = model.indptr[row], model.indptr[row + 1]
+        out[row, model.indices[lo:hi]] = model.data[lo:hi]
+    return out
+
+
+SEQS = [
+    np.array([1, 2, 3, 2, 4, 5]),  # 2 repeats: its second time counts for nobody
+    np.array([3, 1, 6, 1, 7]),
+    np.array([2, 4]),
+    np.array([8]),
+    np.array([5, 5, 9, 3, 10, 11, 12, 1]),
+]
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 3, 10])
+def test_counts_match_the_reference_written_out(horizon):
+    model = ItemCooccurrence(SEQS, V, horizon)
+    np.testing.assert_allclose(dense(model), reference_counts(SEQS, horizon), rtol=1e-6)
+
+
+def test_first_occurrences_are_per_user():
+    users = np.array([0, 0, 0, 1, 1])
+    items = np.array([3, 4, 3, 3, 3])
+    assert first_occurrences(users, items).tolist() == [True, True, False, True, False]
+
+
+def test_scores_weight_the_support_by_recency_and_ignore_padding():
+    model = ItemCooccurrence(SEQS, V, horizon=2, recency=0.5)
+    ref = reference_counts(SEQS, 2)
+    support = torch.tensor([[0, 0, 1, 3], [0, 0, 0, 2]])  # left padding, the last column most recent
+    weighted = model.weighted(support).numpy()
+    np.testing.assert_allclose(weighted[0], 0.5 * ref[0] + 1.0 * ref[2], atol=1e-7)
+    np.testing.assert_allclose(weighted[1], ref[1], atol=1e-7)
+    # The ranking scores order the items as the weights do (ties by popularity): ranks 0 .. V-1.
+    scores = model.scores(support)
+    assert sorted(scores[0].tolist()) == list(range(V))
+    order = scores[0].argsort(descending=True)[:3].numpy()
+    assert np.all(np.diff(weighted[0][order]) <= 0) and weighted[0][order[-1]] > 0
+
+
+def test_an_item_that_never_led_anywhere_falls_back_to_popularity():
+    """Item 12 is never followed by anything: its user gets the popularity order, not an all-tie."""
+    model = ItemCooccurrence(SEQS, V, horizon=3)
+    scores = model.scores(torch.tensor([[12]]))[0]
+    counts = np.bincount(np.concatenate(SEQS), minlength=V + 1)[1:]
+    assert int(scores.argmax()) == int(counts.argmax())
+    assert bool((scores[torch.from_numpy(counts > 0)] > 0).all())
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="horizon"):
+        ItemCooccurrence(SEQS, V, horizon=0)
+    with pytest.raises(ValueError, match="recency"):
+        ItemCooccurrence(SEQS, V, horizon=1, recency=0.0)
+
+
+def test_cold_start_baseline_counts_training_users_only_up_to_the_relevant_horizon():
+    """Training users go 1 -> 2 -> 3; every test user goes 1 -> 4 -> 5. Had the test users been counted,
+    4 would top the list after 1; counted on training users, 2 and 3 (within num_relevant=2) lead."""
+    train = [np.array([1, 2, 3])] * 3 + [np.array([4, 5])]
+    test = [np.array([1, 4, 5])] * 4
+    splits = UserSplits(train=train, valid=[], test=test, num_items=V)
+    protocol = ColdStartProtocol(splits, [1], 1, EvalConfig(num_relevant=2, ks=[2]))
+    names = [r.name for r in protocol.baselines("test")]
+    assert names == ["popularity", COOCCURRENCE]
+    res = protocol.cooccurrence("test")
+    assert res.info["horizon"] == 2 and res.info["recency"] == COOC_RECENCY
+    assert res.per_user[1]["recall@2"].tolist() == [0.0] * 4  # relevant {4, 5}; top two are 2 and 3
+    # Training users 1 -> 2 -> 3 and 4 -> 5: a test user with support 4 finds 5 first.
+    hit = ColdStartProtocol(
+        UserSplits(train=train, valid=[], test=[np.array([4, 5])], num_items=V),
+        [1],
+        1,
+        EvalConfig(num_relevant=2, ks=[2]),
+    ).cooccurrence("test")
+    assert hit.per_user[1]["ndcg@2"].tolist() == [1.0]
+
+
+def test_loo_baseline_is_the_next_item_chain():
+    """Leave-one-out: the target is the single next item, so the baseline counts horizon 1."""
+    train = [np.array([1, 2, 3]), np.array([1, 2, 3]), np.array([1, 3])]
+    user = np.array([6, 1])  # the test target is the item after 1
+    splits = UserSplits(train=train, valid=[], test=[np.append(user, 2)], num_items=V)
+    protocol = LeaveOneOutProtocol.build(splits, 3, EvalConfig(), mask_seen=True)
+    res = protocol.cooccurrence("test")
+    assert res.info["horizon"] == 1
+    # 1 -> 2 twice, 1 -> 3 once: item 2 ranks first.
+    assert res.per_user[LOO]["ndcg@5"].tolist() == pytest.approx([1.0 / math.log2(2)])
+
+
+def test_ties_in_the_counts_go_to_the_more_popular_item_in_the_evaluation():
+    """1 is followed once each by 2, 3, 4, 5 (equal weights); 5 is the most popular item. The evaluation
+    puts a relevant item after every item it ties with, so without a tie-break that survives float32 the
+    test user's next item 5 would rank 4th: here it ranks first."""
+    train = [np.array([1, 2]), np.array([1, 3]), np.array([1, 4]), np.array([1, 5])] + [np.array([5])] * 3
+    splits = UserSplits(train=train, valid=[], test=[np.array([1, 5])], num_items=V)
+    protocol = ColdStartProtocol(splits, [1], 1, EvalConfig(num_relevant=2, ks=[2]))
+    assert protocol.cooccurrence("test").per_user[1]["ndcg@2"].tolist() == [1.0]
