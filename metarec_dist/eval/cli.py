@@ -71,6 +71,12 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         help="score the users (and the adaptation grid) on N Ray actors, one CPU each; same numbers "
         "(default: the config's eval.workers, 1 = in this process)",
     )
+    parser.add_argument(
+        "--fuse",
+        action="store_true",
+        help="fuse the model's scores with the co-occurrence counts of the user's items (weight chosen "
+        "on validation users); reported as METHOD+cooc",
+    )
     _add_adaptation_args(parser)
 
 
@@ -162,9 +168,14 @@ def _protocol(
 
 
 def _evaluate_one(
-    loaded: LoadedModel, protocol: ColdStartProtocol, split: str, finetune: bool, fixed: Any
+    loaded: LoadedModel,
+    protocol: ColdStartProtocol,
+    split: str,
+    finetune: bool,
+    fixed: Any,
+    fuse: bool = False,
 ) -> MethodResult:
-    result = protocol.evaluate(loaded, split, finetune=finetune, fixed=fixed)
+    result = protocol.evaluate(loaded, split, finetune=finetune, fixed=fixed, fuse=fuse)
     result.info["checkpoint"] = str(loaded.source)
     return result
 
@@ -204,7 +215,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
     protocol, source = _protocol(loaded, shots, name, args.mask_seen, args.workers)
     protocol.users(args.split)  # validates the name before any work
-    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded))]
+    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded), args.fuse)]
     baseline = None
     if args.baseline:
         base = load_model(args.baseline)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +50,12 @@ COOCCURRENCE = "cooccurrence"  # the count baseline's name in every table
 # The co-occurrence baseline's weight per step back in the support (chosen on Amazon Sports' validation
 # users among 1, 0.7, 0.5, 0.3, 0.2, 0.1: docs/results/amazon-sports.md, "Co-occurrence").
 COOC_RECENCY = 0.3
+# Fusion with it (``metarec evaluate --fuse``; reproduce ``--fuse NAME``, reported as NAME+cooc): the model's
+# log-probabilities plus weight x log(co-occurrence + FUSION_EPS), the weight chosen on validation users
+# after the adaptation (0 stays a candidate: the plain model, if the counts do not help).
+FUSION_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+FUSION_EPS = 1e-4
+FUSED = "+cooc"
 
 
 class PopularityScorer:
@@ -65,11 +72,27 @@ class CooccurrenceScorer:
     """Item co-occurrence counted over TRAINING users only (``metrics/cooccurrence.py``): each user's
     scores from their support items, the most recent weighted most."""
 
-    def __init__(self, train_sequences: list[np.ndarray], num_items: int, horizon: int) -> None:
-        self.model = ItemCooccurrence(train_sequences, num_items, horizon, COOC_RECENCY)
+    def __init__(self, model: ItemCooccurrence) -> None:
+        self.model = model
 
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
         return self.model.scores(batch.support_targets)
+
+
+class FusedScorer:
+    """A model's scores fused with the co-occurrence counts of the user's support: ``log_softmax(model) +
+    weight * log(weighted counts + FUSION_EPS)``, a product of the two distributions (the counts smoothed so
+    an item no support item ever led to is penalised, not excluded). Weight 0 is the model unchanged."""
+
+    def __init__(self, base: AdaptingScorer, cooc: ItemCooccurrence, weight: float) -> None:
+        self.base, self.cooc, self.weight = base, cooc, weight
+
+    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+        scores = self.base.score(batch, steps)
+        if not self.weight:
+            return scores
+        prior = self.cooc.weighted(batch.support_targets).to(scores.device, torch.float32)
+        return torch.log_softmax(scores.float(), -1) + self.weight * torch.log(prior + FUSION_EPS)
 
 
 class Diverged(ValueError):
@@ -129,6 +152,10 @@ class Adaptation:
     # eval.adaptation = per_shot: K -> (steps, inner_lr, that K's validation score); ``steps`` / ``inner_lr``
     # above are then the shared choice, kept for reference, and ``val_score`` the mean of the per-K scores.
     per_shot: dict[int, tuple[int, float, float]] | None = None
+    # Fused with the co-occurrence counts (``FusedScorer``): the weight, and each candidate's validation
+    # score (``val_score`` is then the chosen weight's); None: not fused.
+    fusion: float | None = None
+    fusion_scores: dict[float, float] | None = None
 
     def setting(self, shot: int) -> tuple[int, float]:
         """The (steps, inner_lr) used for support size ``shot``."""
@@ -157,6 +184,13 @@ class Adaptation:
                 str(k): {"steps": s, "inner_lr": lr, f"val_{CRITERION}": v}
                 for k, (s, lr, v) in sorted(self.per_shot.items())
             }
+        if self.fusion is not None:
+            out["fusion"] = {
+                "weight": self.fusion,
+                "eps": FUSION_EPS,
+                "recency": COOC_RECENCY,
+                f"val_{CRITERION}": {str(w): v for w, v in sorted((self.fusion_scores or {}).items())},
+            }
         return out
 
 
@@ -177,11 +211,13 @@ def adaptation_grid(trained_steps: int, trained_lr: float, finetune: bool) -> li
     return [(0, trained_lr)] + [(s, lr) for s in steps if s > 0 for lr in lrs]
 
 
-def method_name(algorithm: str, finetune: bool, label: str | None = None) -> str:
+def method_name(algorithm: str, finetune: bool, label: str | None = None, fuse: bool = False) -> str:
     """The name results are reported under: ``label`` (default: the algorithm's name), with "+finetune"
-    when an algorithm trained without an inner loop (which does not adapt by default) was fine-tuned."""
+    when an algorithm trained without an inner loop (which does not adapt by default) was fine-tuned, and
+    "+cooc" when fused with the co-occurrence counts."""
     name = algorithm if label is None else label
-    return f"{name}+finetune" if finetune and not ALGORITHMS[algorithm].adapts else name
+    name = f"{name}+finetune" if finetune and not ALGORITHMS[algorithm].adapts else name
+    return f"{name}{FUSED}" if fuse else name
 
 
 @dataclass
@@ -312,6 +348,31 @@ class ColdStartProtocol:
     def scorer(loaded: LoadedModel, inner_lr: float) -> AdaptingScorer:
         return AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
 
+    def fused(self, scorer: AdaptingScorer, weight: float | None) -> Scorer:
+        """``scorer`` fused with the co-occurrence counts at ``weight`` (None: unchanged)."""
+        return scorer if weight is None else FusedScorer(scorer, self.cooc_model, weight)
+
+    @cached_property
+    def cooc_model(self) -> ItemCooccurrence:
+        """The co-occurrence counts of the training users (the baseline's and the fusion's)."""
+        return ItemCooccurrence(self.splits.train, self.splits.num_items, self.cooc_horizon, COOC_RECENCY)
+
+    def choose_fusion(self, loaded: LoadedModel, adaptation: Adaptation) -> Adaptation:
+        """``adaptation`` with the fusion weight of ``FUSION_WEIGHTS`` that scores best on the tuning
+        validation users (mean NDCG@10 over the shots; ties: the smaller weight)."""
+        if not self.splits.valid:
+            raise ValueError("no validation users to choose the fusion weight on (data.valid_frac is 0?)")
+        users, feats = self.tune_users(), self.tune_user_features()
+        scores = {}
+        for weight in FUSION_WEIGHTS:
+            res = self.adapted_per_user(loaded, replace(adaptation, fusion=weight), users, feats)
+            scores[weight] = float(np.mean([res[k][CRITERION].mean() for k in self.shots]))
+        best = FUSION_WEIGHTS[0]
+        for weight in FUSION_WEIGHTS[1:]:
+            if scores[weight] > scores[best] + 1e-12:
+                best = weight
+        return replace(adaptation, fusion=best, fusion_scores=scores, val_score=scores[best])
+
     def evaluate(
         self,
         loaded: LoadedModel,
@@ -319,13 +380,18 @@ class ColdStartProtocol:
         finetune: bool = False,
         fixed: tuple[int, float] | None = None,
         name: str | None = None,
+        fuse: bool = False,
     ) -> MethodResult:
         """A trained model under its algorithm's protocol: adaptation chosen on validation users, then scored
-        on ``split``. The default name is the algorithm (``+finetune`` when fine-tuned)."""
+        on ``split``. The default name is the algorithm (``+finetune`` when fine-tuned, ``+cooc`` fused).
+        ``fuse``: fused with the co-occurrence counts, the weight chosen on validation users at the chosen
+        adaptation (``choose_fusion``)."""
         users = self.users(split)
         adaptation = self.choose_adaptation(loaded, finetune, fixed)
+        if fuse:
+            adaptation = self.choose_fusion(loaded, adaptation)
         return MethodResult(
-            name or method_name(loaded.algorithm, finetune),
+            name or method_name(loaded.algorithm, finetune, fuse=fuse),
             self.adapted_per_user(loaded, adaptation, users, self.splits.user_features(split)),
             {"algorithm": loaded.algorithm, "adaptation": adaptation.as_dict(), **self.facts()},
         )
@@ -344,7 +410,8 @@ class ColdStartProtocol:
         for (steps, lr), shots in groups.items():
             # Restricted to some shots, the support buffer stays as long as for all of them.
             part = self if len(groups) == 1 else replace(self, shots=tuple(shots), support_max=self.longest)
-            results.update(part.per_user(self.scorer(loaded, lr), users, steps, user_features=user_features))
+            scorer = self.fused(self.scorer(loaded, lr), adaptation.fusion)
+            results.update(part.per_user(scorer, users, steps, user_features=user_features))
         return {k: results[k] for k in self.shots}
 
     @property
@@ -371,9 +438,8 @@ class ColdStartProtocol:
         return self.eval_cfg.num_relevant
 
     def cooccurrence(self, split: str = "test") -> MethodResult:
-        horizon = self.cooc_horizon
-        scorer = CooccurrenceScorer(self.splits.train, self.splits.num_items, horizon)
-        info = {"counted_on": "train users", "horizon": horizon, "recency": COOC_RECENCY}
+        scorer = CooccurrenceScorer(self.cooc_model)
+        info = {"counted_on": "train users", "horizon": self.cooc_horizon, "recency": COOC_RECENCY}
         return self.baseline(COOCCURRENCE, scorer, split, info)
 
     def baselines(self, split: str = "test", seed: int = 0) -> list[MethodResult]:

@@ -74,6 +74,7 @@ class RunSpec:
     # The first stage (train.pretrain) of another method's run of this seed that is exactly this run: it is
     # evaluated instead of training the same model twice (share_first_stages)
     shared_run: str | None = None
+    fuse: bool = False  # also report the variant fused with the co-occurrence counts (METHOD+cooc)
 
     @property
     def run_name(self) -> str:
@@ -114,12 +115,15 @@ def reusable(spec: RunSpec, out: Path) -> dict[str, Any] | None:
     path = per_user_path(spec, out)
     if not path.is_file():
         return None
+    from metarec_dist.eval.protocol import FUSED
+
     runs = pickle.loads(path.read_bytes())
     same = all(
         info.get("config") == spec.config and info.get("overrides") == list(spec.overrides)
         for _, info in runs.values()
     )
-    return runs if same and spec.method in runs else None
+    wanted = {spec.method} | ({spec.method + FUSED} if spec.fuse else set())
+    return runs if same and wanted <= set(runs) else None
 
 
 def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool = False) -> dict[str, Any]:
@@ -151,9 +155,11 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
     budget = training_budget(cfg, data.train, data.num_items, trained_steps(loaded))
     if cfg.train.pretrain:  # the first stage's budget too: the recipe's cost is both stages
         budget["pretrain"] = first_stage_budget(cfg, data)
-    for finetune in sorted({False, spec.finetune}):
-        label = method_name(loaded.algorithm, finetune, spec.method)  # the label need not be an algorithm
-        res = protocol.evaluate(loaded, "test", finetune=finetune, name=label)
+    variants = [(False, False)] + [(True, False)] * spec.finetune + [(False, True)] * spec.fuse
+    for finetune, fuse in variants:
+        # The label need not be an algorithm.
+        label = method_name(loaded.algorithm, finetune, spec.method, fuse=fuse)
+        res = protocol.evaluate(loaded, "test", finetune=finetune, name=label, fuse=fuse)
         res.info.update(
             {
                 "seed": spec.seed,
@@ -363,8 +369,13 @@ def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:
         log.info("--reuse: the first stage of %s did not finish with these settings; training again", run_dir)
         return None
     loaded = load_model(folder)
-    # The trainer records model.loss resolved (auto -> full/sampled): compare with cfg resolved alike.
-    if not same_run(loaded.cfg, resolve_loss(cfg, int(loaded.meta["num_items"]))):
+    # The trainer records model.loss resolved (auto -> full/sampled): compare with cfg resolved alike. The
+    # first stage was compared by its settings just above, not by its config file's path, which is
+    # absolute and moves with the checkout (a reproduction run from another clone is the same run).
+    stored = dataclasses.replace(
+        loaded.cfg, train=dataclasses.replace(loaded.cfg.train, pretrain=cfg.train.pretrain)
+    )
+    if not same_run(stored, resolve_loss(cfg, int(loaded.meta["num_items"]))):
         log.info("--reuse: %s was trained with other settings; training it again", run_dir)
         return None
     return str(folder)
@@ -485,6 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", action="append", required=True, help="NAME=CONFIG.yaml (repeatable)")
     p.add_argument("--finetune", action="append", default=[], help="a none/sasrec method to also fine-tune")
     p.add_argument(
+        "--fuse",
+        action="append",
+        default=[],
+        help="a method to also report fused with the co-occurrence counts (METHOD+cooc)",
+    )
+    p.add_argument(
         "--baseline", help="the method every paired interval is against (default: none, unless --pair)"
     )
     p.add_argument("--pair", action="append", default=[], help="METHOD=BASELINE: that method's own baseline")
@@ -527,7 +544,14 @@ def main(argv: list[str] | None = None) -> int:
         shots = sorted(int(s) for s in args.shots.split(","))
         specs = [
             RunSpec(
-                name, config, seed, name in args.finetune, tuple(args.set), args.protocol, args.reuse_runs
+                name,
+                config,
+                seed,
+                name in args.finetune,
+                tuple(args.set),
+                args.protocol,
+                args.reuse_runs,
+                fuse=name in args.fuse,
             )
             for seed in seeds
             for name, config in methods

@@ -139,3 +139,45 @@ def test_ties_in_the_counts_go_to_the_more_popular_item_in_the_evaluation():
     splits = UserSplits(train=train, valid=[], test=[np.array([1, 5])], num_items=V)
     protocol = ColdStartProtocol(splits, [1], 1, EvalConfig(num_relevant=2, ks=[2]))
     assert protocol.cooccurrence("test").per_user[1]["ndcg@2"].tolist() == [1.0]
+
+
+def test_fused_scores_are_the_model_log_probabilities_plus_the_weighted_log_counts():
+    from scorers import TableScorer
+
+    from metarec_dist.eval.protocol import FUSION_EPS, FusedScorer
+    from metarec_dist.tasks.sampler import prefix_batch
+    from metarec_dist.tasks.types import bos_id
+
+    cooc = ItemCooccurrence(SEQS, V, horizon=2, recency=0.3)
+    base = TableScorer({(1, 3): {4: 2.0, 5: 1.0}}, V)
+    batch = prefix_batch([np.array([1, 3])], 2, 2, bos_id(V))
+    model_scores = base.score(batch)
+    assert torch.equal(FusedScorer(base, cooc, 0.0).score(batch), model_scores)  # weight 0: the model
+    fused = FusedScorer(base, cooc, 0.5).score(batch)
+    ref = reference_counts(SEQS, 2)
+    prior = torch.from_numpy(0.3 * ref[0] + ref[2]).float()
+    expected = torch.log_softmax(model_scores, -1) + 0.5 * torch.log(prior + FUSION_EPS)
+    torch.testing.assert_close(fused, expected)
+
+
+def test_evaluate_fuse_chooses_the_weight_on_validation_users(trained, tmp_path):
+    """``metarec evaluate --fuse``: a METHOD+cooc row whose weight is the best of the grid on validation
+    users, weight 0 scoring exactly the unfused method (the same validation number)."""
+    import json
+
+    from metarec_dist.cli import main
+    from metarec_dist.eval.protocol import FUSION_WEIGHTS
+
+    run = trained("meta.algorithm=sasrec").folder
+    plain, fused = tmp_path / "plain.json", tmp_path / "fused.json"
+    assert main(["evaluate", "--checkpoint", str(run), "--finetune", "--json", str(plain)]) == 0
+    assert main(["evaluate", "--checkpoint", str(run), "--finetune", "--fuse", "--json", str(fused)]) == 0
+    a, b = json.loads(plain.read_text()), json.loads(fused.read_text())
+    assert "sasrec+finetune+cooc" in b["methods"] and "cooccurrence" in b["methods"]
+    adaptation = b["methods"]["sasrec+finetune+cooc"]["info"]["adaptation"]
+    grid = {float(w): v for w, v in adaptation["fusion"]["val_ndcg@10"].items()}
+    assert sorted(grid) == sorted(FUSION_WEIGHTS)
+    assert grid[adaptation["fusion"]["weight"]] == max(grid.values()) == adaptation["val_ndcg@10"]
+    unfused = a["methods"]["sasrec+finetune"]["info"]["adaptation"]
+    assert grid[0.0] == pytest.approx(unfused["val_ndcg@10"], abs=1e-12)
+    assert (adaptation["steps"], adaptation["inner_lr"]) == (unfused["steps"], unfused["inner_lr"])

@@ -234,6 +234,13 @@ def test_reproduce_counts_a_run_finished_only_with_its_first_stage(two_stage, tm
     again = two_stage_cfg(tmp_path, stage1_file(tmp_path), "eval.adaptation=per_shot", "eval.tune_users=5")
     assert reused_checkpoint(run_dir, again) == result["checkpoint"]
     assert reused_checkpoint(run_dir, two_stage_cfg(tmp_path, stage1_file(tmp_path), "optim.lr=0.5")) is None
+    # The same first-stage file in another checkout (its path is recorded absolute): still the same run.
+    moved = tmp_path / "clone" / "stage1.yaml"
+    moved.parent.mkdir()
+    shutil.copy(stage1_file(tmp_path), moved)
+    assert reused_checkpoint(run_dir, two_stage_cfg(tmp_path, moved)) == result["checkpoint"]
+    changed = stage1_file(tmp_path / "clone", optim={"lr": 0.5})  # ... but not with other settings
+    assert reused_checkpoint(run_dir, two_stage_cfg(tmp_path, changed)) is None
     shutil.rmtree(ckpt.step_dir(stage_dir(cfg), 4))  # the first stage no longer finished
     assert reused_checkpoint(run_dir, cfg) is None
 
