@@ -80,9 +80,10 @@ def _diff(c: dict[str, float]) -> str:
 
 
 def _adaptation(a: dict[str, Any]) -> str:
+    fused = f" + co-occurrence at weight {a['fusion']['weight']:g}" if a.get("fusion") else ""
     if a.get("per_shot"):  # eval.adaptation = per_shot: one setting per support size
-        return "(" + ", ".join(f"K={k}: {_adaptation(s)}" for k, s in a["per_shot"].items()) + ")"
-    return "none" if a["steps"] == 0 else f"{a['steps']} steps at lr {a['inner_lr']:g}"
+        return "(" + ", ".join(f"K={k}: {_adaptation(s)}" for k, s in a["per_shot"].items()) + ")" + fused
+    return ("none" if a["steps"] == 0 else f"{a['steps']} steps at lr {a['inner_lr']:g}") + fused
 
 
 def markdown_tables(doc: dict[str, Any], section: str | None = None) -> str:
@@ -131,7 +132,13 @@ def markdown_tables(doc: dict[str, Any], section: str | None = None) -> str:
             chosen = ", ".join(_adaptation(s["adaptation"]) for s in per_seed)
             lines.append(f"- {name}: {chosen}")
     lines += _budget_lines(methods)
-    lines += ["", f"Runtime of the whole reproduction: {doc.get('runtime_s', 0) / 60:.1f} min.", "", end]
+    minutes = doc.get("runtime_s", 0) / 60
+    runtime = (
+        f"Collected from earlier runs' per-user results (--collect, nothing trained) in {minutes:.1f} min."
+        if doc.get("collected")
+        else f"Runtime of the whole reproduction: {minutes:.1f} min."
+    )
+    lines += ["", runtime, "", end]
     return "\n".join(lines)
 
 

@@ -579,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                 "overrides": args.set,
                 "data": first_cfg.data.name or first_cfg.data.path,
                 **({} if args.protocol == "cold_start" else {"protocol": args.protocol}),
+                **({"collected": True} if args.collect else {}),
             },
             pairs=pairs,
             section=args.section,

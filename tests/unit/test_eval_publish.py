@@ -43,3 +43,14 @@ def test_publish_writes_json_plot_and_keeps_the_prose_around_the_tables(tmp_path
     assert {"ndcg@10", "recall@10", "vs_none"} <= set(cell) and "seed_sd" in cell["ndcg@10"]
     assert cell["vs_none"]["ndcg@10"]["diff"] > 0 and "vs_none" not in doc["summary"]["none"]["3"]
     assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Runtime of the whole reproduction: 1.0 min." in text
+
+
+def test_a_collected_table_does_not_claim_the_reproduction_runtime(tmp_path):
+    """``--collect`` trains nothing: its minute is not the reproduction's runtime."""
+    md = tmp_path / "results.md"
+    md.write_text(f"{BEGIN}\n{END}\n")
+    publish(_results(), "none", 100, tmp_path / "r.json", None, md, {"runtime_s": 60.0, "collected": True})
+    text = md.read_text()
+    assert "Runtime of the whole reproduction" not in text
+    assert "Collected from earlier runs' per-user results (--collect, nothing trained) in 1.0 min." in text
