@@ -381,13 +381,17 @@ class ColdStartProtocol:
         fixed: tuple[int, float] | None = None,
         name: str | None = None,
         fuse: bool = False,
+        adaptation: Adaptation | None = None,
     ) -> MethodResult:
         """A trained model under its algorithm's protocol: adaptation chosen on validation users, then scored
         on ``split``. The default name is the algorithm (``+finetune`` when fine-tuned, ``+cooc`` fused).
         ``fuse``: fused with the co-occurrence counts, the weight chosen on validation users at the chosen
-        adaptation (``choose_fusion``)."""
+        adaptation (``choose_fusion``). ``adaptation``: one ``choose_adaptation`` already returned for
+        this model and ``finetune`` (the reproduction's fused variant reuses its plain variant's), so the
+        search, deterministic, is not run twice."""
         users = self.users(split)
-        adaptation = self.choose_adaptation(loaded, finetune, fixed)
+        if adaptation is None:
+            adaptation = self.choose_adaptation(loaded, finetune, fixed)
         if fuse:
             adaptation = self.choose_fusion(loaded, adaptation)
         return MethodResult(

@@ -156,10 +156,15 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
     if cfg.train.pretrain:  # the first stage's budget too: the recipe's cost is both stages
         budget["pretrain"] = first_stage_budget(cfg, data)
     variants = [(False, False)] + [(True, False)] * spec.finetune + [(False, True)] * spec.fuse
+    chosen = {}  # finetune -> the adaptation chosen on validation users, shared by the fused variant
     for finetune, fuse in variants:
         # The label need not be an algorithm.
         label = method_name(loaded.algorithm, finetune, spec.method, fuse=fuse)
-        res = protocol.evaluate(loaded, "test", finetune=finetune, name=label, fuse=fuse)
+        if finetune not in chosen:
+            chosen[finetune] = protocol.choose_adaptation(loaded, finetune)
+        res = protocol.evaluate(
+            loaded, "test", finetune=finetune, name=label, fuse=fuse, adaptation=chosen[finetune]
+        )
         res.info.update(
             {
                 "seed": spec.seed,

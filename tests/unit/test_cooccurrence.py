@@ -181,3 +181,43 @@ def test_evaluate_fuse_chooses_the_weight_on_validation_users(trained, tmp_path)
     unfused = a["methods"]["sasrec+finetune"]["info"]["adaptation"]
     assert grid[0.0] == pytest.approx(unfused["val_ndcg@10"], abs=1e-12)
     assert (adaptation["steps"], adaptation["inner_lr"]) == (unfused["steps"], unfused["inner_lr"])
+
+
+def test_reproduce_fuses_at_the_plain_variants_adaptation_without_searching_again(
+    trained, tmp_path, monkeypatch
+):
+    """The reproduction's METHOD+cooc reuses the adaptation its plain variant chose (one search per model,
+    not two), and its numbers are those of a fused evaluation that searches by itself."""
+    from trained import SMALL, SYNTHETIC, TINY
+
+    from metarec_dist.eval import reproduce
+    from metarec_dist.eval.protocol import ColdStartProtocol
+
+    run = trained()  # fomaml: it adapts, so choosing its adaptation is a real grid search
+    searched = []
+    choose = ColdStartProtocol.choose_adaptation
+
+    def counting(self, *args, **kwargs):
+        searched.append(args)
+        return choose(self, *args, **kwargs)
+
+    monkeypatch.setattr(ColdStartProtocol, "choose_adaptation", counting)
+    monkeypatch.setattr(reproduce, "train_one", lambda cfg, run_dir, keep_first_stage: str(run.checkpoint))
+    spec = reproduce.RunSpec("fomaml", TINY, 0, False, tuple([*SMALL, *SYNTHETIC]), fuse=True)
+    runs = reproduce.train_and_evaluate(spec, tmp_path, [1, 3])
+    assert set(runs) == {"fomaml", "fomaml+cooc"} and len(searched) == 1
+    plain, fused = runs["fomaml"][1]["adaptation"], runs["fomaml+cooc"][1]["adaptation"]
+    assert (fused["steps"], fused["inner_lr"]) == (plain["steps"], plain["inner_lr"])
+    loaded = reproduce_load(run.checkpoint)
+    protocol = reproduce.build_protocol("cold_start", loaded[1], [1, 3], loaded[0].cfg)
+    alone = protocol.evaluate(loaded[0], "test", fuse=True)  # searches by itself
+    assert len(searched) == 2 and alone.info["adaptation"] == fused
+    for k in (1, 3):
+        np.testing.assert_array_equal(alone.per_user[k]["ndcg@10"], runs["fomaml+cooc"][0][k]["ndcg@10"])
+
+
+def reproduce_load(checkpoint):
+    from metarec_dist.eval.loading import load_model, load_prepared
+
+    loaded = load_model(checkpoint)
+    return loaded, load_prepared(loaded.cfg).user_splits()
