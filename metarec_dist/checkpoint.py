@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -79,6 +79,7 @@ _UNCOMPARED = (
     "eval.tune_users",
     "eval.n_boot",
     "eval.workers",
+    "eval.fuse",
 )
 
 
@@ -555,18 +556,28 @@ EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids", "fe
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_ALGORITHM = "algorithm.safetensors"  # parameters the algorithm owns (Meta-SGD's rates), if any
+# The training users' co-occurrence counts of an export fused with them (``metarec export --fuse``;
+# eval/fusion.py), with ``fusion`` in its config file.
+EXPORT_COOC = "cooccurrence.safetensors"
 # The files an export holds: a folder with the required ones, maybe the optional ones, and nothing else is
 # a previous export, the only kind of non-empty folder `export` replaces (with overwrite=True); nothing else
 # is ever deleted.
 EXPORT_FILES = frozenset({EXPORT_CONFIG, EXPORT_WEIGHTS})
-EXPORT_OPTIONAL = frozenset({EXPORT_ALGORITHM})
+EXPORT_OPTIONAL = frozenset({EXPORT_ALGORITHM, EXPORT_COOC})
 
 
-def export(checkpoint_dir: Path, out_dir: Path, overwrite: bool = False) -> Path:
+def export(
+    checkpoint_dir: Path,
+    out_dir: Path,
+    overwrite: bool = False,
+    finish: Callable[[Path], None] | None = None,
+) -> Path:
     """Consolidate a (sharded) checkpoint into ``model.safetensors`` + ``metarec_config.json`` that load and
     score with :func:`load_exported`: no DeepSpeed, no Ray. Written to a temp folder beside ``out_dir``, then
     renamed. ``out_dir`` must be new, empty, or (with ``overwrite``) a previous export; it may not be the
-    checkpoint, a folder above it or inside it."""
+    checkpoint, a folder above it or inside it. ``finish``: called with the complete temp export before it
+    takes ``out_dir``'s place, to add optional files computed from it (the fusion's counts): a failure
+    there leaves ``out_dir`` as it was."""
     from safetensors.torch import save_file
 
     from metarec_dist.runtime.export import consolidated_state_dict
@@ -588,6 +599,8 @@ def export(checkpoint_dir: Path, out_dir: Path, overwrite: bool = False) -> Path
             save_file(algorithm, str(tmp / EXPORT_ALGORITHM))
         meta = {k: client[k] for k in EXPORT_META if k in client}
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
+        if finish is not None:
+            finish(tmp)
         _check_export_target(checkpoint_dir, out_dir, overwrite)  # again: it may have changed meanwhile
         _replace_export(tmp, out_dir)
     except BaseException:

@@ -77,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output folder (new or empty, or a previous export)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous export at --out")
+    p.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="save the training users' co-occurrence counts and the fusion weight and adaptation chosen on "
+        "validation users (as `metarec evaluate --fuse`), so that `metarec recommend` fuses; needs the "
+        "run's data (default: the run's eval.fuse)",
+    )
+    p.add_argument(
+        "--fuse-weight", type=float, metavar="W", help="fuse at this weight instead of choosing it"
+    )
 
     from metarec_dist.eval.cli import add_evaluate_args, add_recommend_args
 
@@ -138,9 +149,13 @@ def _submit(args: argparse.Namespace) -> int:
 
 @command("export")
 def _export(args: argparse.Namespace) -> int:
-    from metarec_dist.checkpoint import export, find_checkpoint
+    from functools import partial
 
-    print(export(find_checkpoint(Path(args.checkpoint)), Path(args.out), overwrite=args.overwrite))
+    from metarec_dist.checkpoint import export, find_checkpoint
+    from metarec_dist.eval.fusion import add_fusion
+
+    finish = partial(add_fusion, fuse=args.fuse, weight=args.fuse_weight)
+    print(export(find_checkpoint(Path(args.checkpoint)), Path(args.out), args.overwrite, finish))
     return 0
 
 

@@ -319,8 +319,14 @@ class EvalConfig:
     # criterion averaged over K (every validation user counts once per K: the choice for ~100 of them);
     # "per_shot" = each K its own, by that K's criterion alone (needs enough validation users per K).
     adaptation: str = "shared"
+    # Fuse the model's scores with the training users' item co-occurrence counts (eval/fusion.py): the
+    # default of `metarec evaluate --fuse` and `metarec export --fuse` (which saves the counts and the weight
+    # chosen on validation users, so that `metarec recommend` on the export fuses too).
+    fuse: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.fuse, bool):
+            raise ValueError(f"eval.fuse must be true or false, got {self.fuse!r}")
         if not self.shots or min(self.shots) < 1:
             raise ValueError("eval.shots must be a non-empty list of positive ints")
         if self.adaptation not in ADAPTATION_CHOICES:

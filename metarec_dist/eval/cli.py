@@ -73,9 +73,10 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fuse",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="fuse the model's scores with the co-occurrence counts of the user's items (weight chosen "
-        "on validation users); reported as METHOD+cooc",
+        "on validation users); reported as METHOD+cooc (default: the run's eval.fuse)",
     )
     _add_adaptation_args(parser)
 
@@ -94,6 +95,12 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
         "--user",
         help="the user's own features, for a model trained with data.user_features: "
         "age=24,gender=M,occupation=technician (values outside the vocabulary read as unknown)",
+    )
+    parser.add_argument(
+        "--no-fuse",
+        dest="fuse",
+        action="store_false",
+        help="an export made with --fuse: rank by the model alone, without the co-occurrence counts",
     )
     _add_adaptation_args(parser)
 
@@ -131,7 +138,7 @@ def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
     return trained
 
 
-def _protocol(
+def model_protocol(
     loaded: LoadedModel,
     shots: list[int],
     name: str = "cold_start",
@@ -213,13 +220,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     if name == "loo" and args.shots:
         raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
-    protocol, source = _protocol(loaded, shots, name, args.mask_seen, args.workers)
+    protocol, source = model_protocol(loaded, shots, name, args.mask_seen, args.workers)
     protocol.users(args.split)  # validates the name before any work
-    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded), args.fuse)]
+    fuse = cfg.eval.fuse if args.fuse is None else args.fuse
+    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded), fuse)]
     baseline = None
     if args.baseline:
         base = load_model(args.baseline)
-        base_protocol = _protocol(base, shots, protocol_name(base, name), args.mask_seen, args.workers)[0]
+        base_protocol = model_protocol(base, shots, protocol_name(base, name), args.mask_seen, args.workers)[
+            0
+        ]
         _same_users(protocol, base_protocol, args.split)
         b = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
         if b.name == results[0].name:
@@ -277,19 +287,30 @@ def recommend_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
+    fusion = loaded.fusion if args.fuse else None
+    if fusion is None and args.fuse and cfg.eval.fuse:
+        print(
+            "note: this run's recipe fuses with the co-occurrence counts (eval.fuse), which only an export "
+            "carries: `metarec export` it and recommend from the export; ranking by the model alone",
+            file=sys.stderr,
+        )
     fixed = _fixed(args, loaded)
+    if fixed is None and fusion is not None and not args.finetune:  # the setting the weight was chosen at
+        fixed = fusion.setting(len(raw))
     if fixed is None:  # the trained inner loop; none/sasrec only adapt when asked to (--finetune)
         adapts = ALGORITHMS[cfg.meta.algorithm].adapts or args.finetune
         fixed = (cfg.meta.adaptation_steps if adapts else 0, cfg.meta.inner_lr)
     user = None if stated is None else encode_user_features(loaded, stated)
     catalogue = load_catalogue(loaded)
-    recs = recommend(loaded, catalogue, raw, args.k, *fixed, user_features=user)
+    recs = recommend(loaded, catalogue, raw, args.k, *fixed, user_features=user, fusion=fusion)
     if catalogue.titles and raw:
         history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
         print("history: " + "; ".join(history))
     if stated:
         print("user: " + ", ".join(f"{name}={value}" for name, value in stated.items()))
     how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation steps, lr {fixed[1]}"
+    if fusion is not None:
+        how += f", fused with the co-occurrence counts at weight {fusion.weight:g}"
     support_max = cfg.tasks.support_max
     if len(raw) > support_max:  # recommend() adapts on the most recent ones only
         print(

@@ -18,6 +18,7 @@ from metarec_dist.models.recommender import SeqRecommender
 
 if TYPE_CHECKING:
     from metarec_dist.data.prepared import PreparedData
+    from metarec_dist.eval.fusion import Fusion
 
 
 @dataclass
@@ -28,6 +29,8 @@ class LoadedModel:
     source: Path
     # The trained algorithm's own parameters (Meta-SGD's learned inner lrs; {} for most algorithms).
     algorithm_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    # An export made with ``--fuse``: the co-occurrence counts and the chosen weight (eval/fusion.py).
+    fusion: Fusion | None = None
 
     @property
     def algorithm(self) -> str:
@@ -53,13 +56,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_model(path: str | Path) -> LoadedModel:
     """The model in eval mode; a training checkpoint is exported on the fly into a temp folder."""
+    from metarec_dist.eval.fusion import load_fusion
+
     folder = resolve_checkpoint(path)
     if (folder / ckpt.EXPORT_CONFIG).is_file():
         model, cfg, meta, state = ckpt.load_exported(folder)
-    else:
+        fusion = load_fusion(folder, meta)
+    else:  # a training checkpoint carries no fusion: `metarec export` adds it
         with tempfile.TemporaryDirectory(prefix="metarec-eval-") as tmp:
             model, cfg, meta, state = ckpt.load_exported(ckpt.export(folder, Path(tmp) / "export"))
-    return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state)
+        fusion = None
+    return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state, fusion=fusion)
 
 
 def load_prepared(cfg: Config) -> PreparedData:

@@ -10,15 +10,20 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from metarec_dist.data.features import UNKNOWN, encode_user
+from metarec_dist.eval.cold_start import Scorer
 from metarec_dist.eval.loading import LoadedModel, check_same_data, load_prepared
 from metarec_dist.eval.protocol import AdaptingScorer
 from metarec_dist.metrics.ranking import mask_seen
 from metarec_dist.tasks.sampler import prefix_batch
+
+if TYPE_CHECKING:
+    from metarec_dist.eval.fusion import Fusion
 
 log = logging.getLogger("metarec")
 
@@ -123,12 +128,14 @@ def recommend(
     steps: int,
     inner_lr: float,
     user_features: np.ndarray | None = None,
+    fusion: Fusion | None = None,
 ) -> list[Recommendation]:
     """Top ``k`` items after adapting ``steps`` inner steps on the history (its most recent
     ``tasks.support_max`` items: the longest support the model was built for). ``user_features``: the
     ``[1, F]`` ids of the user's features (``encode_user_features``); None: an unknown user. An empty
     history is a brand-new user known by its features alone: the model reads the user token and BOS, and
-    there is nothing to adapt on (``steps`` is then irrelevant)."""
+    there is nothing to adapt on (``steps`` is then irrelevant). ``fusion``: rank by the model fused with
+    the co-occurrence counts of the history (an export made with ``--fuse``; ``FusedScorer``)."""
     if not raw_items and user_features is None:
         raise ValueError(
             "nothing to recommend from: give the user's history (--items) or, for a model trained with "
@@ -147,7 +154,9 @@ def recommend(
     support_max = loaded.cfg.tasks.support_max
     recent = np.asarray(history[-support_max:], dtype=np.int64)
     batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id, user_features)
-    scorer = AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
+    scorer: Scorer = AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
+    if fusion is not None:
+        scorer = fusion.scorer(scorer)
     scores = scorer.score(batch, steps if history else 0).float()
     if history:  # never re-recommend
         scores = mask_seen(scores, torch.tensor([[i - 1 for i in history]]))

@@ -83,6 +83,42 @@ class ItemCooccurrence:
         data = (counts / totals[rows]).astype(np.float32)
         return indptr, cols.astype(np.int64), data
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The counts as tensors (what an export with fusion saves; ``from_state_dict`` reads them)."""
+        return {
+            "indptr": torch.from_numpy(self.indptr),
+            "indices": torch.from_numpy(self.indices),
+            "data": torch.from_numpy(self.data),
+            "tie_break": self.tie_break,
+        }
+
+    @classmethod
+    def from_state_dict(
+        cls, state: dict[str, torch.Tensor], num_items: int, horizon: int, recency: float
+    ) -> ItemCooccurrence:
+        """The counts ``state_dict`` saved, checked against the catalogue (``ValueError`` if they do not
+        fit it)."""
+        try:
+            indptr, indices, data = (state[k].numpy() for k in ("indptr", "indices", "data"))
+            tie_break = state["tie_break"].double()
+        except KeyError as exc:
+            raise ValueError(f"the co-occurrence counts lack {exc.args[0]!r}") from None
+        nnz = int(indptr[-1]) if len(indptr) else -1
+        if (
+            len(indptr) != num_items + 1
+            or len(indices) != nnz
+            or len(data) != nnz
+            or tie_break.shape != (num_items,)
+            or (nnz and not 0 <= int(indices.min()) <= int(indices.max()) < num_items)
+            or bool(np.any(np.diff(indptr) < 0))
+        ):
+            raise ValueError(f"the co-occurrence counts do not fit a catalogue of {num_items} items")
+        out = cls.__new__(cls)
+        out.num_items, out.horizon, out.recency = num_items, horizon, recency
+        out.indptr, out.indices = indptr.astype(np.int64), indices.astype(np.int64)
+        out.data, out.tie_break = data.astype(np.float32), tie_break
+        return out
+
     def weighted(self, support: torch.Tensor) -> torch.Tensor:
         """The recency-weighted sum of the support items' normalised count rows, float64 ``[T,
         num_items]`` (column j = item j + 1). ``support [T, K]``: item ids, 0 = none; the last column is
