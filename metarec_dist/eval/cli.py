@@ -265,15 +265,7 @@ def baselines(protocol: ColdStartProtocol, split: str, seed: int) -> list[Method
 
 
 def recommend_main(args: argparse.Namespace) -> int:
-    from metarec_dist.eval.loading import load_model
-    from metarec_dist.eval.recommend import (
-        encode_user_features,
-        load_catalogue,
-        parse_items,
-        parse_user,
-        recommend,
-    )
-    from metarec_dist.meta import ALGORITHMS
+    from metarec_dist.eval.recommend import Recommender, parse_items, parse_user
 
     # Before loading anything: a typo fails in milliseconds.
     raw = parse_items(args.items) if args.items is not None else []
@@ -285,24 +277,18 @@ def recommend_main(args: argparse.Namespace) -> int:
         )
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
-    loaded = load_model(args.checkpoint)
+    recommender = Recommender.load(args.checkpoint, fuse=args.fuse, finetune=args.finetune)
+    loaded, catalogue, fusion = recommender.loaded, recommender.catalogue, recommender.fusion
     cfg = loaded.cfg
-    fusion = loaded.fusion if args.fuse else None
+    recommender.fixed = _fixed(args, loaded)
     if fusion is None and args.fuse and cfg.eval.fuse:
         print(
             "note: this run's recipe fuses with the co-occurrence counts (eval.fuse), which only an export "
             "carries: `metarec export` it and recommend from the export; ranking by the model alone",
             file=sys.stderr,
         )
-    fixed = _fixed(args, loaded)
-    if fixed is None and fusion is not None and not args.finetune:  # the setting the weight was chosen at
-        fixed = fusion.setting(len(raw))
-    if fixed is None:  # the trained inner loop; none/sasrec only adapt when asked to (--finetune)
-        adapts = ALGORITHMS[cfg.meta.algorithm].adapts or args.finetune
-        fixed = (cfg.meta.adaptation_steps if adapts else 0, cfg.meta.inner_lr)
-    user = None if stated is None else encode_user_features(loaded, stated)
-    catalogue = load_catalogue(loaded)
-    recs = recommend(loaded, catalogue, raw, args.k, *fixed, user_features=user, fusion=fusion)
+    fixed = recommender.setting(len(raw))
+    recs = recommender(raw, args.k, stated)
     if catalogue.titles and raw:
         history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
         print("history: " + "; ".join(history))

@@ -165,3 +165,56 @@ def recommend(
         Recommendation(r + 1, c + 1, catalogue.raw_ids[c], catalogue.titles.get(c + 1), float(s))
         for r, (c, s) in enumerate(zip(top.indices.tolist(), top.values.tolist(), strict=True))
     ]
+
+
+@dataclass
+class Recommender:
+    """A loaded model answering one user at a time: ``metarec recommend`` once, each ``metarec serve``
+    replica per request. The catalogue, the fusion and the adaptation are resolved once, at load.
+
+    ``fixed``: (steps, inner lr) for every request (``--steps`` / ``--inner-lr``); otherwise a fused export's
+    setting for the history's length (the one its weight was chosen at), else the trained inner loop
+    (``none`` / ``sasrec`` adapt only with ``finetune``)."""
+
+    loaded: LoadedModel
+    catalogue: Catalogue
+    fusion: Fusion | None = None
+    fixed: tuple[int, float] | None = None
+    finetune: bool = False
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str,
+        fuse: bool = True,
+        fixed: tuple[int, float] | None = None,
+        finetune: bool = False,
+    ) -> Recommender:
+        from metarec_dist.eval.loading import load_model
+
+        loaded = load_model(checkpoint)
+        fusion = loaded.fusion if fuse else None
+        return cls(loaded, load_catalogue(loaded), fusion, fixed, finetune)
+
+    def setting(self, history: int) -> tuple[int, float]:
+        """(steps, inner lr) for a history of ``history`` items."""
+        from metarec_dist.meta import ALGORITHMS
+
+        if self.fixed is not None:
+            return self.fixed
+        if self.fusion is not None and not self.finetune:
+            return self.fusion.setting(history)
+        meta = self.loaded.cfg.meta
+        adapts = ALGORITHMS[meta.algorithm].adapts or self.finetune
+        return (meta.adaptation_steps if adapts else 0), meta.inner_lr
+
+    def __call__(
+        self, raw_items: list[str], k: int, user: dict[str, str] | None = None
+    ) -> list[Recommendation]:
+        """Top ``k`` for a history of raw item ids (oldest first) and/or the user's stated features; a
+        mistake in them is a ``ValueError`` saying which."""
+        features = None if user is None else encode_user_features(self.loaded, user)
+        steps, lr = self.setting(len(raw_items))
+        return recommend(
+            self.loaded, self.catalogue, raw_items, k, steps, lr, user_features=features, fusion=self.fusion
+        )

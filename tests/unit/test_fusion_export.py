@@ -33,7 +33,8 @@ def test_counts_round_trip_through_their_state_dict():
     with pytest.raises(ValueError, match="do not fit a catalogue of 9 items"):
         ItemCooccurrence.from_state_dict(cooc.state_dict(), 9, 2, 0.3)
     with pytest.raises(ValueError, match="lack 'data'"):
-        ItemCooccurrence.from_state_dict({k: v for k, v in cooc.state_dict().items() if k != "data"}, 8, 2, 0.3)
+        partial = {k: v for k, v in cooc.state_dict().items() if k != "data"}
+        ItemCooccurrence.from_state_dict(partial, 8, 2, 0.3)
 
 
 def printed_items(out: str) -> list[str]:
@@ -74,7 +75,8 @@ def test_recommend_on_an_export_fused_at_a_fixed_weight_ranks_by_the_fused_score
         capsys.readouterr()
         assert main(["recommend", "--checkpoint", str(out), "--items", raw, "--k", "5"]) == 0
         printed = capsys.readouterr().out
-        assert f"{steps} adaptation steps, lr {lr}, fused with the co-occurrence counts at weight 0.5" in printed
+        how = f"{steps} adaptation steps, lr {lr}, fused with the co-occurrence counts at weight 0.5"
+        assert how in printed
         fused = by_hand(loaded, history, 0.5, steps, lr, 5)
         assert printed_items(printed) == [catalogue.raw_ids[i - 1] for i in fused]
         assert main(["recommend", "--checkpoint", str(out), "--items", raw, "--k", "5", "--no-fuse"]) == 0
@@ -110,7 +112,8 @@ def test_eval_fuse_in_the_config_is_the_default_of_export_evaluate_and_recommend
     assert main(["recommend", "--checkpoint", str(run.folder), "--items", "1,2", "--k", "3"]) == 0
     assert "only an export carries" in capsys.readouterr().err  # a checkpoint has no counts: said, not silent
     # A fused export is an export: --overwrite replaces it, and the plain one leaves no stale counts.
-    assert main(["export", "--checkpoint", str(run.folder), "--out", str(fused), "--no-fuse", "--overwrite"]) == 0
+    again = ["export", "--checkpoint", str(run.folder), "--out", str(fused), "--no-fuse", "--overwrite"]
+    assert main(again) == 0
     assert not (fused / ckpt.EXPORT_COOC).exists() and load_model(fused).fusion is None
 
 
