@@ -1,4 +1,4 @@
-"""``metarec``: train, evaluate, recommend, export, submit, data, bench, print-config.
+"""``metarec``: train, evaluate, recommend, export, serve, submit, data, bench, print-config.
 
 User mistakes (a bad config key, a missing file, a malformed log) are ``UserError``s (``ValueError``s);
 ``main`` prints them as one ``error:`` line and exits with status 2 instead of a traceback, and so does an
@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_args(sub.add_parser("evaluate", help="cold-start evaluation with full ranking"))
     add_recommend_args(sub.add_parser("recommend", help="adapt on a history and print the top-K items"))
 
+    p = sub.add_parser("serve", help="serve an exported model over HTTP on Ray Serve (POST /recommend)")
+    p.add_argument("--checkpoint", required=True, help="an exported model (or a checkpoint, a run folder)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address the HTTP proxy listens on (default: loopback)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=1, help="copies of the model answering requests")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (and Ray CPUs) per replica")
+    p.add_argument(
+        "--no-fuse", dest="fuse", action="store_false", help="a fused export: rank by the model alone"
+    )
+
     p = sub.add_parser("print-config", help="print the resolved config")
     _add_config_args(p, required=False)
 
@@ -156,6 +168,20 @@ def _export(args: argparse.Namespace) -> int:
 
     finish = partial(add_fusion, fuse=args.fuse, weight=args.fuse_weight)
     print(export(find_checkpoint(Path(args.checkpoint)), Path(args.out), args.overwrite, finish))
+    return 0
+
+
+@command("serve")
+def _serve(args: argparse.Namespace) -> int:
+    from metarec_dist.runtime.serving import serve_model
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: --host {args.host}: the recommender answers anyone who reaches it", file=sys.stderr)
+
+    def ready(url: str) -> None:
+        print(f"serving at {url} (POST {url}/recommend; Ctrl-C stops)", flush=True)
+
+    serve_model(args.checkpoint, args.host, args.port, args.replicas, args.fuse, args.threads, ready)
     return 0
 
 

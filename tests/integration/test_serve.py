@@ -1,0 +1,153 @@
+"""End to end: `metarec serve` (a real Ray Serve application on a local cluster) answers POST /recommend with
+exactly what `metarec recommend` computes for a fused export, refuses bad requests with HTTP 400 naming the
+field, listens on 127.0.0.1 only, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from test_local_cluster_binding import _is_loopback
+
+from metarec_dist.cli import main
+from metarec_dist.eval.recommend import Recommender
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, body: object = None, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def listening(pid: int) -> list[tuple[str, int]]:
+    import psutil
+
+    root = psutil.Process(pid)
+    procs = {p.pid for p in [root, *root.children(recursive=True)]}
+    return [
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in procs
+    ]
+
+
+def gone(group: int, wait_s: float = 30.0) -> bool:
+    """Whether every process of the process group has exited (within ``wait_s``)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture(scope="module")
+def served(trained, tmp_path_factory):
+    """A fused export of the tiny run, served by `metarec serve` in a child process: (url, export, proc)."""
+    export = tmp_path_factory.mktemp("serve") / "export"
+    run = trained().folder
+    assert main(["export", "--checkpoint", str(run), "--out", str(export), "--fuse-weight", "0.5"]) == 0
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "metarec_dist.cli", "serve", "--checkpoint", str(export)]
+    cmd += ["--port", str(port)]
+    proc = subprocess.Popen(
+        cmd,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: a failed start is killed with every Ray process
+    )
+    lines: list[str] = []
+    up = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("serving at"):
+                up.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 300
+    while not up.is_set() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    try:
+        if not up.is_set():
+            pytest.fail("metarec serve did not come up:\n" + "".join(lines[-40:]))
+        yield f"http://127.0.0.1:{port}", export, proc, lines
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a failed start's Ray processes too
+
+
+def test_recommend_over_http_is_metarec_recommend(served):
+    url, export, _, _ = served
+    status, info = call(url + "/")
+    assert status == 200 and info["fusion_weight"] == 0.5 and info["replicas"] == 1
+    local = Recommender.load(str(export))
+    assert local.fusion is not None
+    raw = local.catalogue.raw_ids
+    for history in ([raw[0]], [raw[2], raw[6], raw[1]], raw[:8]):
+        status, out = call(url + "/recommend", {"items": history, "k": 5})
+        assert status == 200, out
+        expected = local(history, 5)
+        assert [r["item"] for r in out["items"]] == [r.raw_id for r in expected]
+        assert [r["score"] for r in out["items"]] == pytest.approx([r.score for r in expected], abs=1e-5)
+        assert not set(history) & {r["item"] for r in out["items"]}  # seen items never come back
+
+
+def test_bad_requests_are_400_naming_the_field(served):
+    url = served[0] + "/recommend"
+    for body, text in [
+        ({"items": ["no-such-item"]}, "no-such-item"),
+        ({"items": ["1"], "k": 0}, '"k"'),
+        ({"items": ["1"], "k": "ten"}, '"k"'),
+        ({"itemz": ["1"]}, "itemz"),
+        ({"items": "1,2"}, '"items"'),
+        ({}, "items"),
+        (["1", "2"], "JSON object"),
+    ]:
+        status, out = call(url, body)
+        assert status == 400 and text in out["error"], (body, out)
+    status, out = call(url, raw=b"{not json")
+    assert status == 400 and "not JSON" in out["error"]
+    status, out = call(served[0] + "/elsewhere", {"items": ["1"]})
+    assert status == 404
+
+
+def test_serve_listens_on_loopback_only_and_stops_on_sigterm(served):
+    url, _, proc, lines = served
+    sockets = listening(proc.pid)
+    port = int(url.rsplit(":", 1)[1])
+    assert any(p == port for _, p in sockets), sockets  # the HTTP proxy is among them: the check can fail
+    assert all(_is_loopback(ip) for ip, _ in sockets), sockets
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, "".join(lines[-40:])
+    assert gone(proc.pid), "Ray processes of the stopped server are still running"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing answers any more

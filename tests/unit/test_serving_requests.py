@@ -1,0 +1,55 @@
+"""What a `metarec serve` replica does with a request body, without Ray: the parsed fields, the answer equal
+to `metarec recommend`'s, and every mistake a 400 naming the field (tests/integration/test_serve.py runs the
+real Ray Serve application)."""
+
+from __future__ import annotations
+
+import pytest
+
+from metarec_dist.cli import main
+from metarec_dist.eval.recommend import Recommender
+from metarec_dist.runtime.serving import RecommenderReplica, parse_request
+
+
+def test_parse_request_reads_items_user_and_k():
+    assert parse_request({"items": ["12", 55], "k": 3}) == (["12", "55"], None, 3)
+    assert parse_request({"user": {"age": 24, "gender": "M"}}) == ([], {"age": "24", "gender": "M"}, 10)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([], "JSON object"),
+        ({"items": ["1"], "extra": 1}, "extra"),
+        ({"items": "1,2"}, '"items"'),
+        ({"items": [["1"]]}, '"items"'),
+        ({"items": ["1"], "user": ["age=3"]}, '"user"'),
+        ({"items": ["1"], "k": 2.5}, '"k"'),
+        ({"items": ["1"], "k": True}, '"k"'),
+        ({"items": ["1"], "k": -1}, '"k"'),
+        ({"items": []}, "history"),
+    ],
+)
+def test_bad_bodies_name_the_field(body, field):
+    with pytest.raises(ValueError) as err:
+        parse_request(body)
+    assert field in str(err.value)
+
+
+def test_a_replica_answers_as_metarec_recommend(trained, tmp_path):
+    run = trained().folder
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out), "--fuse-weight", "0.5"]) == 0
+    replica = RecommenderReplica(str(out), fuse=True, threads=1)
+    assert replica.describe()["fusion_weight"] == 0.5
+    raw = replica.recommender.catalogue.raw_ids
+    status, answer = replica.answer({"items": raw[:3], "k": 4})
+    expected = Recommender.load(str(out))(raw[:3], 4)
+    assert status == 200 and [r["item"] for r in answer["items"]] == [r.raw_id for r in expected]
+    assert [r["score"] for r in answer["items"]] == [r.score for r in expected]
+    plain = RecommenderReplica(str(out), fuse=False, threads=1)
+    assert plain.describe()["fusion_weight"] is None
+    status, answer = replica.answer({"items": ["no-such-item"]})
+    assert status == 400 and "no-such-item" in answer["error"]
+    status, answer = replica.answer({"items": raw[:1], "k": len(raw)})  # k above the items left
+    assert status == 400 and "--k must be between" in answer["error"]
