@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", default="data,eval,zero,sampled", help="comma-separated subset")
     p.add_argument("--json", action="store_true")
 
+    p = bench.add_parser("serve", help="recommendations/s in this process vs over HTTP from `metarec serve`")
+    p.add_argument("--checkpoint", required=True, help="an exported model (or a checkpoint, a run folder)")
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=4, help="clients sending at once")
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
     p = data.add_parser("stats", help="users, items, interactions, lengths, split sizes")
     _add_config_args(p, required=False)
@@ -235,6 +242,12 @@ def _bench(args: argparse.Namespace) -> int:
         if args.interactions < 1000 or args.eval_users < 1:
             raise ValueError("--interactions must be >= 1000 and --eval-users >= 1")
         result = run_scale_bench(args.interactions, args.eval_users, tuple(args.parts.split(",")))
+    elif args.bench == "serve":
+        from metarec_dist.bench.serve_bench import run_serve_bench
+
+        if min(args.requests, args.concurrency, args.replicas) < 1:
+            raise ValueError("--requests, --concurrency and --replicas must be >= 1")
+        result = run_serve_bench(args.checkpoint, args.requests, args.concurrency, args.replicas)
     else:
         from metarec_dist.bench.data_bench import run_data_bench
 

@@ -9,9 +9,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,16 +16,11 @@ import urllib.request
 import pytest
 from test_local_cluster_binding import _is_loopback
 
+from metarec_dist.bench.serve_bench import free_port, start_server
 from metarec_dist.cli import main
 from metarec_dist.eval.recommend import Recommender
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(url: str, body: object = None, raw: bytes | None = None) -> tuple[int, dict]:
@@ -67,42 +59,18 @@ def gone(group: int, wait_s: float = 30.0) -> bool:
 
 @pytest.fixture(scope="module")
 def served(trained, tmp_path_factory):
-    """A fused export of the tiny run, served by `metarec serve` in a child process: (url, export, proc)."""
+    """A fused export of the tiny run, served by `metarec serve` in a child process (its own process group):
+    (url, export, process, its output lines)."""
     export = tmp_path_factory.mktemp("serve") / "export"
     run = trained().folder
     assert main(["export", "--checkpoint", str(run), "--out", str(export), "--fuse-weight", "0.5"]) == 0
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cmd = [sys.executable, "-m", "metarec_dist.cli", "serve", "--checkpoint", str(export)]
-    cmd += ["--port", str(port)]
-    proc = subprocess.Popen(
-        cmd,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: a failed start is killed with every Ray process
-    )
-    lines: list[str] = []
-    up = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("serving at"):
-                up.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 300
-    while not up.is_set() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+    proc, lines, _ = start_server(str(export), port)
     try:
-        if not up.is_set():
-            pytest.fail("metarec serve did not come up:\n" + "".join(lines[-40:]))
         yield f"http://127.0.0.1:{port}", export, proc, lines
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # a failed start's Ray processes too
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever a failed test left running
 
 
 def test_recommend_over_http_is_metarec_recommend(served):

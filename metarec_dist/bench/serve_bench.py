@@ -1,0 +1,162 @@
+"""``metarec bench serve``: recommendations per second in this process vs over HTTP from ``metarec serve``.
+
+The same requests both ways: histories of 1, 3, 5 and 10 catalogue items (drawn with a fixed seed), top 10.
+In this process: one :class:`Recommender`, requests one after another (what a replica does). Served: a
+``metarec serve`` child process (a local Ray cluster on 127.0.0.1, ``replicas`` replicas of one thread each),
+``concurrency`` clients sending at once. Start-up (cluster, proxy, replicas loading the model) is timed
+apart; the first ``warmup`` requests of each side are not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+LENGTHS = (1, 3, 5, 10)
+
+
+def _histories(raw_ids: list[str], n: int, seed: int) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [
+        [raw_ids[i] for i in rng.choice(len(raw_ids), size=LENGTHS[j % len(LENGTHS)], replace=False)]
+        for j in range(n)
+    ]
+
+
+def _summary(latencies_s: list[float], wall_s: float) -> dict[str, float]:
+    ms = np.asarray(latencies_s) * 1000
+    return {
+        "requests": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "req_per_s": round(len(ms) / wall_s, 1),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(
+    checkpoint: str, port: int, replicas: int = 1, timeout_s: float = 600
+) -> tuple[subprocess.Popen, list[str], float]:
+    """``metarec serve`` in a child process (its own process group, a local cluster of its own), once it
+    answers: (process, its output lines so far and to come, seconds it took to come up)."""
+    cmd = [sys.executable, "-m", "metarec_dist.cli", "serve", "--checkpoint", checkpoint]
+    cmd += ["--port", str(port), "--replicas", str(replicas)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a failed start is killed with every Ray process it started
+    )
+    up, lines = threading.Event(), []
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("serving at"):
+                up.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    while not up.wait(0.5):
+        if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
+            stop_server(proc)
+            raise RuntimeError("metarec serve did not come up:\n" + "".join(lines[-40:]))
+    return proc, lines, time.perf_counter() - t0
+
+
+def stop_server(proc: subprocess.Popen, timeout_s: float = 120) -> int | None:
+    """SIGTERM (a clean stop), then SIGKILL to the whole group if it is still there; the exit status of a
+    clean stop, None otherwise."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _post(url: str, body: dict[str, Any]) -> float:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=120) as response:
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}")
+    return time.perf_counter() - t0
+
+
+def run_serve_bench(
+    checkpoint: str,
+    requests: int = 200,
+    concurrency: int = 4,
+    replicas: int = 1,
+    warmup: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    import torch
+
+    from metarec_dist.eval.recommend import Recommender
+
+    torch.set_num_threads(1)  # as each replica
+    local = Recommender.load(checkpoint)
+    histories = _histories(local.catalogue.raw_ids, requests + warmup, seed)
+    for h in histories[:warmup]:
+        local(h, 10)
+    t0, latencies = time.perf_counter(), []
+    for h in histories[warmup:]:
+        t = time.perf_counter()
+        local(h, 10)
+        latencies.append(time.perf_counter() - t)
+    result: dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "num_items": int(local.loaded.meta["num_items"]),
+        "fused": local.fusion is not None,
+        "in_process": _summary(latencies, time.perf_counter() - t0),
+    }
+    del local
+    port = free_port()
+    proc, _, startup_s = start_server(checkpoint, port, replicas)
+    url = f"http://127.0.0.1:{port}/recommend"
+    try:
+        bodies = [{"items": h, "k": 10} for h in histories]
+        for b in bodies[:warmup]:
+            _post(url, b)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            latencies = list(pool.map(lambda b: _post(url, b), bodies[warmup:]))
+        result["served"] = {
+            **_summary(latencies, time.perf_counter() - t0),
+            "replicas": replicas,
+            "concurrency": concurrency,
+            "startup_s": round(startup_s, 1),
+        }
+    finally:
+        stop_server(proc)
+    result["served_over_in_process"] = round(
+        result["served"]["req_per_s"] / result["in_process"]["req_per_s"], 2
+    )
+    return result
