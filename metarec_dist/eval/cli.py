@@ -227,9 +227,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     baseline = None
     if args.baseline:
         base = load_model(args.baseline)
-        base_protocol = model_protocol(base, shots, protocol_name(base, name), args.mask_seen, args.workers)[
-            0
-        ]
+        base_name = protocol_name(base, name)
+        base_protocol = model_protocol(base, shots, base_name, args.mask_seen, args.workers)[0]
         _same_users(protocol, base_protocol, args.split)
         b = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
         if b.name == results[0].name:
