@@ -601,12 +601,24 @@ def export(
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
         if finish is not None:
             finish(tmp)
+        _follow_umask(tmp)
         _check_export_target(checkpoint_dir, out_dir, overwrite)  # again: it may have changed meanwhile
         _replace_export(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder, nothing else
         raise
     return out_dir
+
+
+def _follow_umask(folder: Path) -> None:
+    """An export is made to be shared (served, copied to another machine): its folder and files get the
+    permissions any new file of this user gets (the umask), not the 0700 / 0600 of the temp folder and of
+    safetensors' writes. Checkpoints stay private (``private_files``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _is_export(folder: Path) -> bool:

@@ -304,3 +304,22 @@ def test_a_damaged_export_config_is_named(run, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
     (out / EXPORT_CONFIG).write_text("{not json")
     assert_fails(capsys, ["recommend", "--checkpoint", str(out), "--items", "1"], str(out / EXPORT_CONFIG))
+
+
+def test_an_export_gets_the_users_usual_permissions_unlike_a_checkpoint(run, tmp_path):
+    """An export is made to be shared (served by another account, copied): folder and files follow the umask,
+    not the 0700 / 0600 of a temp folder and safetensors' writes; the checkpoint stays private."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = Path(tmp_path) / "export"
+        assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == dict.fromkeys(EXPORT_FILES, 0o644)
+    weights = next(find_checkpoint(run).rglob("*.safetensors"))
+    assert stat.S_IMODE(weights.stat().st_mode) & 0o077 == 0
