@@ -66,7 +66,7 @@ class RecommenderReplica:
         torch.set_num_threads(threads)
         self.recommender = Recommender.load(checkpoint, fuse=fuse)
         self.checkpoint = checkpoint
-        self.lock = threading.Lock()  # the model's fast weights are adapted in place per request
+        self.lock = threading.Lock()  # one request at a time: the adapting model is not shared by threads
 
     def describe(self) -> dict[str, Any]:
         loaded, fusion = self.recommender.loaded, self.recommender.fusion
@@ -187,7 +187,7 @@ def serve_model(
         raise UserError(f"--threads must be >= 1, got {threads}")
     if not 0 < port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {port}")
-    # Loaded here first: a wrong folder is one line now, not a replica crash-looping in Ray.
+    # Resolved here first: a wrong path is one line now, not a replica failing inside Ray.
     from metarec_dist.eval.loading import resolve_checkpoint
 
     checkpoint = str(resolve_checkpoint(checkpoint).resolve())
@@ -197,7 +197,9 @@ def serve_model(
 
     from metarec_dist.runtime.ray_launcher import init_ray, shutdown_ray
 
-    init_ray()
+    # A cluster started here gets a CPU per replica thread even beyond the cores: replicas that do not fit
+    # would stay pending and the deployment would never finish (asking for them oversubscribes the cores).
+    init_ray(num_cpus=max(os.cpu_count() or 1, replicas * threads))
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
