@@ -17,7 +17,7 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.errors import UserError
@@ -30,6 +30,9 @@ from metarec_dist.eval.protocol import (
     FusedScorer,
 )
 from metarec_dist.metrics.cooccurrence import ItemCooccurrence
+
+if TYPE_CHECKING:
+    from metarec_dist.config import Config
 
 log = logging.getLogger("metarec")
 
@@ -60,7 +63,7 @@ class Fusion:
         return FusedScorer(base, self.cooc, self.weight)
 
 
-def wants_fusion(loaded: LoadedModel, fuse: bool | None, weight: float | None) -> bool:
+def wants_fusion(cfg: Config, fuse: bool | None, weight: float | None) -> bool:
     """Whether ``metarec export`` fuses: ``--fuse``/``--no-fuse``, else when ``--fuse-weight`` is given,
     else the run's ``eval.fuse``."""
     if weight is not None and weight < 0:
@@ -68,7 +71,7 @@ def wants_fusion(loaded: LoadedModel, fuse: bool | None, weight: float | None) -
     if weight is not None and fuse is False:
         raise UserError("--fuse-weight: this export does not fuse (--no-fuse); drop one of the two")
     if fuse is None:
-        return weight is not None or loaded.cfg.eval.fuse
+        return weight is not None or cfg.eval.fuse
     return fuse
 
 
@@ -78,12 +81,15 @@ def add_fusion(folder: Path, fuse: bool | None = None, weight: float | None = No
     --fuse`` does, and write the counts and the choice beside the weights."""
     from safetensors.torch import save_file
 
+    from metarec_dist.config import Config, from_dict
     from metarec_dist.eval.cli import model_protocol, protocol_name
 
+    # Decided from the config file alone: a plain export (the common case) loads no model here.
+    stored = json.loads((folder / ckpt.EXPORT_CONFIG).read_text(encoding="utf-8"))["config"]
+    if not wants_fusion(from_dict(Config, stored), fuse, weight):
+        return
     model, cfg, meta, state = ckpt.load_exported(folder)
     loaded = LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state)
-    if not wants_fusion(loaded, fuse, weight):
-        return
     try:
         protocol, _ = model_protocol(loaded, sorted(cfg.eval.shots), protocol_name(loaded, None))
     except ValueError as exc:  # DataError included: the data is gone, moved or changed
