@@ -11,7 +11,7 @@ names the parameter.
 
 Across catalogues (re-training on a newer log, where items come and go and the data pipeline numbers them
 afresh), items are matched by their raw id (``item_raw_ids``, saved with every checkpoint and export): every
-item-indexed tensor (``item_emb`` rows 1..V and the BOS row after them, ``item_factors``, the ``itembias``
+item-indexed tensor (``item_emb`` rows 1..V and the BOS row after them, ``item_factors``, the ``bias``
 adapter's slice of ``fast_init``) takes the source's row of the same raw id, new items keep their fresh
 initialisation, and items this data lacks are dropped. The per-item feature buffers (``content.ids_*``,
 ``content.text_*``, ``content.has_id``) describe the data, so they stay this data's.
@@ -34,7 +34,7 @@ from metarec_dist.errors import UserError
 log = logging.getLogger("metarec")
 
 FAST_INIT = "fast_init"
-ITEM_BIAS = "itembias"  # the adapter whose fast weights are one per item
+ITEM_BIAS = "bias"  # the adapter (ItemBiasAdapter) whose fast weights are one per item
 # Per-item buffers that describe the data (the item features), not learned: always this data's own.
 DATA_BUFFERS = ("content.ids_", "content.text_", "content.has_id")
 
