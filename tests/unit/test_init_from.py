@@ -302,6 +302,12 @@ def test_the_same_catalogue_loads_as_before_and_a_newer_one_says_what_it_carried
     same = MetaTrainer(cfg, LocalContext(None), old).model.state_dict()
     for name, value in weights.items():
         assert_same(same[name], value)
+    # The same items numbered backwards: matched by raw id, with the item features of this numbering.
+    flipped = UserSplits([41 - s for s in old.train], [41 - s for s in old.valid], [], 40)
+    state = MetaTrainer(cfg, LocalContext(None), with_genres(flipped, RAW[::-1])).model.state_dict()
+    for name in ("item_emb.weight", "content.ids_0"):
+        assert_same(state[name][1:41], weights[name][1:41].flip(0))
+    assert not torch.equal(state["content.ids_0"], weights["content.ids_0"])  # not the source's rows
     caplog.set_level("INFO", logger="metarec")
     trainer = MetaTrainer(cfg, LocalContext(tmp_path / "new"), newer_log(old))
     assert "6 new items (35 items carried over by raw id, 5 of the source's dropped)" in caplog.text
