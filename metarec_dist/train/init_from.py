@@ -118,9 +118,9 @@ def item_rows(
     source_n = facts.get("num_items")
     if source_n is None or num_items is None:
         return None
-    source_ids = facts.get("item_raw_ids")
+    source_ids = [str(r) for r in facts.get("item_raw_ids") or []]
+    raw_ids = [str(r) for r in (raw_ids if raw_ids is not None else [])]
     if source_ids and raw_ids:
-        source_ids, raw_ids = [str(r) for r in source_ids], [str(r) for r in raw_ids]
         if source_ids == raw_ids:
             return None
         index = {r: j for j, r in enumerate(source_ids)}
