@@ -30,6 +30,7 @@ from torch import nn
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.errors import UserError
+from metarec_dist.models.features import FeatureLayout
 
 log = logging.getLogger("metarec")
 
@@ -86,6 +87,7 @@ def init_from(
             f"the rows of {len(rows) - known} new items ({known} items carried over by raw id, "
             f"{int(facts['num_items']) - known} of the source's dropped)"
         )
+    fresh += remap_vocabularies(path, weights, own, facts, getattr(model, "layout", None))
     unknown = sorted(weights.keys() - own.keys())
     if unknown:
         raise UserError(
@@ -202,3 +204,47 @@ def remap_items(
         if name.startswith(DATA_BUFFERS) and name in own:
             out[name] = own[name]  # the item features of this data, not the source's
     return out
+
+
+def remap_vocabularies(
+    path: str | Path,
+    weights: dict[str, torch.Tensor],
+    own: dict[str, torch.Tensor],
+    facts: dict[str, Any],
+    layout: FeatureLayout | None,
+) -> list[str]:
+    """Feature embedding rows matched by their value's label, in place in ``weights``: a newer log's
+    vocabulary can gain, lose and renumber values (it is built sorted from the values seen), and rows taken
+    by position would then silently belong to other values. New values keep this model's fresh rows (a
+    quantile-bucketed ``float`` feature whose buckets moved counts as new values: fix ``boundaries`` in its
+    spec to keep them). Returns what was left fresh; features declared differently are a ``UserError``."""
+    there = FeatureLayout.from_dict(facts.get("features"))
+    if layout is None or there is None:
+        return []  # no features on one side: the parameter check names what differs
+    fresh = []
+    for side, prefix in (("item", "content.embs"), ("user", "user_token.embs")):
+        mine, theirs = getattr(layout, side), getattr(there, side)
+        if [(s.name, s.kind) for s in mine] != [(s.name, s.kind) for s in theirs]:
+            raise UserError(
+                f"train.init_from {path}: that run's {side} features are "
+                f"{[(s.name, s.kind) for s in theirs]}, this run's {[(s.name, s.kind) for s in mine]}; "
+                f"declare the same data.{side}_features as that run"
+            )
+        tables = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.num_ids]  # text: no rows
+        for k, (here_slot, there_slot) in enumerate(tables):
+            name = f"{prefix}.{k}.weight"
+            if not here_slot.vocab or here_slot.vocab == there_slot.vocab or name not in weights:
+                continue  # hashed titles have no vocabulary: bucket b is bucket b
+            if name not in own or weights[name].shape[1:] != own[name].shape[1:]:
+                continue  # another model width: the shape check names it
+            index = {label: j for j, label in enumerate(there_slot.vocab)}
+            rows = np.array([index.get(label, -1) for label in here_slot.vocab], dtype=np.int64)
+            known = torch.from_numpy(rows >= 0)
+            table = own[name].clone()
+            table[known] = weights[name][torch.from_numpy(rows[rows >= 0])].to(table.dtype)
+            weights[name] = table
+            if (rows < 0).any():
+                fresh.append(
+                    f"{name} ({int((rows < 0).sum())} new values of {side} feature {here_slot.name!r})"
+                )
+    return fresh

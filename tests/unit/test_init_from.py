@@ -337,3 +337,33 @@ def test_catalogues_that_cannot_be_matched_are_user_errors(tiny_cfg, synth_data,
         r"raw ids \(item_raw_ids",
     ):
         MetaTrainer(older, LocalContext(None), newer_log(dataclasses.replace(synth_data, item_raw_ids=RAW)))
+
+
+def test_feature_values_are_matched_by_label_when_a_newer_log_renumbers_them(tiny_cfg, raw_run, caplog):
+    """A newer log's vocabulary is rebuilt from the values it has: here g0 is gone and g4 is new, so the
+    table has the same size and every kept value moved down a row. Taken by position, g1's learned row
+    would silently become g2's; matched by label, each kept value keeps its own and g4 starts fresh."""
+    from metarec_dist.data.features import SPECIALS, EncodedFeature, FeatureTables
+
+    checkpoint, weights, old = raw_run
+    new = newer_log(old)
+    vocab = [*SPECIALS, "g1", "g2", "g3", "g4"]
+    genre = [len(SPECIALS) + int(r[1:]) % 4 for r in new.item_raw_ids]  # g0 -> g4: id 5
+    genre = [g if g > len(SPECIALS) else len(vocab) - 1 for g in genre]
+    renumbered = [g - 1 if g < len(vocab) - 1 else g for g in genre]
+    feature = EncodedFeature("genre", "token", vocab, np.array([0, *renumbered]))
+    new = dataclasses.replace(new, features=FeatureTables(item={"genre": feature}))
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
+    caplog.set_level("INFO", logger="metarec")
+    state = MetaTrainer(cfg, LocalContext(None), new).model.state_dict()
+    fresh = MetaTrainer(with_overrides(cfg, ["train.init_from=null"]), LocalContext(None), new)
+    table, source = state["content.embs.0.weight"], weights["content.embs.0.weight"]
+    assert_same(table[:2], source[:2])  # padding and unknown
+    assert_same(table[2:5], source[3:6])  # g1, g2, g3: their own rows, one row up
+    assert not torch.equal(source[2:5], source[3:6])  # by position they would differ: the test can fail
+    assert_same(table[5], fresh.model.state_dict()["content.embs.0.weight"][5])  # g4: fresh
+    assert "content.embs.0.weight (1 new values of item feature 'genre')" in caplog.text
+    colour = dataclasses.replace(feature, name="colour")
+    other = dataclasses.replace(new, features=FeatureTables(item={"colour": colour}))
+    with pytest.raises(UserError, match=r"that run's item features are \[\('genre', 'token'\)\], this run's"):
+        MetaTrainer(cfg, LocalContext(None), other)
