@@ -8,6 +8,13 @@ source does not (a new adapter's item factors) keep their fresh initialisation; 
 ``fast_init``, one flat vector over ``model.adapters`` in order, is copied for the adapters the two runs
 share as a prefix (``[lowrank]`` into ``[lowrank, itemlr]``). Anything else that differs is an error that
 names the parameter.
+
+Across catalogues (re-training on a newer log, where items come and go and the data pipeline numbers them
+afresh), items are matched by their raw id (``item_raw_ids``, saved with every checkpoint and export): every
+item-indexed tensor (``item_emb`` rows 1..V and the BOS row after them, ``item_factors``, the ``bias``
+adapter's slice of ``fast_init``) takes the source's row of the same raw id, new items keep their fresh
+initialisation, and items this data lacks are dropped. The per-item feature buffers (``content.ids_*``,
+``content.text_*``, ``content.has_id``) describe the data, so they stay this data's.
 """
 
 from __future__ import annotations
@@ -17,15 +24,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.errors import UserError
+from metarec_dist.models.features import FeatureLayout
 
 log = logging.getLogger("metarec")
 
 FAST_INIT = "fast_init"
+ITEM_BIAS = "bias"  # the adapter (ItemBiasAdapter) whose fast weights are one per item
+# Per-item buffers that describe the data (the item features), not learned: always this data's own.
+DATA_BUFFERS = ("content.ids_", "content.text_", "content.has_id")
 
 
 def read_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -57,24 +69,32 @@ def read_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}, client
 
 
-def init_from(path: str | Path, model: nn.Module, adapters: list[str]) -> list[str]:
-    """Load the model weights of the run at ``path`` into ``model`` (built with ``adapters``); returns the
-    parameters left at their fresh initialisation."""
+def init_from(
+    path: str | Path, model: nn.Module, adapters: list[str], item_raw_ids: list[str] | None = None
+) -> list[str]:
+    """Load the model weights of the run at ``path`` into ``model`` (built with ``adapters``, for a data set
+    whose item i has raw id ``item_raw_ids[i - 1]``); returns the parameters left at their fresh
+    initialisation (and, across catalogues, how many items were carried over and how many are new)."""
     weights, facts = read_model_weights(path)
     own = model.state_dict()
-    if "num_items" in facts and int(facts["num_items"]) != getattr(model, "num_items", facts["num_items"]):
-        raise UserError(
-            f"train.init_from {path}: that run scored {facts['num_items']} items, this data has "
-            f"{model.num_items}; initialise from a run on the same data config"
-        )
     source_adapters = list(((facts.get("config") or {}).get("model") or {}).get("adapters") or [])
+    fresh: list[str] = []
+    rows = item_rows(path, facts, getattr(model, "num_items", None), item_raw_ids)
+    if rows is not None:  # another catalogue: the source's tensors re-laid out on this one's items
+        weights = remap_items(weights, own, rows, int(facts["num_items"]), model, adapters, source_adapters)
+        known = int((rows >= 0).sum())
+        fresh.append(
+            f"the rows of {len(rows) - known} new items ({known} items carried over by raw id, "
+            f"{int(facts['num_items']) - known} of the source's dropped)"
+        )
+    fresh += remap_vocabularies(path, weights, own, facts, getattr(model, "layout", None))
     unknown = sorted(weights.keys() - own.keys())
     if unknown:
         raise UserError(
             f"train.init_from {path}: its model has parameters this one lacks ({', '.join(unknown[:5])}); "
             "use the same model settings (model.adapters, feature settings) as that run"
         )
-    fresh = sorted(own.keys() - weights.keys())
+    fresh = sorted(own.keys() - weights.keys()) + fresh
     for name, value in weights.items():
         if value.shape == own[name].shape:
             own[name] = value
@@ -89,4 +109,142 @@ def init_from(path: str | Path, model: nn.Module, adapters: list[str]) -> list[s
             )
     model.load_state_dict(own)
     log.info("initialised the model from %s%s", path, f"; fresh: {', '.join(fresh)}" if fresh else "")
+    return fresh
+
+
+def item_rows(
+    path: str | Path, facts: dict[str, Any], num_items: int | None, raw_ids: list[str] | None
+) -> np.ndarray | None:
+    """For each item of this data (item i at position i - 1), the source's position of the item with the
+    same raw id, -1 for a new one; None when the two catalogues are the same (the weights load as is)."""
+    source_n = facts.get("num_items")
+    if source_n is None or num_items is None:
+        return None
+    source_ids = [str(r) for r in facts.get("item_raw_ids") or []]
+    raw_ids = [str(r) for r in (raw_ids if raw_ids is not None else [])]
+    if source_ids and raw_ids:
+        if source_ids == raw_ids:
+            return None
+        index = {r: j for j, r in enumerate(source_ids)}
+        rows = np.array([index.get(r, -1) for r in raw_ids], dtype=np.int64)
+        if not (rows >= 0).any():
+            raise UserError(
+                f"train.init_from {path}: that run's {source_n} items share no raw id with this data's "
+                f"{num_items} (there {source_ids[:3]}..., here {raw_ids[:3]}...); it was trained on other "
+                "data: initialise from a run on an earlier log of this data set"
+            )
+        return rows
+    if int(source_n) == num_items:
+        return None  # no raw ids to tell: the items are taken as the same, position by position
+    missing = (
+        "that run's checkpoint does not record its items' raw ids (item_raw_ids: a run from before they "
+        "were saved)"
+        if not source_ids
+        else "this data has no raw item ids (synthetic data)"
+    )
+    raise UserError(
+        f"train.init_from {path}: that run scored {source_n} items, this data has {num_items}, and "
+        f"{missing}, so its items cannot be matched to these; initialise from a run on the same data "
+        "config, or from one that records item_raw_ids"
+    )
+
+
+def remap_items(
+    weights: dict[str, torch.Tensor],
+    own: dict[str, torch.Tensor],
+    rows: np.ndarray,
+    source_items: int,
+    model: nn.Module,
+    adapters: list[str],
+    source_adapters: list[str],
+) -> dict[str, torch.Tensor]:
+    """The source's ``weights`` (of ``source_items`` items) laid out on this model's catalogue (``rows``:
+    ``item_rows``): item rows by raw id, this model's fresh rows (``own``) for new items. A tensor whose
+    other dimensions differ is left as it is, for ``init_from`` to name it."""
+    out = dict(weights)
+    known = torch.from_numpy(rows >= 0)
+    src = torch.from_numpy(rows[rows >= 0])
+    num_items = len(rows)
+
+    def take(name: str, value: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        new = own[name].clone()
+        new[offset : offset + num_items][known] = value[offset + src].to(new.dtype)
+        return new
+
+    emb = weights.get("item_emb.weight")
+    if emb is not None and "item_emb.weight" in own and emb.shape[1:] == own["item_emb.weight"].shape[1:]:
+        new = take("item_emb.weight", emb, offset=1)  # row 0 padding, 1..V items
+        new[0], new[-1] = emb[0], emb[-1]  # padding and BOS (the row after the items)
+        out["item_emb.weight"] = new
+    factors = weights.get("item_factors.weight")
+    mine = own.get("item_factors.weight")
+    if factors is not None and mine is not None and factors.shape[1:] == mine.shape[1:]:
+        out["item_factors.weight"] = take("item_factors.weight", factors)  # row i - 1 is item i
+    fast = weights.get(FAST_INIT)
+    if (
+        fast is not None
+        and ITEM_BIAS in source_adapters
+        and adapters[: len(source_adapters)] == source_adapters
+    ):
+        from metarec_dist.models.adapters import FastHead
+
+        cfg = model.cfg
+        there = FastHead(source_adapters, cfg.hidden_size, cfg.adapter_rank, source_items)
+        if there.size == len(fast):  # else another model size: the shape check names it
+            parts = []
+            for name, s, h in zip(source_adapters, there.slices, model.head.slices, strict=False):
+                if name == ITEM_BIAS:
+                    part = own[FAST_INIT][h].clone()
+                    part[known] = fast[s][src].to(part.dtype)
+                    parts.append(part)
+                else:
+                    parts.append(fast[s])
+            out[FAST_INIT] = torch.cat(parts)
+    for name in weights:
+        if name.startswith(DATA_BUFFERS) and name in own:
+            out[name] = own[name]  # the item features of this data, not the source's
+    return out
+
+
+def remap_vocabularies(
+    path: str | Path,
+    weights: dict[str, torch.Tensor],
+    own: dict[str, torch.Tensor],
+    facts: dict[str, Any],
+    layout: FeatureLayout | None,
+) -> list[str]:
+    """Feature embedding rows matched by their value's label, in place in ``weights``: a newer log's
+    vocabulary can gain, lose and renumber values (it is built sorted from the values seen), and rows taken
+    by position would then silently belong to other values. New values keep this model's fresh rows (a
+    quantile-bucketed ``float`` feature whose buckets moved counts as new values: fix ``boundaries`` in its
+    spec to keep them). Returns what was left fresh; features declared differently are a ``UserError``."""
+    there = FeatureLayout.from_dict(facts.get("features"))
+    if layout is None or there is None:
+        return []  # no features on one side: the parameter check names what differs
+    fresh = []
+    for side, prefix in (("item", "content.embs"), ("user", "user_token.embs")):
+        mine, theirs = getattr(layout, side), getattr(there, side)
+        if [(s.name, s.kind) for s in mine] != [(s.name, s.kind) for s in theirs]:
+            raise UserError(
+                f"train.init_from {path}: that run's {side} features are "
+                f"{[(s.name, s.kind) for s in theirs]}, this run's {[(s.name, s.kind) for s in mine]}; "
+                f"declare the same data.{side}_features as that run"
+            )
+        tables = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.num_ids]  # text: no rows
+        for k, (here_slot, there_slot) in enumerate(tables):
+            name = f"{prefix}.{k}.weight"
+            if not here_slot.vocab or here_slot.vocab == there_slot.vocab or name not in weights:
+                continue  # hashed titles have no vocabulary: bucket b is bucket b
+            if name not in own or weights[name].shape[1:] != own[name].shape[1:]:
+                continue  # another model width: the shape check names it
+            index = {label: j for j, label in enumerate(there_slot.vocab)}
+            rows = np.array([index.get(label, -1) for label in here_slot.vocab], dtype=np.int64)
+            known = torch.from_numpy(rows >= 0)
+            table = own[name].clone()
+            table[known] = weights[name][torch.from_numpy(rows[rows >= 0])].to(table.dtype)
+            weights[name] = table
+            if (rows < 0).any():
+                fresh.append(
+                    f"{name} ({int((rows < 0).sum())} new values of {side} feature {here_slot.name!r})"
+                )
     return fresh

@@ -3,11 +3,16 @@ with a fresh optimizer and step; mismatches are UserErrors that name the paramet
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
+import numpy as np
 import pytest
 import torch
 
 from metarec_dist.checkpoint import export
 from metarec_dist.config import with_overrides
+from metarec_dist.data.split import UserSplits
 from metarec_dist.errors import UserError
 from metarec_dist.eval.loading import load_model
 from metarec_dist.eval.protocol import ColdStartProtocol
@@ -208,3 +213,157 @@ def test_a_frozen_warm_start_trains_checkpoints_and_scores_with_the_context_enco
     scores = {n: torch.as_tensor(g[3]["ndcg@10"]) for n, g in got.items()}
     torch.testing.assert_close(scores["trained"], torch.as_tensor(mine[3]["ndcg@10"]))
     assert not torch.equal(scores["trained"], scores["no offset"])
+
+
+# ------------------------------------------------------------------------- a newer log (the catalogue grows)
+
+RAW = [f"r{i}" for i in range(1, 41)]  # the raw ids of synth_data's 40 items
+NEW = [f"n{k}" for k in range(6)]
+ONLINE = ["model.adapters=[lowrank,itemlr,bias]"]  # every item-indexed tensor: emb, factors, bias
+
+
+def with_genres(data, raw):
+    """``data`` with raw ids ``raw`` and one item feature, a genre derived from the raw id (the same
+    vocabulary in every log, other rows wherever the numbering differs)."""
+    from metarec_dist.data.features import SPECIALS, EncodedFeature, FeatureTables
+
+    genre = [len(SPECIALS) + int(r[1:]) % 4 for r in raw]
+    feature = EncodedFeature("genre", "token", [*SPECIALS, "g0", "g1", "g2", "g3"], np.array([0, *genre]))
+    return dataclasses.replace(data, item_raw_ids=raw, features=FeatureTables(item={"genre": feature}))
+
+
+def newer_log(data):
+    """The next log of ``data`` (raw ids RAW): its first 5 items gone, 6 new ones numbered first (so every
+    kept item's id moves), each training user with one new item at the end; its genres by raw id."""
+    raw = NEW + RAW[5:]
+    index = {r: i + 1 for i, r in enumerate(raw)}
+
+    def move(seqs, extra):
+        out = []
+        for u, s in enumerate(seqs):
+            kept = [index[RAW[x - 1]] for x in s.tolist() if RAW[x - 1] in index]
+            out.append(np.array(kept + ([1 + u % len(NEW)] if extra else []), dtype=s.dtype))
+        return out
+
+    return with_genres(UserSplits(move(data.train, True), move(data.valid, False), [], len(raw)), raw)
+
+
+@pytest.fixture
+def raw_run(tiny_cfg, synth_data, tmp_path):
+    """A finished 3-step run (fomaml, seed 7) on synth_data with raw ids RAW and a genre feature: (its
+    checkpoint, the checkpoint's model weights, the data)."""
+    data = with_genres(synth_data, RAW)
+    cfg = with_overrides(tiny_cfg, [*ONLINE, "train.seed=7"])
+    out = MetaTrainer(cfg, LocalContext(tmp_path / "old"), data).fit()
+    return out["checkpoint"], load_model(out["checkpoint"]).model.state_dict(), data
+
+
+@pytest.mark.parametrize("source", ["run", "checkpoint", "export"])
+def test_a_newer_log_starts_from_the_old_model_item_by_raw_id(tiny_cfg, raw_run, tmp_path, source):
+    checkpoint, weights, old = raw_run
+    path = {"run": tmp_path / "old", "checkpoint": checkpoint, "export": tmp_path / "export"}[source]
+    if source == "export":
+        export(checkpoint, path)
+    new = newer_log(old)
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={path}"])
+    state = MetaTrainer(cfg, LocalContext(None), new).model.state_dict()
+    fresh = MetaTrainer(with_overrides(cfg, ["train.init_from=null"]), LocalContext(None), new)
+    fresh = fresh.model.state_dict()
+    v, n = new.num_items, len(NEW)
+    there = [RAW.index(r) + 1 for r in new.item_raw_ids[n:]]  # the source's id of each kept item
+    emb, src_emb = state["item_emb.weight"], weights["item_emb.weight"]
+    assert_same(emb[1 + n : 1 + v], src_emb[there])  # kept items: the source's row of the same raw id
+    assert not torch.equal(src_emb[1 + n : 1 + v], src_emb[there])  # ... which is not the same position
+    assert_same(emb[1 : 1 + n], fresh["item_emb.weight"][1 : 1 + n])  # new items: fresh
+    assert_same(emb[v + 1], src_emb[-1])  # BOS
+    assert_same(state["item_factors.weight"][n:], weights["item_factors.weight"][[t - 1 for t in there]])
+    assert_same(state["item_factors.weight"][:n], fresh["item_factors.weight"][:n])
+    lowrank_itemlr = len(weights["fast_init"]) - len(RAW)
+    bias, src_bias = state["fast_init"][lowrank_itemlr:], weights["fast_init"][lowrank_itemlr:]
+    assert_same(state["fast_init"][:lowrank_itemlr], weights["fast_init"][:lowrank_itemlr])
+    assert_same(bias[n:], src_bias[[t - 1 for t in there]])
+    assert_same(bias[:n], fresh["fast_init"][lowrank_itemlr:][:n])
+    assert src_bias.abs().sum() > 0  # the source's item biases moved: the test can fail
+    for name, value in weights.items():
+        if name.startswith(("backbone.", "content.embs.")):  # not item-indexed: the source's
+            assert_same(state[name], value)
+    # The item features are the new log's (a genre per raw id), never the source's rows.
+    for name in ("content.ids_0", "content.has_id"):
+        assert_same(state[name], fresh[name])
+    assert not torch.equal(state["content.ids_0"][1 : 1 + v], weights["content.ids_0"][1 : 1 + v])
+    assert torch.equal(state["content.ids_0"][1 + n : 1 + v], weights["content.ids_0"][there])
+
+
+def test_the_same_catalogue_loads_as_before_and_a_newer_one_says_what_it_carried(
+    tiny_cfg, raw_run, tmp_path, caplog
+):
+    checkpoint, weights, old = raw_run
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
+    same = MetaTrainer(cfg, LocalContext(None), old).model.state_dict()
+    for name, value in weights.items():
+        assert_same(same[name], value)
+    # The same items numbered backwards: matched by raw id, with the item features of this numbering.
+    flipped = UserSplits([41 - s for s in old.train], [41 - s for s in old.valid], [], 40)
+    state = MetaTrainer(cfg, LocalContext(None), with_genres(flipped, RAW[::-1])).model.state_dict()
+    for name in ("item_emb.weight", "content.ids_0"):
+        assert_same(state[name][1:41], weights[name][1:41].flip(0))
+    assert not torch.equal(state["content.ids_0"], weights["content.ids_0"])  # not the source's rows
+    caplog.set_level("INFO", logger="metarec")
+    trainer = MetaTrainer(cfg, LocalContext(tmp_path / "new"), newer_log(old))
+    assert "6 new items (35 items carried over by raw id, 5 of the source's dropped)" in caplog.text
+    # The run trains, and its checkpoint and export record the new log's catalogue.
+    out = trainer.fit()
+    assert out["step"] == cfg.train.meta_steps
+    assert load_model(out["checkpoint"]).meta["item_raw_ids"] == NEW + RAW[5:]
+    meta = json.loads((export(out["checkpoint"], tmp_path / "export") / "metarec_config.json").read_text())
+    assert meta["item_raw_ids"] == NEW + RAW[5:] and meta["num_items"] == 41
+
+
+def test_catalogues_that_cannot_be_matched_are_user_errors(tiny_cfg, synth_data, sasrec_run, raw_run):
+    checkpoint, _, old = raw_run
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
+    other = dataclasses.replace(old, item_raw_ids=[f"x{i}" for i in range(1, 41)])
+    with pytest.raises(UserError, match=r"40 items share no raw id with this data's 40 .*other data"):
+        MetaTrainer(cfg, LocalContext(None), other)
+    with pytest.raises(
+        UserError, match="scored 40 items, this data has 41, and this data has no raw item ids"
+    ):
+        MetaTrainer(cfg, LocalContext(None), dataclasses.replace(newer_log(old), item_raw_ids=None))
+    _, _, sasrec_checkpoint = sasrec_run  # synth_data: no raw ids saved
+    older = with_overrides(tiny_cfg, [f"train.init_from={sasrec_checkpoint}"])
+    with pytest.raises(
+        UserError,
+        match=r"scored 40 items, this data has 41, and that run's checkpoint does not record its items' "
+        r"raw ids \(item_raw_ids",
+    ):
+        MetaTrainer(older, LocalContext(None), newer_log(dataclasses.replace(synth_data, item_raw_ids=RAW)))
+
+
+def test_feature_values_are_matched_by_label_when_a_newer_log_renumbers_them(tiny_cfg, raw_run, caplog):
+    """A newer log's vocabulary is rebuilt from the values it has: here g0 is gone and g4 is new, so the
+    table has the same size and every kept value moved down a row. Taken by position, g1's learned row
+    would silently become g2's; matched by label, each kept value keeps its own and g4 starts fresh."""
+    from metarec_dist.data.features import SPECIALS, EncodedFeature, FeatureTables
+
+    checkpoint, weights, old = raw_run
+    new = newer_log(old)
+    vocab = [*SPECIALS, "g1", "g2", "g3", "g4"]
+    genre = [len(SPECIALS) + int(r[1:]) % 4 for r in new.item_raw_ids]  # g0 -> g4: id 5
+    genre = [g if g > len(SPECIALS) else len(vocab) - 1 for g in genre]
+    renumbered = [g - 1 if g < len(vocab) - 1 else g for g in genre]
+    feature = EncodedFeature("genre", "token", vocab, np.array([0, *renumbered]))
+    new = dataclasses.replace(new, features=FeatureTables(item={"genre": feature}))
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
+    caplog.set_level("INFO", logger="metarec")
+    state = MetaTrainer(cfg, LocalContext(None), new).model.state_dict()
+    fresh = MetaTrainer(with_overrides(cfg, ["train.init_from=null"]), LocalContext(None), new)
+    table, source = state["content.embs.0.weight"], weights["content.embs.0.weight"]
+    assert_same(table[:2], source[:2])  # padding and unknown
+    assert_same(table[2:5], source[3:6])  # g1, g2, g3: their own rows, one row up
+    assert not torch.equal(source[2:5], source[3:6])  # by position they would differ: the test can fail
+    assert_same(table[5], fresh.model.state_dict()["content.embs.0.weight"][5])  # g4: fresh
+    assert "content.embs.0.weight (1 new values of item feature 'genre')" in caplog.text
+    colour = dataclasses.replace(feature, name="colour")
+    other = dataclasses.replace(new, features=FeatureTables(item={"colour": colour}))
+    with pytest.raises(UserError, match=r"that run's item features are \[\('genre', 'token'\)\], this run's"):
+        MetaTrainer(cfg, LocalContext(None), other)
