@@ -70,11 +70,17 @@ def read_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
 
 
 def init_from(
-    path: str | Path, model: nn.Module, adapters: list[str], item_raw_ids: list[str] | None = None
+    path: str | Path,
+    model: nn.Module,
+    adapters: list[str],
+    item_raw_ids: list[str] | None = None,
+    shuffled_split: bool = False,
 ) -> list[str]:
     """Load the model weights of the run at ``path`` into ``model`` (built with ``adapters``, for a data set
     whose item i has raw id ``item_raw_ids[i - 1]``); returns the parameters left at their fresh
-    initialisation (and, across catalogues, how many items were carried over and how many are new)."""
+    initialisation (and, across catalogues, how many items were carried over and how many are new).
+    ``shuffled_split``: this data's users are split by a seeded shuffle (``data.split: random``), which a
+    source trained on another log did not share: a warning then says its scores may be optimistic."""
     weights, facts = read_model_weights(path)
     own = model.state_dict()
     source_adapters = list(((facts.get("config") or {}).get("model") or {}).get("adapters") or [])
@@ -83,6 +89,14 @@ def init_from(
     if rows is not None:  # another catalogue: the source's tensors re-laid out on this one's items
         weights = remap_items(weights, own, rows, int(facts["num_items"]), model, adapters, source_adapters)
         known = int((rows >= 0).sum())
+        if shuffled_split:
+            log.warning(
+                "train.init_from %s was trained on another log (another catalogue), and data.split=random "
+                "shuffles each log's users anew: some of this run's validation and test users may be that "
+                "run's training users, and their scores optimistic. Re-training on a newer log: use "
+                "data.split=time (new users are then the newest ones in both logs)",
+                path,
+            )
         fresh.append(
             f"the rows of {len(rows) - known} new items ({known} items carried over by raw id, "
             f"{int(facts['num_items']) - known} of the source's dropped)"

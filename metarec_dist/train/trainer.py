@@ -156,7 +156,8 @@ class MetaTrainer:
         )
         source = init_source(cfg)  # train.init_from, or the first stage of train.pretrain
         if source:  # a finished run's weights; a resume then loads this run's own checkpoint
-            init_from(source, self.model, cfg.model.adapters, data.item_raw_ids)
+            random_split = cfg.data.split == "random"
+            init_from(source, self.model, cfg.model.adapters, data.item_raw_ids, random_split)
         if cfg.train.freeze:  # before the engine: the optimizer then never sees the frozen parameters
             freeze(self.model, cfg.train.freeze)
         self.algorithm = build_algorithm(cfg.meta, self.model)
