@@ -102,6 +102,9 @@ def init_from(
             f"{int(facts['num_items']) - known} of the source's dropped)"
         )
     fresh += remap_vocabularies(path, weights, own, facts, getattr(model, "layout", None))
+    for name in weights.keys() & own.keys():
+        if name.startswith(DATA_BUFFERS):  # the item features of this data (in its vocabularies), always
+            weights[name] = own[name]
     unknown = sorted(weights.keys() - own.keys())
     if unknown:
         raise UserError(
@@ -214,9 +217,6 @@ def remap_items(
                 else:
                     parts.append(fast[s])
             out[FAST_INIT] = torch.cat(parts)
-    for name in weights:
-        if name.startswith(DATA_BUFFERS) and name in own:
-            out[name] = own[name]  # the item features of this data, not the source's
     return out
 
 

@@ -367,6 +367,17 @@ def test_feature_values_are_matched_by_label_when_a_newer_log_renumbers_them(tin
     assert not torch.equal(source[2:5], source[3:6])  # by position they would differ: the test can fail
     assert_same(table[5], fresh.model.state_dict()["content.embs.0.weight"][5])  # g4: fresh
     assert "content.embs.0.weight (1 new values of item feature 'genre')" in caplog.text
+    # The same catalogue with the renumbered vocabulary: the rows by label, the per-item ids this data's.
+    ids = [len(SPECIALS) + int(r[1:]) % 4 for r in RAW]
+    ids = [g - 1 if g > len(SPECIALS) else len(vocab) - 1 for g in ids]
+    same = dataclasses.replace(
+        old,
+        features=FeatureTables(item={"genre": EncodedFeature("genre", "token", vocab, np.array([0, *ids]))}),
+    )
+    state = MetaTrainer(cfg, LocalContext(None), same).model.state_dict()
+    assert_same(state["content.embs.0.weight"][2:5], source[3:6])
+    assert_same(state["content.ids_0"][1:41, 0], torch.tensor(ids))
+    assert not torch.equal(state["content.ids_0"], weights["content.ids_0"])  # not the source's ids
     colour = dataclasses.replace(feature, name="colour")
     other = dataclasses.replace(new, features=FeatureTables(item={"colour": colour}))
     with pytest.raises(UserError, match=r"that run's item features are \[\('genre', 'token'\)\], this run's"):
