@@ -115,6 +115,11 @@ def add_fusion(folder: Path, fuse: bool | None = None, weight: float | None = No
             f"validation users, and their data is not usable here: {exc}. Pass --no-fuse to export the "
             "model alone"
         ) from None
+    if not protocol.splits.valid:
+        raise UserError(
+            "export --fuse: the run has no validation users (data.valid_frac is 0) to choose the fusion's "
+            "adaptation and weight on; pass --no-fuse to export the model alone"
+        )
     log.info("export: choosing the test-time adaptation on validation users")
     adaptation = protocol.choose_adaptation(loaded)
     if weight is None:

@@ -188,3 +188,16 @@ def test_counts_of_the_wrong_shape_are_a_damaged_export(fused_export):
     meta = json.loads((fused_export / ckpt.EXPORT_CONFIG).read_text())
     with pytest.raises(UserError, match="not one-dimensional"):
         load_fusion(fused_export, meta)
+
+
+def test_a_run_without_validation_users_says_what_to_pass_instead(trained, tmp_path, capsys):
+    from test_safety import assert_fails
+
+    run = str(trained("data.valid_frac=0").folder)
+    export = ["export", "--checkpoint", run, "--out", str(tmp_path / "export")]
+    assert_fails(capsys, [*export, "--fuse"], "no validation users", "--no-fuse")
+    assert main([*export, "--no-fuse"]) == 0
+    assert_fails(capsys, ["evaluate", "--checkpoint", run], "no validation users", "--steps")
+    fixed = ["evaluate", "--checkpoint", run, "--steps", "1", "--inner-lr", "0.1"]
+    assert_fails(capsys, [*fixed, "--fuse"], "no validation users", "--no-fuse")
+    assert main(fixed) == 0
