@@ -682,6 +682,7 @@ class Exported(NamedTuple):
 def load_exported(folder: Path) -> Exported:
     """The model, its config and metadata, and the trained algorithm's parameters, from an exported
     folder."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from metarec_dist.config import Config, from_dict
@@ -704,13 +705,22 @@ def load_exported(folder: Path) -> Exported:
         raise UserError(f"{folder / EXPORT_CONFIG} is damaged or not a metarec export: {exc!r}") from None
     # Built empty; load_state_dict fills the per-item feature buffers with the trained ones.
     model = SeqRecommender(cfg.model, num_items, layout=layout)
-    model.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
     algorithm = build_algorithm(cfg.meta, model)
     path = folder / EXPORT_ALGORITHM
-    # Checked: a Meta-SGD export without its rates (or rates for another algorithm) is an error, not a guess.
-    missing, unexpected = algorithm.load_state_dict(
-        load_file(str(path)) if path.is_file() else {}, strict=False
-    )
+    try:
+        name = EXPORT_WEIGHTS
+        model.load_state_dict(load_file(str(folder / name)))
+        name = EXPORT_ALGORITHM
+        # Checked: a Meta-SGD export without its rates (or rates for another algorithm) is an error.
+        missing, unexpected = algorithm.load_state_dict(
+            load_file(str(path)) if path.is_file() else {}, strict=False
+        )
+    except (SafetensorError, RuntimeError) as exc:  # truncated, or tensors of another model
+        detail = " ".join(str(exc).split())  # load_state_dict's list of mismatches, on one line
+        raise UserError(
+            f"{folder / name} is damaged or does not match {EXPORT_CONFIG} ({detail[:300]}); "
+            "export the checkpoint again"
+        ) from None
     if missing or unexpected:
         raise ValueError(
             f"{folder}: the parameters of meta.algorithm={cfg.meta.algorithm} do not match "

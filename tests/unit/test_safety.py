@@ -306,6 +306,20 @@ def test_a_damaged_export_config_is_named(run, tmp_path, capsys):
     assert_fails(capsys, ["recommend", "--checkpoint", str(out), "--items", "1"], str(out / EXPORT_CONFIG))
 
 
+def test_damaged_export_weights_are_named(run, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    weights, config = out / EXPORT_WEIGHTS, out / EXPORT_CONFIG
+    recommend = ["recommend", "--checkpoint", str(out), "--items", "1"]
+    meta = json.loads(config.read_text())
+    config.write_text(json.dumps({**meta, "num_items": meta["num_items"] + 1}))  # another catalogue
+    err = assert_fails(capsys, recommend, str(weights), "does not match", "export the checkpoint again")
+    assert err.count("\n") == 1  # load_state_dict's list of mismatches, on the one line
+    config.write_text(json.dumps(meta))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    assert_fails(capsys, recommend, str(weights), "damaged")
+
+
 def test_an_export_gets_the_users_usual_permissions_unlike_a_checkpoint(run, tmp_path):
     """An export is made to be shared (served by another account, copied): folder and files follow the umask,
     not the 0700 / 0600 of a temp folder and safetensors' writes; the checkpoint stays private."""
