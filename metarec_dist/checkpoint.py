@@ -610,6 +610,28 @@ def export(
     return out_dir
 
 
+def export_source(path: Path) -> Path:
+    """The checkpoint ``metarec export --checkpoint path`` reads: ``path`` if it is a checkpoint folder
+    (complete or not: ``verify`` says what is missing), else a run folder's newest complete checkpoint;
+    ``UserError`` saying what ``path`` is instead (missing, a file, an export, some other folder)."""
+    path = Path(path).expanduser()
+    what = "give a run folder or one of its checkpoint folders"
+    if not path.is_dir():
+        raise UserError(f"--checkpoint {path}: {'is a file' if path.exists() else 'no such folder'}; {what}")
+    if (path / EXPORT_CONFIG).is_file():
+        raise UserError(
+            f"--checkpoint {path}: is already an exported model (copy the folder to move it); {what}"
+        )
+    found = find_checkpoint(path)
+    checkpoint_like = _STEP_DIR.match(path.name) or _RAY_STEP_DIR.match(path.name)
+    if found == path and not checkpoint_like and not (path / MANIFEST).exists():
+        raise UserError(
+            f"--checkpoint {path}: neither a checkpoint (no {MANIFEST}) nor a run folder (no "
+            f"checkpoints/step_*); {what}"
+        )
+    return found
+
+
 def _follow_umask(folder: Path) -> None:
     """An export is made to be shared (served, copied to another machine): its folder and files get the
     permissions any new file of this user gets (the umask), not the 0700 / 0600 of the temp folder and of

@@ -48,6 +48,24 @@ def test_export_refuses_a_folder_holding_other_files(run, tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "precious" and [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_export_says_what_its_checkpoint_argument_is_instead(run, tmp_path, capsys):
+    export, out = tmp_path / "export", tmp_path / "out"
+    assert main(["export", "--checkpoint", str(run), "--out", str(export)]) == 0
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for given, said in [
+        (tmp_path / "missing", "no such folder"),
+        (tmp_path / "file", "is a file"),
+        (export, "is already an exported model"),
+        (tmp_path / "empty", "neither a checkpoint"),
+        (find_checkpoint(run) / "engine", "neither a checkpoint"),
+    ]:
+        args = ["export", "--checkpoint", str(given), "--out", str(out)]
+        err = assert_fails(capsys, args, f"--checkpoint {given}: {said}", "give a run folder")
+        assert "incomplete" not in err
+    assert not out.exists()
+
+
 def test_export_never_touches_the_checkpoint_its_run_or_a_parent(run, capsys, monkeypatch):
     before = _tree(run.parent)
     ckpt = find_checkpoint(run)
