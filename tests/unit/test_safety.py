@@ -338,6 +338,16 @@ def test_damaged_export_weights_are_named(run, tmp_path, capsys):
     assert_fails(capsys, recommend, str(weights), "damaged")
 
 
+@pytest.mark.parametrize("damage", [{"item_raw_ids": 5}, {"item_titles": {"x": "A title"}}])
+def test_damaged_item_ids_or_titles_in_an_export_are_named(run, tmp_path, capsys, damage):
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    meta = json.loads((out / EXPORT_CONFIG).read_text())
+    (out / EXPORT_CONFIG).write_text(json.dumps({**meta, **damage}))
+    args = ["recommend", "--checkpoint", str(out), "--items", "1"]
+    assert_fails(capsys, args, str(out), "item ids or titles", "export the checkpoint again")
+
+
 def test_an_export_gets_the_users_usual_permissions_unlike_a_checkpoint(run, tmp_path):
     """An export is made to be shared (served by another account, copied): folder and files follow the umask,
     not the 0700 / 0600 of a temp folder and safetensors' writes; the checkpoint stays private."""
