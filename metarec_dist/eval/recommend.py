@@ -85,6 +85,8 @@ def encode_user_features(loaded: LoadedModel, stated: dict[str, str]) -> np.ndar
         row = encode_user(features, stated)
     except KeyError as exc:
         raise ValueError(f"--user: {exc.args[0]}") from None
+    except ValueError as exc:  # a value of the wrong kind (text for a number)
+        raise ValueError(f"--user {exc}") from None
     for name, value in stated.items():
         ids = features[name].lookup(value)
         if value and UNKNOWN in (ids if isinstance(ids, list) else [ids]):
