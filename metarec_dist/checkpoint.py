@@ -660,9 +660,11 @@ def _check_export_target(checkpoint_dir: Path, out_dir: Path, overwrite: bool) -
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"export --out {out_dir}: {parent} is a file, not a folder")
+    if out_dir.is_symlink():  # replaced, it would be the link that goes, not the folder it names
+        raise UserError(f"export --out {out_dir}: is a symbolic link; give the folder it points to")
     if not out_dir.exists():
         return
-    if not out_dir.is_dir() or out_dir.is_symlink():
+    if not out_dir.is_dir():
         raise UserError(f"export --out {out_dir}: is a file, not a folder; choose a new folder name")
     if not any(out_dir.iterdir()):
         return

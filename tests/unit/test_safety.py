@@ -66,6 +66,16 @@ def test_export_says_what_its_checkpoint_argument_is_instead(run, tmp_path, caps
     assert not out.exists()
 
 
+def test_export_onto_a_symbolic_link_says_so_and_leaves_it(run, tmp_path, capsys):
+    (tmp_path / "real").mkdir()
+    for target in ("real", "gone"):  # a link to a folder, a dangling link
+        link = tmp_path / f"to-{target}"
+        link.symlink_to(tmp_path / target)
+        args = ["export", "--checkpoint", str(run), "--out", str(link)]
+        assert_fails(capsys, args, f"--out {link}: is a symbolic link")
+        assert link.is_symlink() and not any((tmp_path / "real").iterdir())
+
+
 def test_export_never_touches_the_checkpoint_its_run_or_a_parent(run, capsys, monkeypatch):
     before = _tree(run.parent)
     ckpt = find_checkpoint(run)
