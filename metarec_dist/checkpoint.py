@@ -610,6 +610,28 @@ def export(
     return out_dir
 
 
+def export_source(path: Path) -> Path:
+    """The checkpoint ``metarec export --checkpoint path`` reads: ``path`` if it is a checkpoint folder
+    (complete or not: ``verify`` says what is missing), else a run folder's newest complete checkpoint;
+    ``UserError`` saying what ``path`` is instead (missing, a file, an export, some other folder)."""
+    path = Path(path).expanduser()
+    what = "give a run folder or one of its checkpoint folders"
+    if not path.is_dir():
+        raise UserError(f"--checkpoint {path}: {'is a file' if path.exists() else 'no such folder'}; {what}")
+    if (path / EXPORT_CONFIG).is_file():
+        raise UserError(
+            f"--checkpoint {path}: is already an exported model (copy the folder to move it); {what}"
+        )
+    found = find_checkpoint(path)
+    checkpoint_like = _STEP_DIR.match(path.name) or _RAY_STEP_DIR.match(path.name)
+    if found == path and not checkpoint_like and not (path / MANIFEST).exists():
+        raise UserError(
+            f"--checkpoint {path}: neither a checkpoint (no {MANIFEST}) nor a run folder (no "
+            f"checkpoints/step_*); {what}"
+        )
+    return found
+
+
 def _follow_umask(folder: Path) -> None:
     """An export is made to be shared (served, copied to another machine): its folder and files get the
     permissions any new file of this user gets (the umask), not the 0700 / 0600 of the temp folder and of
@@ -638,9 +660,11 @@ def _check_export_target(checkpoint_dir: Path, out_dir: Path, overwrite: bool) -
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"export --out {out_dir}: {parent} is a file, not a folder")
+    if out_dir.is_symlink():  # replaced, it would be the link that goes, not the folder it names
+        raise UserError(f"export --out {out_dir}: is a symbolic link; give the folder it points to")
     if not out_dir.exists():
         return
-    if not out_dir.is_dir() or out_dir.is_symlink():
+    if not out_dir.is_dir():
         raise UserError(f"export --out {out_dir}: is a file, not a folder; choose a new folder name")
     if not any(out_dir.iterdir()):
         return
@@ -682,6 +706,7 @@ class Exported(NamedTuple):
 def load_exported(folder: Path) -> Exported:
     """The model, its config and metadata, and the trained algorithm's parameters, from an exported
     folder."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from metarec_dist.config import Config, from_dict
@@ -704,13 +729,22 @@ def load_exported(folder: Path) -> Exported:
         raise UserError(f"{folder / EXPORT_CONFIG} is damaged or not a metarec export: {exc!r}") from None
     # Built empty; load_state_dict fills the per-item feature buffers with the trained ones.
     model = SeqRecommender(cfg.model, num_items, layout=layout)
-    model.load_state_dict(load_file(str(folder / EXPORT_WEIGHTS)))
     algorithm = build_algorithm(cfg.meta, model)
     path = folder / EXPORT_ALGORITHM
-    # Checked: a Meta-SGD export without its rates (or rates for another algorithm) is an error, not a guess.
-    missing, unexpected = algorithm.load_state_dict(
-        load_file(str(path)) if path.is_file() else {}, strict=False
-    )
+    try:
+        name = EXPORT_WEIGHTS
+        model.load_state_dict(load_file(str(folder / name)))
+        name = EXPORT_ALGORITHM
+        # Checked: a Meta-SGD export without its rates (or rates for another algorithm) is an error.
+        missing, unexpected = algorithm.load_state_dict(
+            load_file(str(path)) if path.is_file() else {}, strict=False
+        )
+    except (SafetensorError, RuntimeError) as exc:  # truncated, or tensors of another model
+        detail = " ".join(str(exc).split())  # load_state_dict's list of mismatches, on one line
+        raise UserError(
+            f"{folder / name} is damaged or does not match {EXPORT_CONFIG} ({detail[:300]}); "
+            "export the checkpoint again"
+        ) from None
     if missing or unexpected:
         raise ValueError(
             f"{folder}: the parameters of meta.algorithm={cfg.meta.algorithm} do not match "

@@ -170,11 +170,11 @@ def _submit(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from metarec_dist.checkpoint import export, find_checkpoint
+    from metarec_dist.checkpoint import export, export_source
     from metarec_dist.eval.fusion import add_fusion
 
     finish = partial(add_fusion, fuse=args.fuse, weight=args.fuse_weight)
-    print(export(find_checkpoint(Path(args.checkpoint)), Path(args.out), args.overwrite, finish))
+    print(export(export_source(Path(args.checkpoint)), Path(args.out), args.overwrite, finish))
     return 0
 
 

@@ -46,7 +46,11 @@ class EncodedFeature:
         if value is None or isinstance(value, str) and not value.strip():
             return [UNKNOWN] if self.kind == "token_seq" else UNKNOWN
         if self.kind == "float":
-            return bucket_ids(np.array([float(value)]), self.boundaries)[0].item()
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"{self.name}={value}: expected a number") from None
+            return bucket_ids(np.array([number]), self.boundaries)[0].item()
         index = {v: i for i, v in enumerate(self.vocab)}
         if self.kind == "token_seq":
             tokens = value.split() if isinstance(value, str) else list(value)

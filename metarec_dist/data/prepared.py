@@ -45,7 +45,7 @@ class PreparedData:
         table = self.table()
         chosen = table.filter(pc.equal(table.column("split"), split)).column("items")
         offsets, values = flat_items(chosen)
-        return np.split(values, offsets[1:-1])
+        return np.split(values, offsets[1:-1]) if len(chosen) else []  # no users: none, not one empty
 
     def user_splits(self) -> UserSplits:
         splits = UserSplits(

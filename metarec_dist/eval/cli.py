@@ -111,8 +111,8 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
     if args.steps is None or args.steps < 0:
         raise ValueError("--steps must be given (>= 0) when fixing the adaptation")
     lr = loaded.cfg.meta.inner_lr if args.inner_lr is None else args.inner_lr
-    if lr < 0:
-        raise ValueError("--inner-lr must be >= 0")
+    if not 0 <= lr < float("inf"):  # NaN too
+        raise ValueError(f"--inner-lr must be a finite number >= 0, got {lr}")
     return args.steps, lr
 
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.errors import UserError
@@ -63,11 +66,25 @@ class Fusion:
         return FusedScorer(base, self.cooc, self.weight)
 
 
+# The largest weight whose fused float32 scores stay finite (weight * log(FUSION_EPS) must not overflow).
+MAX_FUSION_WEIGHT = float(np.finfo(np.float32).max) / 2 / -math.log(FUSION_EPS)
+
+
+def check_weight(weight: float, what: str) -> float:
+    """``weight`` if it is a usable fusion weight (NaN, infinite or negative ones are not), else a
+    ``UserError`` naming ``what``."""
+    if not 0.0 <= weight <= MAX_FUSION_WEIGHT:  # False for NaN too
+        raise UserError(
+            f"{what} must be a number from 0 (the model alone) to {MAX_FUSION_WEIGHT:.3g}, got {weight}"
+        )
+    return weight
+
+
 def wants_fusion(cfg: Config, fuse: bool | None, weight: float | None) -> bool:
     """Whether ``metarec export`` fuses: ``--fuse``/``--no-fuse``, else when ``--fuse-weight`` is given,
     else the run's ``eval.fuse``."""
-    if weight is not None and weight < 0:
-        raise UserError(f"--fuse-weight must be >= 0 (0: the model alone), got {weight}")
+    if weight is not None:
+        check_weight(weight, "--fuse-weight")
     if weight is not None and fuse is False:
         raise UserError("--fuse-weight: this export does not fuse (--no-fuse); drop one of the two")
     if fuse is None:
@@ -98,6 +115,11 @@ def add_fusion(folder: Path, fuse: bool | None = None, weight: float | None = No
             f"validation users, and their data is not usable here: {exc}. Pass --no-fuse to export the "
             "model alone"
         ) from None
+    if not protocol.splits.valid:
+        raise UserError(
+            "export --fuse: the run has no validation users (data.valid_frac is 0) to choose the fusion's "
+            "adaptation and weight on; pass --no-fuse to export the model alone"
+        )
     log.info("export: choosing the test-time adaptation on validation users")
     adaptation = protocol.choose_adaptation(loaded)
     if weight is None:
@@ -144,20 +166,30 @@ def load_fusion(folder: Path, meta: dict[str, Any]) -> Fusion | None:
         missing = f"{FUSION_KEY!r} in {ckpt.EXPORT_CONFIG}" if info is None else ckpt.EXPORT_COOC
         raise UserError(f"{folder}: a fused export without {missing}; export the checkpoint again")
     try:
+        if not isinstance(info, dict):
+            raise TypeError(f"{FUSION_KEY!r} is a {type(info).__name__}, not an object")
         if info.get("eps", FUSION_EPS) != FUSION_EPS:
             raise ValueError(f"eps {info['eps']} is not this version's {FUSION_EPS}")
-        cooc = ItemCooccurrence.from_state_dict(
-            load_file(str(path)), int(meta["num_items"]), int(info["horizon"]), float(info["recency"])
-        )
         per_shot = info.get("per_shot")
-        return Fusion(
-            weight=float(info["weight"]),
-            cooc=cooc,
+        if per_shot is not None and not isinstance(per_shot, dict):
+            raise TypeError(f"'per_shot' is a {type(per_shot).__name__}, not an object")
+        fusion = Fusion(
+            weight=check_weight(float(info["weight"]), "the weight"),
+            cooc=ItemCooccurrence.from_state_dict(
+                load_file(str(path)), int(meta["num_items"]), int(info["horizon"]), float(info["recency"])
+            ),
             steps=int(info["steps"]),
             inner_lr=float(info["inner_lr"]),
             per_shot=None
             if per_shot is None
             else {int(k): (int(s), float(lr)) for k, (s, lr) in per_shot.items()},
         )
+        settings = [(fusion.steps, fusion.inner_lr), *(fusion.per_shot or {}).values()]
+        if not all(s >= 0 and 0.0 <= lr < math.inf for s, lr in settings):
+            raise ValueError(f"adaptation steps and inner lr must be >= 0 and finite, got {settings}")
+        return fusion
     except (KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
-        raise UserError(f"{folder}: the fusion ({ckpt.EXPORT_COOC}) is damaged: {exc!r}") from None
+        raise UserError(
+            f"{folder}: the fusion ({FUSION_KEY!r} in {ckpt.EXPORT_CONFIG}, {ckpt.EXPORT_COOC}) is damaged: "
+            f"{exc}; export the checkpoint again"
+        ) from None

@@ -301,7 +301,8 @@ class ColdStartProtocol:
         lr); with ``eval.adaptation: per_shot`` also each shot count's best point by its own NDCG@10."""
         if not self.splits.valid:
             raise ValueError(
-                "no validation users to choose the adaptation steps/lr on (data.valid_frac is 0?)"
+                "no validation users to choose the adaptation steps/lr on (data.valid_frac is 0?); "
+                "fix them with --steps N --inner-lr LR"
             )
         scores: dict[tuple[int, float], dict[int, float]] = {}
         users = self.tune_users()
@@ -361,7 +362,9 @@ class ColdStartProtocol:
         """``adaptation`` with the fusion weight of ``FUSION_WEIGHTS`` that scores best on the tuning
         validation users (mean NDCG@10 over the shots; ties: the smaller weight)."""
         if not self.splits.valid:
-            raise ValueError("no validation users to choose the fusion weight on (data.valid_frac is 0?)")
+            raise ValueError(
+                "no validation users to choose the fusion weight on (data.valid_frac is 0?); pass --no-fuse"
+            )
         users, feats = self.tune_users(), self.tune_user_features()
         scores = {}
         for weight in FUSION_WEIGHTS:

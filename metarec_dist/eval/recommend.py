@@ -85,6 +85,8 @@ def encode_user_features(loaded: LoadedModel, stated: dict[str, str]) -> np.ndar
         row = encode_user(features, stated)
     except KeyError as exc:
         raise ValueError(f"--user: {exc.args[0]}") from None
+    except ValueError as exc:  # a value of the wrong kind (text for a number)
+        raise ValueError(f"--user {exc}") from None
     for name, value in stated.items():
         ids = features[name].lookup(value)
         if value and UNKNOWN in (ids if isinstance(ids, list) else [ids]):
@@ -97,8 +99,16 @@ def encode_user_features(loaded: LoadedModel, stated: dict[str, str]) -> np.ndar
 
 def load_catalogue(loaded: LoadedModel) -> Catalogue:
     num_items = int(loaded.meta["num_items"])
-    titles = {int(k): v for k, v in (loaded.meta.get("item_titles") or {}).items()}
     stored = loaded.meta.get("item_raw_ids")  # in the checkpoint when the trainer saves it: no data needed
+    try:
+        titles = {int(k): v for k, v in (loaded.meta.get("item_titles") or {}).items()}
+        if stored is not None and not isinstance(stored, list):
+            raise TypeError(f"'item_raw_ids' is a {type(stored).__name__}, not a list")
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{loaded.source}: the item ids or titles it stores are damaged ({exc}); "
+            "export the checkpoint again"
+        ) from None
     if stored is not None and len(stored) == num_items:
         return Catalogue([str(r) for r in stored], titles, mapped=True)
     try:

@@ -39,6 +39,13 @@ def first_occurrences(users: np.ndarray, items: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _check_settings(horizon: int, recency: float) -> None:
+    if horizon < 1:
+        raise ValueError(f"the co-occurrence horizon must be >= 1, got {horizon}")
+    if not 0.0 < recency <= 1.0:
+        raise ValueError(f"the co-occurrence recency weight must be in (0, 1], got {recency}")
+
+
 class ItemCooccurrence:
     """Row-normalised "followed within ``horizon``" counts over training sequences (ids 1..num_items).
 
@@ -52,10 +59,7 @@ class ItemCooccurrence:
         horizon: int,
         recency: float = 0.5,
     ) -> None:
-        if horizon < 1:
-            raise ValueError(f"the co-occurrence horizon must be >= 1, got {horizon}")
-        if not 0.0 < recency <= 1.0:
-            raise ValueError(f"the co-occurrence recency weight must be in (0, 1], got {recency}")
+        _check_settings(horizon, recency)
         self.num_items, self.horizon, self.recency = num_items, horizon, recency
         self.indptr, self.indices, self.data = self._counts(train_sequences)
         pop = popularity_scores(train_sequences, num_items)[1:]
@@ -103,6 +107,9 @@ class ItemCooccurrence:
             tie_break = state["tie_break"].double()
         except KeyError as exc:
             raise ValueError(f"the co-occurrence counts lack {exc.args[0]!r}") from None
+        _check_settings(horizon, recency)
+        if any(a.ndim != 1 for a in (indptr, indices, data, tie_break)):
+            raise ValueError("the co-occurrence counts are not one-dimensional arrays")
         nnz = int(indptr[-1]) if len(indptr) else -1
         if (
             len(indptr) != num_items + 1

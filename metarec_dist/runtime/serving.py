@@ -17,6 +17,7 @@ the same path on every node that runs a replica.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -32,6 +33,17 @@ SERVE_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120"}
 PROXY_WAIT_S = 600.0  # how long `metarec serve` waits for its first answer before giving up
 
 
+def read_body(raw: bytes) -> Any:
+    """A request body's JSON; ``ValueError`` if it is not JSON (or not UTF-8), or nested too deeply for
+    the decoder (a ``RecursionError`` there would be an HTTP 500)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("the request body is not JSON this server reads: nested too deeply") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError("the request body is not JSON (UTF-8)") from None
+
+
 def parse_request(body: Any) -> tuple[list[str], dict[str, str] | None, int]:
     """``(items, user, k)`` from a request's JSON; ``ValueError`` naming the field that is wrong."""
     if not isinstance(body, dict):
@@ -40,10 +52,11 @@ def parse_request(body: Any) -> tuple[list[str], dict[str, str] | None, int]:
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(unknown)}: expected items, user, k")
     items, user, k = body.get("items", []), body.get("user"), body.get("k", 10)
-    if not isinstance(items, list) or not all(isinstance(i, (str, int)) for i in items):
+    if not isinstance(items, list) or not all(_is_id(i) for i in items):
         raise ValueError('"items" must be a list of item ids (strings or integers), oldest first')
     if user is not None and (
-        not isinstance(user, dict) or not all(isinstance(v, (str, int, float)) for v in user.values())
+        not isinstance(user, dict)
+        or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in user.values())
     ):
         raise ValueError('"user" must be an object of feature values, e.g. {"age": "24", "gender": "M"}')
     if isinstance(k, bool) or not isinstance(k, int):
@@ -53,6 +66,10 @@ def parse_request(body: Any) -> tuple[list[str], dict[str, str] | None, int]:
     if not items and not user:
         raise ValueError('give the user\'s history ("items") or, for a model with user features, "user"')
     return [str(i) for i in items], None if user is None else {n: str(v) for n, v in user.items()}, k
+
+
+def _is_id(item: Any) -> bool:
+    return isinstance(item, (str, int)) and not isinstance(item, bool)  # true is no item id
 
 
 class RecommenderReplica:
@@ -138,9 +155,9 @@ def build_app(checkpoint: str, fuse: bool, replicas: int, threads: int) -> Any:
             if path != "/recommend" or request.method != "POST":
                 return JSONResponse({"error": "POST /recommend, or GET / for the model"}, status_code=404)
             try:
-                body = await request.json()
-            except ValueError:
-                return JSONResponse({"error": "the request body is not JSON"}, status_code=400)
+                body = read_body(await request.body())
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
             status, out = self.replica.answer(body)
             return JSONResponse(out, status_code=status)
 

@@ -128,6 +128,11 @@ def test_split_users_are_disjoint_in_prepared_data(tmp_path):
     assert sum(len(s) for s in ids) == 4
 
 
+def test_an_empty_split_has_no_users_not_one_empty_one(tmp_path):
+    splits = _prepare(tmp_path, valid_frac=0.0).user_splits()
+    assert splits.valid == [] and len(splits.train) + len(splits.test) == 4
+
+
 def test_stats_and_format(tmp_path):
     stats = data_stats(_prepare(tmp_path))
     assert stats["seq_len_max"] == 4 and stats["seq_len_p50"] == 2.0

@@ -119,6 +119,15 @@ def test_recommend_bad_items_is_one_clear_error(runs, capsys, items, message):
     assert err.startswith("error:") and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("lr", ["nan", "inf", "-1"])
+def test_a_fixed_inner_lr_that_is_not_finite_names_the_option(runs, capsys, lr):
+    args = ["--checkpoint", str(runs["a"]), "--steps", "1", f"--inner-lr={lr}"]
+    for command in (["recommend", "--items", "1", *args], ["evaluate", *args]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --inner-lr must be a finite number >= 0"), err
+
+
 def test_not_a_checkpoint_is_one_clear_error(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 2
     assert "not a checkpoint" in capsys.readouterr().err

@@ -132,3 +132,72 @@ def test_fusion_mistakes_and_damage_are_one_line_errors(trained, tmp_path, capsy
     assert_fails(capsys, recommend, ckpt.EXPORT_COOC, "damaged")
     (out / ckpt.EXPORT_COOC).unlink()
     assert_fails(capsys, recommend, ckpt.EXPORT_COOC, "export the checkpoint again")
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "1e300"])
+def test_a_fuse_weight_that_makes_the_scores_nan_or_infinite_is_refused(trained, tmp_path, capsys, weight):
+    from test_safety import assert_fails
+
+    out = tmp_path / "export"
+    args = ["export", "--checkpoint", str(trained().folder), "--out", str(out), f"--fuse-weight={weight}"]
+    assert_fails(capsys, args, "--fuse-weight must be a number from 0")
+    assert not out.exists()
+
+
+@pytest.fixture
+def fused_export(trained, tmp_path):
+    out = tmp_path / "fused"
+    args = ["export", "--checkpoint", str(trained().folder), "--out", str(out), "--fuse-weight", "1"]
+    assert main(args) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"fusion": [1, 2]}, "'fusion' is a list"),
+        ({"weight": -1}, "got -1"),
+        ({"weight": float("nan")}, "got nan"),
+        ({"steps": -3}, "must be >= 0"),
+        ({"per_shot": [[1, 0.1]]}, "'per_shot' is a list"),
+        ({"per_shot": {"1": [-1, 0.1]}}, "must be >= 0"),
+        ({"recency": float("nan")}, "recency"),
+        ({"horizon": 0}, "horizon"),
+    ],
+)
+def test_a_damaged_fusion_block_is_a_user_error_naming_the_files(fused_export, change, said):
+    from metarec_dist.errors import UserError
+    from metarec_dist.eval.fusion import load_fusion
+
+    meta = json.loads((fused_export / ckpt.EXPORT_CONFIG).read_text())
+    meta.update(change) if "fusion" in change else meta["fusion"].update(change)
+    with pytest.raises(UserError, match=ckpt.EXPORT_CONFIG) as err:
+        load_fusion(fused_export, meta)
+    assert said in str(err.value) and "export the checkpoint again" in str(err.value)
+
+
+def test_counts_of_the_wrong_shape_are_a_damaged_export(fused_export):
+    from safetensors.torch import load_file, save_file
+
+    from metarec_dist.errors import UserError
+    from metarec_dist.eval.fusion import load_fusion
+
+    state = load_file(str(fused_export / ckpt.EXPORT_COOC))
+    state["data"] = state["data"][:, None].contiguous()
+    save_file(state, str(fused_export / ckpt.EXPORT_COOC))
+    meta = json.loads((fused_export / ckpt.EXPORT_CONFIG).read_text())
+    with pytest.raises(UserError, match="not one-dimensional"):
+        load_fusion(fused_export, meta)
+
+
+def test_a_run_without_validation_users_says_what_to_pass_instead(trained, tmp_path, capsys):
+    from test_safety import assert_fails
+
+    run = str(trained("data.valid_frac=0").folder)
+    export = ["export", "--checkpoint", run, "--out", str(tmp_path / "export")]
+    assert_fails(capsys, [*export, "--fuse"], "no validation users", "--no-fuse")
+    assert main([*export, "--no-fuse"]) == 0
+    assert_fails(capsys, ["evaluate", "--checkpoint", run], "no validation users", "--steps")
+    fixed = ["evaluate", "--checkpoint", run, "--steps", "1", "--inner-lr", "0.1"]
+    assert_fails(capsys, [*fixed, "--fuse"], "no validation users", "--no-fuse")
+    assert main(fixed) == 0

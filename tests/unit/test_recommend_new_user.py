@@ -78,6 +78,12 @@ def test_recommend_needs_a_history_or_user_features(export, capsys):
         recommend(loaded, load_catalogue(loaded), [], 3, 0, 0.5, user_features=None)
 
 
+def test_a_number_feature_stated_as_text_names_the_feature(export, capsys):
+    assert main(["recommend", "--checkpoint", str(export), "--user", "age=old,gender=M"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --user age=old: expected a number"), err
+
+
 def test_new_user_on_a_model_without_user_features_is_one_clear_error(tmp_path, capsys):
     export = _export(tmp_path, "model.user_prefix=false")
     assert main(["recommend", "--checkpoint", str(export), "--user", "gender=F"]) == 2

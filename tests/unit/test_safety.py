@@ -48,6 +48,34 @@ def test_export_refuses_a_folder_holding_other_files(run, tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "precious" and [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_export_says_what_its_checkpoint_argument_is_instead(run, tmp_path, capsys):
+    export, out = tmp_path / "export", tmp_path / "out"
+    assert main(["export", "--checkpoint", str(run), "--out", str(export)]) == 0
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for given, said in [
+        (tmp_path / "missing", "no such folder"),
+        (tmp_path / "file", "is a file"),
+        (export, "is already an exported model"),
+        (tmp_path / "empty", "neither a checkpoint"),
+        (find_checkpoint(run) / "engine", "neither a checkpoint"),
+    ]:
+        args = ["export", "--checkpoint", str(given), "--out", str(out)]
+        err = assert_fails(capsys, args, f"--checkpoint {given}: {said}", "give a run folder")
+        assert "incomplete" not in err
+    assert not out.exists()
+
+
+def test_export_onto_a_symbolic_link_says_so_and_leaves_it(run, tmp_path, capsys):
+    (tmp_path / "real").mkdir()
+    for target in ("real", "gone"):  # a link to a folder, a dangling link
+        link = tmp_path / f"to-{target}"
+        link.symlink_to(tmp_path / target)
+        args = ["export", "--checkpoint", str(run), "--out", str(link)]
+        assert_fails(capsys, args, f"--out {link}: is a symbolic link")
+        assert link.is_symlink() and not any((tmp_path / "real").iterdir())
+
+
 def test_export_never_touches_the_checkpoint_its_run_or_a_parent(run, capsys, monkeypatch):
     before = _tree(run.parent)
     ckpt = find_checkpoint(run)
@@ -304,6 +332,30 @@ def test_a_damaged_export_config_is_named(run, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
     (out / EXPORT_CONFIG).write_text("{not json")
     assert_fails(capsys, ["recommend", "--checkpoint", str(out), "--items", "1"], str(out / EXPORT_CONFIG))
+
+
+def test_damaged_export_weights_are_named(run, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    weights, config = out / EXPORT_WEIGHTS, out / EXPORT_CONFIG
+    recommend = ["recommend", "--checkpoint", str(out), "--items", "1"]
+    meta = json.loads(config.read_text())
+    config.write_text(json.dumps({**meta, "num_items": meta["num_items"] + 1}))  # another catalogue
+    err = assert_fails(capsys, recommend, str(weights), "does not match", "export the checkpoint again")
+    assert err.count("\n") == 1  # load_state_dict's list of mismatches, on the one line
+    config.write_text(json.dumps(meta))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    assert_fails(capsys, recommend, str(weights), "damaged")
+
+
+@pytest.mark.parametrize("damage", [{"item_raw_ids": 5}, {"item_titles": {"x": "A title"}}])
+def test_damaged_item_ids_or_titles_in_an_export_are_named(run, tmp_path, capsys, damage):
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    meta = json.loads((out / EXPORT_CONFIG).read_text())
+    (out / EXPORT_CONFIG).write_text(json.dumps({**meta, **damage}))
+    args = ["recommend", "--checkpoint", str(out), "--items", "1"]
+    assert_fails(capsys, args, str(out), "item ids or titles", "export the checkpoint again")
 
 
 def test_an_export_gets_the_users_usual_permissions_unlike_a_checkpoint(run, tmp_path):

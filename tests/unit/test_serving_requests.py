@@ -8,7 +8,7 @@ import pytest
 
 from metarec_dist.cli import main
 from metarec_dist.eval.recommend import Recommender
-from metarec_dist.runtime.serving import RecommenderReplica, parse_request
+from metarec_dist.runtime.serving import RecommenderReplica, parse_request, read_body
 
 
 def test_parse_request_reads_items_user_and_k():
@@ -28,12 +28,22 @@ def test_parse_request_reads_items_user_and_k():
         ({"items": ["1"], "k": True}, '"k"'),
         ({"items": ["1"], "k": -1}, '"k"'),
         ({"items": []}, "history"),
+        ({"items": [True]}, '"items"'),
+        ({"items": ["1"], "user": {"student": False}}, '"user"'),
     ],
 )
 def test_bad_bodies_name_the_field(body, field):
     with pytest.raises(ValueError) as err:
         parse_request(body)
     assert field in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"{not json", b'{"items": ["\xff"]}', b"[" * 100_000, b'{"a":' * 100_000]
+)
+def test_a_body_that_is_not_json_is_a_value_error_not_a_500(raw):
+    with pytest.raises(ValueError, match="the request body is not JSON"):
+        read_body(raw)
 
 
 def test_a_replica_answers_as_metarec_recommend(trained, tmp_path):
