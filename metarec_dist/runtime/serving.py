@@ -65,7 +65,8 @@ def parse_request(body: Any) -> tuple[list[str], dict[str, str] | None, int]:
         raise ValueError(f'"k" must be >= 1, got {k}')
     if not items and not user:
         raise ValueError('give the user\'s history ("items") or, for a model with user features, "user"')
-    return [str(i) for i in items], None if user is None else {n: str(v) for n, v in user.items()}, k
+    # An empty user object states nothing: the same as none (a model without user features accepts it).
+    return [str(i) for i in items], {n: str(v) for n, v in user.items()} if user else None, k
 
 
 def _is_id(item: Any) -> bool:

@@ -14,6 +14,7 @@ from metarec_dist.runtime.serving import RecommenderReplica, parse_request, read
 def test_parse_request_reads_items_user_and_k():
     assert parse_request({"items": ["12", 55], "k": 3}) == (["12", "55"], None, 3)
     assert parse_request({"user": {"age": 24, "gender": "M"}}) == ([], {"age": "24", "gender": "M"}, 10)
+    assert parse_request({"items": ["12"], "user": {}}) == (["12"], None, 10)  # states nothing: no user
 
 
 @pytest.mark.parametrize(
