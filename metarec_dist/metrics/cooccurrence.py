@@ -110,6 +110,8 @@ class ItemCooccurrence:
         _check_settings(horizon, recency)
         if any(a.ndim != 1 for a in (indptr, indices, data, tie_break)):
             raise ValueError("the co-occurrence counts are not one-dimensional arrays")
+        if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+            raise ValueError("the co-occurrence counts' indptr / indices are not integer arrays")
         nnz = int(indptr[-1]) if len(indptr) else -1
         if (
             len(indptr) != num_items + 1

@@ -201,3 +201,17 @@ def test_a_run_without_validation_users_says_what_to_pass_instead(trained, tmp_p
     fixed = ["evaluate", "--checkpoint", run, "--steps", "1", "--inner-lr", "0.1"]
     assert_fails(capsys, [*fixed, "--fuse"], "no validation users", "--no-fuse")
     assert main(fixed) == 0
+
+
+def test_counts_with_float_offsets_are_a_damaged_export(fused_export):
+    from safetensors.torch import load_file, save_file
+
+    from metarec_dist.errors import UserError
+    from metarec_dist.eval.fusion import load_fusion
+
+    state = load_file(str(fused_export / ckpt.EXPORT_COOC))
+    state["indptr"] = state["indptr"].double() + 0.5  # would be truncated to other rows, silently
+    save_file(state, str(fused_export / ckpt.EXPORT_COOC))
+    meta = json.loads((fused_export / ckpt.EXPORT_CONFIG).read_text())
+    with pytest.raises(UserError, match="not integer arrays"):
+        load_fusion(fused_export, meta)
