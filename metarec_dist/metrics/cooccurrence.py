@@ -22,7 +22,7 @@ import torch
 
 from metarec_dist.metrics.popularity import popularity_scores
 
-__all__ = ["ItemCooccurrence", "first_occurrences"]
+__all__ = ["ItemCooccurrence", "first_occurrences", "pair_counts"]
 
 # Scores add popularity x this (in float64): it orders only the items the counts tie on, above all the
 # zero-count ones, so a user whose support items never co-occur with anything gets the popularity list.
@@ -46,6 +46,27 @@ def _check_settings(horizon: int, recency: float) -> None:
         raise ValueError(f"the co-occurrence recency weight must be in (0, 1], got {recency}")
 
 
+def pair_counts(
+    sequences: Sequence[np.ndarray], num_items: int, horizon: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The raw "followed within ``horizon``" counts, sorted by (row, column): ``rows``, ``cols`` (0-based
+    items) and ``counts``; each of the next ``horizon`` items a user had not had before counts once for the
+    item at each position."""
+    seqs = [np.asarray(s, dtype=np.int64) for s in sequences if len(s)]
+    if not seqs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    items = np.concatenate(seqs) - 1  # 0-based columns
+    users = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
+    first = first_occurrences(users, items)
+    src, dst = [], []
+    for j in range(1, horizon + 1):
+        ok = (users[:-j] == users[j:]) & first[j:]
+        src.append(items[:-j][ok])
+        dst.append(items[j:][ok])
+    keys, counts = np.unique(np.concatenate(src) * num_items + np.concatenate(dst), return_counts=True)
+    return keys // num_items, keys % num_items, counts
+
+
 class ItemCooccurrence:
     """Row-normalised "followed within ``horizon``" counts over training sequences (ids 1..num_items).
 
@@ -66,26 +87,13 @@ class ItemCooccurrence:
         self.tie_break = POPULARITY_TIE_BREAK * pop.double() / max(float(pop.max()), 1.0)
 
     def _counts(self, sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        seqs = [np.asarray(s, dtype=np.int64) for s in sequences if len(s)]
-        if not seqs:
-            return np.zeros(self.num_items + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        items = np.concatenate(seqs) - 1  # 0-based columns
-        users = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
-        first = first_occurrences(users, items)
-        src, dst = [], []
-        for j in range(1, self.horizon + 1):
-            ok = (users[:-j] == users[j:]) & first[j:]
-            src.append(items[:-j][ok])
-            dst.append(items[j:][ok])
-        pairs = np.concatenate(src) * self.num_items + np.concatenate(dst)
-        keys, counts = np.unique(pairs, return_counts=True)
-        rows, cols = keys // self.num_items, keys % self.num_items
+        rows, cols, counts = pair_counts(sequences, self.num_items, self.horizon)
         indptr = np.zeros(self.num_items + 1, np.int64)
         np.add.at(indptr, rows + 1, 1)
         indptr = np.cumsum(indptr)
         totals = np.bincount(rows, weights=counts, minlength=self.num_items)
         data = (counts / totals[rows]).astype(np.float32)
-        return indptr, cols.astype(np.int64), data
+        return indptr, cols, data
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The counts as tensors (what an export with fusion saves; ``from_state_dict`` reads them)."""

@@ -26,7 +26,7 @@ import torch
 
 from metarec_dist.eval import protocol as P
 from metarec_dist.meta import algorithms as A
-from metarec_dist.metrics.cooccurrence import first_occurrences
+from metarec_dist.metrics.cooccurrence import pair_counts
 from metarec_dist.models.losses import full_softmax_loss
 
 WEIGHT, HORIZON = 1.0, 10  # the fusion weight validation chose for seed 0; eval.num_relevant
@@ -38,18 +38,8 @@ class LooCounts:
     of both a row and its total."""
 
     def __init__(self, sequences: list[np.ndarray], num_items: int) -> None:
-        seqs = [np.asarray(s, np.int64) for s in sequences if len(s)]
-        items = np.concatenate(seqs) - 1
-        users = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
-        first = first_occurrences(users, items)
-        src, dst = [], []
-        for j in range(1, HORIZON + 1):
-            ok = (users[:-j] == users[j:]) & first[j:]
-            src.append(items[:-j][ok])
-            dst.append(items[j:][ok])
-        keys, counts = np.unique(np.concatenate(src) * num_items + np.concatenate(dst), return_counts=True)
-        rows = keys // num_items
-        self.num_items, self.indices, self.data = num_items, keys % num_items, counts.astype(np.float64)
+        rows, self.indices, counts = pair_counts(sequences, num_items, HORIZON)
+        self.num_items, self.data = num_items, counts.astype(np.float64)
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=num_items))])
         self.totals = np.bincount(rows, weights=counts, minlength=num_items)
 
