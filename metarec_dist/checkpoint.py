@@ -652,6 +652,8 @@ def _is_export(folder: Path) -> bool:
 
 def _check_export_target(checkpoint_dir: Path, out_dir: Path, overwrite: bool) -> None:
     src, out = checkpoint_dir.resolve(), out_dir.resolve()
+    if out == Path.cwd().resolve():  # "" and "." too: the export takes the folder's place, under the shell
+        raise UserError(f"export --out {out_dir}: is the current folder; give a new folder name")
     if out == src or out in src.parents or src in out.parents:
         raise UserError(
             f"export --out {out_dir}: overlaps the checkpoint being exported ({checkpoint_dir}); "

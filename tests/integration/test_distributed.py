@@ -83,7 +83,17 @@ def _exported(checkpoint: str, tmp_path: Path) -> dict[str, torch.Tensor]:
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=ATOL, rtol=1e-5, msg=k)
+        torch.testing.assert_close(_no_key_bias(k, a[k]), _no_key_bias(k, b[k]), atol=ATOL, rtol=1e-5, msg=k)
+
+
+def _no_key_bias(name: str, value: torch.Tensor) -> torch.Tensor:
+    """GPT-2's attention key bias (the middle third of ``c_attn.bias``) has a zero gradient in exact
+    arithmetic (a softmax row is shift-invariant); Adam scales its rounding noise, which differs between a
+    gloo all-reduce and one process, up to ~2e-5 after two steps from trained weights. Compared as zero."""
+    if not name.endswith("attn.c_attn.bias"):
+        return value
+    n = value.numel() // 3
+    return torch.cat([value[:n], torch.zeros_like(value[n : 2 * n]), value[2 * n :]])
 
 
 # ZeRO-3 also runs parameters read outside their module's forward: Meta-SGD's learned inner lr (owned by the
@@ -342,3 +352,38 @@ def test_two_stages_on_ray_start_the_second_from_the_first(ray_cluster, tmp_path
     _assert_same(_exported(out["checkpoint"], tmp_path), by_hand)
     fresh = _single_process(_cfg(tmp_path, *options, "tasks.shards=2"))
     assert not torch.allclose(fresh["item_emb.weight"], by_hand["item_emb.weight"])  # the test can fail
+
+
+def test_a_newer_log_on_ray_starts_from_the_old_model_item_by_raw_id(ray_cluster, tmp_path):
+    """Re-training on a grown log (train.init_from across catalogues) on 2 Ray workers: each worker maps the
+    old model's items by the raw ids the driver's catalogue carries, as one process does. The old log lacks
+    items 1-6 (every id the new log numbers moves) and item features come from both logs' side files."""
+    from feature_data import write_feature_data
+
+    from metarec_dist.train.launch import train
+
+    new = write_feature_data(tmp_path / "new-log")
+    old = tmp_path / "old-log" / new.name
+    old.parent.mkdir()
+    header, *rows = new.read_text().splitlines(keepends=True)
+    old.write_text(header + "".join(r for r in rows if int(r.split("\t")[1]) > 6))
+    for side in (".user", ".item"):
+        old.with_suffix(side).write_text(new.with_suffix(side).read_text())
+    base = [o for o in BASE if not o.startswith("data.")] + ["train.meta_steps=2"]
+
+    def cfg(log: Path, *extra: str):
+        return feature_config(tmp_path, [*base, f"runtime.storage_path={tmp_path}", *extra], path=str(log))
+
+    train(cfg(old, "runtime.run_name=old"))  # one local process: the deployed model
+    warm = [f"train.init_from={tmp_path / 'old'}"]
+    out = train(cfg(new, *_ray_args(2, "warm", *warm)))
+    by_hand = _single_process(cfg(new, "tasks.shards=2", *warm))
+    _assert_same(_exported(out["checkpoint"], tmp_path), by_hand)
+    # The test can fail: the two logs number the kept items differently, and the warm start is not fresh.
+    old_ids, new_ids = (
+        json.loads((ckpt.find_checkpoint(tmp_path / run) / ckpt.CLIENT_STATE).read_text())["item_raw_ids"]
+        for run in ("old", "warm")
+    )
+    assert set(old_ids) < set(new_ids) and old_ids != new_ids[: len(old_ids)]
+    fresh = _single_process(cfg(new, "tasks.shards=2"))
+    assert not torch.allclose(fresh["item_emb.weight"], by_hand["item_emb.weight"])

@@ -76,6 +76,16 @@ def test_export_onto_a_symbolic_link_says_so_and_leaves_it(run, tmp_path, capsys
         assert link.is_symlink() and not any((tmp_path / "real").iterdir())
 
 
+def test_export_into_the_current_folder_is_refused_even_when_empty(run, tmp_path, capsys, monkeypatch):
+    # The export takes its folder's place; done to the shell's current folder it would leave the shell in a
+    # deleted folder. An empty --out (an unset variable) is the current folder too.
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    for out in ("", ".", str(tmp_path / "here")):
+        assert_fails(capsys, ["export", "--checkpoint", str(run), "--out", out], "is the current folder")
+    assert not any((tmp_path / "here").iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
 def test_export_never_touches_the_checkpoint_its_run_or_a_parent(run, capsys, monkeypatch):
     before = _tree(run.parent)
     ckpt = find_checkpoint(run)
