@@ -138,6 +138,11 @@ def item_rows(
     if source_n is None or num_items is None:
         return None
     source_ids = [str(r) for r in facts.get("item_raw_ids") or []]
+    if source_ids and len(source_ids) != int(source_n):
+        raise UserError(
+            f"train.init_from {path}: that run records {len(source_ids)} raw item ids for its {source_n} "
+            "items: a damaged checkpoint or export; initialise from another one"
+        )
     raw_ids = [str(r) for r in (raw_ids if raw_ids is not None else [])]
     if source_ids and raw_ids:
         if source_ids == raw_ids:

@@ -343,6 +343,18 @@ def test_catalogues_that_cannot_be_matched_are_user_errors(tiny_cfg, synth_data,
         MetaTrainer(older, LocalContext(None), newer_log(dataclasses.replace(synth_data, item_raw_ids=RAW)))
 
 
+def test_a_source_with_damaged_raw_ids_is_a_user_error(tiny_cfg, raw_run, tmp_path):
+    checkpoint, _, old = raw_run
+    export(checkpoint, tmp_path / "export")
+    config = tmp_path / "export" / "metarec_config.json"
+    meta = json.loads(config.read_text())
+    meta["item_raw_ids"] = meta["item_raw_ids"][:-1]  # one id short: rows would be read off the table
+    config.write_text(json.dumps(meta))
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={tmp_path / 'export'}"])
+    with pytest.raises(UserError, match="records 39 raw item ids for its 40 items: a damaged"):
+        MetaTrainer(cfg, LocalContext(None), newer_log(old))
+
+
 def test_feature_values_are_matched_by_label_when_a_newer_log_renumbers_them(tiny_cfg, raw_run, caplog):
     """A newer log's vocabulary is rebuilt from the values it has: here g0 is gone and g4 is new, so the
     table has the same size and every kept value moved down a row. Taken by position, g1's learned row
