@@ -168,7 +168,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    meta_steps: int = 200
+    meta_steps: int = 200  # 0: train nothing; the run validates and checkpoints its initial model
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
@@ -198,7 +198,12 @@ class TrainConfig:
     pretrain: str | None = None
 
     def __post_init__(self) -> None:
-        _positive(self, "train", "meta_steps", "log_every")
+        _positive(self, "train", "log_every")
+        if isinstance(self.meta_steps, bool) or self.meta_steps < 0:
+            raise ValueError(
+                f"train.meta_steps must be >= 0 (0: no step: validate and save the initial model, e.g. the "
+                f"train.init_from model on this data), got {self.meta_steps!r}"
+            )
         if self.pretrain is not None and not str(self.pretrain).strip():
             raise ValueError("train.pretrain must be the path of a config file (or null)")
         if self.pretrain is not None and self.init_from is not None:
@@ -224,7 +229,7 @@ class TrainConfig:
             )
         if self.init_from is not None and not str(self.init_from).strip():
             raise ValueError("train.init_from must be a run folder, checkpoint or export path (or null)")
-        if not 0 <= self.timing_warmup < self.meta_steps:
+        if not 0 <= self.timing_warmup < max(self.meta_steps, 1):
             raise ValueError(
                 f"train.timing_warmup must be >= 0 and below train.meta_steps ({self.meta_steps}), "
                 f"got {self.timing_warmup}"

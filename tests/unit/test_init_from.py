@@ -323,6 +323,23 @@ def test_the_same_catalogue_loads_as_before_and_a_newer_one_says_what_it_carried
     assert meta["item_raw_ids"] == NEW + RAW[5:] and meta["num_items"] == 41
 
 
+def test_zero_steps_saves_the_old_model_on_the_newer_log_for_evaluation(tiny_cfg, raw_run, tmp_path):
+    """``train.meta_steps=0``: the carried-over model, validated and checkpointed at step 0 on the newer
+    log's catalogue, so ``metarec evaluate`` scores "the deployed model on the new users" like any run."""
+    checkpoint, _, old = raw_run
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}", "train.meta_steps=0"])
+    trainer = MetaTrainer(cfg, LocalContext(tmp_path / "untouched"), newer_log(old))
+    built = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    out = trainer.fit()
+    assert out["step"] == 0 and out["checkpoint"].endswith("step_000000") and "val/ndcg@10@k1" in out
+    loaded = load_model(out["checkpoint"])
+    assert loaded.meta["item_raw_ids"] == NEW + RAW[5:]
+    for name, value in loaded.model.state_dict().items():
+        assert_same(value, built[name])  # not a step taken
+    with pytest.raises(ValueError, match="train.meta_steps must be >= 0"):
+        with_overrides(tiny_cfg, ["train.meta_steps=-1"])
+
+
 def test_catalogues_that_cannot_be_matched_are_user_errors(tiny_cfg, synth_data, sasrec_run, raw_run):
     checkpoint, _, old = raw_run
     cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
