@@ -16,6 +16,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from metarec_dist.config import Config, config_to_yaml, load_config, with_overrides
 from metarec_dist.errors import check_output_folder, check_writable_file
 from metarec_dist.metrics.redact import redact_text
@@ -277,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )
     try:
-        return COMMANDS[args.command](args)
+        # Log lines go through tqdm.write while the training bar is open, so a warning starts its own line
+        # instead of being glued to the bar's.
+        with logging_redirect_tqdm():
+            return COMMANDS[args.command](args)
     except ValueError as exc:  # user mistakes (UserError and older ValueErrors): one clear line
         return _report(exc, str(exc), args.verbose)
     except OSError as exc:
