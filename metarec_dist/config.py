@@ -273,6 +273,24 @@ class RuntimeConfig:
             raise ValueError(f"runtime.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.max_failures < -1:
             raise ValueError("runtime.max_failures must be >= -1 (-1: retry forever)")
+        if self.backend == "local" and not self.deepspeed:
+            # Plain PyTorch in this process: DeepSpeed's settings would be silently ignored.
+            unused = [
+                name
+                for name, value in (
+                    ("zero_stage", self.zero_stage),
+                    ("offload_optimizer", self.offload_optimizer),
+                    ("offload_param", self.offload_param),
+                    ("deepspeed_override", self.deepspeed_override),
+                )
+                if value
+            ]
+            if unused:
+                raise ValueError(
+                    f"runtime.{', runtime.'.join(unused)}: DeepSpeed settings, but this run does not use "
+                    "DeepSpeed (runtime.backend=local with runtime.deepspeed=false); set "
+                    "runtime.deepspeed=true (or runtime.backend=ray), or drop them"
+                )
         # The run folder is storage_path/run_name: a separator or `..` would put it (and what resume and
         # pruning delete) somewhere else.
         if not self.run_name or self.run_name in (".", "..") or any(c in self.run_name for c in "/\\\0"):

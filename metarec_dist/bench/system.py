@@ -45,7 +45,16 @@ def run_system_bench(cfg: Config, steps: int = 400) -> dict[str, Any]:
     from metarec_dist.runtime.ray_launcher import shutdown_ray, train_on_ray
     from metarec_dist.train.trainer import MetaTrainer
 
-    local = _variant(cfg, steps, "runtime.backend=local", "runtime.num_workers=1")
+    local = _variant(  # plain PyTorch in this process: none of the Ray run's DeepSpeed settings
+        cfg,
+        steps,
+        "runtime.backend=local",
+        "runtime.num_workers=1",
+        "runtime.zero_stage=0",
+        "runtime.offload_optimizer=false",
+        "runtime.offload_param=false",
+        "runtime.deepspeed_override=null",
+    )
     data = prepare_data(local.data).user_splits()
 
     walls: dict[str, float] = {}

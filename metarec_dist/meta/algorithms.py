@@ -136,21 +136,26 @@ ALGORITHM_OPTIONS = ("init_query_weight", "dense_weight", "dense_horizon", "dens
 DENSE_OPTIONS = frozenset({"dense_weight", "dense_horizon", "dense_exclude_seen"})
 
 
+def check_dense_shape(meta: MetaConfig) -> None:
+    """For an algorithm that weights the dense term: shaping it without weighting it would be ignored."""
+    if meta.dense_weight <= 0 and (meta.dense_horizon != 1 or meta.dense_exclude_seen):
+        raise ValueError(
+            f"meta.dense_horizon / meta.dense_exclude_seen shape the dense term, which is off "
+            f"(meta.dense_weight=0) for meta.algorithm={meta.algorithm}; set meta.dense_weight > 0"
+        )
+
+
 class DenseTerm:
     """``meta.dense_weight`` x :func:`next_item_loss` with the configured horizon: the dense term an
     algorithm adds to its own outer loss. Shaping the term without weighting it would be ignored: an error."""
 
     def __init__(self, meta: MetaConfig) -> None:
+        check_dense_shape(meta)
         self.weight, self.horizon, self.exclude_seen = (
             meta.dense_weight,
             meta.dense_horizon,
             meta.dense_exclude_seen,
         )
-        if self.weight <= 0 and (self.horizon != 1 or self.exclude_seen):
-            raise ValueError(
-                f"meta.dense_horizon / meta.dense_exclude_seen shape the dense term, which is off "
-                f"(meta.dense_weight=0) for meta.algorithm={meta.algorithm}; set meta.dense_weight > 0"
-            )
 
     def add(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, loss: torch.Tensor, metrics: dict
@@ -403,6 +408,8 @@ def algorithm_class(meta: MetaConfig) -> type[MetaAlgorithm]:
                 f"meta.{key}: meta.algorithm={meta.algorithm} does not use this option and would silently "
                 f"ignore it; leave it at {defaults[key]} or choose meta.algorithm from {takers}"
             )
+    if "dense_weight" in cls.options:
+        check_dense_shape(meta)
     return cls
 
 

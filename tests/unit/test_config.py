@@ -135,3 +135,16 @@ def test_the_trainer_trains_and_records_the_resolved_loss():
         assert trainer.cfg.model.loss == loss and trainer.model.cfg.loss == loss
         assert trainer.sampler.num_negatives == negatives
         assert trainer.checkpoint_info()["config"]["model"]["loss"] == loss
+
+
+DEEPSPEED_ONLY = ["runtime.zero_stage=2", "runtime.offload_param=true", "runtime.deepspeed_override=a.json"]
+
+
+@pytest.mark.parametrize("setting", DEEPSPEED_ONLY)
+def test_deepspeed_settings_without_deepspeed_are_an_error(setting):
+    key = setting.split("=")[0]
+    with pytest.raises(ValueError, match=rf"{key}: DeepSpeed settings, but this run does not use DeepSpeed"):
+        load_config(None, [setting])
+    # the same setting with DeepSpeed on (locally or on Ray) is taken
+    assert load_config(None, [setting, "runtime.deepspeed=true"]).runtime.deepspeed
+    assert load_config(None, [setting, "runtime.backend=ray"]).runtime.backend == "ray"

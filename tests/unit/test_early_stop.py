@@ -109,7 +109,11 @@ def test_patience_counts_validations_without_a_new_best_and_restores_that_best()
         (["train.early_stop_patience=-1"], "early_stop_patience must be an integer >= 0"),
         (["train.early_stop_patience=2"], "needs periodic validations"),  # eval_every 0
         (["train.early_stop_patience=2", "train.log_every=4", "train.eval_every=6"], "multiple of"),
-        (["train.early_stop_patience=2", "train.eval_every=1", "runtime.zero_stage=3"], "zero_stage: 0"),
+        (
+            ["train.early_stop_patience=2", "train.eval_every=1"]
+            + ["runtime.deepspeed=true", "runtime.zero_stage=3"],
+            "zero_stage: 0",
+        ),
         (["train.eval_shots=[10]"], "exceed tasks.support_max"),
     ],
 )

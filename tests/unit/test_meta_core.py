@@ -328,6 +328,9 @@ def test_options_and_capabilities_are_stated_by_the_classes():
         assert {n for n, c in ALGORITHMS.items() if option in c.options} == fomamls | {"none", "sasrec"}
     with pytest.raises(ValueError, match=r"meta\.dense_weight > 0"):
         DenseTerm(MetaConfig(algorithm="fomaml", dense_horizon=3))
+    with pytest.raises(ValueError, match=r"meta\.dense_weight > 0"):  # at config time, as the CLI checks it
+        algorithm_class(MetaConfig(algorithm="fomaml", dense_exclude_seen=True))
+    assert algorithm_class(MetaConfig(algorithm="sasrec", dense_horizon=3)) is ALGORITHMS["sasrec"]
     with pytest.raises(ValueError, match=r"meta\.dense_horizon must be an integer >= 1"):
         MetaConfig(dense_horizon=0)
     assert {n for n, c in ALGORITHMS.items() if not c.adapts} == {"none", "sasrec"}
