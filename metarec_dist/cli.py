@@ -176,8 +176,26 @@ def _export(args: argparse.Namespace) -> int:
     from metarec_dist.eval.fusion import add_fusion
 
     finish = partial(add_fusion, fuse=args.fuse, weight=args.fuse_weight)
-    print(export(export_source(Path(args.checkpoint)), Path(args.out), args.overwrite, finish))
+    out = export(export_source(Path(args.checkpoint)), Path(args.out), args.overwrite, finish)
+    print(_export_summary(out))
     return 0
+
+
+def _export_summary(folder: Path) -> str:
+    """What ``metarec export`` wrote: the step, the catalogue and, for a fused export, the weight."""
+    from metarec_dist.checkpoint import EXPORT_CONFIG
+    from metarec_dist.eval.fusion import FUSION_KEY
+    from metarec_dist.eval.protocol import FUSION_WEIGHTS
+
+    meta = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
+    lines = [f"exported step {meta['step']} ({meta['num_items']} items) to {folder}"]
+    fusion = meta.get(FUSION_KEY)
+    if fusion:
+        how = "chosen on validation users" if fusion["selected_on"] == "valid" else "fixed by --fuse-weight"
+        lines.append(f"fused with the item co-occurrence counts at weight {fusion['weight']:g} ({how})")
+        if fusion["selected_on"] == "valid" and fusion["weight"] == max(FUSION_WEIGHTS):
+            lines.append("note: the largest weight tried; a larger one (--fuse-weight) may score better")
+    return "\n".join(lines)
 
 
 @command("serve")

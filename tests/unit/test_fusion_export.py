@@ -63,8 +63,12 @@ def test_recommend_on_an_export_fused_at_a_fixed_weight_ranks_by_the_fused_score
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", str(run.folder), "--out", str(out), "--fuse-weight", "0.5"]) == 0
     assert {p.name for p in out.iterdir()} == {*ckpt.EXPORT_FILES, ckpt.EXPORT_COOC}
-    info = json.loads((out / ckpt.EXPORT_CONFIG).read_text())["fusion"]
+    meta = json.loads((out / ckpt.EXPORT_CONFIG).read_text())
+    info = meta["fusion"]
     assert info["weight"] == 0.5 and info["selected_on"] == "fixed"
+    said = capsys.readouterr().out  # what was exported, said
+    assert f"exported step {meta['step']} ({meta['num_items']} items) to {out}" in said
+    assert "co-occurrence counts at weight 0.5 (fixed by --fuse-weight)" in said
     loaded = load_model(out)
     steps, lr = loaded.fusion.steps, loaded.fusion.inner_lr
     catalogue = load_catalogue(loaded)
