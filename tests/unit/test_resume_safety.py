@@ -179,6 +179,26 @@ def test_other_changed_settings_are_a_warning_listing_old_and_new(tiny_cfg, synt
     assert "model.hidden_size" not in caplog.text
 
 
+def test_a_changed_optimizer_setting_takes_effect_from_the_resumed_step(tiny_cfg, synth_data, tmp_path):
+    """The resume reports optim.* changes as accepted: the optimizer must then use them (torch's
+    load_state_dict would restore the checkpoint's lr, base_lrs and weight decay)."""
+    from metarec_dist.runtime.engine import lr_lambda
+
+    run, schedule = tmp_path / "run", ["optim.schedule=cosine", "optim.warmup_steps=1"]
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2", "optim.lr=0.005", *schedule)
+    new = ["train.meta_steps=4", "optim.lr=0.006", "optim.weight_decay=0.01", *schedule]
+    cfg = with_overrides(tiny_cfg, new)
+    trainer = MetaTrainer(cfg, LocalContext(run, cfg.checkpoint.keep), synth_data)
+    assert trainer.checkpointer.load() == 2
+    expected = 0.006 * lr_lambda(cfg.optim, 4)(2)  # the new schedule at the resumed step
+    assert trainer.engine.get_lr() == pytest.approx([expected])
+    group = trainer.engine.optimizer.param_groups[0]
+    assert group["initial_lr"] == 0.006 and group["weight_decay"] == 0.01
+    assert trainer.engine.lr_scheduler.base_lrs == [0.006]
+    trainer.train_step()  # and the schedule continues from there with the new peak lr
+    assert trainer.engine.get_lr() == pytest.approx([0.006 * lr_lambda(cfg.optim, 4)(3)])
+
+
 def test_a_different_catalogue_is_an_error(tiny_cfg, synth_data, tmp_path):
     run = tmp_path / "run"
     _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
