@@ -233,7 +233,8 @@ class MetaTrainer:
                     if self.early_stop is not None:
                         self.early_stop.update(step, validation_criterion(last))
                 self.logger.log(last, step)
-            if self.checkpointer.should_save(step):
+            # A run that stops early here saves its final checkpoint (best weights) at this step in finish().
+            if self.checkpointer.should_save(step) and not self.stopped_early:
                 self.checkpointer.save(step, {"step": step, **last})
             timer.tick(step)
             if self.stopped_early:
