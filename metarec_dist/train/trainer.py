@@ -56,6 +56,15 @@ class TrainState:
         self.wandb_run_id = state.get("wandb_run_id")
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, which ``metarec train`` turns into one) during the loop, with the meta-steps
+    done so far."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"interrupted at meta-step {step}")
+        self.step = step
+
+
 @dataclass(frozen=True)
 class Every:
     """A schedule: due every ``n`` steps (never when ``n`` is 0), and at step ``last`` when given."""
@@ -218,6 +227,14 @@ class MetaTrainer:
     def fit(self) -> dict[str, Any]:
         self.checkpointer.load()
         self.engine.train()
+        try:
+            last = self.train_loop()
+        except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: the CLI says where a re-run starts
+            raise TrainingInterrupted(self.state.step) from exc
+        return self.finish(last)
+
+    def train_loop(self) -> dict[str, Any]:
+        """Meta-steps until ``train.meta_steps`` or an early stop; the last logged metrics."""
         timer = StepTimer(self.state.step, self.cfg.train.timing_warmup)
         last: dict[str, Any] = {}
         # A resumed run that had already stopped early trains no further step (its weights are the best).
@@ -239,7 +256,7 @@ class MetaTrainer:
             timer.tick(step)
             if self.stopped_early:
                 log.info("early stopping at meta-step %d (best: step %d)", step, self.early_stop.best_step)
-        return self.finish(last)
+        return last
 
     @property
     def stopped_early(self) -> bool:

@@ -137,7 +137,9 @@ def test_checkpointing_at_each_validation_changes_nothing(tiny_cfg, synth_data, 
     every = with_overrides(cfg, ["checkpoint.every=5", "checkpoint.keep=1"])
     out = MetaTrainer(every, LocalContext(tmp_path / "every", keep=1), synth_data).fit()
     drop = ("checkpoint", "tasks_per_s", "tokens_per_s", "peak_memory_gb")
-    assert {k: v for k, v in out.items() if k not in drop} == {k: v for k, v in plain.items() if k not in drop}
+    assert {k: v for k, v in out.items() if k not in drop} == {
+        k: v for k, v in plain.items() if k not in drop
+    }
     assert out["step"] < 40  # it stopped early, on a checkpoint step
     assert [p.name for p in (tmp_path / "every" / "checkpoints").iterdir()] == [f"step_{out['step']:06d}"]
     a, b = (load_model(o["checkpoint"]).model.state_dict() for o in (plain, out))

@@ -245,3 +245,44 @@ def test_ray_driver_names_shape_changes_and_prints_other_changes(tmp_path, caplo
     assert "optim.lr: 0.001 -> 0.01" in caplog.text
     with pytest.raises(ValueError, match=r"runtime\.zero_stage: 0 -> 3"):
         check_resume(for_workers(_ray_cfg(tmp_path, "runtime.zero_stage=3")), 40)
+
+
+# ------------------------------------------------------------------------------------ interrupted
+
+
+class InterruptAt:
+    """A metrics logger that presses Ctrl-C when the trainer logs ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def log(self, metrics, step):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("every", [0, 2])
+def test_an_interrupted_run_says_where_a_rerun_starts(tiny_cfg, synth_data, tmp_path, every):
+    from metarec_dist.run_folder import local_run_dir
+    from metarec_dist.train.launch import interrupted_message
+    from metarec_dist.train.trainer import TrainingInterrupted
+
+    sets = ["train.meta_steps=6", f"checkpoint.every={every}", f"runtime.storage_path={tmp_path}"]
+    cfg = with_overrides(tiny_cfg, [*sets, "runtime.run_name=r"])
+    run = local_run_dir(cfg.runtime)
+    with pytest.raises(TrainingInterrupted) as caught:
+        MetaTrainer(cfg, LocalContext(run), synth_data, InterruptAt(3)).fit()
+    assert caught.value.step == 3  # trained; interrupted while logging it, before its checkpoint
+    text = interrupted_message(cfg, caught.value.step)
+    if every:
+        assert text.startswith("interrupted at meta-step 3; a re-run of the same command resumes the run")
+        assert "from meta-step 2" in text
+        assert _fit(cfg, synth_data, run)["resumed_from"] == 2
+    else:
+        assert text == (
+            f"interrupted at meta-step 3; the run in {run} has no checkpoint (checkpoint.every is 0): "
+            "a re-run starts at meta-step 0"
+        )
