@@ -90,6 +90,16 @@ class StepTimer:
             self.t0, self.steps0 = time.perf_counter(), step
 
 
+def finished_message(cfg: Config, step: int, stopped_early: bool) -> str:
+    """Said at once when a re-run resumes a run that has nothing left to train (it is reused as it is)."""
+    why = "early stopped" if stopped_early else "all train.meta_steps done"
+    more = "train.early_stop_patience" if stopped_early else "train.meta_steps"
+    return (
+        f"run {cfg.runtime.run_name!r} already finished at meta-step {step} ({why}); nothing to train. "
+        f"Raise {more} to continue, or choose another runtime.run_name"
+    )
+
+
 def tokens_per_task(cfg: Config) -> int:
     return 1 + cfg.tasks.support_max + cfg.tasks.query_size
 
@@ -226,6 +236,8 @@ class MetaTrainer:
 
     def fit(self) -> dict[str, Any]:
         self.checkpointer.load()
+        if self.state.resumed_from is not None and self.finished:
+            log.warning("%s", finished_message(self.cfg, self.state.step, self.stopped_early))
         self.engine.train()
         try:
             last = self.train_loop()
@@ -257,6 +269,10 @@ class MetaTrainer:
             if self.stopped_early:
                 log.info("early stopping at meta-step %d (best: step %d)", step, self.early_stop.best_step)
         return last
+
+    @property
+    def finished(self) -> bool:
+        return self.state.step >= self.cfg.train.meta_steps or self.stopped_early
 
     @property
     def stopped_early(self) -> bool:

@@ -146,6 +146,22 @@ def test_resume_continues_and_a_finished_run_is_not_saved_over(tiny_cfg, synth_d
     assert _fit(tiny_cfg, synth_data, run, "train.meta_steps=3")["resumed_from"] == 2
 
 
+def test_rerunning_a_finished_run_says_so_and_gives_no_resume_hint(tiny_cfg, synth_data, tmp_path, caplog):
+    from metarec_dist.train.summary import format_summary
+
+    run, cfg = tmp_path / "run", with_overrides(tiny_cfg, ["train.meta_steps=2"])
+    first = _fit(cfg, synth_data, run)
+    assert "continue:   raise train.meta_steps" in format_summary(first, cfg)
+    with caplog.at_level(logging.WARNING, logger="metarec"):
+        again = _fit(cfg, synth_data, run)  # exits normally, reusing the run (train.pretrain relies on it)
+    assert (
+        "run 'metarec' already finished at meta-step 2 (all train.meta_steps done); nothing to train. "
+        "Raise train.meta_steps to continue, or choose another runtime.run_name" in caplog.text
+    )
+    summary = format_summary(again, cfg)
+    assert "already, at meta-step 2; nothing was trained" in summary and "re-run" not in summary
+
+
 def test_shape_changing_settings_are_an_error_naming_the_keys(tiny_cfg, synth_data, tmp_path):
     run = tmp_path / "run"
     _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
