@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec_dist.config import Config
+from metarec_dist.errors import UserError
 
 log = logging.getLogger("metarec")
 
@@ -244,10 +245,19 @@ def resume_point_of(cfg: Config) -> Path | None:
 
 def check_resume_settings(cfg: Config, point: Path | None, num_items: int) -> None:
     """Shape-changing settings (or another catalogue) against the checkpoint: an error; others: a warning."""
-    from metarec_dist.checkpoint import check_resume_config, read_client_state
+    from metarec_dist.checkpoint import check_resume_config, read_client_state, read_manifest
 
-    if point is not None:
-        check_resume_config(point, read_client_state(point), cfg, num_items)
+    if point is None:
+        return
+    # The workers refuse another world size (open_checkpoint) only after Ray has started them: say it now.
+    written_by = read_manifest(point)["world_size"]
+    if written_by != cfg.runtime.num_workers:
+        raise UserError(
+            f"cannot resume from {point}: it was written by {written_by} workers and runtime.num_workers is "
+            f"{cfg.runtime.num_workers}; checkpoint shards are tied to the number of workers: resume with "
+            f"--set runtime.num_workers={written_by}, or start a new run (--set runtime.run_name=NEW)"
+        )
+    check_resume_config(point, read_client_state(point), cfg, num_items)
 
 
 def prepare_off_driver(cfg: Config, scratch: Path) -> Any:

@@ -302,3 +302,20 @@ def test_an_interrupted_run_says_where_a_rerun_starts(tiny_cfg, synth_data, tmp_
             f"interrupted at meta-step 3; the run in {run} has no checkpoint (checkpoint.every is 0): "
             "a re-run starts at meta-step 0"
         )
+
+
+def test_ray_driver_refuses_another_number_of_workers_before_ray_starts(tmp_path):
+    from metarec_dist.metrics.redact import redact
+    from metarec_dist.runtime.ray_launcher import check_resume, for_workers
+
+    saved = for_workers(_ray_cfg(tmp_path, "runtime.num_workers=2"))
+    folder = tmp_path / "r" / ckpt.ray_checkpoint_name(2)
+    folder.mkdir(parents=True)
+    ckpt.write_manifest(folder, 2, 2, {})  # written by 2 workers
+    state = {"step": 2, "config": redact(saved.to_dict()), "num_items": 40}
+    (folder / ckpt.CLIENT_STATE).write_text(json.dumps(state))
+    with pytest.raises(
+        ValueError, match=r"written by 2 workers and runtime\.num_workers is 1.*num_workers=2"
+    ):
+        check_resume(for_workers(_ray_cfg(tmp_path)), 40)
+    assert check_resume(saved, 40) == folder
