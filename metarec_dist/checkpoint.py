@@ -340,7 +340,8 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
 
 def check_resume_config(folder: Path, client: dict[str, Any], cfg: Config, num_items: int) -> None:
     """A resumed run must build the same shapes as the checkpoint: such changes are an error naming the keys;
-    other changes (learning rate, algorithm, steps, ...) are a warning listing old -> new."""
+    other changes (learning rate, algorithm, steps, ...) are a warning listing old -> new, and take effect
+    from the resumed step (the engines put this run's ``optim.*`` over the restored optimizer state)."""
     from metarec_dist.config import resolve_loss
     from metarec_dist.metrics.redact import redact
 

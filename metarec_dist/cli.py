@@ -228,7 +228,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from metarec_dist.train.launch import train
+    from metarec_dist.train.launch import interrupted_message, sigterm_as_interrupt, train
     from metarec_dist.train.summary import format_summary
 
     cfg = _config(args)
@@ -239,7 +239,12 @@ def _train(args: argparse.Namespace) -> int:
         check_writable_file(args.json, "--json")
     if "://" not in cfg.runtime.storage_path:
         check_output_folder(cfg.runtime.storage_path, "runtime.storage_path")
-    result = train(cfg, verbose=args.verbose)
+    try:
+        with sigterm_as_interrupt():
+            result = train(cfg, verbose=args.verbose)
+    except KeyboardInterrupt as exc:
+        print(interrupted_message(cfg, getattr(exc, "step", None)), file=sys.stderr)
+        return 130
     print(format_summary(result, cfg))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from metarec_dist.config import OptimConfig, RuntimeConfig
-from metarec_dist.runtime.engine import make_optimizer, make_scheduler
+from metarec_dist.runtime.engine import apply_optim_settings, make_optimizer, make_scheduler
 
 if TYPE_CHECKING:
     from metarec_dist.meta import MetaLearner, MetaStepOutput
@@ -138,8 +138,9 @@ class DeepSpeedEngine:
     ``train``, ``get_lr``, ``module``, ...) except the named meta-learner calls and the checkpoint contract
     (a failed load is an error)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, optim: OptimConfig) -> None:
         self.engine = engine
+        self.optim = optim
 
     def __getattr__(self, name: str) -> Any:
         if name == "engine":  # not set yet (e.g. while unpickling): no infinite recursion
@@ -170,6 +171,7 @@ class DeepSpeedEngine:
             raise ValueError(
                 f"DeepSpeed could not load checkpoint {load_dir} (tag {tag!r}): a shard is missing"
             )
+        apply_optim_settings(self.engine.lr_scheduler, self.optim)  # the checkpoint's optim.* are restored
 
 
 def build_deepspeed_engine(
@@ -204,4 +206,4 @@ def build_deepspeed_engine(
         # back after each backward (~2 ms of a ~33 ms tiny-config step on CPU). ZeRO >= 1 is left alone:
         # its reduce hooks also move gradients into the optimizer's partitions.
         engine.enable_backward_allreduce = False
-    return DeepSpeedEngine(engine)
+    return DeepSpeedEngine(engine, optim)

@@ -102,6 +102,27 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
 
 
+def apply_optim_settings(scheduler: Any, cfg: OptimConfig) -> None:
+    """After loading a checkpoint: this run's ``optim.*`` values replace the saved ones.
+
+    ``load_state_dict`` restores every param group's lr, initial_lr, weight decay, betas and eps and the
+    scheduler's ``base_lrs`` from the checkpoint, so a changed setting that a resume reports would otherwise
+    be ignored. The schedule's shape (warm-up, cosine, length) is already this run's: ``LambdaLR`` keeps the
+    lambdas it was built with and restores only its step. The lr is set for the resumed step at once (not at
+    the next scheduler step), so the resumed run follows the new config's schedule from there on."""
+    groups = scheduler.optimizer.param_groups
+    scheduler.base_lrs = [cfg.lr] * len(groups)
+    for group, factor in zip(groups, scheduler.lr_lambdas, strict=True):
+        group.update(
+            initial_lr=cfg.lr,
+            lr=cfg.lr * factor(scheduler.last_epoch),
+            weight_decay=cfg.weight_decay,
+            betas=(cfg.betas[0], cfg.betas[1]),
+            eps=cfg.eps,
+        )
+    scheduler._last_lr = [g["lr"] for g in groups]  # what get_last_lr() reports
+
+
 class LocalEngine:
     def __init__(
         self,
@@ -112,6 +133,7 @@ class LocalEngine:
         device: torch.device | None = None,
     ) -> None:
         self.module = module
+        self.optim = optim
         self.optimizer = make_optimizer(module.parameters(), optim)
         self.lr_scheduler = make_scheduler(self.optimizer, optim, total_steps)
         self.grad_clip = optim.grad_clip
@@ -183,4 +205,5 @@ class LocalEngine:
         extra = torch.load(folder / "optimizer.pt", weights_only=True)
         self.optimizer.load_state_dict(extra["optimizer"])
         self.lr_scheduler.load_state_dict(extra["lr_scheduler"])
+        apply_optim_settings(self.lr_scheduler, self.optim)
         self.global_steps, self.micro_steps = (int(x) for x in extra["steps"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec_dist.config import Config
+from metarec_dist.errors import UserError
 
 log = logging.getLogger("metarec")
 
@@ -195,6 +196,41 @@ def warn_if_no_cpu_left(cfg: Config) -> None:
         )
 
 
+def resource_shortfall(cfg: Config, cluster: dict[str, float]) -> list[str]:
+    """What the training workers ask for beyond ``cluster`` (``ray.cluster_resources()``), one line each."""
+    rt = cfg.runtime
+    asks = {"CPU": ("cpus_per_worker", rt.cpus_per_worker)}
+    if rt.use_gpu:
+        asks["GPU"] = ("gpus_per_worker", rt.gpus_per_worker)
+    short = []
+    for name, (key, each) in asks.items():
+        need = rt.num_workers * each
+        if cluster.get(name, 0) < need:
+            short.append(
+                f"runtime.num_workers={rt.num_workers} x runtime.{key}={each:g} needs {need:g} {name}s, "
+                f"the cluster has {cluster.get(name, 0):g}"
+            )
+    return short
+
+
+def check_cluster_resources(cfg: Config) -> None:
+    """Ray Train waits forever for workers it cannot place: refuse at once on a cluster this process
+    started (nothing will join it); on a joined one (RAY_ADDRESS), which may autoscale, warn."""
+    import ray
+
+    short = resource_shortfall(cfg, ray.cluster_resources())
+    if not short:
+        return
+    text = "; ".join(short)
+    if os.environ.get("RAY_ADDRESS"):
+        log.warning("%s: the workers wait until the cluster has them (autoscaling?)", text)
+        return
+    fix = "lower runtime.num_workers / runtime.cpus_per_worker"
+    if cfg.runtime.use_gpu:
+        fix += ", set runtime.use_gpu=false on a machine without GPUs"
+    raise UserError(f"{text}: the run could never start ({fix}, or join a bigger cluster via RAY_ADDRESS)")
+
+
 def cluster_readable(folder: str, cfg: Config) -> str:
     """Where every worker can read the user files: where they are when the run folder is on this machine's
     file system (one machine, or a shared file system with ``data.cache_dir`` on it too); a copy under the
@@ -244,10 +280,19 @@ def resume_point_of(cfg: Config) -> Path | None:
 
 def check_resume_settings(cfg: Config, point: Path | None, num_items: int) -> None:
     """Shape-changing settings (or another catalogue) against the checkpoint: an error; others: a warning."""
-    from metarec_dist.checkpoint import check_resume_config, read_client_state
+    from metarec_dist.checkpoint import check_resume_config, read_client_state, read_manifest
 
-    if point is not None:
-        check_resume_config(point, read_client_state(point), cfg, num_items)
+    if point is None:
+        return
+    # The workers refuse another world size (open_checkpoint) only after Ray has started them: say it now.
+    written_by = read_manifest(point)["world_size"]
+    if written_by != cfg.runtime.num_workers:
+        raise UserError(
+            f"cannot resume from {point}: it was written by {written_by} workers and runtime.num_workers is "
+            f"{cfg.runtime.num_workers}; checkpoint shards are tied to the number of workers: resume with "
+            f"--set runtime.num_workers={written_by}, or start a new run (--set runtime.run_name=NEW)"
+        )
+    check_resume_config(point, read_client_state(point), cfg, num_items)
 
 
 def prepare_off_driver(cfg: Config, scratch: Path) -> Any:
@@ -314,6 +359,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     if shards is not None:
         check_resume_settings(cfg, resume_from, shards.num_items)
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
+    check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)
     if shards is None:
         shards = prepare_off_driver(cfg, scratch)

@@ -6,6 +6,10 @@ Either way the run folder is ``run_folder.run_path(cfg.runtime)`` and is locked 
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from metarec_dist.config import Config
@@ -58,3 +62,45 @@ def train_one(cfg: Config, verbose: bool = False) -> dict[str, Any]:
 
         return train_on_ray(cfg, verbose=verbose)
     return train_local(cfg)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's or `kill`'s stop) raises KeyboardInterrupt, as Ctrl-C does, so an interrupted
+    run says where a re-run starts instead of vanishing silently."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_message(cfg: Config, step: int | None) -> str:
+    """What an interrupted ``metarec train`` prints: the meta-step it stopped at (when known) and where a
+    re-run starts: the newest complete checkpoint of the stage that was training, else step 0."""
+    from metarec_dist.checkpoint import latest_complete, read_client_state
+    from metarec_dist.run_folder import local_run_dir
+    from metarec_dist.train.pretrain import finished_run, pretrain_config, stage_dir
+
+    at = "interrupted" if step is None else f"interrupted at meta-step {step}"
+    folder, what = local_run_dir(cfg.runtime), "run"
+    if folder is None:  # cloud storage: Ray's checkpoints, not listed from here
+        return f"{at}; re-run the same command to resume from its newest checkpoint, if it saved one"
+    stage = pretrain_config(cfg)
+    if stage is not None and finished_run(stage_dir(cfg), stage) is None:
+        folder, cfg, what = stage_dir(cfg), stage, "first stage (train.pretrain)"
+    point = latest_complete(folder) if folder.is_dir() else None
+    if point is None:
+        return (
+            f"{at}; the {what} in {folder} has no checkpoint (checkpoint.every is {cfg.checkpoint.every}): "
+            "a re-run starts at meta-step 0"
+        )
+    saved = read_client_state(point)["step"]
+    return f"{at}; a re-run of the same command resumes the {what} from meta-step {saved} ({point})"

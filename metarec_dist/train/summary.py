@@ -35,6 +35,17 @@ def format_summary(result: dict[str, Any], cfg: Config) -> str:
         f"run folder: {result.get('run_path')}",
         *([f"1st stage:  {result['pretrain_path']} (train.pretrain)"] if result.get("pretrain_path") else []),
         *wandb_lines(cfg, result.get("run_path")),
-        f"resume:     re-run the same command (run name {cfg.runtime.run_name!r}) to continue",
+        next_step_line(result, cfg),
     ]
     return "\n".join(lines)
+
+
+def next_step_line(result: dict[str, Any], cfg: Config) -> str:
+    """The run is finished (every step done, or stopped early): how to train further, never "re-run to
+    continue" (a re-run alone trains nothing)."""
+    name = cfg.runtime.run_name
+    if result.get("resumed_from") == result.get("step"):
+        return f"finished:   already, at meta-step {result.get('step')}; nothing was trained by this command"
+    if result.get("step", 0) < cfg.train.meta_steps:  # stopped early
+        return f"finished:   stopped early; raise train.early_stop_patience and re-run (run name {name!r})"
+    return f"continue:   raise train.meta_steps and re-run the same command (run name {name!r})"

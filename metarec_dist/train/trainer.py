@@ -56,6 +56,15 @@ class TrainState:
         self.wandb_run_id = state.get("wandb_run_id")
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, which ``metarec train`` turns into one) during the loop, with the meta-steps
+    done so far."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"interrupted at meta-step {step}")
+        self.step = step
+
+
 @dataclass(frozen=True)
 class Every:
     """A schedule: due every ``n`` steps (never when ``n`` is 0), and at step ``last`` when given."""
@@ -79,6 +88,16 @@ class StepTimer:
     def tick(self, step: int) -> None:
         if step == self.warm_end:
             self.t0, self.steps0 = time.perf_counter(), step
+
+
+def finished_message(cfg: Config, step: int, stopped_early: bool) -> str:
+    """Said at once when a re-run resumes a run that has nothing left to train (it is reused as it is)."""
+    why = "early stopped" if stopped_early else "all train.meta_steps done"
+    more = "train.early_stop_patience" if stopped_early else "train.meta_steps"
+    return (
+        f"run {cfg.runtime.run_name!r} already finished at meta-step {step} ({why}); nothing to train. "
+        f"Raise {more} to continue, or choose another runtime.run_name"
+    )
 
 
 def tokens_per_task(cfg: Config) -> int:
@@ -217,7 +236,17 @@ class MetaTrainer:
 
     def fit(self) -> dict[str, Any]:
         self.checkpointer.load()
+        if self.state.resumed_from is not None and self.finished:
+            log.warning("%s", finished_message(self.cfg, self.state.step, self.stopped_early))
         self.engine.train()
+        try:
+            last = self.train_loop()
+        except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: the CLI says where a re-run starts
+            raise TrainingInterrupted(self.state.step) from exc
+        return self.finish(last)
+
+    def train_loop(self) -> dict[str, Any]:
+        """Meta-steps until ``train.meta_steps`` or an early stop; the last logged metrics."""
         timer = StepTimer(self.state.step, self.cfg.train.timing_warmup)
         last: dict[str, Any] = {}
         # A resumed run that had already stopped early trains no further step (its weights are the best).
@@ -233,12 +262,17 @@ class MetaTrainer:
                     if self.early_stop is not None:
                         self.early_stop.update(step, validation_criterion(last))
                 self.logger.log(last, step)
-            if self.checkpointer.should_save(step):
+            # A run that stops early here saves its final checkpoint (best weights) at this step in finish().
+            if self.checkpointer.should_save(step) and not self.stopped_early:
                 self.checkpointer.save(step, {"step": step, **last})
             timer.tick(step)
             if self.stopped_early:
                 log.info("early stopping at meta-step %d (best: step %d)", step, self.early_stop.best_step)
-        return self.finish(last)
+        return last
+
+    @property
+    def finished(self) -> bool:
+        return self.state.step >= self.cfg.train.meta_steps or self.stopped_early
 
     @property
     def stopped_early(self) -> bool:

@@ -1,9 +1,11 @@
-"""DeepSpeed start-up on CPU: nothing is JIT-compiled that training never calls."""
+"""DeepSpeed on CPU: nothing is JIT-compiled that training never calls; a resume uses changed optim.*."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
 
 # Run in a fresh interpreter: DeepSpeed caches op compatibility per process, and any earlier test that built
 # a CPU engine in this process has already applied the skip.
@@ -30,3 +32,50 @@ def test_cpu_training_does_not_build_the_inference_shm_op():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("skipped")
+
+
+RESUME_SCRIPT = """
+import sys
+from pathlib import Path
+
+from metarec_dist.config import load_config
+from metarec_dist.data.split import UserSplits
+from metarec_dist.data.synthetic import make_synthetic_sequences
+from metarec_dist.runtime.context import LocalContext
+from metarec_dist.runtime.engine import lr_lambda
+from metarec_dist.train.trainer import MetaTrainer
+
+run, zero = Path(sys.argv[1]), sys.argv[2]
+seqs = make_synthetic_sequences(num_users=40, num_items=30, num_groups=3, min_len=10, max_len=16, seed=1)
+data = UserSplits(train=seqs[:32], valid=seqs[32:], test=[], num_items=30)
+base = ["model.hidden_size=16", "model.num_heads=2", "model.adapter_rank=2", "meta.meta_batch_size=4",
+        "tasks.support_max=5", "train.log_every=1", "runtime.deepspeed=true", f"runtime.zero_stage={zero}",
+        "optim.schedule=cosine", "optim.warmup_steps=1"]
+
+
+def trainer(*sets):
+    cfg = load_config(None, [*base, *sets])
+    return cfg, MetaTrainer(cfg, LocalContext(run, 2), data)
+
+
+trainer("train.meta_steps=2", "optim.lr=0.005")[1].fit()
+cfg, resumed = trainer("train.meta_steps=4", "optim.lr=0.006", "optim.weight_decay=0.01")
+assert resumed.checkpointer.load() == 2
+expected = 0.006 * lr_lambda(cfg.optim, 4)(2)
+lrs = resumed.engine.get_lr()
+assert all(abs(lr - expected) < 1e-12 for lr in lrs), (lrs, expected)
+group = resumed.engine.lr_scheduler.optimizer.param_groups[0]
+assert group["initial_lr"] == 0.006 and group["weight_decay"] == 0.01, group
+print("new lr", lrs)
+"""
+
+
+@pytest.mark.parametrize("zero", [0, 1])
+def test_deepspeed_resume_uses_the_changed_lr(tmp_path, zero):
+    """A DeepSpeed engine resumed with another optim.lr / weight decay uses the new values from the resumed
+    step on (DeepSpeed restores the optimizer's and scheduler's saved ones). A fresh interpreter: DeepSpeed's
+    one-process group is set up per process."""
+    args = [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path / "run"), str(zero)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "new lr" in out.stdout

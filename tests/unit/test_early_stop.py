@@ -132,6 +132,25 @@ def test_early_stopping_without_validation_users_is_an_error(tiny_cfg, synth_dat
         MetaTrainer(cfg, LocalContext(None), replace(synth_data, valid=[]))
 
 
+def test_checkpointing_at_each_validation_changes_nothing(tiny_cfg, synth_data, tmp_path):
+    """configs/coldstart*.yaml checkpoint at every validation: the run ends as one that checkpoints only at
+    the end, and a stop on a checkpoint step saves that step once (no folder moved aside)."""
+    torch.set_num_threads(1)
+    cfg = with_overrides(tiny_cfg, [*NOISY, "train.early_stop_patience=1"])
+    plain = MetaTrainer(cfg, LocalContext(tmp_path / "plain"), synth_data).fit()
+    every = with_overrides(cfg, ["checkpoint.every=5", "checkpoint.keep=1"])
+    out = MetaTrainer(every, LocalContext(tmp_path / "every", keep=1), synth_data).fit()
+    drop = ("checkpoint", "tasks_per_s", "tokens_per_s", "peak_memory_gb")
+    assert {k: v for k, v in out.items() if k not in drop} == {
+        k: v for k, v in plain.items() if k not in drop
+    }
+    assert out["step"] < 40  # it stopped early, on a checkpoint step
+    assert [p.name for p in (tmp_path / "every" / "checkpoints").iterdir()] == [f"step_{out['step']:06d}"]
+    a, b = (load_model(o["checkpoint"]).model.state_dict() for o in (plain, out))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
 def test_an_early_stopping_run_resumes_and_ends_as_the_uninterrupted_one(tiny_cfg, synth_data, tmp_path):
     """The stopper's counters travel in the checkpoint; the resumed run ends at the same step with the same
     kept weights."""

@@ -20,3 +20,18 @@ def test_a_users_setting_wins(monkeypatch):
     monkeypatch.setenv(KEY, "1")
     local_cluster_defaults()
     assert os.environ[KEY] == "1"
+
+
+def test_resource_shortfall_names_the_keys_and_what_the_cluster_has():
+    from metarec_dist.config import load_config
+    from metarec_dist.runtime.ray_launcher import resource_shortfall
+
+    gpu = load_config(None, ["runtime.num_workers=4", "runtime.use_gpu=true", "runtime.cpus_per_worker=2"])
+    assert resource_shortfall(gpu, {"CPU": 16.0}) == [
+        "runtime.num_workers=4 x runtime.gpus_per_worker=1 needs 4 GPUs, the cluster has 0"
+    ]
+    assert resource_shortfall(gpu, {"CPU": 8.0, "GPU": 4.0}) == []
+    cpu = load_config(None, ["runtime.num_workers=2", "runtime.cpus_per_worker=3"])
+    assert resource_shortfall(cpu, {"CPU": 4.0, "GPU": 0.0}) == [
+        "runtime.num_workers=2 x runtime.cpus_per_worker=3 needs 6 CPUs, the cluster has 4"
+    ]

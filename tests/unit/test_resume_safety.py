@@ -146,6 +146,22 @@ def test_resume_continues_and_a_finished_run_is_not_saved_over(tiny_cfg, synth_d
     assert _fit(tiny_cfg, synth_data, run, "train.meta_steps=3")["resumed_from"] == 2
 
 
+def test_rerunning_a_finished_run_says_so_and_gives_no_resume_hint(tiny_cfg, synth_data, tmp_path, caplog):
+    from metarec_dist.train.summary import format_summary
+
+    run, cfg = tmp_path / "run", with_overrides(tiny_cfg, ["train.meta_steps=2"])
+    first = _fit(cfg, synth_data, run)
+    assert "continue:   raise train.meta_steps" in format_summary(first, cfg)
+    with caplog.at_level(logging.WARNING, logger="metarec"):
+        again = _fit(cfg, synth_data, run)  # exits normally, reusing the run (train.pretrain relies on it)
+    assert (
+        "run 'metarec' already finished at meta-step 2 (all train.meta_steps done); nothing to train. "
+        "Raise train.meta_steps to continue, or choose another runtime.run_name" in caplog.text
+    )
+    summary = format_summary(again, cfg)
+    assert "already, at meta-step 2; nothing was trained" in summary and "re-run" not in summary
+
+
 def test_shape_changing_settings_are_an_error_naming_the_keys(tiny_cfg, synth_data, tmp_path):
     run = tmp_path / "run"
     _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
@@ -177,6 +193,26 @@ def test_other_changed_settings_are_a_warning_listing_old_and_new(tiny_cfg, synt
         "optim.lr: 0.001 -> 0.002" in caplog.text and "meta.algorithm: 'fomaml' -> 'reptile'" in caplog.text
     )
     assert "model.hidden_size" not in caplog.text
+
+
+def test_a_changed_optimizer_setting_takes_effect_from_the_resumed_step(tiny_cfg, synth_data, tmp_path):
+    """The resume reports optim.* changes as accepted: the optimizer must then use them (torch's
+    load_state_dict would restore the checkpoint's lr, base_lrs and weight decay)."""
+    from metarec_dist.runtime.engine import lr_lambda
+
+    run, schedule = tmp_path / "run", ["optim.schedule=cosine", "optim.warmup_steps=1"]
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2", "optim.lr=0.005", *schedule)
+    new = ["train.meta_steps=4", "optim.lr=0.006", "optim.weight_decay=0.01", *schedule]
+    cfg = with_overrides(tiny_cfg, new)
+    trainer = MetaTrainer(cfg, LocalContext(run, cfg.checkpoint.keep), synth_data)
+    assert trainer.checkpointer.load() == 2
+    expected = 0.006 * lr_lambda(cfg.optim, 4)(2)  # the new schedule at the resumed step
+    assert trainer.engine.get_lr() == pytest.approx([expected])
+    group = trainer.engine.optimizer.param_groups[0]
+    assert group["initial_lr"] == 0.006 and group["weight_decay"] == 0.01
+    assert trainer.engine.lr_scheduler.base_lrs == [0.006]
+    trainer.train_step()  # and the schedule continues from there with the new peak lr
+    assert trainer.engine.get_lr() == pytest.approx([0.006 * lr_lambda(cfg.optim, 4)(3)])
 
 
 def test_a_different_catalogue_is_an_error(tiny_cfg, synth_data, tmp_path):
@@ -225,3 +261,61 @@ def test_ray_driver_names_shape_changes_and_prints_other_changes(tmp_path, caplo
     assert "optim.lr: 0.001 -> 0.01" in caplog.text
     with pytest.raises(ValueError, match=r"runtime\.zero_stage: 0 -> 3"):
         check_resume(for_workers(_ray_cfg(tmp_path, "runtime.zero_stage=3")), 40)
+
+
+# ------------------------------------------------------------------------------------ interrupted
+
+
+class InterruptAt:
+    """A metrics logger that presses Ctrl-C when the trainer logs ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def log(self, metrics, step):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("every", [0, 2])
+def test_an_interrupted_run_says_where_a_rerun_starts(tiny_cfg, synth_data, tmp_path, every):
+    from metarec_dist.run_folder import local_run_dir
+    from metarec_dist.train.launch import interrupted_message
+    from metarec_dist.train.trainer import TrainingInterrupted
+
+    sets = ["train.meta_steps=6", f"checkpoint.every={every}", f"runtime.storage_path={tmp_path}"]
+    cfg = with_overrides(tiny_cfg, [*sets, "runtime.run_name=r"])
+    run = local_run_dir(cfg.runtime)
+    with pytest.raises(TrainingInterrupted) as caught:
+        MetaTrainer(cfg, LocalContext(run), synth_data, InterruptAt(3)).fit()
+    assert caught.value.step == 3  # trained; interrupted while logging it, before its checkpoint
+    text = interrupted_message(cfg, caught.value.step)
+    if every:
+        assert text.startswith("interrupted at meta-step 3; a re-run of the same command resumes the run")
+        assert "from meta-step 2" in text
+        assert _fit(cfg, synth_data, run)["resumed_from"] == 2
+    else:
+        assert text == (
+            f"interrupted at meta-step 3; the run in {run} has no checkpoint (checkpoint.every is 0): "
+            "a re-run starts at meta-step 0"
+        )
+
+
+def test_ray_driver_refuses_another_number_of_workers_before_ray_starts(tmp_path):
+    from metarec_dist.metrics.redact import redact
+    from metarec_dist.runtime.ray_launcher import check_resume, for_workers
+
+    saved = for_workers(_ray_cfg(tmp_path, "runtime.num_workers=2"))
+    folder = tmp_path / "r" / ckpt.ray_checkpoint_name(2)
+    folder.mkdir(parents=True)
+    ckpt.write_manifest(folder, 2, 2, {})  # written by 2 workers
+    state = {"step": 2, "config": redact(saved.to_dict()), "num_items": 40}
+    (folder / ckpt.CLIENT_STATE).write_text(json.dumps(state))
+    with pytest.raises(
+        ValueError, match=r"written by 2 workers and runtime\.num_workers is 1.*num_workers=2"
+    ):
+        check_resume(for_workers(_ray_cfg(tmp_path)), 40)
+    assert check_resume(saved, 40) == folder
