@@ -89,6 +89,16 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class TensorStateful(Stateful, Protocol):
+    """A part whose state also holds tensors (early stopping's best weights): saved by rank 0 as
+    ``<part name>.safetensors`` beside the client state; ``load_tensors`` gets None from a checkpoint
+    written without them."""
+
+    def tensors(self) -> dict[str, torch.Tensor]: ...
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor] | None) -> None: ...
+
+
 # ------------------------------------------------------------------------------------------ files
 
 
@@ -397,12 +407,18 @@ class CheckpointWriteError(UserError):
 
 @private_files()  # 0600 files, whoever writes them
 def save_checkpoint(
-    engine: TrainEngine, folder: Path, client_state: dict[str, Any], ctx: WorkerContext
+    engine: TrainEngine,
+    folder: Path,
+    client_state: dict[str, Any],
+    ctx: WorkerContext,
+    tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """Every rank calls this (DeepSpeed's save is a collective). ``folder`` may be shared by the ranks or
     be each rank's own staging folder (Ray merges those into one checkpoint): each rank lists what it wrote,
-    the lists are gathered, and rank 0 writes the manifest last, so it only ever names finished files."""
+    the lists are gathered, and rank 0 writes the manifest last, so it only ever names finished files.
+    ``tensors``: rank 0 writes each non-empty entry as ``<name>.safetensors``."""
     from safetensors import SafetensorError
+    from safetensors.torch import save_file
 
     folder = Path(folder)
     try:
@@ -411,6 +427,9 @@ def save_checkpoint(
         save_rng(folder, ctx.rank)
         if ctx.rank == 0:
             atomic_write_text(folder / CLIENT_STATE, json.dumps(client_state, indent=1))
+            for name, state in (tensors or {}).items():
+                if state:
+                    save_file(state, str(folder / f"{name}.safetensors"))
     # torch's zip writer reports a failed write as a RuntimeError, safetensors as its own error type
     except (OSError, RuntimeError, SafetensorError) as exc:
         raise CheckpointWriteError(
@@ -427,6 +446,12 @@ def save_checkpoint(
         except OSError as exc:
             raise CheckpointWriteError(f"could not write {folder / MANIFEST}: {exc}") from exc
     ctx.barrier()
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
+    from safetensors.torch import load_file
+
+    return load_file(str(path)) if path.is_file() else None
 
 
 def open_checkpoint(folder: Path, world_size: int | None = None) -> dict[str, Any]:
@@ -506,7 +531,8 @@ class Checkpointer:
         }
         if self.rank_parts:  # a collective: every rank saves (trap 1)
             client["ranks"] = self.ctx.all_gather({n: p.state_dict() for n, p in self.rank_parts.items()})
-        save_checkpoint(self.engine, folder, client, self.ctx)
+        tensors = {n: p.tensors() for n, p in self.parts.items() if hasattr(p, "tensors")}
+        save_checkpoint(self.engine, folder, client, self.ctx, tensors)
         self.ctx.report(metrics, folder)
         return final or folder
 
@@ -527,6 +553,8 @@ class Checkpointer:
         for name, part in self.parts.items():
             # Checkpoints written before the train state had its own entry keep its fields at the top.
             part.load_state_dict(client.get(name, client))
+            if hasattr(part, "load_tensors"):
+                part.load_tensors(_load_tensors(folder / f"{name}.safetensors"))
         self._load_rank_parts(folder, client)
         step = int(client["step"])
         self.loaded = (step, folder)

@@ -5,7 +5,9 @@ Why in memory rather than a "best" checkpoint: checkpoints are pruned to ``check
 resume continues from; the best weights are a different thing (an earlier step's model), and at the sizes
 early stopping is for (models that train to convergence in minutes) a copy of the weights is cheap. The
 final checkpoint therefore holds the best weights, with the stopping step's optimizer and task-stream state;
-its metrics name the step the weights are from (``early_stop/best_step``).
+its metrics name the step the weights are from (``early_stop/best_step``). A periodic checkpoint carries the
+copy too (``early_stop.safetensors``), so a run resumed after its best validation still ends with those
+weights, as the uninterrupted run does.
 """
 
 from __future__ import annotations
@@ -97,3 +99,15 @@ class EarlyStopping:
         self.best, self.best_step, self.bad = float(state["best"]), int(state["best_step"]), int(state["bad"])
         self.best_state = None
         self.restored = bool(state.get("restored", False))
+
+    # The best weights, in the checkpoint beside the counters (none once the module holds them: a final
+    # checkpoint's weights are the best ones already).
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if self.best_state is None or self.restored:
+            return {}
+        return {k: v.contiguous() for k, v in self.best_state.items()}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor] | None) -> None:
+        """``tensors``: the checkpoint's copy of the best weights (None: it has none, e.g. written before
+        they were saved: ``restore_best`` then keeps the last weights and says so)."""
+        self.best_state = tensors

@@ -173,3 +173,34 @@ def test_an_early_stopping_run_resumes_and_ends_as_the_uninterrupted_one(tiny_cf
     a, b = (load_model(o["checkpoint"]).model.state_dict() for o in (whole, out))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_a_run_resumed_after_its_best_validation_ends_with_the_best_weights(tiny_cfg, synth_data, tmp_path):
+    """The best weights travel in the periodic checkpoint: a run cut after a validation that was not a new
+    best, and resumed, keeps the same (earlier) weights as the uninterrupted run, not its last ones."""
+    import json
+    import shutil
+
+    torch.set_num_threads(1)
+    # seed 0: the last new best at step 55, none at 60 or 65 (measured: the asserts below check it)
+    steps = ["train.meta_steps=65", "train.log_every=5", "train.eval_every=5", "optim.lr=0.1"]
+    overrides = [*steps, "train.early_stop_patience=3", "checkpoint.every=5", "checkpoint.keep=20"]
+    cfg = with_overrides(tiny_cfg, overrides)
+    whole = MetaTrainer(cfg, LocalContext(tmp_path / "whole", keep=20), synth_data).fit()
+    best = whole["early_stop/best_step"]
+    assert best < whole["step"]  # the kept weights are not the last step's
+    folders = sorted((tmp_path / "whole" / "checkpoints").iterdir())
+    states = {f: json.loads((f / "client_state.json").read_text())["early_stop"] for f in folders}
+    # the last periodic checkpoint written after the best validation (the case under test)
+    cut = next(f for f in reversed(folders[:-1]) if states[f]["bad"] > 0 and states[f]["best_step"] == best)
+    assert (cut / "early_stop.safetensors").is_file()
+    assert not (folders[-1] / "early_stop.safetensors").exists()  # the final one holds the best weights
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    for later in (tmp_path / "cut" / "checkpoints").iterdir():
+        if later.name > cut.name:
+            shutil.rmtree(later)
+    out = MetaTrainer(cfg, LocalContext(tmp_path / "cut", keep=20), synth_data).fit()
+    assert (out["step"], out["early_stop/best_step"]) == (whole["step"], best)
+    a, b = (load_model(o["checkpoint"]).model.state_dict() for o in (whole, out))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
