@@ -89,6 +89,19 @@ def init_from(
     if rows is not None:  # another catalogue: the source's tensors re-laid out on this one's items
         weights = remap_items(weights, own, rows, int(facts["num_items"]), model, adapters, source_adapters)
         known = int((rows >= 0).sum())
+        # Said, not only logged with --verbose: a source from other data can share ids by accident.
+        log.warning(
+            "train.init_from %s: another item catalogue; %d of this data's %d items carried over by raw id, "
+            "%d of the source's %d dropped%s",
+            path,
+            known,
+            len(rows),
+            int(facts["num_items"]) - known,
+            int(facts["num_items"]),
+            "; fewer than half carried over: is the source trained on this kind of data?"
+            if known < len(rows) / 2
+            else "",
+        )
         if shuffled_split:
             log.warning(
                 "train.init_from %s was trained on another log (another catalogue), and data.split=random "

@@ -311,6 +311,8 @@ def test_the_same_catalogue_loads_as_before_and_a_newer_one_says_what_it_carried
     caplog.set_level("INFO", logger="metarec")
     trainer = MetaTrainer(cfg, LocalContext(tmp_path / "new"), newer_log(old))
     assert "6 new items (35 items carried over by raw id, 5 of the source's dropped)" in caplog.text
+    said = "35 of this data's 41 items carried over by raw id, 5 of the source's 40 dropped"
+    assert any(r.levelname == "WARNING" and said in r.getMessage() for r in caplog.records)  # shown
     assert "data.split=random" not in caplog.text  # the default split (time): no warning
     shuffled = with_overrides(cfg, ["data.split=random"])
     MetaTrainer(shuffled, LocalContext(None), newer_log(old))
