@@ -33,7 +33,7 @@ def train_local(cfg: Config) -> dict[str, Any]:
         )
     with RunLock(folder):
         data = prepare_data(cfg.data).user_splits()
-        bar = ProgressBar(cfg.train.meta_steps)
+        bar = ProgressBar(cfg.train.meta_steps, desc=f"meta-train [{cfg.runtime.run_name}]")
         logger = build_logger(
             cfg.logging, cfg.runtime.run_name, str(folder.parent), cfg.to_dict(), True, folder, (bar,)
         )
