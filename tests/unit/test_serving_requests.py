@@ -64,3 +64,30 @@ def test_a_replica_answers_as_metarec_recommend(trained, tmp_path):
     assert status == 400 and "no-such-item" in answer["error"]
     status, answer = replica.answer({"items": raw[:1], "k": len(raw)})  # k above the items left
     assert status == 400 and "--k must be between" in answer["error"]
+
+
+def test_serve_refuses_a_port_in_use_before_starting_ray():
+    import socket
+
+    from metarec_dist.errors import UserError
+    from metarec_dist.runtime.serving import check_port_free
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(UserError, match=f"--port {port} on 127.0.0.1 is in use"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # closed: free again
+
+
+def test_metarec_serve_on_a_port_in_use_is_one_error_line(tmp_path, capsys):
+    import socket
+
+    run = tmp_path  # checked before the checkpoint is read and before Ray starts
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["serve", "--checkpoint", str(run), "--port", str(port)]) == 2
+    assert f"error: --port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
