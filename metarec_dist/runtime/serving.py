@@ -81,12 +81,13 @@ class RecommenderReplica:
     def __init__(self, checkpoint: str, fuse: bool, threads: int) -> None:
         import torch
 
-        from metarec_dist.eval.recommend import Recommender
+        from metarec_dist.eval.recommend import JSON_FIELDS, Recommender
 
         torch.set_num_threads(threads)
         self.recommender = Recommender.load(checkpoint, fuse=fuse)
         self.checkpoint = checkpoint
         self.lock = threading.Lock()  # one request at a time: the adapting model is not shared by threads
+        self.fields = JSON_FIELDS  # errors name the request's JSON fields, not `metarec recommend`'s flags
 
     def describe(self) -> dict[str, Any]:
         loaded, fusion = self.recommender.loaded, self.recommender.fusion
@@ -102,7 +103,7 @@ class RecommenderReplica:
         try:
             items, user, k = parse_request(body)
             with self.lock:
-                recs = self.recommender(items, k, user)
+                recs = self.recommender(items, k, user, self.fields)
         except ValueError as exc:  # the user's mistake (unknown item, k too large, ...): said, not a 500
             return 400, {"error": str(exc)}
         return 200, {
