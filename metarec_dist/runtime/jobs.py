@@ -59,6 +59,19 @@ def runtime_env(root: Path, pip: Sequence[str] = (), image: str | None = None) -
     return env
 
 
+def check_address(address: str) -> None:
+    """``UserError`` unless ``address`` is the Ray Jobs API's HTTP address (``http(s)://HOST:PORT``).
+
+    Ray reads an address without a scheme as a GCS address: ``127.0.0.1:8265`` (the dashboard's port) then
+    waits ~35 s for a GCS there and ends in "Timed out while waiting for GCS". The scheme is not added for
+    the user: a bare address may as well be a GCS one (port 6379), and http:// on it would be wrong too."""
+    if not address.startswith(("http://", "https://")):
+        raise UserError(
+            f"--address {address}: give the Ray Jobs API's HTTP address with its scheme, e.g. "
+            "http://127.0.0.1:8265 (the head's dashboard port; RAY_ADDRESS for launch/submit.sh)"
+        )
+
+
 def submit(
     address: str,
     config: Path,
@@ -71,6 +84,7 @@ def submit(
 ) -> int:
     from ray.job_submission import JobSubmissionClient
 
+    check_address(address)
     cfg = load_config(config, [*overrides, "runtime.backend=ray"])  # validate before anything leaves here
     overrides = [*overrides, "runtime.backend=ray"]
     try:

@@ -337,6 +337,15 @@ def test_submit_says_the_token_was_refused(status, capsys):
     assert "refused the token" in err and "cannot reach" not in err
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:8265", "localhost:6379", "ray://127.0.0.1:10001"])
+def test_submit_without_an_http_scheme_fails_at_once(address, capsys):
+    import time
+
+    start = time.monotonic()
+    err = assert_fails(capsys, ["submit", "--address", address, "--config", "configs/tiny.yaml"], address)
+    assert "http://127.0.0.1:8265" in err and time.monotonic() - start < 10  # not Ray's 35 s GCS wait
+
+
 def test_a_damaged_export_config_is_named(run, tmp_path, capsys):
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
