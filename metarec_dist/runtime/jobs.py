@@ -121,10 +121,27 @@ def _submit_with_retry(client: Any, address: str, wait_s: float = 180.0, **job: 
             if not isinstance(exc, RuntimeError):
                 raise
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise UserError(
-                    f"the Ray Jobs API at {address} refused the job: {redact_text(str(exc))}"
-                ) from None
+                raise refusal(exc, address, job.get("submission_id")) from None
             time.sleep(2.0)
+
+
+def refusal(exc: BaseException, address: str, job_id: str | None) -> UserError:
+    """One line for a refused submission: Ray's client puts the server's whole traceback in the message."""
+    reason = server_reason(str(exc))
+    if job_id is not None and "already exists" in reason:
+        return UserError(f"job id {job_id} already exists on the cluster; choose another --job-id")
+    return UserError(f"the Ray Jobs API at {address} refused the job: {redact_text(reason)}")
+
+
+def server_reason(message: str) -> str:
+    """The line that says why, from Ray's "Request failed with status code 500: <server text>.": the
+    exception's own line (the last) of a server traceback, else the text's first line."""
+    status = re.match(r"Request failed with status code (\d+): ", message)
+    text = message[status.end() :] if status else message
+    # Ray's client appends "." after the text: alone on the last line when the text ends with a newline.
+    lines = [line.strip() for line in text.splitlines() if re.search(r"\w", line)] or [message.strip()]
+    reason = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return f"HTTP {status[1]}: {reason}" if status else reason
 
 
 def _raise_if_token_refused(exc: BaseException, address: str) -> None:
