@@ -13,13 +13,20 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DATASET="${1:-}"
 case "$DATASET" in
+  -h|--help)
+    # This header, then the options passed through (the Python module's own help).
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+    echo
+    PY=.venv/bin/python
+    [ -x "$PY" ] || PY=python3
+    exec "$PY" -m metarec_dist.eval.reproduce --help ;;
   ml100k)
     DATA=(--set data.format=auto --set data.name=movielens-100k --set data.split=time) ;;
   amazon-sports)
     # RecBole atomic file <data dir>/amazon-sports/amazon-sports.inter; users split at random 80/10/10
     DATA=(--set data.format=recbole --set data.name=amazon-sports --set data.split=random) ;;
   *)
-    echo "usage: bash launch/reproduce.sh ml100k|amazon-sports [reproduce options]" >&2
+    echo "usage: bash launch/reproduce.sh ml100k|amazon-sports [reproduce options]  (--help lists them)" >&2
     exit 2 ;;
 esac
 shift

@@ -159,8 +159,9 @@ def _print_config(args: argparse.Namespace) -> int:
 
 @command("submit")
 def _submit(args: argparse.Namespace) -> int:
-    from metarec_dist.runtime.jobs import submit
+    from metarec_dist.runtime.jobs import check_address, submit
 
+    check_address(args.address)  # before the config: a wrong address fails at once
     _config(args)
     root = Path(args.working_dir).resolve()
     return submit(

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from metarec_dist.errors import UserError
+
 TINY_MODEL = [
     "model.hidden_size=16",
     "model.num_heads=2",
@@ -45,6 +47,9 @@ TINY_MODEL = [
     "checkpoint.resume=false",
 ]
 BASE_INTERACTIONS = 20_000  # the "no data" reference run of the data part
+# A child part that stops on a user mistake prints {USER_ERROR_KEY: message} last and exits with this.
+USER_ERROR_KEY = "user_error"
+USER_ERROR_STATUS = 3
 TARGETS = {
     "rank_data_ratio_2_vs_1": ("<=", 0.6),
     "driver_peak_ratio_10x_vs_1x": ("<", 1.5),
@@ -315,12 +320,32 @@ def _child(part: str, **kwargs: Any) -> dict[str, Any]:
     """Run ``part`` in a fresh interpreter (its own peak memory); its JSON result."""
     cmd = [sys.executable, "-m", "metarec_dist.bench.scale", "--child", part, "--kwargs", json.dumps(kwargs)]
     out = subprocess.run(cmd, capture_output=True, text=True)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode == USER_ERROR_STATUS and (message := _user_error(lines)) is not None:
+        raise UserError(f"bench scale part {part}: {message}")
     if out.returncode != 0:
         raise RuntimeError(f"bench scale part {part} {kwargs} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
+
+
+def _user_error(lines: list[str]) -> str | None:
+    """The message of a child's ``{USER_ERROR_KEY: ...}`` last line; None if its last line is not one."""
+    try:
+        last = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+    return last.get(USER_ERROR_KEY) if isinstance(last, dict) else None
 
 
 PARTS = {"data": data_part, "eval": eval_part, "zero": zero_part, "sampled": sampled_part}
+
+
+def data_logs(interactions: int, tmp: Path) -> dict[str, tuple[int, Path]]:
+    """Each log of the data part: its role -> (interactions, Parquet file). Named by role, not size: N can
+    be the base size (20000) or 10 N can (2000), and the run folder takes the file's name
+    (``scale-2w-log-base``), so a size in the name would make two runs one folder."""
+    sizes = {"base": BASE_INTERACTIONS, "1x": interactions, "10x": 10 * interactions}
+    return {role: (n, tmp / f"log-{role}.parquet") for role, n in sizes.items()}
 
 
 def run_data(interactions: int, tmp: Path) -> dict[str, Any]:
@@ -328,10 +353,9 @@ def run_data(interactions: int, tmp: Path) -> dict[str, Any]:
 
     from metarec_dist.bench.data_bench import make_log
 
-    sizes = {"base": BASE_INTERACTIONS, "1x": interactions, "10x": 10 * interactions}
     logs = {}
-    for name, n in sizes.items():
-        logs[name] = str(tmp / f"log{n}.parquet")
+    for name, (n, path) in data_logs(interactions, tmp).items():
+        logs[name] = str(path)
         pq.write_table(make_log(n), logs[name])
     run = {}
     for name, workers in (("base", 2), ("1x", 2), ("10x", 2), ("base", 1), ("10x", 1)):
@@ -392,7 +416,11 @@ def main() -> None:
     p.add_argument("--child", choices=list(PARTS))
     p.add_argument("--kwargs", default="{}")
     args = p.parse_args()
-    result = PARTS[args.child](**json.loads(args.kwargs))
+    try:
+        result = PARTS[args.child](**json.loads(args.kwargs))
+    except UserError as exc:  # the parent says it as one line (`_child`); anything else keeps its traceback
+        print(json.dumps({USER_ERROR_KEY: str(exc)}))
+        sys.exit(USER_ERROR_STATUS)
     print(json.dumps(result))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +28,17 @@ def parse_shots(text: str) -> list[int]:
     return shots
 
 
+def protocol_arg(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """An argparse ``type`` taking either spelling of a protocol: the config's ``data.protocol`` says
+    ``new_items`` where the flag says ``new-items`` (and ``cold_start`` has the underscore)."""
+    canonical = {c.replace("-", "_"): c for c in choices}
+
+    def parse(text: str) -> str:
+        return canonical.get(text.replace("-", "_"), text)  # unknown: argparse's choices error names them
+
+    return parse
+
+
 def _add_adaptation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="fixed test-time adaptation steps (skips the validation search)")
     p.add_argument("--inner-lr", type=float, help="fixed test-time inner lr (with --steps)")
@@ -41,9 +53,11 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="training checkpoint, run folder or exported model"
     )
+    protocols = ("cold_start", "loo", "new-items", "mixed")
     parser.add_argument(
         "--protocol",
-        choices=("cold_start", "loo", "new-items", "mixed"),
+        type=protocol_arg(protocols),
+        choices=protocols,
         help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item; "
         "new-items: rank only the items held out of training (data.protocol=new_items), against content "
         "kNN and random; mixed: the same users ranking all items, new and old (default: the one the model "
@@ -202,6 +216,10 @@ def evaluate_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1 (evaluation processes), got {args.workers}")
+    if args.baseline:  # a wrong path fails now, not after the first model's whole evaluation
+        from metarec_dist.eval.loading import resolve_checkpoint
+
+        resolve_checkpoint(args.baseline, "--baseline")
     try:
         return _evaluate(args)
     finally:
@@ -226,7 +244,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded), fuse)]
     baseline = None
     if args.baseline:
-        base = load_model(args.baseline)
+        base = load_model(args.baseline, "--baseline")
         base_name = protocol_name(base, name)
         base_protocol = model_protocol(base, shots, base_name, args.mask_seen, args.workers)[0]
         _same_users(protocol, base_protocol, args.split)
@@ -293,7 +311,7 @@ def recommend_main(args: argparse.Namespace) -> int:
         print("history: " + "; ".join(history))
     if stated:
         print("user: " + ", ".join(f"{name}={value}" for name, value in stated.items()))
-    how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation steps, lr {fixed[1]}"
+    how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation step{'' if fixed[0] == 1 else 's'}, lr {fixed[1]}"
     if fusion is not None:
         how += f", fused with the co-occurrence counts at weight {fusion.weight:g}"
     support_max = cfg.tasks.support_max

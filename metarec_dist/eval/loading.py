@@ -37,28 +37,29 @@ class LoadedModel:
         return self.cfg.meta.algorithm
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
     """A checkpoint folder (manifest.json), an exported folder, or a run folder (its latest complete
-    checkpoint). ``ValueError`` if it is none of these."""
+    checkpoint). ``ValueError`` naming ``flag`` (the option that gave the path) if it is none of these."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise ValueError(f"--checkpoint {p}: no such folder")
+        raise ValueError(f"{flag} {p}: no such folder")
     if (p / ckpt.EXPORT_CONFIG).is_file():
         return p
     found = ckpt.find_checkpoint(p)
     if (found / ckpt.MANIFEST).is_file():
         return found
     raise ValueError(
-        f"--checkpoint {p}: not a checkpoint (no {ckpt.MANIFEST}), an exported model (no "
+        f"{flag} {p}: not a checkpoint (no {ckpt.MANIFEST}), an exported model (no "
         f"{ckpt.EXPORT_CONFIG}) or a run folder with a complete checkpoint"
     )
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """The model in eval mode; a training checkpoint is exported on the fly into a temp folder."""
+def load_model(path: str | Path, flag: str = "--checkpoint") -> LoadedModel:
+    """The model in eval mode; a training checkpoint is exported on the fly into a temp folder. ``flag``:
+    the option that gave ``path``, for the error when it is no model."""
     from metarec_dist.eval.fusion import load_fusion
 
-    folder = resolve_checkpoint(path)
+    folder = resolve_checkpoint(path, flag)
     if (folder / ckpt.EXPORT_CONFIG).is_file():
         model, cfg, meta, state = ckpt.load_exported(folder)
         fusion = load_fusion(folder, meta)

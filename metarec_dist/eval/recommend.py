@@ -28,20 +28,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("metarec")
 
 
+@dataclass(frozen=True)
+class Fields:
+    """What an error calls each part of a request: ``metarec recommend``'s flags, or the JSON fields of a
+    ``metarec serve`` request; the validation is shared, and each user is told about what they typed."""
+
+    items: str = "--items"
+    user: str = "--user"
+    k: str = "--k"
+
+
+FLAGS = Fields()
+JSON_FIELDS = Fields('"items"', '"user"', '"k"')
+
+
 @dataclass
 class Catalogue:
     raw_ids: list[str]  # raw_ids[i - 1] is the raw id of model item i
     titles: dict[int, str]  # model item id -> title (may be empty)
     mapped: bool  # raw ids come from the data (False: identity fallback)
 
-    def to_model_ids(self, raw: list[str]) -> list[int]:
+    def to_model_ids(self, raw: list[str], fields: Fields = FLAGS) -> list[int]:
         index = {r: i + 1 for i, r in enumerate(self.raw_ids)}
         unknown = [r for r in raw if r not in index]
         if unknown:
             hint = (
                 "" if self.mapped else f" (without the data, ids are the model's own: 1..{len(self.raw_ids)})"
             )
-            raise ValueError(f"--items: unknown item id(s) {', '.join(unknown[:5])}{hint}")
+            raise ValueError(f"{fields.items}: unknown item id(s) {', '.join(unknown[:5])}{hint}")
         return [index[r] for r in raw]
 
 
@@ -70,7 +84,7 @@ def parse_user(text: str) -> dict[str, str]:
     return stated
 
 
-def encode_user_features(loaded: LoadedModel, stated: dict[str, str]) -> np.ndarray:
+def encode_user_features(loaded: LoadedModel, stated: dict[str, str], fields: Fields = FLAGS) -> np.ndarray:
     """The ``[1, F]`` feature ids of a user described by ``--user``, from the vocabularies the model was
     trained with. A name the model does not read is an error naming those it does; a value outside the
     vocabulary is read as unknown, with a note on stderr."""
@@ -78,20 +92,20 @@ def encode_user_features(loaded: LoadedModel, stated: dict[str, str]) -> np.ndar
     features = layout.user_features() if layout is not None else {}
     if not features:
         raise ValueError(
-            "--user: this model reads no user features (trained without data.user_features, or with "
+            f"{fields.user}: this model reads no user features (trained without data.user_features, or with "
             "model.user_prefix=false)"
         )
     try:
         row = encode_user(features, stated)
     except KeyError as exc:
-        raise ValueError(f"--user: {exc.args[0]}") from None
+        raise ValueError(f"{fields.user}: {exc.args[0]}") from None
     except ValueError as exc:  # a value of the wrong kind (text for a number)
-        raise ValueError(f"--user {exc}") from None
+        raise ValueError(f"{fields.user} {exc}") from None
     for name, value in stated.items():
         ids = features[name].lookup(value)
         if value and UNKNOWN in (ids if isinstance(ids, list) else [ids]):
             print(
-                f"note: --user {name}={value}: not in the training vocabulary, read as unknown",
+                f"note: {fields.user} {name}={value}: not in the training vocabulary, read as unknown",
                 file=sys.stderr,
             )
     return row[None, :]
@@ -114,7 +128,7 @@ def load_catalogue(loaded: LoadedModel) -> Catalogue:
     try:
         prepared = load_prepared(loaded.cfg)
     except (ValueError, OSError) as exc:  # DataError is a ValueError
-        log.warning("item id mapping unavailable (%s); --items are read as model ids 1..%d", exc, num_items)
+        log.warning("item id mapping unavailable (%s); item ids are read as model ids 1..%d", exc, num_items)
         return Catalogue([str(i) for i in range(1, num_items + 1)], titles, mapped=False)
     check_same_data(loaded, prepared.num_items)
     return Catalogue(list(prepared.item_raw_ids), titles or dict(prepared.item_titles or {}), mapped=True)
@@ -139,28 +153,30 @@ def recommend(
     inner_lr: float,
     user_features: np.ndarray | None = None,
     fusion: Fusion | None = None,
+    fields: Fields = FLAGS,
 ) -> list[Recommendation]:
     """Top ``k`` items after adapting ``steps`` inner steps on the history (its most recent
     ``tasks.support_max`` items: the longest support the model was built for). ``user_features``: the
     ``[1, F]`` ids of the user's features (``encode_user_features``); None: an unknown user. An empty
     history is a brand-new user known by its features alone: the model reads the user token and BOS, and
     there is nothing to adapt on (``steps`` is then irrelevant). ``fusion``: rank by the model fused with
-    the co-occurrence counts of the history (an export made with ``--fuse``; ``FusedScorer``)."""
+    the co-occurrence counts of the history (an export made with ``--fuse``; ``FusedScorer``). ``fields``:
+    what the errors call the history, the features and ``k`` (the CLI's flags or the request's fields)."""
     if not raw_items and user_features is None:
         raise ValueError(
-            "nothing to recommend from: give the user's history (--items) or, for a model trained with "
-            "data.user_features, the user's features (--user age=24,gender=M,...)"
+            f"nothing to recommend from: give the user's history ({fields.items}) or, for a model trained "
+            f"with data.user_features, the user's features ({fields.user})"
         )
-    history = catalogue.to_model_ids(raw_items)
+    history = catalogue.to_model_ids(raw_items, fields)
     num_items = int(loaded.meta["num_items"])
     left = num_items - len(set(history))
     if left == 0:
         raise ValueError(
-            f"--items: the history holds all {num_items} items of the catalogue; there is nothing left to "
-            "recommend"
+            f"{fields.items}: the history holds all {num_items} items of the catalogue; there is nothing "
+            "left to recommend"
         )
     if not 1 <= k <= left:
-        raise ValueError(f"--k must be between 1 and {left} (the items not in the history), got {k}")
+        raise ValueError(f"{fields.k} must be between 1 and {left} (the items not in the history), got {k}")
     support_max = loaded.cfg.tasks.support_max
     recent = np.asarray(history[-support_max:], dtype=np.int64)
     batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id, user_features)
@@ -219,12 +235,20 @@ class Recommender:
         return (meta.adaptation_steps if adapts else 0), meta.inner_lr
 
     def __call__(
-        self, raw_items: list[str], k: int, user: dict[str, str] | None = None
+        self, raw_items: list[str], k: int, user: dict[str, str] | None = None, fields: Fields = FLAGS
     ) -> list[Recommendation]:
         """Top ``k`` for a history of raw item ids (oldest first) and/or the user's stated features; a
-        mistake in them is a ``ValueError`` saying which."""
-        features = None if user is None else encode_user_features(self.loaded, user)
+        mistake in them is a ``ValueError`` saying which (as ``fields`` names them)."""
+        features = None if user is None else encode_user_features(self.loaded, user, fields)
         steps, lr = self.setting(len(raw_items))
         return recommend(
-            self.loaded, self.catalogue, raw_items, k, steps, lr, user_features=features, fusion=self.fusion
+            self.loaded,
+            self.catalogue,
+            raw_items,
+            k,
+            steps,
+            lr,
+            user_features=features,
+            fusion=self.fusion,
+            fields=fields,
         )

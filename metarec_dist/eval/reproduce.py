@@ -493,10 +493,12 @@ def output_paths(
 
 def main(argv: list[str] | None = None) -> int:
     from metarec_dist.config import load_config
+    from metarec_dist.eval.cli import protocol_arg
     from metarec_dist.eval.publish import publish
 
+    # The docstring's whole first paragraph: its first line alone stops mid-sentence.
     p = argparse.ArgumentParser(
-        prog="python -m metarec_dist.eval.reproduce", description=__doc__.split("\n")[0]
+        prog="python -m metarec_dist.eval.reproduce", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--method", action="append", required=True, help="NAME=CONFIG.yaml (repeatable)")
     p.add_argument("--finetune", action="append", default=[], help="a none/sasrec method to also fine-tune")
@@ -510,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", help="the method every paired interval is against (default: none, unless --pair)"
     )
     p.add_argument("--pair", action="append", default=[], help="METHOD=BASELINE: that method's own baseline")
-    p.add_argument("--protocol", default="cold_start", choices=PROTOCOLS)
+    p.add_argument("--protocol", default="cold_start", type=protocol_arg(PROTOCOLS), choices=PROTOCOLS)
     p.add_argument(
         "--reuse-runs",
         action="store_true",

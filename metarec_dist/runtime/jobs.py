@@ -59,6 +59,19 @@ def runtime_env(root: Path, pip: Sequence[str] = (), image: str | None = None) -
     return env
 
 
+def check_address(address: str) -> None:
+    """``UserError`` unless ``address`` is the Ray Jobs API's HTTP address (``http(s)://HOST:PORT``).
+
+    Ray reads an address without a scheme as a GCS address: ``127.0.0.1:8265`` (the dashboard's port) then
+    waits ~35 s for a GCS there and ends in "Timed out while waiting for GCS". The scheme is not added for
+    the user: a bare address may as well be a GCS one (port 6379), and http:// on it would be wrong too."""
+    if not address.startswith(("http://", "https://")):
+        raise UserError(
+            f"--address {address}: give the Ray Jobs API's HTTP address with its scheme, e.g. "
+            "http://127.0.0.1:8265 (the head's dashboard port; RAY_ADDRESS for launch/submit.sh)"
+        )
+
+
 def submit(
     address: str,
     config: Path,
@@ -71,6 +84,7 @@ def submit(
 ) -> int:
     from ray.job_submission import JobSubmissionClient
 
+    check_address(address)
     cfg = load_config(config, [*overrides, "runtime.backend=ray"])  # validate before anything leaves here
     overrides = [*overrides, "runtime.backend=ray"]
     try:
@@ -107,10 +121,27 @@ def _submit_with_retry(client: Any, address: str, wait_s: float = 180.0, **job: 
             if not isinstance(exc, RuntimeError):
                 raise
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise UserError(
-                    f"the Ray Jobs API at {address} refused the job: {redact_text(str(exc))}"
-                ) from None
+                raise refusal(exc, address, job.get("submission_id")) from None
             time.sleep(2.0)
+
+
+def refusal(exc: BaseException, address: str, job_id: str | None) -> UserError:
+    """One line for a refused submission: Ray's client puts the server's whole traceback in the message."""
+    reason = server_reason(str(exc))
+    if job_id is not None and "already exists" in reason:
+        return UserError(f"job id {job_id} already exists on the cluster; choose another --job-id")
+    return UserError(f"the Ray Jobs API at {address} refused the job: {redact_text(reason)}")
+
+
+def server_reason(message: str) -> str:
+    """The line that says why, from Ray's "Request failed with status code 500: <server text>.": the
+    exception's own line (the last) of a server traceback, else the text's first line."""
+    status = re.match(r"Request failed with status code (\d+): ", message)
+    text = message[status.end() :] if status else message
+    # Ray's client appends "." after the text: alone on the last line when the text ends with a newline.
+    lines = [line.strip() for line in text.splitlines() if re.search(r"\w", line)] or [message.strip()]
+    reason = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return f"HTTP {status[1]}: {reason}" if status else reason
 
 
 def _raise_if_token_refused(exc: BaseException, address: str) -> None:

@@ -17,9 +17,11 @@ the same path on every node that runs a replica.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -79,12 +81,13 @@ class RecommenderReplica:
     def __init__(self, checkpoint: str, fuse: bool, threads: int) -> None:
         import torch
 
-        from metarec_dist.eval.recommend import Recommender
+        from metarec_dist.eval.recommend import JSON_FIELDS, Recommender
 
         torch.set_num_threads(threads)
         self.recommender = Recommender.load(checkpoint, fuse=fuse)
         self.checkpoint = checkpoint
         self.lock = threading.Lock()  # one request at a time: the adapting model is not shared by threads
+        self.fields = JSON_FIELDS  # errors name the request's JSON fields, not `metarec recommend`'s flags
 
     def describe(self) -> dict[str, Any]:
         loaded, fusion = self.recommender.loaded, self.recommender.fusion
@@ -100,7 +103,7 @@ class RecommenderReplica:
         try:
             items, user, k = parse_request(body)
             with self.lock:
-                recs = self.recommender(items, k, user)
+                recs = self.recommender(items, k, user, self.fields)
         except ValueError as exc:  # the user's mistake (unknown item, k too large, ...): said, not a 500
             return 400, {"error": str(exc)}
         return 200, {
@@ -184,6 +187,35 @@ def wait_until_answering(url: str, timeout_s: float = PROXY_WAIT_S) -> None:
             time.sleep(1.0)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """``UserError`` when something already listens on ``host:port``.
+
+    Checked before Ray starts: a second `metarec serve` on a taken port would otherwise start its own
+    cluster, whose proxy cannot bind, and then find the first server answering the readiness check -- and
+    claim to serve a model it does not. SO_REUSEADDR as uvicorn sets it: a port left in TIME_WAIT by a
+    stopped server is free to it, a listening one is not (Linux)."""
+    from metarec_dist.errors import UserError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: not an address this machine resolves ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"--port {port} on {host} is in use (another metarec serve?); stop it or pass another "
+                    "--port"
+                ) from None
+            # Not this machine's address (EADDRNOTAVAIL), a privileged port (EACCES): say which.
+            raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
+
+
 def serve_model(
     checkpoint: str,
     host: str = "127.0.0.1",
@@ -205,6 +237,7 @@ def serve_model(
         raise UserError(f"--threads must be >= 1, got {threads}")
     if not 0 < port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {port}")
+    check_port_free(host, port)
     # Resolved here first: a wrong path is one line now, not a replica failing inside Ray.
     from metarec_dist.eval.loading import resolve_checkpoint
 

@@ -139,6 +139,13 @@ def test_job_succeeds_with_checkpoint_summary_and_logs(head, tmp_path):
     )
     assert logs.returncode == 0 and "checkpoint_step_000004" in logs.stdout
 
+    # the same --job-id again: one line saying so, not the server's traceback
+    again = _submit(head, "--set", "logging.wandb=off", "--job-id", "metarec-ok")
+    assert again.returncode == 2, again.stdout[-3000:] + again.stderr[-3000:]
+    last = again.stderr.strip().splitlines()[-1]
+    assert last == "error: job id metarec-ok already exists on the cluster; choose another --job-id", last
+    assert "Traceback" not in again.stderr
+
 
 def test_failing_job_is_reported_failed(head, tmp_path):
     out = _submit(

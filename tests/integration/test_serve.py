@@ -92,7 +92,7 @@ def test_recommend_over_http_is_metarec_recommend(served):
 def test_bad_requests_are_400_naming_the_field(served):
     url = served[0] + "/recommend"
     for body, text in [
-        ({"items": ["no-such-item"]}, "no-such-item"),
+        ({"items": ["no-such-item"]}, '"items": unknown item id(s) no-such-item'),
         ({"items": ["1"], "k": 0}, '"k"'),
         ({"items": ["1"], "k": "ten"}, '"k"'),
         ({"itemz": ["1"]}, "itemz"),
@@ -102,6 +102,7 @@ def test_bad_requests_are_400_naming_the_field(served):
     ]:
         status, out = call(url, body)
         assert status == 400 and text in out["error"], (body, out)
+        assert "--" not in out["error"], out  # the request's fields, never `metarec recommend`'s flags
     for raw in (b"{not json", b"\xff", b"[" * 100_000):  # the last: too deep for the decoder, not a 500
         status, out = call(url, raw=raw)
         assert status == 400 and "not JSON" in out["error"], raw[:10]

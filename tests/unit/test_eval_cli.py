@@ -154,3 +154,70 @@ def test_catalogue_prefers_stored_raw_ids_and_falls_back_to_model_ids(runs, monk
     assert not fallback.mapped and fallback.to_model_ids(["1", str(n)]) == [1, n]
     with pytest.raises(ValueError, match="model's own"):
         fallback.to_model_ids([str(n + 1)])
+
+
+def test_a_missing_baseline_is_named_before_any_work(runs, tmp_path, capsys):
+    missing = tmp_path / "nothere"
+    assert main(["evaluate", "--checkpoint", str(runs["a"]), "--baseline", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: --baseline {missing}: no such folder\n"
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [("new_items", "new-items"), ("new-items", "new-items"), ("cold-start", "cold_start"), ("loo", "loo")],
+)
+def test_evaluate_protocol_takes_the_configs_spelling_too(given, parsed):
+    from metarec_dist.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "--checkpoint", "x", "--protocol", given])
+    assert args.protocol == parsed
+
+
+def test_evaluate_protocol_still_refuses_an_unknown_one(capsys):
+    from metarec_dist.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--checkpoint", "x", "--protocol", "new_users"])
+    assert "invalid choice: 'new_users'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("steps", "said"), [("1", "1 adaptation step,"), ("2", "2 adaptation steps,")])
+def test_recommend_counts_its_adaptation_steps_in_words(runs, capsys, steps, said):
+    from metarec_dist.data import prepare_data
+    from metarec_dist.eval.loading import load_model
+
+    raw = prepare_data(load_model(runs["a"]).cfg.data).item_raw_ids
+    args = ["recommend", "--checkpoint", str(runs["a"]), "--items", raw[0], "--k", "2", "--steps", steps]
+    assert main(args) == 0
+    assert said in capsys.readouterr().out
+
+
+def test_reproduce_help_says_the_whole_first_paragraph(capsys):
+    from metarec_dist.eval.reproduce import main as reproduce
+
+    with pytest.raises(SystemExit) as done:
+        reproduce(["--help"])
+    assert done.value.code == 0
+    assert "and write the JSON summary, the NDCG@10-vs-K plot and the tables." in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_reproduce_sh_help_lists_the_options_it_passes_through():
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # python3: this one
+    out = subprocess.run(
+        ["bash", "launch/reproduce.sh", "--help"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "bash launch/reproduce.sh ml100k|amazon-sports" in out.stdout
+    assert "--method" in out.stdout and "--seeds" in out.stdout and "--protocol" in out.stdout

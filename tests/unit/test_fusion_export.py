@@ -79,7 +79,8 @@ def test_recommend_on_an_export_fused_at_a_fixed_weight_ranks_by_the_fused_score
         capsys.readouterr()
         assert main(["recommend", "--checkpoint", str(out), "--items", raw, "--k", "5"]) == 0
         printed = capsys.readouterr().out
-        how = f"{steps} adaptation steps, lr {lr}, fused with the co-occurrence counts at weight 0.5"
+        step_s = "step" if steps == 1 else "steps"
+        how = f"{steps} adaptation {step_s}, lr {lr}, fused with the co-occurrence counts at weight 0.5"
         assert how in printed
         fused = by_hand(loaded, history, 0.5, steps, lr, 5)
         assert printed_items(printed) == [catalogue.raw_ids[i - 1] for i in fused]

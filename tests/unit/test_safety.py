@@ -299,19 +299,28 @@ def test_a_ray_training_failure_is_unwrapped_to_the_users_error():
 
 
 class _Refusing:
-    """A stand-in Ray Jobs API that answers every request with one HTTP status (a real HTTP server)."""
+    """A stand-in Ray Jobs API that answers every request with one HTTP status (a real HTTP server). With
+    ``body``: it refuses only the submission (POST) with it, after Ray's client has checked the version and
+    found the working dir's package already uploaded (GETs answered 200)."""
 
-    def __init__(self, status: int):
+    def __init__(self, status: int, body: bytes | None = None):
         import http.server
         import threading
 
+        import ray
+
+        version = json.dumps({"ray_version": ray.__version__, "version": "1"}).encode()
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
+                self.send_response(200 if body else status)
+                self.end_headers()
+                self.wfile.write(version if body else b"Unauthorized" if status == 401 else b"Forbidden")
+
+            def do_POST(self):  # noqa: N802
                 self.send_response(status)
                 self.end_headers()
-                self.wfile.write(b"Unauthorized" if status == 401 else b"Forbidden")
-
-            do_POST = do_GET
+                self.wfile.write(body or (b"Unauthorized" if status == 401 else b"Forbidden"))
 
             def log_message(self, *args):
                 pass
@@ -335,6 +344,58 @@ def test_submit_says_the_token_was_refused(status, capsys):
     finally:
         api.close()
     assert "refused the token" in err and "cannot reach" not in err
+
+
+def _server_traceback(message: str) -> bytes:
+    """What Ray's dashboard answers a refused submission with: the traceback of the job agent's refusal
+    inside the head's own (job_head.py: ``text=traceback.format_exc()``)."""
+    import traceback
+
+    try:
+        try:
+            raise ValueError(message)
+        except ValueError:
+            inner = traceback.format_exc()
+        raise RuntimeError(f"Request failed with status code 400: {inner}.")
+    except RuntimeError:
+        return traceback.format_exc().encode()
+
+
+@pytest.mark.parametrize(
+    ("job_id", "message", "expected"),
+    [
+        (
+            "metarec-1",
+            "Job with submission_id metarec-1 already exists. Please use a different submission_id.",
+            "error: job id metarec-1 already exists on the cluster; choose another --job-id",
+        ),
+        (
+            None,
+            "bad pip spec",
+            "error: the Ray Jobs API at {address} refused the job: HTTP 500: ValueError: bad pip spec",
+        ),
+    ],
+)
+def test_a_refused_submission_is_one_line(job_id, message, expected, capsys):
+    api = _Refusing(500, _server_traceback(message))
+    args = ["submit", "--address", api.address, "--config", "configs/tiny.yaml"]
+    try:
+        assert main(args + (["--job-id", job_id] if job_id else [])) == 2
+    finally:
+        api.close()
+    # Ray's client logs its upload above the error line (under capsys also a "Logging error" to an earlier
+    # test's closed stream, not ours): the error is the last line, and the server's traceback is nowhere.
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == expected.format(address=api.address) and "status code 500" not in err, err
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:8265", "localhost:6379", "ray://127.0.0.1:10001"])
+def test_submit_without_an_http_scheme_fails_at_once(address, capsys):
+    import time
+
+    start = time.monotonic()
+    err = assert_fails(capsys, ["submit", "--address", address, "--config", "configs/tiny.yaml"], address)
+    assert "http://127.0.0.1:8265" in err and time.monotonic() - start < 10  # not Ray's 35 s GCS wait
 
 
 def test_a_damaged_export_config_is_named(run, tmp_path, capsys):

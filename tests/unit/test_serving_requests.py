@@ -61,6 +61,44 @@ def test_a_replica_answers_as_metarec_recommend(trained, tmp_path):
     plain = RecommenderReplica(str(out), fuse=False, threads=1)
     assert plain.describe()["fusion_weight"] is None
     status, answer = replica.answer({"items": ["no-such-item"]})
-    assert status == 400 and "no-such-item" in answer["error"]
+    assert status == 400 and answer["error"].startswith('"items": unknown item id(s) no-such-item')
     status, answer = replica.answer({"items": raw[:1], "k": len(raw)})  # k above the items left
-    assert status == 400 and "--k must be between" in answer["error"]
+    assert status == 400 and answer["error"].startswith('"k" must be between')
+    status, answer = replica.answer({"items": raw[:1], "user": {"age": "24"}})  # trained without features
+    assert status == 400 and answer["error"].startswith('"user": this model reads no user features')
+    assert "--" not in answer["error"].split("(")[0]  # the request's fields, not `metarec recommend`'s flags
+
+
+def test_recommend_names_its_flags_and_serve_its_fields_for_the_same_mistake(trained, tmp_path, capsys):
+    run = trained().folder
+    assert main(["recommend", "--checkpoint", str(run), "--items", "no-such-item"]) == 2
+    assert capsys.readouterr().err.startswith("error: --items: unknown item id(s) no-such-item")
+    status, answer = RecommenderReplica(str(run), fuse=False, threads=1).answer({"items": ["no-such-item"]})
+    assert status == 400 and answer["error"].startswith('"items": unknown item id(s) no-such-item')
+
+
+def test_serve_refuses_a_port_in_use_before_starting_ray():
+    import socket
+
+    from metarec_dist.errors import UserError
+    from metarec_dist.runtime.serving import check_port_free
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(UserError, match=f"--port {port} on 127.0.0.1 is in use"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # closed: free again
+
+
+def test_metarec_serve_on_a_port_in_use_is_one_error_line(tmp_path, capsys):
+    import socket
+
+    run = tmp_path  # checked before the checkpoint is read and before Ray starts
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["serve", "--checkpoint", str(run), "--port", str(port)]) == 2
+    assert f"error: --port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
