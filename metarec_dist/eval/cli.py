@@ -86,6 +86,12 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         "(default: the config's eval.workers, 1 = in this process)",
     )
     parser.add_argument(
+        "--batch-users",
+        type=int,
+        help="users scored together (default: the config's eval.batch_users); the unit of work --workers "
+        "shares out, and the memory (batch x eval.item_chunk scores); same numbers",
+    )
+    parser.add_argument(
         "--fuse",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -158,6 +164,7 @@ def model_protocol(
     name: str = "cold_start",
     mask_seen: bool = True,
     workers: int | None = None,
+    batch_users: int | None = None,
 ) -> tuple[ColdStartProtocol, str]:
     """The model's own protocol: its data config's users, its support_max (loo: its input window) and
     ``eval:`` section."""
@@ -166,8 +173,11 @@ def model_protocol(
     from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 
     cfg = loaded.cfg
-    if workers is not None:  # where the users are scored changes no number: not the checkpoint's business
+    # Where and in which batches the users are scored changes no number: not the checkpoint's business.
+    if workers is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, workers=workers))
+    if batch_users is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, batch_users=batch_users))
     if name in ITEM_PROTOCOLS and not cfg.data.item_features:
         raise ValueError(
             f"--protocol {name}: {loaded.source}'s data config declares no item features "
@@ -216,6 +226,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1 (evaluation processes), got {args.workers}")
+    if args.batch_users is not None and args.batch_users < 1:
+        raise ValueError(f"--batch-users must be >= 1, got {args.batch_users}")
     if args.baseline:  # a wrong path fails now, not after the first model's whole evaluation
         from metarec_dist.eval.loading import resolve_checkpoint
 
@@ -238,7 +250,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if name == "loo" and args.shots:
         raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
-    protocol, source = model_protocol(loaded, shots, name, args.mask_seen, args.workers)
+    protocol, source = model_protocol(loaded, shots, name, args.mask_seen, args.workers, args.batch_users)
     protocol.users(args.split)  # validates the name before any work
     fuse = cfg.eval.fuse if args.fuse is None else args.fuse
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded), fuse)]
@@ -246,7 +258,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.baseline:
         base = load_model(args.baseline, "--baseline")
         base_name = protocol_name(base, name)
-        base_protocol = model_protocol(base, shots, base_name, args.mask_seen, args.workers)[0]
+        base_protocol = model_protocol(
+            base, shots, base_name, args.mask_seen, args.workers, args.batch_users
+        )[0]
         _same_users(protocol, base_protocol, args.split)
         b = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
         if b.name == results[0].name:

@@ -61,6 +61,21 @@ def test_same_seed_gives_the_same_table(runs, table_a, tmp_path):
     assert _strip_paths(a) == _strip_paths(b)
 
 
+def test_smaller_user_batches_give_the_same_table(runs, table_a, tmp_path, capsys):
+    """--batch-users (more units of work for --workers, less memory) changes where users are scored, not
+    what they score: the same choices and metrics as the default batches, to float rounding."""
+    doc = _evaluate(tmp_path, "--checkpoint", str(runs["a"]), "--batch-users", "3")
+    for name, method in table_a[0]["methods"].items():
+        assert doc["methods"][name]["info"].get("adaptation") == method["info"].get("adaptation")
+        for k, row in method["metrics"].items():
+            for metric, value in row.items():
+                assert doc["methods"][name]["metrics"][k][metric]["mean"] == pytest.approx(
+                    value["mean"], abs=1e-6
+                )
+    assert main(["evaluate", "--checkpoint", str(runs["a"]), "--batch-users", "0"]) == 2
+    assert "--batch-users must be >= 1" in capsys.readouterr().err
+
+
 def test_adaptation_is_tuned_on_validation_users_only(runs, tmp_path, monkeypatch):
     from metarec_dist.data import prepare_data
     from metarec_dist.eval.loading import load_model
