@@ -126,6 +126,14 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] | None:
+    from metarec_dist.meta import ALGORITHMS
+
+    algorithm = loaded.cfg.meta.algorithm
+    if args.finetune and ALGORITHMS[algorithm].adapts:  # it would be ignored: the model adapts already
+        raise ValueError(
+            f"--finetune: this model (meta.algorithm={algorithm}) adapts at test time already; --finetune is "
+            "for models trained without adaptation (none, sasrec)"
+        )
     if args.steps is None and args.inner_lr is None:
         return None
     if args.steps is None or args.steps < 0:

@@ -76,6 +76,14 @@ def test_smaller_user_batches_give_the_same_table(runs, table_a, tmp_path, capsy
     assert "--batch-users must be >= 1" in capsys.readouterr().err
 
 
+def test_finetune_on_a_model_that_adapts_is_refused_not_ignored(runs, capsys):
+    for command in (["evaluate"], ["recommend", "--items", "1,2"]):
+        assert main([*command, "--checkpoint", str(runs["a"]), "--finetune"]) == 2
+        assert "--finetune: this model (meta.algorithm=fomaml) adapts at test time already" in (
+            capsys.readouterr().err
+        )
+
+
 def test_adaptation_is_tuned_on_validation_users_only(runs, tmp_path, monkeypatch):
     from metarec_dist.data import prepare_data
     from metarec_dist.eval.loading import load_model
