@@ -35,11 +35,17 @@ def command(
     return deco
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, local_files: bool = True) -> Config:
+    """The run's config, checked as far as can be before any work. ``local_files``: the files it names
+    are read here too (not for ``submit``, whose job may name files that only its cluster has)."""
     cfg = load_config(args.config, args.set or [])
     from metarec_dist.meta import algorithm_class  # imports torch, so only after the config itself is fine
 
     algorithm_class(cfg.meta)  # an unknown algorithm or an option it ignores: fail before data or training
+    if cfg.runtime.deepspeed_override and local_files:
+        from metarec_dist.runtime.deepspeed_engine import read_override
+
+        read_override(cfg.runtime.deepspeed_override)  # a missing or broken file: the same, now
     from metarec_dist.train.pretrain import pretrain_config
 
     stage = pretrain_config(cfg)  # train.pretrain: its file is read and checked now too
@@ -162,7 +168,7 @@ def _submit(args: argparse.Namespace) -> int:
     from metarec_dist.runtime.jobs import check_address, submit
 
     check_address(args.address)  # before the config: a wrong address fails at once
-    _config(args)
+    _config(args, local_files=False)
     root = Path(args.working_dir).resolve()
     return submit(
         args.address, Path(args.config), args.set or [], root, args.wait, args.pip, args.image, args.job_id

@@ -79,16 +79,23 @@ def deepspeed_config(
         "zero_allow_untested_optimizer": True,
     }
     if rt.deepspeed_override:
-        path = Path(rt.deepspeed_override)
-        if not path.is_file():
-            raise ValueError(f"runtime.deepspeed_override: file not found: {path}")
-        try:
-            override = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"runtime.deepspeed_override {path}: not valid JSON: {exc}") from None
-        cfg = deep_merge(cfg, override)
+        cfg = deep_merge(cfg, read_override(rt.deepspeed_override))
     check_batch_arithmetic(cfg, world_size)
     return cfg
+
+
+def read_override(value: str) -> dict[str, Any]:
+    """The JSON object of ``runtime.deepspeed_override`` (the CLI reads it before any work, too)."""
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"runtime.deepspeed_override: file not found: {path}")
+    try:
+        override = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"runtime.deepspeed_override {path}: not valid JSON: {exc}") from None
+    if not isinstance(override, dict):
+        raise ValueError(f"runtime.deepspeed_override {path}: not a JSON object of DeepSpeed settings")
+    return override
 
 
 def check_batch_arithmetic(cfg: dict[str, Any], world_size: int) -> None:

@@ -148,3 +148,15 @@ def test_deepspeed_settings_without_deepspeed_are_an_error(setting):
     # the same setting with DeepSpeed on (locally or on Ray) is taken
     assert load_config(None, [setting, "runtime.deepspeed=true"]).runtime.deepspeed
     assert load_config(None, [setting, "runtime.backend=ray"]).runtime.backend == "ray"
+
+
+def test_a_missing_or_broken_deepspeed_override_fails_before_any_work(tmp_path, capsys):
+    from metarec_dist.cli import main
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("[1]")
+    for path, said in ((tmp_path / "none.json", "file not found"), (broken, "not a JSON object")):
+        settings = ["--set", "runtime.deepspeed=true", "--set", f"runtime.deepspeed_override={path}"]
+        assert main(["print-config", *settings]) == 2
+        err = capsys.readouterr().err
+        assert "runtime.deepspeed_override" in err and said in err
