@@ -237,7 +237,8 @@ def serve_model(
         raise UserError(f"--threads must be >= 1, got {threads}")
     if not 0 < port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {port}")
-    check_port_free(host, port)
+    if not os.environ.get("RAY_ADDRESS"):  # joined with RAY_ADDRESS, the proxy listens on that cluster
+        check_port_free(host, port)
     # Resolved here first: a wrong path is one line now, not a replica failing inside Ray.
     from metarec_dist.eval.loading import resolve_checkpoint
 

@@ -92,8 +92,10 @@ def test_serve_refuses_a_port_in_use_before_starting_ray():
     check_port_free("127.0.0.1", port)  # closed: free again
 
 
-def test_metarec_serve_on_a_port_in_use_is_one_error_line(tmp_path, capsys):
+def test_metarec_serve_on_a_port_in_use_is_one_error_line(tmp_path, capsys, monkeypatch):
     import socket
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a cluster started here: its proxy would take the port
 
     run = tmp_path  # checked before the checkpoint is read and before Ray starts
     with socket.socket() as held:
