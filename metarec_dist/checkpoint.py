@@ -8,6 +8,7 @@ Layout of one checkpoint (``<run_dir>/checkpoints/step_000100/``)::
     client_state.json         meta-step, the stateful parts (train state; the task stream of one process, or
                               each rank's under ``ranks``), resolved config
     rng_rank<r>.safetensors   each rank's torch RNG state
+    <part>.safetensors        a part's tensors, if it has any (early stopping's best weights)
     manifest.json             every file above with its size and sha256; written LAST, atomically
 
 A checkpoint without a manifest is incomplete (a crash mid-save) and is never resumed from; a file whose
