@@ -387,8 +387,22 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         bar.close()
     if result.error:
         raise user_error_in(result.error) or result.error
-    return {
+    out = {
         **(result.metrics or {}),
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "run_path": run_path(cfg.runtime),
     }
+    return with_resume_point(out, resume_from)
+
+
+def with_resume_point(out: dict[str, Any], resume_from: Path | None) -> dict[str, Any]:
+    """A re-run of a finished run trains nothing and saves no checkpoint, and Ray's result keeps only the
+    metrics of the last report that came with one (the first run's): the driver, which knows where this
+    run resumed, says that nothing was trained (the summary's "already finished" line)."""
+    if resume_from is not None and out.get("step") is not None:
+        from metarec_dist.checkpoint import read_client_state
+
+        saved = int(read_client_state(resume_from)["step"])
+        if int(out["step"]) == saved:
+            out["resumed_from"] = saved
+    return out

@@ -45,7 +45,7 @@ def next_step_line(result: dict[str, Any], cfg: Config) -> str:
     continue" (a re-run alone trains nothing)."""
     name = cfg.runtime.run_name
     if result.get("resumed_from") == result.get("step"):
-        return f"finished:   already, at meta-step {result.get('step')}; nothing was trained by this command"
+        return f"finished:   already, at meta-step {int(result['step'])}; nothing was trained by this command"
     if result.get("step", 0) < cfg.train.meta_steps:  # stopped early
         return f"finished:   stopped early; raise train.early_stop_patience and re-run (run name {name!r})"
     return f"continue:   raise train.meta_steps and re-run the same command (run name {name!r})"

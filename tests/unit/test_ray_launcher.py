@@ -35,3 +35,27 @@ def test_resource_shortfall_names_the_keys_and_what_the_cluster_has():
     assert resource_shortfall(cpu, {"CPU": 4.0, "GPU": 0.0}) == [
         "runtime.num_workers=2 x runtime.cpus_per_worker=3 needs 6 CPUs, the cluster has 4"
     ]
+
+
+def test_a_rerun_that_trained_nothing_says_so(tmp_path):
+    """Ray's result of a re-run of a finished run carries the first run's metrics (no checkpoint was
+    reported this time): the driver's resume point tells the summary that nothing was trained."""
+    import json
+
+    from metarec_dist.checkpoint import CLIENT_STATE
+    from metarec_dist.config import load_config
+    from metarec_dist.runtime.ray_launcher import with_resume_point
+    from metarec_dist.train.summary import next_step_line
+
+    point = tmp_path / "checkpoint_step_000005"
+    point.mkdir()
+    (point / CLIENT_STATE).write_text(json.dumps({"step": 5}))
+    cfg = load_config("configs/tiny.yaml", ["train.meta_steps=5"])
+    # Ray hands the step back as a float; the first run had itself resumed at step 3.
+    first_runs_metrics = {"step": 5.0, "resumed_from": 3}
+    out = with_resume_point(dict(first_runs_metrics), point)
+    assert out["resumed_from"] == 5
+    assert next_step_line(out, cfg).startswith("finished:   already, at meta-step 5;")
+    # A run that trained on from its resume point keeps what the workers reported.
+    assert with_resume_point({"step": 9, "resumed_from": 5}, point)["resumed_from"] == 5
+    assert "resumed_from" not in with_resume_point({"step": 9}, None)
