@@ -491,10 +491,8 @@ def output_paths(
     return json_path, pick(plot_arg, "ndcg_vs_k.png"), pick(markdown_arg, "results.md")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from metarec_dist.config import load_config
+def build_parser() -> argparse.ArgumentParser:
     from metarec_dist.eval.cli import protocol_arg
-    from metarec_dist.eval.publish import publish
 
     # The docstring's whole first paragraph: its first line alone stops mid-sentence.
     p = argparse.ArgumentParser(
@@ -539,7 +537,48 @@ def main(argv: list[str] | None = None) -> int:
         "--markdown", help="its generated section is rewritten (default: <out>/results.md; '' for none)"
     )
     p.add_argument("--section", help="the name of the generated section (several on one page)")
-    args = p.parse_args(argv)
+    return p
+
+
+def run_specs(args: argparse.Namespace, methods: list[tuple[str, str]], seeds: list[int]) -> list[RunSpec]:
+    """One run per (seed, method), with the options that name it; first stages shared where they can be."""
+    specs = [
+        RunSpec(
+            name,
+            config,
+            seed,
+            name in args.finetune,
+            tuple(args.set),
+            args.protocol,
+            args.reuse_runs,
+            fuse=name in args.fuse,
+        )
+        for seed in seeds
+        for name, config in methods
+    ]
+    return share_first_stages(specs, Path(args.out))
+
+
+def method_results(
+    args: argparse.Namespace, methods: list[tuple[str, str]], seeds: list[int], shots: list[int]
+) -> list[MethodResult]:
+    """Train and evaluate (or collect) every run; each method's results averaged over seeds, plus the
+    training-free baselines of the protocol."""
+    out = Path(args.out)
+    specs = run_specs(args, methods, seeds)
+    grouped = collect(specs, out) if args.collect else run_all(specs, out, shots, args.jobs, args.reuse)
+    results: list[MethodResult] = []
+    for label, runs in grouped.items():
+        info = {"seeds": [r[1]["seed"] for r in runs], "per_seed": [r[1] for r in runs]}
+        results.append(mean_over_seeds(label, [r[0] for r in runs], info))
+    return results + baselines(args.protocol, methods, args.set, shots)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from metarec_dist.config import load_config
+    from metarec_dist.eval.publish import publish
+
+    args = build_parser().parse_args(argv)
     json_path, plot_path, markdown_path = output_paths(Path(args.out), args.json, args.plot, args.markdown)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
@@ -549,28 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = args.baseline if args.baseline is not None or pairs else "none"
         seeds = [int(s) for s in args.seeds.split(",")]
         shots = sorted(int(s) for s in args.shots.split(","))
-        specs = [
-            RunSpec(
-                name,
-                config,
-                seed,
-                name in args.finetune,
-                tuple(args.set),
-                args.protocol,
-                args.reuse_runs,
-                fuse=name in args.fuse,
-            )
-            for seed in seeds
-            for name, config in methods
-        ]
-        out = Path(args.out)
-        specs = share_first_stages(specs, out)
-        grouped = collect(specs, out) if args.collect else run_all(specs, out, shots, args.jobs, args.reuse)
-        results: list[MethodResult] = []
-        for label, runs in grouped.items():
-            info = {"seeds": [r[1]["seed"] for r in runs], "per_seed": [r[1] for r in runs]}
-            results.append(mean_over_seeds(label, [r[0] for r in runs], info))
-        results += baselines(args.protocol, methods, args.set, shots)
+        results = method_results(args, methods, seeds, shots)
         first_cfg = load_config(methods[0][1], args.set)
         publish(
             results,
