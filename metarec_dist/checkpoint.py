@@ -182,22 +182,26 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not mpath.is_file():
         raise UserError(f"checkpoint {folder} is incomplete: no {MANIFEST} (was the save interrupted?)")
     damaged = f"{mpath} is damaged (not a metarec checkpoint manifest)"
+
+    def bad(detail: str) -> UserError:
+        return UserError(f"{damaged}: {detail}; {damaged_advice(Path(folder))}")
+
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{damaged}: {exc}") from None
+        raise bad(str(exc)) from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(
         isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
         for m in files.values()
     ):
-        raise UserError(f"{damaged}: expected a 'files' mapping of name -> size and sha256")
+        raise bad("expected a 'files' mapping of name -> size and sha256")
     for key in ("step", "world_size"):
         if not isinstance(manifest.get(key), int):
-            raise UserError(f"{damaged}: '{key}' is missing or not an integer")
+            raise bad(f"'{key}' is missing or not an integer")
     outside = [rel for rel in files if Path(rel).is_absolute() or ".." in Path(rel).parts]
     if outside:
-        raise UserError(f"{damaged}: {outside[0]!r} points outside the checkpoint")
+        raise bad(f"{outside[0]!r} points outside the checkpoint")
     return manifest
 
 
@@ -208,15 +212,36 @@ def verify(folder: Path) -> dict[str, Any]:
     for rel, meta in manifest["files"].items():
         p = folder / rel
         if not p.is_file():
-            raise UserError(f"checkpoint {folder}: shard {rel} is missing")
+            raise UserError(f"checkpoint {folder}: shard {rel} is missing; {damaged_advice(folder)}")
         if p.stat().st_size != meta["size"]:
             raise UserError(
                 f"checkpoint {folder}: shard {rel} is truncated or changed "
-                f"({p.stat().st_size} bytes, manifest says {meta['size']})"
+                f"({p.stat().st_size} bytes, manifest says {meta['size']}); {damaged_advice(folder)}"
             )
         if sha256_file(p) != meta["sha256"]:
-            raise UserError(f"checkpoint {folder}: shard {rel} fails its sha256 check")
+            raise UserError(
+                f"checkpoint {folder}: shard {rel} fails its sha256 check; {damaged_advice(folder)}"
+            )
     return manifest
+
+
+def damaged_advice(folder: Path) -> str:
+    """What to do about a damaged checkpoint: a run resumes (and a run folder exports) from its newest
+    complete checkpoint, so naming the damaged one is not enough: say how to fall back to the one before
+    (renamed, the damaged folder is no longer a checkpoint name, and nothing deletes it)."""
+    folder = Path(folder)
+    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    ckpts = list_checkpoints(run_dir)
+    if folder not in ckpts:  # a checkpoint copied out of its run: nothing to fall back to
+        return "restore the file from a copy, or export another checkpoint"
+    earlier = [p for p in ckpts[: ckpts.index(folder)] if (p / MANIFEST).is_file()]
+    rename = f"rename it (e.g. to {folder.name}.damaged)"
+    if not earlier:
+        return (
+            f"restore the file from a copy; it is the run's only complete checkpoint, so otherwise {rename} "
+            "and start the run over under a new name (--set runtime.run_name=NEW)"
+        )
+    return f"restore the file from a copy, or {rename} to use the previous complete checkpoint {earlier[-1]}"
 
 
 def read_client_state(folder: Path) -> dict[str, Any]:

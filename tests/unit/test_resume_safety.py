@@ -72,6 +72,45 @@ def test_a_garbage_manifest_names_the_file(tmp_path, text):
         ckpt.verify(tmp_path)
 
 
+def _with_shard(folder):
+    """A complete checkpoint holding one real file, checked by its manifest."""
+    (folder / "engine").mkdir(parents=True)
+    (folder / "engine" / "model.safetensors").write_bytes(b"x" * 100)
+    ckpt.write_manifest(folder, 1, 1, ckpt.file_entries(folder))
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "manifest"])
+def test_a_damaged_newest_checkpoint_says_how_to_fall_back_to_the_previous_one(tmp_path, damage):
+    run = tmp_path / "run"
+    previous = _with_shard(run / "checkpoints" / "step_000002")
+    newest = _with_shard(run / "checkpoints" / "step_000004")
+    shard = newest / "engine" / "model.safetensors"
+    if damage == "truncate":
+        shard.write_bytes(b"x" * 10)
+    elif damage == "delete":
+        shard.unlink()
+    else:
+        (newest / ckpt.MANIFEST).write_text("{")
+    assert ckpt.resume_point(run) == newest  # the damage is only seen when it is read
+    with pytest.raises(ValueError) as err:
+        ckpt.verify(newest)
+    assert (
+        f"rename it (e.g. to step_000004.damaged) to use the previous complete checkpoint {previous}"
+        in str(err.value)
+    )
+    # Doing what it says resumes from the previous checkpoint, and the damaged one is kept.
+    newest.rename(newest.with_name("step_000004.damaged"))
+    assert ckpt.resume_point(run) == previous and ckpt.verify(previous)["step"] == 1
+
+
+def test_a_damaged_only_checkpoint_says_to_start_over_under_a_new_name(tmp_path):
+    only = _with_shard(tmp_path / "run" / "checkpoints" / "step_000002")
+    (only / "engine" / "model.safetensors").write_bytes(b"y" * 100)  # same size, other bytes
+    with pytest.raises(ValueError, match=r"sha256.*only complete checkpoint.*runtime\.run_name=NEW"):
+        ckpt.verify(only)
+
+
 # ------------------------------------------------------------------------------------ run lock
 
 
