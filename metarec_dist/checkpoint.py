@@ -35,7 +35,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from metarec_dist.errors import UserError
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from metarec_dist.runtime.engine import TrainEngine
 
 log = logging.getLogger("metarec")
+T = TypeVar("T")
 
 MANIFEST = "manifest.json"
 CLIENT_STATE = "client_state.json"
@@ -278,6 +279,31 @@ def find_checkpoint(path: Path) -> Path:
     if latest is None:
         raise UserError(f"run folder {path}: no complete checkpoint (none has a {MANIFEST})")
     return latest
+
+
+def read_newest(path: Path, resolve: Callable[[Path], Path], read: Callable[[Path], T], tries: int = 3) -> T:
+    """``read(resolve(path))`` while a run may be training in ``path``: it prunes its old checkpoints
+    (``checkpoint.keep``), so the checkpoint chosen can be deleted under the read, which then fails on a
+    missing file. Prune removes the manifest first, so a failed read of a checkpoint whose manifest was
+    there before and is gone now is that, not damage: for a run folder, read its newest complete checkpoint
+    again; for a checkpoint named by the user, say it was deleted."""
+    path = Path(path).expanduser()
+    for attempt in itertools.count(1):
+        folder = resolve(path)
+        had_manifest = (folder / MANIFEST).is_file()
+        try:
+            return read(folder)
+        except Exception:
+            if not had_manifest or (folder / MANIFEST).is_file():
+                raise  # the checkpoint's own failure (damage, a mistake): reported as it is
+            if folder.resolve() == path.resolve() or attempt >= tries:
+                raise UserError(
+                    f"checkpoint {folder} was deleted while it was read (a run training in its run folder "
+                    "deletes checkpoints beyond checkpoint.keep); read the run folder to get its newest "
+                    "checkpoint, or try again"
+                ) from None
+            log.warning("checkpoint %s was deleted while it was read (pruned); reading the newest", folder)
+    raise AssertionError("unreachable")
 
 
 def latest_complete(run_dir: Path) -> Path | None:
