@@ -490,3 +490,22 @@ def test_an_export_gets_the_users_usual_permissions_unlike_a_checkpoint(run, tmp
     assert modes == dict.fromkeys(EXPORT_FILES, 0o644)
     weights = next(find_checkpoint(run).rglob("*.safetensors"))
     assert stat.S_IMODE(weights.stat().st_mode) & 0o077 == 0
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_evaluate_json_that_cannot_be_written_fails_before_the_evaluation(
+    run, tmp_path, capsys, monkeypatch, where
+):
+    from metarec_dist.eval import loading
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded for an output that cannot be written")
+
+    monkeypatch.setattr(loading, "load_model", no_load)
+    (tmp_path / "notes.txt").write_text("keep me")
+    target, said = {
+        "folder": (tmp_path, "is a folder"),
+        "under_a_file": (tmp_path / "notes.txt" / "eval.json", "is a file, not a folder"),
+    }[where]
+    assert_fails(capsys, ["evaluate", "--checkpoint", str(run), "--json", str(target)], "--json", said)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
