@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from metarec_dist.errors import UserError
+from metarec_dist.errors import UserError, check_output_folder
 
 if TYPE_CHECKING:
     import torch
@@ -743,6 +743,9 @@ def _check_export_target(checkpoint_dir: Path, out_dir: Path, overwrite: bool) -
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"export --out {out_dir}: {parent} is a file, not a folder")
+    # The export is written beside --out and renamed: its folder must be writable (checked before the slow
+    # consolidation; otherwise the error names a temp folder, after it).
+    check_output_folder(out.parent, f"export --out {out_dir}: folder")
     if out_dir.is_symlink():  # replaced, it would be the link that goes, not the folder it names
         raise UserError(f"export --out {out_dir}: is a symbolic link; give the folder it points to")
     if not out_dir.exists():

@@ -509,3 +509,22 @@ def test_evaluate_json_that_cannot_be_written_fails_before_the_evaluation(
     }[where]
     assert_fails(capsys, ["evaluate", "--checkpoint", str(run), "--json", str(target)], "--json", said)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_export_into_a_folder_that_is_not_writable_fails_before_reading_the_checkpoint(
+    run, tmp_path, capsys, monkeypatch
+):
+    from metarec_dist import errors
+    from metarec_dist.runtime import export as runtime_export
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(errors, "_can_write", lambda folder: folder != locked)  # root may write anywhere
+
+    def no_read(engine_dir):
+        raise AssertionError("the checkpoint was consolidated for an output that cannot be written")
+
+    monkeypatch.setattr(runtime_export, "consolidated_state_dict", no_read)
+    out = locked / "exported"
+    assert_fails(capsys, ["export", "--checkpoint", str(run), "--out", str(out)], f"{locked} is not writable")
+    assert list(locked.iterdir()) == []
