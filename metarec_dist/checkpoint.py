@@ -473,6 +473,8 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    # One process writing a folder it creates here may remove it if the save fails (never one it found).
+    own = ctx.world_size == 1 and not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         engine.save_checkpoint(str(folder / "engine"), tag="state")
@@ -484,9 +486,10 @@ def save_checkpoint(
                     save_file(state, str(folder / f"{name}.safetensors"))
     # torch's zip writer reports a failed write as a RuntimeError, safetensors as its own error type
     except (OSError, RuntimeError, SafetensorError) as exc:
+        left = _drop_partial(folder) if own else "The checkpoint stays incomplete and is never resumed from"
         raise CheckpointWriteError(
             f"could not write checkpoint {folder}: {exc} (full disk, read-only or removed folder?). "
-            "The checkpoint stays incomplete and is never resumed from; earlier checkpoints are untouched"
+            f"{left}; earlier checkpoints are untouched"
         ) from exc
     ctx.barrier()
     merged: dict[str, dict[str, Any]] = {}
@@ -498,6 +501,15 @@ def save_checkpoint(
         except OSError as exc:
             raise CheckpointWriteError(f"could not write {folder / MANIFEST}: {exc}") from exc
     ctx.barrier()
+
+
+def _drop_partial(folder: Path) -> str:
+    """Remove the partial checkpoint a failed save left (a full disk stays full with it, and a re-run would
+    only move it aside and keep it); what became of it, for the error."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        return "Its partial files could not all be removed; it is incomplete and never resumed from"
+    return "Its partial files were removed"
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor] | None:

@@ -358,3 +358,33 @@ def test_ray_driver_refuses_another_number_of_workers_before_ray_starts(tmp_path
     ):
         check_resume(for_workers(_ray_cfg(tmp_path)), 40)
     assert check_resume(saved, 40) == folder
+
+
+class _DiskFullEngine:
+    """Writes part of its shard, then finds the disk full (as a real save does at the first byte too many)."""
+
+    def save_checkpoint(self, path: str, tag: str) -> None:
+        os.makedirs(f"{path}/{tag}")
+        with open(f"{path}/{tag}/model.safetensors", "wb") as f:
+            f.write(b"x" * 1000)
+        raise OSError(28, "No space left on device")
+
+
+def test_a_save_that_fails_on_a_full_disk_removes_its_partial_files(tmp_path):
+    run = tmp_path / "run"
+    earlier = _with_shard(run / "checkpoints" / "step_000002")
+    before = ckpt.file_entries(earlier)
+    folder = ckpt.step_dir(run, 4)
+    with pytest.raises(ckpt.CheckpointWriteError, match="No space left.*partial files were removed"):
+        ckpt.save_checkpoint(_DiskFullEngine(), folder, {"step": 4}, LocalContext(run))
+    assert not folder.exists()  # the space it took is free again for the re-run
+    assert ckpt.file_entries(earlier) == before and ckpt.resume_point(run) == earlier
+
+
+def test_a_failed_save_never_removes_a_folder_it_did_not_create(tmp_path):
+    folder = tmp_path / "staging"  # e.g. a folder given to the save, with someone's file in it
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(ckpt.CheckpointWriteError, match="stays incomplete"):
+        ckpt.save_checkpoint(_DiskFullEngine(), folder, {"step": 4}, LocalContext(tmp_path))
+    assert (folder / "notes.txt").read_text() == "keep me"
