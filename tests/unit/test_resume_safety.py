@@ -287,6 +287,26 @@ def test_ray_driver_takes_the_lock_and_checks_the_run_folder_before_ray_starts(t
     assert not ray.is_initialized()
 
 
+def test_ray_driver_removes_the_users_scratch_a_killed_run_left_and_nothing_else(tmp_path):
+    import ray
+
+    from metarec_dist.runtime.ray_launcher import train_on_ray
+
+    run = tmp_path / "r"
+    scratch = run / ".users-k1ll3d"  # what a run killed with kill -9 leaves: a copy of its users
+    (scratch / "users").mkdir(parents=True)
+    (scratch / "users" / "part-0.parquet").write_bytes(b"x" * 100)
+    (run / ".users-notes.txt").write_text("keep me")  # the prefix, but a file metarec never writes
+    (run / ckpt.ray_checkpoint_name(2)).mkdir()  # stops the run before Ray starts
+    with RunLock(run), pytest.raises(ValueError, match="in use by another metarec run"):
+        train_on_ray(_ray_cfg(tmp_path))
+    assert scratch.is_dir()  # a live run's scratch (it holds the lock) is never touched
+    with pytest.raises(ValueError, match="none is complete"):
+        train_on_ray(_ray_cfg(tmp_path))
+    assert not scratch.exists() and (run / ".users-notes.txt").read_text() == "keep me"
+    assert (run / ckpt.ray_checkpoint_name(2)).is_dir() and not ray.is_initialized()
+
+
 def test_ray_driver_names_shape_changes_and_prints_other_changes(tmp_path, caplog):
     from metarec_dist.metrics.redact import redact
     from metarec_dist.runtime.ray_launcher import check_resume, for_workers
