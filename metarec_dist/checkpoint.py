@@ -282,28 +282,39 @@ def find_checkpoint(path: Path) -> Path:
 
 
 def read_newest(path: Path, resolve: Callable[[Path], Path], read: Callable[[Path], T], tries: int = 3) -> T:
-    """``read(resolve(path))`` while a run may be training in ``path``: it prunes its old checkpoints
-    (``checkpoint.keep``), so the checkpoint chosen can be deleted under the read, which then fails on a
-    missing file. Prune removes the manifest first, so a failed read of a checkpoint whose manifest was
-    there before and is gone now is that, not damage: for a run folder, read its newest complete checkpoint
-    again; for a checkpoint named by the user, say it was deleted."""
+    """``read(resolve(path))`` while a run may be training in ``path``: it deletes its old checkpoints
+    (``checkpoint.keep``; Ray Train's ``num_to_keep``), so the checkpoint chosen can go under the read,
+    which then fails on a missing file. For a run folder whose newest complete checkpoint has changed
+    since, that is no damage: read the new one. For a checkpoint named by the user whose manifest has gone
+    (our prune removes it first), say it was deleted. Any other failure is reported as it is."""
     path = Path(path).expanduser()
-    for attempt in itertools.count(1):
+    for attempt in range(1, tries + 1):
         folder = resolve(path)
         had_manifest = (folder / MANIFEST).is_file()
         try:
             return read(folder)
         except Exception:
-            if not had_manifest or (folder / MANIFEST).is_file():
-                raise  # the checkpoint's own failure (damage, a mistake): reported as it is
-            if folder.resolve() == path.resolve() or attempt >= tries:
-                raise UserError(
-                    f"checkpoint {folder} was deleted while it was read (a run training in its run folder "
-                    "deletes checkpoints beyond checkpoint.keep); read the run folder to get its newest "
-                    "checkpoint, or try again"
-                ) from None
-            log.warning("checkpoint %s was deleted while it was read (pruned); reading the newest", folder)
-    raise AssertionError("unreachable")
+            if not had_manifest:  # an export, an incomplete checkpoint: not one a run deletes
+                raise
+            if folder.resolve() != path.resolve() and attempt < tries and _newer_than(path, resolve, folder):
+                log.warning("checkpoint %s was deleted while it was read; reading the newest one", folder)
+                continue
+            if (folder / MANIFEST).is_file():
+                raise  # the checkpoint's own failure (damage, a mistake)
+            raise UserError(
+                f"checkpoint {folder} was deleted while it was read (a run training in its run folder "
+                "deletes checkpoints beyond checkpoint.keep); read the run folder to get its newest "
+                "checkpoint, or try again"
+            ) from None
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _newer_than(path: Path, resolve: Callable[[Path], Path], folder: Path) -> bool:
+    """Whether ``path`` (a run folder) now resolves to another checkpoint than ``folder``."""
+    try:
+        return resolve(path) != folder
+    except Exception:  # no complete checkpoint left, ...: the first failure is the one to report
+        return False
 
 
 def latest_complete(run_dir: Path) -> Path | None:

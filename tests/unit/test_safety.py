@@ -122,39 +122,44 @@ def test_export_out_at_a_file_is_a_clear_error(run, tmp_path, capsys):
     assert target.read_text() == "keep me"
 
 
-def _pruned_during_the_first_read(run: Path, live: Path, monkeypatch) -> Path:
-    """``live``: a copy of ``run`` whose checkpoint (returned) is pruned, as a run training there does (a
-    newer checkpoint saved, then ``checkpoint.keep=1``), while the first export of it reads its shards."""
+def _pruned_during_the_first_read(run: Path, live: Path, monkeypatch, how: str = "prune") -> Path:
+    """``live``: a copy of ``run`` whose checkpoint (returned) is deleted, as a run training there does (a
+    newer checkpoint saved, then the old one deleted), while the first export of it reads its shards.
+    ``how``: "prune", ours (the manifest first); "ray", Ray Train's (a shard goes, the manifest stays)."""
     from metarec_dist import checkpoint as ckpt
     from metarec_dist.runtime import export as runtime_export
 
     shutil.copytree(run, live)
     old = find_checkpoint(live)
     real = runtime_export.consolidated_state_dict
+    newer = old.with_name(f"step_{int(old.name.split('_')[1]) + 1:06d}")
 
     def prune_first(engine_dir):
-        if old.exists():
-            shutil.copytree(old, old.with_name(f"step_{int(old.name.split('_')[1]) + 1:06d}"))
-            ckpt.prune(live, keep=1)
+        if not newer.exists():
+            shutil.copytree(old, newer)
+            if how == "prune":
+                ckpt.prune(live, keep=1)
+            else:
+                shutil.rmtree(old / "engine")
         return real(engine_dir)
 
     monkeypatch.setattr(runtime_export, "consolidated_state_dict", prune_first)
     return old
 
 
-@pytest.mark.parametrize("command", ["export", "recommend"])
+@pytest.mark.parametrize(("command", "how"), [("export", "prune"), ("recommend", "prune"), ("export", "ray")])
 def test_a_run_folder_whose_checkpoint_is_pruned_while_read_reads_the_newest(
-    run, tmp_path, capsys, monkeypatch, caplog, command
+    run, tmp_path, capsys, monkeypatch, caplog, command, how
 ):
     live = tmp_path / "live"
-    old = _pruned_during_the_first_read(run, live, monkeypatch)
+    old = _pruned_during_the_first_read(run, live, monkeypatch, how)
     argv = {
         "export": ["export", "--checkpoint", str(live), "--out", str(tmp_path / "out")],
         "recommend": ["recommend", "--checkpoint", str(live), "--items", "1", "--k", "2"],
     }[command]
     with caplog.at_level("WARNING", logger="metarec"):
         assert main(argv) == 0, capsys.readouterr().err
-    assert not old.exists() and f"checkpoint {old} was deleted while it was read" in caplog.text
+    assert not (old / "engine").exists() and f"checkpoint {old} was deleted while it was read" in caplog.text
     if command == "export":
         assert {p.name for p in (tmp_path / "out").iterdir()} == EXPORT_FILES
 
