@@ -108,6 +108,12 @@ def step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:06d}"
 
 
+def checkpoint_step(name: str) -> int | None:
+    """The meta-step of a checkpoint folder's name in either layout; None for any other name."""
+    m = _STEP_DIR.match(name) or _RAY_STEP_DIR.match(name)
+    return int(m[1]) if m else None
+
+
 def ray_checkpoint_name(step: int) -> str:
     """The folder Ray Train stores a reported checkpoint under, next to its own files in the run folder."""
     return f"checkpoint_step_{step:06d}"

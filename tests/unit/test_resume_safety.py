@@ -307,6 +307,29 @@ def test_ray_driver_removes_the_users_scratch_a_killed_run_left_and_nothing_else
     assert (run / ckpt.ray_checkpoint_name(2)).is_dir() and not ray.is_initialized()
 
 
+@pytest.mark.parametrize(("ray_step", "resumed"), [(30, "run folder's"), (50, "ray's"), (40, "ray's")])
+def test_ray_workers_resume_from_the_newer_of_rays_record_and_the_run_folder(
+    tmp_path, monkeypatch, caplog, ray_step, resumed
+):
+    """A run killed with kill -9 leaves Ray's record of its checkpoints (restored by the next run of the
+    same name) behind the run folder; after a failover within a run, Ray's is the newer one."""
+    import ray.train
+
+    from metarec_dist.runtime.ray_worker import RayContext
+
+    run = tmp_path / "r"
+    newest = _complete(run / ckpt.ray_checkpoint_name(40))  # what the driver found and said it resumes
+    rays = run / ckpt.ray_checkpoint_name(ray_step)
+    if not rays.exists():
+        _complete(rays)
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(str(rays)))
+    ctx = RayContext.__new__(RayContext)  # a worker's context, without a Ray Train worker around it
+    ctx.run_dir, ctx.resume_from = run, newest
+    with caplog.at_level(logging.WARNING, logger="metarec"), ctx.resume_dir() as folder:
+        assert folder == (rays if resumed == "ray's" else newest)
+    assert ("is older than the run folder's newest complete one" in caplog.text) == (ray_step < 40)
+
+
 def test_ray_driver_names_shape_changes_and_prints_other_changes(tmp_path, caplog):
     from metarec_dist.metrics.redact import redact
     from metarec_dist.runtime.ray_launcher import check_resume, for_workers
