@@ -17,7 +17,8 @@ and the engines load their own files with ``weights_only`` where they can.
 
 Safety rules, each kept by tests/integration/test_faults.py:
 - a run folder with checkpoint folders of which none is complete is an error, never a fresh start;
-- an existing step folder is never written over: it is moved aside (``<name>.old-1``) and named;
+- an existing step folder is never written over: it is moved aside (``<name>.old-1``) and named; pruning
+  deletes it with the old checkpoints only when it is incomplete (an interrupted save);
 - ``checkpoint.resume=false`` on a run folder that has checkpoints is refused (use a new run name);
 - one run at a time holds a run folder (``metarec_dist.run_folder.RunLock``).
 """
@@ -54,6 +55,7 @@ MANIFEST = "manifest.json"
 CLIENT_STATE = "client_state.json"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 _RAY_STEP_DIR = re.compile(r"^checkpoint_step_(\d{6,})$")
+_MOVED_ASIDE = re.compile(r"^(?:checkpoint_)?step_\d{6,}\.old-\d+$")
 
 # Settings that change parameter shapes or the checkpoint's file layout: a resume across them cannot load.
 # Parameters an algorithm owns (Meta-SGD's rates) are caught by comparing parameter shapes instead.
@@ -382,19 +384,41 @@ def move_aside(folder: Path) -> Path | None:
 
 
 def prune(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those. The
-    manifest goes first, so a folder that cannot be removed whole is left incomplete, never half-complete."""
+    """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those,
+    moved-aside ones (``<name>.old-<k>``: an interrupted save, one per kill) included. The manifest goes
+    first, so a folder that cannot be removed whole is left incomplete, never half-complete. A moved-aside
+    folder that is complete is never deleted."""
     ckpts = list_checkpoints(run_dir)
     complete = [p for p in ckpts if (p / MANIFEST).is_file()]
     keep_set = set(complete[-keep:])
     newest_kept = min(keep_set, key=lambda p: p.name) if keep_set else None
     for p in ckpts:
         if p not in keep_set and (newest_kept is None or p.name < newest_kept.name):
-            try:
-                (p / MANIFEST).unlink(missing_ok=True)
-                shutil.rmtree(p)
-            except OSError as exc:
-                log.warning("could not delete old checkpoint %s (%s); left in place", p, exc)
+            _delete_checkpoint(p)
+    if newest_kept is None:
+        return
+    kept_from = checkpoint_step(newest_kept.name) or 0
+    for p in _moved_aside(run_dir):
+        step = checkpoint_step(p.name.split(".old-")[0]) or 0
+        if step < kept_from and not (p / MANIFEST).exists():
+            _delete_checkpoint(p)
+
+
+def _moved_aside(run_dir: Path) -> list[Path]:
+    """The folders :func:`move_aside` renamed, in either layout."""
+    found = []
+    for root in (Path(run_dir) / "checkpoints", Path(run_dir)):
+        if root.is_dir():
+            found += [p for p in root.iterdir() if _MOVED_ASIDE.match(p.name) and p.is_dir()]
+    return found
+
+
+def _delete_checkpoint(p: Path) -> None:
+    try:
+        (p / MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(p)
+    except OSError as exc:
+        log.warning("could not delete old checkpoint %s (%s); left in place", p, exc)
 
 
 # ------------------------------------------------------------------------------------------ config on resume

@@ -65,6 +65,24 @@ def test_an_existing_step_folder_is_moved_aside_not_overwritten(tmp_path):
     assert ckpt.list_checkpoints(tmp_path) == []  # moved-aside folders are never resumed or pruned
 
 
+def test_pruning_deletes_interrupted_saves_moved_aside_but_never_a_complete_one(tmp_path):
+    """Each kill during a save leaves a partial folder that the next save of that step moves aside: pruned
+    with the old checkpoints, they do not pile up one per kill."""
+    run = tmp_path / "run"
+    root = run / "checkpoints"
+    partial = root / "step_000004.old-1"  # no manifest: an interrupted save
+    (partial / "engine").mkdir(parents=True)
+    complete_aside = _complete(root / "step_000004.old-2")
+    recent_partial = root / "step_000010.old-1"  # newer than the oldest kept: kept for now
+    recent_partial.mkdir()
+    for step in (4, 6, 8, 10):
+        _complete(ckpt.step_dir(run, step))
+    ckpt.prune(run, keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_000008", "step_000010"]
+    assert not partial.exists() and recent_partial.is_dir()
+    assert (complete_aside / ckpt.MANIFEST).is_file()
+
+
 @pytest.mark.parametrize("text", ["{}", "not json", '{"step": 1, "world_size": 1, "files": {"../x": 1}}'])
 def test_a_garbage_manifest_names_the_file(tmp_path, text):
     (tmp_path / ckpt.MANIFEST).write_text(text)
