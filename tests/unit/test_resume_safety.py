@@ -129,6 +129,15 @@ def test_a_damaged_only_checkpoint_says_to_start_over_under_a_new_name(tmp_path)
         ckpt.verify(only)
 
 
+def test_a_file_where_the_checkpoints_go_is_an_error_before_training(tiny_cfg, synth_data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"checkpoints is a file, where this run keeps its checkpoints"):
+        _fit(tiny_cfg, synth_data, run)
+    assert (run / "checkpoints").read_text() == "not a folder"
+
+
 # ------------------------------------------------------------------------------------ run lock
 
 
