@@ -17,7 +17,8 @@ and the engines load their own files with ``weights_only`` where they can.
 
 Safety rules, each kept by tests/integration/test_faults.py:
 - a run folder with checkpoint folders of which none is complete is an error, never a fresh start;
-- an existing step folder is never written over: it is moved aside (``<name>.old-1``) and named;
+- an existing step folder is never written over: it is moved aside (``<name>.old-1``) and named; pruning
+  deletes it with the old checkpoints only when it is incomplete (an interrupted save);
 - ``checkpoint.resume=false`` on a run folder that has checkpoints is refused (use a new run name);
 - one run at a time holds a run folder (``metarec_dist.run_folder.RunLock``).
 """
@@ -35,9 +36,9 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from metarec_dist.errors import UserError
+from metarec_dist.errors import UserError, check_output_folder
 
 if TYPE_CHECKING:
     import torch
@@ -48,11 +49,13 @@ if TYPE_CHECKING:
     from metarec_dist.runtime.engine import TrainEngine
 
 log = logging.getLogger("metarec")
+T = TypeVar("T")
 
 MANIFEST = "manifest.json"
 CLIENT_STATE = "client_state.json"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 _RAY_STEP_DIR = re.compile(r"^checkpoint_step_(\d{6,})$")
+_MOVED_ASIDE = re.compile(r"^(?:checkpoint_)?step_\d{6,}\.old-\d+$")
 
 # Settings that change parameter shapes or the checkpoint's file layout: a resume across them cannot load.
 # Parameters an algorithm owns (Meta-SGD's rates) are caught by comparing parameter shapes instead.
@@ -105,6 +108,12 @@ class TensorStateful(Stateful, Protocol):
 
 def step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:06d}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The meta-step of a checkpoint folder's name in either layout; None for any other name."""
+    m = _STEP_DIR.match(name) or _RAY_STEP_DIR.match(name)
+    return int(m[1]) if m else None
 
 
 def ray_checkpoint_name(step: int) -> str:
@@ -182,22 +191,26 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not mpath.is_file():
         raise UserError(f"checkpoint {folder} is incomplete: no {MANIFEST} (was the save interrupted?)")
     damaged = f"{mpath} is damaged (not a metarec checkpoint manifest)"
+
+    def bad(detail: str) -> UserError:
+        return UserError(f"{damaged}: {detail}; {damaged_advice(Path(folder))}")
+
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{damaged}: {exc}") from None
+        raise bad(str(exc)) from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(
         isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
         for m in files.values()
     ):
-        raise UserError(f"{damaged}: expected a 'files' mapping of name -> size and sha256")
+        raise bad("expected a 'files' mapping of name -> size and sha256")
     for key in ("step", "world_size"):
         if not isinstance(manifest.get(key), int):
-            raise UserError(f"{damaged}: '{key}' is missing or not an integer")
+            raise bad(f"'{key}' is missing or not an integer")
     outside = [rel for rel in files if Path(rel).is_absolute() or ".." in Path(rel).parts]
     if outside:
-        raise UserError(f"{damaged}: {outside[0]!r} points outside the checkpoint")
+        raise bad(f"{outside[0]!r} points outside the checkpoint")
     return manifest
 
 
@@ -208,15 +221,36 @@ def verify(folder: Path) -> dict[str, Any]:
     for rel, meta in manifest["files"].items():
         p = folder / rel
         if not p.is_file():
-            raise UserError(f"checkpoint {folder}: shard {rel} is missing")
+            raise UserError(f"checkpoint {folder}: shard {rel} is missing; {damaged_advice(folder)}")
         if p.stat().st_size != meta["size"]:
             raise UserError(
                 f"checkpoint {folder}: shard {rel} is truncated or changed "
-                f"({p.stat().st_size} bytes, manifest says {meta['size']})"
+                f"({p.stat().st_size} bytes, manifest says {meta['size']}); {damaged_advice(folder)}"
             )
         if sha256_file(p) != meta["sha256"]:
-            raise UserError(f"checkpoint {folder}: shard {rel} fails its sha256 check")
+            raise UserError(
+                f"checkpoint {folder}: shard {rel} fails its sha256 check; {damaged_advice(folder)}"
+            )
     return manifest
+
+
+def damaged_advice(folder: Path) -> str:
+    """What to do about a damaged checkpoint: a run resumes (and a run folder exports) from its newest
+    complete checkpoint, so naming the damaged one is not enough: say how to fall back to the one before
+    (renamed, the damaged folder is no longer a checkpoint name, and nothing deletes it)."""
+    folder = Path(folder)
+    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    ckpts = list_checkpoints(run_dir)
+    if folder not in ckpts:  # a checkpoint copied out of its run: nothing to fall back to
+        return "restore the file from a copy, or export another checkpoint"
+    earlier = [p for p in ckpts[: ckpts.index(folder)] if (p / MANIFEST).is_file()]
+    rename = f"rename it (e.g. to {folder.name}.damaged)"
+    if not earlier:
+        return (
+            f"restore the file from a copy; it is the run's only complete checkpoint, so otherwise {rename} "
+            "and start the run over under a new name (--set runtime.run_name=NEW)"
+        )
+    return f"restore the file from a copy, or {rename} to use the previous complete checkpoint {earlier[-1]}"
 
 
 def read_client_state(folder: Path) -> dict[str, Any]:
@@ -253,6 +287,42 @@ def find_checkpoint(path: Path) -> Path:
     if latest is None:
         raise UserError(f"run folder {path}: no complete checkpoint (none has a {MANIFEST})")
     return latest
+
+
+def read_newest(path: Path, resolve: Callable[[Path], Path], read: Callable[[Path], T], tries: int = 3) -> T:
+    """``read(resolve(path))`` while a run may be training in ``path``: it deletes its old checkpoints
+    (``checkpoint.keep``; Ray Train's ``num_to_keep``), so the checkpoint chosen can go under the read,
+    which then fails on a missing file. For a run folder whose newest complete checkpoint has changed
+    since, that is no damage: read the new one. For a checkpoint named by the user whose manifest has gone
+    (our prune removes it first), say it was deleted. Any other failure is reported as it is."""
+    path = Path(path).expanduser()
+    for attempt in range(1, tries + 1):
+        folder = resolve(path)
+        had_manifest = (folder / MANIFEST).is_file()
+        try:
+            return read(folder)
+        except Exception:
+            if not had_manifest:  # an export, an incomplete checkpoint: not one a run deletes
+                raise
+            if folder.resolve() != path.resolve() and attempt < tries and _newer_than(path, resolve, folder):
+                log.warning("checkpoint %s was deleted while it was read; reading the newest one", folder)
+                continue
+            if (folder / MANIFEST).is_file():
+                raise  # the checkpoint's own failure (damage, a mistake)
+            raise UserError(
+                f"checkpoint {folder} was deleted while it was read (a run training in its run folder "
+                "deletes checkpoints beyond checkpoint.keep); read the run folder to get its newest "
+                "checkpoint, or try again"
+            ) from None
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _newer_than(path: Path, resolve: Callable[[Path], Path], folder: Path) -> bool:
+    """Whether ``path`` (a run folder) now resolves to another checkpoint than ``folder``."""
+    try:
+        return resolve(path) != folder
+    except Exception:  # no complete checkpoint left, ...: the first failure is the one to report
+        return False
 
 
 def latest_complete(run_dir: Path) -> Path | None:
@@ -314,19 +384,41 @@ def move_aside(folder: Path) -> Path | None:
 
 
 def prune(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those. The
-    manifest goes first, so a folder that cannot be removed whole is left incomplete, never half-complete."""
+    """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those,
+    moved-aside ones (``<name>.old-<k>``: an interrupted save, one per kill) included. The manifest goes
+    first, so a folder that cannot be removed whole is left incomplete, never half-complete. A moved-aside
+    folder that is complete is never deleted."""
     ckpts = list_checkpoints(run_dir)
     complete = [p for p in ckpts if (p / MANIFEST).is_file()]
     keep_set = set(complete[-keep:])
     newest_kept = min(keep_set, key=lambda p: p.name) if keep_set else None
     for p in ckpts:
         if p not in keep_set and (newest_kept is None or p.name < newest_kept.name):
-            try:
-                (p / MANIFEST).unlink(missing_ok=True)
-                shutil.rmtree(p)
-            except OSError as exc:
-                log.warning("could not delete old checkpoint %s (%s); left in place", p, exc)
+            _delete_checkpoint(p)
+    if newest_kept is None:
+        return
+    kept_from = checkpoint_step(newest_kept.name) or 0
+    for p in _moved_aside(run_dir):
+        step = checkpoint_step(p.name.split(".old-")[0]) or 0
+        if step < kept_from and not (p / MANIFEST).exists():
+            _delete_checkpoint(p)
+
+
+def _moved_aside(run_dir: Path) -> list[Path]:
+    """The folders :func:`move_aside` renamed, in either layout."""
+    found = []
+    for root in (Path(run_dir) / "checkpoints", Path(run_dir)):
+        if root.is_dir():
+            found += [p for p in root.iterdir() if _MOVED_ASIDE.match(p.name) and p.is_dir()]
+    return found
+
+
+def _delete_checkpoint(p: Path) -> None:
+    try:
+        (p / MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(p)
+    except OSError as exc:
+        log.warning("could not delete old checkpoint %s (%s); left in place", p, exc)
 
 
 # ------------------------------------------------------------------------------------------ config on resume
@@ -422,6 +514,8 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    # One process writing a folder it creates here may remove it if the save fails (never one it found).
+    own = ctx.world_size == 1 and not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         engine.save_checkpoint(str(folder / "engine"), tag="state")
@@ -433,9 +527,10 @@ def save_checkpoint(
                     save_file(state, str(folder / f"{name}.safetensors"))
     # torch's zip writer reports a failed write as a RuntimeError, safetensors as its own error type
     except (OSError, RuntimeError, SafetensorError) as exc:
+        left = _drop_partial(folder) if own else "The checkpoint stays incomplete and is never resumed from"
         raise CheckpointWriteError(
             f"could not write checkpoint {folder}: {exc} (full disk, read-only or removed folder?). "
-            "The checkpoint stays incomplete and is never resumed from; earlier checkpoints are untouched"
+            f"{left}; earlier checkpoints are untouched"
         ) from exc
     ctx.barrier()
     merged: dict[str, dict[str, Any]] = {}
@@ -447,6 +542,15 @@ def save_checkpoint(
         except OSError as exc:
             raise CheckpointWriteError(f"could not write {folder / MANIFEST}: {exc}") from exc
     ctx.barrier()
+
+
+def _drop_partial(folder: Path) -> str:
+    """Remove the partial checkpoint a failed save left (a full disk stays full with it, and a re-run would
+    only move it aside and keep it); what became of it, for the error."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        return "Its partial files could not all be removed; it is incomplete and never resumed from"
+    return "Its partial files were removed"
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor] | None:
@@ -692,6 +796,9 @@ def _check_export_target(checkpoint_dir: Path, out_dir: Path, overwrite: bool) -
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"export --out {out_dir}: {parent} is a file, not a folder")
+    # The export is written beside --out and renamed: its folder must be writable (checked before the slow
+    # consolidation; otherwise the error names a temp folder, after it).
+    check_output_folder(out.parent, f"export --out {out_dir}: folder")
     if out_dir.is_symlink():  # replaced, it would be the link that goes, not the folder it names
         raise UserError(f"export --out {out_dir}: is a symbolic link; give the folder it points to")
     if not out_dir.exists():

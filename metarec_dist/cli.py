@@ -179,11 +179,16 @@ def _submit(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from metarec_dist.checkpoint import export, export_source
+    from metarec_dist.checkpoint import export, export_source, read_newest
     from metarec_dist.eval.fusion import add_fusion
 
     finish = partial(add_fusion, fuse=args.fuse, weight=args.fuse_weight)
-    out = export(export_source(Path(args.checkpoint)), Path(args.out), args.overwrite, finish)
+    # A run folder may be training meanwhile and prune the checkpoint being exported: read_newest retries.
+    out = read_newest(
+        Path(args.checkpoint),
+        export_source,
+        lambda folder: export(folder, Path(args.out), args.overwrite, finish),
+    )
     print(_export_summary(out))
     return 0
 

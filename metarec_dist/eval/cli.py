@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -236,6 +237,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1 (evaluation processes), got {args.workers}")
     if args.batch_users is not None and args.batch_users < 1:
         raise ValueError(f"--batch-users must be >= 1, got {args.batch_users}")
+    if args.json:  # an output that cannot be written fails now, not after the whole evaluation
+        check_json_target(args.json)
     if args.baseline:  # a wrong path fails now, not after the first model's whole evaluation
         from metarec_dist.eval.loading import resolve_checkpoint
 
@@ -246,6 +249,16 @@ def evaluate_main(args: argparse.Namespace) -> int:
         from metarec_dist.eval.distributed import close_runners
 
         close_runners()
+
+
+def check_json_target(path: str) -> None:
+    """``--json``: a file that can be written (its missing folders are created when it is written)."""
+    from metarec_dist.errors import UserError, check_output_folder
+
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise UserError(f"--json {target}: is a folder; give a file name")
+    check_output_folder(target.parent, f"--json {target}: folder")
 
 
 def _evaluate(args: argparse.Namespace) -> int:

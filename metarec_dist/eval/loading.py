@@ -57,9 +57,13 @@ def resolve_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
 def load_model(path: str | Path, flag: str = "--checkpoint") -> LoadedModel:
     """The model in eval mode; a training checkpoint is exported on the fly into a temp folder. ``flag``:
     the option that gave ``path``, for the error when it is no model."""
+    # A run folder may be training meanwhile and prune the checkpoint being read: read_newest retries.
+    return ckpt.read_newest(Path(path), lambda p: resolve_checkpoint(p, flag), _load_folder)
+
+
+def _load_folder(folder: Path) -> LoadedModel:
     from metarec_dist.eval.fusion import load_fusion
 
-    folder = resolve_checkpoint(path, flag)
     if (folder / ckpt.EXPORT_CONFIG).is_file():
         model, cfg, meta, state = ckpt.load_exported(folder)
         fusion = load_fusion(folder, meta)

@@ -124,5 +124,16 @@ class LocalContext(WorkerContext):
     @contextlib.contextmanager
     def resume_dir(self, resume: bool = True) -> Iterator[Path | None]:
         from metarec_dist.checkpoint import resume_point
+        from metarec_dist.errors import UserError
 
-        yield None if self.run_dir is None else resume_point(self.run_dir, resume)
+        if self.run_dir is None:
+            yield None
+            return
+        # Checked before training: otherwise the run trains from step 0 and stops at its first save.
+        root = self.run_dir / "checkpoints"
+        if root.exists() and not root.is_dir():
+            raise UserError(
+                f"{root} is a file, where this run keeps its checkpoints: move it away, or start the run "
+                "under a new name (--set runtime.run_name=NEW)"
+            )
+        yield resume_point(self.run_dir, resume)

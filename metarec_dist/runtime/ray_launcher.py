@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -341,8 +342,26 @@ def _train_on_ray(cfg: Config, verbose: bool) -> dict[str, Any]:
 
     # Data that is not cached (synthetic, Hub, data.cache=false) is written as Parquet files into a
     # temporary folder inside the run folder, which the workers can read; removed when the run ends.
-    with tempfile.TemporaryDirectory(prefix=".users-", dir=local_run_dir(cfg.runtime)) as scratch:
+    run_dir = local_run_dir(cfg.runtime)
+    if run_dir is not None:
+        remove_stale_scratch(run_dir)
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=run_dir) as scratch:
         return _fit_on_ray(cfg, verbose, Path(scratch))
+
+
+SCRATCH_PREFIX = ".users-"
+
+
+def remove_stale_scratch(run_dir: Path) -> None:
+    """Remove the users' scratch folders a killed run left in ``run_dir`` (kill -9, a lost node: no cleanup
+    ran); a copy of the data set each, they would pile up with every kill. Called under the run folder's
+    lock, so none is a live run's; only folders of metarec's own prefix are touched."""
+    if not run_dir.is_dir():
+        return
+    for folder in run_dir.iterdir():
+        if folder.name.startswith(SCRATCH_PREFIX) and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed %s, left by a run that was killed", folder)
 
 
 def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:

@@ -90,8 +90,11 @@ class RayContext(WorkerContext):
     def resume_dir(self, resume: bool = True) -> Iterator[Path | None]:
         """Ray Train's latest registered checkpoint (it knows which ones every rank finished): this run's own
         after a failover, resumed whatever ``resume`` says, or a previous run's (the driver has refused
-        ``resume=false`` over existing checkpoints). Without a complete one, the checkpoint the driver
-        found, so checkpoints Ray has lost track of are never trained over."""
+        ``resume=false`` over existing checkpoints). The checkpoint the driver found instead when Ray's has
+        no manifest, or is older: Ray restores a previous run's record of its checkpoints
+        (``checkpoint_manager_snapshot.json``), which lags behind the run folder when that run was killed
+        (its last reports never registered); resuming from it would redo those steps and move their
+        complete checkpoints aside. So checkpoints Ray has lost track of are never trained over."""
         import ray.train
 
         from metarec_dist.checkpoint import MANIFEST
@@ -101,16 +104,23 @@ class RayContext(WorkerContext):
             yield self.resume_from
             return
         with checkpoint.as_directory() as folder:
-            if (Path(folder) / MANIFEST).is_file() or self.resume_from is None:
+            stale = _older(checkpoint.path, self.resume_from)
+            if ((Path(folder) / MANIFEST).is_file() and not stale) or self.resume_from is None:
                 yield Path(folder)  # without a manifest, loading it names what is missing
                 return
-        log.warning(
-            "Ray's latest checkpoint %s has no %s; resuming from %s",
-            checkpoint.path,
-            MANIFEST,
-            self.resume_from,
-        )
+        why = "is older than the run folder's newest complete one" if stale else f"has no {MANIFEST}"
+        log.warning("Ray's latest checkpoint %s %s; resuming from %s", checkpoint.path, why, self.resume_from)
         yield self.resume_from
+
+
+def _older(ray_path: str, found: Path | None) -> bool:
+    """Whether Ray's checkpoint (its storage path) has an older step than ``found``, the driver's."""
+    from metarec_dist.checkpoint import checkpoint_step
+
+    if found is None:
+        return False
+    ray_step, found_step = checkpoint_step(Path(ray_path).name), checkpoint_step(found.name)
+    return ray_step is not None and found_step is not None and ray_step < found_step
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -216,6 +216,15 @@ def check_port_free(host: str, port: int) -> None:
             raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
 
 
+def check_loads(checkpoint: str, fuse: bool) -> None:
+    """Load the model once here, as every replica will: a damaged export (a truncated model.safetensors,
+    a broken config) is then the replica's one-line ``UserError`` now, not Ray Serve's "Deploying
+    application metarec failed" traceback that, with the workers' logs quiet, does not say why."""
+    from metarec_dist.eval.recommend import Recommender
+
+    Recommender.load(checkpoint, fuse=fuse)  # dropped at once: the replicas hold their own copies
+
+
 def serve_model(
     checkpoint: str,
     host: str = "127.0.0.1",
@@ -243,6 +252,7 @@ def serve_model(
     from metarec_dist.eval.loading import resolve_checkpoint
 
     checkpoint = str(resolve_checkpoint(checkpoint).resolve())
+    check_loads(checkpoint, fuse)
     for key, value in SERVE_ENV.items():
         os.environ.setdefault(key, value)
     from ray import serve

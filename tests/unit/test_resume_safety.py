@@ -65,11 +65,77 @@ def test_an_existing_step_folder_is_moved_aside_not_overwritten(tmp_path):
     assert ckpt.list_checkpoints(tmp_path) == []  # moved-aside folders are never resumed or pruned
 
 
+def test_pruning_deletes_interrupted_saves_moved_aside_but_never_a_complete_one(tmp_path):
+    """Each kill during a save leaves a partial folder that the next save of that step moves aside: pruned
+    with the old checkpoints, they do not pile up one per kill."""
+    run = tmp_path / "run"
+    root = run / "checkpoints"
+    partial = root / "step_000004.old-1"  # no manifest: an interrupted save
+    (partial / "engine").mkdir(parents=True)
+    complete_aside = _complete(root / "step_000004.old-2")
+    recent_partial = root / "step_000010.old-1"  # newer than the oldest kept: kept for now
+    recent_partial.mkdir()
+    for step in (4, 6, 8, 10):
+        _complete(ckpt.step_dir(run, step))
+    ckpt.prune(run, keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_000008", "step_000010"]
+    assert not partial.exists() and recent_partial.is_dir()
+    assert (complete_aside / ckpt.MANIFEST).is_file()
+
+
 @pytest.mark.parametrize("text", ["{}", "not json", '{"step": 1, "world_size": 1, "files": {"../x": 1}}'])
 def test_a_garbage_manifest_names_the_file(tmp_path, text):
     (tmp_path / ckpt.MANIFEST).write_text(text)
     with pytest.raises(ValueError, match=str(tmp_path / ckpt.MANIFEST)):
         ckpt.verify(tmp_path)
+
+
+def _with_shard(folder):
+    """A complete checkpoint holding one real file, checked by its manifest."""
+    (folder / "engine").mkdir(parents=True)
+    (folder / "engine" / "model.safetensors").write_bytes(b"x" * 100)
+    ckpt.write_manifest(folder, 1, 1, ckpt.file_entries(folder))
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "manifest"])
+def test_a_damaged_newest_checkpoint_says_how_to_fall_back_to_the_previous_one(tmp_path, damage):
+    run = tmp_path / "run"
+    previous = _with_shard(run / "checkpoints" / "step_000002")
+    newest = _with_shard(run / "checkpoints" / "step_000004")
+    shard = newest / "engine" / "model.safetensors"
+    if damage == "truncate":
+        shard.write_bytes(b"x" * 10)
+    elif damage == "delete":
+        shard.unlink()
+    else:
+        (newest / ckpt.MANIFEST).write_text("{")
+    assert ckpt.resume_point(run) == newest  # the damage is only seen when it is read
+    with pytest.raises(ValueError) as err:
+        ckpt.verify(newest)
+    assert (
+        f"rename it (e.g. to step_000004.damaged) to use the previous complete checkpoint {previous}"
+        in str(err.value)
+    )
+    # Doing what it says resumes from the previous checkpoint, and the damaged one is kept.
+    newest.rename(newest.with_name("step_000004.damaged"))
+    assert ckpt.resume_point(run) == previous and ckpt.verify(previous)["step"] == 1
+
+
+def test_a_damaged_only_checkpoint_says_to_start_over_under_a_new_name(tmp_path):
+    only = _with_shard(tmp_path / "run" / "checkpoints" / "step_000002")
+    (only / "engine" / "model.safetensors").write_bytes(b"y" * 100)  # same size, other bytes
+    with pytest.raises(ValueError, match=r"sha256.*only complete checkpoint.*runtime\.run_name=NEW"):
+        ckpt.verify(only)
+
+
+def test_a_file_where_the_checkpoints_go_is_an_error_before_training(tiny_cfg, synth_data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"checkpoints is a file, where this run keeps its checkpoints"):
+        _fit(tiny_cfg, synth_data, run)
+    assert (run / "checkpoints").read_text() == "not a folder"
 
 
 # ------------------------------------------------------------------------------------ run lock
@@ -248,6 +314,49 @@ def test_ray_driver_takes_the_lock_and_checks_the_run_folder_before_ray_starts(t
     assert not ray.is_initialized()
 
 
+def test_ray_driver_removes_the_users_scratch_a_killed_run_left_and_nothing_else(tmp_path):
+    import ray
+
+    from metarec_dist.runtime.ray_launcher import train_on_ray
+
+    run = tmp_path / "r"
+    scratch = run / ".users-k1ll3d"  # what a run killed with kill -9 leaves: a copy of its users
+    (scratch / "users").mkdir(parents=True)
+    (scratch / "users" / "part-0.parquet").write_bytes(b"x" * 100)
+    (run / ".users-notes.txt").write_text("keep me")  # the prefix, but a file metarec never writes
+    (run / ckpt.ray_checkpoint_name(2)).mkdir()  # stops the run before Ray starts
+    with RunLock(run), pytest.raises(ValueError, match="in use by another metarec run"):
+        train_on_ray(_ray_cfg(tmp_path))
+    assert scratch.is_dir()  # a live run's scratch (it holds the lock) is never touched
+    with pytest.raises(ValueError, match="none is complete"):
+        train_on_ray(_ray_cfg(tmp_path))
+    assert not scratch.exists() and (run / ".users-notes.txt").read_text() == "keep me"
+    assert (run / ckpt.ray_checkpoint_name(2)).is_dir() and not ray.is_initialized()
+
+
+@pytest.mark.parametrize(("ray_step", "resumed"), [(30, "run folder's"), (50, "ray's"), (40, "ray's")])
+def test_ray_workers_resume_from_the_newer_of_rays_record_and_the_run_folder(
+    tmp_path, monkeypatch, caplog, ray_step, resumed
+):
+    """A run killed with kill -9 leaves Ray's record of its checkpoints (restored by the next run of the
+    same name) behind the run folder; after a failover within a run, Ray's is the newer one."""
+    import ray.train
+
+    from metarec_dist.runtime.ray_worker import RayContext
+
+    run = tmp_path / "r"
+    newest = _complete(run / ckpt.ray_checkpoint_name(40))  # what the driver found and said it resumes
+    rays = run / ckpt.ray_checkpoint_name(ray_step)
+    if not rays.exists():
+        _complete(rays)
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(str(rays)))
+    ctx = RayContext.__new__(RayContext)  # a worker's context, without a Ray Train worker around it
+    ctx.run_dir, ctx.resume_from = run, newest
+    with caplog.at_level(logging.WARNING, logger="metarec"), ctx.resume_dir() as folder:
+        assert folder == (rays if resumed == "ray's" else newest)
+    assert ("is older than the run folder's newest complete one" in caplog.text) == (ray_step < 40)
+
+
 def test_ray_driver_names_shape_changes_and_prints_other_changes(tmp_path, caplog):
     from metarec_dist.metrics.redact import redact
     from metarec_dist.runtime.ray_launcher import check_resume, for_workers
@@ -319,3 +428,33 @@ def test_ray_driver_refuses_another_number_of_workers_before_ray_starts(tmp_path
     ):
         check_resume(for_workers(_ray_cfg(tmp_path)), 40)
     assert check_resume(saved, 40) == folder
+
+
+class _DiskFullEngine:
+    """Writes part of its shard, then finds the disk full (as a real save does at the first byte too many)."""
+
+    def save_checkpoint(self, path: str, tag: str) -> None:
+        os.makedirs(f"{path}/{tag}")
+        with open(f"{path}/{tag}/model.safetensors", "wb") as f:
+            f.write(b"x" * 1000)
+        raise OSError(28, "No space left on device")
+
+
+def test_a_save_that_fails_on_a_full_disk_removes_its_partial_files(tmp_path):
+    run = tmp_path / "run"
+    earlier = _with_shard(run / "checkpoints" / "step_000002")
+    before = ckpt.file_entries(earlier)
+    folder = ckpt.step_dir(run, 4)
+    with pytest.raises(ckpt.CheckpointWriteError, match="No space left.*partial files were removed"):
+        ckpt.save_checkpoint(_DiskFullEngine(), folder, {"step": 4}, LocalContext(run))
+    assert not folder.exists()  # the space it took is free again for the re-run
+    assert ckpt.file_entries(earlier) == before and ckpt.resume_point(run) == earlier
+
+
+def test_a_failed_save_never_removes_a_folder_it_did_not_create(tmp_path):
+    folder = tmp_path / "staging"  # e.g. a folder given to the save, with someone's file in it
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(ckpt.CheckpointWriteError, match="stays incomplete"):
+        ckpt.save_checkpoint(_DiskFullEngine(), folder, {"step": 4}, LocalContext(tmp_path))
+    assert (folder / "notes.txt").read_text() == "keep me"

@@ -122,6 +122,55 @@ def test_export_out_at_a_file_is_a_clear_error(run, tmp_path, capsys):
     assert target.read_text() == "keep me"
 
 
+def _pruned_during_the_first_read(run: Path, live: Path, monkeypatch, how: str = "prune") -> Path:
+    """``live``: a copy of ``run`` whose checkpoint (returned) is deleted, as a run training there does (a
+    newer checkpoint saved, then the old one deleted), while the first export of it reads its shards.
+    ``how``: "prune", ours (the manifest first); "ray", Ray Train's (a shard goes, the manifest stays)."""
+    from metarec_dist import checkpoint as ckpt
+    from metarec_dist.runtime import export as runtime_export
+
+    shutil.copytree(run, live)
+    old = find_checkpoint(live)
+    real = runtime_export.consolidated_state_dict
+    newer = old.with_name(f"step_{int(old.name.split('_')[1]) + 1:06d}")
+
+    def prune_first(engine_dir):
+        if not newer.exists():
+            shutil.copytree(old, newer)
+            if how == "prune":
+                ckpt.prune(live, keep=1)
+            else:
+                shutil.rmtree(old / "engine")
+        return real(engine_dir)
+
+    monkeypatch.setattr(runtime_export, "consolidated_state_dict", prune_first)
+    return old
+
+
+@pytest.mark.parametrize(("command", "how"), [("export", "prune"), ("recommend", "prune"), ("export", "ray")])
+def test_a_run_folder_whose_checkpoint_is_pruned_while_read_reads_the_newest(
+    run, tmp_path, capsys, monkeypatch, caplog, command, how
+):
+    live = tmp_path / "live"
+    old = _pruned_during_the_first_read(run, live, monkeypatch, how)
+    argv = {
+        "export": ["export", "--checkpoint", str(live), "--out", str(tmp_path / "out")],
+        "recommend": ["recommend", "--checkpoint", str(live), "--items", "1", "--k", "2"],
+    }[command]
+    with caplog.at_level("WARNING", logger="metarec"):
+        assert main(argv) == 0, capsys.readouterr().err
+    assert not (old / "engine").exists() and f"checkpoint {old} was deleted while it was read" in caplog.text
+    if command == "export":
+        assert {p.name for p in (tmp_path / "out").iterdir()} == EXPORT_FILES
+
+
+def test_a_checkpoint_named_by_the_user_and_pruned_while_read_says_so(run, tmp_path, capsys, monkeypatch):
+    old = _pruned_during_the_first_read(run, tmp_path / "live", monkeypatch)
+    argv = ["export", "--checkpoint", str(old), "--out", str(tmp_path / "out")]
+    assert_fails(capsys, argv, f"checkpoint {old} was deleted while it was read", "read the run folder")
+    assert not (tmp_path / "out").exists()
+
+
 def test_local_checkpoint_files_are_private(run):
     files = [p for p in find_checkpoint(run).rglob("*") if p.is_file()]
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
@@ -446,3 +495,41 @@ def test_an_export_gets_the_users_usual_permissions_unlike_a_checkpoint(run, tmp
     assert modes == dict.fromkeys(EXPORT_FILES, 0o644)
     weights = next(find_checkpoint(run).rglob("*.safetensors"))
     assert stat.S_IMODE(weights.stat().st_mode) & 0o077 == 0
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_evaluate_json_that_cannot_be_written_fails_before_the_evaluation(
+    run, tmp_path, capsys, monkeypatch, where
+):
+    from metarec_dist.eval import loading
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded for an output that cannot be written")
+
+    monkeypatch.setattr(loading, "load_model", no_load)
+    (tmp_path / "notes.txt").write_text("keep me")
+    target, said = {
+        "folder": (tmp_path, "is a folder"),
+        "under_a_file": (tmp_path / "notes.txt" / "eval.json", "is a file, not a folder"),
+    }[where]
+    assert_fails(capsys, ["evaluate", "--checkpoint", str(run), "--json", str(target)], "--json", said)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_export_into_a_folder_that_is_not_writable_fails_before_reading_the_checkpoint(
+    run, tmp_path, capsys, monkeypatch
+):
+    from metarec_dist import errors
+    from metarec_dist.runtime import export as runtime_export
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(errors, "_can_write", lambda folder: folder != locked)  # root may write anywhere
+
+    def no_read(engine_dir):
+        raise AssertionError("the checkpoint was consolidated for an output that cannot be written")
+
+    monkeypatch.setattr(runtime_export, "consolidated_state_dict", no_read)
+    out = locked / "exported"
+    assert_fails(capsys, ["export", "--checkpoint", str(run), "--out", str(out)], f"{locked} is not writable")
+    assert list(locked.iterdir()) == []

@@ -104,3 +104,28 @@ def test_metarec_serve_on_a_port_in_use_is_one_error_line(tmp_path, capsys, monk
         port = held.getsockname()[1]
         assert main(["serve", "--checkpoint", str(run), "--port", str(port)]) == 2
     assert f"error: --port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+def test_metarec_serve_on_a_damaged_export_is_one_error_line_before_ray_starts(
+    trained, tmp_path, capsys, monkeypatch
+):
+    import socket
+
+    from metarec_dist.runtime import ray_launcher
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(trained().folder), "--out", str(out)]) == 0
+    with open(out / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started for a model that does not load")
+
+    monkeypatch.setattr(ray_launcher, "init_ray", no_ray)
+    with socket.socket() as s:  # a port that is free
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["serve", "--checkpoint", str(out), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'model.safetensors'} is damaged") and err.count("\n") == 1
