@@ -354,3 +354,41 @@ def test_user_features_and_text_encoder_need_what_they_read(feat, tiny_cfg, tmp_
     cfg.model.text_encoder = str(tmp_path)
     with pytest.raises(ValueError, match="model.text_encoder is set, but the data declares no title"):
         SeqRecommender.for_data(cfg.model, data.num_items, no_titles, data.train)
+
+
+def _tiny_gpt2(folder: Path) -> Path:
+    """A decoder encoder as users have them locally: its tokenizer has no padding token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "movie": 1, "of": 2, "kind": 3, **{str(i): 4 + i for i in range(10)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    assert tokenizer.pad_token is None
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(vocab), n_embd=8, n_layer=1, n_head=2, n_positions=64)
+    GPT2Model(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_decoder_text_encoder_without_a_pad_token_encodes_titles(tmp_path):
+    from metarec_dist.models.text_encoder import encode_texts
+
+    folder = _tiny_gpt2(tmp_path / "gpt2")
+    vectors = encode_texts(str(folder), ["movie of kind 3", "movie 1", ""], cache_dir=tmp_path / "cache")
+    assert vectors.shape == (3, 8)
+    assert (np.abs(vectors[:2]).sum(1) > 0).all() and not vectors[2].any()  # padding does not leak in
+    alone = encode_texts(str(folder), ["movie 1"], cache_dir=tmp_path / "cache")
+    np.testing.assert_allclose(alone[0], vectors[1], atol=1e-5)
+
+
+def test_a_folder_that_is_not_a_model_is_named_as_such(tmp_path):
+    from metarec_dist.errors import UserError
+    from metarec_dist.models.text_encoder import encode_texts
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model")
+    with pytest.raises(UserError, match=r"model.text_encoder .*notes.*: no config.json, so not a"):
+        encode_texts(str(tmp_path / "notes"), ["a title"], cache_dir=tmp_path / "cache")
