@@ -49,6 +49,7 @@ class SideTable:
     ids: np.ndarray  # object array of str, unique
     columns: dict[str, tuple[str, pa.ChunkedArray]]  # feature name -> (file's column, values by row)
     where: Where
+    id_column: str = ""  # the file's id column, for messages
 
 
 def feature_files(cfg: DataConfig, layout: Layout | None) -> dict[str, Path]:
@@ -93,6 +94,7 @@ def build_feature_tables(
         side = read_side_table(files[entity], entity, specs, cfg)
         raw = np.asarray(entity_raw.to_numpy(zero_copy_only=False), dtype=object)
         rows = pd.Index(side.ids).get_indexer(raw)  # -1: no row for this user/item
+        _check_overlap(rows, raw, side, entity)
         encoded = {s.name: _encode(s, side, rows, entity) for s in specs}
         if entity == "item":  # row 0 is the padding item
             encoded = {name: _with_padding_row(f) for name, f in encoded.items()}
@@ -136,7 +138,7 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     ids = to_ids(table.column(id_col), where, id_col, entity, cfg.string_ids)
     ids = np.asarray(pa.array(ids).cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
     _check_unique(ids, where, id_col, entity)
-    return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where)
+    return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where, id_col)
 
 
 def _table_kind(path: Path, entity: str) -> str:
@@ -191,6 +193,20 @@ def _check_unique(ids: np.ndarray, where: Where, column: str, entity: str) -> No
             f"{entity} id {ids[row]!r} has a second row (the first is on {where.locate(first)}); "
             f"a side table has one row per {entity}",
         )
+
+
+def _check_overlap(rows: np.ndarray, raw: np.ndarray, side: SideTable, entity: str) -> None:
+    """No id in common is a mistake (another id column, "u1" against "1"), not a table of unknowns: every
+    feature would be "unknown" and the run would train on nothing but the log, silently."""
+    if len(raw) == 0 or (rows >= 0).any():
+        return
+    log_ids = ", ".join(repr(str(v)) for v in raw[:3])
+    table_ids = ", ".join(repr(str(v)) for v in side.ids[:3])
+    raise DataError(
+        f"{side.where.file}: none of its {len(side.ids):,} {entity} ids (column {side.id_column!r}) is a "
+        f"{entity} of the log (the log has e.g. {log_ids}, the table {table_ids}); the table's id column "
+        f"must hold the log's {entity} ids (data.{entity}_col names the id column of both files)"
+    )
 
 
 # ------------------------------------------------------------------------------------------ encoding

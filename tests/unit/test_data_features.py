@@ -308,3 +308,18 @@ def test_token_seq_max_len_and_rare_tokens(tmp_path):
     assert features.item["genres"].vocab == ["[PAD]", "[UNK]", "Drama"]
     assert features.item["genres"].values.tolist() == [[PAD], [UNKNOWN], [2], [UNKNOWN], [UNKNOWN]]
     assert features.item["genres"].unknown == 1
+
+
+def test_a_side_table_sharing_no_id_with_the_log_is_an_error(tmp_path):
+    config = _same_tables_from("csv", tmp_path)
+    path = tmp_path / "side" / "users.csv"
+    lines = path.read_text().splitlines()
+    shifted = [lines[0]] + [f"10{line}" for line in lines[1:]]  # 101 where the log says 1 (another id)
+    path.write_text("\n".join(shifted) + "\n")
+    with pytest.raises(
+        DataError,
+        match=r"users\.csv: none of its 4 user ids \(column .userId.\) is a user of the log .*'101'",
+    ):
+        prepare_data(config)
+    path.write_text("\n".join(lines[:2] + [f"9{line}" for line in lines[2:]]) + "\n")
+    assert prepare_data(config).features.user["gender"].without_row == 3  # some in common: counted only
