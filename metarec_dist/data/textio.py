@@ -20,6 +20,7 @@ import pyarrow.csv as pv
 from metarec_dist.data.errors import DataError
 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as MovieLens-1M's "::"
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
@@ -99,6 +100,13 @@ class TextFile:
         names = [n.strip() for n in self._split(text)]
         if not any(names):
             raise DataError(f"{self.label}: line 1 should be the header with the column names but is empty")
+        if all(_NUMBER.fullmatch(n) for n in names):  # a header-less file: its first row is not names
+            raise DataError(
+                f"{self.label}: line 1 should be the header with the column names but holds only numbers "
+                f"({', '.join(names)}); for a log without a header line set data.header=false and name its "
+                "columns in order, e.g. --set data.columns=[user_id,item_id,rating,timestamp] "
+                "(a side table needs a header line)"
+            )
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:  # pyarrow would read one of them, silently
             raise DataError(

@@ -229,3 +229,11 @@ def test_bad_header_only_generic_tsv(tmp_path):
     path = write_csv(tmp_path / "log.tsv", rows=[], sep="\t")
     message = _error(format="tsv", path=str(path))
     assert "only a header" in message
+
+
+def test_a_headerless_csv_read_with_a_header_says_so(tmp_path):
+    for body in ("1,10,5,100\n1,20,3,50\n", "1,10,5,100\n2,20,3,50\n"):  # repeated or distinct values
+        path = _csv(tmp_path, body)
+        message = _error(format="csv", path=str(path))
+        assert f"{path}: line 1 should be the header" in message and "holds only numbers" in message
+        assert "data.header=false" in message and "data.columns=" in message
