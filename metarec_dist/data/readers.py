@@ -18,7 +18,7 @@ from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
 from metarec_dist.data.synthetic import make_synthetic_sequences
-from metarec_dist.data.textio import TextFile, TextSpec, check_file
+from metarec_dist.data.textio import TextFile, TextSpec, check_file, open_bytes
 from metarec_dist.data.titles import read_titles
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def read_jsonl_table(path: Path) -> tuple[pa.Table, Where]:
 
 def jsonl_line(path: Path, row: int) -> int:
     seen = -1
-    with open(path, "rb") as f:
+    with open_bytes(path) as f:
         for number, line in enumerate(f, 1):
             if line.strip():
                 seen += 1
@@ -158,7 +158,7 @@ def jsonl_line(path: Path, row: int) -> int:
 def diagnose_jsonl(path: Path) -> DataError | None:
     """Error path: the first line that is not UTF-8, not JSON, not an object, or changes a field's type."""
     kinds: dict[str, tuple[str, int]] = {}
-    with open(path, "rb") as f:
+    with open_bytes(path) as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
                 continue

@@ -35,7 +35,7 @@ from metarec_dist.data.features import (
     bucket_ids,
     bucket_labels,
 )
-from metarec_dist.data.layout import EXTENSIONS, Layout
+from metarec_dist.data.layout import EXTENSIONS, Layout, file_kind, format_suffix
 from metarec_dist.data.readers import read_jsonl_table
 from metarec_dist.data.textio import TextFile, TextSpec, check_file
 
@@ -142,12 +142,12 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
 
 
 def _table_kind(path: Path, entity: str) -> str:
-    suffix = path.suffix.lower()
+    suffix = format_suffix(path)
     if suffix in (".user", ".item"):
         if suffix != f".{entity}":
             raise DataError(f"data.{entity}_features_path: {path} is a RecBole {suffix} file, not .{entity}")
         return "recbole"
-    kind = EXTENSIONS.get(suffix)
+    kind = file_kind(path)
     if kind is None or path.is_dir():
         raise DataError(
             f"data.{entity}_features_path: cannot tell the format of {path}; a side table is a RecBole "

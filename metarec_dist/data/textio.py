@@ -9,10 +9,13 @@ runs once the fast reader has failed, so the good path pays nothing for precise 
 from __future__ import annotations
 
 import csv
+import gzip
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pv
@@ -20,6 +23,7 @@ import pyarrow.csv as pv
 from metarec_dist.data.errors import DataError
 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as MovieLens-1M's "::"
+_GZIP_MAGIC = b"\x1f\x8b"
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -42,6 +46,28 @@ def check_file(path: Path) -> None:
         raise DataError(f"{path}: the file is empty (0 bytes)")
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether the file is gzip-compressed (by its first bytes, whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def open_bytes(path: Path) -> BinaryIO:
+    """The file for reading bytes, decompressed on the fly when it is gzip'd (``log.csv.gz``)."""
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the caller closes
+
+
+def read_bytes(path: Path) -> bytes:
+    """All of the file's bytes, decompressed when it is gzip'd; a damaged gzip file is a DataError."""
+    try:
+        with open_bytes(path) as f:
+            return f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: a gzip file that cannot be decompressed ({exc}); check or re-create it"
+        ) from None
+
+
 class TextFile:
     """One delimited file: its column names, a fast columnar read, and error locating."""
 
@@ -51,9 +77,11 @@ class TextFile:
         self.label = str(spec.path)
         self._data: bytes | None = None  # the (rewritten) bytes when pyarrow cannot read the file as is
         self.delimiter = spec.sep
+        if spec.whitespace or len(spec.sep) > 1 or is_gzip(spec.path):
+            self._data = read_bytes(spec.path)  # decompressed: the line scans below read these bytes too
         if spec.whitespace:
             self.delimiter = " "
-            raw = spec.path.read_bytes()
+            raw = self._data
             # Runs of blanks -> one space; blanks at line ends dropped. Lines stay where they were.
             if re.search(rb"[\t\v\f]|  |^ | $| \r$", raw, re.MULTILINE):
                 raw = re.sub(rb"[ \t\v\f]+", b" ", raw)
@@ -61,7 +89,7 @@ class TextFile:
             self._data = raw
         elif len(spec.sep) > 1:
             self.delimiter = _UNIT_SEP
-            self._data = spec.path.read_bytes().replace(spec.sep.encode("utf-8"), _UNIT_SEP.encode())
+            self._data = self._data.replace(spec.sep.encode("utf-8"), _UNIT_SEP.encode())
         self.names = self._read_header() if spec.header else list(spec.names)
 
     # ------------------------------------------------------------------------------------ reading

@@ -323,3 +323,16 @@ def test_a_side_table_sharing_no_id_with_the_log_is_an_error(tmp_path):
         prepare_data(config)
     path.write_text("\n".join(lines[:2] + [f"9{line}" for line in lines[2:]]) + "\n")
     assert prepare_data(config).features.user["gender"].without_row == 3  # some in common: counted only
+
+
+def test_a_gzipped_side_table_gives_the_same_tables(tmp_path):
+    import dataclasses
+    import gzip
+
+    config = _same_tables_from("csv", tmp_path)
+    expected = _tables(prepare_data(config).features)
+    plain = tmp_path / "side" / "users.csv"
+    packed = plain.with_name("users.csv.gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    config = dataclasses.replace(config, user_features_path=str(packed))
+    assert _tables(prepare_data(config).features) == expected
