@@ -452,7 +452,12 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         keys = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in unknown)
-        raise ValueError(f"unknown config key(s): {keys}; valid keys here: {', '.join(sorted(names))}")
+        hint = ""
+        if any(":" in str(k) for k in unknown):  # YAML reads `{name:age}` as the one key "name:age"
+            hint = (
+                "; YAML needs a space after each colon: {name: age, kind: token}, not {name:age,kind:token}"
+            )
+        raise ValueError(f"unknown config key(s): {keys}; valid keys here: {', '.join(sorted(names))}{hint}")
     kwargs = {k: _coerce(hints[k], v, f"{prefix + '.' if prefix else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
 

@@ -376,7 +376,13 @@ def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec)
     values = np.full(len(column), np.nan)
     if present.any():
         rows = np.flatnonzero(present)
-        parsed = to_numbers(column.filter(pa.array(present)), _shifted(where, rows), name, "feature")
+        try:
+            parsed = to_numbers(column.filter(pa.array(present)), _shifted(where, rows), name, "feature")
+        except DataError as exc:  # a category declared as a number: say which declaration to change
+            raise DataError(
+                f"{exc}; feature {spec.name!r} is declared kind float: declare it kind token if its values "
+                "are categories"
+            ) from None
         values[rows] = parsed
     return values
 

@@ -170,7 +170,11 @@ def test_unparsable_float_names_file_line_and_column(tmp_path):
     config = _recbole(tmp_path)
     path = tmp_path / "ml" / "ml.user"
     path.write_text(path.read_text().replace("\t53\t", "\tfifty\t"))
-    with pytest.raises(DataError, match=r"ml\.user: line 3, column 'age:token': 'fifty' is not a number"):
+    with pytest.raises(
+        DataError,
+        match=r"ml\.user: line 3, column 'age:token': 'fifty' is not a number; feature 'age' is declared "
+        r"kind float: declare it kind token if its values are categories",
+    ):
         prepare_data(config)
 
 
@@ -229,6 +233,7 @@ def test_no_side_table_for_declared_features_is_an_error(tmp_path):
         ("[{name: age, kind: token, buckets: 4}]", r"data\.user_features\[0\]\.buckets: does not apply"),
         ("[{name: age, kind: float, boundaries: [3, 1]}]", r"data\.user_features\[0\]\.boundaries"),
         ("[{name: age, kind: token, colour: red}]", r"data\.user_features\[0\]\.colour"),
+        ("[{name:age,kind:token}]", r"\.name:age.*YAML needs a space after each colon: \{name: age, kind"),
     ],
 )
 def test_bad_declarations_name_the_key(yaml_features, message):
