@@ -203,8 +203,8 @@ def _check_overlap(rows: np.ndarray, raw: np.ndarray, side: SideTable, entity: s
     log_ids = ", ".join(repr(str(v)) for v in raw[:3])
     table_ids = ", ".join(repr(str(v)) for v in side.ids[:3])
     raise DataError(
-        f"{side.where.file}: none of its {len(side.ids):,} {entity} ids (column {side.id_column!r}) is a "
-        f"{entity} of the log (the log has e.g. {log_ids}, the table {table_ids}); the table's id column "
+        f"{side.where.file}: none of its {len(side.ids):,} {entity} ids (column {side.id_column!r}) is in "
+        f"the log (the log has e.g. {log_ids}, the table {table_ids}); the table's id column "
         f"must hold the log's {entity} ids (data.{entity}_col names the id column of both files)"
     )
 

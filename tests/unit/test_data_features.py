@@ -323,7 +323,7 @@ def test_a_side_table_sharing_no_id_with_the_log_is_an_error(tmp_path):
     path.write_text("\n".join(shifted) + "\n")
     with pytest.raises(
         DataError,
-        match=r"users\.csv: none of its 4 user ids \(column .userId.\) is a user of the log .*'101'",
+        match=r"users\.csv: none of its 4 user ids \(column .userId.\) is in the log .*'101'",
     ):
         prepare_data(config)
     path.write_text("\n".join(lines[:2] + [f"9{line}" for line in lines[2:]]) + "\n")
