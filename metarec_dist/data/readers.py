@@ -158,10 +158,17 @@ def jsonl_line(path: Path, row: int) -> int:
 def diagnose_jsonl(path: Path) -> DataError | None:
     """Error path: the first line that is not UTF-8, not JSON, not an object, or changes a field's type."""
     kinds: dict[str, tuple[str, int]] = {}
+    first = True
     with open_bytes(path) as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
+            if first and raw.lstrip().startswith(b"["):  # the first record opens a JSON array
+                return DataError(
+                    f"{path}: line {number}: a JSON array; the reader takes JSON Lines, one object per line "
+                    "(pandas: df.to_json(path, orient='records', lines=True); jq: jq -c '.[]')"
+                )
+            first = False
             try:
                 record = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:

@@ -237,3 +237,11 @@ def test_a_headerless_csv_read_with_a_header_says_so(tmp_path):
         message = _error(format="csv", path=str(path))
         assert f"{path}: line 1 should be the header" in message and "holds only numbers" in message
         assert "data.header=false" in message and "data.columns=" in message
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_json_array_is_named_as_such(tmp_path, indent):
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps([{"user_id": 1, "item_id": 2, "timestamp": 3}] * 2, indent=indent))
+    message = _error(format="auto", path=str(path))
+    assert f"{path}: line 1: a JSON array; the reader takes JSON Lines, one object per line" in message
