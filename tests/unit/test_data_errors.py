@@ -245,3 +245,14 @@ def test_a_json_array_is_named_as_such(tmp_path, indent):
     path.write_text(json.dumps([{"user_id": 1, "item_id": 2, "timestamp": 3}] * 2, indent=indent))
     message = _error(format="auto", path=str(path))
     assert f"{path}: line 1: a JSON array; the reader takes JSON Lines, one object per line" in message
+
+
+@pytest.mark.parametrize(
+    ("string_ids", "word"), [(False, "nan"), (True, "nan"), (True, "None"), (True, "NULL")]
+)
+def test_an_id_spelt_like_a_missing_value_is_an_error(tmp_path, string_ids, word):
+    """pandas' astype(str) writes a missing id as 'nan' / 'None': as a string id it would silently become
+    one user or item that every missing id shares."""
+    path = _csv(tmp_path, HEADER + GOOD + f"3,{word},4,60\n")
+    message = _error(format="csv", path=str(path), string_ids=string_ids)
+    assert f"{path}: line 4, column 'item_id': '{word}' is a missing item id" in message
