@@ -14,6 +14,7 @@ unknown id and is counted, never dropped.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from metarec_dist.data.layout import EXTENSIONS, Layout, file_kind, format_suffi
 from metarec_dist.data.readers import read_jsonl_table
 from metarec_dist.data.textio import TextFile, TextSpec, check_file
 
+log = logging.getLogger(__name__)
+
 ENTITIES = ("user", "item")
 
 
@@ -57,6 +60,14 @@ def feature_files(cfg: DataConfig, layout: Layout | None) -> dict[str, Path]:
     files = {}
     for entity in ENTITIES:
         if not getattr(cfg, f"{entity}_features"):
+            if getattr(cfg, f"{entity}_features_path") is not None:  # a table given, nothing taken from it
+                log.warning(
+                    "data.%s_features_path is set but data.%s_features declares no feature: the table is not "
+                    "read; declare its columns, e.g. data.%s_features=[{name: COLUMN, kind: token}]",
+                    entity,
+                    entity,
+                    entity,
+                )
             continue
         explicit = getattr(cfg, f"{entity}_features_path")
         if explicit is not None:

@@ -3,6 +3,7 @@ values, users/items without a row, every side-table format, errors naming file/l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -331,7 +332,6 @@ def test_a_side_table_sharing_no_id_with_the_log_is_an_error(tmp_path):
 
 
 def test_a_gzipped_side_table_gives_the_same_tables(tmp_path):
-    import dataclasses
     import gzip
 
     config = _same_tables_from("csv", tmp_path)
@@ -341,3 +341,12 @@ def test_a_gzipped_side_table_gives_the_same_tables(tmp_path):
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     config = dataclasses.replace(config, user_features_path=str(packed))
     assert _tables(prepare_data(config).features) == expected
+
+
+def test_a_side_table_without_declared_features_is_named_in_a_warning(tmp_path, caplog):
+    config = _same_tables_from("csv", tmp_path)
+    config = dataclasses.replace(config, item_features=[])
+    with caplog.at_level("WARNING", logger="metarec_dist.data.side"):
+        assert "title" not in prepare_data(config).features.item
+    assert "data.item_features_path is set but data.item_features declares no feature" in caplog.text
+    assert "data.user_features_path" not in caplog.text
