@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from metarec_dist.data.columns import Where, resolve_columns, to_ids, to_numbers
+from metarec_dist.data.columns import CANDIDATES, Where, resolve_columns, to_ids, to_numbers
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
@@ -108,7 +108,21 @@ def _read_text(spec: TextSpec, cfg: DataConfig, source: str, ratings: bool) -> R
     roles = resolve_columns(text.names, text.label, cfg, optional_rating=ratings)
     ids = (roles["user"], roles["item"]) if cfg.string_ids else ()
     table = text.read(list(dict.fromkeys(roles.values())), string_columns=ids)
+    if not spec.header:
+        _check_no_header_row(table, roles, text)
     return _build(table, roles, Where(text.label, text.locate), cfg, source)
+
+
+def _check_no_header_row(table: pa.Table, roles: dict[str, str], text: TextFile) -> None:
+    """A header line in a file read without one: its names would be read as a user and an item ("not an
+    integer user id", or with data.string_ids a user called "user_id"), so name the line for what it is."""
+    first = {role: str(table.column(roles[role])[0].as_py()).strip().lower() for role in ("user", "item")}
+    if all(first[role] in (*CANDIDATES[role], roles[role].lower()) for role in first):
+        raise DataError(
+            f"{text.label}: line {text.line_of_row(0)} looks like a header line ({first['user']}, "
+            f"{first['item']}) but this file is read without one: delete it (user_item and MovieLens files "
+            "have none), or for csv/tsv drop data.header=false"
+        )
 
 
 def _read_parquet(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:

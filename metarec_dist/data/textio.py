@@ -205,9 +205,17 @@ class TextFile:
                 )
             fields = self._split(line)
             if len(fields) > len(names):
+                # the user_item format: a line per user with all its items is the common mix-up
+                hint = (
+                    "; a user_item file has one 'user item' pair per line, in time order (a line per user "
+                    "with all of its items is another format: write one pair per line)"
+                    if self.spec.whitespace
+                    else ""
+                )
                 return DataError(
                     f"{self.label}: line {number}: {len(fields)} fields but {len(names)} columns "
                     f"({', '.join(names)}); extra field(s) after column {names[-1]!r} (separator {shown_sep})"
+                    + hint
                 )
             if len(fields) < len(names):
                 return DataError(

@@ -256,3 +256,25 @@ def test_an_id_spelt_like_a_missing_value_is_an_error(tmp_path, string_ids, word
     path = _csv(tmp_path, HEADER + GOOD + f"3,{word},4,60\n")
     message = _error(format="csv", path=str(path), string_ids=string_ids)
     assert f"{path}: line 4, column 'item_id': '{word}' is a missing item id" in message
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_a_header_line_in_a_file_read_without_one_is_named(tmp_path, string_ids):
+    path = _csv(tmp_path, "user item\n1 10\n1 20\n2 10\n2 20\n", name="seq.txt")
+    message = _error(format="user_item", path=str(path), string_ids=string_ids)
+    assert (
+        f"{path}: line 1 looks like a header line (user, item) but this file is read without one" in message
+    )
+    tsv = _csv(tmp_path, HEADER.replace(",", "\t") + GOOD.replace(",", "\t"), name="log.tsv")
+    cols = ["user_id", "item_id", "rating", "timestamp"]
+    message = _error(format="tsv", path=str(tsv), header=False, columns=cols, string_ids=string_ids)
+    assert (
+        "line 1 looks like a header line (user_id, item_id)" in message
+        and "drop data.header=false" in message
+    )
+
+
+def test_a_line_per_user_in_a_user_item_file_says_one_pair_per_line(tmp_path):
+    path = _csv(tmp_path, "1 10 20 30\n2 10 20\n", name="seq.txt")
+    message = _error(format="user_item", path=str(path))
+    assert f"{path}: line 1: 4 fields but 2 columns" in message and "one 'user item' pair per line" in message
