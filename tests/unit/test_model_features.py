@@ -16,6 +16,7 @@ from trained import SMALL as TRAINED_SMALL  # noqa: E402
 
 from metarec_dist import checkpoint as ckpt  # noqa: E402
 from metarec_dist.cli import main  # noqa: E402
+from metarec_dist.config import load_config  # noqa: E402
 from metarec_dist.data import prepare_data  # noqa: E402
 from metarec_dist.data.features import UNKNOWN, encode_user  # noqa: E402
 from metarec_dist.meta import MetaLearner, build_algorithm  # noqa: E402
@@ -392,3 +393,18 @@ def test_a_folder_that_is_not_a_model_is_named_as_such(tmp_path):
     (tmp_path / "notes" / "readme.txt").write_text("not a model")
     with pytest.raises(UserError, match=r"model.text_encoder .*notes.*: no config.json, so not a"):
         encode_texts(str(tmp_path / "notes"), ["a title"], cache_dir=tmp_path / "cache")
+
+
+def test_a_text_encoder_with_nothing_to_encode_is_a_config_error(tmp_path):
+    title = ["data.format=csv", "data.path=log.csv", "data.item_features_path=items.csv"]
+    encoder = f"model.text_encoder={tmp_path}"
+    with pytest.raises(
+        ValueError, match="model.text_encoder: it encodes item titles, and data.item_features"
+    ):
+        load_config(None, [encoder])
+    with pytest.raises(ValueError, match="model.text_encoder: .*model.item_content=off"):
+        load_config(
+            None, [encoder, *title, "data.item_features=[{name: t, kind: title}]", "model.item_content=off"]
+        )
+    cfg = load_config(None, [encoder, *title, "data.item_features=[{name: t, kind: title}]"])
+    assert cfg.model.text_encoder == str(tmp_path)
