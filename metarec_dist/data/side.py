@@ -380,8 +380,12 @@ def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec)
     column = _utf8(column, where, name)
     typ = column.type
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        column = _blank_to_null(pc.utf8_trim_whitespace(column), spec)
-    elif not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)):
+        text = pc.utf8_trim_whitespace(column)
+        # "nan" is how pandas writes a missing number as text (astype(str)): missing, like an empty field
+        column = _blank_to_null(pc.if_else(pc.equal(pc.utf8_lower(text), "nan"), "", text), spec)
+    elif pa.types.is_floating(typ):
+        column = pc.if_else(pc.is_nan(column), None, column)  # NaN is how pandas stores a missing number
+    elif not (pa.types.is_integer(typ) or pa.types.is_decimal(typ)):
         raise _type_error(where, name, typ, spec, "numbers")
     present = pc.invert(pc.is_null(column)).to_numpy(zero_copy_only=False)
     values = np.full(len(column), np.nan)
@@ -389,8 +393,10 @@ def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec)
         rows = np.flatnonzero(present)
         try:
             parsed = to_numbers(column.filter(pa.array(present)), _shifted(where, rows), name, "feature")
-        except DataError as exc:  # a category declared as a number: say which declaration to change
-            raise DataError(
+        except DataError as exc:
+            if "is not a number" not in str(exc):
+                raise
+            raise DataError(  # a category declared as a number: say which declaration to change
                 f"{exc}; feature {spec.name!r} is declared kind float: declare it kind token if its values "
                 "are categories"
             ) from None

@@ -189,6 +189,24 @@ def test_declared_missing_values_are_missing_not_errors(tmp_path):
     assert features.user["age"].missing == 1
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_nan_in_a_float_feature_is_a_missing_value(tmp_path, fmt):
+    """pandas stores a missing number as NaN (a float NaN in Parquet, "nan" after astype(str)): missing, as
+    the empty field is, not an error that says to declare the feature a token."""
+    config = _recbole(tmp_path)
+    age = FeatureSpec("age", "float", boundaries=[30.0, 50.0])
+    if fmt == "csv":
+        side = tmp_path / "users.csv"
+        side.write_text("user_id,age\n1,24\n2,nan\n3,33\n4,NaN\n")
+    else:
+        side = tmp_path / "users.parquet"
+        pq.write_table(pa.table({"user_id": [1, 2, 3, 4], "age": [24.0, float("nan"), 33.0, None]}), side)
+    changes = {"user_features": [age], "user_features_path": str(side)}
+    features = prepare_data(DataConfig(**{**config.__dict__, **changes})).features
+    assert features.user["age"].values.tolist() == [2, UNKNOWN, 3, UNKNOWN]
+    assert features.user["age"].missing == 2
+
+
 def test_a_side_table_line_that_is_not_json_is_named(tmp_path):
     config = _same_tables_from("jsonl", tmp_path)
     path = tmp_path / "side" / "items.jsonl"
