@@ -318,6 +318,21 @@ def test_data_stats_shows_the_counts(tmp_path, capsys):
     assert "item feature year (float): 2 buckets; 1 items without a row, 1 missing" in out
 
 
+def test_data_stats_with_a_config_and_a_path_reads_the_path_with_the_config(tmp_path, capsys):
+    """--path with --config: the config's features and filters on that file (the config was ignored)."""
+    folder = tmp_path / "ml"
+    inter = write_recbole(folder)
+    write_recbole_side(folder)
+    config = tmp_path / "my.yaml"
+    config.write_text(
+        "data:\n  format: synthetic\n  cache: false\n  min_history: 1\n"
+        "  user_features: [{name: gender, kind: token}]\n"
+    )
+    assert main(["data", "stats", "--config", str(config), "--path", str(inter)]) == 0
+    out = capsys.readouterr().out
+    assert f"data: {inter} (RecBole)" in out and "user feature gender (token): 2 values" in out
+
+
 def test_padding_row_of_items_is_padding(tmp_path):
     features = prepare_data(_recbole(tmp_path)).features
     for f in features.item.values():
