@@ -161,6 +161,11 @@ class DataConfig:
                 "data.columns: a file without header needs its column names in order, "
                 "e.g. --set data.columns=[user_id,item_id,rating,timestamp]"
             )
+        if self.ordered_rows and self.time_col is not None:  # the row order would win, silently
+            raise ValueError(
+                "data.ordered_rows: true takes each user's rows in file order as the time order, so "
+                f"data.time_col ({self.time_col!r}) would be ignored; drop one of them"
+            )
         if self.columns and self.header:  # the header names the columns: the list would be ignored
             raise ValueError(
                 "data.columns: names the columns of a file without a header line; with data.header=true (the "

@@ -71,7 +71,7 @@ def read_layout(layout: Layout, cfg: DataConfig, ratings: bool = False) -> RawLo
             raise DataError(
                 f"{layout.file}: data.rating_threshold is set but user_item files have no ratings"
             )
-        ordered = dataclasses.replace(cfg, ordered_rows=True, user_col="user", item_col="item")
+        ordered = dataclasses.replace(cfg, ordered_rows=True, user_col="user", item_col="item", time_col=None)
         raw = _read_text(spec, ordered, f"{layout.file} (user item, in time order)", ratings)
     elif layout.kind == "parquet":
         raw = _read_parquet(layout.file, cfg, ratings)

@@ -85,3 +85,10 @@ def test_columns_with_a_header_is_an_error_not_ignored():
         "i",
         "t",
     ]
+
+
+def test_ordered_rows_with_a_time_column_is_an_error_not_ignored():
+    with pytest.raises(
+        ValueError, match=r"data\.ordered_rows: true takes .*data\.time_col \('ts'\) would be"
+    ):
+        DataConfig(format="csv", path="log.csv", ordered_rows=True, time_col="ts")
