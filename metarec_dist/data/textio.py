@@ -24,6 +24,7 @@ from metarec_dist.data.errors import DataError
 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as MovieLens-1M's "::"
 _GZIP_MAGIC = b"\x1f\x8b"
+_OTHER_SEPARATORS = ("\t", "::", ";", "|", ",")  # what a one-column header is most likely split by
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -135,6 +136,8 @@ class TextFile:
                 "columns in order, e.g. --set data.columns=[user_id,item_id,rating,timestamp] "
                 "(a side table needs a header line)"
             )
+        if len(names) == 1 and not self.spec.whitespace:
+            self._check_other_separator(names[0])
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:  # pyarrow would read one of them, silently
             raise DataError(
@@ -142,6 +145,21 @@ class TextFile:
                 "appear more than once; rename them so each column has its own name"
             )
         return names
+
+    def _check_other_separator(self, header: str) -> None:
+        """A header of one column holding another separator: the file is not separated by ``spec.sep``
+        (a tab-separated file named .csv); say which separator, not "no user id column"."""
+        found = next((sep for sep in _OTHER_SEPARATORS if sep != self.spec.sep and sep in header), None)
+        if found is None:
+            return
+        shown = "tab" if found == "\t" else repr(found)
+        fix = {"\t": "--set data.format=tsv", ",": "--set data.format=csv"}.get(
+            found, f"--set data.sep='{found}'"
+        )
+        raise DataError(
+            f"{self.label}: line 1 (the header) is one column {header!r} when split at {self.spec.sep!r}; "
+            f"the file looks {shown}-separated: {fix}"
+        )
 
     def read(self, columns: list[str], string_columns: tuple[str, ...] = ()) -> pa.Table:
         """The named columns of all data rows; the other columns are parsed for their count only."""

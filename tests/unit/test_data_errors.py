@@ -278,3 +278,17 @@ def test_a_line_per_user_in_a_user_item_file_says_one_pair_per_line(tmp_path):
     path = _csv(tmp_path, "1 10 20 30\n2 10 20\n", name="seq.txt")
     message = _error(format="user_item", path=str(path))
     assert f"{path}: line 1: 4 fields but 2 columns" in message and "one 'user item' pair per line" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "sep", "fix"),
+    [
+        ("log.csv", "csv", "\t", "--set data.format=tsv"),
+        ("log.csv", "csv", ";", "--set data.sep=';'"),
+        ("log.tsv", "tsv", ",", "--set data.format=csv"),
+    ],
+)
+def test_a_file_split_at_the_wrong_separator_names_the_right_one(tmp_path, name, fmt, sep, fix):
+    path = _csv(tmp_path, (HEADER + GOOD).replace(",", sep), name=name)
+    message = _error(format=fmt, path=str(path))
+    assert f"{path}: line 1 (the header) is one column" in message and fix in message
