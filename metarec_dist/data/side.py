@@ -209,7 +209,18 @@ def _check_unique(ids: np.ndarray, where: Where, column: str, entity: str) -> No
 def _check_overlap(rows: np.ndarray, raw: np.ndarray, side: SideTable, entity: str) -> None:
     """No id in common is a mistake (another id column, "u1" against "1"), not a table of unknowns: every
     feature would be "unknown" and the run would train on nothing but the log, silently."""
-    if len(raw) == 0 or (rows >= 0).any():
+    matched = int((rows >= 0).sum())
+    if len(raw) == 0 or matched * 2 >= len(raw):
+        return
+    if matched:  # most without a row: worth a look (another id spelling for part of the table?)
+        log.warning(
+            "%s: only %d of the log's %d %ss have a row (column %r); the others' features are unknown",
+            side.where.file,
+            matched,
+            len(raw),
+            entity,
+            side.id_column,
+        )
         return
     log_ids = ", ".join(repr(str(v)) for v in raw[:3])
     table_ids = ", ".join(repr(str(v)) for v in side.ids[:3])

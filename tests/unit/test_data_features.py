@@ -349,7 +349,7 @@ def test_token_seq_max_len_and_rare_tokens(tmp_path):
     assert features.item["genres"].unknown == 1
 
 
-def test_a_side_table_sharing_no_id_with_the_log_is_an_error(tmp_path):
+def test_a_side_table_sharing_no_id_with_the_log_is_an_error(tmp_path, caplog):
     config = _same_tables_from("csv", tmp_path)
     path = tmp_path / "side" / "users.csv"
     lines = path.read_text().splitlines()
@@ -361,7 +361,14 @@ def test_a_side_table_sharing_no_id_with_the_log_is_an_error(tmp_path):
     ):
         prepare_data(config)
     path.write_text("\n".join(lines[:2] + [f"9{line}" for line in lines[2:]]) + "\n")
-    assert prepare_data(config).features.user["gender"].without_row == 3  # some in common: counted only
+    with caplog.at_level("WARNING", logger="metarec_dist.data.side"):
+        assert prepare_data(config).features.user["gender"].without_row == 3  # some in common: counted
+    assert "users.csv: only 1 of the log's 4 users have a row (column 'userId')" in caplog.text
+    caplog.clear()
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING", logger="metarec_dist.data.side"):
+        prepare_data(config)  # 3 of 4 users have a row (user 4 has none): no warning
+    assert "have a row" not in caplog.text
 
 
 def test_a_gzipped_side_table_gives_the_same_tables(tmp_path):
