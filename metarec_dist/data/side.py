@@ -330,6 +330,10 @@ def _type_error(where: Where, name: str, typ: pa.DataType, spec: FeatureSpec, wa
 
 
 def _utf8(column: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray:
+    """The column's plain values: a dictionary column (a pandas ``category`` saved to Parquet) decoded,
+    bytes checked as UTF-8."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         return check_utf8(column, where, name)
     return column

@@ -207,6 +207,20 @@ def test_nan_in_a_float_feature_is_a_missing_value(tmp_path, fmt):
     assert features.user["age"].missing == 2
 
 
+def test_pandas_category_columns_in_parquet_read_as_their_values(tmp_path):
+    """pandas saves a ``category`` column as a Parquet dictionary column: the same tables as plain values."""
+    config = _same_tables_from("parquet", tmp_path)
+    expected = _tables(prepare_data(config).features)
+    path = tmp_path / "side" / "users.parquet"
+    table = pq.read_table(path)
+    for name in ("gender", "occupation", "age"):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(name).dictionary_encode())
+    pq.write_table(table, path)
+    assert pa.types.is_dictionary(pq.read_table(path).schema.field("gender").type)
+    assert _tables(prepare_data(config).features) == expected
+
+
 def test_a_side_table_line_that_is_not_json_is_named(tmp_path):
     config = _same_tables_from("jsonl", tmp_path)
     path = tmp_path / "side" / "items.jsonl"
