@@ -265,3 +265,20 @@ def test_load_interactions_is_the_normalised_log(tmp_path):
         "timestamp",
     ]
     assert load_interactions(cfg(format="synthetic")).num_rows > 0
+
+
+def test_pandas_category_id_columns_in_parquet(tmp_path):
+    """pandas saves a ``category`` column as a Parquet dictionary column: read as its values, ids as text
+    with data.string_ids and, without it, an error that says so (not "has type dictionary<...>")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = write_parquet(tmp_path / "log.parquet")
+    table = pq.read_table(path)
+    table = table.set_column(0, "user", pa.array([f"u{u}" for u in table.column("user").to_pylist()]))
+    table = table.set_column(0, "user", table.column("user").dictionary_encode())
+    pq.write_table(table, path)
+    prepared = prepare_data(cfg(format="parquet", path=str(path), string_ids=True))
+    assert prepared.users["raw_user"] == ["u1", "u2", "u3", "u4"]
+    with pytest.raises(DataError, match=r"row 1, column 'user': 'u1' is not an integer user id"):
+        prepare_data(cfg(format="parquet", path=str(path)))
