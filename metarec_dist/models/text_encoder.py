@@ -57,7 +57,12 @@ def encode_texts(path: str, texts: list[str], cache_dir: Path | None = None) -> 
     """``[N, D]`` float32 mean-pooled vectors of ``texts`` (zeros for an empty text), cached."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise UserError(f"model.text_encoder {path!r}: not a folder (a local `save_pretrained` folder)")
+        # A relative path is read from the current folder: a run evaluated from elsewhere misses it
+        where = "" if folder.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        raise UserError(
+            f"model.text_encoder {path!r}: not a folder{where}; give the local folder that "
+            "`save_pretrained` wrote, by an absolute path"
+        )
     if not (folder / "config.json").is_file():  # else transformers fails on the tokenizer, misleadingly
         raise UserError(
             f"model.text_encoder {path!r}: no config.json, so not a `transformers` model folder; give the "

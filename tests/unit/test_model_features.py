@@ -408,3 +408,14 @@ def test_a_text_encoder_with_nothing_to_encode_is_a_config_error(tmp_path):
         )
     cfg = load_config(None, [encoder, *title, "data.item_features=[{name: t, kind: title}]"])
     assert cfg.model.text_encoder == str(tmp_path)
+
+
+def test_a_missing_relative_text_encoder_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    from metarec_dist.errors import UserError
+    from metarec_dist.models.text_encoder import encode_texts
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        UserError, match=rf"'enc/bert': not a folder \(relative to the current folder {tmp_path}\)"
+    ):
+        encode_texts("enc/bert", ["a title"], cache_dir=tmp_path / "cache")
