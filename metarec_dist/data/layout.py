@@ -127,7 +127,8 @@ def resolve_layout(cfg: DataConfig) -> Layout:
             )
         path = Path(cfg.path).expanduser()
         if not path.exists():
-            raise DataError(f"data.path: {path} not found (no such file or folder)")
+            where = "" if path.is_absolute() else f", relative to the current folder {Path.cwd()}"
+            raise DataError(f"data.path: {path} not found (no such file or folder{where})")
     else:
         assert cfg.name is not None  # DataConfig requires path or name for file formats
         path = find_or_download(cfg.name, cfg.data_dir)

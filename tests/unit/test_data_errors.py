@@ -292,3 +292,10 @@ def test_a_file_split_at_the_wrong_separator_names_the_right_one(tmp_path, name,
     path = _csv(tmp_path, (HEADER + GOOD).replace(",", sep), name=name)
     message = _error(format=fmt, path=str(path))
     assert f"{path}: line 1 (the header) is one column" in message and fix in message
+
+
+def test_a_missing_relative_data_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = _error(format="csv", path="logs/log.csv")
+    assert "data.path: logs/log.csv not found (no such file or folder, relative to the current" in message
+    assert f"current folder {tmp_path})" in message
