@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
     p = data.add_parser("stats", help="users, items, interactions, lengths, split sizes")
     _add_config_args(p, required=False)
-    p.add_argument("--path", help="a file or folder instead of a config")
-    p.add_argument("--format", default="auto")
+    p.add_argument("--path", help="a file or folder (with --config: instead of its data.path)")
+    p.add_argument("--format", default="auto", help="with --path: its data.format (default: auto)")
     p = data.add_parser("download", help="fetch a dataset into METAREC_DATA_DIR")
     p.add_argument("name", help="movielens-100k | movielens-1m | movielens-latest-small")
     p.add_argument("--data-dir", default=None)
@@ -301,7 +301,9 @@ def _data(args: argparse.Namespace) -> int:
         print(d.download(args.name, args.data_dir))
         return 0
     if args.path:
-        cfg = load_config(None, [f"data.format={args.format}", f"data.path={args.path}", *(args.set or [])])
+        # With --config too: that config's data settings (features, filters, columns) on this file.
+        path = [f"data.format={args.format}", f"data.path={args.path}"]
+        cfg = load_config(args.config, [*path, *(args.set or [])])
     else:
         cfg = _config(args)
     print(d.format_stats(d.data_stats(d.prepare_data(cfg.data))))

@@ -377,11 +377,27 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def _check_text_encoder(self) -> None:
+        """A text encoder with no title to encode, or with the item content off, would be silently unused."""
+        if self.model.text_encoder is None:
+            return
+        if self.model.item_content == "off":
+            raise ValueError(
+                "model.text_encoder: the titles feed the item content, which model.item_content=off turns "
+                "off; drop one of them"
+            )
+        if not any(f.kind == "title" for f in self.data.item_features):
+            raise ValueError(
+                "model.text_encoder: it encodes item titles, and data.item_features declares none; declare "
+                "the text column, e.g. data.item_features=[{name: title, kind: title}]"
+            )
+
     def __post_init__(self) -> None:
         if self.model.unseen_items == "auto":  # recorded resolved, so a checkpoint says what was trained
             unseen = "exclude" if self.data.protocol == "new_items" else "include"
             self.model = dataclasses.replace(self.model, unseen_items=unseen)
         # Cross-section rules: the ones a single section cannot check.
+        self._check_text_encoder()
         needed = self.tasks.support_max + self.tasks.query_size + 1  # +1 for the BOS position
         prefix = self.model.prefix_tokens(self.data)
         if needed + prefix > self.model.max_seq_len:
@@ -452,7 +468,12 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         keys = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in unknown)
-        raise ValueError(f"unknown config key(s): {keys}; valid keys here: {', '.join(sorted(names))}")
+        hint = ""
+        if any(":" in str(k) for k in unknown):  # YAML reads `{name:age}` as the one key "name:age"
+            hint = (
+                "; YAML needs a space after each colon: {name: age, kind: token}, not {name:age,kind:token}"
+            )
+        raise ValueError(f"unknown config key(s): {keys}; valid keys here: {', '.join(sorted(names))}{hint}")
     kwargs = {k: _coerce(hints[k], v, f"{prefix + '.' if prefix else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
 

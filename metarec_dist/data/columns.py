@@ -23,6 +23,8 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "time": ("timestamp", "time", "ts", "unixreviewtime", "datetime", "date", "event_time"),
     "rating": ("rating", "score", "overall", "stars"),
 }
+# Ids spelt like a missing value: kept as ids, every missing one would become the same user or item.
+MISSING_WORDS = ["nan", "none", "null"]
 CONFIG_KEY = {"user": "user_col", "item": "item_col", "time": "time_col", "rating": "rating_col"}
 ROLE_NAME = {
     "user": "user id",
@@ -125,8 +127,11 @@ def check_utf8(col: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray
 
 
 def _checked_column(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str) -> pa.ChunkedArray:
-    """``col`` as one chunked array, binary (not UTF-8 somewhere) decoded or named, with no empty value."""
+    """``col`` as one chunked array, binary (not UTF-8 somewhere) decoded or named, with no empty value; a
+    dictionary column (a pandas ``category`` saved to Parquet) as its values."""
     col = _chunked(col)
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
     if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
         col = check_utf8(col, where, name)
     _check_no_nulls(col, where, name, role)
@@ -144,6 +149,10 @@ def to_ids(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str, 
         empty = _first(pc.equal(pc.utf8_length(text), 0))
         if empty >= 0:
             raise where.error(empty, name, f"empty {ROLE_NAME[role]}")
+        # str() of a missing value (pandas' astype(str) on NaN/None): an id of its own, silently, if kept
+        missing = _first(pc.is_in(pc.utf8_lower(text), value_set=pa.array(MISSING_WORDS)))
+        if missing >= 0:
+            raise where.error(missing, name, _missing_id(text[missing].as_py(), role))
         return text.combine_chunks()
     if pa.types.is_integer(typ):
         return col.cast(pa.int64()).to_numpy()
@@ -177,6 +186,8 @@ def _integral(col: pa.ChunkedArray, where: Where, name: str, role: str) -> pa.Ch
     bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
     if bad.size:
         row = int(bad[0])
+        if np.isnan(values[row]):  # "nan" in a text file, read as a float
+            raise where.error(row, name, _missing_id("nan", role))
         raise where.error(row, name, f"{float(values[row])!r} is not an integer {ROLE_NAME[role]}")
     # pyarrow reads integers beyond int64 as doubles, which hold integers exactly only up to 2**53:
     # beyond that, distinct ids would silently merge.
@@ -185,6 +196,13 @@ def _integral(col: pa.ChunkedArray, where: Where, name: str, role: str) -> pa.Ch
         row = int(big[0])
         raise where.error(row, name, _too_large(f"{values[row]:.0f}", role))
     return col
+
+
+def _missing_id(value: str, role: str) -> str:
+    return (
+        f"{value!r} is a missing {ROLE_NAME[role]} (how pandas writes NaN/None as text); drop those rows "
+        "or give them their ids"
+    )
 
 
 def _too_large(value: str, role: str) -> str:

@@ -161,6 +161,16 @@ class DataConfig:
                 "data.columns: a file without header needs its column names in order, "
                 "e.g. --set data.columns=[user_id,item_id,rating,timestamp]"
             )
+        if self.ordered_rows and self.time_col is not None:  # the row order would win, silently
+            raise ValueError(
+                "data.ordered_rows: true takes each user's rows in file order as the time order, so "
+                f"data.time_col ({self.time_col!r}) would be ignored; drop one of them"
+            )
+        if self.columns and self.header:  # the header names the columns: the list would be ignored
+            raise ValueError(
+                "data.columns: names the columns of a file without a header line; with data.header=true (the "
+                "default) the header names them: drop data.columns, or set data.header=false"
+            )
         if self.rating_threshold is not None and not math.isfinite(self.rating_threshold):
             raise ValueError("data.rating_threshold must be a finite number or null")
         if self.kcore < 0:

@@ -28,6 +28,18 @@ EXTENSIONS = {
 }
 
 
+def format_suffix(path: Path) -> str:
+    """The extension that names the format, lower case; a ``.gz`` after it is looked through (``log.csv.gz``
+    is a gzip'd csv, which the text and JSON readers decompress)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix.lower()
+
+
+def file_kind(path: Path) -> str | None:
+    """The format the file's extension names (EXTENSIONS), or None."""
+    return EXTENSIONS.get(format_suffix(path))
+
+
 @dataclass(frozen=True)
 class Layout:
     # movielens-100k | movielens-1m | movielens-csv | recbole | csv | tsv | parquet | jsonl | user_item
@@ -82,12 +94,14 @@ def detect(path: Path) -> Layout:
         return layout
     if path.suffix == ".inter" or path.is_dir() and any(path.glob("*.inter")):
         return recbole_layout(path)
-    if path.is_file() and path.suffix.lower() in EXTENSIONS:
-        return Layout(EXTENSIONS[path.suffix.lower()], path)
+    kind = file_kind(path)
+    if path.is_file() and kind is not None:
+        return Layout(kind, path)
     what = "folder" if path.is_dir() else "file"
     raise DataError(
         f"{path}: cannot tell the format of this {what} (format auto knows MovieLens u.data / ratings.dat / "
-        f"ratings.csv, RecBole *.inter and the extensions {', '.join(sorted(EXTENSIONS))}); "
+        f"ratings.csv, RecBole *.inter and the extensions {', '.join(sorted(EXTENSIONS))}, also gzip'd "
+        "as .csv.gz etc.); "
         "set data.format to one of movielens, recbole, csv, tsv, parquet, jsonl, user_item"
     )
 
@@ -96,7 +110,7 @@ def _generic(path: Path, kind: str) -> Layout:
     if path.is_file():
         return Layout(kind, path)
     suffixes = [s for s, k in EXTENSIONS.items() if k == kind] if kind != "user_item" else [".txt"]
-    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    found = sorted(p for p in path.iterdir() if p.is_file() and format_suffix(p) in suffixes)
     if len(found) == 1:
         return Layout(kind, found[0])
     raise DataError(
@@ -113,7 +127,8 @@ def resolve_layout(cfg: DataConfig) -> Layout:
             )
         path = Path(cfg.path).expanduser()
         if not path.exists():
-            raise DataError(f"data.path: {path} not found (no such file or folder)")
+            where = "" if path.is_absolute() else f", relative to the current folder {Path.cwd()}"
+            raise DataError(f"data.path: {path} not found (no such file or folder{where})")
     else:
         assert cfg.name is not None  # DataConfig requires path or name for file formats
         path = find_or_download(cfg.name, cfg.data_dir)

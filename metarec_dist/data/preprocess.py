@@ -112,12 +112,14 @@ def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
     item, item_ids = encode(raw.item)
     time = raw.time
     num_users, num_items = len(user_ids), len(item_ids)
+    filtered: dict[str, int] = {}  # filter -> interactions it dropped, for `metarec data stats`
 
     if cfg.rating_threshold is not None:
         if raw.rating is None:
             raise DataError(f"{raw.source}: data.rating_threshold is set but this data has no ratings")
         keep = raw.rating >= cfg.rating_threshold
         user, item, time = user[keep], item[keep], time[keep]
+        filtered[f"rating >= {cfg.rating_threshold:g}"] = n_read - len(time)
         log.info("rating >= %g keeps %d of %d interactions", cfg.rating_threshold, len(time), n_read)
 
     order = _sort_user_time(user, num_users, time)
@@ -127,10 +129,13 @@ def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
         key = user * np.int64(num_items) + item
         keep = ~pd.Series(key).duplicated(keep=cfg.dedup).to_numpy()
         log.info("dedup=%s drops %d repeated (user, item) interactions", cfg.dedup, int((~keep).sum()))
+        filtered[f"dedup={cfg.dedup}"] = int((~keep).sum())
         user, item, time = user[keep], item[keep], time[keep]
 
     if cfg.kcore > 0:
+        before = len(user)
         user, item, time = _kcore(user, item, time, num_users, num_items, cfg.kcore)
+        filtered[f"{cfg.kcore}-core"] = before - len(user)
 
     user_len = np.bincount(user, minlength=num_users)
     raw_stats = {
@@ -138,6 +143,8 @@ def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
         "items": int(np.count_nonzero(np.bincount(item, minlength=num_items))),
         "interactions": len(user),
         **length_percentiles(user_len[user_len > 0]),
+        "read_interactions": n_read,
+        "filtered": filtered,
     }
     if len(user) == 0:
         raise DataError(f"{raw.source}: no interactions left after filtering (rating threshold / k-core)")

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from metarec_dist.data.columns import Where, resolve_columns, to_ids, to_numbers
+from metarec_dist.data.columns import CANDIDATES, Where, resolve_columns, to_ids, to_numbers
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
 from metarec_dist.data.synthetic import make_synthetic_sequences
-from metarec_dist.data.textio import TextFile, TextSpec, check_file
+from metarec_dist.data.textio import TextFile, TextSpec, check_file, open_bytes
 from metarec_dist.data.titles import read_titles
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def read_layout(layout: Layout, cfg: DataConfig, ratings: bool = False) -> RawLo
             raise DataError(
                 f"{layout.file}: data.rating_threshold is set but user_item files have no ratings"
             )
-        ordered = dataclasses.replace(cfg, ordered_rows=True, user_col="user", item_col="item")
+        ordered = dataclasses.replace(cfg, ordered_rows=True, user_col="user", item_col="item", time_col=None)
         raw = _read_text(spec, ordered, f"{layout.file} (user item, in time order)", ratings)
     elif layout.kind == "parquet":
         raw = _read_parquet(layout.file, cfg, ratings)
@@ -108,7 +108,21 @@ def _read_text(spec: TextSpec, cfg: DataConfig, source: str, ratings: bool) -> R
     roles = resolve_columns(text.names, text.label, cfg, optional_rating=ratings)
     ids = (roles["user"], roles["item"]) if cfg.string_ids else ()
     table = text.read(list(dict.fromkeys(roles.values())), string_columns=ids)
+    if not spec.header:
+        _check_no_header_row(table, roles, text)
     return _build(table, roles, Where(text.label, text.locate), cfg, source)
+
+
+def _check_no_header_row(table: pa.Table, roles: dict[str, str], text: TextFile) -> None:
+    """A header line in a file read without one: its names would be read as a user and an item ("not an
+    integer user id", or with data.string_ids a user called "user_id"), so name the line for what it is."""
+    first = {role: str(table.column(roles[role])[0].as_py()).strip().lower() for role in ("user", "item")}
+    if all(first[role] in (*CANDIDATES[role], roles[role].lower()) for role in first):
+        raise DataError(
+            f"{text.label}: line {text.line_of_row(0)} looks like a header line ({first['user']}, "
+            f"{first['item']}) but this file is read without one: delete it (user_item and MovieLens files "
+            "have none), or for csv/tsv drop data.header=false"
+        )
 
 
 def _read_parquet(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
@@ -146,7 +160,7 @@ def read_jsonl_table(path: Path) -> tuple[pa.Table, Where]:
 
 def jsonl_line(path: Path, row: int) -> int:
     seen = -1
-    with open(path, "rb") as f:
+    with open_bytes(path) as f:
         for number, line in enumerate(f, 1):
             if line.strip():
                 seen += 1
@@ -158,10 +172,17 @@ def jsonl_line(path: Path, row: int) -> int:
 def diagnose_jsonl(path: Path) -> DataError | None:
     """Error path: the first line that is not UTF-8, not JSON, not an object, or changes a field's type."""
     kinds: dict[str, tuple[str, int]] = {}
-    with open(path, "rb") as f:
+    first = True
+    with open_bytes(path) as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
+            if first and raw.lstrip().startswith(b"["):  # the first record opens a JSON array
+                return DataError(
+                    f"{path}: line {number}: a JSON array; the reader takes JSON Lines, one object per line "
+                    "(pandas: df.to_json(path, orient='records', lines=True); jq: jq -c '.[]')"
+                )
+            first = False
             try:
                 record = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:

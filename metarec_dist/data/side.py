@@ -14,6 +14,7 @@ unknown id and is counted, never dropped.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +36,11 @@ from metarec_dist.data.features import (
     bucket_ids,
     bucket_labels,
 )
-from metarec_dist.data.layout import EXTENSIONS, Layout
+from metarec_dist.data.layout import EXTENSIONS, Layout, file_kind, format_suffix
 from metarec_dist.data.readers import read_jsonl_table
 from metarec_dist.data.textio import TextFile, TextSpec, check_file
+
+log = logging.getLogger(__name__)
 
 ENTITIES = ("user", "item")
 
@@ -49,6 +52,7 @@ class SideTable:
     ids: np.ndarray  # object array of str, unique
     columns: dict[str, tuple[str, pa.ChunkedArray]]  # feature name -> (file's column, values by row)
     where: Where
+    id_column: str = ""  # the file's id column, for messages
 
 
 def feature_files(cfg: DataConfig, layout: Layout | None) -> dict[str, Path]:
@@ -56,6 +60,14 @@ def feature_files(cfg: DataConfig, layout: Layout | None) -> dict[str, Path]:
     files = {}
     for entity in ENTITIES:
         if not getattr(cfg, f"{entity}_features"):
+            if getattr(cfg, f"{entity}_features_path") is not None:  # a table given, nothing taken from it
+                log.warning(
+                    "data.%s_features_path is set but data.%s_features declares no feature: the table is not "
+                    "read; declare its columns, e.g. data.%s_features=[{name: COLUMN, kind: token}]",
+                    entity,
+                    entity,
+                    entity,
+                )
             continue
         explicit = getattr(cfg, f"{entity}_features_path")
         if explicit is not None:
@@ -93,6 +105,7 @@ def build_feature_tables(
         side = read_side_table(files[entity], entity, specs, cfg)
         raw = np.asarray(entity_raw.to_numpy(zero_copy_only=False), dtype=object)
         rows = pd.Index(side.ids).get_indexer(raw)  # -1: no row for this user/item
+        _check_overlap(rows, raw, side, entity)
         encoded = {s.name: _encode(s, side, rows, entity) for s in specs}
         if entity == "item":  # row 0 is the padding item
             encoded = {name: _with_padding_row(f) for name, f in encoded.items()}
@@ -136,16 +149,16 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     ids = to_ids(table.column(id_col), where, id_col, entity, cfg.string_ids)
     ids = np.asarray(pa.array(ids).cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
     _check_unique(ids, where, id_col, entity)
-    return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where)
+    return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where, id_col)
 
 
 def _table_kind(path: Path, entity: str) -> str:
-    suffix = path.suffix.lower()
+    suffix = format_suffix(path)
     if suffix in (".user", ".item"):
         if suffix != f".{entity}":
             raise DataError(f"data.{entity}_features_path: {path} is a RecBole {suffix} file, not .{entity}")
         return "recbole"
-    kind = EXTENSIONS.get(suffix)
+    kind = file_kind(path)
     if kind is None or path.is_dir():
         raise DataError(
             f"data.{entity}_features_path: cannot tell the format of {path}; a side table is a RecBole "
@@ -191,6 +204,31 @@ def _check_unique(ids: np.ndarray, where: Where, column: str, entity: str) -> No
             f"{entity} id {ids[row]!r} has a second row (the first is on {where.locate(first)}); "
             f"a side table has one row per {entity}",
         )
+
+
+def _check_overlap(rows: np.ndarray, raw: np.ndarray, side: SideTable, entity: str) -> None:
+    """No id in common is a mistake (another id column, "u1" against "1"), not a table of unknowns: every
+    feature would be "unknown" and the run would train on nothing but the log, silently."""
+    matched = int((rows >= 0).sum())
+    if len(raw) == 0 or matched * 2 >= len(raw):
+        return
+    if matched:  # most without a row: worth a look (another id spelling for part of the table?)
+        log.warning(
+            "%s: only %d of the log's %d %ss have a row (column %r); the others' features are unknown",
+            side.where.file,
+            matched,
+            len(raw),
+            entity,
+            side.id_column,
+        )
+        return
+    log_ids = ", ".join(repr(str(v)) for v in raw[:3])
+    table_ids = ", ".join(repr(str(v)) for v in side.ids[:3])
+    raise DataError(
+        f"{side.where.file}: none of its {len(side.ids):,} {entity} ids (column {side.id_column!r}) is in "
+        f"the log (the log has e.g. {log_ids}, the table {table_ids}); the table's id column "
+        f"must hold the log's {entity} ids (data.{entity}_col names the id column of both files)"
+    )
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -292,6 +330,10 @@ def _type_error(where: Where, name: str, typ: pa.DataType, spec: FeatureSpec, wa
 
 
 def _utf8(column: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray:
+    """The column's plain values: a dictionary column (a pandas ``category`` saved to Parquet) decoded,
+    bytes checked as UTF-8."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         return check_utf8(column, where, name)
     return column
@@ -353,14 +395,26 @@ def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec)
     column = _utf8(column, where, name)
     typ = column.type
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        column = _blank_to_null(pc.utf8_trim_whitespace(column), spec)
-    elif not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)):
+        text = pc.utf8_trim_whitespace(column)
+        # "nan" is how pandas writes a missing number as text (astype(str)): missing, like an empty field
+        column = _blank_to_null(pc.if_else(pc.equal(pc.utf8_lower(text), "nan"), "", text), spec)
+    elif pa.types.is_floating(typ):
+        column = pc.if_else(pc.is_nan(column), None, column)  # NaN is how pandas stores a missing number
+    elif not (pa.types.is_integer(typ) or pa.types.is_decimal(typ)):
         raise _type_error(where, name, typ, spec, "numbers")
     present = pc.invert(pc.is_null(column)).to_numpy(zero_copy_only=False)
     values = np.full(len(column), np.nan)
     if present.any():
         rows = np.flatnonzero(present)
-        parsed = to_numbers(column.filter(pa.array(present)), _shifted(where, rows), name, "feature")
+        try:
+            parsed = to_numbers(column.filter(pa.array(present)), _shifted(where, rows), name, "feature")
+        except DataError as exc:
+            if "is not a number" not in str(exc):
+                raise
+            raise DataError(  # a category declared as a number: say which declaration to change
+                f"{exc}; feature {spec.name!r} is declared kind float: declare it kind token if its values "
+                "are categories"
+            ) from None
         values[rows] = parsed
     return values
 

@@ -55,6 +55,10 @@ def format_stats(stats: dict) -> str:
         ),
         "  split users   " + " / ".join(f"{s} {n(s + '_users')}" for s in SPLIT_NAMES),
     ]
+    filtered = {name: count for name, count in stats.get("filtered", {}).items() if count}
+    if filtered:  # the counts above are after these filters: say what they took out of the file
+        drops = ", ".join(f"{name} dropped {count:,}" for name, count in filtered.items())
+        lines.append(f"  filtered      {stats.get('read_interactions', 0):,} interactions read; {drops}")
     dropped = stats.get("dropped_users", 0)
     if dropped:
         min_history = stats.get("min_history")

@@ -9,10 +9,13 @@ runs once the fast reader has failed, so the good path pays nothing for precise 
 from __future__ import annotations
 
 import csv
+import gzip
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pv
@@ -20,6 +23,9 @@ import pyarrow.csv as pv
 from metarec_dist.data.errors import DataError
 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as MovieLens-1M's "::"
+_GZIP_MAGIC = b"\x1f\x8b"
+_OTHER_SEPARATORS = ("\t", "::", ";", "|", ",")  # what a one-column header is most likely split by
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
@@ -41,6 +47,28 @@ def check_file(path: Path) -> None:
         raise DataError(f"{path}: the file is empty (0 bytes)")
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether the file is gzip-compressed (by its first bytes, whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def open_bytes(path: Path) -> BinaryIO:
+    """The file for reading bytes, decompressed on the fly when it is gzip'd (``log.csv.gz``)."""
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the caller closes
+
+
+def read_bytes(path: Path) -> bytes:
+    """All of the file's bytes, decompressed when it is gzip'd; a damaged gzip file is a DataError."""
+    try:
+        with open_bytes(path) as f:
+            return f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: a gzip file that cannot be decompressed ({exc}); check or re-create it"
+        ) from None
+
+
 class TextFile:
     """One delimited file: its column names, a fast columnar read, and error locating."""
 
@@ -50,9 +78,11 @@ class TextFile:
         self.label = str(spec.path)
         self._data: bytes | None = None  # the (rewritten) bytes when pyarrow cannot read the file as is
         self.delimiter = spec.sep
+        if spec.whitespace or len(spec.sep) > 1 or is_gzip(spec.path):
+            self._data = read_bytes(spec.path)  # decompressed: the line scans below read these bytes too
         if spec.whitespace:
             self.delimiter = " "
-            raw = spec.path.read_bytes()
+            raw = self._data
             # Runs of blanks -> one space; blanks at line ends dropped. Lines stay where they were.
             if re.search(rb"[\t\v\f]|  |^ | $| \r$", raw, re.MULTILINE):
                 raw = re.sub(rb"[ \t\v\f]+", b" ", raw)
@@ -60,7 +90,7 @@ class TextFile:
             self._data = raw
         elif len(spec.sep) > 1:
             self.delimiter = _UNIT_SEP
-            self._data = spec.path.read_bytes().replace(spec.sep.encode("utf-8"), _UNIT_SEP.encode())
+            self._data = self._data.replace(spec.sep.encode("utf-8"), _UNIT_SEP.encode())
         self.names = self._read_header() if spec.header else list(spec.names)
 
     # ------------------------------------------------------------------------------------ reading
@@ -99,6 +129,15 @@ class TextFile:
         names = [n.strip() for n in self._split(text)]
         if not any(names):
             raise DataError(f"{self.label}: line 1 should be the header with the column names but is empty")
+        if all(_NUMBER.fullmatch(n) for n in names):  # a header-less file: its first row is not names
+            raise DataError(
+                f"{self.label}: line 1 should be the header with the column names but holds only numbers "
+                f"({', '.join(names)}); for a log without a header line set data.header=false and name its "
+                "columns in order, e.g. --set data.columns=[user_id,item_id,rating,timestamp] "
+                "(a side table needs a header line)"
+            )
+        if len(names) == 1 and not self.spec.whitespace:
+            self._check_other_separator(names[0])
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:  # pyarrow would read one of them, silently
             raise DataError(
@@ -106,6 +145,21 @@ class TextFile:
                 "appear more than once; rename them so each column has its own name"
             )
         return names
+
+    def _check_other_separator(self, header: str) -> None:
+        """A header of one column holding another separator: the file is not separated by ``spec.sep``
+        (a tab-separated file named .csv); say which separator, not "no user id column"."""
+        found = next((sep for sep in _OTHER_SEPARATORS if sep != self.spec.sep and sep in header), None)
+        if found is None:
+            return
+        shown = "tab" if found == "\t" else repr(found)
+        fix = {"\t": "--set data.format=tsv", ",": "--set data.format=csv"}.get(
+            found, f"--set data.sep='{found}'"
+        )
+        raise DataError(
+            f"{self.label}: line 1 (the header) is one column {header!r} when split at {self.spec.sep!r}; "
+            f"the file looks {shown}-separated: {fix}"
+        )
 
     def read(self, columns: list[str], string_columns: tuple[str, ...] = ()) -> pa.Table:
         """The named columns of all data rows; the other columns are parsed for their count only."""
@@ -169,9 +223,17 @@ class TextFile:
                 )
             fields = self._split(line)
             if len(fields) > len(names):
+                # the user_item format: a line per user with all its items is the common mix-up
+                hint = (
+                    "; a user_item file has one 'user item' pair per line, in time order (a line per user "
+                    "with all of its items is another format: write one pair per line)"
+                    if self.spec.whitespace
+                    else ""
+                )
                 return DataError(
                     f"{self.label}: line {number}: {len(fields)} fields but {len(names)} columns "
                     f"({', '.join(names)}); extra field(s) after column {names[-1]!r} (separator {shown_sep})"
+                    + hint
                 )
             if len(fields) < len(names):
                 return DataError(

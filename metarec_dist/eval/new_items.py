@@ -24,6 +24,7 @@ trained on the same split without item features.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import torch
 
 from metarec_dist.data.features import PAD as FEATURE_PAD
 from metarec_dist.data.features import UNKNOWN, FeatureTables
+from metarec_dist.errors import UserError
 from metarec_dist.eval.cold_start import (
     PerUser,
     Scorer,
@@ -185,6 +187,21 @@ class _Ranked:
         return out
 
 
+def check_enough_new_items(num_new: int, num_items: int, ks: Sequence[int]) -> None:
+    """The new-items protocol ranks only the held-out items: a cut-off (``ks``, and the next-item metrics'
+    hr@10) beyond their number is an error that says which share of the items would do."""
+    needed = max(*ks, TOP)
+    if num_new >= needed:
+        return
+    frac = math.ceil(100 * needed / num_items) / 100
+    lower = f", or lower eval.ks to {TOP}" if needed > TOP and num_new >= TOP else ""
+    raise UserError(
+        f"data.new_item_frac: the new-items protocol ranks only the {num_new} held-out items of {num_items}, "
+        f"and its cut-offs (ks {list(ks)}, hr@10) need at least {needed}: raise data.new_item_frac to "
+        f"{frac:g} or more{lower}"
+    )
+
+
 @dataclass
 class NewItemBatches:
     """The item cold-start evaluation as its batches (as :class:`~metarec_dist.eval.cold_start.
@@ -223,11 +240,8 @@ class NewItemBatches:
         is_new = np.zeros(num_items + 1, dtype=bool)
         is_new[new_items] = True
         columns = torch.from_numpy(np.sort(new_items) - 1)
-        if not mixed and max(*ks, TOP) > len(columns):  # TOP: the next-item metrics' hr@10
-            raise ValueError(
-                f"eval.ks: {max(*ks, TOP)} exceeds the {len(columns)} new items the new-items protocol "
-                "ranks; raise data.new_item_frac (or lower eval.ks)"
-            )
+        if not mixed:
+            check_enough_new_items(len(columns), num_items, ks)
         targets: dict[int, Targets] = {}
         spans: list[tuple[int, int, int]] = []
         for k in shots:

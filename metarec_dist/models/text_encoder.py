@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from metarec_dist.data.features import FeatureTables
+from metarec_dist.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,17 @@ def encode_texts(path: str, texts: list[str], cache_dir: Path | None = None) -> 
     """``[N, D]`` float32 mean-pooled vectors of ``texts`` (zeros for an empty text), cached."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise ValueError(f"model.text_encoder {path!r}: not a folder (a local `save_pretrained` folder)")
+        # A relative path is read from the current folder: a run evaluated from elsewhere misses it
+        where = "" if folder.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        raise UserError(
+            f"model.text_encoder {path!r}: not a folder{where}; give the local folder that "
+            "`save_pretrained` wrote, by an absolute path"
+        )
+    if not (folder / "config.json").is_file():  # else transformers fails on the tokenizer, misleadingly
+        raise UserError(
+            f"model.text_encoder {path!r}: no config.json, so not a `transformers` model folder; give the "
+            "folder that `model.save_pretrained(...)` and `tokenizer.save_pretrained(...)` wrote"
+        )
     cache = (cache_dir or default_cache_dir()) / f"{cache_key(folder, texts)}.npy"
     if cache.is_file():
         return np.load(cache)
@@ -81,7 +92,8 @@ def _encode(folder: Path, texts: list[str]) -> np.ndarray:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         encoder = AutoModel.from_pretrained(folder, local_files_only=True).eval()
     except (OSError, ValueError) as exc:
-        raise ValueError(f"model.text_encoder {str(folder)!r}: cannot load a text encoder: {exc}") from None
+        raise UserError(f"model.text_encoder {str(folder)!r}: cannot load a text encoder: {exc}") from None
+    _ensure_pad_token(tokenizer, folder)
     log.info("encoding %d titles with %s", len(texts), folder)
     out = []
     for lo in range(0, len(texts), BATCH):
@@ -93,6 +105,20 @@ def _encode(folder: Path, texts: list[str]) -> np.ndarray:
         empty = torch.tensor([not t.strip() for t in batch])
         out.append(pooled.masked_fill(empty[:, None], 0.0).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, encoder.config.hidden_size), np.float32)
+
+
+def _ensure_pad_token(tokenizer, folder: Path) -> None:
+    """Decoder tokenizers (GPT-2, Llama) have no padding token; the padded positions are masked out of the
+    mean, so any token will do: the end-of-text or unknown token stands in."""
+    if tokenizer.pad_token is not None:
+        return
+    stand_in = tokenizer.eos_token or tokenizer.unk_token
+    if stand_in is None:
+        raise UserError(
+            f"model.text_encoder {str(folder)!r}: the tokenizer has no padding, end-of-text or unknown "
+            "token to pad a batch of titles with; save it with a pad_token"
+        )
+    tokenizer.pad_token = stand_in
 
 
 def encode_titles(path: str, features: FeatureTables, cache_dir: Path | None = None) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ from metarec_dist.eval.cold_start import flat_means
 from metarec_dist.eval.distributed import AcrossRanks
 from metarec_dist.eval.item_protocol import NewItemsProtocol
 from metarec_dist.eval.loo import LOO
+from metarec_dist.eval.new_items import check_enough_new_items
 from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 from metarec_dist.meta import MetaLearner, build_algorithm
 from metarec_dist.metrics.flops import StepShape, flops_per_task, mfu
@@ -38,6 +39,7 @@ from metarec_dist.train.init_from import init_from
 from metarec_dist.train.pretrain import init_source
 
 log = logging.getLogger("metarec")
+VALID_KS = (10,)  # the periodic and final validations report NDCG@10 / Recall@10
 
 
 @dataclass
@@ -235,6 +237,9 @@ class MetaTrainer:
     # ------------------------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
+        if self.cfg.data.protocol == "new_items" and self.data.valid:  # now, not in the validation after
+            new_items = self.data.new_items  # training (which would end the run before its final save)
+            check_enough_new_items(0 if new_items is None else len(new_items), self.data.num_items, VALID_KS)
         self.checkpointer.load()
         if self.state.resumed_from is not None and self.finished:
             log.warning("%s", finished_message(self.cfg, self.state.step, self.stopped_early))
@@ -364,7 +369,7 @@ class MetaTrainer:
             self.engine,
             self.data.valid[: self.cfg.train.eval_users],
             self.validation_steps,
-            ks=(10,),
+            ks=VALID_KS,
             device=self.ctx.device,
             user_features=self.valid_user_features(),
             runner=AcrossRanks(self.ctx),

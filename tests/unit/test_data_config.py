@@ -64,7 +64,31 @@ def test_builds_from_the_top_level_config_loader():
     config = pytest.importorskip("metarec_dist.config")
     cfg = config.from_dict(
         DataConfig,
-        {"format": "csv", "path": "x.csv", "rating_threshold": 4, "columns": ["a", "b"], "kcore": 5},
+        {
+            "format": "csv",
+            "path": "x.csv",
+            "rating_threshold": 4,
+            "header": False,
+            "columns": ["a", "b"],
+            "kcore": 5,
+        },
         "data",
     )
     assert cfg.rating_threshold == 4.0 and cfg.columns == ["a", "b"] and cfg.kcore == 5
+
+
+def test_columns_with_a_header_is_an_error_not_ignored():
+    with pytest.raises(ValueError, match=r"data\.columns: names the columns of a file without a header line"):
+        DataConfig(format="csv", path="log.csv", columns=["u", "i", "t"])
+    assert DataConfig(format="csv", path="log.csv", header=False, columns=["u", "i", "t"]).columns == [
+        "u",
+        "i",
+        "t",
+    ]
+
+
+def test_ordered_rows_with_a_time_column_is_an_error_not_ignored():
+    with pytest.raises(
+        ValueError, match=r"data\.ordered_rows: true takes .*data\.time_col \('ts'\) would be"
+    ):
+        DataConfig(format="csv", path="log.csv", ordered_rows=True, time_col="ts")

@@ -229,3 +229,73 @@ def test_bad_header_only_generic_tsv(tmp_path):
     path = write_csv(tmp_path / "log.tsv", rows=[], sep="\t")
     message = _error(format="tsv", path=str(path))
     assert "only a header" in message
+
+
+def test_a_headerless_csv_read_with_a_header_says_so(tmp_path):
+    for body in ("1,10,5,100\n1,20,3,50\n", "1,10,5,100\n2,20,3,50\n"):  # repeated or distinct values
+        path = _csv(tmp_path, body)
+        message = _error(format="csv", path=str(path))
+        assert f"{path}: line 1 should be the header" in message and "holds only numbers" in message
+        assert "data.header=false" in message and "data.columns=" in message
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_json_array_is_named_as_such(tmp_path, indent):
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps([{"user_id": 1, "item_id": 2, "timestamp": 3}] * 2, indent=indent))
+    message = _error(format="auto", path=str(path))
+    assert f"{path}: line 1: a JSON array; the reader takes JSON Lines, one object per line" in message
+
+
+@pytest.mark.parametrize(
+    ("string_ids", "word"), [(False, "nan"), (True, "nan"), (True, "None"), (True, "NULL")]
+)
+def test_an_id_spelt_like_a_missing_value_is_an_error(tmp_path, string_ids, word):
+    """pandas' astype(str) writes a missing id as 'nan' / 'None': as a string id it would silently become
+    one user or item that every missing id shares."""
+    path = _csv(tmp_path, HEADER + GOOD + f"3,{word},4,60\n")
+    message = _error(format="csv", path=str(path), string_ids=string_ids)
+    assert f"{path}: line 4, column 'item_id': '{word}' is a missing item id" in message
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_a_header_line_in_a_file_read_without_one_is_named(tmp_path, string_ids):
+    path = _csv(tmp_path, "user item\n1 10\n1 20\n2 10\n2 20\n", name="seq.txt")
+    message = _error(format="user_item", path=str(path), string_ids=string_ids)
+    assert (
+        f"{path}: line 1 looks like a header line (user, item) but this file is read without one" in message
+    )
+    tsv = _csv(tmp_path, HEADER.replace(",", "\t") + GOOD.replace(",", "\t"), name="log.tsv")
+    cols = ["user_id", "item_id", "rating", "timestamp"]
+    message = _error(format="tsv", path=str(tsv), header=False, columns=cols, string_ids=string_ids)
+    assert (
+        "line 1 looks like a header line (user_id, item_id)" in message
+        and "drop data.header=false" in message
+    )
+
+
+def test_a_line_per_user_in_a_user_item_file_says_one_pair_per_line(tmp_path):
+    path = _csv(tmp_path, "1 10 20 30\n2 10 20\n", name="seq.txt")
+    message = _error(format="user_item", path=str(path))
+    assert f"{path}: line 1: 4 fields but 2 columns" in message and "one 'user item' pair per line" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "sep", "fix"),
+    [
+        ("log.csv", "csv", "\t", "--set data.format=tsv"),
+        ("log.csv", "csv", ";", "--set data.sep=';'"),
+        ("log.tsv", "tsv", ",", "--set data.format=csv"),
+    ],
+)
+def test_a_file_split_at_the_wrong_separator_names_the_right_one(tmp_path, name, fmt, sep, fix):
+    path = _csv(tmp_path, (HEADER + GOOD).replace(",", sep), name=name)
+    message = _error(format=fmt, path=str(path))
+    assert f"{path}: line 1 (the header) is one column" in message and fix in message
+
+
+def test_a_missing_relative_data_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = _error(format="csv", path="logs/log.csv")
+    assert "data.path: logs/log.csv not found (no such file or folder, relative to the current" in message
+    assert f"current folder {tmp_path})" in message

@@ -3,6 +3,7 @@ values, users/items without a row, every side-table format, errors naming file/l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -170,7 +171,11 @@ def test_unparsable_float_names_file_line_and_column(tmp_path):
     config = _recbole(tmp_path)
     path = tmp_path / "ml" / "ml.user"
     path.write_text(path.read_text().replace("\t53\t", "\tfifty\t"))
-    with pytest.raises(DataError, match=r"ml\.user: line 3, column 'age:token': 'fifty' is not a number"):
+    with pytest.raises(
+        DataError,
+        match=r"ml\.user: line 3, column 'age:token': 'fifty' is not a number; feature 'age' is declared "
+        r"kind float: declare it kind token if its values are categories",
+    ):
         prepare_data(config)
 
 
@@ -182,6 +187,38 @@ def test_declared_missing_values_are_missing_not_errors(tmp_path):
     features = prepare_data(DataConfig(**{**config.__dict__, "user_features": [age]})).features
     assert features.user["age"].values.tolist() == [2, UNKNOWN, 3, UNKNOWN]
     assert features.user["age"].missing == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_nan_in_a_float_feature_is_a_missing_value(tmp_path, fmt):
+    """pandas stores a missing number as NaN (a float NaN in Parquet, "nan" after astype(str)): missing, as
+    the empty field is, not an error that says to declare the feature a token."""
+    config = _recbole(tmp_path)
+    age = FeatureSpec("age", "float", boundaries=[30.0, 50.0])
+    if fmt == "csv":
+        side = tmp_path / "users.csv"
+        side.write_text("user_id,age\n1,24\n2,nan\n3,33\n4,NaN\n")
+    else:
+        side = tmp_path / "users.parquet"
+        pq.write_table(pa.table({"user_id": [1, 2, 3, 4], "age": [24.0, float("nan"), 33.0, None]}), side)
+    changes = {"user_features": [age], "user_features_path": str(side)}
+    features = prepare_data(DataConfig(**{**config.__dict__, **changes})).features
+    assert features.user["age"].values.tolist() == [2, UNKNOWN, 3, UNKNOWN]
+    assert features.user["age"].missing == 2
+
+
+def test_pandas_category_columns_in_parquet_read_as_their_values(tmp_path):
+    """pandas saves a ``category`` column as a Parquet dictionary column: the same tables as plain values."""
+    config = _same_tables_from("parquet", tmp_path)
+    expected = _tables(prepare_data(config).features)
+    path = tmp_path / "side" / "users.parquet"
+    table = pq.read_table(path)
+    for name in ("gender", "occupation", "age"):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(name).dictionary_encode())
+    pq.write_table(table, path)
+    assert pa.types.is_dictionary(pq.read_table(path).schema.field("gender").type)
+    assert _tables(prepare_data(config).features) == expected
 
 
 def test_a_side_table_line_that_is_not_json_is_named(tmp_path):
@@ -229,6 +266,7 @@ def test_no_side_table_for_declared_features_is_an_error(tmp_path):
         ("[{name: age, kind: token, buckets: 4}]", r"data\.user_features\[0\]\.buckets: does not apply"),
         ("[{name: age, kind: float, boundaries: [3, 1]}]", r"data\.user_features\[0\]\.boundaries"),
         ("[{name: age, kind: token, colour: red}]", r"data\.user_features\[0\]\.colour"),
+        ("[{name:age,kind:token}]", r"\.name:age.*YAML needs a space after each colon: \{name: age, kind"),
     ],
 )
 def test_bad_declarations_name_the_key(yaml_features, message):
@@ -294,6 +332,21 @@ def test_data_stats_shows_the_counts(tmp_path, capsys):
     assert "item feature year (float): 2 buckets; 1 items without a row, 1 missing" in out
 
 
+def test_data_stats_with_a_config_and_a_path_reads_the_path_with_the_config(tmp_path, capsys):
+    """--path with --config: the config's features and filters on that file (the config was ignored)."""
+    folder = tmp_path / "ml"
+    inter = write_recbole(folder)
+    write_recbole_side(folder)
+    config = tmp_path / "my.yaml"
+    config.write_text(
+        "data:\n  format: synthetic\n  cache: false\n  min_history: 1\n"
+        "  user_features: [{name: gender, kind: token}]\n"
+    )
+    assert main(["data", "stats", "--config", str(config), "--path", str(inter)]) == 0
+    out = capsys.readouterr().out
+    assert f"data: {inter} (RecBole)" in out and "user feature gender (token): 2 values" in out
+
+
 def test_padding_row_of_items_is_padding(tmp_path):
     features = prepare_data(_recbole(tmp_path)).features
     for f in features.item.values():
@@ -308,3 +361,46 @@ def test_token_seq_max_len_and_rare_tokens(tmp_path):
     assert features.item["genres"].vocab == ["[PAD]", "[UNK]", "Drama"]
     assert features.item["genres"].values.tolist() == [[PAD], [UNKNOWN], [2], [UNKNOWN], [UNKNOWN]]
     assert features.item["genres"].unknown == 1
+
+
+def test_a_side_table_sharing_no_id_with_the_log_is_an_error(tmp_path, caplog):
+    config = _same_tables_from("csv", tmp_path)
+    path = tmp_path / "side" / "users.csv"
+    lines = path.read_text().splitlines()
+    shifted = [lines[0]] + [f"10{line}" for line in lines[1:]]  # 101 where the log says 1 (another id)
+    path.write_text("\n".join(shifted) + "\n")
+    with pytest.raises(
+        DataError,
+        match=r"users\.csv: none of its 4 user ids \(column .userId.\) is in the log .*'101'",
+    ):
+        prepare_data(config)
+    path.write_text("\n".join(lines[:2] + [f"9{line}" for line in lines[2:]]) + "\n")
+    with caplog.at_level("WARNING", logger="metarec_dist.data.side"):
+        assert prepare_data(config).features.user["gender"].without_row == 3  # some in common: counted
+    assert "users.csv: only 1 of the log's 4 users have a row (column 'userId')" in caplog.text
+    caplog.clear()
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING", logger="metarec_dist.data.side"):
+        prepare_data(config)  # 3 of 4 users have a row (user 4 has none): no warning
+    assert "have a row" not in caplog.text
+
+
+def test_a_gzipped_side_table_gives_the_same_tables(tmp_path):
+    import gzip
+
+    config = _same_tables_from("csv", tmp_path)
+    expected = _tables(prepare_data(config).features)
+    plain = tmp_path / "side" / "users.csv"
+    packed = plain.with_name("users.csv.gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    config = dataclasses.replace(config, user_features_path=str(packed))
+    assert _tables(prepare_data(config).features) == expected
+
+
+def test_a_side_table_without_declared_features_is_named_in_a_warning(tmp_path, caplog):
+    config = _same_tables_from("csv", tmp_path)
+    config = dataclasses.replace(config, item_features=[])
+    with caplog.at_level("WARNING", logger="metarec_dist.data.side"):
+        assert "title" not in prepare_data(config).features.item
+    assert "data.item_features_path is set but data.item_features declares no feature" in caplog.text
+    assert "data.user_features_path" not in caplog.text

@@ -177,3 +177,14 @@ def test_real_ml100k_counts_when_available(tmp_path):
     stats = data_stats(prepared)
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100_000)
     assert prepared.item_titles[1] == "Toy Story"
+
+
+def test_stats_say_what_each_filter_dropped(tmp_path):
+    stats = data_stats(_prepare(tmp_path, rating_threshold=2.0, dedup="first", kcore=1))
+    # ROWS: 10 interactions, one rated below 2 (user 1's item 20), one repeated (user 1's item 10)
+    assert stats["read_interactions"] == 10 and stats["interactions"] == 8
+    assert stats["filtered"] == {"rating >= 2": 1, "dedup=first": 1, "1-core": 0}
+    text = format_stats(stats)
+    assert "filtered      10 interactions read; rating >= 2 dropped 1, dedup=first dropped 1" in text
+    assert "core" not in text  # a filter that dropped nothing is not listed
+    assert "filtered" not in format_stats(data_stats(_prepare(tmp_path)))

@@ -146,6 +146,41 @@ def test_jsonl(tmp_path):
     check_prepared(prepare_data(cfg(format="jsonl", path=str(write_jsonl(tmp_path / "log.jsonl")))))
 
 
+def _gzip(path):
+    """``path`` gzip'd next to it as ``<name>.gz``; the plain file removed."""
+    import gzip
+
+    target = path.with_name(path.name + ".gz")
+    target.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    return target
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "fmt"),
+    [
+        ("log.csv", write_csv, "csv"),
+        ("log.jsonl", write_jsonl, "jsonl"),
+        ("seq.txt", write_user_item, "user_item"),
+    ],
+)
+def test_gzipped_logs_are_read_as_the_plain_file(tmp_path, name, write, fmt):
+    path = _gzip(write(tmp_path / name))
+    if fmt != "user_item":  # format auto tells csv and jsonl by the extension before .gz
+        check_prepared(prepare_data(cfg(format="auto", path=str(path))))
+    check_prepared(prepare_data(cfg(format=fmt, path=str(path))))
+    check_prepared(prepare_data(cfg(format=fmt, path=str(tmp_path))))  # the one such file in a folder
+
+
+def test_errors_in_a_gzipped_log_name_the_line(tmp_path):
+    path = _gzip(write_csv(tmp_path / "log.csv", rows=[*ROWS, (5, "x", 1.0, 9)]))
+    with pytest.raises(DataError, match=r"log\.csv\.gz: line 12, column 'item_id': 'x' is not an integer"):
+        prepare_data(cfg(format="auto", path=str(path)))
+    path.write_bytes(path.read_bytes()[:30])  # cut short
+    with pytest.raises(DataError, match=r"log\.csv\.gz: a gzip file that cannot be decompressed"):
+        prepare_data(cfg(format="auto", path=str(path)))
+
+
 def test_user_item_lines_in_time_order(tmp_path):
     prepared = prepare_data(cfg(format="user_item", path=str(write_user_item(tmp_path / "seq.txt"))))
     check_prepared(prepared)
@@ -230,3 +265,20 @@ def test_load_interactions_is_the_normalised_log(tmp_path):
         "timestamp",
     ]
     assert load_interactions(cfg(format="synthetic")).num_rows > 0
+
+
+def test_pandas_category_id_columns_in_parquet(tmp_path):
+    """pandas saves a ``category`` column as a Parquet dictionary column: read as its values, ids as text
+    with data.string_ids and, without it, an error that says so (not "has type dictionary<...>")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = write_parquet(tmp_path / "log.parquet")
+    table = pq.read_table(path)
+    table = table.set_column(0, "user", pa.array([f"u{u}" for u in table.column("user").to_pylist()]))
+    table = table.set_column(0, "user", table.column("user").dictionary_encode())
+    pq.write_table(table, path)
+    prepared = prepare_data(cfg(format="parquet", path=str(path), string_ids=True))
+    assert prepared.users["raw_user"] == ["u1", "u2", "u3", "u4"]
+    with pytest.raises(DataError, match=r"row 1, column 'user': 'u1' is not an integer user id"):
+        prepare_data(cfg(format="parquet", path=str(path)))

@@ -16,6 +16,7 @@ from trained import SMALL as TRAINED_SMALL  # noqa: E402
 
 from metarec_dist import checkpoint as ckpt  # noqa: E402
 from metarec_dist.cli import main  # noqa: E402
+from metarec_dist.config import load_config  # noqa: E402
 from metarec_dist.data import prepare_data  # noqa: E402
 from metarec_dist.data.features import UNKNOWN, encode_user  # noqa: E402
 from metarec_dist.meta import MetaLearner, build_algorithm  # noqa: E402
@@ -354,3 +355,67 @@ def test_user_features_and_text_encoder_need_what_they_read(feat, tiny_cfg, tmp_
     cfg.model.text_encoder = str(tmp_path)
     with pytest.raises(ValueError, match="model.text_encoder is set, but the data declares no title"):
         SeqRecommender.for_data(cfg.model, data.num_items, no_titles, data.train)
+
+
+def _tiny_gpt2(folder: Path) -> Path:
+    """A decoder encoder as users have them locally: its tokenizer has no padding token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "movie": 1, "of": 2, "kind": 3, **{str(i): 4 + i for i in range(10)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    assert tokenizer.pad_token is None
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(vocab), n_embd=8, n_layer=1, n_head=2, n_positions=64)
+    GPT2Model(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_decoder_text_encoder_without_a_pad_token_encodes_titles(tmp_path):
+    from metarec_dist.models.text_encoder import encode_texts
+
+    folder = _tiny_gpt2(tmp_path / "gpt2")
+    vectors = encode_texts(str(folder), ["movie of kind 3", "movie 1", ""], cache_dir=tmp_path / "cache")
+    assert vectors.shape == (3, 8)
+    assert (np.abs(vectors[:2]).sum(1) > 0).all() and not vectors[2].any()  # padding does not leak in
+    alone = encode_texts(str(folder), ["movie 1"], cache_dir=tmp_path / "cache")
+    np.testing.assert_allclose(alone[0], vectors[1], atol=1e-5)
+
+
+def test_a_folder_that_is_not_a_model_is_named_as_such(tmp_path):
+    from metarec_dist.errors import UserError
+    from metarec_dist.models.text_encoder import encode_texts
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model")
+    with pytest.raises(UserError, match=r"model.text_encoder .*notes.*: no config.json, so not a"):
+        encode_texts(str(tmp_path / "notes"), ["a title"], cache_dir=tmp_path / "cache")
+
+
+def test_a_text_encoder_with_nothing_to_encode_is_a_config_error(tmp_path):
+    title = ["data.format=csv", "data.path=log.csv", "data.item_features_path=items.csv"]
+    encoder = f"model.text_encoder={tmp_path}"
+    with pytest.raises(
+        ValueError, match="model.text_encoder: it encodes item titles, and data.item_features"
+    ):
+        load_config(None, [encoder])
+    with pytest.raises(ValueError, match="model.text_encoder: .*model.item_content=off"):
+        load_config(
+            None, [encoder, *title, "data.item_features=[{name: t, kind: title}]", "model.item_content=off"]
+        )
+    cfg = load_config(None, [encoder, *title, "data.item_features=[{name: t, kind: title}]"])
+    assert cfg.model.text_encoder == str(tmp_path)
+
+
+def test_a_missing_relative_text_encoder_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    from metarec_dist.errors import UserError
+    from metarec_dist.models.text_encoder import encode_texts
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        UserError, match=rf"'enc/bert': not a folder \(relative to the current folder {tmp_path}\)"
+    ):
+        encode_texts("enc/bert", ["a title"], cache_dir=tmp_path / "cache")

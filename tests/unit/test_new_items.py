@@ -253,7 +253,7 @@ def test_new_items_ranks_only_the_held_out_items_and_mixed_ranks_all():
     assert mixed["mrr"] == pytest.approx([1 / 16])
     # The top 10 (20, ..., 11) holds the new items 17, ..., 11: 7 of 10 slots.
     assert mixed["new@10"].tolist() == pytest.approx([0.7]) and mixed["any_new@10"].tolist() == [1.0]
-    with pytest.raises(ValueError, match="exceeds the 10 new items"):
+    with pytest.raises(ValueError, match=r"only the 10 held-out items of 20, .* need at least 20: raise "):
         evaluate_new_items(ByItemId(num_items), num_items, new, seqs, ks=(20,), **kw)
 
 
@@ -450,6 +450,21 @@ def test_cli_new_items_and_mixed_tables(movies, trained, tmp_path, capsys):
     assert list(doc["methods"]) == ["fomaml", "content-knn", "random", "popularity"]
     assert "new@10" in doc["methods"]["fomaml"]["metrics"]["1"]
     assert "New items in the top 10" in capsys.readouterr().out
+
+
+def test_too_few_new_items_for_the_validation_fails_before_training(movies, tmp_path, capsys):
+    """40 items at the default data.new_item_frac hold out 4: fewer than the validation's top 10. That used to
+    surface in the final validation, after every step had run and before the final checkpoint."""
+    args = ["train", "--config", TINY]
+    settings = [*_train_settings(tmp_path, "few"), "data.format=recbole", f"data.path={movies}"]
+    settings += ["data.protocol=new_items", "data.valid_frac=0.2", "data.test_frac=0.2", "data.cache=false"]
+    for s in settings:
+        args += ["--set", s]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "error: data.new_item_frac: the new-items protocol ranks only the 4 held-out items of 40" in err
+    assert "need at least 10: raise data.new_item_frac to 0.25 or more" in err and "Traceback" not in err
+    assert "1/2" not in err and "2/2" not in err  # no step ran
 
 
 def test_cli_new_items_errors(trained, capsys):
