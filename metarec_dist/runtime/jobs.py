@@ -103,9 +103,19 @@ def submit(
     print(f"submitted job {sid} (run {cfg.runtime.run_name!r}) to {address}")
     print(f"follow the logs:  ray job logs --address {address} --follow {sid}")
     print(f"status:           ray job status --address {address} {sid}")
+    print(f"stop it:          ray job stop --address {address} {sid}")
     if not wait:
         return 0
-    return follow(client, sid)
+    try:
+        return follow(client, sid)
+    except KeyboardInterrupt:
+        # Ctrl-C stops only the following: the job is the cluster's and goes on running there.
+        print(
+            f"\nstopped following; job {sid} keeps running on the cluster. Stop it with:  "
+            f"ray job stop --address {address} {sid}",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _submit_with_retry(client: Any, address: str, wait_s: float = 180.0, **job: Any) -> str:

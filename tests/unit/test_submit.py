@@ -1,0 +1,48 @@
+"""``metarec submit`` against a stand-in Ray job client: what the user is told, and what is refused before
+anything is uploaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from metarec_dist.cli import main
+
+ADDRESS = "http://127.0.0.1:8265"
+
+
+class _Client:
+    """Ray's ``JobSubmissionClient`` as far as ``metarec submit`` uses it; Ctrl-C arrives while it polls."""
+
+    submitted: list[dict] = []
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def submit_job(self, **job):
+        _Client.submitted.append(job)
+        return "raysubmit_1"
+
+    def get_job_status(self, sid: str):
+        raise KeyboardInterrupt
+
+
+@pytest.fixture
+def client(monkeypatch):
+    import ray.job_submission
+
+    _Client.submitted = []
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", _Client)
+    return _Client
+
+
+def _submit(*sets: str, wait: bool = False) -> list[str]:
+    argv = ["submit", "--address", ADDRESS, "--config", "configs/tiny.yaml"]
+    return argv + [a for s in sets for a in ("--set", s)] + (["--wait"] if wait else [])
+
+
+def test_ctrl_c_while_waiting_says_the_job_keeps_running_and_how_to_stop_it(client, capsys):
+    assert main(_submit("runtime.storage_path=/mnt/shared/runs", wait=True)) == 130
+    out, err = capsys.readouterr()
+    stop = f"ray job stop --address {ADDRESS} raysubmit_1"
+    assert stop in out  # said at submission, too
+    assert "keeps running on the cluster" in err and stop in err, err
