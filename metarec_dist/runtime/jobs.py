@@ -72,6 +72,19 @@ def check_address(address: str) -> None:
         )
 
 
+def check_job_storage(storage_path: str) -> None:
+    """``UserError`` for a relative ``runtime.storage_path``: the job runs in Ray's unpacked copy of the
+    working dir (under the head's session folder, a new one for every changed upload), so the run would land
+    there, out of reach, and a re-submission after any code change would silently start afresh."""
+    if "://" in storage_path or Path(storage_path).expanduser().is_absolute():
+        return
+    raise UserError(
+        f"runtime.storage_path={storage_path}: a submitted job runs in a temporary copy of the working dir "
+        "on the head, so its run folder must be an absolute path on the cluster (shared by every node) or "
+        "cloud storage: --set runtime.storage_path=/mnt/shared/metarec-runs or s3://BUCKET/metarec-runs"
+    )
+
+
 def submit(
     address: str,
     config: Path,
@@ -86,6 +99,7 @@ def submit(
 
     check_address(address)
     cfg = load_config(config, [*overrides, "runtime.backend=ray"])  # validate before anything leaves here
+    check_job_storage(cfg.runtime.storage_path)
     overrides = [*overrides, "runtime.backend=ray"]
     try:
         client = JobSubmissionClient(address)

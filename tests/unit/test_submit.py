@@ -46,3 +46,17 @@ def test_ctrl_c_while_waiting_says_the_job_keeps_running_and_how_to_stop_it(clie
     stop = f"ray job stop --address {ADDRESS} raysubmit_1"
     assert stop in out  # said at submission, too
     assert "keeps running on the cluster" in err and stop in err, err
+
+
+@pytest.mark.parametrize("path", ["runs", "./runs", "../elsewhere"])
+def test_a_relative_storage_path_is_refused_before_submitting(client, capsys, path):
+    assert main(_submit(f"runtime.storage_path={path}")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: runtime.storage_path={path}:") and "absolute path" in err, err
+    assert client.submitted == []
+
+
+@pytest.mark.parametrize("path", ["/mnt/shared/runs", "s3://bucket/runs"])
+def test_an_absolute_or_cloud_storage_path_is_submitted(client, capsys, path):
+    assert main(_submit(f"runtime.storage_path={path}")) == 0
+    assert f"runtime.storage_path={path}" in client.submitted[0]["entrypoint"]
