@@ -31,6 +31,8 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        if is_loopback_address(address):
+            _join_on_loopback()
         ray.init(address=address, **quiet)
         return
     local_cluster_defaults()
@@ -63,6 +65,33 @@ def _loopback_node_ip() -> None:
     # Ray caches its RAY_* settings (RAY_AUTH_MODE among them) in this process; re-read them, as Ray does
     # itself when it turns token authentication on, so the driver presents the token its cluster requires.
     Config.initialize("")
+
+
+def is_loopback_address(address: str) -> bool:
+    """``RAY_ADDRESS`` names this machine's loopback (``127.0.0.1:6379``, ``localhost:6379``,
+    ``ray://[::1]:10001``)."""
+    from urllib.parse import urlsplit
+
+    from ray._private.services import is_localhost
+
+    try:
+        host = urlsplit(address if "://" in address else f"//{address}").hostname
+    except ValueError:  # a malformed address: ray.init says what is wrong with it
+        return False
+    return host is not None and is_localhost(host)
+
+
+def _join_on_loopback() -> None:
+    """Join a cluster at a loopback ``RAY_ADDRESS`` through loopback.
+
+    Ray swaps a loopback GCS address for the machine's routable one (``services.resolve_ip_for_localhost``)
+    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: a head started with that switch (every server on
+    127.0.0.1, docs/cluster.md) is then never reached, and ``ray.init`` retries for ever. With the switch in
+    this process the address is used as given; a head on every interface answers there too.
+    """
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 # Ray Train settings for a cluster this process starts itself (one node: this machine). Ray Train passes

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from metarec_dist.runtime.ray_launcher import LOCAL_CLUSTER_ENV, local_cluster_defaults
 
 KEY = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
@@ -59,3 +61,32 @@ def test_a_rerun_that_trained_nothing_says_so(tmp_path):
     # A run that trained on from its resume point keeps what the workers reported.
     assert with_resume_point({"step": 9, "resumed_from": 5}, point)["resumed_from"] == 5
     assert "resumed_from" not in with_resume_point({"step": 9}, None)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:6390", True),
+        ("localhost:6379", True),
+        ("ray://127.0.0.1:10001", True),
+        ("10.0.0.5:6379", False),
+        ("auto", False),
+    ],
+)
+def test_joining_a_loopback_address_keeps_it(monkeypatch, address, loopback):
+    """A head on 127.0.0.1 only: Ray would swap the address for the machine's and retry for ever."""
+    import ray
+    from ray._private import ray_constants, services
+
+    from metarec_dist.runtime.ray_launcher import init_ray
+
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    joined = []
+    monkeypatch.setattr(
+        ray, "init", lambda address, **kw: joined.append(services.resolve_ip_for_localhost("127.0.0.1"))
+    )
+    monkeypatch.setattr(services, "node_ip_address_from_perspective", lambda address=None: "192.0.2.2")
+    init_ray()
+    assert joined == ["127.0.0.1" if loopback else "192.0.2.2"]
