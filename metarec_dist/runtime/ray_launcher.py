@@ -208,6 +208,26 @@ def local_cpus(cfg: Config) -> int:
     return max(os.cpu_count() or 1, rt.num_workers * rt.cpus_per_worker + 2)
 
 
+def warn_if_oversubscribed(cfg: Config) -> None:
+    """On a cluster this process starts (``local_cpus`` gives it a logical CPU per worker whatever the
+    machine has): say so when the workers outnumber the machine's CPUs. Each is a process with its own model
+    copy, so 64 workers on 2 cores sit at 0% for minutes (measured: > 4 min before the first step) and may
+    run the machine out of memory, with nothing said."""
+    rt = cfg.runtime
+    cores = os.cpu_count() or 1
+    if os.environ.get("RAY_ADDRESS") or rt.num_workers * rt.cpus_per_worker <= cores:
+        return
+    log.warning(
+        "runtime.num_workers=%d x runtime.cpus_per_worker=%d on a machine with %d CPUs: the training "
+        "processes (each with its own model copy and memory) share them, and starting them alone takes "
+        "minutes; use at most %d workers here, or join a bigger cluster via RAY_ADDRESS",
+        rt.num_workers,
+        rt.cpus_per_worker,
+        cores,
+        max(1, cores // rt.cpus_per_worker),
+    )
+
+
 def warn_if_no_cpu_left(cfg: Config) -> None:
     """On a cluster this process joined: say so when the workers would hold every CPU (the reads wait)."""
     import ray
@@ -387,6 +407,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     shards = cached_shards(cfg.data)
     if shards is not None:
         check_resume_settings(cfg, resume_from, shards.num_items)
+    warn_if_oversubscribed(cfg)
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
     check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)

@@ -90,3 +90,21 @@ def test_joining_a_loopback_address_keeps_it(monkeypatch, address, loopback):
     monkeypatch.setattr(services, "node_ip_address_from_perspective", lambda address=None: "192.0.2.2")
     init_ray()
     assert joined == ["127.0.0.1" if loopback else "192.0.2.2"]
+
+
+@pytest.mark.parametrize(("workers", "warned"), [(2, False), (8, True)])
+def test_more_workers_than_cpus_on_a_local_cluster_is_said(monkeypatch, caplog, workers, warned):
+    from metarec_dist.config import load_config
+    from metarec_dist.runtime.ray_launcher import warn_if_oversubscribed
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = load_config("configs/tiny.yaml", ["runtime.backend=ray", f"runtime.num_workers={workers}"])
+    with caplog.at_level("WARNING", logger="metarec"):
+        warn_if_oversubscribed(cfg)
+    said = "runtime.num_workers=8 x runtime.cpus_per_worker=1 on a machine with 2 CPUs"
+    assert (said in caplog.text) == warned, caplog.text
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a joined cluster: its own CPUs count
+    caplog.clear()
+    warn_if_oversubscribed(cfg)
+    assert caplog.text == ""
