@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("meta-step", help="batched meta-step vs per-task loop vs plain step")
     _add_config_args(p)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=20, help="timed steps per variant, medians (loop: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p = bench.add_parser("system", help="in-process trainer vs Ray + DeepSpeed (1 worker), same work")
     _add_config_args(p)

@@ -1,0 +1,16 @@
+"""``metarec bench``: what docs/benchmarks.md says of every figure (the command, the machine, the load) is in
+the program's own output, and the documented commands run what the docs describe."""
+
+from __future__ import annotations
+
+import inspect
+
+from metarec_dist.bench.meta_step import run_meta_step_bench
+from metarec_dist.cli import build_parser
+
+
+def test_meta_step_repeats_as_documented():
+    """docs/benchmarks.md: "Medians of 20 interleaved repetitions" for `metarec bench meta-step --config ...`
+    with no --repeats (the CLI's default was 10)."""
+    args = build_parser().parse_args(["bench", "meta-step", "--config", "configs/tiny.yaml"])
+    assert args.repeats == inspect.signature(run_meta_step_bench).parameters["repeats"].default == 20
