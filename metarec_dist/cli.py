@@ -260,6 +260,17 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
+    import os
+
+    from metarec_dist.bench import provenance
+
+    context = provenance(args.argv)
+    result = {"bench": args.bench, **_bench_result(args), **context, "load_after": os.getloadavg()}
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
+
+
+def _bench_result(args: argparse.Namespace) -> dict:
     if args.bench == "meta-step":
         from metarec_dist.bench.meta_step import run_meta_step_bench
 
@@ -284,8 +295,7 @@ def _bench(args: argparse.Namespace) -> int:
         from metarec_dist.bench.data_bench import run_data_bench
 
         result = run_data_bench(args.interactions)
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return result
 
 
 @command("data")
@@ -305,6 +315,7 @@ def _data(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command, as bench results record it
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )

@@ -4,9 +4,20 @@ the program's own output, and the documented commands run what the docs describe
 from __future__ import annotations
 
 import inspect
+import json
 
 from metarec_dist.bench.meta_step import run_meta_step_bench
-from metarec_dist.cli import build_parser
+from metarec_dist.cli import build_parser, main
+
+
+def test_a_bench_result_records_its_command_machine_and_load(capsys):
+    argv = ["bench", "data", "--interactions", "1000", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bench"] == "data" and result["command"] == "metarec " + " ".join(argv)
+    assert result["machine"]["cpus"] >= 1 and result["machine"]["torch"] and result["machine"]["ray"]
+    assert len(result["load_before"]) == len(result["load_after"]) == 3
+    assert result["tasks_per_s"] > 0  # the benchmark's own figures are still there
 
 
 def test_meta_step_repeats_as_documented():
