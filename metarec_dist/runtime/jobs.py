@@ -145,15 +145,24 @@ def _submit_with_retry(client: Any, address: str, wait_s: float = 180.0, **job: 
             if not isinstance(exc, RuntimeError):
                 raise
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise refusal(exc, address, job.get("submission_id")) from None
+                working_dir = job.get("runtime_env", {}).get("working_dir")
+                raise refusal(exc, address, job.get("submission_id"), working_dir) from None
             time.sleep(2.0)
 
 
-def refusal(exc: BaseException, address: str, job_id: str | None) -> UserError:
+def refusal(
+    exc: BaseException, address: str, job_id: str | None, working_dir: str | None = None
+) -> UserError:
     """One line for a refused submission: Ray's client puts the server's whole traceback in the message."""
     reason = server_reason(str(exc))
     if job_id is not None and "already exists" in reason:
         return UserError(f"job id {job_id} already exists on the cluster; choose another --job-id")
+    if reason.startswith("HTTP 413"):  # the zipped working dir is over the Jobs API's upload limit
+        return UserError(
+            f"the working dir {working_dir or '.'} is too large to upload to the Ray Jobs API at {address} "
+            f"({reason.rstrip('.')}). Ray warned above of its largest files: add them (data, exports, "
+            "checkpoints) to .gitignore, move them out, or give a smaller --working-dir"
+        )
     return UserError(f"the Ray Jobs API at {address} refused the job: {redact_text(reason)}")
 
 

@@ -60,3 +60,18 @@ def test_a_relative_storage_path_is_refused_before_submitting(client, capsys, pa
 def test_an_absolute_or_cloud_storage_path_is_submitted(client, capsys, path):
     assert main(_submit(f"runtime.storage_path={path}")) == 0
     assert f"runtime.storage_path={path}" in client.submitted[0]["entrypoint"]
+
+
+def test_a_working_dir_over_the_upload_limit_says_what_to_do(client, monkeypatch, capsys):
+    """What Ray's client raises when the zipped working dir is over the Jobs API's 100 MiB request limit."""
+
+    def too_large(self, **job):
+        raise RuntimeError(
+            "Request failed with status code 413: Maximum request body size 104857600 exceeded.."
+        )
+
+    monkeypatch.setattr(client, "submit_job", too_large)
+    assert main(_submit("runtime.storage_path=/mnt/shared/runs")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the working dir ") and "too large to upload" in err, err
+    assert "104857600" in err and ".gitignore" in err and "--working-dir" in err, err
