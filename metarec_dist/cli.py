@@ -271,6 +271,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_result(args: argparse.Namespace) -> dict:
+    # Sizes the programs cannot run with: fail naming the flag (else "no median for empty data", or a
+    # config key the user never set).
+    for flag, least in (("repeats", 1), ("steps", 1), ("interactions", 1000)):
+        if getattr(args, flag, least) < least:
+            raise ValueError(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
     if args.bench == "meta-step":
         from metarec_dist.bench.meta_step import run_meta_step_bench
 
@@ -282,8 +287,8 @@ def _bench_result(args: argparse.Namespace) -> dict:
     elif args.bench == "scale":
         from metarec_dist.bench.scale import run_scale_bench
 
-        if args.interactions < 1000 or args.eval_users < 1:
-            raise ValueError("--interactions must be >= 1000 and --eval-users >= 1")
+        if args.eval_users < 1:
+            raise ValueError("--eval-users must be >= 1")
         result = run_scale_bench(args.interactions, args.eval_users, tuple(args.parts.split(",")))
     elif args.bench == "serve":
         from metarec_dist.bench.serve_bench import run_serve_bench

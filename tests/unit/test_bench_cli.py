@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 import json
 
+import pytest
+
 from metarec_dist.bench.meta_step import run_meta_step_bench
 from metarec_dist.cli import build_parser, main
 
@@ -25,3 +27,20 @@ def test_meta_step_repeats_as_documented():
     with no --repeats (the CLI's default was 10)."""
     args = build_parser().parse_args(["bench", "meta-step", "--config", "configs/tiny.yaml"])
     assert args.repeats == inspect.signature(run_meta_step_bench).parameters["repeats"].default == 20
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "meta-step", "--config", "configs/tiny.yaml", "--repeats", "0"],
+        ["bench", "system", "--config", "configs/tiny.yaml", "--steps", "0"],
+        ["bench", "data", "--interactions", "0"],
+        ["bench", "scale", "--interactions", "10"],
+    ],
+)
+def test_a_size_a_bench_cannot_run_names_its_flag(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"error: {argv[-2]} must be >= {1000 if argv[-2] == '--interactions' else 1}, got {argv[-1]}"
+    )
