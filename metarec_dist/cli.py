@@ -168,7 +168,8 @@ def _submit(args: argparse.Namespace) -> int:
     from metarec_dist.runtime.jobs import check_address, submit
 
     check_address(args.address)  # before the config: a wrong address fails at once
-    _config(args, local_files=False)
+    # Checked as the job will run it: on Ray (DeepSpeed settings are then taken, whatever the file says).
+    _config(argparse.Namespace(**{**vars(args), "set": [*(args.set or []), "runtime.backend=ray"]}), False)
     root = Path(args.working_dir).resolve()
     return submit(
         args.address, Path(args.config), args.set or [], root, args.wait, args.pip, args.image, args.job_id

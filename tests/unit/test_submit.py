@@ -75,3 +75,10 @@ def test_a_working_dir_over_the_upload_limit_says_what_to_do(client, monkeypatch
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: the working dir ") and "too large to upload" in err, err
     assert "104857600" in err and ".gitignore" in err and "--working-dir" in err, err
+
+
+def test_deepspeed_settings_are_checked_as_the_ray_job_runs_them(client, capsys):
+    """configs/tiny.yaml says backend local; the job runs on Ray, which takes ZeRO settings."""
+    sets = ("runtime.storage_path=/mnt/shared/runs", "runtime.zero_stage=3", "runtime.offload_param=true")
+    assert main(_submit(*sets)) == 0, capsys.readouterr().err
+    assert "--set runtime.zero_stage=3" in client.submitted[0]["entrypoint"]
