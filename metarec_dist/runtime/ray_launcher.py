@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,14 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool
 
     if ray.is_initialized():
         return
+    sigterm = signal.getsignal(signal.SIGTERM)
+    _init(verbose, num_cpus, dashboard)
+    _restore_sigterm(sigterm)
+
+
+def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
+    import ray
+
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     address = os.environ.get("RAY_ADDRESS")
     if address:
@@ -44,6 +54,14 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool
         _node_ip_address="127.0.0.1",
         **quiet,
     )
+
+
+def _restore_sigterm(handler: Any) -> None:
+    """``ray.init`` installs Ray's failure handler for SIGTERM in this process (a stack dump, then exit),
+    over the Python one: `kill` or `ray job stop` then ends the run without ``metarec train``'s
+    "interrupted; a re-run starts at ..." (train/launch.py, ``sigterm_as_interrupt``). Put it back."""
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _loopback_node_ip() -> None:

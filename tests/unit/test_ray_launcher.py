@@ -108,3 +108,26 @@ def test_more_workers_than_cpus_on_a_local_cluster_is_said(monkeypatch, caplog, 
     caplog.clear()
     warn_if_oversubscribed(cfg)
     assert caplog.text == ""
+
+
+def test_the_python_sigterm_handler_survives_ray_init(monkeypatch):
+    """ray.init puts Ray's own SIGTERM handler (stack dump, exit) over `metarec train`'s, which says where
+    a re-run starts; here a stand-in ray.init resets it as Ray does."""
+    import signal
+
+    import ray
+
+    from metarec_dist.runtime.ray_launcher import init_ray
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        init_ray()
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
