@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("meta-step", help="batched meta-step vs per-task loop vs plain step")
     _add_config_args(p)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=20, help="timed steps per variant, medians (loop: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p = bench.add_parser("system", help="in-process trainer vs Ray + DeepSpeed (1 worker), same work")
     _add_config_args(p)
@@ -168,7 +168,8 @@ def _submit(args: argparse.Namespace) -> int:
     from metarec_dist.runtime.jobs import check_address, submit
 
     check_address(args.address)  # before the config: a wrong address fails at once
-    _config(args, local_files=False)
+    # Checked as the job will run it: on Ray (DeepSpeed settings are then taken, whatever the file says).
+    _config(argparse.Namespace(**{**vars(args), "set": [*(args.set or []), "runtime.backend=ray"]}), False)
     root = Path(args.working_dir).resolve()
     return submit(
         args.address, Path(args.config), args.set or [], root, args.wait, args.pip, args.image, args.job_id
@@ -265,6 +266,22 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
+    import os
+
+    from metarec_dist.bench import provenance
+
+    context = provenance(args.argv)
+    result = {"bench": args.bench, **_bench_result(args), **context, "load_after": os.getloadavg()}
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
+
+
+def _bench_result(args: argparse.Namespace) -> dict:
+    # Sizes the programs cannot run with: fail naming the flag (else "no median for empty data", or a
+    # config key the user never set).
+    for flag, least in (("repeats", 1), ("steps", 1), ("interactions", 1000)):
+        if getattr(args, flag, least) < least:
+            raise ValueError(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
     if args.bench == "meta-step":
         from metarec_dist.bench.meta_step import run_meta_step_bench
 
@@ -276,8 +293,8 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.bench == "scale":
         from metarec_dist.bench.scale import run_scale_bench
 
-        if args.interactions < 1000 or args.eval_users < 1:
-            raise ValueError("--interactions must be >= 1000 and --eval-users >= 1")
+        if args.eval_users < 1:
+            raise ValueError("--eval-users must be >= 1")
         result = run_scale_bench(args.interactions, args.eval_users, tuple(args.parts.split(",")))
     elif args.bench == "serve":
         from metarec_dist.bench.serve_bench import run_serve_bench
@@ -289,8 +306,7 @@ def _bench(args: argparse.Namespace) -> int:
         from metarec_dist.bench.data_bench import run_data_bench
 
         result = run_data_bench(args.interactions)
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return result
 
 
 @command("data")
@@ -312,6 +328,7 @@ def _data(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command, as bench results record it
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )

@@ -291,6 +291,15 @@ class RuntimeConfig:
                     "DeepSpeed (runtime.backend=local with runtime.deepspeed=false); set "
                     "runtime.deepspeed=true (or runtime.backend=ray), or drop them"
                 )
+        # DeepSpeed offloads the optimizer state only from ZeRO 1 on and the parameters only at ZeRO 3; the
+        # derived config would silently drop the request (no memory saved, an OOM later).
+        if self.offload_param and self.zero_stage != 3:
+            raise ValueError(
+                f"runtime.offload_param needs runtime.zero_stage=3 (got {self.zero_stage}); at stage 1-2 "
+                "offload the optimizer state instead: runtime.offload_optimizer=true"
+            )
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("runtime.offload_optimizer needs runtime.zero_stage 1, 2 or 3 (got 0)")
         # The run folder is storage_path/run_name: a separator or `..` would put it (and what resume and
         # pruning delete) somewhere else.
         if not self.run_name or self.run_name in (".", "..") or any(c in self.run_name for c in "/\\\0"):

@@ -132,12 +132,19 @@ def ensure_process_group(use_gpu: bool) -> None:
 
     if torch.distributed.is_initialized():
         return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    backend = "nccl" if use_gpu else "gloo"
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
-    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo", verbose=False)
+    if int(os.environ["WORLD_SIZE"]) == 1:
+        # One process: an in-memory store, so no rendezvous server. torch's TCPStore (env://) listens on
+        # every interface, whatever MASTER_ADDR says; DeepSpeed adopts the group initialized here.
+        store = torch.distributed.HashStore()
+        torch.distributed.init_process_group(backend, store=store, rank=0, world_size=1)
+    else:  # torchrun-style: its MASTER_ADDR/MASTER_PORT, or one on this machine
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)
 
 
 class DeepSpeedEngine:

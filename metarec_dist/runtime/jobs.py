@@ -72,6 +72,19 @@ def check_address(address: str) -> None:
         )
 
 
+def check_job_storage(storage_path: str) -> None:
+    """``UserError`` for a relative ``runtime.storage_path``: the job runs in Ray's unpacked copy of the
+    working dir (under the head's session folder, a new one for every changed upload), so the run would land
+    there, out of reach, and a re-submission after any code change would silently start afresh."""
+    if "://" in storage_path or Path(storage_path).expanduser().is_absolute():
+        return
+    raise UserError(
+        f"runtime.storage_path={storage_path}: a submitted job runs in a temporary copy of the working dir "
+        "on the head, so its run folder must be an absolute path on the cluster (shared by every node) or "
+        "cloud storage: --set runtime.storage_path=/mnt/shared/metarec-runs or s3://BUCKET/metarec-runs"
+    )
+
+
 def submit(
     address: str,
     config: Path,
@@ -86,6 +99,7 @@ def submit(
 
     check_address(address)
     cfg = load_config(config, [*overrides, "runtime.backend=ray"])  # validate before anything leaves here
+    check_job_storage(cfg.runtime.storage_path)
     overrides = [*overrides, "runtime.backend=ray"]
     try:
         client = JobSubmissionClient(address)
@@ -103,9 +117,19 @@ def submit(
     print(f"submitted job {sid} (run {cfg.runtime.run_name!r}) to {address}")
     print(f"follow the logs:  ray job logs --address {address} --follow {sid}")
     print(f"status:           ray job status --address {address} {sid}")
+    print(f"stop it:          ray job stop --address {address} {sid}")
     if not wait:
         return 0
-    return follow(client, sid)
+    try:
+        return follow(client, sid)
+    except KeyboardInterrupt:
+        # Ctrl-C stops only the following: the job is the cluster's and goes on running there.
+        print(
+            f"\nstopped following; job {sid} keeps running on the cluster. Stop it with:  "
+            f"ray job stop --address {address} {sid}",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _submit_with_retry(client: Any, address: str, wait_s: float = 180.0, **job: Any) -> str:
@@ -121,15 +145,24 @@ def _submit_with_retry(client: Any, address: str, wait_s: float = 180.0, **job: 
             if not isinstance(exc, RuntimeError):
                 raise
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise refusal(exc, address, job.get("submission_id")) from None
+                working_dir = job.get("runtime_env", {}).get("working_dir")
+                raise refusal(exc, address, job.get("submission_id"), working_dir) from None
             time.sleep(2.0)
 
 
-def refusal(exc: BaseException, address: str, job_id: str | None) -> UserError:
+def refusal(
+    exc: BaseException, address: str, job_id: str | None, working_dir: str | None = None
+) -> UserError:
     """One line for a refused submission: Ray's client puts the server's whole traceback in the message."""
     reason = server_reason(str(exc))
     if job_id is not None and "already exists" in reason:
         return UserError(f"job id {job_id} already exists on the cluster; choose another --job-id")
+    if reason.startswith("HTTP 413"):  # the zipped working dir is over the Jobs API's upload limit
+        return UserError(
+            f"the working dir {working_dir or '.'} is too large to upload to the Ray Jobs API at {address} "
+            f"({reason.rstrip('.')}). Ray warned above of its largest files: add them (data, exports, "
+            "checkpoints) to .gitignore, move them out, or give a smaller --working-dir"
+        )
     return UserError(f"the Ray Jobs API at {address} refused the job: {redact_text(reason)}")
 
 

@@ -12,7 +12,9 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,19 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool
 
     if ray.is_initialized():
         return
+    sigterm = signal.getsignal(signal.SIGTERM)
+    _init(verbose, num_cpus, dashboard)
+    _restore_sigterm(sigterm)
+
+
+def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
+    import ray
+
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        if is_loopback_address(address):
+            _join_on_loopback()
         ray.init(address=address, **quiet)
         return
     local_cluster_defaults()
@@ -43,6 +55,14 @@ def init_ray(verbose: bool = False, num_cpus: int | None = None, dashboard: bool
         _node_ip_address="127.0.0.1",
         **quiet,
     )
+
+
+def _restore_sigterm(handler: Any) -> None:
+    """``ray.init`` installs Ray's failure handler for SIGTERM in this process (a stack dump, then exit),
+    over the Python one: `kill` or `ray job stop` then ends the run without ``metarec train``'s
+    "interrupted; a re-run starts at ..." (train/launch.py, ``sigterm_as_interrupt``). Put it back."""
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _loopback_node_ip() -> None:
@@ -64,6 +84,33 @@ def _loopback_node_ip() -> None:
     # Ray caches its RAY_* settings (RAY_AUTH_MODE among them) in this process; re-read them, as Ray does
     # itself when it turns token authentication on, so the driver presents the token its cluster requires.
     Config.initialize("")
+
+
+def is_loopback_address(address: str) -> bool:
+    """``RAY_ADDRESS`` names this machine's loopback (``127.0.0.1:6379``, ``localhost:6379``,
+    ``ray://[::1]:10001``)."""
+    from urllib.parse import urlsplit
+
+    from ray._private.services import is_localhost
+
+    try:
+        host = urlsplit(address if "://" in address else f"//{address}").hostname
+    except ValueError:  # a malformed address: ray.init says what is wrong with it
+        return False
+    return host is not None and is_localhost(host)
+
+
+def _join_on_loopback() -> None:
+    """Join a cluster at a loopback ``RAY_ADDRESS`` through loopback.
+
+    Ray swaps a loopback GCS address for the machine's routable one (``services.resolve_ip_for_localhost``)
+    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: a head started with that switch (every server on
+    127.0.0.1, docs/cluster.md) is then never reached, and ``ray.init`` retries for ever. With the switch in
+    this process the address is used as given; a head on every interface answers there too.
+    """
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 # Ray Train settings for a cluster this process starts itself (one node: this machine). Ray Train passes
@@ -178,6 +225,26 @@ def local_cpus(cfg: Config) -> int:
     every CPU held by a worker (2 workers on a 2-core laptop) they would never be scheduled."""
     rt = cfg.runtime
     return max(os.cpu_count() or 1, rt.num_workers * rt.cpus_per_worker + 2)
+
+
+def warn_if_oversubscribed(cfg: Config) -> None:
+    """On a cluster this process starts (``local_cpus`` gives it a logical CPU per worker whatever the
+    machine has): say so when the workers outnumber the machine's CPUs. Each is a process with its own model
+    copy, so 64 workers on 2 cores sit at 0% for minutes (measured: > 4 min before the first step) and may
+    run the machine out of memory, with nothing said."""
+    rt = cfg.runtime
+    cores = os.cpu_count() or 1
+    if os.environ.get("RAY_ADDRESS") or rt.num_workers * rt.cpus_per_worker <= cores:
+        return
+    log.warning(
+        "runtime.num_workers=%d x runtime.cpus_per_worker=%d on a machine with %d CPUs: the training "
+        "processes (each with its own model copy and memory) share them, and starting them alone takes "
+        "minutes; use at most %d workers here, or join a bigger cluster via RAY_ADDRESS",
+        rt.num_workers,
+        rt.cpus_per_worker,
+        cores,
+        max(1, cores // rt.cpus_per_worker),
+    )
 
 
 def warn_if_no_cpu_left(cfg: Config) -> None:
@@ -377,6 +444,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     shards = cached_shards(cfg.data)
     if shards is not None:
         check_resume_settings(cfg, resume_from, shards.num_items)
+    warn_if_oversubscribed(cfg)
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
     check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)

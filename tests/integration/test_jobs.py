@@ -89,7 +89,7 @@ def head(tmp_path_factory):
         proc.wait()
 
 
-def _submit(head, *args, token=True, **kw):
+def _submit(head, *args, token=True, storage="/tmp/metarec-test-jobs", **kw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     if token:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head["token"])
@@ -100,6 +100,9 @@ def _submit(head, *args, token=True, **kw):
         head["address"],
         "--config",
         "configs/tiny.yaml",
+        # the job's run folder must be absolute (a relative one would land in Ray's copy of the repo)
+        "--set",
+        f"runtime.storage_path={storage}",
         *args,
     ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, **kw)
@@ -113,14 +116,13 @@ def test_job_succeeds_with_checkpoint_summary_and_logs(head, tmp_path):
         "--set",
         "runtime.num_workers=2",
         "--set",
-        f"runtime.storage_path={tmp_path}",
-        "--set",
         "runtime.run_name=job",
         "--set",
         "logging.wandb=off",
         "--wait",
         "--job-id",
         "metarec-ok",
+        storage=str(tmp_path),
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "job metarec-ok: SUCCEEDED" in out.stdout
@@ -159,6 +161,7 @@ def test_failing_job_is_reported_failed(head, tmp_path):
         "--wait",
         "--job-id",
         "metarec-bad",
+        storage=str(tmp_path),
     )
     assert out.returncode == 1
     assert "job metarec-bad: FAILED" in out.stdout

@@ -137,17 +137,41 @@ def test_the_trainer_trains_and_records_the_resolved_loss():
         assert trainer.checkpoint_info()["config"]["model"]["loss"] == loss
 
 
-DEEPSPEED_ONLY = ["runtime.zero_stage=2", "runtime.offload_param=true", "runtime.deepspeed_override=a.json"]
+DEEPSPEED_ONLY = [
+    ["runtime.zero_stage=2"],
+    ["runtime.zero_stage=3", "runtime.offload_param=true"],
+    ["runtime.deepspeed_override=a.json"],
+]
 
 
-@pytest.mark.parametrize("setting", DEEPSPEED_ONLY)
-def test_deepspeed_settings_without_deepspeed_are_an_error(setting):
-    key = setting.split("=")[0]
+@pytest.mark.parametrize("settings", DEEPSPEED_ONLY)
+def test_deepspeed_settings_without_deepspeed_are_an_error(settings):
+    key = settings[-1].split("=")[0]
     with pytest.raises(ValueError, match=rf"{key}: DeepSpeed settings, but this run does not use DeepSpeed"):
-        load_config(None, [setting])
-    # the same setting with DeepSpeed on (locally or on Ray) is taken
-    assert load_config(None, [setting, "runtime.deepspeed=true"]).runtime.deepspeed
-    assert load_config(None, [setting, "runtime.backend=ray"]).runtime.backend == "ray"
+        load_config(None, settings)
+    # the same settings with DeepSpeed on (locally or on Ray) are taken
+    assert load_config(None, [*settings, "runtime.deepspeed=true"]).runtime.deepspeed
+    assert load_config(None, [*settings, "runtime.backend=ray"]).runtime.backend == "ray"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            ["runtime.zero_stage=2", "runtime.offload_param=true"],
+            "runtime.offload_param needs runtime.zero_stage=3",
+        ),
+        (["runtime.offload_param=true"], "runtime.offload_param needs runtime.zero_stage=3 \\(got 0\\)"),
+        (["runtime.offload_optimizer=true"], "runtime.offload_optimizer needs runtime.zero_stage 1, 2 or 3"),
+    ],
+)
+def test_an_offload_deepspeed_would_drop_at_that_zero_stage_is_an_error(settings, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [*settings, "runtime.backend=ray"])
+    # where DeepSpeed offloads it, it is taken
+    assert (
+        load_config(None, [*settings, "runtime.zero_stage=3", "runtime.backend=ray"]).runtime.zero_stage == 3
+    )
 
 
 def test_a_missing_or_broken_deepspeed_override_fails_before_any_work(tmp_path, capsys):

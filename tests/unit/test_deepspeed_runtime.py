@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,3 +84,27 @@ def test_deepspeed_resume_uses_the_changed_lr(tmp_path, zero):
     out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "new lr" in out.stdout
+
+
+LISTEN_SCRIPT = """
+import json, psutil, torch
+from metarec_dist.runtime.deepspeed_engine import ensure_process_group
+ensure_process_group(False)
+t = torch.ones(2)
+torch.distributed.all_reduce(t)
+me = psutil.Process()
+print(json.dumps([c.laddr.ip for c in me.net_connections("inet") if c.status == psutil.CONN_LISTEN]))
+"""
+
+
+def test_a_one_process_deepspeed_group_listens_on_no_outside_address():
+    """A local DeepSpeed run (`runtime.deepspeed=true`) got a torch TCPStore on every interface (`::`) at
+    port 29500 + pid % 1000: reachable from the network, and unneeded with one process."""
+    group = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")
+    env = {k: v for k, v in os.environ.items() if k not in group}
+    out = subprocess.run(
+        [sys.executable, "-c", LISTEN_SCRIPT], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    listening = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for ip in listening), listening

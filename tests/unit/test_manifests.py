@@ -288,6 +288,15 @@ def test_cluster_launcher_config_is_valid_and_token_authenticated():
     assert "torch==" in setup
 
 
+def test_cluster_launcher_puts_the_venv_on_the_path_of_ray_start():
+    """A job's entrypoint runs `python`/`metarec` from the PATH `ray start` had: without the venv there it is
+    the image's python, without the project (ModuleNotFoundError, or `python: not found` on Ubuntu)."""
+    raw = load(CLUSTER)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in raw[key] if "ray start" in c]
+        assert re.search(r"\bPATH=\$HOME/metarec-venv/bin:\$PATH\s", start), f"{key}: {start!r}"
+
+
 def test_docs_cover_auth_and_storage():
     text = DOCS.read_text(encoding="utf-8")
     for needle in (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from metarec_dist.runtime.ray_launcher import LOCAL_CLUSTER_ENV, local_cluster_defaults
 
 KEY = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
@@ -59,3 +61,73 @@ def test_a_rerun_that_trained_nothing_says_so(tmp_path):
     # A run that trained on from its resume point keeps what the workers reported.
     assert with_resume_point({"step": 9, "resumed_from": 5}, point)["resumed_from"] == 5
     assert "resumed_from" not in with_resume_point({"step": 9}, None)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:6390", True),
+        ("localhost:6379", True),
+        ("ray://127.0.0.1:10001", True),
+        ("10.0.0.5:6379", False),
+        ("auto", False),
+    ],
+)
+def test_joining_a_loopback_address_keeps_it(monkeypatch, address, loopback):
+    """A head on 127.0.0.1 only: Ray would swap the address for the machine's and retry for ever."""
+    import ray
+    from ray._private import ray_constants, services
+
+    from metarec_dist.runtime.ray_launcher import init_ray
+
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    joined = []
+    monkeypatch.setattr(
+        ray, "init", lambda address, **kw: joined.append(services.resolve_ip_for_localhost("127.0.0.1"))
+    )
+    monkeypatch.setattr(services, "node_ip_address_from_perspective", lambda address=None: "192.0.2.2")
+    init_ray()
+    assert joined == ["127.0.0.1" if loopback else "192.0.2.2"]
+
+
+@pytest.mark.parametrize(("workers", "warned"), [(2, False), (8, True)])
+def test_more_workers_than_cpus_on_a_local_cluster_is_said(monkeypatch, caplog, workers, warned):
+    from metarec_dist.config import load_config
+    from metarec_dist.runtime.ray_launcher import warn_if_oversubscribed
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = load_config("configs/tiny.yaml", ["runtime.backend=ray", f"runtime.num_workers={workers}"])
+    with caplog.at_level("WARNING", logger="metarec"):
+        warn_if_oversubscribed(cfg)
+    said = "runtime.num_workers=8 x runtime.cpus_per_worker=1 on a machine with 2 CPUs"
+    assert (said in caplog.text) == warned, caplog.text
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a joined cluster: its own CPUs count
+    caplog.clear()
+    warn_if_oversubscribed(cfg)
+    assert caplog.text == ""
+
+
+def test_the_python_sigterm_handler_survives_ray_init(monkeypatch):
+    """ray.init puts Ray's own SIGTERM handler (stack dump, exit) over `metarec train`'s, which says where
+    a re-run starts; here a stand-in ray.init resets it as Ray does."""
+    import signal
+
+    import ray
+
+    from metarec_dist.runtime.ray_launcher import init_ray
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        init_ray()
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)

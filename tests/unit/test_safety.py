@@ -383,12 +383,18 @@ class _Refusing:
         self.server.server_close()
 
 
+# A submitted job's run folder must be absolute (metarec_dist/runtime/jobs.py: check_job_storage).
+_JOB_STORAGE = ["--set", "runtime.storage_path=/mnt/shared/metarec-runs"]
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_submit_says_the_token_was_refused(status, capsys):
     api = _Refusing(status)
     try:
         err = assert_fails(
-            capsys, ["submit", "--address", api.address, "--config", "configs/tiny.yaml"], "token"
+            capsys,
+            ["submit", "--address", api.address, "--config", "configs/tiny.yaml", *_JOB_STORAGE],
+            "token",
         )
     finally:
         api.close()
@@ -427,7 +433,7 @@ def _server_traceback(message: str) -> bytes:
 )
 def test_a_refused_submission_is_one_line(job_id, message, expected, capsys):
     api = _Refusing(500, _server_traceback(message))
-    args = ["submit", "--address", api.address, "--config", "configs/tiny.yaml"]
+    args = ["submit", "--address", api.address, "--config", "configs/tiny.yaml", *_JOB_STORAGE]
     try:
         assert main(args + (["--job-id", job_id] if job_id else [])) == 2
     finally:
