@@ -13,4 +13,4 @@ if [ -z "${METAREC_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data" ]; then
   export METAREC_DATA_DIR="$ROOT/../shared/data"
 fi
 export WANDB_MODE="${WANDB_MODE:-offline}"
-.venv/bin/metarec train --config configs/quickstart.yaml "$@"
+"$VENV/bin/metarec" train --config configs/quickstart.yaml "$@"

@@ -17,7 +17,7 @@ case "$DATASET" in
     # This header, then the options passed through (the Python module's own help).
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
     echo
-    PY=.venv/bin/python
+    PY="${VENV:-.venv}/bin/python"
     [ -x "$PY" ] || PY=python3
     exec "$PY" -m metarec_dist.eval.reproduce --help ;;
   ml100k)
@@ -31,7 +31,8 @@ case "$DATASET" in
 esac
 shift
 DATA+=(--set data.valid_frac=0.1 --set data.test_frac=0.1)
-if [ ! -x .venv/bin/python ]; then
+VENV="${VENV:-$ROOT/.venv}"  # setup_venv.sh's default; a VENV of the user's own wins
+if [ ! -x "$VENV/bin/python" ]; then
   source launch/setup_venv.sh
 fi
 if [ -z "${METAREC_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data" ]; then
@@ -49,7 +50,7 @@ METHODS=(--method coldstart=configs/coldstart.yaml --method sasrec=configs/colds
 for arg in "$@"; do
   if [ "$arg" = "--method" ]; then METHODS=(); fi
 done
-exec .venv/bin/python -m metarec_dist.eval.reproduce \
+exec "$VENV/bin/python" -m metarec_dist.eval.reproduce \
   "${METHODS[@]}" \
   "${DATA[@]}" \
   --baseline sasrec \

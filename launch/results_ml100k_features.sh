@@ -13,7 +13,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-if [ ! -x .venv/bin/python ]; then
+VENV="${VENV:-$ROOT/.venv}"  # setup_venv.sh's default; a VENV of the user's own wins
+if [ ! -x "$VENV/bin/python" ]; then
   source launch/setup_venv.sh
 fi
 if [ -z "${METAREC_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data" ]; then
@@ -23,7 +24,7 @@ export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1
 # Two single-threaded training processes use two cores better than one process with two threads.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PAGE=docs/results/ml100k-features.md
-repro() { .venv/bin/python -m metarec_dist.eval.reproduce --seeds 0,1,2 --jobs 2 --markdown "$PAGE" "$@"; }
+repro() { "$VENV/bin/python" -m metarec_dist.eval.reproduce --seeds 0,1,2 --jobs 2 --markdown "$PAGE" "$@"; }
 
 repro --protocol cold_start --section cold-start --out runs/ml100k-features \
   --method fomaml=configs/ml100k.yaml \

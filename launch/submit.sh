@@ -7,4 +7,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 source launch/setup_venv.sh
 : "${RAY_ADDRESS:?set RAY_ADDRESS to the Ray Jobs API, e.g. http://127.0.0.1:8265}"
-exec .venv/bin/metarec submit --address "$RAY_ADDRESS" "$@"
+exec "$VENV/bin/metarec" submit --address "$RAY_ADDRESS" "$@"

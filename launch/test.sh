@@ -8,4 +8,4 @@ EXTRAS=test source launch/setup_venv.sh
 export WANDB_MODE=offline RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 # Keep caches of the run inside a temp dir so a test run never reads or pollutes the user's.
 export METAREC_CACHE_DIR="${METAREC_CACHE_DIR:-$(mktemp -d)}"
-exec .venv/bin/python -m pytest -q --timeout=900 "$@"
+exec "$VENV/bin/python" -m pytest -q --timeout=900 "$@"
