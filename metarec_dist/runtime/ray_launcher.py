@@ -182,7 +182,7 @@ def build_trainer(
     checkpoints of a Ray run carry them like a local run's (``metarec recommend`` speaks raw ids), and
     ``features`` (the side-information tables, numpy only) for the model."""
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     from metarec_dist.run_folder import storage_root
 
@@ -215,8 +215,20 @@ def build_trainer(
         # Nothing is split by Ray Train: rank r reads its own `train_<r>` (ray_data.py says why), and every
         # rank the validation users it evaluates.
         dataset_config=ray.train.DataConfig(datasets_to_split=[]),
-        torch_config=TorchConfig(backend="nccl" if rt.use_gpu else "gloo"),
+        torch_config=torch_config(backend="nccl" if rt.use_gpu else "gloo"),
     )
+
+
+def torch_config(backend: str) -> Any:
+    """Ray Train's ``TorchConfig``; on a cluster this process started (one machine, no ``RAY_ADDRESS``) the
+    one whose rendezvous store listens on 127.0.0.1 only, as every Ray server of that cluster does."""
+    from ray.train.torch import TorchConfig
+
+    from metarec_dist.runtime.loopback_group import LoopbackTorchConfig
+
+    if os.environ.get("RAY_ADDRESS"):  # a cluster of any size: Ray Train's rendezvous on the node address
+        return TorchConfig(backend=backend)
+    return LoopbackTorchConfig(backend=backend)
 
 
 def local_cpus(cfg: Config) -> int:

@@ -80,3 +80,72 @@ def test_a_local_cluster_listens_on_loopback_only_and_requires_a_token(dashboard
     servers = " ".join(s["proc"] for s in listening)
     assert "gcs_server" in servers and "raylet" in servers, listening  # the check saw the cluster
     assert report["auth"] == {"gcs_server": "token", "raylet": "token"} and report["driver_token"], report
+
+
+GROUP_PROBE = r"""
+import json, os, sys
+from pathlib import Path
+
+import psutil
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from metarec_dist.runtime.loopback_group import LoopbackTorchConfig
+from metarec_dist.runtime.ray_launcher import init_ray, shutdown_ray
+
+out = Path(sys.argv[1])
+init_ray(num_cpus=4)
+
+
+def group_sockets(folder):
+    # each worker: an all-reduce over the group, then its own process's listening sockets
+    import torch
+    import torch.distributed as dist
+
+    total = torch.ones(1) * (dist.get_rank() + 1)
+    dist.all_reduce(total)
+    me = os.getpid()
+    listening = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    ips = [c.laddr.ip for c in listening if c.pid == me]
+    Path(folder, f"rank{dist.get_rank()}.json").write_text(json.dumps({"sum": float(total), "ips": ips}))
+
+
+report = {}
+for name, config in (("loopback", LoopbackTorchConfig), ("stock", TorchConfig)):
+    folder = out / name
+    folder.mkdir()
+    TorchTrainer(
+        lambda: group_sockets(str(folder)),
+        scaling_config=ray.train.ScalingConfig(num_workers=2),
+        run_config=ray.train.RunConfig(name=name, storage_path=str(out / "storage")),
+        torch_config=config(backend="gloo"),
+    ).fit()
+    report[name] = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(2)]
+print("PROBE" + json.dumps(report))
+shutdown_ray()
+"""
+
+
+def test_the_training_workers_process_group_listens_on_loopback_only(tmp_path):
+    """The workers' torch process group on a cluster metarec starts (``LoopbackTorchConfig``, what
+    ``build_trainer`` uses without RAY_ADDRESS) listens on 127.0.0.1 only; Ray Train's stock TorchConfig
+    (env://) has rank 0's TCPStore on every interface in the same cluster, which shows the check can fail."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env.update(PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-c", GROUP_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(
+        next(x for x in proc.stdout.splitlines() if x.startswith("PROBE")).removeprefix("PROBE")
+    )
+    for name, ranks in report.items():
+        assert [r["sum"] for r in ranks] == [3.0, 3.0], name  # the group works
+    loopback = [ip for r in report["loopback"] for ip in r["ips"]]
+    stock = [ip for r in report["stock"] for ip in r["ips"]]
+    assert loopback and not [ip for ip in loopback if not _is_loopback(ip)], loopback
+    assert [ip for ip in stock if not _is_loopback(ip)], stock
