@@ -30,7 +30,9 @@ from metarec_dist.data.shards import UserShards, read_users, split_counts, write
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when preprocessing changes meaning, so old entries are not reused
+# Bump when preprocessing changes meaning, so old entries are not reused (3: NaN in a float feature is a
+# missing value, ids spelt nan / None / null are refused).
+CACHE_VERSION = 3
 ENV_CACHE_DIR = "METAREC_CACHE_DIR"
 # Settings that do not change the prepared data: where things live (the resolved files are keyed
 # instead), whether to cache, and the synthetic generator (synthetic data is not cached).
