@@ -126,12 +126,15 @@ def check_utf8(col: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray
         raise
 
 
+def undictionary(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary column (a pandas ``category`` saved to Parquet) as its plain values."""
+    return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+
+
 def _checked_column(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str) -> pa.ChunkedArray:
     """``col`` as one chunked array, binary (not UTF-8 somewhere) decoded or named, with no empty value; a
     dictionary column (a pandas ``category`` saved to Parquet) as its values."""
-    col = _chunked(col)
-    if pa.types.is_dictionary(col.type):
-        col = col.cast(col.type.value_type)
+    col = undictionary(_chunked(col))
     if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
         col = check_utf8(col, where, name)
     _check_no_nulls(col, where, name, role)

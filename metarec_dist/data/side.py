@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metarec_dist.data.columns import CANDIDATES, Where, bare, check_utf8, to_ids, to_numbers
+from metarec_dist.data.columns import CANDIDATES, Where, bare, check_utf8, to_ids, to_numbers, undictionary
 from metarec_dist.data.config import DataConfig, FeatureSpec
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.features import (
@@ -332,8 +332,7 @@ def _type_error(where: Where, name: str, typ: pa.DataType, spec: FeatureSpec, wa
 def _utf8(column: pa.ChunkedArray, where: Where, name: str) -> pa.ChunkedArray:
     """The column's plain values: a dictionary column (a pandas ``category`` saved to Parquet) decoded,
     bytes checked as UTF-8."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
+    column = undictionary(column)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         return check_utf8(column, where, name)
     return column
