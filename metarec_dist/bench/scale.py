@@ -182,10 +182,32 @@ def zero_rank(
     then validate; rank figures to ``out_dir/zero{stage}_rank{rank}.json``."""
     import torch
 
-    from metarec_dist.config import load_config
     from metarec_dist.data.split import UserSplits
     from metarec_dist.runtime.context import WorkerContext
     from metarec_dist.train.trainer import MetaTrainer
+
+    _join_gloo(rank, world, port)
+    data = UserSplits(
+        random_users(2000, num_items, seed=2), random_users(64, num_items, seed=3, lo=8), [], num_items
+    )
+
+    class Rank(WorkerContext):
+        pass
+
+    ctx = Rank()
+    ctx.rank, ctx.world_size = rank, world
+    try:
+        trainer = MetaTrainer(_zero_config(stage, world, steps), ctx, data)
+        figures = _rank_figures(trainer, steps, shots)
+        Path(out_dir, f"zero{stage}_rank{rank}.json").write_text(json.dumps(figures))
+    finally:
+        torch.distributed.destroy_process_group()
+    exit_rank_process()
+
+
+def _join_gloo(rank: int, world: int, port: int) -> None:
+    """Join a ``world``-rank gloo group whose rendezvous is on 127.0.0.1:``port``."""
+    import torch
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -196,7 +218,13 @@ def zero_rank(
     )
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    cfg = load_config(
+
+
+def _zero_config(stage: int, world: int, steps: int) -> Any:
+    """The tiny model under DeepSpeed ZeRO ``stage`` on ``world`` ranks, trained ``steps`` meta-steps."""
+    from metarec_dist.config import load_config
+
+    return load_config(
         None,
         [
             *TINY_MODEL,
@@ -209,36 +237,25 @@ def zero_rank(
             f"runtime.num_workers={world}",
         ],
     )
-    data = UserSplits(
-        random_users(2000, num_items, seed=2), random_users(64, num_items, seed=3, lo=8), [], num_items
-    )
 
-    class Rank(WorkerContext):
-        pass
 
-    ctx = Rank()
-    ctx.rank, ctx.world_size = rank, world
-    try:
-        trainer = MetaTrainer(cfg, ctx, data)
-        params = list(trainer.engine.module.parameters())
-        param_mb = rank_param_mb(trainer.engine.module)
-        losses = [trainer.train_step()["loss"] for _ in range(steps)]
-        base = reset_peak()
-        val = trainer.validate(list(shots))
-        eval_delta = proc_mb("VmHWM") - base
-        figures = {
-            "param_mb": param_mb,
-            "full_param_mb": sum(getattr(p, "ds_numel", p.numel()) for p in params) * 4 / 2**20,
-            "loss": trainer.cfg.model.loss,
-            "losses": losses,
-            "val_ndcg": val[f"val/ndcg@10@k{shots[-1]}"],
-            "eval_peak_delta_mb": eval_delta,
-            "peak_mb": proc_mb("VmHWM"),
-        }
-        Path(out_dir, f"zero{stage}_rank{rank}.json").write_text(json.dumps(figures))
-    finally:
-        torch.distributed.destroy_process_group()
-    exit_rank_process()
+def _rank_figures(trainer: Any, steps: int, shots: tuple[int, ...]) -> dict[str, Any]:
+    """Train ``steps`` meta-steps, validate at ``shots``, and say this rank's memory and losses."""
+    params = list(trainer.engine.module.parameters())
+    param_mb = rank_param_mb(trainer.engine.module)
+    losses = [trainer.train_step()["loss"] for _ in range(steps)]
+    base = reset_peak()
+    val = trainer.validate(list(shots))
+    eval_delta = proc_mb("VmHWM") - base
+    return {
+        "param_mb": param_mb,
+        "full_param_mb": sum(getattr(p, "ds_numel", p.numel()) for p in params) * 4 / 2**20,
+        "loss": trainer.cfg.model.loss,
+        "losses": losses,
+        "val_ndcg": val[f"val/ndcg@10@k{shots[-1]}"],
+        "eval_peak_delta_mb": eval_delta,
+        "peak_mb": proc_mb("VmHWM"),
+    }
 
 
 def exit_rank_process() -> None:
