@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -726,7 +727,8 @@ def export(
         for p in ("model.", "algorithm.")
     )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    remove_stale_export_temps(out_dir)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_export_temp_prefix(out_dir, "tmp")))
     try:
         save_file(weights, str(tmp / EXPORT_WEIGHTS))
         if algorithm:
@@ -741,7 +743,68 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder, nothing else
         raise
+    remove_stale_export_temps(out_dir)  # a moved-aside previous export is stale only once out_dir is whole
     return out_dir
+
+
+# An export's temp folders beside --out: ``.<out name>.<kind>-<host>-<pid>-<random>`` (kind ``tmp``: the
+# export being written, ``old``: the previous export moved aside while the new one takes its place). A
+# killed export leaves them; the next export to the same --out removes those whose process is gone.
+_EXPORT_TEMP = re.compile(r"^(?P<kind>tmp|old)-(?P<host>.+)-(?P<pid>\d+)-[^-]+$")
+
+
+def _export_temp_prefix(out_dir: Path, kind: str) -> str:
+    return f".{out_dir.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this machine (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def stale_export_temps(out_dir: Path) -> list[tuple[str, Path]]:
+    """(kind, folder) of the temp folders an export to ``out_dir`` made and left: our naming, a real folder
+    (no link), made on this machine by a process that is gone. Nothing else beside ``out_dir`` is named."""
+    prefix, host = f".{out_dir.name}.", socket.gethostname()
+    found = []
+    for path in out_dir.parent.iterdir():
+        m = _EXPORT_TEMP.match(path.name[len(prefix) :]) if path.name.startswith(prefix) else None
+        if m is None or m["host"] != host or not path.is_dir() or path.is_symlink():
+            continue
+        if int(m["pid"]) != os.getpid() and _process_gone(int(m["pid"])):
+            found.append((m["kind"], path))
+    return found
+
+
+def remove_stale_export_temps(out_dir: Path) -> None:
+    """Remove what a killed export to ``out_dir`` left beside it: its half-written temp folders, and a
+    previous export it had moved aside, once ``out_dir`` holds a whole export (until then that may be the
+    only one). A moved-aside folder loses only an export's own files; anything else in it keeps it."""
+    whole = out_dir.is_dir() and not out_dir.is_symlink() and _is_export(out_dir)
+    for kind, path in stale_export_temps(out_dir):
+        if kind == "old" and not whole:
+            continue
+        try:
+            if kind == "tmp":
+                shutil.rmtree(path)
+            else:
+                _remove_moved_aside_export(path)
+        except OSError as exc:
+            log.warning("could not remove %s, left by an export that was killed: %s", path, exc)
+            continue
+        log.info("removed %s, left beside %s by an export that was killed", path, out_dir)
+
+
+def _remove_moved_aside_export(old: Path) -> None:
+    for name in EXPORT_FILES | EXPORT_OPTIONAL:
+        (old / name).unlink(missing_ok=True)
+    old.rmdir()
 
 
 def export_source(path: Path) -> Path:
@@ -826,13 +889,11 @@ def _replace_export(tmp: Path, out_dir: Path) -> None:
         out_dir.rmdir()
         os.replace(tmp, out_dir)
         return
-    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old."))
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_export_temp_prefix(out_dir, "old")))
     old.rmdir()
     os.replace(out_dir, old)
     os.replace(tmp, out_dir)
-    for name in EXPORT_FILES | EXPORT_OPTIONAL:
-        (old / name).unlink(missing_ok=True)
-    old.rmdir()
+    _remove_moved_aside_export(old)
 
 
 class Exported(NamedTuple):
