@@ -35,8 +35,8 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from metarec_dist.errors import UserError, check_output_folder
@@ -384,25 +384,58 @@ def move_aside(folder: Path) -> Path | None:
     return dest
 
 
-def prune(run_dir: Path, keep: int) -> None:
+def prune(run_dir: Path, keep: int, protect: Iterable[Path] = ()) -> None:
     """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those,
     moved-aside ones (``<name>.old-<k>``: an interrupted save, one per kill) included. The manifest goes
     first, so a folder that cannot be removed whole is left incomplete, never half-complete. A moved-aside
-    folder that is complete is never deleted."""
+    folder that is complete is never deleted, nor any folder in ``protect`` (the checkpoint a run resumed
+    from, those Ray Train tracks and deletes itself)."""
     ckpts = list_checkpoints(run_dir)
     complete = [p for p in ckpts if (p / MANIFEST).is_file()]
-    keep_set = set(complete[-keep:])
-    newest_kept = min(keep_set, key=lambda p: p.name) if keep_set else None
-    for p in ckpts:
-        if p not in keep_set and (newest_kept is None or p.name < newest_kept.name):
-            _delete_checkpoint(p)
-    if newest_kept is None:
+    if not complete:  # nothing to keep: nothing is deleted either
         return
+    keep_set = set(complete[-max(keep, 1) :])
+    newest_kept = min(keep_set, key=lambda p: p.name)
+    kept = {Path(p).resolve() for p in protect}
+    for p in ckpts:
+        if p not in keep_set and p.name < newest_kept.name and p.resolve() not in kept:
+            _delete_checkpoint(p)
     kept_from = checkpoint_step(newest_kept.name) or 0
     for p in _moved_aside(run_dir):
         step = checkpoint_step(p.name.split(".old-")[0]) or 0
-        if step < kept_from and not (p / MANIFEST).exists():
+        if step < kept_from and not (p / MANIFEST).exists() and p.resolve() not in kept:
             _delete_checkpoint(p)
+
+
+# Ray Train's record of the checkpoints it registered (and deletes beyond num_to_keep), in the run folder.
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def ray_tracked_checkpoints(run_dir: Path) -> set[Path] | None:
+    """The checkpoint folders Ray Train's snapshot in ``run_dir`` names (any string in it whose last part is
+    a checkpoint name: no reliance on its layout); an empty set without a snapshot; None when it cannot be
+    read (Ray may be rewriting it): then nothing may be pruned that Ray might delete too."""
+    path = Path(run_dir) / RAY_SNAPSHOT
+    if not path.exists():
+        return set()
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.info("%s cannot be read now (%s); checkpoints are pruned after a later save", path, exc)
+        return None
+    names = {PurePosixPath(s).name for s in _strings_in(snapshot)}
+    return {Path(run_dir) / n for n in names if checkpoint_step(n) is not None}
+
+
+def _strings_in(tree: Any) -> Iterator[str]:
+    if isinstance(tree, str):
+        yield tree
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            yield from _strings_in(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _strings_in(value)
 
 
 def _moved_aside(run_dir: Path) -> list[Path]:
@@ -665,6 +698,7 @@ class Checkpointer:
         step = int(client["step"])
         self.loaded = (step, folder)
         log.info("resumed from %s at meta-step %d", folder, step)
+        self.ctx.prune_checkpoints(folder)  # a lowered checkpoint.keep frees disk before the next save
         return step
 
     def _load_rank_parts(self, folder: Path, client: dict[str, Any]) -> None:
