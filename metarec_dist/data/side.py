@@ -36,9 +36,9 @@ from metarec_dist.data.features import (
     bucket_ids,
     bucket_labels,
 )
-from metarec_dist.data.layout import EXTENSIONS, Layout, file_kind, format_suffix
+from metarec_dist.data.layout import EXTENSIONS, Layout, file_kind, format_suffix, recbole_sibling
 from metarec_dist.data.readers import read_jsonl_table
-from metarec_dist.data.textio import TextFile, TextSpec, check_file
+from metarec_dist.data.textio import TextFile, TextSpec, arrow_source, check_file
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def feature_files(cfg: DataConfig, layout: Layout | None) -> dict[str, Path]:
             if not path.exists():
                 raise DataError(f"data.{entity}_features_path: {path} not found")
         elif layout is not None and layout.kind == "recbole":
-            path = layout.file.with_suffix(f".{entity}")
+            path = recbole_sibling(layout.file, f".{entity}")
             if not path.is_file():
                 raise DataError(
                     f"{path}: not found; data.{entity}_features needs a side table: put the RecBole "
@@ -135,7 +135,7 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     elif kind == "parquet":
         check_file(path)
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(arrow_source(path))
             id_col, wanted = _resolve(pf.schema_arrow.names, str(path), entity, specs, cfg)
             table = pf.read(columns=list(dict.fromkeys([id_col, *wanted.values()])))
         except (pa.ArrowInvalid, OSError) as exc:
