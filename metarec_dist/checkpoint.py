@@ -33,9 +33,10 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from metarec_dist.errors import UserError, check_output_folder
@@ -383,25 +384,58 @@ def move_aside(folder: Path) -> Path | None:
     return dest
 
 
-def prune(run_dir: Path, keep: int) -> None:
+def prune(run_dir: Path, keep: int, protect: Iterable[Path] = ()) -> None:
     """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than those,
     moved-aside ones (``<name>.old-<k>``: an interrupted save, one per kill) included. The manifest goes
     first, so a folder that cannot be removed whole is left incomplete, never half-complete. A moved-aside
-    folder that is complete is never deleted."""
+    folder that is complete is never deleted, nor any folder in ``protect`` (the checkpoint a run resumed
+    from, those Ray Train tracks and deletes itself)."""
     ckpts = list_checkpoints(run_dir)
     complete = [p for p in ckpts if (p / MANIFEST).is_file()]
-    keep_set = set(complete[-keep:])
-    newest_kept = min(keep_set, key=lambda p: p.name) if keep_set else None
-    for p in ckpts:
-        if p not in keep_set and (newest_kept is None or p.name < newest_kept.name):
-            _delete_checkpoint(p)
-    if newest_kept is None:
+    if not complete:  # nothing to keep: nothing is deleted either
         return
+    keep_set = set(complete[-max(keep, 1) :])
+    newest_kept = min(keep_set, key=lambda p: p.name)
+    kept = {Path(p).resolve() for p in protect}
+    for p in ckpts:
+        if p not in keep_set and p.name < newest_kept.name and p.resolve() not in kept:
+            _delete_checkpoint(p)
     kept_from = checkpoint_step(newest_kept.name) or 0
     for p in _moved_aside(run_dir):
         step = checkpoint_step(p.name.split(".old-")[0]) or 0
-        if step < kept_from and not (p / MANIFEST).exists():
+        if step < kept_from and not (p / MANIFEST).exists() and p.resolve() not in kept:
             _delete_checkpoint(p)
+
+
+# Ray Train's record of the checkpoints it registered (and deletes beyond num_to_keep), in the run folder.
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def ray_tracked_checkpoints(run_dir: Path) -> set[Path] | None:
+    """The checkpoint folders Ray Train's snapshot in ``run_dir`` names (any string in it whose last part is
+    a checkpoint name: no reliance on its layout); an empty set without a snapshot; None when it cannot be
+    read (Ray may be rewriting it): then nothing may be pruned that Ray might delete too."""
+    path = Path(run_dir) / RAY_SNAPSHOT
+    if not path.exists():
+        return set()
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.info("%s cannot be read now (%s); checkpoints are pruned after a later save", path, exc)
+        return None
+    names = {PurePosixPath(s).name for s in _strings_in(snapshot)}
+    return {Path(run_dir) / n for n in names if checkpoint_step(n) is not None}
+
+
+def _strings_in(tree: Any) -> Iterator[str]:
+    if isinstance(tree, str):
+        yield tree
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            yield from _strings_in(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _strings_in(value)
 
 
 def _moved_aside(run_dir: Path) -> list[Path]:
@@ -664,6 +698,7 @@ class Checkpointer:
         step = int(client["step"])
         self.loaded = (step, folder)
         log.info("resumed from %s at meta-step %d", folder, step)
+        self.ctx.prune_checkpoints(folder)  # a lowered checkpoint.keep frees disk before the next save
         return step
 
     def _load_rank_parts(self, folder: Path, client: dict[str, Any]) -> None:
@@ -726,7 +761,8 @@ def export(
         for p in ("model.", "algorithm.")
     )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    remove_stale_export_temps(out_dir)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_export_temp_prefix(out_dir, "tmp")))
     try:
         save_file(weights, str(tmp / EXPORT_WEIGHTS))
         if algorithm:
@@ -741,7 +777,68 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder, nothing else
         raise
+    remove_stale_export_temps(out_dir)  # a moved-aside previous export is stale only once out_dir is whole
     return out_dir
+
+
+# An export's temp folders beside --out: ``.<out name>.<kind>-<host>-<pid>-<random>`` (kind ``tmp``: the
+# export being written, ``old``: the previous export moved aside while the new one takes its place). A
+# killed export leaves them; the next export to the same --out removes those whose process is gone.
+_EXPORT_TEMP = re.compile(r"^(?P<kind>tmp|old)-(?P<host>.+)-(?P<pid>\d+)-[^-]+$")
+
+
+def _export_temp_prefix(out_dir: Path, kind: str) -> str:
+    return f".{out_dir.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this machine (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def stale_export_temps(out_dir: Path) -> list[tuple[str, Path]]:
+    """(kind, folder) of the temp folders an export to ``out_dir`` made and left: our naming, a real folder
+    (no link), made on this machine by a process that is gone. Nothing else beside ``out_dir`` is named."""
+    prefix, host = f".{out_dir.name}.", socket.gethostname()
+    found = []
+    for path in out_dir.parent.iterdir():
+        m = _EXPORT_TEMP.match(path.name[len(prefix) :]) if path.name.startswith(prefix) else None
+        if m is None or m["host"] != host or not path.is_dir() or path.is_symlink():
+            continue
+        if int(m["pid"]) != os.getpid() and _process_gone(int(m["pid"])):
+            found.append((m["kind"], path))
+    return found
+
+
+def remove_stale_export_temps(out_dir: Path) -> None:
+    """Remove what a killed export to ``out_dir`` left beside it: its half-written temp folders, and a
+    previous export it had moved aside, once ``out_dir`` holds a whole export (until then that may be the
+    only one). A moved-aside folder loses only an export's own files; anything else in it keeps it."""
+    whole = out_dir.is_dir() and not out_dir.is_symlink() and _is_export(out_dir)
+    for kind, path in stale_export_temps(out_dir):
+        if kind == "old" and not whole:
+            continue
+        try:
+            if kind == "tmp":
+                shutil.rmtree(path)
+            else:
+                _remove_moved_aside_export(path)
+        except OSError as exc:
+            log.warning("could not remove %s, left by an export that was killed: %s", path, exc)
+            continue
+        log.info("removed %s, left beside %s by an export that was killed", path, out_dir)
+
+
+def _remove_moved_aside_export(old: Path) -> None:
+    for name in EXPORT_FILES | EXPORT_OPTIONAL:
+        (old / name).unlink(missing_ok=True)
+    old.rmdir()
 
 
 def export_source(path: Path) -> Path:
@@ -826,13 +923,11 @@ def _replace_export(tmp: Path, out_dir: Path) -> None:
         out_dir.rmdir()
         os.replace(tmp, out_dir)
         return
-    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old."))
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_export_temp_prefix(out_dir, "old")))
     old.rmdir()
     os.replace(out_dir, old)
     os.replace(tmp, out_dir)
-    for name in EXPORT_FILES | EXPORT_OPTIONAL:
-        (old / name).unlink(missing_ok=True)
-    old.rmdir()
+    _remove_moved_aside_export(old)
 
 
 class Exported(NamedTuple):

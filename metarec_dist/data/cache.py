@@ -31,8 +31,9 @@ from metarec_dist.data.shards import UserShards, read_users, split_counts, write
 log = logging.getLogger(__name__)
 
 # Bump when preprocessing changes meaning, so old entries are not reused (3: NaN in a float feature is a
-# missing value, ids spelt nan / None / null are refused).
-CACHE_VERSION = 3
+# missing value, ids spelt nan / None / null are refused; 4: "nan" in a token or token_seq feature is a
+# missing value, not a category).
+CACHE_VERSION = 4
 ENV_CACHE_DIR = "METAREC_CACHE_DIR"
 # Settings that do not change the prepared data: where things live (the resolved files are keyed
 # instead), whether to cache, and the synthetic generator (synthetic data is not cached).

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.fetch import ARCHIVES, canonical_name, default_data_dir, download
+from metarec_dist.data.textio import zip_member
 from metarec_dist.metrics.redact import redact_text
+
+log = logging.getLogger(__name__)
 
 # MovieLens ratings file -> (layout, item metadata file next to it).
 MOVIELENS_FILES = {
@@ -28,11 +33,32 @@ EXTENSIONS = {
 }
 
 
+COMPRESSED = (".gz", ".zip")
+
+
 def format_suffix(path: Path) -> str:
-    """The extension that names the format, lower case; a ``.gz`` after it is looked through (``log.csv.gz``
-    is a gzip'd csv, which the text and JSON readers decompress)."""
+    """The extension that names the format, lower case; a ``.gz`` or ``.zip`` after it is looked through
+    (``log.csv.gz`` is a gzip'd csv, ``log.csv.zip`` a zip of one csv; the readers decompress them)."""
     suffixes = [s.lower() for s in path.suffixes]
-    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix.lower()
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in COMPRESSED else path.suffix.lower()
+
+
+def _is_inter(path: Path) -> bool:
+    """A RecBole interaction file: ``x.inter``, or gzip'd ``x.inter.gz``."""
+    return path.name.endswith((".inter", ".inter.gz"))
+
+
+def _inter_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _is_inter(p) and p.is_file())
+
+
+def recbole_sibling(inter: Path, suffix: str) -> Path:
+    """The RecBole atomic file ``suffix`` (``.item``, ``.user``) of the dataset of ``inter``: plain or
+    gzip'd, whichever is there (the plain name when neither is)."""
+    base = inter.name.removesuffix(".gz").removesuffix(".inter")
+    plain = inter.with_name(base + suffix)
+    gzipped = inter.with_name(base + suffix + ".gz")
+    return gzipped if gzipped.is_file() and not plain.is_file() else plain
 
 
 def file_kind(path: Path) -> str | None:
@@ -62,29 +88,30 @@ def movielens_layout(path: Path) -> Layout | None:
 
 
 def recbole_layout(path: Path) -> Layout:
-    """A ``*.inter`` file, or a folder holding one (``<folder>/<folder>.inter`` preferred)."""
+    """A ``*.inter`` (or gzip'd ``*.inter.gz``) file, or a folder holding one (``<folder>/<folder>.inter``
+    preferred)."""
     if path.is_file():
-        if path.suffix != ".inter":
-            raise DataError(f"{path}: a RecBole interaction file ends in .inter")
+        if not _is_inter(path):
+            raise DataError(f"{path}: a RecBole interaction file ends in .inter (or .inter.gz)")
         inter = path
     else:
-        found = sorted(path.glob("*.inter"))
-        preferred = path / f"{path.name}.inter"
-        if preferred in found:
-            inter = preferred
+        found = _inter_files(path)
+        preferred = [p for p in found if p.name in (f"{path.name}.inter", f"{path.name}.inter.gz")]
+        if len(preferred) == 1:
+            inter = preferred[0]
         elif len(found) == 1:
             inter = found[0]
         elif not found:
-            raise DataError(f"{path}: no RecBole *.inter file in this folder")
+            raise DataError(f"{path}: no RecBole *.inter (or *.inter.gz) file in this folder")
         else:
             names = ", ".join(f.name for f in found)
             raise DataError(f"{path}: several .inter files ({names}); set data.path to the one to use")
-    item = inter.with_suffix(".item")
+    item = recbole_sibling(inter, ".item")
     return Layout("recbole", inter, item if item.is_file() else None)
 
 
 def has_dataset(path: Path) -> bool:
-    return path.is_dir() and (movielens_layout(path) is not None or any(path.glob("*.inter")))
+    return path.is_dir() and (movielens_layout(path) is not None or bool(_inter_files(path)))
 
 
 def detect(path: Path) -> Layout:
@@ -92,16 +119,18 @@ def detect(path: Path) -> Layout:
     layout = movielens_layout(path)
     if layout is not None:
         return layout
-    if path.suffix == ".inter" or path.is_dir() and any(path.glob("*.inter")):
+    if _is_inter(path) or path.is_dir() and _inter_files(path):
         return recbole_layout(path)
     kind = file_kind(path)
+    if path.is_file() and kind is None and path.suffix.lower() == ".zip":  # log.zip: named by its one file
+        kind = file_kind(Path(zip_member(path)))
     if path.is_file() and kind is not None:
         return Layout(kind, path)
     what = "folder" if path.is_dir() else "file"
     raise DataError(
         f"{path}: cannot tell the format of this {what} (format auto knows MovieLens u.data / ratings.dat / "
         f"ratings.csv, RecBole *.inter and the extensions {', '.join(sorted(EXTENSIONS))}, also gzip'd "
-        "as .csv.gz etc.); "
+        "or zipped as .csv.gz, .csv.zip etc.); "
         "set data.format to one of movielens, recbole, csv, tsv, parquet, jsonl, user_item"
     )
 
@@ -163,3 +192,26 @@ def find_or_download(name: str, data_dir: str | Path | None = None) -> Path:
             f"{', '.join(ARCHIVES)}"
         )
     return download(key, root)
+
+
+_SEP_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_if_sep_unused(cfg: DataConfig, layout: Layout | None, side_files: Iterable[Path]) -> None:
+    """``data.sep`` is the separator of csv/tsv files (the log, a side table): set while none is read, it
+    would be ignored without a word. A warning, not an error: ignoring it cannot misread a Parquet, JSON
+    Lines, RecBole, MovieLens or user_item file (their layout fixes how fields are told apart), and a
+    config is often reused with another data.path or data.format (a synthetic smoke run)."""
+    if cfg.sep is None or any(file_kind(p) in ("csv", "tsv") for p in side_files):
+        return
+    what = cfg.format if layout is None else layout.kind
+    if what in ("csv", "tsv") or (cfg.sep, what) in _SEP_WARNED:
+        return
+    _SEP_WARNED.add((cfg.sep, what))
+    source = f"the {what} data" if layout is None else f"{layout.file} ({what})"
+    log.warning(
+        "data.sep=%r is ignored: %s has no separator to set (data.sep applies to csv and tsv files only); "
+        "remove data.sep, or set data.format=csv if the file is delimited text",
+        cfg.sep,
+        source,
+    )

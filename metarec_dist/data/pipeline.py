@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from metarec_dist.data import cache
 from metarec_dist.data.config import DataConfig
-from metarec_dist.data.layout import resolve_layout
+from metarec_dist.data.layout import resolve_layout, warn_if_sep_unused
 from metarec_dist.data.prepared import PreparedData, loo_users_table, new_items_table, users_table
 from metarec_dist.data.preprocess import build_sequences
 from metarec_dist.data.readers import RawLog, read_hub, read_layout, read_synthetic
@@ -27,12 +27,13 @@ log = logging.getLogger(__name__)
 def prepare_data(cfg: DataConfig) -> PreparedData:
     """Per-user chronological sequences with a cold-start user split, from whatever ``cfg`` names."""
     start = time.perf_counter()
-    if cfg.format == "synthetic":
-        return _prepare(read_synthetic(cfg), cfg, feature_files(cfg, None))
-    if cfg.format == "hub":
-        return _prepare(read_hub(cfg), cfg, feature_files(cfg, None))
+    if cfg.format in ("synthetic", "hub"):
+        side = feature_files(cfg, None)
+        warn_if_sep_unused(cfg, None, side.values())
+        return _prepare(read_synthetic(cfg) if cfg.format == "synthetic" else read_hub(cfg), cfg, side)
     layout = resolve_layout(cfg)
     side = feature_files(cfg, layout)
+    warn_if_sep_unused(cfg, layout, side.values())
     key = root = None
     if cfg.cache:
         # The side tables are keyed like the log (path, size, mtime); the declarations are settings.
@@ -53,7 +54,9 @@ def cached_shards(cfg: DataConfig) -> UserShards | None:
     if not cfg.cache or cfg.format in ("synthetic", "hub"):
         return None
     layout = resolve_layout(cfg)
-    key = cache.cache_key(layout.files() + list(feature_files(cfg, layout).values()), cfg)
+    side = feature_files(cfg, layout)
+    warn_if_sep_unused(cfg, layout, side.values())
+    key = cache.cache_key(layout.files() + list(side.values()), cfg)
     hit = cache.locate(cache.cache_root(cfg), key)
     if hit is not None:
         log.info("user shards: %s", hit.folder)

@@ -18,7 +18,7 @@ from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
 from metarec_dist.data.synthetic import make_synthetic_sequences
-from metarec_dist.data.textio import TextFile, TextSpec, check_file, open_bytes
+from metarec_dist.data.textio import TextFile, TextSpec, arrow_source, check_file, open_bytes
 from metarec_dist.data.titles import read_titles
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def _check_no_header_row(table: pa.Table, roles: dict[str, str], text: TextFile)
 def _read_parquet(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
     check_file(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(arrow_source(path))
         names = pf.schema_arrow.names
         if pf.metadata.num_rows == 0:
             raise DataError(f"{path}: the Parquet file has no rows")
@@ -152,7 +152,7 @@ def read_jsonl_table(path: Path) -> tuple[pa.Table, Where]:
     cannot read is a DataError naming the first bad line."""
     check_file(path)
     try:
-        table = pj.read_json(path)
+        table = pj.read_json(arrow_source(path))
     except pa.ArrowInvalid as exc:
         raise diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
     return table, Where(str(path), lambda row: f"line {jsonl_line(path, row)}")

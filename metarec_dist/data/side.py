@@ -36,9 +36,9 @@ from metarec_dist.data.features import (
     bucket_ids,
     bucket_labels,
 )
-from metarec_dist.data.layout import EXTENSIONS, Layout, file_kind, format_suffix
+from metarec_dist.data.layout import EXTENSIONS, Layout, file_kind, format_suffix, recbole_sibling
 from metarec_dist.data.readers import read_jsonl_table
-from metarec_dist.data.textio import TextFile, TextSpec, check_file
+from metarec_dist.data.textio import TextFile, TextSpec, arrow_source, check_file
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def feature_files(cfg: DataConfig, layout: Layout | None) -> dict[str, Path]:
             if not path.exists():
                 raise DataError(f"data.{entity}_features_path: {path} not found")
         elif layout is not None and layout.kind == "recbole":
-            path = layout.file.with_suffix(f".{entity}")
+            path = recbole_sibling(layout.file, f".{entity}")
             if not path.is_file():
                 raise DataError(
                     f"{path}: not found; data.{entity}_features needs a side table: put the RecBole "
@@ -135,7 +135,7 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     elif kind == "parquet":
         check_file(path)
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(arrow_source(path))
             id_col, wanted = _resolve(pf.schema_arrow.names, str(path), entity, specs, cfg)
             table = pf.read(columns=list(dict.fromkeys([id_col, *wanted.values()])))
         except (pa.ArrowInvalid, OSError) as exc:
@@ -357,7 +357,10 @@ def _strings(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec
         or pa.types.is_boolean(typ)
     ):
         raise _type_error(where, name, typ, spec, "text or numbers")
-    text = _blank_to_null(pc.utf8_trim_whitespace(column.cast(pa.string())), spec)
+    text = pc.utf8_trim_whitespace(column.cast(pa.string()))
+    if spec.kind == "token":
+        text = _nan_to_blank(text)
+    text = _blank_to_null(text, spec)
     return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
 
 
@@ -379,7 +382,7 @@ def _token_lists(
         lists, parents = pc.list_flatten(split), pc.list_parent_indices(split)
     else:
         raise _type_error(where, name, typ, spec, "text or a list of strings")
-    tokens = _blank_to_null(pc.utf8_trim_whitespace(lists.cast(pa.string())), spec)
+    tokens = _blank_to_null(_nan_to_blank(pc.utf8_trim_whitespace(lists.cast(pa.string()))), spec)
     keep = pc.invert(pc.is_null(tokens)).to_numpy(zero_copy_only=False)
     tokens = np.asarray(tokens.to_numpy(zero_copy_only=False), dtype=object)[keep]
     parents = np.asarray(parents.to_numpy(zero_copy_only=False), dtype=np.int64)[keep]
@@ -394,9 +397,7 @@ def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec)
     column = _utf8(column, where, name)
     typ = column.type
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        text = pc.utf8_trim_whitespace(column)
-        # "nan" is how pandas writes a missing number as text (astype(str)): missing, like an empty field
-        column = _blank_to_null(pc.if_else(pc.equal(pc.utf8_lower(text), "nan"), "", text), spec)
+        column = _blank_to_null(_nan_to_blank(pc.utf8_trim_whitespace(column)), spec)
     elif pa.types.is_floating(typ):
         column = pc.if_else(pc.is_nan(column), None, column)  # NaN is how pandas stores a missing number
     elif not (pa.types.is_integer(typ) or pa.types.is_decimal(typ)):
@@ -416,6 +417,12 @@ def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec)
             ) from None
         values[rows] = parsed
     return values
+
+
+def _nan_to_blank(text: pa.ChunkedArray | pa.Array):
+    """``nan`` (any case) -> empty: how pandas writes a missing value as text (``astype(str)``), so a
+    missing value of a number, token or token list, like an empty field, never a category called "nan"."""
+    return pc.if_else(pc.equal(pc.utf8_lower(text), "nan"), "", text)
 
 
 def _blank_to_null(text: pa.ChunkedArray | pa.Array, spec: FeatureSpec):

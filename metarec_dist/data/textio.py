@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import re
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from metarec_dist.data.errors import DataError
 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as MovieLens-1M's "::"
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
 _OTHER_SEPARATORS = ("\t", "::", ";", "|", ",")  # what a one-column header is most likely split by
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -47,19 +50,66 @@ def check_file(path: Path) -> None:
         raise DataError(f"{path}: the file is empty (0 bytes)")
 
 
+def _magic(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
 def is_gzip(path: Path) -> bool:
     """Whether the file is gzip-compressed (by its first bytes, whatever its name)."""
-    with open(path, "rb") as f:
-        return f.read(2) == _GZIP_MAGIC
+    return _magic(path)[:2] == _GZIP_MAGIC
+
+
+def is_zip(path: Path) -> bool:
+    """Whether the file is a zip archive (by its first bytes, whatever its name)."""
+    return _magic(path) == _ZIP_MAGIC
+
+
+def is_compressed(path: Path) -> bool:
+    magic = _magic(path)
+    return magic[:2] == _GZIP_MAGIC or magic == _ZIP_MAGIC
+
+
+def zip_member(path: Path) -> str:
+    """The name of the one file a zip archive holds (folders and macOS ``__MACOSX/`` entries aside); an
+    archive of several files, or a damaged one, is a DataError saying to unzip it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except zipfile.BadZipFile as exc:
+        raise _bad_zip(path, exc) from None
+    names = [i.filename for i in entries if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+    if len(names) != 1:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise DataError(
+            f"{path}: a zip archive holding {len(names)} files ({shown}); only a zip of one file is read: "
+            "unzip it and set data.path to the file (or folder) to read"
+        )
+    return names[0]
+
+
+def _bad_zip(path: Path, exc: Exception) -> DataError:
+    return DataError(f"{path}: a zip file that cannot be read ({exc}); check or re-create it")
 
 
 def open_bytes(path: Path) -> BinaryIO:
-    """The file for reading bytes, decompressed on the fly when it is gzip'd (``log.csv.gz``)."""
+    """The file for reading bytes, decompressed on the fly when it is gzip'd (``log.csv.gz``); the one file
+    of a zip archive (``log.csv.zip``) is read into memory."""
+    if is_zip(path):
+        return io.BytesIO(read_bytes(path))
     return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the caller closes
 
 
 def read_bytes(path: Path) -> bytes:
-    """All of the file's bytes, decompressed when it is gzip'd; a damaged gzip file is a DataError."""
+    """All of the file's bytes, decompressed when it is gzip'd or zipped; a damaged archive is a
+    DataError."""
+    if is_zip(path):
+        member = zip_member(path)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return archive.read(member)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise _bad_zip(path, exc) from None
     try:
         with open_bytes(path) as f:
             return f.read()
@@ -67,6 +117,17 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(
             f"{path}: a gzip file that cannot be decompressed ({exc}); check or re-create it"
         ) from None
+
+
+def arrow_source(path: Path) -> str | pa.BufferReader:
+    """What Arrow's Parquet and JSON readers read: the path, or the decompressed bytes of a gzip'd or
+    zipped file."""
+    if not is_compressed(path):
+        return str(path)
+    data = read_bytes(path)
+    buf = pa.allocate_buffer(len(data))  # in Arrow's memory, as TextFile._source says why
+    pa.FixedSizeBufferWriter(buf).write(data)
+    return pa.BufferReader(buf)
 
 
 class TextFile:
@@ -78,7 +139,7 @@ class TextFile:
         self.label = str(spec.path)
         self._data: bytes | None = None  # the (rewritten) bytes when pyarrow cannot read the file as is
         self.delimiter = spec.sep
-        if spec.whitespace or len(spec.sep) > 1 or is_gzip(spec.path):
+        if spec.whitespace or len(spec.sep) > 1 or is_compressed(spec.path):
             self._data = read_bytes(spec.path)  # decompressed: the line scans below read these bytes too
         if spec.whitespace:
             self.delimiter = " "

@@ -12,6 +12,7 @@ import re
 from metarec_dist.data.columns import CANDIDATES, bare
 from metarec_dist.data.config import DataConfig
 from metarec_dist.data.layout import Layout
+from metarec_dist.data.textio import read_bytes
 
 log = logging.getLogger(__name__)
 _INT = re.compile(r"\s*-?\d+\s*")
@@ -36,7 +37,7 @@ def _key(raw: str, string_ids: bool) -> str | None:
 def read_titles(layout: Layout, cfg: DataConfig) -> dict[str, str] | None:
     assert layout.meta is not None
     try:
-        text = _text(layout.meta.read_bytes())
+        text = _text(read_bytes(layout.meta))
         if layout.kind == "movielens-100k":
             rows = (line.split("|", 2)[:2] for line in text.splitlines())
         elif layout.kind == "movielens-1m":

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from metarec_dist.config import Config
 
 
 class ProgressBar:
     def __init__(self, total: int, initial: int = 0, desc: str = "meta-train") -> None:
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
         self.postfix: dict[str, str] = {}
+
+    @classmethod
+    def for_run(cls, cfg: Config, resume_from: Path | None) -> ProgressBar:
+        """The bar of a run that resumes from the checkpoint ``resume_from`` (None: a fresh run): it starts
+        at that checkpoint's meta-step, so it neither shows 0 until the first log nor counts the resumed
+        steps in its rate and ETA."""
+        return cls(cfg.train.meta_steps, resumed_step(resume_from), f"meta-train [{cfg.runtime.run_name}]")
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if step > self.bar.n:
@@ -22,3 +33,12 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def resumed_step(checkpoint: Path | None) -> int:
+    """The meta-step of the checkpoint a run resumes from; 0 without one."""
+    if checkpoint is None:
+        return 0
+    from metarec_dist.checkpoint import read_client_state
+
+    return int(read_client_state(checkpoint)["step"])

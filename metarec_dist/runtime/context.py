@@ -87,6 +87,10 @@ class WorkerContext:
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         """Hand metrics (and a complete checkpoint) to whoever runs the job."""
 
+    def prune_checkpoints(self, resumed: Path | None = None) -> None:
+        """Delete the run's checkpoints beyond ``checkpoint.keep`` (after a save, and once a resumed run has
+        loaded ``resumed``, which is kept: a lowered ``keep`` frees disk before the next save)."""
+
     @contextlib.contextmanager
     def resume_dir(self, resume: bool = True) -> Iterator[Path | None]:
         """The latest complete checkpoint to resume from, or None (``checkpoint.resume``: ``resume``)."""
@@ -116,10 +120,14 @@ class LocalContext(WorkerContext):
         return None if self.run_dir is None else step_dir(self.run_dir, step)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
-        if checkpoint_dir is not None and self.run_dir is not None:
+        if checkpoint_dir is not None:
+            self.prune_checkpoints()
+
+    def prune_checkpoints(self, resumed: Path | None = None) -> None:
+        if self.run_dir is not None:
             from metarec_dist.checkpoint import prune
 
-            prune(self.run_dir, self.keep)
+            prune(self.run_dir, self.keep, [resumed] if resumed is not None else [])
 
     @contextlib.contextmanager
     def resume_dir(self, resume: bool = True) -> Iterator[Path | None]:

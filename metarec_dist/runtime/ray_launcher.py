@@ -474,7 +474,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         "new_items": shards.new_items,  # new_items protocol: validation ranks them
     }
     trainer = build_trainer(cfg, datasets, catalogue, progress=actor, resume_from=resume_from)
-    bar = ProgressBar(cfg.train.meta_steps, desc=f"meta-train [{cfg.runtime.run_name}]")
+    bar = ProgressBar.for_run(cfg, resume_from)
     try:
         result = run_with_progress(trainer.fit, actor, bar)
     except Exception as exc:  # Ray Train raises a worker's failure from fit(), wrapped

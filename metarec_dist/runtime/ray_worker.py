@@ -31,18 +31,28 @@ log = logging.getLogger("metarec")
 class RayContext(WorkerContext):
     """A Ray Train worker. Checkpoints are staged per rank and merged by Ray into
     ``<run_dir>/checkpoint_step_NNNNNN``; ``run_dir`` is None when the storage is a cloud URI.
-    ``resume_from``: the checkpoint the driver found in the run folder before the start, if any."""
+    ``resume_from``: the checkpoint the driver found in the run folder before the start, if any.
 
-    def __init__(self, run_dir: Path | None = None, resume_from: Path | None = None) -> None:
+    Ray Train deletes the checkpoints it registered beyond ``num_to_keep`` (= ``checkpoint.keep``), and
+    fails on one deleted under it; it never deletes those it does not know (the last ones of a killed
+    driver). Rank 0 prunes those after each save: beyond the newest ``keep``, never one Ray may track (its
+    snapshot's, now or at this worker's start, or reported by this worker) nor ``resume_from``."""
+
+    def __init__(self, run_dir: Path | None = None, resume_from: Path | None = None, keep: int = 2) -> None:
         import ray.train
         import ray.train.torch
+
+        from metarec_dist.checkpoint import ray_tracked_checkpoints
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.device = ray.train.torch.get_device()
-        self.run_dir, self.resume_from = run_dir, resume_from
+        self.run_dir, self.resume_from, self.keep = run_dir, resume_from, keep
         self._staging: list[Path] = []
+        self._reported: set[Path] = set()  # checkpoints this worker handed to Ray: Ray's to delete
+        tracked = ray_tracked_checkpoints(run_dir) if run_dir is not None and self.is_main else None
+        self._tracked_at_start = tracked  # None: unknown, so this worker prunes nothing
 
     def build_engine(
         self,
@@ -85,6 +95,21 @@ class RayContext(WorkerContext):
         for folder in self._staging:
             shutil.rmtree(folder, ignore_errors=True)
         self._staging.clear()
+        if name is not None and self.run_dir is not None:
+            self._reported.add(self.run_dir / name)
+            self.prune_checkpoints()
+
+    def prune_checkpoints(self, resumed: Path | None = None) -> None:
+        """Rank 0: the run folder's checkpoints Ray does not track, beyond ``checkpoint.keep``."""
+        from metarec_dist.checkpoint import prune, ray_tracked_checkpoints
+
+        if not self.is_main or self.run_dir is None or self._tracked_at_start is None:
+            return
+        tracked_now = ray_tracked_checkpoints(self.run_dir)
+        if tracked_now is None:
+            return
+        mine = [p for p in (self.resume_from, resumed) if p is not None]
+        prune(self.run_dir, self.keep, [*self._tracked_at_start, *tracked_now, *self._reported, *mine])
 
     @contextlib.contextmanager
     def resume_dir(self, resume: bool = True) -> Iterator[Path | None]:
@@ -145,7 +170,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     apply_process_settings(cfg.runtime)
     run_dir = local_run_dir(cfg.runtime)  # the driver made the storage path absolute
     resume_from = Path(config["resume_from"]) if config.get("resume_from") else None
-    ctx = RayContext(run_dir, resume_from)
+    ctx = RayContext(run_dir, resume_from, cfg.checkpoint.keep)
     # This rank's shard of the training users only; the validation users it evaluates (the first
     # train.eval_users by id, as a single process takes them).
     train = read_shard(train_name(ctx.rank))

@@ -16,6 +16,7 @@ from metarec_dist.config import Config
 
 
 def train_local(cfg: Config) -> dict[str, Any]:
+    from metarec_dist.checkpoint import latest_complete
     from metarec_dist.data import prepare_data
     from metarec_dist.errors import UserError
     from metarec_dist.metrics.loggers import build_logger
@@ -33,7 +34,7 @@ def train_local(cfg: Config) -> dict[str, Any]:
         )
     with RunLock(folder):
         data = prepare_data(cfg.data).user_splits()
-        bar = ProgressBar(cfg.train.meta_steps, desc=f"meta-train [{cfg.runtime.run_name}]")
+        bar = ProgressBar.for_run(cfg, latest_complete(folder) if cfg.checkpoint.resume else None)
         logger = build_logger(
             cfg.logging, cfg.runtime.run_name, str(folder.parent), cfg.to_dict(), True, folder, (bar,)
         )

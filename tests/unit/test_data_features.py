@@ -4,6 +4,7 @@ values, users/items without a row, every side-table format, errors naming file/l
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -205,6 +206,38 @@ def test_nan_in_a_float_feature_is_a_missing_value(tmp_path, fmt):
     features = prepare_data(DataConfig(**{**config.__dict__, **changes})).features
     assert features.user["age"].values.tolist() == [2, UNKNOWN, 3, UNKNOWN]
     assert features.user["age"].missing == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_nan_in_a_token_feature_is_a_missing_value_not_a_category(tmp_path, fmt):
+    """pandas writes a missing category as NaN (a float NaN, or the text "nan" after astype(str)): missing,
+    as in a float feature and as an empty field is, never a category "nan" in the vocabulary."""
+    config = _recbole(tmp_path)
+    specs = [FeatureSpec("gender", "token"), FeatureSpec("tags", "token_seq", sep="|")]
+    if fmt == "csv":
+        side = tmp_path / "users.csv"
+        side.write_text("user_id,gender,tags\n1,M,a|b\n2,nan,nan\n3,F,a|NaN\n4, NaN ,\n")
+    else:
+        columns = {
+            "user_id": [1, 2, 3, 4],
+            "gender": ["M", "nan", "F", None],
+            "tags": ["a|b", "nan", "a|NaN", ""],
+        }
+        table = pa.table(columns)
+        side = tmp_path / f"users.{fmt}"
+        if fmt == "parquet":
+            pq.write_table(table, side)
+        else:
+            side.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    changes = {"user_features": specs, "user_features_path": str(side)}
+    features = prepare_data(DataConfig(**{**config.__dict__, **changes})).features
+    gender, tags = features.user["gender"], features.user["tags"]
+    assert "nan" not in [v.lower() for v in gender.vocab + tags.vocab]
+    assert gender.vocab[2:] == ["F", "M"] and gender.values.tolist() == [3, UNKNOWN, 2, UNKNOWN]
+    assert gender.missing == 2 and gender.unknown == 0
+    assert tags.vocab[2:] == ["a", "b"] and tags.missing == 2
+    assert tags.values.tolist() == [[2, 3], [UNKNOWN, PAD], [2, PAD], [UNKNOWN, PAD]]
+    assert features.user["gender"].lookup("nan") == UNKNOWN  # a request's "nan" too
 
 
 def test_pandas_category_columns_in_parquet_read_as_their_values(tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+
 import datasets
 import numpy as np
 import pytest
@@ -18,11 +21,13 @@ from data_fixtures import (
     write_ratings_csv,
     write_ratings_dat,
     write_recbole,
+    write_recbole_side,
     write_u_data,
     write_user_item,
 )
 
 from metarec_dist.data import DataError, PreparedData, load_interactions, prepare_data
+from metarec_dist.data.config import FeatureSpec
 
 
 def check_prepared(prepared: PreparedData, titles: bool = False) -> None:
@@ -179,6 +184,86 @@ def test_errors_in_a_gzipped_log_name_the_line(tmp_path):
     path.write_bytes(path.read_bytes()[:30])  # cut short
     with pytest.raises(DataError, match=r"log\.csv\.gz: a gzip file that cannot be decompressed"):
         prepare_data(cfg(format="auto", path=str(path)))
+
+
+@pytest.mark.parametrize("as_dir", [True, False])
+def test_gzipped_recbole_atomic_files_are_read(tmp_path, as_dir):
+    inter = write_recbole(tmp_path / "ml-100k")
+    gz = _gzip(inter)
+    _gzip(inter.with_suffix(".item"))  # titles from ml-100k.item.gz
+    prepared = prepare_data(cfg(format="auto", path=str(gz.parent if as_dir else gz)))
+    check_prepared(prepared, titles=True)
+    assert prepared.item_titles[1] == "Ten (1995)"
+    check_prepared(prepare_data(cfg(format="recbole", path=str(gz))), titles=True)
+
+
+def test_gzipped_recbole_side_tables_are_found_next_to_the_log(tmp_path):
+    folder = tmp_path / "ml"
+    inter = _gzip(write_recbole(folder))
+    user, _ = write_recbole_side(folder)
+    _gzip(user)
+    features = prepare_data(
+        cfg(format="recbole", path=str(inter), user_features=[FeatureSpec("gender", "token")])
+    ).features
+    assert features.user["gender"].vocab[2:] == ["F", "M"]
+
+
+def _zip(path, *extra):
+    """``path`` zipped next to it as ``<name>.zip`` (with ``extra`` files too); the plain file removed."""
+    import zipfile
+
+    target = path.with_name(path.name + ".zip")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(path, path.name)
+        for name in extra:
+            archive.writestr(name, "x")
+    path.unlink()
+    return target
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "fmt"),
+    [
+        ("log.csv", write_csv, "csv"),
+        ("log.jsonl", write_jsonl, "jsonl"),
+        ("log.parquet", write_parquet, "parquet"),
+    ],
+)
+def test_a_zip_of_one_log_file_is_read_as_the_file(tmp_path, name, write, fmt):
+    path = _zip(write(tmp_path / name), "__MACOSX/._" + name)  # macOS's resource forks are no files of ours
+    check_prepared(prepare_data(cfg(format="auto", path=str(path))))
+    check_prepared(prepare_data(cfg(format=fmt, path=str(path))))
+    bare = path.rename(tmp_path / "download.zip")  # named by the file inside
+    check_prepared(prepare_data(cfg(format="auto", path=str(bare))))
+
+
+def test_a_zip_of_several_files_says_to_unzip_it(tmp_path):
+    path = _zip(write_csv(tmp_path / "log.csv"), "ml/u.item", "ml/README")
+    for name in (path, shutil.copy(path, tmp_path / "ml-100k.zip")):
+        with pytest.raises(
+            DataError, match=r"zip archive holding 3 files \(log\.csv, ml/u\.item, ml/README\).*unzip"
+        ):
+            prepare_data(cfg(format="auto", path=str(name)))
+    damaged = tmp_path / "log.csv.zip"
+    damaged.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(DataError, match=r"log\.csv\.zip: a zip file that cannot be read"):
+        prepare_data(cfg(format="auto", path=str(damaged)))
+
+
+@pytest.mark.parametrize(("name", "write"), [("log.parquet", write_parquet), ("log.jsonl", write_jsonl)])
+def test_data_sep_for_a_format_without_a_separator_is_a_warning(tmp_path, caplog, monkeypatch, name, write):
+    from metarec_dist.data import layout
+
+    monkeypatch.setattr(layout, "_SEP_WARNED", set())
+    path = write(tmp_path / name)
+    with caplog.at_level(logging.WARNING):
+        check_prepared(prepare_data(cfg(format="auto", path=str(path), sep=";")))
+    assert f"data.sep=';' is ignored: {path}" in caplog.text and "csv and tsv files only" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        prepare_data(cfg(format="csv", path=str(write_csv(tmp_path / "log.csv", sep=";")), sep=";"))
+        prepare_data(cfg(format="auto", path=str(path)))
+    assert "data.sep" not in caplog.text
 
 
 def test_user_item_lines_in_time_order(tmp_path):

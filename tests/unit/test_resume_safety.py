@@ -458,3 +458,104 @@ def test_a_failed_save_never_removes_a_folder_it_did_not_create(tmp_path):
     with pytest.raises(ckpt.CheckpointWriteError, match="stays incomplete"):
         ckpt.save_checkpoint(_DiskFullEngine(), folder, {"step": 4}, LocalContext(tmp_path))
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------------ pruning beyond Ray
+
+
+def _ray_snapshot(run, *steps):
+    results = [
+        {"version": 0, "checkpoint_dir_name": ckpt.ray_checkpoint_name(s), "metrics": {}} for s in steps
+    ]
+    latest = results[-1] if results else None
+    (run / ckpt.RAY_SNAPSHOT).write_text(
+        json.dumps({"ray_version": "x", "checkpoint_results": results, "latest_checkpoint_result": latest})
+    )
+
+
+def _ray_context(run, resume_from, keep):
+    from metarec_dist.runtime.ray_worker import RayContext
+
+    ctx = RayContext.__new__(RayContext)  # rank 0 of a Ray Train worker, without Ray around it
+    ctx.rank, ctx.run_dir, ctx.resume_from, ctx.keep = 0, run, resume_from, keep
+    ctx._reported, ctx._tracked_at_start = set(), ckpt.ray_tracked_checkpoints(run)
+    return ctx
+
+
+def test_the_snapshot_names_the_checkpoints_ray_tracks(tmp_path):
+    assert ckpt.ray_tracked_checkpoints(tmp_path) == set()  # no snapshot: Ray tracks none
+    _ray_snapshot(tmp_path, 65, 70)
+    assert ckpt.ray_tracked_checkpoints(tmp_path) == {
+        tmp_path / ckpt.ray_checkpoint_name(65),
+        tmp_path / ckpt.ray_checkpoint_name(70),
+    }
+    (tmp_path / ckpt.RAY_SNAPSHOT).write_text('{"checkpoint_results": [{"checkpoint_dir_na')  # mid-write
+    assert ckpt.ray_tracked_checkpoints(tmp_path) is None
+
+
+def test_a_ray_run_prunes_the_checkpoints_of_a_killed_driver_that_ray_never_registered(tmp_path):
+    """A driver killed with kill -9 after saving steps 35 and 40: Ray's record (restored by the next run)
+    has 20 and 30 only, so Ray never deletes 35 and 40. Rank 0 does, after a save, once they are older than
+    the newest checkpoint.keep; never what Ray tracks (it fails on a checkpoint deleted under it), nor the
+    checkpoint the run resumed from, nor anything not named as a checkpoint."""
+    run = tmp_path / "r"
+    for step in (20, 30, 35, 40):
+        _complete(run / ckpt.ray_checkpoint_name(step))
+    _ray_snapshot(run, 20, 30)
+    (run / "checkpoint_step_notes").mkdir()
+    (run / "step_000001").mkdir()
+    ctx = _ray_context(run, resume_from=run / ckpt.ray_checkpoint_name(40), keep=2)
+    ctx.prune_checkpoints(ctx.resume_from)  # at the start: 35 and 40 are the newest two
+    assert len(ckpt.list_checkpoints(run)) == 4
+    for step in (45, 50):  # this run's saves, reported to Ray
+        _complete(run / ckpt.ray_checkpoint_name(step))
+        ctx._reported.add(run / ckpt.ray_checkpoint_name(step))
+        ctx.prune_checkpoints()
+    _ray_snapshot(run, 45, 50)  # Ray registered them (and deletes 20 and 30 itself)
+    ctx.prune_checkpoints()
+    assert _steps(run) == [20, 30, 40, 45, 50]
+    assert (run / "checkpoint_step_notes").is_dir() and (run / "step_000001").is_dir()
+
+
+def test_a_ray_worker_prunes_nothing_while_rays_record_cannot_be_read(tmp_path):
+    run = tmp_path / "r"
+    for step in (10, 20, 30):
+        _complete(run / ckpt.ray_checkpoint_name(step))
+    (run / ckpt.RAY_SNAPSHOT).write_text("{")
+    ctx = _ray_context(run, resume_from=None, keep=1)
+    ctx.prune_checkpoints()
+    assert _steps(run) == [10, 20, 30]
+
+
+def _steps(run):
+    return [ckpt.checkpoint_step(p.name) for p in ckpt.list_checkpoints(run)]
+
+
+def test_pruning_never_deletes_a_protected_folder_nor_anything_without_a_complete_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    (ckpt.step_dir(run, 2) / "engine").mkdir(parents=True)  # incomplete only
+    ckpt.prune(run, keep=1)
+    assert _steps(run) == [2]
+    for step in (4, 6, 8):
+        _complete(ckpt.step_dir(run, step))
+    ckpt.prune(run, keep=1, protect=[ckpt.step_dir(run, 4)])
+    assert _steps(run) == [4, 8]
+
+
+def test_a_lowered_keep_frees_the_disk_when_the_run_resumes_before_its_next_save(
+    tiny_cfg, synth_data, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=6", "checkpoint.every=2", "checkpoint.keep=5")
+    assert _steps(run) == [2, 4, 6]
+    seen = []
+    save = ckpt.save_checkpoint
+
+    def counting_save(engine, folder, *args, **kwargs):
+        seen.append(_steps(run))  # what is on disk when the next checkpoint is written
+        return save(engine, folder, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", counting_save)
+    out = _fit(tiny_cfg, synth_data, run, "train.meta_steps=8", "checkpoint.every=2", "checkpoint.keep=1")
+    assert out["resumed_from"] == 6
+    assert seen == [[6]] and _steps(run) == [8]

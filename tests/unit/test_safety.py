@@ -107,6 +107,23 @@ def test_export_replaces_a_previous_export_only_with_overwrite(run, tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temp or backup folder left
 
 
+def test_the_next_export_removes_the_temp_folders_a_killed_export_left(run, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that is gone, as a kill -9'd export is
+    out = tmp_path / "export"
+    left = tmp_path / f".export.tmp-{socket.gethostname()}-{child.pid}-k1ll3d_x"
+    left.mkdir()
+    (left / EXPORT_WEIGHTS).write_bytes(b"half")
+    theirs = tmp_path / ".export.notes"
+    theirs.mkdir()
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.notes", "export"]
+
+
 def test_export_into_an_empty_folder(run, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
