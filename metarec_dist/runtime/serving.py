@@ -315,24 +315,39 @@ def serve_model(
     joined = bool(os.environ.get("RAY_ADDRESS"))
     if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
         check_port_free(host, port)
-    # Loaded here first: a wrong path or a damaged model is one line now, not a replica failing inside Ray.
-    recommender = load_served(str(Path(checkpoint).expanduser().resolve()), fuse)
     for key, value in SERVE_ENV.items():
         os.environ.setdefault(key, value)
-    import ray
-    from ray import serve
+    from metarec_dist.runtime import ray_launcher
 
-    from metarec_dist.runtime.ray_launcher import init_ray, shutdown_ray
+    # SIGTERM (`kill`, `docker stop`, systemd) is Ctrl-C from here on: during start-up it unwinds through the
+    # clean-up below ("interrupted", status 130) instead of killing this process with the Ray cluster it was
+    # starting left running; once serving, the loop below ends.
+    stop, serving = threading.Event(), threading.Event()
 
-    # A cluster started here gets a CPU per replica thread even beyond the cores: replicas that do not fit
-    # would stay pending and the deployment would never finish (asking for them oversubscribes the cores).
-    init_ray(num_cpus=max(os.cpu_count() or 1, replicas * threads))
-    # Ray Serve's own INFO lines ("Connecting to existing Serve app ... New http_options ... will not be
-    # applied", after the serve.start that applied them) say less than the one "serving at" line, or wrong.
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    def on_sigterm(*_: Any) -> None:
+        if serving.is_set():
+            stop.set()
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
+        # Loaded here first: a wrong path or a damaged model is one line now, not a replica failing in Ray.
+        recommender = load_served(str(Path(checkpoint).expanduser().resolve()), fuse)
+        import ray
+        from ray import serve
+
+        # A cluster started here gets a CPU per replica thread even beyond the cores: replicas that do not
+        # fit would stay pending and the deployment would never finish (they oversubscribe the cores).
+        try:
+            ray_launcher.init_ray(num_cpus=max(os.cpu_count() or 1, replicas * threads))
+        except SystemExit as exc:  # SIGTERM inside ray.init, whose own handler exits with the signal
+            if exc.code == signal.SIGTERM:
+                raise KeyboardInterrupt from None
+            raise
+        # Ray Serve's INFO lines ("Connecting to existing Serve app ... New http_options ... will not be
+        # applied", after the serve.start that applied them) say less than the one "serving at" line.
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
         try:
             serve.start(http_options={"host": host, "port": port})
         except TimeoutError:  # Ray Serve waits 60 s for its proxy; the controller keeps starting it
@@ -344,6 +359,7 @@ def serve_model(
         url = f"http://{host}:{port}"
         wait_until_answering(url)
         log.info("serving %s at %s (POST %s/recommend)", source, url, url)
+        serving.set()
         if ready is not None:
             ready(url)
         try:
@@ -352,11 +368,12 @@ def serve_model(
         except KeyboardInterrupt:
             pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         try:
             stop_serving(joined)
         finally:
-            shutdown_ray()
+            ray_launcher.shutdown_ray()
+            signal.signal(signal.SIGTERM, previous)
 
 
 def stop_serving(joined: bool) -> None:
@@ -367,8 +384,11 @@ def stop_serving(joined: bool) -> None:
     ``graceful_shutdown`` call, which Ray reported on the terminal as a failed task ("(raylet) Task
     ServeController.graceful_shutdown failed ... will be retried") on every Ctrl-C. Joined to a cluster
     (``RAY_ADDRESS``), Serve is shut down as ``serve run`` does."""
+    import ray
     from ray import serve
 
+    if not ray.is_initialized():  # stopped before Ray started (serve.delete would start it)
+        return
     if joined:
         serve.shutdown()
         return

@@ -252,3 +252,38 @@ def test_a_restarted_replica_serves_the_checkpoint_chosen_at_start_after_trainin
     status, answer = replica.answer({"items": raw[:3], "k": 4})
     assert status == 200 and [(r["item"], r["score"]) for r in answer["items"]] == expected
     assert replica.describe()["checkpoint"] == str(step)  # GET / says which step is served
+
+
+def test_sigterm_while_metarec_serve_starts_is_an_interrupt_that_stops_the_cluster(monkeypatch):
+    """SIGTERM (`kill`, `docker stop`) before the server answers: unwound as Ctrl-C through the clean-up
+    (`metarec` prints "interrupted"), not the process killed with the cluster it was starting left running."""
+    import os
+    import signal
+
+    from metarec_dist.runtime import ray_launcher, serving
+
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(serving, "check_port_free", lambda *a: None)
+    monkeypatch.setattr(serving, "load_served", lambda *a: object())
+
+    def init_ray(**kwargs):
+        calls.append("init")
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the cluster starts
+        calls.append("still starting")
+
+    monkeypatch.setattr(ray_launcher, "init_ray", init_ray)
+    monkeypatch.setattr(ray_launcher, "shutdown_ray", lambda: calls.append("shutdown"))
+    received = []
+
+    def outer(*_):  # stands for the default action, which would end the test process
+        received.append("outer")
+
+    previous = signal.signal(signal.SIGTERM, outer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            serving.serve_model("unused", port=8000)
+        assert not received and signal.getsignal(signal.SIGTERM) is outer  # put back after the clean-up
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert calls == ["init", "shutdown"]
