@@ -345,9 +345,11 @@ def serve_model(
             if exc.code == signal.SIGTERM:
                 raise KeyboardInterrupt from None
             raise
-        # Ray Serve's INFO lines ("Connecting to existing Serve app ... New http_options ... will not be
-        # applied", after the serve.start that applied them) say less than the one "serving at" line.
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        if not joined:
+            # Ray Serve's INFO lines ("Connecting to existing Serve app ... New http_options ... will not be
+            # applied", after the serve.start that applied them) say less than the one "serving at" line. On
+            # a cluster joined, where Serve may run with other options, that line is true: kept.
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
         try:
             serve.start(http_options={"host": host, "port": port})
         except TimeoutError:  # Ray Serve waits 60 s for its proxy; the controller keeps starting it
