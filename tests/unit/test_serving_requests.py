@@ -287,3 +287,14 @@ def test_sigterm_while_metarec_serve_starts_is_an_interrupt_that_stops_the_clust
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert calls == ["init", "shutdown"]
+
+
+def test_the_catalogue_maps_raw_ids_with_an_index_built_once_not_per_request():
+    from metarec_dist.eval.recommend import Catalogue
+
+    catalogue = Catalogue([f"B{i:05d}" for i in range(20_000)], {}, mapped=True)
+    assert catalogue.to_model_ids(["B00011", "B19999"]) == [12, 20_000]
+    index = catalogue.index
+    assert catalogue.to_model_ids(["B00000"]) == [1] and catalogue.index is index  # the same dict, reused
+    with pytest.raises(ValueError, match="unknown item id"):
+        catalogue.to_model_ids(["nope"])
