@@ -55,6 +55,21 @@ def test_a_body_that_is_not_json_is_a_value_error_not_a_500(raw):
         read_body(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"  ", "it is empty"),
+        (b'{"items": ["1"],}', "line 1 column 17"),  # where the mistake is
+        (b'{"items": ["\xff"]}', "not UTF-8"),
+        (b'{"k": ' + b"9" * 5000 + b"}", "4300 digits"),
+    ],
+)
+def test_a_body_that_is_not_json_says_why(raw, why):
+    with pytest.raises(ValueError) as err:
+        read_body(raw)
+    assert why in str(err.value) and "sys." not in str(err.value)  # nothing about the server's Python
+
+
 def test_a_replica_answers_as_metarec_recommend(trained, tmp_path):
     run = trained().folder
     out = tmp_path / "export"
