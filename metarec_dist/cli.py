@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-fuse", dest="fuse", action="store_false", help="a fused export: rank by the model alone"
     )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="largest request body; HTTP 413 above (1 MiB)"
+    )
 
     p = sub.add_parser("print-config", help="print the resolved config")
     _add_config_args(p, required=False)
@@ -221,7 +224,16 @@ def _serve(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"serving at {url} (POST {url}/recommend; Ctrl-C stops)", flush=True)
 
-    serve_model(args.checkpoint, args.host, args.port, args.replicas, args.fuse, args.threads, ready)
+    serve_model(
+        args.checkpoint,
+        args.host,
+        args.port,
+        args.replicas,
+        args.fuse,
+        args.threads,
+        ready,
+        max_body=args.max_body_bytes,
+    )
     return 0
 
 

@@ -9,10 +9,17 @@ counts of a fused export, seen items never re-recommended). Requests:
   be left out, not both) -> ``{"items": [{"rank", "item", "title", "score"}, ...]}``. A mistake in the
   request is HTTP 400 with ``{"error": "..."}`` saying which field.
 - ``GET /`` -> what is served (algorithm, items, fusion weight, replicas).
+- A body over ``--max-body-bytes`` (1 MiB by default) is HTTP 413 with ``{"error": ...}`` naming the limit,
+  refused on its ``Content-Length`` before it is read, or as soon as a body without one passes the limit.
+  Another method on ``/recommend`` is 405, another path 404.
+
+The model is loaded once, by ``metarec serve`` itself, and handed to the replicas through Ray's object
+store: every replica, one Ray Serve restarts after a crash included, serves the checkpoint announced at
+start, even when the run folder it came from is still training and has deleted it since (a new model is a
+new ``metarec serve``). On a multi-node cluster (``RAY_ADDRESS``) no node needs the export folder.
 
 A cluster this process starts listens on 127.0.0.1 only (``init_ray``), and so does the HTTP proxy unless
-``--host`` says otherwise. On a multi-node cluster (``RAY_ADDRESS``) the export folder must be readable at
-the same path on every node that runs a replica.
+``--host`` says otherwise.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metarec_dist.eval.recommend import Recommender
 
 log = logging.getLogger("metarec")
 
@@ -33,17 +43,57 @@ APP_NAME = "metarec"
 # imports Ray Serve, FastAPI and uvicorn at a low CPU priority, which on a busy 2-core machine took ~60 s.
 SERVE_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120"}
 PROXY_WAIT_S = 600.0  # how long `metarec serve` waits for its first answer before giving up
+# A request is a history of item ids: 1 MiB holds ~100,000 of them. Ray Serve (2.60) has no limit of its
+# own, and json.loads of a 100 MB body held a replica for ~15 s and ~1 GB.
+MAX_BODY_BYTES = 1 << 20
+
+
+class BodyTooLarge(ValueError):
+    """A request body over the server's limit (HTTP 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the request body is larger than this server's limit of {limit} bytes (metarec serve "
+            "--max-body-bytes)"
+        )
+
+
+async def read_limited(request: Any, limit: int) -> bytes:
+    """The body of a Starlette ``request``, at most ``limit`` bytes: ``BodyTooLarge`` on a
+    ``Content-Length`` over it before anything is read, or once the bytes streamed in pass it (a chunked
+    body, a false length); ``ValueError`` on a ``Content-Length`` that is no number."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise ValueError(f"the request's Content-Length {length!r} is not a number of bytes")
+        if int(length) > limit:
+            raise BodyTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def read_body(raw: bytes) -> Any:
     """A request body's JSON; ``ValueError`` if it is not JSON (or not UTF-8), or nested too deeply for
     the decoder (a ``RecursionError`` there would be an HTTP 500)."""
+    if not raw.strip():
+        raise ValueError('the request body is not JSON (UTF-8): it is empty; send e.g. {"items": ["12"]}')
     try:
         return json.loads(raw)
     except RecursionError:
         raise ValueError("the request body is not JSON this server reads: nested too deeply") from None
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError("the request body is not JSON (UTF-8)") from None
+    except json.JSONDecodeError as exc:  # where: a trailing comma is easier found at "line 1 column 17"
+        raise ValueError(f"the request body is not JSON (UTF-8): {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError("the request body is not JSON (UTF-8): it is not UTF-8 text") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (less Python's hint for the server)
+        raise ValueError(
+            f"the request body is not JSON this server reads: {str(exc).split(';')[0]}"
+        ) from None
 
 
 def parse_request(body: Any) -> tuple[list[str], dict[str, str] | None, int]:
@@ -76,16 +126,16 @@ def _is_id(item: Any) -> bool:
 
 
 class RecommenderReplica:
-    """One replica: the model loaded once; requests answered one at a time."""
+    """One replica: the model (loaded once, by `metarec serve`); requests answered one at a time."""
 
-    def __init__(self, checkpoint: str, fuse: bool, threads: int) -> None:
+    def __init__(self, recommender: Recommender, threads: int) -> None:
         import torch
 
-        from metarec_dist.eval.recommend import JSON_FIELDS, Recommender
+        from metarec_dist.eval.recommend import JSON_FIELDS
 
         torch.set_num_threads(threads)
-        self.recommender = Recommender.load(checkpoint, fuse=fuse)
-        self.checkpoint = checkpoint
+        self.recommender = recommender
+        self.checkpoint = str(recommender.loaded.source)  # the checkpoint step, not its run folder
         self.lock = threading.Lock()  # one request at a time: the adapting model is not shared by threads
         self.fields = JSON_FIELDS  # errors name the request's JSON fields, not `metarec recommend`'s flags
 
@@ -140,32 +190,50 @@ def bind_replica_grpc_to_loopback() -> None:
     replica.add_port_to_grpc_server = loopback_only
 
 
-def build_app(checkpoint: str, fuse: bool, replicas: int, threads: int) -> Any:
-    """The Ray Serve application: ``replicas`` copies of the model behind the ingress."""
+async def handle(replica: RecommenderReplica, request: Any, replicas: int, max_body: int) -> Any:
+    """The JSON response to one HTTP request (a Starlette ``Request``) to a replica."""
+    from starlette.responses import JSONResponse
+
+    path = request.url.path.rstrip("/")
+    if path == "":
+        if request.method in ("GET", "HEAD"):
+            return JSONResponse({**replica.describe(), "replicas": replicas})
+        return JSONResponse({"error": "GET / for the model"}, status_code=405, headers={"Allow": "GET"})
+    if path != "/recommend":
+        return JSONResponse({"error": "POST /recommend, or GET / for the model"}, status_code=404)
+    if request.method != "POST":
+        message = f"{request.method} /recommend: POST a JSON body to /recommend"
+        return JSONResponse({"error": message}, status_code=405, headers={"Allow": "POST"})
+    try:
+        body = read_body(await read_limited(request, max_body))
+    except BodyTooLarge as exc:
+        return JSONResponse({"error": str(exc)}, status_code=413)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    status, out = replica.answer(body)
+    return JSONResponse(out, status_code=status)
+
+
+def build_app(model: Any, replicas: int, threads: int, max_body: int = MAX_BODY_BYTES) -> Any:
+    """The Ray Serve application: ``replicas`` copies of the model behind the ingress. ``model``: the
+    ``Recommender``'s Ray object reference (``ray.put``), fetched by each replica, a restarted one too."""
     from ray import serve
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
     @serve.deployment(name="recommender", ray_actor_options={"num_cpus": threads})
     class RecommenderDeployment:
-        def __init__(self) -> None:
+        def __init__(self, model: list[Any]) -> None:
+            import ray
+
             bind_replica_grpc_to_loopback()
-            self.replica = RecommenderReplica(checkpoint, fuse, threads)
+            self.replica = RecommenderReplica(ray.get(model[0]), threads)
 
         async def __call__(self, request: Request) -> JSONResponse:
-            path = request.url.path.rstrip("/")
-            if request.method == "GET" and path == "":
-                return JSONResponse({**self.replica.describe(), "replicas": replicas})
-            if path != "/recommend" or request.method != "POST":
-                return JSONResponse({"error": "POST /recommend, or GET / for the model"}, status_code=404)
-            try:
-                body = read_body(await request.body())
-            except ValueError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            status, out = self.replica.answer(body)
-            return JSONResponse(out, status_code=status)
+            return await handle(self.replica, request, replicas, max_body)
 
-    return RecommenderDeployment.options(num_replicas=replicas).bind()
+    # In a list: Ray Serve keeps the reference as it is (the object stays the driver's, alive while it is).
+    return RecommenderDeployment.options(num_replicas=replicas).bind([model])
 
 
 def wait_until_answering(url: str, timeout_s: float = PROXY_WAIT_S) -> None:
@@ -216,13 +284,15 @@ def check_port_free(host: str, port: int) -> None:
             raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
 
 
-def check_loads(checkpoint: str, fuse: bool) -> None:
-    """Load the model once here, as every replica will: a damaged export (a truncated model.safetensors,
-    a broken config) is then the replica's one-line ``UserError`` now, not Ray Serve's "Deploying
-    application metarec failed" traceback that, with the workers' logs quiet, does not say why."""
+def load_served(checkpoint: str, fuse: bool) -> Recommender:
+    """The model every replica serves, loaded here, once, before Ray starts: a damaged export (a truncated
+    model.safetensors, a broken config) is then one ``UserError`` line, not Ray Serve's "Deploying
+    application metarec failed" traceback that, with the workers' logs quiet, does not say why; and a run
+    folder's newest checkpoint is read once (``read_newest``: a run training there may delete it under the
+    read) and then needs no file any more."""
     from metarec_dist.eval.recommend import Recommender
 
-    Recommender.load(checkpoint, fuse=fuse)  # dropped at once: the replicas hold their own copies
+    return Recommender.load(checkpoint, fuse=fuse)
 
 
 def serve_model(
@@ -233,9 +303,11 @@ def serve_model(
     fuse: bool = True,
     threads: int = 1,
     ready: Any = None,
+    max_body: int = MAX_BODY_BYTES,
 ) -> None:
     """Deploy ``checkpoint`` and serve until interrupted (Ctrl-C or SIGTERM), then shut Serve down.
-    ``ready``: called with the URL once the application answers (the CLI prints it)."""
+    ``ready``: called with the URL once the application answers (the CLI prints it). ``max_body``: the
+    largest request body in bytes (413 above it)."""
     import os
 
     from metarec_dist.errors import UserError
@@ -246,33 +318,58 @@ def serve_model(
         raise UserError(f"--threads must be >= 1, got {threads}")
     if not 0 < port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {port}")
-    if not os.environ.get("RAY_ADDRESS"):  # joined with RAY_ADDRESS, the proxy listens on that cluster
+    if max_body < 1:
+        raise UserError(f"--max-body-bytes must be >= 1, got {max_body}")
+    joined = bool(os.environ.get("RAY_ADDRESS"))
+    if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
         check_port_free(host, port)
-    # Resolved here first: a wrong path is one line now, not a replica failing inside Ray.
-    from metarec_dist.eval.loading import resolve_checkpoint
-
-    checkpoint = str(resolve_checkpoint(checkpoint).resolve())
-    check_loads(checkpoint, fuse)
     for key, value in SERVE_ENV.items():
         os.environ.setdefault(key, value)
-    from ray import serve
+    from metarec_dist.runtime import ray_launcher
 
-    from metarec_dist.runtime.ray_launcher import init_ray, shutdown_ray
+    # SIGTERM (`kill`, `docker stop`, systemd) is Ctrl-C from here on: during start-up it unwinds through the
+    # clean-up below ("interrupted", status 130) instead of killing this process with the Ray cluster it was
+    # starting left running; once serving, the loop below ends.
+    stop, serving = threading.Event(), threading.Event()
 
-    # A cluster started here gets a CPU per replica thread even beyond the cores: replicas that do not fit
-    # would stay pending and the deployment would never finish (asking for them oversubscribes the cores).
-    init_ray(num_cpus=max(os.cpu_count() or 1, replicas * threads))
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    def on_sigterm(*_: Any) -> None:
+        if serving.is_set():
+            stop.set()
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
+        # Loaded here first: a wrong path or a damaged model is one line now, not a replica failing in Ray.
+        recommender = load_served(str(Path(checkpoint).expanduser().resolve()), fuse)
+        import ray
+        from ray import serve
+
+        # A cluster started here gets a CPU per replica thread even beyond the cores: replicas that do not
+        # fit would stay pending and the deployment would never finish (they oversubscribe the cores).
+        try:
+            ray_launcher.init_ray(num_cpus=max(os.cpu_count() or 1, replicas * threads))
+        except SystemExit as exc:  # SIGTERM inside ray.init, whose own handler exits with the signal
+            if exc.code == signal.SIGTERM:
+                raise KeyboardInterrupt from None
+            raise
+        if not joined:
+            # Ray Serve's INFO lines ("Connecting to existing Serve app ... New http_options ... will not be
+            # applied", after the serve.start that applied them) say less than the one "serving at" line. On
+            # a cluster joined, where Serve may run with other options, that line is true: kept.
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
         try:
             serve.start(http_options={"host": host, "port": port})
         except TimeoutError:  # Ray Serve waits 60 s for its proxy; the controller keeps starting it
             log.warning("the Ray Serve HTTP proxy is slow to start (a busy machine?); still waiting for it")
-        serve.run(build_app(checkpoint, fuse, replicas, threads), name=APP_NAME, route_prefix="/")
+        source = recommender.loaded.source  # the checkpoint step a run folder resolved to
+        model = ray.put(recommender)  # the replicas' copy; this process's is dropped
+        del recommender
+        serve.run(build_app(model, replicas, threads, max_body), name=APP_NAME, route_prefix="/")
         url = f"http://{host}:{port}"
         wait_until_answering(url)
-        log.info("serving %s at %s (POST %s/recommend)", Path(checkpoint).name, url, url)
+        log.info("serving %s at %s (POST %s/recommend)", source, url, url)
+        serving.set()
         if ready is not None:
             ready(url)
         try:
@@ -281,8 +378,31 @@ def serve_model(
         except KeyboardInterrupt:
             pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         try:
-            serve.shutdown()
+            stop_serving(joined)
         finally:
-            shutdown_ray()
+            ray_launcher.shutdown_ray()
+            signal.signal(signal.SIGTERM, previous)
+
+
+def stop_serving(joined: bool) -> None:
+    """Stop the application: its replicas finish the requests they hold (Ray Serve's graceful shutdown).
+
+    On a cluster this process started, the rest of Serve (controller, proxy) goes with the cluster in
+    ``shutdown_ray``: ``serve.shutdown()`` there made the controller end itself inside its own
+    ``graceful_shutdown`` call, which Ray reported on the terminal as a failed task ("(raylet) Task
+    ServeController.graceful_shutdown failed ... will be retried") on every Ctrl-C. Joined to a cluster
+    (``RAY_ADDRESS``), Serve is shut down as ``serve run`` does."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():  # stopped before Ray started (serve.delete would start it)
+        return
+    if joined:
+        serve.shutdown()
+        return
+    try:
+        serve.delete(APP_NAME)
+    except Exception as exc:  # noqa: BLE001 -- never deployed (a failed start): the cluster goes anyway
+        log.debug("serve.delete: %s", exc)

@@ -1,6 +1,7 @@
 """End to end: `metarec serve` (a real Ray Serve application on a local cluster) answers POST /recommend with
 exactly what `metarec recommend` computes for a fused export, refuses bad requests with HTTP 400 naming the
-field, listens on 127.0.0.1 only, and stops cleanly on SIGTERM."""
+field (413 for a body over the limit), brings a killed replica back serving the same model without its files,
+listens on 127.0.0.1 only, and stops cleanly and quietly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -108,6 +109,38 @@ def test_bad_requests_are_400_naming_the_field(served):
         assert status == 400 and "not JSON" in out["error"], raw[:10]
     status, out = call(served[0] + "/elsewhere", {"items": ["1"]})
     assert status == 404
+    status, out = call(url, raw=b" " * ((1 << 20) + 1))  # over the default --max-body-bytes
+    assert status == 413 and "limit of 1048576 bytes" in out["error"]
+
+
+def test_a_killed_replica_comes_back_serving_the_model_after_its_files_are_gone(served):
+    """Ray Serve restarts a replica killed with SIGKILL; it gets the model `metarec serve` loaded (the
+    object store), so it answers even when the folder served has gone since (a run folder pruning it)."""
+    import psutil
+
+    url, export, proc, _ = served
+    body = {"items": Recommender.load(str(export)).catalogue.raw_ids[:3], "k": 5}
+    before = call(url + "/recommend", body)
+    replica = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ServeReplica" in p.name()]
+    assert len(replica) == 1, replica
+    moved = export.with_name("moved-away")
+    export.rename(moved)
+    try:
+        replica[0].kill()
+        replica[0].wait(30)
+        deadline = time.monotonic() + 240
+        while True:
+            alive = [
+                p for p in psutil.Process(proc.pid).children(recursive=True) if "ServeReplica" in p.name()
+            ]
+            with contextlib.suppress(urllib.error.URLError, OSError, json.JSONDecodeError):
+                if alive and call(url + "/recommend", body) == before:
+                    break
+            assert time.monotonic() < deadline, "the killed replica did not come back"
+            time.sleep(1.0)
+        assert alive[0].pid != replica[0].pid
+    finally:
+        moved.rename(export)
 
 
 def test_serve_listens_on_loopback_only_and_stops_on_sigterm(served):
@@ -116,8 +149,13 @@ def test_serve_listens_on_loopback_only_and_stops_on_sigterm(served):
     port = int(url.rsplit(":", 1)[1])
     assert any(p == port for _, p in sockets), sockets  # the HTTP proxy is among them: the check can fail
     assert all(_is_loopback(ip) for ip, _ in sockets), sockets
+    started = len(lines)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0, "".join(lines[-40:])
     assert gone(proc.pid), "Ray processes of the stopped server are still running"
+    # Quiet: no Ray Serve INFO lines (one said the http_options just applied would not be), and no
+    # "(raylet) Task ServeController.graceful_shutdown failed" on the way out.
+    assert not any("will not be applied" in line for line in lines), lines
+    assert not any("raylet" in line or "Traceback" in line for line in lines[started:]), lines[started:]
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing answers any more
