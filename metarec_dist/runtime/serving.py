@@ -310,16 +310,7 @@ def serve_model(
     largest request body in bytes (413 above it)."""
     import os
 
-    from metarec_dist.errors import UserError
-
-    if replicas < 1:
-        raise UserError(f"--replicas must be >= 1, got {replicas}")
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
-    if not 0 < port < 65536:
-        raise UserError(f"--port must be between 1 and 65535, got {port}")
-    if max_body < 1:
-        raise UserError(f"--max-body-bytes must be >= 1, got {max_body}")
+    check_serve_args(port, replicas, threads, max_body)
     joined = bool(os.environ.get("RAY_ADDRESS"))
     if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
         check_port_free(host, port)
@@ -342,30 +333,8 @@ def serve_model(
     try:
         # Loaded here first: a wrong path or a damaged model is one line now, not a replica failing in Ray.
         recommender = load_served(str(Path(checkpoint).expanduser().resolve()), fuse)
-        import ray
-        from ray import serve
-
-        # A cluster started here gets a CPU per replica thread even beyond the cores: replicas that do not
-        # fit would stay pending and the deployment would never finish (they oversubscribe the cores).
-        try:
-            ray_launcher.init_ray(num_cpus=max(os.cpu_count() or 1, replicas * threads))
-        except SystemExit as exc:  # SIGTERM inside ray.init, whose own handler exits with the signal
-            if exc.code == signal.SIGTERM:
-                raise KeyboardInterrupt from None
-            raise
-        if not joined:
-            # Ray Serve's INFO lines ("Connecting to existing Serve app ... New http_options ... will not be
-            # applied", after the serve.start that applied them) say less than the one "serving at" line. On
-            # a cluster joined, where Serve may run with other options, that line is true: kept.
-            logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        try:
-            serve.start(http_options={"host": host, "port": port})
-        except TimeoutError:  # Ray Serve waits 60 s for its proxy; the controller keeps starting it
-            log.warning("the Ray Serve HTTP proxy is slow to start (a busy machine?); still waiting for it")
-        source = recommender.loaded.source  # the checkpoint step a run folder resolved to
-        model = ray.put(recommender)  # the replicas' copy; this process's is dropped
-        del recommender
-        serve.run(build_app(model, replicas, threads, max_body), name=APP_NAME, route_prefix="/")
+        source = deploy(recommender, host, port, replicas, threads, max_body, joined)
+        del recommender  # the replicas' copy is in the object store
         url = f"http://{host}:{port}"
         wait_until_answering(url)
         log.info("serving %s at %s (POST %s/recommend)", source, url, url)
@@ -384,6 +353,55 @@ def serve_model(
         finally:
             ray_launcher.shutdown_ray()
             signal.signal(signal.SIGTERM, previous)
+
+
+def check_serve_args(port: int, replicas: int, threads: int, max_body: int) -> None:
+    """The command line's numbers, refused before anything starts."""
+    from metarec_dist.errors import UserError
+
+    if replicas < 1:
+        raise UserError(f"--replicas must be >= 1, got {replicas}")
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    if not 0 < port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, got {port}")
+    if max_body < 1:
+        raise UserError(f"--max-body-bytes must be >= 1, got {max_body}")
+
+
+def deploy(
+    recommender: Any, host: str, port: int, replicas: int, threads: int, max_body: int, joined: bool
+) -> str:
+    """Start Ray (unless ``joined``) and Ray Serve on ``host:port`` and deploy ``recommender`` through the
+    object store; return the checkpoint it was loaded from (the step a run folder resolved to)."""
+    import os
+
+    import ray
+    from ray import serve
+
+    from metarec_dist.runtime import ray_launcher
+
+    # A cluster started here gets a CPU per replica thread even beyond the cores: replicas that do not
+    # fit would stay pending and the deployment would never finish (they oversubscribe the cores).
+    try:
+        ray_launcher.init_ray(num_cpus=max(os.cpu_count() or 1, replicas * threads))
+    except SystemExit as exc:  # SIGTERM inside ray.init, whose own handler exits with the signal
+        if exc.code == signal.SIGTERM:
+            raise KeyboardInterrupt from None
+        raise
+    if not joined:
+        # Ray Serve's INFO lines ("Connecting to existing Serve app ... New http_options ... will not be
+        # applied", after the serve.start that applied them) say less than the one "serving at" line. On
+        # a cluster joined, where Serve may run with other options, that line is true: kept.
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+    except TimeoutError:  # Ray Serve waits 60 s for its proxy; the controller keeps starting it
+        log.warning("the Ray Serve HTTP proxy is slow to start (a busy machine?); still waiting for it")
+    source = recommender.loaded.source  # the checkpoint step a run folder resolved to
+    model = ray.put(recommender)  # the replicas' copy
+    serve.run(build_app(model, replicas, threads, max_body), name=APP_NAME, route_prefix="/")
+    return source
 
 
 def stop_serving(joined: bool) -> None:
