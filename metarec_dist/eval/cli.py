@@ -243,12 +243,30 @@ def evaluate_main(args: argparse.Namespace) -> int:
         from metarec_dist.eval.loading import resolve_checkpoint
 
         resolve_checkpoint(args.baseline, "--baseline")
+    from metarec_dist.train.launch import sigterm_as_interrupt
+
     try:
-        return _evaluate(args)
+        # SIGTERM (`kill`, a scheduler) stops it as Ctrl-C does: else Ray's handler (installed by the local
+        # cluster --workers starts) dumps a C++ stack and aborts, and the evaluation actors are not stopped.
+        with sigterm_as_interrupt():
+            if (args.workers or 1) > 1:  # start the actors now: too few CPUs fails before the data is read
+                from metarec_dist.eval.distributed import runner_for
+
+                runner_for(args.workers)
+            return _evaluate(args)
+    except KeyboardInterrupt:
+        print(interrupted_message(args), file=sys.stderr)
+        return 130
     finally:
         from metarec_dist.eval.distributed import close_runners
 
         close_runners()
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """What an interrupted ``metarec evaluate`` prints (its evaluation actors are stopped after it)."""
+    wrote = f"; --json {args.json} not written" if args.json else ""
+    return f"interrupted: the evaluation stopped before its end, nothing reported{wrote}; run it again"
 
 
 def check_json_target(path: str) -> None:
