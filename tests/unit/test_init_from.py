@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -413,3 +414,59 @@ def test_feature_values_are_matched_by_label_when_a_newer_log_renumbers_them(tin
     other = dataclasses.replace(new, features=FeatureTables(item={"colour": colour}))
     with pytest.raises(UserError, match=r"that run's item features are \[\('genre', 'token'\)\], this run's"):
         MetaTrainer(cfg, LocalContext(None), other)
+
+
+def test_a_source_with_item_features_into_a_run_without_them_names_the_features(tiny_cfg, raw_run):
+    """One side declares item features, the other none: the error names the features to declare (it used
+    to list the source's content.* tensors as "parameters this one lacks")."""
+    checkpoint, _, old = raw_run
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
+    with pytest.raises(
+        UserError, match=r"that run's item features are \[\('genre', 'token'\)\], this run's \[\]"
+    ):
+        MetaTrainer(cfg, LocalContext(None), dataclasses.replace(old, features=None))
+
+
+def test_a_source_sharing_few_of_its_items_by_accident_is_said(tiny_cfg, raw_run, caplog):
+    """Numeric raw ids ("1", "2", ...) of another data set can match a small catalogue's all: every item of
+    this data carried over, but most of the source's dropped. The warning asks about the source then too."""
+    checkpoint, _, old = raw_run
+    few = [f"r{i}" for i in range(1, 11)]  # this data: 10 items, all among the source's 40
+    keep = [np.array([x for x in s.tolist() if x <= 10] or [1, 2], dtype=s.dtype) for s in old.train]
+    small = with_genres(dataclasses.replace(old, train=keep, valid=[], num_items=10), few)
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
+    MetaTrainer(cfg, LocalContext(None), small)
+    assert "10 of this data's 10 items carried over by raw id, 30 of the source's 40 dropped" in caplog.text
+    assert "fewer than half of this data's or of the source's items carried over" in caplog.text
+
+
+def test_init_from_is_checked_before_any_work_and_a_run_still_training_is_said(
+    tiny_cfg, sasrec_run, tmp_path, monkeypatch, caplog
+):
+    """``metarec train`` checks train.init_from before data, a Ray cluster or its workers (on Ray a wrong
+    path took a minute to be reported); a source whose run is still training (its run folder locked) is
+    used with a warning naming the step it starts from."""
+    from metarec_dist.run_folder import RunLock
+    from metarec_dist.train import launch
+
+    def trained(cfg, verbose=False):
+        raise AssertionError("trained before train.init_from was checked")
+
+    monkeypatch.setattr(launch, "train_one", trained)
+    for path, said in [
+        (tmp_path / "nope", "no such file or folder"),
+        (tmp_path / "empty", "no complete checkpoint"),
+    ]:
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        (tmp_path / "empty" / "checkpoints" / "step_000005").mkdir(parents=True, exist_ok=True)
+        with pytest.raises(UserError, match=f"train.init_from {path}: .*{said}"):
+            launch.train(with_overrides(tiny_cfg, [f"train.init_from={path}"]))
+    run_dir, _, checkpoint = sasrec_run
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={run_dir}"])
+    with pytest.raises(AssertionError):  # a finished run: no warning, on to training
+        launch.train(cfg)
+    assert "still training" not in caplog.text
+    with RunLock(run_dir), pytest.raises(AssertionError):
+        launch.train(cfg)
+    assert f"train.init_from {run_dir}: that run is still training (pid {os.getpid()} on" in caplog.text
+    assert f"meta-step 3 ({checkpoint})" in caplog.text
