@@ -70,25 +70,34 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="loo: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec code)",
     )
-    parser.add_argument("--shots", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)")
+    parser.add_argument(
+        "--shots", metavar="K,K,...", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)"
+    )
     parser.add_argument(
         "--split", default="test", help="users to score: test (default), or valid (dev only: tuned on them)"
     )
     parser.add_argument(
         "--baseline",
+        metavar="CHECKPOINT",
         help="a second checkpoint (its default protocol); adds paired intervals for the difference",
     )
-    parser.add_argument("--json", help="write every number (with intervals) to this JSON file")
-    parser.add_argument("--n-boot", type=int, help="bootstrap resamples (default: the config's eval.n_boot)")
+    parser.add_argument(
+        "--json", metavar="FILE", help="write every number (with intervals) to this JSON file"
+    )
+    parser.add_argument(
+        "--n-boot", type=int, metavar="N", help="bootstrap resamples (default: the config's eval.n_boot)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
+        metavar="N",
         help="score the users (and the adaptation grid) on N Ray actors, one CPU each; same numbers "
         "(default: the config's eval.workers, 1 = in this process)",
     )
     parser.add_argument(
         "--batch-users",
         type=int,
+        metavar="N",
         help="users scored together (default: the config's eval.batch_users); the unit of work --workers "
         "shares out, and the memory (batch x eval.item_chunk scores); same numbers",
     )
@@ -111,7 +120,7 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
         help="the user's history, raw item ids oldest first: 12,55,301 (omitted: a brand-new user, "
         "recommended from --user alone)",
     )
-    parser.add_argument("--k", type=int, default=10, help="how many items to recommend")
+    parser.add_argument("--k", type=int, default=10, help="how many items to recommend (default: 10)")
     parser.add_argument(
         "--user",
         help="the user's own features, for a model trained with data.user_features: "
@@ -375,7 +384,7 @@ def recommend_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if raw:
-        print(f"top {len(recs)} after {len(raw)} items ({how}):")
+        print(f"top {len(recs)} after {len(raw)} item{'' if len(raw) == 1 else 's'} ({how}):")
     else:  # a brand-new user: the user token and BOS only, nothing to adapt on
         print(f"top {len(recs)} for a new user from its features alone ({cfg.meta.algorithm}, no history):")
     for r in recs:
