@@ -90,6 +90,13 @@ def source_checkpoint(path: str | Path) -> Path | None:
     return folder
 
 
+def resumes(run_dir: Path | None, resume: bool) -> bool:
+    """A run in ``run_dir`` resumes from its own checkpoint, which holds every model weight (frozen ones
+    too): its ``train.init_from`` source is then not read, and may be gone (a deleted previous model must
+    not stop a resume). None (cloud storage): not known here, so the source is read as for a fresh run."""
+    return resume and run_dir is not None and ckpt.latest_complete(Path(run_dir)) is not None
+
+
 def check_source(path: str | Path | None) -> None:
     """``train.init_from`` checked before any work (data, a Ray cluster, the workers): a path that is no
     run, checkpoint or export is a ``UserError`` now, not after the workers have started. A run folder

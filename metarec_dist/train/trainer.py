@@ -35,7 +35,7 @@ from metarec_dist.runtime.context import WorkerContext
 from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_seed, shared_seed
 from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
 from metarec_dist.train.freeze import freeze
-from metarec_dist.train.init_from import init_from
+from metarec_dist.train.init_from import init_from, resumes
 from metarec_dist.train.pretrain import init_source
 
 log = logging.getLogger("metarec")
@@ -176,6 +176,10 @@ class MetaTrainer:
             cfg.model, data.num_items, data.features, trained_items(ctx, data.train), seed=cfg.train.seed
         )
         source = init_source(cfg)  # train.init_from, or the first stage of train.pretrain
+        run_dir = getattr(ctx, "run_dir", None) if ctx.has_checkpoint_storage else None
+        if source and resumes(run_dir, cfg.checkpoint.resume):
+            log.info("train.init_from %s not read: the run resumes from its own checkpoint", source)
+            source = None
         if source:  # a finished run's weights; a resume then loads this run's own checkpoint
             random_split = cfg.data.split == "random"
             init_from(source, self.model, cfg.model.adapters, data.item_raw_ids, random_split)

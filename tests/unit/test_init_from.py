@@ -470,3 +470,32 @@ def test_init_from_is_checked_before_any_work_and_a_run_still_training_is_said(
         launch.train(cfg)
     assert f"train.init_from {run_dir}: that run is still training (pid {os.getpid()} on" in caplog.text
     assert f"meta-step 3 ({checkpoint})" in caplog.text
+
+
+def test_a_resume_does_not_need_its_init_from_source(tiny_cfg, synth_data, sasrec_run, tmp_path, monkeypatch):
+    """A run that started from train.init_from resumes from its own checkpoint (every weight, frozen ones
+    too), so a source deleted meanwhile (a previous model cleaned up) must not stop the resume: it did, with
+    "train.init_from ...: no such file or folder"."""
+    import shutil
+
+    from metarec_dist.train import launch
+
+    _, _, checkpoint = sasrec_run
+    source = tmp_path / "previous-model"
+    export(checkpoint, source)
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={source}", "train.freeze=[backbone]"])
+    run_dir = tmp_path / "next"
+    first = MetaTrainer(cfg, LocalContext(run_dir), synth_data).fit()
+    frozen = load_model(first["checkpoint"]).model.state_dict()
+    shutil.rmtree(source)
+    longer = with_overrides(cfg, ["train.meta_steps=5"])
+    out = MetaTrainer(longer, LocalContext(run_dir), synth_data).fit()
+    assert out["step"] == 5 and out["resumed_from"] == first["step"]
+    state = load_model(out["checkpoint"]).model.state_dict()
+    assert_same(state["backbone.h.0.attn.c_attn.weight"], frozen["backbone.h.0.attn.c_attn.weight"])
+    # `metarec train` does not check a source it will not read either.
+    placed = with_overrides(longer, [f"runtime.storage_path={tmp_path}", "runtime.run_name=next"])
+    monkeypatch.setattr(launch, "train_one", lambda cfg, verbose=False: {"step": 5})
+    assert launch.train(placed)["step"] == 5
+    with pytest.raises(UserError, match="no such file or folder"):  # a fresh run still needs it
+        launch.train(with_overrides(placed, ["runtime.run_name=fresh"]))
