@@ -83,9 +83,11 @@ def source_checkpoint(path: str | Path) -> Path | None:
             f"train.init_from {p}: {exc}; wait for its first checkpoint, or give another run"
         ) from None
     if not (folder / ckpt.MANIFEST).is_file():
+        # `<run folder>/checkpoints` (where a local run keeps them) is a natural guess: point at the run.
+        hint = f"; give its run folder {p.parent}" if ckpt.list_checkpoints(p.parent) else ""
         raise UserError(
             f"train.init_from {p}: not a run folder with a complete checkpoint, a checkpoint (no "
-            f"{ckpt.MANIFEST}) or an export (no {ckpt.EXPORT_CONFIG})"
+            f"{ckpt.MANIFEST}) or an export (no {ckpt.EXPORT_CONFIG}){hint}"
         )
     return folder
 

@@ -462,6 +462,9 @@ def test_init_from_is_checked_before_any_work_and_a_run_still_training_is_said(
         with pytest.raises(UserError, match=f"train.init_from {path}: .*{said}"):
             launch.train(with_overrides(tiny_cfg, [f"train.init_from={path}"]))
     run_dir, _, checkpoint = sasrec_run
+    inside = run_dir / "checkpoints"  # where a local run keeps them: the run folder is meant
+    with pytest.raises(UserError, match=f"{inside}: not a run folder .*; give its run folder {run_dir}$"):
+        launch.train(with_overrides(tiny_cfg, [f"train.init_from={inside}"]))
     cfg = with_overrides(tiny_cfg, [f"train.init_from={run_dir}"])
     with pytest.raises(AssertionError):  # a finished run: no warning, on to training
         launch.train(cfg)
