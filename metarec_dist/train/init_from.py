@@ -153,12 +153,15 @@ def init_from(
     adapters: list[str],
     item_raw_ids: list[str] | None = None,
     shuffled_split: bool = False,
+    said: list[str] | None = None,
 ) -> list[str]:
     """Load the model weights of the run at ``path`` into ``model`` (built with ``adapters``, for a data set
     whose item i has raw id ``item_raw_ids[i - 1]``); returns the parameters left at their fresh
     initialisation (and, across catalogues, how many items were carried over and how many are new).
     ``shuffled_split``: this data's users are split by a seeded shuffle (``data.split: random``), which a
-    source trained on another log did not share: a warning then says its scores may be optimistic."""
+    source trained on another log did not share: a warning then says its scores may be optimistic.
+    ``said``: the catalogue's line is appended there too (on Ray the workers' logs are quiet by default:
+    the trainer hands it to the final summary)."""
     weights, facts = read_model_weights(path)
     own = model.state_dict()
     source_adapters = list(((facts.get("config") or {}).get("model") or {}).get("adapters") or [])
@@ -167,6 +170,11 @@ def init_from(
     if rows is not None:  # another catalogue: the source's tensors re-laid out on this one's items
         weights = remap_items(weights, own, rows, int(facts["num_items"]), model, adapters, source_adapters)
         known = int((rows >= 0).sum())
+        if said is not None:
+            said.append(
+                f"{known} of this data's {len(rows)} items carried over by raw id, {len(rows) - known} new, "
+                f"{int(facts['num_items']) - known} of the source's dropped"
+            )
         # Said, not only logged with --verbose: a source from other data can share ids by accident.
         log.warning(
             "train.init_from %s: another item catalogue; %d of this data's %d items carried over by raw id, "

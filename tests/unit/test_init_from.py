@@ -517,3 +517,19 @@ def test_a_freeze_typo_is_named_before_any_data_or_worker(tiny_cfg, monkeypatch)
         launch.train(with_overrides(tiny_cfg, ["train.freeze=[backbon]"]))
     for fine in ("backbone.h.1", "item_emb", "content.embs", "user_token"):
         assert launch.train(with_overrides(tiny_cfg, [f"train.freeze=[{fine}]"])) == {"trained": True}
+
+
+def test_the_final_summary_says_what_a_newer_log_carried_over(tiny_cfg, raw_run, tmp_path):
+    """The catalogue line was only a worker's log line, and a Ray run's worker logs are quiet by default:
+    the training result, and with it `metarec train`'s summary, says where the run started and what it
+    carried over."""
+    from metarec_dist.train.summary import format_summary
+
+    checkpoint, _, old = raw_run
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}", "train.meta_steps=2"])
+    out = MetaTrainer(cfg, LocalContext(tmp_path / "new"), newer_log(old)).fit()
+    said = "35 of this data's 41 items carried over by raw id, 6 new, 5 of the source's dropped"
+    assert out["init_from"] == f"{checkpoint} ({said})"
+    assert f"started:    from {checkpoint} ({said})" in format_summary(out, cfg)
+    same = MetaTrainer(cfg, LocalContext(None), old).fit()
+    assert same["init_from"] == f"{checkpoint} (the same items)"
