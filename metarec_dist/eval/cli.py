@@ -260,7 +260,9 @@ def evaluate_main(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():
             if (args.workers or 1) > 1:  # start the actors now: too few CPUs fails before the data is read
                 from metarec_dist.eval.distributed import runner_for
+                from metarec_dist.eval.loading import resolve_checkpoint
 
+                resolve_checkpoint(args.checkpoint)  # but a wrong path before Ray starts
                 runner_for(args.workers)
             return _evaluate(args)
     except KeyboardInterrupt:

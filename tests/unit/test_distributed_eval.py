@@ -229,3 +229,17 @@ sys.exit(cli.main(["evaluate", "--checkpoint", "x", "--json", {str(tmp_path / "e
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("interrupted: the evaluation stopped") and "e.json not written" in lines[0]
     assert lines[-1] == "closed" and "Traceback" not in done.stderr
+
+
+def test_evaluate_with_workers_names_a_wrong_checkpoint_before_starting_ray(tmp_path, monkeypatch, capsys):
+    """--workers N starts the actors before the data is read (too few CPUs fails at once), but a wrong
+    --checkpoint is named before that, not after a Ray cluster has started."""
+    from metarec_dist.cli import main
+    from metarec_dist.eval import distributed
+
+    def started(workers):
+        raise AssertionError("Ray started before --checkpoint was checked")
+
+    monkeypatch.setattr(distributed, "runner_for", started)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope"), "--workers", "2"]) == 2
+    assert f"--checkpoint {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
