@@ -62,7 +62,7 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metarec", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="metarec", description=__doc__.split("\n")[0].replace("``", ""))
     parser.add_argument("--verbose", action="store_true", help="debug logs, including every worker's")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -7,9 +7,12 @@ User mistakes raise ``ValueError``; ``metarec_dist.cli.main`` prints them as one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,25 +73,34 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="loo: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec code)",
     )
-    parser.add_argument("--shots", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)")
+    parser.add_argument(
+        "--shots", metavar="K,K,...", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)"
+    )
     parser.add_argument(
         "--split", default="test", help="users to score: test (default), or valid (dev only: tuned on them)"
     )
     parser.add_argument(
         "--baseline",
+        metavar="CHECKPOINT",
         help="a second checkpoint (its default protocol); adds paired intervals for the difference",
     )
-    parser.add_argument("--json", help="write every number (with intervals) to this JSON file")
-    parser.add_argument("--n-boot", type=int, help="bootstrap resamples (default: the config's eval.n_boot)")
+    parser.add_argument(
+        "--json", metavar="FILE", help="write every number (with intervals) to this JSON file"
+    )
+    parser.add_argument(
+        "--n-boot", type=int, metavar="N", help="bootstrap resamples (default: the config's eval.n_boot)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
+        metavar="N",
         help="score the users (and the adaptation grid) on N Ray actors, one CPU each; same numbers "
         "(default: the config's eval.workers, 1 = in this process)",
     )
     parser.add_argument(
         "--batch-users",
         type=int,
+        metavar="N",
         help="users scored together (default: the config's eval.batch_users); the unit of work --workers "
         "shares out, and the memory (batch x eval.item_chunk scores); same numbers",
     )
@@ -111,7 +123,7 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
         help="the user's history, raw item ids oldest first: 12,55,301 (omitted: a brand-new user, "
         "recommended from --user alone)",
     )
-    parser.add_argument("--k", type=int, default=10, help="how many items to recommend")
+    parser.add_argument("--k", type=int, default=10, help="how many items to recommend (default: 10)")
     parser.add_argument(
         "--user",
         help="the user's own features, for a model trained with data.user_features: "
@@ -244,11 +256,47 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
         resolve_checkpoint(args.baseline, "--baseline")
     try:
-        return _evaluate(args)
+        # SIGTERM (`kill`, a scheduler) stops it as Ctrl-C does: else Ray's handler (installed by the local
+        # cluster --workers starts) dumps a C++ stack and aborts, and the evaluation actors are not stopped.
+        with sigterm_as_interrupt():
+            if (args.workers or 1) > 1:  # start the actors now: too few CPUs fails before the data is read
+                from metarec_dist.eval.distributed import runner_for
+                from metarec_dist.eval.loading import resolve_checkpoint
+
+                resolve_checkpoint(args.checkpoint)  # but a wrong path before Ray starts
+                runner_for(args.workers)
+            return _evaluate(args)
+    except KeyboardInterrupt:
+        print(interrupted_message(args), file=sys.stderr)
+        return 130
     finally:
         from metarec_dist.eval.distributed import close_runners
 
         close_runners()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (``metarec train`` has its own: eval never imports
+    train). Ray's ``init_ray`` puts this handler back over the one ``ray.init`` installs."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """What an interrupted ``metarec evaluate`` prints (its evaluation actors are stopped after it)."""
+    wrote = f"; --json {args.json} not written" if args.json else ""
+    return f"interrupted: the evaluation stopped before its end, nothing reported{wrote}; run it again"
 
 
 def check_json_target(path: str) -> None:
@@ -357,7 +405,7 @@ def recommend_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if raw:
-        print(f"top {len(recs)} after {len(raw)} items ({how}):")
+        print(f"top {len(recs)} after {len(raw)} item{'' if len(raw) == 1 else 's'} ({how}):")
     else:  # a brand-new user: the user token and BOS only, nothing to adapt on
         print(f"top {len(recs)} for a new user from its features alone ({cfg.meta.algorithm}, no history):")
     for r in recs:

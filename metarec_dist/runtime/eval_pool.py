@@ -60,8 +60,8 @@ class ActorPool:
         have = int(ray.cluster_resources().get("CPU", 0))
         if workers > have:
             raise ValueError(
-                f"eval.workers={workers}: the Ray cluster has {have} CPUs (one per evaluation worker); "
-                f"lower eval.workers or join a larger cluster (RAY_ADDRESS)"
+                f"eval.workers (--workers) {workers}: the Ray cluster has {have} CPUs (one per evaluation "
+                f"worker); ask for at most {have}, or join a larger cluster (RAY_ADDRESS)"
             )
         self.workers = workers
         self.actors = [_BatchWorker.remote(threads) for _ in range(workers)]
@@ -87,8 +87,15 @@ class ActorPool:
                 actor, index = pending.pop(done)
                 results[index] = ray.get(done)
                 self._submit(actor, key, todo, pending)
-        finally:
-            ray.get([a.unload.remote() for a in self.actors])
+        except BaseException:
+            # Ctrl-C, SIGTERM: an actor runs its calls in order, so an `unload` would wait for the batches
+            # still queued on it (up to IN_FLIGHT whole batches): stop the actors instead.
+            if _POOL is self:
+                close_actor_pool()
+            else:
+                self.close()
+            raise
+        ray.get([a.unload.remote() for a in self.actors])
         for r in results:
             if isinstance(r, _Raised):
                 raise r.exc

@@ -11,10 +11,18 @@ model's and always train.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from metarec_dist.errors import UserError
+
+if TYPE_CHECKING:
+    from metarec_dist.config import ModelConfig
+
+# Model parts built from the data's declared features (item content, the user token): named only once the
+# data is read, so ``check_names`` leaves names under them to ``freeze``.
+FEATURE_PARTS = ("content", "user_token")
 
 log = logging.getLogger("metarec")
 
@@ -30,6 +38,31 @@ def valid_names(model: nn.Module) -> list[str]:
     return sorted({p for n, _ in model.named_parameters() for p in prefixes(n)[:2]})
 
 
+def check_names(model_cfg: ModelConfig, names: list[str]) -> None:
+    """``train.freeze`` checked before any data is read or a Ray worker started (a typo took a Ray run a
+    minute and a half to report): the names against a model of these settings built on the meta device
+    (no memory, no data); names under the feature parts are left to ``freeze``, on the real model."""
+    if not names:
+        return
+    import torch
+
+    from metarec_dist.models.recommender import SeqRecommender
+
+    with torch.device("meta"):
+        model = SeqRecommender(model_cfg, 2)
+    known = {p for n, _ in model.named_parameters() for p in prefixes(n)}
+    unknown = [n for n in names if n not in known and n.split(".")[0] not in FEATURE_PARTS]
+    if unknown:
+        raise UserError(unknown_message(unknown, model))
+
+
+def unknown_message(unknown: list[str], model: nn.Module) -> str:
+    return (
+        f"train.freeze: no model parameter is named {unknown} or under it; name a parameter or a group "
+        f"by its dotted prefix, e.g. one of {valid_names(model)}"
+    )
+
+
 def freeze(model: nn.Module, names: list[str]) -> list[str]:
     """Turn off ``requires_grad`` for every parameter of ``model`` under one of ``names``; returns the
     frozen parameter names. Unknown names, and a freeze that leaves nothing to train, are ``UserError``s."""
@@ -37,10 +70,7 @@ def freeze(model: nn.Module, names: list[str]) -> list[str]:
     known = {p for n in params for p in prefixes(n)}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise UserError(
-            f"train.freeze: no model parameter is named {unknown} or under it; name a parameter or a group "
-            f"by its dotted prefix, e.g. one of {valid_names(model)}"
-        )
+        raise UserError(unknown_message(unknown, model))
     wanted = set(names)
     frozen = [n for n in params if wanted.intersection(prefixes(n))]
     for n in frozen:

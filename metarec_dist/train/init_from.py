@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,23 @@ def read_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     from metarec_dist.runtime.export import consolidated_state_dict
 
     p = Path(path).expanduser()
+    if (p / ckpt.EXPORT_CONFIG).is_file() and (p / ckpt.EXPORT_WEIGHTS).is_file():
+        return load_file(str(p / ckpt.EXPORT_WEIGHTS)), json.loads((p / ckpt.EXPORT_CONFIG).read_text())
+    source_checkpoint(p)  # the source's mistakes, named
+
+    def read(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        client = ckpt.open_checkpoint(folder)  # every file checked against the manifest
+        state = consolidated_state_dict(folder / "engine")
+        return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}, client
+
+    # A run folder still training prunes its old checkpoints (checkpoint.keep): one can go while it is read.
+    return ckpt.read_newest(p, ckpt.find_checkpoint, read)
+
+
+def source_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint ``train.init_from`` reads at ``path`` (a run folder's newest complete one), None for an
+    export; a path that is neither is a ``UserError`` saying what to give."""
+    p = Path(path).expanduser()
     if not p.exists():
         raise UserError(
             f"train.init_from {p}: no such file or folder; give a finished run's folder, checkpoint or export"
@@ -57,16 +75,76 @@ def read_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
             raise UserError(
                 f"train.init_from {p}: the export has no {ckpt.EXPORT_WEIGHTS}; export the run again"
             )
-        return load_file(str(p / ckpt.EXPORT_WEIGHTS)), json.loads((p / ckpt.EXPORT_CONFIG).read_text())
-    folder = ckpt.find_checkpoint(p)
+        return None
+    try:
+        folder = ckpt.find_checkpoint(p)
+    except UserError as exc:
+        raise UserError(
+            f"train.init_from {p}: {exc}; wait for its first checkpoint, or give another run"
+        ) from None
     if not (folder / ckpt.MANIFEST).is_file():
+        # `<run folder>/checkpoints` (where a local run keeps them) is a natural guess: point at the run.
+        hint = f"; give its run folder {p.parent}" if ckpt.list_checkpoints(p.parent) else ""
         raise UserError(
             f"train.init_from {p}: not a run folder with a complete checkpoint, a checkpoint (no "
-            f"{ckpt.MANIFEST}) or an export (no {ckpt.EXPORT_CONFIG})"
+            f"{ckpt.MANIFEST}) or an export (no {ckpt.EXPORT_CONFIG}){hint}"
         )
-    client = ckpt.open_checkpoint(folder)  # every file checked against the manifest
-    state = consolidated_state_dict(folder / "engine")
-    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}, client
+    return folder
+
+
+def resumes(run_dir: Path | None, resume: bool) -> bool:
+    """A run in ``run_dir`` resumes from its own checkpoint, which holds every model weight (frozen ones
+    too): its ``train.init_from`` source is then not read, and may be gone (a deleted previous model must
+    not stop a resume). None (cloud storage): not known here, so the source is read as for a fresh run."""
+    return resume and run_dir is not None and ckpt.latest_complete(Path(run_dir)) is not None
+
+
+def check_source(path: str | Path | None) -> None:
+    """``train.init_from`` checked before any work (data, a Ray cluster, the workers): a path that is no
+    run, checkpoint or export is a ``UserError`` now, not after the workers have started. A run folder
+    whose run is still training is used (its newest complete checkpoint) with a warning naming the step:
+    that is not the run's final model."""
+    if path is None:
+        return
+    folder = source_checkpoint(path)
+    run_dir = Path(path).expanduser()
+    if folder is None or folder == run_dir or not run_holder(run_dir):
+        return
+    step = ckpt.read_client_state(folder).get("step")
+    log.warning(
+        "train.init_from %s: that run is still training (%s); this run starts from its newest complete "
+        "checkpoint, meta-step %s (%s), not from its final model",
+        path,
+        run_holder(run_dir),
+        step,
+        folder,
+    )
+
+
+def run_holder(run_dir: Path) -> str | None:
+    """Who holds the lock of the run folder ``run_dir`` (a run training in it: ``pid N on HOST``), None when
+    no run holds it. Only tries the lock (shared, at once) and lets it go."""
+    import fcntl
+
+    from metarec_dist.run_folder import LOCK_FILE
+
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no run has trained here, or not on this file system
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = json.loads((run_dir / LOCK_FILE).read_text())
+            return f"pid {holder['pid']} on {holder['host']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "its lock is held"
+    except OSError:
+        return None  # a file system without locks: cannot tell
+    finally:
+        os.close(fd)  # releases a lock taken above
+    return None
 
 
 def init_from(
@@ -75,12 +153,15 @@ def init_from(
     adapters: list[str],
     item_raw_ids: list[str] | None = None,
     shuffled_split: bool = False,
+    said: list[str] | None = None,
 ) -> list[str]:
     """Load the model weights of the run at ``path`` into ``model`` (built with ``adapters``, for a data set
     whose item i has raw id ``item_raw_ids[i - 1]``); returns the parameters left at their fresh
     initialisation (and, across catalogues, how many items were carried over and how many are new).
     ``shuffled_split``: this data's users are split by a seeded shuffle (``data.split: random``), which a
-    source trained on another log did not share: a warning then says its scores may be optimistic."""
+    source trained on another log did not share: a warning then says its scores may be optimistic.
+    ``said``: the catalogue's line is appended there too (on Ray the workers' logs are quiet by default:
+    the trainer hands it to the final summary)."""
     weights, facts = read_model_weights(path)
     own = model.state_dict()
     source_adapters = list(((facts.get("config") or {}).get("model") or {}).get("adapters") or [])
@@ -89,6 +170,11 @@ def init_from(
     if rows is not None:  # another catalogue: the source's tensors re-laid out on this one's items
         weights = remap_items(weights, own, rows, int(facts["num_items"]), model, adapters, source_adapters)
         known = int((rows >= 0).sum())
+        if said is not None:
+            said.append(
+                f"{known} of this data's {len(rows)} items carried over by raw id, {len(rows) - known} new, "
+                f"{int(facts['num_items']) - known} of the source's dropped"
+            )
         # Said, not only logged with --verbose: a source from other data can share ids by accident.
         log.warning(
             "train.init_from %s: another item catalogue; %d of this data's %d items carried over by raw id, "
@@ -98,8 +184,9 @@ def init_from(
             len(rows),
             int(facts["num_items"]) - known,
             int(facts["num_items"]),
-            "; fewer than half carried over: is the source trained on this kind of data?"
-            if known < len(rows) / 2
+            "; fewer than half of this data's or of the source's items carried over: was the source trained "
+            "on an earlier log of this data set?"
+            if known < len(rows) / 2 or known < int(facts["num_items"]) / 2
             else "",
         )
         if shuffled_split:
@@ -251,17 +338,17 @@ def remap_vocabularies(
     quantile-bucketed ``float`` feature whose buckets moved counts as new values: fix ``boundaries`` in its
     spec to keep them). Returns what was left fresh; features declared differently are a ``UserError``."""
     there = FeatureLayout.from_dict(facts.get("features"))
-    if layout is None or there is None:
-        return []  # no features on one side: the parameter check names what differs
     fresh = []
     for side, prefix in (("item", "content.embs"), ("user", "user_token.embs")):
-        mine, theirs = getattr(layout, side), getattr(there, side)
+        mine, theirs = getattr(layout, side, None) or [], getattr(there, side, None) or []
         if [(s.name, s.kind) for s in mine] != [(s.name, s.kind) for s in theirs]:
             raise UserError(
                 f"train.init_from {path}: that run's {side} features are "
                 f"{[(s.name, s.kind) for s in theirs]}, this run's {[(s.name, s.kind) for s in mine]}; "
                 f"declare the same data.{side}_features as that run"
             )
+        if not mine:
+            continue  # none on either side
         tables = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.num_ids]  # text: no rows
         for k, (here_slot, there_slot) in enumerate(tables):
             name = f"{prefix}.{k}.weight"

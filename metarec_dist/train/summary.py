@@ -34,6 +34,11 @@ def format_summary(result: dict[str, Any], cfg: Config) -> str:
         f"checkpoint: {result.get('checkpoint')}",
         f"run folder: {result.get('run_path')}",
         *([f"1st stage:  {result['pretrain_path']} (train.pretrain)"] if result.get("pretrain_path") else []),
+        *(
+            [f"started:    from {result['init_from']}"]
+            if result.get("init_from") and not cfg.train.pretrain
+            else []
+        ),
         *wandb_lines(cfg, result.get("run_path")),
         next_step_line(result, cfg),
     ]

@@ -35,7 +35,7 @@ from metarec_dist.runtime.context import WorkerContext
 from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_seed, shared_seed
 from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
 from metarec_dist.train.freeze import freeze
-from metarec_dist.train.init_from import init_from
+from metarec_dist.train.init_from import init_from, resumes
 from metarec_dist.train.pretrain import init_source
 
 log = logging.getLogger("metarec")
@@ -176,9 +176,16 @@ class MetaTrainer:
             cfg.model, data.num_items, data.features, trained_items(ctx, data.train), seed=cfg.train.seed
         )
         source = init_source(cfg)  # train.init_from, or the first stage of train.pretrain
+        run_dir = getattr(ctx, "run_dir", None) if ctx.has_checkpoint_storage else None
+        if source and resumes(run_dir, cfg.checkpoint.resume):
+            log.info("train.init_from %s not read: the run resumes from its own checkpoint", source)
+            source = None
+        self.started_from: str | None = None  # train.init_from, for the final summary
         if source:  # a finished run's weights; a resume then loads this run's own checkpoint
             random_split = cfg.data.split == "random"
-            init_from(source, self.model, cfg.model.adapters, data.item_raw_ids, random_split)
+            said: list[str] = []
+            init_from(source, self.model, cfg.model.adapters, data.item_raw_ids, random_split, said)
+            self.started_from = f"{source} ({'; '.join(said) or 'the same items'})"
         if cfg.train.freeze:  # before the engine: the optimizer then never sees the frozen parameters
             freeze(self.model, cfg.train.freeze)
         self.algorithm = build_algorithm(cfg.meta, self.model)
@@ -300,6 +307,8 @@ class MetaTrainer:
             final.update(self.early_stop.restore_best(self.state.step))
         if self.state.resumed_from is not None:
             final["resumed_from"] = self.state.resumed_from
+        elif self.started_from is not None:
+            final["init_from"] = self.started_from
         if self.data.valid:
             val = self.validate([k for k in self.cfg.eval.shots if k <= self.cfg.tasks.support_max])
             self.logger.log(val, self.state.step)

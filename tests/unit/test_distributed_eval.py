@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +161,85 @@ def test_grid_search_and_test_users_on_two_ray_actors_equal_one_process(tmp_path
     finally:
         close_actor_pool()
         ray.shutdown()
+
+
+def test_an_interrupted_actor_pool_stops_its_actors_instead_of_waiting_for_their_queue(monkeypatch):
+    """Ctrl-C during ``ActorPool.map``: the actors are killed at once. An ``unload`` call would queue behind
+    the IN_FLIGHT batches each actor still has to run, and Ctrl-C would wait for them."""
+    from metarec_dist.runtime import eval_pool
+
+    calls: list[str] = []
+
+    class Method:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def remote(self, *args):
+            calls.append(self.name)
+            return object()
+
+    class Actor:
+        def __getattr__(self, name: str) -> Method:
+            return Method(name)
+
+    class FakeRay:
+        def put(self, value):
+            return value
+
+        def get(self, refs):
+            return None
+
+        def wait(self, refs, num_returns):
+            raise KeyboardInterrupt
+
+        def is_initialized(self):
+            return True
+
+        def kill(self, actor):
+            calls.append("kill")
+
+    monkeypatch.setattr(eval_pool, "ray", FakeRay())
+    pool = object.__new__(eval_pool.ActorPool)
+    pool.workers, pool.actors = 2, [Actor(), Actor()]
+    with pytest.raises(KeyboardInterrupt):
+        pool.map(lambda payload, i: i, None, 10)
+    assert calls.count("run") == 4 and "unload" not in calls and calls.count("kill") == 2
+    assert pool.actors == []
+
+
+def test_sigterm_stops_evaluate_with_one_line_and_status_130(tmp_path):
+    """``kill`` on ``metarec evaluate --workers N``: the same clean stop as Ctrl-C (status 130, one line,
+    the actors stopped), not Ray's stack dump and abort (status 134) or a silent death by the signal."""
+    script = f"""
+import os, signal, sys
+from metarec_dist import cli
+from metarec_dist.eval import cli as ecli, distributed
+
+def evaluate(args):
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()  # the handler raises; without one, the signal ends the process
+
+ecli._evaluate = evaluate
+distributed.close_runners = lambda: print("closed", file=sys.stderr)
+sys.exit(cli.main(["evaluate", "--checkpoint", "x", "--json", {str(tmp_path / "e.json")!r}]))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 130, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("interrupted: the evaluation stopped") and "e.json not written" in lines[0]
+    assert lines[-1] == "closed" and "Traceback" not in done.stderr
+
+
+def test_evaluate_with_workers_names_a_wrong_checkpoint_before_starting_ray(tmp_path, monkeypatch, capsys):
+    """--workers N starts the actors before the data is read (too few CPUs fails at once), but a wrong
+    --checkpoint is named before that, not after a Ray cluster has started."""
+    from metarec_dist.cli import main
+    from metarec_dist.eval import distributed
+
+    def started(workers):
+        raise AssertionError("Ray started before --checkpoint was checked")
+
+    monkeypatch.setattr(distributed, "runner_for", started)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope"), "--workers", "2"]) == 2
+    assert f"--checkpoint {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err

@@ -212,7 +212,8 @@ def test_recommend_counts_its_adaptation_steps_in_words(runs, capsys, steps, sai
     raw = prepare_data(load_model(runs["a"]).cfg.data).item_raw_ids
     args = ["recommend", "--checkpoint", str(runs["a"]), "--items", raw[0], "--k", "2", "--steps", steps]
     assert main(args) == 0
-    assert said in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert said in out and "top 2 after 1 item (" in out  # one history item: not "1 items"
 
 
 def test_reproduce_help_says_the_whole_first_paragraph(capsys):
@@ -244,3 +245,20 @@ def test_reproduce_sh_help_lists_the_options_it_passes_through():
     assert out.returncode == 0, out.stderr
     assert "bash launch/reproduce.sh ml100k|amazon-sports" in out.stdout
     assert "--method" in out.stdout and "--seeds" in out.stdout and "--protocol" in out.stdout
+
+
+def test_help_reads_as_plain_text_and_names_what_each_option_takes(capsys):
+    """`metarec --help` showed the module docstring's reST (``metarec``); evaluate's options showed their
+    dest (--json JSON, --workers WORKERS) where README and `metarec train` say FILE and N; recommend hid
+    --k's default."""
+    from metarec_dist.cli import build_parser
+
+    parser = build_parser()
+    assert "``" not in parser.format_help()
+    for argv in (["evaluate", "--help"], ["recommend", "--help"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    text = " ".join(capsys.readouterr().out.split())
+    for said in ("--json FILE", "--workers N", "--batch-users N", "--n-boot N", "--baseline CHECKPOINT"):
+        assert said in text
+    assert "how many items to recommend (default: 10)" in text

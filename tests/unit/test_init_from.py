@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -413,3 +414,122 @@ def test_feature_values_are_matched_by_label_when_a_newer_log_renumbers_them(tin
     other = dataclasses.replace(new, features=FeatureTables(item={"colour": colour}))
     with pytest.raises(UserError, match=r"that run's item features are \[\('genre', 'token'\)\], this run's"):
         MetaTrainer(cfg, LocalContext(None), other)
+
+
+def test_a_source_with_item_features_into_a_run_without_them_names_the_features(tiny_cfg, raw_run):
+    """One side declares item features, the other none: the error names the features to declare (it used
+    to list the source's content.* tensors as "parameters this one lacks")."""
+    checkpoint, _, old = raw_run
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
+    with pytest.raises(
+        UserError, match=r"that run's item features are \[\('genre', 'token'\)\], this run's \[\]"
+    ):
+        MetaTrainer(cfg, LocalContext(None), dataclasses.replace(old, features=None))
+
+
+def test_a_source_sharing_few_of_its_items_by_accident_is_said(tiny_cfg, raw_run, caplog):
+    """Numeric raw ids ("1", "2", ...) of another data set can match a small catalogue's all: every item of
+    this data carried over, but most of the source's dropped. The warning asks about the source then too."""
+    checkpoint, _, old = raw_run
+    few = [f"r{i}" for i in range(1, 11)]  # this data: 10 items, all among the source's 40
+    keep = [np.array([x for x in s.tolist() if x <= 10] or [1, 2], dtype=s.dtype) for s in old.train]
+    small = with_genres(dataclasses.replace(old, train=keep, valid=[], num_items=10), few)
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}"])
+    MetaTrainer(cfg, LocalContext(None), small)
+    assert "10 of this data's 10 items carried over by raw id, 30 of the source's 40 dropped" in caplog.text
+    assert "fewer than half of this data's or of the source's items carried over" in caplog.text
+
+
+def test_init_from_is_checked_before_any_work_and_a_run_still_training_is_said(
+    tiny_cfg, sasrec_run, tmp_path, monkeypatch, caplog
+):
+    """``metarec train`` checks train.init_from before data, a Ray cluster or its workers (on Ray a wrong
+    path took a minute to be reported); a source whose run is still training (its run folder locked) is
+    used with a warning naming the step it starts from."""
+    from metarec_dist.run_folder import RunLock
+    from metarec_dist.train import launch
+
+    def trained(cfg, verbose=False):
+        raise AssertionError("trained before train.init_from was checked")
+
+    monkeypatch.setattr(launch, "train_one", trained)
+    for path, said in [
+        (tmp_path / "nope", "no such file or folder"),
+        (tmp_path / "empty", "no complete checkpoint"),
+    ]:
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        (tmp_path / "empty" / "checkpoints" / "step_000005").mkdir(parents=True, exist_ok=True)
+        with pytest.raises(UserError, match=f"train.init_from {path}: .*{said}"):
+            launch.train(with_overrides(tiny_cfg, [f"train.init_from={path}"]))
+    run_dir, _, checkpoint = sasrec_run
+    inside = run_dir / "checkpoints"  # where a local run keeps them: the run folder is meant
+    with pytest.raises(UserError, match=f"{inside}: not a run folder .*; give its run folder {run_dir}$"):
+        launch.train(with_overrides(tiny_cfg, [f"train.init_from={inside}"]))
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={run_dir}"])
+    with pytest.raises(AssertionError):  # a finished run: no warning, on to training
+        launch.train(cfg)
+    assert "still training" not in caplog.text
+    with RunLock(run_dir), pytest.raises(AssertionError):
+        launch.train(cfg)
+    assert f"train.init_from {run_dir}: that run is still training (pid {os.getpid()} on" in caplog.text
+    assert f"meta-step 3 ({checkpoint})" in caplog.text
+
+
+def test_a_resume_does_not_need_its_init_from_source(tiny_cfg, synth_data, sasrec_run, tmp_path, monkeypatch):
+    """A run that started from train.init_from resumes from its own checkpoint (every weight, frozen ones
+    too), so a source deleted meanwhile (a previous model cleaned up) must not stop the resume: it did, with
+    "train.init_from ...: no such file or folder"."""
+    import shutil
+
+    from metarec_dist.train import launch
+
+    _, _, checkpoint = sasrec_run
+    source = tmp_path / "previous-model"
+    export(checkpoint, source)
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={source}", "train.freeze=[backbone]"])
+    run_dir = tmp_path / "next"
+    first = MetaTrainer(cfg, LocalContext(run_dir), synth_data).fit()
+    frozen = load_model(first["checkpoint"]).model.state_dict()
+    shutil.rmtree(source)
+    longer = with_overrides(cfg, ["train.meta_steps=5"])
+    out = MetaTrainer(longer, LocalContext(run_dir), synth_data).fit()
+    assert out["step"] == 5 and out["resumed_from"] == first["step"]
+    state = load_model(out["checkpoint"]).model.state_dict()
+    assert_same(state["backbone.h.0.attn.c_attn.weight"], frozen["backbone.h.0.attn.c_attn.weight"])
+    # `metarec train` does not check a source it will not read either.
+    placed = with_overrides(longer, [f"runtime.storage_path={tmp_path}", "runtime.run_name=next"])
+    monkeypatch.setattr(launch, "train_one", lambda cfg, verbose=False: {"step": 5})
+    assert launch.train(placed)["step"] == 5
+    with pytest.raises(UserError, match="no such file or folder"):  # a fresh run still needs it
+        launch.train(with_overrides(placed, ["runtime.run_name=fresh"]))
+
+
+def test_a_freeze_typo_is_named_before_any_data_or_worker(tiny_cfg, monkeypatch):
+    """`metarec train` checks train.freeze's names on a meta-device model before it reads data or starts
+    Ray (a typo took a 2-worker Ray run 85 s to report); names under the feature parts wait for the real
+    model, which has them only when the data declares features."""
+    from metarec_dist.train import launch
+
+    monkeypatch.setattr(launch, "train_one", lambda cfg, verbose=False: {"trained": True})
+    with pytest.raises(
+        UserError, match=r"train\.freeze: no model parameter is named \['backbon'\].*'backbone'"
+    ):
+        launch.train(with_overrides(tiny_cfg, ["train.freeze=[backbon]"]))
+    for fine in ("backbone.h.1", "item_emb", "content.embs", "user_token"):
+        assert launch.train(with_overrides(tiny_cfg, [f"train.freeze=[{fine}]"])) == {"trained": True}
+
+
+def test_the_final_summary_says_what_a_newer_log_carried_over(tiny_cfg, raw_run, tmp_path):
+    """The catalogue line was only a worker's log line, and a Ray run's worker logs are quiet by default:
+    the training result, and with it `metarec train`'s summary, says where the run started and what it
+    carried over."""
+    from metarec_dist.train.summary import format_summary
+
+    checkpoint, _, old = raw_run
+    cfg = with_overrides(tiny_cfg, [*ONLINE, f"train.init_from={checkpoint}", "train.meta_steps=2"])
+    out = MetaTrainer(cfg, LocalContext(tmp_path / "new"), newer_log(old)).fit()
+    said = "35 of this data's 41 items carried over by raw id, 6 new, 5 of the source's dropped"
+    assert out["init_from"] == f"{checkpoint} ({said})"
+    assert f"started:    from {checkpoint} ({said})" in format_summary(out, cfg)
+    same = MetaTrainer(cfg, LocalContext(None), old).fit()
+    assert same["init_from"] == f"{checkpoint} (the same items)"
