@@ -24,10 +24,10 @@ def consolidated_state_dict(engine_dir: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(local))
     if any(folder.glob("*optim_states.pt")):
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        from metarec_dist.runtime.quiet import zero_to_fp32_quietly
 
         with weights_only_loads():
-            state = get_fp32_state_dict_from_zero_checkpoint(str(engine_dir), tag=TAG)
+            state = zero_to_fp32_quietly(str(engine_dir), TAG)  # without DeepSpeed's progress prints
         return _float(state)
     model_file = folder / "mp_rank_00_model_states.pt"
     if not model_file.is_file():
