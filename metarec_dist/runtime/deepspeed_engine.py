@@ -198,8 +198,10 @@ def build_deepspeed_engine(
 ) -> DeepSpeedEngine:
     import deepspeed
 
+    from metarec_dist.runtime.quiet import filter_training_chatter
     from metarec_dist.runtime.safe_load import install_safe_checkpoint_engine
 
+    filter_training_chatter()  # known-harmless per-step warnings; see runtime/quiet.py for why each is
     if not rt.use_gpu:
         skip_inference_shm_build()
     ensure_process_group(rt.use_gpu)
