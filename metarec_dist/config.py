@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -511,14 +512,33 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ValueError(f"{key}: {value!r} is not one of {list(args)}")
         return value
     if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
+        value = _one_element_list(args[0], value, key)
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{key}: expected a mapping, got {value!r}")
         return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     return _scalar(tp, value, key)
+
+
+def _one_element_list(item: Any, value: Any, key: str) -> list:
+    """``value`` when it is a list; a single string as the one-element list it can only mean when the items
+    are strings (``--set train.freeze=backbone`` is ``[backbone]``); anything else is an error."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str) and _text_type(item):
+        if "," not in value:
+            return [value]
+        parts = ", ".join(v.strip() for v in value.split(","))
+        raise ValueError(f"{key}: expected a list, got {value!r}; write the list as [{parts}]")
+    raise ValueError(f"{key}: expected a list, got {value!r}")
+
+
+def _text_type(tp: Any) -> bool:
+    """Whether ``tp`` takes strings only: ``str`` or a ``Literal`` of strings."""
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    return tp is str
 
 
 def _scalar(tp: Any, value: Any, key: str) -> Any:
@@ -590,19 +610,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return from_dict(Config, tree)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}" if path is not None else str(exc)) from None
+        raise ValueError(_blame(str(exc), path, overrides)) from None
+
+
+def _blame(message: str, path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> str:
+    """``message`` prefixed with where the faulty value came from: the last ``--set`` whose key it names
+    (``--set train.freeze=3: expected a list ...``), else the config file. Without a file the message
+    stands as it is: it names the key, and there is nothing else to tell it from."""
+    if path is None:
+        return message
+    for text in reversed(overrides):
+        key = text.split("=", 1)[0].strip()
+        if message.startswith(f"{key}: "):
+            return f"--set {text}: {message[len(key) + 2 :]}"
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message):
+            return f"--set {text}: {message}"
+    return f"{path}: {message}"
 
 
 def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
     """``train.pretrain`` as an absolute path: as given when absolute; else next to the config file that
     names it when the file is there (``pretrain: coldstart-sasrec.yaml`` beside ``coldstart.yaml``), else
-    relative to the current directory. Whether the file exists is checked when the stage is built."""
+    relative to the current directory. A relative path found in neither place is an error naming both;
+    otherwise whether the file exists is checked when the stage is built."""
     p = Path(value).expanduser()
     if p.is_absolute():
         return str(p)
-    if config_path is not None and (beside := Path(config_path).parent / p).is_file():
-        return str(beside.resolve())
-    return str(p.resolve())
+    if config_path is None:
+        return str(p.resolve())
+    beside = (Path(config_path).parent / p).resolve()
+    if beside.is_file() or p.is_file():
+        return str(beside if beside.is_file() else p.resolve())
+    raise ValueError(
+        f"train.pretrain {value}: config file not found next to {config_path} ({beside}) nor in the "
+        f"current folder ({p.resolve()}); give the config file of the first stage"
+    )
 
 
 def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:

@@ -184,3 +184,42 @@ def test_a_missing_or_broken_deepspeed_override_fails_before_any_work(tmp_path, 
         assert main(["print-config", *settings]) == 2
         err = capsys.readouterr().err
         assert "runtime.deepspeed_override" in err and said in err
+
+
+TINY = "configs/tiny.yaml"
+
+
+def test_a_set_mistake_names_the_set_not_the_config_file(tmp_path, capsys):
+    """`--set train.freeze=3` said "configs/tiny.yaml: train.freeze: expected a list": the file was blamed
+    for a value it does not hold. A mistake in the file itself still names the file."""
+    from metarec_dist.cli import main
+
+    with pytest.raises(ValueError, match=r"^--set train\.freeze=3: expected a list, got 3$"):
+        load_config(TINY, ["train.freeze=3"])
+    with pytest.raises(ValueError, match=r"^--set runtime\.output_dir=x: unknown config key\(s\)"):
+        load_config(TINY, ["runtime.output_dir=x"])
+    with pytest.raises(ValueError, match=r"^--set train\.freeze=\[a,a\]: train\.freeze must list distinct"):
+        load_config(TINY, ["train.freeze=[a,a]", "optim.lr=0.1"])
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  freeze: 3\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(p))}: train\.freeze: expected a list"):
+        load_config(p, ["optim.lr=0.1"])
+    assert main(["print-config", "--config", TINY, "--set", "eval.ks=10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set eval.ks=10: expected a list, got 10") and "tiny.yaml" not in err, err
+
+
+def test_a_single_string_is_a_one_element_list_of_strings(tmp_path):
+    """`--set train.freeze=backbone` (and `freeze: backbone` in a file) mean [backbone]: a list of strings
+    cannot mean anything else; a comma-separated string is an error showing the list to write."""
+    cfg = load_config(TINY, ["train.freeze=backbone", "model.adapters=bias"])
+    assert cfg.train.freeze == ["backbone"] and cfg.model.adapters == ["bias"]
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  freeze: backbone\n")
+    assert load_config(p).train.freeze == ["backbone"]
+    with pytest.raises(
+        ValueError, match=r"got 'backbone,item_emb'; write the list as \[backbone, item_emb\]"
+    ):
+        load_config(TINY, ["train.freeze=backbone,item_emb"])
+    with pytest.raises(ValueError, match=r"^--set model\.adapters=nope: unknown \['nope'\]"):
+        load_config(TINY, ["model.adapters=nope"])

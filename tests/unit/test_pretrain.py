@@ -276,3 +276,16 @@ def test_reproduce_evaluates_a_baseline_that_is_another_methods_first_stage_from
     for seed in (0, 1):
         assert shared[("sasrec", seed)] == str(tmp_path / "out" / "runs" / f"recipe-s{seed}" / PRETRAIN_DIR)
         assert shared[("recipe", seed)] is None and shared[("other", seed)] is None
+
+
+def test_a_missing_relative_first_stage_names_both_places_looked(tmp_path, monkeypatch):
+    """A relative train.pretrain is looked for next to the config, then in the current folder: the error
+    named only the current folder's path."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "here").mkdir()
+    run = write_yaml(tmp_path / "conf" / "run.yaml", {"train": {"pretrain": "stage1.yaml"}})
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(ValueError, match=r"^train\.pretrain stage1\.yaml: config file not found") as err:
+        load_config(run)
+    assert str(tmp_path / "conf" / "stage1.yaml") in str(err.value)
+    assert str(tmp_path / "here" / "stage1.yaml") in str(err.value)
