@@ -23,6 +23,7 @@ from metarec_dist.errors import check_output_folder, check_writable_file
 from metarec_dist.metrics.redact import redact_text
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+STDOUT = "-"  # `bench ... --json` without a FILE: one JSON line on stdout
 
 
 def command(
@@ -107,9 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host", default="127.0.0.1", help="address the HTTP proxy listens on (default: loopback)"
     )
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--replicas", type=int, default=1, help="copies of the model answering requests")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (and Ray CPUs) per replica")
+    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="HTTP port (default: 8000)")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="copies of the model answering requests (default: 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads (and Ray CPUs) per replica (default: 1)",
+    )
     p.add_argument(
         "--no-fuse", dest="fuse", action="store_false", help="a fused export: rank by the model alone"
     )
@@ -124,14 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("meta-step", help="batched meta-step vs per-task loop vs plain step")
     _add_config_args(p)
     p.add_argument("--repeats", type=int, default=20, help="timed steps per variant, medians (loop: 3)")
-    p.add_argument("--json", action="store_true", help="print one JSON line")
+    _add_bench_json(p)
     p = bench.add_parser("system", help="in-process trainer vs Ray + DeepSpeed (1 worker), same work")
     _add_config_args(p)
     p.add_argument("--steps", type=int, default=400, help="meta-steps per side; the first quarter is warm-up")
-    p.add_argument("--json", action="store_true")
+    _add_bench_json(p)
     p = bench.add_parser("data", help="load + preprocess + task building on a generated log")
     p.add_argument("--interactions", type=int, default=1_000_000)
-    p.add_argument("--json", action="store_true")
+    _add_bench_json(p)
     p = bench.add_parser(
         "scale", help="data memory per worker and driver, evaluation workers, ZeRO-3 at 1M items, sampled"
     )
@@ -140,14 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--eval-users", type=int, default=1024, help="users scored by the evaluation part")
     p.add_argument("--parts", default="data,eval,zero,sampled", help="comma-separated subset")
-    p.add_argument("--json", action="store_true")
+    _add_bench_json(p)
 
     p = bench.add_parser("serve", help="recommendations/s in this process vs over HTTP from `metarec serve`")
     p.add_argument("--checkpoint", required=True, help="an exported model (or a checkpoint, a run folder)")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=4, help="clients sending at once")
     p.add_argument("--replicas", type=int, default=1)
-    p.add_argument("--json", action="store_true")
+    _add_bench_json(p)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
     p = data.add_parser("stats", help="users, items, interactions, lengths, split sizes")
@@ -156,8 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", help="with --path: its data.format (default: auto)")
     p = data.add_parser("download", help="fetch a dataset into METAREC_DATA_DIR")
     p.add_argument("name", help="movielens-100k | movielens-1m | movielens-latest-small")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where to unpack it (default: $METAREC_DATA_DIR, else ~/.cache/metarec)",
+    )
     return parser
+
+
+def _add_bench_json(p: argparse.ArgumentParser) -> None:
+    """``--json FILE`` as ``train``/``evaluate`` take it; a bare ``--json`` (older scripts and
+    docs/benchmarks.md) still prints the result on one line instead of indented."""
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const=STDOUT,
+        metavar="FILE",
+        help="also write the result as JSON to FILE; a bare --json prints it on one line instead",
+    )
 
 
 @command("print-config")
@@ -282,9 +311,14 @@ def _bench(args: argparse.Namespace) -> int:
 
     from metarec_dist.bench import provenance
 
+    to_file = args.json not in (None, STDOUT)
+    if to_file:  # an output that cannot be written fails now, not after the benchmark
+        check_writable_file(args.json, "--json")
     context = provenance(args.argv)
     result = {"bench": args.bench, **_bench_result(args), **context, "load_after": os.getloadavg()}
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    print(json.dumps(result) if args.json == STDOUT else json.dumps(result, indent=1))
+    if to_file:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     return 0
 
 

@@ -44,3 +44,17 @@ def test_a_size_a_bench_cannot_run_names_its_flag(argv, capsys):
     assert (
         err == f"error: {argv[-2]} must be >= {1000 if argv[-2] == '--interactions' else 1}, got {argv[-1]}"
     )
+
+
+def test_bench_json_takes_a_file_as_train_and_evaluate_do(tmp_path, capsys):
+    """`bench ... --json` was on/off (one JSON line) while `train`/`evaluate --json` take a FILE: a FILE is
+    now written (and checked before the benchmark runs); a bare --json still prints one line."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "data", "--interactions", "1000", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text())["bench"] == "data" and json.loads(printed)["bench"] == "data"
+    assert main(["bench", "data", "--json", "--interactions", "1000"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+    missing = tmp_path / "no" / "bench.json"
+    assert main(["bench", "data", "--interactions", "1000", "--json", str(missing)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --json {missing}: the folder")

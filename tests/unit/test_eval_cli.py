@@ -262,3 +262,21 @@ def test_help_reads_as_plain_text_and_names_what_each_option_takes(capsys):
     for said in ("--json FILE", "--workers N", "--batch-users N", "--n-boot N", "--baseline CHECKPOINT"):
         assert said in text
     assert "how many items to recommend (default: 10)" in text
+
+
+def test_serve_and_data_download_help_name_what_each_option_takes_and_its_default(capsys):
+    """`serve --port`, `serve --replicas` and `data download --data-dir` had no help nor default text."""
+    from metarec_dist.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["serve", "--help"], ["data", "download", "--help"], ["bench", "data", "--help"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    text = " ".join(capsys.readouterr().out.split())
+    for said in (
+        "--port PORT HTTP port (default: 8000)",
+        "--replicas N copies of the model answering requests (default: 1)",
+        "--data-dir DIR where to unpack it (default: $METAREC_DATA_DIR, else ~/.cache/metarec)",
+        "--json [FILE] also write the result as JSON to FILE",
+    ):
+        assert said in text, said
