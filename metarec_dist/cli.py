@@ -282,7 +282,8 @@ def _recommend(args: argparse.Namespace) -> int:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from metarec_dist.train.launch import interrupted_message, sigterm_as_interrupt, train
+    from metarec_dist.interrupts import sigterm_as_interrupt
+    from metarec_dist.train.launch import interrupted_message, train
     from metarec_dist.train.summary import format_summary
 
     cfg = _config(args)

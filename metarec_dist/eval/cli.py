@@ -7,14 +7,13 @@ User mistakes raise ``ValueError``; ``metarec_dist.cli.main`` prints them as one
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from metarec_dist.interrupts import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from metarec_dist.eval.loading import LoadedModel
@@ -273,24 +272,6 @@ def evaluate_main(args: argparse.Namespace) -> int:
         from metarec_dist.eval.distributed import close_runners
 
         close_runners()
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (``metarec train`` has its own: eval never imports
-    train). Ray's ``init_ray`` puts this handler back over the one ``ray.init`` installs."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted_message(args: argparse.Namespace) -> str:

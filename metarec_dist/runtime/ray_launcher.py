@@ -60,7 +60,7 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
 def _restore_sigterm(handler: Any) -> None:
     """``ray.init`` installs Ray's failure handler for SIGTERM in this process (a stack dump, then exit),
     over the Python one: `kill` or `ray job stop` then ends the run without ``metarec train``'s
-    "interrupted; a re-run starts at ..." (train/launch.py, ``sigterm_as_interrupt``). Put it back."""
+    "interrupted; a re-run starts at ..." (interrupts.py, ``sigterm_as_interrupt``). Put it back."""
     if callable(handler) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
 

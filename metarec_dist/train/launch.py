@@ -6,10 +6,6 @@ Either way the run folder is ``run_folder.run_path(cfg.runtime)`` and is locked 
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from metarec_dist.config import Config
@@ -69,24 +65,6 @@ def train_one(cfg: Config, verbose: bool = False) -> dict[str, Any]:
 
         return train_on_ray(cfg, verbose=verbose)
     return train_local(cfg)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's or `kill`'s stop) raises KeyboardInterrupt, as Ctrl-C does, so an interrupted
-    run says where a re-run starts instead of vanishing silently."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted_message(cfg: Config, step: int | None) -> str:
