@@ -169,38 +169,7 @@ def init_from(
     rows = item_rows(path, facts, getattr(model, "num_items", None), item_raw_ids)
     if rows is not None:  # another catalogue: the source's tensors re-laid out on this one's items
         weights = remap_items(weights, own, rows, int(facts["num_items"]), model, adapters, source_adapters)
-        known = int((rows >= 0).sum())
-        if said is not None:
-            said.append(
-                f"{known} of this data's {len(rows)} items carried over by raw id, {len(rows) - known} new, "
-                f"{int(facts['num_items']) - known} of the source's dropped"
-            )
-        # Said, not only logged with --verbose: a source from other data can share ids by accident.
-        log.warning(
-            "train.init_from %s: another item catalogue; %d of this data's %d items carried over by raw id, "
-            "%d of the source's %d dropped%s",
-            path,
-            known,
-            len(rows),
-            int(facts["num_items"]) - known,
-            int(facts["num_items"]),
-            "; fewer than half of this data's or of the source's items carried over: was the source trained "
-            "on an earlier log of this data set?"
-            if known < len(rows) / 2 or known < int(facts["num_items"]) / 2
-            else "",
-        )
-        if shuffled_split:
-            log.warning(
-                "train.init_from %s was trained on another log (another catalogue), and data.split=random "
-                "shuffles each log's users anew: some of this run's validation and test users may be that "
-                "run's training users, and their scores optimistic. Re-training on a newer log: use "
-                "data.split=time (new users are then the newest ones in both logs)",
-                path,
-            )
-        fresh.append(
-            f"the rows of {len(rows) - known} new items ({known} items carried over by raw id, "
-            f"{int(facts['num_items']) - known} of the source's dropped)"
-        )
+        fresh.append(say_carried_over(path, rows, int(facts["num_items"]), shuffled_split, said))
     fresh += remap_vocabularies(path, weights, own, facts, getattr(model, "layout", None))
     for name in weights.keys() & own.keys():
         if name.startswith(DATA_BUFFERS):  # the item features of this data (in its vocabularies), always
@@ -212,6 +181,62 @@ def init_from(
             "use the same model settings (model.adapters, feature settings) as that run"
         )
     fresh = sorted(own.keys() - weights.keys()) + fresh
+    fresh += merge_weights(path, weights, own, adapters, source_adapters)
+    model.load_state_dict(own)
+    log.info("initialised the model from %s%s", path, f"; fresh: {', '.join(fresh)}" if fresh else "")
+    return fresh
+
+
+def say_carried_over(
+    path: str | Path, rows: Any, source_items: int, shuffled_split: bool, said: list[str] | None
+) -> str:
+    """Warn (and append to ``said``) how many items a source from another catalogue carried over by raw id
+    (``rows[i]``: the source row of this data's item i + 1, -1 for a new one); returns the line for the
+    fresh parameters."""
+    known = int((rows >= 0).sum())
+    if said is not None:
+        said.append(
+            f"{known} of this data's {len(rows)} items carried over by raw id, {len(rows) - known} new, "
+            f"{source_items - known} of the source's dropped"
+        )
+    # Said, not only logged with --verbose: a source from other data can share ids by accident.
+    log.warning(
+        "train.init_from %s: another item catalogue; %d of this data's %d items carried over by raw id, "
+        "%d of the source's %d dropped%s",
+        path,
+        known,
+        len(rows),
+        source_items - known,
+        source_items,
+        "; fewer than half of this data's or of the source's items carried over: was the source trained "
+        "on an earlier log of this data set?"
+        if known < len(rows) / 2 or known < source_items / 2
+        else "",
+    )
+    if shuffled_split:
+        log.warning(
+            "train.init_from %s was trained on another log (another catalogue), and data.split=random "
+            "shuffles each log's users anew: some of this run's validation and test users may be that "
+            "run's training users, and their scores optimistic. Re-training on a newer log: use "
+            "data.split=time (new users are then the newest ones in both logs)",
+            path,
+        )
+    return (
+        f"the rows of {len(rows) - known} new items ({known} items carried over by raw id, "
+        f"{source_items - known} of the source's dropped)"
+    )
+
+
+def merge_weights(
+    path: str | Path,
+    weights: dict[str, Any],
+    own: dict[str, Any],
+    adapters: list[str],
+    source_adapters: list[str],
+) -> list[str]:
+    """Copy the source's ``weights`` into ``own`` (this model's state dict), shape by shape; the fast-weight
+    init of a source with fewer adapters fills the shared adapters' slice. Returns what stayed fresh."""
+    fresh: list[str] = []
     for name, value in weights.items():
         if value.shape == own[name].shape:
             own[name] = value
@@ -224,8 +249,6 @@ def init_from(
                 f"{list(own[name].shape)} here; use that run's model settings (model.hidden_size, "
                 f"num_layers, max_seq_len, adapters {source_adapters or '?'} first) and data"
             )
-    model.load_state_dict(own)
-    log.info("initialised the model from %s%s", path, f"; fresh: {', '.join(fresh)}" if fresh else "")
     return fresh
 
 
@@ -338,7 +361,7 @@ def remap_vocabularies(
     quantile-bucketed ``float`` feature whose buckets moved counts as new values: fix ``boundaries`` in its
     spec to keep them). Returns what was left fresh; features declared differently are a ``UserError``."""
     there = FeatureLayout.from_dict(facts.get("features"))
-    fresh = []
+    fresh: list[str] = []
     for side, prefix in (("item", "content.embs"), ("user", "user_token.embs")):
         mine, theirs = getattr(layout, side, None) or [], getattr(there, side, None) or []
         if [(s.name, s.kind) for s in mine] != [(s.name, s.kind) for s in theirs]:
