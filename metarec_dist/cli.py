@@ -66,7 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarec", description=__doc__.split("\n")[0].replace("``", ""))
     parser.add_argument("--verbose", action="store_true", help="debug logs, including every worker's")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_training(sub)
+    _add_export(sub)
+    from metarec_dist.eval.cli import add_evaluate_args, add_recommend_args
 
+    add_evaluate_args(sub.add_parser("evaluate", help="cold-start evaluation with full ranking"))
+    add_recommend_args(sub.add_parser("recommend", help="adapt on a history and print the top-K items"))
+    _add_serve(sub)
+    p = sub.add_parser("print-config", help="print the resolved config")
+    _add_config_args(p, required=False)
+    _add_bench(sub)
+    _add_data(sub)
+    return parser
+
+
+def _add_training(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`metarec train` and `metarec submit`."""
     p = sub.add_parser("train", help="meta-train (locally, or on Ray with runtime.backend=ray)")
     _add_config_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the final metrics as JSON")
@@ -80,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-id", help="submission id (default: generated)")
     p.add_argument("--working-dir", default=".", help="uploaded with the job; the config must be inside it")
 
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`metarec export`."""
     p = sub.add_parser("export", help="consolidate a (sharded) checkpoint into safetensors + config")
     p.add_argument(
         "--checkpoint", required=True, help="a checkpoint folder, or a run folder (its newest complete one)"
@@ -98,11 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fuse-weight", type=float, metavar="W", help="fuse at this weight instead of choosing it"
     )
 
-    from metarec_dist.eval.cli import add_evaluate_args, add_recommend_args
 
-    add_evaluate_args(sub.add_parser("evaluate", help="cold-start evaluation with full ranking"))
-    add_recommend_args(sub.add_parser("recommend", help="adapt on a history and print the top-K items"))
-
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`metarec serve`."""
     p = sub.add_parser("serve", help="serve an exported model over HTTP on Ray Serve (POST /recommend)")
     p.add_argument("--checkpoint", required=True, help="an exported model (or a checkpoint, a run folder)")
     p.add_argument(
@@ -130,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=int, default=1 << 20, help="largest request body; HTTP 413 above (1 MiB)"
     )
 
-    p = sub.add_parser("print-config", help="print the resolved config")
-    _add_config_args(p, required=False)
 
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`metarec bench ...`."""
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("meta-step", help="batched meta-step vs per-task loop vs plain step")
     _add_config_args(p)
@@ -162,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=1)
     _add_bench_json(p)
 
+
+def _add_data(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`metarec data stats|download`."""
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
     p = data.add_parser("stats", help="users, items, interactions, lengths, split sizes")
     _add_config_args(p, required=False)
@@ -174,7 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to unpack it (default: $METAREC_DATA_DIR, else ~/.cache/metarec)",
     )
-    return parser
 
 
 def _add_bench_json(p: argparse.ArgumentParser) -> None:
