@@ -265,7 +265,9 @@ def test_a_restarted_replica_serves_the_checkpoint_chosen_at_start_after_trainin
     shutil.rmtree(step)  # the run trains on and prunes it (checkpoint.keep)
     replica = RecommenderReplica(pickle.loads(stored), threads=1)
     status, answer = replica.answer({"items": raw[:3], "k": 4})
-    assert status == 200 and [(r["item"], r["score"]) for r in answer["items"]] == expected
+    assert status == 200 and [r["item"] for r in answer["items"]] == [item for item, _ in expected]
+    # The replica runs on its own torch thread count, which may sum in another order than this process.
+    assert [r["score"] for r in answer["items"]] == pytest.approx([score for _, score in expected], rel=1e-5)
     assert replica.describe()["checkpoint"] == str(step)  # GET / says which step is served
 
 
