@@ -40,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from metarec_dist.errors import UserError, check_output_folder
+from metarec_dist.run_folder import process_alive
 
 if TYPE_CHECKING:
     import torch
@@ -791,17 +792,6 @@ def _export_temp_prefix(out_dir: Path, kind: str) -> str:
     return f".{out_dir.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
 
 
-def _process_gone(pid: int) -> bool:
-    """Whether no process ``pid`` runs on this machine (one of another user counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def stale_export_temps(out_dir: Path) -> list[tuple[str, Path]]:
     """(kind, folder) of the temp folders an export to ``out_dir`` made and left: our naming, a real folder
     (no link), made on this machine by a process that is gone. Nothing else beside ``out_dir`` is named."""
@@ -811,7 +801,7 @@ def stale_export_temps(out_dir: Path) -> list[tuple[str, Path]]:
         m = _EXPORT_TEMP.match(path.name[len(prefix) :]) if path.name.startswith(prefix) else None
         if m is None or m["host"] != host or not path.is_dir() or path.is_symlink():
             continue
-        if int(m["pid"]) != os.getpid() and _process_gone(int(m["pid"])):
+        if int(m["pid"]) != os.getpid() and not process_alive(int(m["pid"])):
             found.append((m["kind"], path))
     return found
 

@@ -98,7 +98,7 @@ class RunLock:
             who = f"pid {holder['pid']} on {holder['host']}, since {holder['since']}"
         except (OSError, ValueError, KeyError, TypeError):
             holder, who = {}, "a process that has not written its pid yet"
-        gone = holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)))
+        gone = holder.get("host") == socket.gethostname() and not process_alive(int(holder.get("pid", 0)))
         note = f" (pid {holder.get('pid')} has exited; a process it started holds the lock)" if gone else ""
         return (
             f"run folder {self.run_dir} is in use by another metarec run ({who}){note}. Wait for it to "
@@ -107,7 +107,8 @@ class RunLock:
         )
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user counts as running)."""
     if pid <= 0:
         return False
     try:
