@@ -250,9 +250,12 @@ def evaluate_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-users must be >= 1, got {args.batch_users}")
     if args.json:  # an output that cannot be written fails now, not after the whole evaluation
         check_json_target(args.json)
-    if args.baseline:  # a wrong path fails now, not after the first model's whole evaluation
-        from metarec_dist.eval.loading import resolve_checkpoint
+    from metarec_dist.eval.loading import resolve_checkpoint
 
+    # Wrong paths fail now: before Ray starts, and not after the first model's whole evaluation.
+    if (args.workers or 1) > 1:
+        resolve_checkpoint(args.checkpoint)
+    if args.baseline:
         resolve_checkpoint(args.baseline, "--baseline")
     try:
         # SIGTERM (`kill`, a scheduler) stops it as Ctrl-C does: else Ray's handler (installed by the local
@@ -260,9 +263,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():
             if (args.workers or 1) > 1:  # start the actors now: too few CPUs fails before the data is read
                 from metarec_dist.eval.distributed import runner_for
-                from metarec_dist.eval.loading import resolve_checkpoint
 
-                resolve_checkpoint(args.checkpoint)  # but a wrong path before Ray starts
                 runner_for(args.workers)
             return _evaluate(args)
     except KeyboardInterrupt:
