@@ -107,75 +107,127 @@ def length_percentiles(lengths: np.ndarray) -> dict:
 
 
 def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
-    n_read = len(raw)
+    """The steps in the order the module docstring gives; ``raw_stats`` describes the log before the
+    min-history drop."""
     user, user_ids = encode(raw.user)
     item, item_ids = encode(raw.item)
-    time = raw.time
     num_users, num_items = len(user_ids), len(item_ids)
     filtered: dict[str, int] = {}  # filter -> interactions it dropped, for `metarec data stats`
-
-    if cfg.rating_threshold is not None:
-        if raw.rating is None:
-            raise DataError(f"{raw.source}: data.rating_threshold is set but this data has no ratings")
-        keep = raw.rating >= cfg.rating_threshold
-        user, item, time = user[keep], item[keep], time[keep]
-        filtered[f"rating >= {cfg.rating_threshold:g}"] = n_read - len(time)
-        log.info("rating >= %g keeps %d of %d interactions", cfg.rating_threshold, len(time), n_read)
-
+    user, item, time = _rating_threshold(raw, cfg, user, item, filtered)
     order = _sort_user_time(user, num_users, time)
     user, item, time = user[order], item[order], time[order]
-
-    if cfg.dedup != "keep_all" and len(user):
-        key = user * np.int64(num_items) + item
-        keep = ~pd.Series(key).duplicated(keep=cfg.dedup).to_numpy()
-        log.info("dedup=%s drops %d repeated (user, item) interactions", cfg.dedup, int((~keep).sum()))
-        filtered[f"dedup={cfg.dedup}"] = int((~keep).sum())
-        user, item, time = user[keep], item[keep], time[keep]
-
+    user, item, time = _dedup(user, item, time, num_items, cfg.dedup, filtered)
     if cfg.kcore > 0:
         before = len(user)
         user, item, time = _kcore(user, item, time, num_users, num_items, cfg.kcore)
         filtered[f"{cfg.kcore}-core"] = before - len(user)
 
     user_len = np.bincount(user, minlength=num_users)
-    raw_stats = {
+    raw_stats = _raw_stats(user_len, item, num_items, len(raw), filtered)
+    if len(user) == 0:
+        raise DataError(f"{raw.source}: no interactions left after filtering (rating threshold / k-core)")
+    min_history = cfg.min_history
+    user, item, time = _drop_short_histories(raw.source, user, item, time, user_len, min_history, raw_stats)
+    return _dense_sequences(user, item, time, user_ids, item_ids, raw_stats, cfg.protocol == "new_items")
+
+
+def _rating_threshold(
+    raw: RawLog, cfg: DataConfig, user: np.ndarray, item: np.ndarray, filtered: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The interactions rated at least ``data.rating_threshold`` (all of them when it is unset)."""
+    time = raw.time
+    if cfg.rating_threshold is None:
+        return user, item, time
+    if raw.rating is None:
+        raise DataError(f"{raw.source}: data.rating_threshold is set but this data has no ratings")
+    keep = raw.rating >= cfg.rating_threshold
+    n_read = len(raw)
+    user, item, time = user[keep], item[keep], time[keep]
+    filtered[f"rating >= {cfg.rating_threshold:g}"] = n_read - len(time)
+    log.info("rating >= %g keeps %d of %d interactions", cfg.rating_threshold, len(time), n_read)
+    return user, item, time
+
+
+def _dedup(
+    user: np.ndarray,
+    item: np.ndarray,
+    time: np.ndarray,
+    num_items: int,
+    dedup: str,
+    filtered: dict[str, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One interaction per (user, item) pair, the ``data.dedup`` one; rows come sorted by (user, time)."""
+    if dedup == "keep_all" or not len(user):
+        return user, item, time
+    key = user * np.int64(num_items) + item
+    keep = ~pd.Series(key).duplicated(keep=dedup).to_numpy()
+    log.info("dedup=%s drops %d repeated (user, item) interactions", dedup, int((~keep).sum()))
+    filtered[f"dedup={dedup}"] = int((~keep).sum())
+    return user[keep], item[keep], time[keep]
+
+
+def _raw_stats(
+    user_len: np.ndarray, item: np.ndarray, num_items: int, n_read: int, filtered: dict[str, int]
+) -> dict:
+    """The counts after the filters, before the min-history drop (``metarec data stats``)."""
+    return {
         "users": int(np.count_nonzero(user_len)),
         "items": int(np.count_nonzero(np.bincount(item, minlength=num_items))),
-        "interactions": len(user),
+        "interactions": len(item),
         **length_percentiles(user_len[user_len > 0]),
         "read_interactions": n_read,
         "filtered": filtered,
     }
-    if len(user) == 0:
-        raise DataError(f"{raw.source}: no interactions left after filtering (rating threshold / k-core)")
 
-    short = (user_len > 0) & (user_len < cfg.min_history)
+
+def _drop_short_histories(
+    source: str,
+    user: np.ndarray,
+    item: np.ndarray,
+    time: np.ndarray,
+    user_len: np.ndarray,
+    min_history: int,
+    raw_stats: dict,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The users with at least ``data.min_history`` interactions; how many went is added to ``raw_stats``."""
+    short = (user_len > 0) & (user_len < min_history)
     raw_stats["dropped_users"] = int(short.sum())
-    raw_stats["min_history"] = cfg.min_history
-    if short.any():
-        log.info(
-            "dropping %d users with fewer than %d interactions (data.min_history)",
-            int(short.sum()),
-            cfg.min_history,
+    raw_stats["min_history"] = min_history
+    if not short.any():
+        return user, item, time
+    log.info(
+        "dropping %d users with fewer than %d interactions (data.min_history)", int(short.sum()), min_history
+    )
+    keep = ~short[user]
+    user, item, time = user[keep], item[keep], time[keep]
+    if len(user) == 0:
+        raise DataError(
+            f"{source}: no user has at least {min_history} interactions "
+            f"(data.min_history); lower it or loosen the filters"
         )
-        keep = ~short[user]
-        user, item, time = user[keep], item[keep], time[keep]
-        if len(user) == 0:
-            raise DataError(
-                f"{raw.source}: no user has at least {cfg.min_history} interactions "
-                f"(data.min_history); lower it or loosen the filters"
-            )
+    return user, item, time
 
-    # Remap to dense ids; both maps are monotone, so the (user, time) order survives.
-    present_users = np.bincount(user, minlength=num_users) > 0
+
+def _dense_sequences(
+    user: np.ndarray,
+    item: np.ndarray,
+    time: np.ndarray,
+    user_ids: pa.Array,
+    item_ids: pa.Array,
+    raw_stats: dict,
+    item_times: bool,
+) -> Sequences:
+    """Users 0..U-1 and items 1..I (0 is padding) for the ones left, grouped by user; both maps are
+    monotone, so the (user, time) order survives. ``item_times``: also each item's first time."""
+    present_users = np.bincount(user, minlength=len(user_ids)) > 0
     user = (np.cumsum(present_users) - 1)[user]
-    present_items = np.bincount(item, minlength=num_items) > 0
+    present_items = np.bincount(item, minlength=len(item_ids)) > 0
     item = np.cumsum(present_items)[item]  # 1-based: 0 is padding
     counts = np.bincount(user)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     item_first_time = None
-    if cfg.protocol == "new_items":
+    if item_times:
         item_first_time = np.full(int(present_items.sum()), np.inf)
         np.minimum.at(item_first_time, item - 1, time)
     return Sequences(
