@@ -175,17 +175,7 @@ class MetaTrainer:
         self.model = SeqRecommender.for_data(
             cfg.model, data.num_items, data.features, trained_items(ctx, data.train), seed=cfg.train.seed
         )
-        source = init_source(cfg)  # train.init_from, or the first stage of train.pretrain
-        run_dir = getattr(ctx, "run_dir", None) if ctx.has_checkpoint_storage else None
-        if source and resumes(run_dir, cfg.checkpoint.resume):
-            log.info("train.init_from %s not read: the run resumes from its own checkpoint", source)
-            source = None
-        self.started_from: str | None = None  # train.init_from, for the final summary
-        if source:  # a finished run's weights; a resume then loads this run's own checkpoint
-            random_split = cfg.data.split == "random"
-            said: list[str] = []
-            init_from(source, self.model, cfg.model.adapters, data.item_raw_ids, random_split, said)
-            self.started_from = f"{source} ({'; '.join(said) or 'the same items'})"
+        self.started_from = self._load_start_weights()  # train.init_from, for the final summary
         if cfg.train.freeze:  # before the engine: the optimizer then never sees the frozen parameters
             freeze(self.model, cfg.train.freeze)
         self.algorithm = build_algorithm(cfg.meta, self.model)
@@ -198,26 +188,51 @@ class MetaTrainer:
         self.state = TrainState()
         self.should_log = Every(cfg.train.log_every, last=cfg.train.meta_steps)
         self.should_validate = Every(cfg.train.eval_every)
-        patience = cfg.train.early_stop_patience
-        if patience and not data.valid:
+        self.early_stop = self._build_early_stop()
+        self.checkpointer = self._build_checkpointer()
+
+    def _load_start_weights(self) -> str | None:
+        """Loads a finished run's weights (train.init_from, or the first stage of train.pretrain) into the
+        new model, unless this run resumes from its own checkpoint (which it then loads instead); says what
+        it loaded."""
+        source = init_source(self.cfg)
+        run_dir = getattr(self.ctx, "run_dir", None) if self.ctx.has_checkpoint_storage else None
+        if source and resumes(run_dir, self.cfg.checkpoint.resume):
+            log.info("train.init_from %s not read: the run resumes from its own checkpoint", source)
+            return None
+        if not source:
+            return None
+        random_split = self.cfg.data.split == "random"
+        said: list[str] = []
+        init_from(source, self.model, self.cfg.model.adapters, self.data.item_raw_ids, random_split, said)
+        return f"{source} ({'; '.join(said) or 'the same items'})"
+
+    def _build_early_stop(self) -> EarlyStopping | None:
+        """train.early_stop_patience's tracker (None when it is 0); it keeps the best validated weights."""
+        patience = self.cfg.train.early_stop_patience
+        if patience and not self.data.valid:
             raise UserError(
                 "train.early_stop_patience needs validation users and the data has none: set "
                 "data.valid_frac > 0, or train.early_stop_patience: 0"
             )
-        self.early_stop = EarlyStopping(patience, self.engine.module) if patience else None
+        return EarlyStopping(patience, self.engine.module) if patience else None
+
+    def _build_checkpointer(self) -> Checkpointer:
+        """Saves the engine with the loop's position, the early stop and the task stream: one stream for a
+        single process, one per rank (rank parts) with several."""
         parts: dict[str, Any] = {"train_state": self.state}
-        if ctx.world_size == 1:
+        if self.ctx.world_size == 1:
             parts["sampler"] = self.sampler
         if self.early_stop is not None:  # the same on every rank: the validation is all-gathered
             parts["early_stop"] = self.early_stop
-        self.checkpointer = Checkpointer(
-            ctx,
-            cfg.checkpoint,
+        return Checkpointer(
+            self.ctx,
+            self.cfg.checkpoint,
             self.engine,
             parts,
             self.checkpoint_info(),
-            cfg,
-            rank_parts={"sampler": self.sampler} if ctx.world_size > 1 else None,
+            self.cfg,
+            rank_parts={"sampler": self.sampler} if self.ctx.world_size > 1 else None,
         )
 
     # ------------------------------------------------------------------------------------ one step
