@@ -56,53 +56,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="training checkpoint, run folder or exported model"
     )
-    protocols = ("cold_start", "loo", "new-items", "mixed")
-    parser.add_argument(
-        "--protocol",
-        type=protocol_arg(protocols),
-        choices=protocols,
-        help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item; "
-        "new-items: rank only the items held out of training (data.protocol=new_items), against content "
-        "kNN and random; mixed: the same users ranking all items, new and old (default: the one the model "
-        "was trained for, its data.protocol)",
-    )
-    parser.add_argument(
-        "--mask-seen",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="loo: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec code)",
-    )
-    parser.add_argument(
-        "--shots", metavar="K,K,...", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)"
-    )
-    parser.add_argument(
-        "--split", default="test", help="users to score: test (default), or valid (dev only: tuned on them)"
-    )
-    parser.add_argument(
-        "--baseline",
-        metavar="CHECKPOINT",
-        help="a second checkpoint (its default protocol); adds paired intervals for the difference",
-    )
-    parser.add_argument(
-        "--json", metavar="FILE", help="write every number (with intervals) to this JSON file"
-    )
-    parser.add_argument(
-        "--n-boot", type=int, metavar="N", help="bootstrap resamples (default: the config's eval.n_boot)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="score the users (and the adaptation grid) on N Ray actors, one CPU each; same numbers "
-        "(default: the config's eval.workers, 1 = in this process)",
-    )
-    parser.add_argument(
-        "--batch-users",
-        type=int,
-        metavar="N",
-        help="users scored together (default: the config's eval.batch_users); the unit of work --workers "
-        "shares out, and the memory (batch x eval.item_chunk scores); same numbers",
-    )
+    _add_protocol_args(parser)
+    _add_report_args(parser)
+    _add_workers_args(parser)
     parser.add_argument(
         "--fuse",
         action=argparse.BooleanOptionalAction,
@@ -111,6 +67,63 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         "on validation users); reported as METHOD+cooc (default: the run's eval.fuse)",
     )
     _add_adaptation_args(parser)
+
+
+def _add_protocol_args(p: argparse.ArgumentParser) -> None:
+    """What is scored: the protocol, its options, and which users."""
+    protocols = ("cold_start", "loo", "new-items", "mixed")
+    p.add_argument(
+        "--protocol",
+        type=protocol_arg(protocols),
+        choices=protocols,
+        help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item; "
+        "new-items: rank only the items held out of training (data.protocol=new_items), against content "
+        "kNN and random; mixed: the same users ranking all items, new and old (default: the one the model "
+        "was trained for, its data.protocol)",
+    )
+    p.add_argument(
+        "--mask-seen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="loo: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec code)",
+    )
+    p.add_argument(
+        "--shots", metavar="K,K,...", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)"
+    )
+    p.add_argument(
+        "--split", default="test", help="users to score: test (default), or valid (dev only: tuned on them)"
+    )
+
+
+def _add_report_args(p: argparse.ArgumentParser) -> None:
+    """What is reported: a paired baseline, the JSON file, the bootstrap intervals."""
+    p.add_argument(
+        "--baseline",
+        metavar="CHECKPOINT",
+        help="a second checkpoint (its default protocol); adds paired intervals for the difference",
+    )
+    p.add_argument("--json", metavar="FILE", help="write every number (with intervals) to this JSON file")
+    p.add_argument(
+        "--n-boot", type=int, metavar="N", help="bootstrap resamples (default: the config's eval.n_boot)"
+    )
+
+
+def _add_workers_args(p: argparse.ArgumentParser) -> None:
+    """Where and in which batches the users are scored: no number changes."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="score the users (and the adaptation grid) on N Ray actors, one CPU each; same numbers "
+        "(default: the config's eval.workers, 1 = in this process)",
+    )
+    p.add_argument(
+        "--batch-users",
+        type=int,
+        metavar="N",
+        help="users scored together (default: the config's eval.batch_users); the unit of work --workers "
+        "shares out, and the memory (batch x eval.item_chunk scores); same numbers",
+    )
 
 
 def add_recommend_args(parser: argparse.ArgumentParser) -> None:
