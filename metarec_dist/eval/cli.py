@@ -31,15 +31,36 @@ def parse_shots(text: str) -> list[int]:
     return shots
 
 
+def flag_spelling(protocol: str) -> str:
+    """A protocol as ``--protocol`` shows it: the spelling of the config's ``data.protocol`` (``new_items``),
+    whatever the name inside (the item protocols' ``new-items``, the JSON report's ``protocol``)."""
+    return protocol.replace("-", "_")
+
+
 def protocol_arg(choices: tuple[str, ...]) -> Callable[[str], str]:
-    """An argparse ``type`` taking either spelling of a protocol: the config's ``data.protocol`` says
-    ``new_items`` where the flag says ``new-items`` (and ``cold_start`` has the underscore)."""
-    canonical = {c.replace("-", "_"): c for c in choices}
+    """An argparse ``type`` taking either spelling of a protocol (``new_items``, or the older ``new-items``;
+    ``cold-start`` too) and returning the name in ``choices``; an unknown one is refused naming the choices
+    as ``--protocol`` shows them."""
+    internal = {flag_spelling(c): c for c in choices}
 
     def parse(text: str) -> str:
-        return canonical.get(text.replace("-", "_"), text)  # unknown: argparse's choices error names them
+        name = internal.get(flag_spelling(text))
+        if name is None:  # argparse's own wording, with the shown spelling
+            shown = ", ".join(map(repr, internal))
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {shown})")
+        return name
 
     return parse
+
+
+def protocol_option(choices: tuple[str, ...]) -> dict[str, Any]:
+    """``add_argument`` keywords for a ``--protocol`` flag: both spellings taken, one (``new_items``)
+    shown."""
+    return {
+        "type": protocol_arg(choices),
+        "choices": choices,
+        "metavar": "{" + ",".join(map(flag_spelling, choices)) + "}",
+    }
 
 
 def _add_adaptation_args(p: argparse.ArgumentParser) -> None:
@@ -71,13 +92,12 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_protocol_args(p: argparse.ArgumentParser) -> None:
     """What is scored: the protocol, its options, and which users."""
-    protocols = ("cold_start", "loo", "new-items", "mixed")
+    protocols = ("cold_start", "loo", "new-items", "mixed")  # the names inside; --help shows new_items
     p.add_argument(
         "--protocol",
-        type=protocol_arg(protocols),
-        choices=protocols,
+        **protocol_option(protocols),
         help="cold_start: held-out users, K support items; loo: warm leave-one-out, each user's last item; "
-        "new-items: rank only the items held out of training (data.protocol=new_items), against content "
+        "new_items: rank only the items held out of training (data.protocol=new_items), against content "
         "kNN and random; mixed: the same users ranking all items, new and old (default: the one the model "
         "was trained for, its data.protocol)",
     )
@@ -171,7 +191,7 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
 
 def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
     """The protocol the model was trained for; another one would score users or items it trained on.
-    A model trained with data.protocol=new_items is evaluated with new-items (default) or mixed, or on its
+    A model trained with data.protocol=new_items is evaluated with new_items (default) or mixed, or on its
     cold-start users (cold_start: every item a candidate, as for any cold-start model)."""
     from metarec_dist.eval.item_protocol import ITEM_PROTOCOLS
 
@@ -180,8 +200,8 @@ def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
         return asked or ITEM_PROTOCOLS[0]
     if asked in ITEM_PROTOCOLS:
         raise ValueError(
-            f"--protocol {asked}: {loaded.source} was trained with data.protocol={trained}, whose training "
-            "data holds every item (retrain with --set data.protocol=new_items)"
+            f"--protocol {flag_spelling(asked)}: {loaded.source} was trained with data.protocol={trained}, "
+            "whose training data holds every item (retrain with --set data.protocol=new_items)"
         )
     if asked is not None and asked != trained:
         raise ValueError(
@@ -213,7 +233,7 @@ def model_protocol(
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, batch_users=batch_users))
     if name in ITEM_PROTOCOLS and not cfg.data.item_features:
         raise ValueError(
-            f"--protocol {name}: {loaded.source}'s data config declares no item features "
+            f"--protocol {flag_spelling(name)}: {loaded.source}'s data config declares no item features "
             "(data.item_features): the content kNN baseline needs them; retrain with a config that declares "
             "them, e.g. configs/ml100k-features.yaml with --set data.protocol=new_items"
         )

@@ -1,7 +1,7 @@
 """The item cold-start protocols (``new-items``, ``mixed``; see ``eval/new_items.py``) in the shape of
 :class:`~metarec_dist.eval.protocol.ColdStartProtocol`: the same users, shot counts, adaptation search on
 validation users and results, with the candidates and relevant sets of the held-out items. Used by
-``metarec evaluate --protocol new-items|mixed``, the reproduction driver and the trainer's validation of a
+``metarec evaluate --protocol new_items|mixed``, the reproduction driver and the trainer's validation of a
 model trained with ``data.protocol: new_items``."""
 
 from __future__ import annotations

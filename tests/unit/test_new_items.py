@@ -1,4 +1,4 @@
-"""Item cold start (``data.protocol: new_items``; ``metarec evaluate --protocol new-items|mixed``): the split,
+"""Item cold start (``data.protocol: new_items``; ``metarec evaluate --protocol new_items|mixed``): the split,
 that no training batch ever holds a held-out item, the protocols' candidate and relevant sets, the random and
 content-kNN baselines, and the CLI's errors."""
 
@@ -474,6 +474,7 @@ def test_cli_new_items_errors(trained, capsys):
     assert main(["evaluate", "--checkpoint", str(no_features), "--protocol", "new-items"]) == 2
     err = capsys.readouterr().err
     assert "declares no item features (data.item_features)" in err and "Traceback" not in err
+    assert "--protocol new_items: " in err  # as --help spells it, whichever spelling was given
     cold = trained().folder
     assert main(["evaluate", "--checkpoint", str(cold), "--protocol", "mixed"]) == 2
     assert "retrain with --set data.protocol=new_items" in capsys.readouterr().err
