@@ -56,6 +56,24 @@ def _grads(model, algo=None):
     return {n: p.grad.clone() for n, p in named if p.grad is not None}
 
 
+def _batched_and_reference_grads(model, algo, batch, reference):
+    """The batched meta-step's output and gradients, then ``reference()``'s (the per-task loop's loss,
+    built after the first gradients are cleared) from the same weights."""
+    out = algo.meta_loss(model, batch)
+    out.loss.backward()
+    batched = _grads(model, algo)
+    model.zero_grad()
+    algo.zero_grad()
+    reference().backward()
+    return out, batched, _grads(model, algo)
+
+
+def _assert_same_grads(batched, reference):
+    assert batched.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
 def _non_uniform_rates(algo):
     """Meta-SGD's rates made non-uniform, so a wrong broadcast cannot pass, and a context encoder's output
     layer made non-zero, so the generated init differs per task and its first layer has a gradient (no-op
@@ -79,17 +97,15 @@ def test_batched_gradient_equals_per_task_reference(tiny_cfg, synth_data, algori
     model, batch = _setup(tiny_cfg, synth_data, arch=arch, loss=loss)
     algo = _algo(model, algorithm, inner_lr=0.3, adaptation_steps=2)
     _non_uniform_rates(algo)
-    algo.meta_loss(model, batch).loss.backward()
-    batched = _grads(model, algo)
-    model.zero_grad()
-    algo.zero_grad()
-    loop_meta_loss(model, batch, algorithm, steps=2, lr=algo.inner_lrs(), context=_context(algo)).backward()
-    reference = _grads(model, algo)
-    assert batched.keys() == reference.keys()
+    _, batched, reference = _batched_and_reference_grads(
+        model,
+        algo,
+        batch,
+        lambda: loop_meta_loss(model, batch, algorithm, steps=2, lr=algo.inner_lrs(), context=_context(algo)),
+    )
+    _assert_same_grads(batched, reference)
     assert "fast_init" in batched and any(k.startswith("backbone.") for k in batched)
     assert batched["item_factors.weight"].abs().max() > 0  # the item-side adapter's slow factor learns
-    for name in reference:
-        torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("algorithm,init_query_weight", [("metasgd", 0.0), ("fomaml", 0.7), ("metasgd", 0.7)])
@@ -101,22 +117,20 @@ def test_meta_sgd_and_init_query_gradients_equal_per_task_reference(
     model, batch = _setup(tiny_cfg, synth_data)
     algo = _algo(model, algorithm, inner_lr=0.3, adaptation_steps=2, init_query_weight=init_query_weight)
     _non_uniform_rates(algo)
-    out = algo.meta_loss(model, batch)
-    out.loss.backward()
-    batched = _grads(model, algo)
-    model.zero_grad()
-    algo.zero_grad()
-    lr = algo.inner_lrs()
-    loop_meta_loss(model, batch, algorithm, steps=2, lr=lr, init_query_weight=init_query_weight).backward()
-    reference = _grads(model, algo)
-    assert batched.keys() == reference.keys()
+    out, batched, reference = _batched_and_reference_grads(
+        model,
+        algo,
+        batch,
+        lambda: loop_meta_loss(
+            model, batch, algorithm, steps=2, lr=algo.inner_lrs(), init_query_weight=init_query_weight
+        ),
+    )
+    _assert_same_grads(batched, reference)
     learned = algorithm == "metasgd"
     assert ("algorithm.inner_lr_log_scale" in batched) == learned
     if learned:
         assert batched["algorithm.inner_lr_log_scale"].abs().max() > 0
     assert ("query_loss_at_init" in out.metrics) == (init_query_weight > 0)
-    for name in reference:
-        torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize(
@@ -131,18 +145,16 @@ def test_dense_next_item_term_gradients_equal_per_task_reference(
     batch.query_targets[0, 1:] = 0  # a short user's task: one query item, the rest masked
     algo = _algo(model, algorithm, 0.3, 2, init_query_weight=init_query_weight, dense_weight=dense_weight)
     _non_uniform_rates(algo)
-    out = algo.meta_loss(model, batch)
-    out.loss.backward()
-    batched = _grads(model, algo)
-    model.zero_grad()
-    algo.zero_grad()
-    loop_meta_loss(
-        model, batch, algorithm, 2, algo.inner_lrs(), init_query_weight, dense_weight=dense_weight
-    ).backward()
-    reference = _grads(model, algo)
-    assert batched.keys() == reference.keys() and "next_item_loss" in out.metrics
-    for name in reference:
-        torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
+    out, batched, reference = _batched_and_reference_grads(
+        model,
+        algo,
+        batch,
+        lambda: loop_meta_loss(
+            model, batch, algorithm, 2, algo.inner_lrs(), init_query_weight, dense_weight=dense_weight
+        ),
+    )
+    _assert_same_grads(batched, reference)
+    assert "next_item_loss" in out.metrics
     # and the dense term is what it says: the sasrec loss of the same batch, weighted
     sasrec = _algo(model, "sasrec", 0.3, 2).meta_loss(model, batch).loss
     torch.testing.assert_close(out.metrics["next_item_loss"], sasrec.detach())
@@ -247,25 +259,14 @@ def test_dense_horizon_gradients_equal_per_task_reference(
     opts = {"dense_horizon": horizon, "dense_exclude_seen": exclude}
     algo = _algo(model, algorithm, 0.3, 2, dense_weight=weight, **opts)
     _non_uniform_rates(algo)
-    out = algo.meta_loss(model, batch)
-    out.loss.backward()
-    batched = _grads(model, algo)
-    model.zero_grad()
-    algo.zero_grad()
-    loop_meta_loss(
+    out, batched, reference = _batched_and_reference_grads(
         model,
+        algo,
         batch,
-        algorithm,
-        2,
-        algo.inner_lrs(),
-        dense_weight=weight,
-        dense_horizon=horizon,
-        dense_exclude_seen=exclude,
-    ).backward()
-    reference = _grads(model, algo)
-    assert batched.keys() == reference.keys() and "next_item_loss" in out.metrics
-    for name in reference:
-        torch.testing.assert_close(batched[name], reference[name], atol=1e-5, rtol=1e-5, msg=name)
+        lambda: loop_meta_loss(model, batch, algorithm, 2, algo.inner_lrs(), dense_weight=weight, **opts),
+    )
+    _assert_same_grads(batched, reference)
+    assert "next_item_loss" in out.metrics
 
 
 def test_dense_targets_by_hand():
