@@ -18,6 +18,7 @@ from metarec_dist.interrupts import sigterm_as_interrupt
 if TYPE_CHECKING:
     from metarec_dist.eval.loading import LoadedModel
     from metarec_dist.eval.protocol import ColdStartProtocol
+    from metarec_dist.eval.recommend import Recommendation, Recommender
     from metarec_dist.eval.stats import MethodResult
 
 
@@ -326,7 +327,7 @@ def check_json_target(path: str) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from metarec_dist.eval.loading import load_model
-    from metarec_dist.eval.report import build_report, format_table, write_json
+    from metarec_dist.eval.report import build_report
 
     loaded = load_model(args.checkpoint)
     cfg = loaded.cfg
@@ -340,17 +341,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded), fuse)]
     baseline = None
     if args.baseline:
-        base = load_model(args.baseline, "--baseline")
-        base_name = protocol_name(base, name)
-        base_protocol = model_protocol(
-            base, shots, base_name, args.mask_seen, args.workers, args.batch_users
-        )[0]
-        _same_users(protocol, base_protocol, args.split)
-        b = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
-        if b.name == results[0].name:
-            b.name = f"baseline:{b.name}"
-        results.append(b)
-        baseline = b.name
+        results.append(_evaluate_baseline(args, name, shots, protocol, results[0].name))
+        baseline = results[-1].name
     results += baselines(protocol, args.split, cfg.train.seed)
     n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
     doc = build_report(results, baseline, n_boot)
@@ -361,16 +353,40 @@ def _evaluate(args: argparse.Namespace) -> int:
         doc["shots"] = shots
     if name != "loo" and name != "cold_start":
         doc["protocol"] = name
+    _show_report(doc, name, args.json)
+    return 0
+
+
+def _evaluate_baseline(
+    args: argparse.Namespace, name: str, shots: list[int], protocol: ColdStartProtocol, method: str
+) -> MethodResult:
+    """``--baseline``: the second checkpoint on the same users, with its default protocol (the evaluated
+    model's when it was trained for it); named ``baseline:METHOD`` when its method is ``method`` too."""
+    from metarec_dist.eval.loading import load_model
+
+    base = load_model(args.baseline, "--baseline")
+    base_name = protocol_name(base, name)
+    base_protocol = model_protocol(base, shots, base_name, args.mask_seen, args.workers, args.batch_users)[0]
+    _same_users(protocol, base_protocol, args.split)
+    result = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
+    if result.name == method:
+        result.name = f"baseline:{result.name}"
+    return result
+
+
+def _show_report(doc: dict[str, Any], name: str, json_path: str | None) -> None:
+    """The table on the terminal (mixed: and the new-items view of it), and ``--json``'s file."""
+    from metarec_dist.eval.report import format_table, write_json
+
     print(format_table(doc))
     if name == "mixed":
         from metarec_dist.eval.publish import new_items_table
         from metarec_dist.eval.report import shots_of
 
         print("\n".join(new_items_table(doc, shots_of(doc), markdown=False)))
-    if args.json:
-        write_json(doc, args.json)
-        print(f"\nwrote {args.json}")
-    return 0
+    if json_path:
+        write_json(doc, json_path)
+        print(f"\nwrote {json_path}")
 
 
 def baselines(protocol: ColdStartProtocol, split: str, seed: int) -> list[MethodResult]:
@@ -393,10 +409,8 @@ def recommend_main(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     recommender = Recommender.load(args.checkpoint, fuse=args.fuse, finetune=args.finetune)
-    loaded, catalogue, fusion = recommender.loaded, recommender.catalogue, recommender.fusion
-    cfg = loaded.cfg
-    recommender.fixed = _fixed(args, loaded)
-    if fusion is None and args.fuse and cfg.eval.fuse:
+    recommender.fixed = _fixed(args, recommender.loaded)
+    if recommender.fusion is None and args.fuse and recommender.loaded.cfg.eval.fuse:
         print(
             "note: this run's recipe fuses with the co-occurrence counts (eval.fuse), which only an export "
             "carries: `metarec export` it and recommend from the export; ranking by the model alone",
@@ -404,6 +418,19 @@ def recommend_main(args: argparse.Namespace) -> int:
         )
     fixed = recommender.setting(len(raw))
     recs = recommender(raw, args.k, stated)
+    _show_recommendations(recommender, raw, stated, recs, fixed)
+    return 0
+
+
+def _show_recommendations(
+    recommender: Recommender,
+    raw: list[str],
+    stated: dict[str, str] | None,
+    recs: list[Recommendation],
+    fixed: tuple[int, float],
+) -> None:
+    """The history (titles where known), the user's features, how the model ranked, and the ranked items."""
+    cfg, catalogue, fusion = recommender.loaded.cfg, recommender.catalogue, recommender.fusion
     if catalogue.titles and raw:
         history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
         print("history: " + "; ".join(history))
@@ -426,4 +453,3 @@ def recommend_main(args: argparse.Namespace) -> int:
     for r in recs:
         title = f"  {r.title}" if r.title else ""
         print(f"{r.rank:>3}. {r.raw_id:>8}{title}  ({r.score:.3f})")
-    return 0
