@@ -44,8 +44,10 @@ from metarec_dist.run_folder import process_alive
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from metarec_dist.config import CheckpointConfig, Config
+    from metarec_dist.models.features import FeatureLayout
     from metarec_dist.models.recommender import SeqRecommender
     from metarec_dist.runtime.context import WorkerContext
     from metarec_dist.runtime.engine import TrainEngine
@@ -930,12 +932,7 @@ class Exported(NamedTuple):
 def load_exported(folder: Path) -> Exported:
     """The model, its config and metadata, and the trained algorithm's parameters, from an exported
     folder."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from metarec_dist.config import Config, from_dict
     from metarec_dist.meta import build_algorithm
-    from metarec_dist.models.features import FeatureLayout
     from metarec_dist.models.recommender import SeqRecommender
 
     folder = Path(folder)
@@ -944,6 +941,20 @@ def load_exported(folder: Path) -> Exported:
             raise UserError(
                 f"{folder} is not an exported model: {name} is missing (run `metarec export` first)"
             )
+    meta, cfg, num_items, layout = _read_export_config(folder)
+    # Built empty; load_state_dict fills the per-item feature buffers with the trained ones.
+    model = SeqRecommender(cfg.model, num_items, layout=layout)
+    algorithm = build_algorithm(cfg.meta, model)
+    _load_export_weights(folder, model, algorithm, cfg.meta.algorithm)
+    return Exported(model.eval(), cfg, meta, dict(algorithm.state_dict()))
+
+
+def _read_export_config(folder: Path) -> tuple[dict[str, Any], Config, int, FeatureLayout | None]:
+    """The export's metadata (``EXPORT_CONFIG``), the run's config, the catalogue size and the side
+    information's vocabularies; a damaged file is a one-line error."""
+    from metarec_dist.config import Config, from_dict
+    from metarec_dist.models.features import FeatureLayout
+
     try:
         meta = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
         cfg = from_dict(Config, meta["config"])
@@ -951,9 +962,17 @@ def load_exported(folder: Path) -> Exported:
         layout = FeatureLayout.from_dict(meta.get("features"))  # the side information's vocabularies
     except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
         raise UserError(f"{folder / EXPORT_CONFIG} is damaged or not a metarec export: {exc!r}") from None
-    # Built empty; load_state_dict fills the per-item feature buffers with the trained ones.
-    model = SeqRecommender(cfg.model, num_items, layout=layout)
-    algorithm = build_algorithm(cfg.meta, model)
+    return meta, cfg, num_items, layout
+
+
+def _load_export_weights(
+    folder: Path, model: SeqRecommender, algorithm: nn.Module, algorithm_name: str
+) -> None:
+    """The model's weights, then the algorithm's own parameters (Meta-SGD's rates; none for most), checked
+    against what ``algorithm`` expects."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = folder / EXPORT_ALGORITHM
     try:
         name = EXPORT_WEIGHTS
@@ -971,7 +990,6 @@ def load_exported(folder: Path) -> Exported:
         ) from None
     if missing or unexpected:
         raise ValueError(
-            f"{folder}: the parameters of meta.algorithm={cfg.meta.algorithm} do not match "
+            f"{folder}: the parameters of meta.algorithm={algorithm_name} do not match "
             f"{EXPORT_ALGORITHM} (missing {missing}, unexpected {unexpected}); export the checkpoint again"
         )
-    return Exported(model.eval(), cfg, meta, dict(algorithm.state_dict()))
