@@ -56,15 +56,17 @@ def _grads(model, algo=None):
     return {n: p.grad.clone() for n, p in named if p.grad is not None}
 
 
-def _batched_and_reference_grads(model, algo, batch, reference):
-    """The batched meta-step's output and gradients, then ``reference()``'s (the per-task loop's loss,
-    built after the first gradients are cleared) from the same weights."""
+def _batched_and_reference_grads(model, algo, batch, algorithm, steps, **options):
+    """The batched meta-step's output and gradients, then those of the per-task reference
+    (``loop_meta_loss`` with ``options``, the algorithm's current inner lrs and its context encoder, if
+    any) from the same weights."""
     out = algo.meta_loss(model, batch)
     out.loss.backward()
     batched = _grads(model, algo)
     model.zero_grad()
     algo.zero_grad()
-    reference().backward()
+    lr, context = algo.inner_lrs(), _context(algo)
+    loop_meta_loss(model, batch, algorithm, steps, lr, context=context, **options).backward()
     return out, batched, _grads(model, algo)
 
 
@@ -97,12 +99,7 @@ def test_batched_gradient_equals_per_task_reference(tiny_cfg, synth_data, algori
     model, batch = _setup(tiny_cfg, synth_data, arch=arch, loss=loss)
     algo = _algo(model, algorithm, inner_lr=0.3, adaptation_steps=2)
     _non_uniform_rates(algo)
-    _, batched, reference = _batched_and_reference_grads(
-        model,
-        algo,
-        batch,
-        lambda: loop_meta_loss(model, batch, algorithm, steps=2, lr=algo.inner_lrs(), context=_context(algo)),
-    )
+    _, batched, reference = _batched_and_reference_grads(model, algo, batch, algorithm, 2)
     _assert_same_grads(batched, reference)
     assert "fast_init" in batched and any(k.startswith("backbone.") for k in batched)
     assert batched["item_factors.weight"].abs().max() > 0  # the item-side adapter's slow factor learns
@@ -117,14 +114,8 @@ def test_meta_sgd_and_init_query_gradients_equal_per_task_reference(
     model, batch = _setup(tiny_cfg, synth_data)
     algo = _algo(model, algorithm, inner_lr=0.3, adaptation_steps=2, init_query_weight=init_query_weight)
     _non_uniform_rates(algo)
-    out, batched, reference = _batched_and_reference_grads(
-        model,
-        algo,
-        batch,
-        lambda: loop_meta_loss(
-            model, batch, algorithm, steps=2, lr=algo.inner_lrs(), init_query_weight=init_query_weight
-        ),
-    )
+    options = {"init_query_weight": init_query_weight}
+    out, batched, reference = _batched_and_reference_grads(model, algo, batch, algorithm, 2, **options)
     _assert_same_grads(batched, reference)
     learned = algorithm == "metasgd"
     assert ("algorithm.inner_lr_log_scale" in batched) == learned
@@ -145,14 +136,8 @@ def test_dense_next_item_term_gradients_equal_per_task_reference(
     batch.query_targets[0, 1:] = 0  # a short user's task: one query item, the rest masked
     algo = _algo(model, algorithm, 0.3, 2, init_query_weight=init_query_weight, dense_weight=dense_weight)
     _non_uniform_rates(algo)
-    out, batched, reference = _batched_and_reference_grads(
-        model,
-        algo,
-        batch,
-        lambda: loop_meta_loss(
-            model, batch, algorithm, 2, algo.inner_lrs(), init_query_weight, dense_weight=dense_weight
-        ),
-    )
+    options = {"init_query_weight": init_query_weight, "dense_weight": dense_weight}
+    out, batched, reference = _batched_and_reference_grads(model, algo, batch, algorithm, 2, **options)
     _assert_same_grads(batched, reference)
     assert "next_item_loss" in out.metrics
     # and the dense term is what it says: the sasrec loss of the same batch, weighted
@@ -260,10 +245,7 @@ def test_dense_horizon_gradients_equal_per_task_reference(
     algo = _algo(model, algorithm, 0.3, 2, dense_weight=weight, **opts)
     _non_uniform_rates(algo)
     out, batched, reference = _batched_and_reference_grads(
-        model,
-        algo,
-        batch,
-        lambda: loop_meta_loss(model, batch, algorithm, 2, algo.inner_lrs(), dense_weight=weight, **opts),
+        model, algo, batch, algorithm, 2, dense_weight=weight, **opts
     )
     _assert_same_grads(batched, reference)
     assert "next_item_loss" in out.metrics
