@@ -13,7 +13,8 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -43,20 +44,28 @@ def _config(args: argparse.Namespace, local_files: bool = True) -> Config:
     cfg = load_config(args.config, overrides)
     from metarec_dist.meta import algorithm_class  # imports torch, so only after the config itself is fine
 
-    try:  # an unknown algorithm or an option it ignores: fail before data or training
-        algorithm_class(cfg.meta)
-    except ValueError as exc:  # named like a config mistake: the file or the --set that chose it
-        raise UserError(blame(exc, args.config, overrides)) from None
-    if cfg.runtime.deepspeed_override and local_files:
-        from metarec_dist.runtime.deepspeed_engine import read_override
+    # Mistakes found past the loader still name the file or the --set that gave the value.
+    with _blamed(args.config, overrides):
+        algorithm_class(cfg.meta)  # an unknown algorithm or an option it ignores: fail before any work
+        if cfg.runtime.deepspeed_override and local_files:
+            from metarec_dist.runtime.deepspeed_engine import read_override
 
-        read_override(cfg.runtime.deepspeed_override)  # a missing or broken file: the same, now
+            read_override(cfg.runtime.deepspeed_override)  # a missing or broken file: the same, now
     from metarec_dist.train.pretrain import pretrain_config
 
     stage = pretrain_config(cfg)  # train.pretrain: its file is read and checked now too
     if stage is not None:
         algorithm_class(stage.meta)
     return cfg
+
+
+@contextmanager
+def _blamed(path: str | None, overrides: list) -> Iterator[None]:
+    """A ``ValueError`` about a config key, prefixed as the loader would (``config.blame``)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise UserError(blame(exc, path, overrides)) from None
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -613,12 +613,20 @@ def _scalar(tp: Any, value: Any, key: str) -> Any:
         # nan/inf pass every `< 0` check and only blow up mid-training
         raise ConfigError(f"{key}: must be a finite number, got {value!r}", key)
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-        hint = ""
-        if tp is int and isinstance(value, str) and _whole_number(value) is not None:
-            # PyYAML reads 1e3 (no dot) as text: say what to write instead
-            hint = f"; write it without quotes or exponent: {_whole_number(value)}"
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}{hint}", key)
+        got = f"{type(value).__name__} {value!r}"
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {got}{_what_to_write(tp, value)}", key)
     return value
+
+
+def _what_to_write(tp: Any, value: Any) -> str:
+    """A hint for the YAML readings users trip on: 1e3 is text, an unquoted yes/no/on/off a boolean."""
+    if tp is int and isinstance(value, str) and _whole_number(value) is not None:
+        return f"; write it without quotes or exponent: {_whole_number(value)}"
+    if tp is str and isinstance(value, bool):
+        return "; YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote the text"
+    if tp is str and isinstance(value, int | float):
+        return f"; quote it if you meant the text: '{value}'"
+    return ""
 
 
 _A = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}

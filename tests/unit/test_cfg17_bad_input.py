@@ -206,3 +206,30 @@ def test_version_comes_from_the_package_metadata(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"metarec {version('metarec-dist')}"
+
+
+def test_unquoted_yes_or_a_number_for_text_says_to_quote_it(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("logging:\n  project: no\n")
+    with pytest.raises(
+        ValueError, match=r"logging\.project: expected str, got bool False; .*quote the text$"
+    ):
+        load_config(p)
+    p.write_text("runtime:\n  run_name: 2024\n")
+    with pytest.raises(
+        ValueError, match=r"runtime\.run_name: expected str, got int 2024; quote it .*'2024'$"
+    ):
+        load_config(p)
+    p.write_text("logging:\n  wandb: off\ncheckpoint:\n  resume: no\n")  # a choice or a bool: as meant
+    cfg = load_config(p)
+    assert (cfg.logging.wandb, cfg.checkpoint.resume) == ("off", False)
+
+
+def test_a_missing_deepspeed_override_names_the_set_or_the_file(tmp_path, capsys):
+    base = ["print-config", "--config", TINY, "--set", "runtime.deepspeed=true"]
+    err = _error(capsys, [*base, "--set", "runtime.deepspeed_override=nope.json"])
+    assert err == "error: --set runtime.deepspeed_override=nope.json: file not found: nope.json"
+    p = tmp_path / "c.yaml"
+    p.write_text("runtime:\n  deepspeed: true\n  deepspeed_override: nope.json\n")
+    err = _error(capsys, ["print-config", "--config", str(p)])
+    assert err == f"error: {p}: runtime.deepspeed_override: file not found: nope.json"
