@@ -734,8 +734,10 @@ def _parse_yaml(text: str, where: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_duplicate_keys(node, where)
+        _check_duplicate_keys(node, where, "", set())
         return loader.construct_document(node)
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise UserError(f"{where}: nested too deeply to read") from None
     except yaml.MarkedYAMLError as exc:
         raise UserError(f"{where}: {_yaml_problem(exc)}") from None
     except yaml.YAMLError as exc:
@@ -754,12 +756,16 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
     return f"{where}not valid YAML: {problem}"
 
 
-def _check_duplicate_keys(node: yaml.Node, where: str, path: str = "") -> None:
+def _check_duplicate_keys(node: yaml.Node, where: str, path: str, visited: set[int]) -> None:
     """Raise naming the key and both lines when a mapping in ``node`` gives one key twice (merge keys
-    ``<<`` excepted: overriding a merged key is what they are for)."""
+    ``<<`` excepted: overriding a merged key is what they are for). ``visited``: each node once, as an
+    alias shares its node (re-walking them makes nested aliases exponential, "billion laughs")."""
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, where, f"{path}[{i}]")
+            _check_duplicate_keys(item, where, f"{path}[{i}]", visited)
     if not isinstance(node, yaml.MappingNode):
         return
     seen: dict[tuple[str, str], int] = {}
@@ -776,7 +782,7 @@ def _check_duplicate_keys(node: yaml.Node, where: str, path: str = "") -> None:
                 "one of them"
             )
         seen[(key.tag, key.value)] = line
-        _check_duplicate_keys(value, where, name)
+        _check_duplicate_keys(value, where, name, visited)
 
 
 def _yaml_kind(value: Any) -> str:

@@ -233,3 +233,18 @@ def test_a_missing_deepspeed_override_names_the_set_or_the_file(tmp_path, capsys
     p.write_text("runtime:\n  deepspeed: true\n  deepspeed_override: nope.json\n")
     err = _error(capsys, ["print-config", "--config", str(p)])
     assert err == f"error: {p}: runtime.deepspeed_override: file not found: nope.json"
+
+
+@pytest.mark.timeout(60)
+def test_nested_aliases_and_deep_nesting_fail_fast(tmp_path):
+    """The duplicate-key check walks the YAML node graph: shared (aliased) nodes must be walked once, else
+    9 levels of 10 aliases ("billion laughs") take 10^9 steps. Deep nesting overflowed PyYAML's recursion."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    p = tmp_path / "c.yaml"
+    p.write_text("\n".join(levels) + "\n")
+    with pytest.raises(ValueError, match=r"unknown config key\(s\): a0, a1"):
+        load_config(p)
+    p.write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: nested too deeply to read$"):
+        load_config(p)
