@@ -707,7 +707,7 @@ def read_yaml(path: str | Path) -> dict:
     if p.is_dir():
         raise UserError(f"config file {p}: is a folder; give a YAML file, e.g. configs/tiny.yaml")
     if not p.is_file():
-        raise UserError(f"config file not found: {p}")
+        raise UserError(f"config file not found: {p}{_near_file(p)}")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -724,6 +724,16 @@ def read_yaml(path: str | Path) -> dict:
             f"got a {_yaml_kind(data)}"
         )
     return data
+
+
+def _near_file(path: Path) -> str:
+    """ "; did you mean configs/tiny.yaml?" for a misspelt file name beside existing YAML files."""
+    try:
+        names = [f.name for f in path.parent.iterdir() if f.suffix in (".yaml", ".yml")]
+    except OSError:
+        return ""
+    near = difflib.get_close_matches(path.name, names, 1)
+    return f"; did you mean {path.parent / near[0]}?" if near else ""
 
 
 def _parse_yaml(text: str, where: str) -> Any:
@@ -798,7 +808,12 @@ def load_config(path: str | Path | None = None, overrides: Sequence[Override] = 
         _apply(tree, override)
     train = tree.get("train")
     if isinstance(train, dict) and isinstance(train.get("pretrain"), str) and train["pretrain"].strip():
-        train["pretrain"] = resolve_pretrain(train["pretrain"], path)
+        try:
+            train["pretrain"] = resolve_pretrain(train["pretrain"], path)
+        except ValueError as exc:  # it names the config file it looked beside; name a --set that gave it
+            if culprit(exc, overrides) is None:
+                raise
+            raise UserError(blame(exc, path, overrides)) from None
     try:
         return from_dict(Config, tree)
     except ValueError as exc:
@@ -814,16 +829,26 @@ def blame(exc: ValueError, path: str | Path | None, overrides: Sequence[Override
     it is about (``--set train.freeze=3: expected a list ...``, ``--path x: ...``), else the config file.
     Without a file, a user's ``--set`` is not named: the message names the key, and nothing else set it."""
     message = str(exc)
-    keys = getattr(exc, "keys", ()) or tuple(_KEY.findall(message))
+    override = culprit(exc, overrides)
+    if override is None:
+        return message if path is None else f"{path}: {message}"
+    if path is None and not isinstance(override, Setting):
+        return message
+    said = override.describe() if isinstance(override, Setting) else f"--set {override}"
+    return f"{said}: {message.removeprefix(f'{_override_key(override)}: ')}"
+
+
+def culprit(exc: ValueError, overrides: Sequence[Override]) -> Override | None:
+    """The last of ``overrides`` that set a key ``exc`` is about (None: the file's or the defaults')."""
+    keys = getattr(exc, "keys", ()) or tuple(_KEY.findall(str(exc)))
     for override in reversed(overrides):
-        key = override.key if isinstance(override, Setting) else override.split("=", 1)[0].strip()
-        if not any(_same_value(key, k) for k in keys):
-            continue
-        if path is None and not isinstance(override, Setting):
-            return message
-        said = override.describe() if isinstance(override, Setting) else f"--set {override}"
-        return f"{said}: {message.removeprefix(f'{key}: ')}"
-    return message if path is None else f"{path}: {message}"
+        if any(_same_value(_override_key(override), k) for k in keys):
+            return override
+    return None
+
+
+def _override_key(override: Override) -> str:
+    return override.key if isinstance(override, Setting) else override.split("=", 1)[0].strip()
 
 
 def _same_value(set_key: str, faulty: str) -> bool:

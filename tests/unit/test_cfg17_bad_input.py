@@ -248,3 +248,15 @@ def test_nested_aliases_and_deep_nesting_fail_fast(tmp_path):
     p.write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ValueError, match=r"c\.yaml: nested too deeply to read$"):
         load_config(p)
+
+
+def test_a_misspelt_config_file_gets_a_suggestion_and_a_null_section_takes_a_set(tmp_path, capsys):
+    err = _error(capsys, ["print-config", "--config", str(ROOT / "configs" / "tiy.yaml")])
+    assert err.endswith(f"; did you mean {ROOT / 'configs' / 'tiny.yaml'}?"), err
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\ntrain:\n  meta_steps: 3\n")  # `model:` with nothing under it: an empty section
+    assert load_config(p, ["model.hidden_size=32"]).model.hidden_size == 32
+    err = _error(capsys, ["print-config", "--config", TINY, "--set", "train.pretrain=nope.yaml"])
+    assert err.startswith(
+        "error: --set train.pretrain=nope.yaml: train.pretrain nope.yaml: config file not"
+    ), err
