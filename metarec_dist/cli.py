@@ -19,7 +19,15 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from metarec_dist.config import Config, Setting, blame, config_to_yaml, load_config, with_overrides
+from metarec_dist.config import (
+    Config,
+    Override,
+    Setting,
+    blame,
+    config_to_yaml,
+    load_config,
+    with_overrides,
+)
 from metarec_dist.errors import UserError, check_output_folder, check_writable_file
 from metarec_dist.metrics.redact import redact_text
 
@@ -60,7 +68,7 @@ def _config(args: argparse.Namespace, local_files: bool = True) -> Config:
 
 
 @contextmanager
-def _blamed(path: str | None, overrides: list) -> Iterator[None]:
+def _blamed(path: str | None, overrides: list[Override]) -> Iterator[None]:
     """A ``ValueError`` about a config key, prefixed as the loader would (``config.blame``)."""
     try:
         yield
