@@ -727,7 +727,7 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def _near_file(path: Path) -> str:
-    """ "; did you mean configs/tiny.yaml?" for a misspelt file name beside existing YAML files."""
+    """A "did you mean configs/tiny.yaml?" clause for a misspelt name beside existing YAML files, or ""."""
     try:
         names = [f.name for f in path.parent.iterdir() if f.suffix in (".yaml", ".yml")]
     except OSError:
