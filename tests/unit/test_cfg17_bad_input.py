@@ -6,7 +6,10 @@ a first stage's file) and give DeepSpeed a consistent config.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -260,3 +263,23 @@ def test_a_misspelt_config_file_gets_a_suggestion_and_a_null_section_takes_a_set
     assert err.startswith(
         "error: --set train.pretrain=nope.yaml: train.pretrain nope.yaml: config file not"
     ), err
+
+
+def test_reading_every_shipped_config_and_a_bad_one_imports_no_torch():
+    """The file reader (duplicate-key check, one-line YAML errors) stays plain data: no torch."""
+    code = (
+        "import sys, glob; from metarec_dist.config import load_config\n"
+        "for p in sorted(glob.glob('configs/*.yaml')): load_config(p)\n"
+        "try: load_config('configs/tiny.yaml', ['model.foo.bar=1'])\n"
+        "except ValueError as e: print(e)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'metarec_dist.meta') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert (
+        lines[0].startswith("--set model.foo.bar=1: unknown config key(s): model.foo;") and lines[1] == "[]"
+    )
