@@ -577,9 +577,9 @@ def _one_element_list(item: Any, value: Any, key: str) -> list:
     are strings (``--set train.freeze=backbone`` is ``[backbone]``); anything else is an error."""
     if isinstance(value, list):
         return value
-    if isinstance(value, str) and _text_type(item):
-        if "," not in value:
-            return [value]
+    if isinstance(value, str) and _text_type(item) and "," not in value:
+        return [value]
+    if isinstance(value, str) and "," in value:  # `--set eval.shots=1,3`: the brackets were left out
         parts = ", ".join(v.strip() for v in value.split(","))
         raise ConfigError(f"{key}: expected a list, got {value!r}; write the list as [{parts}]", key)
     raise ConfigError(f"{key}: expected a list, got {value!r}", key)

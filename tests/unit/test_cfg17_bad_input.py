@@ -159,6 +159,7 @@ def test_a_null_or_a_quoted_number_says_what_to_write(tmp_path):
         ),
         ("model.hidden_size.x=3", r"--set model\.hidden_size\.x=3: model\.hidden_size is 64, not a section"),
         ("model=3", r"--set model=3: expected a mapping of keys, got int"),
+        ("eval.shots=1,3", r"--set eval\.shots=1,3: expected a list, got '1,3'; write the list as \[1, 3\]$"),
     ],
 )
 def test_set_mistakes_name_the_set(capsys, setting, said):
