@@ -13,13 +13,22 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from metarec_dist.config import Config, config_to_yaml, load_config, with_overrides
-from metarec_dist.errors import check_output_folder, check_writable_file
+from metarec_dist.config import (
+    Config,
+    Override,
+    Setting,
+    blame,
+    config_to_yaml,
+    load_config,
+    with_overrides,
+)
+from metarec_dist.errors import UserError, check_output_folder, check_writable_file
 from metarec_dist.metrics.redact import redact_text
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -39,20 +48,32 @@ def command(
 def _config(args: argparse.Namespace, local_files: bool = True) -> Config:
     """The run's config, checked as far as can be before any work. ``local_files``: the files it names
     are read here too (not for ``submit``, whose job may name files that only its cluster has)."""
-    cfg = load_config(args.config, args.set or [])
+    overrides = [*(args.set or []), *getattr(args, "settings", [])]
+    cfg = load_config(args.config, overrides)
     from metarec_dist.meta import algorithm_class  # imports torch, so only after the config itself is fine
 
-    algorithm_class(cfg.meta)  # an unknown algorithm or an option it ignores: fail before data or training
-    if cfg.runtime.deepspeed_override and local_files:
-        from metarec_dist.runtime.deepspeed_engine import read_override
+    # Mistakes found past the loader still name the file or the --set that gave the value.
+    with _blamed(args.config, overrides):
+        algorithm_class(cfg.meta)  # an unknown algorithm or an option it ignores: fail before any work
+        if cfg.runtime.deepspeed_override and local_files:
+            from metarec_dist.runtime.deepspeed_engine import read_override
 
-        read_override(cfg.runtime.deepspeed_override)  # a missing or broken file: the same, now
+            read_override(cfg.runtime.deepspeed_override)  # a missing or broken file: the same, now
     from metarec_dist.train.pretrain import pretrain_config
 
     stage = pretrain_config(cfg)  # train.pretrain: its file is read and checked now too
     if stage is not None:
         algorithm_class(stage.meta)
     return cfg
+
+
+@contextmanager
+def _blamed(path: str | None, overrides: list[Override]) -> Iterator[None]:
+    """A ``ValueError`` about a config key, prefixed as the loader would (``config.blame``)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise UserError(blame(exc, path, overrides)) from None
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -65,6 +86,7 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarec", description=__doc__.split("\n")[0].replace("``", ""))
     parser.add_argument("--verbose", action="store_true", help="debug logs, including every worker's")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_training(sub)
     _add_export(sub)
@@ -78,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_data(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or a note when running from a bare tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("metarec-dist")
+    except PackageNotFoundError:
+        return "(not installed: run from a source tree)"
 
 
 def _add_training(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -219,7 +251,8 @@ def _submit(args: argparse.Namespace) -> int:
 
     check_address(args.address)  # before the config: a wrong address fails at once
     # Checked as the job will run it: on Ray (DeepSpeed settings are then taken, whatever the file says).
-    _config(argparse.Namespace(**{**vars(args), "set": [*(args.set or []), "runtime.backend=ray"]}), False)
+    on_ray = Setting("runtime.backend", "ray", "submit (jobs run on Ray, runtime.backend=ray)")
+    _config(argparse.Namespace(**{**vars(args), "settings": [on_ray]}), False)
     root = Path(args.working_dir).resolve()
     return submit(
         args.address, Path(args.config), args.set or [], root, args.wait, args.pip, args.image, args.job_id
@@ -381,9 +414,12 @@ def _data(args: argparse.Namespace) -> int:
     if args.data == "download":
         print(d.download(args.name, args.data_dir))
         return 0
-    if args.path:
-        # With --config too: that config's data settings (features, filters, columns) on this file.
-        path = [f"data.format={args.format}", f"data.path={args.path}"]
+    if args.path is not None:
+        if not args.path.strip():
+            raise UserError("--path: empty; give a data file or folder")
+        # With --config too: that config's data settings (features, filters, columns) on this file. The
+        # flags are Settings: a path is not YAML (" #" would start a comment), and a mistake names the flag.
+        path = [Setting("data.format", args.format, "--format"), Setting("data.path", args.path, "--path")]
         cfg = load_config(args.config, [*path, *(args.set or [])])
     else:
         cfg = _config(args)

@@ -9,17 +9,29 @@ Each builder receives only its own section (``build_model(cfg.model, ...)``), ne
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from metarec_dist.data.config import DataConfig
+from metarec_dist.data.config import DataConfig, check_seed
+from metarec_dist.errors import UserError
+
+
+class ConfigError(UserError):
+    """A mistake in the value of ``keys`` (dotted names), so that ``blame`` can tell who set them."""
+
+    def __init__(self, message: str, *keys: str) -> None:
+        super().__init__(message)
+        self.keys = keys
+
 
 # The fast-weight adapters models/adapters.py builds (kept in sync by a test; config.py imports no torch).
 ADAPTER_NAMES = ("lowrank", "film", "bias", "itemlr")
@@ -72,7 +84,15 @@ class ModelConfig:
             "adapter_rank",
             "title_buckets",
             "sampled_above",
+            "num_negatives",
         )
+        if self.intermediate_size is not None and self.intermediate_size < 1:
+            raise ValueError(
+                f"model.intermediate_size must be >= 1 (or null: 4 x hidden_size), "
+                f"got {self.intermediate_size}"
+            )
+        if not self.init_std > 0:  # also catches NaN; torch's normal_ rejects a negative std mid-build
+            raise ValueError(f"model.init_std must be a number > 0, got {self.init_std}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
@@ -165,6 +185,10 @@ class OptimConfig:
             raise ValueError(f"optim.lr must be a finite number > 0, got {self.lr}")
         if len(self.betas) != 2:
             raise ValueError("optim.betas must have two values, e.g. [0.9, 0.999]")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim.betas must both be in [0, 1), e.g. [0.9, 0.999], got {self.betas}")
+        # torch.optim checks these only when the optimizer is built, after the data is prepared.
+        _at_least(self, "optim", 0, "weight_decay", "eps", "warmup_steps", "grad_clip")
 
 
 @dataclass
@@ -199,7 +223,9 @@ class TrainConfig:
     pretrain: str | None = None
 
     def __post_init__(self) -> None:
-        _positive(self, "train", "log_every")
+        _positive(self, "train", "log_every", "eval_users")
+        _at_least(self, "train", 0, "eval_every")
+        check_seed("train.seed", self.seed)
         if isinstance(self.meta_steps, bool) or self.meta_steps < 0:
             raise ValueError(
                 f"train.meta_steps must be >= 0 (0: no step: validate and save the initial model, e.g. the "
@@ -269,7 +295,16 @@ class RuntimeConfig:
     dashboard: bool = False  # a locally started Ray cluster's dashboard (bound to 127.0.0.1)
 
     def __post_init__(self) -> None:
-        _positive(self, "runtime", "num_workers", "cpus_per_worker", "grad_accum")
+        _positive(
+            self,
+            "runtime",
+            "num_workers",
+            "cpus_per_worker",
+            "grad_accum",
+            "reduce_bucket_size",
+            "allgather_bucket_size",
+        )
+        _at_least(self, "runtime", 0, "gpus_per_worker", "torch_threads")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"runtime.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.max_failures < -1:
@@ -317,8 +352,8 @@ class CheckpointConfig:
     resume: bool = True  # re-running the same run name resumes from its latest complete checkpoint
 
     def __post_init__(self) -> None:
-        if self.every < 0 or self.keep < 1:
-            raise ValueError("checkpoint.every must be >= 0 and checkpoint.keep >= 1")
+        _at_least(self, "checkpoint", 0, "every")
+        _positive(self, "checkpoint", "keep")
 
 
 @dataclass
@@ -361,7 +396,10 @@ class EvalConfig:
         if not isinstance(self.fuse, bool):
             raise ValueError(f"eval.fuse must be true or false, got {self.fuse!r}")
         if not self.shots or min(self.shots) < 1:
-            raise ValueError("eval.shots must be a non-empty list of positive ints")
+            raise ValueError(f"eval.shots must be a non-empty list of positive ints, got {self.shots}")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"eval.ks must be a non-empty list of positive cut-offs, got {self.ks}")
+        _positive(self, "eval", "num_relevant", "batch_users", "n_boot")
         if self.adaptation not in ADAPTATION_CHOICES:
             raise ValueError(
                 f"eval.adaptation must be one of {', '.join(ADAPTATION_CHOICES)}, got {self.adaptation!r}"
@@ -458,9 +496,14 @@ class Config:
 
 
 def _positive(section: Any, name: str, *fields: str) -> None:
+    _at_least(section, name, 1, *fields)
+
+
+def _at_least(section: Any, name: str, least: int, *fields: str) -> None:
+    """Each of ``fields`` of ``section`` (called ``name`` in messages) is a number >= ``least``."""
     for f in fields:
-        if getattr(section, f) < 1:
-            raise ValueError(f"{name}.{f} must be >= 1, got {getattr(section, f)}")
+        if not getattr(section, f) >= least:  # `not >=`: NaN fails too
+            raise ValueError(f"{name}.{f} must be >= {least}, got {getattr(section, f)}")
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -472,18 +515,24 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping of keys, got {_yaml_kind(data)}", prefix)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
-        keys = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in unknown)
+        full = [f"{prefix + '.' if prefix else ''}{k}" for k in unknown]
         hint = ""
         if any(":" in str(k) for k in unknown):  # YAML reads `{name:age}` as the one key "name:age"
             hint = (
                 "; YAML needs a space after each colon: {name: age, kind: token}, not {name:age,kind:token}"
             )
-        raise ValueError(f"unknown config key(s): {keys}; valid keys here: {', '.join(sorted(names))}{hint}")
+        near = [m[0] for k in unknown for m in [difflib.get_close_matches(str(k), names, 1)] if m]
+        if near:
+            hint += f"; did you mean {', '.join(near)}?"
+        raise ConfigError(
+            f"unknown config key(s): {', '.join(full)}; valid keys here: {', '.join(sorted(names))}{hint}",
+            *full,
+        )
     kwargs = {k: _coerce(hints[k], v, f"{prefix + '.' if prefix else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -501,7 +550,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ValueError as exc:
                 errors.append(str(exc))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not match {tp}")
+        if len(errors) == 1:
+            raise ConfigError(errors[0], key)
+        raise ConfigError(f"{key}: {value!r} does not match {tp}", key)
     if origin is Literal:
         if isinstance(value, bool):
             # YAML 1.1 reads a bare `off`/`on`/`no`/`yes` as a bool; map it back to the literal it spelled.
@@ -509,14 +560,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             if len(spelled) == 1:
                 return spelled[0]
         if value not in args:
-            raise ValueError(f"{key}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}", key)
         return value
     if origin is list:
         value = _one_element_list(args[0], value, key)
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key)
         return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     return _scalar(tp, value, key)
 
@@ -526,12 +577,12 @@ def _one_element_list(item: Any, value: Any, key: str) -> list:
     are strings (``--set train.freeze=backbone`` is ``[backbone]``); anything else is an error."""
     if isinstance(value, list):
         return value
-    if isinstance(value, str) and _text_type(item):
-        if "," not in value:
-            return [value]
+    if isinstance(value, str) and _text_type(item) and "," not in value:
+        return [value]
+    if isinstance(value, str) and "," in value:  # `--set eval.shots=1,3`: the brackets were left out
         parts = ", ".join(v.strip() for v in value.split(","))
-        raise ValueError(f"{key}: expected a list, got {value!r}; write the list as [{parts}]")
-    raise ValueError(f"{key}: expected a list, got {value!r}")
+        raise ConfigError(f"{key}: expected a list, got {value!r}; write the list as [{parts}]", key)
+    raise ConfigError(f"{key}: expected a list, got {value!r}", key)
 
 
 def _text_type(tp: Any) -> bool:
@@ -544,6 +595,12 @@ def _text_type(tp: Any) -> bool:
 def _scalar(tp: Any, value: Any, key: str) -> Any:
     if tp is Any:
         return value
+    if value is None:  # `key:` with nothing after it, or `--set key=`
+        raise ConfigError(
+            f"{key}: has no value (null); give {_A.get(tp, tp.__name__)}, or leave the key out for its "
+            "default",
+            key,
+        )
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):
@@ -551,81 +608,257 @@ def _scalar(tp: Any, value: Any, key: str) -> Any:
         try:
             value = float(value)
         except ValueError:
-            raise ValueError(f"{key}: expected float, got str {value!r}") from None
+            raise ConfigError(f"{key}: expected float, got str {value!r}", key) from None
     if tp is float and isinstance(value, float) and not math.isfinite(value):
         # nan/inf pass every `< 0` check and only blow up mid-training
-        raise ValueError(f"{key}: must be a finite number, got {value!r}")
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}", key)
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-        raise ValueError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        got = f"{type(value).__name__} {value!r}"
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {got}{_what_to_write(tp, value)}", key)
     return value
+
+
+def _what_to_write(tp: Any, value: Any) -> str:
+    """A hint for the YAML readings users trip on: 1e3 is text, an unquoted yes/no/on/off a boolean."""
+    if tp is int and isinstance(value, str) and _whole_number(value) is not None:
+        return f"; write it without quotes or exponent: {_whole_number(value)}"
+    if tp is str and isinstance(value, bool):
+        return "; YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote the text"
+    if tp is str and isinstance(value, int | float):
+        return f"; quote it if you meant the text: '{value}'"
+    return ""
+
+
+_A = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _whole_number(text: str) -> int | None:
+    """The whole number ``text`` spells (``"1e3"``, ``"10"``), else None."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A value the program sets itself from one of its own flags (``metarec data stats --path``): applied
+    like a ``--set``, but not parsed as YAML (a path with " #" or ": " in it stays the path) and, when it is
+    wrong, the error names ``origin`` (e.g. "--path"), not a ``--set`` the user never typed."""
+
+    key: str
+    value: Any
+    origin: str
+
+    def describe(self) -> str:
+        """How the user gave it: the flag, with its value when that is short."""
+        value = str(self.value)
+        return f"{self.origin} {value}" if value and len(value) <= 80 and "\n" not in value else self.origin
+
+
+Override = str | Setting
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value); the value is parsed as YAML so 3, 1e-3, [1,2], null work."""
+    example = "for example --set meta.inner_lr=0.1"
     if "=" not in text:
-        raise ValueError(f"--set {text!r}: expected KEY=VALUE, for example --set meta.inner_lr=0.1")
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, {example}")
     key, raw = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ValueError(f"--set {text!r}: empty key part")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
-    return parts, value
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set {text!r}: no key before '='; expected KEY=VALUE, {example}")
+    if "[" in key:
+        raise UserError(f"--set {text!r}: a list is set whole, not by index: e.g. --set eval.shots=[1,3,5]")
+    parts = key.split(".")
+    if not all(p.strip() for p in parts):
+        raise UserError(f"--set {text!r}: empty part in the key {key!r}; keys are like model.hidden_size")
+    return [p.strip() for p in parts], _parse_yaml(raw, f"--set {key}") if raw.strip() else None
 
 
-def merge_override(tree: dict, parts: list[str], value: Any) -> None:
+def merge_override(tree: dict, parts: list[str], value: Any, origin: str | None = None) -> None:
+    """Set ``tree[parts[0]][parts[1]]... = value``; ``origin`` names the setting in errors (the --set)."""
     node = tree
     for i, p in enumerate(parts[:-1]):
         child = node.setdefault(p, {})
+        if child is None:  # `model:` with nothing under it: an empty section
+            child = node[p] = {}
         if not isinstance(child, dict):
-            raise ValueError(f"--set {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section")
+            origin = origin or f"--set {'.'.join(parts)}"
+            section = ".".join(parts[: i + 1])
+            raise ConfigError(f"{origin}: {section} is {child!r}, not a section", ".".join(parts))
         node = child
     node[parts[-1]] = value
 
 
+def _apply(tree: dict, override: Override) -> None:
+    if isinstance(override, Setting):
+        merge_override(tree, override.key.split("."), override.value, override.describe())
+    else:
+        parts, value = parse_override(override)
+        merge_override(tree, parts, value, f"--set {override}")
+
+
 def read_yaml(path: str | Path) -> dict:
-    p = Path(path)
+    """The mapping in the YAML file ``path``; every mistake a ``UserError`` of one line naming the file (and
+    the line, for a syntax error or a key given twice)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UserError(f"config file {p}: is a folder; give a YAML file, e.g. configs/tiny.yaml")
     if not p.is_file():
-        raise ValueError(f"config file not found: {p}")
+        raise UserError(f"config file not found: {p}{_near_file(p)}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ValueError(f"config file {p}: not valid YAML: {exc}") from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"config file {p}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+    data = _parse_yaml(text, f"config file {p}")
+    if data is None:  # an empty file is more likely a truncated or wrong one than a wish for the defaults
+        raise UserError(f"config file {p}: has no settings (empty or comments only); write {{}} for defaults")
     if not isinstance(data, dict):
-        raise ValueError(f"config file {p}: top level must be a mapping of sections")
+        raise UserError(
+            f"config file {p}: the top level must be a mapping of sections (model:, train:, ...), "
+            f"got a {_yaml_kind(data)}"
+        )
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file, then each ``--set`` override in order; ``train.pretrain`` made absolute
-    (``resolve_pretrain``)."""
+def _near_file(path: Path) -> str:
+    """A "did you mean configs/tiny.yaml?" clause for a misspelt name beside existing YAML files, or ""."""
+    try:
+        names = [f.name for f in path.parent.iterdir() if f.suffix in (".yaml", ".yml")]
+    except OSError:
+        return ""
+    near = difflib.get_close_matches(path.name, names, 1)
+    return f"; did you mean {path.parent / near[0]}?" if near else ""
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """``text`` parsed as YAML; a syntax error or a key given twice in a mapping is a one-line ``UserError``
+    starting with ``where`` (PyYAML silently keeps the last of two equal keys)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(node, where, "", set())
+        return loader.construct_document(node)
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise UserError(f"{where}: nested too deeply to read") from None
+    except yaml.MarkedYAMLError as exc:
+        raise UserError(f"{where}: {_yaml_problem(exc)}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's several-line report as one clause: where and what is wrong (with the usual cause for tabs)."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = " ".join(p for p in (exc.context, exc.problem) if p)
+    if "'\\t'" in problem:
+        problem += " (YAML indents with spaces, not tabs)"
+    return f"{where}not valid YAML: {problem}"
+
+
+def _check_duplicate_keys(node: yaml.Node, where: str, path: str, visited: set[int]) -> None:
+    """Raise naming the key and both lines when a mapping in ``node`` gives one key twice (merge keys
+    ``<<`` excepted: overriding a merged key is what they are for). ``visited``: each node once, as an
+    alias shares its node (re-walking them makes nested aliases exponential, "billion laughs")."""
+    if id(node) in visited:
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, where, f"{path}[{i}]", visited)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[tuple[str, str], int] = {}
+    for key, value in node.value:
+        if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
+            continue
+        name = f"{path}.{key.value}" if path else str(key.value)
+        line = key.start_mark.line + 1
+        first = seen.get((key.tag, key.value))
+        if first is not None:
+            lines = f"line {line}" if first == line else f"lines {first} and {line}"
+            raise UserError(
+                f"{where}: {name} is given twice ({lines}); YAML would silently keep the last one: delete "
+                "one of them"
+            )
+        seen[(key.tag, key.value)] = line
+        _check_duplicate_keys(value, where, name, visited)
+
+
+def _yaml_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[Override] = ()) -> Config:
+    """Defaults, then the YAML file, then each ``--set`` override (or program ``Setting``) in order;
+    ``train.pretrain`` made absolute (``resolve_pretrain``). A mistake is a ``UserError`` naming where the
+    faulty value came from (``blame``)."""
     tree = read_yaml(path) if path is not None else {}
-    for text in overrides:
-        merge_override(tree, *parse_override(text))
+    for override in overrides:
+        _apply(tree, override)
     train = tree.get("train")
     if isinstance(train, dict) and isinstance(train.get("pretrain"), str) and train["pretrain"].strip():
-        train["pretrain"] = resolve_pretrain(train["pretrain"], path)
+        try:
+            train["pretrain"] = resolve_pretrain(train["pretrain"], path)
+        except ValueError as exc:  # it names the config file it looked beside; name a --set that gave it
+            if culprit(exc, overrides) is None:
+                raise
+            raise UserError(blame(exc, path, overrides)) from None
     try:
         return from_dict(Config, tree)
     except ValueError as exc:
-        raise ValueError(_blame(str(exc), path, overrides)) from None
+        raise UserError(blame(exc, path, overrides)) from None
 
 
-def _blame(message: str, path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> str:
-    """``message`` prefixed with where the faulty value came from: the last ``--set`` whose key it names
-    (``--set train.freeze=3: expected a list ...``), else the config file. Without a file the message
-    stands as it is: it names the key, and there is nothing else to tell it from."""
-    if path is None:
+# A dotted config key inside a message: `model.hidden_size`, `data.item_features[2].kind`.
+_KEY = re.compile(r"(?<![\w./-])([a-z_]+(?:\.[a-z_]+|\[\d+\])+)(?![\w/-])")
+
+
+def blame(exc: ValueError, path: str | Path | None, overrides: Sequence[Override]) -> str:
+    """``exc``'s message prefixed with where the faulty value came from: the last override that set the key
+    it is about (``--set train.freeze=3: expected a list ...``, ``--path x: ...``), else the config file.
+    Without a file, a user's ``--set`` is not named: the message names the key, and nothing else set it."""
+    message = str(exc)
+    override = culprit(exc, overrides)
+    if override is None:
+        return message if path is None else f"{path}: {message}"
+    if path is None and not isinstance(override, Setting):
         return message
-    for text in reversed(overrides):
-        key = text.split("=", 1)[0].strip()
-        if message.startswith(f"{key}: "):
-            return f"--set {text}: {message[len(key) + 2 :]}"
-        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message):
-            return f"--set {text}: {message}"
-    return f"{path}: {message}"
+    said = override.describe() if isinstance(override, Setting) else f"--set {override}"
+    return f"{said}: {message.removeprefix(f'{_override_key(override)}: ')}"
+
+
+def culprit(exc: ValueError, overrides: Sequence[Override]) -> Override | None:
+    """The last of ``overrides`` that set a key ``exc`` is about (None: the file's or the defaults')."""
+    keys = getattr(exc, "keys", ()) or tuple(_KEY.findall(str(exc)))
+    for override in reversed(overrides):
+        if any(_same_value(_override_key(override), k) for k in keys):
+            return override
+    return None
+
+
+def _override_key(override: Override) -> str:
+    return override.key if isinstance(override, Setting) else override.split("=", 1)[0].strip()
+
+
+def _same_value(set_key: str, faulty: str) -> bool:
+    """Whether setting ``set_key`` set (part of) ``faulty``: the same key, a section holding it, or a key
+    under it (`--set model.foo.bar=1` is the unknown key model.foo)."""
+    return (
+        set_key == faulty
+        or faulty.startswith((f"{set_key}.", f"{set_key}["))
+        or set_key.startswith(f"{faulty}.")
+    )
 
 
 def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
@@ -647,12 +880,15 @@ def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
     )
 
 
-def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+def with_overrides(cfg: Config, overrides: Sequence[Override]) -> Config:
     """A copy of ``cfg`` with ``--set``-style overrides applied (and validated again)."""
     tree = cfg.to_dict()
-    for text in overrides:
-        merge_override(tree, *parse_override(text))
-    return from_dict(Config, tree)
+    for override in overrides:
+        _apply(tree, override)
+    try:
+        return from_dict(Config, tree)
+    except ValueError as exc:
+        raise UserError(blame(exc, None, overrides)) from None
 
 
 def resolve_loss(cfg: Config, num_items: int) -> Config:

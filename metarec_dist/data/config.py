@@ -175,6 +175,7 @@ class DataConfig:
             raise ValueError("data.rating_threshold must be a finite number or null")
         if self.kcore < 0:
             raise ValueError(f"data.kcore must be >= 0 (0 turns k-core filtering off), got {self.kcore}")
+        check_seed("data.seed", self.seed)
         if self.min_history < 1:
             raise ValueError(f"data.min_history must be >= 1, got {self.min_history}")
         self._check_new_items()
@@ -233,6 +234,17 @@ def _check_features(entity: str, specs: list[FeatureSpec]) -> None:
                 f"(also data.{entity}_features[{seen[spec.name]}]); give each feature its own name"
             )
         seen[spec.name] = i
+
+
+# numpy seeds must be >= 0, torch's < 2**64; the evaluation mixes a seed into a torch seed as
+# seed * 1_000_003 + crc32, which stays below 2**63 for any seed below 2**32.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(key: str, seed: int) -> None:
+    """A seed numpy and torch both take (else they fail mid-run, naming no key)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{key} must be an integer in [0, {MAX_SEED}], got {seed}")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
