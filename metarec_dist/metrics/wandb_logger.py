@@ -73,7 +73,7 @@ class WandbLogger:
             # No key, no network (wandb gives up after settings.init_timeout, 90 s), a project the key
             # may not write to: W&B's own traceback names none of our settings.
             if not (setting == "auto" and mode == "online"):
-                raise start_error(setting, exc) from None
+                raise start_error(setting, exc, mode) from None
             # auto chose online because a key is set, but W&B is unreachable: the run still trains,
             # logged offline (an explicit online, or WANDB_MODE=online, is an error instead).
             log.warning("W&B: %s; logging offline instead (logging.wandb=auto)", first_line(exc))
@@ -108,17 +108,23 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def start_error(setting: str, exc: BaseException) -> Exception:
+def start_error(setting: str, exc: BaseException, mode: str | None = "online") -> Exception:
     """The one-line error for a W&B run that could not start: what W&B said, and the settings to change."""
     from metarec_dist.errors import UserError
 
     where = f"WANDB_MODE={os.environ['WANDB_MODE']}" if os.environ.get("WANDB_MODE") else ""
     given = where if setting == "auto" and where else f"logging.wandb={setting}"
-    return UserError(
-        f"{given}: W&B could not start the run ({first_line(exc)}). Online logging needs WANDB_API_KEY "
-        "(or `wandb login`) and the network; without them use --set logging.wandb=offline (upload later "
-        "with `wandb sync`) or --set logging.wandb=off"
-    )
+    said = first_line(exc)
+    if "project" in said.lower() or "entity" in said.lower():
+        hint = "set logging.project / logging.entity (or WANDB_PROJECT / WANDB_ENTITY) to valid names"
+    elif mode == "offline":
+        hint = "see the log under the run folder's wandb/, or use --set logging.wandb=off"
+    else:
+        hint = (
+            "online logging needs WANDB_API_KEY (or `wandb login`) and the network; without them use "
+            "--set logging.wandb=offline (upload later with `wandb sync`) or --set logging.wandb=off"
+        )
+    return UserError(f"{given}: W&B could not start the run ({said}); {hint}")
 
 
 def _ndcg_vs_k(rows: list[dict[str, Any]]) -> Any:

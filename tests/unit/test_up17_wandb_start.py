@@ -24,6 +24,7 @@ def test_online_without_a_key_is_one_line_naming_the_setting(tmp_path, monkeypat
     text = str(err.value)
     assert text.startswith("logging.wandb=online: W&B could not start the run (") and "\n" not in text
     assert "--set logging.wandb=offline" in text and err.value.__cause__ is None
+    assert "; online logging needs WANDB_API_KEY" in text
 
 
 def _unreachable(calls):
@@ -70,7 +71,7 @@ def test_forced_online_without_network_is_an_error_not_a_fallback(tmp_path, monk
     else:
         monkeypatch.delenv("WANDB_MODE", raising=False)
         calls_mode = "online"
-    with pytest.raises(UserError, match=r"context deadline exceeded\)\. Online logging needs") as err:
+    with pytest.raises(UserError, match=r"context deadline exceeded\); online logging needs") as err:
         _logger(tmp_path, mode, setting)
     assert str(err.value).startswith("WANDB_MODE=online: " if env_mode else "logging.wandb=online: ")
     assert calls == [calls_mode]
@@ -92,3 +93,14 @@ def test_the_loggers_built_before_a_failed_wandb_start_are_closed(tmp_path, monk
     with pytest.raises(UserError):
         build_logger(cfg, "up17", str(tmp_path), {}, True, tmp_path / "run", (bar,))
     assert closed == [True]
+
+
+def test_a_bad_project_name_names_logging_project(tmp_path, monkeypatch):
+    """Offline too: W&B refuses the name before writing anything; the error says which setting."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    with pytest.raises(UserError) as err:
+        WandbLogger("bad/name", None, "up17", "up17-0000", {}, "offline", tmp_path / "wandb", "offline")
+    text = str(err.value)
+    assert text.startswith("logging.wandb=offline: W&B could not start the run (Invalid project name")
+    assert "set logging.project / logging.entity" in text and "\n" not in text
