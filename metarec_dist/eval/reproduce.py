@@ -422,15 +422,31 @@ def run_all(
     grouped: dict[str, list[tuple[PerUser, dict]]] = {}
     ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker) as pool:
-        # Runs that evaluate another run's first stage (shared_run) wait until the others have trained.
-        for wave in ([s for s in specs if not s.shared_run], [s for s in specs if s.shared_run]):
-            futures = [pool.submit(train_and_evaluate, s, out, shots, reuse) for s in wave]
-            for f in futures:
-                for label, value in f.result().items():
-                    grouped.setdefault(label, []).append(value)
+        try:
+            # Runs that evaluate another run's first stage (shared_run) wait until the others have trained.
+            for wave in ([s for s in specs if not s.shared_run], [s for s in specs if s.shared_run]):
+                futures = [pool.submit(train_and_evaluate, s, out, shots, reuse) for s in wave]
+                for f in futures:
+                    for label, value in f.result().items():
+                        grouped.setdefault(label, []).append(value)
+        except BaseException:
+            stop_workers(pool)
+            raise
     for runs in grouped.values():
         runs.sort(key=lambda r: r[1]["seed"])
     return grouped
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and end the running ones. Leaving the pool's ``with`` block waits for
+    its workers: after an interrupt (a SIGTERM, or SIGINT to this process alone) that was until every
+    running training had finished, minutes to an hour. Ctrl-C in a terminal reaches the workers too."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # terminate_workers(): 3.14+
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(timeout=30)
 
 
 def collect(specs: list[RunSpec], out: Path) -> dict[str, list[tuple[PerUser, dict]]]:
@@ -641,13 +657,31 @@ def method_results(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metarec_dist.config import load_config
-    from metarec_dist.errors import UserError
-    from metarec_dist.eval.publish import check_markdown, publish
+    """Ctrl-C or SIGTERM: the training processes are ended, nothing is published, status 130."""
+    from metarec_dist.interrupts import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     json_path, plot_path, markdown_path = output_paths(Path(args.out), args.json, args.plot, args.markdown)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        with sigterm_as_interrupt():
+            return reproduce(args, json_path, plot_path, markdown_path)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: nothing published; the per-user results of the runs that finished are in "
+            f"{Path(args.out) / 'per_user'}: the same command with --reuse trains only the others",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def reproduce(
+    args: argparse.Namespace, json_path: Path, plot_path: Path | None, markdown_path: Path | None
+) -> int:
+    from metarec_dist.config import load_config
+    from metarec_dist.errors import UserError
+    from metarec_dist.eval.publish import check_markdown, publish
+
     t0 = time.perf_counter()
     try:
         methods = [parse_method(m) for m in args.method]
