@@ -163,14 +163,26 @@ def markdown_tables(doc: dict[str, Any], section: str | None = None) -> str:
             chosen = ", ".join(_adaptation(s["adaptation"]) for s in per_seed)
             lines.append(f"- {name}: {chosen}")
     lines += _budget_lines(methods)
-    minutes = doc.get("runtime_s", 0) / 60
-    runtime = (
-        f"Collected from earlier runs' per-user results (--collect, nothing trained) in {minutes:.1f} min."
-        if doc.get("collected")
-        else f"Runtime of the whole reproduction: {minutes:.1f} min."
-    )
-    lines += ["", runtime, "", end]
+    lines += ["", runtime_line(doc), "", end]
     return "\n".join(lines)
+
+
+def runtime_line(doc: dict[str, Any]) -> str:
+    """How long the call took, and whether that is the reproduction's cost: not when it trained nothing
+    (``--collect``) or reused earlier runs' per-user results (``--reuse``)."""
+    minutes = doc.get("runtime_s", 0) / 60
+    earlier = "from earlier runs' per-user results"
+    if doc.get("collected"):
+        return f"Collected {earlier} (--collect, nothing trained) in {minutes:.1f} min."
+    reused, runs = doc.get("reused_runs") or (0, 0)
+    if reused and reused == runs:
+        return f"Published {earlier} (--reuse, nothing trained) in {minutes:.1f} min."
+    if reused:
+        return (
+            f"Runtime of this call: {minutes:.1f} min, training {runs - reused} of the {runs} runs (the "
+            "others' per-user results reused from an earlier call, --reuse)."
+        )
+    return f"Runtime of the whole reproduction: {minutes:.1f} min."
 
 
 def _steps(per_seed: list[dict[str, Any]]) -> str:

@@ -641,6 +641,15 @@ def run_specs(args: argparse.Namespace, methods: list[tuple[str, str]], seeds: l
     return share_first_stages(specs, Path(args.out))
 
 
+def reused_runs(args: argparse.Namespace, methods: list[tuple[str, str]], seeds: list[int]) -> list[int]:
+    """``[runs whose per-user results --reuse takes from --out, all runs]`` ([0, n] without --reuse): the
+    page must not call the minutes of a call that trained nothing "the runtime of the reproduction"."""
+    specs = run_specs(args, methods, seeds)
+    if not args.reuse or args.collect:
+        return [0, len(specs)]
+    return [sum(reusable(s, Path(args.out)) is not None for s in specs), len(specs)]
+
+
 def method_results(
     args: argparse.Namespace, methods: list[tuple[str, str]], seeds: list[int], shots: list[int]
 ) -> list[MethodResult]:
@@ -693,6 +702,7 @@ def reproduce(
             raise UserError(f"--jobs {args.jobs}: must be at least 1 (training processes)")
         check_names(args, methods, baseline, pairs)
         check_markdown(markdown_path, args.section)  # a page it cannot update fails now, not at the end
+        reused = reused_runs(args, methods, seeds)  # before the runs: what this call did not train
         results = method_results(args, methods, seeds, shots)
         first_cfg = load_config(methods[0][1], args.set)
         publish(
@@ -710,6 +720,7 @@ def reproduce(
                 "data": first_cfg.data.name or first_cfg.data.path,
                 **({} if args.protocol == "cold_start" else {"protocol": args.protocol}),
                 **({"collected": True} if args.collect else {}),
+                **({"reused_runs": reused} if reused[0] else {}),
             },
             pairs=pairs,
             section=args.section,

@@ -69,3 +69,28 @@ def test_without_a_method_named_none_there_is_no_default_baseline(tmp_path, caps
     assert main([*args, *(f"--set={s}" for s in sets)]) == 0, capsys.readouterr().err
     text = (out / "results.md").read_text()
     assert "| a |" in text and "Paired difference" not in text
+
+
+def test_a_call_that_reused_every_run_does_not_claim_the_reproduction_runtime(tmp_path, capsys):
+    """``--reuse`` with every run's per-user results in --out trains nothing: the page said "Runtime of the
+    whole reproduction: 0.1 min" (as several published sections still do)."""
+    out = tmp_path / "out"
+    (out / "per_user").mkdir(parents=True)
+    sets = ["data.synthetic_users=120", "eval.n_boot=20"]
+    info = {"seed": 0, "config": TINY, "overrides": sets, "adaptation": {"steps": 0, "inner_lr": 0.5}}
+    (out / "per_user" / "a-s0.pkl").write_bytes(pickle.dumps({"a": (_per_user(0), info)}))
+    args = ["--method", f"a={TINY}", "--out", str(out), "--seeds", "0", "--shots", "1,3", "--reuse"]
+    assert main([*args, "--jobs", "1", *(f"--set={s}" for s in sets)]) == 0, capsys.readouterr().err
+    text = (out / "results.md").read_text()
+    assert "Published from earlier runs' per-user results (--reuse, nothing trained) in " in text
+    assert "Runtime of the whole reproduction" not in text
+
+
+def test_a_partly_reused_call_says_how_many_runs_it_trained():
+    from metarec_dist.eval.publish import runtime_line
+
+    assert runtime_line({"runtime_s": 120, "reused_runs": [2, 3]}) == (
+        "Runtime of this call: 2.0 min, training 1 of the 3 runs (the others' per-user results reused from "
+        "an earlier call, --reuse)."
+    )
+    assert runtime_line({"runtime_s": 120}) == "Runtime of the whole reproduction: 2.0 min."
