@@ -8,6 +8,11 @@
 # The configs are used unchanged on both datasets; only their `data:` lines are set here, per dataset.
 # Any other option goes to `python -m metarec_dist.eval.reproduce` (given --method, it replaces the default
 # methods). Data: $METAREC_DATA_DIR, else ../shared/data next to the repo if present, else ~/.cache/metarec.
+# Output: runs/<dataset>-repro and the published page docs/results/<dataset>.{md,json,png}; given --out DIR,
+# everything goes into DIR (DIR/results.{md,json}, DIR/ndcg_vs_k.png) and docs/ is left alone (name
+# --markdown/--json/--plot to write elsewhere). A quick look at the flow on ml100k (a few minutes):
+#   bash launch/reproduce.sh ml100k --method fomaml=configs/ml100k.yaml --seeds 0 --jobs 1 \
+#     --set train.meta_steps=50 --out runs/try-repro
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -47,17 +52,26 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 # validation users): the count baseline `cooccurrence` beats `sasrec` at small K on Amazon Sports.
 METHODS=(--method coldstart=configs/coldstart.yaml --method sasrec=configs/coldstart-sasrec.yaml
   --fuse coldstart --fuse sasrec)
+# The published page unless the user names another output folder: a trial with --out must not overwrite
+# the published numbers.
+OUT=(--out "runs/$DATASET-repro" --json "docs/results/$DATASET.json" --plot "docs/results/$DATASET.png"
+  --markdown "docs/results/$DATASET.md")
+BASELINE=(--baseline sasrec)
+OWN_SASREC=0
 for arg in "$@"; do
-  if [ "$arg" = "--method" ]; then METHODS=(); fi
+  case "$arg" in
+    --method|--method=*) METHODS=() ;;
+    --out|--out=*) OUT=() ;;
+  esac
+  case "$arg" in sasrec=*|--method=sasrec=*) OWN_SASREC=1 ;; esac
 done
+# Methods of the user's own: `sasrec` stays the baseline only if one of them is named so.
+if [ ${#METHODS[@]} -eq 0 ] && [ "$OWN_SASREC" = 0 ]; then BASELINE=(); fi
 exec "$VENV/bin/python" -m metarec_dist.eval.reproduce \
   "${METHODS[@]}" \
   "${DATA[@]}" \
-  --baseline sasrec \
+  "${BASELINE[@]}" \
   --seeds 0,1,2 \
   --jobs 3 \
-  --out "runs/$DATASET-repro" \
-  --json "docs/results/$DATASET.json" \
-  --plot "docs/results/$DATASET.png" \
-  --markdown "docs/results/$DATASET.md" \
+  "${OUT[@]}" \
   "$@"

@@ -65,14 +65,45 @@ def write_section(markdown_path: Path, generated: str, section: str | None) -> N
     prose around it stays. Atomic: the page is whole before and after."""
     from metarec_dist.checkpoint import atomic_write_text
 
-    begin, end = markers(section)
     text = markdown_path.read_text() if markdown_path.is_file() else ""
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + generated + rest.split(end, 1)[1]
+    span = section_span(markdown_path, text, section)
+    if span is not None:
+        text = text[: span[0]] + generated + text[span[1] :]
     else:
         text = text + ("\n" if text else "") + generated + "\n"
     atomic_write_text(markdown_path, text)
+
+
+def section_span(markdown_path: Path, text: str, section: str | None) -> tuple[int, int] | None:
+    """Where the page's generated section is (from its begin marker to the end of its end marker), None
+    when it has none yet. A page whose markers do not pair up (one missing, twice, or end before begin, as
+    a hand edit may leave them) is a ``UserError`` naming it: replacing "from the first begin to the first
+    end" there would delete the prose in between."""
+    from metarec_dist.errors import UserError
+
+    begin, end = markers(section)
+    starts, ends = text.count(begin), text.count(end)
+    if starts == ends == 0:
+        return None
+    if starts == ends == 1 and text.index(begin) < text.index(end):
+        return text.index(begin), text.index(end) + len(end)
+    raise UserError(
+        f"--markdown {markdown_path}: its generated section's markers do not pair up ({starts} x {begin!r}, "
+        f"{ends} x {end!r}, the begin first); fix the page by hand (one of each, begin first) and re-run"
+    )
+
+
+def check_markdown(markdown_path: Path | None, section: str | None) -> None:
+    """Before a long reproduction, not after it: the page is a file and its markers pair up
+    (``section_span``)."""
+    from metarec_dist.errors import UserError
+
+    if markdown_path is None:
+        return
+    if markdown_path.is_dir():
+        raise UserError(f"--markdown {markdown_path}: is a folder; give the page's file name")
+    if markdown_path.is_file():
+        section_span(markdown_path, markdown_path.read_text(), section)
 
 
 def _diff(c: dict[str, float]) -> str:
@@ -132,14 +163,26 @@ def markdown_tables(doc: dict[str, Any], section: str | None = None) -> str:
             chosen = ", ".join(_adaptation(s["adaptation"]) for s in per_seed)
             lines.append(f"- {name}: {chosen}")
     lines += _budget_lines(methods)
-    minutes = doc.get("runtime_s", 0) / 60
-    runtime = (
-        f"Collected from earlier runs' per-user results (--collect, nothing trained) in {minutes:.1f} min."
-        if doc.get("collected")
-        else f"Runtime of the whole reproduction: {minutes:.1f} min."
-    )
-    lines += ["", runtime, "", end]
+    lines += ["", runtime_line(doc), "", end]
     return "\n".join(lines)
+
+
+def runtime_line(doc: dict[str, Any]) -> str:
+    """How long the call took, and whether that is the reproduction's cost: not when it trained nothing
+    (``--collect``) or reused earlier runs' per-user results (``--reuse``)."""
+    minutes = doc.get("runtime_s", 0) / 60
+    earlier = "from earlier runs' per-user results"
+    if doc.get("collected"):
+        return f"Collected {earlier} (--collect, nothing trained) in {minutes:.1f} min."
+    reused, runs = doc.get("reused_runs") or (0, 0)
+    if reused and reused == runs:
+        return f"Published {earlier} (--reuse, nothing trained) in {minutes:.1f} min."
+    if reused:
+        return (
+            f"Runtime of this call: {minutes:.1f} min, training {runs - reused} of the {runs} runs (the "
+            "others' per-user results reused from an earlier call, --reuse)."
+        )
+    return f"Runtime of the whole reproduction: {minutes:.1f} min."
 
 
 def _steps(per_seed: list[dict[str, Any]]) -> str:

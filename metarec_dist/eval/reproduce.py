@@ -422,15 +422,31 @@ def run_all(
     grouped: dict[str, list[tuple[PerUser, dict]]] = {}
     ctx = get_context("spawn")  # a fresh interpreter per worker: no forked torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker) as pool:
-        # Runs that evaluate another run's first stage (shared_run) wait until the others have trained.
-        for wave in ([s for s in specs if not s.shared_run], [s for s in specs if s.shared_run]):
-            futures = [pool.submit(train_and_evaluate, s, out, shots, reuse) for s in wave]
-            for f in futures:
-                for label, value in f.result().items():
-                    grouped.setdefault(label, []).append(value)
+        try:
+            # Runs that evaluate another run's first stage (shared_run) wait until the others have trained.
+            for wave in ([s for s in specs if not s.shared_run], [s for s in specs if s.shared_run]):
+                futures = [pool.submit(train_and_evaluate, s, out, shots, reuse) for s in wave]
+                for f in futures:
+                    for label, value in f.result().items():
+                        grouped.setdefault(label, []).append(value)
+        except BaseException:
+            stop_workers(pool)
+            raise
     for runs in grouped.values():
         runs.sort(key=lambda r: r[1]["seed"])
     return grouped
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and end the running ones. Leaving the pool's ``with`` block waits for
+    its workers: after an interrupt (a SIGTERM, or SIGINT to this process alone) that was until every
+    running training had finished, minutes to an hour. Ctrl-C in a terminal reaches the workers too."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # terminate_workers(): 3.14+
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(timeout=30)
 
 
 def collect(specs: list[RunSpec], out: Path) -> dict[str, list[tuple[PerUser, dict]]]:
@@ -507,7 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a method to also report fused with the co-occurrence counts (METHOD+cooc)",
     )
     p.add_argument(
-        "--baseline", help="the method every paired interval is against (default: none, unless --pair)"
+        "--baseline",
+        help="the method every paired interval is against (default: the method named 'none' if there is "
+        "one and no --pair; else no paired intervals)",
     )
     p.add_argument("--pair", action="append", default=[], help="METHOD=BASELINE: that method's own baseline")
     p.add_argument("--protocol", default="cold_start", type=protocol_arg(PROTOCOLS), choices=PROTOCOLS)
@@ -526,9 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: publish the per-user results already in --out for these methods and seeds",
     )
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--shots", default="1,3,5,10")
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    p.add_argument("--shots", default="1,3,5,10", help="support sizes K evaluated (default: 1,3,5,10)")
+    p.add_argument("--jobs", type=int, default=2, help="training processes, one thread each (default: 2)")
     p.add_argument("--set", action="append", default=[], help="override for every method, e.g. data.name=...")
     p.add_argument("--out", default="runs/ml100k-repro", help="runs and per-user results")
     p.add_argument("--json", help="the summary JSON (default: <out>/results.json)")
@@ -538,6 +556,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--section", help="the name of the generated section (several on one page)")
     return p
+
+
+def int_list(text: str, flag: str, minimum: int) -> list[int]:
+    """``--seeds`` / ``--shots``: comma-separated integers, each at least ``minimum``, none twice (two runs
+    of one seed would share a run folder)."""
+    from metarec_dist.errors import UserError
+
+    try:
+        values = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated integers, e.g. {flag} 0,1,2") from None
+    if any(v < minimum for v in values):
+        raise UserError(f"{flag} {text!r}: every value must be at least {minimum}")
+    if len(set(values)) < len(values):
+        raise UserError(f"{flag} {text!r}: a value is given twice")
+    return values
+
+
+def reference_names(protocol: str) -> list[str]:
+    """The training-free methods ``baselines`` adds for ``protocol``."""
+    from metarec_dist.eval.item_protocol import CONTENT_KNN, RANDOM
+    from metarec_dist.eval.protocol import COOCCURRENCE
+
+    if protocol == "cold_start":
+        return ["popularity", COOCCURRENCE]
+    return [CONTENT_KNN, RANDOM, *(["popularity"] if protocol == "mixed" else [])]
+
+
+def default_baseline(args: argparse.Namespace, methods: list[tuple[str, str]]) -> str | None:
+    """``--baseline``, else the method named ``none`` (the no-adaptation baseline) if there is one and no
+    ``--pair``; else no paired intervals."""
+    if args.baseline is not None or args.pair:
+        return args.baseline
+    return "none" if "none" in {name for name, _ in methods} else None
+
+
+def check_names(
+    args: argparse.Namespace, methods: list[tuple[str, str]], baseline: str | None, pairs: dict[str, str]
+) -> None:
+    """Every name the options refer to exists, before anything trains (``build_report`` would find out
+    only after the last run): ``--finetune`` / ``--fuse`` name a ``--method``; ``--baseline`` and
+    ``--pair`` a method that will be reported (a method, its ``+cooc`` / ``+finetune`` variant, or a
+    training-free reference of the protocol)."""
+    from metarec_dist.errors import UserError
+    from metarec_dist.eval.protocol import FUSED
+
+    names = [name for name, _ in methods]
+    if len(set(names)) < len(names):
+        raise UserError(f"--method: a NAME is given twice ({', '.join(names)}); each method needs its own")
+    for flag, given in (("--finetune", args.finetune), ("--fuse", args.fuse)):
+        for name in given:
+            if name not in names:
+                raise UserError(f"{flag} {name}: not a --method NAME (the methods: {', '.join(names)})")
+    reported = [
+        *names,
+        *(f"{n}{FUSED}" for n in args.fuse),
+        *(f"{n}+finetune" for n in args.finetune),
+        *reference_names(args.protocol),
+    ]
+    wanted = [("--baseline", baseline)] if baseline is not None else []
+    wanted += [("--pair", name) for pair in pairs.items() for name in pair]
+    for flag, name in wanted:
+        if name not in reported:
+            raise UserError(f"{flag} {name}: not among the methods this run reports ({', '.join(reported)})")
 
 
 def run_specs(args: argparse.Namespace, methods: list[tuple[str, str]], seeds: list[int]) -> list[RunSpec]:
@@ -559,6 +641,15 @@ def run_specs(args: argparse.Namespace, methods: list[tuple[str, str]], seeds: l
     return share_first_stages(specs, Path(args.out))
 
 
+def reused_runs(args: argparse.Namespace, methods: list[tuple[str, str]], seeds: list[int]) -> list[int]:
+    """``[runs whose per-user results --reuse takes from --out, all runs]`` ([0, n] without --reuse): the
+    page must not call the minutes of a call that trained nothing "the runtime of the reproduction"."""
+    specs = run_specs(args, methods, seeds)
+    if not args.reuse or args.collect:
+        return [0, len(specs)]
+    return [sum(reusable(s, Path(args.out)) is not None for s in specs), len(specs)]
+
+
 def method_results(
     args: argparse.Namespace, methods: list[tuple[str, str]], seeds: list[int], shots: list[int]
 ) -> list[MethodResult]:
@@ -575,19 +666,43 @@ def method_results(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metarec_dist.config import load_config
-    from metarec_dist.eval.publish import publish
+    """Ctrl-C or SIGTERM: the training processes are ended, nothing is published, status 130."""
+    from metarec_dist.interrupts import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     json_path, plot_path, markdown_path = output_paths(Path(args.out), args.json, args.plot, args.markdown)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        with sigterm_as_interrupt():
+            return reproduce(args, json_path, plot_path, markdown_path)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: nothing published; the per-user results of the runs that finished are in "
+            f"{Path(args.out) / 'per_user'}: the same command with --reuse trains only the others",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def reproduce(
+    args: argparse.Namespace, json_path: Path, plot_path: Path | None, markdown_path: Path | None
+) -> int:
+    from metarec_dist.config import load_config
+    from metarec_dist.errors import UserError
+    from metarec_dist.eval.publish import check_markdown, publish
+
     t0 = time.perf_counter()
     try:
         methods = [parse_method(m) for m in args.method]
         pairs = dict(parse_pair(x) for x in args.pair)
-        baseline = args.baseline if args.baseline is not None or pairs else "none"
-        seeds = [int(s) for s in args.seeds.split(",")]
-        shots = sorted(int(s) for s in args.shots.split(","))
+        baseline = default_baseline(args, methods)
+        seeds = int_list(args.seeds, "--seeds", 0)
+        shots = sorted(int_list(args.shots, "--shots", 1))
+        if args.jobs < 1:
+            raise UserError(f"--jobs {args.jobs}: must be at least 1 (training processes)")
+        check_names(args, methods, baseline, pairs)
+        check_markdown(markdown_path, args.section)  # a page it cannot update fails now, not at the end
+        reused = reused_runs(args, methods, seeds)  # before the runs: what this call did not train
         results = method_results(args, methods, seeds, shots)
         first_cfg = load_config(methods[0][1], args.set)
         publish(
@@ -605,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data": first_cfg.data.name or first_cfg.data.path,
                 **({} if args.protocol == "cold_start" else {"protocol": args.protocol}),
                 **({"collected": True} if args.collect else {}),
+                **({"reused_runs": reused} if reused[0] else {}),
             },
             pairs=pairs,
             section=args.section,

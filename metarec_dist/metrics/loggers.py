@@ -72,8 +72,8 @@ def build_logger(
     if logging_cfg.wandb != "off":
         from metarec_dist.metrics.wandb_logger import WandbLogger, run_id, wandb_mode
 
-        loggers.append(
-            WandbLogger(
+        try:
+            wandb_logger = WandbLogger(
                 logging_cfg.project,
                 logging_cfg.entity,
                 run_name,
@@ -81,8 +81,12 @@ def build_logger(
                 config,
                 wandb_mode(logging_cfg.wandb),
                 directory,
+                setting=logging_cfg.wandb,
             )
-        )
+        except BaseException:
+            MultiLogger(*loggers).close()  # the progress bar ends its line before the error is printed
+            raise
+        loggers.append(wandb_logger)
     return MultiLogger(*loggers)
 
 
