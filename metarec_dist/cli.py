@@ -421,6 +421,11 @@ def _data(args: argparse.Namespace) -> int:
         # flags are Settings: a path is not YAML (" #" would start a comment), and a mistake names the flag.
         path = [Setting("data.format", args.format, "--format"), Setting("data.path", args.path, "--path")]
         cfg = load_config(args.config, [*path, *(args.set or [])])
+    elif args.format != "auto":  # it would be ignored: the data shown would be the config's (or synthetic)
+        raise UserError(
+            f"--format {args.format}: only with --path; without it the data is the config's "
+            "(--config, or --set data.format=... data.path=...)"
+        )
     else:
         cfg = _config(args)
     print(d.format_stats(d.data_stats(d.prepare_data(cfg.data))))

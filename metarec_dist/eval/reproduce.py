@@ -16,10 +16,10 @@ The evaluation (the adaptation grid on validation users, then the test users) is
 (``eval/distributed.py``). Each ``--jobs`` process then starts its own local Ray cluster: use ``--jobs 1``
 with ``eval.workers`` = the cores, or start one cluster (``ray start --head``) and set ``RAY_ADDRESS``.
 
-``--protocol new-items`` (or ``mixed``) trains every method with ``data.protocol=new_items`` and compares
+``--protocol new_items`` (or ``mixed``) trains every method with ``data.protocol=new_items`` and compares
 them with the content-kNN and random baselines (``eval/new_items.py``). ``--reuse-runs`` evaluates the
 finished runs of an earlier invocation with the same ``--out`` and exactly the same settings instead of
-training them again (e.g. ``mixed`` after ``new-items``), and trains the others; ``--reuse`` instead takes
+training them again (e.g. ``mixed`` after ``new_items``), and trains the others; ``--reuse`` instead takes
 the per-user results an identical earlier run left in ``--out`` (nothing re-evaluated), and ``--collect``
 publishes those without training anything. ``--pair A=B`` gives method A a paired interval against B
 instead of ``--baseline`` (``fomaml+features=fomaml``); ``--section NAME`` writes the tables into their own
@@ -188,14 +188,16 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
 def spec_config(spec: RunSpec, out: Path) -> Config:
     """The config ``spec`` trains: its file with the seed, the run folder ``<out>/runs/<method>-s<seed>``
     (never resumed) and the overrides."""
-    from metarec_dist.config import load_config
+    from metarec_dist.config import Setting, load_config
 
+    # Settings, not --set strings: a path is not YAML (an --out with " #" or ": " in it would be cut or read
+    # as a mapping), and a mistake names reproduce's flag rather than a --set the user never typed.
     return load_config(
         spec.config,
         [
-            f"train.seed={spec.seed}",
-            f"runtime.storage_path={out / 'runs'}",
-            f"runtime.run_name={spec.run_name}",
+            Setting("train.seed", spec.seed, "reproduce --seeds"),
+            Setting("runtime.storage_path", str(out / "runs"), "reproduce --out"),
+            Setting("runtime.run_name", spec.run_name, "reproduce --method"),
             "checkpoint.resume=false",
             "logging.wandb=off",
             *spec.all_overrides,
@@ -508,7 +510,7 @@ def output_paths(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metarec_dist.eval.cli import protocol_arg
+    from metarec_dist.eval.cli import protocol_option
 
     # The docstring's whole first paragraph: its first line alone stops mid-sentence.
     p = argparse.ArgumentParser(
@@ -528,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         "one and no --pair; else no paired intervals)",
     )
     p.add_argument("--pair", action="append", default=[], help="METHOD=BASELINE: that method's own baseline")
-    p.add_argument("--protocol", default="cold_start", type=protocol_arg(PROTOCOLS), choices=PROTOCOLS)
+    p.add_argument("--protocol", default="cold_start", **protocol_option(PROTOCOLS))
     p.add_argument(
         "--reuse-runs",
         action="store_true",

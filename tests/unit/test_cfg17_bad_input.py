@@ -189,6 +189,8 @@ def test_data_stats_flags_are_named_and_a_path_is_not_yaml(tmp_path, capsys):
     )
     err = _error(capsys, ["data", "stats", "--path", ""])
     assert err == "error: --path: empty; give a data file or folder"
+    err = _error(capsys, ["data", "stats", "--format", "csv"])  # ignored without --path: synthetic data shown
+    assert err.startswith("error: --format csv: only with --path"), err
     cfg = load_config(
         None, [Setting("data.path", "yes", "--path"), Setting("data.format", "csv", "--format")]
     )

@@ -94,3 +94,20 @@ def test_a_partly_reused_call_says_how_many_runs_it_trained():
         "an earlier call, --reuse)."
     )
     assert runtime_line({"runtime_s": 120}) == "Runtime of the whole reproduction: 2.0 min."
+
+
+def test_an_out_folder_with_yaml_characters_is_kept_whole(tmp_path):
+    """The run folder is set as a path, not as YAML text: " #" would start a comment, ": " a mapping."""
+    from metarec_dist.eval.reproduce import RunSpec, spec_config
+
+    out = tmp_path / "trial #2: tiny"
+    cfg = spec_config(RunSpec("sasrec", "configs/tiny.yaml", 3, False), out)
+    assert cfg.runtime.storage_path == str(out / "runs")
+    assert cfg.train.seed == 3
+
+
+def test_reproduce_protocol_help_shows_the_config_spelling(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "{cold_start,new_items,mixed}" in text and "new-items" not in text
