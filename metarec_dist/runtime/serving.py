@@ -206,7 +206,8 @@ async def handle(replica: RecommenderReplica, request: Any, replicas: int, max_b
     if path == "":
         if request.method in ("GET", "HEAD"):
             return JSONResponse({**replica.describe(), "replicas": replicas})
-        return JSONResponse({"error": "GET / for the model"}, status_code=405, headers={"Allow": "GET"})
+        message = f"{request.method} /: GET / for the model"  # HEAD / answers too: listed in Allow
+        return JSONResponse({"error": message}, status_code=405, headers={"Allow": "GET, HEAD"})
     if path != "/recommend":
         return JSONResponse({"error": "POST /recommend, or GET / for the model"}, status_code=404)
     if request.method != "POST":
