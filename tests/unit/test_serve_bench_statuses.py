@@ -1,5 +1,5 @@
 """`metarec bench serve`'s client counts error answers (a 408 past `metarec serve --request-timeout-s` at
-overload) by status instead of stopping the benchmark at the first one."""
+overload) and answers cut off by status instead of stopping the benchmark at the first one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from metarec_dist.bench.serve_bench import _post, _served_summary
+from metarec_dist.bench.serve_bench import BROKEN, _post, _served_summary
 
 
 class _Answers(BaseHTTPRequestHandler):
@@ -19,7 +19,9 @@ class _Answers(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.path != "/cut":  # the head of a 200, then the connection closed
+            self.wfile.write(body)
+        self.close_connection = True
 
     def log_message(self, *args: object) -> None:
         pass
@@ -40,6 +42,7 @@ def test_post_returns_the_status_of_an_error_answer_instead_of_raising(server):
     assert _post(server + "/recommend", {"items": ["1"]})[1] == 200
     seconds, status = _post(server + "/late", {"items": ["1"]})
     assert status == 408 and seconds >= 0
+    assert _post(server + "/cut", {"items": ["1"]})[1] == BROKEN == 0
 
 
 def test_the_summary_times_the_200s_and_counts_every_status():
