@@ -383,7 +383,7 @@ def check_serve_args(
         raise UserError(f"--port must be between 1 and 65535, got {port}")
     if max_body < 1:
         raise UserError(f"--max-body-bytes must be >= 1, got {max_body}")
-    # Ray Serve would take 0 or less as "no timeout" and fail on nan only inside its proxy, after start-up.
+    # 0 or less is "no timeout" to Ray Serve, and inf never ends: refused, since the flag is there to bound.
     if not (math.isfinite(request_timeout_s) and request_timeout_s > 0):
         raise UserError(f"--request-timeout-s must be a number of seconds > 0, got {request_timeout_s:g}")
 
