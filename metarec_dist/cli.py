@@ -177,6 +177,14 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--max-body-bytes", type=int, default=1 << 20, help="largest request body; HTTP 413 above (1 MiB)"
     )
+    p.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request not answered within this (queued at overload, a stalled client) gets Ray Serve's "
+        "HTTP 408 (default: 30)",
+    )
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -313,6 +321,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.threads,
         ready,
         max_body=args.max_body_bytes,
+        request_timeout_s=args.request_timeout_s,
     )
     return 0
 

@@ -109,6 +109,26 @@ def check_batch_arithmetic(cfg: dict[str, Any], world_size: int) -> None:
         )
 
 
+def select_cpu_accelerator() -> None:
+    """Give a CPU run DeepSpeed's CPU accelerator by name, before DeepSpeed's first import detects one.
+
+    Auto-detection, finding no GPU, warns once "Setting accelerator to CPU. If you have GPU or other
+    accelerator, we were unable to detect it." -- meant for a GPU it failed to find, not for a run that asked
+    for the CPU (``runtime.use_gpu=false``). ``DS_ACCELERATOR`` is DeepSpeed's documented override; it is read
+    only by that first detection (the accelerator is then cached), so it is set for the import alone and not
+    left to the processes this one starts. A GPU run still auto-detects, and still warns when it finds none;
+    a ``DS_ACCELERATOR`` the user set wins; every other DeepSpeed warning is untouched."""
+    if "DS_ACCELERATOR" in os.environ:
+        return
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    try:
+        from deepspeed.accelerator import get_accelerator
+
+        get_accelerator()
+    finally:
+        del os.environ["DS_ACCELERATOR"]
+
+
 def skip_inference_shm_build() -> None:
     """Mark DeepSpeed's CPU shared-memory all-reduce op as unavailable, so it is not JIT-compiled.
 
@@ -196,6 +216,8 @@ def build_deepspeed_engine(
     micro_batch: int,
     world_size: int,
 ) -> DeepSpeedEngine:
+    if not rt.use_gpu:
+        select_cpu_accelerator()  # before `import deepspeed`, which detects the accelerator
     import deepspeed
 
     from metarec_dist.runtime.quiet import filter_training_chatter

@@ -12,6 +12,9 @@ counts of a fused export, seen items never re-recommended). Requests:
 - A body over ``--max-body-bytes`` (1 MiB by default) is HTTP 413 with ``{"error": ...}`` naming the limit,
   refused on its ``Content-Length`` before it is read, or as soon as a body without one passes the limit.
   Another method on ``/recommend`` is 405, another path 404.
+- A request not answered within ``--request-timeout-s`` (30 s by default) -- queued behind others at
+  overload, or a client that stops sending its body -- is Ray Serve's own HTTP 408, a text body ``Request
+  <id> timed out after 30.0s.`` (``http_options.request_timeout_s``, end to end in the proxy).
 
 The model is loaded once, by ``metarec serve`` itself, and handed to the replicas through Ray's object
 store: every replica, one Ray Serve restarts after a crash included, serves the checkpoint announced at
@@ -46,6 +49,11 @@ PROXY_WAIT_S = 600.0  # how long `metarec serve` waits for its first answer befo
 # A request is a history of item ids: 1 MiB holds ~100,000 of them. Ray Serve (2.60) has no limit of its
 # own, and json.loads of a 100 MB body held a replica for ~15 s and ~1 GB.
 MAX_BODY_BYTES = 1 << 20
+# Ray Serve's own default is no timeout: at overload (300 clients, 2 replicas) requests queued with a p50 of
+# 24.6 s and none failed, however long. A recommendation takes milliseconds, so a request still unanswered
+# after 30 s sits in a queue that is not draining; 30 s is also under the 60 s after which common load
+# balancers and HTTP clients give up on their own, so the client gets a 408 rather than a dropped connection.
+REQUEST_TIMEOUT_S = 30.0
 
 
 class BodyTooLarge(ValueError):
@@ -198,7 +206,8 @@ async def handle(replica: RecommenderReplica, request: Any, replicas: int, max_b
     if path == "":
         if request.method in ("GET", "HEAD"):
             return JSONResponse({**replica.describe(), "replicas": replicas})
-        return JSONResponse({"error": "GET / for the model"}, status_code=405, headers={"Allow": "GET"})
+        message = f"{request.method} /: GET / for the model"  # HEAD / answers too: listed in Allow
+        return JSONResponse({"error": message}, status_code=405, headers={"Allow": "GET, HEAD"})
     if path != "/recommend":
         return JSONResponse({"error": "POST /recommend, or GET / for the model"}, status_code=404)
     if request.method != "POST":
@@ -304,13 +313,15 @@ def serve_model(
     threads: int = 1,
     ready: Any = None,
     max_body: int = MAX_BODY_BYTES,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
 ) -> None:
     """Deploy ``checkpoint`` and serve until interrupted (Ctrl-C or SIGTERM), then shut Serve down.
     ``ready``: called with the URL once the application answers (the CLI prints it). ``max_body``: the
-    largest request body in bytes (413 above it)."""
+    largest request body in bytes (413 above it). ``request_timeout_s``: Ray Serve's end-to-end limit on a
+    request (408 past it)."""
     import os
 
-    check_serve_args(port, replicas, threads, max_body)
+    check_serve_args(port, replicas, threads, max_body, request_timeout_s)
     joined = bool(os.environ.get("RAY_ADDRESS"))
     if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
         check_port_free(host, port)
@@ -333,7 +344,8 @@ def serve_model(
     try:
         # Loaded here first: a wrong path or a damaged model is one line now, not a replica failing in Ray.
         recommender = load_served(str(Path(checkpoint).expanduser().resolve()), fuse)
-        source = deploy(recommender, host, port, replicas, threads, max_body, joined)
+        http = {"host": host, "port": port, "request_timeout_s": request_timeout_s}
+        source = deploy(recommender, http, replicas, threads, max_body, joined)
         del recommender  # the replicas' copy is in the object store
         url = f"http://{host}:{port}"
         wait_until_answering(url)
@@ -355,8 +367,12 @@ def serve_model(
             signal.signal(signal.SIGTERM, previous)
 
 
-def check_serve_args(port: int, replicas: int, threads: int, max_body: int) -> None:
+def check_serve_args(
+    port: int, replicas: int, threads: int, max_body: int, request_timeout_s: float = REQUEST_TIMEOUT_S
+) -> None:
     """The command line's numbers, refused before anything starts."""
+    import math
+
     from metarec_dist.errors import UserError
 
     if replicas < 1:
@@ -367,13 +383,18 @@ def check_serve_args(port: int, replicas: int, threads: int, max_body: int) -> N
         raise UserError(f"--port must be between 1 and 65535, got {port}")
     if max_body < 1:
         raise UserError(f"--max-body-bytes must be >= 1, got {max_body}")
+    # 0 or less is "no timeout" to Ray Serve, and inf never ends: refused, since the flag is there to bound.
+    if not (math.isfinite(request_timeout_s) and request_timeout_s > 0):
+        raise UserError(f"--request-timeout-s must be a number of seconds > 0, got {request_timeout_s:g}")
 
 
 def deploy(
-    recommender: Any, host: str, port: int, replicas: int, threads: int, max_body: int, joined: bool
+    recommender: Any, http: dict[str, Any], replicas: int, threads: int, max_body: int, joined: bool
 ) -> str:
-    """Start Ray (unless ``joined``) and Ray Serve on ``host:port`` and deploy ``recommender`` through the
-    object store; return the checkpoint it was loaded from (the step a run folder resolved to)."""
+    """Start Ray (unless ``joined``) and Ray Serve with ``http`` (its ``http_options``: host, port, request
+    timeout) and deploy ``recommender`` through the object store; return the checkpoint it was loaded from
+    (the step a run folder resolved to). Joined to a cluster whose Serve already runs, Ray Serve keeps that
+    Serve's options (and says so: its "will not be applied" line is kept there)."""
     import os
 
     import ray
@@ -395,7 +416,7 @@ def deploy(
         # a cluster joined, where Serve may run with other options, that line is true: kept.
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
-        serve.start(http_options={"host": host, "port": port})
+        serve.start(http_options=http)
     except TimeoutError:  # Ray Serve waits 60 s for its proxy; the controller keeps starting it
         log.warning("the Ray Serve HTTP proxy is slow to start (a busy machine?); still waiting for it")
     source = recommender.loaded.source  # the checkpoint step a run folder resolved to

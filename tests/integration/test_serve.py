@@ -1,7 +1,8 @@
 """End to end: `metarec serve` (a real Ray Serve application on a local cluster) answers POST /recommend with
 exactly what `metarec recommend` computes for a fused export, refuses bad requests with HTTP 400 naming the
-field (413 for a body over the limit), brings a killed replica back serving the same model without its files,
-listens on 127.0.0.1 only, and stops cleanly and quietly on SIGTERM."""
+field (413 for a body over the limit), answers Ray Serve's 408 to a request past --request-timeout-s, brings
+a killed replica back serving the same model without its files, listens on 127.0.0.1 only, and stops
+cleanly and quietly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from metarec_dist.cli import main
 from metarec_dist.eval.recommend import Recommender
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+TIMEOUT_S = 10.0  # the served model's --request-timeout-s: the tiny model answers in well under a second
 
 
 def call(url: str, body: object = None, raw: bytes | None = None) -> tuple[int, dict]:
@@ -60,13 +62,13 @@ def gone(group: int, wait_s: float = 30.0) -> bool:
 
 @pytest.fixture(scope="module")
 def served(trained, tmp_path_factory):
-    """A fused export of the tiny run, served by `metarec serve` in a child process (its own process group):
-    (url, export, process, its output lines)."""
+    """A fused export of the tiny run, served by `metarec serve` in a child process (its own process group),
+    requests limited to TIMEOUT_S: (url, export, process, its output lines)."""
     export = tmp_path_factory.mktemp("serve") / "export"
     run = trained().folder
     assert main(["export", "--checkpoint", str(run), "--out", str(export), "--fuse-weight", "0.5"]) == 0
     port = free_port()
-    proc, lines, _ = start_server(str(export), port)
+    proc, lines, _ = start_server(str(export), port, args=["--request-timeout-s", str(TIMEOUT_S)])
     try:
         yield f"http://127.0.0.1:{port}", export, proc, lines
     finally:
@@ -111,6 +113,38 @@ def test_bad_requests_are_400_naming_the_field(served):
     assert status == 404
     status, out = call(url, raw=b" " * ((1 << 20) + 1))  # over the default --max-body-bytes
     assert status == 413 and "limit of 1048576 bytes" in out["error"]
+
+
+def stalled_request(port: int, wait_s: float) -> tuple[float, bytes]:
+    """A POST /recommend whose body stops half-way (a stalled or slow client): (seconds until the server
+    began to answer, the answer: head and chunked body), or ``wait_s`` and b"" if it did not."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        head = b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        t0 = time.monotonic()
+        conn.sendall(head + b'Content-Length: 40\r\n\r\n{"items": [')
+        conn.settimeout(wait_s)
+        try:
+            answer = conn.recv(65536)
+        except TimeoutError:
+            return wait_s, b""
+        seconds = time.monotonic() - t0
+        conn.settimeout(10)  # the rest (the body comes in its own chunks) follows at once
+        with contextlib.suppress(TimeoutError):
+            while not answer.endswith(b"\r\n0\r\n\r\n") and (more := conn.recv(65536)):
+                answer += more
+        return seconds, answer
+
+
+def test_a_request_past_the_timeout_gets_ray_serves_408_and_the_others_still_200(served):
+    url = served[0]
+    seconds, answer = stalled_request(int(url.rsplit(":", 1)[1]), wait_s=6 * TIMEOUT_S)
+    assert answer.startswith(b"HTTP/1.1 408 "), (seconds, answer)  # not a hang until the client gives up
+    assert f"timed out after {TIMEOUT_S}s.".encode() in answer, answer
+    assert TIMEOUT_S - 0.5 < seconds < 4 * TIMEOUT_S
+    body = {"items": Recommender.load(str(served[1])).catalogue.raw_ids[:2], "k": 3}
+    for _ in range(3):
+        status, out = call(url + "/recommend", body)
+        assert status == 200 and len(out["items"]) == 3, out
 
 
 def test_a_killed_replica_comes_back_serving_the_model_after_its_files_are_gone(served):

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUP = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")
 COLLECTIVES = ("all_gather_into_tensor", "reduce_scatter_tensor")
 OUTPUT_TYPE = "unknown inputs or outputs type"
+CPU_NOTE = "Setting accelerator to CPU"  # DeepSpeed's auto-detection finding no GPU
 CONSOLIDATION = (
     "Processing zero checkpoint",
     "Gathering sharded weights",
@@ -54,7 +55,7 @@ def zero3_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]
 def test_zero3_training_shows_no_known_harmless_warnings(zero3_run):
     out, _ = zero3_run
     shown = out.stdout + out.stderr
-    for text in (*COLLECTIVES, OUTPUT_TYPE):
+    for text in (*COLLECTIVES, OUTPUT_TYPE, CPU_NOTE):
         assert text not in shown, f"{text!r} still printed:\n{shown[-3000:]}"
     assert "== metarec train: summary ==" in out.stdout
 
@@ -103,3 +104,31 @@ def test_the_training_filter_drops_exactly_the_known_messages(caplog):
         logger.removeHandler(caplog.handler)
         logger.propagate = propagate
     assert [r.getMessage() for r in caplog.records] == [other, "a real DeepSpeed error"]
+
+
+DETECTION = """
+import os, sys
+from metarec_dist.runtime.deepspeed_engine import select_cpu_accelerator
+if sys.argv[1] == "cpu":
+    select_cpu_accelerator()  # a run with runtime.use_gpu=false
+from deepspeed.accelerator import get_accelerator
+from deepspeed.utils import logger
+print("accelerator", get_accelerator().device_name(), "DS_ACCELERATOR" in os.environ, flush=True)
+logger.warning("another DeepSpeed warning")
+"""
+
+
+@pytest.mark.parametrize("run", ["cpu", "auto"])
+def test_a_cpu_run_names_the_cpu_accelerator_and_other_warnings_still_show(run):
+    """A CPU run names DeepSpeed's CPU accelerator (DS_ACCELERATOR for the import only, not left to child
+    processes), so the auto-detection's note is not printed; detection left to DeepSpeed (a GPU run, on this
+    GPU-less machine) still prints it, and DeepSpeed's other warnings pass either way."""
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-c", DETECTION, run]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    shown = out.stdout + out.stderr
+    assert "accelerator cpu False" in out.stdout, shown
+    assert "another DeepSpeed warning" in shown, shown
+    assert (CPU_NOTE in shown) == (run == "auto"), shown

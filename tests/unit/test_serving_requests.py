@@ -237,7 +237,11 @@ def test_a_replica_answers_413_naming_the_limit_405_for_another_method_404_elsew
     status, out, headers, _ = _handle("GET", "/recommend")
     assert status == 405 and headers["allow"] == "POST" and "POST" in out["error"]
     status, out, headers, _ = _handle("POST", "/")
-    assert status == 405 and headers["allow"] == "GET"
+    assert status == 405 and headers["allow"] == "GET, HEAD" and out["error"] == "POST /: GET / for the model"
+    status, out, headers, _ = _handle("HEAD", "/")  # the methods Allow lists are the ones answered
+    assert status == 200 and out == {"algorithm": "fomaml", "replicas": 2}
+    status, out, headers, _ = _handle("OPTIONS", "/recommend")
+    assert status == 405 and headers["allow"] == "POST" and out["error"].startswith("OPTIONS /recommend:")
     assert _handle("POST", "/elsewhere")[0] == 404
     status, out, _, _ = _handle("POST", "/recommend", [b"\xff"])
     assert status == 400 and "not JSON" in out["error"]
