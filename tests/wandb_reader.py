@@ -47,16 +47,18 @@ def _payloads(data: bytes):
 
 
 def read_run(path: Path) -> dict[str, Any]:
-    """``{"config": {...}, "history": [{...}, ...], "summary": {...}, "run_id": str}`` of one .wandb file."""
+    """``{"config": {...}, "history": [{...}, ...], "summary": {...}, "run_id": str, "project": str}`` of one
+    .wandb file."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "run_id": None}
+    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "run_id": None, "project": None}
     for payload in _payloads(Path(path).read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out["run_id"] = rec.run.run_id
+            out["project"] = rec.run.project
             for item in rec.run.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
         elif kind == "config":

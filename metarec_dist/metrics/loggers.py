@@ -53,6 +53,13 @@ class MultiLogger:
             lg.close()
 
 
+def wandb_run_id(logger: MetricLogger) -> str | None:
+    """The W&B run id ``logger`` logs to (a ``MultiLogger``'s W&B logger's); None without W&B."""
+    if isinstance(logger, MultiLogger):
+        return next((rid for lg in logger.loggers if (rid := wandb_run_id(lg)) is not None), None)
+    return getattr(logger, "wandb_run_id", None)
+
+
 def build_logger(
     logging_cfg: Any,
     run_name: str,

@@ -41,6 +41,16 @@ def run_id(run_name: str, storage_path: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_-]', '-', run_name)[:48]}-{digest}"
 
 
+def project_name(project: str) -> str:
+    """The project W&B logs to: ``WANDB_PROJECT`` when set, else ``logging.project``."""
+    return os.environ.get("WANDB_PROJECT") or project
+
+
+def entity_name(entity: str | None) -> str | None:
+    """The entity W&B logs to: ``WANDB_ENTITY`` when set, else ``logging.entity`` (None: the key's own)."""
+    return os.environ.get("WANDB_ENTITY") or entity
+
+
 class WandbLogger:
     def __init__(
         self,
@@ -59,8 +69,8 @@ class WandbLogger:
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
         init = dict(
-            project=os.environ.get("WANDB_PROJECT", project),
-            entity=os.environ.get("WANDB_ENTITY", entity),
+            project=project_name(project),
+            entity=entity_name(entity),
             name=run_name,
             id=run_id,
             resume="allow",
@@ -94,6 +104,11 @@ class WandbLogger:
             else:
                 payload[key] = value
         self.run.log(payload)
+
+    @property
+    def wandb_run_id(self) -> str:
+        """The id W&B logs to (checkpoints store it)."""
+        return self.run.id
 
     @property
     def path(self) -> str:

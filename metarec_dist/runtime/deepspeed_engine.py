@@ -175,6 +175,11 @@ class DeepSpeedEngine:
     def __init__(self, engine: Any, optim: OptimConfig) -> None:
         self.engine = engine
         self.optim = optim
+        # DeepSpeed copies the gradient norm from its optimizer wrapper (ZeRO, fp16, bf16 set
+        # ``_global_grad_norm``); a plain torch optimizer (ZeRO-0 fp32) has none, so the norm stays None and
+        # we take it ourselves (see ``step``).
+        self._own_norm = not hasattr(engine.optimizer, "_global_grad_norm")
+        self._norm: torch.Tensor | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name == "engine":  # not set yet (e.g. while unpickling): no infinite recursion
@@ -191,8 +196,23 @@ class DeepSpeedEngine:
     def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
         self.engine(batch, scoring=True, score_steps=steps, score_sink=sink)
 
+    def step(self) -> None:
+        """DeepSpeed's ``step``; at ZeRO-0 fp32 it first takes the gradient norm of the optimizer step.
+
+        Taken before DeepSpeed clips, as its ZeRO/fp16/bf16 optimizers report it (and ``LocalEngine``): the
+        norm of the gradient the step is computed from. At the accumulation boundary ``backward`` has already
+        averaged the gradients over the data-parallel ranks (ZeRO-0 all-reduces them whole), so every rank
+        holds the same global gradient and its local norm is the global one: no extra collective."""
+        if self._own_norm and self.engine.is_gradient_accumulation_boundary():
+            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+            # A tensor: no host sync on every step, only when the norm is read (the logged steps).
+            self._norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        self.engine.step()
+
     def get_global_grad_norm(self) -> float | None:
         norm = self.engine.get_global_grad_norm()
+        if norm is None and self._own_norm:
+            norm = self._norm
         return None if norm is None else float(norm)
 
     def save_checkpoint(self, save_dir: str, tag: str) -> None:

@@ -12,12 +12,15 @@ from metarec_dist.config import Config
 def wandb_lines(cfg: Config, run_path: str | None) -> list[str]:
     if cfg.logging.wandb == "off":
         return ["W&B:        off (logging.wandb=off)"]
-    from metarec_dist.metrics.wandb_logger import run_id, wandb_mode
+    from metarec_dist.metrics.wandb_logger import entity_name, project_name, run_id, wandb_mode
+    from metarec_dist.run_folder import storage_root
 
-    rid = run_id(cfg.runtime.run_name, str(Path(run_path).parent) if run_path else cfg.runtime.storage_path)
+    # What the workers' logger uses (loggers.build_logger): the same id, project and entity.
+    rid = run_id(cfg.runtime.run_name, storage_root(cfg.runtime))
     mode = wandb_mode(cfg.logging.wandb) or f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
-    lines = [f"W&B run:    {cfg.logging.entity or '<default entity>'}/{cfg.logging.project}/{rid} ({mode})"]
-    if run_path:
+    entity = entity_name(cfg.logging.entity) or "<default entity>"
+    lines = [f"W&B run:    {entity}/{project_name(cfg.logging.project)}/{rid} ({mode})"]
+    if run_path and "://" not in run_path:  # offline runs' files are in a local run folder only
         offline = sorted(Path(run_path).glob(f"wandb/offline-run-*-{rid}"))
         if offline:
             lines.append(f"W&B sync:   wandb sync {' '.join(str(p) for p in offline)}")

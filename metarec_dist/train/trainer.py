@@ -28,7 +28,7 @@ from metarec_dist.eval.new_items import check_enough_new_items
 from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 from metarec_dist.meta import MetaLearner, build_algorithm
 from metarec_dist.metrics.flops import StepShape, flops_per_task, mfu
-from metarec_dist.metrics.loggers import MetricLogger, NullLogger
+from metarec_dist.metrics.loggers import MetricLogger, NullLogger, wandb_run_id
 from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import WorkerContext
@@ -185,7 +185,7 @@ class MetaTrainer:
         self.engine = ctx.build_engine(
             MetaLearner(self.model, self.algorithm), cfg.optim, cfg.runtime, cfg.train.meta_steps, self.micro
         )
-        self.state = TrainState()
+        self.state = TrainState(wandb_run_id=wandb_run_id(self.logger))  # saved with every checkpoint
         self.should_log = Every(cfg.train.log_every, last=cfg.train.meta_steps)
         self.should_validate = Every(cfg.train.eval_every)
         self.early_stop = self._build_early_stop()
@@ -263,6 +263,7 @@ class MetaTrainer:
             new_items = self.data.new_items  # training (which would end the run before its final save)
             check_enough_new_items(0 if new_items is None else len(new_items), self.data.num_items, VALID_KS)
         self.checkpointer.load()
+        self.keep_wandb_run_id()
         if self.state.resumed_from is not None and self.finished:
             log.warning("%s", finished_message(self.cfg, self.state.step, self.stopped_early))
         self.engine.train()
@@ -271,6 +272,21 @@ class MetaTrainer:
         except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: the CLI says where a re-run starts
             raise TrainingInterrupted(self.state.step) from exc
         return self.finish(last)
+
+    def keep_wandb_run_id(self) -> None:
+        """After a resume: the checkpoints go on naming the W&B run this process logs to (None with W&B
+        off). The id comes from the run name and storage path, so a resume finds the same W&B run; a run
+        folder moved elsewhere gets another one, which is said."""
+        current = wandb_run_id(self.logger)
+        saved = self.state.wandb_run_id
+        if self.state.resumed_from is not None and saved and current and saved != current:
+            log.warning(
+                "the resumed checkpoint was logged to W&B run %s; this run logs to a new W&B run %s "
+                "(the W&B run id follows runtime.run_name and runtime.storage_path)",
+                saved,
+                current,
+            )
+        self.state.wandb_run_id = current
 
     def train_loop(self) -> dict[str, Any]:
         """Meta-steps until ``train.meta_steps`` or an early stop; the last logged metrics."""
