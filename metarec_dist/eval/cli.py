@@ -105,8 +105,9 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mask-seen",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="loo: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec code)",
+        default=None,  # None: not given; given for another protocol it is an error, not silently unused
+        help="loo only: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec "
+        "code); the other protocols never rank the support",
     )
     p.add_argument(
         "--shots", metavar="K,K,...", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)"
@@ -184,6 +185,12 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
         return None
     if args.steps is None or args.steps < 0:
         raise ValueError("--steps must be given (>= 0) when fixing the adaptation")
+    if args.steps > 0 and not args.finetune and not ALGORITHMS[algorithm].adapts:
+        # It would fine-tune while the report names the plain model (sasrec, not sasrec+finetune).
+        raise ValueError(
+            f"--steps {args.steps}: this model (meta.algorithm={algorithm}) does not adapt at test time; "
+            "add --finetune to fine-tune it on the support with these steps, or drop --steps"
+        )
     lr = loaded.cfg.meta.inner_lr if args.inner_lr is None else args.inner_lr
     if not 0 <= lr < float("inf"):  # NaN too
         raise ValueError(f"--inner-lr must be a finite number >= 0, got {lr}")
@@ -325,6 +332,18 @@ def check_json_target(path: str) -> None:
     check_output_folder(target.parent, f"--json {target}: folder")
 
 
+def mask_seen_for(name: str, asked: bool | None) -> bool:
+    """``--mask-seen``/``--no-mask-seen`` for protocol ``name``: only leave-one-out ranks the history, so
+    either flag given for another protocol is refused rather than left unused."""
+    if asked is not None and name != "loo":
+        flag = "--mask-seen" if asked else "--no-mask-seen"
+        raise ValueError(
+            f"{flag}: only the leave-one-out protocol (--protocol loo) has this choice; the "
+            f"{flag_spelling(name)} protocol never ranks the user's support items; drop {flag}"
+        )
+    return True if asked is None else asked
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from metarec_dist.eval.loading import load_model
     from metarec_dist.eval.report import build_report
@@ -335,13 +354,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     if name == "loo" and args.shots:
         raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
+    args.mask_seen = mask_seen_for(name, args.mask_seen)
+    fixed = _fixed(args, loaded)  # a mistake in --steps/--finetune fails before the data is read
     protocol, source = model_protocol(loaded, shots, name, args.mask_seen, args.workers, args.batch_users)
     protocol.users(args.split)  # validates the name before any work
+    # The baseline's checkpoint, protocol and users are checked before the (slow) first evaluation.
+    base = _baseline_protocol(args, name, shots, protocol) if args.baseline else None
     fuse = cfg.eval.fuse if args.fuse is None else args.fuse
-    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded), fuse)]
+    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse)]
     baseline = None
-    if args.baseline:
-        results.append(_evaluate_baseline(args, name, shots, protocol, results[0].name))
+    if base is not None:
+        results.append(_evaluate_baseline(*base, args.split, results[0].name))
         baseline = results[-1].name
     results += baselines(protocol, args.split, cfg.train.seed)
     n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
@@ -357,18 +380,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_baseline(
-    args: argparse.Namespace, name: str, shots: list[int], protocol: ColdStartProtocol, method: str
-) -> MethodResult:
-    """``--baseline``: the second checkpoint on the same users, with its default protocol (the evaluated
-    model's when it was trained for it); named ``baseline:METHOD`` when its method is ``method`` too."""
+def _baseline_protocol(
+    args: argparse.Namespace, name: str, shots: list[int], protocol: ColdStartProtocol
+) -> tuple[LoadedModel, ColdStartProtocol]:
+    """``--baseline``'s model and its protocol on the evaluated model's users: its default protocol (the
+    evaluated model's when it was trained for it). A mistake is an error naming ``--baseline``."""
     from metarec_dist.eval.loading import load_model
 
     base = load_model(args.baseline, "--baseline")
-    base_name = protocol_name(base, name)
+    try:
+        base_name = protocol_name(base, name)
+    except ValueError as exc:  # the message names --protocol, which the user may not have given
+        shown = flag_spelling(name)
+        raise ValueError(f"--baseline {args.baseline}: not comparable under {shown}: {exc}") from None
     base_protocol = model_protocol(base, shots, base_name, args.mask_seen, args.workers, args.batch_users)[0]
     _same_users(protocol, base_protocol, args.split)
-    result = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
+    return base, base_protocol
+
+
+def _evaluate_baseline(
+    base: LoadedModel, base_protocol: ColdStartProtocol, split: str, method: str
+) -> MethodResult:
+    """``--baseline`` scored on the same users; named ``baseline:METHOD`` when its method is ``method``
+    too."""
+    result = _evaluate_one(base, base_protocol, split, finetune=False, fixed=None)
     if result.name == method:
         result.name = f"baseline:{result.name}"
     return result

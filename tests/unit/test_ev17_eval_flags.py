@@ -1,0 +1,69 @@
+"""``metarec evaluate`` / ``recommend`` options that have no meaning for the model or protocol asked are
+refused with one line naming the flag, not silently ignored (a new-user pass, session 17)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metarec_dist.cli import main
+
+
+@pytest.fixture(scope="module")
+def runs(trained):
+    loo = ["data.synthetic_users=60", "tasks.support_max=10", "tasks.query_size=5", "data.protocol=loo"]
+    return {
+        "a": trained().folder,
+        "none": trained("meta.algorithm=none").folder,
+        "loo": trained(*loo, "meta.algorithm=sasrec", "train.eval_every=1").folder,
+    }
+
+
+@pytest.mark.parametrize("flag", ["--no-mask-seen", "--mask-seen"])
+def test_mask_seen_outside_leave_one_out_is_refused_not_ignored(runs, capsys, flag):
+    assert main(["evaluate", "--checkpoint", str(runs["a"]), flag]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}: only the leave-one-out protocol") and "cold_start" in err
+    assert "Traceback" not in err
+
+
+def test_mask_seen_under_leave_one_out_is_still_taken(runs, tmp_path):
+    out = tmp_path / "loo.json"
+    args = ["evaluate", "--checkpoint", str(runs["loo"]), "--no-mask-seen", "--n-boot", "5"]
+    assert main([*args, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mask_seen"] is False
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["recommend", "--items", "1,2"]])
+def test_steps_on_a_model_that_does_not_adapt_needs_finetune(runs, capsys, command):
+    """``--steps 2`` on ``none``/``sasrec`` fine-tuned the model while the report still named it ``none``."""
+    args = [*command, "--checkpoint", str(runs["none"]), "--steps", "2", "--inner-lr", "0.1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --steps 2: this model (meta.algorithm=none) does not adapt") and (
+        "--finetune" in err
+    )
+
+
+def test_steps_zero_or_with_finetune_is_accepted_on_a_model_that_does_not_adapt(runs, tmp_path):
+    out = tmp_path / "ft.json"
+    base = ["evaluate", "--checkpoint", str(runs["none"]), "--shots", "1", "--n-boot", "5"]
+    assert main([*base, "--finetune", "--steps", "2", "--inner-lr", "0.1", "--json", str(out)]) == 0
+    method = json.loads(out.read_text())["methods"]["none+finetune"]
+    assert method["info"]["adaptation"]["steps"] == 2
+    assert main([*base, "--steps", "0", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["methods"]["none"]["info"]["adaptation"]["steps"] == 0
+
+
+def test_a_baseline_of_another_protocol_is_named_before_the_first_evaluation(runs, capsys, monkeypatch):
+    from metarec_dist.eval.protocol import ColdStartProtocol
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the evaluated model was scored before --baseline was checked")
+
+    monkeypatch.setattr(ColdStartProtocol, "evaluate", fail)
+    assert main(["evaluate", "--checkpoint", str(runs["loo"]), "--baseline", str(runs["a"])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --baseline {runs['a']}: not comparable under loo")
+    assert "Traceback" not in err
