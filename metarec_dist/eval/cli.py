@@ -465,6 +465,8 @@ def _show_recommendations(
     fixed: tuple[int, float],
 ) -> None:
     """The history (titles where known), the user's features, how the model ranked, and the ranked items."""
+    from metarec_dist.eval.recommend import history_window
+
     cfg, catalogue, fusion = recommender.loaded.cfg, recommender.catalogue, recommender.fusion
     if catalogue.titles and raw:
         history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
@@ -474,11 +476,15 @@ def _show_recommendations(
     how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation step{'' if fixed[0] == 1 else 's'}, lr {fixed[1]}"
     if fusion is not None:
         how += f", fused with the co-occurrence counts at weight {fusion.weight:g}"
-    support_max = cfg.tasks.support_max
-    if len(raw) > support_max:  # recommend() adapts on the most recent ones only
+    window = history_window(cfg)
+    if len(raw) > window:  # recommend() reads the most recent ones only
+        why = (
+            "model.max_seq_len - 1, the leave-one-out input window"
+            if cfg.data.protocol == "loo"
+            else "tasks.support_max, the longest support it was trained for"
+        )
         print(
-            f"note: the history has {len(raw)} items; the model adapts on the most recent {support_max} "
-            "(tasks.support_max, the longest support it was trained for)",
+            f"note: the history has {len(raw)} items; the model reads the most recent {window} ({why})",
             file=sys.stderr,
         )
     if raw:

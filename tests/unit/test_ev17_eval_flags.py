@@ -67,3 +67,28 @@ def test_a_baseline_of_another_protocol_is_named_before_the_first_evaluation(run
     err = capsys.readouterr().err
     assert err.startswith(f"error: --baseline {runs['a']}: not comparable under loo")
     assert "Traceback" not in err
+
+
+def test_recommend_on_a_leave_one_out_model_reads_its_evaluation_window(runs, capsys, monkeypatch):
+    """A ``loo`` model is evaluated on the last ``model.max_seq_len - 1`` items (15 here); recommend read
+    only ``tasks.support_max`` (10) of them, so it ranked from another input than the one evaluated."""
+    from metarec_dist.eval import recommend as rec
+    from metarec_dist.eval.loading import load_model
+
+    loaded = load_model(runs["loo"])
+    assert loaded.cfg.tasks.support_max == 10 and rec.history_window(loaded.cfg) == 15
+    read = []
+    real = rec.prefix_batch
+
+    def spy(sequences, *args, **kwargs):
+        read.append(len(sequences[0]))
+        return real(sequences, *args, **kwargs)
+
+    monkeypatch.setattr(rec, "prefix_batch", spy)
+    raw = rec.load_catalogue(loaded).raw_ids
+    args = ["recommend", "--checkpoint", str(runs["loo"]), "--k", "3", "--items"]
+    assert main([*args, ",".join(raw[:12])]) == 0
+    assert read == [12] and "note:" not in capsys.readouterr().err
+    assert main([*args, ",".join(raw[:20])]) == 0
+    assert read == [12, 15]
+    assert "reads the most recent 15 (model.max_seq_len - 1" in capsys.readouterr().err
