@@ -457,6 +457,18 @@ def recommend_main(args: argparse.Namespace) -> int:
     return 0
 
 
+HISTORY_SHOWN = 20  # titles on the history line: a 1,500-item history printed 1,500 titles (40 kB)
+
+
+def history_line(raw: list[str], ids: list[int], titles: dict[int, str]) -> str:
+    """``history: TITLE; TITLE; ...``, the most recent ``HISTORY_SHOWN`` items only, saying how many
+    earlier ones are left out."""
+    shown = [titles.get(i, r) for r, i in zip(raw[-HISTORY_SHOWN:], ids[-HISTORY_SHOWN:], strict=True)]
+    earlier = len(raw) - len(shown)
+    head = f"history ({len(raw)} items, the last {len(shown)} shown): " if earlier else "history: "
+    return head + "; ".join(shown)
+
+
 def _show_recommendations(
     recommender: Recommender,
     raw: list[str],
@@ -469,8 +481,7 @@ def _show_recommendations(
 
     cfg, catalogue, fusion = recommender.loaded.cfg, recommender.catalogue, recommender.fusion
     if catalogue.titles and raw:
-        history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
-        print("history: " + "; ".join(history))
+        print(history_line(raw, catalogue.to_model_ids(raw), catalogue.titles))
     if stated:
         print("user: " + ", ".join(f"{name}={value}" for name, value in stated.items()))
     how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation step{'' if fixed[0] == 1 else 's'}, lr {fixed[1]}"

@@ -92,3 +92,14 @@ def test_recommend_on_a_leave_one_out_model_reads_its_evaluation_window(runs, ca
     assert main([*args, ",".join(raw[:20])]) == 0
     assert read == [12, 15]
     assert "reads the most recent 15 (model.max_seq_len - 1" in capsys.readouterr().err
+
+
+def test_a_long_history_prints_its_most_recent_titles_only():
+    """``recommend`` printed every title of the history: 1,500 items gave a 40 kB line."""
+    from metarec_dist.eval.cli import HISTORY_SHOWN, history_line
+
+    raw = [str(i) for i in range(1, 1501)]
+    line = history_line(raw, list(range(1, 1501)), {i: f"T{i}" for i in range(1, 1501)})
+    assert line.startswith(f"history (1500 items, the last {HISTORY_SHOWN} shown): T1481; ")
+    assert line.endswith("; T1500") and "T1480;" not in line
+    assert history_line(["7", "x"], [7, 8], {7: "Seven"}) == "history: Seven; x"
