@@ -64,13 +64,22 @@ def protocol_option(choices: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def _add_adaptation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, help="fixed test-time adaptation steps (skips the validation search)")
-    p.add_argument("--inner-lr", type=float, help="fixed test-time inner lr (with --steps)")
+def _add_adaptation_args(p: argparse.ArgumentParser, searched: bool = True) -> None:
+    """``--steps``/``--inner-lr``/``--finetune``. ``searched``: evaluate chooses the adaptation on validation
+    users; recommend has no users to search on and takes the trained setting (a fused export's chosen one)."""
+    default = (
+        "skips the validation search"
+        if searched
+        else "default: a fused export's chosen steps, else the trained meta.adaptation_steps"
+    )
+    p.add_argument("--steps", type=int, help=f"fixed test-time adaptation steps ({default})")
+    lr_default = "" if searched else "; default: as --steps, the trained meta.inner_lr"
+    p.add_argument("--inner-lr", type=float, help=f"fixed test-time inner lr (with --steps{lr_default})")
+    how = "tuned on valid" if searched else "the trained steps and inner lr, or --steps/--inner-lr"
     p.add_argument(
         "--finetune",
         action="store_true",
-        help="none/sasrec: fine-tune the fast weights on the support at test time (tuned on valid)",
+        help=f"none/sasrec: fine-tune the fast weights on the support at test time ({how})",
     )
 
 
@@ -169,7 +178,7 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="an export made with --fuse: rank by the model alone, without the co-occurrence counts",
     )
-    _add_adaptation_args(parser)
+    _add_adaptation_args(parser, searched=False)
 
 
 def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] | None:

@@ -103,3 +103,19 @@ def test_a_long_history_prints_its_most_recent_titles_only():
     assert line.startswith(f"history (1500 items, the last {HISTORY_SHOWN} shown): T1481; ")
     assert line.endswith("; T1500") and "T1480;" not in line
     assert history_line(["7", "x"], [7, 8], {7: "Seven"}) == "history: Seven; x"
+
+
+def test_recommend_help_does_not_promise_a_validation_search(capsys):
+    """recommend has no validation users: its --steps/--finetune help said "skips the validation search"
+    and "tuned on valid", which only evaluate does."""
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["recommend", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    assert "validation search" not in text and "tuned on valid" not in text
+    assert "default: a fused export's chosen steps, else the trained meta.adaptation_steps" in text
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    assert "skips the validation search" in text and "tuned on valid" in text
