@@ -122,7 +122,10 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
         "--shots", metavar="K,K,...", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)"
     )
     p.add_argument(
-        "--split", default="test", help="users to score: test (default), or valid (dev only: tuned on them)"
+        "--split",
+        default="test",
+        choices=("test", "valid"),  # a typo fails at once, not after the model and the data are loaded
+        help="users to score: test (default), or valid (dev only: tuned on them)",
     )
 
 
