@@ -356,6 +356,29 @@ def mask_seen_for(name: str, asked: bool | None) -> bool:
     return True if asked is None else asked
 
 
+def fuse_for(name: str, asked: bool | None, configured: bool) -> bool:
+    """Whether to fuse with the co-occurrence counts under protocol ``name``: ``--fuse``/``--no-fuse``, else
+    the run's ``eval.fuse``. Under ``new_items`` every candidate is a held-out item, which no training user
+    had: its counts are all zero, every weight ranks as the model alone, and a ``+cooc`` row would be the
+    model's under another name; an explicit ``--fuse`` is refused, the config's default dropped with a
+    note."""
+    fuse = configured if asked is None else asked
+    if not fuse or name != "new-items":
+        return fuse
+    if asked:
+        raise ValueError(
+            "--fuse: under --protocol new_items every candidate is a held-out item, which no training user "
+            "had, so the co-occurrence counts are all zero and fusion changes nothing; drop --fuse (its "
+            "effect on new items shows under --protocol mixed)"
+        )
+    print(
+        "note: eval.fuse is on, but under --protocol new_items the held-out items have no co-occurrence "
+        "counts: evaluating the model alone",
+        file=sys.stderr,
+    )
+    return False
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from metarec_dist.eval.loading import load_model
     from metarec_dist.eval.report import build_report
@@ -372,7 +395,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     protocol.users(args.split)  # validates the name before any work
     # The baseline's checkpoint, protocol and users are checked before the (slow) first evaluation.
     base = _baseline_protocol(args, name, shots, protocol) if args.baseline else None
-    fuse = cfg.eval.fuse if args.fuse is None else args.fuse
+    fuse = fuse_for(name, args.fuse, cfg.eval.fuse)
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse)]
     baseline = None
     if base is not None:
