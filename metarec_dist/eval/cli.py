@@ -396,6 +396,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     # The baseline's checkpoint, protocol and users are checked before the (slow) first evaluation.
     base = _baseline_protocol(args, name, shots, protocol) if args.baseline else None
     fuse = fuse_for(name, args.fuse, cfg.eval.fuse)
+    if loaded.fusion is not None and not fuse and args.fuse is None and name != "new-items":
+        # recommend/serve on this export fuse by default: say that this table is not what they rank by
+        print(
+            f"note: {loaded.source} is a fused export (weight {loaded.fusion.weight:g}), which recommend and "
+            "serve apply; this evaluates the model alone: --fuse to evaluate the fusion",
+            file=sys.stderr,
+        )
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse)]
     baseline = None
     if base is not None:

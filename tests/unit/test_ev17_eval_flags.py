@@ -135,3 +135,16 @@ def test_a_wrong_split_fails_before_the_model_is_loaded(capsys, monkeypatch, tmp
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "--split: invalid choice: 'train'" in err and "'valid'" in err and "Traceback" not in err
+
+
+def test_evaluating_a_fused_export_without_fuse_says_recommend_ranks_otherwise(runs, tmp_path, capsys):
+    """A fused export of a run without eval.fuse was evaluated as the model alone without a word, while
+    recommend on the same export fuses: the table was not what the export serves."""
+    out = tmp_path / "fused"
+    assert main(["export", "--checkpoint", str(runs["a"]), "--out", str(out), "--fuse-weight", "1"]) == 0
+    capsys.readouterr()
+    base = ["evaluate", "--checkpoint", str(out), "--shots", "1", "--n-boot", "5", "--steps", "0"]
+    assert main(base) == 0
+    assert "is a fused export (weight 1), which recommend and serve apply" in capsys.readouterr().err
+    assert main([*base, "--no-fuse"]) == 0
+    assert "fused export" not in capsys.readouterr().err
