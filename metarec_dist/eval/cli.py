@@ -184,6 +184,17 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
     _add_adaptation_args(parser, searched=False)
 
 
+def check_adaptation_args(args: argparse.Namespace) -> None:
+    """``--steps``/``--inner-lr`` as given, before anything is loaded (a typo fails at once); what depends
+    on the model (``--finetune``, the trained lr) is ``_fixed``'s."""
+    if args.steps is None and args.inner_lr is None:
+        return
+    if args.steps is None or args.steps < 0:
+        raise ValueError("--steps must be given (>= 0) when fixing the adaptation")
+    if args.inner_lr is not None and not 0 <= args.inner_lr < float("inf"):  # NaN too
+        raise ValueError(f"--inner-lr must be a finite number >= 0, got {args.inner_lr}")
+
+
 def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] | None:
     from metarec_dist.meta import ALGORITHMS
 
@@ -195,18 +206,15 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
         )
     if args.steps is None and args.inner_lr is None:
         return None
-    if args.steps is None or args.steps < 0:
-        raise ValueError("--steps must be given (>= 0) when fixing the adaptation")
+    check_adaptation_args(args)
+    assert args.steps is not None  # check_adaptation_args: --inner-lr alone is refused
     if args.steps > 0 and not args.finetune and not ALGORITHMS[algorithm].adapts:
         # It would fine-tune while the report names the plain model (sasrec, not sasrec+finetune).
         raise ValueError(
             f"--steps {args.steps}: this model (meta.algorithm={algorithm}) does not adapt at test time; "
             "add --finetune to fine-tune it on the support with these steps, or drop --steps"
         )
-    lr = loaded.cfg.meta.inner_lr if args.inner_lr is None else args.inner_lr
-    if not 0 <= lr < float("inf"):  # NaN too
-        raise ValueError(f"--inner-lr must be a finite number >= 0, got {lr}")
-    return args.steps, lr
+    return args.steps, loaded.cfg.meta.inner_lr if args.inner_lr is None else args.inner_lr
 
 
 def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
@@ -297,6 +305,9 @@ def _same_users(a: ColdStartProtocol, b: ColdStartProtocol, split: str) -> None:
 def evaluate_main(args: argparse.Namespace) -> int:
     if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
         raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
+    if args.shots:  # a malformed list fails before the model and the data are loaded
+        parse_shots(args.shots)
+    check_adaptation_args(args)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1 (evaluation processes), got {args.workers}")
     if args.batch_users is not None and args.batch_users < 1:
@@ -485,6 +496,7 @@ def recommend_main(args: argparse.Namespace) -> int:
         )
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
+    check_adaptation_args(args)
     recommender = Recommender.load(args.checkpoint, fuse=args.fuse, finetune=args.finetune)
     recommender.fixed = _fixed(args, recommender.loaded)
     if recommender.fusion is None and args.fuse and recommender.loaded.cfg.eval.fuse:
