@@ -171,3 +171,25 @@ def test_malformed_shots_and_steps_fail_before_loading(capsys, monkeypatch, tmp_
     assert main([*command, "--checkpoint", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {said}") and "Traceback" not in err
+
+
+def test_the_report_says_how_many_validation_users_the_adaptation_was_chosen_on(runs, tmp_path):
+    """It said ``selected_on: valid`` without how many (eval.tune_users of them, or all)."""
+    from metarec_dist.data import prepare_data
+    from metarec_dist.eval.loading import load_model
+
+    valid = len(prepare_data(load_model(runs["a"]).cfg.data).sequences("valid"))
+    out = tmp_path / "eval.json"
+    base = ["evaluate", "--checkpoint", str(runs["a"]), "--shots", "1", "--n-boot", "5", "--json", str(out)]
+    assert main(base) == 0
+    assert json.loads(out.read_text())["methods"]["fomaml"]["info"]["adaptation"]["valid_users"] == valid > 0
+    assert main([*base, "--steps", "1"]) == 0  # fixed: no search, no validation users
+    assert "valid_users" not in json.loads(out.read_text())["methods"]["fomaml"]["info"]["adaptation"]
+
+
+def test_valid_users_is_eval_tune_users_when_fewer_are_asked(trained, tmp_path):
+    out = tmp_path / "eval.json"
+    run = trained("eval.tune_users=3").folder
+    args = ["evaluate", "--checkpoint", str(run), "--shots", "1", "--n-boot", "5", "--json", str(out)]
+    assert main(args) == 0
+    assert json.loads(out.read_text())["methods"]["fomaml"]["info"]["adaptation"]["valid_users"] == 3
