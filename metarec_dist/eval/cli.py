@@ -401,6 +401,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
     args.mask_seen = mask_seen_for(name, args.mask_seen)
+    longest = cfg.tasks.support_max
+    if name != "loo" and shots[-1] > longest:  # allowed (an extrapolation), but not what recommend does
+        print(
+            f"note: --shots {shots[-1]} is above tasks.support_max={longest}, the longest support the model "
+            f"was trained on; metarec recommend adapts on at most the {longest} most recent items",
+            file=sys.stderr,
+        )
     fixed = _fixed(args, loaded)  # a mistake in --steps/--finetune fails before the data is read
     protocol, source = model_protocol(loaded, shots, name, args.mask_seen, args.workers, args.batch_users)
     protocol.users(args.split)  # validates the name before any work

@@ -193,3 +193,13 @@ def test_valid_users_is_eval_tune_users_when_fewer_are_asked(trained, tmp_path):
     args = ["evaluate", "--checkpoint", str(run), "--shots", "1", "--n-boot", "5", "--json", str(out)]
     assert main(args) == 0
     assert json.loads(out.read_text())["methods"]["fomaml"]["info"]["adaptation"]["valid_users"] == 3
+
+
+def test_shots_above_the_trained_support_say_that_recommend_reads_fewer(runs, capsys):
+    """``--shots 8`` on a model trained with supports of at most 5 adapted on 8 items without a word, while
+    recommend on the same model reads only the 5 most recent."""
+    base = ["evaluate", "--checkpoint", str(runs["a"]), "--steps", "1", "--n-boot", "5", "--shots"]
+    assert main([*base, "8"]) == 0
+    assert "note: --shots 8 is above tasks.support_max=5" in capsys.readouterr().err
+    assert main([*base, "5"]) == 0
+    assert "note:" not in capsys.readouterr().err
