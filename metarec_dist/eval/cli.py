@@ -545,7 +545,10 @@ def _show_recommendations(
         print(history_line(raw, catalogue.to_model_ids(raw), catalogue.titles))
     if stated:
         print("user: " + ", ".join(f"{name}={value}" for name, value in stated.items()))
-    how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation step{'' if fixed[0] == 1 else 's'}, lr {fixed[1]}"
+    from metarec_dist.eval.protocol import method_name
+
+    method = method_name(cfg.meta.algorithm, recommender.finetune)  # as evaluate names it: none+finetune
+    how = f"{method}, {fixed[0]} adaptation step{'' if fixed[0] == 1 else 's'}, lr {fixed[1]}"
     if fusion is not None:
         how += f", fused with the co-occurrence counts at weight {fusion.weight:g}"
     window = history_window(cfg)

@@ -203,3 +203,13 @@ def test_shots_above_the_trained_support_say_that_recommend_reads_fewer(runs, ca
     assert "note: --shots 8 is above tasks.support_max=5" in capsys.readouterr().err
     assert main([*base, "5"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_recommend_names_a_fine_tuned_model_as_evaluate_does(runs, capsys):
+    """``recommend --finetune`` on ``none`` printed "(none, 3 adaptation steps ...)": a model that does not
+    adapt, adapting; evaluate calls it none+finetune."""
+    args = ["recommend", "--checkpoint", str(runs["none"]), "--items", "1,2", "--k", "2"]
+    assert main([*args, "--finetune"]) == 0
+    assert "(none+finetune, 3 adaptation steps" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "(none, 0 adaptation steps" in capsys.readouterr().out
