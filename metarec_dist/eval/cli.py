@@ -512,6 +512,12 @@ def recommend_main(args: argparse.Namespace) -> int:
             "carries: `metarec export` it and recommend from the export; ranking by the model alone",
             file=sys.stderr,
         )
+    if not args.fuse and recommender.loaded.fusion is None and not recommender.loaded.cfg.eval.fuse:
+        print(
+            "note: --no-fuse: this model carries no fusion (only an export made with --fuse does); it ranks "
+            "by the model alone either way",
+            file=sys.stderr,
+        )
     fixed = recommender.setting(len(raw))
     recs = recommender(raw, args.k, stated)
     _show_recommendations(recommender, raw, stated, recs, fixed)

@@ -213,3 +213,14 @@ def test_recommend_names_a_fine_tuned_model_as_evaluate_does(runs, capsys):
     assert "(none+finetune, 3 adaptation steps" in capsys.readouterr().out
     assert main(args) == 0
     assert "(none, 0 adaptation steps" in capsys.readouterr().out
+
+
+def test_recommend_no_fuse_on_a_model_without_fusion_says_it_changes_nothing(runs, tmp_path, capsys):
+    args = ["recommend", "--checkpoint", str(runs["a"]), "--items", "1,2", "--k", "2", "--no-fuse"]
+    assert main(args) == 0
+    assert "note: --no-fuse: this model carries no fusion" in capsys.readouterr().err
+    fused = tmp_path / "fused"
+    assert main(["export", "--checkpoint", str(runs["a"]), "--out", str(fused), "--fuse-weight", "1"]) == 0
+    capsys.readouterr()
+    assert main([*args[:2], str(fused), *args[3:]]) == 0  # a fused export: --no-fuse does change the ranking
+    assert "note:" not in capsys.readouterr().err
