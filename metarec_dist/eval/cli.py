@@ -64,13 +64,22 @@ def protocol_option(choices: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def _add_adaptation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, help="fixed test-time adaptation steps (skips the validation search)")
-    p.add_argument("--inner-lr", type=float, help="fixed test-time inner lr (with --steps)")
+def _add_adaptation_args(p: argparse.ArgumentParser, searched: bool = True) -> None:
+    """``--steps``/``--inner-lr``/``--finetune``. ``searched``: evaluate chooses the adaptation on validation
+    users; recommend has no users to search on and takes the trained setting (a fused export's chosen one)."""
+    default = (
+        "skips the validation search"
+        if searched
+        else "default: a fused export's chosen steps, else the trained meta.adaptation_steps"
+    )
+    p.add_argument("--steps", type=int, help=f"fixed test-time adaptation steps ({default})")
+    lr_default = "" if searched else "; default: as --steps, the trained meta.inner_lr"
+    p.add_argument("--inner-lr", type=float, help=f"fixed test-time inner lr (with --steps{lr_default})")
+    how = "tuned on valid" if searched else "the trained steps and inner lr, or --steps/--inner-lr"
     p.add_argument(
         "--finetune",
         action="store_true",
-        help="none/sasrec: fine-tune the fast weights on the support at test time (tuned on valid)",
+        help=f"none/sasrec: fine-tune the fast weights on the support at test time ({how})",
     )
 
 
@@ -105,14 +114,18 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mask-seen",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="loo: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec code)",
+        default=None,  # None: not given; given for another protocol it is an error, not silently unused
+        help="loo only: drop the user's earlier items from the ranking (default: on, as the S3-Rec/ICLRec "
+        "code); the other protocols never rank the support",
     )
     p.add_argument(
         "--shots", metavar="K,K,...", help="support sizes K, e.g. 1,3,5,10 (default: the config's eval.shots)"
     )
     p.add_argument(
-        "--split", default="test", help="users to score: test (default), or valid (dev only: tuned on them)"
+        "--split",
+        default="test",
+        choices=("test", "valid"),  # a typo fails at once, not after the model and the data are loaded
+        help="users to score: test (default), or valid (dev only: tuned on them)",
     )
 
 
@@ -168,7 +181,18 @@ def add_recommend_args(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="an export made with --fuse: rank by the model alone, without the co-occurrence counts",
     )
-    _add_adaptation_args(parser)
+    _add_adaptation_args(parser, searched=False)
+
+
+def check_adaptation_args(args: argparse.Namespace) -> None:
+    """``--steps``/``--inner-lr`` as given, before anything is loaded (a typo fails at once); what depends
+    on the model (``--finetune``, the trained lr) is ``_fixed``'s."""
+    if args.steps is None and args.inner_lr is None:
+        return
+    if args.steps is None or args.steps < 0:
+        raise ValueError("--steps must be given (>= 0) when fixing the adaptation")
+    if args.inner_lr is not None and not 0 <= args.inner_lr < float("inf"):  # NaN too
+        raise ValueError(f"--inner-lr must be a finite number >= 0, got {args.inner_lr}")
 
 
 def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] | None:
@@ -182,12 +206,15 @@ def _fixed(args: argparse.Namespace, loaded: LoadedModel) -> tuple[int, float] |
         )
     if args.steps is None and args.inner_lr is None:
         return None
-    if args.steps is None or args.steps < 0:
-        raise ValueError("--steps must be given (>= 0) when fixing the adaptation")
-    lr = loaded.cfg.meta.inner_lr if args.inner_lr is None else args.inner_lr
-    if not 0 <= lr < float("inf"):  # NaN too
-        raise ValueError(f"--inner-lr must be a finite number >= 0, got {lr}")
-    return args.steps, lr
+    check_adaptation_args(args)
+    assert args.steps is not None  # check_adaptation_args: --inner-lr alone is refused
+    if args.steps > 0 and not args.finetune and not ALGORITHMS[algorithm].adapts:
+        # It would fine-tune while the report names the plain model (sasrec, not sasrec+finetune).
+        raise ValueError(
+            f"--steps {args.steps}: this model (meta.algorithm={algorithm}) does not adapt at test time; "
+            "add --finetune to fine-tune it on the support with these steps, or drop --steps"
+        )
+    return args.steps, loaded.cfg.meta.inner_lr if args.inner_lr is None else args.inner_lr
 
 
 def protocol_name(loaded: LoadedModel, asked: str | None) -> str:
@@ -278,6 +305,9 @@ def _same_users(a: ColdStartProtocol, b: ColdStartProtocol, split: str) -> None:
 def evaluate_main(args: argparse.Namespace) -> int:
     if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
         raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
+    if args.shots:  # a malformed list fails before the model and the data are loaded
+        parse_shots(args.shots)
+    check_adaptation_args(args)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1 (evaluation processes), got {args.workers}")
     if args.batch_users is not None and args.batch_users < 1:
@@ -325,6 +355,41 @@ def check_json_target(path: str) -> None:
     check_output_folder(target.parent, f"--json {target}: folder")
 
 
+def mask_seen_for(name: str, asked: bool | None) -> bool:
+    """``--mask-seen``/``--no-mask-seen`` for protocol ``name``: only leave-one-out ranks the history, so
+    either flag given for another protocol is refused rather than left unused."""
+    if asked is not None and name != "loo":
+        flag = "--mask-seen" if asked else "--no-mask-seen"
+        raise ValueError(
+            f"{flag}: only the leave-one-out protocol (--protocol loo) has this choice; the "
+            f"{flag_spelling(name)} protocol never ranks the user's support items; drop {flag}"
+        )
+    return True if asked is None else asked
+
+
+def fuse_for(name: str, asked: bool | None, configured: bool) -> bool:
+    """Whether to fuse with the co-occurrence counts under protocol ``name``: ``--fuse``/``--no-fuse``, else
+    the run's ``eval.fuse``. Under ``new_items`` every candidate is a held-out item, which no training user
+    had: its counts are all zero, every weight ranks as the model alone, and a ``+cooc`` row would be the
+    model's under another name; an explicit ``--fuse`` is refused, the config's default dropped with a
+    note."""
+    fuse = configured if asked is None else asked
+    if not fuse or name != "new-items":
+        return fuse
+    if asked:
+        raise ValueError(
+            "--fuse: under --protocol new_items every candidate is a held-out item, which no training user "
+            "had, so the co-occurrence counts are all zero and fusion changes nothing; drop --fuse (its "
+            "effect on new items shows under --protocol mixed)"
+        )
+    print(
+        "note: eval.fuse is on, but under --protocol new_items the held-out items have no co-occurrence "
+        "counts: evaluating the model alone",
+        file=sys.stderr,
+    )
+    return False
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from metarec_dist.eval.loading import load_model
     from metarec_dist.eval.report import build_report
@@ -335,13 +400,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     if name == "loo" and args.shots:
         raise ValueError("--shots: the leave-one-out protocol has no shot counts (the input is the history)")
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
+    args.mask_seen = mask_seen_for(name, args.mask_seen)
+    longest = cfg.tasks.support_max
+    if name != "loo" and shots[-1] > longest:  # allowed (an extrapolation), but not what recommend does
+        print(
+            f"note: --shots {shots[-1]} is above tasks.support_max={longest}, the longest support the model "
+            f"was trained on; metarec recommend adapts on at most the {longest} most recent items",
+            file=sys.stderr,
+        )
+    fixed = _fixed(args, loaded)  # a mistake in --steps/--finetune fails before the data is read
     protocol, source = model_protocol(loaded, shots, name, args.mask_seen, args.workers, args.batch_users)
     protocol.users(args.split)  # validates the name before any work
-    fuse = cfg.eval.fuse if args.fuse is None else args.fuse
-    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, _fixed(args, loaded), fuse)]
+    # The baseline's checkpoint, protocol and users are checked before the (slow) first evaluation.
+    base = _baseline_protocol(args, name, shots, protocol) if args.baseline else None
+    fuse = fuse_for(name, args.fuse, cfg.eval.fuse)
+    if loaded.fusion is not None and not fuse and args.fuse is None and name != "new-items":
+        # recommend/serve on this export fuse by default: say that this table is not what they rank by
+        print(
+            f"note: {loaded.source} is a fused export (weight {loaded.fusion.weight:g}), which recommend and "
+            "serve apply; this evaluates the model alone: --fuse to evaluate the fusion",
+            file=sys.stderr,
+        )
+    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse)]
     baseline = None
-    if args.baseline:
-        results.append(_evaluate_baseline(args, name, shots, protocol, results[0].name))
+    if base is not None:
+        results.append(_evaluate_baseline(*base, args.split, results[0].name))
         baseline = results[-1].name
     results += baselines(protocol, args.split, cfg.train.seed)
     n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
@@ -357,18 +440,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_baseline(
-    args: argparse.Namespace, name: str, shots: list[int], protocol: ColdStartProtocol, method: str
-) -> MethodResult:
-    """``--baseline``: the second checkpoint on the same users, with its default protocol (the evaluated
-    model's when it was trained for it); named ``baseline:METHOD`` when its method is ``method`` too."""
+def _baseline_protocol(
+    args: argparse.Namespace, name: str, shots: list[int], protocol: ColdStartProtocol
+) -> tuple[LoadedModel, ColdStartProtocol]:
+    """``--baseline``'s model and its protocol on the evaluated model's users: its default protocol (the
+    evaluated model's when it was trained for it). A mistake is an error naming ``--baseline``."""
     from metarec_dist.eval.loading import load_model
 
     base = load_model(args.baseline, "--baseline")
-    base_name = protocol_name(base, name)
+    try:
+        base_name = protocol_name(base, name)
+    except ValueError as exc:  # the message names --protocol, which the user may not have given
+        shown = flag_spelling(name)
+        raise ValueError(f"--baseline {args.baseline}: not comparable under {shown}: {exc}") from None
     base_protocol = model_protocol(base, shots, base_name, args.mask_seen, args.workers, args.batch_users)[0]
     _same_users(protocol, base_protocol, args.split)
-    result = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
+    return base, base_protocol
+
+
+def _evaluate_baseline(
+    base: LoadedModel, base_protocol: ColdStartProtocol, split: str, method: str
+) -> MethodResult:
+    """``--baseline`` scored on the same users; named ``baseline:METHOD`` when its method is ``method``
+    too."""
+    result = _evaluate_one(base, base_protocol, split, finetune=False, fixed=None)
     if result.name == method:
         result.name = f"baseline:{result.name}"
     return result
@@ -408,6 +503,7 @@ def recommend_main(args: argparse.Namespace) -> int:
         )
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
+    check_adaptation_args(args)
     recommender = Recommender.load(args.checkpoint, fuse=args.fuse, finetune=args.finetune)
     recommender.fixed = _fixed(args, recommender.loaded)
     if recommender.fusion is None and args.fuse and recommender.loaded.cfg.eval.fuse:
@@ -416,10 +512,28 @@ def recommend_main(args: argparse.Namespace) -> int:
             "carries: `metarec export` it and recommend from the export; ranking by the model alone",
             file=sys.stderr,
         )
+    if not args.fuse and recommender.loaded.fusion is None and not recommender.loaded.cfg.eval.fuse:
+        print(
+            "note: --no-fuse: this model carries no fusion (only an export made with --fuse does); it ranks "
+            "by the model alone either way",
+            file=sys.stderr,
+        )
     fixed = recommender.setting(len(raw))
     recs = recommender(raw, args.k, stated)
     _show_recommendations(recommender, raw, stated, recs, fixed)
     return 0
+
+
+HISTORY_SHOWN = 20  # titles on the history line: a 1,500-item history printed 1,500 titles (40 kB)
+
+
+def history_line(raw: list[str], ids: list[int], titles: dict[int, str]) -> str:
+    """``history: TITLE; TITLE; ...``, the most recent ``HISTORY_SHOWN`` items only, saying how many
+    earlier ones are left out."""
+    shown = [titles.get(i, r) for r, i in zip(raw[-HISTORY_SHOWN:], ids[-HISTORY_SHOWN:], strict=True)]
+    earlier = len(raw) - len(shown)
+    head = f"history ({len(raw)} items, the last {len(shown)} shown): " if earlier else "history: "
+    return head + "; ".join(shown)
 
 
 def _show_recommendations(
@@ -430,20 +544,28 @@ def _show_recommendations(
     fixed: tuple[int, float],
 ) -> None:
     """The history (titles where known), the user's features, how the model ranked, and the ranked items."""
+    from metarec_dist.eval.recommend import history_window
+
     cfg, catalogue, fusion = recommender.loaded.cfg, recommender.catalogue, recommender.fusion
     if catalogue.titles and raw:
-        history = [catalogue.titles.get(i, r) for r, i in zip(raw, catalogue.to_model_ids(raw), strict=True)]
-        print("history: " + "; ".join(history))
+        print(history_line(raw, catalogue.to_model_ids(raw), catalogue.titles))
     if stated:
         print("user: " + ", ".join(f"{name}={value}" for name, value in stated.items()))
-    how = f"{cfg.meta.algorithm}, {fixed[0]} adaptation step{'' if fixed[0] == 1 else 's'}, lr {fixed[1]}"
+    from metarec_dist.eval.protocol import method_name
+
+    method = method_name(cfg.meta.algorithm, recommender.finetune)  # as evaluate names it: none+finetune
+    how = f"{method}, {fixed[0]} adaptation step{'' if fixed[0] == 1 else 's'}, lr {fixed[1]}"
     if fusion is not None:
         how += f", fused with the co-occurrence counts at weight {fusion.weight:g}"
-    support_max = cfg.tasks.support_max
-    if len(raw) > support_max:  # recommend() adapts on the most recent ones only
+    window = history_window(cfg)
+    if len(raw) > window:  # recommend() reads the most recent ones only
+        why = (
+            "model.max_seq_len - 1, the leave-one-out input window"
+            if cfg.data.protocol == "loo"
+            else "tasks.support_max, the longest support it was trained for"
+        )
         print(
-            f"note: the history has {len(raw)} items; the model adapts on the most recent {support_max} "
-            "(tasks.support_max, the longest support it was trained for)",
+            f"note: the history has {len(raw)} items; the model reads the most recent {window} ({why})",
             file=sys.stderr,
         )
     if raw:

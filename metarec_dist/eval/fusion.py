@@ -92,6 +92,18 @@ def wants_fusion(cfg: Config, fuse: bool | None, weight: float | None) -> bool:
     return fuse
 
 
+def fusion_protocol(loaded: LoadedModel) -> str:
+    """The protocol an export's fusion is chosen under: the model's own, except for a model trained with
+    ``data.protocol: new_items``, whose default protocol ranks only the held-out items: no training user had
+    them, so their counts are all zero, every weight ties and 0 was always chosen. ``metarec recommend``
+    ranks every item, new and old, as the ``mixed`` protocol does: the choice is made there."""
+    from metarec_dist.eval.cli import protocol_name
+    from metarec_dist.eval.item_protocol import ITEM_PROTOCOLS
+
+    name = protocol_name(loaded, None)
+    return "mixed" if name in ITEM_PROTOCOLS else name
+
+
 def add_fusion(folder: Path, fuse: bool | None = None, weight: float | None = None) -> None:
     """``metarec export``'s last step, on the complete temp export in ``folder``: when fusing, choose the
     adaptation and (unless ``weight`` fixes it) the weight on validation users, as ``metarec evaluate
@@ -99,7 +111,7 @@ def add_fusion(folder: Path, fuse: bool | None = None, weight: float | None = No
     from safetensors.torch import save_file
 
     from metarec_dist.config import Config, from_dict
-    from metarec_dist.eval.cli import model_protocol, protocol_name
+    from metarec_dist.eval.cli import model_protocol
 
     # Decided from the config file alone: a plain export (the common case) loads no model here.
     stored = json.loads((folder / ckpt.EXPORT_CONFIG).read_text(encoding="utf-8"))["config"]
@@ -108,7 +120,7 @@ def add_fusion(folder: Path, fuse: bool | None = None, weight: float | None = No
     model, cfg, meta, state = ckpt.load_exported(folder)
     loaded = LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state)
     try:
-        protocol, _ = model_protocol(loaded, sorted(cfg.eval.shots), protocol_name(loaded, None))
+        protocol, _ = model_protocol(loaded, sorted(cfg.eval.shots), fusion_protocol(loaded))
     except ValueError as exc:  # DataError included: the data is gone, moved or changed
         raise UserError(
             f"export --fuse: the fusion counts the run's training users and chooses its weight on its "

@@ -156,6 +156,8 @@ class Adaptation:
     # score (``val_score`` is then the chosen weight's); None: not fused.
     fusion: float | None = None
     fusion_scores: dict[float, float] | None = None
+    # How many validation users the choice was made on (eval.tune_users of them, or all); None: no search.
+    valid_users: int | None = None
 
     def setting(self, shot: int) -> tuple[int, float]:
         """The (steps, inner_lr) used for support size ``shot``."""
@@ -179,6 +181,8 @@ class Adaptation:
             "grid_size": self.grid_size,
             "selected_on": self.selected_on,
         }
+        if self.valid_users is not None:
+            out["valid_users"] = self.valid_users
         if self.per_shot is not None:
             out["per_shot"] = {
                 str(k): {"steps": s, "inner_lr": lr, f"val_{CRITERION}": v}
@@ -320,6 +324,7 @@ class ColdStartProtocol:
             )
         steps, lr = _best(scores, lambda s: float(np.mean(list(scores[s].values()))))
         best = Adaptation(steps, lr, float(np.mean(list(scores[steps, lr].values()))), len(grid), "valid")
+        best.valid_users = len(users)
         if self.eval_cfg.adaptation == "per_shot":
             per_k = {k: _best(scores, lambda s, k=k: scores[s][k]) for k in self.shots}
             best.per_shot = {k: (*point, scores[point][k]) for k, point in per_k.items()}
@@ -374,7 +379,9 @@ class ColdStartProtocol:
         for weight in FUSION_WEIGHTS[1:]:
             if scores[weight] > scores[best] + 1e-12:
                 best = weight
-        return replace(adaptation, fusion=best, fusion_scores=scores, val_score=scores[best])
+        return replace(
+            adaptation, fusion=best, fusion_scores=scores, val_score=scores[best], valid_users=len(users)
+        )
 
     def evaluate(
         self,

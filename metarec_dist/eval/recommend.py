@@ -24,6 +24,7 @@ from metarec_dist.metrics.ranking import mask_seen
 from metarec_dist.tasks.sampler import prefix_batch
 
 if TYPE_CHECKING:
+    from metarec_dist.config import Config
     from metarec_dist.eval.fusion import Fusion
 
 log = logging.getLogger("metarec")
@@ -140,6 +141,16 @@ def load_catalogue(loaded: LoadedModel) -> Catalogue:
     return Catalogue(list(prepared.item_raw_ids), titles or dict(prepared.item_titles or {}), mapped=True)
 
 
+def history_window(cfg: Config) -> int:
+    """How many of the most recent history items the model reads: a leave-one-out model (``data.protocol:
+    loo``) the input window its evaluation reads (``model.max_seq_len - 1``, less a user token), so that a
+    recommendation ranks as ``metarec evaluate --protocol loo`` scored; any other model the longest support
+    it was trained for (``tasks.support_max``)."""
+    if cfg.data.protocol == "loo":
+        return cfg.model.max_seq_len - cfg.model.prefix_tokens(cfg.data) - 1
+    return cfg.tasks.support_max
+
+
 @dataclass
 class Recommendation:
     rank: int
@@ -162,7 +173,7 @@ def recommend(
     fields: Fields = FLAGS,
 ) -> list[Recommendation]:
     """Top ``k`` items after adapting ``steps`` inner steps on the history (its most recent
-    ``tasks.support_max`` items: the longest support the model was built for). ``user_features``: the
+    ``history_window`` items). ``user_features``: the
     ``[1, F]`` ids of the user's features (``encode_user_features``); None: an unknown user. An empty
     history is a brand-new user known by its features alone: the model reads the user token and BOS, and
     there is nothing to adapt on (``steps`` is then irrelevant). ``fusion``: rank by the model fused with
@@ -183,9 +194,9 @@ def recommend(
         )
     if not 1 <= k <= left:
         raise ValueError(f"{fields.k} must be between 1 and {left} (the items not in the history), got {k}")
-    support_max = loaded.cfg.tasks.support_max
-    recent = np.asarray(history[-support_max:], dtype=np.int64)
-    batch = prefix_batch([recent], len(recent), support_max, loaded.model.bos_id, user_features)
+    window = history_window(loaded.cfg)
+    recent = np.asarray(history[-window:], dtype=np.int64)
+    batch = prefix_batch([recent], len(recent), window, loaded.model.bos_id, user_features)
     scorer: Scorer = AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
     if fusion is not None:
         scorer = fusion.scorer(scorer)
