@@ -47,9 +47,16 @@ def build_report(
 
 
 def write_json(doc: dict[str, Any], path: str | Path) -> None:
+    """``doc`` as JSON at ``path`` (atomically); a path that cannot be written is a ``UserError`` naming it.
+    The commands check ``--json`` before their slow part, but some places pass that check and still refuse
+    a file (``/proc``, a folder made read-only meanwhile)."""
     from metarec_dist.checkpoint import atomic_write_text
+    from metarec_dist.errors import UserError
 
-    atomic_write_text(Path(path), json.dumps(_jsonable(doc), indent=1) + "\n")
+    try:
+        atomic_write_text(Path(path), json.dumps(_jsonable(doc), indent=1) + "\n")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the JSON file there ({exc.strerror or exc})") from None
 
 
 def _jsonable(x: Any) -> Any:

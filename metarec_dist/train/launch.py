@@ -17,7 +17,7 @@ def train_local(cfg: Config) -> dict[str, Any]:
     from metarec_dist.errors import UserError
     from metarec_dist.metrics.loggers import build_logger
     from metarec_dist.metrics.progress import ProgressBar
-    from metarec_dist.run_folder import RunLock, local_run_dir
+    from metarec_dist.run_folder import RunLock, local_run_dir, storage_root
     from metarec_dist.runtime.allocator import apply_process_settings
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.train.trainer import MetaTrainer
@@ -31,9 +31,9 @@ def train_local(cfg: Config) -> dict[str, Any]:
     with RunLock(folder):
         data = prepare_data(cfg.data).user_splits()
         bar = ProgressBar.for_run(cfg, latest_complete(folder) if cfg.checkpoint.resume else None)
-        logger = build_logger(
-            cfg.logging, cfg.runtime.run_name, str(folder.parent), cfg.to_dict(), True, folder, (bar,)
-        )
+        # storage_root, as the Ray workers and the summary: the W&B run id is made from it
+        root = storage_root(cfg.runtime)
+        logger = build_logger(cfg.logging, cfg.runtime.run_name, root, cfg.to_dict(), True, folder, (bar,))
         try:
             device = "cuda:0" if cfg.runtime.use_gpu else None
             trainer = MetaTrainer(cfg, LocalContext(folder, cfg.checkpoint.keep, device), data, logger)

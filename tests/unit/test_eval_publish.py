@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+import pytest
 
 from metarec_dist.eval.publish import BEGIN, END, publish
 from metarec_dist.eval.report import build_report, format_table
@@ -54,3 +56,17 @@ def test_a_collected_table_does_not_claim_the_reproduction_runtime(tmp_path):
     text = md.read_text()
     assert "Runtime of the whole reproduction" not in text
     assert "Collected from earlier runs' per-user results (--collect, nothing trained) in 1.0 min." in text
+
+
+def test_a_json_report_that_cannot_be_written_is_a_user_error_naming_the_file(tmp_path):
+    """After a whole evaluation, an OSError from the write (here a file where a folder should be) said only
+    "[Errno 20] Not a directory: '<temp file>'"; it names the report's path instead."""
+    from metarec_dist.errors import UserError
+    from metarec_dist.eval.report import write_json
+
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "report.json"
+    with pytest.raises(UserError, match=rf"^{re.escape(str(target))}: cannot write the JSON file there \("):
+        write_json({"a": 1}, target)
+    write_json({"a": 1.5}, tmp_path / "ok.json")
+    assert json.loads((tmp_path / "ok.json").read_text()) == {"a": 1.5}
