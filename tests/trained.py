@@ -41,6 +41,26 @@ SYNTHETIC = [
 ]
 
 
+def local_config(storage: Path, run_name: str, *settings: str) -> Config:
+    """The defaults with TINY_MODEL on 60 synthetic users, no validation and no W&B (``settings`` win):
+    seconds-long local runs for tests of the loop's bookkeeping (resume, progress bars, W&B ids)."""
+    return load_config(
+        None,
+        [
+            *TINY_MODEL,
+            "train.log_every=2",
+            "train.eval_every=0",
+            "data.synthetic_users=60",
+            "data.synthetic_items=40",
+            "data.cache=false",
+            "logging.wandb=off",
+            f"runtime.storage_path={storage}",
+            f"runtime.run_name={run_name}",
+            *settings,
+        ],
+    )
+
+
 def train_args(root: Path, name: str, *settings: str, base: str = TINY) -> list[str]:
     """``metarec train`` on the tiny config with SMALL, SYNTHETIC and ``settings`` (later ones win) into
     ``root/name``."""

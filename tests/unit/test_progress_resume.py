@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
+from trained import local_config
+
 from metarec_dist import checkpoint as ckpt
-from metarec_dist.config import load_config
 from metarec_dist.metrics import progress
 from metarec_dist.metrics.progress import ProgressBar
 
 
 def _cfg(tmp_path, *extra):
-    return load_config(
-        None,
-        [
-            "model.hidden_size=16",
-            "model.num_heads=2",
-            "model.max_seq_len=16",
-            "meta.meta_batch_size=8",
-            "tasks.support_max=5",
-            "tasks.query_size=3",
-            "train.log_every=2",
-            "train.eval_every=0",
-            "data.synthetic_users=60",
-            "data.synthetic_items=40",
-            "data.cache=false",
-            "logging.wandb=off",
-            f"runtime.storage_path={tmp_path}",
-            "runtime.run_name=bar",
-            *extra,
-        ],
-    )
+    return local_config(tmp_path, "bar", *extra)
 
 
 def _checkpoint(folder, step):

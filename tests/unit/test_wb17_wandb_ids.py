@@ -12,32 +12,15 @@ import pytest
 from metarec_dist.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trained import local_config  # noqa: E402
 from wandb_reader import PINNED_WANDB, read_run_when  # noqa: E402
 
 ENV_PROJECT = "wb17-from-env"
 
 
 def _cfg(tmp_path: Path, *extra: str):
-    return load_config(
-        None,
-        [
-            "model.hidden_size=16",
-            "model.num_heads=2",
-            "model.max_seq_len=16",
-            "meta.meta_batch_size=8",
-            "tasks.support_max=5",
-            "tasks.query_size=3",
-            "train.log_every=2",
-            "train.eval_every=0",
-            "data.synthetic_users=60",
-            "data.synthetic_items=40",
-            "data.cache=false",
-            "logging.wandb=offline",
-            "logging.project=wb17-config-project",
-            f"runtime.storage_path={tmp_path}",
-            "runtime.run_name=wb17",
-            *extra,
-        ],
+    return local_config(
+        tmp_path, "wb17", "logging.wandb=offline", "logging.project=wb17-config-project", *extra
     )
 
 
