@@ -448,7 +448,10 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
     for proc in processes:
         proc.terminate()
     for proc in processes:
-        proc.join(timeout=30)
+        proc.join(timeout=5)
+        if proc.is_alive():  # a training busy in native code on a loaded machine: do not wait for it
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def collect(specs: list[RunSpec], out: Path) -> dict[str, list[tuple[PerUser, dict]]]:
