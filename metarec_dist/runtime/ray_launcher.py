@@ -358,8 +358,12 @@ def resume_point_of(cfg: Config) -> Path | None:
     return None if run_dir is None else resume_point(run_dir, cfg.checkpoint.resume)
 
 
-def check_resume_settings(cfg: Config, point: Path | None, num_items: int) -> None:
-    """Shape-changing settings (or another catalogue) against the checkpoint: an error; others: a warning."""
+def check_resume_settings(
+    cfg: Config, point: Path | None, num_items: int, item_raw_ids: list[str] | None = None
+) -> None:
+    """Shape-changing settings (or another catalogue: size, or ``item_raw_ids`` when given) against the
+    checkpoint: an error; others: a warning. The training users are compared by the workers (each holds
+    its shard)."""
     from metarec_dist.checkpoint import check_resume_config, read_client_state, read_manifest
 
     if point is None:
@@ -372,7 +376,7 @@ def check_resume_settings(cfg: Config, point: Path | None, num_items: int) -> No
             f"{cfg.runtime.num_workers}; checkpoint shards are tied to the number of workers: resume with "
             f"--set runtime.num_workers={written_by}, or start a new run (--set runtime.run_name=NEW)"
         )
-    check_resume_config(point, read_client_state(point), cfg, num_items)
+    check_resume_config(point, read_client_state(point), cfg, num_items, item_raw_ids)
 
 
 def prepare_off_driver(cfg: Config, scratch: Path) -> Any:
@@ -455,14 +459,14 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     resume_from = resume_point_of(cfg)
     shards = cached_shards(cfg.data)
     if shards is not None:
-        check_resume_settings(cfg, resume_from, shards.num_items)
+        check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     warn_if_oversubscribed(cfg)
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
     check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)
     if shards is None:
         shards = prepare_off_driver(cfg, scratch)
-        check_resume_settings(cfg, resume_from, shards.num_items)
+        check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     shards.folder = cluster_readable(shards.folder, cfg)
     datasets = user_datasets(shards, cfg.runtime.num_workers)
     actor = ProgressActor.remote()
