@@ -1,0 +1,39 @@
+"""Resuming with one setting changed (session 17): each change either continues, or is one error naming the
+setting and what to do, never a KeyError or size-mismatch traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from metarec_dist.config import with_overrides
+from metarec_dist.runtime.context import LocalContext
+from metarec_dist.train.trainer import MetaTrainer
+
+
+def _fit(cfg, data, run, *overrides):
+    cfg = with_overrides(cfg, list(overrides))
+    return MetaTrainer(cfg, LocalContext(run, cfg.checkpoint.keep), data).fit()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "said"),
+    [
+        (
+            "tasks.shards=2",
+            "tasks.shards=0",
+            r"tasks\.shards=2, this run has tasks\.shards=0 or 1: .*tasks\.shards=2",
+        ),
+        (
+            "tasks.shards=0",
+            "tasks.shards=2",
+            r"tasks\.shards=0 or 1, this run has tasks\.shards=2: .*tasks\.shards=1",
+        ),
+        ("tasks.shards=2", "tasks.shards=4", r"tasks\.shards=2, this run has tasks\.shards=4"),
+    ],
+)
+def test_another_task_stream_layout_is_named(tiny_cfg, synth_data, tmp_path, before, after, said):
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2", before)
+    with pytest.raises(ValueError, match=said):
+        _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", after)
+    assert _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", before)["resumed_from"] == 2
