@@ -652,12 +652,22 @@ def open_checkpoint(folder: Path, world_size: int | None = None) -> dict[str, An
     ``world_size``: this run's, checked against the writer's (ZeRO shards are tied to it)."""
     manifest = verify(folder)
     if world_size is not None and manifest["world_size"] != world_size:
-        raise UserError(
-            f"checkpoint {folder} was written by {manifest['world_size']} workers but this run has "
-            f"{world_size}; ZeRO shards are tied to the data-parallel size (convert it to a universal "
-            "checkpoint or resume with the same runtime.num_workers)"
-        )
+        raise UserError(other_world_size(folder, manifest["world_size"], world_size))
     return read_client_state(folder)
+
+
+def other_world_size(folder: Path, written_by: int, num_workers: int) -> str:
+    """The refusal of a resume with another number of workers than wrote the checkpoint, and the way out:
+    ``train.init_from`` reads any engine layout (it loads weights only, into a new run)."""
+    folder = Path(folder)
+    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    return (
+        f"cannot resume from {folder}: it was written by {written_by} workers and runtime.num_workers is "
+        f"{num_workers}; its ZeRO shards and each worker's task stream are tied to the number of workers "
+        "(DeepSpeed universal checkpoints are not supported): resume with "
+        f"--set runtime.num_workers={written_by}, or start a new run from its weights with any number of "
+        f"workers (--set runtime.run_name=NEW --set train.init_from={run_dir})"
+    )
 
 
 def load_checkpoint(

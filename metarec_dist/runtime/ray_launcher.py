@@ -364,18 +364,19 @@ def check_resume_settings(
     """Shape-changing settings (or another catalogue: size, or ``item_raw_ids`` when given) against the
     checkpoint: an error; others: a warning. The training users are compared by the workers (each holds
     its shard)."""
-    from metarec_dist.checkpoint import check_resume_config, read_client_state, read_manifest
+    from metarec_dist.checkpoint import (
+        check_resume_config,
+        other_world_size,
+        read_client_state,
+        read_manifest,
+    )
 
     if point is None:
         return
     # The workers refuse another world size (open_checkpoint) only after Ray has started them: say it now.
     written_by = read_manifest(point)["world_size"]
     if written_by != cfg.runtime.num_workers:
-        raise UserError(
-            f"cannot resume from {point}: it was written by {written_by} workers and runtime.num_workers is "
-            f"{cfg.runtime.num_workers}; checkpoint shards are tied to the number of workers: resume with "
-            f"--set runtime.num_workers={written_by}, or start a new run (--set runtime.run_name=NEW)"
-        )
+        raise UserError(other_world_size(point, written_by, cfg.runtime.num_workers))
     check_resume_config(point, read_client_state(point), cfg, num_items, item_raw_ids)
 
 

@@ -37,3 +37,20 @@ def test_another_task_stream_layout_is_named(tiny_cfg, synth_data, tmp_path, bef
     with pytest.raises(ValueError, match=said):
         _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", after)
     assert _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", before)["resumed_from"] == 2
+
+
+def test_another_number_of_workers_says_how_to_start_from_the_weights(tmp_path):
+    """Both refusals (the Ray driver's, and a worker's) name the setting, the value to resume with, and
+    train.init_from, which reads any engine layout; none suggests a conversion the run cannot load."""
+    from metarec_dist import checkpoint as ckpt
+
+    folder = tmp_path / "r" / ckpt.ray_checkpoint_name(2)
+    folder.mkdir(parents=True)
+    ckpt.write_manifest(folder, 2, 2, {})
+    (folder / ckpt.CLIENT_STATE).write_text('{"step": 2}')
+    with pytest.raises(ValueError) as err:
+        ckpt.open_checkpoint(folder, world_size=1)
+    msg = str(err.value)
+    assert "runtime.num_workers is 1" in msg and "--set runtime.num_workers=2" in msg
+    assert f"train.init_from={tmp_path / 'r'})" in msg and "convert" not in msg
+    assert ckpt.open_checkpoint(folder, world_size=2)["step"] == 2
