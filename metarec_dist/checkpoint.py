@@ -549,7 +549,9 @@ def _refusal(
         )
     run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
     start = "start a new run (--set runtime.run_name=NEW)"
-    if data:  # continuing on the new data is a new run that starts from these weights
+    # Continuing on the new data, or under another engine layout (train.init_from reads any), is a new run
+    # that starts from these weights.
+    if data or any(k.startswith("runtime.") for k in fatal):
         start += f", with --set train.init_from={run_dir} to start from these weights"
     back = "the checkpoint's values and data" if data else "the checkpoint's values"
     return f"cannot resume from {folder}: {'. And '.join(why)}. Resume with {back}, or {start}"

@@ -54,3 +54,15 @@ def test_another_number_of_workers_says_how_to_start_from_the_weights(tmp_path):
     assert "runtime.num_workers is 1" in msg and "--set runtime.num_workers=2" in msg
     assert f"train.init_from={tmp_path / 'r'})" in msg and "convert" not in msg
     assert ckpt.open_checkpoint(folder, world_size=2)["step"] == 2
+
+
+def test_another_engine_layout_says_how_to_start_from_the_weights(tiny_cfg, synth_data, tmp_path):
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
+    with pytest.raises(ValueError) as err:
+        _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", "runtime.deepspeed=true")
+    msg = str(err.value)
+    assert "runtime.deepspeed: False -> True" in msg and f"--set train.init_from={run} " in msg
+    with pytest.raises(ValueError) as err:  # a model shape: the weights would not fit, no such advice
+        _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", "model.num_layers=3")
+    assert "model.num_layers: 2 -> 3" in str(err.value) and "init_from" not in str(err.value)
