@@ -503,12 +503,29 @@ def check_resume_config(
     data = data_differences(client, num_items, item_raw_ids, train_data)
     if fatal or data:
         raise UserError(_refusal(folder, fatal, data, changes))
-    if changes:
-        log.warning(
-            "resuming from %s with changed settings: %s",
-            folder,
-            "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()),
-        )
+    expected = {k: v for k, v in changes.items() if _expected_change(k, *v)}
+    for said, level in (
+        (expected, logging.INFO),
+        ({k: changes[k] for k in changes.keys() - expected}, logging.WARNING),
+    ):
+        if said:
+            log.log(
+                level,
+                "resuming from %s with changed settings: %s",
+                folder,
+                "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(said.items())),
+            )
+
+
+# Changes a resume expects, said at INFO, not warned about: raising train.meta_steps is how a run is trained
+# longer; how often it logs and saves and how many checkpoints it keeps do not change what is trained.
+_EXPECTED = ("checkpoint.keep", "checkpoint.every", "train.log_every")
+
+
+def _expected_change(key: str, old: Any, new: Any) -> bool:
+    if key == "train.meta_steps":
+        return isinstance(old, int) and isinstance(new, int) and new > old
+    return key in _EXPECTED
 
 
 def data_differences(

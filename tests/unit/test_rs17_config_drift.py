@@ -66,3 +66,20 @@ def test_another_engine_layout_says_how_to_start_from_the_weights(tiny_cfg, synt
     with pytest.raises(ValueError) as err:  # a model shape: the weights would not fit, no such advice
         _fit(tiny_cfg, synth_data, run, "train.meta_steps=3", "model.num_layers=3")
     assert "model.num_layers: 2 -> 3" in str(err.value) and "init_from" not in str(err.value)
+
+
+def test_training_longer_and_saving_differently_is_no_warning(tiny_cfg, synth_data, tmp_path, caplog):
+    import logging
+
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2", "checkpoint.keep=3")
+    quiet = ["train.meta_steps=3", "checkpoint.keep=1", "checkpoint.every=1", "train.log_every=2"]
+    with caplog.at_level(logging.INFO, logger="metarec"):
+        assert _fit(tiny_cfg, synth_data, run, *quiet)["resumed_from"] == 2
+    said = {r.levelno: r.getMessage() for r in caplog.records if "with changed settings" in r.getMessage()}
+    assert list(said) == [logging.INFO] and "train.meta_steps: 2 -> 3" in said[logging.INFO]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="metarec"):  # lowered: a warning, with the other change
+        _fit(tiny_cfg, synth_data, run, "train.meta_steps=2", "optim.lr=0.01")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("train.meta_steps: 3 -> 2" in m and "optim.lr" in m for m in warned)
