@@ -78,6 +78,7 @@ SHAPE_KEYS = (
     "runtime.backend",
     "runtime.deepspeed",
     "runtime.zero_stage",
+    "runtime.precision",  # DeepSpeed's fp16/bf16 optimizers save another state (fp32 -> bf16: KeyError)
     "train.freeze",  # the optimizer holds state only for the trained parameters
 )
 # Settings that say how this invocation runs, not what is trained: never reported as changed. The eval.*

@@ -83,3 +83,18 @@ def test_training_longer_and_saving_differently_is_no_warning(tiny_cfg, synth_da
         _fit(tiny_cfg, synth_data, run, "train.meta_steps=2", "optim.lr=0.01")
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("train.meta_steps: 3 -> 2" in m and "optim.lr" in m for m in warned)
+
+
+def test_another_precision_is_refused_before_deepspeed_reads_the_checkpoint(tmp_path):
+    """fp32 -> bf16 under DeepSpeed loaded the checkpoint into the bf16 optimizer: KeyError
+    'dynamic_loss_scale'. It is named with the other layout settings, before any shard is read."""
+    from metarec_dist import checkpoint as ckpt
+    from metarec_dist.config import load_config
+    from metarec_dist.metrics.redact import redact
+
+    base = ["runtime.deepspeed=true", "data.format=synthetic"]
+    saved = load_config(None, base)
+    client = {"step": 2, "config": redact(saved.to_dict()), "num_items": 40}
+    with pytest.raises(ValueError, match=r"runtime\.precision: 'fp32' -> 'bf16'.*train\.init_from="):
+        ckpt.check_resume_config(tmp_path, client, load_config(None, [*base, "runtime.precision=bf16"]), 40)
+    ckpt.check_resume_config(tmp_path, client, saved, 40)
