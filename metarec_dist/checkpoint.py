@@ -247,7 +247,7 @@ def damaged_advice(folder: Path) -> str:
     complete checkpoint, so naming the damaged one is not enough: say how to fall back to the one before
     (renamed, the damaged folder is no longer a checkpoint name, and nothing deletes it)."""
     folder = Path(folder)
-    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    run_dir = run_dir_of(folder)
     ckpts = list_checkpoints(run_dir)
     if folder not in ckpts:  # a checkpoint copied out of its run: nothing to fall back to
         return "restore the file from a copy, or export another checkpoint"
@@ -259,6 +259,12 @@ def damaged_advice(folder: Path) -> str:
             "and start the run over under a new name (--set runtime.run_name=NEW)"
         )
     return f"restore the file from a copy, or {rename} to use the previous complete checkpoint {earlier[-1]}"
+
+
+def run_dir_of(folder: Path) -> Path:
+    """The run folder of a checkpoint folder in either layout (``checkpoints/step_N`` or
+    ``checkpoint_step_N``)."""
+    return folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
 
 
 def read_client_state(folder: Path) -> dict[str, Any]:
@@ -562,10 +568,10 @@ def _refusal(
     if data:
         keys = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items() if k.startswith("data."))
         why.append(
-            f"the data differs from the data it was trained on: {' and '.join(data)} "
+            f"its training data differs: {' and '.join(data)} "
             f"({f'changed settings: {keys}' if keys else 'no data setting changed: the data files did'})"
         )
-    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    run_dir = run_dir_of(Path(folder))
     start = "start a new run (--set runtime.run_name=NEW)"
     # Continuing on the new data, or under another engine layout (train.init_from reads any), is a new run
     # that starts from these weights.
@@ -679,8 +685,7 @@ def open_checkpoint(folder: Path, world_size: int | None = None) -> dict[str, An
 def other_world_size(folder: Path, written_by: int, num_workers: int) -> str:
     """The refusal of a resume with another number of workers than wrote the checkpoint, and the way out:
     ``train.init_from`` reads any engine layout (it loads weights only, into a new run)."""
-    folder = Path(folder)
-    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    run_dir = run_dir_of(Path(folder))
     return (
         f"cannot resume from {folder}: it was written by {written_by} workers and runtime.num_workers is "
         f"{num_workers}; its ZeRO shards and each worker's task stream are tied to the number of workers "
