@@ -817,7 +817,8 @@ class Checkpointer:
 # ------------------------------------------------------------------------------------------ export
 
 # What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
-EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids", "features")
+# TRAIN_DATA: an evaluation can check the data it prepares is the data the model was trained on.
+EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids", "features", TRAIN_DATA)
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_ALGORITHM = "algorithm.safetensors"  # parameters the algorithm owns (Meta-SGD's rates), if any

@@ -100,3 +100,14 @@ def test_ray_driver_refuses_another_catalogue_before_ray_starts(tmp_path):
     check_resume_settings(cfg, point, 40, ids)
     with pytest.raises(ValueError, match=r"item catalogue \(item 40 was '40', now 'x'\)"):
         check_resume_settings(cfg, point, 40, [*ids[:39], "x"])
+
+
+def test_an_export_keeps_the_training_data_digest(tiny_cfg, synth_data, tmp_path):
+    """So that an evaluation of the export can tell whether its data is the data the model was trained on."""
+    run = tmp_path / "run"
+    _fit(tiny_cfg, synth_data, run, "train.meta_steps=2")
+    folder = ckpt.find_checkpoint(run)
+    out = ckpt.export(folder, tmp_path / "exported")
+    meta = json.loads((out / ckpt.EXPORT_CONFIG).read_text())
+    digest = json.loads((folder / ckpt.CLIENT_STATE).read_text())[ckpt.TRAIN_DATA]
+    assert meta[ckpt.TRAIN_DATA] == digest and len(digest) == 64
