@@ -502,11 +502,15 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
 def with_resume_point(out: dict[str, Any], resume_from: Path | None) -> dict[str, Any]:
     """A re-run of a finished run trains nothing and saves no checkpoint, and Ray's result keeps only the
     metrics of the last report that came with one (the first run's): the driver, which knows where this
-    run resumed, says that nothing was trained (the summary's "already finished" line)."""
+    run resumed, says that nothing was trained (the summary's "already finished" line). The step comes from
+    the checkpoint's name: a run that trained on has pruned that checkpoint by now if checkpoint.keep was
+    lowered (reading its client state failed the finished run)."""
     if resume_from is not None and out.get("step") is not None:
-        from metarec_dist.checkpoint import read_client_state
+        from metarec_dist.checkpoint import checkpoint_step, read_client_state
 
-        saved = int(read_client_state(resume_from)["step"])
+        saved = checkpoint_step(Path(resume_from).name)
+        if saved is None:  # not named as a checkpoint: its client state says
+            saved = int(read_client_state(resume_from)["step"])
         if int(out["step"]) == saved:
             out["resumed_from"] = saved
     return out

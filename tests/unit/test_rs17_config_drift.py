@@ -98,3 +98,14 @@ def test_another_precision_is_refused_before_deepspeed_reads_the_checkpoint(tmp_
     with pytest.raises(ValueError, match=r"runtime\.precision: 'fp32' -> 'bf16'.*train\.init_from="):
         ckpt.check_resume_config(tmp_path, client, load_config(None, [*base, "runtime.precision=bf16"]), 40)
     ckpt.check_resume_config(tmp_path, client, saved, 40)
+
+
+def test_a_ray_run_that_lowered_keep_ends_after_pruning_the_checkpoint_it_resumed_from(tmp_path):
+    """Resumed with checkpoint.keep=1, a Ray run trains on, saves, and prunes the checkpoint it resumed
+    from; the driver then read that checkpoint's client state and failed the finished run ("... cannot
+    be read ...: the checkpoint is damaged")."""
+    from metarec_dist.runtime.ray_launcher import with_resume_point
+
+    gone = tmp_path / "run" / "checkpoint_step_000002"  # resumed from, then pruned: never created here
+    assert "resumed_from" not in with_resume_point({"step": 3.0}, gone)
+    assert with_resume_point({"step": 2.0}, gone)["resumed_from"] == 2  # nothing trained: said so
