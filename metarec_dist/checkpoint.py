@@ -57,6 +57,9 @@ T = TypeVar("T")
 
 MANIFEST = "manifest.json"
 CLIENT_STATE = "client_state.json"
+# The client state's digest of the training users and their item sequences (the trainer's
+# ``train_data_digest``): a resume on other data is refused, whatever settings made it.
+TRAIN_DATA = "train_data_sha256"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 _RAY_STEP_DIR = re.compile(r"^checkpoint_step_(\d{6,})$")
 _MOVED_ASIDE = re.compile(r"^(?:checkpoint_)?step_\d{6,}\.old-\d+$")
@@ -75,6 +78,7 @@ SHAPE_KEYS = (
     "runtime.backend",
     "runtime.deepspeed",
     "runtime.zero_stage",
+    "runtime.precision",  # DeepSpeed's fp16/bf16 optimizers save another state (fp32 -> bf16: KeyError)
     "train.freeze",  # the optimizer holds state only for the trained parameters
 )
 # Settings that say how this invocation runs, not what is trained: never reported as changed. The eval.*
@@ -243,7 +247,7 @@ def damaged_advice(folder: Path) -> str:
     complete checkpoint, so naming the damaged one is not enough: say how to fall back to the one before
     (renamed, the damaged folder is no longer a checkpoint name, and nothing deletes it)."""
     folder = Path(folder)
-    run_dir = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+    run_dir = run_dir_of(folder)
     ckpts = list_checkpoints(run_dir)
     if folder not in ckpts:  # a checkpoint copied out of its run: nothing to fall back to
         return "restore the file from a copy, or export another checkpoint"
@@ -255,6 +259,12 @@ def damaged_advice(folder: Path) -> str:
             "and start the run over under a new name (--set runtime.run_name=NEW)"
         )
     return f"restore the file from a copy, or {rename} to use the previous complete checkpoint {earlier[-1]}"
+
+
+def run_dir_of(folder: Path) -> Path:
+    """The run folder of a checkpoint folder in either layout (``checkpoints/step_N`` or
+    ``checkpoint_step_N``)."""
+    return folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
 
 
 def read_client_state(folder: Path) -> dict[str, Any]:
@@ -478,30 +488,97 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
 
 
-def check_resume_config(folder: Path, client: dict[str, Any], cfg: Config, num_items: int) -> None:
-    """A resumed run must build the same shapes as the checkpoint: such changes are an error naming the keys;
-    other changes (learning rate, algorithm, steps, ...) are a warning listing old -> new, and take effect
-    from the resumed step (the engines put this run's ``optim.*`` over the restored optimizer state)."""
+def check_resume_config(
+    folder: Path,
+    client: dict[str, Any],
+    cfg: Config,
+    num_items: int,
+    item_raw_ids: list[str] | None = None,
+    train_data: str | None = None,
+) -> None:
+    """A resumed run must build the same shapes as the checkpoint, and train on the same data: such changes
+    are one error naming them; other changes (learning rate, algorithm, steps, ...) are a warning listing
+    old -> new, and take effect from the resumed step (the engines put this run's ``optim.*`` over the
+    restored optimizer state). ``item_raw_ids`` and ``train_data`` (:data:`TRAIN_DATA`'s digest) are this
+    run's data, compared with what the checkpoint recorded when it has them."""
     from metarec_dist.config import resolve_loss
     from metarec_dist.metrics.redact import redact
 
     cfg = resolve_loss(cfg, num_items)  # the checkpoint records the loss auto resolved to
     changes = config_changes(client.get("config") or {}, redact(cfg.to_dict()))
+    fatal = {k: v for k, v in changes.items() if k in SHAPE_KEYS}
+    data = data_differences(client, num_items, item_raw_ids, train_data)
+    if fatal or data:
+        raise UserError(_refusal(folder, fatal, data, changes))
+    expected = {k: v for k, v in changes.items() if _expected_change(k, *v)}
+    for said, level in (
+        (expected, logging.INFO),
+        ({k: changes[k] for k in changes.keys() - expected}, logging.WARNING),
+    ):
+        if said:
+            log.log(
+                level,
+                "resuming from %s with changed settings: %s",
+                folder,
+                "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(said.items())),
+            )
+
+
+# Changes a resume expects, said at INFO, not warned about: raising train.meta_steps is how a run is trained
+# longer; how often it logs and saves and how many checkpoints it keeps do not change what is trained.
+_EXPECTED = ("checkpoint.keep", "checkpoint.every", "train.log_every")
+
+
+def _expected_change(key: str, old: Any, new: Any) -> bool:
+    if key == "train.meta_steps":
+        return isinstance(old, int) and isinstance(new, int) and new > old
+    return key in _EXPECTED
+
+
+def data_differences(
+    client: dict[str, Any], num_items: int, item_raw_ids: list[str] | None, train_data: str | None
+) -> list[str]:
+    """What of this run's prepared data differs from the checkpoint's: the item catalogue (its size; or
+    other items or order: every item id would name another item) and the training users' sequences
+    (another file, split, seed or filter). Unknown on either side (an older checkpoint): not compared."""
+    found = []
+    saved_items = client.get("item_raw_ids")
     if "num_items" in client and int(client["num_items"]) != num_items:
-        changes["num_items (the data's catalogue)"] = (client["num_items"], num_items)
-    fatal = {k: v for k, v in changes.items() if k in SHAPE_KEYS or k.startswith("num_items")}
-    text = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items() if k in fatal)
+        found.append(f"the item catalogue (num_items {client['num_items']} -> {num_items})")
+    elif item_raw_ids is not None and saved_items is not None and list(saved_items) != list(item_raw_ids):
+        pairs = zip(saved_items, item_raw_ids, strict=False)  # lengths differ: the first gap is named
+        i = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(saved_items), len(item_raw_ids)))
+        was, now = (ids[i] if i < len(ids) else None for ids in (saved_items, item_raw_ids))
+        at = f"item {i + 1} was {was!r}, now {now!r}"
+        found.append(f"the item catalogue ({at})")
+    saved_train = client.get(TRAIN_DATA)
+    if train_data is not None and saved_train is not None and saved_train != train_data:
+        found.append("the training users or their interactions")
+    return found
+
+
+def _refusal(
+    folder: Path, fatal: dict[str, tuple[Any, Any]], data: list[str], changes: dict[str, tuple[Any, Any]]
+) -> str:
+    """The one-line refusal of a resume: the shape settings, then the data, that differ; what to do."""
+    why = []
     if fatal:
-        raise UserError(
-            f"cannot resume from {folder}: these settings change the model's shape or the checkpoint layout: "
-            f"{text}. Resume with the checkpoint's values, or start a new run (--set runtime.run_name=NEW)"
+        text = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in fatal.items())
+        why.append(f"these settings change the model's shape or the checkpoint layout: {text}")
+    if data:
+        keys = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items() if k.startswith("data."))
+        why.append(
+            f"its training data differs: {' and '.join(data)} "
+            f"({f'changed settings: {keys}' if keys else 'no data setting changed: the data files did'})"
         )
-    if changes:
-        log.warning(
-            "resuming from %s with changed settings: %s",
-            folder,
-            "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()),
-        )
+    run_dir = run_dir_of(Path(folder))
+    start = "start a new run (--set runtime.run_name=NEW)"
+    # Continuing on the new data, or under another engine layout (train.init_from reads any), is a new run
+    # that starts from these weights.
+    if data or any(k.startswith("runtime.") for k in fatal):
+        start += f", with --set train.init_from={run_dir} to start from these weights"
+    back = "the checkpoint's values and data" if data else "the checkpoint's values"
+    return f"cannot resume from {folder}: {'. And '.join(why)}. Resume with {back}, or {start}"
 
 
 def check_param_shapes(folder: Path, saved: dict[str, list[int]] | None, now: dict[str, list[int]]) -> None:
@@ -601,12 +678,21 @@ def open_checkpoint(folder: Path, world_size: int | None = None) -> dict[str, An
     ``world_size``: this run's, checked against the writer's (ZeRO shards are tied to it)."""
     manifest = verify(folder)
     if world_size is not None and manifest["world_size"] != world_size:
-        raise UserError(
-            f"checkpoint {folder} was written by {manifest['world_size']} workers but this run has "
-            f"{world_size}; ZeRO shards are tied to the data-parallel size (convert it to a universal "
-            "checkpoint or resume with the same runtime.num_workers)"
-        )
+        raise UserError(other_world_size(folder, manifest["world_size"], world_size))
     return read_client_state(folder)
+
+
+def other_world_size(folder: Path, written_by: int, num_workers: int) -> str:
+    """The refusal of a resume with another number of workers than wrote the checkpoint, and the way out:
+    ``train.init_from`` reads any engine layout (it loads weights only, into a new run)."""
+    run_dir = run_dir_of(Path(folder))
+    return (
+        f"cannot resume from {folder}: it was written by {written_by} workers and runtime.num_workers is "
+        f"{num_workers}; its ZeRO shards and each worker's task stream are tied to the number of workers "
+        "(DeepSpeed universal checkpoints are not supported): resume with "
+        f"--set runtime.num_workers={written_by}, or start a new run from its weights with any number of "
+        f"workers (--set runtime.run_name=NEW --set train.init_from={run_dir})"
+    )
 
 
 def load_checkpoint(
@@ -688,7 +774,14 @@ class Checkpointer:
             folder = Path(folder)
             client = open_checkpoint(folder, self.ctx.world_size)
             # Shapes and settings before any shard is read: a mismatch is named, not a size-mismatch trace.
-            check_resume_config(folder, client, self.run_cfg, int(self.info.get("num_items", 0)))
+            check_resume_config(
+                folder,
+                client,
+                self.run_cfg,
+                int(self.info.get("num_items", 0)),
+                self.info.get("item_raw_ids"),
+                self.info.get(TRAIN_DATA),
+            )
             check_param_shapes(folder, client.get("param_shapes"), param_shapes(self.engine.module))
             self.engine.load_checkpoint(str(folder / "engine"), tag="state")
             load_rng(folder, self.ctx.rank)
@@ -724,7 +817,8 @@ class Checkpointer:
 # ------------------------------------------------------------------------------------------ export
 
 # What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
-EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids", "features")
+# TRAIN_DATA: an evaluation can check the data it prepares is the data the model was trained on.
+EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids", "features", TRAIN_DATA)
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_ALGORITHM = "algorithm.safetensors"  # parameters the algorithm owns (Meta-SGD's rates), if any

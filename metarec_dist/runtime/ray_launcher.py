@@ -358,21 +358,26 @@ def resume_point_of(cfg: Config) -> Path | None:
     return None if run_dir is None else resume_point(run_dir, cfg.checkpoint.resume)
 
 
-def check_resume_settings(cfg: Config, point: Path | None, num_items: int) -> None:
-    """Shape-changing settings (or another catalogue) against the checkpoint: an error; others: a warning."""
-    from metarec_dist.checkpoint import check_resume_config, read_client_state, read_manifest
+def check_resume_settings(
+    cfg: Config, point: Path | None, num_items: int, item_raw_ids: list[str] | None = None
+) -> None:
+    """Shape-changing settings (or another catalogue: size, or ``item_raw_ids`` when given) against the
+    checkpoint: an error; others: a warning. The training users are compared by the workers (each holds
+    its shard)."""
+    from metarec_dist.checkpoint import (
+        check_resume_config,
+        other_world_size,
+        read_client_state,
+        read_manifest,
+    )
 
     if point is None:
         return
     # The workers refuse another world size (open_checkpoint) only after Ray has started them: say it now.
     written_by = read_manifest(point)["world_size"]
     if written_by != cfg.runtime.num_workers:
-        raise UserError(
-            f"cannot resume from {point}: it was written by {written_by} workers and runtime.num_workers is "
-            f"{cfg.runtime.num_workers}; checkpoint shards are tied to the number of workers: resume with "
-            f"--set runtime.num_workers={written_by}, or start a new run (--set runtime.run_name=NEW)"
-        )
-    check_resume_config(point, read_client_state(point), cfg, num_items)
+        raise UserError(other_world_size(point, written_by, cfg.runtime.num_workers))
+    check_resume_config(point, read_client_state(point), cfg, num_items, item_raw_ids)
 
 
 def prepare_off_driver(cfg: Config, scratch: Path) -> Any:
@@ -455,14 +460,14 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     resume_from = resume_point_of(cfg)
     shards = cached_shards(cfg.data)
     if shards is not None:
-        check_resume_settings(cfg, resume_from, shards.num_items)
+        check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     warn_if_oversubscribed(cfg)
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
     check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)
     if shards is None:
         shards = prepare_off_driver(cfg, scratch)
-        check_resume_settings(cfg, resume_from, shards.num_items)
+        check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     shards.folder = cluster_readable(shards.folder, cfg)
     datasets = user_datasets(shards, cfg.runtime.num_workers)
     actor = ProgressActor.remote()
@@ -497,11 +502,15 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
 def with_resume_point(out: dict[str, Any], resume_from: Path | None) -> dict[str, Any]:
     """A re-run of a finished run trains nothing and saves no checkpoint, and Ray's result keeps only the
     metrics of the last report that came with one (the first run's): the driver, which knows where this
-    run resumed, says that nothing was trained (the summary's "already finished" line)."""
+    run resumed, says that nothing was trained (the summary's "already finished" line). The step comes from
+    the checkpoint's name: a run that trained on has pruned that checkpoint by now if checkpoint.keep was
+    lowered (reading its client state failed the finished run)."""
     if resume_from is not None and out.get("step") is not None:
-        from metarec_dist.checkpoint import read_client_state
+        from metarec_dist.checkpoint import checkpoint_step, read_client_state
 
-        saved = int(read_client_state(resume_from)["step"])
+        saved = checkpoint_step(Path(resume_from).name)
+        if saved is None:  # not named as a checkpoint: its client state says
+            saved = int(read_client_state(resume_from)["step"])
         if int(out["step"]) == saved:
             out["resumed_from"] = saved
     return out

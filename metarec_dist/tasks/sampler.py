@@ -193,10 +193,27 @@ class TaskSampler:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "rng" not in state:  # a sharded stream's state (ShardedTaskSampler): not a KeyError trace
+            raise ValueError(stream_mismatch(state, 1))
         self.rng.bit_generator.state = state["rng"]
         if self.negatives_rng is not self.rng:
             self.negatives_rng.bit_generator.state = state["negatives_rng"]
         self.num_sampled = int(state["num_sampled"])
+
+
+def stream_mismatch(state: dict[str, Any], shards: int) -> str:
+    """The resume error for a task stream saved with another ``tasks.shards`` than this run's (``shards``
+    streams; 1: one stream, which tasks.shards 0 and 1 both give in one process)."""
+    saved = len(state["shards"]) if isinstance(state.get("shards"), list) else 1
+
+    def setting(n: int) -> str:
+        return "0 or 1" if n == 1 else str(n)
+
+    return (
+        f"the checkpoint's task stream was sampled with tasks.shards={setting(saved)}, this run has "
+        f"tasks.shards={setting(shards)}: resume with --set tasks.shards={saved}, or start a new run "
+        "(--set runtime.run_name=NEW)"
+    )
 
 
 def negative_pool(num_items: int, held_out: np.ndarray | None) -> np.ndarray | None:
@@ -273,10 +290,7 @@ class ShardedTaskSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state.get("shards", ())) != len(self.shards):
-            raise ValueError(
-                f"the checkpoint's task stream has {len(state.get('shards', ()))} shards, this run "
-                f"{len(self.shards)} (tasks.shards): resume with the checkpoint's value"
-            )
+            raise ValueError(stream_mismatch(state, len(self.shards)))
         for s, part in zip(self.shards, state["shards"], strict=True):
             s.load_state_dict(part)
         self.negatives_rng.bit_generator.state = state["negatives_rng"]

@@ -8,6 +8,7 @@ saved together by the ``Checkpointer``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarec_dist.checkpoint import Checkpointer
+from metarec_dist.checkpoint import TRAIN_DATA, Checkpointer
 from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.split import UserSplits
 from metarec_dist.errors import UserError
@@ -158,6 +159,21 @@ def trained_items(ctx: WorkerContext, train: list[np.ndarray]) -> list[np.ndarra
     if ctx.world_size == 1:
         return list(train)
     return [np.unique(np.concatenate(ctx.all_gather(mine)))]
+
+
+def train_data_digest(ctx: WorkerContext, data: UserSplits, chunk: int = 65_536) -> str:
+    """sha256 of the training users' ids and item sequences, over every rank's shard (a collective): saved
+    with each checkpoint, so a resume on other data (another file, split, seed or filter, even one that
+    keeps the catalogue's size) is refused. Users in id order: the order rows arrive in does not count."""
+    users = np.asarray(data.train_users if data.train_users is not None else np.arange(len(data.train)))
+    order = np.argsort(users, kind="stable")
+    h = hashlib.sha256(users[order].astype("<i8").tobytes())
+    h.update(np.array([len(data.train[i]) for i in order], dtype="<i8").tobytes())
+    for lo in range(0, len(order), chunk):  # bounded memory: a copy of one chunk's items at a time
+        h.update(np.concatenate([data.train[i] for i in order[lo : lo + chunk]]).astype("<i8").tobytes())
+    if ctx.world_size == 1:
+        return h.hexdigest()
+    return hashlib.sha256("\n".join(ctx.all_gather(h.hexdigest())).encode()).hexdigest()
 
 
 class MetaTrainer:
@@ -441,6 +457,7 @@ class MetaTrainer:
             "num_items": self.data.num_items,
             "item_titles": self.data.item_titles,
             "item_raw_ids": self.data.item_raw_ids,  # `metarec recommend` maps raw ids without the data
+            TRAIN_DATA: train_data_digest(self.ctx, self.data),  # a resume checks it trains on the same data
             # The side information the model reads (vocabularies, shapes): exports rebuild the model from it.
             "features": None if self.model.layout is None else self.model.layout.to_dict(),
         }
