@@ -533,7 +533,9 @@ def _baseline_protocol(
         try:
             base_name = protocol_name(base, name)
         except ValueError as exc:  # the message names --protocol, which the user may not have given
-            raise ValueError(f"not comparable under {flag_spelling(name)}: {exc}") from None
+            shown = flag_spelling(name)
+            why = str(exc).removeprefix(f"--protocol {shown}: ")
+            raise ValueError(f"not comparable under {shown}: {why}") from None
         base_protocol = model_protocol(
             base, shots, base_name, args.mask_seen, args.workers, args.batch_users, args.tune_users
         )[0]

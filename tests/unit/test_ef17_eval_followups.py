@@ -72,6 +72,15 @@ def test_shots_that_do_not_fit_the_baselines_window_name_the_baseline(runs, caps
     assert "model.max_seq_len=8" in err and f"--checkpoint {runs['a']} is fine" in err
 
 
+def test_a_baseline_of_another_protocol_names_no_flag_the_user_did_not_give(runs, trained, capsys):
+    """The message said "--protocol cold_start: ..." when the user gave no --protocol."""
+    loo = ["data.synthetic_users=60", "tasks.support_max=10", "tasks.query_size=5", "data.protocol=loo"]
+    baseline = trained(*loo, "meta.algorithm=sasrec", "train.eval_every=1").folder  # test_ev17's run
+    err = _baseline_error(runs, capsys, baseline)
+    assert "not comparable under cold_start: " in err and "was trained with data.protocol=loo" in err
+    assert "--protocol" not in err and "is fine" in err
+
+
 def test_a_baseline_on_other_data_says_what_differs(runs, capsys):
     err = _baseline_error(runs, capsys, runs["other"])
     assert "trained on different data (40 items" in err and "--checkpoint: 30 items" in err
