@@ -216,6 +216,13 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=4, help="clients sending at once")
     p.add_argument("--replicas", type=int, default=1)
+    p.add_argument(
+        "--request-timeout-s",
+        type=float,
+        metavar="SECONDS",
+        help="the server's --request-timeout-s: slower answers come back as HTTP 408, counted under "
+        "statuses (default: serve's, 30)",
+    )
     _add_bench_json(p)
 
 
@@ -408,7 +415,13 @@ def _bench_result(args: argparse.Namespace) -> dict:
 
         if min(args.requests, args.concurrency, args.replicas) < 1:
             raise ValueError("--requests, --concurrency and --replicas must be >= 1")
-        result = run_serve_bench(args.checkpoint, args.requests, args.concurrency, args.replicas)
+        result = run_serve_bench(
+            args.checkpoint,
+            args.requests,
+            args.concurrency,
+            args.replicas,
+            request_timeout_s=args.request_timeout_s,
+        )
     else:
         from metarec_dist.bench.data_bench import run_data_bench
 

@@ -145,12 +145,21 @@ def run_serve_bench(
     warmup: int = 10,
     seed: int = 0,
     server_args: Sequence[str] = (),
+    request_timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """``server_args``: more ``metarec serve`` flags (``--request-timeout-s``); the served side counts the
-    answers by HTTP status (``statuses``) and times the 200s."""
+    """``server_args``: more ``metarec serve`` flags; ``request_timeout_s``: its ``--request-timeout-s``
+    (None: serve's default), recorded in the result. The served side counts the answers by HTTP status
+    (``statuses``) and times the 200s."""
     import torch
 
     from metarec_dist.eval.recommend import Recommender
+    from metarec_dist.runtime.serving import REQUEST_TIMEOUT_S, check_serve_args
+
+    timeout = REQUEST_TIMEOUT_S if request_timeout_s is None else request_timeout_s
+    # A value serve refuses fails now, naming the flag, not after the in-process half as "did not come up".
+    check_serve_args(1, replicas, 1, 1, timeout)
+    if request_timeout_s is not None:
+        server_args = [*server_args, "--request-timeout-s", repr(float(request_timeout_s))]
 
     torch.set_num_threads(1)  # as each replica
     local = Recommender.load(checkpoint)
@@ -183,6 +192,7 @@ def run_serve_bench(
             **_served_summary(answers, time.perf_counter() - t0),
             "replicas": replicas,
             "concurrency": concurrency,
+            "request_timeout_s": timeout,
             "startup_s": round(startup_s, 1),
         }
     finally:

@@ -7,9 +7,10 @@ User mistakes raise ``ValueError``; ``metarec_dist.cli.main`` prints them as one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,20 @@ def parse_shots(text: str) -> list[int]:
     if not shots or shots[0] < 1:
         raise ValueError(f"--shots {text!r}: shot counts must be >= 1")
     return shots
+
+
+def parse_tune_users(text: str) -> int:
+    """``--tune-users``: ``all`` (or 0, as ``eval.tune_users`` spells it) for every validation user, else a
+    positive count; returned as ``eval.tune_users`` takes it (0: all)."""
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:  # argparse prints it as one line naming the flag
+        raise argparse.ArgumentTypeError(f"expected a number of validation users >= 1 or 'all', got {text!r}")
+    return n
 
 
 def flag_spelling(protocol: str) -> str:
@@ -158,6 +173,13 @@ def _add_workers_args(p: argparse.ArgumentParser) -> None:
         help="users scored together (default: the config's eval.batch_users); the unit of work --workers "
         "shares out, and the memory (batch x eval.item_chunk scores); same numbers",
     )
+    p.add_argument(
+        "--tune-users",
+        type=parse_tune_users,
+        metavar="N|all",
+        help="validation users the test-time adaptation (and --fuse's weight) is chosen on: N of them, a "
+        "fixed random subset, or all (default: the config's eval.tune_users; 0 there means all)",
+    )
 
 
 def add_recommend_args(parser: argparse.ArgumentParser) -> None:
@@ -246,6 +268,7 @@ def model_protocol(
     mask_seen: bool = True,
     workers: int | None = None,
     batch_users: int | None = None,
+    tune_users: int | None = None,
 ) -> tuple[ColdStartProtocol, str]:
     """The model's own protocol: its data config's users, its support_max (loo: its input window) and
     ``eval:`` section."""
@@ -259,6 +282,8 @@ def model_protocol(
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, workers=workers))
     if batch_users is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, batch_users=batch_users))
+    if tune_users is not None:  # which validation users choose the adaptation: a choice of this evaluation
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tune_users=tune_users))
     if name in ITEM_PROTOCOLS and not cfg.data.item_features:
         raise ValueError(
             f"--protocol {flag_spelling(name)}: {loaded.source}'s data config declares no item features "
@@ -287,7 +312,9 @@ def _evaluate_one(
     fixed: Any,
     fuse: bool = False,
 ) -> MethodResult:
-    result = protocol.evaluate(loaded, split, finetune=finetune, fixed=fixed, fuse=fuse)
+    # A fused export fuses at its stored weight: what recommend and serve rank by (exported_fusion_note).
+    stored = loaded.fusion.weight if fuse and loaded.fusion is not None else None
+    result = protocol.evaluate(loaded, split, finetune=finetune, fixed=fixed, fuse=fuse, stored_weight=stored)
     result.info["checkpoint"] = str(loaded.source)
     return result
 
@@ -298,7 +325,8 @@ def _same_users(a: ColdStartProtocol, b: ColdStartProtocol, split: str) -> None:
     sa, sb = a.users(split), b.users(split)
     if a.splits.num_items != b.splits.num_items or len(sa) != len(sb) or not all(map(np.array_equal, sa, sb)):
         raise ValueError(
-            "--baseline was trained on different data (other users or items): no paired comparison"
+            f"trained on different data ({b.splits.num_items} items, {len(sb)} {split} users; --checkpoint: "
+            f"{a.splits.num_items} items, {len(sa)} {split} users, or other ones): no paired comparison"
         )
 
 
@@ -409,7 +437,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     fixed = _fixed(args, loaded)  # a mistake in --steps/--finetune fails before the data is read
-    protocol, source = model_protocol(loaded, shots, name, args.mask_seen, args.workers, args.batch_users)
+    protocol, source = model_protocol(
+        loaded, shots, name, args.mask_seen, args.workers, args.batch_users, args.tune_users
+    )
     protocol.users(args.split)  # validates the name before any work
     # The baseline's checkpoint, protocol and users are checked before the (slow) first evaluation.
     base = _baseline_protocol(args, name, shots, protocol) if args.baseline else None
@@ -421,10 +451,14 @@ def _evaluate(args: argparse.Namespace) -> int:
             "serve apply; this evaluates the model alone: --fuse to evaluate the fusion",
             file=sys.stderr,
         )
+    check_tune_users(args, loaded, fixed, fuse, base[0] if base else None)
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse)]
+    if fuse and loaded.fusion is not None:
+        note = exported_fusion_note(loaded, results[0].info["adaptation"], list(protocol.shots))
+        print(note, file=sys.stderr)
     baseline = None
     if base is not None:
-        results.append(_evaluate_baseline(*base, args.split, results[0].name))
+        results.append(_evaluate_baseline(args, *base, results[0].name))
         baseline = results[-1].name
     results += baselines(protocol, args.split, cfg.train.seed)
     n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
@@ -440,6 +474,53 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_tune_users(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    fixed: tuple[int, float] | None,
+    fuse: bool,
+    base: LoadedModel | None,
+) -> None:
+    """``--tune-users`` where no validation user is searched on (``--steps`` fixed the adaptation, or a
+    model that does not adapt, unfused, and no baseline that adapts) is refused rather than left unused."""
+    from metarec_dist.meta import ALGORITHMS
+
+    if args.tune_users is None:
+        return
+    searched = fixed is None and (args.finetune or ALGORITHMS[loaded.algorithm].adapts)
+    if searched or fuse or (base is not None and ALGORITHMS[base.algorithm].adapts):
+        return
+    why = (
+        "--steps fixes the adaptation"
+        if fixed is not None
+        else f"this model (meta.algorithm={loaded.algorithm}) does not adapt without --finetune"
+    )
+    raise ValueError(
+        f"--tune-users: {why} and nothing is fused, so no validation users are searched on; drop --tune-users"
+    )
+
+
+def exported_fusion_note(loaded: LoadedModel, adaptation: dict[str, Any], shots: list[int]) -> str:
+    """What ``evaluate --fuse`` on a fused export says: the export's stored weight is used (what recommend
+    and serve apply), and where these shots' validation users would choose otherwise. ``shots``: the
+    protocol's result keys (leave-one-out: ``LOO``, 0)."""
+    assert loaded.fusion is not None
+    fusion = adaptation["fusion"]
+    text = f"note: fused at the export's stored weight {fusion['weight']:g}, which recommend and serve apply"
+    if fusion["valid_best"] != fusion["weight"]:
+        text += f"; these shots' validation users would choose {fusion['valid_best']:g}"
+    stored = [loaded.fusion.setting(k) for k in shots]
+    chosen = [
+        (a["steps"], a["inner_lr"])
+        for a in (adaptation.get("per_shot", {}).get(str(k), adaptation) for k in shots)
+    ]
+    if chosen != stored:  # the adaptation is chosen here as export --fuse chose it, for these shots
+        keys = [f"K={k}" if k else "loo" for k in shots]  # LOO is 0, never a shot count
+        shown = ", ".join(f"{key}: {s} steps, lr {lr:g}" for key, (s, lr) in zip(keys, stored, strict=True))
+        text += f"; the adaptation used here differs from the export's ({shown})"
+    return text
+
+
 def _baseline_protocol(
     args: argparse.Namespace, name: str, shots: list[int], protocol: ColdStartProtocol
 ) -> tuple[LoadedModel, ColdStartProtocol]:
@@ -447,23 +528,45 @@ def _baseline_protocol(
     evaluated model's when it was trained for it). A mistake is an error naming ``--baseline``."""
     from metarec_dist.eval.loading import load_model
 
-    base = load_model(args.baseline, "--baseline")
-    try:
-        base_name = protocol_name(base, name)
-    except ValueError as exc:  # the message names --protocol, which the user may not have given
-        shown = flag_spelling(name)
-        raise ValueError(f"--baseline {args.baseline}: not comparable under {shown}: {exc}") from None
-    base_protocol = model_protocol(base, shots, base_name, args.mask_seen, args.workers, args.batch_users)[0]
-    _same_users(protocol, base_protocol, args.split)
+    with _about_baseline(args):
+        base = load_model(args.baseline, "--baseline")
+        try:
+            base_name = protocol_name(base, name)
+        except ValueError as exc:  # the message names --protocol, which the user may not have given
+            shown = flag_spelling(name)
+            why = str(exc).removeprefix(f"--protocol {shown}: ")
+            raise ValueError(f"not comparable under {shown}: {why}") from None
+        base_protocol = model_protocol(
+            base, shots, base_name, args.mask_seen, args.workers, args.batch_users, args.tune_users
+        )[0]
+        _same_users(protocol, base_protocol, args.split)
     return base, base_protocol
 
 
+@contextlib.contextmanager
+def _about_baseline(args: argparse.Namespace) -> Iterator[None]:
+    """A mistake found in the ``--baseline`` checkpoint (its files, data, protocol, sequence length, its
+    evaluation) as one line naming ``--baseline PATH``: the flags its message names (``--shots``,
+    ``--protocol``) were fine for ``--checkpoint``, which the user would otherwise go and change."""
+    try:
+        yield
+    except ValueError as exc:
+        text = str(exc)
+        if text.startswith("--baseline"):  # load_model / resolve_checkpoint name it already
+            raise
+        raise type(exc)(
+            f"--baseline {args.baseline}: {text} (this is about the --baseline checkpoint; --checkpoint "
+            f"{args.checkpoint} is fine)"
+        ) from None
+
+
 def _evaluate_baseline(
-    base: LoadedModel, base_protocol: ColdStartProtocol, split: str, method: str
+    args: argparse.Namespace, base: LoadedModel, base_protocol: ColdStartProtocol, method: str
 ) -> MethodResult:
     """``--baseline`` scored on the same users; named ``baseline:METHOD`` when its method is ``method``
     too."""
-    result = _evaluate_one(base, base_protocol, split, finetune=False, fixed=None)
+    with _about_baseline(args):
+        result = _evaluate_one(base, base_protocol, args.split, finetune=False, fixed=None)
     if result.name == method:
         result.name = f"baseline:{result.name}"
     return result

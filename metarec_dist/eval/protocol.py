@@ -156,6 +156,10 @@ class Adaptation:
     # score (``val_score`` is then the chosen weight's); None: not fused.
     fusion: float | None = None
     fusion_scores: dict[float, float] | None = None
+    # Where the weight comes from: "valid" (the best candidate on validation users) or "export" (a fused
+    # export's stored weight, what recommend/serve apply); ``fusion_best``: the best candidate either way.
+    fusion_from: str = "valid"
+    fusion_best: float | None = None
     # How many validation users the choice was made on (eval.tune_users of them, or all); None: no search.
     valid_users: int | None = None
 
@@ -195,6 +199,9 @@ class Adaptation:
                 "recency": COOC_RECENCY,
                 f"val_{CRITERION}": {str(w): v for w, v in sorted((self.fusion_scores or {}).items())},
             }
+            if self.fusion_from == "export":  # absent for a run folder's choice: its JSON is unchanged
+                out["fusion"]["selected_on"] = "export"
+                out["fusion"]["valid_best"] = self.fusion_best
         return out
 
 
@@ -363,24 +370,35 @@ class ColdStartProtocol:
         """The co-occurrence counts of the training users (the baseline's and the fusion's)."""
         return ItemCooccurrence(self.splits.train, self.splits.num_items, self.cooc_horizon, COOC_RECENCY)
 
-    def choose_fusion(self, loaded: LoadedModel, adaptation: Adaptation) -> Adaptation:
+    def choose_fusion(
+        self, loaded: LoadedModel, adaptation: Adaptation, stored: float | None = None
+    ) -> Adaptation:
         """``adaptation`` with the fusion weight of ``FUSION_WEIGHTS`` that scores best on the tuning
-        validation users (mean NDCG@10 over the shots; ties: the smaller weight)."""
+        validation users (mean NDCG@10 over the shots; ties: the smaller weight). ``stored``: a fused
+        export's weight, used instead of the best (what recommend and serve apply), scored beside the
+        candidates so the report shows whether these shots' validation users would choose another."""
         if not self.splits.valid:
             raise ValueError(
                 "no validation users to choose the fusion weight on (data.valid_frac is 0?); pass --no-fuse"
             )
         users, feats = self.tune_users(), self.tune_user_features()
         scores = {}
-        for weight in FUSION_WEIGHTS:
+        for weight in sorted({*FUSION_WEIGHTS, *([] if stored is None else [stored])}):
             res = self.adapted_per_user(loaded, replace(adaptation, fusion=weight), users, feats)
             scores[weight] = float(np.mean([res[k][CRITERION].mean() for k in self.shots]))
         best = FUSION_WEIGHTS[0]
         for weight in FUSION_WEIGHTS[1:]:
             if scores[weight] > scores[best] + 1e-12:
                 best = weight
+        chosen = best if stored is None else stored
         return replace(
-            adaptation, fusion=best, fusion_scores=scores, val_score=scores[best], valid_users=len(users)
+            adaptation,
+            fusion=chosen,
+            fusion_scores=scores,
+            val_score=scores[chosen],
+            valid_users=len(users),
+            fusion_from="valid" if stored is None else "export",
+            fusion_best=best,
         )
 
     def evaluate(
@@ -392,18 +410,20 @@ class ColdStartProtocol:
         name: str | None = None,
         fuse: bool = False,
         adaptation: Adaptation | None = None,
+        stored_weight: float | None = None,
     ) -> MethodResult:
         """A trained model under its algorithm's protocol: adaptation chosen on validation users, then scored
         on ``split``. The default name is the algorithm (``+finetune`` when fine-tuned, ``+cooc`` fused).
         ``fuse``: fused with the co-occurrence counts, the weight chosen on validation users at the chosen
         adaptation (``choose_fusion``). ``adaptation``: one ``choose_adaptation`` already returned for
         this model and ``finetune`` (the reproduction's fused variant reuses its plain variant's), so the
-        search, deterministic, is not run twice."""
+        search, deterministic, is not run twice. ``stored_weight``: a fused export's weight, fused at instead
+        of the best on validation users (``choose_fusion``)."""
         users = self.users(split)
         if adaptation is None:
             adaptation = self.choose_adaptation(loaded, finetune, fixed)
         if fuse:
-            adaptation = self.choose_fusion(loaded, adaptation)
+            adaptation = self.choose_fusion(loaded, adaptation, stored_weight)
         return MethodResult(
             name or method_name(loaded.algorithm, finetune, fuse=fuse),
             self.adapted_per_user(loaded, adaptation, users, self.splits.user_features(split)),
