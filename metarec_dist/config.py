@@ -799,17 +799,31 @@ def _yaml_kind(value: Any) -> str:
     return {list: "list", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
+# Paths a config file may give relative to itself: (section, key, what the file is, what to give instead).
+BESIDE_CONFIG = (
+    ("train", "pretrain", "config file", "give the config file of the first stage"),
+    (
+        "runtime",
+        "deepspeed_override",
+        "file",
+        "give a JSON file of DeepSpeed settings, e.g. configs/deepspeed/zero3-offload.json",
+    ),
+)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[Override] = ()) -> Config:
-    """Defaults, then the YAML file, then each ``--set`` override (or program ``Setting``) in order;
-    ``train.pretrain`` made absolute (``resolve_pretrain``). A mistake is a ``UserError`` naming where the
-    faulty value came from (``blame``)."""
+    """Defaults, then the YAML file, then each ``--set`` override (or program ``Setting``) in order; the
+    paths in ``BESIDE_CONFIG`` (``train.pretrain``, ``runtime.deepspeed_override``) made absolute
+    (``resolve_beside``). A mistake is a ``UserError`` naming where the faulty value came from (``blame``)."""
     tree = read_yaml(path) if path is not None else {}
     for override in overrides:
         _apply(tree, override)
-    train = tree.get("train")
-    if isinstance(train, dict) and isinstance(train.get("pretrain"), str) and train["pretrain"].strip():
+    for section, key, what, hint in BESIDE_CONFIG:
+        part = tree.get(section)
+        if not (isinstance(part, dict) and isinstance(part.get(key), str) and part[key].strip()):
+            continue
         try:
-            train["pretrain"] = resolve_pretrain(train["pretrain"], path)
+            part[key] = resolve_beside(f"{section}.{key}", part[key], path, what, hint)
         except ValueError as exc:  # it names the config file it looked beside; name a --set that gave it
             if culprit(exc, overrides) is None:
                 raise
@@ -835,7 +849,10 @@ def blame(exc: ValueError, path: str | Path | None, overrides: Sequence[Override
     if path is None and not isinstance(override, Setting):
         return message
     said = override.describe() if isinstance(override, Setting) else f"--set {override}"
-    return f"{said}: {message.removeprefix(f'{_override_key(override)}: ')}"
+    key = _override_key(override)
+    value = override.value if isinstance(override, Setting) else override.split("=", 1)[1].strip()
+    # "KEY: ..." and "KEY VALUE: ..." (a path not found) repeat what the --set already says.
+    return f"{said}: {message.removeprefix(f'{key}: ').removeprefix(f'{key} {value}: ')}"
 
 
 def culprit(exc: ValueError, overrides: Sequence[Override]) -> Override | None:
@@ -861,11 +878,14 @@ def _same_value(set_key: str, faulty: str) -> bool:
     )
 
 
-def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
-    """``train.pretrain`` as an absolute path: as given when absolute; else next to the config file that
-    names it when the file is there (``pretrain: coldstart-sasrec.yaml`` beside ``coldstart.yaml``), else
-    relative to the current directory. A relative path found in neither place is an error naming both;
-    otherwise whether the file exists is checked when the stage is built."""
+def resolve_beside(
+    key: str, value: str, config_path: str | Path | None, what: str = "file", hint: str = ""
+) -> str:
+    """The path ``value`` of ``key`` made absolute: as given when absolute; else next to the config file
+    that names it when the file is there (``pretrain: coldstart-sasrec.yaml`` beside ``coldstart.yaml``),
+    else relative to the current directory. A relative path found in neither place is a ``ConfigError``
+    naming both (``what``: "config file", "file"; ``hint``: what to give instead); otherwise whether the
+    file exists is checked where it is read."""
     p = Path(value).expanduser()
     if p.is_absolute():
         return str(p)
@@ -874,10 +894,17 @@ def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
     beside = (Path(config_path).parent / p).resolve()
     if beside.is_file() or p.is_file():
         return str(beside if beside.is_file() else p.resolve())
-    raise ValueError(
-        f"train.pretrain {value}: config file not found next to {config_path} ({beside}) nor in the "
-        f"current folder ({p.resolve()}); give the config file of the first stage"
+    raise ConfigError(
+        f"{key} {value}: {what} not found next to {config_path} ({beside}) nor in the current folder "
+        f"({p.resolve()})" + (f"; {hint}" if hint else ""),
+        key,
     )
+
+
+def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
+    """``train.pretrain`` as an absolute path (``resolve_beside``)."""
+    section, key, what, hint = BESIDE_CONFIG[0]
+    return resolve_beside(f"{section}.{key}", value, config_path, what, hint)
 
 
 def with_overrides(cfg: Config, overrides: Sequence[Override]) -> Config:
