@@ -773,6 +773,8 @@ def _check_duplicate_keys(node: yaml.Node, where: str, path: str, visited: set[i
     if id(node) in visited:
         return
     visited.add(id(node))
+    if isinstance(node, yaml.ScalarNode):
+        _check_number(node, where, path)
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _check_duplicate_keys(item, where, f"{path}[{i}]", visited)
@@ -793,6 +795,29 @@ def _check_duplicate_keys(node: yaml.Node, where: str, path: str, visited: set[i
             )
         seen[(key.tag, key.value)] = line
         _check_duplicate_keys(value, where, name, visited)
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")  # YAML 1.1 (PyYAML): a leading 0 means octal
+
+
+def _check_number(node: yaml.ScalarNode, where: str, path: str) -> None:
+    """Raise for a plain number that YAML 1.1 reads other than as written: ``010`` is octal 8 and ``12:30``
+    base-60 750 (YAML 1.2 reads 10 and a string). A silently different value (8 layers for 10) is worse than
+    an error; the loader keeps PyYAML's YAML 1.1 reading, which every other YAML 1.1 tool shares, rather
+    than resolving numbers its own way."""
+    text = node.value
+    if node.style is not None or node.tag not in (_INT, _FLOAT):  # quoted, or not a number
+        return
+    value = yaml.safe_load(text)
+    if ":" in text:
+        how, meant = f"base-60 {value} (like a time)", "write the number meant"
+    elif node.tag == _INT and _OCTAL.fullmatch(text) and int(text.replace("_", "")) != value:
+        how, meant = f"octal {value}", f"write {int(text.replace('_', ''))}"
+    else:
+        return
+    name = f"{path}: {text} (line {node.start_mark.line + 1})" if path else text
+    raise UserError(f"{where}: {name} is read by YAML 1.1 as {how}; {meant}, or quote it ('{text}') for text")
 
 
 def _yaml_kind(value: Any) -> str:
