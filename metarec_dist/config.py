@@ -33,6 +33,9 @@ class ConfigError(UserError):
         self.keys = keys
 
 
+# A backbone this large is a typo (an extra 000), not a run: 100x configs/xl-1b.yaml, 400 GB of fp32 weights.
+MAX_BACKBONE_PARAMS = 10**11
+
 # The fast-weight adapters models/adapters.py builds (kept in sync by a test; config.py imports no torch).
 ADAPTER_NAMES = ("lowrank", "film", "bias", "itemlr")
 
@@ -98,6 +101,7 @@ class ModelConfig:
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
                 f"model.num_heads ({self.num_heads})"
             )
+        self._check_size()
         if not self.adapters:
             raise ValueError("model.adapters: list at least one fast-weight adapter, e.g. [lowrank]")
         unknown = [a for a in self.adapters if a not in ADAPTER_NAMES]
@@ -107,6 +111,28 @@ class ModelConfig:
             raise ValueError("model.dropout must be in [0, 1)")
         if not 0.0 <= self.item_id_dropout < 1.0:
             raise ValueError("model.item_id_dropout must be in [0, 1)")
+
+    def backbone_params(self) -> int:
+        """About how many parameters the transformer layers and position table hold (attention 4 h^2, MLP
+        up to 3 h x intermediate as in Llama); the item table depends on the data and is not counted."""
+        h = self.hidden_size
+        inter = self.intermediate_size or 4 * h
+        return self.num_layers * (4 * h * h + 3 * h * inter) + self.max_seq_len * h
+
+    def _check_size(self) -> None:
+        """Refuse sizes no run can allocate now, not after the data is read, in a long allocator error."""
+        n = self.backbone_params()
+        if n <= MAX_BACKBONE_PARAMS:
+            return
+        sizes = ", ".join(
+            f"model.{k}={getattr(self, k)}"
+            for k in ("hidden_size", "num_layers", "intermediate_size", "max_seq_len")
+            if getattr(self, k) is not None
+        )
+        raise ValueError(
+            f"{sizes}: a backbone of about {n:.1e} parameters ({n * 4 / 1e12:.2g} TB in fp32), over the "
+            f"{MAX_BACKBONE_PARAMS:.0e} accepted (100x configs/xl-1b.yaml); check these sizes for a typo"
+        )
 
     def prefix_tokens(self, data: DataConfig) -> int:
         """Positions before BOS: one for the user's features when there are any and they are used."""
