@@ -105,7 +105,7 @@ def job_path(path: str, config: Path, root: Path) -> str:
 
     local = Path(path)
     try:
-        local.resolve().relative_to(root.resolve())
+        inside = local.resolve().relative_to(root.resolve())
     except ValueError:
         where = "is not here" if not local.is_file() else f"is outside the uploaded working dir {root}"
         print(
@@ -113,6 +113,11 @@ def job_path(path: str, config: Path, root: Path) -> str:
             file=sys.stderr,
         )
         return path
+    if f"/{inside.parts[0]}/" in EXCLUDES:
+        raise UserError(
+            f"runtime.deepspeed_override {path}: under {inside.parts[0]}/, which is not uploaded with the "
+            "job; put it with the configs (e.g. configs/deepspeed/)"
+        )
     read_override(path)
     return os.path.relpath(local.resolve(), config.resolve().parent)
 

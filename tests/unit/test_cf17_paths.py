@@ -147,3 +147,15 @@ def test_submit_refuses_a_set_backend_other_than_ray(monkeypatch, client, capsys
     assert client.submitted == []
     # ray itself, given or not, is what the job runs
     assert main([*argv, *sets[:2], "--set", "runtime.backend=ray"]) == 0
+
+
+def test_submit_refuses_an_override_in_a_folder_that_is_not_uploaded(tmp_path, client, capsys):
+    root = tmp_path / "repo"
+    conf = _config_with_override(root / "configs", "../runs/z.json")
+    (root / "runs").mkdir()
+    (root / "runs" / "z.json").write_text(ZERO3.read_text())
+    argv = ["submit", "--address", ADDRESS, "--config", str(conf), "--working-dir", str(root)]
+    assert main([*argv, "--set", "runtime.storage_path=/mnt/shared/runs"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: runtime.deepspeed_override {root / 'runs' / 'z.json'}: under runs/"), err
+    assert client.submitted == []
