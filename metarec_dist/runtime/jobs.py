@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metarec_dist.config import load_config
+from metarec_dist.config import load_config, parse_override
 from metarec_dist.errors import UserError
 from metarec_dist.metrics.redact import redact_text
 
@@ -80,15 +80,10 @@ def check_backend(overrides: Sequence[str]) -> None:
     asked for. A ``backend:`` in the config file is replaced without a word: it is the file's default for
     ``metarec train`` (configs/tiny.yaml says local), not a request made for this job."""
     for text in overrides:
-        key, _, raw = text.partition("=")
-        parts = [p.strip() for p in key.split(".")]
-        if parts == ["runtime", "backend"]:
-            value = raw.strip()
-        elif parts == ["runtime"] and "backend" in raw:  # the section set whole: --set 'runtime={...}'
-            value = "(in the section)"
-        else:
-            continue
-        if value != "ray":
+        parts, value = parse_override(text)  # read as the loader reads it: "ray" and 'ray' are ray
+        if parts == ["runtime"] and isinstance(value, dict):  # the section set whole: runtime={...}
+            parts, value = ["runtime", "backend"], value.get("backend", "ray")
+        if parts == ["runtime", "backend"] and value != "ray":
             raise UserError(
                 f"--set {text}: metarec submit always runs the job on Ray (runtime.backend=ray); drop this "
                 "--set (to run here, use metarec train)"

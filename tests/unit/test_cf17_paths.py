@@ -146,7 +146,9 @@ def test_submit_refuses_a_set_backend_other_than_ray(monkeypatch, client, capsys
     assert err.startswith(f"error: --set {key}={value}: metarec submit always runs the job on Ray"), err
     assert client.submitted == []
     # ray itself, given or not, is what the job runs
-    assert main([*argv, *sets[:2], "--set", "runtime.backend=ray"]) == 0
+    for ray in ("ray", "'ray'", "{backend: ray, storage_path: /mnt/shared/runs}"):
+        given = "runtime" if ray.startswith("{") else "runtime.backend"
+        assert main([*argv, *sets[:2], "--set", f"{given}={ray}"]) == 0, capsys.readouterr().err
 
 
 def test_submit_refuses_an_override_in_a_folder_that_is_not_uploaded(tmp_path, client, capsys):
