@@ -262,9 +262,10 @@ def _print_config(args: argparse.Namespace) -> int:
 
 @command("submit")
 def _submit(args: argparse.Namespace) -> int:
-    from metarec_dist.runtime.jobs import check_address, submit
+    from metarec_dist.runtime.jobs import check_address, check_backend, submit
 
     check_address(args.address)  # before the config: a wrong address fails at once
+    check_backend(args.set or [])  # before the Setting below replaces a --set runtime.backend
     # Checked as the job will run it: on Ray (DeepSpeed settings are then taken, whatever the file says).
     on_ray = Setting("runtime.backend", "ray", "submit (jobs run on Ray, runtime.backend=ray)")
     _config(argparse.Namespace(**{**vars(args), "settings": [on_ray]}), False)

@@ -33,6 +33,9 @@ class ConfigError(UserError):
         self.keys = keys
 
 
+# A backbone this large is a typo (an extra 000), not a run: 100x configs/xl-1b.yaml, 400 GB of fp32 weights.
+MAX_BACKBONE_PARAMS = 10**11
+
 # The fast-weight adapters models/adapters.py builds (kept in sync by a test; config.py imports no torch).
 ADAPTER_NAMES = ("lowrank", "film", "bias", "itemlr")
 
@@ -98,6 +101,7 @@ class ModelConfig:
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
                 f"model.num_heads ({self.num_heads})"
             )
+        self._check_size()
         if not self.adapters:
             raise ValueError("model.adapters: list at least one fast-weight adapter, e.g. [lowrank]")
         unknown = [a for a in self.adapters if a not in ADAPTER_NAMES]
@@ -107,6 +111,28 @@ class ModelConfig:
             raise ValueError("model.dropout must be in [0, 1)")
         if not 0.0 <= self.item_id_dropout < 1.0:
             raise ValueError("model.item_id_dropout must be in [0, 1)")
+
+    def backbone_params(self) -> int:
+        """About how many parameters the transformer layers and position table hold (attention 4 h^2, MLP
+        up to 3 h x intermediate as in Llama); the item table depends on the data and is not counted."""
+        h = self.hidden_size
+        inter = self.intermediate_size or 4 * h
+        return self.num_layers * (4 * h * h + 3 * h * inter) + self.max_seq_len * h
+
+    def _check_size(self) -> None:
+        """Refuse sizes no run can allocate now, not after the data is read, in a long allocator error."""
+        n = self.backbone_params()
+        if n <= MAX_BACKBONE_PARAMS:
+            return
+        sizes = ", ".join(
+            f"model.{k}={getattr(self, k)}"
+            for k in ("hidden_size", "num_layers", "intermediate_size", "max_seq_len")
+            if getattr(self, k) is not None
+        )
+        raise ValueError(
+            f"{sizes}: a backbone of about {n:.1e} parameters ({n * 4 / 1e12:.2g} TB in fp32), over the "
+            f"{MAX_BACKBONE_PARAMS:.0e} accepted (100x configs/xl-1b.yaml); check these sizes for a typo"
+        )
 
     def prefix_tokens(self, data: DataConfig) -> int:
         """Positions before BOS: one for the user's features when there are any and they are used."""
@@ -773,6 +799,8 @@ def _check_duplicate_keys(node: yaml.Node, where: str, path: str, visited: set[i
     if id(node) in visited:
         return
     visited.add(id(node))
+    if isinstance(node, yaml.ScalarNode):
+        _check_number(node, where, path)
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _check_duplicate_keys(item, where, f"{path}[{i}]", visited)
@@ -795,21 +823,58 @@ def _check_duplicate_keys(node: yaml.Node, where: str, path: str, visited: set[i
         _check_duplicate_keys(value, where, name, visited)
 
 
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")  # YAML 1.1 (PyYAML): a leading 0 means octal
+
+
+def _check_number(node: yaml.ScalarNode, where: str, path: str) -> None:
+    """Raise for a plain number that YAML 1.1 reads other than as written: ``010`` is octal 8 and ``12:30``
+    base-60 750 (YAML 1.2 reads 10 and a string). A silently different value (8 layers for 10) is worse than
+    an error; the loader keeps PyYAML's YAML 1.1 reading, which every other YAML 1.1 tool shares, rather
+    than resolving numbers its own way."""
+    text = node.value
+    if node.style is not None or node.tag not in (_INT, _FLOAT):  # quoted, or not a number
+        return
+    value = yaml.safe_load(text)
+    if ":" in text:
+        how, meant = f"base-60 {value} (like a time)", "write the number meant"
+    elif node.tag == _INT and _OCTAL.fullmatch(text) and int(text.replace("_", "")) != value:
+        how, meant = f"octal {value}", f"write {int(text.replace('_', ''))}"
+    else:
+        return
+    name = f"{path}: {text} (line {node.start_mark.line + 1})" if path else text
+    raise UserError(f"{where}: {name} is read by YAML 1.1 as {how}; {meant}, or quote it ('{text}') for text")
+
+
 def _yaml_kind(value: Any) -> str:
     return {list: "list", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
+# Paths a config file may give relative to itself: (section, key, what the file is, what to give instead).
+BESIDE_CONFIG = (
+    ("train", "pretrain", "config file", "give the config file of the first stage"),
+    (
+        "runtime",
+        "deepspeed_override",
+        "file",
+        "give a JSON file of DeepSpeed settings, e.g. configs/deepspeed/zero3-offload.json",
+    ),
+)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[Override] = ()) -> Config:
-    """Defaults, then the YAML file, then each ``--set`` override (or program ``Setting``) in order;
-    ``train.pretrain`` made absolute (``resolve_pretrain``). A mistake is a ``UserError`` naming where the
-    faulty value came from (``blame``)."""
+    """Defaults, then the YAML file, then each ``--set`` override (or program ``Setting``) in order; the
+    paths in ``BESIDE_CONFIG`` (``train.pretrain``, ``runtime.deepspeed_override``) made absolute
+    (``resolve_beside``). A mistake is a ``UserError`` naming where the faulty value came from (``blame``)."""
     tree = read_yaml(path) if path is not None else {}
     for override in overrides:
         _apply(tree, override)
-    train = tree.get("train")
-    if isinstance(train, dict) and isinstance(train.get("pretrain"), str) and train["pretrain"].strip():
+    for section, key, what, hint in BESIDE_CONFIG:
+        part = tree.get(section)
+        if not (isinstance(part, dict) and isinstance(part.get(key), str) and part[key].strip()):
+            continue
         try:
-            train["pretrain"] = resolve_pretrain(train["pretrain"], path)
+            part[key] = resolve_beside(f"{section}.{key}", part[key], path, what, hint)
         except ValueError as exc:  # it names the config file it looked beside; name a --set that gave it
             if culprit(exc, overrides) is None:
                 raise
@@ -835,7 +900,10 @@ def blame(exc: ValueError, path: str | Path | None, overrides: Sequence[Override
     if path is None and not isinstance(override, Setting):
         return message
     said = override.describe() if isinstance(override, Setting) else f"--set {override}"
-    return f"{said}: {message.removeprefix(f'{_override_key(override)}: ')}"
+    key = _override_key(override)
+    value = override.value if isinstance(override, Setting) else override.split("=", 1)[1].strip()
+    # "KEY: ..." and "KEY VALUE: ..." (a path not found) repeat what the --set already says.
+    return f"{said}: {message.removeprefix(f'{key}: ').removeprefix(f'{key} {value}: ')}"
 
 
 def culprit(exc: ValueError, overrides: Sequence[Override]) -> Override | None:
@@ -861,11 +929,14 @@ def _same_value(set_key: str, faulty: str) -> bool:
     )
 
 
-def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
-    """``train.pretrain`` as an absolute path: as given when absolute; else next to the config file that
-    names it when the file is there (``pretrain: coldstart-sasrec.yaml`` beside ``coldstart.yaml``), else
-    relative to the current directory. A relative path found in neither place is an error naming both;
-    otherwise whether the file exists is checked when the stage is built."""
+def resolve_beside(
+    key: str, value: str, config_path: str | Path | None, what: str = "file", hint: str = ""
+) -> str:
+    """The path ``value`` of ``key`` made absolute: as given when absolute; else next to the config file
+    that names it when the file is there (``pretrain: coldstart-sasrec.yaml`` beside ``coldstart.yaml``),
+    else relative to the current directory. A relative path found in neither place is a ``ConfigError``
+    naming both (``what``: "config file", "file"; ``hint``: what to give instead); otherwise whether the
+    file exists is checked where it is read."""
     p = Path(value).expanduser()
     if p.is_absolute():
         return str(p)
@@ -874,10 +945,17 @@ def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
     beside = (Path(config_path).parent / p).resolve()
     if beside.is_file() or p.is_file():
         return str(beside if beside.is_file() else p.resolve())
-    raise ValueError(
-        f"train.pretrain {value}: config file not found next to {config_path} ({beside}) nor in the "
-        f"current folder ({p.resolve()}); give the config file of the first stage"
+    raise ConfigError(
+        f"{key} {value}: {what} not found next to {config_path} ({beside}) nor in the current folder "
+        f"({p.resolve()})" + (f"; {hint}" if hint else ""),
+        key,
     )
+
+
+def resolve_pretrain(value: str, config_path: str | Path | None) -> str:
+    """``train.pretrain`` as an absolute path (``resolve_beside``)."""
+    section, key, what, hint = BESIDE_CONFIG[0]
+    return resolve_beside(f"{section}.{key}", value, config_path, what, hint)
 
 
 def with_overrides(cfg: Config, overrides: Sequence[Override]) -> Config:

@@ -11,6 +11,8 @@ job client then sends it as a bearer token. The token is never put into the job'
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import sys
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metarec_dist.config import load_config
+from metarec_dist.config import load_config, parse_override
 from metarec_dist.errors import UserError
 from metarec_dist.metrics.redact import redact_text
 
@@ -72,6 +74,49 @@ def check_address(address: str) -> None:
         )
 
 
+def check_backend(overrides: Sequence[str]) -> None:
+    """``UserError`` for a ``--set runtime.backend`` other than ``ray``: a submitted job always runs on Ray,
+    and quietly replacing what the user typed (a typo, or ``local``) hides that their run is not what they
+    asked for. A ``backend:`` in the config file is replaced without a word: it is the file's default for
+    ``metarec train`` (configs/tiny.yaml says local), not a request made for this job."""
+    for text in overrides:
+        parts, value = parse_override(text)  # read as the loader reads it: "ray" and 'ray' are ray
+        if parts == ["runtime"] and isinstance(value, dict):  # the section set whole: runtime={...}
+            parts, value = ["runtime", "backend"], value.get("backend", "ray")
+        if parts == ["runtime", "backend"] and value != "ray":
+            raise UserError(
+                f"--set {text}: metarec submit always runs the job on Ray (runtime.backend=ray); drop this "
+                "--set (to run here, use metarec train)"
+            )
+
+
+def job_path(path: str, config: Path, root: Path) -> str:
+    """The path the job is given for a file the config names (``runtime.deepspeed_override``, resolved
+    here to ``path``): inside the uploaded working dir ``root``, relative to the config file's folder, which
+    the job looks beside first (an absolute path here is not a path in Ray's copy of the working dir on the
+    cluster); the file is also read now, so a broken one fails here. A path that is not here or is outside
+    ``root`` is kept: it can only be a file on the cluster itself (a note says so)."""
+    from metarec_dist.runtime.deepspeed_engine import read_override
+
+    local = Path(path)
+    try:
+        inside = local.resolve().relative_to(root.resolve())
+    except ValueError:
+        where = "is not here" if not local.is_file() else f"is outside the uploaded working dir {root}"
+        print(
+            f"note: runtime.deepspeed_override {path} {where}: the job reads it at that path on the cluster",
+            file=sys.stderr,
+        )
+        return path
+    if f"/{inside.parts[0]}/" in EXCLUDES:
+        raise UserError(
+            f"runtime.deepspeed_override {path}: under {inside.parts[0]}/, which is not uploaded with the "
+            "job; put it with the configs (e.g. configs/deepspeed/)"
+        )
+    read_override(path)
+    return os.path.relpath(local.resolve(), config.resolve().parent)
+
+
 def check_job_storage(storage_path: str) -> None:
     """``UserError`` for a relative ``runtime.storage_path``: the job runs in Ray's unpacked copy of the
     working dir (under the head's session folder, a new one for every changed upload), so the run would land
@@ -98,9 +143,13 @@ def submit(
     from ray.job_submission import JobSubmissionClient
 
     check_address(address)
+    check_backend(overrides)
     cfg = load_config(config, [*overrides, "runtime.backend=ray"])  # validate before anything leaves here
     check_job_storage(cfg.runtime.storage_path)
     overrides = [*overrides, "runtime.backend=ray"]
+    if cfg.runtime.deepspeed_override:
+        path = job_path(cfg.runtime.deepspeed_override, config, root)
+        overrides.append(f"runtime.deepspeed_override={json.dumps(path)}")  # quoted: read as YAML there
     try:
         client = JobSubmissionClient(address)
     except Exception as exc:  # connection refused, 401/403 from token auth, bad URL
