@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check (< 8 minutes on one H200): ZeRO-2 and ZeRO-3 in bf16 on the ~100M config
-# (configs/base-100m.yaml), one GPU, DeepSpeed engine, synthetic data with a 20k-item catalogue.
+# (configs/base-100m.yaml), then ZeRO-3 on the ~1B config (configs/xl-1b.yaml, its 8-worker layout folded onto
+# one GPU: one worker, no accumulation); one GPU, DeepSpeed engine, synthetic data with a 20k-item catalogue.
 # Prints and writes ($OUT or ./gpu_check_out) one JSON per run: tasks/s, tokens/s, MFU (989 TFLOP/s dense
 # bf16 peak, FLOPs counted by metarec_dist/metrics/flops.py incl. the inner loop), peak GPU memory.
 # Throughput leaves out the first 10 steps (CUDA context, kernel selection, allocator warm-up).
@@ -24,7 +25,7 @@ fi
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.csv"
 python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)" | tee "$OUT/versions.txt"
-COMMON=(--config configs/base-100m.yaml --set runtime.backend=local --set runtime.deepspeed=true
+COMMON=(--set runtime.backend=local --set runtime.deepspeed=true
   --set runtime.num_workers=1 --set runtime.use_gpu=true --set runtime.precision=bf16
   --set data.format=synthetic --set data.synthetic_users=20000 --set data.synthetic_items=20000
   --set data.synthetic_min_len=61 --set data.synthetic_max_len=120 --set data.cache=false
@@ -32,10 +33,15 @@ COMMON=(--config configs/base-100m.yaml --set runtime.backend=local --set runtim
   --set train.eval_users=256
   --set checkpoint.every=0 --set checkpoint.resume=false --set logging.wandb=off
   --set "runtime.storage_path=$OUT/runs")
-for stage in 2 3; do
-  echo "== ZeRO-$stage bf16, base-100m, 1 GPU =="
-  timeout 200 python3 -m metarec_dist.cli train "${COMMON[@]}" --set runtime.zero_stage=$stage \
-    --set runtime.run_name=zero$stage --json "$OUT/zero$stage.json" 2>&1 | tail -25
-  [ -f "$OUT/zero$stage.json" ] && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('tasks_per_s','tokens_per_s','mfu','peak_memory_gb','loss')})" "$OUT/zero$stage.json"
-done
+run() {  # name config extra-settings...
+  local name=$1 config=$2; shift 2
+  echo "== $name: $config, bf16, 1 GPU =="
+  timeout 240 python3 -m metarec_dist.cli train --config "$config" "${COMMON[@]}" "$@" \
+    --set runtime.run_name="$name" --json "$OUT/$name.json" 2>&1 | tail -25
+  [ -f "$OUT/$name.json" ] && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('tasks_per_s','tokens_per_s','mfu','peak_memory_gb','loss')})" "$OUT/$name.json"
+  rm -rf "$OUT/runs/$name"  # the final checkpoint (16 GB at 1B parameters) is not needed
+}
+run zero2 configs/base-100m.yaml --set runtime.zero_stage=2
+run zero3 configs/base-100m.yaml --set runtime.zero_stage=3
+run xl1b-zero3 configs/xl-1b.yaml --set runtime.zero_stage=3 --set runtime.grad_accum=1
 rm -rf "$OUT/runs"

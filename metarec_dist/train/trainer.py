@@ -28,7 +28,7 @@ from metarec_dist.eval.loo import LOO
 from metarec_dist.eval.new_items import check_enough_new_items
 from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 from metarec_dist.meta import MetaLearner, build_algorithm
-from metarec_dist.metrics.flops import StepShape, flops_per_task, mfu
+from metarec_dist.metrics.flops import StepShape, flops_per_task, matmul_params, mfu
 from metarec_dist.metrics.loggers import MetricLogger, NullLogger, wandb_run_id
 from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
@@ -377,9 +377,6 @@ class MetaTrainer:
 
     def step_shape(self) -> StepShape:
         c = self.cfg
-        backbone = sum(
-            p.numel() for n, p in self.model.backbone.named_parameters() if p.dim() == 2 and "wte" not in n
-        )
         return StepShape(
             tokens=tokens_per_task(c),
             support_positions=(c.tasks.support_min + c.tasks.support_max) / 2,
@@ -387,7 +384,7 @@ class MetaTrainer:
             hidden=c.model.hidden_size,
             layers=c.model.num_layers,
             num_items=self.data.num_items,
-            backbone_params=backbone,
+            backbone_params=matmul_params(self.model.backbone),
             adaptation_steps=c.meta.adaptation_steps if self.algorithm.adapts else 0,
             fast_params=self.model.head.size,
         )
