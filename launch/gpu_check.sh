@@ -6,11 +6,16 @@
 # bf16 peak, FLOPs counted by metarec_dist/metrics/flops.py incl. the inner loop), peak GPU memory.
 # Throughput leaves out the first 10 steps (CUDA context, kernel selection, allocator warm-up).
 #
-# The lent H200 image has torch and transformers but not deepspeed/ray/datasets/wandb and no network:
-# carry them as wheels in .whl/ (see /work/.library/device/README.md), e.g.
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-#       -d .whl deepspeed==0.19.8 hjson ninja py-cpuinfo datasets==5.2.0 dill multiprocess xxhash wandb==0.31.0 ...
-# then run with carry [".whl"]:  bash launch/gpu_check.sh
+# The lent H200 image (torch 2.11, transformers 5.17, pyarrow, pandas, ninja, py-cpuinfo, msgpack, xxhash) has
+# no deepspeed, datasets or pydantic and no network: carry them as wheels in .whl/ (git-ignored through
+# .git/info/exclude). What ran in session 18 (5.7 MB; ray and wandb are not needed by the local backend):
+#   mkdir -p .whl && cd .whl && python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux2014_x86_64 -d . datasets==5.2.0 dill multiprocess hjson \
+#       pydantic pydantic-core annotated-types typing-inspection "typing_extensions>=4.16"
+#   # PyPI has no deepspeed wheel: take the one pip built from the sdist for .venv (pure Python), e.g.
+#   cp ~/.cache/pip/wheels/*/*/*/*/deepspeed-0.19.8-py3-none-any.whl .
+# (pydantic needs the pydantic-core it names, exactly: keep one version of each.)
+# Then run with carry [".whl"]:  bash launch/gpu_check.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
