@@ -88,8 +88,11 @@ class WandbLogger:
             config=redact(config),
             dir=str(directory) if directory is not None else None,
         )
+        check_env_mode()
         try:
             self.run = wandb.init(mode=mode, **init)
+        except ValueError as exc:  # a setting W&B's own validation refuses (pydantic): several lines
+            raise start_error(setting, exc, mode) from None
         except wandb.errors.Error as exc:
             # No key, no network (wandb gives up after settings.init_timeout, 90 s), a project the key
             # may not write to: W&B's own traceback names none of our settings.
@@ -107,6 +110,8 @@ class WandbLogger:
         self.record = used_run(self.run)
         if directory is not None:
             write_record(directory, self.record)
+        else:
+            warn_if_elsewhere(self.record.get("sync_dir"))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         payload: dict[str, Any] = {"meta_step": step}
@@ -157,15 +162,49 @@ def used_run(run: Any) -> dict[str, Any]:
     """What a started W&B run logs to, as this process resolved it (its ``WANDB_*`` variables, the key's
     default entity): ``entity`` (None: not known offline), ``project``, ``id``, ``mode``, ``sync_dir`` (the
     offline folder of this session, None online) and ``url`` (None offline)."""
-    offline = run.settings.mode == "offline"
+    mode = MODE_ALIASES.get(run.settings.mode, run.settings.mode)
+    offline = mode == "offline"
     return {
-        "entity": run.entity or None if run.settings.mode != "disabled" else None,  # disabled: "dummy"
+        "entity": run.entity or None if mode != "disabled" else None,  # disabled: "dummy"
         "project": run.project,
         "id": run.id,
-        "mode": run.settings.mode,
+        "mode": mode,
         "sync_dir": str(run.settings.sync_dir) if offline else None,
         "url": None if offline else run.url,
     }
+
+
+# W&B's older names for its modes (WANDB_MODE=dryrun is offline).
+MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+ENV_MODES = ("online", "offline", "disabled", "shared", *MODE_ALIASES)
+
+
+def check_env_mode() -> None:
+    """``UserError`` for a ``WANDB_MODE`` W&B does not know: W&B refuses it with a several-line validation
+    error, even when ``logging.wandb`` names the mode."""
+    from metarec_dist.errors import UserError
+
+    value = os.environ.get("WANDB_MODE")
+    if value and value not in ENV_MODES:
+        raise UserError(
+            f"WANDB_MODE={value}: not a W&B mode; set it to online, offline or disabled, or unset it "
+            "(logging.wandb then chooses: auto, online, offline, off)"
+        )
+
+
+def warn_if_elsewhere(sync_dir: str | None) -> None:
+    """Offline files outside ``WANDB_DIR`` (no local run folder: cloud storage): W&B found it not writable
+    and fell back to a temporary folder, saying nothing; on a cluster node it goes with the node."""
+    wanted = os.environ.get("WANDB_DIR")
+    if not (sync_dir and wanted):
+        return
+    if not Path(sync_dir).resolve().is_relative_to(Path(wanted).expanduser().resolve()):
+        log.warning(
+            "WANDB_DIR=%s is not writable here: W&B writes this run's offline files to %s instead; point "
+            "WANDB_DIR at a writable folder that outlives the node, or sync them from there",
+            wanted,
+            Path(sync_dir).parent,
+        )
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
