@@ -104,8 +104,7 @@ class WandbLogger:
             self.run = wandb.init(mode="offline", **init)
         self.run.define_metric("meta_step")
         self.run.define_metric("*", step_metric="meta_step")
-        # The W&B step of the next row: after an online resume the one after the run's last; offline, 0.
-        self.first_step = self.run.step
+        self.first_step = next_step(self.run)
         self._skipped = False
         self.record = used_run(self.run)
         if directory is not None:
@@ -156,6 +155,16 @@ class WandbLogger:
 
     def close(self) -> None:
         self.run.finish()
+
+
+def next_step(run: Any) -> int:
+    """The W&B step of the run's next row: after an online resume the one after its last; offline, 0. 0 when
+    W&B cannot say (``WANDB_MODE=shared`` raises, a loaded service may time out): nothing is skipped."""
+    try:
+        return int(run.step)
+    except Exception as exc:  # whatever W&B raises here, logging goes on as before
+        log.debug("W&B run.step: %s", first_line(exc))
+        return 0
 
 
 def used_run(run: Any) -> dict[str, Any]:

@@ -120,3 +120,18 @@ def test_no_record_of_another_run_id_or_with_wandb_off(tmp_path):
     assert wandb_used(load_config(None, [*base, "logging.wandb=offline"])) == {}
     assert wandb_used(load_config(None, [*base, "logging.wandb=off"])) == {}
     assert read_record("s3://bucket/runs/wb18") is None
+
+
+def test_a_run_that_cannot_say_its_step_skips_nothing():
+    """``run.step`` raises in W&B's shared mode (and may time out): the logger still starts."""
+    from metarec_dist.metrics.wandb_logger import next_step
+
+    class Shared:
+        @property
+        def step(self) -> int:
+            raise RuntimeError("run.step is not supported in shared mode")
+
+    class Resumed:
+        step = 7
+
+    assert (next_step(Shared()), next_step(Resumed())) == (0, 7)
