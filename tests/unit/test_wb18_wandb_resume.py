@@ -51,13 +51,16 @@ def test_a_resumed_offline_run_goes_on_at_the_next_step(tmp_path, monkeypatch):
     order) put the second session's rows over the first's. Now a row's W&B step is its meta-step."""
     _pinned()
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    for steps in ((2, 4), (6, 8)):  # the second session resumed from the checkpoint at meta-step 4
-        logger = _logger(tmp_path)
+    # The second session resumed from the checkpoint at meta-step 4. Each writes its own folder (a real
+    # resume's is named after its start second; two sessions within one second here would share one).
+    for session, steps in (("first", (2, 4)), ("second", (6, 8))):
+        logger = _logger(tmp_path / session)
         for step in steps:
             logger.log({"loss": 1.0 / step}, step)
         logger.log({"val/ndcg@10@k3": 0.5}, steps[-1])  # the final validation, at the last step
         logger.close()
-    first, second = sorted(tmp_path.glob("wandb/offline-run-*-wb18-0123abcd/run-*.wandb"))
+    (first,) = tmp_path.glob("first/wandb/offline-run-*-wb18-0123abcd/run-*.wandb")
+    (second,) = tmp_path.glob("second/wandb/offline-run-*-wb18-0123abcd/run-*.wandb")
     assert (_steps(first, 2), _steps(second, 2)) == ([2, 4], [6, 8])
 
 
