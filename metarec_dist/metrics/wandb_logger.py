@@ -9,8 +9,8 @@
 - Each row is logged at W&B step = meta-step, so the history goes on where the last one ended across resumes.
   An offline resume writes a second ``offline-run-*-<id>`` folder, whose steps W&B cannot know offline (it
   would restart at 0 and, synced, overwrite the first folder's rows); with the meta-step they follow them,
-  and ``wandb sync`` of all the folders in one command (wandb >= 0.23 syncs the files of one run in order of
-  start time, resuming it) gives one run with the whole history.
+  and ``wandb sync`` of all the folders in one command (wandb 0.31 syncs the files of one run in order of
+  start time, resuming it: wandb/wandb#10708) gives one run with the whole history.
 - What the logging process used (entity, project, id, mode: its own ``WANDB_*`` environment, which on Ray
   may not be the driver's) is written to the run folder's ``WANDB_RECORD`` for the driver's summary.
 - The resolved config is logged with secrets redacted; every metric is plotted against ``meta_step``.
