@@ -6,6 +6,13 @@
   ``init_timeout``, 90 s) is a one-line ``UserError``; under ``auto`` with a key it is logged offline instead.
 - The run id is derived from the Ray run name (plus a hash of the storage path), with ``resume="allow"``:
   re-running or auto-restarting the same run name continues the same W&B run.
+- Each row is logged at W&B step = meta-step, so the history goes on where the last one ended across resumes.
+  An offline resume writes a second ``offline-run-*-<id>`` folder, whose steps W&B cannot know offline (it
+  would restart at 0 and, synced, overwrite the first folder's rows); with the meta-step they follow them,
+  and ``wandb sync`` of all the folders in one command (wandb 0.31 syncs the files of one run in order of
+  start time, resuming it: wandb/wandb#10708) gives one run with the whole history.
+- What the logging process used (entity, project, id, mode: its own ``WANDB_*`` environment, which on Ray
+  may not be the driver's) is written to the run folder's ``WANDB_RECORD`` for the driver's summary.
 - The resolved config is logged with secrets redacted; every metric is plotted against ``meta_step``.
 - A list of row dicts logged under a key ending in ``table`` becomes a ``wandb.Table``, and an evaluation
   table also gets its NDCG@10-vs-K plot as a ``wandb.Image``.
@@ -14,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -23,6 +31,9 @@ from typing import Any
 from metarec_dist.metrics.redact import redact
 
 log = logging.getLogger("metarec")
+
+# In the run folder: the W&B run the logging process (rank 0, maybe on another node) logged to.
+WANDB_RECORD = ".wandb-run.json"
 
 
 def wandb_mode(setting: str) -> str | None:
@@ -77,8 +88,11 @@ class WandbLogger:
             config=redact(config),
             dir=str(directory) if directory is not None else None,
         )
+        check_env_mode()
         try:
             self.run = wandb.init(mode=mode, **init)
+        except ValueError as exc:  # a setting W&B's own validation refuses (pydantic): several lines
+            raise start_error(setting, exc, mode) from None
         except wandb.errors.Error as exc:
             # No key, no network (wandb gives up after settings.init_timeout, 90 s), a project the key
             # may not write to: W&B's own traceback names none of our settings.
@@ -90,6 +104,13 @@ class WandbLogger:
             self.run = wandb.init(mode="offline", **init)
         self.run.define_metric("meta_step")
         self.run.define_metric("*", step_metric="meta_step")
+        self.first_step = next_step(self.run)
+        self._skipped = False
+        self.record = used_run(self.run)
+        if directory is not None:
+            write_record(directory, self.record)
+        else:
+            warn_if_elsewhere(self.record.get("sync_dir"))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         payload: dict[str, Any] = {"meta_step": step}
@@ -103,7 +124,25 @@ class WandbLogger:
                     payload[f"{key}_ndcg_vs_k"] = self.wandb.Image(plot)
             else:
                 payload[key] = value
-        self.run.log(payload)
+        if step < self.first_step:
+            self._skip(step)
+            return
+        # W&B step = meta-step: a resumed run's rows follow the earlier ones, offline too (module doc).
+        self.run.log(payload, step=step)
+
+    def _skip(self, step: int) -> None:
+        """A resume re-trains the steps after its checkpoint that the W&B run has already logged: W&B keeps
+        the first rows (it drops a step below its last one, warning each time); said once, here."""
+        if not self._skipped:
+            log.info(
+                "W&B run %s already has rows up to step %d: the re-trained meta-steps from %d on are "
+                "logged from step %d",
+                self.run.id,
+                self.first_step - 1,
+                step,
+                self.first_step,
+            )
+        self._skipped = True
 
     @property
     def wandb_run_id(self) -> str:
@@ -116,6 +155,94 @@ class WandbLogger:
 
     def close(self) -> None:
         self.run.finish()
+
+
+def next_step(run: Any) -> int:
+    """The W&B step of the run's next row: after an online resume the one after its last; offline, 0. 0 when
+    W&B cannot say (``WANDB_MODE=shared`` raises, a loaded service may time out): nothing is skipped."""
+    try:
+        return int(run.step)
+    except Exception as exc:  # whatever W&B raises here, logging goes on as before
+        log.debug("W&B run.step: %s", first_line(exc))
+        return 0
+
+
+def used_run(run: Any) -> dict[str, Any]:
+    """What a started W&B run logs to, as this process resolved it (its ``WANDB_*`` variables, the key's
+    default entity): ``entity`` (None: not known offline), ``project``, ``id``, ``mode``, ``sync_dir`` (the
+    offline folder of this session, None online) and ``url`` (None offline)."""
+    mode = MODE_ALIASES.get(run.settings.mode, run.settings.mode)
+    offline = mode == "offline"
+    return {
+        "entity": run.entity or None if mode != "disabled" else None,  # disabled: "dummy"
+        "project": run.project,
+        "id": run.id,
+        "mode": mode,
+        "sync_dir": str(run.settings.sync_dir) if offline else None,
+        "url": None if offline else run.url,
+    }
+
+
+# W&B's older names for its modes (WANDB_MODE=dryrun is offline).
+MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+ENV_MODES = ("online", "offline", "disabled", "shared", *MODE_ALIASES)
+
+
+def check_env_mode() -> None:
+    """``UserError`` for a ``WANDB_MODE`` W&B does not know: W&B refuses it with a several-line validation
+    error, even when ``logging.wandb`` names the mode."""
+    from metarec_dist.errors import UserError
+
+    value = os.environ.get("WANDB_MODE")
+    if value and value not in ENV_MODES:
+        raise UserError(
+            f"WANDB_MODE={value}: not a W&B mode; set it to online, offline or disabled, or unset it "
+            "(logging.wandb then chooses: auto, online, offline, off)"
+        )
+
+
+def warn_if_elsewhere(sync_dir: str | None) -> None:
+    """Offline files outside ``WANDB_DIR`` (no local run folder: cloud storage): W&B found it not writable
+    and fell back to a temporary folder, saying nothing; on a cluster node it goes with the node."""
+    wanted = os.environ.get("WANDB_DIR")
+    if not (sync_dir and wanted):
+        return
+    if not Path(sync_dir).resolve().is_relative_to(Path(wanted).expanduser().resolve()):
+        log.warning(
+            "WANDB_DIR=%s is not writable here: W&B writes this run's offline files to %s instead; point "
+            "WANDB_DIR at a writable folder that outlives the node, or sync them from there",
+            wanted,
+            Path(sync_dir).parent,
+        )
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """``record`` into ``run_dir/WANDB_RECORD``, atomically (the driver may read it at any time)."""
+    from metarec_dist.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(run_dir) / WANDB_RECORD, json.dumps(record, indent=1) + "\n")
+
+
+def read_record(run_dir: str | Path | None, run_id: str | None = None) -> dict[str, Any] | None:
+    """The W&B run the logging process of the run in ``run_dir`` used (None: none recorded there, a cloud
+    run folder, or, given ``run_id``, a record of another run id: a run folder moved here)."""
+    if run_dir is None or "://" in str(run_dir):
+        return None
+    try:
+        record = json.loads((Path(run_dir) / WANDB_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or (run_id is not None and record.get("id") != run_id):
+        return None
+    return record
+
+
+def describe(record: dict[str, Any]) -> str:
+    """``entity/project/id (mode)`` of a record, as the summary prints it."""
+    if record.get("mode") == "disabled":
+        return "disabled: nothing was logged (WANDB_MODE=disabled where the run logged)"
+    entity = record.get("entity") or "<default entity>"
+    return f"{entity}/{record.get('project')}/{record.get('id')} ({record.get('mode')})"
 
 
 def first_line(exc: BaseException) -> str:

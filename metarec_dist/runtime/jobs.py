@@ -117,6 +117,29 @@ def job_path(path: str, config: Path, root: Path) -> str:
     return os.path.relpath(local.resolve(), config.resolve().parent)
 
 
+def check_options(root: Path, pip: Sequence[str], image: str | None, job_id: str | None) -> None:
+    """``UserError`` for options that would fail only on the cluster, or be dropped without a word: a working
+    dir that is not a folder here (it was reported as a config outside it), an empty ``--pip`` (pip fails on
+    the cluster after the upload), an empty ``--image`` or ``--job-id`` (an unset shell variable: the job
+    ran without the image, or under an empty id no ``ray job`` command can name)."""
+    if not root.is_dir():
+        what = "not found" if not root.exists() else "not a folder"
+        raise UserError(
+            f"--working-dir {root}: {what}; give the folder to upload with the job (the repo root)"
+        )
+    for requirement in pip:
+        if not requirement.strip():
+            raise UserError("--pip '': give a pip requirement, e.g. --pip 'pandas==2.2.3' (or drop --pip)")
+    if image is not None and not image.strip():
+        raise UserError(
+            "--image '': give a container image, e.g. --image rayproject/ray:2.60.0-py312 (or drop it)"
+        )
+    if job_id is not None and (not job_id.strip() or job_id != job_id.strip()):
+        raise UserError(
+            f"--job-id {job_id!r}: give a non-empty id without leading or trailing spaces (or drop it)"
+        )
+
+
 def check_job_storage(storage_path: str) -> None:
     """``UserError`` for a relative ``runtime.storage_path``: the job runs in Ray's unpacked copy of the
     working dir (under the head's session folder, a new one for every changed upload), so the run would land
@@ -144,6 +167,7 @@ def submit(
 
     check_address(address)
     check_backend(overrides)
+    check_options(root, pip, image, job_id)
     cfg = load_config(config, [*overrides, "runtime.backend=ray"])  # validate before anything leaves here
     check_job_storage(cfg.runtime.storage_path)
     overrides = [*overrides, "runtime.backend=ray"]
@@ -164,9 +188,10 @@ def submit(
         metadata={"run_name": cfg.runtime.run_name},
     )
     print(f"submitted job {sid} (run {cfg.runtime.run_name!r}) to {address}")
-    print(f"follow the logs:  ray job logs --address {address} --follow {sid}")
-    print(f"status:           ray job status --address {address} {sid}")
-    print(f"stop it:          ray job stop --address {address} {sid}")
+    sid_arg = shlex.quote(sid)  # an id given with --job-id may hold spaces or quotes: the commands still work
+    print(f"follow the logs:  ray job logs --address {address} --follow {sid_arg}")
+    print(f"status:           ray job status --address {address} {sid_arg}")
+    print(f"stop it:          ray job stop --address {address} {sid_arg}")
     if not wait:
         return 0
     try:
@@ -175,7 +200,7 @@ def submit(
         # Ctrl-C stops only the following: the job is the cluster's and goes on running there.
         print(
             f"\nstopped following; job {sid} keeps running on the cluster. Stop it with:  "
-            f"ray job stop --address {address} {sid}",
+            f"ray job stop --address {address} {shlex.quote(sid)}",
             file=sys.stderr,
         )
         return 130

@@ -9,6 +9,7 @@ Every port of a locally started cluster binds to 127.0.0.1 and the cluster requi
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -331,13 +332,49 @@ def cluster_readable(folder: str, cfg: Config) -> str:
 
 
 def for_workers(cfg: Config) -> Config:
-    """``cfg`` with its local paths made absolute: Ray workers run in their own directories."""
+    """``cfg`` with its local paths made absolute: Ray workers run in their own directories. The storage path
+    only: ``runtime.deepspeed_override`` is a file here, which workers elsewhere may not have
+    (:func:`override_for_workers` gives them a copy)."""
     from metarec_dist.run_folder import storage_root
 
     runtime = dataclasses.replace(cfg.runtime, storage_path=storage_root(cfg.runtime))
-    if runtime.deepspeed_override:
-        runtime.deepspeed_override = str(Path(runtime.deepspeed_override).resolve())
     return dataclasses.replace(cfg, runtime=runtime)
+
+
+# The copy of runtime.deepspeed_override in the run folder, which the workers read.
+OVERRIDE_COPY = "deepspeed_override.json"
+
+
+def override_for_workers(cfg: Config) -> Config:
+    """``cfg`` with ``runtime.deepspeed_override`` read here and given to the workers as a copy in the run
+    folder, which every node reads (Ray's checkpoints go there too).
+
+    The path resolved here names a file on this machine: on a cluster, a worker on another node (or a
+    submitted job's working dir, unpacked elsewhere) may have no file there, and DeepSpeed's start failed on
+    it. The copy's path is also what the checkpoints record, the same at every resume. A cloud run folder
+    (``s3://``) is no file path: the workers then read the path given (a file every node must have)."""
+    from metarec_dist.checkpoint import atomic_write_text
+    from metarec_dist.run_folder import local_run_dir
+    from metarec_dist.runtime.deepspeed_engine import read_override
+
+    given, run_dir = cfg.runtime.deepspeed_override, local_run_dir(cfg.runtime)
+    if not given:
+        return cfg
+    try:
+        content = read_override(given)  # before Ray starts: a missing or broken file fails here
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if run_dir is None:
+        log.warning(
+            "runtime.deepspeed_override %s: with cloud storage every node must have this file at this path",
+            given,
+        )
+        return cfg
+    copy = run_dir / OVERRIDE_COPY
+    if Path(given).resolve() != copy.resolve():  # a resume of a submitted job may name the copy itself
+        atomic_write_text(copy, json.dumps(content, indent=1) + "\n")
+        log.info("runtime.deepspeed_override %s: the workers read its copy %s", given, copy)
+    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, deepspeed_override=str(copy)))
 
 
 def check_resume(cfg: Config, num_items: int) -> Path | None:
@@ -418,7 +455,7 @@ def train_on_ray(cfg: Config, verbose: bool = False) -> dict[str, Any]:
 
     cfg = for_workers(cfg)
     with RunLock(local_run_dir(cfg.runtime)):
-        return _train_on_ray(cfg, verbose)
+        return _train_on_ray(override_for_workers(cfg), verbose)
 
 
 def _train_on_ray(cfg: Config, verbose: bool) -> dict[str, Any]:
@@ -495,8 +532,22 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         **(result.metrics or {}),
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "run_path": run_path(cfg.runtime),
+        **wandb_used(cfg),
     }
     return with_resume_point(out, resume_from)
+
+
+def wandb_used(cfg: Config) -> dict[str, Any]:
+    """``{"wandb": record}``: the W&B run rank 0 logged to, as it resolved it (its environment, not this
+    process's: a Ray node's or a job's ``WANDB_*`` variables may differ), from the run folder; empty when
+    none was recorded (W&B off, cloud storage)."""
+    from metarec_dist.metrics.wandb_logger import read_record, run_id
+    from metarec_dist.run_folder import local_run_dir, storage_root
+
+    if cfg.logging.wandb == "off":
+        return {}
+    record = read_record(local_run_dir(cfg.runtime), run_id(cfg.runtime.run_name, storage_root(cfg.runtime)))
+    return {} if record is None else {"wandb": record}
 
 
 def with_resume_point(out: dict[str, Any], resume_from: Path | None) -> dict[str, Any]:
