@@ -9,17 +9,29 @@ from typing import Any
 from metarec_dist.config import Config
 
 
-def wandb_lines(cfg: Config, run_path: str | None) -> list[str]:
+def wandb_lines(cfg: Config, run_path: str | None, used: dict[str, Any] | None = None) -> list[str]:
+    """``used``: the W&B run the logging process recorded (``result["wandb"]``); else this process's guess
+    from its own environment, which is the logging process's in a local run, not always on Ray."""
     if cfg.logging.wandb == "off":
         return ["W&B:        off (logging.wandb=off)"]
-    from metarec_dist.metrics.wandb_logger import entity_name, project_name, run_id, wandb_mode
+    from metarec_dist.metrics.wandb_logger import (
+        describe,
+        entity_name,
+        project_name,
+        read_record,
+        run_id,
+        wandb_mode,
+    )
     from metarec_dist.run_folder import storage_root
 
-    # What the workers' logger uses (loggers.build_logger): the same id, project and entity.
     rid = run_id(cfg.runtime.run_name, storage_root(cfg.runtime))
-    mode = wandb_mode(cfg.logging.wandb) or f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
-    entity = entity_name(cfg.logging.entity) or "<default entity>"
-    lines = [f"W&B run:    {entity}/{project_name(cfg.logging.project)}/{rid} ({mode})"]
+    used = used or read_record(run_path, rid)
+    if used is not None:
+        lines = [f"W&B run:    {describe(used)}"]
+    else:  # cloud storage: what the workers' logger uses, as far as this environment says
+        mode = wandb_mode(cfg.logging.wandb) or f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
+        entity = entity_name(cfg.logging.entity) or "<default entity>"
+        lines = [f"W&B run:    {entity}/{project_name(cfg.logging.project)}/{rid} ({mode})"]
     if run_path and "://" not in run_path:  # offline runs' files are in a local run folder only
         offline = sorted(Path(run_path).glob(f"wandb/offline-run-*-{rid}"))
         if offline:
@@ -42,7 +54,7 @@ def format_summary(result: dict[str, Any], cfg: Config) -> str:
             if result.get("init_from") and not cfg.train.pretrain
             else []
         ),
-        *wandb_lines(cfg, result.get("run_path")),
+        *wandb_lines(cfg, result.get("run_path"), result.get("wandb")),
         next_step_line(result, cfg),
     ]
     return "\n".join(lines)

@@ -19,7 +19,8 @@ ROOT = HERE.parents[1]
 # Run in a child process: reproduce's pool workers stand in for trainings with ``slow_run`` (spawned
 # workers import it from this file, by module name, from the parent's sys.path).
 SCRIPT = """
-import sys
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks of a hang
 sys.path.insert(0, {here!r})
 from metarec_dist.eval import reproduce
 import test_up17_reproduce_interrupt as me
@@ -65,7 +66,13 @@ def test_the_main_process_alone_interrupted_ends_the_trainings(tmp_path, sig):
         assert len(pids) == 2, proc.communicate(timeout=5)
         started = time.monotonic()
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # seen twice in full suites on a loaded machine: say where it hung
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"no exit 60 s after signal {sig}; its threads:\n{proc.communicate()[1][-8000:]}")
         assert time.monotonic() - started < 40  # not the 120 s the "trainings" take
         left = [pid for pid in pids if _alive(pid)]
     finally:
