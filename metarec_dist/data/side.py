@@ -24,7 +24,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metarec_dist.data.columns import CANDIDATES, Where, bare, check_utf8, to_ids, to_numbers, undictionary
+from metarec_dist.data.columns import (
+    CANDIDATES,
+    Where,
+    bare,
+    check_utf8,
+    numbers_among,
+    to_ids,
+    to_numbers,
+    undictionary,
+)
 from metarec_dist.data.config import DataConfig, FeatureSpec
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.features import (
@@ -174,13 +183,10 @@ def _resolve(
     by_bare = {bare(n).lower(): n for n in reversed(names)}
     listed = ", ".join(names)
     configured = getattr(cfg, f"{entity}_col")
-    tried = ([bare(configured).lower()] if configured else []) + list(CANDIDATES[entity])
+    tried = list(dict.fromkeys(([bare(configured).lower()] if configured else []) + list(CANDIDATES[entity])))
     id_col = next((by_bare[c] for c in tried if c in by_bare), None)
     if id_col is None:
-        raise DataError(
-            f"{file}: no {entity} id column found (looked for {', '.join(tried)}); the columns are: "
-            f"{listed}. Set data.{entity}_col to the right column"
-        )
+        raise DataError(_no_id_column(file, entity, tried, names, configured))
     wanted = {}
     for i, spec in enumerate(specs):
         column = by_bare.get(bare(spec.source_column).lower())
@@ -191,6 +197,27 @@ def _resolve(
             )
         wanted[spec.name] = column
     return id_col, wanted
+
+
+def _no_id_column(file: str, entity: str, tried: list[str], names: list[str], configured: str | None) -> str:
+    """data.user_col / item_col names the log's id column too, so "set it" is no fix for a side table whose
+    id column is named otherwise: say to rename the table's column (or add its missing header line)."""
+    msg = (
+        f"{file}: no {entity} id column found (looked for {', '.join(tried)}); the columns are: "
+        f"{', '.join(names)}. "
+    )
+    numbers = numbers_among(names)
+    if numbers:
+        return msg + (
+            f"Line 1 looks like data, not a header (it holds {', '.join(numbers)}): a side table needs a "
+            f"header line naming its columns, the {entity} id column as in the log"
+        )
+    if configured:
+        return msg + (
+            f"Name the table's {entity} id column {configured!r} as in the log (data.{entity}_col names "
+            "the id column of the log and of its side table)"
+        )
+    return msg + f"Name the table's {entity} id column as the log's (one of the names looked for)"
 
 
 def _check_unique(ids: np.ndarray, where: Where, column: str, entity: str) -> None:

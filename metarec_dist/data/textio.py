@@ -41,6 +41,20 @@ class TextSpec:
     whitespace: bool = False  # fields separated by runs of spaces/tabs (the user_item format)
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # what Excel's "Unicode text" and PowerShell write
+
+
+def reencode_hint(first_line: bytes) -> str:
+    """What to do about a file that is not UTF-8; a UTF-16 one (every other byte 0, so not one field
+    would read right) is named as such, with the command that converts it."""
+    if first_line.startswith(_UTF16_BOMS):
+        return (
+            "the file is UTF-16 (it starts with a UTF-16 byte order mark): re-save it as UTF-8, e.g. "
+            "iconv -f UTF-16 -t UTF-8 FILE > FILE.utf8"
+        )
+    return "re-save the file as UTF-8"
+
+
 def check_file(path: Path) -> None:
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -185,7 +199,7 @@ class TextFile:
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"{self.label}: line 1 (the header): not valid UTF-8 (byte 0x{first[exc.start]:02x}); "
-                "re-save the file as UTF-8"
+                f"{reencode_hint(first)}"
             ) from None
         names = [n.strip() for n in self._split(text)]
         if not any(names):

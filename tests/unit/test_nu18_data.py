@@ -1,0 +1,93 @@
+"""A new user's own logs (session 18): ISO times with zones and fractions, a header-less file read with a
+header, side tables whose ids pandas wrote as floats or whose id column is named otherwise, UTF-16 files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from data_fixtures import cfg, sequences_by_user
+
+from metarec_dist.data import DataError, prepare_data
+from metarec_dist.data.config import FeatureSpec
+
+LOG = "uid,sku,ts\n"
+
+
+def _string_cfg(path, **kwargs):
+    return cfg(format="auto", path=str(path), string_ids=True, valid_frac=0.0, test_frac=0.0, **kwargs)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_iso_times_with_a_zone_or_fractional_seconds_are_timestamps(tmp_path, suffix):
+    # Each user's rows out of time order in the file; one column mixes zoned, naive and date-only forms
+    # (what a log merged from two exports looks like), and a date's own "-01" is not a zone.
+    rows = [
+        ("u1", "b", "2020-01-01T12:00:00.250+02:00"),  # 10:00:00.25 UTC: after "a"
+        ("u1", "a", "2020-01-01 10:00:00"),
+        ("u2", "c", "2020-01-03"),
+        ("u2", "d", "2020-01-02T23:59:59.5Z"),  # before "c"
+    ]
+    path = tmp_path / f"log.{suffix}"
+    if suffix == "csv":
+        path.write_text(LOG + "".join(",".join(r) + "\n" for r in rows))
+    else:
+        records = [dict(zip(("uid", "sku", "ts"), r, strict=True)) for r in rows]
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    prepared = prepare_data(_string_cfg(path, user_col="uid", item_col="sku", time_col="ts"))
+    items = prepared.item_raw_ids
+    assert [[items[i - 1] for i in seq] for seq in sequences_by_user(prepared)] == [["a", "b"], ["d", "c"]]
+
+
+def test_a_header_less_log_read_with_a_header_says_to_set_data_header(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("u1,B001,4,1600000000\nu1,B002,5,1600000001\n")
+    with pytest.raises(DataError, match=r"log\.csv: .*Line 1 looks like data, not a header .*header=false"):
+        prepare_data(_string_cfg(path))
+    with pytest.raises(DataError, match=r"column 'uid' \(data.user_col\) not found.*data\.header=false"):
+        prepare_data(_string_cfg(path, user_col="uid"))
+
+
+def _with_items(tmp_path, table: str, **kwargs):
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,timestamp\n1,10,1\n1,11,2\n2,10,3\n2,12,4\n")
+    side = tmp_path / "items.csv"
+    side.write_text(table)
+    specs = [FeatureSpec(name="genre", kind="token")]
+    return cfg(
+        format="csv",
+        path=str(log),
+        item_features_path=str(side),
+        item_features=specs,
+        valid_frac=0.0,
+        test_frac=0.0,
+        **kwargs,
+    )
+
+
+def test_side_table_ids_written_as_floats_match_integer_ids(tmp_path):
+    # pandas writes an integer id column with a gap as 10.0, 11.0; the log's own CSV reader takes those.
+    config = _with_items(tmp_path, "item_id,genre\n10.0,a\n11.0,b\n12.,a\n")
+    genre = prepare_data(config).features.item["genre"]
+    assert genre.without_row == 0 and genre.unknown == 0
+
+
+def test_a_side_table_id_column_named_otherwise_says_to_rename_it(tmp_path):
+    config = _with_items(tmp_path, "sku,genre\n10,a\n11,b\n12,a\n", item_col="item_id")
+    expected = r"items\.csv: no item id column found \(looked for item_id, itemid,"
+    with pytest.raises(DataError, match=expected) as e:
+        prepare_data(config)
+    assert "item_id, item_id" not in str(e.value)  # the configured name is not listed twice
+    assert "Name the table's item id column 'item_id' as in the log" in str(e.value)
+    config = _with_items(tmp_path, "10,a\n11,b\n12,a\n")
+    with pytest.raises(DataError, match=r"Line 1 looks like data.*a side table needs a header line"):
+        prepare_data(config)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_utf16_file_is_named_as_such(tmp_path, suffix):
+    path = tmp_path / f"log.{suffix}"
+    text = "user_id,item_id,timestamp\n1,10,1\n" if suffix == "csv" else '{"user_id": 1, "item_id": 10}\n'
+    path.write_bytes(text.encode("utf-16"))
+    with pytest.raises(DataError, match=r"the file is UTF-16 .*iconv -f UTF-16 -t UTF-8"):
+        prepare_data(cfg(format="auto", path=str(path), ordered_rows=True))
