@@ -60,6 +60,11 @@ def read_layout(layout: Layout, cfg: DataConfig, ratings: bool = False) -> RawLo
         spec = TextSpec(layout.file, "\t", header=True, quoting=False)
         raw = _read_text(spec, cfg, f"{layout.file} (RecBole)", ratings)
     elif layout.kind in ("csv", "tsv"):
+        if not cfg.header and not cfg.columns:  # format auto: the config check saw no csv to ask this of
+            raise DataError(
+                f"{layout.file}: data.header=false needs the column names in order, e.g. "
+                "--set data.columns=[user_id,item_id,rating,timestamp]"
+            )
         sep = cfg.sep or ("," if layout.kind == "csv" else "\t")
         spec = TextSpec(layout.file, sep, cfg.header, list(cfg.columns), quoting=layout.kind == "csv")
         raw = _read_text(spec, cfg, f"{layout.file} ({layout.kind})", ratings)

@@ -4,9 +4,10 @@ header, side tables whose ids pandas wrote as floats or whose id column is named
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
-from data_fixtures import cfg, sequences_by_user
+from data_fixtures import cfg, sequences_by_user, write_parquet
 
 from metarec_dist.data import DataError, prepare_data
 from metarec_dist.data.config import FeatureSpec
@@ -91,3 +92,25 @@ def test_a_utf16_file_is_named_as_such(tmp_path, suffix):
     path.write_bytes(text.encode("utf-16"))
     with pytest.raises(DataError, match=r"the file is UTF-16 .*iconv -f UTF-16 -t UTF-8"):
         prepare_data(cfg(format="auto", path=str(path), ordered_rows=True))
+
+
+def test_header_false_without_columns_on_an_auto_csv_names_data_columns(tmp_path):
+    # data.format=auto: the config's own check (format csv/tsv only) cannot see that the file is a csv.
+    path = tmp_path / "log.csv"
+    path.write_text("1,10,1\n1,11,2\n")
+    with pytest.raises(DataError, match=r"log\.csv: data\.header=false needs the column names in order"):
+        prepare_data(cfg(format="auto", path=str(path), header=False))
+
+
+def test_header_false_and_columns_for_parquet_are_a_warning(tmp_path, caplog, monkeypatch):
+    from metarec_dist.data import layout
+
+    monkeypatch.setattr(layout, "_SEP_WARNED", set())
+    path = write_parquet(tmp_path / "log.parquet")
+    with caplog.at_level(logging.WARNING):
+        prepare_data(cfg(format="auto", path=str(path), header=False, columns=["a", "b", "c", "d"]))
+    assert f"data.header=false and data.columns=['a', 'b', 'c', 'd'] ignored: {path} (parquet)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        prepare_data(cfg(format="auto", path=str(path)))  # nothing set that it ignores: no warning
+    assert "ignored" not in caplog.text
