@@ -15,6 +15,7 @@ unknown id and is counted, never dropped.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -438,9 +439,13 @@ def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec)
         except DataError as exc:
             if "is not a number" not in str(exc):
                 raise
-            raise DataError(  # a category declared as a number: say which declaration to change
+            # A category declared as a number, or a word meaning "missing" (ML-100K's "unkonwn" year):
+            # say which declaration to change for either.
+            word = re.search(r": ('[^']*'|\"[^\"]*\") is not a number", str(exc))
+            missing = f"na_values: [{word.group(1)}]" if word else "na_values"
+            raise DataError(
                 f"{exc}; feature {spec.name!r} is declared kind float: declare it kind token if its values "
-                "are categories"
+                f"are categories, or, if that value means missing, add it to the feature's {missing}"
             ) from None
         values[rows] = parsed
     return values

@@ -114,3 +114,13 @@ def test_header_false_and_columns_for_parquet_are_a_warning(tmp_path, caplog, mo
     with caplog.at_level(logging.WARNING):
         prepare_data(cfg(format="auto", path=str(path)))  # nothing set that it ignores: no warning
     assert "ignored" not in caplog.text
+
+
+def test_a_word_in_a_float_feature_suggests_na_values_too(tmp_path):
+    # ML-100K's release year is "unkonwn" for one film: a missing value, not a category.
+    config = _with_items(tmp_path, "item_id,genre\n10,1995\n11,unkonwn\n12,1997\n")
+    config.item_features = [FeatureSpec(name="genre", kind="float")]
+    with pytest.raises(DataError, match=r"line 3, .*declare it kind token .*na_values: \['unkonwn'\]$"):
+        prepare_data(config)
+    config.item_features = [FeatureSpec(name="genre", kind="float", na_values=["unkonwn"])]
+    assert prepare_data(config).features.item["genre"].missing == 1
