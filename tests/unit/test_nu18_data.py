@@ -124,3 +124,15 @@ def test_a_word_in_a_float_feature_suggests_na_values_too(tmp_path):
         prepare_data(config)
     config.item_features = [FeatureSpec(name="genre", kind="float", na_values=["unkonwn"])]
     assert prepare_data(config).features.item["genre"].missing == 1
+
+
+def test_filters_that_leave_nothing_name_the_filter_and_the_key(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,rating,timestamp\n1,10,4,1\n1,11,5,2\n2,10,1,3\n")
+    with pytest.raises(
+        DataError,
+        match=r"3 read; rating >= 6 dropped 3\); the ratings here go from 1 to 5: lower data\.rating_threshold",
+    ):
+        prepare_data(cfg(format="csv", path=str(path), rating_threshold=6.0))
+    with pytest.raises(DataError, match=r"3 read; 5-core dropped 3\); lower data\.kcore \(now 5\)"):
+        prepare_data(cfg(format="csv", path=str(path), kcore=5))
