@@ -131,7 +131,7 @@ def test_filters_that_leave_nothing_name_the_filter_and_the_key(tmp_path):
     path.write_text("user_id,item_id,rating,timestamp\n1,10,4,1\n1,11,5,2\n2,10,1,3\n")
     with pytest.raises(
         DataError,
-        match=r"3 read; rating >= 6 dropped 3\); the ratings here go from 1 to 5: lower data\.rating_threshold",
+        match=r"3 read; rating >= 6 dropped 3\); the ratings here go from 1 to 5: lower data\.rating_thr",
     ):
         prepare_data(cfg(format="csv", path=str(path), rating_threshold=6.0))
     with pytest.raises(DataError, match=r"3 read; 5-core dropped 3\); lower data\.kcore \(now 5\)"):
