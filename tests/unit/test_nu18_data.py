@@ -136,3 +136,8 @@ def test_filters_that_leave_nothing_name_the_filter_and_the_key(tmp_path):
         prepare_data(cfg(format="csv", path=str(path), rating_threshold=6.0))
     with pytest.raises(DataError, match=r"3 read; 5-core dropped 3\); lower data\.kcore \(now 5\)"):
         prepare_data(cfg(format="csv", path=str(path), kcore=5))
+
+
+def test_a_feature_without_a_kind_says_it_is_missing():
+    with pytest.raises(ValueError, match=r"data\.item_features\[0\]\.kind: missing for feature 'genre'; give one"):
+        FeatureSpec(name="genre").check("data.item_features[0]")
