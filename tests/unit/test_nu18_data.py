@@ -139,5 +139,5 @@ def test_filters_that_leave_nothing_name_the_filter_and_the_key(tmp_path):
 
 
 def test_a_feature_without_a_kind_says_it_is_missing():
-    with pytest.raises(ValueError, match=r"data\.item_features\[0\]\.kind: missing for feature 'genre'; give one"):
+    with pytest.raises(ValueError, match=r"item_features\[0\]\.kind: missing for feature 'genre'; give one"):
         FeatureSpec(name="genre").check("data.item_features[0]")
