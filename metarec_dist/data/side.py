@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,12 +131,9 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     kind = _table_kind(path, entity)
     if kind in ("recbole", "csv", "tsv"):
         if kind == "recbole":
-            spec = TextSpec(path, "\t", header=True, quoting=False)
+            text = TextFile(TextSpec(path, "\t", header=True, quoting=False))
         else:
-            spec = TextSpec(
-                path, cfg.sep or ("," if kind == "csv" else "\t"), header=True, quoting=kind == "csv"
-            )
-        text = TextFile(spec)
+            text = _delimited_side_table(path, kind, cfg.sep)
         id_col, wanted = _resolve(text.names, text.label, entity, specs, cfg)
         # Everything as text: "007" stays a token, and numbers are parsed here with a located error.
         table = text.read(
@@ -160,6 +158,31 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     ids = np.asarray(pa.array(ids).cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
     _check_unique(ids, where, id_col, entity)
     return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where, id_col)
+
+
+def _delimited_side_table(path: Path, kind: str, sep: str | None) -> TextFile:
+    """A csv/tsv side table, split at ``data.sep`` when set. That key is mostly set for the log (a
+    ';'-separated export) while a side table written by pandas keeps its extension's separator: a header
+    that is one column at ``data.sep`` but several at the extension's (',' or tab) is read at the latter,
+    which cannot misread it (a one-column table holds no feature); said at INFO."""
+    default = "," if kind == "csv" else "\t"
+    try:
+        return TextFile(TextSpec(path, sep or default, header=True, quoting=kind == "csv"))
+    except DataError as exc:
+        if sep is None or sep == default:
+            raise
+        text = _or_none(lambda: TextFile(TextSpec(path, default, header=True, quoting=kind == "csv")))
+        if text is None or len(text.names) < 2:
+            raise exc from None
+    log.info("%s: its header holds no data.sep=%r; read at %r, as its extension says", path, sep, default)
+    return text
+
+
+def _or_none(read: Callable[[], TextFile]) -> TextFile | None:
+    try:
+        return read()
+    except DataError:
+        return None
 
 
 def _table_kind(path: Path, entity: str) -> str:

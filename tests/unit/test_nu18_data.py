@@ -141,3 +141,19 @@ def test_filters_that_leave_nothing_name_the_filter_and_the_key(tmp_path):
 def test_a_feature_without_a_kind_says_it_is_missing():
     with pytest.raises(ValueError, match=r"item_features\[0\]\.kind: missing for feature 'genre'; give one"):
         FeatureSpec(name="genre").check("data.item_features[0]")
+
+
+@pytest.mark.parametrize(("name", "sep"), [("users.csv", ","), ("users.tsv", "\t")])
+def test_data_sep_for_the_log_does_not_break_a_side_table_split_as_its_extension_says(tmp_path, name, sep):
+    log = tmp_path / "log.csv"
+    log.write_text("user_id;item_id;timestamp\n1;10;1\n1;11;2\n2;10;3\n2;12;4\n")  # a ';' export
+    side = tmp_path / name
+    side.write_text(f"user_id{sep}gender\n1{sep}F\n2{sep}M\n")  # written by pandas: its own separator
+    specs = [FeatureSpec(name="gender", kind="token")]
+    config = cfg(format="csv", path=str(log), sep=";", user_features_path=str(side), user_features=specs)
+    config.valid_frac = config.test_frac = 0.0
+    gender = prepare_data(config).features.user["gender"]
+    assert gender.without_row == 0 and gender.unknown == 0 and gender.values.tolist() == [2, 3]
+    side.write_text("user_id|gender\n1|F\n2|M\n")  # neither data.sep nor the extension's: still an error
+    with pytest.raises(DataError, match=rf"{name}: line 1 \(the header\) is one column"):
+        prepare_data(config)
