@@ -186,10 +186,12 @@ class TextFile:
             with open(self.spec.path, "rb") as f:
                 yield from f
 
-    def _split(self, line: str) -> list[str]:
+    def _split(self, line: str, header: bool = False) -> list[str]:
+        """The fields of ``line``. In a header, a quoted name after a blank (``"user_id", "item_id"``) is
+        that name, not one with its quotes; data lines are split as Arrow splits them (no such rule)."""
         line = line.rstrip("\r\n")
         if self.spec.quoting:
-            return next(csv.reader([line], delimiter=self.delimiter), [])
+            return next(csv.reader([line], delimiter=self.delimiter, skipinitialspace=header), [])
         return line.split(self.delimiter)
 
     def _read_header(self) -> list[str]:
@@ -201,7 +203,7 @@ class TextFile:
                 f"{self.label}: line 1 (the header): not valid UTF-8 (byte 0x{first[exc.start]:02x}); "
                 f"{reencode_hint(first)}"
             ) from None
-        names = [n.strip() for n in self._split(text)]
+        names = [n.strip() for n in self._split(text, header=True)]
         if not any(names):
             raise DataError(f"{self.label}: line 1 should be the header with the column names but is empty")
         if all(_NUMBER.fullmatch(n) for n in names):  # a header-less file: its first row is not names

@@ -157,3 +157,10 @@ def test_data_sep_for_the_log_does_not_break_a_side_table_split_as_its_extension
     side.write_text("user_id|gender\n1|F\n2|M\n")  # neither data.sep nor the extension's: still an error
     with pytest.raises(DataError, match=rf"{name}: line 1 \(the header\) is one column"):
         prepare_data(config)
+
+
+def test_quoted_header_names_after_a_blank_are_the_names(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text('"user_id", "item_id", "timestamp"\n1, 10, 1\n1, 11, 2\n2, 10, 3\n2, 11, 4\n')
+    prepared = prepare_data(cfg(format="csv", path=str(path), valid_frac=0.0, test_frac=0.0))
+    assert sequences_by_user(prepared) == [[1, 2], [1, 2]] and prepared.item_raw_ids == ["10", "11"]
