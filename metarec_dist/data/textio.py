@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from metarec_dist.data.errors import DataError
@@ -144,6 +145,23 @@ def arrow_source(path: Path) -> str | pa.BufferReader:
     return pa.BufferReader(buf)
 
 
+# A field that is a quoted value after a blank (`1, "B001"`): Arrow takes a quote only at a field's first
+# character, so it keeps these quotes as part of the value, and an id "B001" would silently become '"B001"'.
+_QUOTED_AFTER_BLANK = r'^\s+"(.*)"\s*$'
+
+
+def _unquote_after_blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The values of ``_QUOTED_AFTER_BLANK`` fields as a CSV reader that skips initial blanks reads them
+    (quotes off, doubled quotes single); the other values as they are."""
+    if not pa.types.is_string(column.type):
+        return column
+    hit = pc.fill_null(pc.match_substring_regex(column, _QUOTED_AFTER_BLANK), False)
+    if not pc.any(hit).as_py():
+        return column
+    inner = pc.replace_substring(pc.replace_substring_regex(column, _QUOTED_AFTER_BLANK, r"\1"), '""', '"')
+    return pc.if_else(hit, inner, column)
+
+
 class TextFile:
     """One delimited file: its column names, a fast columnar read, and error locating."""
 
@@ -264,6 +282,11 @@ class TextFile:
             if self.spec.header:
                 raise DataError(f"{self.label}: only a header line, no data rows")
             raise DataError(f"{self.label}: no data rows (only blank lines)")
+        if self.spec.quoting:
+            for name in string_columns:
+                if name in table.column_names:
+                    i = table.column_names.index(name)
+                    table = table.set_column(i, name, _unquote_after_blank(table.column(i)))
         return table
 
     # ----------------------------------------------------------------------------- error locating

@@ -164,3 +164,12 @@ def test_quoted_header_names_after_a_blank_are_the_names(tmp_path):
     path.write_text('"user_id", "item_id", "timestamp"\n1, 10, 1\n1, 11, 2\n2, 10, 3\n2, 11, 4\n')
     prepared = prepare_data(cfg(format="csv", path=str(path), valid_frac=0.0, test_frac=0.0))
     assert sequences_by_user(prepared) == [[1, 2], [1, 2]] and prepared.item_raw_ids == ["10", "11"]
+
+
+def test_quoted_string_ids_after_a_blank_lose_their_quotes(tmp_path):
+    # `"u1", "B1"`: Arrow keeps a quote that is not a field's first character; the ids are B1, not '"B1"'.
+    path = tmp_path / "log.csv"
+    rows = ['"u1", "B1", 1', '"u1", "B""2", 2', '"u2", "B1", 3', '"u2", B3, 4']
+    path.write_text('"user_id", "item_id", "timestamp"\n' + "\n".join(rows) + "\n")
+    prepared = prepare_data(cfg(format="csv", path=str(path), string_ids=True, valid_frac=0.0, test_frac=0.0))
+    assert sorted(prepared.item_raw_ids) == ['B"2', "B1", "B3"]
