@@ -229,10 +229,21 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _add_data(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`metarec data stats|download`."""
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
-    p = data.add_parser("stats", help="users, items, interactions, lengths, split sizes")
+    p = data.add_parser(
+        "stats",
+        help="users, items, interactions, lengths, split sizes",
+        description="What a data setting reads, before training: e.g. metarec data stats --path log.csv "
+        "--set data.user_col=uid --set data.string_ids=true (every data.* key: docs/data.md). Without "
+        "--config or --path: the built-in default, synthetic data.",
+    )
     _add_config_args(p, required=False)
     p.add_argument("--path", help="a file or folder (with --config: instead of its data.path)")
-    p.add_argument("--format", default="auto", help="with --path: its data.format (default: auto)")
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="with --path: its data.format: auto (default), csv, tsv, parquet, jsonl, user_item, recbole, "
+        "movielens",
+    )
     p = data.add_parser("download", help="fetch a dataset into METAREC_DATA_DIR")
     p.add_argument("name", help="movielens-100k | movielens-1m | movielens-latest-small")
     p.add_argument(

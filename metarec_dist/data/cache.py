@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 # Bump when preprocessing changes meaning, so old entries are not reused (3: NaN in a float feature is a
 # missing value, ids spelt nan / None / null are refused; 4: "nan" in a token or token_seq feature is a
-# missing value, not a category).
-CACHE_VERSION = 4
+# missing value, not a category; 5: a quoted csv value after a blank, `1, "B1"`, is B1, not '"B1"').
+CACHE_VERSION = 5
 ENV_CACHE_DIR = "METAREC_CACHE_DIR"
 # Settings that do not change the prepared data: where things live (the resolved files are keyed
 # instead), whether to cache, and the synthetic generator (synthetic data is not cached).

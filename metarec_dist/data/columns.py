@@ -6,6 +6,7 @@ the error can name the file, the line (or row) and the column without slowing do
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,22 +72,26 @@ def resolve_columns(
         if wanted is not None:
             column = by_bare.get(bare(wanted).lower())
             if column is None:
+                numbers = numbers_among(names)
+                hint = " " + HEADERLESS_HINT.format(numbers=", ".join(numbers)) if numbers else ""
                 raise DataError(
-                    f"{file}: column {wanted!r} (data.{key}) not found; the columns are: {listed}"
+                    f"{file}: column {wanted!r} (data.{key}) not found; the columns are: {listed}.{hint}"
                 )
         else:
             column = next((by_bare[c] for c in CANDIDATES[role] if c in by_bare), None)
             if column is None and role == "rating" and cfg.rating_threshold is None:
                 continue  # optional and absent
             if column is None:
-                raise DataError(_missing_message(role, file, listed, key))
+                raise DataError(_missing_message(role, file, listed, key, names))
         found[role] = column
     return found
 
 
-def _missing_message(role: str, file: str, listed: str, key: str) -> str:
+def _missing_message(role: str, file: str, listed: str, key: str, names: list[str] | None = None) -> str:
     tried = ", ".join(CANDIDATES[role])
     msg = f"{file}: no {ROLE_NAME[role]} column found (looked for {tried}); the columns are: {listed}. "
+    if role in ("user", "item") and numbers_among(names or []):
+        return msg + HEADERLESS_HINT.format(numbers=", ".join(numbers_among(names or [])))
     if role == "time":
         return msg + (
             f"Set data.{key} to the timestamp column, or data.ordered_rows=true if each user's rows are "
@@ -95,6 +100,21 @@ def _missing_message(role: str, file: str, listed: str, key: str) -> str:
     if role == "rating":
         return msg + f"data.rating_threshold needs ratings: set data.{key}, or drop the threshold"
     return msg + f"Set data.{key} to the right column"
+
+
+# Column names that are numbers: the first line is a row of data, not a header (string ids with
+# numeric ratings or times: "u12,B00X,4,1600000000"; a header of numbers only is caught by textio).
+_NUMBER_NAME = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+HEADERLESS_HINT = (
+    "Line 1 looks like data, not a header (it holds {numbers}): for a file without a header line set "
+    "data.header=false and name its columns in order, e.g. "
+    "--set data.columns=[user_id,item_id,rating,timestamp]"
+)
+
+
+def numbers_among(names: list[str]) -> list[str]:
+    """The column names that are numbers (a header-less file's first row read as its header)."""
+    return [n for n in names if _NUMBER_NAME.fullmatch(n.strip())]
 
 
 def _first(mask: pa.ChunkedArray | pa.Array) -> int:
@@ -162,7 +182,9 @@ def to_ids(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str, 
     if pa.types.is_floating(typ):
         return _integral(col, where, name, role).cast(pa.int64()).to_numpy()
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        ok = pc.match_substring_regex(col, r"^\s*-?[0-9]+\s*$")
+        # "10.0" too: an integer column with a gap, written by pandas as floats; read as numbers (the log's
+        # CSV columns) such ids are accepted already, read as text (side tables) they must be too.
+        ok = pc.match_substring_regex(col, r"^\s*-?[0-9]+(\.0*)?\s*$")
         bad = _first(pc.invert(pc.fill_null(ok, False)))
         if bad >= 0:
             value = col[bad].as_py()
@@ -175,9 +197,11 @@ def to_ids(col: pa.Array | pa.ChunkedArray, where: Where, name: str, role: str, 
                 "(set data.string_ids=true if ids are not numbers)",
             )
         try:
-            return pc.cast(pc.utf8_trim_whitespace(col), pa.int64()).to_numpy()
+            digits = pc.replace_substring_regex(pc.utf8_trim_whitespace(col), r"\.0*$", "")
+            return pc.cast(digits, pa.int64()).to_numpy()
         except pa.ArrowInvalid:  # overflow: beyond int64; error path only, find the first one
-            row = next(i for i, v in enumerate(col.to_pylist()) if not -(2**63) <= int(v) < 2**63)
+            values = digits.to_pylist()
+            row = next(i for i, v in enumerate(values) if not -(2**63) <= int(v) < 2**63)
             raise where.error(row, name, _too_large(col[row].as_py().strip(), role)) from None
     raise DataError(
         f"{where.file}: column {name!r} has type {typ}; {ROLE_NAME[role]}s must be integers or strings"
@@ -243,10 +267,9 @@ def _strings_to_numbers(col: pa.ChunkedArray, where: Where, name: str, role: str
     except pa.ArrowInvalid:
         pass
     if role == "time":
-        try:  # ISO-8601 dates/times are timestamps too
-            return pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64())
-        except pa.ArrowInvalid:
-            pass
+        seconds = _iso_seconds(col)  # ISO-8601 dates/times are timestamps too
+        if seconds is not None:
+            return seconds
     for row, value in enumerate(col.to_pylist()):  # error path only: find the first offender
         try:
             float(value)
@@ -255,3 +278,30 @@ def _strings_to_numbers(col: pa.ChunkedArray, where: Where, name: str, role: str
             hint = " (Unix time or ISO-8601 expected)" if role == "time" else ""
             raise where.error(row, name, what + hint) from None
     raise DataError(f"{where.file}: column {name!r}: cannot read the values as numbers")
+
+
+# An ISO-8601 zone designator after a time's minutes or seconds: "Z", "+02:00", "-0500" (a date's own
+# "-01" is not one).
+_ZONE = r"\d\d:\d\d(:\d\d([.,]\d*)?)?\s*(Z|z|[+-]\d\d(:?\d\d)?)$"
+
+
+def _iso_seconds(col: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """ISO-8601 texts -> Unix seconds (float64), or None when some value is not one. Arrow parses a time
+    with a zone ("...Z", "+02:00") only as a zoned timestamp and one without only as a naive one, so a
+    column is cast in those two parts (naive times count as UTC, as Arrow's CSV reader takes them), at
+    nanosecond precision so that fractional seconds parse too. Only the strings' path: Arrow's own readers
+    infer the common forms already."""
+    text = pc.utf8_trim_whitespace(col)
+    zoned = pc.fill_null(pc.match_substring_regex(text, _ZONE), False)
+    out = np.empty(len(text), dtype=np.float64)
+    mask = zoned.to_numpy(zero_copy_only=False)
+    for part, typ in ((mask, pa.timestamp("ns", tz="UTC")), (~mask, pa.timestamp("ns"))):
+        if not part.any():
+            continue
+        try:
+            parsed = pc.cast(pc.filter(text, pa.array(part)), typ)
+        except pa.ArrowInvalid:
+            return None
+        ns = parsed.cast(pa.int64()).to_numpy()
+        out[part] = (ns // 10**9).astype(np.float64) + (ns % 10**9) / 1e9  # whole seconds stay exact
+    return pa.chunked_array([pa.array(out)])

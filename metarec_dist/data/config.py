@@ -46,6 +46,11 @@ class FeatureSpec:
         """Raise a ValueError naming ``key`` (e.g. ``data.item_features[2]``) for a bad declaration."""
         if not self.name:
             raise ValueError(f"{key}.name: every feature needs a name, e.g. {{name: age, kind: token}}")
+        if not self.kind:  # left out: not "unknown ''"
+            raise ValueError(
+                f"{key}.kind: missing for feature {self.name!r}; give one of {', '.join(FEATURE_KINDS)}, "
+                f"e.g. {{name: {self.name}, kind: token}}"
+            )
         if self.kind not in FEATURE_KINDS:
             raise ValueError(
                 f"{key}.kind: unknown {self.kind!r} for feature {self.name!r}; "

@@ -202,9 +202,10 @@ def warn_if_sep_unused(cfg: DataConfig, layout: Layout | None, side_files: Itera
     would be ignored without a word. A warning, not an error: ignoring it cannot misread a Parquet, JSON
     Lines, RecBole, MovieLens or user_item file (their layout fixes how fields are told apart), and a
     config is often reused with another data.path or data.format (a synthetic smoke run)."""
+    what = cfg.format if layout is None else layout.kind
+    _warn_if_header_unused(cfg, layout, what)
     if cfg.sep is None or any(file_kind(p) in ("csv", "tsv") for p in side_files):
         return
-    what = cfg.format if layout is None else layout.kind
     if what in ("csv", "tsv") or (cfg.sep, what) in _SEP_WARNED:
         return
     _SEP_WARNED.add((cfg.sep, what))
@@ -213,5 +214,24 @@ def warn_if_sep_unused(cfg: DataConfig, layout: Layout | None, side_files: Itera
         "data.sep=%r is ignored: %s has no separator to set (data.sep applies to csv and tsv files only); "
         "remove data.sep, or set data.format=csv if the file is delimited text",
         cfg.sep,
+        source,
+    )
+
+
+def _warn_if_header_unused(cfg: DataConfig, layout: Layout | None, what: str) -> None:
+    """``data.header=false`` / ``data.columns`` describe a csv/tsv log only (side tables always have a
+    header): set for another format they would be ignored without a word, and a user who meant
+    ``data.columns`` to rename a Parquet file's columns would not know why a column is "not found"."""
+    if cfg.header and not cfg.columns or what in ("csv", "tsv"):
+        return
+    given = "data.header=false" + (f" and data.columns={list(cfg.columns)}" if cfg.columns else "")
+    if (given, what) in _SEP_WARNED:
+        return
+    _SEP_WARNED.add((given, what))
+    source = f"the {what} data" if layout is None else f"{layout.file} ({what})"
+    log.warning(
+        "%s ignored: %s names its own columns (these describe csv/tsv files without a header line); name "
+        "the columns to read with data.user_col, data.item_col, data.time_col",
+        given,
         source,
     )

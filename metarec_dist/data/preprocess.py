@@ -125,10 +125,28 @@ def build_sequences(raw: RawLog, cfg: DataConfig) -> Sequences:
     user_len = np.bincount(user, minlength=num_users)
     raw_stats = _raw_stats(user_len, item, num_items, len(raw), filtered)
     if len(user) == 0:
-        raise DataError(f"{raw.source}: no interactions left after filtering (rating threshold / k-core)")
+        raise DataError(_nothing_left(raw, cfg, filtered))
     min_history = cfg.min_history
     user, item, time = _drop_short_histories(raw.source, user, item, time, user_len, min_history, raw_stats)
     return _dense_sequences(user, item, time, user_ids, item_ids, raw_stats, cfg.protocol == "new_items")
+
+
+def _nothing_left(raw: RawLog, cfg: DataConfig, filtered: dict[str, int]) -> str:
+    """Which filter took the last interaction, and the key to loosen (a threshold above every rating, a
+    k-core larger than the data holds): not just "no interactions left"."""
+    drops = ", ".join(f"{name} dropped {count:,}" for name, count in filtered.items() if count)
+    emptied = next(reversed([name for name, count in filtered.items() if count]), "")
+    if emptied.startswith("rating"):
+        assert raw.rating is not None and cfg.rating_threshold is not None
+        hint = (
+            f"the ratings here go from {raw.rating.min():g} to {raw.rating.max():g}: lower "
+            f"data.rating_threshold (now {cfg.rating_threshold:g})"
+        )
+    elif emptied.endswith("-core"):
+        hint = f"lower data.kcore (now {cfg.kcore})"
+    else:
+        hint = "loosen data.rating_threshold / data.dedup / data.kcore"
+    return f"{raw.source}: no interactions left after filtering ({len(raw):,} read; {drops}); {hint}"
 
 
 def _rating_threshold(

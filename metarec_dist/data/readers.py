@@ -18,7 +18,7 @@ from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
 from metarec_dist.data.synthetic import make_synthetic_sequences
-from metarec_dist.data.textio import TextFile, TextSpec, arrow_source, check_file, open_bytes
+from metarec_dist.data.textio import TextFile, TextSpec, arrow_source, check_file, open_bytes, reencode_hint
 from metarec_dist.data.titles import read_titles
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,11 @@ def read_layout(layout: Layout, cfg: DataConfig, ratings: bool = False) -> RawLo
         spec = TextSpec(layout.file, "\t", header=True, quoting=False)
         raw = _read_text(spec, cfg, f"{layout.file} (RecBole)", ratings)
     elif layout.kind in ("csv", "tsv"):
+        if not cfg.header and not cfg.columns:  # format auto: the config check saw no csv to ask this of
+            raise DataError(
+                f"{layout.file}: data.header=false needs the column names in order, e.g. "
+                "--set data.columns=[user_id,item_id,rating,timestamp]"
+            )
         sep = cfg.sep or ("," if layout.kind == "csv" else "\t")
         spec = TextSpec(layout.file, sep, cfg.header, list(cfg.columns), quoting=layout.kind == "csv")
         raw = _read_text(spec, cfg, f"{layout.file} ({layout.kind})", ratings)
@@ -186,7 +191,10 @@ def diagnose_jsonl(path: Path) -> DataError | None:
             try:
                 record = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
-                return DataError(f"{path}: line {number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})")
+                return DataError(
+                    f"{path}: line {number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
+                    f"{reencode_hint(raw)}"
+                )
             except json.JSONDecodeError as exc:
                 return DataError(f"{path}: line {number}, column {exc.colno}: not valid JSON ({exc.msg})")
             if not isinstance(record, dict):

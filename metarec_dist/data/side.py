@@ -15,6 +15,8 @@ unknown id and is counted, never dropped.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metarec_dist.data.columns import CANDIDATES, Where, bare, check_utf8, to_ids, to_numbers, undictionary
+from metarec_dist.data.columns import (
+    CANDIDATES,
+    Where,
+    bare,
+    check_utf8,
+    numbers_among,
+    to_ids,
+    to_numbers,
+    undictionary,
+)
 from metarec_dist.data.config import DataConfig, FeatureSpec
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.features import (
@@ -120,12 +131,9 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     kind = _table_kind(path, entity)
     if kind in ("recbole", "csv", "tsv"):
         if kind == "recbole":
-            spec = TextSpec(path, "\t", header=True, quoting=False)
+            text = TextFile(TextSpec(path, "\t", header=True, quoting=False))
         else:
-            spec = TextSpec(
-                path, cfg.sep or ("," if kind == "csv" else "\t"), header=True, quoting=kind == "csv"
-            )
-        text = TextFile(spec)
+            text = _delimited_side_table(path, kind, cfg.sep)
         id_col, wanted = _resolve(text.names, text.label, entity, specs, cfg)
         # Everything as text: "007" stays a token, and numbers are parsed here with a located error.
         table = text.read(
@@ -152,6 +160,31 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where, id_col)
 
 
+def _delimited_side_table(path: Path, kind: str, sep: str | None) -> TextFile:
+    """A csv/tsv side table, split at ``data.sep`` when set. That key is mostly set for the log (a
+    ';'-separated export) while a side table written by pandas keeps its extension's separator: a header
+    that is one column at ``data.sep`` but several at the extension's (',' or tab) is read at the latter,
+    which cannot misread it (a one-column table holds no feature); said at INFO."""
+    default = "," if kind == "csv" else "\t"
+    try:
+        return TextFile(TextSpec(path, sep or default, header=True, quoting=kind == "csv"))
+    except DataError as exc:
+        if sep is None or sep == default:
+            raise
+        text = _or_none(lambda: TextFile(TextSpec(path, default, header=True, quoting=kind == "csv")))
+        if text is None or len(text.names) < 2:
+            raise exc from None
+    log.info("%s: its header holds no data.sep=%r; read at %r, as its extension says", path, sep, default)
+    return text
+
+
+def _or_none(read: Callable[[], TextFile]) -> TextFile | None:
+    try:
+        return read()
+    except DataError:
+        return None
+
+
 def _table_kind(path: Path, entity: str) -> str:
     suffix = format_suffix(path)
     if suffix in (".user", ".item"):
@@ -174,13 +207,10 @@ def _resolve(
     by_bare = {bare(n).lower(): n for n in reversed(names)}
     listed = ", ".join(names)
     configured = getattr(cfg, f"{entity}_col")
-    tried = ([bare(configured).lower()] if configured else []) + list(CANDIDATES[entity])
+    tried = list(dict.fromkeys(([bare(configured).lower()] if configured else []) + list(CANDIDATES[entity])))
     id_col = next((by_bare[c] for c in tried if c in by_bare), None)
     if id_col is None:
-        raise DataError(
-            f"{file}: no {entity} id column found (looked for {', '.join(tried)}); the columns are: "
-            f"{listed}. Set data.{entity}_col to the right column"
-        )
+        raise DataError(_no_id_column(file, entity, tried, names, configured))
     wanted = {}
     for i, spec in enumerate(specs):
         column = by_bare.get(bare(spec.source_column).lower())
@@ -191,6 +221,27 @@ def _resolve(
             )
         wanted[spec.name] = column
     return id_col, wanted
+
+
+def _no_id_column(file: str, entity: str, tried: list[str], names: list[str], configured: str | None) -> str:
+    """data.user_col / item_col names the log's id column too, so "set it" is no fix for a side table whose
+    id column is named otherwise: say to rename the table's column (or add its missing header line)."""
+    msg = (
+        f"{file}: no {entity} id column found (looked for {', '.join(tried)}); the columns are: "
+        f"{', '.join(names)}. "
+    )
+    numbers = numbers_among(names)
+    if numbers:
+        return msg + (
+            f"Line 1 looks like data, not a header (it holds {', '.join(numbers)}): a side table needs a "
+            f"header line naming its columns, the {entity} id column as in the log"
+        )
+    if configured:
+        return msg + (
+            f"Name the table's {entity} id column {configured!r} as in the log (data.{entity}_col names "
+            "the id column of the log and of its side table)"
+        )
+    return msg + f"Name the table's {entity} id column as the log's (one of the names looked for)"
 
 
 def _check_unique(ids: np.ndarray, where: Where, column: str, entity: str) -> None:
@@ -411,9 +462,13 @@ def _floats(column: pa.ChunkedArray, where: Where, name: str, spec: FeatureSpec)
         except DataError as exc:
             if "is not a number" not in str(exc):
                 raise
-            raise DataError(  # a category declared as a number: say which declaration to change
+            # A category declared as a number, or a word meaning "missing" (ML-100K's "unkonwn" year):
+            # say which declaration to change for either.
+            word = re.search(r": ('[^']*'|\"[^\"]*\") is not a number", str(exc))
+            missing = f"na_values: [{word.group(1)}]" if word else "na_values"
+            raise DataError(
                 f"{exc}; feature {spec.name!r} is declared kind float: declare it kind token if its values "
-                "are categories"
+                f"are categories, or, if that value means missing, add it to the feature's {missing}"
             ) from None
         values[rows] = parsed
     return values

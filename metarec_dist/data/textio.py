@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from metarec_dist.data.errors import DataError
@@ -39,6 +40,20 @@ class TextSpec:
     names: list[str] = field(default_factory=list)  # column names when there is no header
     quoting: bool = True  # CSV-style "quoted, fields"; off for TSV and fixed layouts
     whitespace: bool = False  # fields separated by runs of spaces/tabs (the user_item format)
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # what Excel's "Unicode text" and PowerShell write
+
+
+def reencode_hint(first_line: bytes) -> str:
+    """What to do about a file that is not UTF-8; a UTF-16 one (every other byte 0, so not one field
+    would read right) is named as such, with the command that converts it."""
+    if first_line.startswith(_UTF16_BOMS):
+        return (
+            "the file is UTF-16 (it starts with a UTF-16 byte order mark): re-save it as UTF-8, e.g. "
+            "iconv -f UTF-16 -t UTF-8 FILE > FILE.utf8"
+        )
+    return "re-save the file as UTF-8"
 
 
 def check_file(path: Path) -> None:
@@ -130,6 +145,23 @@ def arrow_source(path: Path) -> str | pa.BufferReader:
     return pa.BufferReader(buf)
 
 
+# A field that is a quoted value after a blank (`1, "B001"`): Arrow takes a quote only at a field's first
+# character, so it keeps these quotes as part of the value, and an id "B001" would silently become '"B001"'.
+_QUOTED_AFTER_BLANK = r'^\s+"(.*)"\s*$'
+
+
+def _unquote_after_blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The values of ``_QUOTED_AFTER_BLANK`` fields as a CSV reader that skips initial blanks reads them
+    (quotes off, doubled quotes single); the other values as they are."""
+    if not pa.types.is_string(column.type):
+        return column
+    hit = pc.fill_null(pc.match_substring_regex(column, _QUOTED_AFTER_BLANK), False)
+    if not pc.any(hit).as_py():
+        return column
+    inner = pc.replace_substring(pc.replace_substring_regex(column, _QUOTED_AFTER_BLANK, r"\1"), '""', '"')
+    return pc.if_else(hit, inner, column)
+
+
 class TextFile:
     """One delimited file: its column names, a fast columnar read, and error locating."""
 
@@ -172,10 +204,12 @@ class TextFile:
             with open(self.spec.path, "rb") as f:
                 yield from f
 
-    def _split(self, line: str) -> list[str]:
+    def _split(self, line: str, header: bool = False) -> list[str]:
+        """The fields of ``line``. In a header, a quoted name after a blank (``"user_id", "item_id"``) is
+        that name, not one with its quotes; data lines are split as Arrow splits them (no such rule)."""
         line = line.rstrip("\r\n")
         if self.spec.quoting:
-            return next(csv.reader([line], delimiter=self.delimiter), [])
+            return next(csv.reader([line], delimiter=self.delimiter, skipinitialspace=header), [])
         return line.split(self.delimiter)
 
     def _read_header(self) -> list[str]:
@@ -185,9 +219,9 @@ class TextFile:
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"{self.label}: line 1 (the header): not valid UTF-8 (byte 0x{first[exc.start]:02x}); "
-                "re-save the file as UTF-8"
+                f"{reencode_hint(first)}"
             ) from None
-        names = [n.strip() for n in self._split(text)]
+        names = [n.strip() for n in self._split(text, header=True)]
         if not any(names):
             raise DataError(f"{self.label}: line 1 should be the header with the column names but is empty")
         if all(_NUMBER.fullmatch(n) for n in names):  # a header-less file: its first row is not names
@@ -248,6 +282,11 @@ class TextFile:
             if self.spec.header:
                 raise DataError(f"{self.label}: only a header line, no data rows")
             raise DataError(f"{self.label}: no data rows (only blank lines)")
+        if self.spec.quoting:
+            for name in string_columns:
+                if name in table.column_names:
+                    i = table.column_names.index(name)
+                    table = table.set_column(i, name, _unquote_after_blank(table.column(i)))
         return table
 
     # ----------------------------------------------------------------------------- error locating

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from metarec_dist import checkpoint as ckpt
+from metarec_dist.data.features import SPECIALS
 from metarec_dist.errors import UserError
 from metarec_dist.models.features import FeatureLayout
 
@@ -170,7 +171,7 @@ def init_from(
     if rows is not None:  # another catalogue: the source's tensors re-laid out on this one's items
         weights = remap_items(weights, own, rows, int(facts["num_items"]), model, adapters, source_adapters)
         fresh.append(say_carried_over(path, rows, int(facts["num_items"]), shuffled_split, said))
-    fresh += remap_vocabularies(path, weights, own, facts, getattr(model, "layout", None))
+    fresh += remap_vocabularies(path, weights, own, facts, getattr(model, "layout", None), said)
     for name in weights.keys() & own.keys():
         if name.startswith(DATA_BUFFERS):  # the item features of this data (in its vocabularies), always
             weights[name] = own[name]
@@ -354,12 +355,15 @@ def remap_vocabularies(
     own: dict[str, torch.Tensor],
     facts: dict[str, Any],
     layout: FeatureLayout | None,
+    said: list[str] | None = None,
 ) -> list[str]:
     """Feature embedding rows matched by their value's label, in place in ``weights``: a newer log's
     vocabulary can gain, lose and renumber values (it is built sorted from the values seen), and rows taken
     by position would then silently belong to other values. New values keep this model's fresh rows (a
     quantile-bucketed ``float`` feature whose buckets moved counts as new values: fix ``boundaries`` in its
-    spec to keep them). Returns what was left fresh; features declared differently are a ``UserError``."""
+    spec to keep them: a warning says so, with that run's boundaries). Returns what was left fresh, and
+    appends a line per feature with new values to ``said`` (the summary's ``started:`` line); features
+    declared differently are a ``UserError``."""
     there = FeatureLayout.from_dict(facts.get("features"))
     fresh: list[str] = []
     for side, prefix in (("item", "content.embs"), ("user", "user_token.embs")):
@@ -386,7 +390,37 @@ def remap_vocabularies(
             table[known] = weights[name][torch.from_numpy(rows[rows >= 0])].to(table.dtype)
             weights[name] = table
             if (rows < 0).any():
-                fresh.append(
-                    f"{name} ({int((rows < 0).sum())} new values of {side} feature {here_slot.name!r})"
-                )
+                new = int((rows < 0).sum())
+                fresh.append(f"{name} ({new} new values of {side} feature {here_slot.name!r})")
+                if said is not None:  # the vocabulary's own PAD and UNK rows always carry over
+                    said.append(
+                        f"{side} feature {here_slot.name!r}: {new} of {len(rows) - len(SPECIALS)} values new"
+                    )
+                _warn_if_buckets_moved(path, side, here_slot, there_slot, new)
     return fresh
+
+
+def _warn_if_buckets_moved(path: str | Path, side: str, here: Any, there: Any, new: int) -> None:
+    """A ``float`` feature cut at this log's quantiles is cut elsewhere on a newer log: its buckets are then
+    new values, and what that run learnt for them is dropped. Said (it was INFO, seen with --verbose only),
+    with the spec that keeps them."""
+    if here.kind != "float" or here.boundaries == there.boundaries:
+        return
+    log.warning(
+        "train.init_from %s: %s feature %r is cut into buckets at other boundaries than that run's (%s, "
+        "there %s), so %d of its %d buckets start fresh; to carry them over, give its spec that run's: "
+        "{name: %s, kind: float, boundaries: %s}",
+        path,
+        side,
+        here.name,
+        _edges(here.boundaries),
+        _edges(there.boundaries),
+        new,
+        len(here.vocab) - len(SPECIALS),
+        here.name,
+        _edges(there.boundaries),
+    )
+
+
+def _edges(boundaries: list[float]) -> str:
+    return "[" + ", ".join(f"{b:g}" for b in boundaries) + "]"
