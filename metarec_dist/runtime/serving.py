@@ -275,45 +275,51 @@ def bind_replica_grpc_to_loopback() -> None:
     replica.add_port_to_grpc_server = loopback_only
 
 
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Any:
+    """A Starlette JSON response in ASCII (non-ASCII escaped): a request's text may hold a lone surrogate
+    (``"\\ud800"`` is valid JSON), which an error repeating it could not encode as UTF-8 -- Starlette's
+    ``JSONResponse`` then failed with HTTP 500."""
+    from starlette.responses import Response
+
+    body = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return Response(body, status_code, headers, media_type="application/json")
+
+
 async def handle(
     replica: RecommenderReplica, request: Any, replicas: int, max_body: int, timeout_s: float | None = None
 ) -> Any:
     """The JSON response to one HTTP request (a Starlette ``Request``) to a replica; a 408 once it has taken
     ``timeout_s`` (a body still coming in: the replica's own bound, whatever the proxy was told)."""
-    from starlette.responses import JSONResponse
-
     if timeout_s is None:
         return await route(replica, request, replicas, max_body)
     try:
         return await asyncio.wait_for(route(replica, request, replicas, max_body), timeout_s)
     except TimeoutError:
         message = f"the request was not answered within {timeout_s:g} s (metarec serve --request-timeout-s)"
-        return JSONResponse({"error": message}, status_code=408)
+        return json_response({"error": message}, status_code=408)
 
 
 async def route(replica: RecommenderReplica, request: Any, replicas: int, max_body: int) -> Any:
     """``handle`` without its time limit."""
-    from starlette.responses import JSONResponse
-
     path = request.url.path.rstrip("/")
     if path == "":
         if request.method in ("GET", "HEAD"):
-            return JSONResponse({**replica.describe(), "replicas": replicas})
+            return json_response({**replica.describe(), "replicas": replicas})
         message = f"{request.method} /: GET / for the model"  # HEAD / answers too: listed in Allow
-        return JSONResponse({"error": message}, status_code=405, headers={"Allow": "GET, HEAD"})
+        return json_response({"error": message}, status_code=405, headers={"Allow": "GET, HEAD"})
     if path != "/recommend":
-        return JSONResponse({"error": "POST /recommend, or GET / for the model"}, status_code=404)
+        return json_response({"error": "POST /recommend, or GET / for the model"}, status_code=404)
     if request.method != "POST":
         message = f"{request.method} /recommend: POST a JSON body to /recommend"
-        return JSONResponse({"error": message}, status_code=405, headers={"Allow": "POST"})
+        return json_response({"error": message}, status_code=405, headers={"Allow": "POST"})
     try:
         body = read_body(await read_limited(request, max_body))
     except BodyTooLarge as exc:
-        return JSONResponse({"error": str(exc)}, status_code=413)
+        return json_response({"error": str(exc)}, status_code=413)
     except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return json_response({"error": str(exc)}, status_code=400)
     status, out = replica.answer(body)
-    return JSONResponse(out, status_code=status)
+    return json_response(out, status_code=status)
 
 
 def build_app(
@@ -328,7 +334,7 @@ def build_app(
     each ends a request after ``request_timeout_s`` of its own (``handle``)."""
     from ray import serve
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import Response
 
     @serve.deployment(name="recommender", ray_actor_options={"num_cpus": threads})
     class RecommenderDeployment:
@@ -338,7 +344,7 @@ def build_app(
             bind_replica_grpc_to_loopback()
             self.replica = RecommenderReplica(ray.get(model[0]), threads)
 
-        async def __call__(self, request: Request) -> JSONResponse:
+        async def __call__(self, request: Request) -> Response:
             return await handle(self.replica, request, replicas, max_body, request_timeout_s)
 
     # In a list: Ray Serve keeps the reference as it is (the object stays the driver's, alive while it is).

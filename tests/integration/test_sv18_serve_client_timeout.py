@@ -1,7 +1,8 @@
 """End to end on a real Ray Serve: a client's ``x-request-timeout-seconds`` does not lift `metarec serve
---request-timeout-s` (Ray Serve's proxy honours the header: 3600 held the request, 0 took the limit away),
-a client's mistake echoes no huge value back, and Ctrl-C at a terminal (SIGINT to the whole process group,
-Ray's processes included) stops the server with every Ray process it started."""
+--request-timeout-s` (Ray Serve's proxy honours the header: 3600 held the request, 0 took the limit away);
+a client's mistake echoes no huge value back, nor is a lone surrogate in it a 500; and Ctrl-C at a terminal
+(SIGINT to the whole process group, Ray's processes included) stops the server with every Ray process it
+started."""
 
 from __future__ import annotations
 
@@ -66,6 +67,11 @@ def test_an_unknown_huge_item_id_is_a_short_400(served):
     status, out = call(served[0] + "/recommend", {"items": ["a" * 500_000]})
     assert status == 400 and out["error"].startswith('"items": unknown item id(s) aaaa'), out
     assert len(json.dumps(out)) < 300
+
+
+def test_a_lone_surrogate_is_a_400_not_a_500(served):
+    status, out = call(served[0] + "/recommend", raw=b'{"items": ["\\ud800"]}')
+    assert status == 400 and out == {"error": '"items": unknown item id(s) \ud800'}, out
 
 
 def test_ctrl_c_at_a_terminal_stops_the_server_and_its_ray_processes(served):

@@ -134,3 +134,35 @@ def test_an_error_does_not_echo_a_huge_value_back():
     with pytest.raises(ValueError) as exc:
         catalogue.to_model_ids(["a" * 500_000, "b"], JSON_FIELDS)
     assert str(exc.value) == f'"items": unknown item id(s) {"a" * 40}... (500000 characters), b'
+
+
+class _Parsing(_Replica):
+    def answer(self, body):  # as RecommenderReplica.answer: the request's mistake is a 400
+        try:
+            parse_request(body)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        return 200, {"items": []}
+
+
+def test_a_lone_surrogate_in_the_request_is_a_400_not_a_500():
+    """``"\\ud800"`` is valid JSON; repeated in an error, Starlette's JSONResponse could not encode it."""
+    from starlette.requests import Request
+
+    raw = b'{"\\ud800": 1, "items": ["1"]}'
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/recommend",
+        "query_string": b"",
+        "headers": [(b"content-length", str(len(raw)).encode())],
+    }
+    messages = [{"type": "http.request", "body": raw, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0)
+
+    response = asyncio.run(handle(_Parsing(), Request(scope, receive), 1, 1000, timeout_s=10.0))
+    assert response.status_code == 400
+    assert json.loads(response.body) == {"error": "unknown field(s) \ud800: expected items, user, k"}
+    assert response.headers["content-type"] == "application/json"
