@@ -17,9 +17,11 @@ counts of a fused export, seen items never re-recommended). Requests:
   <id> timed out after 30.0s.`` (``http_options.request_timeout_s``, end to end in the proxy). That limit is
   the operator's: Ray Serve's proxy lets a client set its own with the header ``x-request-timeout-seconds``
   (0 or less: none), so the proxy of a cluster started here runs :class:`CapClientTimeout` first, which
-  keeps that header only when it asks for less (``proxy_middlewares``). Each replica also ends a request
+  keeps that header only when it asks for no more (``proxy_middlewares``). Each replica also ends a request
   after the limit of its own (JSON 408): on a cluster joined with ``RAY_ADDRESS``, whose proxy this process
   does not start, a replica is then still not held past the limit.
+- Answers are JSON in ASCII (``json_response``): an error may repeat the request's text, a lone surrogate
+  (``"\\ud800"``) included.
 
 The model is loaded once, by ``metarec serve`` itself, and handed to the replicas through Ray's object
 store: every replica, one Ray Serve restarts after a crash included, serves the checkpoint announced at
