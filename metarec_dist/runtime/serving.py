@@ -127,8 +127,11 @@ def cap_client_timeouts(limit: float) -> None:
     import os
 
     current = os.environ.get(PROXY_CALLBACK_ENV)
-    if current and current != PROXY_CALLBACK:
-        os.environ[OTHER_CALLBACK_ENV] = current
+    if current != PROXY_CALLBACK:  # ours already (a second call in this process): the operator's is kept
+        if current:
+            os.environ[OTHER_CALLBACK_ENV] = current
+        else:  # none: not one left from an earlier call, which the proxy would fail to import
+            os.environ.pop(OTHER_CALLBACK_ENV, None)
     os.environ[PROXY_CALLBACK_ENV] = PROXY_CALLBACK
     os.environ[LIMIT_ENV] = repr(float(limit))
 

@@ -53,16 +53,25 @@ def test_the_middleware_hands_the_capped_headers_on():
     assert scope["headers"][-1] == (b"x-request-timeout-seconds", b"3600")  # the caller's scope untouched
 
 
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No proxy callback, limit or RAY_ADDRESS set, and whatever a test sets undone after it (delenv alone
+    does not undo a variable set later that was absent before)."""
+    names = (serving.PROXY_CALLBACK_ENV, serving.OTHER_CALLBACK_ENV, serving.LIMIT_ENV, "RAY_ADDRESS")
+    for name in names:
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
 def _mine():  # an operator's own proxy callback, named by import path
     from starlette.middleware import Middleware
 
     return [Middleware(dict)]
 
 
-def test_the_proxy_callback_caps_at_the_limit_serve_set_and_keeps_an_operators_own(monkeypatch):
-    monkeypatch.setenv(serving.PROXY_CALLBACK_ENV, f"{__name__}._mine")
-    monkeypatch.delenv(serving.OTHER_CALLBACK_ENV, raising=False)
-    monkeypatch.delenv(serving.LIMIT_ENV, raising=False)
+def test_the_proxy_callback_caps_at_the_limit_serve_set_and_keeps_an_operators_own(clean_env):
+    clean_env.setenv(serving.PROXY_CALLBACK_ENV, f"{__name__}._mine")
     serving.cap_client_timeouts(2.5)
     assert os.environ[serving.PROXY_CALLBACK_ENV] == "metarec_dist.runtime.serving.proxy_middlewares"
     mine, cap = proxy_middlewares()
@@ -70,11 +79,14 @@ def test_the_proxy_callback_caps_at_the_limit_serve_set_and_keeps_an_operators_o
     assert cap.cls is CapClientTimeout and cap.kwargs == {"limit": 2.5}
     serving.cap_client_timeouts(4.0)  # a second call does not chain the callback to itself
     assert os.environ[serving.OTHER_CALLBACK_ENV] == f"{__name__}._mine"
+    os.environ.pop(serving.PROXY_CALLBACK_ENV)  # a later serve in this process, none set by the operator
+    serving.cap_client_timeouts(4.0)
+    assert serving.OTHER_CALLBACK_ENV not in os.environ  # not the earlier one, which the proxy may not import
+    assert len(proxy_middlewares()) == 1
 
 
-def test_serve_sets_the_cap_for_the_cluster_it_starts(monkeypatch):
-    for name in (serving.PROXY_CALLBACK_ENV, serving.OTHER_CALLBACK_ENV, serving.LIMIT_ENV, "RAY_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
+def test_serve_sets_the_cap_for_the_cluster_it_starts(clean_env):
+    monkeypatch = clean_env
 
     def deploy(*_):
         assert os.environ[serving.LIMIT_ENV] == "7.0"  # set before Ray starts: its processes inherit it
