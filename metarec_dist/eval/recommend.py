@@ -62,8 +62,15 @@ class Catalogue:
             hint = (
                 "" if self.mapped else f" (without the data, ids are the model's own: 1..{len(self.raw_ids)})"
             )
-            raise ValueError(f"{fields.items}: unknown item id(s) {', '.join(unknown[:5])}{hint}")
+            shown = ", ".join(shorten(r) for r in unknown[:5])
+            raise ValueError(f"{fields.items}: unknown item id(s) {shown}{hint}")
         return [index[r] for r in raw]
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """``text`` as an error repeats it: a served request's id may be 500,000 characters, which the answer
+    would otherwise carry back whole."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def parse_items(text: str) -> list[str]:

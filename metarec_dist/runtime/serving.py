@@ -14,7 +14,14 @@ counts of a fused export, seen items never re-recommended). Requests:
   Another method on ``/recommend`` is 405, another path 404.
 - A request not answered within ``--request-timeout-s`` (30 s by default) -- queued behind others at
   overload, or a client that stops sending its body -- is Ray Serve's own HTTP 408, a text body ``Request
-  <id> timed out after 30.0s.`` (``http_options.request_timeout_s``, end to end in the proxy).
+  <id> timed out after 30.0s.`` (``http_options.request_timeout_s``, end to end in the proxy). That limit is
+  the operator's: Ray Serve's proxy lets a client set its own with the header ``x-request-timeout-seconds``
+  (0 or less: none), so the proxy of a cluster started here runs :class:`CapClientTimeout` first, which
+  keeps that header only when it asks for no more (``proxy_middlewares``). Each replica also ends a request
+  after the limit of its own (JSON 408): on a cluster joined with ``RAY_ADDRESS``, whose proxy this process
+  does not start, a replica is then still not held past the limit.
+- Answers are JSON in ASCII (``json_response``): an error may repeat the request's text, a lone surrogate
+  (``"\\ud800"``) included.
 
 The model is loaded once, by ``metarec serve`` itself, and handed to the replicas through Ray's object
 store: every replica, one Ray Serve restarts after a crash included, serves the checkpoint announced at
@@ -27,9 +34,11 @@ A cluster this process starts listens on 127.0.0.1 only (``init_ray``), and so d
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
+import math
 import signal
 import socket
 import threading
@@ -54,6 +63,77 @@ MAX_BODY_BYTES = 1 << 20
 # after 30 s sits in a queue that is not draining; 30 s is also under the 60 s after which common load
 # balancers and HTTP clients give up on their own, so the client gets a 408 rather than a dropped connection.
 REQUEST_TIMEOUT_S = 30.0
+
+
+# Ray Serve's per-request hints to its proxy (ray.serve._private.constants, 2.60): a client's own timeout
+# (over the operator's, or <= 0 for none), and "?1": keep running after the client has gone.
+CLIENT_TIMEOUT_HEADER = b"x-request-timeout-seconds"
+CLIENT_NO_DISCONNECT_HEADER = b"x-request-disconnect-disabled"
+# How the limit and a proxy callback of the operator's own reach the proxy: environment variables, which the
+# processes of a cluster started here inherit (the proxy calls the callback with no arguments).
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_CALLBACK = "metarec_dist.runtime.serving.proxy_middlewares"
+LIMIT_ENV = "METAREC_SERVE_REQUEST_TIMEOUT_S"
+OTHER_CALLBACK_ENV = "METAREC_SERVE_OTHER_PROXY_CALLBACK"
+
+
+def capped_timeout_headers(headers: list[tuple[bytes, bytes]], limit: float) -> list[tuple[bytes, bytes]]:
+    """An ASGI request's ``headers`` without the client's hints that would lift the operator's limit:
+    ``x-request-timeout-seconds`` is kept (once, as Ray Serve reads the last) only when it is a number of
+    seconds in (0, ``limit``]; ``x-request-disconnect-disabled`` is dropped."""
+    own = [v for k, v in headers if k.lower() == CLIENT_TIMEOUT_HEADER]
+    hints = (CLIENT_TIMEOUT_HEADER, CLIENT_NO_DISCONNECT_HEADER)
+    kept = [(k, v) for k, v in headers if k.lower() not in hints]
+    if own:
+        try:
+            asked = float(own[-1].decode("latin-1"))
+        except ValueError:
+            asked = math.nan
+        if 0 < asked <= limit:  # a client may ask to give up sooner; nan, inf, <= 0 fail this
+            kept.append((CLIENT_TIMEOUT_HEADER, own[-1]))
+    return kept
+
+
+class CapClientTimeout:
+    """ASGI middleware for Ray Serve's proxy: the client's timeout header never lifts ``limit``."""
+
+    def __init__(self, app: Any, limit: float) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") in ("http", "websocket"):
+            scope = {**scope, "headers": capped_timeout_headers(list(scope.get("headers", [])), self.limit)}
+        await self.app(scope, receive, send)
+
+
+def proxy_middlewares() -> list[Any]:
+    """Called by Ray Serve's proxy (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): the middlewares it
+    runs, :class:`CapClientTimeout` at the limit `metarec serve` set, and then those of a callback the
+    operator had set already."""
+    import os
+
+    from ray.serve._private.utils import call_function_from_import_path
+    from starlette.middleware import Middleware
+
+    limit = float(os.environ.get(LIMIT_ENV, REQUEST_TIMEOUT_S))
+    other = os.environ.get(OTHER_CALLBACK_ENV)
+    theirs = list(call_function_from_import_path(other) or []) if other else []
+    return [*theirs, Middleware(CapClientTimeout, limit=limit)]  # the last one wraps the others: first
+
+
+def cap_client_timeouts(limit: float) -> None:
+    """Make the proxy of the cluster about to start cap the client's timeout header at ``limit``: the
+    environment it inherits names ``proxy_middlewares`` (an operator's own callback still runs)."""
+    import os
+
+    current = os.environ.get(PROXY_CALLBACK_ENV)
+    if current != PROXY_CALLBACK:  # ours already (a second call in this process): the operator's is kept
+        if current:
+            os.environ[OTHER_CALLBACK_ENV] = current
+        else:  # none: not one left from an earlier call, which the proxy would fail to import
+            os.environ.pop(OTHER_CALLBACK_ENV, None)
+    os.environ[PROXY_CALLBACK_ENV] = PROXY_CALLBACK
+    os.environ[LIMIT_ENV] = repr(float(limit))
 
 
 class BodyTooLarge(ValueError):
@@ -106,6 +186,8 @@ def read_body(raw: bytes) -> Any:
 
 def parse_request(body: Any) -> tuple[list[str], dict[str, str] | None, int]:
     """``(items, user, k)`` from a request's JSON; ``ValueError`` naming the field that is wrong."""
+    from metarec_dist.eval.recommend import shorten
+
     if not isinstance(body, dict):
         raise ValueError('the request body must be a JSON object, e.g. {"items": ["12", "55"], "k": 10}')
     unknown = sorted(set(body) - {"items", "user", "k"})
@@ -119,8 +201,8 @@ def parse_request(body: Any) -> tuple[list[str], dict[str, str] | None, int]:
         or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in user.values())
     ):
         raise ValueError('"user" must be an object of feature values, e.g. {"age": "24", "gender": "M"}')
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise ValueError(f'"k" must be an integer, got {k!r}')
+    if isinstance(k, bool) or not isinstance(k, int):  # said as JSON: null, true, "ten", not None, True
+        raise ValueError(f'"k" must be an integer, got {shorten(json.dumps(k))}')
     if k < 1:
         raise ValueError(f'"k" must be >= 1, got {k}')
     if not items and not user:
@@ -198,37 +280,66 @@ def bind_replica_grpc_to_loopback() -> None:
     replica.add_port_to_grpc_server = loopback_only
 
 
-async def handle(replica: RecommenderReplica, request: Any, replicas: int, max_body: int) -> Any:
-    """The JSON response to one HTTP request (a Starlette ``Request``) to a replica."""
-    from starlette.responses import JSONResponse
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Any:
+    """A Starlette JSON response in ASCII (non-ASCII escaped): a request's text may hold a lone surrogate
+    (``"\\ud800"`` is valid JSON), which an error repeating it could not encode as UTF-8 -- Starlette's
+    ``JSONResponse`` then failed with HTTP 500."""
+    from starlette.responses import Response
 
+    body = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return Response(body, status_code, headers, media_type="application/json")
+
+
+async def handle(
+    replica: RecommenderReplica, request: Any, replicas: int, max_body: int, timeout_s: float | None = None
+) -> Any:
+    """The JSON response to one HTTP request (a Starlette ``Request``) to a replica; a 408 once it has taken
+    ``timeout_s`` (a body still coming in: the replica's own bound, whatever the proxy was told)."""
+    if timeout_s is None:
+        return await route(replica, request, replicas, max_body)
+    try:
+        return await asyncio.wait_for(route(replica, request, replicas, max_body), timeout_s)
+    except TimeoutError:
+        message = f"the request was not answered within {timeout_s:g} s (metarec serve --request-timeout-s)"
+        return json_response({"error": message}, status_code=408)
+
+
+async def route(replica: RecommenderReplica, request: Any, replicas: int, max_body: int) -> Any:
+    """``handle`` without its time limit."""
     path = request.url.path.rstrip("/")
     if path == "":
         if request.method in ("GET", "HEAD"):
-            return JSONResponse({**replica.describe(), "replicas": replicas})
+            return json_response({**replica.describe(), "replicas": replicas})
         message = f"{request.method} /: GET / for the model"  # HEAD / answers too: listed in Allow
-        return JSONResponse({"error": message}, status_code=405, headers={"Allow": "GET, HEAD"})
+        return json_response({"error": message}, status_code=405, headers={"Allow": "GET, HEAD"})
     if path != "/recommend":
-        return JSONResponse({"error": "POST /recommend, or GET / for the model"}, status_code=404)
+        return json_response({"error": "POST /recommend, or GET / for the model"}, status_code=404)
     if request.method != "POST":
         message = f"{request.method} /recommend: POST a JSON body to /recommend"
-        return JSONResponse({"error": message}, status_code=405, headers={"Allow": "POST"})
+        return json_response({"error": message}, status_code=405, headers={"Allow": "POST"})
     try:
         body = read_body(await read_limited(request, max_body))
     except BodyTooLarge as exc:
-        return JSONResponse({"error": str(exc)}, status_code=413)
+        return json_response({"error": str(exc)}, status_code=413)
     except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return json_response({"error": str(exc)}, status_code=400)
     status, out = replica.answer(body)
-    return JSONResponse(out, status_code=status)
+    return json_response(out, status_code=status)
 
 
-def build_app(model: Any, replicas: int, threads: int, max_body: int = MAX_BODY_BYTES) -> Any:
+def build_app(
+    model: Any,
+    replicas: int,
+    threads: int,
+    max_body: int = MAX_BODY_BYTES,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> Any:
     """The Ray Serve application: ``replicas`` copies of the model behind the ingress. ``model``: the
-    ``Recommender``'s Ray object reference (``ray.put``), fetched by each replica, a restarted one too."""
+    ``Recommender``'s Ray object reference (``ray.put``), fetched by each replica, a restarted one too;
+    each ends a request after ``request_timeout_s`` of its own (``handle``)."""
     from ray import serve
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import Response
 
     @serve.deployment(name="recommender", ray_actor_options={"num_cpus": threads})
     class RecommenderDeployment:
@@ -238,8 +349,8 @@ def build_app(model: Any, replicas: int, threads: int, max_body: int = MAX_BODY_
             bind_replica_grpc_to_loopback()
             self.replica = RecommenderReplica(ray.get(model[0]), threads)
 
-        async def __call__(self, request: Request) -> JSONResponse:
-            return await handle(self.replica, request, replicas, max_body)
+        async def __call__(self, request: Request) -> Response:
+            return await handle(self.replica, request, replicas, max_body, request_timeout_s)
 
     # In a list: Ray Serve keeps the reference as it is (the object stays the driver's, alive while it is).
     return RecommenderDeployment.options(num_replicas=replicas).bind([model])
@@ -327,6 +438,8 @@ def serve_model(
         check_port_free(host, port)
     for key, value in SERVE_ENV.items():
         os.environ.setdefault(key, value)
+    if not joined:  # a joined cluster's proxy is not started here: its replicas still end a request in time
+        cap_client_timeouts(request_timeout_s)
     from metarec_dist.runtime import ray_launcher
 
     # SIGTERM (`kill`, `docker stop`, systemd) is Ctrl-C from here on: during start-up it unwinds through the
@@ -421,7 +534,8 @@ def deploy(
         log.warning("the Ray Serve HTTP proxy is slow to start (a busy machine?); still waiting for it")
     source = recommender.loaded.source  # the checkpoint step a run folder resolved to
     model = ray.put(recommender)  # the replicas' copy
-    serve.run(build_app(model, replicas, threads, max_body), name=APP_NAME, route_prefix="/")
+    app = build_app(model, replicas, threads, max_body, http["request_timeout_s"])
+    serve.run(app, name=APP_NAME, route_prefix="/")
     return source
 
 
