@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from metarec_dist.cli import build_parser, main
@@ -38,6 +40,8 @@ def test_the_timeout_reaches_ray_serves_http_options(flags, expected, monkeypatc
         raise KeyboardInterrupt  # as Ctrl-C right after: `metarec serve` stops cleanly
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # serve sets the proxy's callback and limit variables in its own environment: keep them out of pytest's
+    monkeypatch.setattr(os, "environ", os.environ.copy())
     monkeypatch.setattr(serving, "check_port_free", lambda *a: None)
     monkeypatch.setattr(serving, "load_served", lambda *a: object())
     monkeypatch.setattr(serving, "deploy", deploy)
