@@ -110,7 +110,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="fuse the model's scores with the co-occurrence counts of the user's items (weight chosen "
-        "on validation users); reported as METHOD+cooc (default: the run's eval.fuse)",
+        "on validation users; an export made with --fuse: its stored weight and adaptation, unless "
+        "--steps/--inner-lr/--tune-users ask for another); reported as METHOD+cooc (default: the run's "
+        "eval.fuse)",
     )
     _add_adaptation_args(parser)
 
@@ -311,10 +313,13 @@ def _evaluate_one(
     finetune: bool,
     fixed: Any,
     fuse: bool = False,
+    adaptation: Any = None,
 ) -> MethodResult:
     # A fused export fuses at its stored weight: what recommend and serve rank by (exported_fusion_note).
     stored = loaded.fusion.weight if fuse and loaded.fusion is not None else None
-    result = protocol.evaluate(loaded, split, finetune=finetune, fixed=fixed, fuse=fuse, stored_weight=stored)
+    result = protocol.evaluate(
+        loaded, split, finetune=finetune, fixed=fixed, fuse=fuse, adaptation=adaptation, stored_weight=stored
+    )
     result.info["checkpoint"] = str(loaded.source)
     return result
 
@@ -452,7 +457,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     check_tune_users(args, loaded, fixed, fuse, base[0] if base else None)
-    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse)]
+    exported = export_adaptation(args, loaded, fixed, fuse, list(protocol.shots))
+    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse, exported)]
     if fuse and loaded.fusion is not None:
         note = exported_fusion_note(loaded, results[0].info["adaptation"], list(protocol.shots))
         print(note, file=sys.stderr)
@@ -500,6 +506,21 @@ def check_tune_users(
     )
 
 
+def export_adaptation(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    fixed: tuple[int, float] | None,
+    fuse: bool,
+    shots: list[int],
+) -> Any:
+    """``--fuse`` on a fused export: the adaptation the export recorded (what recommend and serve apply), so
+    the numbers are the artefact's; None (choose on validation users, or ``fixed``) when the user asked for
+    another with ``--steps``/``--inner-lr``/``--tune-users``/``--finetune``, or when not fusing an export."""
+    if not fuse or loaded.fusion is None or fixed is not None or args.tune_users is not None or args.finetune:
+        return None
+    return loaded.fusion.adaptation(shots)
+
+
 def exported_fusion_note(loaded: LoadedModel, adaptation: dict[str, Any], shots: list[int]) -> str:
     """What ``evaluate --fuse`` on a fused export says: the export's stored weight is used (what recommend
     and serve apply), and where these shots' validation users would choose otherwise. ``shots``: the
@@ -514,10 +535,12 @@ def exported_fusion_note(loaded: LoadedModel, adaptation: dict[str, Any], shots:
         (a["steps"], a["inner_lr"])
         for a in (adaptation.get("per_shot", {}).get(str(k), adaptation) for k in shots)
     ]
-    if chosen != stored:  # the adaptation is chosen here as export --fuse chose it, for these shots
-        keys = [f"K={k}" if k else "loo" for k in shots]  # LOO is 0, never a shot count
-        shown = ", ".join(f"{key}: {s} steps, lr {lr:g}" for key, (s, lr) in zip(keys, stored, strict=True))
-        text += f"; the adaptation used here differs from the export's ({shown})"
+    keys = [f"K={k}" if k else "loo" for k in shots]  # LOO is 0, never a shot count
+    shown = ", ".join(f"{key}: {s} steps, lr {lr:g}" for key, (s, lr) in zip(keys, stored, strict=True))
+    if adaptation.get("selected_on") == "export":
+        text += f", after the export's adaptation ({shown})"
+    elif chosen != stored:  # --steps/--inner-lr/--tune-users/--finetune asked for another adaptation
+        text += f"; the adaptation used here, as asked, differs from the export's ({shown})"
     return text
 
 
