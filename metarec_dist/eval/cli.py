@@ -292,8 +292,8 @@ def model_protocol(
             "(data.item_features): the content kNN baseline needs them; retrain with a config that declares "
             "them, e.g. configs/ml100k-features.yaml with --set data.protocol=new_items"
         )
-    if name != "loo" and shots[-1] + 1 + cfg.model.prefix_tokens(cfg.data) > cfg.model.max_seq_len:
-        raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
+    if name != "loo":
+        check_shots_fit(cfg, shots)
     prepared = load_prepared(cfg)
     check_same_data(loaded, prepared.num_items)
     if name == "loo":
@@ -304,6 +304,16 @@ def model_protocol(
         splits = prepared.user_splits()
         return item_protocol(name, splits, shots, cfg.tasks.support_max, cfg.eval), prepared.source
     return ColdStartProtocol(prepared.user_splits(), shots, cfg.tasks.support_max, cfg.eval), prepared.source
+
+
+def check_shots_fit(cfg: Any, shots: list[int]) -> None:
+    """The largest shot count must fit the model's input beside BOS (and the user token)."""
+    most = cfg.model.max_seq_len - 1 - cfg.model.prefix_tokens(cfg.data)
+    if shots[-1] > most:
+        raise ValueError(
+            f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len} (at most "
+            f"{most} support items here); give shot counts up to {most}"
+        )
 
 
 def _evaluate_one(
@@ -386,6 +396,30 @@ def check_json_target(path: str) -> None:
     if target.is_dir():
         raise UserError(f"--json {target}: is a folder; give a file name")
     check_output_folder(target.parent, f"--json {target}: folder")
+    check_can_create(target, f"--json {target}")
+
+
+def check_can_create(target: Path, what: str) -> None:
+    """Whether files can be created beside ``target`` (in its nearest existing folder), by creating and
+    removing a probe file of our own: permission bits say yes for root and for /proc or a read-only mount,
+    where the write then fails only after the whole (slow) evaluation or export. ``what``: the flag."""
+    import tempfile
+
+    from metarec_dist.errors import UserError
+
+    folder = next((p for p in Path(target).expanduser().absolute().parents if p.exists()), None)
+    if folder is None or not folder.is_dir():
+        return  # check_output_folder names a file in the way
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".metarec-probe-", dir=folder)
+    except OSError as exc:
+        raise UserError(
+            f"{what}: cannot create files in {folder} ({exc.strerror or exc}); choose a writable place"
+        ) from None
+    import os
+
+    os.close(fd)
+    os.unlink(probe)  # ours: made just above
 
 
 def mask_seen_for(name: str, asked: bool | None) -> bool:
@@ -435,6 +469,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
     args.mask_seen = mask_seen_for(name, args.mask_seen)
     longest = cfg.tasks.support_max
+    if name != "loo":  # too long an input is an error: no note about support_max before it
+        check_shots_fit(cfg, shots)
     if name != "loo" and shots[-1] > longest:  # allowed (an extrapolation), but not what recommend does
         print(
             f"note: --shots {shots[-1]} is above tasks.support_max={longest}, the longest support the model "
