@@ -40,3 +40,10 @@ def test_too_many_shots_is_one_error_giving_the_largest_that_fits(trained, capsy
     most = run.cfg.model.max_seq_len - 1
     err = assert_fails(capsys, ["evaluate", "--checkpoint", str(run.folder), "--shots", "1,99"], "--shots")
     assert f"give shot counts up to {most}" in err and "note:" not in err, err
+
+
+@pytest.mark.parametrize("flag", ["--json", "--shots", "--baseline"])
+def test_an_empty_option_is_refused_not_read_as_absent(tmp_path, capsys, flag):
+    # Before the fix --json "" evaluated and wrote nothing, silently; the checkpoint is never reached.
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "no-such-run"), flag, ""]
+    assert_fails(capsys, argv, f"{flag}: got an empty value")
