@@ -405,7 +405,23 @@ def check_json_target(path: str) -> None:
     if target.is_dir():
         raise UserError(f"--json {target}: is a folder; give a file name")
     check_output_folder(target.parent, f"--json {target}: folder")
+    if target.exists() and not _is_report(target):  # an export's metarec_config.json, a config, anything
+        raise UserError(
+            f"--json {target}: exists and is not a `metarec evaluate` report, so it would be replaced; "
+            "choose another file name"
+        )
     check_can_create(target, f"--json {target}")
+
+
+def _is_report(path: Path) -> bool:
+    """A file an earlier ``--json`` wrote (a JSON object with ``methods``): rewriting it is a re-run."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and "methods" in doc
 
 
 def check_can_create(target: Path, what: str) -> None:

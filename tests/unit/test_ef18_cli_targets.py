@@ -47,3 +47,22 @@ def test_an_empty_option_is_refused_not_read_as_absent(tmp_path, capsys, flag):
     # Before the fix --json "" evaluated and wrote nothing, silently; the checkpoint is never reached.
     argv = ["evaluate", "--checkpoint", str(tmp_path / "no-such-run"), flag, ""]
     assert_fails(capsys, argv, f"{flag}: got an empty value")
+
+
+def test_json_never_replaces_a_file_that_is_no_report(trained, tmp_path, capsys):
+    """``--json EXPORT/metarec_config.json`` replaced the export's config with the report (the export then
+    no longer loaded); a file that is not an earlier report is refused, an earlier report is rewritten."""
+    from metarec_dist import checkpoint as ckpt
+    from metarec_dist.cli import main
+
+    export = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(trained().folder), "--out", str(export)]) == 0
+    config = export / ckpt.EXPORT_CONFIG
+    before = config.read_bytes()
+    argv = ["evaluate", "--checkpoint", str(export), "--json", str(config), "--n-boot", "5"]
+    assert_fails(capsys, argv, f"--json {config}: exists and is not a `metarec evaluate` report")
+    assert config.read_bytes() == before
+    report = tmp_path / "r.json"
+    for _ in range(2):  # the second run rewrites its own report
+        assert main(["evaluate", "--checkpoint", str(export), "--json", str(report), "--n-boot", "5"]) == 0
+    assert "methods" in report.read_text()
