@@ -18,7 +18,7 @@ from metarec_dist.interrupts import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from metarec_dist.eval.loading import LoadedModel
-    from metarec_dist.eval.protocol import ColdStartProtocol
+    from metarec_dist.eval.protocol import Adaptation, ColdStartProtocol
     from metarec_dist.eval.recommend import Recommendation, Recommender
     from metarec_dist.eval.stats import MethodResult
 
@@ -323,7 +323,7 @@ def _evaluate_one(
     finetune: bool,
     fixed: Any,
     fuse: bool = False,
-    adaptation: Any = None,
+    adaptation: Adaptation | None = None,
 ) -> MethodResult:
     # A fused export fuses at its stored weight: what recommend and serve rank by (exported_fusion_note).
     stored = loaded.fusion.weight if fuse and loaded.fusion is not None else None
@@ -428,6 +428,7 @@ def check_can_create(target: Path, what: str) -> None:
     """Whether files can be created beside ``target`` (in its nearest existing folder), by creating and
     removing a probe file of our own: permission bits say yes for root and for /proc or a read-only mount,
     where the write then fails only after the whole (slow) evaluation or export. ``what``: the flag."""
+    import os
     import tempfile
 
     from metarec_dist.errors import UserError
@@ -441,8 +442,6 @@ def check_can_create(target: Path, what: str) -> None:
         raise UserError(
             f"{what}: cannot create files in {folder} ({exc.strerror or exc}); choose a writable place"
         ) from None
-    import os
-
     os.close(fd)
     os.unlink(probe)  # ours: made just above
 
@@ -573,7 +572,7 @@ def export_adaptation(
     fixed: tuple[int, float] | None,
     fuse: bool,
     shots: list[int],
-) -> Any:
+) -> Adaptation | None:
     """``--fuse`` on a fused export: the adaptation the export recorded (what recommend and serve apply), so
     the numbers are the artefact's; None (choose on validation users, or ``fixed``) when the user asked for
     another with ``--steps``/``--inner-lr``/``--tune-users``/``--finetune``, or when not fusing an export."""
