@@ -291,8 +291,11 @@ def _export(args: argparse.Namespace) -> int:
     from functools import partial
 
     from metarec_dist.checkpoint import export, export_source, read_newest
+    from metarec_dist.eval.cli import check_can_create
     from metarec_dist.eval.fusion import add_fusion
 
+    # /proc, a read-only mount: refused now naming --out, not as a temp folder's OSError (or after --fuse).
+    check_can_create(Path(args.out), f"export --out {args.out}")
     finish = partial(add_fusion, fuse=args.fuse, weight=args.fuse_weight)
     # A run folder may be training meanwhile and prune the checkpoint being exported: read_newest retries.
     out = read_newest(

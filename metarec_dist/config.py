@@ -114,25 +114,50 @@ class ModelConfig:
 
     def backbone_params(self) -> int:
         """About how many parameters the transformer layers and position table hold (attention 4 h^2, MLP
-        up to 3 h x intermediate as in Llama); the item table depends on the data and is not counted."""
+        up to 3 h x intermediate as in Llama). The item table (num_items x hidden_size), which dominates at
+        large catalogues, depends on the data and is not counted: ``check_catalogue`` adds it once the data
+        is read."""
         h = self.hidden_size
         inter = self.intermediate_size or 4 * h
         return self.num_layers * (4 * h * h + 3 * h * inter) + self.max_seq_len * h
+
+    def item_table_params(self, num_items: int) -> int:
+        """The item embedding table's parameters: a row of hidden_size per item, plus padding and BOS."""
+        return (num_items + 2) * self.hidden_size
+
+    def _sizes(self) -> str:
+        return ", ".join(
+            f"model.{k}={getattr(self, k)}"
+            for k in ("hidden_size", "num_layers", "intermediate_size", "max_seq_len")
+            if getattr(self, k) is not None
+        )
 
     def _check_size(self) -> None:
         """Refuse sizes no run can allocate now, not after the data is read, in a long allocator error."""
         n = self.backbone_params()
         if n <= MAX_BACKBONE_PARAMS:
             return
-        sizes = ", ".join(
-            f"model.{k}={getattr(self, k)}"
-            for k in ("hidden_size", "num_layers", "intermediate_size", "max_seq_len")
-            if getattr(self, k) is not None
-        )
+        per_million = self.item_table_params(10**6 - 2)
         raise ValueError(
-            f"{sizes}: a backbone of about {n:.1e} parameters ({n * 4 / 1e12:.2g} TB in fp32), over the "
-            f"{MAX_BACKBONE_PARAMS:.0e} accepted (100x configs/xl-1b.yaml); check these sizes for a typo"
+            f"{self._sizes()}: a backbone of about {n:.1e} parameters ({n * 4 / 1e12:.2g} TB in fp32), over "
+            f"the {MAX_BACKBONE_PARAMS:.0e} accepted (100x configs/xl-1b.yaml), before the item table "
+            f"(another {per_million:.1e} per million items); check these sizes for a typo"
         )
+
+    def check_catalogue(self, num_items: int) -> int:
+        """The model's approximate size with the item table of a ``num_items`` catalogue (returned);
+        ``ValueError`` naming hidden_size and the catalogue when the table takes it over the ceiling, which
+        the config-time check cannot see. For the point where the data is read, before the model is built."""
+        table = self.item_table_params(num_items)
+        n = self.backbone_params() + table
+        if n > MAX_BACKBONE_PARAMS:
+            raise ValueError(
+                f"model.hidden_size={self.hidden_size} with the data's {num_items:,} items: an item table of "
+                f"about {table:.1e} parameters ({table * 4 / 1e12:.2g} TB in fp32) and a model of {n:.1e}, "
+                f"over the {MAX_BACKBONE_PARAMS:.0e} accepted; lower model.hidden_size or use a smaller "
+                "catalogue"
+            )
+        return n
 
     def prefix_tokens(self, data: DataConfig) -> int:
         """Positions before BOS: one for the user's features when there are any and they are used."""

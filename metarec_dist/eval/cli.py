@@ -18,7 +18,7 @@ from metarec_dist.interrupts import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from metarec_dist.eval.loading import LoadedModel
-    from metarec_dist.eval.protocol import ColdStartProtocol
+    from metarec_dist.eval.protocol import Adaptation, ColdStartProtocol
     from metarec_dist.eval.recommend import Recommendation, Recommender
     from metarec_dist.eval.stats import MethodResult
 
@@ -110,7 +110,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="fuse the model's scores with the co-occurrence counts of the user's items (weight chosen "
-        "on validation users); reported as METHOD+cooc (default: the run's eval.fuse)",
+        "on validation users; an export made with --fuse: its stored weight and adaptation, unless "
+        "--steps/--inner-lr/--tune-users ask for another); reported as METHOD+cooc (default: the run's "
+        "eval.fuse)",
     )
     _add_adaptation_args(parser)
 
@@ -290,8 +292,8 @@ def model_protocol(
             "(data.item_features): the content kNN baseline needs them; retrain with a config that declares "
             "them, e.g. configs/ml100k-features.yaml with --set data.protocol=new_items"
         )
-    if name != "loo" and shots[-1] + 1 + cfg.model.prefix_tokens(cfg.data) > cfg.model.max_seq_len:
-        raise ValueError(f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len}")
+    if name != "loo":
+        check_shots_fit(cfg, shots)
     prepared = load_prepared(cfg)
     check_same_data(loaded, prepared.num_items)
     if name == "loo":
@@ -304,6 +306,16 @@ def model_protocol(
     return ColdStartProtocol(prepared.user_splits(), shots, cfg.tasks.support_max, cfg.eval), prepared.source
 
 
+def check_shots_fit(cfg: Any, shots: list[int]) -> None:
+    """The largest shot count must fit the model's input beside BOS (and the user token)."""
+    most = cfg.model.max_seq_len - 1 - cfg.model.prefix_tokens(cfg.data)
+    if shots[-1] > most:
+        raise ValueError(
+            f"--shots: {shots[-1]} items do not fit model.max_seq_len={cfg.model.max_seq_len} (at most "
+            f"{most} support items here); give shot counts up to {most}"
+        )
+
+
 def _evaluate_one(
     loaded: LoadedModel,
     protocol: ColdStartProtocol,
@@ -311,10 +323,13 @@ def _evaluate_one(
     finetune: bool,
     fixed: Any,
     fuse: bool = False,
+    adaptation: Adaptation | None = None,
 ) -> MethodResult:
     # A fused export fuses at its stored weight: what recommend and serve rank by (exported_fusion_note).
     stored = loaded.fusion.weight if fuse and loaded.fusion is not None else None
-    result = protocol.evaluate(loaded, split, finetune=finetune, fixed=fixed, fuse=fuse, stored_weight=stored)
+    result = protocol.evaluate(
+        loaded, split, finetune=finetune, fixed=fixed, fuse=fuse, adaptation=adaptation, stored_weight=stored
+    )
     result.info["checkpoint"] = str(loaded.source)
     return result
 
@@ -330,7 +345,16 @@ def _same_users(a: ColdStartProtocol, b: ColdStartProtocol, split: str) -> None:
         )
 
 
+def refuse_empty(args: argparse.Namespace, *flags: str) -> None:
+    """An option given as an empty string (``--json "$OUT"`` with OUT unset) is refused: the commands test
+    these options for truth, so an empty one would silently mean "not given" (no JSON written)."""
+    for flag in flags:
+        if getattr(args, flag.removeprefix("--").replace("-", "_"), None) == "":
+            raise ValueError(f"{flag}: got an empty value; give a value or drop {flag}")
+
+
 def evaluate_main(args: argparse.Namespace) -> int:
+    refuse_empty(args, "--json", "--shots", "--baseline", "--checkpoint")
     if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
         raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
     if args.shots:  # a malformed list fails before the model and the data are loaded
@@ -381,6 +405,45 @@ def check_json_target(path: str) -> None:
     if target.is_dir():
         raise UserError(f"--json {target}: is a folder; give a file name")
     check_output_folder(target.parent, f"--json {target}: folder")
+    if target.exists() and not _is_report(target):  # an export's metarec_config.json, a config, anything
+        raise UserError(
+            f"--json {target}: exists and is not a `metarec evaluate` report, so it would be replaced; "
+            "choose another file name"
+        )
+    check_can_create(target, f"--json {target}")
+
+
+def _is_report(path: Path) -> bool:
+    """A file an earlier ``--json`` wrote (a JSON object with ``methods``): rewriting it is a re-run."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and "methods" in doc
+
+
+def check_can_create(target: Path, what: str) -> None:
+    """Whether files can be created beside ``target`` (in its nearest existing folder), by creating and
+    removing a probe file of our own: permission bits say yes for root and for /proc or a read-only mount,
+    where the write then fails only after the whole (slow) evaluation or export. ``what``: the flag."""
+    import os
+    import tempfile
+
+    from metarec_dist.errors import UserError
+
+    folder = next((p for p in Path(target).expanduser().absolute().parents if p.exists()), None)
+    if folder is None or not folder.is_dir():
+        return  # check_output_folder names a file in the way
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".metarec-probe-", dir=folder)
+    except OSError as exc:
+        raise UserError(
+            f"{what}: cannot create files in {folder} ({exc.strerror or exc}); choose a writable place"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)  # ours: made just above
 
 
 def mask_seen_for(name: str, asked: bool | None) -> bool:
@@ -430,6 +493,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     shots = parse_shots(args.shots) if args.shots else sorted(cfg.eval.shots)
     args.mask_seen = mask_seen_for(name, args.mask_seen)
     longest = cfg.tasks.support_max
+    if name != "loo":  # too long an input is an error: no note about support_max before it
+        check_shots_fit(cfg, shots)
     if name != "loo" and shots[-1] > longest:  # allowed (an extrapolation), but not what recommend does
         print(
             f"note: --shots {shots[-1]} is above tasks.support_max={longest}, the longest support the model "
@@ -452,7 +517,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     check_tune_users(args, loaded, fixed, fuse, base[0] if base else None)
-    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse)]
+    exported = export_adaptation(args, loaded, fixed, fuse, list(protocol.shots))
+    results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse, exported)]
     if fuse and loaded.fusion is not None:
         note = exported_fusion_note(loaded, results[0].info["adaptation"], list(protocol.shots))
         print(note, file=sys.stderr)
@@ -500,6 +566,21 @@ def check_tune_users(
     )
 
 
+def export_adaptation(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    fixed: tuple[int, float] | None,
+    fuse: bool,
+    shots: list[int],
+) -> Adaptation | None:
+    """``--fuse`` on a fused export: the adaptation the export recorded (what recommend and serve apply), so
+    the numbers are the artefact's; None (choose on validation users, or ``fixed``) when the user asked for
+    another with ``--steps``/``--inner-lr``/``--tune-users``/``--finetune``, or when not fusing an export."""
+    if not fuse or loaded.fusion is None or fixed is not None or args.tune_users is not None or args.finetune:
+        return None
+    return loaded.fusion.adaptation(shots)
+
+
 def exported_fusion_note(loaded: LoadedModel, adaptation: dict[str, Any], shots: list[int]) -> str:
     """What ``evaluate --fuse`` on a fused export says: the export's stored weight is used (what recommend
     and serve apply), and where these shots' validation users would choose otherwise. ``shots``: the
@@ -514,10 +595,12 @@ def exported_fusion_note(loaded: LoadedModel, adaptation: dict[str, Any], shots:
         (a["steps"], a["inner_lr"])
         for a in (adaptation.get("per_shot", {}).get(str(k), adaptation) for k in shots)
     ]
-    if chosen != stored:  # the adaptation is chosen here as export --fuse chose it, for these shots
-        keys = [f"K={k}" if k else "loo" for k in shots]  # LOO is 0, never a shot count
-        shown = ", ".join(f"{key}: {s} steps, lr {lr:g}" for key, (s, lr) in zip(keys, stored, strict=True))
-        text += f"; the adaptation used here differs from the export's ({shown})"
+    keys = [f"K={k}" if k else "loo" for k in shots]  # LOO is 0, never a shot count
+    shown = ", ".join(f"{key}: {s} steps, lr {lr:g}" for key, (s, lr) in zip(keys, stored, strict=True))
+    if adaptation.get("selected_on") == "export":
+        text += f", after the export's adaptation ({shown})"
+    elif chosen != stored:  # --steps/--inner-lr/--tune-users/--finetune asked for another adaptation
+        text += f"; the adaptation used here, as asked, differs from the export's ({shown})"
     return text
 
 

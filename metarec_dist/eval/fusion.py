@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,17 @@ class Fusion:
 
     def scorer(self, base: AdaptingScorer) -> FusedScorer:
         return FusedScorer(base, self.cooc, self.weight)
+
+    def adaptation(self, shots: Sequence[int]) -> Adaptation:
+        """The adaptation this export applies to supports of ``shots`` items, as ``metarec recommend`` picks
+        it for a history of that length (``setting``): what ``metarec evaluate --fuse`` scores the export
+        with, instead of choosing again on validation users (which can differ for other shots or users)."""
+        settings = {k: self.setting(k) for k in shots}
+        if not self.per_shot:
+            return Adaptation(self.steps, self.inner_lr, selected_on="export")
+        # No validation score: the choice was made at export time, on the export's own shots.
+        per_shot = {k: (s, lr, math.nan) for k, (s, lr) in settings.items()}
+        return Adaptation(self.steps, self.inner_lr, selected_on="export", per_shot=per_shot)
 
 
 # The largest weight whose fused float32 scores stay finite (weight * log(FUSION_EPS) must not overflow).
