@@ -185,6 +185,7 @@ class MetaTrainer:
         logger: MetricLogger | None = None,
     ) -> None:
         cfg = resolve_loss(cfg, data.num_items)  # model.loss: auto -> full or sampled for this catalogue
+        cfg.model.check_catalogue(data.num_items)  # an item table too large: one line, not an allocator error
         self.cfg, self.ctx, self.data = cfg, ctx, data
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)

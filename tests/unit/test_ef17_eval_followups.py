@@ -144,6 +144,9 @@ def test_a_fused_export_at_the_configs_shots_reports_as_its_run_folder(runs, tmp
     run, exp = _adaptations(a)["fomaml+cooc"], _adaptations(b)["fomaml+cooc"]
     assert "selected_on" not in run["fusion"] and exp["fusion"].pop("selected_on") == "export"
     assert exp["fusion"].pop("valid_best") == run["fusion"]["weight"]
+    # The export's recorded adaptation, not a search: the same setting as the run folder's choice.
+    assert (exp.pop("selected_on"), exp.pop("grid_size"), run.pop("selected_on")) == ("export", 1, "valid")
+    run.pop("grid_size")
     assert exp == run
     metrics = [json.loads(p.read_text())["methods"]["fomaml+cooc"]["metrics"] for p in (a, b)]
     assert metrics[0] == metrics[1]  # the same process, the same computation
