@@ -275,9 +275,14 @@ def read_client_state(folder: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path} cannot be read ({exc}): the checkpoint is damaged") from exc
-    if not isinstance(state, dict) or "step" not in state:
-        raise UserError(f"{path} is not a metarec client state (no 'step')")
+        # Read before the manifest check by some callers (the progress bar's resumed step): say what to do.
+        raise UserError(
+            f"{path} cannot be read ({exc}): the checkpoint is damaged; {damaged_advice(Path(folder))}"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise UserError(
+            f"{path} is not a metarec client state (no integer 'step'); {damaged_advice(Path(folder))}"
+        )
     return state
 
 

@@ -106,6 +106,11 @@ def check_same_data(loaded: LoadedModel, data: PreparedData | int) -> None:
     if prepared is None:
         return
     saved_ids, ids = loaded.meta.get("item_raw_ids"), prepared.item_raw_ids
+    if saved_ids is not None and not isinstance(saved_ids, list):  # as recommend's load_catalogue says
+        raise UserError(
+            f"{loaded.source}: the item ids it stores are damaged ('item_raw_ids' is a "
+            f"{type(saved_ids).__name__}, not a list); export the checkpoint again"
+        )
     if isinstance(saved_ids, list) and ids is not None and [str(r) for r in saved_ids] != list(map(str, ids)):
         pairs = enumerate(zip(saved_ids, ids, strict=False))  # lengths differ: the first gap is named
         i = next((i for i, (a, b) in pairs if str(a) != str(b)), min(len(saved_ids), len(ids)))

@@ -210,3 +210,30 @@ def test_on_ray_changed_data_is_one_refusal_not_a_warning_first(tmp_path, caplog
             ckpt.check_resume_config(folder, state, moved, 40, ids, "a" * 64, say=say)
         said = " ".join(r.getMessage() for r in caplog.records)
         assert ("data.seed" in said) == bool(expected) and "optim.lr" not in said
+
+
+def test_a_damaged_client_state_read_before_the_manifest_check_says_what_to_do(tmp_path):
+    """The progress bar reads the resumed step before the checkpointer verifies the files: the error it
+    raises must still say how to fall back to the previous checkpoint."""
+    folders = [tmp_path / "run" / "checkpoints" / f"step_{s:06d}" for s in (1, 2)]
+    for step, folder in enumerate(folders, 1):
+        folder.mkdir(parents=True)
+        (folder / ckpt.CLIENT_STATE).write_text(json.dumps({"step": step}))
+        ckpt.write_manifest(folder, step, 1, ckpt.file_entries(folder))
+    (folders[1] / ckpt.CLIENT_STATE).write_text('{"step": ')  # truncated
+    with pytest.raises(UserError) as err:
+        ckpt.read_client_state(folders[1])
+    assert "damaged" in str(err.value) and f"previous complete checkpoint {folders[0]}" in str(err.value)
+    (folders[1] / ckpt.CLIENT_STATE).write_text('{"step": "2"}')
+    with pytest.raises(UserError, match=r"no integer 'step'.*step_000002.damaged"):
+        ckpt.read_client_state(folders[1])
+
+
+def test_damaged_item_ids_in_an_export_are_named_at_evaluation(csv_run, tmp_path):
+    _, _, run = csv_run
+    out = ckpt.export(ckpt.find_checkpoint(run), tmp_path / "exp")
+    meta = json.loads((out / ckpt.EXPORT_CONFIG).read_text())
+    meta["item_raw_ids"] = {"i0": 1}
+    (out / ckpt.EXPORT_CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"item ids it stores are damaged .*export the checkpoint again"):
+        _check(out)
