@@ -515,9 +515,10 @@ def check_resume_config(
     compared on the value they resolve to.
 
     Without the digests where the checkpoint records them (the Ray driver, which reads no training rows),
-    the data is compared later, by the workers: ``data.*`` changes are then not said here (a warning that
-    the workers' refusal would contradict), and a Ray worker's ``say="data"`` says only those (rank 0; the
-    driver said the rest) and ``say="none"`` nothing (the other ranks: one warning, not one per rank)."""
+    the data is compared later, by the workers: ``data.*`` changes are then only noted at INFO here (not a
+    warning that the workers' refusal would contradict), and a Ray worker's ``say="data"`` warns of only
+    those (rank 0, once the data is found the same; the driver said the rest) and ``say="none"`` of nothing
+    (the other ranks: one warning, not one per rank)."""
     from metarec_dist.config import resolve_loss
     from metarec_dist.metrics.redact import redact
 
@@ -529,7 +530,16 @@ def check_resume_config(
     data = data_differences(client, num_items, item_raw_ids, train_data, train_features)
     if fatal or data:
         raise UserError(_refusal(folder, fatal, data, changes))
-    changes = {k: v for k, v in changes.items() if _said_here(k, say, client, train_data, train_features)}
+    said_here = {k: v for k, v in changes.items() if _said_here(k, say, client, train_data, train_features)}
+    if say == "all" and (later := {k: v for k, v in changes.items() if k not in said_here}):
+        # The driver (INFO: quiet unless --verbose): rank 0 warns once the data is found the same.
+        log.info(
+            "resuming from %s: data settings changed (%s); the workers compare the training data with the "
+            "checkpoint's before they resume",
+            folder,
+            "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(later.items())),
+        )
+    changes = said_here
     expected = {k: v for k, v in changes.items() if _expected_change(k, *v)}
     for said, level in (
         (expected, logging.INFO),

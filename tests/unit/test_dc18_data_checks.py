@@ -200,6 +200,11 @@ def test_on_ray_changed_data_is_one_refusal_not_a_warning_first(tmp_path, caplog
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "optim.lr" in said and "data.seed" not in said
     caplog.clear()
+    with caplog.at_level(logging.INFO, logger="metarec"):
+        check_resume_settings(moved, resume_point_of(moved), 40, ids)
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("data.seed: 0 -> 5" in m and "workers compare the training data" in m for m in infos)
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="metarec"), pytest.raises(UserError) as err:
         ckpt.check_resume_config(folder, state, moved, 40, ids, "b" * 64, say="data")  # rank 0
     assert not caplog.records and "data.seed: 0 -> 5" in str(err.value)
