@@ -60,6 +60,9 @@ CLIENT_STATE = "client_state.json"
 # The client state's digest of the training users and their item sequences (the trainer's
 # ``train_data_digest``): a resume on other data is refused, whatever settings made it.
 TRAIN_DATA = "train_data_sha256"
+# Its digest of the side-information tables (data.user_features / data.item_features, ``features_digest``):
+# other feature files are other data too. Checkpoints from before it: not compared.
+TRAIN_FEATURES = "train_features_sha256"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 _RAY_STEP_DIR = re.compile(r"^checkpoint_step_(\d{6,})$")
 _MOVED_ASIDE = re.compile(r"^(?:checkpoint_)?step_\d{6,}\.old-\d+$")
@@ -272,9 +275,14 @@ def read_client_state(folder: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path} cannot be read ({exc}): the checkpoint is damaged") from exc
-    if not isinstance(state, dict) or "step" not in state:
-        raise UserError(f"{path} is not a metarec client state (no 'step')")
+        # Read before the manifest check by some callers (the progress bar's resumed step): say what to do.
+        raise UserError(
+            f"{path} cannot be read ({exc}): the checkpoint is damaged; {damaged_advice(Path(folder))}"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise UserError(
+            f"{path} is not a metarec client state (no integer 'step'); {damaged_advice(Path(folder))}"
+        )
     return state
 
 
@@ -495,21 +503,43 @@ def check_resume_config(
     num_items: int,
     item_raw_ids: list[str] | None = None,
     train_data: str | None = None,
+    train_features: str | None = None,
+    say: str = "all",
 ) -> None:
     """A resumed run must build the same shapes as the checkpoint, and train on the same data: such changes
     are one error naming them; other changes (learning rate, algorithm, steps, ...) are a warning listing
     old -> new, and take effect from the resumed step (the engines put this run's ``optim.*`` over the
     restored optimizer state). ``item_raw_ids`` and ``train_data`` (:data:`TRAIN_DATA`'s digest) are this
-    run's data, compared with what the checkpoint recorded when it has them."""
+    run's data, compared with what the checkpoint recorded when it has them; so is ``train_features``
+    (:data:`TRAIN_FEATURES`). Settings with a derived default (``model.intermediate_size: null``) are
+    compared on the value they resolve to.
+
+    Without the digests where the checkpoint records them (the Ray driver, which reads no training rows),
+    the data is compared later, by the workers: ``data.*`` changes are then only noted at INFO here (not a
+    warning that the workers' refusal would contradict), and a Ray worker's ``say="data"`` warns of only
+    those (rank 0, once the data is found the same; the driver said the rest) and ``say="none"`` of nothing
+    (the other ranks: one warning, not one per rank)."""
     from metarec_dist.config import resolve_loss
     from metarec_dist.metrics.redact import redact
 
     cfg = resolve_loss(cfg, num_items)  # the checkpoint records the loss auto resolved to
-    changes = config_changes(client.get("config") or {}, redact(cfg.to_dict()))
+    changes = config_changes(
+        resolved_config(client.get("config") or {}), resolved_config(redact(cfg.to_dict()))
+    )
     fatal = {k: v for k, v in changes.items() if k in SHAPE_KEYS}
-    data = data_differences(client, num_items, item_raw_ids, train_data)
+    data = data_differences(client, num_items, item_raw_ids, train_data, train_features)
     if fatal or data:
         raise UserError(_refusal(folder, fatal, data, changes))
+    said_here = {k: v for k, v in changes.items() if _said_here(k, say, client, train_data, train_features)}
+    if say == "all" and (later := {k: v for k, v in changes.items() if k not in said_here}):
+        # The driver (INFO: quiet unless --verbose): rank 0 warns once the data is found the same.
+        log.info(
+            "resuming from %s: data settings changed (%s); the workers compare the training data with the "
+            "checkpoint's before they resume",
+            folder,
+            "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(later.items())),
+        )
+    changes = said_here
     expected = {k: v for k, v in changes.items() if _expected_change(k, *v)}
     for said, level in (
         (expected, logging.INFO),
@@ -524,6 +554,21 @@ def check_resume_config(
             )
 
 
+def _said_here(
+    key: str, say: str, client: dict[str, Any], train_data: str | None, features: str | None
+) -> bool:
+    """Whether this check says a changed setting (see :func:`check_resume_config`'s ``say``)."""
+    compared_later = client.get(TRAIN_DATA) is not None or client.get(TRAIN_FEATURES) is not None
+    data_key = key.startswith("data.")
+    if say == "none":
+        return False
+    if say == "data":  # a Ray worker: what the driver held back
+        return data_key and compared_later
+    if train_data is None and features is None and compared_later:  # the driver: the workers compare the data
+        return not data_key
+    return True
+
+
 # Changes a resume expects, said at INFO, not warned about: raising train.meta_steps is how a run is trained
 # longer; how often it logs and saves and how many checkpoints it keeps do not change what is trained.
 _EXPECTED = ("checkpoint.keep", "checkpoint.every", "train.log_every")
@@ -535,8 +580,25 @@ def _expected_change(key: str, old: Any, new: Any) -> bool:
     return key in _EXPECTED
 
 
+def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a ``Config.to_dict()``) with derived defaults made concrete, so that leaving a setting to
+    its default and writing the value it derives are the same model: ``model.intermediate_size: null`` is
+    4 x ``model.hidden_size`` (config.py's rule, as the backbone builds it)."""
+    model = config.get("model")
+    if not isinstance(model, dict) or model.get("intermediate_size") is not None:
+        return config
+    hidden = model.get("hidden_size")
+    if not isinstance(hidden, int) or isinstance(hidden, bool):
+        return config
+    return {**config, "model": {**model, "intermediate_size": 4 * hidden}}
+
+
 def data_differences(
-    client: dict[str, Any], num_items: int, item_raw_ids: list[str] | None, train_data: str | None
+    client: dict[str, Any],
+    num_items: int,
+    item_raw_ids: list[str] | None,
+    train_data: str | None,
+    train_features: str | None = None,
 ) -> list[str]:
     """What of this run's prepared data differs from the checkpoint's: the item catalogue (its size; or
     other items or order: every item id would name another item) and the training users' sequences
@@ -554,6 +616,9 @@ def data_differences(
     saved_train = client.get(TRAIN_DATA)
     if train_data is not None and saved_train is not None and saved_train != train_data:
         found.append("the training users or their interactions")
+    saved_features = client.get(TRAIN_FEATURES)
+    if train_features is not None and saved_features is not None and saved_features != train_features:
+        found.append("the user or item side tables (data.user_features / data.item_features files)")
     return found
 
 
@@ -781,6 +846,9 @@ class Checkpointer:
                 int(self.info.get("num_items", 0)),
                 self.info.get("item_raw_ids"),
                 self.info.get(TRAIN_DATA),
+                self.info.get(TRAIN_FEATURES),
+                # A Ray worker: the driver said the changed settings before the start (ray_worker.py).
+                getattr(self.ctx, "resume_changes_to_say", "all"),
             )
             check_param_shapes(folder, client.get("param_shapes"), param_shapes(self.engine.module))
             self.engine.load_checkpoint(str(folder / "engine"), tag="state")
@@ -817,8 +885,18 @@ class Checkpointer:
 # ------------------------------------------------------------------------------------------ export
 
 # What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
-# TRAIN_DATA: an evaluation can check the data it prepares is the data the model was trained on.
-EXPORT_META = ("config", "num_items", "step", "item_titles", "item_raw_ids", "features", TRAIN_DATA)
+# TRAIN_DATA, TRAIN_FEATURES: an evaluation can check the data it prepares is the data the model was trained
+# on.
+EXPORT_META = (
+    "config",
+    "num_items",
+    "step",
+    "item_titles",
+    "item_raw_ids",
+    "features",
+    TRAIN_DATA,
+    TRAIN_FEATURES,
+)
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_ALGORITHM = "algorithm.safetensors"  # parameters the algorithm owns (Meta-SGD's rates), if any

@@ -4,8 +4,9 @@ exactly the ones training never saw)."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ import torch
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import Config
+from metarec_dist.errors import UserError
 from metarec_dist.models.recommender import SeqRecommender
 
 if TYPE_CHECKING:
@@ -78,13 +80,92 @@ def load_prepared(cfg: Config) -> PreparedData:
     """``PreparedData`` of the checkpoint's data config (same files, preprocessing, seed, user split)."""
     from metarec_dist.data import prepare_data
 
-    return prepare_data(cfg.data)
+    global _last_prepared
+    prepared = prepare_data(cfg.data)
+    # check_same_data(loaded, prepared.num_items), as its callers write it, then compares the whole data.
+    _last_prepared = (cfg.data, weakref.ref(prepared))
+    return prepared
 
 
-def check_same_data(loaded: LoadedModel, num_items: int) -> None:
-    """The catalogue the data gives must be the one the model scores; otherwise columns mean other items."""
+# The data config and data of the last load_prepared (a weak reference: it holds no data alive).
+_last_prepared: tuple[Any, weakref.ref[PreparedData]] | None = None
+
+
+def check_same_data(loaded: LoadedModel, data: PreparedData | int) -> None:
+    """The data prepared from the checkpoint's config must be the data the model was trained on, or every
+    item column (and the user split) means something else: the catalogue's size, its raw item ids in order,
+    the training users' sequences and the side tables, each compared when the checkpoint records it (older
+    ones lack the digests). The same file read again, or a copy of it at another path, is the same data.
+    ``data``: the prepared data, or only its item count (then the data of the last :func:`load_prepared` of
+    this model's data config is compared, when there is one)."""
+    prepared = _prepared_for(loaded, data)
+    num_items = data if isinstance(data, int) else data.num_items
     if int(loaded.meta["num_items"]) != num_items:
-        raise ValueError(
-            f"{loaded.source}: the model scores {loaded.meta['num_items']} items but its data config now "
-            f"gives {num_items}; was the data changed since training? ({json.dumps(loaded.cfg.data.name)})"
+        what = f"the model scores {loaded.meta['num_items']} items but the data now gives {num_items}"
+        raise UserError(_other_data(loaded, what))
+    if prepared is None:
+        return
+    saved_ids, ids = loaded.meta.get("item_raw_ids"), prepared.item_raw_ids
+    if saved_ids is not None and not isinstance(saved_ids, list):  # as recommend's load_catalogue says
+        raise UserError(
+            f"{loaded.source}: the item ids it stores are damaged ('item_raw_ids' is a "
+            f"{type(saved_ids).__name__}, not a list); export the checkpoint again"
         )
+    if isinstance(saved_ids, list) and ids is not None and [str(r) for r in saved_ids] != list(map(str, ids)):
+        pairs = enumerate(zip(saved_ids, ids, strict=False))  # lengths differ: the first gap is named
+        i = next((i for i, (a, b) in pairs if str(a) != str(b)), min(len(saved_ids), len(ids)))
+        was, now = (r[i] if i < len(r) else None for r in (saved_ids, ids))
+        raise UserError(_other_data(loaded, f"item {i + 1} was {was!r}, the data now has {now!r}"))
+    differs = _digests_differ(loaded, prepared)
+    if differs:
+        raise UserError(_other_data(loaded, differs))
+
+
+def _prepared_for(loaded: LoadedModel, data: PreparedData | int) -> PreparedData | None:
+    if not isinstance(data, int):
+        return data
+    if _last_prepared is None or _last_prepared[0] is not loaded.cfg.data:
+        return None
+    prepared = _last_prepared[1]()
+    return prepared if prepared is not None and prepared.num_items == data else None
+
+
+def _digests_differ(loaded: LoadedModel, prepared: PreparedData) -> str | None:
+    """What of the training data differs from the digests the checkpoint recorded (None: nothing, or no
+    digest to compare with)."""
+    from metarec_dist.data.digest import features_digest, sharded_digest
+
+    saved = loaded.meta.get(ckpt.TRAIN_DATA)
+    if isinstance(saved, str):
+        splits = prepared.user_splits()
+        # Several ranks record the digest of their shards' digests: the world sizes this run may have had.
+        if not any(
+            saved == sharded_digest(splits.train, splits.train_users, w) for w in _world_sizes(loaded)
+        ):
+            return "its training users or their interactions differ"
+    saved_features = loaded.meta.get(ckpt.TRAIN_FEATURES)
+    if isinstance(saved_features, str) and saved_features != features_digest(prepared.features):
+        return "its user or item side tables (data.user_features / data.item_features files) differ"
+    return None
+
+
+def _world_sizes(loaded: LoadedModel) -> list[int]:
+    sizes = [1]
+    if loaded.cfg.runtime.backend == "ray":
+        sizes.append(int(loaded.cfg.runtime.num_workers))
+    # A training checkpoint's manifest names the world size that wrote it; an export has none (UserError).
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        sizes.append(int(ckpt.read_manifest(loaded.source)["world_size"]))
+    return sorted(set(sizes))
+
+
+def _other_data(loaded: LoadedModel, what: str) -> str:
+    """The one-line refusal: the model, the data it was pointed at, what differs, what to do."""
+    data = loaded.cfg.data
+    where = data.path if data.path is not None else (data.name or f"format {data.format}")
+    return (
+        f"{loaded.source} was trained on other data than {where} now holds: {what} (the files changed since "
+        "training: item ids would name other items, test users may be ones it trained on). Put back the "
+        "data it was trained on, or train a new run on this data (train.init_from: this model's run folder "
+        "starts it from these weights)"
+    )

@@ -53,6 +53,10 @@ class RayContext(WorkerContext):
         self._reported: set[Path] = set()  # checkpoints this worker handed to Ray: Ray's to delete
         tracked = ray_tracked_checkpoints(run_dir) if run_dir is not None and self.is_main else None
         self._tracked_at_start = tracked  # None: unknown, so this worker prunes nothing
+        # The driver checked the resume against the checkpoint and said the changed settings, all but the
+        # data's (it reads no training rows: the workers compare the data). Rank 0 says those once the data
+        # is found the same (or refuses); the other ranks say nothing (checkpoint.check_resume_config).
+        self.resume_changes_to_say = "data" if self.rank == 0 else "none"
 
     def build_engine(
         self,

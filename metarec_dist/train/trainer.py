@@ -8,7 +8,6 @@ saved together by the ``Checkpointer``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarec_dist.checkpoint import TRAIN_DATA, Checkpointer
+from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, Checkpointer
 from metarec_dist.config import Config, resolve_loss
+from metarec_dist.data.digest import combine, features_digest, sequences_digest
 from metarec_dist.data.split import UserSplits
 from metarec_dist.errors import UserError
 from metarec_dist.eval.cold_start import flat_means
@@ -165,15 +165,8 @@ def train_data_digest(ctx: WorkerContext, data: UserSplits, chunk: int = 65_536)
     """sha256 of the training users' ids and item sequences, over every rank's shard (a collective): saved
     with each checkpoint, so a resume on other data (another file, split, seed or filter, even one that
     keeps the catalogue's size) is refused. Users in id order: the order rows arrive in does not count."""
-    users = np.asarray(data.train_users if data.train_users is not None else np.arange(len(data.train)))
-    order = np.argsort(users, kind="stable")
-    h = hashlib.sha256(users[order].astype("<i8").tobytes())
-    h.update(np.array([len(data.train[i]) for i in order], dtype="<i8").tobytes())
-    for lo in range(0, len(order), chunk):  # bounded memory: a copy of one chunk's items at a time
-        h.update(np.concatenate([data.train[i] for i in order[lo : lo + chunk]]).astype("<i8").tobytes())
-    if ctx.world_size == 1:
-        return h.hexdigest()
-    return hashlib.sha256("\n".join(ctx.all_gather(h.hexdigest())).encode()).hexdigest()
+    mine = sequences_digest(data.train, data.train_users, chunk)
+    return mine if ctx.world_size == 1 else combine(ctx.all_gather(mine))
 
 
 class MetaTrainer:
@@ -456,6 +449,8 @@ class MetaTrainer:
             "item_titles": self.data.item_titles,
             "item_raw_ids": self.data.item_raw_ids,  # `metarec recommend` maps raw ids without the data
             TRAIN_DATA: train_data_digest(self.ctx, self.data),  # a resume checks it trains on the same data
+            # The side tables (data.user_features / item_features files): every rank holds them whole.
+            TRAIN_FEATURES: features_digest(self.data.features),
             # The side information the model reads (vocabularies, shapes): exports rebuild the model from it.
             "features": None if self.model.layout is None else self.model.layout.to_dict(),
         }
