@@ -583,7 +583,7 @@ def _expected_change(key: str, old: Any, new: Any) -> bool:
 def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (a ``Config.to_dict()``) with derived defaults made concrete, so that leaving a setting to
     its default and writing the value it derives are the same model: ``model.intermediate_size: null`` is
-    4 x ``model.hidden_size`` (config.py's rule, as the backbone builds it)."""
+    4 x ``model.hidden_size`` (``ModelConfig.ffn_size``, the rule the backbone builds with)."""
     model = config.get("model")
     if not isinstance(model, dict) or model.get("intermediate_size") is not None:
         return config

@@ -112,14 +112,19 @@ class ModelConfig:
         if not 0.0 <= self.item_id_dropout < 1.0:
             raise ValueError("model.item_id_dropout must be in [0, 1)")
 
+    @property
+    def ffn_size(self) -> int:
+        """The MLP width: ``intermediate_size``, or 4 x hidden_size when left null (checkpoint.py's
+        ``resolved_config`` applies the same rule to saved configs)."""
+        return self.intermediate_size or 4 * self.hidden_size
+
     def backbone_params(self) -> int:
         """About how many parameters the transformer layers and position table hold (attention 4 h^2, MLP
         up to 3 h x intermediate as in Llama). The item table (num_items x hidden_size), which dominates at
         large catalogues, depends on the data and is not counted: ``check_catalogue`` adds it once the data
         is read."""
         h = self.hidden_size
-        inter = self.intermediate_size or 4 * h
-        return self.num_layers * (4 * h * h + 3 * h * inter) + self.max_seq_len * h
+        return self.num_layers * (4 * h * h + 3 * h * self.ffn_size) + self.max_seq_len * h
 
     def item_table_params(self, num_items: int) -> int:
         """The item embedding table's parameters: a row of hidden_size per item, plus padding and BOS."""

@@ -295,7 +295,7 @@ def model_protocol(
     if name != "loo":
         check_shots_fit(cfg, shots)
     prepared = load_prepared(cfg)
-    check_same_data(loaded, prepared.num_items)
+    check_same_data(loaded, prepared)
     if name == "loo":
         splits = prepared.user_splits()
         positions = cfg.model.max_seq_len - cfg.model.prefix_tokens(cfg.data)  # the user token takes one

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,31 +79,18 @@ def load_prepared(cfg: Config) -> PreparedData:
     """``PreparedData`` of the checkpoint's data config (same files, preprocessing, seed, user split)."""
     from metarec_dist.data import prepare_data
 
-    global _last_prepared
-    prepared = prepare_data(cfg.data)
-    # check_same_data(loaded, prepared.num_items), as its callers write it, then compares the whole data.
-    _last_prepared = (cfg.data, weakref.ref(prepared))
-    return prepared
+    return prepare_data(cfg.data)
 
 
-# The data config and data of the last load_prepared (a weak reference: it holds no data alive).
-_last_prepared: tuple[Any, weakref.ref[PreparedData]] | None = None
-
-
-def check_same_data(loaded: LoadedModel, data: PreparedData | int) -> None:
+def check_same_data(loaded: LoadedModel, prepared: PreparedData) -> None:
     """The data prepared from the checkpoint's config must be the data the model was trained on, or every
     item column (and the user split) means something else: the catalogue's size, its raw item ids in order,
     the training users' sequences and the side tables, each compared when the checkpoint records it (older
-    ones lack the digests). The same file read again, or a copy of it at another path, is the same data.
-    ``data``: the prepared data, or only its item count (then the data of the last :func:`load_prepared` of
-    this model's data config is compared, when there is one)."""
-    prepared = _prepared_for(loaded, data)
-    num_items = data if isinstance(data, int) else data.num_items
+    ones lack the digests). The same file read again, or a copy of it at another path, is the same data."""
+    num_items = prepared.num_items
     if int(loaded.meta["num_items"]) != num_items:
         what = f"the model scores {loaded.meta['num_items']} items but the data now gives {num_items}"
         raise UserError(_other_data(loaded, what))
-    if prepared is None:
-        return
     saved_ids, ids = loaded.meta.get("item_raw_ids"), prepared.item_raw_ids
     if saved_ids is not None and not isinstance(saved_ids, list):  # as recommend's load_catalogue says
         raise UserError(
@@ -119,15 +105,6 @@ def check_same_data(loaded: LoadedModel, data: PreparedData | int) -> None:
     differs = _digests_differ(loaded, prepared)
     if differs:
         raise UserError(_other_data(loaded, differs))
-
-
-def _prepared_for(loaded: LoadedModel, data: PreparedData | int) -> PreparedData | None:
-    if not isinstance(data, int):
-        return data
-    if _last_prepared is None or _last_prepared[0] is not loaded.cfg.data:
-        return None
-    prepared = _last_prepared[1]()
-    return prepared if prepared is not None and prepared.num_items == data else None
 
 
 def _digests_differ(loaded: LoadedModel, prepared: PreparedData) -> str | None:

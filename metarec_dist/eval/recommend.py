@@ -144,7 +144,7 @@ def load_catalogue(loaded: LoadedModel) -> Catalogue:
     except (ValueError, OSError) as exc:  # DataError is a ValueError
         log.warning("item id mapping unavailable (%s); item ids are read as model ids 1..%d", exc, num_items)
         return Catalogue([str(i) for i in range(1, num_items + 1)], titles, mapped=False)
-    check_same_data(loaded, prepared.num_items)
+    check_same_data(loaded, prepared)
     return Catalogue(list(prepared.item_raw_ids), titles or dict(prepared.item_titles or {}), mapped=True)
 
 

@@ -70,7 +70,7 @@ def _check(run: Path) -> None:
     """What `metarec evaluate` does: the model, then the data of its config, then the check."""
     loaded = load_model(run)
     prepared = load_prepared(loaded.cfg)  # held, as the callers hold it
-    check_same_data(loaded, prepared.num_items)
+    check_same_data(loaded, prepared)
 
 
 def test_evaluating_on_the_same_data_again_is_accepted(csv_run):
