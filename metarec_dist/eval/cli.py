@@ -213,8 +213,10 @@ def check_adaptation_args(args: argparse.Namespace) -> None:
     on the model (``--finetune``, the trained lr) is ``_fixed``'s."""
     if args.steps is None and args.inner_lr is None:
         return
-    if args.steps is None or args.steps < 0:
-        raise ValueError("--steps must be given (>= 0) when fixing the adaptation")
+    if args.steps is None:
+        raise ValueError("--inner-lr fixes the adaptation: give --steps N (>= 0) with it")
+    if args.steps < 0:
+        raise ValueError(f"--steps must be >= 0 (got {args.steps})")
     if args.inner_lr is not None and not 0 <= args.inner_lr < float("inf"):  # NaN too
         raise ValueError(f"--inner-lr must be a finite number >= 0, got {args.inner_lr}")
 
