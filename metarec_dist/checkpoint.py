@@ -307,7 +307,10 @@ def find_checkpoint(path: Path) -> Path:
         return path
     latest = latest_complete(path)
     if latest is None:
-        raise UserError(f"run folder {path}: no complete checkpoint (none has a {MANIFEST})")
+        raise UserError(
+            f"run folder {path}: no complete checkpoint yet (none has a {MANIFEST}: a save still running or "
+            "interrupted); wait for the run's next checkpoint, or give a checkpoint folder that has one"
+        )
     return latest
 
 
