@@ -290,18 +290,21 @@ def _submit(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from metarec_dist.checkpoint import export, export_source, read_newest
+    from metarec_dist.checkpoint import export, export_source, read_newest, run_dir_of
     from metarec_dist.eval.cli import check_can_create
     from metarec_dist.eval.fusion import add_fusion
 
     # /proc, a read-only mount: refused now naming --out, not as a temp folder's OSError (or after --fuse).
     check_can_create(Path(args.out), f"export --out {args.out}")
-    finish = partial(add_fusion, fuse=args.fuse, weight=args.fuse_weight)
+
+    def finish(temp: Path, source: Path) -> None:  # relative data files are found from the run's folder
+        add_fusion(temp, fuse=args.fuse, weight=args.fuse_weight, run_dir=run_dir_of(source))
+
     # A run folder may be training meanwhile and prune the checkpoint being exported: read_newest retries.
     out = read_newest(
         Path(args.checkpoint),
         export_source,
-        lambda folder: export(folder, Path(args.out), args.overwrite, finish),
+        lambda folder: export(folder, Path(args.out), args.overwrite, partial(finish, source=folder)),
     )
     print(_export_summary(out))
     return 0

@@ -25,7 +25,7 @@ import numpy as np
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.errors import UserError
-from metarec_dist.eval.loading import LoadedModel
+from metarec_dist.eval.loading import LoadedModel, with_training_folder_paths
 from metarec_dist.eval.protocol import (
     CRITERION,
     FUSION_EPS,
@@ -116,10 +116,14 @@ def fusion_protocol(loaded: LoadedModel) -> str:
     return "mixed" if name in ITEM_PROTOCOLS else name
 
 
-def add_fusion(folder: Path, fuse: bool | None = None, weight: float | None = None) -> None:
+def add_fusion(
+    folder: Path, fuse: bool | None = None, weight: float | None = None, run_dir: Path | None = None
+) -> None:
     """``metarec export``'s last step, on the complete temp export in ``folder``: when fusing, choose the
     adaptation and (unless ``weight`` fixes it) the weight on validation users, as ``metarec evaluate
-    --fuse`` does, and write the counts and the choice beside the weights."""
+    --fuse`` does, and write the counts and the choice beside the weights. ``run_dir``: the run folder of
+    the checkpoint exported, whose place says where relative data files are
+    (``with_training_folder_paths``)."""
     from safetensors.torch import save_file
 
     from metarec_dist.config import Config, from_dict
@@ -130,6 +134,8 @@ def add_fusion(folder: Path, fuse: bool | None = None, weight: float | None = No
     if not wants_fusion(from_dict(Config, stored), fuse, weight):
         return
     model, cfg, meta, state = ckpt.load_exported(folder)
+    if run_dir is not None:
+        cfg = with_training_folder_paths(cfg, run_dir)
     loaded = LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state)
     try:
         protocol, _ = model_protocol(loaded, sorted(cfg.eval.shots), fusion_protocol(loaded))

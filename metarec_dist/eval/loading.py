@@ -5,6 +5,7 @@ exactly the ones training never saw)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,43 @@ def _load_folder(folder: Path) -> LoadedModel:
         with tempfile.TemporaryDirectory(prefix="metarec-eval-") as tmp:
             model, cfg, meta, state = ckpt.load_exported(ckpt.export(folder, Path(tmp) / "export"))
         fusion = None
+        cfg = with_training_folder_paths(cfg, ckpt.run_dir_of(folder))
     return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state, fusion=fusion)
+
+
+DATA_PATH_KEYS = ("path", "user_features_path", "item_features_path")
+
+
+def training_folder(cfg: Config, run_dir: Path) -> Path | None:
+    """The folder training ran from, read off where its run folder is: ``<that>/<storage_path>/<run_name>``
+    with a relative ``runtime.storage_path`` (None where the run folder does not say: an absolute or cloud
+    storage path, or a run folder moved since)."""
+    storage = Path(cfg.runtime.storage_path)
+    if "://" in cfg.runtime.storage_path or storage.is_absolute() or ".." in storage.parts:
+        return None
+    run_dir = run_dir.resolve()
+    parts = [*storage.parts, cfg.runtime.run_name]
+    if tuple(run_dir.parts[-len(parts) :]) != tuple(parts) or len(run_dir.parts) <= len(parts):
+        return None
+    return run_dir.parents[len(parts) - 1]
+
+
+def with_training_folder_paths(cfg: Config, run_dir: Path) -> Config:
+    """``cfg`` with relative data files found from the folder training ran from, where they are not found
+    from the current one: `metarec evaluate --checkpoint /abs/runs/x` run from another folder read
+    ``data.path: log.csv`` relative to that folder and failed. The data check (``check_same_data``) still
+    compares what is read with what the model was trained on."""
+    root = training_folder(cfg, run_dir)
+    if root is None:
+        return cfg
+    moved = {}
+    for key in DATA_PATH_KEYS:
+        value = getattr(cfg.data, key)
+        if value is None or "://" in value or Path(value).expanduser().is_absolute() or Path(value).exists():
+            continue
+        if (root / value).exists():
+            moved[key] = str(root / value)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **moved)) if moved else cfg
 
 
 def load_prepared(cfg: Config) -> PreparedData:

@@ -324,7 +324,14 @@ class ColdStartProtocol:
                 )
             except Diverged:  # too large an inner lr for this many steps: not a candidate
                 continue
-            scores[steps, lr] = {k: float(res[k][CRITERION].mean()) for k in self.shots}
+            # A shot count no validation user has enough history for (eval.shots 10 on short sequences)
+            # has no metrics: it neither votes nor gets a per-shot choice (was a KeyError traceback).
+            scores[steps, lr] = {k: float(res[k][CRITERION].mean()) for k in self.shots if res.get(k)}
+            if not scores[steps, lr]:
+                raise ValueError(
+                    f"no validation user has enough interactions for any of the shot counts {self.shots} "
+                    "to choose the adaptation on; fix it with --steps N --inner-lr LR, or use smaller shots"
+                )
         if not scores:
             raise ValueError(
                 "every adaptation setting gives non-finite scores: the model itself is broken (NaN)"
@@ -333,7 +340,8 @@ class ColdStartProtocol:
         best = Adaptation(steps, lr, float(np.mean(list(scores[steps, lr].values()))), len(grid), "valid")
         best.valid_users = len(users)
         if self.eval_cfg.adaptation == "per_shot":
-            per_k = {k: _best(scores, lambda s, k=k: scores[s][k]) for k in self.shots}
+            shots = [k for k in self.shots if all(k in v for v in scores.values())]
+            per_k = {k: _best(scores, lambda s, k=k: scores[s][k]) for k in shots}
             best.per_shot = {k: (*point, scores[point][k]) for k, point in per_k.items()}
             best.val_score = float(np.mean([v for _, _, v in best.per_shot.values()]))
         return best
@@ -385,7 +393,7 @@ class ColdStartProtocol:
         scores = {}
         for weight in sorted({*FUSION_WEIGHTS, *([] if stored is None else [stored])}):
             res = self.adapted_per_user(loaded, replace(adaptation, fusion=weight), users, feats)
-            scores[weight] = float(np.mean([res[k][CRITERION].mean() for k in self.shots]))
+            scores[weight] = float(np.mean([res[k][CRITERION].mean() for k in self.shots if res.get(k)]))
         best = FUSION_WEIGHTS[0]
         for weight in FUSION_WEIGHTS[1:]:
             if scores[weight] > scores[best] + 1e-12:
