@@ -6,8 +6,10 @@ counts of a fused export, seen items never re-recommended). Requests:
 
 - ``POST /recommend`` with JSON ``{"items": ["12", "55"], "user": {"age": "24"}, "k": 10}`` (``items``: raw
   ids, oldest first; ``user``: stated features, for a model trained with ``data.user_features``; either may
-  be left out, not both) -> ``{"items": [{"rank", "item", "title", "score"}, ...]}``. A mistake in the
-  request is HTTP 400 with ``{"error": "..."}`` saying which field.
+  be left out, not both) -> ``{"items": [{"rank", "item", "title", "score"}, ...]}``, with ``"notes":
+  [...]`` when a stated feature value is outside the training vocabulary (read as unknown; the note names
+  known values, so that a typo is seen by the client, not in the server's log). A mistake in the request is
+  HTTP 400 with ``{"error": "..."}`` saying which field.
 - ``GET /`` -> what is served (algorithm, items, fusion weight, replicas).
 - A body over ``--max-body-bytes`` (1 MiB by default) is HTTP 413 with ``{"error": ...}`` naming the limit,
   refused on its ``Content-Length`` before it is read, or as soon as a body without one passes the limit.
