@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from metarec_dist.data.features import UNKNOWN, encode_user
+from metarec_dist.data.features import SPECIALS, UNKNOWN, EncodedFeature, encode_user, id_features
 from metarec_dist.eval.cold_start import Scorer
 from metarec_dist.eval.loading import LoadedModel, check_same_data, load_prepared
 from metarec_dist.eval.protocol import AdaptingScorer
@@ -98,10 +98,14 @@ def parse_user(text: str) -> dict[str, str]:
     return stated
 
 
-def encode_user_features(loaded: LoadedModel, stated: dict[str, str], fields: Fields = FLAGS) -> np.ndarray:
+def encode_user_features(
+    loaded: LoadedModel, stated: dict[str, str], fields: Fields = FLAGS, notes: list[str] | None = None
+) -> np.ndarray:
     """The ``[1, F]`` feature ids of a user described by ``--user``, from the vocabularies the model was
     trained with. A name the model does not read is an error naming those it does; a value outside the
-    vocabulary is read as unknown, with a note on stderr."""
+    vocabulary is read as unknown (a genuinely new value is one), with a note naming the feature, the value
+    and known values, so that a typo is seen: printed on stderr (``metarec recommend``), or appended to
+    ``notes`` when given (``metarec serve`` answers it to the client instead of logging client text)."""
     layout = loaded.model.layout
     features = layout.user_features() if layout is not None else {}
     if not features:
@@ -109,20 +113,51 @@ def encode_user_features(loaded: LoadedModel, stated: dict[str, str], fields: Fi
             f"{fields.user}: this model reads no user features (trained without data.user_features, or with "
             "model.user_prefix=false)"
         )
+    usable = [f.name for f in id_features(features)]
+    stray = [name for name in stated if name not in usable]
+    if stray:  # checked here, not by encode_user, so that a served request's long name is cut
+        raise ValueError(
+            f"{fields.user}: unknown user feature {shorten(stray[0])!r}; the declared ones are: "
+            f"{', '.join(usable) or 'none'}"
+        )
     try:
         row = encode_user(features, stated)
-    except KeyError as exc:
-        raise ValueError(f"{fields.user}: {exc.args[0]}") from None
     except ValueError as exc:  # a value of the wrong kind (text for a number)
         raise ValueError(f"{fields.user} {exc}") from None
-    for name, value in stated.items():
-        ids = features[name].lookup(value)
-        if value and UNKNOWN in (ids if isinstance(ids, list) else [ids]):
-            print(
-                f"note: {fields.user} {name}={value}: not in the training vocabulary, read as unknown",
-                file=sys.stderr,
-            )
+    found = unknown_value_notes(features, stated, fields)
+    if notes is None:
+        for note in found:
+            print(f"note: {note}", file=sys.stderr)
+    else:
+        notes.extend(found)
     return row[None, :]
+
+
+KNOWN_SHOWN = 5  # known values a note lists: an occupation vocabulary may hold thousands
+
+
+def unknown_value_notes(
+    features: dict[str, EncodedFeature], stated: dict[str, str], fields: Fields = FLAGS
+) -> list[str]:
+    """One line per stated feature whose value (a ``token_seq``: any of its tokens) is outside the training
+    vocabulary, naming the feature, the value (cut when long) and a few known values."""
+    notes = []
+    for name, value in stated.items():
+        feature = features[name]
+        if not value.strip() or feature.kind == "float":  # empty: stated as unknown; numbers always bucket
+            continue
+        tokens = value.split() if feature.kind == "token_seq" else [value]
+        ids = [feature.lookup(t) for t in tokens]  # a token_seq's lookup answers a list
+        if UNKNOWN not in [i for x in ids for i in (x if isinstance(x, list) else [x])]:
+            continue
+        known = feature.vocab[len(SPECIALS) :]
+        shown = ", ".join(shorten(v) for v in known[:KNOWN_SHOWN])
+        more = f", ... ({len(known)} in all)" if len(known) > KNOWN_SHOWN else ""
+        notes.append(
+            f"{fields.user} {name}={shorten(value)!r}: not in the training vocabulary, read as unknown "
+            f"(known values: {shown or 'none'}{more})"
+        )
+    return notes
 
 
 def load_catalogue(loaded: LoadedModel) -> Catalogue:
@@ -259,11 +294,17 @@ class Recommender:
         return (meta.adaptation_steps if adapts else 0), meta.inner_lr
 
     def __call__(
-        self, raw_items: list[str], k: int, user: dict[str, str] | None = None, fields: Fields = FLAGS
+        self,
+        raw_items: list[str],
+        k: int,
+        user: dict[str, str] | None = None,
+        fields: Fields = FLAGS,
+        notes: list[str] | None = None,
     ) -> list[Recommendation]:
         """Top ``k`` for a history of raw item ids (oldest first) and/or the user's stated features; a
-        mistake in them is a ``ValueError`` saying which (as ``fields`` names them)."""
-        features = None if user is None else encode_user_features(self.loaded, user, fields)
+        mistake in them is a ``ValueError`` saying which (as ``fields`` names them). ``notes``: where the
+        notes on the request go (a feature value read as unknown); None: printed on stderr."""
+        features = None if user is None else encode_user_features(self.loaded, user, fields, notes)
         steps, lr = self.setting(len(raw_items))
         return recommend(
             self.loaded,

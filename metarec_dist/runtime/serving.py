@@ -6,8 +6,10 @@ counts of a fused export, seen items never re-recommended). Requests:
 
 - ``POST /recommend`` with JSON ``{"items": ["12", "55"], "user": {"age": "24"}, "k": 10}`` (``items``: raw
   ids, oldest first; ``user``: stated features, for a model trained with ``data.user_features``; either may
-  be left out, not both) -> ``{"items": [{"rank", "item", "title", "score"}, ...]}``. A mistake in the
-  request is HTTP 400 with ``{"error": "..."}`` saying which field.
+  be left out, not both) -> ``{"items": [{"rank", "item", "title", "score"}, ...]}``, with ``"notes":
+  [...]`` when a stated feature value is outside the training vocabulary (read as unknown; the note names
+  known values, so that a typo is seen by the client, not in the server's log). A mistake in the request is
+  HTTP 400 with ``{"error": "..."}`` saying which field.
 - ``GET /`` -> what is served (algorithm, items, fusion weight, replicas).
 - A body over ``--max-body-bytes`` (1 MiB by default) is HTTP 413 with ``{"error": ...}`` naming the limit,
   refused on its ``Content-Length`` before it is read, or as soon as a body without one passes the limit.
@@ -129,11 +131,31 @@ def cap_client_timeouts(limit: float) -> None:
     current = os.environ.get(PROXY_CALLBACK_ENV)
     if current != PROXY_CALLBACK:  # ours already (a second call in this process): the operator's is kept
         if current:
+            check_proxy_callback(current)
             os.environ[OTHER_CALLBACK_ENV] = current
         else:  # none: not one left from an earlier call, which the proxy would fail to import
             os.environ.pop(OTHER_CALLBACK_ENV, None)
     os.environ[PROXY_CALLBACK_ENV] = PROXY_CALLBACK
     os.environ[LIMIT_ENV] = repr(float(limit))
+
+
+def check_proxy_callback(path: str) -> None:
+    """Import the operator's proxy callback here, before Ray starts: a proxy that cannot import it never
+    comes up, and `metarec serve` waited ``PROXY_WAIT_S`` (600 s) without a word. ``UserError`` naming the
+    variable. (The proxy runs on this machine, in this environment: what imports here imports there.)"""
+    from ray.serve._private.utils import import_attr
+
+    from metarec_dist.errors import UserError
+
+    try:
+        callback = import_attr(path)
+    except Exception as exc:  # noqa: BLE001 -- any failure to import it stalls the proxy alike
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"{PROXY_CALLBACK_ENV}={path[:200]!r} cannot be imported ({why}); fix or unset it"
+        ) from None
+    if not callable(callback):
+        raise UserError(f"{PROXY_CALLBACK_ENV}={path[:200]!r} is not a function; fix or unset it")
 
 
 class BodyTooLarge(ValueError):
@@ -242,13 +264,17 @@ class RecommenderReplica:
         """(HTTP status, JSON) for one ``/recommend`` request."""
         try:
             items, user, k = parse_request(body)
+            notes: list[str] = []  # answered to the client: its text in the replica's log was noise
             with self.lock:
-                recs = self.recommender(items, k, user, self.fields)
+                recs = self.recommender(items, k, user, self.fields, notes)
         except ValueError as exc:  # the user's mistake (unknown item, k too large, ...): said, not a 500
             return 400, {"error": str(exc)}
-        return 200, {
+        out: dict[str, Any] = {
             "items": [{"rank": r.rank, "item": r.raw_id, "title": r.title, "score": r.score} for r in recs]
         }
+        if notes:  # e.g. a feature value read as unknown: a typo the client should see
+            out["notes"] = notes
+        return 200, out
 
 
 def bind_replica_grpc_to_loopback() -> None:
@@ -436,6 +462,7 @@ def serve_model(
     joined = bool(os.environ.get("RAY_ADDRESS"))
     if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
         check_port_free(host, port)
+        check_replicas_fit(replicas, threads, os.cpu_count() or 1)
     for key, value in SERVE_ENV.items():
         os.environ.setdefault(key, value)
     if not joined:  # a joined cluster's proxy is not started here: its replicas still end a request in time
@@ -501,6 +528,38 @@ def check_serve_args(
         raise UserError(f"--request-timeout-s must be a number of seconds > 0, got {request_timeout_s:g}")
 
 
+MAX_REPLICAS_PER_CORE = 4  # each replica is a process holding torch and the model (~0.3-0.5 GB)
+
+
+def check_replicas_fit(replicas: int, threads: int, cores: int) -> None:
+    """Refuse, before Ray starts, more replica threads than ``MAX_REPLICAS_PER_CORE`` per core of this
+    machine: the cluster started here is given the CPUs they ask for, so Ray starts them all, and 1,000
+    replicas on 2 cores were 1,000 processes starting (memory, minutes) before the first answer."""
+    from metarec_dist.errors import UserError
+
+    most = MAX_REPLICAS_PER_CORE * cores
+    if replicas * threads > most:
+        raise UserError(
+            f"--replicas {replicas} x --threads {threads} is {replicas * threads} CPUs on a machine with "
+            f"{cores} cores; at most {most} (more replicas than cores only queue behind each other)"
+        )
+
+
+def warn_if_cluster_too_small(replicas: int, threads: int, cpus: float) -> None:
+    """On a joined cluster each replica reserves ``threads`` CPUs: more than the cluster has stay pending
+    (until an autoscaler adds nodes, or forever), and Ray Serve waits for them without a word. Said before
+    that wait."""
+    if replicas * threads > cpus:
+        log.warning(
+            "--replicas %d x --threads %d reserve %d CPUs but the cluster at RAY_ADDRESS has %g: Ray Serve "
+            "waits until it has them (an autoscaler adding nodes); Ctrl-C and lower --replicas otherwise",
+            replicas,
+            threads,
+            replicas * threads,
+            cpus,
+        )
+
+
 def deploy(
     recommender: Any, http: dict[str, Any], replicas: int, threads: int, max_body: int, joined: bool
 ) -> str:
@@ -523,7 +582,9 @@ def deploy(
         if exc.code == signal.SIGTERM:
             raise KeyboardInterrupt from None
         raise
-    if not joined:
+    if joined:
+        warn_if_cluster_too_small(replicas, threads, ray.cluster_resources().get("CPU", 0.0))
+    else:
         # Ray Serve's INFO lines ("Connecting to existing Serve app ... New http_options ... will not be
         # applied", after the serve.start that applied them) say less than the one "serving at" line. On
         # a cluster joined, where Serve may run with other options, that line is true: kept.
