@@ -200,7 +200,7 @@ def test_recommend_with_user_features_shows_titles_and_rejects_unknown_names(fea
     out = capsys.readouterr()
     ranked = [ln for ln in out.out.splitlines() if ln.strip()[:2].rstrip(".").isdigit()]
     assert len(ranked) == 3 and all("Movie" in ln for ln in ranked)  # titles shown
-    assert "occupation=astronaut: not in the training vocabulary" in out.err
+    assert "occupation='astronaut': not in the training vocabulary" in out.err
 
     assert main([*args, "--user", "height=180"]) == 2
     err = capsys.readouterr().err
