@@ -17,6 +17,8 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -62,6 +64,34 @@ def cache_key(files: list[Path], cfg: DataConfig) -> str:
     }
     blob = json.dumps({"version": CACHE_VERSION, "files": stamps, "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+@contextmanager
+def remembered_warnings() -> Iterator[list[str]]:
+    """The warnings the data modules log inside the block (a side table covering few users, ...), for the
+    cache entry: a later run that reads the entry instead of the files says them again."""
+    said: list[str] = []
+
+    class Remember(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    handler, data_log = Remember(logging.WARNING), logging.getLogger("metarec_dist.data")
+    data_log.addHandler(handler)
+    try:
+        yield said
+    finally:
+        data_log.removeHandler(handler)
+
+
+def repeat_warnings(root: Path, key: str) -> None:
+    """Say again what reading the data of this entry warned about (see :func:`remembered_warnings`)."""
+    try:
+        said = json.loads((root / key / "meta.json").read_text(encoding="utf-8")).get("warnings") or []
+    except (OSError, ValueError):
+        return  # an entry locate/load could read a moment ago: nothing to repeat is the safe answer
+    for message in said:
+        log.warning("%s (said when this data was first read; cached in %s)", message, root / key)
 
 
 def load(root: Path, key: str) -> PreparedData | None:
@@ -125,7 +155,7 @@ def _drop(entry: Path, exc: BaseException) -> None:
     shutil.rmtree(entry, ignore_errors=True)
 
 
-def save(prepared: PreparedData, root: Path, key: str) -> None:
+def save(prepared: PreparedData, root: Path, key: str, warnings: list[str] | None = None) -> None:
     tmp: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -157,6 +187,7 @@ def save(prepared: PreparedData, root: Path, key: str) -> None:
             "split_users": split_counts(prepared.table()),
             "features": _save_features(prepared.features, tmp),
             "new_items": None if prepared.new_items is None else prepared.new_items.tolist(),
+            "warnings": warnings or [],
         }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         try:

@@ -40,17 +40,20 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         root, key = cache.cache_root(cfg), cache.cache_key(layout.files() + list(side.values()), cfg)
         hit = cache.load(root, key)
         if hit is not None:
+            cache.repeat_warnings(root, key)
             return hit
-    prepared = _prepare(read_layout(layout, cfg), cfg, side)
+    with cache.remembered_warnings() as warnings:
+        prepared = _prepare(read_layout(layout, cfg), cfg, side)
     log.info("prepared %s in %.2fs", prepared.source, time.perf_counter() - start)
     if root is not None and key is not None:
-        cache.save(prepared, root, key)
+        cache.save(prepared, root, key, warnings)
     return prepared
 
 
-def cached_shards(cfg: DataConfig) -> UserShards | None:
+def cached_shards(cfg: DataConfig, repeat: bool = True) -> UserShards | None:
     """The cache entry's user files when ``cfg``'s data is prepared already (reads no rows), else None.
-    Checks that the log and side tables exist either way (a missing file is a ``UserError`` here)."""
+    Checks that the log and side tables exist either way (a missing file is a ``UserError`` here).
+    ``repeat``: say again what reading the data warned about (not right after reading it)."""
     if not cfg.cache or cfg.format in ("synthetic", "hub"):
         return None
     layout = resolve_layout(cfg)
@@ -60,6 +63,8 @@ def cached_shards(cfg: DataConfig) -> UserShards | None:
     hit = cache.locate(cache.cache_root(cfg), key)
     if hit is not None:
         log.info("user shards: %s", hit.folder)
+        if repeat:
+            cache.repeat_warnings(cache.cache_root(cfg), key)
     return hit
 
 
@@ -71,7 +76,7 @@ def prepare_shards(cfg: DataConfig, scratch: Path) -> UserShards:
     if hit is not None:
         return hit
     prepared = prepare_data(cfg)  # a cacheable log: this writes the entry (or logs why it could not)
-    hit = cached_shards(cfg)
+    hit = cached_shards(cfg, repeat=False)
     if hit is not None:
         return hit
     table = prepared.table()
