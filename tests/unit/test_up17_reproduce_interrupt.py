@@ -4,6 +4,7 @@ training to finish (or, for SIGTERM, to leave them training as orphans)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -33,6 +34,18 @@ def slow_run(spec, out, shots, reuse=False):
     (Path(out) / f"worker-{spec.seed}.pid").write_text(str(os.getpid()))
     time.sleep(120)
     return {}
+
+
+def _group(pgid: int) -> list[str]:
+    """The processes of a process group, as 'pid state command'."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")[:120]
+                found.append(f"{stat.parent.name} {fields[0]} {cmd.decode(errors='replace')}")
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -69,10 +82,15 @@ def test_the_main_process_alone_interrupted_ends_the_trainings(tmp_path, sig):
         try:
             _, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:  # seen twice in full suites on a loaded machine: say where it hung
+            # The main process may have ended while a process it started keeps the output pipes open.
+            exited, group = proc.poll(), _group(proc.pid)
             proc.send_signal(signal.SIGUSR1)
             time.sleep(2)
             os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"no exit 60 s after signal {sig}; its threads:\n{proc.communicate()[1][-8000:]}")
+            pytest.fail(
+                f"no end of output 60 s after signal {sig}; main process status {exited}; its process group "
+                f"{group}; its threads (if it was alive):\n{proc.communicate()[1][-8000:]}"
+            )
         assert time.monotonic() - started < 40  # not the 120 s the "trainings" take
         left = [pid for pid in pids if _alive(pid)]
     finally:
