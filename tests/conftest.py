@@ -4,9 +4,16 @@ runs shared by the session."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`bash launch/test.sh &`, nohup) inherits
+# SIGINT ignored, and so would every process the tests start: the tests that play a user's Ctrl-C
+# (reproduce's and serve's) then saw no interrupt and timed out. The terminal's default, for the session.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
