@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from metarec_dist.errors import UserError, check_output_folder
-from metarec_dist.run_folder import process_alive
+from metarec_dist.run_folder import DATA_FOLDER, process_alive, recorded_data_folder
 
 if TYPE_CHECKING:
     import torch
@@ -946,6 +946,9 @@ def export(
         if algorithm:
             save_file(algorithm, str(tmp / EXPORT_ALGORITHM))
         meta = {k: client[k] for k in EXPORT_META if k in client}
+        data_folder = recorded_data_folder(run_dir_of(checkpoint_dir))  # where relative data files are
+        if data_folder is not None:
+            meta[DATA_FOLDER] = str(data_folder)
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
         if finish is not None:
             finish(tmp)

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("metarec")
 
 LOCK_FILE = ".metarec.lock"
+# What a run folder records about the run: ``data_folder``, the folder its relative data files (``data.path:
+# log.csv``) were read from, so that an evaluation finds them from anywhere, the run folder moved or not.
+RUN_INFO = "metarec_run.json"
+DATA_FOLDER = "data_folder"
 
 
 def storage_root(runtime: RuntimeConfig) -> str:
@@ -76,6 +80,7 @@ class RunLock:
             log.warning(
                 "%s: this file system has no locks; two runs with one run name are not stopped", self.path
             )
+            record_data_folder(self.run_dir)
             return self
         os.ftruncate(fd, 0)
         holder = {
@@ -85,6 +90,7 @@ class RunLock:
         }
         os.write(fd, json.dumps(holder).encode())
         self._fd = fd
+        record_data_folder(self.run_dir)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -118,3 +124,27 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def record_data_folder(run_dir: Path) -> None:
+    """Record in ``run_dir`` (:data:`RUN_INFO`) the current folder, which the run's relative data files are
+    read from (the data is read in this process, or on this machine by a Ray task started from here). Not
+    recorded (a warning): the evaluation then looks for the files as before the record existed."""
+    path = Path(run_dir) / RUN_INFO
+    temp = path.with_name(f".{RUN_INFO}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(json.dumps({DATA_FOLDER: str(Path.cwd())}) + "\n", encoding="utf-8")
+        os.replace(temp, path)
+    except OSError as exc:  # the current folder deleted, a read-only run folder
+        temp.unlink(missing_ok=True)
+        log.warning("%s: could not record the folder relative data files are read from: %s", path, exc)
+
+
+def recorded_data_folder(run_dir: Path) -> Path | None:
+    """The folder :func:`record_data_folder` recorded in ``run_dir`` (None: a run from before the record, a
+    cloud run folder, or a damaged record)."""
+    try:
+        value = json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))[DATA_FOLDER]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Path(value) if isinstance(value, str) and Path(value).is_absolute() else None

@@ -17,6 +17,7 @@ from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import Config
 from metarec_dist.errors import UserError
 from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.run_folder import DATA_FOLDER, recorded_data_folder
 
 if TYPE_CHECKING:
     from metarec_dist.data.prepared import PreparedData
@@ -69,6 +70,7 @@ def _load_folder(folder: Path) -> LoadedModel:
     if (folder / ckpt.EXPORT_CONFIG).is_file():
         model, cfg, meta, state = ckpt.load_exported(folder)
         fusion = load_fusion(folder, meta)
+        cfg = with_training_folder_paths(cfg, None, meta.get(DATA_FOLDER))  # recorded when it was exported
     else:  # a training checkpoint carries no fusion: `metarec export` adds it
         with tempfile.TemporaryDirectory(prefix="metarec-eval-") as tmp:
             model, cfg, meta, state = ckpt.load_exported(ckpt.export(folder, Path(tmp) / "export"))
@@ -83,7 +85,8 @@ DATA_PATH_KEYS = ("path", "user_features_path", "item_features_path")
 def training_folder(cfg: Config, run_dir: Path) -> Path | None:
     """The folder training ran from, read off where its run folder is: ``<that>/<storage_path>/<run_name>``
     with a relative ``runtime.storage_path`` (None where the run folder does not say: an absolute or cloud
-    storage path, or a run folder moved since)."""
+    storage path, or a run folder moved since). The rule for runs from before the run folder recorded the
+    folder itself (``run_folder.RUN_INFO``)."""
     storage = Path(cfg.runtime.storage_path)
     if "://" in cfg.runtime.storage_path or storage.is_absolute() or ".." in storage.parts:
         return None
@@ -94,20 +97,30 @@ def training_folder(cfg: Config, run_dir: Path) -> Path | None:
     return run_dir.parents[len(parts) - 1]
 
 
-def with_training_folder_paths(cfg: Config, run_dir: Path) -> Config:
-    """``cfg`` with relative data files found from the folder training ran from, where they are not found
-    from the current one: `metarec evaluate --checkpoint /abs/runs/x` run from another folder read
-    ``data.path: log.csv`` relative to that folder and failed. The data check (``check_same_data``) still
-    compares what is read with what the model was trained on."""
-    root = training_folder(cfg, run_dir)
-    if root is None:
-        return cfg
+def data_folders(cfg: Config, run_dir: Path | None, recorded: object = None) -> list[Path]:
+    """Where training read its relative data files from, surest first: the folder an export recorded
+    (``recorded``: its ``data_folder``), the one the run folder recorded (``run_folder.RUN_INFO``), else,
+    for a run from before the record, the folder the run folder's place says (``training_folder``)."""
+    found = [Path(recorded)] if isinstance(recorded, str) and Path(recorded).is_absolute() else []
+    if run_dir is not None:
+        found += [p for p in (recorded_data_folder(run_dir), training_folder(cfg, run_dir)) if p is not None]
+    return list(dict.fromkeys(found))
+
+
+def with_training_folder_paths(cfg: Config, run_dir: Path | None, recorded: object = None) -> Config:
+    """``cfg`` with relative data files found from the folder training read them from (``data_folders``),
+    where they are not found from the current one: `metarec evaluate --checkpoint /abs/runs/x` run from
+    another folder read ``data.path: log.csv`` relative to that folder and failed, and so did a moved run
+    folder or an export evaluated elsewhere. The data check (``check_same_data``) still compares what is
+    read with what the model was trained on."""
+    roots = data_folders(cfg, run_dir, recorded)
     moved = {}
     for key in DATA_PATH_KEYS:
         value = getattr(cfg.data, key)
         if value is None or "://" in value or Path(value).expanduser().is_absolute() or Path(value).exists():
             continue
-        if (root / value).exists():
+        root = next((r for r in roots if (r / value).exists()), None)
+        if root is not None:
             moved[key] = str(root / value)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **moved)) if moved else cfg
 
