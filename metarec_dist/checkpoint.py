@@ -493,10 +493,14 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (old, new)}`` for every setting that differs (how-to-run settings left out)."""
-    a, b = _flat(old), _flat(new)
+    """``{dotted key: (old, new)}`` for every setting that differs (how-to-run settings left out). A
+    setting ``old`` lacks (one added since it was saved) counts at its default, which it had then."""
+    from metarec_dist.config import Config
+
+    a, b, default = _flat(old), _flat(new), _flat(Config().to_dict())
     keys = sorted(k for k in a.keys() | b.keys() if not k.startswith(_UNCOMPARED))
-    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+    was = {k: a[k] if k in a else default.get(k) for k in keys}
+    return {k: (was[k], b.get(k)) for k in keys if was[k] != b.get(k)}
 
 
 def check_resume_config(

@@ -122,6 +122,14 @@ class DataConfig:
     item_features: list[FeatureSpec] = field(default_factory=list)
     user_features_path: str | None = None
     item_features_path: str | None = None
+    # A side table's own separator ("|" for MovieLens' u.user / u.item), any length; None: data.sep's rule
+    # (the table's extension's separator where its header holds no data.sep; RecBole .user/.item: tab).
+    user_features_sep: str | None = None
+    item_features_sep: str | None = None
+    # A side table without a header line: its column names in order (the id column among them); []: it has
+    # a header line.
+    user_features_columns: list[str] = field(default_factory=list)
+    item_features_columns: list[str] = field(default_factory=list)
 
     # Preprocessing.
     rating_threshold: float | None = None  # implicit feedback: keep rating >= threshold; None keeps all
@@ -197,6 +205,8 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         _check_features("user", self.user_features)
         _check_features("item", self.item_features)
+        for entity in ("user", "item"):
+            _check_side_table_text(self, entity)
         if self.synthetic_groups > self.synthetic_items:
             raise ValueError("data.synthetic_groups must be <= data.synthetic_items")
         if self.synthetic_min_len > self.synthetic_max_len:
@@ -239,6 +249,24 @@ def _check_features(entity: str, specs: list[FeatureSpec]) -> None:
                 f"(also data.{entity}_features[{seen[spec.name]}]); give each feature its own name"
             )
         seen[spec.name] = i
+
+
+def _check_side_table_text(cfg: DataConfig, entity: str) -> None:
+    """``data.<entity>_features_sep`` / ``_columns``: a usable separator, non-empty unique column names."""
+    sep, columns = getattr(cfg, f"{entity}_features_sep"), getattr(cfg, f"{entity}_features_columns")
+    key = f"data.{entity}_features"
+    if sep is not None and (sep == "" or "\n" in sep or "\r" in sep):
+        raise ValueError(f"{key}_sep must be a non-empty separator without newlines, e.g. '|' or ';'")
+    if any(not str(c).strip() for c in columns):
+        raise ValueError(
+            f"{key}_columns: an empty column name; name every column of the {entity} table (one without a "
+            f"header line) in order, the {entity} id column among them, e.g. [{entity}_id, ...]"
+        )
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise ValueError(
+            f"{key}_columns: {', '.join(map(repr, repeated))} named twice; name each column once"
+        )
 
 
 # numpy seeds must be >= 0, torch's < 2**64; the evaluation mixes a seed into a torch seed as

@@ -129,11 +129,9 @@ def build_feature_tables(
 
 def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: DataConfig) -> SideTable:
     kind = _table_kind(path, entity)
+    _check_text_options(path, kind, entity, cfg)
     if kind in ("recbole", "csv", "tsv"):
-        if kind == "recbole":
-            text = TextFile(TextSpec(path, "\t", header=True, quoting=False))
-        else:
-            text = _delimited_side_table(path, kind, cfg.sep)
+        text = _side_text(path, kind, entity, cfg)
         id_col, wanted = _resolve(text.names, text.label, entity, specs, cfg)
         # Everything as text: "007" stays a token, and numbers are parsed here with a located error.
         table = text.read(
@@ -160,18 +158,76 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where, id_col)
 
 
-def _delimited_side_table(path: Path, kind: str, sep: str | None) -> TextFile:
+def _check_text_options(path: Path, kind: str, entity: str, cfg: DataConfig) -> None:
+    """A separator or column list given for a Parquet or JSON Lines table would be ignored: refused."""
+    if kind in ("recbole", "csv", "tsv"):
+        return
+    for option in ("sep", "columns"):
+        if getattr(cfg, f"{entity}_features_{option}") not in (None, []):
+            raise DataError(
+                f"data.{entity}_features_{option}: {path} is a {kind.title()} file, whose columns are named "
+                f"in the file; the option is for delimited text tables: drop it"
+            )
+
+
+def _side_text(path: Path, kind: str, entity: str, cfg: DataConfig) -> TextFile:
+    """A delimited side table: at ``data.<entity>_features_sep`` when set, and without a header line when
+    ``data.<entity>_features_columns`` names its columns; else as before those keys (RecBole: tab and a
+    header; csv/tsv: ``_delimited_side_table``)."""
+    sep, columns = getattr(cfg, f"{entity}_features_sep"), getattr(cfg, f"{entity}_features_columns")
+    if sep is None and not columns:
+        if kind == "recbole":
+            return TextFile(TextSpec(path, "\t", header=True, quoting=False, side=entity))
+        return _delimited_side_table(path, kind, cfg.sep, entity)
+    default = "\t" if kind == "recbole" else cfg.sep or ("," if kind == "csv" else "\t")
+    header = not columns
+    # CSV quoting for .csv files only, as without these keys (TSV and RecBole-named files have none).
+    spec = TextSpec(path, sep or default, header, list(columns), quoting=kind == "csv", side=entity)
+    text = TextFile(spec)
+    if header and len(text.names) < 2:  # one column: no feature, or a wrong separator
+        key = f"data.{entity}_features_sep"
+        said = f"{key}={sep!r}" if sep is not None else f"separator {spec.sep!r} ({key} not set)"
+        raise DataError(
+            f"{path}: line 1 (the header) is one column {text.names[0]!r} when split at {said}; set {key} "
+            "to the separator the file uses"
+        )
+    if not header:
+        _check_field_count(text, entity, sep)
+    return text
+
+
+def _check_field_count(text: TextFile, entity: str, sep: str | None) -> None:
+    """A header-less table's first line has as many fields as ``data.<entity>_features_columns`` names;
+    one field is a wrong separator (said naming the key), another count a wrong column list."""
+    fields, names = len(text.first_fields()), text.names
+    if fields == len(names):
+        return
+    key = f"data.{entity}_features_sep"
+    if fields == 1:
+        said = f"{key}={sep!r}" if sep is not None else f"separator {text.spec.sep!r} ({key} not set)"
+        raise DataError(
+            f"{text.label}: line 1 is one field when split at {said}; set {key} to the file's separator"
+        )
+    raise DataError(
+        f"{text.label}: line 1 has {fields} fields but data.{entity}_features_columns names {len(names)} "
+        f"({', '.join(names)}); name every column of the file, in order"
+    )
+
+
+def _delimited_side_table(path: Path, kind: str, sep: str | None, entity: str) -> TextFile:
     """A csv/tsv side table, split at ``data.sep`` when set. That key is mostly set for the log (a
     ';'-separated export) while a side table written by pandas keeps its extension's separator: a header
     that is one column at ``data.sep`` but several at the extension's (',' or tab) is read at the latter,
     which cannot misread it (a one-column table holds no feature); said at INFO."""
     default = "," if kind == "csv" else "\t"
     try:
-        return TextFile(TextSpec(path, sep or default, header=True, quoting=kind == "csv"))
+        return TextFile(TextSpec(path, sep or default, header=True, quoting=kind == "csv", side=entity))
     except DataError as exc:
         if sep is None or sep == default:
             raise
-        text = _or_none(lambda: TextFile(TextSpec(path, default, header=True, quoting=kind == "csv")))
+        text = _or_none(
+            lambda: TextFile(TextSpec(path, default, header=True, quoting=kind == "csv", side=entity))
+        )
         if text is None or len(text.names) < 2:
             raise exc from None
     log.info("%s: its header holds no data.sep=%r; read at %r, as its extension says", path, sep, default)
@@ -234,7 +290,8 @@ def _no_id_column(file: str, entity: str, tried: list[str], names: list[str], co
     if numbers:
         return msg + (
             f"Line 1 looks like data, not a header (it holds {', '.join(numbers)}): a side table needs a "
-            f"header line naming its columns, the {entity} id column as in the log"
+            f"header line naming its columns, the {entity} id column as in the log, or, without one, "
+            f"data.{entity}_features_columns naming them in order, e.g. [{entity}_id, ...]"
         )
     if configured:
         return msg + (

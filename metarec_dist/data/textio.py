@@ -40,6 +40,9 @@ class TextSpec:
     names: list[str] = field(default_factory=list)  # column names when there is no header
     quoting: bool = True  # CSV-style "quoted, fields"; off for TSV and fixed layouts
     whitespace: bool = False  # fields separated by runs of spaces/tabs (the user_item format)
+    side: str | None = (
+        None  # a side table's entity ("user", "item"): hints name its data.<side>_features_* keys
+    )
 
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # what Excel's "Unicode text" and PowerShell write
@@ -162,6 +165,18 @@ def _unquote_after_blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(hit, inner, column)
 
 
+def utf8_name(path: Path) -> Path:
+    """Where to re-save ``path`` as UTF-8: beside it, keeping its extension (``u.item`` -> ``u-utf8.item``),
+    which says how it is read."""
+    return path.with_name(f"{path.stem}-utf8{path.suffix}")
+
+
+def set_separator(key: str, sep: str) -> str:
+    """The ``--set`` giving ``key`` the separator ``sep``, as a shell passes it and YAML reads it: a bare
+    ``|`` is YAML's block-text sign (an empty value), so that one is quoted for YAML inside the shell's."""
+    return f"--set \"{key}='{sep}'\"" if sep == "|" else f"--set {key}='{sep}'"
+
+
 class TextFile:
     """One delimited file: its column names, a fast columnar read, and error locating."""
 
@@ -204,6 +219,11 @@ class TextFile:
             with open(self.spec.path, "rb") as f:
                 yield from f
 
+    def first_fields(self) -> list[str]:
+        """The fields of the first line that is not blank (a header-less file's first row)."""
+        line = next((raw for raw in self._lines() if raw.rstrip(b"\r\n")), b"")
+        return self._split(line.decode("utf-8", "replace"))
+
     def _split(self, line: str, header: bool = False) -> list[str]:
         """The fields of ``line``. In a header, a quoted name after a blank (``"user_id", "item_id"``) is
         that name, not one with its quotes; data lines are split as Arrow splits them (no such rule)."""
@@ -225,11 +245,16 @@ class TextFile:
         if not any(names):
             raise DataError(f"{self.label}: line 1 should be the header with the column names but is empty")
         if all(_NUMBER.fullmatch(n) for n in names):  # a header-less file: its first row is not names
+            fix = (
+                "for a log without a header line set data.header=false and name its columns in order, e.g. "
+                "--set data.columns=[user_id,item_id,rating,timestamp]"
+                if self.spec.side is None
+                else f"for a {self.spec.side} table without a header line name its columns in order with "
+                f"data.{self.spec.side}_features_columns, e.g. [{self.spec.side}_id, ...]"
+            )
             raise DataError(
                 f"{self.label}: line 1 should be the header with the column names but holds only numbers "
-                f"({', '.join(names)}); for a log without a header line set data.header=false and name its "
-                "columns in order, e.g. --set data.columns=[user_id,item_id,rating,timestamp] "
-                "(a side table needs a header line)"
+                f"({', '.join(names)}); {fix}"
             )
         if len(names) == 1 and not self.spec.whitespace:
             self._check_other_separator(names[0])
@@ -248,9 +273,13 @@ class TextFile:
         if found is None:
             return
         shown = "tab" if found == "\t" else repr(found)
-        fix = {"\t": "--set data.format=tsv", ",": "--set data.format=csv"}.get(
-            found, f"--set data.sep='{found}'"
-        )
+        if self.spec.side is not None:
+            key = f"data.{self.spec.side}_features_sep"
+            fix = f'set {key}: "\\t"' if found == "\t" else set_separator(key, found)
+        else:
+            fix = {"\t": "--set data.format=tsv", ",": "--set data.format=csv"}.get(
+                found, set_separator("data.sep", found)
+            )
         raise DataError(
             f"{self.label}: line 1 (the header) is one column {header!r} when split at {self.spec.sep!r}; "
             f"the file looks {shown}-separated: {fix}"
@@ -319,7 +348,8 @@ class TextFile:
                 column = self._column_at(raw, exc.start)
                 return DataError(
                     f"{self.label}: line {number}, column {column!r}: not valid UTF-8 "
-                    f"(byte 0x{raw[exc.start]:02x}); re-save the file as UTF-8"
+                    f"(byte 0x{raw[exc.start]:02x}); re-save the file as UTF-8, e.g. for a Latin-1 file (as "
+                    f"MovieLens' u.item): iconv -f LATIN1 -t UTF-8 {self.label} > {utf8_name(self.spec.path)}"
                 )
             fields = self._split(line)
             if len(fields) > len(names):
