@@ -146,3 +146,14 @@ def test_movielens_own_side_files(tmp_path):
         DataError, match=r"not valid UTF-8 .*iconv -f LATIN1 -t UTF-8 .*u\.item > .*u-utf8\.item"
     ):
         prepare_data(titles)
+
+
+def test_a_pipe_separated_log_hint_survives_the_shell_and_yaml(tmp_path):
+    """`--set data.sep='|'` reaches the config as a bare |, which YAML reads as empty block text."""
+    log = tmp_path / "log.csv"
+    log.write_text("user_id|item_id|timestamp\n1|10|1\n1|20|2\n")
+    with pytest.raises(DataError, match=r"looks '\|'-separated: --set \"data\.sep='\|'\""):
+        prepare_data(cfg(format="csv", path=str(log)))
+    with pytest.raises(UserError, match=r"data\.sep must be a non-empty separator"):
+        load_config(None, ["data.sep=|", "logging.wandb=off"])  # what the old hint gave after the shell
+    assert load_config(None, ["data.sep='|'", "logging.wandb=off"]).data.sep == "|"
