@@ -97,31 +97,33 @@ def training_folder(cfg: Config, run_dir: Path) -> Path | None:
     return run_dir.parents[len(parts) - 1]
 
 
-def data_folders(cfg: Config, run_dir: Path | None, recorded: object = None) -> list[Path]:
-    """Where training read its relative data files from, surest first: the folder an export recorded
-    (``recorded``: its ``data_folder``), the one the run folder recorded (``run_folder.RUN_INFO``), else,
-    for a run from before the record, the folder the run folder's place says (``training_folder``)."""
+def recorded_folders(run_dir: Path | None, recorded: object = None) -> list[Path]:
+    """The folders training recorded it read its relative data files from: an export's (``recorded``, its
+    ``data_folder``) and its run folder's (``run_folder.RUN_INFO``)."""
     found = [Path(recorded)] if isinstance(recorded, str) and Path(recorded).is_absolute() else []
-    if run_dir is not None:
-        found += [p for p in (recorded_data_folder(run_dir), training_folder(cfg, run_dir)) if p is not None]
+    if run_dir is not None and (folder := recorded_data_folder(run_dir)) is not None:
+        found.append(folder)
     return list(dict.fromkeys(found))
 
 
 def with_training_folder_paths(cfg: Config, run_dir: Path | None, recorded: object = None) -> Config:
-    """``cfg`` with relative data files found from the folder training read them from (``data_folders``),
-    where they are not found from the current one: `metarec evaluate --checkpoint /abs/runs/x` run from
-    another folder read ``data.path: log.csv`` relative to that folder and failed, and so did a moved run
-    folder or an export evaluated elsewhere. The data check (``check_same_data``) still compares what is
-    read with what the model was trained on."""
-    roots = data_folders(cfg, run_dir, recorded)
+    """``cfg`` with relative data files found where training read them: `metarec evaluate --checkpoint
+    /abs/runs/x` run from another folder read ``data.path: log.csv`` relative to that folder and failed, and
+    so did a moved run folder or an export evaluated elsewhere. First the folder training recorded
+    (``recorded_folders``), where the file is still there; else the current folder; else, for a run from
+    before the record, the folder its run folder's place says (``training_folder``). The data check
+    (``check_same_data``) still compares what is read with what the model was trained on."""
+    first = recorded_folders(run_dir, recorded)
+    last = [] if run_dir is None or (root := training_folder(cfg, run_dir)) is None else [root]
     moved = {}
     for key in DATA_PATH_KEYS:
         value = getattr(cfg.data, key)
-        if value is None or "://" in value or Path(value).expanduser().is_absolute() or Path(value).exists():
+        if value is None or "://" in value or Path(value).expanduser().is_absolute():
             continue
-        root = next((r for r in roots if (r / value).exists()), None)
-        if root is not None:
-            moved[key] = str(root / value)
+        here = [Path.cwd()] if Path(value).exists() else []
+        found = next((r for r in [*first, *here, *last] if (r / value).exists()), None)
+        if found is not None and found not in here:
+            moved[key] = str(found / value)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **moved)) if moved else cfg
 
 

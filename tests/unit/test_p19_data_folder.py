@@ -87,3 +87,18 @@ def test_a_damaged_record_is_ignored(tmp_path):
     assert recorded_data_folder(tmp_path) is None
     (tmp_path / RUN_INFO).write_text(json.dumps({DATA_FOLDER: "relative/folder"}))
     assert recorded_data_folder(tmp_path) is None
+
+
+def test_the_recorded_folder_comes_before_the_current_one(tmp_path, monkeypatch, capsys):
+    """Another project's log.csv in the current folder is not taken for the training data (it was, and the
+    model was refused) while the file training read is still where it was."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    run = _train(project, "runs", monkeypatch)
+    _write_log(elsewhere / "log.csv", rename={"i1": "i2", "i2": "i1"})
+    monkeypatch.chdir(elsewhere)
+    code, err = _evaluate(run, capsys)
+    assert code == 0, err
+    (project / "log.csv").unlink()  # gone there: the current folder's is read, and refused as other data
+    code, err = _evaluate(run, capsys)
+    assert code == 2 and "trained on other data" in err and "log.csv" in err
