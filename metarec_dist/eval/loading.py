@@ -79,7 +79,8 @@ def _load_folder(folder: Path) -> LoadedModel:
     return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state, fusion=fusion)
 
 
-DATA_PATH_KEYS = ("path", "user_features_path", "item_features_path")
+# Config keys naming local data files or folders, relative to the folder training ran from when not absolute.
+DATA_PATH_KEYS = ("path", "user_features_path", "item_features_path", "data_dir")
 
 
 def training_folder(cfg: Config, run_dir: Path) -> Path | None:

@@ -102,3 +102,28 @@ def test_the_recorded_folder_comes_before_the_current_one(tmp_path, monkeypatch,
     (project / "log.csv").unlink()  # gone there: the current folder's is read, and refused as other data
     code, err = _evaluate(run, capsys)
     assert code == 2 and "trained on other data" in err and "log.csv" in err
+
+
+def test_a_relative_data_dir_is_found_too(tmp_path, monkeypatch, capsys):
+    """`data.name: mylog` under `data.data_dir: data` (a folder relative to the training folder): before,
+    an evaluation elsewhere looked in its own ./data and said the dataset was not found."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "data" / "mylog").mkdir(parents=True), elsewhere.mkdir()
+    rows = _write_log(tmp_path / "log.csv").read_text().splitlines()[1:]
+    inter = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+        r.replace(",", "\t") + "\n" for r in rows
+    )
+    (project / "data" / "mylog" / "mylog.inter").write_text(inter)
+    monkeypatch.chdir(project)
+    sets = [
+        "data.name=mylog",
+        "data.data_dir=data",
+        "data.format=auto",
+        "data.string_ids=true",
+        "data.cache=false",
+    ]
+    cfg = load_config(None, [*SMALL, *sets, "runtime.storage_path=runs", "runtime.run_name=rel"])
+    run = Path(train_local(cfg)["run_path"])
+    monkeypatch.chdir(elsewhere)
+    code, err = _evaluate(run, capsys)
+    assert code == 0, err
