@@ -66,16 +66,21 @@ class SideTable:
     id_column: str = ""  # the file's id column, for messages
 
 
+_TABLE_KEYS = ("path", "sep", "columns")  # data.<entity>_features_<key>: where a side table is, how it reads
+
+
 def feature_files(cfg: DataConfig, layout: Layout | None) -> dict[str, Path]:
     """entity -> the side table to read, for each entity that declares features."""
     files = {}
     for entity in ENTITIES:
         if not getattr(cfg, f"{entity}_features"):
-            if getattr(cfg, f"{entity}_features_path") is not None:  # a table given, nothing taken from it
+            given = [k for k in _TABLE_KEYS if getattr(cfg, f"{entity}_features_{k}") not in (None, [])]
+            if given:  # a table described, nothing taken from it
                 log.warning(
-                    "data.%s_features_path is set but data.%s_features declares no feature: the table is not "
+                    "data.%s_features_%s is set but data.%s_features declares no feature: the table is not "
                     "read; declare its columns, e.g. data.%s_features=[{name: COLUMN, kind: token}]",
                     entity,
+                    given[0],
                     entity,
                     entity,
                 )
@@ -158,6 +163,9 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     return SideTable(ids, {name: (c, table.column(c)) for name, c in wanted.items()}, where, id_col)
 
 
+_KIND_NAMES = {"parquet": "Parquet", "jsonl": "JSON Lines"}
+
+
 def _check_text_options(path: Path, kind: str, entity: str, cfg: DataConfig) -> None:
     """A separator or column list given for a Parquet or JSON Lines table would be ignored: refused."""
     if kind in ("recbole", "csv", "tsv"):
@@ -165,7 +173,8 @@ def _check_text_options(path: Path, kind: str, entity: str, cfg: DataConfig) -> 
     for option in ("sep", "columns"):
         if getattr(cfg, f"{entity}_features_{option}") not in (None, []):
             raise DataError(
-                f"data.{entity}_features_{option}: {path} is a {kind.title()} file, whose columns are named "
+                f"data.{entity}_features_{option}: {path} is a {_KIND_NAMES.get(kind, kind)} file, whose "
+                "columns are named "
                 f"in the file; the option is for delimited text tables: drop it"
             )
 

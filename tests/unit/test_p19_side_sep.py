@@ -157,3 +157,17 @@ def test_a_pipe_separated_log_hint_survives_the_shell_and_yaml(tmp_path):
     with pytest.raises(UserError, match=r"data\.sep must be a non-empty separator"):
         load_config(None, ["data.sep=|", "logging.wandb=off"])  # what the old hint gave after the shell
     assert load_config(None, ["data.sep='|'", "logging.wandb=off"]).data.sep == "|"
+
+
+def test_a_separator_for_a_table_nothing_reads_is_said(tmp_path, caplog):
+    log = _semicolon_log(tmp_path)
+    prepare_data(cfg(format="csv", path=str(log), sep=";", item_features_sep="|"))
+    assert "data.item_features_sep is set but data.item_features declares no feature" in caplog.text
+
+
+def test_a_separator_for_a_json_lines_table_is_refused(tmp_path):
+    log, items = _semicolon_log(tmp_path), tmp_path / "items.jsonl"
+    items.write_text('{"item_id": 10, "year": "1995"}\n')
+    config = cfg(format="csv", path=str(log), sep=";", item_features_path=str(items), item_features=[YEAR])
+    with pytest.raises(DataError, match=r"data\.item_features_columns: .*items\.jsonl is a JSON Lines file"):
+        prepare_data(cfg(**{**config.__dict__, "item_features_columns": ["item_id", "year"]}))
