@@ -127,3 +127,15 @@ def test_a_relative_data_dir_is_found_too(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(elsewhere)
     code, err = _evaluate(run, capsys)
     assert code == 0, err
+
+
+def test_the_run_lock_records_the_folder_both_backends_train_from(tmp_path, monkeypatch):
+    """train_local and the Ray driver (train_on_ray) both hold RunLock: the record is written there, in the
+    process whose current folder relative data paths are read against (not in a Ray worker's own)."""
+    from metarec_dist.run_folder import RunLock
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "x"
+    with RunLock(run):
+        assert recorded_data_folder(run) == tmp_path.resolve()
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]  # no temp file left
