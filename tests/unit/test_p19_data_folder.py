@@ -64,6 +64,8 @@ def test_an_absolute_storage_path_finds_relative_data(tmp_path, monkeypatch, cap
     monkeypatch.chdir(elsewhere)
     code, err = _evaluate(run, capsys)
     assert code == 0, err  # before: "data.path log.csv: not found" (exit 2)
+    assert main(["export", "--checkpoint", str(run), "--out", "exp", "--fuse"]) == 0  # before: exit 2 too
+    assert (elsewhere / "exp" / ckpt.EXPORT_COOC).is_file()
 
 
 def test_an_export_evaluated_elsewhere_finds_relative_data(tmp_path, monkeypatch, capsys):
