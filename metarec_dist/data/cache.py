@@ -41,7 +41,15 @@ ENV_CACHE_DIR = "METAREC_CACHE_DIR"
 # instead), whether to cache, and the synthetic generator (synthetic data is not cached).
 _NOT_KEYED = {"path", "name", "data_dir", "cache", "cache_dir", "user_features_path", "item_features_path"}
 # Keyed only when set, so that entries written before side information (or new items) existed stay valid.
-_KEYED_WHEN_SET = {"user_features", "item_features", "new_item_frac"}
+_KEYED_WHEN_SET = {
+    "user_features",
+    "item_features",
+    "new_item_frac",
+    "user_features_sep",
+    "item_features_sep",
+    "user_features_columns",
+    "item_features_columns",
+}
 _STALE_TMP_S = 24 * 3600
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import datasets
@@ -95,3 +96,18 @@ def test_unreadable_entry_is_ignored(tmp_path):
     assert sequences_by_user(prepare_data(config)) == EXPECTED  # recomputed...
     assert _entries(root) == [entry.name]
     assert cache.load(root, entry.name) is not None  # ...and the entry rewritten
+
+
+def test_cache_key_side_table_layout_keys_count_only_when_set(tmp_path, monkeypatch):
+    """The side tables' separator / column keys (added after entries were written) are not in the key of a
+    config that leaves them unset (its entries stay valid), and change the key when set."""
+    path = write_csv(tmp_path / "log.csv")
+    layout_keys = ("user_features_sep", "item_features_sep", "user_features_columns", "item_features_columns")
+    hashed = []
+    real_dumps = json.dumps
+    monkeypatch.setattr(json, "dumps", lambda obj, **kw: hashed.append(obj) or real_dumps(obj, **kw))
+    base = cache.cache_key([path], cfg(format="csv", path=str(path)))
+    assert not set(layout_keys) & set(hashed[-1]["settings"])
+    assert "kcore" in hashed[-1]["settings"]  # the capture sees the keyed settings
+    for key, value in (("item_features_sep", "|"), ("user_features_columns", ["user_id", "age"])):
+        assert cache.cache_key([path], cfg(format="csv", path=str(path), **{key: value})) != base, key
