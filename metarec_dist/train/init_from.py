@@ -19,6 +19,7 @@ initialisation, and items this data lacks are dropped. The per-item feature buff
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from metarec_dist import checkpoint as ckpt
+from metarec_dist.config import ModelConfig
 from metarec_dist.data.features import SPECIALS
 from metarec_dist.errors import UserError
 from metarec_dist.models.features import FeatureLayout
@@ -40,6 +42,12 @@ FAST_INIT = "fast_init"
 ITEM_BIAS = "bias"  # the adapter (ItemBiasAdapter) whose fast weights are one per item
 # Per-item buffers that describe the data (the item features), not learned: always this data's own.
 DATA_BUFFERS = ("content.ids_", "content.text_", "content.has_id")
+# The model settings that make the weights what they are: a source with another value of one of them is
+# another model (another shape, or, for num_heads, the same tensors split into other heads).
+MODEL_KEYS = ("arch", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len")
+ITEM_TABLES = ("item_emb.weight", "item_factors.weight")  # a row per item (and padding, BOS)
+VOCAB_TABLES = ("content.embs.", "user_token.embs.")  # a row per feature value
+RANKED_ADAPTERS = ("lowrank", "itemlr")  # the adapters whose fast weights model.adapter_rank sizes
 
 
 def read_model_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -93,6 +101,50 @@ def source_checkpoint(path: str | Path) -> Path | None:
     return folder
 
 
+def source_config(path: Path, folder: Path | None) -> dict[str, Any]:
+    """The config the source at ``path`` recorded (its checkpoint ``folder``'s, or its export's when
+    ``folder`` is None); {} when it recorded none."""
+    if folder is None:
+        try:
+            facts = json.loads((path / ckpt.EXPORT_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # read (and named when damaged) by init_from itself
+    else:
+        facts = ckpt.read_client_state(folder)
+    config = facts.get("config") if isinstance(facts, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def model_differences(config: dict[str, Any], model: ModelConfig) -> dict[str, tuple[Any, Any]]:
+    """``{"model.KEY": (there, here)}``: the model settings (``MODEL_KEYS``, and ``adapter_rank`` where
+    the adapters both runs have use it) in which the source's recorded ``config`` and ``model`` differ."""
+    raw = config.get("model")
+    if not isinstance(raw, dict):
+        return {}  # a source that recorded no config: its tensors' shapes are checked when loaded
+    there = ckpt.resolved_config(config)["model"]
+    here = {**dataclasses.asdict(model), "intermediate_size": model.ffn_size}
+    keys = list(MODEL_KEYS)
+    if raw.get("intermediate_size") is None and model.intermediate_size is None:
+        keys.remove("intermediate_size")  # 4 x hidden_size on both sides: hidden_size says it
+    if set(RANKED_ADAPTERS) & set(model.adapters) & set(there.get("adapters") or []):
+        keys.append("adapter_rank")
+    return {f"model.{k}": (there[k], here[k]) for k in keys if k in there and there[k] != here[k]}
+
+
+def check_model(path: str | Path, config: dict[str, Any], model: ModelConfig, detail: str = "") -> None:
+    """A source whose recorded ``config`` is of another model than ``model`` is a ``UserError`` naming the
+    settings and the values to give (``detail``: a clause on the first tensor that differs)."""
+    changes = model_differences(config, model)
+    if not changes:
+        return
+    said = ", ".join(f"{k} is {a!r} there and {b!r} here" for k, (a, b) in changes.items())
+    sets = " ".join(f"--set {k}={a}" for k, (a, _) in changes.items())
+    raise UserError(
+        f"train.init_from {path}: that run is another model ({said}{detail}); give this run that run's "
+        f"settings ({sets}) to start from it, or drop train.init_from to train this model from scratch"
+    )
+
+
 def resumes(run_dir: Path | None, resume: bool) -> bool:
     """A run in ``run_dir`` resumes from its own checkpoint, which holds every model weight (frozen ones
     too): its ``train.init_from`` source is then not read, and may be gone (a deleted previous model must
@@ -100,15 +152,18 @@ def resumes(run_dir: Path | None, resume: bool) -> bool:
     return resume and run_dir is not None and ckpt.latest_complete(Path(run_dir)) is not None
 
 
-def check_source(path: str | Path | None) -> None:
+def check_source(path: str | Path | None, model: ModelConfig | None = None) -> None:
     """``train.init_from`` checked before any work (data, a Ray cluster, the workers): a path that is no
-    run, checkpoint or export is a ``UserError`` now, not after the workers have started. A run folder
-    whose run is still training is used (its newest complete checkpoint) with a warning naming the step:
-    that is not the run's final model."""
+    run, checkpoint or export, or (given this run's ``model`` settings) a run of another model size, is a
+    ``UserError`` now, not after the data is read and the workers have started. A run folder whose run is
+    still training is used (its newest complete checkpoint) with a warning naming the step: that is not
+    the run's final model."""
     if path is None:
         return
     folder = source_checkpoint(path)
     run_dir = Path(path).expanduser()
+    if model is not None:
+        check_model(path, source_config(run_dir, folder), model)
     if folder is None or folder == run_dir or not run_holder(run_dir):
         return
     step = ckpt.read_client_state(folder).get("step")
@@ -165,6 +220,8 @@ def init_from(
     the trainer hands it to the final summary)."""
     weights, facts = read_model_weights(path)
     own = model.state_dict()
+    if isinstance(getattr(model, "cfg", None), ModelConfig):
+        check_model(path, facts.get("config") or {}, model.cfg, first_shape_difference(weights, own))
     source_adapters = list(((facts.get("config") or {}).get("model") or {}).get("adapters") or [])
     fresh: list[str] = []
     rows = item_rows(path, facts, getattr(model, "num_items", None), item_raw_ids)
@@ -186,6 +243,17 @@ def init_from(
     model.load_state_dict(own)
     log.info("initialised the model from %s%s", path, f"; fresh: {', '.join(fresh)}" if fresh else "")
     return fresh
+
+
+def first_shape_difference(weights: dict[str, Any], own: dict[str, Any]) -> str:
+    """``; parameter NAME has shape [..] there and [..] here`` for the first tensor of both whose shape
+    differs other than by the number of items or of feature values (which a newer log changes), else ''."""
+    for name in sorted(weights.keys() & own.keys()):
+        a, b = list(weights[name].shape), list(own[name].shape)
+        by_item = name in ITEM_TABLES or name == FAST_INIT or name.startswith((*DATA_BUFFERS, *VOCAB_TABLES))
+        if a[1:] != b[1:] or (a != b and not by_item):
+            return f"; parameter {name} has shape {a} there and {b} here"
+    return ""
 
 
 def say_carried_over(
