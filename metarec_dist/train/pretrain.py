@@ -142,12 +142,28 @@ def finished_run(run_dir: Path, cfg: Config) -> Path | None:
     return point if run_finished(point, cfg) else None
 
 
+def check_same_model(cfg: Config, stage: Config) -> None:
+    """Stage 2 starts from stage 1's weights, so the two must be one model size: another one is a
+    ``UserError`` naming the settings now, not after stage 1 has trained (it was then refused as
+    ``train.init_from <run folder>/pretrain``, with advice to drop a key the config does not have)."""
+    from metarec_dist.train.init_from import model_differences
+
+    changes = model_differences(stage.to_dict(), cfg.model)
+    if changes:
+        said = ", ".join(f"{k} is {a!r} there and {b!r} here" for k, (a, b) in changes.items())
+        raise UserError(
+            f"train.pretrain {cfg.train.pretrain}: the first stage is another model ({said}), and this run "
+            "starts from its weights; give both the same model settings (in that file, or here with --set)"
+        )
+
+
 def run_pretrain(cfg: Config, train_one: Callable[[Config], Any]) -> Path | None:
     """Stage 1 of ``cfg``, if it has one: reused when finished with the same settings, else trained (or
     resumed) by ``train_one(stage_cfg)``. Returns stage 1's run folder (None without ``train.pretrain``)."""
     stage = pretrain_config(cfg)
     if stage is None:
         return None
+    check_same_model(cfg, stage)
     folder = stage_dir(cfg)
     done = finished_run(folder, stage)
     if done is not None:
