@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from metarec_dist import checkpoint as ckpt
-from metarec_dist.config import ModelConfig
+from metarec_dist.config import Config, ModelConfig
 from metarec_dist.data.features import SPECIALS
 from metarec_dist.errors import UserError
 from metarec_dist.models.features import FeatureLayout
@@ -145,6 +145,40 @@ def check_model(path: str | Path, config: dict[str, Any], model: ModelConfig, de
     )
 
 
+def used_features(model: dict[str, Any], data: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """The ``(name, kind)`` of the features a model of these ``model`` and ``data`` settings reads, per
+    side, as ``models.features.plan_features`` builds them: item features unless ``item_content`` is
+    off, user features but titles when ``user_prefix`` is on."""
+
+    def declared(side: str) -> list[tuple[str, str]]:
+        specs = data.get(f"{side}_features") or []
+        return [(str(f.get("name")), str(f.get("kind"))) for f in specs if isinstance(f, dict)]
+
+    return {
+        "item": declared("item") if model.get("item_content", "sum") != "off" else [],
+        "user": [f for f in declared("user") if f[1] != "title"] if model.get("user_prefix", True) else [],
+    }
+
+
+def check_features(path: str | Path, config: dict[str, Any], cfg: Config) -> None:
+    """A source whose recorded ``config`` reads other features than ``cfg`` would is a ``UserError``
+    naming them (``remap_vocabularies`` says the same once the data is read; this says it before)."""
+    if not isinstance(config.get("model"), dict) or not isinstance(config.get("data"), dict):
+        return  # no config recorded: the saved feature layout is compared when loaded
+    there = used_features(config["model"], config["data"])
+    here = used_features(dataclasses.asdict(cfg.model), dataclasses.asdict(cfg.data))
+    switch = {"item": "item_content", "user": "user_prefix"}
+    for side in ("item", "user"):
+        if there[side] != here[side]:
+            key = switch[side]
+            a, b = config["model"].get(key, getattr(ModelConfig, key)), getattr(cfg.model, key)
+            also = f" and the same model.{key} ({a!r} there, {b!r} here)" if a != b else ""
+            raise UserError(
+                f"train.init_from {path}: that run's {side} features are {there[side]}, this run's "
+                f"{here[side]}; declare the same data.{side}_features as that run{also}"
+            )
+
+
 def resumes(run_dir: Path | None, resume: bool) -> bool:
     """A run in ``run_dir`` resumes from its own checkpoint, which holds every model weight (frozen ones
     too): its ``train.init_from`` source is then not read, and may be gone (a deleted previous model must
@@ -152,18 +186,20 @@ def resumes(run_dir: Path | None, resume: bool) -> bool:
     return resume and run_dir is not None and ckpt.latest_complete(Path(run_dir)) is not None
 
 
-def check_source(path: str | Path | None, model: ModelConfig | None = None) -> None:
+def check_source(path: str | Path | None, cfg: Config | None = None) -> None:
     """``train.init_from`` checked before any work (data, a Ray cluster, the workers): a path that is no
-    run, checkpoint or export, or (given this run's ``model`` settings) a run of another model size, is a
-    ``UserError`` now, not after the data is read and the workers have started. A run folder whose run is
-    still training is used (its newest complete checkpoint) with a warning naming the step: that is not
-    the run's final model."""
+    run, checkpoint or export, or (given this run's ``cfg``) a run of another model size or with other
+    features, is a ``UserError`` now, not after the data is read and the workers have started. A run
+    folder whose run is still training is used (its newest complete checkpoint) with a warning naming the
+    step: that is not the run's final model."""
     if path is None:
         return
     folder = source_checkpoint(path)
     run_dir = Path(path).expanduser()
-    if model is not None:
-        check_model(path, source_config(run_dir, folder), model)
+    if cfg is not None:
+        config = source_config(run_dir, folder)
+        check_model(path, config, cfg.model)
+        check_features(path, config, cfg)
     if folder is None or folder == run_dir or not run_holder(run_dir):
         return
     step = ckpt.read_client_state(folder).get("step")

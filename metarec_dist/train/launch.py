@@ -51,7 +51,7 @@ def train(cfg: Config, verbose: bool = False) -> dict[str, Any]:
     from metarec_dist.train.pretrain import run_pretrain
 
     if not resumes(local_run_dir(cfg.runtime), cfg.checkpoint.resume):  # a resume does not read it
-        check_source(cfg.train.init_from_path, cfg.model)  # a wrong path or model size fails now, not later
+        check_source(cfg.train.init_from_path, cfg)  # a wrong path, model or features fail now, not later
     check_names(cfg.model, cfg.train.freeze)  # a typo too
     stage = run_pretrain(cfg, lambda stage_cfg: train_one(stage_cfg, verbose))
     result = train_one(cfg, verbose)
