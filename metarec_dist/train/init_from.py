@@ -110,7 +110,10 @@ def source_config(path: Path, folder: Path | None) -> dict[str, Any]:
         except (OSError, ValueError):
             return {}  # read (and named when damaged) by init_from itself
     else:
-        facts = ckpt.read_client_state(folder)
+        try:
+            facts = ckpt.read_client_state(folder)
+        except UserError:
+            return {}  # pruned meanwhile by a run still training: init_from reads its newest one
     config = facts.get("config") if isinstance(facts, dict) else None
     return config if isinstance(config, dict) else {}
 

@@ -68,3 +68,11 @@ def test_metarec_train_names_another_model_before_any_work(
     )
     with pytest.raises(AssertionError, match="trained before"):
         launch.train(same)
+
+
+def test_a_checkpoint_pruned_before_its_config_is_read_is_left_to_init_from(tmp_path):
+    """A source still training can prune the checkpoint check_source found before its config is read: the
+    early check then has nothing to compare (init_from reads the newest one), not a 'damaged' error."""
+    from metarec_dist.train.init_from import source_config
+
+    assert source_config(tmp_path, tmp_path / "checkpoints" / "step_000002") == {}
