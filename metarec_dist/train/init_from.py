@@ -148,6 +148,23 @@ def check_model(path: str | Path, config: dict[str, Any], model: ModelConfig, de
     )
 
 
+def check_adapters(path: str | Path, config: dict[str, Any], model: ModelConfig) -> None:
+    """The fast-weight init carries over for the adapters the source had, which this run's
+    ``model.adapters`` must therefore start with (``merge_weights``' rule): otherwise a ``UserError``
+    naming both lists. Said before any data is read; two lists of the same size would even load, each
+    adapter's weights in another's place."""
+    recorded = config.get("model")
+    there = recorded.get("adapters") if isinstance(recorded, dict) else None
+    if not isinstance(there, list) or not there or model.adapters[: len(there)] == there:
+        return
+    given = "[" + ",".join([*there, *(a for a in model.adapters if a not in there)]) + "]"
+    raise UserError(
+        f"train.init_from {path}: that run's fast weights are model.adapters {there}, this run's "
+        f"{model.adapters}; this run's must start with that run's (e.g. --set model.adapters={given}), or "
+        "drop train.init_from to train this model from scratch"
+    )
+
+
 def used_features(model: dict[str, Any], data: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     """The ``(name, kind)`` of the features a model of these ``model`` and ``data`` settings reads, per
     side, as ``models.features.plan_features`` builds them: item features unless ``item_content`` is
@@ -202,6 +219,7 @@ def check_source(path: str | Path | None, cfg: Config | None = None) -> None:
     if cfg is not None:
         config = source_config(run_dir, folder)
         check_model(path, config, cfg.model)
+        check_adapters(path, config, cfg.model)
         check_features(path, config, cfg)
     if folder is None or folder == run_dir or not run_holder(run_dir):
         return

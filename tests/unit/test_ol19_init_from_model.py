@@ -4,6 +4,8 @@ loaded silently, the same tensors split into other heads)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from metarec_dist.checkpoint import export
@@ -76,3 +78,20 @@ def test_a_checkpoint_pruned_before_its_config_is_read_is_left_to_init_from(tmp_
     from metarec_dist.train.init_from import source_config
 
     assert source_config(tmp_path, tmp_path / "checkpoints" / "step_000002") == {}
+
+
+@pytest.mark.parametrize("adapters, given", [("[itemlr]", "[lowrank,itemlr]"), ("[film]", "[lowrank,film]")])
+def test_adapters_that_do_not_start_with_the_sources_are_named_before_any_work(
+    tiny_cfg, old_run, monkeypatch, adapters, given
+):
+    """[lowrank] (rank 2, hidden 16: 64 fast weights) into [film] (2 x hidden: 32) failed after the data on
+    fast_init's shape; a same-sized pair would have loaded one adapter's weights into another."""
+    from metarec_dist.train import launch
+
+    monkeypatch.setattr(launch, "train_one", lambda cfg, verbose=False: {"trained": True})
+    run_dir, _ = old_run
+    cfg = with_overrides(tiny_cfg, [f"train.init_from={run_dir}", f"model.adapters={adapters}"])
+    said = rf"fast weights are model.adapters \['lowrank'\], .*--set model.adapters={re.escape(given)}\)"
+    with pytest.raises(UserError, match=said):
+        launch.train(cfg)
+    assert launch.train(with_overrides(cfg, [f"model.adapters={given}"])) == {"trained": True}
