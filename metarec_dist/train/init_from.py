@@ -199,6 +199,16 @@ def check_features(path: str | Path, config: dict[str, Any], cfg: Config) -> Non
             )
 
 
+def absolute_source(cfg: Config) -> Config:
+    """``cfg`` with a relative ``train.init_from`` made absolute against the current folder (``~``
+    expanded, ``{seed}`` kept): Ray workers run in folders of their own, where it named nothing."""
+    given = cfg.train.init_from
+    if given is None or Path(given).expanduser().is_absolute():
+        return cfg
+    absolute = os.path.abspath(Path(given).expanduser())
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=absolute))
+
+
 def resumes(run_dir: Path | None, resume: bool) -> bool:
     """A run in ``run_dir`` resumes from its own checkpoint, which holds every model weight (frozen ones
     too): its ``train.init_from`` source is then not read, and may be gone (a deleted previous model must

@@ -47,11 +47,12 @@ def train(cfg: Config, verbose: bool = False) -> dict[str, Any]:
     finished yet, then the run itself, which starts from the first stage's weights."""
     from metarec_dist.run_folder import local_run_dir
     from metarec_dist.train.freeze import check_names
-    from metarec_dist.train.init_from import check_source, resumes
+    from metarec_dist.train.init_from import absolute_source, check_source, resumes
     from metarec_dist.train.pretrain import run_pretrain
 
     if not resumes(local_run_dir(cfg.runtime), cfg.checkpoint.resume):  # a resume does not read it
         check_source(cfg.train.init_from_path, cfg)  # a wrong path, model or features fail now, not later
+    cfg = absolute_source(cfg)  # Ray workers run in their own folders
     check_names(cfg.model, cfg.train.freeze)  # a typo too
     stage = run_pretrain(cfg, lambda stage_cfg: train_one(stage_cfg, verbose))
     result = train_one(cfg, verbose)
