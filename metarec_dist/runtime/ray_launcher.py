@@ -17,10 +17,13 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metarec_dist.config import Config
 from metarec_dist.errors import UserError
+
+if TYPE_CHECKING:
+    from metarec_dist.data.config import DataConfig
 
 log = logging.getLogger("metarec")
 
@@ -439,13 +442,41 @@ def prepare_off_driver(cfg: Config, scratch: Path) -> Any:
         return prepare_shards(cfg.data, scratch)
     here = NodeAffinitySchedulingStrategy(node, soft=False)
     task = ray.remote(num_cpus=1, max_calls=1, max_retries=0)(prepare_shards)
+    data = data_as_driver_sees_it(cfg.data)
     try:
-        return ray.get(task.options(scheduling_strategy=here).remote(cfg.data, scratch))
+        return ray.get(task.options(scheduling_strategy=here).remote(data, scratch))
     except ray.exceptions.RayTaskError as exc:
         mistake = user_error_in(exc)
         if mistake is None:
             raise
         raise mistake from None
+
+
+def data_as_driver_sees_it(data: DataConfig) -> DataConfig:
+    """``data`` with every place it is read from or cached in fixed as this process resolves it: the data
+    folder (``$METAREC_DATA_DIR``), the cache (``$METAREC_CACHE_DIR``) and the files, absolute.
+
+    The Ray task that prepares the data runs on this node but in a Ray worker process: on a joined cluster
+    (``RAY_ADDRESS``) that has the environment and working directory of the node's ``ray start``, not this
+    process's. Handed ``data`` as given, it looked for ``data.name`` outside ``$METAREC_DATA_DIR`` (and went
+    to download it), read a relative ``data.path`` from another folder, and wrote the cache entry where the
+    driver, looking in ``$METAREC_CACHE_DIR``, never finds it."""
+    from metarec_dist.data.cache import cache_root
+    from metarec_dist.data.fetch import default_data_dir
+
+    def absolute(path: str | None) -> str | None:
+        if path is None or "://" in path:
+            return path
+        return os.path.abspath(os.path.expanduser(path))
+
+    return dataclasses.replace(
+        data,
+        path=absolute(data.path),
+        data_dir=absolute(data.data_dir) or str(default_data_dir().absolute()),
+        cache_dir=str(cache_root(data).absolute()),
+        user_features_path=absolute(data.user_features_path),
+        item_features_path=absolute(data.item_features_path),
+    )
 
 
 def train_on_ray(cfg: Config, verbose: bool = False) -> dict[str, Any]:
