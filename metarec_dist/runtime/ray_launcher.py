@@ -522,6 +522,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     from metarec_dist.run_folder import run_path
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
     from metarec_dist.runtime.ray_data import user_datasets
+    from metarec_dist.runtime.ray_worker import WANDB_METRIC
 
     # Before Ray starts: a missing file fails in a second. The driver reads no rows of the log, ever: a
     # cache hit is a folder of Parquet files, and a miss is prepared by a Ray task (prepare_off_driver).
@@ -559,25 +560,31 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         bar.close()
     if result.error:
         raise user_error_in(result.error) or result.error
+    metrics = dict(result.metrics or {})
+    reported = metrics.pop(WANDB_METRIC, None)
     out = {
-        **(result.metrics or {}),
+        **metrics,
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "run_path": run_path(cfg.runtime),
-        **wandb_used(cfg),
+        **wandb_used(cfg, reported),
     }
     return with_resume_point(out, resume_from)
 
 
-def wandb_used(cfg: Config) -> dict[str, Any]:
+def wandb_used(cfg: Config, reported: Any = None) -> dict[str, Any]:
     """``{"wandb": record}``: the W&B run rank 0 logged to, as it resolved it (its environment, not this
-    process's: a Ray node's or a job's ``WANDB_*`` variables may differ), from the run folder; empty when
-    none was recorded (W&B off, cloud storage)."""
+    process's: a Ray node's or a job's ``WANDB_*`` variables may differ): the run folder's record, else
+    the one rank 0 ``reported`` with its metrics (cloud storage, where the folder cannot be read here), if
+    of this run's id; empty when there is neither (W&B off)."""
     from metarec_dist.metrics.wandb_logger import read_record, run_id
     from metarec_dist.run_folder import local_run_dir, storage_root
 
     if cfg.logging.wandb == "off":
         return {}
-    record = read_record(local_run_dir(cfg.runtime), run_id(cfg.runtime.run_name, storage_root(cfg.runtime)))
+    rid = run_id(cfg.runtime.run_name, storage_root(cfg.runtime))
+    record = read_record(local_run_dir(cfg.runtime), rid)
+    if record is None and isinstance(reported, dict) and reported.get("id") == rid:
+        record = reported  # a run folder moved here has Ray's record of the old id: not this run's
     return {} if record is None else {"wandb": record}
 
 

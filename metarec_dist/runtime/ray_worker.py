@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("metarec")
 
+# The key under which rank 0 reports the W&B run it logs to, with every report: the driver's summary reads
+# it from Ray's result where it cannot read the run folder's record (cloud storage, ``wandb_used``).
+WANDB_METRIC = "wandb"
+
 
 class RayContext(WorkerContext):
     """A Ray Train worker. Checkpoints are staged per rank and merged by Ray into
@@ -57,6 +61,7 @@ class RayContext(WorkerContext):
         # data's (it reads no training rows: the workers compare the data). Rank 0 says those once the data
         # is found the same (or refuses); the other ranks say nothing (checkpoint.check_resume_config).
         self.resume_changes_to_say = "data" if self.rank == 0 else "none"
+        self.wandb_record: dict[str, Any] | None = None  # rank 0's W&B run (wandb_record), reported
 
     def build_engine(
         self,
@@ -94,8 +99,9 @@ class RayContext(WorkerContext):
 
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         name = ray_checkpoint_name(int(metrics["step"])) if checkpoint_dir else None
+        metrics = with_wandb_record(_plain(metrics), self.wandb_record)
         with private_files():  # Ray's copy into the run's storage: 0600 files, as a local run's
-            ray.train.report(_plain(metrics), checkpoint=checkpoint, checkpoint_dir_name=name)
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
         for folder in self._staging:
             shutil.rmtree(folder, ignore_errors=True)
         self._staging.clear()
@@ -159,6 +165,22 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def with_wandb_record(metrics: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
+    """``metrics`` as reported to Ray: with rank 0's W&B record (entity, project, id, mode, ...) under
+    ``WANDB_METRIC``. The driver's summary names the run from it: with ``s3://`` storage it cannot read the
+    run folder's ``.wandb-run.json``, and its own environment may not be worker 0's."""
+    return metrics if record is None else {**metrics, WANDB_METRIC: dict(record)}
+
+
+def wandb_record(logger: Any) -> dict[str, Any] | None:
+    """The record of the W&B run ``logger`` (a ``MultiLogger`` on rank 0) logs to; None without W&B."""
+    for part in getattr(logger, "loggers", (logger,)):
+        record = getattr(part, "record", None)
+        if isinstance(record, dict):
+            return record
+    return None
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     from metarec_dist.config import Config, from_dict
     from metarec_dist.data.split import UserSplits
@@ -198,6 +220,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         directory=run_dir,  # W&B files inside the run folder when it is local
         extra=(ActorProgressLogger(config["progress"]),) if config.get("progress") is not None else (),
     )
+    ctx.wandb_record = wandb_record(logger)
     trainer = MetaTrainer(cfg, ctx, data, logger=logger)
     try:
         trainer.fit()
