@@ -181,10 +181,14 @@ def build_trainer(
     catalogue: dict[str, Any],
     progress: Any = None,
     resume_from: Path | None = None,
+    resume_say: str = "data",
+    notes: bool = False,
 ):
     """``catalogue``: ``num_items`` and, when the data has them, ``item_titles`` and ``item_raw_ids``, so
     checkpoints of a Ray run carry them like a local run's (``metarec recommend`` speaks raw ids), and
-    ``features`` (the side-information tables, numpy only) for the model."""
+    ``features`` (the side-information tables, numpy only) for the model. ``resume_say``: what rank 0 says
+    of the settings changed since ``resume_from`` (``check_resume_settings``); ``notes``: rank 0 sends its
+    warnings to ``progress``, for the driver to print (Ray shows no worker output unless verbose)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -199,6 +203,8 @@ def build_trainer(
         "catalogue": catalogue,
         "progress": progress,
         "resume_from": str(resume_from) if resume_from else None,
+        "resume_say": resume_say,
+        "notes": notes,
     }
     return TorchTrainer(
         train_loop_per_worker,
@@ -400,10 +406,13 @@ def resume_point_of(cfg: Config) -> Path | None:
 
 def check_resume_settings(
     cfg: Config, point: Path | None, num_items: int, item_raw_ids: list[str] | None = None
-) -> None:
+) -> str:
     """Shape-changing settings (or another catalogue: size, or ``item_raw_ids`` when given) against the
     checkpoint: an error; others: a warning. The training users are compared by the workers (each holds
-    its shard)."""
+    its shard). What rank 0 says of the changed settings once it has compared the data (``say`` of
+    ``checkpoint.check_resume_config``): ``"all"`` when a data setting changed, so that changed data is one
+    refusal, not this process's warning of the other settings followed by the workers' refusal; else
+    ``"data"`` (this process has said the rest)."""
     from metarec_dist.checkpoint import (
         check_resume_config,
         other_world_size,
@@ -412,12 +421,31 @@ def check_resume_settings(
     )
 
     if point is None:
-        return
+        return "data"
     # The workers refuse another world size (open_checkpoint) only after Ray has started them: say it now.
     written_by = read_manifest(point)["world_size"]
     if written_by != cfg.runtime.num_workers:
         raise UserError(other_world_size(point, written_by, cfg.runtime.num_workers))
-    check_resume_config(point, read_client_state(point), cfg, num_items, item_raw_ids)
+    client = read_client_state(point)
+    rank0_says = "all" if data_judged_by_workers(client, cfg) else "data"
+    check_resume_config(
+        point, client, cfg, num_items, item_raw_ids, say="all" if rank0_says == "data" else "none"
+    )
+    return rank0_says
+
+
+def data_judged_by_workers(client: dict[str, Any], cfg: Config) -> bool:
+    """Whether a ``data.*`` setting changed since the checkpoint (its client state ``client``) and the
+    workers compare the data with the digests it records: only they can tell a refusal from a warning."""
+    from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, config_changes, resolved_config
+    from metarec_dist.metrics.redact import redact
+
+    if client.get(TRAIN_DATA) is None and client.get(TRAIN_FEATURES) is None:
+        return False  # a checkpoint from before the digests: the driver compares the catalogue only
+    changes = config_changes(
+        resolved_config(client.get("config") or {}), resolved_config(redact(cfg.to_dict()))
+    )
+    return any(key.startswith("data.") for key in changes)
 
 
 def prepare_off_driver(cfg: Config, scratch: Path) -> Any:
@@ -529,14 +557,14 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     resume_from = resume_point_of(cfg)
     shards = cached_shards(cfg.data)
     if shards is not None:
-        check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
+        rank0_says = check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     warn_if_oversubscribed(cfg)
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
     check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)
     if shards is None:
         shards = prepare_off_driver(cfg, scratch)
-        check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
+        rank0_says = check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     shards.folder = cluster_readable(shards.folder, cfg)
     datasets = user_datasets(shards, cfg.runtime.num_workers)
     actor = ProgressActor.remote()
@@ -547,10 +575,13 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         "features": shards.features,  # numpy tables; each worker adds its users' ids (split_users)
         "new_items": shards.new_items,  # new_items protocol: validation ranks them
     }
-    trainer = build_trainer(cfg, datasets, catalogue, progress=actor, resume_from=resume_from)
+    notes = not (verbose or cfg.logging.verbose)  # verbose: Ray shows the workers' own logs
+    trainer = build_trainer(
+        cfg, datasets, catalogue, progress=actor, resume_from=resume_from, resume_say=rank0_says, notes=notes
+    )
     bar = ProgressBar.for_run(cfg, resume_from)
     try:
-        result = run_with_progress(trainer.fit, actor, bar)
+        result = run_with_progress(trainer.fit, actor, WithWorkerNotes(bar))
     except Exception as exc:  # Ray Train raises a worker's failure from fit(), wrapped
         mistake = user_error_in(exc)
         if mistake is None:
@@ -569,6 +600,27 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         **wandb_used(cfg, reported),
     }
     return with_resume_point(out, resume_from)
+
+
+class WithWorkerNotes:
+    """The progress sink, plus the warnings rank 0 sends through the progress actor (``ray_worker``'s
+    ``DriverNotes``), logged here as the worker logged them: a Ray run's resume warnings, W&B's fallback to
+    offline, ... were otherwise seen only with ``--verbose`` (Ray's log forwarding is off)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        from metarec_dist.runtime.ray_worker import NOTE_KEY
+
+        note = metrics.get(NOTE_KEY)
+        if isinstance(note, dict):
+            log.log(int(note.get("level", logging.WARNING)), "%s", note.get("message"))
+            return
+        self.sink.log(metrics, step)
+
+    def close(self) -> None:
+        self.sink.close()
 
 
 def wandb_used(cfg: Config, reported: Any = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from metarec_dist.config import OptimConfig, RuntimeConfig
+from metarec_dist.config import Config, OptimConfig, RuntimeConfig
 from metarec_dist.runtime.context import WorkerContext
 from metarec_dist.runtime.engine import TrainEngine
 
@@ -30,6 +30,26 @@ log = logging.getLogger("metarec")
 # The key under which rank 0 reports the W&B run it logs to, with every report: the driver's summary reads
 # it from Ray's result where it cannot read the run folder's record (cloud storage, ``wandb_used``).
 WANDB_METRIC = "wandb"
+# The key of a warning rank 0 sends the driver through the progress actor (``DriverNotes``).
+NOTE_KEY = "metarec/note"
+
+
+class DriverNotes(logging.Handler):
+    """Rank 0's ``metarec`` warnings, sent to the driver's progress actor, which prints them
+    (``ray_launcher.WithWorkerNotes``): without ``--verbose`` Ray shows nothing a worker writes, and the
+    settings a resume changed, judged here once the data is compared, went unsaid."""
+
+    def __init__(self, actor: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.actor = actor
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.actor.update.remote(
+                -1, {NOTE_KEY: {"level": record.levelno, "message": record.getMessage()}}
+            )
+        except Exception:  # the driver is gone: nothing to tell
+            self.handleError(record)
 
 
 class RayContext(WorkerContext):
@@ -42,7 +62,13 @@ class RayContext(WorkerContext):
     driver). Rank 0 prunes those after each save: beyond the newest ``keep``, never one Ray may track (its
     snapshot's, now or at this worker's start, or reported by this worker) nor ``resume_from``."""
 
-    def __init__(self, run_dir: Path | None = None, resume_from: Path | None = None, keep: int = 2) -> None:
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        resume_from: Path | None = None,
+        keep: int = 2,
+        resume_say: str = "data",
+    ) -> None:
         import ray.train
         import ray.train.torch
 
@@ -59,8 +85,9 @@ class RayContext(WorkerContext):
         self._tracked_at_start = tracked  # None: unknown, so this worker prunes nothing
         # The driver checked the resume against the checkpoint and said the changed settings, all but the
         # data's (it reads no training rows: the workers compare the data). Rank 0 says those once the data
-        # is found the same (or refuses); the other ranks say nothing (checkpoint.check_resume_config).
-        self.resume_changes_to_say = "data" if self.rank == 0 else "none"
+        # is found the same (or refuses); the other ranks say nothing (checkpoint.check_resume_config). When
+        # a data setting changed the driver says nothing (``resume_say="all"``): rank 0 refuses, or says all.
+        self.resume_changes_to_say = resume_say if self.rank == 0 else "none"
         self.wandb_record: dict[str, Any] | None = None  # rank 0's W&B run (wandb_record), reported
 
     def build_engine(
@@ -182,21 +209,43 @@ def wandb_record(logger: Any) -> dict[str, Any] | None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    from metarec_dist.config import Config, from_dict
-    from metarec_dist.data.split import UserSplits
-    from metarec_dist.metrics.loggers import build_logger
-    from metarec_dist.run_folder import local_run_dir, storage_root
+    from metarec_dist.config import from_dict
+    from metarec_dist.run_folder import local_run_dir
     from metarec_dist.runtime.allocator import apply_process_settings
-    from metarec_dist.runtime.progress import ActorProgressLogger
-    from metarec_dist.runtime.ray_data import rank_data_footprint, read_first_users, read_shard, train_name
-    from metarec_dist.train.trainer import MetaTrainer
 
     cfg: Config = from_dict(Config, config["cfg"])
     logging.basicConfig(level=logging.INFO if cfg.logging.verbose else logging.WARNING)
     apply_process_settings(cfg.runtime)
     run_dir = local_run_dir(cfg.runtime)  # the driver made the storage path absolute
     resume_from = Path(config["resume_from"]) if config.get("resume_from") else None
-    ctx = RayContext(run_dir, resume_from, cfg.checkpoint.keep)
+    ctx = RayContext(run_dir, resume_from, cfg.checkpoint.keep, config.get("resume_say", "data"))
+    with notes_to_driver(config["progress"] if ctx.is_main and config.get("notes") else None):
+        _fit(cfg, ctx, config)
+
+
+@contextlib.contextmanager
+def notes_to_driver(actor: Any) -> Iterator[None]:
+    """Rank 0's ``metarec`` warnings go to the driver's progress ``actor`` too (None: nowhere else)."""
+    if actor is None:
+        yield
+        return
+    handler, logger = DriverNotes(actor), logging.getLogger("metarec")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _fit(cfg: Config, ctx: RayContext, config: dict[str, Any]) -> None:
+    """Rank ``ctx.rank``'s part of the run: its data, its logger, the trainer."""
+    from metarec_dist.data.split import UserSplits
+    from metarec_dist.metrics.loggers import build_logger
+    from metarec_dist.run_folder import storage_root
+    from metarec_dist.runtime.progress import ActorProgressLogger
+    from metarec_dist.runtime.ray_data import rank_data_footprint, read_first_users, read_shard, train_name
+    from metarec_dist.train.trainer import MetaTrainer
+
     # This rank's shard of the training users only; the validation users it evaluates (the first
     # train.eval_users by id, as a single process takes them).
     train = read_shard(train_name(ctx.rank))
@@ -217,7 +266,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         storage_root(cfg.runtime),
         config["cfg"],
         ctx.is_main,
-        directory=run_dir,  # W&B files inside the run folder when it is local
+        directory=ctx.run_dir,  # W&B files inside the run folder when it is local
         extra=(ActorProgressLogger(config["progress"]),) if config.get("progress") is not None else (),
     )
     ctx.wandb_record = wandb_record(logger)
