@@ -156,27 +156,60 @@ class RayContext(WorkerContext):
         no manifest, or is older: Ray restores a previous run's record of its checkpoints
         (``checkpoint_manager_snapshot.json``), which lags behind the run folder when that run was killed
         (its last reports never registered); resuming from it would redo those steps and move their
-        complete checkpoints aside. So checkpoints Ray has lost track of are never trained over."""
+        complete checkpoints aside. So checkpoints Ray has lost track of are never trained over: after a
+        failover too, where Ray's record lags behind the checkpoints this run saved (``found_checkpoint``)."""
         import ray.train
 
         from metarec_dist.checkpoint import MANIFEST
 
+        found = self.found_checkpoint()
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
-            yield self.resume_from
+            yield found
             return
         with checkpoint.as_directory() as folder:
-            stale = _older(checkpoint.path, self.resume_from)
-            if ((Path(folder) / MANIFEST).is_file() and not stale) or self.resume_from is None:
+            stale = _older(checkpoint.path, found)
+            if ((Path(folder) / MANIFEST).is_file() and not stale) or found is None:
                 yield Path(folder)  # without a manifest, loading it names what is missing
                 return
         why = "is older than the run folder's newest complete one" if stale else f"has no {MANIFEST}"
-        log.warning("Ray's latest checkpoint %s %s; resuming from %s", checkpoint.path, why, self.resume_from)
-        yield self.resume_from
+        log.warning("Ray's latest checkpoint %s %s; resuming from %s", checkpoint.path, why, found)
+        yield found
+
+    def found_checkpoint(self) -> Path | None:
+        """The checkpoint the driver found, or a newer one of the run folder that every rank finished.
+
+        After a failover Ray restarts the workers from the latest checkpoint its controller registered,
+        which lags behind the saves: a worker killed at step 105 of a run saving every 20 steps restarted at
+        60 (measured), with 80 and 100 whole in the run folder, moved aside and trained again (and never
+        pruned, being complete). A checkpoint counts when its manifest (written once every rank has saved)
+        lists files that are all there at their size: a rank's upload cut short by the failure is not."""
+        from metarec_dist.checkpoint import list_checkpoints
+
+        if self.run_dir is None:
+            return self.resume_from
+        whole = next((p for p in reversed(list_checkpoints(self.run_dir)) if _whole(p)), None)
+        if whole is None or (self.resume_from is not None and not _older(str(self.resume_from), whole)):
+            return self.resume_from
+        return whole
+
+
+def _whole(folder: Path) -> bool:
+    """Whether every file ``folder``'s manifest lists is there at its size (no sha256: read at loading)."""
+    from metarec_dist.checkpoint import read_manifest
+    from metarec_dist.errors import UserError
+
+    try:
+        files = read_manifest(folder)["files"]
+    except UserError:
+        return False
+    return all(
+        (folder / rel).is_file() and (folder / rel).stat().st_size == m["size"] for rel, m in files.items()
+    )
 
 
 def _older(ray_path: str, found: Path | None) -> bool:
-    """Whether Ray's checkpoint (its storage path) has an older step than ``found``, the driver's."""
+    """Whether the checkpoint at ``ray_path`` (Ray's) has an older step than ``found``."""
     from metarec_dist.checkpoint import checkpoint_step
 
     if found is None:
