@@ -645,13 +645,22 @@ def with_resume_point(out: dict[str, Any], resume_from: Path | None) -> dict[str
     metrics of the last report that came with one (the first run's): the driver, which knows where this
     run resumed, says that nothing was trained (the summary's "already finished" line). The step comes from
     the checkpoint's name: a run that trained on has pruned that checkpoint by now if checkpoint.keep was
-    lowered (reading its client state failed the finished run)."""
-    if resume_from is not None and out.get("step") is not None:
-        from metarec_dist.checkpoint import checkpoint_step, read_client_state
+    lowered (reading its client state failed the finished run).
 
-        saved = checkpoint_step(Path(resume_from).name)
-        if saved is None:  # not named as a checkpoint: its client state says
-            saved = int(read_client_state(resume_from)["step"])
-        if int(out["step"]) == saved:
-            out["resumed_from"] = saved
+    Ray's result can also be older than the checkpoint resumed from: the last checkpoints of a stopped job
+    or a killed driver were never registered by Ray (``resume_dir`` resumes from them all the same). With
+    nothing trained since, the result is that checkpoint, without Ray's metrics of an older step (the
+    summary named the older checkpoint and said "stopped early")."""
+    if resume_from is None:
+        return out
+    from metarec_dist.checkpoint import checkpoint_step, read_client_state
+
+    saved = checkpoint_step(Path(resume_from).name)
+    if saved is None:  # not named as a checkpoint: its client state says
+        saved = int(read_client_state(resume_from)["step"])
+    if out.get("step") is None or int(out["step"]) < saved:
+        kept = {k: out[k] for k in ("run_path", "wandb") if k in out}
+        return {**kept, "step": saved, "checkpoint": str(resume_from), "resumed_from": saved}
+    if int(out["step"]) == saved:
+        out["resumed_from"] = saved
     return out

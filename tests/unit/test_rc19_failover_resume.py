@@ -50,3 +50,23 @@ def test_the_drivers_checkpoint_stays_when_nothing_newer_is_whole(tmp_path):
     assert _context(run, newest).found_checkpoint() == newest
     assert _context(run, older).found_checkpoint() == older
     assert _context(None, older).found_checkpoint() == older  # cloud storage: nothing to look at here
+
+
+def test_a_rerun_past_rays_record_reports_the_checkpoint_it_resumed_from(tmp_path):
+    """A job stopped at step 100 still saved 150 (= train.meta_steps) before its workers went, which Ray
+    never registered. Its re-run resumed from 150 and trained nothing; Ray's result was still step 100's:
+    the summary named checkpoint_step_000100 and said "stopped early; raise train.early_stop_patience"."""
+    from metarec_dist.config import load_config
+    from metarec_dist.runtime.ray_launcher import with_resume_point
+    from metarec_dist.train.summary import next_step_line
+
+    cfg = load_config("configs/tiny.yaml", ["train.meta_steps=150"])
+    point = _checkpoint(tmp_path / "run", 150)
+    rays = {"step": 100.0, "loss": 4.2, "checkpoint": str(tmp_path / "run" / "checkpoint_step_000100")}
+    run = str(tmp_path / "run")
+    out = with_resume_point({**rays, "run_path": run}, point)
+    assert out == {"run_path": run, "step": 150, "checkpoint": str(point), "resumed_from": 150}
+    assert next_step_line(out, cfg).startswith("finished:   already, at meta-step 150;")
+    assert with_resume_point({"run_path": "r"}, point)["checkpoint"] == str(point)  # Ray registered none
+    trained_on = with_resume_point({"step": 200.0, "loss": 4.0}, point)
+    assert trained_on == {"step": 200.0, "loss": 4.0}  # a run that trained past it keeps its own result
