@@ -61,6 +61,36 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
     )
 
 
+def check_ray_address() -> None:
+    """Before ``init_ray``: a ``RAY_ADDRESS`` nothing answers at is one line (:func:`check_reachable`)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """``UserError`` when nothing listens at ``RAY_ADDRESS`` (``HOST:PORT``, ``ray://HOST:PORT``): Ray
+    itself retries for ever there, printing GCS time-outs every 30 s (measured with Ray 2.60). ``auto`` and
+    addresses without a port are left to Ray."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a malformed address: ray.init says what is wrong with it
+        return
+    if not host or port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(
+            f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); start its head "
+            "(ray start --head, docs/cluster.md), or unset RAY_ADDRESS for a local cluster metarec starts"
+        ) from None
+
+
 def _restore_sigterm(handler: Any) -> None:
     """``ray.init`` installs Ray's failure handler for SIGTERM in this process (a stack dump, then exit),
     over the Python one: `kill` or `ray job stop` then ends the run without ``metarec train``'s
@@ -559,6 +589,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     if shards is not None:
         rank0_says = check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     warn_if_oversubscribed(cfg)
+    check_ray_address()
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
     check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)
