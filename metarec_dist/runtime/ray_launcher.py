@@ -442,7 +442,7 @@ def check_resume_settings(
     its shard). What rank 0 says of the changed settings once it has compared the data (``say`` of
     ``checkpoint.check_resume_config``): ``"all"`` when a data setting changed, so that changed data is one
     refusal, not this process's warning of the other settings followed by the workers' refusal; else
-    ``"data"`` (this process has said the rest)."""
+    ``"data"`` (this process has said the rest); ``"all"`` too when it had no checkpoint to compare."""
     from metarec_dist.checkpoint import (
         check_resume_config,
         other_world_size,
@@ -450,8 +450,8 @@ def check_resume_settings(
         read_manifest,
     )
 
-    if point is None:
-        return "data"
+    if point is None:  # nothing checked here (a fresh run, or cloud storage, where Ray finds the checkpoint)
+        return "all"
     # The workers refuse another world size (open_checkpoint) only after Ray has started them: say it now.
     written_by = read_manifest(point)["world_size"]
     if written_by != cfg.runtime.num_workers:

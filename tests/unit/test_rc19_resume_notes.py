@@ -87,3 +87,10 @@ def test_rank_0_warnings_are_printed_by_the_driver(caplog):
     with notes_to_driver(None):  # verbose: Ray shows the worker's own log, nothing is sent
         log.warning("shown by Ray")
     assert len(actor.updates) == 1
+
+
+def test_with_nothing_checked_on_the_driver_rank_0_says_every_change(tmp_path):
+    """Cloud storage (``s3://``): the driver finds no checkpoint, Ray's is resumed from; an
+    ``optim.lr`` changed since went unsaid (rank 0 said only data settings)."""
+    cfg, _, _, ids = _ray_checkpoint(tmp_path)
+    assert check_resume_settings(cfg, None, 40, ids) == "all"
