@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from metarec_dist.runtime.ray_launcher import init_ray
+from metarec_dist.runtime.ray_launcher import check_ray_address, init_ray
 
 _POOL: ActorPool | None = None
 IN_FLIGHT = 2  # batches queued per actor
@@ -56,6 +56,7 @@ class ActorPool:
     """``workers`` Ray actors, each scoring whole batches with the payload it was given."""
 
     def __init__(self, workers: int, threads: int = 1) -> None:
+        check_ray_address()
         init_ray()
         have = int(ray.cluster_resources().get("CPU", 0))
         if workers > have:

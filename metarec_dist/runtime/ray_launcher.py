@@ -17,10 +17,13 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metarec_dist.config import Config
 from metarec_dist.errors import UserError
+
+if TYPE_CHECKING:
+    from metarec_dist.data.config import DataConfig
 
 log = logging.getLogger("metarec")
 
@@ -56,6 +59,36 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
         _node_ip_address="127.0.0.1",
         **quiet,
     )
+
+
+def check_ray_address() -> None:
+    """Before ``init_ray``: a ``RAY_ADDRESS`` nothing answers at is one line (:func:`check_reachable`)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """``UserError`` when nothing listens at ``RAY_ADDRESS`` (``HOST:PORT``, ``ray://HOST:PORT``): Ray
+    itself retries for ever there, printing GCS time-outs every 30 s (measured with Ray 2.60). ``auto`` and
+    addresses without a port are left to Ray."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a malformed address: ray.init says what is wrong with it
+        return
+    if not host or port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(
+            f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); start its head "
+            "(ray start --head, docs/cluster.md), or unset RAY_ADDRESS for a local cluster metarec starts"
+        ) from None
 
 
 def _restore_sigterm(handler: Any) -> None:
@@ -178,10 +211,14 @@ def build_trainer(
     catalogue: dict[str, Any],
     progress: Any = None,
     resume_from: Path | None = None,
+    resume_say: str = "data",
+    notes: bool = False,
 ):
     """``catalogue``: ``num_items`` and, when the data has them, ``item_titles`` and ``item_raw_ids``, so
     checkpoints of a Ray run carry them like a local run's (``metarec recommend`` speaks raw ids), and
-    ``features`` (the side-information tables, numpy only) for the model."""
+    ``features`` (the side-information tables, numpy only) for the model. ``resume_say``: what rank 0 says
+    of the settings changed since ``resume_from`` (``check_resume_settings``); ``notes``: rank 0 sends its
+    warnings to ``progress``, for the driver to print (Ray shows no worker output unless verbose)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -196,6 +233,8 @@ def build_trainer(
         "catalogue": catalogue,
         "progress": progress,
         "resume_from": str(resume_from) if resume_from else None,
+        "resume_say": resume_say,
+        "notes": notes,
     }
     return TorchTrainer(
         train_loop_per_worker,
@@ -397,10 +436,13 @@ def resume_point_of(cfg: Config) -> Path | None:
 
 def check_resume_settings(
     cfg: Config, point: Path | None, num_items: int, item_raw_ids: list[str] | None = None
-) -> None:
+) -> str:
     """Shape-changing settings (or another catalogue: size, or ``item_raw_ids`` when given) against the
     checkpoint: an error; others: a warning. The training users are compared by the workers (each holds
-    its shard)."""
+    its shard). What rank 0 says of the changed settings once it has compared the data (``say`` of
+    ``checkpoint.check_resume_config``): ``"all"`` when a data setting changed, so that changed data is one
+    refusal, not this process's warning of the other settings followed by the workers' refusal; else
+    ``"data"`` (this process has said the rest); ``"all"`` too when it had no checkpoint to compare."""
     from metarec_dist.checkpoint import (
         check_resume_config,
         other_world_size,
@@ -408,13 +450,32 @@ def check_resume_settings(
         read_manifest,
     )
 
-    if point is None:
-        return
+    if point is None:  # nothing checked here (a fresh run, or cloud storage, where Ray finds the checkpoint)
+        return "all"
     # The workers refuse another world size (open_checkpoint) only after Ray has started them: say it now.
     written_by = read_manifest(point)["world_size"]
     if written_by != cfg.runtime.num_workers:
         raise UserError(other_world_size(point, written_by, cfg.runtime.num_workers))
-    check_resume_config(point, read_client_state(point), cfg, num_items, item_raw_ids)
+    client = read_client_state(point)
+    rank0_says = "all" if data_judged_by_workers(client, cfg) else "data"
+    check_resume_config(
+        point, client, cfg, num_items, item_raw_ids, say="all" if rank0_says == "data" else "none"
+    )
+    return rank0_says
+
+
+def data_judged_by_workers(client: dict[str, Any], cfg: Config) -> bool:
+    """Whether a ``data.*`` setting changed since the checkpoint (its client state ``client``) and the
+    workers compare the data with the digests it records: only they can tell a refusal from a warning."""
+    from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, config_changes, resolved_config
+    from metarec_dist.metrics.redact import redact
+
+    if client.get(TRAIN_DATA) is None and client.get(TRAIN_FEATURES) is None:
+        return False  # a checkpoint from before the digests: the driver compares the catalogue only
+    changes = config_changes(
+        resolved_config(client.get("config") or {}), resolved_config(redact(cfg.to_dict()))
+    )
+    return any(key.startswith("data.") for key in changes)
 
 
 def prepare_off_driver(cfg: Config, scratch: Path) -> Any:
@@ -439,13 +500,41 @@ def prepare_off_driver(cfg: Config, scratch: Path) -> Any:
         return prepare_shards(cfg.data, scratch)
     here = NodeAffinitySchedulingStrategy(node, soft=False)
     task = ray.remote(num_cpus=1, max_calls=1, max_retries=0)(prepare_shards)
+    data = data_as_driver_sees_it(cfg.data)
     try:
-        return ray.get(task.options(scheduling_strategy=here).remote(cfg.data, scratch))
+        return ray.get(task.options(scheduling_strategy=here).remote(data, scratch))
     except ray.exceptions.RayTaskError as exc:
         mistake = user_error_in(exc)
         if mistake is None:
             raise
         raise mistake from None
+
+
+def data_as_driver_sees_it(data: DataConfig) -> DataConfig:
+    """``data`` with every place it is read from or cached in fixed as this process resolves it: the data
+    folder (``$METAREC_DATA_DIR``), the cache (``$METAREC_CACHE_DIR``) and the files, absolute.
+
+    The Ray task that prepares the data runs on this node but in a Ray worker process: on a joined cluster
+    (``RAY_ADDRESS``) that has the environment and working directory of the node's ``ray start``, not this
+    process's. Handed ``data`` as given, it looked for ``data.name`` outside ``$METAREC_DATA_DIR`` (and went
+    to download it), read a relative ``data.path`` from another folder, and wrote the cache entry where the
+    driver, looking in ``$METAREC_CACHE_DIR``, never finds it."""
+    from metarec_dist.data.cache import cache_root
+    from metarec_dist.data.fetch import default_data_dir
+
+    def absolute(path: str | None) -> str | None:
+        if path is None or "://" in path:
+            return path
+        return os.path.abspath(os.path.expanduser(path))
+
+    return dataclasses.replace(
+        data,
+        path=absolute(data.path),
+        data_dir=absolute(data.data_dir) or str(default_data_dir().absolute()),
+        cache_dir=str(cache_root(data).absolute()),
+        user_features_path=absolute(data.user_features_path),
+        item_features_path=absolute(data.item_features_path),
+    )
 
 
 def train_on_ray(cfg: Config, verbose: bool = False) -> dict[str, Any]:
@@ -491,20 +580,22 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     from metarec_dist.run_folder import run_path
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
     from metarec_dist.runtime.ray_data import user_datasets
+    from metarec_dist.runtime.ray_worker import WANDB_METRIC
 
     # Before Ray starts: a missing file fails in a second. The driver reads no rows of the log, ever: a
     # cache hit is a folder of Parquet files, and a miss is prepared by a Ray task (prepare_off_driver).
     resume_from = resume_point_of(cfg)
     shards = cached_shards(cfg.data)
     if shards is not None:
-        check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
+        rank0_says = check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     warn_if_oversubscribed(cfg)
+    check_ray_address()
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
     check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)
     if shards is None:
         shards = prepare_off_driver(cfg, scratch)
-        check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
+        rank0_says = check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
     shards.folder = cluster_readable(shards.folder, cfg)
     datasets = user_datasets(shards, cfg.runtime.num_workers)
     actor = ProgressActor.remote()
@@ -515,10 +606,13 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         "features": shards.features,  # numpy tables; each worker adds its users' ids (split_users)
         "new_items": shards.new_items,  # new_items protocol: validation ranks them
     }
-    trainer = build_trainer(cfg, datasets, catalogue, progress=actor, resume_from=resume_from)
+    notes = not (verbose or cfg.logging.verbose)  # verbose: Ray shows the workers' own logs
+    trainer = build_trainer(
+        cfg, datasets, catalogue, progress=actor, resume_from=resume_from, resume_say=rank0_says, notes=notes
+    )
     bar = ProgressBar.for_run(cfg, resume_from)
     try:
-        result = run_with_progress(trainer.fit, actor, bar)
+        result = run_with_progress(trainer.fit, actor, WithWorkerNotes(bar))
     except Exception as exc:  # Ray Train raises a worker's failure from fit(), wrapped
         mistake = user_error_in(exc)
         if mistake is None:
@@ -528,25 +622,52 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         bar.close()
     if result.error:
         raise user_error_in(result.error) or result.error
+    metrics = dict(result.metrics or {})
+    reported = metrics.pop(WANDB_METRIC, None)
     out = {
-        **(result.metrics or {}),
+        **metrics,
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "run_path": run_path(cfg.runtime),
-        **wandb_used(cfg),
+        **wandb_used(cfg, reported),
     }
     return with_resume_point(out, resume_from)
 
 
-def wandb_used(cfg: Config) -> dict[str, Any]:
+class WithWorkerNotes:
+    """The progress sink, plus the warnings rank 0 sends through the progress actor (``ray_worker``'s
+    ``DriverNotes``), logged here as the worker logged them: a Ray run's resume warnings, W&B's fallback to
+    offline, ... were otherwise seen only with ``--verbose`` (Ray's log forwarding is off)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        from metarec_dist.runtime.ray_worker import NOTE_KEY
+
+        note = metrics.get(NOTE_KEY)
+        if isinstance(note, dict):
+            log.log(int(note.get("level", logging.WARNING)), "%s", note.get("message"))
+            return
+        self.sink.log(metrics, step)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def wandb_used(cfg: Config, reported: Any = None) -> dict[str, Any]:
     """``{"wandb": record}``: the W&B run rank 0 logged to, as it resolved it (its environment, not this
-    process's: a Ray node's or a job's ``WANDB_*`` variables may differ), from the run folder; empty when
-    none was recorded (W&B off, cloud storage)."""
+    process's: a Ray node's or a job's ``WANDB_*`` variables may differ): the run folder's record, else
+    the one rank 0 ``reported`` with its metrics (cloud storage, where the folder cannot be read here), if
+    of this run's id; empty when there is neither (W&B off)."""
     from metarec_dist.metrics.wandb_logger import read_record, run_id
     from metarec_dist.run_folder import local_run_dir, storage_root
 
     if cfg.logging.wandb == "off":
         return {}
-    record = read_record(local_run_dir(cfg.runtime), run_id(cfg.runtime.run_name, storage_root(cfg.runtime)))
+    rid = run_id(cfg.runtime.run_name, storage_root(cfg.runtime))
+    record = read_record(local_run_dir(cfg.runtime), rid)
+    if record is None and isinstance(reported, dict) and reported.get("id") == rid:
+        record = reported  # a run folder moved here has Ray's record of the old id: not this run's
     return {} if record is None else {"wandb": record}
 
 
@@ -555,13 +676,22 @@ def with_resume_point(out: dict[str, Any], resume_from: Path | None) -> dict[str
     metrics of the last report that came with one (the first run's): the driver, which knows where this
     run resumed, says that nothing was trained (the summary's "already finished" line). The step comes from
     the checkpoint's name: a run that trained on has pruned that checkpoint by now if checkpoint.keep was
-    lowered (reading its client state failed the finished run)."""
-    if resume_from is not None and out.get("step") is not None:
-        from metarec_dist.checkpoint import checkpoint_step, read_client_state
+    lowered (reading its client state failed the finished run).
 
-        saved = checkpoint_step(Path(resume_from).name)
-        if saved is None:  # not named as a checkpoint: its client state says
-            saved = int(read_client_state(resume_from)["step"])
-        if int(out["step"]) == saved:
-            out["resumed_from"] = saved
+    Ray's result can also be older than the checkpoint resumed from: the last checkpoints of a stopped job
+    or a killed driver were never registered by Ray (``resume_dir`` resumes from them all the same). With
+    nothing trained since, the result is that checkpoint, without Ray's metrics of an older step (the
+    summary named the older checkpoint and said "stopped early")."""
+    if resume_from is None:
+        return out
+    from metarec_dist.checkpoint import checkpoint_step, read_client_state
+
+    saved = checkpoint_step(Path(resume_from).name)
+    if saved is None:  # not named as a checkpoint: its client state says
+        saved = int(read_client_state(resume_from)["step"])
+    if out.get("step") is None or int(out["step"]) < saved:
+        kept = {k: out[k] for k in ("run_path", "wandb") if k in out}
+        return {**kept, "step": saved, "checkpoint": str(resume_from), "resumed_from": saved}
+    if int(out["step"]) == saved:
+        out["resumed_from"] = saved
     return out
