@@ -574,6 +574,7 @@ def deploy(
 
     from metarec_dist.runtime import ray_launcher
 
+    ray_launcher.check_ray_address()  # nothing answering at RAY_ADDRESS: one line, not Ray's endless retries
     # A cluster started here gets a CPU per replica thread even beyond the cores: replicas that do not
     # fit would stay pending and the deployment would never finish (they oversubscribe the cores).
     try:

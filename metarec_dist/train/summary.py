@@ -36,6 +36,8 @@ def wandb_lines(cfg: Config, run_path: str | None, used: dict[str, Any] | None =
         offline = sorted(Path(run_path).glob(f"wandb/offline-run-*-{rid}"))
         if offline:
             lines.append(f"W&B sync:   wandb sync {' '.join(str(p) for p in offline)}")
+    elif used is not None and used.get("sync_dir"):  # cloud storage: the files are on worker 0's node
+        lines.append(f"W&B sync:   wandb sync {used['sync_dir']} (on the node worker 0 ran on)")
     return lines
 
 

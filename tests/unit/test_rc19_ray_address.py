@@ -26,3 +26,15 @@ def test_an_address_nothing_listens_on_is_one_line():
 @pytest.mark.parametrize("address", ["auto", "ray://head", "127.0.0.1:notaport", "http://[::1"])
 def test_what_is_not_host_and_port_is_left_to_ray(address):
     check_reachable(address)  # Ray resolves "auto" and says what is wrong with a malformed address
+
+
+def test_serve_with_an_address_nothing_listens_on_is_one_line(monkeypatch):
+    """`metarec serve` joined through RAY_ADDRESS: the same one line before Ray is started or joined."""
+    from metarec_dist.runtime import serving
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(UserError, match="no Ray cluster answers there"):
+        serving.deploy(object(), {}, replicas=1, threads=1, max_body=1024, joined=True)
