@@ -82,10 +82,13 @@ def start_server(
                 up.set()
 
     threading.Thread(target=read, daemon=True).start()
-    while not up.wait(0.5):
-        if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
-            stop_server(proc)
-            raise RuntimeError("metarec serve did not come up:\n" + "".join(lines[-40:]))
+    try:
+        while not up.wait(0.5):
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
+                raise RuntimeError("metarec serve did not come up:\n" + "".join(lines[-40:]))
+    except BaseException:  # also Ctrl-C while it starts: its own session gets no SIGINT, stop it here
+        stop_server(proc)
+        raise
     return proc, lines, time.perf_counter() - t0
 
 
@@ -186,8 +189,11 @@ def run_serve_bench(
         for b in bodies[:warmup]:
             _post(url, b)
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
+        pool = ThreadPoolExecutor(concurrency)
+        try:
             answers = list(pool.map(lambda b: _post(url, b), bodies[warmup:]))
+        finally:  # on Ctrl-C, drop the requests not yet sent instead of sending them all first
+            pool.shutdown(wait=False, cancel_futures=True)
         result["served"] = {
             **_served_summary(answers, time.perf_counter() - t0),
             "replicas": replicas,
