@@ -1,6 +1,7 @@
 """Data pipeline throughput: load + preprocess a generated log, then cut meta-learning tasks from it.
 
-Run: ``python -m metarec_dist.bench.data_bench --interactions 1000000``.
+Run: ``metarec bench data --interactions 1000000`` (the command, machine and load recorded with the result),
+or ``python -m metarec_dist.bench.data_bench --interactions 1000000 [--format csv]`` (the figures only).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import pyarrow.parquet as pq
 
 from metarec_dist.config import TasksConfig
 from metarec_dist.data import DataConfig, prepare_data
+from metarec_dist.errors import UserError
 from metarec_dist.tasks.sampler import TaskSampler
 
 MEAN_LENGTH = 50  # interactions per user, on average
+MIN_INTERACTIONS = 1000  # fewer: a split with no users to time (or an empty Parquet file)
 
 
 def make_log(interactions: int, seed: int = 0) -> pa.Table:
@@ -48,6 +51,8 @@ def build_tasks(prepared, seed: int = 0, batches: int = 200, batch_size: int = 6
 
 def run_data_bench(interactions: int, seed: int = 0, file_format: str = "parquet") -> dict:
     """Time load + preprocess (``rows_per_s``), a cached reload, and task cutting (``tasks_per_s``)."""
+    if interactions < MIN_INTERACTIONS:
+        raise UserError(f"--interactions must be >= {MIN_INTERACTIONS}, got {interactions}")
     with tempfile.TemporaryDirectory(prefix="metarec-data-bench-") as tmp:
         table = make_log(interactions, seed)
         path = Path(tmp) / f"log.{file_format}"
@@ -87,13 +92,17 @@ def run_data_bench(interactions: int, seed: int = 0, file_format: str = "parquet
         }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", default="parquet", choices=["parquet", "csv"])
-    args = parser.parse_args()
-    print(json.dumps(run_data_bench(args.interactions, args.seed, args.format), indent=2))
+    args = parser.parse_args(argv)
+    try:
+        result = run_data_bench(args.interactions, args.seed, args.format)
+    except UserError as exc:  # one line, as `metarec bench data` says it, not a traceback
+        parser.error(str(exc))
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
