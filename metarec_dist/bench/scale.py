@@ -308,16 +308,19 @@ def zero_part(num_items: int = 1_000_000) -> dict[str, Any]:
     }
 
 
-def sampled_part(num_items: int, steps: int = 16) -> dict[str, float]:
-    """Meta-batches of 64 tasks (FOMAML, 3 inner steps, d = 64) with 256 shared sampled negatives."""
-    from metarec_dist.config import load_config
-    from metarec_dist.data.split import UserSplits
-    from metarec_dist.runtime.context import LocalContext
-    from metarec_dist.train.trainer import MetaTrainer
+# configs/tiny.yaml as the defaults plus these: the same model wherever the command runs (reading
+# configs/tiny.yaml from the working directory gave the defaults' 64-token model outside the repository).
+TINY_CONFIG = ["model.max_seq_len=32", "optim.warmup_steps=10"]
 
-    cfg = load_config(
-        "configs/tiny.yaml" if Path("configs/tiny.yaml").is_file() else None,
+
+def sampled_config(steps: int) -> Any:
+    """The sampled part's config: configs/tiny.yaml's model and meta-batch with sampled softmax."""
+    from metarec_dist.config import load_config
+
+    return load_config(
+        None,
         [
+            *TINY_CONFIG,
             "model.loss=sampled",
             f"train.meta_steps={steps}",
             f"train.timing_warmup={steps // 4}",
@@ -326,6 +329,15 @@ def sampled_part(num_items: int, steps: int = 16) -> dict[str, float]:
             "logging.wandb=off",
         ],
     )
+
+
+def sampled_part(num_items: int, steps: int = 16) -> dict[str, float]:
+    """Meta-batches of 64 tasks (FOMAML, 3 inner steps, d = 64) with 256 shared sampled negatives."""
+    from metarec_dist.data.split import UserSplits
+    from metarec_dist.runtime.context import LocalContext
+    from metarec_dist.train.trainer import MetaTrainer
+
+    cfg = sampled_config(steps)
     data = UserSplits(random_users(4000, num_items, seed=4), [], [], num_items)
     return {"tasks_per_s": MetaTrainer(cfg, LocalContext(None), data).fit()["tasks_per_s"]}
 
