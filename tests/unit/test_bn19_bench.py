@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from metarec_dist.bench import serve_bench
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ctrl_c_while_the_server_starts_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,3 +44,68 @@ def test_ctrl_c_while_the_server_starts_stops_it(monkeypatch: pytest.MonkeyPatch
             p.wait()
     assert len(started) == 1
     assert not left, "the server child was left running after Ctrl-C"
+
+
+def test_data_bench_module_says_a_too_small_log_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m metarec_dist.bench.data_bench --interactions 0` printed a DataError traceback naming a
+    temporary Parquet file; now the flag and its least value, as `metarec bench data` says it."""
+    from metarec_dist.bench import data_bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        data_bench.main(["--interactions", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--interactions must be >= 1000, got 0" in err and "Traceback" not in err
+
+
+def test_sampled_part_is_the_tiny_config_wherever_it_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """docs/benchmarks.md: the sampled part runs tiny-config meta-steps. It read configs/tiny.yaml from the
+    working directory, so outside the repository it silently ran the defaults' model (64 tokens)."""
+    from metarec_dist.bench.scale import sampled_config
+    from metarec_dist.config import load_config
+
+    overrides = ["model.loss=sampled", "train.meta_steps=16", "train.timing_warmup=4"]
+    overrides += ["train.log_every=16", "train.eval_every=0", "logging.wandb=off"]
+    tiny = load_config(str(REPO / "configs" / "tiny.yaml"), overrides)
+    monkeypatch.chdir(tmp_path)
+    assert sampled_config(16) == tiny
+    assert sampled_config(16).model.max_seq_len == 32 and sampled_config(16).meta.meta_batch_size == 64
+
+
+def _documented_bench_commands() -> list[list[str]]:
+    """Every `metarec bench ...` command line of docs/benchmarks.md, placeholders filled in."""
+    text = (REPO / "docs" / "benchmarks.md").read_text()
+    commands = []
+    for line in re.findall(r"metarec bench [^`#\n]*", text):
+        words = shlex.split(line.replace("[--set ...]", "").replace(" C ", " 4 ").replace(" R", " 1"))
+        if len(words) > 3:  # not a mention in prose ("metarec bench", "`metarec bench serve`'s `_post`")
+            commands.append(words[1:])
+    return commands
+
+
+def test_every_documented_bench_command_parses() -> None:
+    from metarec_dist.cli import build_parser
+
+    commands = _documented_bench_commands()
+    assert {c[1] for c in commands} >= {"meta-step", "system", "data", "scale", "serve"}
+    for argv in commands:
+        if argv[-1] == "--parts":  # the doc's sentence goes on on the next line
+            continue
+        args = build_parser().parse_args(argv)  # an option the CLI lost exits with status 2
+        assert args.bench == argv[1]
+
+
+def test_meta_step_says_its_data_is_synthetic(caplog: pytest.LogCaptureFixture) -> None:
+    """`bench meta-step` always times generated sequences of data.synthetic_items items; with a config that
+    names a real log it said nothing and its result did not record the catalogue size it ran."""
+    from metarec_dist.bench.meta_step import run_meta_step_bench
+    from metarec_dist.config import load_config
+
+    small = ["model.hidden_size=16", "model.num_heads=2", "meta.meta_batch_size=2", "data.synthetic_items=50"]
+    cfg = load_config(str(REPO / "configs" / "tiny.yaml"), [*small, "data.format=csv", "data.path=log.csv"])
+    with caplog.at_level(logging.WARNING, logger="metarec"):
+        result = run_meta_step_bench(cfg, repeats=1, loop_repeats=1)
+    assert result["data"] == "synthetic" and result["num_items"] == 50 and result["tasks"] == 2
+    assert any("data.format=csv is not read" in r.getMessage() for r in caplog.records)
