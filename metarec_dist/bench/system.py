@@ -73,20 +73,22 @@ def run_system_bench(cfg: Config, steps: int = 400) -> dict[str, Any]:
     # A-B-A: the in-process run before and after the Ray run, so a drift in the machine's speed during
     # the measurement (a shared 2-core VM) does not land on one side only.
     before = inproc()
-    with tempfile.TemporaryDirectory() as storage:
-        remote = _variant(
-            cfg,
-            steps,
-            "runtime.backend=ray",
-            "runtime.num_workers=1",
-            f"runtime.cpus_per_worker={os.cpu_count() or 1}",
-            f"runtime.storage_path={storage}",
-            "runtime.run_name=bench-system",
-        )
-        start = time.perf_counter()
-        ray_ds = train_on_ray(remote)  # Ray start, workers, Ray Data, DeepSpeed set-up, training
-        walls["ray_ds_wall_s"] = time.perf_counter() - start
-    shutdown_ray()  # the second in-process run must not share the cores with an idle Ray cluster
+    try:
+        with tempfile.TemporaryDirectory(prefix="metarec-bench-system-") as storage:
+            remote = _variant(
+                cfg,
+                steps,
+                "runtime.backend=ray",
+                "runtime.num_workers=1",
+                f"runtime.cpus_per_worker={os.cpu_count() or 1}",
+                f"runtime.storage_path={storage}",
+                "runtime.run_name=bench-system",
+            )
+            start = time.perf_counter()
+            ray_ds = train_on_ray(remote)  # Ray start, workers, Ray Data, DeepSpeed set-up, training
+            walls["ray_ds_wall_s"] = time.perf_counter() - start
+    finally:  # also on a failure or Ctrl-C: the cluster this bench started does not outlive its run
+        shutdown_ray()  # and the second in-process run must not share the cores with an idle cluster
     after = inproc()
     inproc_tasks_per_s = (before + after) / 2
     return {

@@ -109,3 +109,36 @@ def test_meta_step_says_its_data_is_synthetic(caplog: pytest.LogCaptureFixture) 
         result = run_meta_step_bench(cfg, repeats=1, loop_repeats=1)
     assert result["data"] == "synthetic" and result["num_items"] == 50 and result["tasks"] == 2
     assert any("data.format=csv is not read" in r.getMessage() for r in caplog.records)
+
+
+def test_system_bench_stops_its_ray_cluster_when_the_ray_run_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray side failing (or a Ctrl-C in it) left the cluster the bench started running in the caller's
+    process: `shutdown_ray` was only reached after a successful run."""
+    from metarec_dist import data
+    from metarec_dist.bench.system import run_system_bench
+    from metarec_dist.config import load_config
+    from metarec_dist.runtime import ray_launcher
+    from metarec_dist.train import trainer
+
+    class Trainer:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def fit(self) -> dict[str, float]:
+            return {"tasks_per_s": 1.0}
+
+    class Prepared:
+        def user_splits(self) -> None:
+            return None
+
+    def ray_fails(cfg: object) -> dict[str, float]:
+        raise KeyboardInterrupt
+
+    stopped: list[bool] = []
+    monkeypatch.setattr(trainer, "MetaTrainer", Trainer)
+    monkeypatch.setattr(data, "prepare_data", lambda cfg: Prepared())
+    monkeypatch.setattr(ray_launcher, "train_on_ray", ray_fails)
+    monkeypatch.setattr(ray_launcher, "shutdown_ray", lambda: stopped.append(True))
+    with pytest.raises(KeyboardInterrupt):
+        run_system_bench(load_config(str(REPO / "configs" / "tiny.yaml")), steps=4)
+    assert stopped == [True]
