@@ -32,11 +32,11 @@ LENGTHS = (1, 3, 5, 10)
 
 
 def _histories(raw_ids: list[str], n: int, seed: int) -> list[list[str]]:
+    """``n`` histories of LENGTHS items in turn, distinct items each (at most the whole catalogue: a
+    catalogue under 10 items was numpy's "Cannot take a larger sample than population")."""
     rng = np.random.default_rng(seed)
-    return [
-        [raw_ids[i] for i in rng.choice(len(raw_ids), size=LENGTHS[j % len(LENGTHS)], replace=False)]
-        for j in range(n)
-    ]
+    sizes = [min(LENGTHS[j % len(LENGTHS)], len(raw_ids)) for j in range(n)]
+    return [[raw_ids[i] for i in rng.choice(len(raw_ids), size=size, replace=False)] for size in sizes]
 
 
 def _summary(latencies_s: list[float], wall_s: float) -> dict[str, float]:

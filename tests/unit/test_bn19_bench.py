@@ -142,3 +142,13 @@ def test_system_bench_stops_its_ray_cluster_when_the_ray_run_fails(monkeypatch: 
     with pytest.raises(KeyboardInterrupt):
         run_system_bench(load_config(str(REPO / "configs" / "tiny.yaml")), steps=4)
     assert stopped == [True]
+
+
+def test_serve_bench_histories_fit_a_small_catalogue() -> None:
+    """A catalogue under 10 items failed the whole bench with numpy's "Cannot take a larger sample than
+    population"; the histories are now at most the catalogue, distinct items each, lengths otherwise kept."""
+    small = serve_bench._histories(["a", "b", "c", "d"], 8, seed=0)
+    assert [len(h) for h in small] == [1, 3, 4, 4, 1, 3, 4, 4]
+    assert all(len(set(h)) == len(h) for h in small)
+    big = serve_bench._histories([str(i) for i in range(50)], 4, seed=0)
+    assert [len(h) for h in big] == list(serve_bench.LENGTHS)
