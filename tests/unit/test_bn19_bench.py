@@ -152,3 +152,34 @@ def test_serve_bench_histories_fit_a_small_catalogue() -> None:
     assert all(len(set(h)) == len(h) for h in small)
     big = serve_bench._histories([str(i) for i in range(50)], 4, seed=0)
     assert [len(h) for h in big] == list(serve_bench.LENGTHS)
+
+
+def test_scale_data_ratio_is_none_when_the_data_adds_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`metarec bench scale --parts data --interactions 1000` (the smallest N) printed
+    rank_data_ratio_2_vs_1 = -1816406250.0 and counted it as a target met: the memory the data adds was
+    noise below the 20k-interaction reference run, divided by max(..., 1e-9)."""
+    from metarec_dist.bench import scale
+
+    peaks = {"base": 563.1, "1x": 561.2, "10x": 561.3}  # the user pass's worker peaks (MiB)
+
+    def child(part: str, log: str, workers: int, **kwargs: object) -> dict[str, float]:
+        role = Path(log).stem.removeprefix("log-")
+        return {"worker_peak_mb": peaks[role] + (0.3 if workers == 1 and role == "base" else 0.0)} | {
+            "driver_peak_mb": 428.0
+        }
+
+    monkeypatch.setattr(scale, "_child", child)
+    out = scale.run_data(1000, tmp_path)
+    assert out["rank_data_mb_10x"] < 0 and out["rank_data_ratio_2_vs_1"] is None
+    assert scale._data_ratio(60.0, 120.0) == 0.5  # a measurable size still divides
+
+
+def test_scale_targets_leave_out_a_ratio_that_was_not_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarec_dist.bench import scale
+
+    measured = {"rank_data_ratio_2_vs_1": None, "driver_peak_ratio_10x_vs_1x": 1.0}
+    monkeypatch.setattr(scale, "run_data", lambda interactions, tmp: dict(measured))
+    out = scale.run_scale_bench(1000, 1, ("data",))
+    assert out["targets_met"] == {"driver_peak_ratio_10x_vs_1x": True}
