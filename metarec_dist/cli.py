@@ -403,8 +403,10 @@ def _bench(args: argparse.Namespace) -> int:
     context = provenance(args.argv)
     result = {"bench": args.bench, **_bench_result(args), **context, "load_after": os.getloadavg()}
     print(json.dumps(result) if args.json == STDOUT else json.dumps(result, indent=1))
-    if to_file:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    if to_file:  # a temp file renamed into place: a Ctrl-C or a full disk never leaves half a result
+        from metarec_dist.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(result, indent=1, default=str))
     return 0
 
 

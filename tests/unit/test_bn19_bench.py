@@ -183,3 +183,22 @@ def test_scale_targets_leave_out_a_ratio_that_was_not_measured(monkeypatch: pyte
     monkeypatch.setattr(scale, "run_data", lambda interactions, tmp: dict(measured))
     out = scale.run_scale_bench(1000, 1, ("data",))
     assert out["targets_met"] == {"driver_peak_ratio_10x_vs_1x": True}
+
+
+def test_atomic_writes_get_plain_file_permissions(tmp_path):
+    """JSON results, manifests and records written atomically were owner-only (mkstemp's 0600) where a plain
+    write gives the umask's mode; a replaced file keeps its own."""
+    import os
+    import stat
+
+    from metarec_dist.checkpoint import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+        assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+        (tmp_path / "r.json").chmod(0o640)
+        atomic_write_text(tmp_path / "r.json", "{}\n")
+        assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
