@@ -6,6 +6,7 @@ Only rank 0 gets a real logger; every other rank gets ``NullLogger`` so the trai
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger("metarec")
@@ -60,6 +61,46 @@ def wandb_run_id(logger: MetricLogger) -> str | None:
     return getattr(logger, "wandb_run_id", None)
 
 
+class PendingWandb:
+    """The W&B logger, made only by ``start()``. ``metarec train`` starts it once the run is known to train:
+    after the resume checks and only when steps are left, so a refused resume or a re-run of a finished run
+    starts no W&B run (offline: adds no ``offline-run-*`` folder to the run folder, logs no refused config).
+    Before the start it logs nothing and names no W&B run."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.logger: Any = None
+
+    def start(self) -> None:
+        if self.logger is None:
+            self.logger = self.make()
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self.logger is not None:
+            self.logger.log(metrics, step)
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+
+    @property
+    def wandb_run_id(self) -> str | None:
+        return getattr(self.logger, "wandb_run_id", None)
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The started W&B run's record (``wandb_logger.used_run``); None before the start."""
+        return getattr(self.logger, "record", None)
+
+
+def start_wandb(logger: MetricLogger) -> None:
+    """Starts the W&B run of ``logger`` (a ``MultiLogger`` from ``build_logger(..., defer_wandb=True)``);
+    nothing without one, or when it has started."""
+    for part in getattr(logger, "loggers", (logger,)):
+        if isinstance(part, PendingWandb):
+            part.start()
+
+
 def build_logger(
     logging_cfg: Any,
     run_name: str,
@@ -68,9 +109,10 @@ def build_logger(
     is_main: bool,
     directory: Any = None,
     extra: tuple[MetricLogger, ...] = (),
+    defer_wandb: bool = False,
 ) -> MetricLogger:
     """On rank 0: ``extra`` loggers (progress bar, ...), console lines when verbose, and W&B unless
-    ``logging.wandb=off``. Elsewhere: nothing."""
+    ``logging.wandb=off``, started here or, with ``defer_wandb``, by ``start_wandb``. Elsewhere: nothing."""
     if not is_main:
         return NullLogger()
     loggers: list[MetricLogger] = list(extra)
@@ -79,22 +121,28 @@ def build_logger(
     if logging_cfg.wandb != "off":
         from metarec_dist.metrics.wandb_logger import WandbLogger, run_id, wandb_mode
 
-        try:
-            wandb_logger = WandbLogger(
-                logging_cfg.project,
-                logging_cfg.entity,
-                run_name,
-                run_id(run_name, storage_path),
-                config,
-                wandb_mode(logging_cfg.wandb),
-                directory,
-                setting=logging_cfg.wandb,
+        loggers.append(
+            PendingWandb(
+                lambda: WandbLogger(
+                    logging_cfg.project,
+                    logging_cfg.entity,
+                    run_name,
+                    run_id(run_name, storage_path),
+                    config,
+                    wandb_mode(logging_cfg.wandb),
+                    directory,
+                    setting=logging_cfg.wandb,
+                )
             )
+        )
+    logger = MultiLogger(*loggers)
+    if not defer_wandb:
+        try:
+            start_wandb(logger)
         except BaseException:
-            MultiLogger(*loggers).close()  # the progress bar ends its line before the error is printed
+            logger.close()  # the progress bar ends its line before the error is printed
             raise
-        loggers.append(wandb_logger)
-    return MultiLogger(*loggers)
+    return logger
 
 
 CONSOLE_KEYS = ("loss", "query_loss", "adaptation_gain", "val/ndcg@10@k3", "tasks_per_s", "lr")

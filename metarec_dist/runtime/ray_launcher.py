@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -612,7 +613,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     )
     bar = ProgressBar.for_run(cfg, resume_from)
     try:
-        result = run_with_progress(trainer.fit, actor, WithWorkerNotes(bar))
+        result = fit_until_stopped(lambda: run_with_progress(trainer.fit, actor, WithWorkerNotes(bar)))
     except Exception as exc:  # Ray Train raises a worker's failure from fit(), wrapped
         mistake = user_error_in(exc)
         if mistake is None:
@@ -631,6 +632,21 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         **wandb_used(cfg, reported),
     }
     return with_resume_point(out, resume_from)
+
+
+def fit_until_stopped(fit: Callable[[], Any]) -> Any:
+    """``fit()``; on Ctrl-C (or SIGTERM) the workers are stopped before the interrupt goes on: ``fit``
+    runs Ray Train in a thread, whose workers trained on (and saved checkpoints) after the CLI had said
+    which meta-step a re-run resumes from, and after the run folder's lock and the users' scratch folder
+    were released. ``ray.shutdown`` (waiting for the processes) stops a cluster this process started;
+    one joined through ``RAY_ADDRESS`` ends the job's workers once the driver is gone."""
+    try:
+        return fit()
+    except KeyboardInterrupt:
+        import ray
+
+        ray.shutdown(wait_for_processes=True)
+        raise
 
 
 class WithWorkerNotes:

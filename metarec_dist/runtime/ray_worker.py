@@ -88,7 +88,7 @@ class RayContext(WorkerContext):
         # is found the same (or refuses); the other ranks say nothing (checkpoint.check_resume_config). When
         # a data setting changed the driver says nothing (``resume_say="all"``): rank 0 refuses, or says all.
         self.resume_changes_to_say = resume_say if self.rank == 0 else "none"
-        self.wandb_record: dict[str, Any] | None = None  # rank 0's W&B run (wandb_record), reported
+        self.logger: Any = None  # rank 0's logger: its W&B run (wandb_record), once started, is reported
 
     def build_engine(
         self,
@@ -126,7 +126,7 @@ class RayContext(WorkerContext):
 
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         name = ray_checkpoint_name(int(metrics["step"])) if checkpoint_dir else None
-        metrics = with_wandb_record(_plain(metrics), self.wandb_record)
+        metrics = with_wandb_record(_plain(metrics), wandb_record(self.logger))
         with private_files():  # Ray's copy into the run's storage: 0600 files, as a local run's
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
         for folder in self._staging:
@@ -301,8 +301,9 @@ def _fit(cfg: Config, ctx: RayContext, config: dict[str, Any]) -> None:
         ctx.is_main,
         directory=ctx.run_dir,  # W&B files inside the run folder when it is local
         extra=(ActorProgressLogger(config["progress"]),) if config.get("progress") is not None else (),
+        defer_wandb=True,  # started by MetaTrainer.fit, after the resume checks
     )
-    ctx.wandb_record = wandb_record(logger)
+    ctx.logger = logger
     trainer = MetaTrainer(cfg, ctx, data, logger=logger)
     try:
         trainer.fit()

@@ -33,7 +33,10 @@ def train_local(cfg: Config) -> dict[str, Any]:
         bar = ProgressBar.for_run(cfg, latest_complete(folder) if cfg.checkpoint.resume else None)
         # storage_root, as the Ray workers and the summary: the W&B run id is made from it
         root = storage_root(cfg.runtime)
-        logger = build_logger(cfg.logging, cfg.runtime.run_name, root, cfg.to_dict(), True, folder, (bar,))
+        # W&B starts in MetaTrainer.fit, once the resume is accepted and steps are left to train
+        logger = build_logger(
+            cfg.logging, cfg.runtime.run_name, root, cfg.to_dict(), True, folder, (bar,), defer_wandb=True
+        )
         try:
             device = "cuda:0" if cfg.runtime.use_gpu else None
             trainer = MetaTrainer(cfg, LocalContext(folder, cfg.checkpoint.keep, device), data, logger)

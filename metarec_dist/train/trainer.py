@@ -29,7 +29,7 @@ from metarec_dist.eval.new_items import check_enough_new_items
 from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 from metarec_dist.meta import MetaLearner, build_algorithm
 from metarec_dist.metrics.flops import StepShape, flops_per_task, matmul_params, mfu
-from metarec_dist.metrics.loggers import MetricLogger, NullLogger, wandb_run_id
+from metarec_dist.metrics.loggers import MetricLogger, NullLogger, start_wandb, wandb_run_id
 from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.runtime.context import WorkerContext
@@ -272,10 +272,12 @@ class MetaTrainer:
         if self.cfg.data.protocol == "new_items" and self.data.valid:  # now, not in the validation after
             new_items = self.data.new_items  # training (which would end the run before its final save)
             check_enough_new_items(0 if new_items is None else len(new_items), self.data.num_items, VALID_KS)
-        self.checkpointer.load()
-        self.keep_wandb_run_id()
+        self.checkpointer.load()  # refuses a resume of another model or data
         if self.state.resumed_from is not None and self.finished:
             log.warning("%s", finished_message(self.cfg, self.state.step, self.stopped_early))
+        else:  # W&B (deferred by train_local and the Ray workers) starts only for a run that trains
+            start_wandb(self.logger)
+            self.keep_wandb_run_id()
         self.engine.train()
         try:
             last = self.train_loop()
