@@ -93,6 +93,11 @@ class FeatureSpec:
         return self.column or self.name
 
 
+# The keys naming local data files or folders: relative to the folder a command runs from when not
+# absolute (evaluation finds them from the folder training recorded; a Ray data task gets them absolute).
+DATA_PATH_KEYS = ("path", "user_features_path", "item_features_path", "data_dir")
+
+
 @dataclass
 class DataConfig:
     format: str = "synthetic"

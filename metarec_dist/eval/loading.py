@@ -15,6 +15,7 @@ import torch
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.config import Config
+from metarec_dist.data.config import DATA_PATH_KEYS
 from metarec_dist.errors import UserError
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.run_folder import DATA_FOLDER, recorded_data_folder
@@ -77,10 +78,6 @@ def _load_folder(folder: Path) -> LoadedModel:
         fusion = None
         cfg = with_training_folder_paths(cfg, ckpt.run_dir_of(folder))
     return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state, fusion=fusion)
-
-
-# Config keys naming local data files or folders, relative to the folder training ran from when not absolute.
-DATA_PATH_KEYS = ("path", "user_features_path", "item_features_path", "data_dir")
 
 
 def training_folder(cfg: Config, run_dir: Path) -> Path | None:

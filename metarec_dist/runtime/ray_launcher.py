@@ -521,6 +521,7 @@ def data_as_driver_sees_it(data: DataConfig) -> DataConfig:
     to download it), read a relative ``data.path`` from another folder, and wrote the cache entry where the
     driver, looking in ``$METAREC_CACHE_DIR``, never finds it."""
     from metarec_dist.data.cache import cache_root
+    from metarec_dist.data.config import DATA_PATH_KEYS
     from metarec_dist.data.fetch import default_data_dir
 
     def absolute(path: str | None) -> str | None:
@@ -528,14 +529,9 @@ def data_as_driver_sees_it(data: DataConfig) -> DataConfig:
             return path
         return os.path.abspath(os.path.expanduser(path))
 
-    return dataclasses.replace(
-        data,
-        path=absolute(data.path),
-        data_dir=absolute(data.data_dir) or str(default_data_dir().absolute()),
-        cache_dir=str(cache_root(data).absolute()),
-        user_features_path=absolute(data.user_features_path),
-        item_features_path=absolute(data.item_features_path),
-    )
+    paths = {key: absolute(getattr(data, key)) for key in DATA_PATH_KEYS}
+    paths["data_dir"] = paths["data_dir"] or str(default_data_dir().absolute())
+    return dataclasses.replace(data, **paths, cache_dir=str(cache_root(data).absolute()))
 
 
 def train_on_ray(cfg: Config, verbose: bool = False) -> dict[str, Any]:
