@@ -44,7 +44,13 @@ ITEM_BIAS = "bias"  # the adapter (ItemBiasAdapter) whose fast weights are one p
 DATA_BUFFERS = ("content.ids_", "content.text_", "content.has_id")
 # The model settings that make the weights what they are: a source with another value of one of them is
 # another model (another shape, or, for num_heads, the same tensors split into other heads).
-MODEL_KEYS = ("arch", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len")
+# The resume's list (checkpoint.SHAPE_KEYS) less the adapters, which init_from carries over when this run's
+# extend the source's (check_adapters), and their rank, compared only where both runs have ranked adapters.
+MODEL_KEYS = tuple(
+    k.removeprefix("model.")
+    for k in ckpt.SHAPE_KEYS
+    if k.startswith("model.") and k not in ("model.adapters", "model.adapter_rank")
+)
 ITEM_TABLES = ("item_emb.weight", "item_factors.weight")  # a row per item (and padding, BOS)
 VOCAB_TABLES = ("content.embs.", "user_token.embs.")  # a row per feature value
 RANKED_ADAPTERS = ("lowrank", "itemlr")  # the adapters whose fast weights model.adapter_rank sizes
