@@ -18,7 +18,9 @@ from metarec_dist.eval.protocol import method_name
 from metarec_dist.eval.reproduce import build_protocol, validation_score
 
 
-def evaluate(label: str, export: Path, seed: int, out: Path, finetune: bool, fuse: bool) -> None:
+def evaluate(
+    label: str, export: Path, seed: int, out: Path, finetune: bool, fuse: bool, steps: int | None = None
+) -> None:
     loaded = load_model(str(export))
     data = load_prepared(loaded.cfg).user_splits()
     protocol = build_protocol("cold_start", data, [1, 3, 5, 10], loaded.cfg)
@@ -27,7 +29,8 @@ def evaluate(label: str, export: Path, seed: int, out: Path, finetune: bool, fus
     for tune, fused in variants:
         name = method_name(loaded.algorithm, tune, label, fuse=fused)
         if tune not in chosen:
-            chosen[tune] = protocol.choose_adaptation(loaded, tune)
+            fixed = None if steps is None else (steps, loaded.cfg.meta.inner_lr)
+            chosen[tune] = protocol.choose_adaptation(loaded, tune, fixed=fixed)
         res = protocol.evaluate(loaded, "test", finetune=tune, name=name, fuse=fused, adaptation=chosen[tune])
         res.info.update(
             {
@@ -49,6 +52,9 @@ def main() -> None:
     p.add_argument("--fuse", action="append", default=[], help="a label also evaluated fused")
     p.add_argument("--finetune", action="append", default=[], help="a label also fine-tuned at test time")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument(
+        "--steps", type=int, help="adapt with this many steps instead of choosing (0: the trained init alone)"
+    )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     for text in args.model:
@@ -57,7 +63,13 @@ def main() -> None:
             if (args.out / "per_user" / f"{label}-s{seed}.pkl").is_file():
                 continue  # done by an earlier call
             evaluate(
-                label, Path(f"{prefix}-s{seed}"), seed, args.out, label in args.finetune, label in args.fuse
+                label,
+                Path(f"{prefix}-s{seed}"),
+                seed,
+                args.out,
+                label in args.finetune,
+                label in args.fuse,
+                args.steps,
             )
 
 

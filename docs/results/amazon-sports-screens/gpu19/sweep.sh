@@ -22,16 +22,20 @@ fi
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 METAREC_DATA_DIR="$ROOT/.gpudata"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/logs/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-COMMON=(--config configs/coldstart-sasrec.yaml --set data.format=recbole --set data.name=amazon-sports
-  --set data.split=random --set data.valid_frac=0.1 --set data.test_frac=0.1 --set data.cache=false
-  --set runtime.use_gpu="${GPU:-true}" --set runtime.torch_threads=1 --set "runtime.storage_path=$OUT/runs")
+COMMON=(--config configs/coldstart-sasrec.yaml --set data.valid_frac=0.1 --set data.test_frac=0.1
+  --set data.cache=false --set runtime.use_gpu="${GPU:-true}" --set runtime.torch_threads=1
+  --set "runtime.storage_path=$OUT/runs")
+# launch/reproduce.sh's `data:` lines for each dataset; a run's settings come after them (the first is Amazon)
+AMZ=(--set data.format=recbole --set data.name=amazon-sports --set data.split=random)
+ML=(--set data.format=auto --set data.name=movielens-100k --set data.split=time)
 read -ra EXTRA <<< "${EXTRA:-}"  # a local dry run: GPU=false LIMIT=60 EXTRA="--set train.meta_steps=10 ..."
 FOMAML=(--set meta.algorithm=fomaml --set meta.dense_weight=1.0 --set meta.inner_lr=0.5)
 W128=(--set model.hidden_size=128 --set model.num_heads=4 --set model.dropout=0.5)
 W256=(--set model.hidden_size=256 --set model.num_heads=8 --set model.dropout=0.5)
 B256=(--set meta.meta_batch_size=256)
-one() {  # name seed settings...
+one() {  # name seed [--ml100k] settings...
   local name=$1 seed=$2; shift 2
+  case "$1" in --ml100k) shift; set -- "${ML[@]}" "$@" ;; *) set -- "${AMZ[@]}" "$@" ;; esac
   timeout -s INT "$LIMIT" python3 -m metarec_dist.cli train "${COMMON[@]}" "$@" "${EXTRA[@]}" --set train.seed="$seed" \
     --set runtime.run_name="$name-s$seed" --json "$OUT/logs/$name-s$seed.json" > "$OUT/logs/$name-s$seed.log" 2>&1
   echo "$name-s$seed exit $?"
@@ -53,6 +57,29 @@ if [ "${PLAN:-screen}" = screen ]; then  # the first call: one or two seeds of e
   done
   one fomaml64 0 "${FOMAML[@]}" & PIDS+=($!)
   one fomaml128-d05-b256 0 "${FOMAML[@]}" "${W128[@]}" "${B256[@]}" & PIDS+=($!)
+elif [ "${PLAN}" = session20 ]; then  # the twentieth session's one call (docs/results/amazon-sports.md "GPU"):
+  # (a) MovieLens 100K, the confirmation's three arms over 3 seeds, models back for the 2-core machine;
+  # (b) Amazon Sports, validation only: the recipe with one of its three changes undone each, 2 seeds
+  CFG=("${FOMAML[@]}" "${W128[@]}" "${B256[@]}")  # = configs/coldstart-gpu.yaml, as in the confirmation
+  CTRL=("${CFG[@]}" --set meta.algorithm=none)     # = gpu19/none128.yaml
+  for s in 0 1 2; do
+    one ml-sasrec64 $s --ml100k & PIDS+=($!)
+    one ml-fomaml128 $s --ml100k "${CFG[@]}" & PIDS+=($!)
+    one ml-none128 $s --ml100k "${CTRL[@]}" & PIDS+=($!)
+  done
+  for s in 0 1; do
+    one fomaml64-d05-b256 $s "${CFG[@]}" --set model.hidden_size=64 --set model.num_heads=2 & PIDS+=($!)
+    one fomaml128-d02-b256 $s "${CFG[@]}" --set model.dropout=0.2 & PIDS+=($!)
+    one fomaml128-d05-b64 $s "${CFG[@]}" --set meta.meta_batch_size=64 & PIDS+=($!)
+  done
+elif [ "${PLAN}" = scale20 ]; then  # the twentieth session's second call, validation only: the recipe made
+  # larger (256 wide) or given more tasks per step (512), the direction its ablations point to
+  W256D=(--set model.hidden_size=256 --set model.num_heads=8)
+  for s in 0 1; do
+    one fomaml256-d05-b256 $s "${FOMAML[@]}" "${W128[@]}" "${B256[@]}" "${W256D[@]}" & PIDS+=($!)
+    one fomaml128-d05-b512 $s "${FOMAML[@]}" "${W128[@]}" --set meta.meta_batch_size=512 & PIDS+=($!)
+  done
+  one fomaml256-d05-b512 0 "${FOMAML[@]}" "${W128[@]}" "${W256D[@]}" --set meta.meta_batch_size=512 & PIDS+=($!)
 else  # PLAN=confirm, the second call: 3 seeds of the screen's best, its control without an inner loop, and
   # the published `sasrec`; their models come back (exports, weights rounded to fp16 to fit the transfer)
   # for test users' evaluation on the 2-core machine
@@ -65,7 +92,17 @@ fi
 wait "${PIDS[@]}"
 kill "$DMON" 2>/dev/null
 python3 docs/results/amazon-sports-screens/gpu19/summarise.py "$OUT/logs" "$OUT/runs" | tee "$OUT/summary.md"
-if [ "${PLAN:-screen}" = screen ]; then tar czf "$OUT/logs.tgz" -C "$OUT" logs; exit 0; fi
+if [ "${PLAN:-screen}" != confirm ] && [ "${PLAN:-screen}" != session20 ]; then tar czf "$OUT/logs.tgz" -C "$OUT" logs; exit 0; fi
+if [ "$PLAN" = session20 ]; then
+  for run in "$OUT"/runs/ml-*-s[0-9]; do
+    python3 -m metarec_dist.cli export --checkpoint "$run" --out "$OUT/exports/$(basename "$run")" --no-fuse > /dev/null
+  done
+  python3 docs/results/amazon-sports-screens/gpu19/half.py "$OUT"/exports/*/*.safetensors
+  for m in ml-sasrec64 ml-fomaml128 ml-none128; do tar czf "$OUT/$m.tgz" -C "$OUT" exports/$m-s0 exports/$m-s1 exports/$m-s2; done
+  tar czf "$OUT/logs.tgz" -C "$OUT" logs
+  rm -rf "$OUT/logs" "$OUT/exports" "$OUT/runs"
+  exit 0
+fi
 for run in "$OUT"/runs/*-s[0-9]; do
   python3 -m metarec_dist.cli export --checkpoint "$run" --out "$OUT/exports/$(basename "$run")" --no-fuse > /dev/null
 done
