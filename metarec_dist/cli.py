@@ -147,6 +147,21 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--fuse-weight", type=float, metavar="W", help="fuse at this weight instead of choosing it"
     )
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--choose-adaptation",
+        action="store_true",
+        help="choose the test-time adaptation (steps, inner lr) on validation users as `metarec evaluate` "
+        "does and record it: recommend and serve apply it (default: they apply the trained "
+        "meta.adaptation_steps and meta.inner_lr; a fused export always records its own); needs the run's "
+        "data",
+    )
+    how.add_argument(
+        "--steps",
+        type=int,
+        help="record this fixed test-time adaptation instead (0: serve the meta-trained initialisation)",
+    )
+    p.add_argument("--inner-lr", type=float, help="with --steps: the inner lr (default: the trained one)")
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -291,14 +306,19 @@ def _export(args: argparse.Namespace) -> int:
     from functools import partial
 
     from metarec_dist.checkpoint import export, export_source, read_newest, run_dir_of
-    from metarec_dist.eval.cli import check_can_create
+    from metarec_dist.eval.cli import check_adaptation_args, check_can_create
     from metarec_dist.eval.fusion import add_fusion
+    from metarec_dist.eval.stored_adaptation import add_adaptation, fixed_adaptation
 
     # /proc, a read-only mount: refused now naming --out, not as a temp folder's OSError (or after --fuse).
     check_can_create(Path(args.out), f"export --out {args.out}")
+    check_adaptation_args(args)  # --inner-lr without --steps, a negative --steps: before the export
 
     def finish(temp: Path, source: Path) -> None:  # relative data files are found from the run's folder
-        add_fusion(temp, fuse=args.fuse, weight=args.fuse_weight, run_dir=run_dir_of(source))
+        run_dir = run_dir_of(source)
+        fixed = fixed_adaptation(temp, args.steps, args.inner_lr)
+        if not add_fusion(temp, fuse=args.fuse, weight=args.fuse_weight, run_dir=run_dir, fixed=fixed):
+            add_adaptation(temp, fixed, args.choose_adaptation, run_dir=run_dir)
 
     # A run folder may be training meanwhile and prune the checkpoint being exported: read_newest retries.
     out = read_newest(
@@ -315,9 +335,19 @@ def _export_summary(folder: Path) -> str:
     from metarec_dist.checkpoint import EXPORT_CONFIG
     from metarec_dist.eval.fusion import FUSION_KEY
     from metarec_dist.eval.protocol import FUSION_WEIGHTS
+    from metarec_dist.eval.stored_adaptation import ADAPTATION_KEY
 
     meta = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
     lines = [f"exported step {meta['step']} ({meta['num_items']} items) to {folder}"]
+    recorded = meta.get(ADAPTATION_KEY)
+    if recorded:
+        chosen = recorded["adaptation_selected_on"] == "valid"
+        how = "chosen on validation users" if chosen else "fixed by --steps"
+        per_k = " (per support size: see its per_shot)" if recorded.get("per_shot") else ""
+        lines.append(
+            f"test-time adaptation {recorded['steps']} steps at lr {recorded['inner_lr']:g}{per_k} ({how}), "
+            "which recommend and serve apply"
+        )
     fusion = meta.get(FUSION_KEY)
     if fusion:
         how = "chosen on validation users" if fusion["selected_on"] == "valid" else "fixed by --fuse-weight"

@@ -85,7 +85,8 @@ def _add_adaptation_args(p: argparse.ArgumentParser, searched: bool = True) -> N
     default = (
         "skips the validation search"
         if searched
-        else "default: a fused export's chosen steps, else the trained meta.adaptation_steps"
+        else "default: the adaptation an export records (see metarec export --help), else the trained "
+        "meta.adaptation_steps"
     )
     p.add_argument("--steps", type=int, help=f"fixed test-time adaptation steps ({default})")
     lr_default = "" if searched else "; default: as --steps, the trained meta.inner_lr"
@@ -520,6 +521,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     check_tune_users(args, loaded, fixed, fuse, base[0] if base else None)
     exported = export_adaptation(args, loaded, fixed, fuse, list(protocol.shots))
+    if exported is not None and not fuse:
+        print(
+            f"note: adapted as {loaded.source} records ({_settings(exported, list(protocol.shots))}), which "
+            "recommend and serve apply; --steps or --tune-users evaluate another",
+            file=sys.stderr,
+        )
     results = [_evaluate_one(loaded, protocol, args.split, args.finetune, fixed, fuse, exported)]
     if fuse and loaded.fusion is not None:
         note = exported_fusion_note(loaded, results[0].info["adaptation"], list(protocol.shots))
@@ -575,12 +582,26 @@ def export_adaptation(
     fuse: bool,
     shots: list[int],
 ) -> Adaptation | None:
-    """``--fuse`` on a fused export: the adaptation the export recorded (what recommend and serve apply), so
-    the numbers are the artefact's; None (choose on validation users, or ``fixed``) when the user asked for
-    another with ``--steps``/``--inner-lr``/``--tune-users``/``--finetune``, or when not fusing an export."""
-    if not fuse or loaded.fusion is None or fixed is not None or args.tune_users is not None or args.finetune:
+    """The adaptation an export recorded (what recommend and serve apply), so the numbers are the artefact's:
+    a fused export's, with ``--fuse``; a plain export's (``export --choose-adaptation`` / ``--steps``),
+    without. None (choose on validation users, or ``fixed``) when the user asked for another with
+    ``--steps``/``--inner-lr``/``--tune-users``/``--finetune``, or when the export records none for this
+    evaluation."""
+    if fixed is not None or args.tune_users is not None or args.finetune:
         return None
-    return loaded.fusion.adaptation(shots)
+    stored = loaded.fusion if fuse else loaded.adaptation
+    return None if stored is None else stored.adaptation(shots)
+
+
+def _settings(adaptation: Adaptation, shots: list[int]) -> str:
+    """``1 step, lr 0.25``, or per support size ``K=1: 1 step, lr 0.25; K=5: ...``."""
+
+    def one(steps: int, lr: float) -> str:
+        return f"{steps} step{'s' * (steps != 1)}, lr {lr:g}"
+
+    if adaptation.per_shot is None:
+        return one(adaptation.steps, adaptation.inner_lr)
+    return "; ".join(f"K={k}: {one(*adaptation.setting(k))}" for k in shots)
 
 
 def exported_fusion_note(loaded: LoadedModel, adaptation: dict[str, Any], shots: list[int]) -> str:

@@ -23,6 +23,7 @@ from metarec_dist.run_folder import DATA_FOLDER, recorded_data_folder
 if TYPE_CHECKING:
     from metarec_dist.data.prepared import PreparedData
     from metarec_dist.eval.fusion import Fusion
+    from metarec_dist.eval.stored_adaptation import StoredAdaptation
 
 
 @dataclass
@@ -35,6 +36,9 @@ class LoadedModel:
     algorithm_state: dict[str, torch.Tensor] = field(default_factory=dict)
     # An export made with ``--fuse``: the co-occurrence counts and the chosen weight (eval/fusion.py).
     fusion: Fusion | None = None
+    # A plain export made with ``--choose-adaptation`` / ``--steps``: the test-time adaptation it applies
+    # (eval/stored_adaptation.py); None: the trained one.
+    adaptation: StoredAdaptation | None = None
 
     @property
     def algorithm(self) -> str:
@@ -67,17 +71,28 @@ def load_model(path: str | Path, flag: str = "--checkpoint") -> LoadedModel:
 
 def _load_folder(folder: Path) -> LoadedModel:
     from metarec_dist.eval.fusion import load_fusion
+    from metarec_dist.eval.stored_adaptation import load_adaptation
 
+    adaptation = None
     if (folder / ckpt.EXPORT_CONFIG).is_file():
         model, cfg, meta, state = ckpt.load_exported(folder)
         fusion = load_fusion(folder, meta)
+        adaptation = load_adaptation(folder, meta)
         cfg = with_training_folder_paths(cfg, None, meta.get(DATA_FOLDER))  # recorded when it was exported
     else:  # a training checkpoint carries no fusion: `metarec export` adds it
         with tempfile.TemporaryDirectory(prefix="metarec-eval-") as tmp:
             model, cfg, meta, state = ckpt.load_exported(ckpt.export(folder, Path(tmp) / "export"))
         fusion = None
         cfg = with_training_folder_paths(cfg, ckpt.run_dir_of(folder))
-    return LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state, fusion=fusion)
+    return LoadedModel(
+        model=model,
+        cfg=cfg,
+        meta=meta,
+        source=folder,
+        algorithm_state=state,
+        fusion=fusion,
+        adaptation=adaptation,
+    )
 
 
 def training_folder(cfg: Config, run_dir: Path) -> Path | None:

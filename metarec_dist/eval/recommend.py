@@ -258,8 +258,9 @@ class Recommender:
     replica per request. The catalogue, the fusion and the adaptation are resolved once, at load.
 
     ``fixed``: (steps, inner lr) for every request (``--steps`` / ``--inner-lr``); otherwise a fused export's
-    setting for the history's length (the one its weight was chosen at), else the trained inner loop
-    (``none`` / ``sasrec`` adapt only with ``finetune``)."""
+    setting for the history's length (the one its weight was chosen at), else the adaptation a plain export
+    records (``metarec export --choose-adaptation`` / ``--steps``), else the trained inner loop (``none`` /
+    ``sasrec`` adapt only with ``finetune``)."""
 
     loaded: LoadedModel
     catalogue: Catalogue
@@ -289,6 +290,8 @@ class Recommender:
             return self.fixed
         if self.fusion is not None and not self.finetune:
             return self.fusion.setting(history)
+        if self.loaded.adaptation is not None and not self.finetune:  # export --choose-adaptation / --steps
+            return self.loaded.adaptation.setting(history)
         meta = self.loaded.cfg.meta
         adapts = ALGORITHMS[meta.algorithm].adapts or self.finetune
         return (meta.adaptation_steps if adapts else 0), meta.inner_lr

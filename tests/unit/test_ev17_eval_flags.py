@@ -114,7 +114,10 @@ def test_recommend_help_does_not_promise_a_validation_search(capsys):
         main(["recommend", "--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     assert "validation search" not in text and "tuned on valid" not in text
-    assert "default: a fused export's chosen steps, else the trained meta.adaptation_steps" in text
+    assert (
+        "default: the adaptation an export records (see metarec export --help), else the trained "
+        "meta.adaptation_steps" in text
+    )
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
