@@ -23,6 +23,7 @@ def train_local(cfg: Config) -> dict[str, Any]:
     from metarec_dist.train.trainer import MetaTrainer
 
     apply_process_settings(cfg.runtime)
+    check_gpu_visible(cfg)
     folder = local_run_dir(cfg.runtime)
     if folder is None:
         raise UserError(
@@ -43,6 +44,22 @@ def train_local(cfg: Config) -> dict[str, Any]:
             return {**trainer.fit(), "run_path": str(folder)}
         finally:
             logger.close()
+
+
+def check_gpu_visible(cfg: Config) -> None:
+    """``runtime.use_gpu=true`` in this process needs a CUDA device torch can see: without one the trainer
+    failed after reading the data, with torch's internal AttributeError (a CPU-only build) as a traceback."""
+    import torch
+
+    from metarec_dist.errors import UserError
+
+    if not cfg.runtime.use_gpu or torch.cuda.is_available():
+        return
+    build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+    raise UserError(
+        f"runtime.use_gpu=true: torch {torch.__version__} ({build}) sees no CUDA GPU on this machine; set "
+        "runtime.use_gpu=false to train on the CPU, or run where a GPU is visible (nvidia-smi)"
+    )
 
 
 def train(cfg: Config, verbose: bool = False) -> dict[str, Any]:
