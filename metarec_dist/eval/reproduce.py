@@ -320,6 +320,7 @@ def train_one(cfg: Config, run_dir: Path, keep_first_stage: bool = False) -> str
     """A fresh training run (its first stage, ``train.pretrain``, first); returns its final checkpoint.
     ``keep_first_stage`` (``--reuse-runs``): a finished first stage of the same settings is kept."""
     from metarec_dist.eval.loading import load_prepared
+    from metarec_dist.run_folder import RunLock
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.train.pretrain import run_pretrain
     from metarec_dist.train.trainer import MetaTrainer
@@ -329,7 +330,10 @@ def train_one(cfg: Config, run_dir: Path, keep_first_stage: bool = False) -> str
 
     def fit(c: Config) -> str:
         folder = Path(c.runtime.storage_path) / c.runtime.run_name
-        return MetaTrainer(c, LocalContext(folder, c.checkpoint.keep), data).fit()["checkpoint"]
+        # Locked as `metarec train` locks it, which also records the folder relative data files are read
+        # from (run_folder.RUN_INFO): evaluate / export find them from anywhere later.
+        with RunLock(folder):
+            return MetaTrainer(c, LocalContext(folder, c.checkpoint.keep), data).fit()["checkpoint"]
 
     run_pretrain(cfg, fit)  # the same data: the first stage takes this config's data section
     return fit(cfg)
