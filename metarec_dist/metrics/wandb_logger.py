@@ -47,9 +47,27 @@ def wandb_mode(setting: str) -> str | None:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
+RUN_ID_NAME = 48  # the run name's characters kept in a W&B run id
+
+
 def run_id(run_name: str, storage_path: str) -> str:
-    digest = hashlib.sha1(storage_path.encode()).hexdigest()[:8]
-    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', run_name)[:48]}-{digest}"
+    """The W&B run id of run ``run_name`` in ``storage_path``: the name (W&B's characters, at most
+    ``RUN_ID_NAME`` of them) and a hash. A name kept as it is hashes the storage path alone, as ever (the
+    id of such a run did not change); one cut or with other characters hashes the whole name too: two run
+    names alike in their first 48 characters, or alike but for a '.' and a '-', got one id and so logged to
+    one W&B run (online at the same time, or merged by ``wandb sync``)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", run_name)
+    hashed = storage_path if safe == run_name and len(safe) <= RUN_ID_NAME else f"{storage_path}\0{run_name}"
+    return f"{safe[:RUN_ID_NAME]}-{hashlib.sha1(hashed.encode()).hexdigest()[:8]}"
+
+
+def offline_folders(run_dir: Path, rid: str) -> list[Path]:
+    """The offline folders W&B wrote for run id ``rid`` in ``run_dir/wandb``, oldest first: one per session,
+    ``offline-run-<start second>-<id>``, and W&B adds ``-1``, ``-2`` ... to the name of a second session
+    started in the same second as an earlier one (a resume right after a start, a restarted worker)."""
+    same = re.compile(rf"^offline-run-(\d{{8}}_\d{{6}})-{re.escape(rid)}(?:-(\d+))?$")
+    found = [(m, p) for p in Path(run_dir).glob("wandb/offline-run-*") if (m := same.match(p.name))]
+    return [p for _, p in sorted(found, key=lambda f: (f[0][1], int(f[0][2] or 0)))]
 
 
 def project_name(project: str) -> str:
