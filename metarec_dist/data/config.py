@@ -119,7 +119,8 @@ class DataConfig:
     ordered_rows: bool = False  # no timestamp column: each user's rows are already in time order
     string_ids: bool = False  # accept non-numeric ids (e.g. Amazon ASINs); default: ids must be integers
     # The text files' encoding (the log, the side tables, item titles), a Python codec name: e.g. latin-1
-    # for MovieLens' u.item. Not for Parquet (UTF-8 by definition).
+    # for MovieLens' u.item. With one that writes ASCII as ASCII (latin-1, cp1252), a file that is valid
+    # UTF-8 is still read as UTF-8 (textio.to_utf8). Not for Parquet (UTF-8 by definition).
     encoding: str = "utf-8"
     hub_split: str = "train"
     hub_config: str | None = None

@@ -65,8 +65,16 @@ ENCODING_HINT = (
 
 
 def to_utf8(data: bytes, encoding: str, label: str) -> bytes:
-    """``data``, text in ``encoding`` (``data.encoding``), as UTF-8; bytes that are not ``encoding`` are a
-    DataError naming the line and the key."""
+    """``data``, text in ``encoding`` (``data.encoding``), as UTF-8. For an encoding that writes ASCII as
+    ASCII (latin-1, cp1252, ...), a file that is valid UTF-8 is taken as UTF-8 (a Latin-1 side table
+    beside a UTF-8 log and its UTF-8 titles: Latin-1 would read every byte, silently garbling the UTF-8
+    ones); bytes that are not ``encoding`` are a DataError naming the line and the key."""
+    if _ascii_compatible(encoding):
+        try:
+            data.decode("utf-8")
+            return data
+        except UnicodeDecodeError:
+            pass
     try:
         return data.decode(encoding).encode("utf-8")
     except UnicodeDecodeError as exc:
@@ -75,6 +83,10 @@ def to_utf8(data: bytes, encoding: str, label: str) -> bytes:
             f"{label}: line {line}: not valid {encoding} (byte 0x{data[exc.start]:02x}); data.encoding="
             f"{encoding} is not this file's encoding: set data.encoding to the one it is written in"
         ) from None
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    return "id,1\n".encode(encoding) == b"id,1\n"
 
 
 def check_file(path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from data_fixtures import cfg, write_u_data
+from data_fixtures import cfg, write_recbole, write_u_data
 
 from metarec_dist.checkpoint import config_changes
 from metarec_dist.config import Config, load_config
@@ -90,3 +90,28 @@ def test_a_checkpoint_from_before_the_key_resumes_without_a_change():
     assert config_changes(old, new) == {}
     new["data"]["encoding"] = "latin-1"
     assert config_changes(old, new) == {"data.encoding": ("utf-8", "latin-1")}
+
+
+def test_a_latin1_side_table_beside_utf8_files_reads_each_right(tmp_path):
+    """data.encoding=latin-1 for a Latin-1 item table next to a UTF-8 log whose RecBole .item (titles) is
+    UTF-8: Latin-1 reads any byte, so the UTF-8 titles would come out garbled ('Ã©'); a file that is valid
+    UTF-8 is read as UTF-8."""
+    log = write_recbole(tmp_path / "ml")
+    item = tmp_path / "ml" / "ml.item"
+    item.write_text(item.read_text(encoding="utf-8").replace("Forty", "Quarante é"), encoding="utf-8")
+    side = tmp_path / "items.csv"
+    side.write_bytes("item_id,name\n10,Dix\n40,Quarante é\n".encode("latin-1"))
+    settings = {"item_features_path": str(side), "item_features": [FeatureSpec(name="name", kind="title")]}
+    prepared = prepare_data(cfg(format="recbole", path=str(log), encoding="latin-1", **settings))
+    assert "Quarante é" in list(prepared.features.item["name"].values)
+    assert "Quarante é (1998)" in prepared.item_titles.values()  # before this rule: 'Quarante Ã© (1998)'
+
+
+def test_a_utf16_log_reads_with_data_encoding(tmp_path):
+    """UTF-16 writes ASCII as two bytes: every file is read in it, valid UTF-8 or not."""
+    path = tmp_path / "log.csv"
+    path.write_bytes("user_id,item_id,timestamp\n1,10,1\n1,20,2\n2,10,3\n2,20,4\n".encode("utf-16"))
+    prepared = prepare_data(
+        cfg(format="csv", path=str(path), encoding="utf-16", valid_frac=0.0, test_frac=0.0)
+    )
+    assert sorted(prepared.item_raw_ids) == ["10", "20"]
