@@ -4,8 +4,9 @@
   otherwise; ``offline``/``online`` force it. Every other ``WANDB_*`` variable (project, entity, dir, tags)
   is read by wandb itself. A run that cannot start (no key, no network: W&B gives up after its
   ``init_timeout``, 90 s) is a one-line ``UserError``; under ``auto`` with a key it is logged offline instead.
-- The run id is derived from the Ray run name (plus a hash of the storage path), with ``resume="allow"``:
-  re-running or auto-restarting the same run name continues the same W&B run.
+- The run id is derived from the run name (plus a hash of the storage path, and of the whole name when the
+  id cannot hold it as it is: ``run_id``), with ``resume="allow"``: re-running or auto-restarting the same
+  run name continues the same W&B run, and two run names never share one.
 - Each row is logged at W&B step = meta-step, so the history goes on where the last one ended across resumes.
   An offline resume writes a second ``offline-run-*-<id>`` folder, whose steps W&B cannot know offline (it
   would restart at 0 and, synced, overwrite the first folder's rows); with the meta-step they follow them,
