@@ -544,9 +544,11 @@ def check_resume_config(
     from metarec_dist.metrics.redact import redact
 
     cfg = resolve_loss(cfg, num_items)  # the checkpoint records the loss auto resolved to
+    check_same_start(folder, client.get("config") or {}, cfg)
     changes = config_changes(
         resolved_config(client.get("config") or {}), resolved_config(redact(cfg.to_dict()))
     )
+    changes.pop("train.init_from", None)  # the same source (check_same_start), spelt otherwise (relative)
     fatal = {k: v for k, v in changes.items() if k in SHAPE_KEYS}
     data = data_differences(client, num_items, item_raw_ids, train_data, train_features)
     if fatal or data:
@@ -573,6 +575,44 @@ def check_resume_config(
                 folder,
                 "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(said.items())),
             )
+
+
+def start_source(train: dict[str, Any]) -> tuple[str, str] | None:
+    """Where a run of these ``train`` settings (a ``Config.to_dict()["train"]``) took its first weights
+    from: ``("train.init_from", absolute path, seed filled in)``, ``("train.pretrain", its config file)``,
+    or None (from scratch). A relative path (recorded before ``metarec train`` made it absolute) is taken
+    from the current folder, as it was then."""
+    if train.get("pretrain"):
+        return "train.pretrain", str(train["pretrain"])
+    given = train.get("init_from")
+    if not given:
+        return None
+    path = str(given).replace("{seed}", str(train.get("seed")))
+    return "train.init_from", os.path.abspath(os.path.expanduser(path))
+
+
+def check_same_start(folder: Path, saved: dict[str, Any], cfg: Config) -> None:
+    """A resume loads the run's own checkpoint, never a ``train.init_from`` source or a ``train.pretrain``
+    first stage: a re-run under the same run name that names another source than the run started from
+    (or one where it had none, or none where it had one) would silently go on from the old one. One line
+    naming the key, both sources and what to do. Two ``train.pretrain`` files are the same source here:
+    the first stage's settings are compared by ``train.pretrain.run_pretrain``, not its file's path."""
+    import dataclasses
+
+    train = saved.get("train")
+    if not isinstance(train, dict):
+        return  # no config recorded: nothing to compare
+    was, now = start_source(train), start_source(dataclasses.asdict(cfg.train))
+    if was == now or (was and now and was[0] == now[0] == "train.pretrain"):
+        return
+    keys = {s[0] for s in (was, now) if s is not None}
+    key = "train.init_from" if "train.init_from" in keys else "train.pretrain"
+    recorded, given = (f"{s[0]} {s[1]}" if s else "no source (from scratch)" for s in (was, now))
+    raise UserError(
+        f"{key}: the run in {run_dir_of(Path(folder))} started from {recorded}, this one gives {given}; a "
+        "resume goes on from the run's own checkpoint and would ignore that: start a new run (--set "
+        "runtime.run_name=NEW), or give the recorded source again to resume"
+    )
 
 
 def _said_here(

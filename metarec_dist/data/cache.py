@@ -8,6 +8,7 @@ write (read-only disk, full disk) only costs the speed-up and is logged.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
@@ -25,7 +26,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from metarec_dist.data.config import DataConfig
+from metarec_dist.data.config import DataConfig, is_utf8
 from metarec_dist.data.features import EncodedFeature, FeatureTables
 from metarec_dist.data.prepared import PreparedData
 from metarec_dist.data.shards import UserShards, read_users, split_counts, write_users
@@ -70,6 +71,10 @@ def cache_key(files: list[Path], cfg: DataConfig) -> str:
         for k, v in dataclasses.asdict(cfg).items()
         if k not in _NOT_KEYED and not k.startswith("synthetic_") and (v or k not in _KEYED_WHEN_SET)
     }
+    # data.encoding only when not UTF-8 (entries from before the key stay valid), by its codec's name.
+    settings.pop("encoding", None)
+    if not is_utf8(cfg.encoding):
+        settings["encoding"] = codecs.lookup(cfg.encoding).name
     blob = json.dumps({"version": CACHE_VERSION, "files": stamps, "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -117,6 +118,10 @@ class DataConfig:
     columns: list[str] = field(default_factory=list)  # csv/tsv with header=false: column names in order
     ordered_rows: bool = False  # no timestamp column: each user's rows are already in time order
     string_ids: bool = False  # accept non-numeric ids (e.g. Amazon ASINs); default: ids must be integers
+    # The text files' encoding (the log, the side tables, item titles), a Python codec name: e.g. latin-1
+    # for MovieLens' u.item. With one that writes ASCII as ASCII (latin-1, cp1252), a file that is valid
+    # UTF-8 is still read as UTF-8 (textio.to_utf8). Not for Parquet (UTF-8 by definition).
+    encoding: str = "utf-8"
     hub_split: str = "train"
     hub_config: str | None = None
 
@@ -172,6 +177,7 @@ class DataConfig:
             )
         if self.format == "hub" and not self.name:
             raise ValueError("data.name: format 'hub' needs the Hugging Face dataset id in data.name")
+        check_encoding(self.encoding)
         if self.sep is not None and (self.sep == "" or "\n" in self.sep or "\r" in self.sep):
             raise ValueError("data.sep must be a non-empty separator without newlines, e.g. ',' or '::'")
         if not self.header and self.format in ("csv", "tsv") and not self.columns:
@@ -272,6 +278,22 @@ def _check_side_table_text(cfg: DataConfig, entity: str) -> None:
         raise ValueError(
             f"{key}_columns: {', '.join(map(repr, repeated))} named twice; name each column once"
         )
+
+
+def check_encoding(name: str) -> None:
+    """``data.encoding`` is a text encoding Python knows (not a bytes codec such as base64)."""
+    try:
+        "".encode(name)
+    except (LookupError, TypeError):
+        raise ValueError(
+            f"data.encoding: unknown text encoding {name!r}; give the files' encoding as Python names it, "
+            "e.g. utf-8 (the default), latin-1, cp1252 or utf-16"
+        ) from None
+
+
+def is_utf8(encoding: str) -> bool:
+    """Whether ``encoding`` is UTF-8 under any of its names (utf8, UTF-8, ...)."""
+    return codecs.lookup(encoding).name == "utf-8"
 
 
 # numpy seeds must be >= 0, torch's < 2**64; the evaluation mixes a seed into a torch seed as

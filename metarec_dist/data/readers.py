@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,11 +15,20 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from metarec_dist.data.columns import CANDIDATES, Where, resolve_columns, to_ids, to_numbers
-from metarec_dist.data.config import DataConfig
+from metarec_dist.data.config import DataConfig, is_utf8
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
 from metarec_dist.data.synthetic import make_synthetic_sequences
-from metarec_dist.data.textio import TextFile, TextSpec, arrow_source, check_file, open_bytes, reencode_hint
+from metarec_dist.data.textio import (
+    TextFile,
+    TextSpec,
+    arrow_source,
+    check_file,
+    open_bytes,
+    read_bytes,
+    reencode_hint,
+    to_utf8,
+)
 from metarec_dist.data.titles import read_titles
 
 log = logging.getLogger(__name__)
@@ -109,7 +119,7 @@ def _build(table: pa.Table, roles: dict[str, str], where: Where, cfg: DataConfig
 
 
 def _read_text(spec: TextSpec, cfg: DataConfig, source: str, ratings: bool) -> RawLog:
-    text = TextFile(spec)
+    text = TextFile(dataclasses.replace(spec, encoding=cfg.encoding))
     roles = resolve_columns(text.names, text.label, cfg, optional_rating=ratings)
     ids = (roles["user"], roles["item"]) if cfg.string_ids else ()
     table = text.read(list(dict.fromkeys(roles.values())), string_columns=ids)
@@ -145,76 +155,93 @@ def _read_parquet(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
 
 
 def _read_jsonl(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
-    table, where = read_jsonl_table(path)
+    table, where = read_jsonl_table(path, cfg.encoding)
     if table.num_rows == 0:
         raise DataError(f"{path}: no JSON records")
     roles = resolve_columns(table.column_names, str(path), cfg, optional_rating=ratings)
     return _build(table, roles, where, cfg, f"{path} (jsonl)")
 
 
-def read_jsonl_table(path: Path) -> tuple[pa.Table, Where]:
-    """A JSON Lines file as one Arrow table, and where its rows are (their line numbers); a file Arrow
-    cannot read is a DataError naming the first bad line."""
+def read_jsonl_table(path: Path, encoding: str = "utf-8") -> tuple[pa.Table, Where]:
+    """A JSON Lines file (text in ``encoding``, ``data.encoding``) as one Arrow table, and where its rows
+    are (their line numbers); a file Arrow cannot read is a DataError naming the first bad line."""
     check_file(path)
     try:
-        table = pj.read_json(arrow_source(path))
+        table = pj.read_json(arrow_source(path) if is_utf8(encoding) else _utf8_buffer(path, encoding))
+        table.validate(full=True)  # Arrow's JSON reader keeps bytes that are not UTF-8 in its strings
     except pa.ArrowInvalid as exc:
-        raise diagnose_jsonl(path) or DataError(f"{path}: cannot be read as JSON Lines: {exc}") from None
-    return table, Where(str(path), lambda row: f"line {jsonl_line(path, row)}")
+        raise diagnose_jsonl(path, encoding) or DataError(
+            f"{path}: cannot be read as JSON Lines: {exc}"
+        ) from None
+    return table, Where(str(path), lambda row: f"line {jsonl_line(path, row, encoding)}")
 
 
-def jsonl_line(path: Path, row: int) -> int:
-    seen = -1
+def _utf8_buffer(path: Path, encoding: str) -> pa.BufferReader:
+    """The file's text, in ``encoding``, as UTF-8 in Arrow's memory (as ``arrow_source``)."""
+    data = to_utf8(read_bytes(path), encoding, str(path))
+    buf = pa.allocate_buffer(len(data))
+    pa.FixedSizeBufferWriter(buf).write(data)
+    return pa.BufferReader(buf)
+
+
+def _jsonl_lines(path: Path, encoding: str) -> Iterator[bytes]:
+    """The file's lines as UTF-8 bytes."""
+    if not is_utf8(encoding):
+        yield from to_utf8(read_bytes(path), encoding, str(path)).splitlines(keepends=True)
+        return
     with open_bytes(path) as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                seen += 1
-                if seen == row:
-                    return number
+        yield from f
+
+
+def jsonl_line(path: Path, row: int, encoding: str = "utf-8") -> int:
+    seen = -1
+    for number, line in enumerate(_jsonl_lines(path, encoding), 1):
+        if line.strip():
+            seen += 1
+            if seen == row:
+                return number
     return -1
 
 
-def diagnose_jsonl(path: Path) -> DataError | None:
+def diagnose_jsonl(path: Path, encoding: str = "utf-8") -> DataError | None:
     """Error path: the first line that is not UTF-8, not JSON, not an object, or changes a field's type."""
     kinds: dict[str, tuple[str, int]] = {}
     first = True
-    with open_bytes(path) as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
+    for number, raw in enumerate(_jsonl_lines(path, encoding), 1):
+        if not raw.strip():
+            continue
+        if first and raw.lstrip().startswith(b"["):  # the first record opens a JSON array
+            return DataError(
+                f"{path}: line {number}: a JSON array; the reader takes JSON Lines, one object per line "
+                "(pandas: df.to_json(path, orient='records', lines=True); jq: jq -c '.[]')"
+            )
+        first = False
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return DataError(
+                f"{path}: line {number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); {reencode_hint(raw)}"
+            )
+        except json.JSONDecodeError as exc:
+            return DataError(f"{path}: line {number}, column {exc.colno}: not valid JSON ({exc.msg})")
+        if not isinstance(record, dict):
+            return DataError(f"{path}: line {number}: expected a JSON object per line")
+        for key, value in record.items():
+            kind = (
+                "null"
+                if value is None
+                else "number"
+                if isinstance(value, (int, float))
+                else type(value).__name__
+            )
+            if kind == "null":
                 continue
-            if first and raw.lstrip().startswith(b"["):  # the first record opens a JSON array
+            first = kinds.setdefault(key, (kind, number))
+            if first[0] != kind:
                 return DataError(
-                    f"{path}: line {number}: a JSON array; the reader takes JSON Lines, one object per line "
-                    "(pandas: df.to_json(path, orient='records', lines=True); jq: jq -c '.[]')"
+                    f"{path}: line {number}, column {key!r}: a {kind} where line {first[1]} has a "
+                    f"{first[0]}; use one type per field (ids as numbers, or all as strings)"
                 )
-            first = False
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                return DataError(
-                    f"{path}: line {number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
-                    f"{reencode_hint(raw)}"
-                )
-            except json.JSONDecodeError as exc:
-                return DataError(f"{path}: line {number}, column {exc.colno}: not valid JSON ({exc.msg})")
-            if not isinstance(record, dict):
-                return DataError(f"{path}: line {number}: expected a JSON object per line")
-            for key, value in record.items():
-                kind = (
-                    "null"
-                    if value is None
-                    else "number"
-                    if isinstance(value, (int, float))
-                    else type(value).__name__
-                )
-                if kind == "null":
-                    continue
-                first = kinds.setdefault(key, (kind, number))
-                if first[0] != kind:
-                    return DataError(
-                        f"{path}: line {number}, column {key!r}: a {kind} where line {first[1]} has a "
-                        f"{first[0]}; use one type per field (ids as numbers, or all as strings)"
-                    )
     return None
 
 

@@ -153,7 +153,7 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
         where = Where(str(path), lambda row: f"row {row + 1}")
     else:
-        table, where = read_jsonl_table(path)
+        table, where = read_jsonl_table(path, cfg.encoding)
         id_col, wanted = _resolve(table.column_names, str(path), entity, specs, cfg)
     if table.num_rows == 0:
         raise DataError(f"{path}: no rows")
@@ -184,14 +184,16 @@ def _side_text(path: Path, kind: str, entity: str, cfg: DataConfig) -> TextFile:
     ``data.<entity>_features_columns`` names its columns; else as before those keys (RecBole: tab and a
     header; csv/tsv: ``_delimited_side_table``)."""
     sep, columns = getattr(cfg, f"{entity}_features_sep"), getattr(cfg, f"{entity}_features_columns")
+    encoding = cfg.encoding
     if sep is None and not columns:
         if kind == "recbole":
-            return TextFile(TextSpec(path, "\t", header=True, quoting=False, side=entity))
-        return _delimited_side_table(path, kind, cfg.sep, entity)
+            return TextFile(TextSpec(path, "\t", header=True, quoting=False, side=entity, encoding=encoding))
+        return _delimited_side_table(path, kind, cfg.sep, entity, encoding)
     default = "\t" if kind == "recbole" else cfg.sep or ("," if kind == "csv" else "\t")
     header = not columns
     # CSV quoting for .csv files only, as without these keys (TSV and RecBole-named files have none).
-    spec = TextSpec(path, sep or default, header, list(columns), quoting=kind == "csv", side=entity)
+    quoting = kind == "csv"
+    spec = TextSpec(path, sep or default, header, list(columns), quoting, side=entity, encoding=encoding)
     text = TextFile(spec)
     if header and len(text.names) < 2:  # one column: no feature, or a wrong separator
         key = f"data.{entity}_features_sep"
@@ -223,20 +225,22 @@ def _check_field_count(text: TextFile, entity: str, sep: str | None) -> None:
     )
 
 
-def _delimited_side_table(path: Path, kind: str, sep: str | None, entity: str) -> TextFile:
+def _delimited_side_table(path: Path, kind: str, sep: str | None, entity: str, encoding: str) -> TextFile:
     """A csv/tsv side table, split at ``data.sep`` when set. That key is mostly set for the log (a
     ';'-separated export) while a side table written by pandas keeps its extension's separator: a header
     that is one column at ``data.sep`` but several at the extension's (',' or tab) is read at the latter,
     which cannot misread it (a one-column table holds no feature); said at INFO."""
     default = "," if kind == "csv" else "\t"
+
+    def read(at: str) -> TextFile:
+        return TextFile(TextSpec(path, at, True, [], kind == "csv", side=entity, encoding=encoding))
+
     try:
-        return TextFile(TextSpec(path, sep or default, header=True, quoting=kind == "csv", side=entity))
+        return read(sep or default)
     except DataError as exc:
         if sep is None or sep == default:
             raise
-        text = _or_none(
-            lambda: TextFile(TextSpec(path, default, header=True, quoting=kind == "csv", side=entity))
-        )
+        text = _or_none(lambda: read(default))
         if text is None or len(text.names) < 2:
             raise exc from None
     log.info("%s: its header holds no data.sep=%r; read at %r, as its extension says", path, sep, default)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
+from metarec_dist.data.config import is_utf8
 from metarec_dist.data.errors import DataError
 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as MovieLens-1M's "::"
@@ -43,20 +44,49 @@ class TextSpec:
     side: str | None = (
         None  # a side table's entity ("user", "item"): hints name its data.<side>_features_* keys
     )
+    encoding: str = "utf-8"  # data.encoding: another one is transcoded to UTF-8 when read
 
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # what Excel's "Unicode text" and PowerShell write
 
 
 def reencode_hint(first_line: bytes) -> str:
-    """What to do about a file that is not UTF-8; a UTF-16 one (every other byte 0, so not one field
-    would read right) is named as such, with the command that converts it."""
+    """What to do about a file that is not UTF-8 (``data.encoding``); a UTF-16 one (every other byte 0, so
+    not one field would read right) is named as such."""
     if first_line.startswith(_UTF16_BOMS):
-        return (
-            "the file is UTF-16 (it starts with a UTF-16 byte order mark): re-save it as UTF-8, e.g. "
-            "iconv -f UTF-16 -t UTF-8 FILE > FILE.utf8"
-        )
-    return "re-save the file as UTF-8"
+        return "the file is UTF-16 (it starts with a UTF-16 byte order mark): --set data.encoding=utf-16"
+    return ENCODING_HINT
+
+
+ENCODING_HINT = (
+    "set data.encoding to the file's encoding, e.g. --set data.encoding=latin-1 (as MovieLens' u.item), "
+    "or re-save the file as UTF-8"
+)
+
+
+def to_utf8(data: bytes, encoding: str, label: str) -> bytes:
+    """``data``, text in ``encoding`` (``data.encoding``), as UTF-8. For an encoding that writes ASCII as
+    ASCII (latin-1, cp1252, ...), a file that is valid UTF-8 is taken as UTF-8 (a Latin-1 side table
+    beside a UTF-8 log and its UTF-8 titles: Latin-1 would read every byte, silently garbling the UTF-8
+    ones); bytes that are not ``encoding`` are a DataError naming the line and the key."""
+    if _ascii_compatible(encoding):
+        try:
+            data.decode("utf-8")
+            return data
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].decode(encoding, "replace").count("\n") + 1
+        raise DataError(
+            f"{label}: line {line}: not valid {encoding} (byte 0x{data[exc.start]:02x}); data.encoding="
+            f"{encoding} is not this file's encoding: set data.encoding to the one it is written in"
+        ) from None
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    return "id,1\n".encode(encoding) == b"id,1\n"
 
 
 def check_file(path: Path) -> None:
@@ -165,12 +195,6 @@ def _unquote_after_blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(hit, inner, column)
 
 
-def utf8_name(path: Path) -> Path:
-    """Where to re-save ``path`` as UTF-8: beside it, keeping its extension (``u.item`` -> ``u-utf8.item``),
-    which says how it is read."""
-    return path.with_name(f"{path.stem}-utf8{path.suffix}")
-
-
 def set_separator(key: str, sep: str) -> str:
     """The ``--set`` giving ``key`` the separator ``sep``, as a shell passes it and YAML reads it: a bare
     ``|`` is YAML's block-text sign (an empty value), so that one is quoted for YAML inside the shell's."""
@@ -186,8 +210,11 @@ class TextFile:
         self.label = str(spec.path)
         self._data: bytes | None = None  # the (rewritten) bytes when pyarrow cannot read the file as is
         self.delimiter = spec.sep
-        if spec.whitespace or len(spec.sep) > 1 or is_compressed(spec.path):
+        utf8 = is_utf8(spec.encoding)
+        if spec.whitespace or len(spec.sep) > 1 or is_compressed(spec.path) or not utf8:
             self._data = read_bytes(spec.path)  # decompressed: the line scans below read these bytes too
+        if not utf8:  # the readers and the line scans below take UTF-8
+            self._data = to_utf8(self._data, spec.encoding, self.label)
         if spec.whitespace:
             self.delimiter = " "
             raw = self._data
@@ -348,8 +375,7 @@ class TextFile:
                 column = self._column_at(raw, exc.start)
                 return DataError(
                     f"{self.label}: line {number}, column {column!r}: not valid UTF-8 "
-                    f"(byte 0x{raw[exc.start]:02x}); re-save the file as UTF-8, e.g. for a Latin-1 file (as "
-                    f"MovieLens' u.item): iconv -f LATIN1 -t UTF-8 {self.label} > {utf8_name(self.spec.path)}"
+                    f"(byte 0x{raw[exc.start]:02x}); {ENCODING_HINT}"
                 )
             fields = self._split(line)
             if len(fields) > len(names):

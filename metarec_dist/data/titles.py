@@ -10,16 +10,21 @@ import logging
 import re
 
 from metarec_dist.data.columns import CANDIDATES, bare
-from metarec_dist.data.config import DataConfig
+from metarec_dist.data.config import DataConfig, is_utf8
+from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
-from metarec_dist.data.textio import read_bytes
+from metarec_dist.data.textio import read_bytes, to_utf8
 
 log = logging.getLogger(__name__)
 _INT = re.compile(r"\s*-?\d+\s*")
 
 
-def _text(data: bytes) -> str:
-    # Old MovieLens metadata (u.item, movies.dat) is Latin-1; newer files are UTF-8.
+def _text(data: bytes, encoding: str, label: str) -> str:
+    """The metadata file's text in ``encoding`` (``data.encoding``, as ``textio.to_utf8`` reads it). Left
+    at UTF-8, a file that is not is read as Latin-1: old MovieLens metadata (u.item, movies.dat) is; newer
+    files are UTF-8."""
+    if not is_utf8(encoding):
+        return to_utf8(data, encoding, label).decode("utf-8")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -37,7 +42,7 @@ def _key(raw: str, string_ids: bool) -> str | None:
 def read_titles(layout: Layout, cfg: DataConfig) -> dict[str, str] | None:
     assert layout.meta is not None
     try:
-        text = _text(read_bytes(layout.meta))
+        text = _text(read_bytes(layout.meta), cfg.encoding, str(layout.meta))
         if layout.kind == "movielens-100k":
             rows = (line.split("|", 2)[:2] for line in text.splitlines())
         elif layout.kind == "movielens-1m":
@@ -55,7 +60,7 @@ def read_titles(layout: Layout, cfg: DataConfig) -> dict[str, str] | None:
         for row in rows:
             if len(row) == 2 and (key := _key(row[0], cfg.string_ids)) is not None:
                 titles[key] = row[1].strip()
-    except (OSError, ValueError, StopIteration) as exc:
+    except (OSError, ValueError, StopIteration, DataError) as exc:
         log.warning("item metadata %s not used: %s", layout.meta, exc)
         return None
     return titles or None

@@ -318,27 +318,37 @@ def training_budget(
 
 def train_one(cfg: Config, run_dir: Path, keep_first_stage: bool = False) -> str:
     """A fresh training run (its first stage, ``train.pretrain``, first); returns its final checkpoint.
-    ``keep_first_stage`` (``--reuse-runs``): a finished first stage of the same settings is kept."""
+    ``keep_first_stage`` (``--reuse-runs``): a finished first stage of the same settings is kept. The run
+    folder is locked as `metarec train` locks it, before it is cleared: another process training in it
+    (a reproduction started twice) is refused, not deleted under; the lock also records the folder
+    relative data files are read from (run_folder.RUN_INFO), for evaluate / export later."""
     from metarec_dist.eval.loading import load_prepared
+    from metarec_dist.run_folder import RunLock
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.train.pretrain import run_pretrain
     from metarec_dist.train.trainer import MetaTrainer
-
-    clear_run_dir(run_dir, cfg, keep_first_stage)  # a stale run of another config must never be resumed
-    data = load_prepared(cfg).user_splits()
 
     def fit(c: Config) -> str:
         folder = Path(c.runtime.storage_path) / c.runtime.run_name
         return MetaTrainer(c, LocalContext(folder, c.checkpoint.keep), data).fit()["checkpoint"]
 
-    run_pretrain(cfg, fit)  # the same data: the first stage takes this config's data section
-    return fit(cfg)
+    def fit_stage(c: Config) -> str:
+        with RunLock(Path(c.runtime.storage_path) / c.runtime.run_name):
+            return fit(c)
+
+    with RunLock(run_dir):
+        clear_run_dir(run_dir, cfg, keep_first_stage)  # a stale run of another config must never be resumed
+        data = load_prepared(cfg).user_splits()
+        run_pretrain(cfg, fit_stage)  # the same data: the first stage takes this config's data section
+        return fit(cfg)
 
 
 def clear_run_dir(run_dir: Path, cfg: Config, keep_first_stage: bool) -> None:
-    """Remove the run folder (this tool's own output), all of it, or all but a first stage that finished
-    with the settings of ``cfg``'s ``train.pretrain``."""
+    """Empty the run folder (this tool's own output; its lock and data-folder record stay: ``train_one``
+    has just written them), all of it, or all but a first stage that finished with the settings of
+    ``cfg``'s ``train.pretrain``."""
     from metarec_dist.errors import UserError
+    from metarec_dist.run_folder import LOCK_FILE, RUN_INFO
     from metarec_dist.train.pretrain import PRETRAIN_DIR, finished_run, pretrain_config, stage_dir
 
     stage = pretrain_config(cfg)
@@ -348,13 +358,16 @@ def clear_run_dir(run_dir: Path, cfg: Config, keep_first_stage: bool) -> None:
             keep = stage_dir(cfg) if finished_run(stage_dir(cfg), stage) is not None else None
         except UserError:
             keep = None
-    if keep is None:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return
-    log.info("--reuse-runs: keeping the finished first stage %s", keep)
-    for child in run_dir.iterdir():
-        if child.name != PRETRAIN_DIR:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if keep is not None:
+        log.info("--reuse-runs: keeping the finished first stage %s", keep)
+    kept = {LOCK_FILE, RUN_INFO, *([PRETRAIN_DIR] if keep is not None else [])}  # the first two: this run's
+    for child in run_dir.iterdir() if run_dir.is_dir() else ():
+        if child.name in kept:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def reused_checkpoint(run_dir: Path, cfg: Config) -> str | None:

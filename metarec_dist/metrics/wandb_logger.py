@@ -4,8 +4,9 @@
   otherwise; ``offline``/``online`` force it. Every other ``WANDB_*`` variable (project, entity, dir, tags)
   is read by wandb itself. A run that cannot start (no key, no network: W&B gives up after its
   ``init_timeout``, 90 s) is a one-line ``UserError``; under ``auto`` with a key it is logged offline instead.
-- The run id is derived from the Ray run name (plus a hash of the storage path), with ``resume="allow"``:
-  re-running or auto-restarting the same run name continues the same W&B run.
+- The run id is derived from the run name (plus a hash of the storage path, and of the whole name when the
+  id cannot hold it as it is: ``run_id``), with ``resume="allow"``: re-running or auto-restarting the same
+  run name continues the same W&B run, and two run names never share one.
 - Each row is logged at W&B step = meta-step, so the history goes on where the last one ended across resumes.
   An offline resume writes a second ``offline-run-*-<id>`` folder, whose steps W&B cannot know offline (it
   would restart at 0 and, synced, overwrite the first folder's rows); with the meta-step they follow them,
@@ -47,9 +48,27 @@ def wandb_mode(setting: str) -> str | None:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
+RUN_ID_NAME = 48  # the run name's characters kept in a W&B run id
+
+
 def run_id(run_name: str, storage_path: str) -> str:
-    digest = hashlib.sha1(storage_path.encode()).hexdigest()[:8]
-    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', run_name)[:48]}-{digest}"
+    """The W&B run id of run ``run_name`` in ``storage_path``: the name (W&B's characters, at most
+    ``RUN_ID_NAME`` of them) and a hash. A name kept as it is hashes the storage path alone, as ever (the
+    id of such a run did not change); one cut or with other characters hashes the whole name too: two run
+    names alike in their first 48 characters, or alike but for a '.' and a '-', got one id and so logged to
+    one W&B run (online at the same time, or merged by ``wandb sync``)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", run_name)
+    hashed = storage_path if safe == run_name and len(safe) <= RUN_ID_NAME else f"{storage_path}\0{run_name}"
+    return f"{safe[:RUN_ID_NAME]}-{hashlib.sha1(hashed.encode()).hexdigest()[:8]}"
+
+
+def offline_folders(run_dir: Path, rid: str) -> list[Path]:
+    """The offline folders W&B wrote for run id ``rid`` in ``run_dir/wandb``, oldest first: one per session,
+    ``offline-run-<start second>-<id>``, and W&B adds ``-1``, ``-2`` ... to the name of a second session
+    started in the same second as an earlier one (a resume right after a start, a restarted worker)."""
+    same = re.compile(rf"^offline-run-(\d{{8}}_\d{{6}})-{re.escape(rid)}(?:-(\d+))?$")
+    found = [(m, p) for p in Path(run_dir).glob("wandb/offline-run-*") if (m := same.match(p.name))]
+    return [p for _, p in sorted(found, key=lambda f: (f[0][1], int(f[0][2] or 0)))]
 
 
 def project_name(project: str) -> str:

@@ -222,6 +222,15 @@ def resumes(run_dir: Path | None, resume: bool) -> bool:
     return resume and run_dir is not None and ckpt.latest_complete(Path(run_dir)) is not None
 
 
+def check_resumed_source(run_dir: Path, cfg: Config) -> None:
+    """Before a resume (data, Ray, a first stage to train): a run re-run with another ``train.init_from``
+    or ``train.pretrain`` than it started from is refused now (``checkpoint.check_same_start``), not
+    after the data is read, nor after a first stage it would ignore has trained."""
+    point = ckpt.latest_complete(Path(run_dir))
+    if point is not None:
+        ckpt.check_same_start(point, ckpt.read_client_state(point).get("config") or {}, cfg)
+
+
 def check_source(path: str | Path | None, cfg: Config | None = None) -> None:
     """``train.init_from`` checked before any work (data, a Ray cluster, the workers): a path that is no
     run, checkpoint or export, or (given this run's ``cfg``) a run of another model size or with other

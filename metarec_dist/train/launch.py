@@ -67,12 +67,16 @@ def train(cfg: Config, verbose: bool = False) -> dict[str, Any]:
     finished yet, then the run itself, which starts from the first stage's weights."""
     from metarec_dist.run_folder import local_run_dir
     from metarec_dist.train.freeze import check_names
-    from metarec_dist.train.init_from import absolute_source, check_source, resumes
+    from metarec_dist.train.init_from import absolute_source, check_resumed_source, check_source, resumes
     from metarec_dist.train.pretrain import run_pretrain
 
-    if not resumes(local_run_dir(cfg.runtime), cfg.checkpoint.resume):  # a resume does not read it
+    folder = local_run_dir(cfg.runtime)
+    resuming = resumes(folder, cfg.checkpoint.resume)
+    if not resuming:  # a resume does not read it
         check_source(cfg.train.init_from_path, cfg)  # a wrong path, model or features fail now, not later
     cfg = absolute_source(cfg)  # Ray workers run in their own folders
+    if resuming:  # ... nor would it start from another source than the run's: refused now
+        check_resumed_source(folder, cfg)
     check_names(cfg.model, cfg.train.freeze)  # a typo too
     stage = run_pretrain(cfg, lambda stage_cfg: train_one(stage_cfg, verbose))
     result = train_one(cfg, verbose)

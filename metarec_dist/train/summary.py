@@ -17,6 +17,7 @@ def wandb_lines(cfg: Config, run_path: str | None, used: dict[str, Any] | None =
     from metarec_dist.metrics.wandb_logger import (
         describe,
         entity_name,
+        offline_folders,
         project_name,
         read_record,
         run_id,
@@ -33,7 +34,7 @@ def wandb_lines(cfg: Config, run_path: str | None, used: dict[str, Any] | None =
         entity = entity_name(cfg.logging.entity) or "<default entity>"
         lines = [f"W&B run:    {entity}/{project_name(cfg.logging.project)}/{rid} ({mode})"]
     if run_path and "://" not in run_path:  # offline runs' files are in a local run folder only
-        offline = sorted(Path(run_path).glob(f"wandb/offline-run-*-{rid}"))
+        offline = offline_folders(Path(run_path), rid)
         if offline:
             lines.append(f"W&B sync:   wandb sync {' '.join(str(p) for p in offline)}")
     elif used is not None and used.get("sync_dir"):  # cloud storage: the files are on worker 0's node

@@ -90,7 +90,7 @@ def test_a_utf16_file_is_named_as_such(tmp_path, suffix):
     path = tmp_path / f"log.{suffix}"
     text = "user_id,item_id,timestamp\n1,10,1\n" if suffix == "csv" else '{"user_id": 1, "item_id": 10}\n'
     path.write_bytes(text.encode("utf-16"))
-    with pytest.raises(DataError, match=r"the file is UTF-16 .*iconv -f UTF-16 -t UTF-8"):
+    with pytest.raises(DataError, match=r"the file is UTF-16 .*--set data\.encoding=utf-16"):
         prepare_data(cfg(format="auto", path=str(path), ordered_rows=True))
 
 
