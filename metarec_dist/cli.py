@@ -375,8 +375,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.verbose:  # --verbose: every worker's logs too
         cfg = with_overrides(cfg, ["logging.verbose=true"])
     # Outputs that cannot be written fail now, not after the whole run.
-    if args.json:
-        check_writable_file(args.json, "--json")
+    json_path = check_writable_file(args.json, "--json") if args.json else None
     if "://" not in cfg.runtime.storage_path:
         check_output_folder(cfg.runtime.storage_path, "runtime.storage_path")
     try:
@@ -386,9 +385,17 @@ def _train(args: argparse.Namespace) -> int:
         print(interrupted_message(cfg, getattr(exc, "step", None)), file=sys.stderr)
         return 130
     print(format_summary(result, cfg))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    if json_path is not None:
+        _write_json(json_path, result)
     return 0
+
+
+def _write_json(path: Path, result: dict) -> None:
+    """``--json``'s file, checked before the work: a temp file renamed into place (a Ctrl-C or a full disk
+    never leaves half a result)."""
+    from metarec_dist.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(result, indent=1, default=str))
 
 
 @command("bench")
@@ -397,16 +404,13 @@ def _bench(args: argparse.Namespace) -> int:
 
     from metarec_dist.bench import provenance
 
-    to_file = args.json not in (None, STDOUT)
-    if to_file:  # an output that cannot be written fails now, not after the benchmark
-        check_writable_file(args.json, "--json")
+    # An output that cannot be written fails now, not after the benchmark.
+    json_path = check_writable_file(args.json, "--json") if args.json not in (None, STDOUT) else None
     context = provenance(args.argv)
     result = {"bench": args.bench, **_bench_result(args), **context, "load_after": os.getloadavg()}
     print(json.dumps(result) if args.json == STDOUT else json.dumps(result, indent=1))
-    if to_file:  # a temp file renamed into place: a Ctrl-C or a full disk never leaves half a result
-        from metarec_dist.checkpoint import atomic_write_text
-
-        atomic_write_text(Path(args.json), json.dumps(result, indent=1, default=str))
+    if json_path is not None:
+        _write_json(json_path, result)
     return 0
 
 
