@@ -437,8 +437,9 @@ def _bench_result(args: argparse.Namespace) -> dict:
     elif args.bench == "serve":
         from metarec_dist.bench.serve_bench import run_serve_bench
 
-        if min(args.requests, args.concurrency, args.replicas) < 1:
-            raise ValueError("--requests, --concurrency and --replicas must be >= 1")
+        for flag in ("requests", "concurrency"):  # --replicas: its range is the machine's (serve_bench)
+            if getattr(args, flag) < 1:
+                raise UserError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
         result = run_serve_bench(
             args.checkpoint,
             args.requests,

@@ -10,7 +10,8 @@ One run reports, each part measured in a fresh process (peak memory is per proce
   resident memory over the whole command (data preparation from a cold cache included).
 - ``eval``: one adaptation-grid setting (FOMAML, 3 steps, shots 1/3/5/10, 20k items) on generated users,
   scored on 1 and on 2 Ray actors (``eval.workers``, one torch thread each), timed after a warm-up call;
-  in this process (torch's default threads, and one thread) on a quarter of the users for reference.
+  in this process (torch's default threads, ``_inprocess_default``, and one thread, ``_inprocess_1t``) on a
+  quarter of the users for reference.
 - ``zero``: a 1M-item catalogue trained 3 meta-steps on 2 gloo ranks (DeepSpeed, CPU) at ZeRO-0 and ZeRO-3:
   the parameter memory each rank holds (partitions plus whatever is resident in full) and the growth of its
   peak resident memory during the validation that follows (chunked full ranking).
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +152,13 @@ def eval_part(users: int, num_items: int = 20_000, repeats: int = 2) -> dict[str
         protocol.per_user(scorer, part, steps=3, runner=runner)
         return len(part) / (time.perf_counter() - start)
 
-    out: dict[str, Any] = {}
     few = seqs[: max(1, users // 4)]  # in this process: a quarter of the users, after a warm-up
-    for threads in (torch.get_num_threads(), 1):
-        torch.set_num_threads(threads)
+
+    def in_process() -> float:
         users_per_s(InProcess(), few[:32])
-        out[f"eval_users_per_s_inprocess_{threads}t"] = users_per_s(InProcess(), few)
+        return users_per_s(InProcess(), few)
+
+    out: dict[str, Any] = inprocess_rates(in_process)
     init_ray(num_cpus=os.cpu_count() or 1)
     for workers in (1, 2, 1, 2):  # A-B-A-B: a drift in the shared machine's speed lands on both sides
         pool = actor_pool(workers)
@@ -165,6 +168,20 @@ def eval_part(users: int, num_items: int = 20_000, repeats: int = 2) -> dict[str
     close_actor_pool(shutdown=True)
     for workers in (1, 2):
         out[f"eval_users_per_s_{workers}w"] = float(np.median(out[f"runs_{workers}w"]))
+    return out
+
+
+def inprocess_rates(measure: Callable[[], float]) -> dict[str, Any]:
+    """``measure`` (users per second) at torch's default threads and at one thread, keyed by that role and
+    not by the count: with one thread by default (OMP_NUM_THREADS=1) both were ``_1t`` and the first
+    figure was lost. ``eval_inprocess_default_threads`` says how many the default was."""
+    import torch
+
+    default = torch.get_num_threads()
+    out: dict[str, Any] = {"eval_inprocess_default_threads": default}
+    for role, threads in (("default", default), ("1t", 1)):
+        torch.set_num_threads(threads)
+        out[f"eval_users_per_s_inprocess_{role}"] = measure()
     return out
 
 
