@@ -432,7 +432,7 @@ def _bench_result(args: argparse.Namespace) -> dict:
         from metarec_dist.bench.scale import run_scale_bench
 
         if args.eval_users < 1:
-            raise ValueError("--eval-users must be >= 1")
+            raise UserError(f"--eval-users must be >= 1, got {args.eval_users}")
         result = run_scale_bench(args.interactions, args.eval_users, tuple(args.parts.split(",")))
     elif args.bench == "serve":
         from metarec_dist.bench.serve_bench import run_serve_bench
@@ -479,6 +479,31 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+# Options naming a file, folder or address, and what to give instead of an empty value (`--json "$OUT"` with
+# OUT unset): an empty path reads as the working folder ("--checkpoint .: not a checkpoint", "--json .: is a
+# folder") or, for `train --json`, as not given, so the run's result was silently not written. `evaluate`
+# and `recommend` check their own (eval/cli.py); --path, --pip, --image, --job-id and --address too.
+NON_EMPTY = {
+    "config": ("--config", "a YAML config file, e.g. configs/tiny.yaml"),
+    "checkpoint": ("--checkpoint", "a checkpoint, an exported model or a run folder"),
+    "out": ("--out", "a folder"),
+    "json": ("--json", "a file name"),
+    "host": ("--host", "an address to listen on, e.g. 127.0.0.1"),
+    "data_dir": ("--data-dir", "a folder"),
+    "working_dir": ("--working-dir", "a folder"),
+    "parts": ("--parts", "a comma-separated subset of data,eval,zero,sampled"),
+}
+
+
+def refuse_empty(args: argparse.Namespace) -> None:
+    """An option of ``NON_EMPTY`` given as an empty string fails naming it, before any work."""
+    if args.command in ("evaluate", "recommend"):
+        return
+    for dest, (flag, what) in NON_EMPTY.items():
+        if isinstance(value := getattr(args, dest, None), str) and not value.strip():
+            raise UserError(f"{flag}: got an empty value; give {what}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # the command, as bench results record it
@@ -489,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         # Log lines go through tqdm.write while the training bar is open, so a warning starts its own line
         # instead of being glued to the bar's.
         with logging_redirect_tqdm():
+            refuse_empty(args)
             return COMMANDS[args.command](args)
     except ValueError as exc:  # user mistakes (UserError and older ValueErrors): one clear line
         return _report(exc, str(exc), args.verbose)

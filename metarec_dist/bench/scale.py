@@ -438,8 +438,9 @@ def run_scale_bench(
     interactions: int = 2_000_000, eval_users: int = 1024, parts: tuple[str, ...] = tuple(PARTS)
 ) -> dict[str, Any]:
     unknown = set(parts) - set(PARTS)
-    if unknown:
-        raise ValueError(f"--parts: unknown {sorted(unknown)}; choose from {list(PARTS)}")
+    if unknown:  # "" too: a comma too many ("zero,"), which read as "unknown ['']"
+        what = "an empty name" if "" in unknown else f"unknown {sorted(unknown)}"
+        raise UserError(f"--parts {','.join(parts)}: {what}; a comma-separated subset of {','.join(PARTS)}")
     out: dict[str, Any] = {"bench": "scale", "cpus": os.cpu_count(), "load_before": os.getloadavg()}
     start = time.perf_counter()
     if "data" in parts:
