@@ -441,6 +441,10 @@ def run_scale_bench(
     if unknown:  # "" too: a comma too many ("zero,"), which read as "unknown ['']"
         what = "an empty name" if "" in unknown else f"unknown {sorted(unknown)}"
         raise UserError(f"--parts {','.join(parts)}: {what}; a comma-separated subset of {','.join(PARTS)}")
+    if "data" in parts:  # its largest log is 10 N, made in this process
+        from metarec_dist.bench.data_bench import check_log_fits
+
+        check_log_fits(10 * interactions, f"--interactions {interactions:,} (the data part's 10 N)")
     out: dict[str, Any] = {"bench": "scale", "cpus": os.cpu_count(), "load_before": os.getloadavg()}
     start = time.perf_counter()
     if "data" in parts:

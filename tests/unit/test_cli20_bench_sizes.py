@@ -67,3 +67,33 @@ def test_the_in_process_eval_keys_stay_distinct(default_threads):
         "eval_users_per_s_inprocess_default": 1.0,
         "eval_users_per_s_inprocess_1t": 2.0,
     }
+
+
+@pytest.fixture
+def one_gib_free(monkeypatch):
+    """1 GiB available, and no log is made: a size that does not fit fails before make_log."""
+    from metarec_dist.bench import data_bench
+
+    def make_log(*args, **kwargs):
+        raise AssertionError("the log was generated before its size was checked")
+
+    monkeypatch.setattr(data_bench, "available_bytes", lambda: 2**30)
+    monkeypatch.setattr(data_bench, "make_log", make_log)
+
+
+def test_a_generated_log_too_big_for_memory_is_refused_before_it_is_made(one_gib_free, capsys):
+    """--interactions 10**12 was numpy's _ArrayMemoryError traceback; a size just under that filled the
+    machine's memory first."""
+    assert main(["bench", "data", "--interactions", "40000000"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --interactions 40,000,000: the generated log alone needs 1.2 GiB of memory (32 bytes per "
+        "interaction) and 1.0 GiB are available; choose a smaller size"
+    )
+    assert main(["bench", "scale", "--interactions", "4000000", "--parts", "data"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --interactions 4,000,000 (the data part's 10 N): the generated log alone")
+
+
+def test_a_log_that_fits_goes_on_to_be_made(one_gib_free):
+    with pytest.raises(AssertionError, match="the log was generated"):  # past the check: make_log is called
+        main(["bench", "data", "--interactions", "30000000"])  # 0.9 GiB
