@@ -97,3 +97,21 @@ def test_a_generated_log_too_big_for_memory_is_refused_before_it_is_made(one_gib
 def test_a_log_that_fits_goes_on_to_be_made(one_gib_free):
     with pytest.raises(AssertionError, match="the log was generated"):  # past the check: make_log is called
         main(["bench", "data", "--interactions", "30000000"])  # 0.9 GiB
+
+
+def test_the_zero_part_says_how_far_zero3_trained_from_zero0():
+    def rank(param_mb: float, losses: list[float]) -> dict:
+        figures = {"eval_peak_delta_mb": 1.0, "peak_mb": 2.0, "loss": "sampled", "losses": losses}
+        return {**figures, "param_mb": param_mb}
+
+    runs = {
+        0: [rank(60, [11.5, 11.4]), rank(60, [11.6, 11.5])],
+        3: [rank(30, [11.5, 11.4]), rank(30, [11.6, 11.25])],
+    }
+    out = scale.zero_summary(runs, 1000)
+    assert out["zero3_max_loss_diff_vs_zero0"] == pytest.approx(0.25)
+    assert (
+        out["zero0_rank_param_mb"] == 60
+        and out["zero3_rank_param_mb"] == 30
+        and out["zero_loss"] == "sampled"
+    )
