@@ -199,7 +199,9 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--steps", type=int, default=400, help="meta-steps per side; the first quarter is warm-up")
     _add_bench_json(p)
     p = bench.add_parser("data", help="load + preprocess + task building on a generated log")
-    p.add_argument("--interactions", type=int, default=1_000_000)
+    p.add_argument(
+        "--interactions", type=int, default=1_000_000, help="rows of the generated log (default: 1000000)"
+    )
     _add_bench_json(p)
     p = bench.add_parser(
         "scale", help="data memory per worker and driver, evaluation workers, ZeRO-3 at 1M items, sampled"
@@ -207,15 +209,28 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--interactions", type=int, default=2_000_000, help="N: the data part runs N and 10 N (quick: 200000)"
     )
-    p.add_argument("--eval-users", type=int, default=1024, help="users scored by the evaluation part")
-    p.add_argument("--parts", default="data,eval,zero,sampled", help="comma-separated subset")
+    p.add_argument(
+        "--eval-users", type=int, default=1024, help="users scored by the evaluation part (default: 1024)"
+    )
+    p.add_argument(
+        "--parts",
+        default="data,eval,zero,sampled",
+        help="comma-separated subset of data,eval,zero,sampled (default: all)",
+    )
     _add_bench_json(p)
 
     p = bench.add_parser("serve", help="recommendations/s in this process vs over HTTP from `metarec serve`")
     p.add_argument("--checkpoint", required=True, help="an exported model (or a checkpoint, a run folder)")
-    p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--concurrency", type=int, default=4, help="clients sending at once")
-    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument(
+        "--requests", type=int, default=200, help="timed requests each way, after 10 warm-up (default: 200)"
+    )
+    p.add_argument("--concurrency", type=int, default=4, help="clients sending at once (default: 4)")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="the server's replicas, one thread each: 1 to 4 per core of this machine (default: 1)",
+    )
     p.add_argument(
         "--request-timeout-s",
         type=float,

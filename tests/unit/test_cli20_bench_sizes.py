@@ -115,3 +115,16 @@ def test_the_zero_part_says_how_far_zero3_trained_from_zero0():
         and out["zero3_rank_param_mb"] == 30
         and out["zero_loss"] == "sampled"
     )
+
+
+def test_the_bench_help_says_the_choices_and_ranges(capsys):
+    """``--parts`` said "comma-separated subset" (of what?), --replicas and --requests said nothing."""
+    from metarec_dist.runtime.serving import MAX_REPLICAS_PER_CORE
+
+    with pytest.raises(SystemExit):
+        main(["bench", "scale", "--help"])
+    assert f"subset of {','.join(scale.PARTS)}" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["bench", "serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"1 to {MAX_REPLICAS_PER_CORE} per core" in text and "after 10 warm-up" in text
