@@ -497,11 +497,11 @@ def _data(args: argparse.Namespace) -> int:
 # Options naming a file, folder or address, and what to give instead of an empty value (`--json "$OUT"` with
 # OUT unset): an empty path reads as the working folder ("--checkpoint .: not a checkpoint", "--json .: is a
 # folder") or, for `train --json`, as not given, so the run's result was silently not written. `evaluate`
-# and `recommend` check their own (eval/cli.py); --path, --pip, --image, --job-id and --address too.
+# and `recommend` check their own (eval/cli.py); --path, --pip, --image, --job-id and --address too, and
+# `export --out ''` is refused as the current folder.
 NON_EMPTY = {
     "config": ("--config", "a YAML config file, e.g. configs/tiny.yaml"),
     "checkpoint": ("--checkpoint", "a checkpoint, an exported model or a run folder"),
-    "out": ("--out", "a folder"),
     "json": ("--json", "a file name"),
     "host": ("--host", "an address to listen on, e.g. 127.0.0.1"),
     "data_dir": ("--data-dir", "a folder"),

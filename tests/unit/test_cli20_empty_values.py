@@ -33,7 +33,6 @@ def no_work(monkeypatch):
         (["bench", "serve", "--checkpoint", ""], "--checkpoint"),
         (["serve", "--checkpoint", ""], "--checkpoint"),
         (["serve", "--checkpoint", "x", "--host", ""], "--host"),
-        (["export", "--checkpoint", "x", "--out", ""], "--out"),
         (["export", "--checkpoint", "", "--out", "x"], "--checkpoint"),
         (["data", "download", "movielens-100k", "--data-dir", ""], "--data-dir"),
         (["bench", "scale", "--parts", ""], "--parts"),
