@@ -22,9 +22,9 @@ class UserError(ValueError):
 def check_writable_file(path: str | Path, what: str) -> Path:
     """Fail now, not after a long run, when ``path`` cannot be written as a file (``what`` names the flag);
     the path to write to (links followed). The folder is probed as the atomic write will use it, by
-    creating and removing a temp file there: permission bits say yes to root in a read-only folder and in
-    ``/proc``, where the write then failed only after the work. A file in place must be a plain file: a
-    rename over ``/dev/null`` or a link such as ``/dev/stdout`` would replace it."""
+    creating and removing a temp file there: permission bits say yes to root in ``/proc`` and ``/sys``,
+    where the write then failed only after the work. A file in place must be a plain file: a rename over
+    ``/dev/null`` or a link such as ``/dev/stdout`` would replace it."""
     path = Path(path).expanduser()
     named = f"{what} {path}"
     if path.is_dir():

@@ -1,7 +1,7 @@
 """``train --json`` and ``bench ... --json``: a target the final write cannot use fails before the work, in
 one line naming --json and the path. The old check read permission bits, which say yes to root in /proc
-and in a read-only folder: the run or the benchmark went through and its result was then lost; a device
-(/dev/null) passed too, and the atomic rename would have replaced it."""
+and /sys: the run or the benchmark went through and its result was then lost; a device (/dev/null) passed
+too, and the atomic rename would have replaced it; a parent that is a file was "does not exist"."""
 
 from __future__ import annotations
 
