@@ -390,7 +390,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.verbose:  # --verbose: every worker's logs too
         cfg = with_overrides(cfg, ["logging.verbose=true"])
     # Outputs that cannot be written fail now, not after the whole run.
-    json_path = check_writable_file(args.json, "--json") if args.json else None
+    json_path = _json_target(args.json, "train", ("step", "checkpoint")) if args.json else None
     if "://" not in cfg.runtime.storage_path:
         check_output_folder(cfg.runtime.storage_path, "runtime.storage_path")
     try:
@@ -403,6 +403,32 @@ def _train(args: argparse.Namespace) -> int:
     if json_path is not None:
         _write_json(json_path, result)
     return 0
+
+
+RESULT_MAX_BYTES = 1 << 20  # a larger file is not a result of ours: refused unread
+
+
+def _json_target(value: str, command: str, keys: tuple[str, ...]) -> Path:
+    """``--json``'s file, writable (``check_writable_file``) and not a file of another kind that the
+    result would replace (a config, a data file, an export's metarec_config.json): only a missing or empty
+    file, or an earlier result of ``command`` (a JSON object with ``keys``), is written over."""
+    path = check_writable_file(value, "--json")
+    if path.exists() and path.stat().st_size and not _is_result(path, keys):
+        raise UserError(
+            f"--json {value}: exists and is not a `metarec {command}` result, so it would be replaced; "
+            "choose another file name"
+        )
+    return path
+
+
+def _is_result(path: Path, keys: tuple[str, ...]) -> bool:
+    if path.stat().st_size > RESULT_MAX_BYTES:
+        return False
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and all(k in doc for k in keys)
 
 
 def _write_json(path: Path, result: dict) -> None:
@@ -420,7 +446,8 @@ def _bench(args: argparse.Namespace) -> int:
     from metarec_dist.bench import provenance
 
     # An output that cannot be written fails now, not after the benchmark.
-    json_path = check_writable_file(args.json, "--json") if args.json not in (None, STDOUT) else None
+    to_file = args.json not in (None, STDOUT)
+    json_path = _json_target(args.json, "bench", ("bench", "command")) if to_file else None
     context = provenance(args.argv)
     result = {"bench": args.bench, **_bench_result(args), **context, "load_after": os.getloadavg()}
     print(json.dumps(result) if args.json == STDOUT else json.dumps(result, indent=1))

@@ -93,3 +93,26 @@ def test_the_probe_leaves_nothing_and_a_link_keeps_pointing_at_the_result(tmp_pa
     assert list(tmp_path.iterdir()) == [link]  # no probe left behind
     assert main(["bench", "data", "--interactions", "1000", "--json", str(link)]) == 0
     assert link.is_symlink() and json.loads(result.read_text())["bench"] == "data"
+
+
+def test_json_does_not_replace_a_file_of_another_kind(tmp_path, capsys, no_work):
+    """``--json configs/tiny.yaml`` (or a data file, an export's config) was replaced by the result."""
+    config = tmp_path / "my.yaml"
+    config.write_text("model:\n  hidden_size: 16\n")
+    for argv, command in (
+        (["bench", "data", "--json", str(config)], "bench"),
+        ([*train_args(tmp_path, "x"), "--json", str(config)], "train"),
+    ):
+        says = f"exists and is not a `metarec {command}` result, so it would be replaced"
+        _fails_naming(capsys, argv, str(config), says)
+    assert config.read_text() == "model:\n  hidden_size: 16\n"
+    assert not (tmp_path / "x").exists()
+
+
+def test_json_rewrites_an_earlier_result_or_an_empty_file(tmp_path):
+    earlier, empty = tmp_path / "earlier.json", tmp_path / "empty.json"
+    earlier.write_text(json.dumps({"bench": "scale", "command": "metarec bench scale"}))
+    empty.write_text("")
+    for target in (earlier, empty):
+        assert main(["bench", "data", "--interactions", "1000", "--json", str(target)]) == 0
+        assert json.loads(target.read_text())["bench"] == "data"
