@@ -2,8 +2,8 @@
 
 User mistakes (a bad config key, a missing file, a malformed log) are ``UserError``s (``ValueError``s);
 ``main`` prints them as one ``error:`` line and exits with status 2 instead of a traceback, and so does an
-operating-system error about a named file (no such folder, not a directory, permission denied, disk full).
-``--verbose`` prints the traceback too.
+operating-system error about a named file (no such folder, not a directory, permission denied, disk full)
+and a ``MemoryError`` (a size too big for the machine). ``--verbose`` prints the traceback too.
 """
 
 from __future__ import annotations
@@ -564,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.filename is None:  # not about a file the user named: a real failure, keep the traceback
             raise
         return _report(exc, f"{exc.filename}: {exc.strerror or exc}", args.verbose)
+    except MemoryError as exc:  # numpy's "Unable to allocate 7.28 TiB ...": a size too big for this machine
+        why = str(exc) or "an allocation failed"
+        return _report(exc, f"out of memory: {why}; choose smaller sizes (--verbose: where)", args.verbose)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -128,3 +128,22 @@ def test_the_bench_help_says_the_choices_and_ranges(capsys):
         main(["bench", "serve", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"1 to {MAX_REPLICAS_PER_CORE} per core" in text and "after 10 warm-up" in text
+
+
+def test_out_of_memory_is_one_line_and_verbose_keeps_the_traceback(monkeypatch, capsys):
+    """A MemoryError (numpy's, for a size the memory check cannot see) was a traceback."""
+    from metarec_dist.bench import data_bench
+
+    def make_log(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000000000,)")
+
+    monkeypatch.setattr(data_bench, "available_bytes", lambda: None)  # not known: not checked
+    monkeypatch.setattr(data_bench, "make_log", make_log)
+    assert main(["bench", "data"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: out of memory: Unable to allocate 7.28 TiB for an array with shape (1000000000000,); choose "
+        "smaller sizes (--verbose: where)\n"
+    )
+    assert main(["--verbose", "bench", "data"]) == 2
+    assert "Traceback" in capsys.readouterr().err
