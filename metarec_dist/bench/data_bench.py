@@ -32,8 +32,8 @@ LOG_BYTES = 32  # per interaction of make_log's table: four 8-byte columns (the 
 def check_log_fits(interactions: int, what: str | None = None, available: int | None = None) -> None:
     """Refuse a generated log of ``interactions`` that alone would not fit in the memory available now
     (``what``: how the error names it, default ``--interactions N``; ``available`` bytes,
-    default /proc/meminfo's MemAvailable; not checked where that is unknown): it failed as numpy's
-    _ArrayMemoryError traceback, or filled the machine's memory before it did."""
+    default /proc/meminfo's MemAvailable; not checked where that is unknown). 10**12 failed as numpy's
+    _ArrayMemoryError traceback; a size numpy can allocate but the machine cannot hold would fill memory."""
     available = available_bytes() if available is None else available
     need = interactions * LOG_BYTES
     if available is not None and need > available:
