@@ -2,8 +2,8 @@
 
 User mistakes (a bad config key, a missing file, a malformed log) are ``UserError``s (``ValueError``s);
 ``main`` prints them as one ``error:`` line and exits with status 2 instead of a traceback, and so does an
-operating-system error about a named file (no such folder, not a directory, permission denied, disk full).
-``--verbose`` prints the traceback too.
+operating-system error about a named file (no such folder, not a directory, permission denied, disk full)
+and a ``MemoryError`` (a size too big for the machine). ``--verbose`` prints the traceback too.
 """
 
 from __future__ import annotations
@@ -214,7 +214,9 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--steps", type=int, default=400, help="meta-steps per side; the first quarter is warm-up")
     _add_bench_json(p)
     p = bench.add_parser("data", help="load + preprocess + task building on a generated log")
-    p.add_argument("--interactions", type=int, default=1_000_000)
+    p.add_argument(
+        "--interactions", type=int, default=1_000_000, help="rows of the generated log (default: 1000000)"
+    )
     _add_bench_json(p)
     p = bench.add_parser(
         "scale", help="data memory per worker and driver, evaluation workers, ZeRO-3 at 1M items, sampled"
@@ -222,15 +224,28 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--interactions", type=int, default=2_000_000, help="N: the data part runs N and 10 N (quick: 200000)"
     )
-    p.add_argument("--eval-users", type=int, default=1024, help="users scored by the evaluation part")
-    p.add_argument("--parts", default="data,eval,zero,sampled", help="comma-separated subset")
+    p.add_argument(
+        "--eval-users", type=int, default=1024, help="users scored by the evaluation part (default: 1024)"
+    )
+    p.add_argument(
+        "--parts",
+        default="data,eval,zero,sampled",
+        help="comma-separated subset of data,eval,zero,sampled (default: all)",
+    )
     _add_bench_json(p)
 
     p = bench.add_parser("serve", help="recommendations/s in this process vs over HTTP from `metarec serve`")
     p.add_argument("--checkpoint", required=True, help="an exported model (or a checkpoint, a run folder)")
-    p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--concurrency", type=int, default=4, help="clients sending at once")
-    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument(
+        "--requests", type=int, default=200, help="timed requests each way, after 10 warm-up (default: 200)"
+    )
+    p.add_argument("--concurrency", type=int, default=4, help="clients sending at once (default: 4)")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="the server's replicas, one thread each: 1 to 4 per core of this machine (default: 1)",
+    )
     p.add_argument(
         "--request-timeout-s",
         type=float,
@@ -405,8 +420,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.verbose:  # --verbose: every worker's logs too
         cfg = with_overrides(cfg, ["logging.verbose=true"])
     # Outputs that cannot be written fail now, not after the whole run.
-    if args.json:
-        check_writable_file(args.json, "--json")
+    json_path = _json_target(args.json, "train", ("step", "checkpoint")) if args.json else None
     if "://" not in cfg.runtime.storage_path:
         check_output_folder(cfg.runtime.storage_path, "runtime.storage_path")
     try:
@@ -416,9 +430,43 @@ def _train(args: argparse.Namespace) -> int:
         print(interrupted_message(cfg, getattr(exc, "step", None)), file=sys.stderr)
         return 130
     print(format_summary(result, cfg))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    if json_path is not None:
+        _write_json(json_path, result)
     return 0
+
+
+RESULT_MAX_BYTES = 1 << 20  # a larger file is not a result of ours: refused unread
+
+
+def _json_target(value: str, command: str, keys: tuple[str, ...]) -> Path:
+    """``--json``'s file, writable (``check_writable_file``) and not a file of another kind that the
+    result would replace (a config, a data file, an export's metarec_config.json): only a missing or empty
+    file, or an earlier result of ``command`` (a JSON object with ``keys``), is written over."""
+    path = check_writable_file(value, "--json")
+    if path.exists() and path.stat().st_size and not _is_result(path, keys):
+        raise UserError(
+            f"--json {value}: exists and is not a `metarec {command}` result, so it would be replaced; "
+            "choose another file name"
+        )
+    return path
+
+
+def _is_result(path: Path, keys: tuple[str, ...]) -> bool:
+    if path.stat().st_size > RESULT_MAX_BYTES:
+        return False
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and all(k in doc for k in keys)
+
+
+def _write_json(path: Path, result: dict) -> None:
+    """``--json``'s file, checked before the work: a temp file renamed into place (a Ctrl-C or a full disk
+    never leaves half a result)."""
+    from metarec_dist.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(result, indent=1, default=str))
 
 
 @command("bench")
@@ -427,16 +475,14 @@ def _bench(args: argparse.Namespace) -> int:
 
     from metarec_dist.bench import provenance
 
+    # An output that cannot be written fails now, not after the benchmark.
     to_file = args.json not in (None, STDOUT)
-    if to_file:  # an output that cannot be written fails now, not after the benchmark
-        check_writable_file(args.json, "--json")
+    json_path = _json_target(args.json, "bench", ("bench", "command")) if to_file else None
     context = provenance(args.argv)
     result = {"bench": args.bench, **_bench_result(args), **context, "load_after": os.getloadavg()}
     print(json.dumps(result) if args.json == STDOUT else json.dumps(result, indent=1))
-    if to_file:  # a temp file renamed into place: a Ctrl-C or a full disk never leaves half a result
-        from metarec_dist.checkpoint import atomic_write_text
-
-        atomic_write_text(Path(args.json), json.dumps(result, indent=1, default=str))
+    if json_path is not None:
+        _write_json(json_path, result)
     return 0
 
 
@@ -458,13 +504,14 @@ def _bench_result(args: argparse.Namespace) -> dict:
         from metarec_dist.bench.scale import run_scale_bench
 
         if args.eval_users < 1:
-            raise ValueError("--eval-users must be >= 1")
+            raise UserError(f"--eval-users must be >= 1, got {args.eval_users}")
         result = run_scale_bench(args.interactions, args.eval_users, tuple(args.parts.split(",")))
     elif args.bench == "serve":
         from metarec_dist.bench.serve_bench import run_serve_bench
 
-        if min(args.requests, args.concurrency, args.replicas) < 1:
-            raise ValueError("--requests, --concurrency and --replicas must be >= 1")
+        for flag in ("requests", "concurrency"):  # --replicas: its range is the machine's (serve_bench)
+            if getattr(args, flag) < 1:
+                raise UserError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
         result = run_serve_bench(
             args.checkpoint,
             args.requests,
@@ -504,6 +551,31 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+# Options naming a file, folder or address, and what to give instead of an empty value (`--json "$OUT"` with
+# OUT unset): an empty path reads as the working folder ("--checkpoint .: not a checkpoint", "--json .: is a
+# folder") or, for `train --json`, as not given, so the run's result was silently not written. `evaluate`
+# and `recommend` check their own (eval/cli.py); --path, --pip, --image, --job-id and --address too, and
+# `export --out ''` is refused as the current folder.
+NON_EMPTY = {
+    "config": ("--config", "a YAML config file, e.g. configs/tiny.yaml"),
+    "checkpoint": ("--checkpoint", "a checkpoint, an exported model or a run folder"),
+    "json": ("--json", "a file name"),
+    "host": ("--host", "an address to listen on, e.g. 127.0.0.1"),
+    "data_dir": ("--data-dir", "a folder"),
+    "working_dir": ("--working-dir", "a folder"),
+    "parts": ("--parts", "a comma-separated subset of data,eval,zero,sampled"),
+}
+
+
+def refuse_empty(args: argparse.Namespace) -> None:
+    """An option of ``NON_EMPTY`` given as an empty string fails naming it, before any work."""
+    if args.command in ("evaluate", "recommend"):
+        return
+    for dest, (flag, what) in NON_EMPTY.items():
+        if isinstance(value := getattr(args, dest, None), str) and not value.strip():
+            raise UserError(f"{flag}: got an empty value; give {what}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # the command, as bench results record it
@@ -514,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         # Log lines go through tqdm.write while the training bar is open, so a warning starts its own line
         # instead of being glued to the bar's.
         with logging_redirect_tqdm():
+            refuse_empty(args)
             return COMMANDS[args.command](args)
     except ValueError as exc:  # user mistakes (UserError and older ValueErrors): one clear line
         return _report(exc, str(exc), args.verbose)
@@ -521,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.filename is None:  # not about a file the user named: a real failure, keep the traceback
             raise
         return _report(exc, f"{exc.filename}: {exc.strerror or exc}", args.verbose)
+    except MemoryError as exc:  # numpy's "Unable to allocate 7.28 TiB ...": a size too big for this machine
+        why = str(exc) or "an allocation failed"
+        return _report(exc, f"out of memory: {why}; choose smaller sizes (--verbose: where)", args.verbose)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

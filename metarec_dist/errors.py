@@ -11,6 +11,7 @@ existed, and every ``except ValueError`` keeps working.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -19,16 +20,37 @@ class UserError(ValueError):
 
 
 def check_writable_file(path: str | Path, what: str) -> Path:
-    """Fail now, not after a long run, when ``path`` cannot be written as a file (``what`` names the flag)."""
+    """Fail now, not after a long run, when ``path`` cannot be written as a file (``what`` names the flag);
+    the path to write to (links followed). The folder is probed as the atomic write will use it, by
+    creating and removing a temp file there: permission bits say yes to root in ``/proc`` and ``/sys``,
+    where the write then failed only after the work. A file in place must be a plain file: a rename over
+    ``/dev/null`` or a link such as ``/dev/stdout`` would replace it."""
     path = Path(path).expanduser()
+    named = f"{what} {path}"
     if path.is_dir():
-        raise UserError(f"{what} {path}: is a folder; give a file name")
-    parent = path.parent
+        raise UserError(f"{named}: is a folder; give a file name")
+    if path.exists() and not path.is_file():  # followed to its end: /dev/stdout's is a pipe or a terminal
+        raise UserError(f"{named}: exists and is not a plain file (a device, a pipe); give a file name")
+    target = path.resolve()
+    parent = target.parent
+    if (blocker := next((p for p in target.parents if p.exists()), None)) and not blocker.is_dir():
+        raise UserError(f"{named}: {blocker} is a file, not a folder")
     if not parent.is_dir():
-        raise UserError(f"{what} {path}: the folder {parent} does not exist (create it first)")
-    if not _can_write(parent):
-        raise UserError(f"{what} {path}: the folder {parent} is not writable")
-    return path
+        raise UserError(f"{named}: the folder {parent} does not exist (create it first)")
+    _probe(parent, named)
+    return target
+
+
+def _probe(folder: Path, named: str) -> None:
+    """Create and remove a temp file of our own in ``folder``, or a ``UserError`` naming ``named``."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".metarec-probe-", dir=folder)
+    except OSError as exc:
+        raise UserError(
+            f"{named}: cannot create files in {folder} ({exc.strerror or exc}); choose a writable place"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)  # ours: made just above
 
 
 def check_output_folder(path: str | Path, what: str) -> Path:

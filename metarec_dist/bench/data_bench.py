@@ -26,6 +26,35 @@ MEAN_LENGTH = 50  # interactions per user, on average
 MIN_INTERACTIONS = 1000  # fewer: a split with no users to time (or an empty Parquet file)
 
 
+LOG_BYTES = 32  # per interaction of make_log's table: four 8-byte columns (the pipeline holds more)
+
+
+def check_log_fits(interactions: int, what: str | None = None, available: int | None = None) -> None:
+    """Refuse a generated log of ``interactions`` that alone would not fit in the memory available now
+    (``what``: how the error names it, default ``--interactions N``; ``available`` bytes,
+    default /proc/meminfo's MemAvailable; not checked where that is unknown). 10**12 failed as numpy's
+    _ArrayMemoryError traceback; a size numpy can allocate but the machine cannot hold would fill memory."""
+    available = available_bytes() if available is None else available
+    need = interactions * LOG_BYTES
+    if available is not None and need > available:
+        name = what or f"--interactions {interactions:,}"
+        raise UserError(
+            f"{name}: the generated log alone needs {need / 2**30:,.1f} GiB of memory "
+            f"({LOG_BYTES} bytes per interaction) and {available / 2**30:,.1f} GiB are available; choose a "
+            "smaller size"
+        )
+
+
+def available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), bytes; None elsewhere."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    kib = next((int(x.split()[1]) for x in lines if x.startswith("MemAvailable:")), None)
+    return None if kib is None else kib * 1024
+
+
 def make_log(interactions: int, seed: int = 0) -> pa.Table:
     """A MovieLens-like log: ~50 interactions per user, skewed item popularity, shuffled rows."""
     rng = np.random.default_rng(seed)
@@ -53,6 +82,7 @@ def run_data_bench(interactions: int, seed: int = 0, file_format: str = "parquet
     """Time load + preprocess (``rows_per_s``), a cached reload, and task cutting (``tasks_per_s``)."""
     if interactions < MIN_INTERACTIONS:
         raise UserError(f"--interactions must be >= {MIN_INTERACTIONS}, got {interactions}")
+    check_log_fits(interactions)
     with tempfile.TemporaryDirectory(prefix="metarec-data-bench-") as tmp:
         table = make_log(interactions, seed)
         path = Path(tmp) / f"log.{file_format}"

@@ -10,10 +10,12 @@ One run reports, each part measured in a fresh process (peak memory is per proce
   resident memory over the whole command (data preparation from a cold cache included).
 - ``eval``: one adaptation-grid setting (FOMAML, 3 steps, shots 1/3/5/10, 20k items) on generated users,
   scored on 1 and on 2 Ray actors (``eval.workers``, one torch thread each), timed after a warm-up call;
-  in this process (torch's default threads, and one thread) on a quarter of the users for reference.
+  in this process (torch's default threads, ``_inprocess_default``, and one thread, ``_inprocess_1t``) on a
+  quarter of the users for reference.
 - ``zero``: a 1M-item catalogue trained 3 meta-steps on 2 gloo ranks (DeepSpeed, CPU) at ZeRO-0 and ZeRO-3:
   the parameter memory each rank holds (partitions plus whatever is resident in full) and the growth of its
-  peak resident memory during the validation that follows (chunked full ranking).
+  peak resident memory during the validation that follows (chunked full ranking); and the largest gap
+  between the two stages' training losses (``zero3_max_loss_diff_vs_zero0``: the same training, or not).
 - ``sampled``: meta-steps per second with sampled softmax at 20k and 1M items (tiny model, one process).
 
 ``--interactions`` sets N (default 2M: 2M and 20M); a smaller N is the quick run.
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +153,13 @@ def eval_part(users: int, num_items: int = 20_000, repeats: int = 2) -> dict[str
         protocol.per_user(scorer, part, steps=3, runner=runner)
         return len(part) / (time.perf_counter() - start)
 
-    out: dict[str, Any] = {}
     few = seqs[: max(1, users // 4)]  # in this process: a quarter of the users, after a warm-up
-    for threads in (torch.get_num_threads(), 1):
-        torch.set_num_threads(threads)
+
+    def in_process() -> float:
         users_per_s(InProcess(), few[:32])
-        out[f"eval_users_per_s_inprocess_{threads}t"] = users_per_s(InProcess(), few)
+        return users_per_s(InProcess(), few)
+
+    out: dict[str, Any] = inprocess_rates(in_process)
     init_ray(num_cpus=os.cpu_count() or 1)
     for workers in (1, 2, 1, 2):  # A-B-A-B: a drift in the shared machine's speed lands on both sides
         pool = actor_pool(workers)
@@ -165,6 +169,20 @@ def eval_part(users: int, num_items: int = 20_000, repeats: int = 2) -> dict[str
     close_actor_pool(shutdown=True)
     for workers in (1, 2):
         out[f"eval_users_per_s_{workers}w"] = float(np.median(out[f"runs_{workers}w"]))
+    return out
+
+
+def inprocess_rates(measure: Callable[[], float]) -> dict[str, Any]:
+    """``measure`` (users per second) at torch's default threads and at one thread, keyed by that role and
+    not by the count: with one thread by default (OMP_NUM_THREADS=1) both were ``_1t`` and the first
+    figure was lost. ``eval_inprocess_default_threads`` says how many the default was."""
+    import torch
+
+    default = torch.get_num_threads()
+    out: dict[str, Any] = {"eval_inprocess_default_threads": default}
+    for role, threads in (("default", default), ("1t", 1)):
+        torch.set_num_threads(threads)
+        out[f"eval_users_per_s_inprocess_{role}"] = measure()
     return out
 
 
@@ -296,6 +314,17 @@ def zero_run(
 def zero_part(num_items: int = 1_000_000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="metarec-zero-") as tmp:
         runs = {stage: zero_run(stage, num_items, tmp) for stage in (0, 3)}
+    return zero_summary(runs, num_items)
+
+
+def zero_summary(runs: dict[int, list[dict[str, Any]]], num_items: int) -> dict[str, Any]:
+    """Each stage's largest figure over its ranks, and how far ZeRO-3's training losses are from ZeRO-0's
+    (rank by rank, step by step): the memory saved is only worth reporting for the same training."""
+    diffs = [
+        abs(a - b)
+        for r0, r3 in zip(runs[0], runs[3], strict=True)
+        for a, b in zip(r0["losses"], r3["losses"], strict=True)
+    ]
     return {
         "zero0_rank_param_mb": max(r["param_mb"] for r in runs[0]),
         "zero3_rank_param_mb": max(r["param_mb"] for r in runs[3]),
@@ -305,6 +334,7 @@ def zero_part(num_items: int = 1_000_000) -> dict[str, Any]:
         "zero3_rank_peak_mb": max(r["peak_mb"] for r in runs[3]),
         "zero_items": num_items,
         "zero_loss": runs[3][0]["loss"],
+        "zero3_max_loss_diff_vs_zero0": max(diffs),
     }
 
 
@@ -421,8 +451,13 @@ def run_scale_bench(
     interactions: int = 2_000_000, eval_users: int = 1024, parts: tuple[str, ...] = tuple(PARTS)
 ) -> dict[str, Any]:
     unknown = set(parts) - set(PARTS)
-    if unknown:
-        raise ValueError(f"--parts: unknown {sorted(unknown)}; choose from {list(PARTS)}")
+    if unknown:  # "" too: a comma too many ("zero,"), which read as "unknown ['']"
+        what = "an empty name" if "" in unknown else f"unknown {sorted(unknown)}"
+        raise UserError(f"--parts {','.join(parts)}: {what}; a comma-separated subset of {','.join(PARTS)}")
+    if "data" in parts:  # its largest log is 10 N, made in this process
+        from metarec_dist.bench.data_bench import check_log_fits
+
+        check_log_fits(10 * interactions, f"--interactions {interactions:,} (the data part's 10 N)")
     out: dict[str, Any] = {"bench": "scale", "cpus": os.cpu_count(), "load_before": os.getloadavg()}
     start = time.perf_counter()
     if "data" in parts:

@@ -140,6 +140,21 @@ def _served_summary(answers: list[tuple[float, int]], wall_s: float) -> dict[str
     return out
 
 
+def check_replicas(replicas: int, cores: int | None = None) -> None:
+    """``--replicas`` within what the server refuses beyond: it starts a cluster of its own on this machine
+    (``cores``, default all), one thread per replica, at most ``MAX_REPLICAS_PER_CORE`` per core."""
+    from metarec_dist.errors import UserError
+    from metarec_dist.runtime.serving import MAX_REPLICAS_PER_CORE
+
+    cores = cores or os.cpu_count() or 1
+    most = MAX_REPLICAS_PER_CORE * cores
+    if not 1 <= replicas <= most:
+        raise UserError(
+            f"--replicas must be between 1 and {most} on this machine ({MAX_REPLICAS_PER_CORE} per core, "
+            f"{cores} cores), got {replicas}"
+        )
+
+
 def run_serve_bench(
     checkpoint: str,
     requests: int = 200,
@@ -160,6 +175,7 @@ def run_serve_bench(
 
     timeout = REQUEST_TIMEOUT_S if request_timeout_s is None else request_timeout_s
     # A value serve refuses fails now, naming the flag, not after the in-process half as "did not come up".
+    check_replicas(replicas)
     check_serve_args(1, replicas, 1, 1, timeout)
     if request_timeout_s is not None:
         server_args = [*server_args, "--request-timeout-s", repr(float(request_timeout_s))]
