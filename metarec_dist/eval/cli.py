@@ -408,6 +408,10 @@ def check_json_target(path: str) -> None:
     if target.is_dir():
         raise UserError(f"--json {target}: is a folder; give a file name")
     check_output_folder(target.parent, f"--json {target}: folder")
+    # Before _is_report reads it: reading /dev/stdout (a pipe, a terminal) waited forever (the atomic
+    # write's rename would then have replaced the link).
+    if target.exists() and not target.is_file():
+        raise UserError(f"--json {target}: exists and is not a plain file (a device, a pipe); give a file")
     if target.exists() and not _is_report(target):  # an export's metarec_config.json, a config, anything
         raise UserError(
             f"--json {target}: exists and is not a `metarec evaluate` report, so it would be replaced; "
