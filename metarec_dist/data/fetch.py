@@ -90,7 +90,12 @@ def download(
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create the data folder {root}: {exc}") from None
+        file = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{file} is a file, not a folder" if file is not None else str(exc)
+        raise DataError(
+            f"cannot create the data folder {root}: {why}; choose another data folder (--data-dir, "
+            "data.data_dir or METAREC_DATA_DIR)"
+        ) from None
     log.info("downloading %s from %s into %s", key, url, root)
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{archive.zip_name}.", suffix=".part")
     tmp_zip = Path(tmp_name)

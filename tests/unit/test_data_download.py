@@ -161,3 +161,12 @@ def test_find_downloads_when_missing(tmp_path, server, monkeypatch):
     )
     assert [list(s) for s in prepared.users["items"]] == EXPECTED
     assert (tmp_path / "ml-100k" / "u.data").is_file()
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_data_folder_that_is_a_file_is_named(tmp_path, below):
+    """`metarec data download --data-dir afile` said "[Errno 17] File exists" (or "Not a directory")."""
+    (tmp_path / "afile").write_text("x")
+    folder = tmp_path / "afile" / below if below else tmp_path / "afile"
+    with pytest.raises(DataError, match=f"{tmp_path / 'afile'} is a file, not a folder"):
+        download("movielens-100k", folder, base_url="http://127.0.0.1:1", sha256=PIN)
