@@ -15,8 +15,8 @@ in-place edits at ``step()``).
 
 Meta-SGD (``metasgd``): the inner lr is a learned vector ``lr [P]`` that the algorithm owns, and the adapted
 weights are ``fast_init - lr * G`` with ``G`` the (detached) sum of the inner gradients. The same
-straight-through trick, ``step * (lr / lr.detach())``, gives the query loss the value of the adapted weights
-and the first-order gradient ``-G * dL/dw`` for ``lr``.
+straight-through trick, ``step + (lr - lr.detach()) * (step / lr).detach()``, gives the query loss the value
+of the adapted weights and the first-order gradient ``-G * dL/dw`` for ``lr``.
 
 Each algorithm states its own facts as class attributes (``adapts``, ``options``), so the trainer, the
 evaluation and the config checks ask the class instead of comparing names.
@@ -322,10 +322,17 @@ class MetaSGD(FOMAML):
         return self.inner_lr * self.inner_lr_log_scale.exp()
 
     def straight_through(self, step: torch.Tensor) -> torch.Tensor:
+        """``step + (lr - lr.detach()) * step / lr``: the value of ``step`` (the added term is exactly 0) and
+        the gradient ``step / lr = -G`` for ``lr``. A rate that is 0 (``inner_lr`` 0, or a learned rate that
+        underflowed: ``exp`` of a log scale below about -104 in float32, -17 in fp16) did not move its weight
+        (``step`` 0 there) and gets the gradient 0, which is the exact gradient of its log scale
+        (``lr * -G``); dividing by it would make the loss NaN."""
         if self.inner_lr <= 0:
             return step
         lr = self.inner_lrs()
-        return step * (lr / lr.detach())  # value 1; d/d lr = step / lr = -sum of the inner gradients
+        rate = lr.detach()
+        per_rate = step / torch.where(rate > 0, rate, torch.ones_like(rate))  # -G; 0 where the rate is 0
+        return step + (lr - rate) * per_rate.detach()
 
 
 @register("reptile")

@@ -1,0 +1,76 @@
+"""Edge cases of the meta-learning core found in a correctness pass (meta20)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarec_dist.config import MetaConfig
+from metarec_dist.meta import build_algorithm
+from metarec_dist.meta.reference import loop_meta_loss
+from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.tasks.sampler import TaskSampler
+
+
+def _model_and_batch(tiny_cfg, synth_data, dtype=torch.float64):
+    tiny_cfg.model.adapters = ["lowrank", "film", "bias", "itemlr"]
+    torch.manual_seed(0)
+    model = SeqRecommender(tiny_cfg.model, synth_data.num_items).to(dtype)
+    with torch.no_grad():
+        model.fast_init.add_(0.05 * torch.randn_like(model.fast_init))
+    batch = TaskSampler(synth_data.train, tiny_cfg.tasks, synth_data.num_items, seed=3).sample(6)
+    return model, batch
+
+
+def _grads(model, algo):
+    named = [*model.named_parameters(), *algo.named_parameters(prefix="algorithm")]
+    return {n: p.grad.clone() for n, p in named if p.grad is not None}
+
+
+@pytest.mark.parametrize("algorithm", ["metasgd", "hypermetasgd"])
+def test_meta_sgd_with_a_zero_rate_is_finite_and_matches_the_reference(tiny_cfg, synth_data, algorithm):
+    """A learned rate that underflows to 0 (exp of a very negative log scale; in fp16 from about -17) froze
+    its weight in the inner loop; the straight-through step divided by it, so the loss and every gradient
+    were NaN. Now: the loss and gradients of the per-task reference, the frozen rates' gradient 0."""
+    model, batch = _model_and_batch(tiny_cfg, synth_data)
+    algo = build_algorithm(MetaConfig(algorithm=algorithm, inner_lr=0.3, adaptation_steps=2), model).double()
+    frozen = torch.zeros(model.head.size, dtype=torch.bool)
+    frozen[::3] = True
+    with torch.no_grad():
+        algo.inner_lr_log_scale.copy_(0.3 * torch.randn_like(algo.inner_lr_log_scale))
+        algo.inner_lr_log_scale.masked_fill_(frozen, -1e4)  # exp(-1e4) = 0: rate exactly 0
+    assert (algo.inner_lrs()[frozen] == 0).all()
+    out = algo.meta_loss(model, batch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    batched = _grads(model, algo)
+    model.zero_grad()
+    algo.zero_grad()
+    context = getattr(algo, "context", None)
+    ref = loop_meta_loss(model, batch, algorithm, 2, algo.inner_lrs(), context=context)
+    ref.backward()
+    reference = _grads(model, algo)
+    torch.testing.assert_close(out.loss.detach(), ref.detach(), atol=1e-10, rtol=1e-10)
+    assert batched.keys() == reference.keys()
+    for name in reference:
+        assert torch.isfinite(batched[name]).all(), name
+        torch.testing.assert_close(batched[name], reference[name], atol=1e-8, rtol=1e-6, msg=name)
+    rates = batched["algorithm.inner_lr_log_scale"]
+    assert (rates[frozen] == 0).all() and rates[~frozen].abs().max() > 0
+
+
+def test_meta_sgd_in_fp16_with_a_tiny_inner_lr_is_finite(tiny_cfg, synth_data):
+    """In fp16 (runtime.precision=fp16 runs the algorithm's parameters in half) an inner_lr below fp16's
+    smallest number (6e-8) is a rate of 0 for every weight: the loss was NaN; now it is the loss at the
+    un-adapted weights (no weight moved), as FOMAML's with the same rate."""
+    model, batch = _model_and_batch(tiny_cfg, synth_data, torch.float16)
+    meta = MetaConfig(algorithm="metasgd", inner_lr=1e-8, adaptation_steps=2)
+    algo = build_algorithm(meta, model).half()
+    assert (algo.inner_lrs() == 0).all()
+    out = algo.meta_loss(model, batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    grads = [p.grad for p in [*model.parameters(), *algo.parameters()] if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    fomaml = build_algorithm(MetaConfig(algorithm="fomaml", inner_lr=0.0, adaptation_steps=2), model)
+    torch.testing.assert_close(out.loss, fomaml.meta_loss(model, batch).loss)
