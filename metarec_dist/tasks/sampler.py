@@ -63,7 +63,13 @@ def collate_windows(
 
     ``query_lens`` (default: ``query_size`` for every task) lets a short user's task carry fewer query
     items: the positions after them hold item 0, which is no target for any loss and, the backbone being
-    causal, changes no earlier position's hidden state."""
+    causal, changes no earlier position's hidden state. A support longer than ``support_max`` is an error:
+    it would overwrite BOS and shift the layout (no silent truncation)."""
+    if len(support_lens) and int(support_lens.max()) > support_max:
+        raise ValueError(
+            f"a support of {int(support_lens.max())} items does not fit the window of support_max="
+            f"{support_max}: keep the most recent support_max items, or raise tasks.support_max"
+        )
     length = 1 + support_max + query_size
     pad = support_max - support_lens  # positions before BOS
     j = np.arange(length)[None, :] - pad[:, None] - 1  # index into the window; -1 is BOS

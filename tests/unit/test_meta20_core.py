@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,8 @@ from metarec_dist.config import MetaConfig
 from metarec_dist.meta import build_algorithm
 from metarec_dist.meta.reference import loop_meta_loss
 from metarec_dist.models.recommender import SeqRecommender
-from metarec_dist.tasks.sampler import TaskSampler
+from metarec_dist.tasks.sampler import TaskSampler, prefix_batch
+from metarec_dist.tasks.types import bos_id
 
 
 def _model_and_batch(tiny_cfg, synth_data, dtype=torch.float64):
@@ -74,3 +76,14 @@ def test_meta_sgd_in_fp16_with_a_tiny_inner_lr_is_finite(tiny_cfg, synth_data):
     assert grads and all(torch.isfinite(g).all() for g in grads)
     fomaml = build_algorithm(MetaConfig(algorithm="fomaml", inner_lr=0.0, adaptation_steps=2), model)
     torch.testing.assert_close(out.loss, fomaml.meta_loss(model, batch).loss)
+
+
+def test_a_support_longer_than_the_window_is_an_error_not_a_shifted_layout():
+    """``prefix_batch`` with more shots than ``support_max`` laid out [s_3 .. s_8] with no BOS and a support
+    target for every position (the layout the model never saw); now a clear error."""
+    items = np.arange(1, 9)
+    with pytest.raises(ValueError, match=r"support of 8 items does not fit the window of support_max=5"):
+        prefix_batch([items], 8, 5, bos_id(40))
+    fits = prefix_batch([items[:3], items], 5, 5, bos_id(40))  # shots caps each user's support
+    assert fits.item_ids.tolist() == [[0, 0, 41, 1, 2, 3], [41, 1, 2, 3, 4, 5]]
+    assert fits.support_targets.tolist() == [[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]]
