@@ -202,7 +202,10 @@ class TaskSampler:
         if "rng" not in state:  # a sharded stream's state (ShardedTaskSampler): not a KeyError trace
             raise ValueError(stream_mismatch(state, 1))
         self.rng.bit_generator.state = state["rng"]
-        if self.negatives_rng is not self.rng:
+        # A one-stream state (one process, or a multi-rank checkpoint written before each rank had its own
+        # stream; the checkpoint then gives every rank that state) has no shared-negatives stream: every
+        # rank keeps its fresh one from the shared seed, so the ranks still draw the same negatives.
+        if self.negatives_rng is not self.rng and "negatives_rng" in state:
             self.negatives_rng.bit_generator.state = state["negatives_rng"]
         self.num_sampled = int(state["num_sampled"])
 

@@ -10,7 +10,7 @@ from metarec_dist.config import MetaConfig
 from metarec_dist.meta import build_algorithm
 from metarec_dist.meta.reference import loop_meta_loss
 from metarec_dist.models.recommender import SeqRecommender
-from metarec_dist.tasks.sampler import TaskSampler, prefix_batch
+from metarec_dist.tasks.sampler import TaskSampler, prefix_batch, rank_seed, shared_seed
 from metarec_dist.tasks.types import bos_id
 
 
@@ -87,3 +87,34 @@ def test_a_support_longer_than_the_window_is_an_error_not_a_shifted_layout():
     fits = prefix_batch([items[:3], items], 5, 5, bos_id(40))  # shots caps each user's support
     assert fits.item_ids.tolist() == [[0, 0, 41, 1, 2, 3], [41, 1, 2, 3, 4, 5]]
     assert fits.support_targets.tolist() == [[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]]
+
+
+def test_ranks_resuming_from_a_one_stream_state_keep_shared_negatives(tiny_cfg, synth_data):
+    """A multi-rank checkpoint written before each rank had its own task stream gives every rank the one
+    saved state (checkpoint.py, ``_load_rank_parts``), which has no shared-negatives stream: loading it was a
+    KeyError trace. Now each rank resumes its task stream from it and the ranks still share negatives."""
+    one = TaskSampler(synth_data.train, tiny_cfg.tasks, synth_data.num_items, seed=4, num_negatives=5)
+    one.sample_arrays(8)
+    saved = one.state_dict()
+    assert "negatives_rng" not in saved
+
+    def rank(r: int) -> TaskSampler:
+        mine = synth_data.train[r::2]
+        return TaskSampler(
+            mine,
+            tiny_cfg.tasks,
+            synth_data.num_items,
+            rank_seed(4, r, 2),
+            5,
+            rank=r,
+            world_size=2,
+            negatives_seed=shared_seed(4),
+        )
+
+    ranks = [rank(0), rank(1)]
+    for s in ranks:
+        s.load_state_dict(saved)
+        assert s.num_sampled == 8
+    drawn = [s.sample_arrays(4) for s in ranks]
+    np.testing.assert_array_equal(drawn[0]["negatives"], drawn[1]["negatives"])
+    assert drawn[0]["task_ids"].tolist() == [16, 18, 20, 22]
