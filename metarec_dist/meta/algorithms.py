@@ -176,6 +176,11 @@ class MetaAlgorithm(nn.Module, abc.ABC):
     adapts: ClassVar[bool]
     # The ALGORITHM_OPTIONS this algorithm acts on.
     options: ClassVar[frozenset[str]] = frozenset()
+    # What it trains without an inner step that moves a weight (``adaptation_steps`` 0 or ``inner_lr`` 0):
+    # the algorithm it then is under another name (its own extras, e.g. Meta-SGD's rates, never learn), or
+    # None where the algorithm still learns what it is for (``none``, ``sasrec``: no inner loop in training;
+    # ``hyperfomaml``: its generated init). See :func:`check_training`.
+    without_inner_step: ClassVar[str | None] = None
 
     def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
         """``model``: the recommender this algorithm trains, for the shapes of its own parameters (it is not
@@ -277,6 +282,7 @@ class FOMAML(InnerLoopAlgorithm):
     the backbone a signal at Q positions per task, the dense term at all K + Q of them."""
 
     options = frozenset({"init_query_weight"}) | DENSE_OPTIONS
+    without_inner_step = "none"
 
     def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
         super().__init__(meta, model)
@@ -345,6 +351,8 @@ class Reptile(InnerLoopAlgorithm):
     are not in the inner loop, so Reptile has no update of its own for them; they get the query loss at the
     adapted fast weights, as in FOMAML, so the shared features keep learning what adaptation needs.
     """
+
+    without_inner_step = "none"  # and fast_init does not even move: the pull is toward itself
 
     def outer_loss(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
@@ -418,6 +426,22 @@ def algorithm_class(meta: MetaConfig) -> type[MetaAlgorithm]:
     if "dense_weight" in cls.options:
         check_dense_shape(meta)
     return cls
+
+
+def check_training(meta: MetaConfig) -> type[MetaAlgorithm]:
+    """:func:`algorithm_class`, for a training run: also an error where no inner step can move a fast weight
+    (``meta.adaptation_steps`` 0 or ``meta.inner_lr`` 0) and the algorithm then trains exactly as another
+    one (FOMAML as ``none``: the same loss, the same gradients) while its runs are labelled, compared and
+    evaluated as a meta-learner's. Not part of ``build_algorithm``: scoring builds algorithms with 0 steps."""
+    cls = algorithm_class(meta)
+    same = cls.without_inner_step
+    if same is None or (meta.adaptation_steps > 0 and meta.inner_lr > 0):
+        return cls
+    key = "adaptation_steps" if meta.adaptation_steps <= 0 else "inner_lr"
+    raise ValueError(
+        f"meta.{key}=0: meta.algorithm={meta.algorithm} then never moves a fast weight in its inner loop and "
+        f"trains as meta.algorithm={same} would; set meta.{key} > 0, or train meta.algorithm={same}"
+    )
 
 
 def build_algorithm(meta: MetaConfig, model: SeqRecommender) -> MetaAlgorithm:

@@ -182,3 +182,41 @@ def test_evaluation_adapts_with_dropout_off(tiny_cfg, synth_data):
         assert not torch.allclose(first, noisy.score(batch, 0))  # the 2 steps did adapt
         noisy.learner.train()
         assert not torch.allclose(noisy.score(batch, 2), noisy.score(batch, 2))
+
+
+def test_training_without_an_inner_step_is_an_error_where_it_trains_another_algorithm(tiny_cfg, synth_data):
+    """FOMAML with meta.adaptation_steps=0 (or inner_lr=0) trains exactly as ``none`` (same loss and
+    gradients: checked here), under the name of a meta-learner; a training run now says so. The algorithms
+    that still learn without a step (the generated init; no inner loop at all) and scoring are unaffected."""
+    from metarec_dist.meta import check_training
+
+    model, batch = _model_and_batch(tiny_cfg, synth_data)
+    losses, grads = [], []
+    for name in ("fomaml", "none"):
+        model.zero_grad()
+        algo = build_algorithm(MetaConfig(algorithm=name, adaptation_steps=0), model).double()
+        out = algo.meta_loss(model, batch)
+        out.loss.backward()
+        losses.append(out.loss.detach())
+        grads.append(_grads(model, algo))
+    torch.testing.assert_close(losses[0], losses[1], atol=0, rtol=0)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=0, rtol=0)
+
+    for algorithm, same in (("fomaml", "none"), ("metasgd", "none"), ("reptile", "none")):
+        for key in ("adaptation_steps", "inner_lr"):
+            meta = MetaConfig(algorithm=algorithm, **{key: 0})
+            with pytest.raises(
+                ValueError,
+                match=rf"meta\.{key}=0: meta\.algorithm={algorithm} .* train meta\.algorithm={same}$",
+            ):
+                check_training(meta)
+            build_algorithm(meta, model)  # scoring builds such an algorithm: still fine
+    with pytest.raises(ValueError, match=r"train meta\.algorithm=hyperfomaml"):
+        check_training(MetaConfig(algorithm="hypermetasgd", adaptation_steps=0))
+    for algorithm in ("none", "sasrec", "hyperfomaml"):
+        assert check_training(MetaConfig(algorithm=algorithm, adaptation_steps=0)) is ALGORITHMS[algorithm]
+    assert check_training(MetaConfig(algorithm="fomaml")) is ALGORITHMS["fomaml"]
+    with pytest.raises(ValueError, match=r"meta\.init_query_weight"):  # algorithm_class's checks first
+        check_training(MetaConfig(algorithm="none", init_query_weight=0.5))
