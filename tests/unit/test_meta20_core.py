@@ -220,3 +220,32 @@ def test_training_without_an_inner_step_is_an_error_where_it_trains_another_algo
     assert check_training(MetaConfig(algorithm="fomaml")) is ALGORITHMS["fomaml"]
     with pytest.raises(ValueError, match=r"meta\.init_query_weight"):  # algorithm_class's checks first
         check_training(MetaConfig(algorithm="none", init_query_weight=0.5))
+
+
+def test_an_evaluation_mode_table_read_ignores_the_last_training_id_dropout(tmp_path):
+    """``item_id_dropout`` draws its mask in ``encode`` (training); the score table read it from the model,
+    so a read in eval mode after a training forward (before any eval ``encode``) still dropped the ids."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from feature_data import feature_config
+    from trained import SMALL
+
+    from metarec_dist.data import prepare_data
+
+    cfg = feature_config(tmp_path, SMALL)
+    data = prepare_data(cfg.data).user_splits()
+    cfg.model.item_id_dropout = 0.5
+    torch.manual_seed(0)
+    model = SeqRecommender.for_data(cfg.model, data.num_items, data.features, data.train).double()
+    batch = prefix_batch(
+        data.valid[:4], 3, cfg.tasks.support_max, model.bos_id, data.user_features("valid")[:4]
+    )
+    model.eval()
+    full = model.item_table().detach().clone()
+    model.train()
+    model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
+    assert not torch.allclose(model.item_table(), full)  # in training the forward's mask drops ids
+    model.eval()
+    torch.testing.assert_close(model.item_table(), full, atol=0, rtol=0)
