@@ -7,6 +7,7 @@ from metarec_dist.meta.algorithms import (
     MetaStepOutput,
     algorithm_class,
     build_algorithm,
+    check_training,
     inner_loop,
     register,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "MetaStepOutput",
     "algorithm_class",
     "build_algorithm",
+    "check_training",
     "inner_loop",
     "register",
 ]

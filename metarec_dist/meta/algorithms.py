@@ -15,8 +15,8 @@ in-place edits at ``step()``).
 
 Meta-SGD (``metasgd``): the inner lr is a learned vector ``lr [P]`` that the algorithm owns, and the adapted
 weights are ``fast_init - lr * G`` with ``G`` the (detached) sum of the inner gradients. The same
-straight-through trick, ``step * (lr / lr.detach())``, gives the query loss the value of the adapted weights
-and the first-order gradient ``-G * dL/dw`` for ``lr``.
+straight-through trick, ``step + (lr - lr.detach()) * (step / lr).detach()``, gives the query loss the value
+of the adapted weights and the first-order gradient ``-G * dL/dw`` for ``lr``.
 
 Each algorithm states its own facts as class attributes (``adapts``, ``options``), so the trainer, the
 evaluation and the config checks ask the class instead of comparing names.
@@ -176,6 +176,11 @@ class MetaAlgorithm(nn.Module, abc.ABC):
     adapts: ClassVar[bool]
     # The ALGORITHM_OPTIONS this algorithm acts on.
     options: ClassVar[frozenset[str]] = frozenset()
+    # What it trains without an inner step that moves a weight (``adaptation_steps`` 0 or ``inner_lr`` 0):
+    # the algorithm it then is under another name (its own extras, e.g. Meta-SGD's rates, never learn), or
+    # None where the algorithm still learns what it is for (``none``, ``sasrec``: no inner loop in training;
+    # ``hyperfomaml``: its generated init). See :func:`check_training`.
+    without_inner_step: ClassVar[str | None] = None
 
     def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
         """``model``: the recommender this algorithm trains, for the shapes of its own parameters (it is not
@@ -277,6 +282,7 @@ class FOMAML(InnerLoopAlgorithm):
     the backbone a signal at Q positions per task, the dense term at all K + Q of them."""
 
     options = frozenset({"init_query_weight"}) | DENSE_OPTIONS
+    without_inner_step = "none"
 
     def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
         super().__init__(meta, model)
@@ -322,10 +328,17 @@ class MetaSGD(FOMAML):
         return self.inner_lr * self.inner_lr_log_scale.exp()
 
     def straight_through(self, step: torch.Tensor) -> torch.Tensor:
+        """``step + (lr - lr.detach()) * step / lr``: the value of ``step`` (the added term is exactly 0) and
+        the gradient ``step / lr = -G`` for ``lr``. A rate that is 0 (``inner_lr`` 0, or a learned rate that
+        underflowed: ``exp`` of a log scale below about -104 in float32, -17 in fp16) did not move its weight
+        (``step`` 0 there) and gets the gradient 0, which is the exact gradient of its log scale
+        (``lr * -G``); dividing by it would make the loss NaN."""
         if self.inner_lr <= 0:
             return step
         lr = self.inner_lrs()
-        return step * (lr / lr.detach())  # value 1; d/d lr = step / lr = -sum of the inner gradients
+        rate = lr.detach()
+        per_rate = step / torch.where(rate > 0, rate, torch.ones_like(rate))  # -G; 0 where the rate is 0
+        return step + (lr - rate) * per_rate.detach()
 
 
 @register("reptile")
@@ -338,6 +351,8 @@ class Reptile(InnerLoopAlgorithm):
     are not in the inner loop, so Reptile has no update of its own for them; they get the query loss at the
     adapted fast weights, as in FOMAML, so the shared features keep learning what adaptation needs.
     """
+
+    without_inner_step = "none"  # and fast_init does not even move: the pull is toward itself
 
     def outer_loss(
         self, model: SeqRecommender, feats: Features, batch: MetaBatch, adapted: torch.Tensor
@@ -411,6 +426,22 @@ def algorithm_class(meta: MetaConfig) -> type[MetaAlgorithm]:
     if "dense_weight" in cls.options:
         check_dense_shape(meta)
     return cls
+
+
+def check_training(meta: MetaConfig) -> type[MetaAlgorithm]:
+    """:func:`algorithm_class`, for a training run: also an error where no inner step can move a fast weight
+    (``meta.adaptation_steps`` 0 or ``meta.inner_lr`` 0) and the algorithm then trains exactly as another
+    one (FOMAML as ``none``: the same loss, the same gradients) while its runs are labelled, compared and
+    evaluated as a meta-learner's. Not part of ``build_algorithm``: scoring builds algorithms with 0 steps."""
+    cls = algorithm_class(meta)
+    same = cls.without_inner_step
+    if same is None or (meta.adaptation_steps > 0 and meta.inner_lr > 0):
+        return cls
+    key = "adaptation_steps" if meta.adaptation_steps <= 0 else "inner_lr"
+    raise ValueError(
+        f"meta.{key}=0: meta.algorithm={meta.algorithm} then never moves a fast weight in its inner loop and "
+        f"trains as meta.algorithm={same} would; set meta.{key} > 0, or train meta.algorithm={same}"
+    )
 
 
 def build_algorithm(meta: MetaConfig, model: SeqRecommender) -> MetaAlgorithm:

@@ -57,7 +57,10 @@ class ContextEncoder(nn.Module):
 class ContextInit:
     """Mixin for an inner-loop algorithm: each task's init is ``fast_init + g(support)``, ``g`` a
     :class:`ContextEncoder` the algorithm owns (trained, checkpointed and exported with it, and registered
-    with ZeRO-3 as the meta-learner's external parameters like Meta-SGD's rates)."""
+    with ZeRO-3 as the meta-learner's external parameters like Meta-SGD's rates). Without an inner step
+    the generated init still learns: not an error (``check_training``)."""
+
+    without_inner_step = None
 
     def __init__(self, meta: MetaConfig, model: SeqRecommender) -> None:
         super().__init__(meta, model)  # type: ignore[call-arg]
@@ -94,3 +97,5 @@ class HyperFOMAML(ContextInit, FOMAML):
 class HyperMetaSGD(ContextInit, MetaSGD):
     """Meta-SGD from a per-task init generated from the support: where to start and how far each fast
     weight may move are both learned."""
+
+    without_inner_step = "hyperfomaml"  # the rates never learn

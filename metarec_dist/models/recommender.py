@@ -134,9 +134,11 @@ class SeqRecommender(nn.Module):
 
     def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
         """Item vectors ``[..., d]`` of item ids (0 padding, V + 1 BOS): the id embedding, plus the
-        content embedding when the model has item features."""
+        content embedding when the model has item features. The item-id dropout of the last ``encode`` acts
+        in training only: an evaluation-mode read never sees a stale training mask."""
         vectors = self.item_emb(ids)
-        return vectors if self.content is None else self.content(vectors, ids, self._id_keep)
+        keep = self._id_keep if self.training else None
+        return vectors if self.content is None else self.content(vectors, ids, keep)
 
     def item_rows(self, lo: int, hi: int) -> torch.Tensor:
         """``[hi - lo, d]``: vectors of score columns ``lo..hi-1`` (items ``lo + 1..hi``); with item-side

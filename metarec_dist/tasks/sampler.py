@@ -63,7 +63,13 @@ def collate_windows(
 
     ``query_lens`` (default: ``query_size`` for every task) lets a short user's task carry fewer query
     items: the positions after them hold item 0, which is no target for any loss and, the backbone being
-    causal, changes no earlier position's hidden state."""
+    causal, changes no earlier position's hidden state. A support longer than ``support_max`` is an error:
+    it would overwrite BOS and shift the layout (no silent truncation)."""
+    if len(support_lens) and int(support_lens.max()) > support_max:
+        raise ValueError(
+            f"a support of {int(support_lens.max())} items does not fit the window of support_max="
+            f"{support_max}: keep the most recent support_max items, or raise tasks.support_max"
+        )
     length = 1 + support_max + query_size
     pad = support_max - support_lens  # positions before BOS
     j = np.arange(length)[None, :] - pad[:, None] - 1  # index into the window; -1 is BOS
@@ -196,7 +202,10 @@ class TaskSampler:
         if "rng" not in state:  # a sharded stream's state (ShardedTaskSampler): not a KeyError trace
             raise ValueError(stream_mismatch(state, 1))
         self.rng.bit_generator.state = state["rng"]
-        if self.negatives_rng is not self.rng:
+        # A one-stream state (one process, or a multi-rank checkpoint written before each rank had its own
+        # stream; the checkpoint then gives every rank that state) has no shared-negatives stream: every
+        # rank keeps its fresh one from the shared seed, so the ranks still draw the same negatives.
+        if self.negatives_rng is not self.rng and "negatives_rng" in state:
             self.negatives_rng.bit_generator.state = state["negatives_rng"]
         self.num_sampled = int(state["num_sampled"])
 
