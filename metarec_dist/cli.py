@@ -50,11 +50,11 @@ def _config(args: argparse.Namespace, local_files: bool = True) -> Config:
     are read here too (not for ``submit``, whose job may name files that only its cluster has)."""
     overrides = [*(args.set or []), *getattr(args, "settings", [])]
     cfg = load_config(args.config, overrides)
-    from metarec_dist.meta import algorithm_class  # imports torch, so only after the config itself is fine
+    from metarec_dist.meta import algorithm_class, check_training  # imports torch: after the config itself
 
     # Mistakes found past the loader still name the file or the --set that gave the value.
     with _blamed(args.config, overrides):
-        algorithm_class(cfg.meta)  # an unknown algorithm or an option it ignores: fail before any work
+        check_training(cfg.meta)  # an unknown algorithm, an option it ignores, or no inner step: fail now
         if cfg.runtime.deepspeed_override and local_files:
             from metarec_dist.runtime.deepspeed_engine import read_override
 
