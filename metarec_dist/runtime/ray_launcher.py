@@ -45,7 +45,7 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
     import ray
 
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
-    address = os.environ.get("RAY_ADDRESS")
+    address = joined_address()
     if address:
         if is_loopback_address(address):
             _join_on_loopback()
@@ -63,33 +63,101 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
 
 
 def check_ray_address() -> None:
-    """Before ``init_ray``: a ``RAY_ADDRESS`` nothing answers at is one line (:func:`check_reachable`)."""
+    """Before ``init_ray``: a ``RAY_ADDRESS`` nothing answers at, or an HTTP server (the dashboard's port)
+    answers at, is one line (:func:`check_reachable`); ``auto`` is checked as the address it stands for."""
+    given = os.environ.get("RAY_ADDRESS")
+    if given:
+        check_reachable(joined_address() or given, given=given)
+
+
+def joined_address() -> str | None:
+    """``RAY_ADDRESS`` as ``ray.init`` is to join it; ``auto`` resolved here as Ray resolves it
+    (``services.get_ray_address_from_environment``: the address the latest ``ray start`` on this machine
+    wrote to ``ray_current_cluster`` in Ray's temp folder, else a GCS process found running here).
+
+    Left to Ray, ``auto`` naming a head on 127.0.0.1 (``ray start --head --node-ip-address=127.0.0.1`` with
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, docs/cluster.md) was swapped for the machine's own address,
+    where nothing listens, and ``ray.init`` retried for ever; resolved, it joins on loopback (``_init``)."""
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        check_reachable(address)
-
-
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """``UserError`` when nothing listens at ``RAY_ADDRESS`` (``HOST:PORT``, ``ray://HOST:PORT``): Ray
-    itself retries for ever there, printing GCS time-outs every 30 s (measured with Ray 2.60). ``auto`` and
-    addresses without a port are left to Ray."""
-    import socket
-    from urllib.parse import urlsplit
+    if address != "auto":
+        return address or None
+    from ray._private.services import get_ray_address_from_environment
 
     try:
-        parts = urlsplit(address if "://" in address else f"//{address}")
-        host, port = parts.hostname, parts.port
-    except ValueError:  # a malformed address: ray.init says what is wrong with it
-        return
+        return get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        raise UserError(
+            "RAY_ADDRESS=auto: no Ray cluster was started on this machine (no `ray start --head` recorded in "
+            "Ray's temp folder, no GCS process running); start one, set RAY_ADDRESS=HOST:6379 (the head's "
+            "GCS address), or unset RAY_ADDRESS for a local cluster metarec starts"
+        ) from None
+
+
+def check_reachable(address: str, timeout_s: float = 5.0, given: str | None = None) -> None:
+    """``UserError`` when nothing listens at ``RAY_ADDRESS`` (``HOST:PORT``, ``ray://HOST:PORT``), or an
+    HTTP server does (:func:`check_not_http`): Ray itself retries for ever there, printing GCS time-outs
+    every 30 s (measured with Ray 2.60). Addresses without a port are left to Ray. ``given``: what
+    ``RAY_ADDRESS`` says when ``address`` is what it resolved to (``auto``)."""
+    import socket
+
+    shown = address if given in (None, address) else f"{given} ({address})"
+    if address.startswith(("http://", "https://")):
+        raise UserError(http_address_error(shown, "an HTTP address"))
+    host, port = _host_and_port(address)
     if not host or port is None:
         return
     try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            check_not_http(conn, shown)
     except OSError as exc:
         raise UserError(
-            f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); start its head "
+            f"RAY_ADDRESS={shown}: no Ray cluster answers there ({exc.strerror or exc}); start its head "
             "(ray start --head, docs/cluster.md), or unset RAY_ADDRESS for a local cluster metarec starts"
         ) from None
+
+
+def _host_and_port(address: str) -> tuple[str | None, int | None]:
+    from urllib.parse import urlsplit
+
+    """A malformed address or port is None: ``ray.init`` says what is wrong with it."""
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        host = parts.hostname
+    except ValueError:
+        return None, None
+    try:
+        return host, parts.port
+    except ValueError:
+        return host, None
+
+
+# How long the server at RAY_ADDRESS has to say what it is. A gRPC server (GCS, Ray client server) sends its
+# HTTP/2 SETTINGS frame as soon as it accepts (measured: < 10 ms on loopback).
+PROBE_S = 2.0
+
+
+def check_not_http(conn: Any, shown: str) -> None:
+    """``UserError`` when the server on ``conn`` answers an HTTP/1 request: the dashboard / Jobs port
+    (8265 by default), which ``metarec submit --address http://...`` uses. The GCS and the Ray client
+    server speak gRPC (HTTP/2) and answer with a SETTINGS frame, never ``HTTP/1.x``; ``ray.init`` at an
+    HTTP port accepted the connection and then waited for the GCS for ever. A server that says nothing in
+    time is left to Ray."""
+    try:
+        conn.settimeout(PROBE_S)
+        conn.sendall(b"GET / HTTP/1.0\r\nHost: ray\r\n\r\n")
+        head = conn.recv(8)
+    except OSError:
+        return
+    if head.startswith(b"HTTP/"):
+        raise UserError(http_address_error(shown, "an HTTP server answers there"))
+
+
+def http_address_error(shown: str, what: str) -> str:
+    return (
+        f"RAY_ADDRESS={shown}: {what}, e.g. the head's dashboard / Ray Jobs port (8265 by default, for "
+        "`metarec submit --address http://HOST:8265`), not its GCS; set RAY_ADDRESS to the GCS address "
+        "HOST:6379 (ray start --head --port) or to ray://HOST:10001 (Ray client)"
+    )
 
 
 def _restore_sigterm(handler: Any) -> None:
@@ -124,14 +192,9 @@ def _loopback_node_ip() -> None:
 def is_loopback_address(address: str) -> bool:
     """``RAY_ADDRESS`` names this machine's loopback (``127.0.0.1:6379``, ``localhost:6379``,
     ``ray://[::1]:10001``)."""
-    from urllib.parse import urlsplit
-
     from ray._private.services import is_localhost
 
-    try:
-        host = urlsplit(address if "://" in address else f"//{address}").hostname
-    except ValueError:  # a malformed address: ray.init says what is wrong with it
-        return False
+    host = _host_and_port(address)[0]
     return host is not None and is_localhost(host)
 
 
