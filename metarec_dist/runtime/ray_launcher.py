@@ -49,7 +49,7 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
     if address:
         if is_loopback_address(address):
             _join_on_loopback()
-        ray.init(address=address, **quiet)
+        _join(address, quiet)
         return
     local_cluster_defaults()
     _loopback_node_ip()
@@ -60,6 +60,24 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
         _node_ip_address="127.0.0.1",
         **quiet,
     )
+
+
+def _join(address: str, quiet: dict[str, Any]) -> None:
+    """``ray.init(address)``; a Ray client (``ray://``) that finds no client server there is one line: Ray
+    gives up after ~30 s with a bare ``ConnectionError`` traceback (measured: ``ray://HOST:6379``, the
+    GCS port, which is gRPC too and so passes :func:`check_reachable`)."""
+    import ray
+
+    try:
+        ray.init(address=address, **quiet)
+    except ConnectionError as exc:
+        if not address.startswith("ray://"):
+            raise
+        raise UserError(
+            f"RAY_ADDRESS={address}: no Ray client server answers there ({exc}); the client port is the "
+            "head's --ray-client-server-port (10001 by default), or drop ray:// to join the GCS address "
+            "(HOST:6379) directly"
+        ) from None
 
 
 def check_ray_address() -> None:

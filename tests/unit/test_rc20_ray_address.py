@@ -172,3 +172,23 @@ def test_an_http_address_is_one_line(monkeypatch):
         UserError, match=r"^RAY_ADDRESS=http://127.0.0.1:8265: an HTTP address, .* GCS address"
     ):
         ray_launcher.check_ray_address()
+
+
+def test_a_ray_client_address_without_a_client_server_is_one_line(monkeypatch):
+    """``ray://HOST:6379`` (the GCS port, gRPC as the client server is): Ray's client gave up after ~30 s
+    with a bare ``ConnectionError`` traceback (measured against a real head)."""
+    import ray
+
+    def no_client_server(address, **kw):
+        raise ConnectionError("ray client connection timeout")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_client_server)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:6379")
+    with pytest.raises(
+        UserError, match=r"^RAY_ADDRESS=ray://127.0.0.1:6379: no Ray client server .*\(10001 by default\)"
+    ):
+        ray_launcher.init_ray()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # not a client: Ray's own error, as it was
+    with pytest.raises(ConnectionError):
+        ray_launcher.init_ray()
