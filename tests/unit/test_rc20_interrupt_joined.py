@@ -107,8 +107,28 @@ def test_ctrl_c_on_a_joined_cluster_stops_the_workers_before_the_driver_leaves(m
 
 def test_actors_that_do_not_stop_are_said(monkeypatch, cluster, caplog):
     monkeypatch.setattr(cluster, "kill_actor", lambda actor_id, no_restart: None)  # a kill that never lands
+    monkeypatch.setattr(ray_launcher, "STOP_TIMEOUT_S", 0.05)
     with caplog.at_level("WARNING", logger="metarec"):
-        ray_launcher.stop_job_actors(timeout_s=0.05, poll_s=0.01)
-    assert (
-        "4 of this run's Ray actors (ProgressActor, RayTrainWorker, TrainController) still run" in caplog.text
-    )
+        ray_launcher.stop_joined_job()
+    said = "4 of this run's Ray actors (ProgressActor, RayTrainWorker, TrainController) may still run"
+    assert said in caplog.text
+
+
+def test_an_actor_table_that_cannot_be_read_does_not_stop_the_interrupt(monkeypatch, cluster, caplog):
+    import ray
+    from ray._private import state
+
+    def unreadable(job_id=None):
+        raise ray.exceptions.RaySystemError("Ray has not been started yet")
+
+    monkeypatch.setattr(state, "actors", unreadable)
+    shut = []
+    monkeypatch.setattr(ray, "shutdown", lambda **kw: shut.append(kw))
+
+    def fit() -> None:
+        raise KeyboardInterrupt
+
+    with caplog.at_level("WARNING", logger="metarec"), pytest.raises(KeyboardInterrupt):
+        ray_launcher.fit_until_stopped(fit)
+    assert shut == [{"wait_for_processes": True}]
+    assert "may still run after the interrupt" in caplog.text
