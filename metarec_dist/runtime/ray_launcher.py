@@ -63,20 +63,24 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
 
 
 def _join(address: str, quiet: dict[str, Any]) -> None:
-    """``ray.init(address)``; a Ray client (``ray://``) that finds no client server there is one line: Ray
-    gives up after ~30 s with a bare ``ConnectionError`` traceback (measured: ``ray://HOST:6379``, the
-    GCS port, which is gRPC too and so passes :func:`check_reachable`)."""
+    """``ray.init(address)``; Ray giving up on a server there that is not what the address says is one
+    line, not a bare ``ConnectionError`` traceback. Both are gRPC servers and so pass
+    :func:`check_reachable` (measured against a real head): ``ray://HOST:6379`` (the GCS port, no client
+    server: ~30 s) and ``HOST:<raylet port>`` (not the GCS: ~20 s)."""
     import ray
 
     try:
         ray.init(address=address, **quiet)
     except ConnectionError as exc:
-        if not address.startswith("ray://"):
-            raise
+        if address.startswith("ray://"):
+            fix = (
+                "the client port is the head's --ray-client-server-port (10001 by default), or drop ray:// "
+                "to join the GCS address (HOST:6379) directly"
+            )
+        else:
+            fix = "give the head's GCS address (ray start --head --port, 6379 by default)"
         raise UserError(
-            f"RAY_ADDRESS={address}: no Ray client server answers there ({exc}); the client port is the "
-            "head's --ray-client-server-port (10001 by default), or drop ray:// to join the GCS address "
-            "(HOST:6379) directly"
+            f"RAY_ADDRESS={address}: no Ray cluster answers there as expected ({exc}); {fix}"
         ) from None
 
 

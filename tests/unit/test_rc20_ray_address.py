@@ -174,21 +174,28 @@ def test_an_http_address_is_one_line(monkeypatch):
         ray_launcher.check_ray_address()
 
 
-def test_a_ray_client_address_without_a_client_server_is_one_line(monkeypatch):
-    """``ray://HOST:6379`` (the GCS port, gRPC as the client server is): Ray's client gave up after ~30 s
-    with a bare ``ConnectionError`` traceback (measured against a real head)."""
+@pytest.mark.parametrize(
+    ("address", "fix"),
+    [
+        ("ray://127.0.0.1:6379", r"--ray-client-server-port \(10001 by default\)"),  # the GCS port: no client
+        (
+            "127.0.0.1:6392",
+            r"the head's GCS address \(ray start --head --port, 6379 by default\)",
+        ),  # a raylet
+    ],
+)
+def test_ray_giving_up_on_the_server_there_is_one_line(monkeypatch, address, fix):
+    """Both are gRPC servers, as a GCS or Ray client server is: Ray gave up after 20-30 s with a bare
+    ``ConnectionError`` traceback (measured against a real head)."""
     import ray
 
-    def no_client_server(address, **kw):
-        raise ConnectionError("ray client connection timeout")
+    def not_what_it_says(address, **kw):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {address}")
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", no_client_server)
-    monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:6379")
+    monkeypatch.setattr(ray, "init", not_what_it_says)
+    monkeypatch.setenv("RAY_ADDRESS", address)
     with pytest.raises(
-        UserError, match=r"^RAY_ADDRESS=ray://127.0.0.1:6379: no Ray client server .*\(10001 by default\)"
+        UserError, match=rf"^RAY_ADDRESS={address}: no Ray cluster answers there as expected .*{fix}"
     ):
-        ray_launcher.init_ray()
-    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # not a client: Ray's own error, as it was
-    with pytest.raises(ConnectionError):
         ray_launcher.init_ray()
