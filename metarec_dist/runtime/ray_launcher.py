@@ -139,9 +139,9 @@ def check_reachable(address: str, timeout_s: float = 5.0, given: str | None = No
 
 
 def _host_and_port(address: str) -> tuple[str | None, int | None]:
+    """A malformed address or port is None: ``ray.init`` says what is wrong with it."""
     from urllib.parse import urlsplit
 
-    """A malformed address or port is None: ``ray.init`` says what is wrong with it."""
     try:
         parts = urlsplit(address if "://" in address else f"//{address}")
         host = parts.hostname
