@@ -769,8 +769,9 @@ def stop_job_actors(poll_s: float = 0.1) -> list[str]:
     of those still running after ``STOP_TIMEOUT_S``.
 
     The driver leaving a joined cluster ends its job, and the raylets kill the job's processes after
-    ``ray.shutdown`` has returned (measured with Ray 2.60: the Train workers were alive 0.15 s after the CLI
-    had printed "a re-run resumes from meta-step N", so a checkpoint they saved then was not the one named).
+    ``ray.shutdown`` has returned, in a race with the CLI's "a re-run resumes from meta-step N" (measured
+    with Ray 2.60, 5 runs: once the Train workers were alive 0.15 s after that line, free to save a newer
+    checkpoint than the one named; no checkpoint came after it in those runs).
     The Train controller goes first (a worker killed before it would be replaced, ``runtime.max_failures``);
     its workers, which it owns, die with it. An actor is reported dead once its process is gone. Detached
     actors (Ray Data's, Serve's) belong to the cluster and are left alone."""

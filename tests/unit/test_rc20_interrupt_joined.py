@@ -1,11 +1,11 @@
 """Session 20 (rayaddr20): Ctrl-C of ``metarec train`` on a cluster joined through ``RAY_ADDRESS``.
 
 The driver's ``ray.shutdown`` ends the job, but the raylets kill its processes after it returned: measured
-against a real head (Ray 2.60, 2 workers, a checkpoint every meta-step), the Train workers were still
-alive 0.15 s after the CLI had printed "a re-run ... resumes the run from meta-step N", free to save a
-newer checkpoint than the one named. The driver now kills the job's actors, the Train controller first,
-and waits until the GCS reports them dead before it disconnects (then measured: the workers gone 0.15 s
-after the signal, the message at 0.5 s).
+against a real head (Ray 2.60, 2 workers, a checkpoint every meta-step, 5 runs), once the Train workers
+were still alive 0.15 s after the CLI had printed "a re-run ... resumes the run from meta-step N", free to
+save a newer checkpoint than the one named (none did in those runs). The driver now kills the job's actors,
+the Train controller first, and waits until the GCS reports them dead before it disconnects (then measured,
+6 runs: the workers gone 0.15-0.6 s after the signal, always before the message).
 
 The cluster here is a stand-in for the GCS's actor table and the core worker's kill.
 """
