@@ -45,11 +45,11 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
     import ray
 
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
-    address = os.environ.get("RAY_ADDRESS")
+    address = joined_address()
     if address:
         if is_loopback_address(address):
             _join_on_loopback()
-        ray.init(address=address, **quiet)
+        _join(address, quiet)
         return
     local_cluster_defaults()
     _loopback_node_ip()
@@ -62,34 +62,124 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
     )
 
 
+def _join(address: str, quiet: dict[str, Any]) -> None:
+    """``ray.init(address)``; Ray giving up on a server there that is not what the address says is one
+    line, not a bare ``ConnectionError`` traceback. Both are gRPC servers and so pass
+    :func:`check_reachable` (measured against a real head): ``ray://HOST:6379`` (the GCS port, no client
+    server: ~30 s) and ``HOST:<raylet port>`` (not the GCS: ~20 s)."""
+    import ray
+
+    try:
+        ray.init(address=address, **quiet)
+    except ConnectionError as exc:
+        if address.startswith("ray://"):
+            fix = (
+                "the client port is the head's --ray-client-server-port (10001 by default), or drop ray:// "
+                "to join the GCS address (HOST:6379) directly"
+            )
+        else:
+            fix = "give the head's GCS address (ray start --head --port, 6379 by default)"
+        raise UserError(
+            f"RAY_ADDRESS={address}: no Ray cluster answers there as expected ({exc}); {fix}"
+        ) from None
+
+
 def check_ray_address() -> None:
-    """Before ``init_ray``: a ``RAY_ADDRESS`` nothing answers at is one line (:func:`check_reachable`)."""
+    """Before ``init_ray``: a ``RAY_ADDRESS`` nothing answers at, or an HTTP server (the dashboard's port)
+    answers at, is one line (:func:`check_reachable`); ``auto`` is checked as the address it stands for."""
+    given = os.environ.get("RAY_ADDRESS")
+    if given:
+        check_reachable(joined_address() or given, given=given)
+
+
+def joined_address() -> str | None:
+    """``RAY_ADDRESS`` as ``ray.init`` is to join it; ``auto`` resolved here as Ray resolves it
+    (``services.get_ray_address_from_environment``: the address the latest ``ray start`` on this machine
+    wrote to ``ray_current_cluster`` in Ray's temp folder, else a GCS process found running here).
+
+    Left to Ray, ``auto`` naming a head on 127.0.0.1 (``ray start --head --node-ip-address=127.0.0.1`` with
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, docs/cluster.md) was swapped for the machine's own address,
+    where nothing listens, and ``ray.init`` retried for ever; resolved, it joins on loopback (``_init``)."""
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        check_reachable(address)
+    if address != "auto":
+        return address or None
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        return get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        raise UserError(
+            "RAY_ADDRESS=auto: no Ray cluster was started on this machine (no `ray start --head` recorded in "
+            "Ray's temp folder, no GCS process running); start one, set RAY_ADDRESS=HOST:6379 (the head's "
+            "GCS address), or unset RAY_ADDRESS for a local cluster metarec starts"
+        ) from None
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """``UserError`` when nothing listens at ``RAY_ADDRESS`` (``HOST:PORT``, ``ray://HOST:PORT``): Ray
-    itself retries for ever there, printing GCS time-outs every 30 s (measured with Ray 2.60). ``auto`` and
-    addresses without a port are left to Ray."""
+def check_reachable(address: str, timeout_s: float = 5.0, given: str | None = None) -> None:
+    """``UserError`` when nothing listens at ``RAY_ADDRESS`` (``HOST:PORT``, ``ray://HOST:PORT``), or an
+    HTTP server does (:func:`check_not_http`): Ray itself retries for ever there, printing GCS time-outs
+    every 30 s (measured with Ray 2.60). Addresses without a port are left to Ray. ``given``: what
+    ``RAY_ADDRESS`` says when ``address`` is what it resolved to (``auto``)."""
     import socket
+
+    shown = address if given in (None, address) else f"{given} ({address})"
+    if address.startswith(("http://", "https://")):
+        raise UserError(http_address_error(shown, "an HTTP address"))
+    host, port = _host_and_port(address)
+    if not host or port is None:
+        return
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            check_not_http(conn, shown)
+    except OSError as exc:
+        raise UserError(
+            f"RAY_ADDRESS={shown}: no Ray cluster answers there ({exc.strerror or exc}); start its head "
+            "(ray start --head, docs/cluster.md), or unset RAY_ADDRESS for a local cluster metarec starts"
+        ) from None
+
+
+def _host_and_port(address: str) -> tuple[str | None, int | None]:
+    """A malformed address or port is None: ``ray.init`` says what is wrong with it."""
     from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(address if "://" in address else f"//{address}")
-        host, port = parts.hostname, parts.port
-    except ValueError:  # a malformed address: ray.init says what is wrong with it
-        return
-    if not host or port is None:
-        return
+        host = parts.hostname
+    except ValueError:
+        return None, None
     try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as exc:
-        raise UserError(
-            f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); start its head "
-            "(ray start --head, docs/cluster.md), or unset RAY_ADDRESS for a local cluster metarec starts"
-        ) from None
+        return host, parts.port
+    except ValueError:
+        return host, None
+
+
+# How long the server at RAY_ADDRESS has to say what it is. A gRPC server (GCS, Ray client server) sends its
+# HTTP/2 SETTINGS frame as soon as it accepts (measured: < 10 ms on loopback).
+PROBE_S = 2.0
+
+
+def check_not_http(conn: Any, shown: str) -> None:
+    """``UserError`` when the server on ``conn`` answers an HTTP/1 request: the dashboard / Jobs port
+    (8265 by default), which ``metarec submit --address http://...`` uses. The GCS and the Ray client
+    server speak gRPC (HTTP/2) and answer with a SETTINGS frame, never ``HTTP/1.x``; ``ray.init`` at an
+    HTTP port accepted the connection and then waited for the GCS for ever. A server that says nothing in
+    time is left to Ray."""
+    try:
+        conn.settimeout(PROBE_S)
+        conn.sendall(b"GET / HTTP/1.0\r\nHost: ray\r\n\r\n")
+        head = conn.recv(8)
+    except OSError:
+        return
+    if head.startswith(b"HTTP/"):
+        raise UserError(http_address_error(shown, "an HTTP server answers there"))
+
+
+def http_address_error(shown: str, what: str) -> str:
+    return (
+        f"RAY_ADDRESS={shown}: {what}, e.g. the head's dashboard / Ray Jobs port (8265 by default, for "
+        "`metarec submit --address http://HOST:8265`), not its GCS; set RAY_ADDRESS to the GCS address "
+        "HOST:6379 (ray start --head --port) or to ray://HOST:10001 (Ray client)"
+    )
 
 
 def _restore_sigterm(handler: Any) -> None:
@@ -124,14 +214,9 @@ def _loopback_node_ip() -> None:
 def is_loopback_address(address: str) -> bool:
     """``RAY_ADDRESS`` names this machine's loopback (``127.0.0.1:6379``, ``localhost:6379``,
     ``ray://[::1]:10001``)."""
-    from urllib.parse import urlsplit
-
     from ray._private.services import is_localhost
 
-    try:
-        host = urlsplit(address if "://" in address else f"//{address}").hostname
-    except ValueError:  # a malformed address: ray.init says what is wrong with it
-        return False
+    host = _host_and_port(address)[0]
     return host is not None and is_localhost(host)
 
 
@@ -634,15 +719,88 @@ def fit_until_stopped(fit: Callable[[], Any]) -> Any:
     """``fit()``; on Ctrl-C (or SIGTERM) the workers are stopped before the interrupt goes on: ``fit``
     runs Ray Train in a thread, whose workers trained on (and saved checkpoints) after the CLI had said
     which meta-step a re-run resumes from, and after the run folder's lock and the users' scratch folder
-    were released. ``ray.shutdown`` (waiting for the processes) stops a cluster this process started;
-    one joined through ``RAY_ADDRESS`` ends the job's workers once the driver is gone."""
+    were released. ``ray.shutdown`` (waiting for the processes) stops a cluster this process started; on
+    one joined through ``RAY_ADDRESS`` this job's actors are stopped first (:func:`stop_job_actors`)."""
     try:
         return fit()
     except KeyboardInterrupt:
         import ray
 
+        if os.environ.get("RAY_ADDRESS") and ray.is_initialized():
+            stop_joined_job()
         ray.shutdown(wait_for_processes=True)
         raise
+
+
+# How long the actors of an interrupted run on a joined cluster get to be reported dead.
+STOP_TIMEOUT_S = 30.0
+
+
+def stop_joined_job() -> None:
+    """:func:`stop_job_actors`, here or, joined as a Ray client (``ray://``, whose process has no GCS
+    connection: the actor table is not readable here), in a task of this job on the cluster; a Ray client's
+    job otherwise ran on for seconds after the client left (measured: 7 s). What did not stop is said."""
+    import ray
+    from ray.util.client import ray as client
+
+    try:
+        if client.is_connected():
+            task = ray.remote(num_cpus=0, max_retries=0)(stop_job_actors)
+            live = ray.get(task.remote(), timeout=STOP_TIMEOUT_S + 10)
+        else:
+            live = stop_job_actors()
+    except Exception as exc:  # noqa: BLE001 -- the interrupt goes on whatever the cluster answered
+        live = [f"unknown: {exc}"]
+    if live:
+        log.warning(
+            "%d of this run's Ray actors (%s) may still run after the interrupt; a re-run resumes from the "
+            "newest complete checkpoint, which may be newer than the one named below",
+            len(live),
+            ", ".join(sorted(set(live))),
+        )
+
+
+# Actor states that may still run code (Ray's ActorTableData.ActorState, but DEAD).
+LIVE_ACTOR_STATES = {"DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING"}
+
+
+def stop_job_actors(poll_s: float = 0.1) -> list[str]:
+    """Kill this job's actors on a joined cluster and wait until the GCS reports each dead; the class names
+    of those still running after ``STOP_TIMEOUT_S``.
+
+    The driver leaving a joined cluster ends its job, and the raylets kill the job's processes after
+    ``ray.shutdown`` has returned, in a race with the CLI's "a re-run resumes from meta-step N" (measured
+    with Ray 2.60, 5 runs: once the Train workers were alive 0.15 s after that line, free to save a newer
+    checkpoint than the one named; no checkpoint came after it in those runs).
+    The Train controller goes first (a worker killed before it would be replaced, ``runtime.max_failures``);
+    its workers, which it owns, die with it. An actor is reported dead once its process is gone. Detached
+    actors (Ray Data's, Serve's) belong to the cluster and are left alone."""
+    import time
+
+    import ray
+    from ray._private.worker import global_worker
+
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    killed: set[str] = set()
+    while True:
+        live = live_job_actors()
+        if not live or time.monotonic() > deadline:
+            return [a["ActorClassName"] for a in live]
+        controllers = [a for a in live if a["ActorClassName"] == "TrainController"]
+        for actor in controllers or live:  # the controller first: then nothing replaces a killed worker
+            if actor["ActorID"] not in killed:
+                global_worker.core_worker.kill_actor(ray.ActorID.from_hex(actor["ActorID"]), True)
+                killed.add(actor["ActorID"])
+        time.sleep(poll_s)
+
+
+def live_job_actors() -> list[dict[str, Any]]:
+    """This job's actors that may still run (the GCS's actor table), detached ones left out."""
+    import ray
+    from ray._private.state import actors
+
+    job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+    return [a for a in actors(job_id=job).values() if a["State"] in LIVE_ACTOR_STATES and not a["IsDetached"]]
 
 
 class WithWorkerNotes:

@@ -70,7 +70,6 @@ def test_a_rerun_that_trained_nothing_says_so(tmp_path):
         ("localhost:6379", True),
         ("ray://127.0.0.1:10001", True),
         ("10.0.0.5:6379", False),
-        ("auto", False),
     ],
 )
 def test_joining_a_loopback_address_keeps_it(monkeypatch, address, loopback):

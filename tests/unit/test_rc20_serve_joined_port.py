@@ -1,0 +1,54 @@
+"""Session 20 (rayaddr20): ``metarec serve`` joined to a cluster (``RAY_ADDRESS``) with ``--port`` in use
+on the node: Ray Serve's proxy actor failed to bind and the CLI ended in a ``RayTaskError`` traceback 9 s
+after the start (measured against a real head). The port is not checked here first on a joined cluster
+(the proxy runs on the cluster's nodes); the proxy's failure is now one line naming --port."""
+
+from __future__ import annotations
+
+import pytest
+
+from metarec_dist.errors import UserError
+from metarec_dist.runtime import ray_launcher, serving
+
+
+def proxy_failed(message: str) -> Exception:
+    from ray.exceptions import RayTaskError
+
+    return RayTaskError("ProxyActor.ready", "Traceback: ...", RuntimeError(message))
+
+
+@pytest.fixture
+def joined(monkeypatch):
+    import ray
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setattr(ray_launcher, "check_ray_address", lambda: None)
+    monkeypatch.setattr(ray_launcher, "init_ray", lambda **kw: None)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+
+
+def test_a_port_in_use_on_the_cluster_is_one_line(monkeypatch, joined):
+    from ray import serve
+
+    def start(http_options):
+        raise proxy_failed(f"Failed to bind to address '{http_options['host']}:{http_options['port']}'.")
+
+    monkeypatch.setattr(serve, "start", start)
+    http = {"host": "127.0.0.1", "port": 18292, "request_timeout_s": 30.0}
+    with pytest.raises(
+        UserError, match=r"^--host 127.0.0.1 --port 18292: Ray Serve's HTTP proxy .* another --port"
+    ):
+        serving.deploy(object(), http, replicas=1, threads=1, max_body=1024, joined=True)
+
+
+def test_another_proxy_failure_is_raised_as_it_is(monkeypatch, joined):
+    from ray import serve
+    from ray.exceptions import RayTaskError
+
+    def start(http_options):
+        raise proxy_failed("something else")
+
+    monkeypatch.setattr(serve, "start", start)
+    http = {"host": "127.0.0.1", "port": 18292, "request_timeout_s": 30.0}
+    with pytest.raises(RayTaskError):
+        serving.deploy(object(), http, replicas=1, threads=1, max_body=1024, joined=True)
