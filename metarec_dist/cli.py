@@ -28,7 +28,7 @@ from metarec_dist.config import (
     load_config,
     with_overrides,
 )
-from metarec_dist.errors import UserError, check_output_folder, check_writable_file
+from metarec_dist.errors import UserError, check_output_folder, check_writable_file, is_json_result
 from metarec_dist.metrics.redact import redact_text
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -435,30 +435,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-RESULT_MAX_BYTES = 1 << 20  # a larger file is not a result of ours: refused unread
-
-
 def _json_target(value: str, command: str, keys: tuple[str, ...]) -> Path:
     """``--json``'s file, writable (``check_writable_file``) and not a file of another kind that the
     result would replace (a config, a data file, an export's metarec_config.json): only a missing or empty
     file, or an earlier result of ``command`` (a JSON object with ``keys``), is written over."""
     path = check_writable_file(value, "--json")
-    if path.exists() and path.stat().st_size and not _is_result(path, keys):
+    if path.exists() and path.stat().st_size and not is_json_result(path, keys):
         raise UserError(
             f"--json {value}: exists and is not a `metarec {command}` result, so it would be replaced; "
             "choose another file name"
         )
     return path
-
-
-def _is_result(path: Path, keys: tuple[str, ...]) -> bool:
-    if path.stat().st_size > RESULT_MAX_BYTES:
-        return False
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(doc, dict) and all(k in doc for k in keys)
 
 
 def _write_json(path: Path, result: dict) -> None:

@@ -10,6 +10,7 @@ existed, and every ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -37,12 +38,14 @@ def check_writable_file(path: str | Path, what: str) -> Path:
         raise UserError(f"{named}: {blocker} is a file, not a folder")
     if not parent.is_dir():
         raise UserError(f"{named}: the folder {parent} does not exist (create it first)")
-    _probe(parent, named)
+    probe_folder(parent, named)
     return target
 
 
-def _probe(folder: Path, named: str) -> None:
-    """Create and remove a temp file of our own in ``folder``, or a ``UserError`` naming ``named``."""
+def probe_folder(folder: Path, named: str) -> None:
+    """Create and remove a temp file of our own in ``folder``, or a ``UserError`` naming ``named``:
+    permission bits say yes to root in ``/proc``, ``/sys`` or on a read-only mount, where a write then
+    fails only after the work."""
     try:
         fd, probe = tempfile.mkstemp(prefix=".metarec-probe-", dir=folder)
     except OSError as exc:
@@ -51,6 +54,21 @@ def _probe(folder: Path, named: str) -> None:
         ) from None
     os.close(fd)
     os.unlink(probe)  # ours: made just above
+
+
+RESULT_MAX_BYTES = 16 << 20  # a larger file is no result of ours (a data file): refused unread
+
+
+def is_json_result(path: Path, keys: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a result an earlier ``--json`` of ours wrote (a JSON object with ``keys``), which
+    a re-run may write over; anything else there (a config, an export's metarec_config.json) is not."""
+    if path.stat().st_size > RESULT_MAX_BYTES:
+        return False
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and all(k in doc for k in keys)
 
 
 def check_output_folder(path: str | Path, what: str) -> Path:

@@ -422,35 +422,21 @@ def check_json_target(path: str) -> None:
 
 def _is_report(path: Path) -> bool:
     """A file an earlier ``--json`` wrote (a JSON object with ``methods``): rewriting it is a re-run."""
-    import json
+    from metarec_dist.errors import is_json_result
 
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(doc, dict) and "methods" in doc
+    return is_json_result(path, ("methods",))
 
 
 def check_can_create(target: Path, what: str) -> None:
     """Whether files can be created beside ``target`` (in its nearest existing folder), by creating and
     removing a probe file of our own: permission bits say yes for root and for /proc or a read-only mount,
     where the write then fails only after the whole (slow) evaluation or export. ``what``: the flag."""
-    import os
-    import tempfile
-
-    from metarec_dist.errors import UserError
+    from metarec_dist.errors import probe_folder
 
     folder = next((p for p in Path(target).expanduser().absolute().parents if p.exists()), None)
     if folder is None or not folder.is_dir():
         return  # check_output_folder names a file in the way
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".metarec-probe-", dir=folder)
-    except OSError as exc:
-        raise UserError(
-            f"{what}: cannot create files in {folder} ({exc.strerror or exc}); choose a writable place"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)  # ours: made just above
+    probe_folder(folder, what)
 
 
 def mask_seen_for(name: str, asked: bool | None) -> bool:
