@@ -120,7 +120,8 @@ class DataConfig:
     string_ids: bool = False  # accept non-numeric ids (e.g. Amazon ASINs); default: ids must be integers
     # The text files' encoding (the log, the side tables, item titles), a Python codec name: e.g. latin-1
     # for MovieLens' u.item. With one that writes ASCII as ASCII (latin-1, cp1252), a file that is valid
-    # UTF-8 is still read as UTF-8 (textio.to_utf8). Not for Parquet (UTF-8 by definition).
+    # UTF-8 is still read as UTF-8 (textio.Utf8Text). Not for Parquet (UTF-8 by definition). Another
+    # encoding is transcoded a chunk at a time into a temporary UTF-8 copy (in TMPDIR), never whole in memory.
     encoding: str = "utf-8"
     hub_split: str = "train"
     hub_config: str | None = None

@@ -15,19 +15,18 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from metarec_dist.data.columns import CANDIDATES, Where, resolve_columns, to_ids, to_numbers
-from metarec_dist.data.config import DataConfig, is_utf8
+from metarec_dist.data.config import DataConfig
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
 from metarec_dist.data.synthetic import make_synthetic_sequences
 from metarec_dist.data.textio import (
     TextFile,
     TextSpec,
+    Utf8Text,
     arrow_source,
     check_file,
     open_bytes,
-    read_bytes,
     reencode_hint,
-    to_utf8,
 )
 from metarec_dist.data.titles import read_titles
 
@@ -167,7 +166,8 @@ def read_jsonl_table(path: Path, encoding: str = "utf-8") -> tuple[pa.Table, Whe
     are (their line numbers); a file Arrow cannot read is a DataError naming the first bad line."""
     check_file(path)
     try:
-        table = pj.read_json(arrow_source(path) if is_utf8(encoding) else _utf8_buffer(path, encoding))
+        text = Utf8Text(path, encoding, str(path))  # alive until the read is done: it owns its copy
+        table = pj.read_json(arrow_source(text.path))
         table.validate(full=True)  # Arrow's JSON reader keeps bytes that are not UTF-8 in its strings
     except pa.ArrowInvalid as exc:
         raise diagnose_jsonl(path, encoding) or DataError(
@@ -176,20 +176,10 @@ def read_jsonl_table(path: Path, encoding: str = "utf-8") -> tuple[pa.Table, Whe
     return table, Where(str(path), lambda row: f"line {jsonl_line(path, row, encoding)}")
 
 
-def _utf8_buffer(path: Path, encoding: str) -> pa.BufferReader:
-    """The file's text, in ``encoding``, as UTF-8 in Arrow's memory (as ``arrow_source``)."""
-    data = to_utf8(read_bytes(path), encoding, str(path))
-    buf = pa.allocate_buffer(len(data))
-    pa.FixedSizeBufferWriter(buf).write(data)
-    return pa.BufferReader(buf)
-
-
 def _jsonl_lines(path: Path, encoding: str) -> Iterator[bytes]:
-    """The file's lines as UTF-8 bytes."""
-    if not is_utf8(encoding):
-        yield from to_utf8(read_bytes(path), encoding, str(path)).splitlines(keepends=True)
-        return
-    with open_bytes(path) as f:
+    """The file's lines as UTF-8 bytes (transcoded a chunk at a time: see ``Utf8Text``)."""
+    text = Utf8Text(path, encoding, str(path))
+    with open_bytes(text.path) as f:
         yield from f
 
 

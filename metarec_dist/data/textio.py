@@ -8,10 +8,14 @@ runs once the fast reader has failed, so the good path pays nothing for precise 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
+import os
 import re
+import tempfile
+import weakref
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -78,15 +82,89 @@ def to_utf8(data: bytes, encoding: str, label: str) -> bytes:
     try:
         return data.decode(encoding).encode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].decode(encoding, "replace").count("\n") + 1
-        raise DataError(
-            f"{label}: line {line}: not valid {encoding} (byte 0x{data[exc.start]:02x}); data.encoding="
-            f"{encoding} is not this file's encoding: set data.encoding to the one it is written in"
-        ) from None
+        raise _not_in_encoding(exc, encoding, label, 1) from None
+
+
+def _not_in_encoding(exc: UnicodeDecodeError, encoding: str, label: str, first_line: int) -> DataError:
+    """Bytes that are not ``encoding``: a DataError naming the line (``exc.object`` starts at
+    ``first_line``) and the key."""
+    line = first_line + exc.object[: exc.start].decode(encoding, "replace").count("\n")
+    return DataError(
+        f"{label}: line {line}: not valid {encoding} (byte 0x{exc.object[exc.start]:02x}); data.encoding="
+        f"{encoding} is not this file's encoding: set data.encoding to the one it is written in"
+    )
 
 
 def _ascii_compatible(encoding: str) -> bool:
     return "id,1\n".encode(encoding) == b"id,1\n"
+
+
+_CHUNK = 1 << 20  # bytes decoded at a time when a file is transcoded
+
+
+class Utf8Text:
+    """A text file in ``encoding`` (``data.encoding``) as a UTF-8 file the readers take: the file itself
+    when it is UTF-8 (or, for an encoding that writes ASCII as ASCII, valid UTF-8: as ``to_utf8``), else a
+    temporary UTF-8 copy written a chunk at a time (memory stays bounded whatever the file's size),
+    deleted when this object is. Keep it alive while ``path`` is read."""
+
+    def __init__(self, path: Path, encoding: str, label: str) -> None:
+        self.path = path
+        if is_utf8(encoding) or _ascii_compatible(encoding) and _is_utf8_file(path):
+            return
+        self.path = _utf8_copy(path, encoding, label)
+        weakref.finalize(self, _remove, self.path)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    """The file's bytes (decompressed), ``_CHUNK`` at a time; a damaged gzip file is a DataError."""
+    try:
+        with open_bytes(path) as f:
+            while chunk := f.read(_CHUNK):
+                yield chunk
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise _bad_gzip(path, exc) from None
+
+
+def _is_utf8_file(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for chunk in _chunks(path):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _utf8_copy(path: Path, encoding: str, label: str) -> Path:
+    """A temporary file holding ``path``'s text, in ``encoding``, as UTF-8; bytes that are not
+    ``encoding`` are a DataError naming the line and the key (as ``to_utf8``)."""
+    fd, name = tempfile.mkstemp(prefix="metarec-utf8-", suffix=".txt")
+    decoder = codecs.getincrementaldecoder(encoding)()
+    lines = 1
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in _chunks_then_end(path):
+                try:
+                    text = decoder.decode(chunk, final=chunk == b"")
+                except UnicodeDecodeError as exc:
+                    raise _not_in_encoding(exc, encoding, label, lines) from None
+                lines += text.count("\n")
+                out.write(text.encode("utf-8"))
+    except BaseException:
+        _remove(Path(name))
+        raise
+    return Path(name)
+
+
+def _chunks_then_end(path: Path) -> Iterator[bytes]:
+    yield from _chunks(path)
+    yield b""  # the decoder's final call: bytes left over at the end are an error
 
 
 def check_file(path: Path) -> None:
@@ -162,9 +240,11 @@ def read_bytes(path: Path) -> bytes:
         with open_bytes(path) as f:
             return f.read()
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(
-            f"{path}: a gzip file that cannot be decompressed ({exc}); check or re-create it"
-        ) from None
+        raise _bad_gzip(path, exc) from None
+
+
+def _bad_gzip(path: Path, exc: Exception) -> DataError:
+    return DataError(f"{path}: a gzip file that cannot be decompressed ({exc}); check or re-create it")
 
 
 def arrow_source(path: Path) -> str | pa.BufferReader:
@@ -210,11 +290,10 @@ class TextFile:
         self.label = str(spec.path)
         self._data: bytes | None = None  # the (rewritten) bytes when pyarrow cannot read the file as is
         self.delimiter = spec.sep
-        utf8 = is_utf8(spec.encoding)
-        if spec.whitespace or len(spec.sep) > 1 or is_compressed(spec.path) or not utf8:
-            self._data = read_bytes(spec.path)  # decompressed: the line scans below read these bytes too
-        if not utf8:  # the readers and the line scans below take UTF-8
-            self._data = to_utf8(self._data, spec.encoding, self.label)
+        self._text = Utf8Text(spec.path, spec.encoding, self.label)  # the readers and line scans take UTF-8
+        if spec.whitespace or len(spec.sep) > 1 or is_compressed(self._text.path):
+            # decompressed: the line scans below read these bytes too
+            self._data = read_bytes(self._text.path)
         if spec.whitespace:
             self.delimiter = " "
             raw = self._data
@@ -232,7 +311,7 @@ class TextFile:
 
     def _source(self):
         if self._data is None:
-            return str(self.spec.path)
+            return str(self._text.path)
         # A copy in Arrow's own memory: a buffer wrapping the Python bytes would be released (taking the
         # GIL) on an Arrow pool thread; see `read`.
         buf = pa.allocate_buffer(len(self._data))
@@ -243,7 +322,7 @@ class TextFile:
         if self._data is not None:
             yield from self._data.splitlines(keepends=True)
         else:
-            with open(self.spec.path, "rb") as f:
+            with open(self._text.path, "rb") as f:
                 yield from f
 
     def first_fields(self) -> list[str]:
