@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from metarec_dist.data.config import DataConfig
+from metarec_dist.data.config import DataConfig, is_utf8
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.fetch import ARCHIVES, canonical_name, default_data_dir, download
 from metarec_dist.data.textio import zip_member
@@ -204,6 +204,7 @@ def warn_if_sep_unused(cfg: DataConfig, layout: Layout | None, side_files: Itera
     config is often reused with another data.path or data.format (a synthetic smoke run)."""
     what = cfg.format if layout is None else layout.kind
     _warn_if_header_unused(cfg, layout, what)
+    _warn_if_encoding_unused(cfg, layout, what, side_files)
     if cfg.sep is None or any(file_kind(p) in ("csv", "tsv") for p in side_files):
         return
     if what in ("csv", "tsv") or (cfg.sep, what) in _SEP_WARNED:
@@ -214,6 +215,29 @@ def warn_if_sep_unused(cfg: DataConfig, layout: Layout | None, side_files: Itera
         "data.sep=%r is ignored: %s has no separator to set (data.sep applies to csv and tsv files only); "
         "remove data.sep, or set data.format=csv if the file is delimited text",
         cfg.sep,
+        source,
+    )
+
+
+def _warn_if_encoding_unused(
+    cfg: DataConfig, layout: Layout | None, what: str, side_files: Iterable[Path]
+) -> None:
+    """``data.encoding`` names the text files' encoding: set (not UTF-8) while every file read is Parquet
+    (UTF-8 by definition), comes from the Hub (the datasets library decodes it) or is synthetic, it would
+    be ignored without a word. A warning, as for data.sep: ignoring it cannot misread anything."""
+    if is_utf8(cfg.encoding) or any(file_kind(p) != "parquet" for p in side_files):
+        return
+    if layout is not None and (layout.kind != "parquet" or layout.meta is not None):
+        return
+    given = f"data.encoding={cfg.encoding}"
+    if (given, what) in _SEP_WARNED:
+        return
+    _SEP_WARNED.add((given, what))
+    source = f"the {what} data" if layout is None else f"{layout.file} ({what})"
+    log.warning(
+        "%s is ignored: no text file is read (the log is %s, side tables if any Parquet; Parquet is UTF-8 by "
+        "definition, a Hub dataset is decoded by the datasets library); remove data.encoding",
+        given,
         source,
     )
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 
 import pytest
-from data_fixtures import cfg
+from data_fixtures import cfg, write_parquet, write_side_csv
 
 from metarec_dist.data import DataError, prepare_data, textio
+from metarec_dist.data.config import FeatureSpec
 
 ROWS = [(f"usér{u}", f"itém{i}ü", 10 * u + i) for u in range(6) for i in range(5)]
 
@@ -90,3 +92,29 @@ def test_the_temporary_utf8_copy_is_removed(tmp_path, monkeypatch):
     monkeypatch.setattr(textio.tempfile, "tempdir", None)  # TMPDIR is read again
     _prepared(path, format="csv", encoding="latin-1")
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_data_encoding_with_no_text_file_to_read_is_one_warning(tmp_path, caplog, monkeypatch):
+    """A Parquet log (UTF-8 by definition) with Parquet side tables, or synthetic data: data.encoding would
+    be ignored without a word; it is a warning naming the key, once, as data.sep is."""
+    from metarec_dist.data import layout
+
+    monkeypatch.setattr(layout, "_SEP_WARNED", set())
+    log_path = write_parquet(tmp_path / "log.parquet")
+    with caplog.at_level(logging.WARNING):
+        prepare_data(cfg(format="auto", path=str(log_path), encoding="latin-1"))
+        prepare_data(cfg(format="auto", path=str(log_path), encoding="latin-1"))
+        prepare_data(cfg(format="synthetic", encoding="latin-1"))
+    warned = [r.getMessage() for r in caplog.records if "data.encoding" in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert warned[0].startswith(
+        f"data.encoding=latin-1 is ignored: no text file is read (the log is {log_path}"
+    )
+    assert "the synthetic data" in warned[1]
+    caplog.clear()
+    users, _ = write_side_csv(tmp_path / "side")  # a text side table: the key is used
+    side = {"user_features_path": str(users), "user_features": [FeatureSpec(name="sex", kind="token")]}
+    with caplog.at_level(logging.WARNING):
+        prepare_data(cfg(format="auto", path=str(log_path), encoding="cp1252", **side))
+        prepare_data(cfg(format="auto", path=str(log_path)))
+    assert "data.encoding" not in caplog.text
