@@ -83,6 +83,16 @@ def to_utf8(data: bytes, encoding: str, label: str) -> bytes:
         return data.decode(encoding).encode("utf-8")
     except UnicodeDecodeError as exc:
         raise _not_in_encoding(exc, encoding, label, 1) from None
+    except UnicodeError as exc:  # utf-16 / utf-32 without a byte order mark
+        raise _no_bom(exc, encoding, label) from None
+
+
+def _no_bom(exc: UnicodeError, encoding: str, label: str) -> DataError:
+    return DataError(
+        f"{label}: cannot be read as {encoding} ({exc}); set data.encoding to the encoding the file is "
+        f"written in (one without a byte order mark that is {encoding}: name the byte order, e.g. "
+        f"{encoding.lower()}-le)"
+    )
 
 
 def _not_in_encoding(exc: UnicodeDecodeError, encoding: str, label: str, first_line: int) -> DataError:
@@ -112,6 +122,11 @@ class Utf8Text:
         self.path = path
         if is_utf8(encoding) or _ascii_compatible(encoding) and _is_utf8_file(path):
             return
+        if _ascii_compatible(encoding) and _head(path).startswith(_UTF16_BOMS):
+            raise DataError(  # read in Latin-1, its header would be 'ÿþu s e r _ i d': "no user id column"
+                f"{label}: the file is UTF-16 (it starts with a UTF-16 byte order mark), not {encoding}: "
+                "--set data.encoding=utf-16"
+            )
         self.path = _utf8_copy(path, encoding, label)
         weakref.finalize(self, _remove, self.path)
 
@@ -128,6 +143,15 @@ def _chunks(path: Path) -> Iterator[bytes]:
                 yield chunk
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise _bad_gzip(path, exc) from None
+
+
+def _head(path: Path) -> bytes:
+    """The first chunk of the file's (decompressed) bytes."""
+    chunks = _chunks(path)
+    try:
+        return next(chunks, b"")
+    finally:
+        chunks.close()
 
 
 def _is_utf8_file(path: Path) -> bool:
@@ -154,6 +178,8 @@ def _utf8_copy(path: Path, encoding: str, label: str) -> Path:
                     text = decoder.decode(chunk, final=chunk == b"")
                 except UnicodeDecodeError as exc:
                     raise _not_in_encoding(exc, encoding, label, lines) from None
+                except UnicodeError as exc:
+                    raise _no_bom(exc, encoding, label) from None
                 lines += text.count("\n")
                 out.write(text.encode("utf-8"))
     except BaseException:

@@ -118,3 +118,21 @@ def test_data_encoding_with_no_text_file_to_read_is_one_warning(tmp_path, caplog
         prepare_data(cfg(format="auto", path=str(log_path), encoding="cp1252", **side))
         prepare_data(cfg(format="auto", path=str(log_path)))
     assert "data.encoding" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_utf16_given_for_a_file_without_its_byte_order_mark_is_one_line_naming_the_file(tmp_path, kind):
+    """Was "UTF-16 stream does not start with BOM", naming no file and no key."""
+    path = tmp_path / f"log.{kind}"
+    path.write_text(_csv(ROWS) if kind == "csv" else _jsonl(ROWS), encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}: cannot be read as utf-16 .*set data\.encoding to") as err:
+        _prepared(path, format=kind, encoding="utf-16")
+    assert "utf-16-le" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_utf16_file_read_as_latin1_says_it_is_utf16(tmp_path):
+    """Latin-1 reads any byte: the header came out as 'ÿþu s e r _ i d', "no user id column found"."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(_csv(ROWS).encode("utf-16"))
+    with pytest.raises(DataError, match=rf"^{path}: the file is UTF-16 .*--set data\.encoding=utf-16$"):
+        _prepared(path, format="csv", encoding="latin-1")
