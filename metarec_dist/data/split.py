@@ -66,7 +66,7 @@ def split_users(
     n_test, n_valid = _count(n, test_frac), _count(n, valid_frac)
     if n - n_test - n_valid < 1:
         raise DataError(
-            f"only {n} users left after filtering: data.valid_frac={valid_frac} and "
+            f"only {n} user{'' if n == 1 else 's'} left after filtering: data.valid_frac={valid_frac} and "
             f"data.test_frac={test_frac} leave none for training; use more data or lower the fractions"
         )
     if how == "time":

@@ -1,7 +1,10 @@
-"""Session 20 (data20): a log in a ``data.encoding`` other than UTF-8 is transcoded a chunk at a time into a
-temporary UTF-8 copy that Arrow reads from disk. Before, the whole file was read into memory, converted
-(a second copy) and copied into Arrow's memory (a third): on a 200 MB Latin-1 log, peak memory was
-1.29 GB against 0.94 GB for its UTF-8 copy; now both are 0.93 GB. Results are those of the UTF-8 copy."""
+"""Session 20 (data20): ``data.encoding`` and a user pass of ``metarec data stats``.
+
+A log in a ``data.encoding`` other than UTF-8 is transcoded a chunk at a time into a temporary UTF-8 copy
+that Arrow reads from disk. Before, the whole file was read into memory, converted (a second copy) and
+copied into Arrow's memory (a third): on a 200 MB Latin-1 log, peak memory was 1.29 GB against 0.94 GB for
+its UTF-8 copy; now both are 0.93 GB. Results are those of the UTF-8 copy. data.encoding set where no text
+file is read is a warning; utf-16 without a byte order mark, or a UTF-16 file read as Latin-1, one line."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import gzip
 import json
 import logging
 
+import numpy as np
 import pytest
 from data_fixtures import cfg, write_parquet, write_side_csv
 
@@ -136,3 +140,11 @@ def test_a_utf16_file_read_as_latin1_says_it_is_utf16(tmp_path):
     path.write_bytes(_csv(ROWS).encode("utf-16"))
     with pytest.raises(DataError, match=rf"^{path}: the file is UTF-16 .*--set data\.encoding=utf-16$"):
         _prepared(path, format="csv", encoding="latin-1")
+
+
+def test_one_user_left_is_said_in_the_singular():
+    """Was "only 1 users left after filtering"."""
+    from metarec_dist.data.split import split_users
+
+    with pytest.raises(DataError, match=r"^only 1 user left after filtering: data\.valid_frac=0\.1"):
+        split_users(np.zeros(1), "time", 0.1, 0.1, 0)
