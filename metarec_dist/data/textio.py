@@ -168,7 +168,10 @@ def _is_utf8_file(path: Path) -> bool:
 def _utf8_copy(path: Path, encoding: str, label: str) -> Path:
     """A temporary file holding ``path``'s text, in ``encoding``, as UTF-8; bytes that are not
     ``encoding`` are a DataError naming the line and the key (as ``to_utf8``)."""
-    fd, name = tempfile.mkstemp(prefix="metarec-utf8-", suffix=".txt")
+    try:
+        fd, name = tempfile.mkstemp(prefix="metarec-utf8-", suffix=".txt")
+    except OSError as exc:
+        raise _no_room(exc, encoding, label) from None
     decoder = codecs.getincrementaldecoder(encoding)()
     lines = 1
     try:
@@ -182,10 +185,20 @@ def _utf8_copy(path: Path, encoding: str, label: str) -> Path:
                     raise _no_bom(exc, encoding, label) from None
                 lines += text.count("\n")
                 out.write(text.encode("utf-8"))
-    except BaseException:
+    except BaseException as exc:
         _remove(Path(name))
+        if isinstance(exc, OSError):  # a full or read-only temporary folder
+            raise _no_room(exc, encoding, label) from None
         raise
     return Path(name)
+
+
+def _no_room(exc: OSError, encoding: str, label: str) -> DataError:
+    return DataError(
+        f"{label}: cannot write its UTF-8 copy (data.encoding={encoding}) to the temporary folder "
+        f"{tempfile.gettempdir()} ({exc.strerror or exc}); point TMPDIR at a folder with about the file's "
+        "size free, or re-save the file as UTF-8"
+    )
 
 
 def _chunks_then_end(path: Path) -> Iterator[bytes]:

@@ -148,3 +148,27 @@ def test_one_user_left_is_said_in_the_singular():
 
     with pytest.raises(DataError, match=r"^only 1 user left after filtering: data\.valid_frac=0\.1"):
         split_users(np.zeros(1), "time", 0.1, 0.1, 0)
+
+
+def test_no_room_for_the_utf8_copy_is_one_line_naming_tmpdir(tmp_path, monkeypatch):
+    """A full temporary folder was an OSError traceback."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(_csv(ROWS).encode("latin-1"))
+    real_fdopen = textio.os.fdopen
+
+    class Full:
+        def __init__(self, fd):
+            self.file = real_fdopen(fd, "wb")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(textio.os, "fdopen", lambda fd, mode: Full(fd))
+    with pytest.raises(DataError, match=rf"^{path}: cannot write its UTF-8 copy .*No space left .*TMPDIR"):
+        _prepared(path, format="csv", encoding="latin-1")
