@@ -235,7 +235,7 @@ def _warn_if_encoding_unused(
     _SEP_WARNED.add((given, what))
     source = f"the {what} data" if layout is None else f"{layout.file} ({what})"
     log.warning(
-        "%s is ignored: no text file is read (the log is %s, side tables if any Parquet; Parquet is UTF-8 by "
+        "%s is ignored: no text file is read (the log is %s, with no text side table; Parquet is UTF-8 by "
         "definition, a Hub dataset is decoded by the datasets library); remove data.encoding",
         given,
         source,
