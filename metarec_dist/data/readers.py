@@ -197,6 +197,7 @@ def diagnose_jsonl(path: Path, encoding: str = "utf-8") -> DataError | None:
     """Error path: the first line that is not UTF-8, not JSON, not an object, or changes a field's type."""
     kinds: dict[str, tuple[str, int]] = {}
     first = True
+    records = 0
     for number, raw in enumerate(_jsonl_lines(path, encoding), 1):
         if not raw.strip():
             continue
@@ -206,6 +207,7 @@ def diagnose_jsonl(path: Path, encoding: str = "utf-8") -> DataError | None:
                 "(pandas: df.to_json(path, orient='records', lines=True); jq: jq -c '.[]')"
             )
         first = False
+        records += 1
         try:
             record = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -232,6 +234,8 @@ def diagnose_jsonl(path: Path, encoding: str = "utf-8") -> DataError | None:
                     f"{path}: line {number}, column {key!r}: a {kind} where line {first[1]} has a "
                     f"{first[0]}; use one type per field (ids as numbers, or all as strings)"
                 )
+    if not records:  # Arrow's "Empty JSON file": compressed or decoded to nothing (check_file saw bytes)
+        return DataError(f"{path}: no JSON records (no text once decompressed or decoded)")
     return None
 
 

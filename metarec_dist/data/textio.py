@@ -378,7 +378,11 @@ class TextFile:
         return line.split(self.delimiter)
 
     def _read_header(self) -> list[str]:
-        first = next(iter(self._lines()), b"")
+        first = next(iter(self._lines()), None)
+        if first is None:  # not one byte, yet check_file saw some: compressed or decoded to nothing
+            raise DataError(
+                f"{self.label}: no text once decompressed or decoded; check or re-create the file"
+            )
         try:
             text = first.decode("utf-8-sig")
         except UnicodeDecodeError as exc:

@@ -173,3 +173,18 @@ def test_no_room_for_the_utf8_copy_is_one_line_naming_tmpdir(tmp_path, monkeypat
     monkeypatch.setattr(textio.os, "fdopen", lambda fd, mode: Full(fd))
     with pytest.raises(DataError, match=rf"^{path}: cannot write its UTF-8 copy .*No space left .*TMPDIR"):
         _prepared(path, format="csv", encoding="latin-1")
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1", "utf-16"])
+def test_a_file_with_no_text_once_decompressed_or_decoded_says_so(tmp_path, kind, encoding):
+    """A gzip of an empty file (or a UTF-16 file of only its byte order mark): was "line 1 should be the
+    header ... but is empty" / "cannot be read as JSON Lines: Empty JSON file"."""
+    path = tmp_path / f"log.{kind}.gz"
+    path.write_bytes(gzip.compress("".encode(encoding)))
+    if kind == "csv":
+        expected = rf"^{path}: no text once decompressed or decoded; check or re-create the file$"
+    else:
+        expected = rf"^{path}: no JSON records \(no text once decompressed or decoded\)$"
+    with pytest.raises(DataError, match=expected):
+        _prepared(path, format=kind, encoding=encoding)
