@@ -120,15 +120,32 @@ class Utf8Text:
 
     def __init__(self, path: Path, encoding: str, label: str) -> None:
         self.path = path
-        if is_utf8(encoding) or _ascii_compatible(encoding) and _is_utf8_file(path):
+        if is_utf8(encoding):
             return
-        if _ascii_compatible(encoding) and _head(path).startswith(_UTF16_BOMS):
-            raise DataError(  # read in Latin-1, its header would be 'ÿþu s e r _ i d': "no user id column"
-                f"{label}: the file is UTF-16 (it starts with a UTF-16 byte order mark), not {encoding}: "
-                "--set data.encoding=utf-16"
-            )
+        if _ascii_compatible(encoding):
+            not_utf8 = _not_utf8_at(path)
+            if not_utf8 is None:
+                return
+            _check_bom(path, encoding, label, not_utf8)
         self.path = _utf8_copy(path, encoding, label)
         weakref.finalize(self, _remove, self.path)
+
+
+def _check_bom(path: Path, encoding: str, label: str, not_utf8: str) -> None:
+    """A byte order mark says the file is not in ``encoding`` (one that writes ASCII as ASCII): read in
+    it, the mark would begin the header's first name ('ÿþu s e r _ i d', 'ï»¿user_id'): "no user id
+    column"."""
+    head = _head(path)
+    if head.startswith(_UTF16_BOMS):
+        raise DataError(
+            f"{label}: the file is UTF-16 (it starts with a UTF-16 byte order mark), not {encoding}: "
+            "--set data.encoding=utf-16"
+        )
+    if head.startswith(codecs.BOM_UTF8):
+        raise DataError(
+            f"{label}: starts with a UTF-8 byte order mark but {not_utf8} is not UTF-8: the file mixes "
+            f"encodings (data.encoding={encoding} would read the mark as text); re-save it in one encoding"
+        )
 
 
 def _remove(path: Path) -> None:
@@ -154,15 +171,18 @@ def _head(path: Path) -> bytes:
         chunks.close()
 
 
-def _is_utf8_file(path: Path) -> bool:
+def _not_utf8_at(path: Path) -> str | None:
+    """Where the file stops being UTF-8 ("line 3 (byte 0xe9)"), or None when it is UTF-8 throughout."""
     decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
     try:
-        for chunk in _chunks(path):
-            decoder.decode(chunk)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
+        for chunk in _chunks_then_end(path):
+            decoder.decode(chunk, final=chunk == b"")
+            lines += chunk.count(b"\n")
+    except UnicodeDecodeError as exc:
+        line = lines + exc.object[: exc.start].count(b"\n")
+        return f"line {line} (byte 0x{exc.object[exc.start]:02x})"
+    return None
 
 
 def _utf8_copy(path: Path, encoding: str, label: str) -> Path:

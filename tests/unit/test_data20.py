@@ -188,3 +188,15 @@ def test_a_file_with_no_text_once_decompressed_or_decoded_says_so(tmp_path, kind
         expected = rf"^{path}: no JSON records \(no text once decompressed or decoded\)$"
     with pytest.raises(DataError, match=expected):
         _prepared(path, format=kind, encoding=encoding)
+
+
+def test_a_utf8_byte_order_mark_before_latin1_bytes_says_the_file_mixes_encodings(tmp_path, monkeypatch):
+    """Excel's "CSV UTF-8" edited in a Latin-1 tool: with data.encoding=latin-1 (the advice for its é) the
+    mark read as 'ï»¿user_id' and the error was "no user id column found"."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + _csv(ROWS).encode("latin-1"))
+    monkeypatch.setattr(textio, "_CHUNK", 7)  # the line is counted across chunks
+    with pytest.raises(
+        DataError, match=rf"^{path}: starts with a UTF-8 byte order mark but line 2 \(byte 0xe9\)"
+    ):
+        _prepared(path, format="csv", encoding="latin-1")
