@@ -354,22 +354,28 @@ def _export_summary(folder: Path) -> str:
 
     meta = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
     lines = [f"exported step {meta['step']} ({meta['num_items']} items) to {folder}"]
-    recorded = meta.get(ADAPTATION_KEY)
-    if recorded:
-        chosen = recorded["adaptation_selected_on"] == "valid"
-        how = "chosen on validation users" if chosen else "fixed by --steps"
-        per_k = " (per support size: see its per_shot)" if recorded.get("per_shot") else ""
-        lines.append(
-            f"test-time adaptation {recorded['steps']} steps at lr {recorded['inner_lr']:g}{per_k} ({how}), "
-            "which recommend and serve apply"
-        )
     fusion = meta.get(FUSION_KEY)
+    recorded = fusion or meta.get(ADAPTATION_KEY)  # a fused export records its adaptation in its fusion
+    if recorded:
+        lines.append(_adaptation_line(recorded))
     if fusion:
         how = "chosen on validation users" if fusion["selected_on"] == "valid" else "fixed by --fuse-weight"
         lines.append(f"fused with the item co-occurrence counts at weight {fusion['weight']:g} ({how})")
         if fusion["selected_on"] == "valid" and fusion["weight"] == max(FUSION_WEIGHTS):
             lines.append("note: the largest weight tried; a larger one (--fuse-weight) may score better")
     return "\n".join(lines)
+
+
+def _adaptation_line(recorded: dict) -> str:
+    """The test-time adaptation an export records (its ``adaptation`` or its fusion's), in words."""
+    how = (
+        "chosen on validation users" if recorded["adaptation_selected_on"] == "valid" else "fixed by --steps"
+    )
+    per_k = " (per support size: see its per_shot)" if recorded.get("per_shot") else ""
+    return (
+        f"test-time adaptation {recorded['steps']} steps at lr {recorded['inner_lr']:g}{per_k} ({how}), "
+        "which recommend and serve apply"
+    )
 
 
 @command("serve")

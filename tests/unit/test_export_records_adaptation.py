@@ -75,7 +75,7 @@ def test_export_choose_adaptation_records_what_evaluate_chooses(trained, tmp_pat
     assert json.loads(again.read_text())["methods"]["fomaml"]["info"]["adaptation"]["selected_on"] == "valid"
 
 
-def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path):
+def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path, capsys):
     run = trained()
     out = tmp_path / "fused"
     argv = [
@@ -90,6 +90,8 @@ def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path):
         "1",
     ]
     assert main([*argv, "--inner-lr", "0.07"]) == 0
+    # The summary said the weight but not the adaptation the fused export records and applies.
+    assert "test-time adaptation 1 steps at lr 0.07 (fixed by --steps)" in capsys.readouterr().out
     meta = json.loads((out / ckpt.EXPORT_CONFIG).read_text())
     assert (meta["fusion"]["steps"], meta["fusion"]["inner_lr"]) == (1, 0.07)
     assert "adaptation" not in meta  # a fused export records its adaptation in its fusion only
