@@ -546,24 +546,25 @@ def _data(args: argparse.Namespace) -> int:
 
 # Options naming a file, folder or address, and what to give instead of an empty value (`--json "$OUT"` with
 # OUT unset): an empty path reads as the working folder ("--checkpoint .: not a checkpoint", "--json .: is a
-# folder") or, for `train --json`, as not given, so the run's result was silently not written. `evaluate`
-# and `recommend` check their own (eval/cli.py); --path, --pip, --image, --job-id and --address too, and
-# `export --out ''` is refused as the current folder.
+# folder") or, for `train --json` and `evaluate --json`, as not given, so the result was silently not
+# written. Every command's options, by their argparse dest; --path, --pip, --image, --job-id and --address are
+# checked where they are read, `export --out ''` is refused as the current folder, and `recommend --items ''`
+# / `--user ''` say the format they expect.
 NON_EMPTY = {
     "config": ("--config", "a YAML config file, e.g. configs/tiny.yaml"),
     "checkpoint": ("--checkpoint", "a checkpoint, an exported model or a run folder"),
-    "json": ("--json", "a file name"),
+    "json": ("--json", "a file name, or drop --json"),
     "host": ("--host", "an address to listen on, e.g. 127.0.0.1"),
     "data_dir": ("--data-dir", "a folder"),
     "working_dir": ("--working-dir", "a folder"),
     "parts": ("--parts", "a comma-separated subset of data,eval,zero,sampled"),
+    "shots": ("--shots", "support sizes, e.g. 1,3,5,10, or drop --shots"),
+    "baseline": ("--baseline", "a second checkpoint, exported model or run folder, or drop --baseline"),
 }
 
 
 def refuse_empty(args: argparse.Namespace) -> None:
-    """An option of ``NON_EMPTY`` given as an empty string fails naming it, before any work."""
-    if args.command in ("evaluate", "recommend"):
-        return
+    """An option of ``NON_EMPTY`` given as an empty (or blank) string fails naming it, before any work."""
     for dest, (flag, what) in NON_EMPTY.items():
         if isinstance(value := getattr(args, dest, None), str) and not value.strip():
             raise UserError(f"{flag}: got an empty value; give {what}")
