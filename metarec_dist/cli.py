@@ -373,7 +373,8 @@ def _adaptation_line(recorded: dict) -> str:
     )
     per_k = " (per support size: see its per_shot)" if recorded.get("per_shot") else ""
     return (
-        f"test-time adaptation {recorded['steps']} steps at lr {recorded['inner_lr']:g}{per_k} ({how}), "
+        f"test-time adaptation {recorded['steps']} step{'s' * (recorded['steps'] != 1)} at lr "
+        f"{recorded['inner_lr']:g}{per_k} ({how}), "
         "which recommend and serve apply"
     )
 

@@ -91,7 +91,7 @@ def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path, c
     ]
     assert main([*argv, "--inner-lr", "0.07"]) == 0
     # The summary said the weight but not the adaptation the fused export records and applies.
-    assert "test-time adaptation 1 steps at lr 0.07 (fixed by --steps)" in capsys.readouterr().out
+    assert "test-time adaptation 1 step at lr 0.07 (fixed by --steps)" in capsys.readouterr().out
     meta = json.loads((out / ckpt.EXPORT_CONFIG).read_text())
     assert (meta["fusion"]["steps"], meta["fusion"]["inner_lr"]) == (1, 0.07)
     assert "adaptation" not in meta  # a fused export records its adaptation in its fusion only
