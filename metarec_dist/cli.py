@@ -367,16 +367,21 @@ def _export_summary(folder: Path) -> str:
 
 
 def _adaptation_line(recorded: dict) -> str:
-    """The test-time adaptation an export records (its ``adaptation`` or its fusion's), in words."""
+    """The test-time adaptation an export records (its ``adaptation`` or its fusion's), in words; per-K
+    choices (``eval.adaptation: per_shot``) each, as ``metarec evaluate`` names them."""
+
+    def one(steps: int, lr: float) -> str:
+        return f"{steps} step{'s' * (steps != 1)} at lr {lr:g}"
+
     how = (
         "chosen on validation users" if recorded["adaptation_selected_on"] == "valid" else "fixed by --steps"
     )
-    per_k = " (per support size: see its per_shot)" if recorded.get("per_shot") else ""
-    return (
-        f"test-time adaptation {recorded['steps']} step{'s' * (recorded['steps'] != 1)} at lr "
-        f"{recorded['inner_lr']:g}{per_k} ({how}), "
-        "which recommend and serve apply"
-    )
+    per_shot = recorded.get("per_shot")
+    if per_shot:  # applied by the history's length: the largest K not above it
+        what = "per support size " + "; ".join(f"K={k}: {one(s, lr)}" for k, (s, lr) in per_shot.items())
+    else:
+        what = one(recorded["steps"], recorded["inner_lr"])
+    return f"test-time adaptation {what} ({how}), which recommend and serve apply"
 
 
 @command("serve")

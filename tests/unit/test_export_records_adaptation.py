@@ -167,3 +167,18 @@ def test_per_shot_records_follow_the_history_length():
     assert [stored.setting(n) for n in (1, 3, 5, 9)] == [(0, 0.5), (0, 0.5), (2, 0.1), (2, 0.1)]
     adaptation = stored.adaptation([1, 5])
     assert adaptation.selected_on == "export" and adaptation.setting(5) == (2, 0.1)
+
+
+def test_the_summary_names_each_per_shot_choice(tmp_path):
+    """With ``eval.adaptation: per_shot`` the summary said "(per support size: see its per_shot)": the
+    choices, which recommend applies by the history's length, are now named as evaluate names them."""
+    from metarec_dist.cli import _export_summary
+
+    record = {"steps": 10, "inner_lr": 0.5, "adaptation_selected_on": "valid", "per_shot": {"1": [10, 1.0]}}
+    record["per_shot"]["3"] = [1, 0.5]
+    meta = {"step": 2, "num_items": 30, "adaptation": record}
+    (tmp_path / ckpt.EXPORT_CONFIG).write_text(json.dumps(meta))
+    assert _export_summary(tmp_path).splitlines()[1] == (
+        "test-time adaptation per support size K=1: 10 steps at lr 1; K=3: 1 step at lr 0.5 "
+        "(chosen on validation users), which recommend and serve apply"
+    )
