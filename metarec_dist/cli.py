@@ -354,22 +354,34 @@ def _export_summary(folder: Path) -> str:
 
     meta = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
     lines = [f"exported step {meta['step']} ({meta['num_items']} items) to {folder}"]
-    recorded = meta.get(ADAPTATION_KEY)
-    if recorded:
-        chosen = recorded["adaptation_selected_on"] == "valid"
-        how = "chosen on validation users" if chosen else "fixed by --steps"
-        per_k = " (per support size: see its per_shot)" if recorded.get("per_shot") else ""
-        lines.append(
-            f"test-time adaptation {recorded['steps']} steps at lr {recorded['inner_lr']:g}{per_k} ({how}), "
-            "which recommend and serve apply"
-        )
     fusion = meta.get(FUSION_KEY)
+    recorded = fusion or meta.get(ADAPTATION_KEY)  # a fused export records its adaptation in its fusion
+    if recorded:
+        lines.append(_adaptation_line(recorded))
     if fusion:
         how = "chosen on validation users" if fusion["selected_on"] == "valid" else "fixed by --fuse-weight"
         lines.append(f"fused with the item co-occurrence counts at weight {fusion['weight']:g} ({how})")
         if fusion["selected_on"] == "valid" and fusion["weight"] == max(FUSION_WEIGHTS):
             lines.append("note: the largest weight tried; a larger one (--fuse-weight) may score better")
     return "\n".join(lines)
+
+
+def _adaptation_line(recorded: dict) -> str:
+    """The test-time adaptation an export records (its ``adaptation`` or its fusion's), in words; per-K
+    choices (``eval.adaptation: per_shot``) each, as ``metarec evaluate`` names them."""
+
+    def one(steps: int, lr: float) -> str:
+        return f"{steps} step{'s' * (steps != 1)} at lr {lr:g}"
+
+    how = (
+        "chosen on validation users" if recorded["adaptation_selected_on"] == "valid" else "fixed by --steps"
+    )
+    per_shot = recorded.get("per_shot")
+    if per_shot:  # applied by the history's length: the largest K not above it
+        what = "per support size " + "; ".join(f"K={k}: {one(s, lr)}" for k, (s, lr) in per_shot.items())
+    else:
+        what = one(recorded["steps"], recorded["inner_lr"])
+    return f"test-time adaptation {what} ({how}), which recommend and serve apply"
 
 
 @command("serve")
@@ -540,24 +552,25 @@ def _data(args: argparse.Namespace) -> int:
 
 # Options naming a file, folder or address, and what to give instead of an empty value (`--json "$OUT"` with
 # OUT unset): an empty path reads as the working folder ("--checkpoint .: not a checkpoint", "--json .: is a
-# folder") or, for `train --json`, as not given, so the run's result was silently not written. `evaluate`
-# and `recommend` check their own (eval/cli.py); --path, --pip, --image, --job-id and --address too, and
-# `export --out ''` is refused as the current folder.
+# folder") or, for `train --json` and `evaluate --json`, as not given, so the result was silently not
+# written. Every command's options, by their argparse dest; --path, --pip, --image, --job-id and --address are
+# checked where they are read, `export --out ''` is refused as the current folder, and `recommend --items ''`
+# / `--user ''` say the format they expect.
 NON_EMPTY = {
     "config": ("--config", "a YAML config file, e.g. configs/tiny.yaml"),
     "checkpoint": ("--checkpoint", "a checkpoint, an exported model or a run folder"),
-    "json": ("--json", "a file name"),
+    "json": ("--json", "a file name, or drop --json"),
     "host": ("--host", "an address to listen on, e.g. 127.0.0.1"),
     "data_dir": ("--data-dir", "a folder"),
     "working_dir": ("--working-dir", "a folder"),
     "parts": ("--parts", "a comma-separated subset of data,eval,zero,sampled"),
+    "shots": ("--shots", "support sizes, e.g. 1,3,5,10, or drop --shots"),
+    "baseline": ("--baseline", "a second checkpoint, exported model or run folder, or drop --baseline"),
 }
 
 
 def refuse_empty(args: argparse.Namespace) -> None:
-    """An option of ``NON_EMPTY`` given as an empty string fails naming it, before any work."""
-    if args.command in ("evaluate", "recommend"):
-        return
+    """An option of ``NON_EMPTY`` given as an empty (or blank) string fails naming it, before any work."""
     for dest, (flag, what) in NON_EMPTY.items():
         if isinstance(value := getattr(args, dest, None), str) and not value.strip():
             raise UserError(f"{flag}: got an empty value; give {what}")

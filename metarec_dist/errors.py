@@ -22,10 +22,11 @@ class UserError(ValueError):
 
 def check_writable_file(path: str | Path, what: str) -> Path:
     """Fail now, not after a long run, when ``path`` cannot be written as a file (``what`` names the flag);
-    the path to write to (links followed). The folder is probed as the atomic write will use it, by
-    creating and removing a temp file there: permission bits say yes to root in ``/proc`` and ``/sys``,
-    where the write then failed only after the work. A file in place must be a plain file: a rename over
-    ``/dev/null`` or a link such as ``/dev/stdout`` would replace it."""
+    the path to write to (links followed; missing folders are made when it is written). The nearest
+    existing folder is probed as the atomic write will use it, by creating and removing a temp file there:
+    permission bits say yes to root in ``/proc`` and ``/sys``, where the write then failed only after the
+    work. A file in place must be a plain file: a rename over ``/dev/null`` or a link such as
+    ``/dev/stdout`` would replace it."""
     path = Path(path).expanduser()
     named = f"{what} {path}"
     if path.is_dir():
@@ -33,12 +34,13 @@ def check_writable_file(path: str | Path, what: str) -> Path:
     if path.exists() and not path.is_file():  # followed to its end: /dev/stdout's is a pipe or a terminal
         raise UserError(f"{named}: exists and is not a plain file (a device, a pipe); give a file name")
     target = path.resolve()
-    parent = target.parent
-    if (blocker := next((p for p in target.parents if p.exists()), None)) and not blocker.is_dir():
-        raise UserError(f"{named}: {blocker} is a file, not a folder")
-    if not parent.is_dir():
-        raise UserError(f"{named}: the folder {parent} does not exist (create it first)")
-    probe_folder(parent, named)
+    # Missing folders are created by the write (``atomic_write_text``), as `metarec evaluate --json` does:
+    # the nearest existing one is probed, where they will be made.
+    nearest = next((p for p in target.parents if p.exists()), None)
+    if nearest is not None and not nearest.is_dir():
+        raise UserError(f"{named}: {nearest} is a file, not a folder")
+    if nearest is not None:
+        probe_folder(nearest, named)
     return target
 
 

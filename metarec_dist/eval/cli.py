@@ -348,16 +348,8 @@ def _same_users(a: ColdStartProtocol, b: ColdStartProtocol, split: str) -> None:
         )
 
 
-def refuse_empty(args: argparse.Namespace, *flags: str) -> None:
-    """An option given as an empty string (``--json "$OUT"`` with OUT unset) is refused: the commands test
-    these options for truth, so an empty one would silently mean "not given" (no JSON written)."""
-    for flag in flags:
-        if getattr(args, flag.removeprefix("--").replace("-", "_"), None) == "":
-            raise ValueError(f"{flag}: got an empty value; give a value or drop {flag}")
-
-
 def evaluate_main(args: argparse.Namespace) -> int:
-    refuse_empty(args, "--json", "--shots", "--baseline", "--checkpoint")
+    # An empty --json / --shots / --baseline / --checkpoint was refused before this (cli.refuse_empty).
     if args.n_boot is not None and args.n_boot < 1:  # before the (slow) evaluation
         raise ValueError(f"--n-boot must be >= 1 (bootstrap resamples), got {args.n_boot}")
     if args.shots:  # a malformed list fails before the model and the data are loaded

@@ -69,7 +69,9 @@ class Scorer(Protocol):
     meta-learner, or a baseline."""
 
     def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
-        """Scores ``[U, V]`` after ``steps`` inner steps on each user's support (None: the algorithm's)."""
+        """Scores ``[U, V]`` after ``steps`` inner steps on each user's support. None: the scorer's own
+        adaptation (the training engine: the algorithm's trained ``meta.adaptation_steps``); a scorer without
+        one (``AdaptingScorer``, the evaluation's) refuses None and takes an explicit count."""
         ...
 
 

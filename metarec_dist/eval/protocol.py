@@ -18,6 +18,7 @@ interaction may want fewer steps than one with ten.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -87,7 +88,7 @@ class FusedScorer:
     def __init__(self, base: AdaptingScorer, cooc: ItemCooccurrence, weight: float) -> None:
         self.base, self.cooc, self.weight = base, cooc, weight
 
-    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
+    def score(self, batch: MetaBatch, steps: int) -> torch.Tensor:
         scores = self.base.score(batch, steps)
         if not self.weight:
             return scores
@@ -104,7 +105,11 @@ class AdaptingScorer:
     adapt too when asked (steps > 0): test-time fine-tuning of the same fast weights with the same inner
     loop. Non-finite scores raise :class:`Diverged` instead of reaching the metrics, where a NaN row would
     tie every item and win the optimistic tie-break. ``algorithm_state``: the trained algorithm's own
-    parameters (Meta-SGD's rates)."""
+    parameters (Meta-SGD's rates).
+
+    ``steps`` is required, an int: this scorer has no adaptation of its own (it is built with none), so the
+    ``None`` the ``Scorer`` protocol allows ("the algorithm's own", the training engine's trained steps) is
+    refused rather than read as 0 steps, which ``MetaLearner.score`` would read as the algorithm's."""
 
     def __init__(
         self,
@@ -119,13 +124,13 @@ class AdaptingScorer:
         self.learner = MetaLearner(model, algo.to(model.fast_init.device)).eval()
         self.inner_lr = inner_lr
 
-    def score(self, batch: MetaBatch, steps: int | None = None) -> torch.Tensor:
-        scores = self.learner.score(batch, steps)
+    def score(self, batch: MetaBatch, steps: int) -> torch.Tensor:
+        scores = self.learner.score(batch, explicit_steps(steps))
         if not bool(torch.isfinite(scores).all()):
             raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})")
         return scores
 
-    def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
+    def score_chunks(self, batch: MetaBatch, steps: int, sink: ScoreSink) -> None:
         """``score`` chunk by chunk (bounded memory), with the same divergence check on every chunk."""
 
         def checked(score_range: ScoreRange) -> ScoreRange:
@@ -139,7 +144,21 @@ class AdaptingScorer:
 
             return read
 
-        self.learner.score_chunks(batch, steps, lambda score_range: sink(checked(score_range)))
+        self.learner.score_chunks(
+            batch, explicit_steps(steps), lambda score_range: sink(checked(score_range))
+        )
+
+
+def explicit_steps(steps: int) -> int:
+    """``steps`` if it is a step count (>= 0), else a ``TypeError`` / ``ValueError``: ``AdaptingScorer`` has
+    no adaptation of its own for a ``None`` to stand for."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(
+            f"AdaptingScorer needs the adaptation steps as an int (0: no adaptation), got {steps!r}"
+        )
+    if steps < 0:
+        raise ValueError(f"adaptation steps must be >= 0, got {steps}")
+    return steps
 
 
 @dataclass

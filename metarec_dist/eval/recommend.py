@@ -11,7 +11,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -295,6 +295,21 @@ class Recommender:
         meta = self.loaded.cfg.meta
         adapts = ALGORITHMS[meta.algorithm].adapts or self.finetune
         return (meta.adaptation_steps if adapts else 0), meta.inner_lr
+
+    def served_adaptation(self) -> dict[str, Any]:
+        """The adaptation requests get, as `metarec serve`'s GET / states it: ``steps`` and ``inner_lr``,
+        ``per_shot`` ({K: [steps, inner lr]}, the setting for a history of K or more items) where it depends
+        on the history's length, and ``source``: ``fixed`` (--steps), ``export`` (the export records it:
+        ``--choose-adaptation``, ``--steps`` or its fusion) or ``trained`` (meta.adaptation_steps and
+        meta.inner_lr; 0 steps for a model that does not adapt)."""
+        stored = self.fusion if self.fusion is not None else self.loaded.adaptation
+        if self.fixed is not None or stored is None or self.finetune:
+            steps, lr = self.setting(1 << 30)  # not per history: any length answers
+            return {"steps": steps, "inner_lr": lr, "source": "trained" if self.fixed is None else "fixed"}
+        out: dict[str, Any] = {"steps": stored.steps, "inner_lr": stored.inner_lr, "source": "export"}
+        if stored.per_shot:
+            out["per_shot"] = {str(k): [s, lr] for k, (s, lr) in sorted(stored.per_shot.items())}
+        return out
 
     def __call__(
         self,

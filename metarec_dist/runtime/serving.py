@@ -258,6 +258,7 @@ class RecommenderReplica:
             "algorithm": loaded.algorithm,
             "num_items": int(loaded.meta["num_items"]),
             "fusion_weight": None if fusion is None else fusion.weight,
+            "adaptation": self.recommender.served_adaptation(),  # what a request gets, not only the model
         }
 
     def answer(self, body: Any) -> tuple[int, dict[str, Any]]:

@@ -36,6 +36,13 @@ def no_work(monkeypatch):
         (["export", "--checkpoint", "", "--out", "x"], "--checkpoint"),
         (["data", "download", "movielens-100k", "--data-dir", ""], "--data-dir"),
         (["bench", "scale", "--parts", ""], "--parts"),
+        # evaluate / recommend had their own list (eval/cli.py), without recommend's --checkpoint ('' read
+        # as the working folder) and with blanks passed on: one table (cli.NON_EMPTY) covers every command.
+        (["recommend", "--checkpoint", "", "--items", "1"], "--checkpoint"),
+        (["evaluate", "--checkpoint", " "], "--checkpoint"),
+        (["evaluate", "--checkpoint", "x", "--baseline", ""], "--baseline"),
+        (["evaluate", "--checkpoint", "x", "--shots", ""], "--shots"),
+        (["evaluate", "--checkpoint", "x", "--json", ""], "--json"),
     ],
 )
 def test_an_empty_path_option_is_refused_naming_it(argv, flag, capsys):

@@ -116,3 +116,31 @@ def test_json_rewrites_an_earlier_result_or_an_empty_file(tmp_path):
     for target in (earlier, empty):
         assert main(["bench", "data", "--interactions", "1000", "--json", str(target)]) == 0
         assert json.loads(target.read_text())["bench"] == "data"
+
+
+def test_json_creates_missing_folders_as_evaluate_does(tmp_path, capsys):
+    """``train --json`` and ``bench --json`` refused a file in a missing folder ("create it first") while
+    ``evaluate --json`` created it: all three create it now (the write is atomic)."""
+    bench = tmp_path / "out" / "bench" / "b.json"
+    assert main(["bench", "data", "--interactions", "1000", "--json", str(bench)]) == 0
+    assert json.loads(bench.read_text())["bench"] == "data"
+    trained = tmp_path / "out" / "train" / "deeper" / "t.json"
+    assert main([*train_args(tmp_path, "x"), "--json", str(trained)]) == 0
+    assert json.loads(trained.read_text())["step"] == 2
+
+
+def test_missing_folders_under_a_read_only_one_are_refused(tmp_path, capsys, monkeypatch, no_work):
+    """The folder where the missing ones would be made is probed: a read-only one fails before the work."""
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == locked:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    target = str(locked / "a" / "b" / "r.json")
+    _fails_naming(capsys, [*train_args(tmp_path, "x"), "--json", target], target, f"files in {locked}")
+    assert not (locked / "a").exists()

@@ -75,7 +75,7 @@ def test_export_choose_adaptation_records_what_evaluate_chooses(trained, tmp_pat
     assert json.loads(again.read_text())["methods"]["fomaml"]["info"]["adaptation"]["selected_on"] == "valid"
 
 
-def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path):
+def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path, capsys):
     run = trained()
     out = tmp_path / "fused"
     argv = [
@@ -90,6 +90,8 @@ def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path):
         "1",
     ]
     assert main([*argv, "--inner-lr", "0.07"]) == 0
+    # The summary said the weight but not the adaptation the fused export records and applies.
+    assert "test-time adaptation 1 step at lr 0.07 (fixed by --steps)" in capsys.readouterr().out
     meta = json.loads((out / ckpt.EXPORT_CONFIG).read_text())
     assert (meta["fusion"]["steps"], meta["fusion"]["inner_lr"]) == (1, 0.07)
     assert "adaptation" not in meta  # a fused export records its adaptation in its fusion only
@@ -165,3 +167,18 @@ def test_per_shot_records_follow_the_history_length():
     assert [stored.setting(n) for n in (1, 3, 5, 9)] == [(0, 0.5), (0, 0.5), (2, 0.1), (2, 0.1)]
     adaptation = stored.adaptation([1, 5])
     assert adaptation.selected_on == "export" and adaptation.setting(5) == (2, 0.1)
+
+
+def test_the_summary_names_each_per_shot_choice(tmp_path):
+    """With ``eval.adaptation: per_shot`` the summary said "(per support size: see its per_shot)": the
+    choices, which recommend applies by the history's length, are now named as evaluate names them."""
+    from metarec_dist.cli import _export_summary
+
+    record = {"steps": 10, "inner_lr": 0.5, "adaptation_selected_on": "valid", "per_shot": {"1": [10, 1.0]}}
+    record["per_shot"]["3"] = [1, 0.5]
+    meta = {"step": 2, "num_items": 30, "adaptation": record}
+    (tmp_path / ckpt.EXPORT_CONFIG).write_text(json.dumps(meta))
+    assert _export_summary(tmp_path).splitlines()[1] == (
+        "test-time adaptation per support size K=1: 10 steps at lr 1; K=3: 1 step at lr 0.5 "
+        "(chosen on validation users), which recommend and serve apply"
+    )

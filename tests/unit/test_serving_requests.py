@@ -4,10 +4,13 @@ real Ray Serve application)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from metarec_dist.cli import main
 from metarec_dist.eval.recommend import Recommender
+from metarec_dist.eval.stored_adaptation import StoredAdaptation
 from metarec_dist.runtime.serving import (
     BodyTooLarge,
     RecommenderReplica,
@@ -319,3 +322,27 @@ def test_the_catalogue_maps_raw_ids_with_an_index_built_once_not_per_request():
     assert catalogue.to_model_ids(["B00000"]) == [1] and catalogue.index is index  # the same dict, reused
     with pytest.raises(ValueError, match="unknown item id"):
         catalogue.to_model_ids(["nope"])
+
+
+def test_get_slash_says_which_adaptation_a_request_gets(trained, tmp_path):
+    """GET / named the model and its fusion weight but not the test-time adaptation a request is served
+    with: an export's recorded one (--steps / --choose-adaptation), or the trained one."""
+    run = trained().folder
+    out = tmp_path / "export"
+    assert (
+        main(["export", "--checkpoint", str(run), "--out", str(out), "--steps", "2", "--inner-lr", "0.25"])
+        == 0
+    )
+    replica = RecommenderReplica(load_served(str(out), fuse=True), threads=1)
+    assert replica.describe()["adaptation"] == {"steps": 2, "inner_lr": 0.25, "source": "export"}
+    meta = replica.recommender.loaded.cfg.meta
+    trained_one = RecommenderReplica(load_served(str(run), fuse=True), threads=1).describe()["adaptation"]
+    assert trained_one == {"steps": meta.adaptation_steps, "inner_lr": meta.inner_lr, "source": "trained"}
+    per_k = StoredAdaptation(steps=3, inner_lr=0.5, per_shot={1: (3, 0.5), 5: (1, 0.1)})
+    loaded = dataclasses.replace(replica.recommender.loaded, adaptation=per_k)
+    assert Recommender(loaded, replica.recommender.catalogue).served_adaptation() == {
+        "steps": 3,
+        "inner_lr": 0.5,
+        "source": "export",
+        "per_shot": {"1": [3, 0.5], "5": [1, 0.1]},
+    }
