@@ -32,6 +32,7 @@ from metarec_dist.eval.protocol import (
     FusedScorer,
 )
 from metarec_dist.eval.stored_adaptation import (
+    ADAPTATION_KEY,
     StoredAdaptation,
     adaptation_meta,
     parse_adaptation,
@@ -122,6 +123,8 @@ def add_fusion(
     save_file({k: v.contiguous() for k, v in cooc.state_dict().items()}, str(folder / ckpt.EXPORT_COOC))
     meta = loaded.meta
     meta[FUSION_KEY] = fusion_meta(adaptation, cooc, chosen="valid" if weight is None else "fixed")
+    if fixed is not None:  # --steps is the user's adaptation for the model alone too (recommend --no-fuse)
+        meta[ADAPTATION_KEY] = adaptation_meta(Adaptation(*fixed, selected_on="fixed"))
     (folder / ckpt.EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
     log.info("export: fused with the co-occurrence counts at weight %g", adaptation.fusion)
     return True

@@ -94,7 +94,10 @@ def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path, c
     assert "test-time adaptation 1 step at lr 0.07 (fixed by --steps)" in capsys.readouterr().out
     meta = json.loads((out / ckpt.EXPORT_CONFIG).read_text())
     assert (meta["fusion"]["steps"], meta["fusion"]["inner_lr"]) == (1, 0.07)
-    assert "adaptation" not in meta  # a fused export records its adaptation in its fusion only
+    # --steps holds for the model alone too: recommend / serve --no-fuse on the export apply it (a chosen
+    # adaptation is the fusion's own choice, made with its weight, and is recorded in the fusion only).
+    assert (meta["adaptation"]["steps"], meta["adaptation"]["inner_lr"]) == (1, 0.07)
+    assert "1 adaptation step, lr 0.07" in recommended(capsys, out, "--no-fuse")
 
 
 @pytest.mark.parametrize(
