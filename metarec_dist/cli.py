@@ -28,7 +28,7 @@ from metarec_dist.config import (
     load_config,
     with_overrides,
 )
-from metarec_dist.errors import UserError, check_output_folder, check_writable_file, is_json_result
+from metarec_dist.errors import UserError, check_output_folder, check_result_target, probe_nearest
 from metarec_dist.metrics.redact import redact_text
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -321,12 +321,12 @@ def _export(args: argparse.Namespace) -> int:
     from functools import partial
 
     from metarec_dist.checkpoint import export, export_source, read_newest, run_dir_of
-    from metarec_dist.eval.cli import check_adaptation_args, check_can_create
+    from metarec_dist.eval.cli import check_adaptation_args
     from metarec_dist.eval.fusion import add_fusion
     from metarec_dist.eval.stored_adaptation import add_adaptation, fixed_adaptation
 
     # /proc, a read-only mount: refused now naming --out, not as a temp folder's OSError (or after --fuse).
-    check_can_create(Path(args.out), f"export --out {args.out}")
+    probe_nearest(Path(args.out), f"export --out {args.out}")
     check_adaptation_args(args)  # --inner-lr without --steps, a negative --steps: before the export
 
     def finish(temp: Path, source: Path) -> None:  # relative data files are found from the run's folder
@@ -432,7 +432,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.verbose:  # --verbose: every worker's logs too
         cfg = with_overrides(cfg, ["logging.verbose=true"])
     # Outputs that cannot be written fail now, not after the whole run.
-    json_path = _json_target(args.json, "train", ("step", "checkpoint")) if args.json else None
+    json_path = check_result_target(args.json, "train", ("step", "checkpoint")) if args.json else None
     if "://" not in cfg.runtime.storage_path:
         check_output_folder(cfg.runtime.storage_path, "runtime.storage_path")
     try:
@@ -445,19 +445,6 @@ def _train(args: argparse.Namespace) -> int:
     if json_path is not None:
         _write_json(json_path, result)
     return 0
-
-
-def _json_target(value: str, command: str, keys: tuple[str, ...]) -> Path:
-    """``--json``'s file, writable (``check_writable_file``) and not a file of another kind that the
-    result would replace (a config, a data file, an export's metarec_config.json): only a missing or empty
-    file, or an earlier result of ``command`` (a JSON object with ``keys``), is written over."""
-    path = check_writable_file(value, "--json")
-    if path.exists() and path.stat().st_size and not is_json_result(path, keys):
-        raise UserError(
-            f"--json {value}: exists and is not a `metarec {command}` result, so it would be replaced; "
-            "choose another file name"
-        )
-    return path
 
 
 def _write_json(path: Path, result: dict) -> None:
@@ -476,7 +463,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     # An output that cannot be written fails now, not after the benchmark.
     to_file = args.json not in (None, STDOUT)
-    json_path = _json_target(args.json, "bench", ("bench", "command")) if to_file else None
+    json_path = check_result_target(args.json, "bench", ("bench", "command")) if to_file else None
     context = provenance(args.argv)
     result = {"bench": args.bench, **_bench_result(args), **context, "load_after": os.getloadavg()}
     print(json.dumps(result) if args.json == STDOUT else json.dumps(result, indent=1))

@@ -34,14 +34,32 @@ def check_writable_file(path: str | Path, what: str) -> Path:
     if path.exists() and not path.is_file():  # followed to its end: /dev/stdout's is a pipe or a terminal
         raise UserError(f"{named}: exists and is not a plain file (a device, a pipe); give a file name")
     target = path.resolve()
-    # Missing folders are created by the write (``atomic_write_text``), as `metarec evaluate --json` does:
-    # the nearest existing one is probed, where they will be made.
-    nearest = next((p for p in target.parents if p.exists()), None)
-    if nearest is not None and not nearest.is_dir():
-        raise UserError(f"{named}: {nearest} is a file, not a folder")
-    if nearest is not None:
-        probe_folder(nearest, named)
+    probe_nearest(target, named)  # missing folders are created by the write (``atomic_write_text``)
     return target
+
+
+def check_result_target(value: str, command: str, keys: tuple[str, ...], noun: str = "result") -> Path:
+    """``--json``'s file (``check_writable_file``), and not a file of another kind the result would replace
+    (a config, a data file, an export's metarec_config.json): only a missing or empty file, or an earlier
+    ``noun`` of ``metarec command`` (a JSON object with ``keys``, :func:`is_json_result`), is written over."""
+    path = check_writable_file(value, "--json")
+    if path.exists() and path.stat().st_size and not is_json_result(path, keys):
+        raise UserError(
+            f"--json {value}: exists and is not a `metarec {command}` {noun}, so it would be replaced; "
+            "choose another file name"
+        )
+    return path
+
+
+def probe_nearest(target: Path, named: str) -> None:
+    """Files can be created at ``target``, its missing folders made on the way: the nearest existing folder
+    is probed (:func:`probe_folder`); a file in the way is named."""
+    nearest = next((p for p in Path(target).expanduser().absolute().parents if p.exists()), None)
+    if nearest is None:
+        return
+    if not nearest.is_dir():
+        raise UserError(f"{named}: {nearest} is a file, not a folder")
+    probe_folder(nearest, named)
 
 
 def probe_folder(folder: Path, named: str) -> None:

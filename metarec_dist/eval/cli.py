@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metarec_dist.interrupts import sigterm_as_interrupt
@@ -393,42 +392,11 @@ def interrupted_message(args: argparse.Namespace) -> str:
 
 
 def check_json_target(path: str) -> None:
-    """``--json``: a file that can be written (its missing folders are created when it is written)."""
-    from metarec_dist.errors import UserError, check_output_folder
+    """``--json``: a file that can be written (its missing folders are created when it is written), and
+    not a file of another kind (a config, an export's metarec_config.json) that the report would replace."""
+    from metarec_dist.errors import check_result_target
 
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise UserError(f"--json {target}: is a folder; give a file name")
-    check_output_folder(target.parent, f"--json {target}: folder")
-    # Before _is_report reads it: reading /dev/stdout (a pipe, a terminal) waited forever (the atomic
-    # write's rename would then have replaced the link).
-    if target.exists() and not target.is_file():
-        raise UserError(f"--json {target}: exists and is not a plain file (a device, a pipe); give a file")
-    if target.exists() and not _is_report(target):  # an export's metarec_config.json, a config, anything
-        raise UserError(
-            f"--json {target}: exists and is not a `metarec evaluate` report, so it would be replaced; "
-            "choose another file name"
-        )
-    check_can_create(target, f"--json {target}")
-
-
-def _is_report(path: Path) -> bool:
-    """A file an earlier ``--json`` wrote (a JSON object with ``methods``): rewriting it is a re-run."""
-    from metarec_dist.errors import is_json_result
-
-    return is_json_result(path, ("methods",))
-
-
-def check_can_create(target: Path, what: str) -> None:
-    """Whether files can be created beside ``target`` (in its nearest existing folder), by creating and
-    removing a probe file of our own: permission bits say yes for root and for /proc or a read-only mount,
-    where the write then fails only after the whole (slow) evaluation or export. ``what``: the flag."""
-    from metarec_dist.errors import probe_folder
-
-    folder = next((p for p in Path(target).expanduser().absolute().parents if p.exists()), None)
-    if folder is None or not folder.is_dir():
-        return  # check_output_folder names a file in the way
-    probe_folder(folder, what)
+    check_result_target(path, "evaluate", ("methods",), noun="report")
 
 
 def mask_seen_for(name: str, asked: bool | None) -> bool:

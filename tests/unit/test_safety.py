@@ -214,11 +214,19 @@ def test_storage_path_at_a_file_fails_before_training(tmp_path, capsys):
     assert_fails(capsys, train_args(blocker / "deeper", "x"), str(blocker), "is a file")
 
 
-def test_json_into_a_missing_folder_fails_before_training(tmp_path, capsys):
-    target = tmp_path / "no" / "such" / "m.json"
-    assert_fails(capsys, [*train_args(tmp_path, "x"), "--json", str(target)], "--json", "does not exist")
+def test_json_that_cannot_be_written_fails_before_training(tmp_path, capsys):
+    """A --json under a file, or a folder, fails before training; a missing folder is created by the write
+    (as `metarec evaluate --json` does)."""
+    (tmp_path / "afile").write_text("x")
+    target = tmp_path / "afile" / "such" / "m.json"
+    assert_fails(
+        capsys, [*train_args(tmp_path, "x"), "--json", str(target)], "--json", "is a file, not a folder"
+    )
     assert not (tmp_path / "x").exists()  # nothing was trained
     assert_fails(capsys, [*train_args(tmp_path, "x"), "--json", str(tmp_path)], "is a folder")
+    made = tmp_path / "no" / "such" / "m.json"
+    assert main([*train_args(tmp_path, "x"), "--json", str(made)]) == 0
+    assert json.loads(made.read_text())["step"] == 2
 
 
 def test_an_os_error_about_a_file_is_one_line_and_verbose_keeps_the_traceback(tmp_path, capsys):
