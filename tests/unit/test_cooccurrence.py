@@ -152,8 +152,9 @@ def test_fused_scores_are_the_model_log_probabilities_plus_the_weighted_log_coun
     base = TableScorer({(1, 3): {4: 2.0, 5: 1.0}}, V)
     batch = prefix_batch([np.array([1, 3])], 2, 2, bos_id(V))
     model_scores = base.score(batch)
-    assert torch.equal(FusedScorer(base, cooc, 0.0).score(batch), model_scores)  # weight 0: the model
-    fused = FusedScorer(base, cooc, 0.5).score(batch)
+    # Explicit steps (0: the table does not adapt); FusedScorer has no "own" adaptation to default to.
+    assert torch.equal(FusedScorer(base, cooc, 0.0).score(batch, 0), model_scores)  # weight 0: the model
+    fused = FusedScorer(base, cooc, 0.5).score(batch, 0)
     ref = reference_counts(SEQS, 2)
     prior = torch.from_numpy(0.3 * ref[0] + ref[2]).float()
     expected = torch.log_softmax(model_scores, -1) + 0.5 * torch.log(prior + FUSION_EPS)
