@@ -207,16 +207,25 @@ def warn_if_sep_unused(cfg: DataConfig, layout: Layout | None, side_files: Itera
     _warn_if_encoding_unused(cfg, layout, what, side_files)
     if cfg.sep is None or any(file_kind(p) in ("csv", "tsv") for p in side_files):
         return
-    if what in ("csv", "tsv") or (cfg.sep, what) in _SEP_WARNED:
+    if what in ("csv", "tsv"):
         return
-    _SEP_WARNED.add((cfg.sep, what))
-    source = f"the {what} data" if layout is None else f"{layout.file} ({what})"
-    log.warning(
-        "data.sep=%r is ignored: %s has no separator to set (data.sep applies to csv and tsv files only); "
+    _warn_once(
+        f"data.sep={cfg.sep!r}",
+        what,
+        layout,
+        "{given} is ignored: {source} has no separator to set (data.sep applies to csv and tsv files only); "
         "remove data.sep, or set data.format=csv if the file is delimited text",
-        cfg.sep,
-        source,
     )
+
+
+def _warn_once(given: str, what: str, layout: Layout | None, template: str) -> None:
+    """The warning of an unused data setting (``given``: how it was set), once per setting and format:
+    ``template`` with ``{given}`` and ``{source}`` (the file and its kind, else the format) filled in."""
+    if (given, what) in _SEP_WARNED:
+        return
+    _SEP_WARNED.add((given, what))
+    source = f"the {what} data" if layout is None else f"{layout.file} ({what})"
+    log.warning(template.format(given=given, source=source))
 
 
 def _warn_if_encoding_unused(
@@ -229,16 +238,12 @@ def _warn_if_encoding_unused(
         return
     if layout is not None and (layout.kind != "parquet" or layout.meta is not None):
         return
-    given = f"data.encoding={cfg.encoding}"
-    if (given, what) in _SEP_WARNED:
-        return
-    _SEP_WARNED.add((given, what))
-    source = f"the {what} data" if layout is None else f"{layout.file} ({what})"
-    log.warning(
-        "%s is ignored: no text file is read (the log is %s, with no text side table; Parquet is UTF-8 by "
-        "definition, a Hub dataset is decoded by the datasets library); remove data.encoding",
-        given,
-        source,
+    _warn_once(
+        f"data.encoding={cfg.encoding}",
+        what,
+        layout,
+        "{given} is ignored: no text file is read (the log is {source}, with no text side table; Parquet is "
+        "UTF-8 by definition, a Hub dataset is decoded by the datasets library); remove data.encoding",
     )
 
 
@@ -248,14 +253,10 @@ def _warn_if_header_unused(cfg: DataConfig, layout: Layout | None, what: str) ->
     ``data.columns`` to rename a Parquet file's columns would not know why a column is "not found"."""
     if cfg.header and not cfg.columns or what in ("csv", "tsv"):
         return
-    given = "data.header=false" + (f" and data.columns={list(cfg.columns)}" if cfg.columns else "")
-    if (given, what) in _SEP_WARNED:
-        return
-    _SEP_WARNED.add((given, what))
-    source = f"the {what} data" if layout is None else f"{layout.file} ({what})"
-    log.warning(
-        "%s ignored: %s names its own columns (these describe csv/tsv files without a header line); name "
-        "the columns to read with data.user_col, data.item_col, data.time_col",
-        given,
-        source,
+    _warn_once(
+        "data.header=false" + (f" and data.columns={list(cfg.columns)}" if cfg.columns else ""),
+        what,
+        layout,
+        "{given} ignored: {source} names its own columns (these describe csv/tsv files without a header "
+        "line); name the columns to read with data.user_col, data.item_col, data.time_col",
     )
