@@ -30,6 +30,23 @@ def no_work(monkeypatch):
     monkeypatch.setattr(launch, "train", reached)
 
 
+@pytest.fixture
+def read_only(tmp_path, monkeypatch) -> Path:
+    """A folder where creating a file fails with EROFS, as on a read-only mount (root writes in a chmod 555
+    folder, so the refusal is simulated where the write would meet it)."""
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == locked:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return locked
+
+
 def _bad_targets(tmp_path: Path) -> dict[str, tuple[str, str]]:
     """case -> (--json value, what the error says)."""
     (tmp_path / "a-file").write_text("")
@@ -67,19 +84,10 @@ def test_train_refuses_a_json_target_before_training(case, tmp_path, capsys, no_
     assert not (tmp_path / "x").exists()
 
 
-def test_a_read_only_folder_is_refused_even_for_root(tmp_path, capsys, monkeypatch, no_work):
+def test_a_read_only_folder_is_refused_even_for_root(read_only, tmp_path, capsys, no_work):
     """Root writes in a chmod 555 folder, so the refusal (a read-only mount, EROFS) is simulated where the
     write would meet it: creating a file in that folder."""
-    locked = tmp_path / "ro"
-    locked.mkdir()
-    real = tempfile.mkstemp
-
-    def mkstemp(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == locked:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    locked = read_only
     target = str(locked / "r.json")
     _fails_naming(capsys, ["bench", "data", "--json", target], target, "(Read-only file system)")
     _fails_naming(capsys, [*train_args(tmp_path, "x"), "--json", target], target, f"files in {locked}")
@@ -129,18 +137,9 @@ def test_json_creates_missing_folders_as_evaluate_does(tmp_path, capsys):
     assert json.loads(trained.read_text())["step"] == 2
 
 
-def test_missing_folders_under_a_read_only_one_are_refused(tmp_path, capsys, monkeypatch, no_work):
+def test_missing_folders_under_a_read_only_one_are_refused(read_only, tmp_path, capsys, no_work):
     """The folder where the missing ones would be made is probed: a read-only one fails before the work."""
-    locked = tmp_path / "ro"
-    locked.mkdir()
-    real = tempfile.mkstemp
-
-    def mkstemp(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == locked:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    locked = read_only
     target = str(locked / "a" / "b" / "r.json")
     _fails_naming(capsys, [*train_args(tmp_path, "x"), "--json", target], target, f"files in {locked}")
     assert not (locked / "a").exists()

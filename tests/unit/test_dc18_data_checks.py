@@ -41,6 +41,22 @@ def _fit(cfg, run: Path, *overrides: str) -> dict:
     return MetaTrainer(cfg, LocalContext(run, cfg.checkpoint.keep), data).fit()
 
 
+def relative_log_project(tmp_path: Path, monkeypatch, storage: str, run_name: str):
+    """A project folder holding ``log.csv`` (``_write_log``) and the working folder, a second folder to
+    work from later, and the config of a run there that names the log relatively (``data.path: log.csv``)."""
+    from metarec_dist.config import load_config
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    _write_log(project / "log.csv")
+    monkeypatch.chdir(project)
+    sets = ["data.path=log.csv", "data.format=csv", "data.string_ids=true", "data.cache=false"]
+    cfg = load_config(
+        None, [*SMALL, *sets, f"runtime.storage_path={storage}", f"runtime.run_name={run_name}"]
+    )
+    return project, elsewhere, cfg
+
+
 def _write_log(path: Path, rename: dict[str, str] | None = None) -> Path:
     """60 users over 30 items named i0..i29; ``rename`` gives items other names (the same set of names)."""
     rng = np.random.default_rng(0)

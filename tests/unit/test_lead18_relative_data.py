@@ -8,20 +8,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_dc18_data_checks import SMALL, _fit, _write_log  # noqa: E402
+from test_dc18_data_checks import _fit, _write_log, relative_log_project  # noqa: E402
 
 from metarec_dist.cli import main  # noqa: E402
-from metarec_dist.config import load_config  # noqa: E402
 from metarec_dist.eval.loading import training_folder  # noqa: E402
 
 
 def test_relative_data_files_are_found_from_the_training_folder(tmp_path, monkeypatch, capsys):
-    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
-    project.mkdir(), elsewhere.mkdir()
-    _write_log(project / "log.csv")
-    monkeypatch.chdir(project)
-    sets = ["data.path=log.csv", "data.format=csv", "data.string_ids=true", "data.cache=false"]
-    cfg = load_config(None, [*SMALL, *sets, "runtime.storage_path=runs/cold", "runtime.run_name=rel"])
+    project, elsewhere, cfg = relative_log_project(tmp_path, monkeypatch, "runs/cold", "rel")
     _fit(cfg, Path("runs/cold/rel"))
     run = project / "runs" / "cold" / "rel"
     assert training_folder(cfg, run) == project

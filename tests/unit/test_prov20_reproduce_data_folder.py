@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_dc18_data_checks import SMALL, _write_log  # noqa: E402
+from test_dc18_data_checks import SMALL, relative_log_project  # noqa: E402
 
 from metarec_dist.cli import main  # noqa: E402
 from metarec_dist.config import load_config  # noqa: E402
@@ -19,12 +19,7 @@ from metarec_dist.run_folder import LOCK_FILE, recorded_data_folder  # noqa: E40
 def test_a_reproduce_run_records_its_data_folder_and_evaluates_from_elsewhere(tmp_path, monkeypatch, capsys):
     from metarec_dist.eval.reproduce import train_one
 
-    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
-    project.mkdir(), elsewhere.mkdir()
-    _write_log(project / "log.csv")
-    monkeypatch.chdir(project)
-    sets = ["data.path=log.csv", "data.format=csv", "data.string_ids=true", "data.cache=false"]
-    cfg = load_config(None, [*SMALL, *sets, "runtime.storage_path=out/runs", "runtime.run_name=m-s0"])
+    project, elsewhere, cfg = relative_log_project(tmp_path, monkeypatch, "out/runs", "m-s0")
     checkpoint = str((project / train_one(cfg, project / "out" / "runs" / "m-s0")).resolve())
     run = project / "out" / "runs" / "m-s0"
     assert recorded_data_folder(run) == project.resolve()  # before: None (no metarec_run.json)
