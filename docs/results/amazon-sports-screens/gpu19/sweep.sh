@@ -80,6 +80,20 @@ elif [ "${PLAN}" = scale20 ]; then  # the twentieth session's second call, valid
     one fomaml128-d05-b512 $s "${FOMAML[@]}" "${W128[@]}" --set meta.meta_batch_size=512 & PIDS+=($!)
   done
   one fomaml256-d05-b512 0 "${FOMAML[@]}" "${W128[@]}" "${W256D[@]}" --set meta.meta_batch_size=512 & PIDS+=($!)
+elif [ "${PLAN}" = session21 ]; then  # prepared in the twenty-first session (no GPU lent then), one call:
+  # the 512-tasks screen's confirmation over 3 seeds with its control at the same batch (models back for test
+  # users on the 2-core machine; `sasrec64`'s are gpu19's); screened on validation: 1,024 tasks per step, and
+  # one inner step instead of three (half the cost per task; analysis21 found the gain in how FOMAML fits
+  # the training tasks, not in the test-time steps). LIMIT=540: nine runs share the GPU.
+  B512=(--set meta.meta_batch_size=512)
+  for s in 0 1 2; do
+    one fomaml128-d05-b512 $s "${FOMAML[@]}" "${W128[@]}" "${B512[@]}" & PIDS+=($!)
+    one none128-d05-b512 $s "${FOMAML[@]}" --set meta.algorithm=none "${W128[@]}" "${B512[@]}" & PIDS+=($!)
+  done
+  for s in 0 1; do
+    one fomaml128-d05-b512-steps1 $s "${FOMAML[@]}" "${W128[@]}" "${B512[@]}" --set meta.adaptation_steps=1 & PIDS+=($!)
+  done
+  one fomaml128-d05-b1024 0 "${FOMAML[@]}" "${W128[@]}" --set meta.meta_batch_size=1024 & PIDS+=($!)
 else  # PLAN=confirm, the second call: 3 seeds of the screen's best, its control without an inner loop, and
   # the published `sasrec`; their models come back (exports, weights rounded to fp16 to fit the transfer)
   # for test users' evaluation on the 2-core machine
@@ -92,21 +106,31 @@ fi
 wait "${PIDS[@]}"
 kill "$DMON" 2>/dev/null
 python3 docs/results/amazon-sports-screens/gpu19/summarise.py "$OUT/logs" "$OUT/runs" | tee "$OUT/summary.md"
-if [ "${PLAN:-screen}" != confirm ] && [ "${PLAN:-screen}" != session20 ]; then tar czf "$OUT/logs.tgz" -C "$OUT" logs; exit 0; fi
-if [ "$PLAN" = session20 ]; then
-  for run in "$OUT"/runs/ml-*-s[0-9]; do
+export_back() {  # the runs' models, exported with their weights rounded to fp16 to fit the transfer
+  for run in "$@"; do
     python3 -m metarec_dist.cli export --checkpoint "$run" --out "$OUT/exports/$(basename "$run")" --no-fuse > /dev/null
   done
   python3 docs/results/amazon-sports-screens/gpu19/half.py "$OUT"/exports/*/*.safetensors
+}
+case "${PLAN:-screen}" in confirm|session20|session21) ;; *)
+  tar czf "$OUT/logs.tgz" -C "$OUT" logs; exit 0 ;; esac
+if [ "$PLAN" = session21 ]; then
+  export_back "$OUT"/runs/*-b512-s[0-9]
+  for s in 0 1 2; do for m in fomaml128-d05-b512 none128-d05-b512; do
+    tar czf "$OUT/$m-s$s.tgz" -C "$OUT" "exports/$m-s$s"
+  done; done
+  tar czf "$OUT/logs.tgz" -C "$OUT" logs
+  rm -rf "$OUT/logs" "$OUT/exports" "$OUT/runs"
+  exit 0
+fi
+if [ "$PLAN" = session20 ]; then
+  export_back "$OUT"/runs/ml-*-s[0-9]
   for m in ml-sasrec64 ml-fomaml128 ml-none128; do tar czf "$OUT/$m.tgz" -C "$OUT" exports/$m-s0 exports/$m-s1 exports/$m-s2; done
   tar czf "$OUT/logs.tgz" -C "$OUT" logs
   rm -rf "$OUT/logs" "$OUT/exports" "$OUT/runs"
   exit 0
 fi
-for run in "$OUT"/runs/*-s[0-9]; do
-  python3 -m metarec_dist.cli export --checkpoint "$run" --out "$OUT/exports/$(basename "$run")" --no-fuse > /dev/null
-done
-python3 docs/results/amazon-sports-screens/gpu19/half.py "$OUT"/exports/*/*.safetensors
+export_back "$OUT"/runs/*-s[0-9]
 tar czf "$OUT/sasrec64.tgz" -C "$OUT" logs exports/sasrec64-s0 exports/sasrec64-s1 exports/sasrec64-s2
 for s in 0 1 2; do for m in fomaml128-d05-b256 none128-d05-b256; do
   tar czf "$OUT/$m-s$s.tgz" -C "$OUT" "exports/$m-s$s"
