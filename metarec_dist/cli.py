@@ -54,7 +54,8 @@ def _config(args: argparse.Namespace, local_files: bool = True) -> Config:
 
     # Mistakes found past the loader still name the file or the --set that gave the value.
     with _blamed(args.config, overrides):
-        check_training(cfg.meta)  # an unknown algorithm, an option it ignores, or no inner step: fail now
+        # An unknown algorithm, an option it ignores, no inner step, validation steps it cannot take: fail.
+        check_training(cfg.meta, cfg.train.eval_steps)
         if cfg.runtime.deepspeed_override and local_files:
             from metarec_dist.runtime.deepspeed_engine import read_override
 

@@ -260,6 +260,11 @@ class TrainConfig:
     # The support sizes of the periodic validation (None: K = 3, capped at tasks.support_max); its criterion
     # is NDCG@10 averaged over them (leave-one-out: the LOO NDCG@10).
     eval_shots: list[int] | None = None
+    # The inner steps an adapting algorithm's periodic validation takes, at meta.inner_lr (None: its trained
+    # meta.adaptation_steps; 0: the initialisation alone). Early stopping keeps the weights that are best at
+    # this adaptation, so set it to what the run will be served with: e.g. 0 for `metarec export --steps 0`
+    # (on Amazon Sports the GPU recipe's gain is in its initialisation; docs/results/amazon-sports.md).
+    eval_steps: int | None = None
     # Early stopping: stop after this many periodic validations (every train.eval_every steps) without a new
     # best criterion; the best validated weights are what the run then validates, saves and exports. 0: off.
     early_stop_patience: int = 0
@@ -281,6 +286,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _positive(self, "train", "log_every", "eval_users")
         _at_least(self, "train", 0, "eval_every")
+        if self.eval_steps is not None and self.eval_steps < 0:  # the loader checked it is an int
+            raise ValueError(
+                f"train.eval_steps must be null (the trained meta.adaptation_steps) or a whole number >= 0 "
+                f"(0: validate the initialisation alone), got {self.eval_steps!r}"
+            )
         check_seed("train.seed", self.seed)
         if isinstance(self.meta_steps, bool) or self.meta_steps < 0:
             raise ValueError(

@@ -428,12 +428,19 @@ def algorithm_class(meta: MetaConfig) -> type[MetaAlgorithm]:
     return cls
 
 
-def check_training(meta: MetaConfig) -> type[MetaAlgorithm]:
+def check_training(meta: MetaConfig, eval_steps: int | None = None) -> type[MetaAlgorithm]:
     """:func:`algorithm_class`, for a training run: also an error where no inner step can move a fast weight
     (``meta.adaptation_steps`` 0 or ``meta.inner_lr`` 0) and the algorithm then trains exactly as another
     one (FOMAML as ``none``: the same loss, the same gradients) while its runs are labelled, compared and
-    evaluated as a meta-learner's. Not part of ``build_algorithm``: scoring builds algorithms with 0 steps."""
+    evaluated as a meta-learner's. Not part of ``build_algorithm``: scoring builds algorithms with 0 steps.
+    ``eval_steps`` (``train.eval_steps``): validation inner steps, which an algorithm that does not adapt
+    cannot take."""
     cls = algorithm_class(meta)
+    if eval_steps and not cls.adapts:
+        raise ValueError(
+            f"train.eval_steps={eval_steps}: meta.algorithm={meta.algorithm} does not adapt, so its "
+            "validation takes no inner step; remove train.eval_steps (or set it to 0)"
+        )
     same = cls.without_inner_step
     if same is None or (meta.adaptation_steps > 0 and meta.inner_lr > 0):
         return cls

@@ -392,8 +392,9 @@ class MetaTrainer:
 
     @property
     def validation_steps(self) -> int | None:
-        """The algorithm's own test-time adaptation (None: its trained steps; 0: it does not adapt)."""
-        return None if self.algorithm.adapts else 0
+        """The periodic validation's inner steps: ``train.eval_steps`` (None: the algorithm's trained steps);
+        0 for an algorithm that does not adapt."""
+        return self.cfg.train.eval_steps if self.algorithm.adapts else 0
 
     def validation_protocol(self, shots: list[int]) -> Any:
         """The protocol the periodic and final validations score: the configured one (cold start, new items,
