@@ -94,6 +94,16 @@ elif [ "${PLAN}" = session21 ]; then  # prepared in the twenty-first session (no
     one fomaml128-d05-b512-steps1 $s "${FOMAML[@]}" "${W128[@]}" "${B512[@]}" --set meta.adaptation_steps=1 & PIDS+=($!)
   done
   one fomaml128-d05-b1024 0 "${FOMAML[@]}" "${W128[@]}" --set meta.meta_batch_size=1024 & PIDS+=($!)
+elif [ "${PLAN}" = ml21 ]; then  # prepared in the twenty-first session: MovieLens 100K's three arms again,
+  # validated every 100 steps (500 kept the first or second validation on ~750 training users) and FOMAML
+  # validated at the adaptation its export serves best there (train.eval_steps=0); models back
+  OFTEN=(--set train.log_every=100 --set train.eval_every=100 --set train.early_stop_patience=5)
+  CFG=("${FOMAML[@]}" "${W128[@]}" "${B256[@]}")
+  for s in 0 1 2; do
+    one ml-sasrec64 $s --ml100k "${OFTEN[@]}" & PIDS+=($!)
+    one ml-fomaml128 $s --ml100k "${CFG[@]}" "${OFTEN[@]}" --set train.eval_steps=0 & PIDS+=($!)
+    one ml-none128 $s --ml100k "${CFG[@]}" --set meta.algorithm=none "${OFTEN[@]}" & PIDS+=($!)
+  done
 else  # PLAN=confirm, the second call: 3 seeds of the screen's best, its control without an inner loop, and
   # the published `sasrec`; their models come back (exports, weights rounded to fp16 to fit the transfer)
   # for test users' evaluation on the 2-core machine
@@ -112,7 +122,7 @@ export_back() {  # the runs' models, exported with their weights rounded to fp16
   done
   python3 docs/results/amazon-sports-screens/gpu19/half.py "$OUT"/exports/*/*.safetensors
 }
-case "${PLAN:-screen}" in confirm|session20|session21) ;; *)
+case "${PLAN:-screen}" in confirm|session20|session21|ml21) ;; *)
   tar czf "$OUT/logs.tgz" -C "$OUT" logs; exit 0 ;; esac
 if [ "$PLAN" = session21 ]; then
   export_back "$OUT"/runs/*-b512-s[0-9]
@@ -123,7 +133,7 @@ if [ "$PLAN" = session21 ]; then
   rm -rf "$OUT/logs" "$OUT/exports" "$OUT/runs"
   exit 0
 fi
-if [ "$PLAN" = session20 ]; then
+if [ "$PLAN" = session20 ] || [ "$PLAN" = ml21 ]; then
   export_back "$OUT"/runs/ml-*-s[0-9]
   for m in ml-sasrec64 ml-fomaml128 ml-none128; do tar czf "$OUT/$m.tgz" -C "$OUT" exports/$m-s0 exports/$m-s1 exports/$m-s2; done
   tar czf "$OUT/logs.tgz" -C "$OUT" logs
