@@ -259,8 +259,9 @@ class Recommender:
 
     ``fixed``: (steps, inner lr) for every request (``--steps`` / ``--inner-lr``); otherwise a fused export's
     setting for the history's length (the one its weight was chosen at), else the adaptation a plain export
-    records (``metarec export --choose-adaptation`` / ``--steps``), else the trained inner loop (``none`` /
-    ``sasrec`` adapt only with ``finetune``)."""
+    records (``metarec export --choose-adaptation`` / ``--steps``), else the steps the run validated with
+    (``train.eval_steps``), else the trained inner loop (``none`` / ``sasrec`` adapt only with
+    ``finetune``)."""
 
     loaded: LoadedModel
     catalogue: Catalogue
@@ -284,28 +285,39 @@ class Recommender:
 
     def setting(self, history: int) -> tuple[int, float]:
         """(steps, inner lr) for a history of ``history`` items."""
-        from metarec_dist.meta import ALGORITHMS
-
         if self.fixed is not None:
             return self.fixed
         if self.fusion is not None and not self.finetune:
             return self.fusion.setting(history)
         if self.loaded.adaptation is not None and not self.finetune:  # export --choose-adaptation / --steps
             return self.loaded.adaptation.setting(history)
-        meta = self.loaded.cfg.meta
-        adapts = ALGORITHMS[meta.algorithm].adapts or self.finetune
-        return (meta.adaptation_steps if adapts else 0), meta.inner_lr
+        return self.unrecorded()[:2]
+
+    def unrecorded(self) -> tuple[int, float, str]:
+        """(steps, inner lr, source) without a recorded adaptation: 0 steps for a model that does not adapt
+        (``trained``); else the steps its run validated (and so early-stopped) with, ``train.eval_steps``
+        (``validated``), where set and not fine-tuning; else the trained ``meta.adaptation_steps``."""
+        from metarec_dist.meta import ALGORITHMS
+
+        meta, validated = self.loaded.cfg.meta, self.loaded.cfg.train.eval_steps
+        if not (ALGORITHMS[meta.algorithm].adapts or self.finetune):
+            return 0, meta.inner_lr, "trained"
+        if validated is not None and not self.finetune:
+            return validated, meta.inner_lr, "validated"
+        return meta.adaptation_steps, meta.inner_lr, "trained"
 
     def served_adaptation(self) -> dict[str, Any]:
         """The adaptation requests get, as `metarec serve`'s GET / states it: ``steps`` and ``inner_lr``,
         ``per_shot`` ({K: [steps, inner lr]}, the setting for a history of K or more items) where it depends
         on the history's length, and ``source``: ``fixed`` (--steps), ``export`` (the export records it:
-        ``--choose-adaptation``, ``--steps`` or its fusion) or ``trained`` (meta.adaptation_steps and
-        meta.inner_lr; 0 steps for a model that does not adapt)."""
+        ``--choose-adaptation``, ``--steps`` or its fusion), ``validated`` (the run's ``train.eval_steps``, at
+        meta.inner_lr) or ``trained`` (meta.adaptation_steps and meta.inner_lr; 0 steps for a model that does
+        not adapt)."""
         stored = self.fusion if self.fusion is not None else self.loaded.adaptation
         if self.fixed is not None or stored is None or self.finetune:
             steps, lr = self.setting(1 << 30)  # not per history: any length answers
-            return {"steps": steps, "inner_lr": lr, "source": "trained" if self.fixed is None else "fixed"}
+            source = "fixed" if self.fixed is not None else self.unrecorded()[2]
+            return {"steps": steps, "inner_lr": lr, "source": source}
         out: dict[str, Any] = {"steps": stored.steps, "inner_lr": stored.inner_lr, "source": "export"}
         if stored.per_shot:
             out["per_shot"] = {str(k): [s, lr] for k, (s, lr) in sorted(stored.per_shot.items())}

@@ -1,14 +1,14 @@
 """The test-time adaptation an exported model applies, recorded in the export.
 
 Without a record, ``metarec recommend`` and ``metarec serve`` adapt with the trained ``meta.adaptation_steps``
-and ``meta.inner_lr``, while ``metarec evaluate`` reports the model at the adaptation it chooses on
-validation users. The two can differ a lot: on MovieLens 100K the GPU recipe's trained 3 steps at lr 0.5 read
-0.203 NDCG@10 on validation users where its chosen adaptation reads 0.232 and no step at all 0.228
-(docs/results/amazon-sports.md, "GPU, second look"). ``metarec export --choose-adaptation`` chooses it on
-validation users exactly as the evaluation does and ``--steps N [--inner-lr LR]`` fixes it (``--steps 0``:
-serve the meta-trained initialisation); either is written as ``adaptation`` in ``metarec_config.json`` and
-recommend, serve and evaluate apply it. A fused export (``eval/fusion.py``) records its adaptation inside its
-fusion, the same way.
+(or the steps the run validated with, ``train.eval_steps``, where set) and ``meta.inner_lr``, while ``metarec
+evaluate`` reports the model at the adaptation it chooses on validation users. The two can differ a lot: on
+MovieLens 100K the GPU recipe's trained 3 steps at lr 0.5 read 0.203 NDCG@10 on validation users where its
+chosen adaptation reads 0.232 and no step at all 0.228 (docs/results/amazon-sports.md, "GPU, second look").
+``metarec export --choose-adaptation`` chooses it on validation users exactly as the evaluation does and
+``--steps N [--inner-lr LR]`` fixes it (``--steps 0``: serve the meta-trained initialisation); either is
+written as ``adaptation`` in ``metarec_config.json`` and recommend, serve and evaluate apply it. A fused
+export (``eval/fusion.py``) records its adaptation inside its fusion, the same way.
 """
 
 from __future__ import annotations

@@ -42,3 +42,27 @@ def test_eval_steps_for_an_algorithm_that_does_not_adapt_is_refused():
         check_training(MetaConfig(algorithm="none"), eval_steps=2)
     assert check_training(MetaConfig(algorithm="none"), eval_steps=0) is not None
     assert check_training(MetaConfig(algorithm="fomaml"), eval_steps=2) is not None
+
+
+def test_a_run_validated_at_eval_steps_is_served_at_them_without_a_record(trained, tmp_path):
+    """What early stopping kept is best at ``train.eval_steps``: recommend / serve from the run (or its plain
+    export) apply those steps, and GET / says where they come from; a record or --steps still wins."""
+    from metarec_dist.cli import main
+    from metarec_dist.eval.recommend import Recommender
+
+    run = trained("train.eval_steps=0")
+    lr = run.cfg.meta.inner_lr
+    assert run.cfg.meta.adaptation_steps > 0  # the trained steps differ from the validated ones
+    served = Recommender.load(str(run.folder))
+    assert served.setting(3) == (0, lr)
+    assert served.served_adaptation() == {"steps": 0, "inner_lr": lr, "source": "validated"}
+    assert main(["export", "--checkpoint", str(run.folder), "--out", str(tmp_path / "e"), "--no-fuse"]) == 0
+    assert Recommender.load(str(tmp_path / "e")).setting(3) == (0, lr)
+    fixed = Recommender(served.loaded, served.catalogue, None, (2, lr))
+    assert fixed.served_adaptation()["source"] == "fixed" and fixed.setting(3) == (2, lr)
+    plain = Recommender.load(str(trained().folder))
+    assert plain.served_adaptation() == {
+        "steps": run.cfg.meta.adaptation_steps,
+        "inner_lr": lr,
+        "source": "trained",
+    }
