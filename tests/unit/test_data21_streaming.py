@@ -1,0 +1,202 @@
+"""Session 21 (data21): the logs and titles files that were still read into memory whole now stream, and
+the temporary copies of a killed run are removed by the next one.
+
+``user_item`` logs, ``::``-separated logs (MovieLens-1M ``ratings.dat``), gzip'd or zipped logs and item
+titles files were read whole into memory (then copied, then copied again into Arrow's memory). Now a gzip'd
+log is decompressed by Arrow as it reads; a zipped one, a ``::`` one and a user_item one are written, a chunk
+at a time, into one temporary UTF-8 copy Arrow can split (``::`` -> one character, runs of blanks -> one
+space), as a non-UTF-8 log already was; titles are read a line at a time. Peak memory reading ~200 MB files
+(max RSS of 2 runs, before -> after): see the commit messages. Results are unchanged (same digests).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from data_fixtures import (
+    EXPECTED,
+    EXPECTED_SPLIT,
+    ROWS,
+    TITLES,
+    cfg,
+    no_whole_file_reads,
+    sequences_by_user,
+    write_csv,
+    write_ratings_csv,
+    write_ratings_dat,
+    write_recbole,
+    write_u_data,
+    write_user_item,
+)
+
+import metarec_dist
+from metarec_dist.data import DataError, prepare_data, textio
+from metarec_dist.data.textio import Utf8Text
+
+
+def _check(prepared) -> None:
+    assert sequences_by_user(prepared) == EXPECTED
+    assert prepared.users["split"] == EXPECTED_SPLIT
+    assert prepared.item_raw_ids == ["10", "20", "30", "40"]
+
+
+def _gzip(path: Path) -> Path:
+    target = path.with_name(path.name + ".gz")
+    target.write_bytes(gzip.compress(path.read_bytes()))
+    return target
+
+
+def _zip(path: Path) -> Path:
+    target = path.with_name(path.name + ".zip")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(path, path.name)
+    return target
+
+
+def _utf16(path: Path) -> Path:
+    target = path.with_name("utf16-" + path.name)
+    target.write_bytes(path.read_text().encode("utf-16"))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("write", "name", "pack", "settings"),
+    [
+        (write_ratings_dat, "ml", None, {"format": "auto"}),
+        (write_user_item, "seq.txt", None, {"format": "user_item"}),
+        (write_user_item, "seq.txt", _gzip, {"format": "user_item"}),
+        (write_user_item, "seq.txt", _zip, {"format": "user_item"}),
+        (write_user_item, "seq.txt", _utf16, {"format": "user_item", "encoding": "utf-16"}),
+        (write_csv, "log.csv", _gzip, {"format": "csv"}),
+        (write_csv, "log.csv", _zip, {"format": "csv"}),
+    ],
+)
+def test_logs_stream_and_prepare_as_before(tmp_path, monkeypatch, write, name, pack, settings):
+    """Each of these went through textio.read_bytes (the whole file in memory)."""
+    path = write(tmp_path / name)
+    if pack is not None:
+        path = pack(path)
+    no_whole_file_reads(monkeypatch)
+    _check(prepare_data(cfg(path=str(path), **settings)))
+
+
+def test_a_separator_and_blanks_straddling_chunks_split_as_in_the_whole_file(tmp_path, monkeypatch):
+    """Line-aligned pieces: a '::' or a run of blanks cut by a chunk boundary is rewritten as a whole."""
+    path = tmp_path / "seq.txt"
+    path.write_text(" 1 \t\t  10 \r\n2\f20\n\n1    30  ")  # lines end in CRLF, LF, none
+    monkeypatch.setattr(textio, "_CHUNK", 3)
+    text = Utf8Text(path, "utf-8", str(path), textio._squeeze_blanks)
+    assert text.path.read_bytes() == b"1 10\r\n2 20\n\n1 30"
+    sep = textio.TextFile(textio.TextSpec(path, "::", header=False, names=["a", "b"]))._rewrite()
+    ratings = tmp_path / "ratings.dat"
+    ratings.write_text("1::10:::5\n22::333::4")
+    assert Utf8Text(ratings, "utf-8", "x", sep).path.read_bytes() == b"1\x1f10\x1f:5\n22\x1f333\x1f4"
+
+
+def test_errors_in_a_rewritten_log_name_the_line(tmp_path, monkeypatch):
+    path = write_ratings_dat(tmp_path / "ml", rows=[*ROWS, (5, "x", 1.0, 9)])
+    monkeypatch.setattr(textio, "_CHUNK", 7)
+    with pytest.raises(DataError, match=r"ratings\.dat: line 11, column 'item_id': 'x' is not an integer"):
+        prepare_data(cfg(format="auto", path=str(path)))
+    path.write_text("1::10::5::100\n2::20::5\n")
+    with pytest.raises(
+        DataError, match=r"ratings\.dat: line 2: 3 fields but 4 columns .*'timestamp' is missing"
+    ):
+        prepare_data(cfg(format="auto", path=str(path)))
+
+
+@pytest.mark.parametrize("pack", [_gzip, _zip])
+def test_an_archive_damaged_after_its_first_lines_is_one_line(tmp_path, pack):
+    """Arrow decompresses the gzip'd log (an OSError of its own) and the zip is streamed: damage past the
+    header is still the one-line error read_bytes gave when the whole file was read first."""
+    rows = [(u, i, 1.0, u * 100 + i) for u in range(1, 400) for i in range(1, 40)]
+    path = pack(write_csv(tmp_path / "log.csv", rows=rows))
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    kind = "gzip file that cannot be decompressed" if pack is _gzip else "zip file that cannot be read"
+    with pytest.raises(DataError, match=rf"^{path}: a {kind} \(.*\); check or re-create it$"):
+        prepare_data(cfg(format="csv", path=str(path)))
+
+
+@pytest.mark.parametrize(
+    ("write", "encoding"),
+    [(write_u_data, "utf-8"), (write_u_data, "latin-1"), (write_ratings_dat, "utf-8")],
+)
+def test_titles_stream(tmp_path, monkeypatch, write, encoding):
+    """u.item and movies.dat (Latin-1, read as Latin-1 when data.encoding is left at UTF-8)."""
+    path = write(tmp_path / "ml")
+    no_whole_file_reads(monkeypatch)
+    prepared = prepare_data(cfg(format="auto", path=str(path), encoding=encoding))
+    expected = [TITLES[i] for i in (10, 20, 30, 40)]
+    if write is write_u_data:
+        expected[3] = "Quarante é (1998)"
+    assert prepared.item_titles == dict(enumerate(expected, 1))
+
+
+@pytest.mark.parametrize("write", [write_ratings_csv, write_recbole])
+def test_csv_and_recbole_titles_stream(tmp_path, monkeypatch, write):
+    """movies.csv (a quoted title with a comma) and RecBole's .item with CRLF line ends and a UTF-8 BOM."""
+    path = write(tmp_path / "ml")
+    meta = path.with_suffix(".item") if write is write_recbole else path.with_name("movies.csv")
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes().replace(b"\n", b"\r\n"))
+    no_whole_file_reads(monkeypatch)
+    titles = prepare_data(cfg(format="auto", path=str(path))).item_titles
+    assert titles == {k: TITLES[i] for k, i in enumerate((10, 20, 30, 40), 1)}
+
+
+_KEEP_A_COPY = """
+import sys, tempfile, time
+from pathlib import Path
+tempfile.tempdir = sys.argv[1]
+from metarec_dist.data.textio import Utf8Text
+text = Utf8Text(Path(sys.argv[2]), "latin-1", "log")
+print(text.path, flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_copy_of_a_killed_run_is_removed_by_the_next_run_and_nothing_else(tmp_path, monkeypatch):
+    """A SIGKILL while a non-UTF-8 log was read left its UTF-8 copy in TMPDIR for good."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    log = tmp_path / "log.csv"
+    log.write_bytes("user_id,item_id,timestamp\nusér,1,2\n".encode("latin-1"))
+    env = {**os.environ, "PYTHONPATH": str(Path(metarec_dist.__file__).parents[1])}
+    run = [sys.executable, "-c", _KEEP_A_COPY, str(temp), str(log)]
+    reader = subprocess.Popen(run, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        copy = Path(reader.stdout.readline().strip())
+    finally:
+        reader.send_signal(signal.SIGKILL)
+        reader.wait()
+        reader.stdout.close()
+    assert copy.parent == temp and copy.read_bytes() == "user_id,item_id,timestamp\nusér,1,2\n".encode()
+    # Kept: a live writer's copy (no lock: its pid is alive), a dead pid's copy someone holds the lock of (a
+    # writer in another PID namespace sharing TMPDIR), and anything not named as ours.
+    live = temp / f"metarec-utf8-{os.getppid()}-live.txt"
+    held = temp / f"metarec-utf8-{reader.pid}-held.txt"
+    others = [temp / name for name in ("metarec-utf8-k2j3h4.txt", "metarec-utf8-x-1.txt", "notes.txt")]
+    for path in (live, held, *others):
+        path.write_text("x")
+    with open(held, "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        monkeypatch.setattr(tempfile, "tempdir", str(temp))
+        later = Utf8Text(log, "latin-1", "log")
+        assert later.path.exists() and later.path != copy
+        assert not copy.exists()
+        assert all(path.exists() for path in (live, held, *others))
+        own = later.path
+        del later
+    assert not own.exists()
+    assert sorted(p.name for p in temp.iterdir()) == sorted(p.name for p in (live, held, *others))
