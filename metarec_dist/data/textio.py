@@ -37,7 +37,7 @@ from metarec_dist.data.errors import DataError
 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as MovieLens-1M's "::"
 _GZIP_MAGIC = b"\x1f\x8b"
-_ZIP_MAGIC = b"PK\x03\x04"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a file; an empty archive (its end record only)
 _OTHER_SEPARATORS = ("\t", "::", ";", "|", ",")  # what a one-column header is most likely split by
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -111,7 +111,12 @@ class Utf8Text:
     by Arrow (``source``). Keep this object alive while ``path`` is read."""
 
     def __init__(
-        self, path: Path, encoding: str, label: str, rewrite: Callable[[bytes], bytes] | None = None
+        self,
+        path: Path,
+        encoding: str,
+        label: str,
+        rewrite: Callable[[bytes], bytes] | None = None,
+        cr_line_ends: bool = False,
     ) -> None:
         self.path = path
         decode: str | None = encoding
@@ -123,9 +128,11 @@ class Utf8Text:
                 decode = None
             else:
                 _check_bom(path, encoding, label, not_utf8)
+        if cr_line_ends:  # lines ended by "\r" alone: "\n" in the copy, then rewritten as any other
+            rewrite = _after_cr_to_lf(rewrite)
         if decode is None and rewrite is None and not is_zip(path):
             return
-        fd, self.path = _utf8_copy(path, decode, label, rewrite)
+        fd, self.path = _utf8_copy(path, decode, label, rewrite, cr_line_ends)
         weakref.finalize(self, _remove, self.path, fd)
 
     def source(self) -> str | pa.NativeFile:
@@ -143,6 +150,14 @@ class Utf8Text:
         without its checksum, the damage reads as lines of garbage)."""
         if is_gzip(self.path):
             deque(_chunks(self.path), maxlen=0)
+
+
+def _after_cr_to_lf(rewrite: Callable[[bytes], bytes] | None) -> Callable[[bytes], bytes]:
+    def cr_to_lf(lines: bytes) -> bytes:
+        lines = re.sub(rb"\r(?!\n)", b"\n", lines)
+        return rewrite(lines) if rewrite else lines
+
+    return cr_to_lf
 
 
 def _check_bom(path: Path, encoding: str, label: str, not_utf8: str) -> None:
@@ -210,7 +225,11 @@ def not_utf8_at(path: Path) -> str | None:
 
 
 def _utf8_copy(
-    path: Path, encoding: str | None, label: str, rewrite: Callable[[bytes], bytes] | None
+    path: Path,
+    encoding: str | None,
+    label: str,
+    rewrite: Callable[[bytes], bytes] | None,
+    cr_line_ends: bool = False,
 ) -> tuple[int, Path]:
     """A temporary file holding ``path``'s text (decompressed; decoded from ``encoding`` unless None) as
     UTF-8, ``rewrite`` applied to whole lines, and its descriptor, which holds the copy's lock until
@@ -224,7 +243,7 @@ def _utf8_copy(
         fcntl.flock(fd, fcntl.LOCK_EX)  # held until _remove, or by the kernel until this process ends
     try:
         with os.fdopen(os.dup(fd), "wb") as out:  # a second descriptor: closing it keeps the lock
-            for text in _utf8_pieces(path, encoding, label):
+            for text in _utf8_pieces(path, encoding, label, cr_line_ends):
                 out.write(rewrite(text) if rewrite else text)
     except BaseException as exc:
         _remove(Path(name), fd)
@@ -234,26 +253,35 @@ def _utf8_copy(
     return fd, Path(name)
 
 
-def _utf8_pieces(path: Path, encoding: str | None, label: str) -> Iterator[bytes]:
-    """The file's text as UTF-8 in pieces of whole lines (the last one may lack its line end)."""
+def _utf8_pieces(path: Path, encoding: str | None, label: str, cr_line_ends: bool) -> Iterator[bytes]:
+    """The file's text as UTF-8 in pieces of whole lines (the last one may lack its line end); lines end
+    at "\n", with ``cr_line_ends`` at "\r" too."""
     decoder = codecs.getincrementaldecoder(encoding)() if encoding else None
     lines = 1
-    rest = b""
+    pending: list[bytes] = []  # the start of a line that began in an earlier chunk
     for chunk in _chunks_then_end(path):
+        final = chunk == b""
         if decoder is not None:
             try:
-                text = decoder.decode(chunk, final=chunk == b"")
+                text = decoder.decode(chunk, final=final)
             except UnicodeDecodeError as exc:
                 raise _not_in_encoding(exc, encoding, label, lines) from None
             except UnicodeError as exc:
                 raise _no_bom(exc, encoding, label) from None
             lines += text.count("\n")
             chunk = text.encode("utf-8")
-        rest += chunk
-        end = len(rest) if chunk == b"" else rest.rfind(b"\n") + 1
-        if end:
-            yield rest[:end]
-            rest = rest[end:]
+        end = len(chunk) if final else _after_last_line_end(chunk, cr_line_ends)
+        if end or final:
+            yield b"".join([*pending, chunk[:end]])
+            pending = []
+        pending.append(chunk[end:])
+
+
+def _after_last_line_end(chunk: bytes, cr_line_ends: bool) -> int:
+    """Where the chunk's last whole line ends (0: none does); a "\r" last in the chunk may be the start
+    of a "\r\n", so it does not end one."""
+    end = chunk.rfind(b"\n") + 1
+    return max(end, chunk.rfind(b"\r", 0, len(chunk) - 1) + 1) if cr_line_ends else end
 
 
 def _remove_stale_copies() -> None:
@@ -334,12 +362,12 @@ def is_gzip(path: Path) -> bool:
 
 def is_zip(path: Path) -> bool:
     """Whether the file is a zip archive (by its first bytes, whatever its name)."""
-    return _magic(path) == _ZIP_MAGIC
+    return _magic(path) in _ZIP_MAGICS
 
 
 def is_compressed(path: Path) -> bool:
     magic = _magic(path)
-    return magic[:2] == _GZIP_MAGIC or magic == _ZIP_MAGIC
+    return magic[:2] == _GZIP_MAGIC or magic in _ZIP_MAGICS
 
 
 def zip_member(path: Path) -> str:
@@ -351,6 +379,10 @@ def zip_member(path: Path) -> str:
     except zipfile.BadZipFile as exc:
         raise _bad_zip(path, exc) from None
     names = [i.filename for i in entries if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+    if not names:
+        raise DataError(
+            f"{path}: an empty zip archive (no file in it); zip the log file itself, or set data.path to it"
+        )
     if len(names) != 1:
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise DataError(
@@ -358,6 +390,10 @@ def zip_member(path: Path) -> str:
             "unzip it and set data.path to the file (or folder) to read"
         )
     return names[0]
+
+
+def _unzip_it(path: Path, why: str) -> DataError:
+    return DataError(f"{path}: {why}; unzip it with another tool and set data.path to the file")
 
 
 def _bad_zip(path: Path, exc: Exception) -> DataError:
@@ -374,6 +410,13 @@ def open_bytes(path: Path) -> BinaryIO:
                 return archive.open(member)  # stays readable after the archive's close
         except zipfile.BadZipFile as exc:
             raise _bad_zip(path, exc) from None
+        except NotImplementedError:  # Deflate64 (Windows' "Send to > Compressed folder" of a large file)
+            method = archive.getinfo(member).compress_type
+            raise _unzip_it(
+                path, f"{member} in it is compressed with a method Python cannot read (zip method {method})"
+            ) from None
+        except RuntimeError:  # password-protected
+            raise _unzip_it(path, f"{member} in it is encrypted (password-protected)") from None
     return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the caller closes
 
 
@@ -425,6 +468,13 @@ def _unquote_after_blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(hit, inner, column)
 
 
+def _cr_line_ends(spec: TextSpec) -> bool:
+    """Whether the first line ends in a carriage return alone (classic Mac OS line ends, as Excel's "CSV
+    (Macintosh)" writes): Arrow ends rows there, the line scans that name a bad line only at ``\n``."""
+    first_line = _head(spec.path).decode(spec.encoding, "replace").split("\n", 1)[0]
+    return re.search(r"\r.", first_line, re.DOTALL) is not None
+
+
 def _squeeze_blanks(lines: bytes) -> bytes:
     """Whole lines of a user_item file: runs of blanks -> one space, blanks at line ends dropped."""
     lines = re.sub(rb"[ \t\v\f]+", b" ", lines)
@@ -446,7 +496,7 @@ class TextFile:
         self.label = str(spec.path)
         self.delimiter = " " if spec.whitespace else _UNIT_SEP if len(spec.sep) > 1 else spec.sep
         # The readers and line scans take UTF-8 split at one character: a copy when the file is not that.
-        self._text = Utf8Text(spec.path, spec.encoding, self.label, self._rewrite())
+        self._text = Utf8Text(spec.path, spec.encoding, self.label, self._rewrite(), _cr_line_ends(spec))
         self.names = self._read_header() if spec.header else list(spec.names)
 
     def _rewrite(self) -> Callable[[bytes], bytes] | None:

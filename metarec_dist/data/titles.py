@@ -62,7 +62,7 @@ def read_titles(layout: Layout, cfg: DataConfig) -> dict[str, str] | None:
             for row in rows:
                 if len(row) == 2 and (key := _key(row[0], cfg.string_ids)) is not None:
                     titles[key] = row[1].strip()
-    except (OSError, ValueError, StopIteration, DataError) as exc:
+    except (OSError, ValueError, StopIteration, csv.Error, DataError) as exc:
         log.warning("item metadata %s not used: %s", layout.meta, exc)
         return None
     return titles or None

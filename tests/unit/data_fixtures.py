@@ -124,7 +124,7 @@ def write_user_item(path: Path, rows=ROWS) -> Path:
 
 def no_whole_file_reads(monkeypatch) -> None:
     """Small chunks (a character or a line can straddle two) and no reading of a whole file into memory."""
-    from metarec_dist.data import textio
+    from metarec_dist.data import textio, titles
 
     monkeypatch.setattr(textio, "_CHUNK", 7)
 
@@ -132,6 +132,7 @@ def no_whole_file_reads(monkeypatch) -> None:
         raise AssertionError(f"{path} read into memory whole")
 
     monkeypatch.setattr(textio, "read_bytes", whole)
+    monkeypatch.setattr(titles, "read_bytes", whole, raising=False)  # imported by name before data21
 
 
 def sequences_by_user(prepared) -> list[list[int]]:

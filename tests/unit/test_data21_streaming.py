@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import gzip
+import itertools
 import os
 import signal
 import subprocess
@@ -200,3 +201,87 @@ def test_the_copy_of_a_killed_run_is_removed_by_the_next_run_and_nothing_else(tm
         del later
     assert not own.exists()
     assert sorted(p.name for p in temp.iterdir()) == sorted(p.name for p in (live, held, *others))
+
+
+def _zip_flags(path: Path, *, flags: int = 0, method: int | None = None) -> Path:
+    """``path``'s zip with ``flags`` set and the compression ``method`` changed, in both of its headers."""
+    data = bytearray(_zip(path).read_bytes())
+    for magic, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        at = data.index(magic)
+        data[at + flag_at] |= flags
+        if method is not None:
+            data[at + method_at : at + method_at + 2] = method.to_bytes(2, "little")
+    target = path.with_name("odd.csv.zip")
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_a_zip_python_cannot_open_is_one_line_saying_to_unzip_it(tmp_path):
+    """An encrypted member was a RuntimeError traceback, a Deflate64 one (Windows' own zip of a large file) a
+    NotImplementedError traceback."""
+    path = write_csv(tmp_path / "log.csv")
+    encrypted = _zip_flags(path, flags=1)
+    with pytest.raises(
+        DataError, match=rf"^{encrypted}: log\.csv in it is encrypted .*unzip it .*data\.path"
+    ):
+        prepare_data(cfg(format="auto", path=str(encrypted)))
+    deflate64 = _zip_flags(path, method=9)
+    with pytest.raises(DataError, match=rf"^{deflate64}: log\.csv in it is compressed with a method Python"):
+        prepare_data(cfg(format="auto", path=str(deflate64)))
+
+
+def test_an_empty_zip_says_so(tmp_path):
+    """Its first bytes are the archive's end record, not a file's: it was read as a csv ("no user id column
+    found ... the columns are: PK")."""
+    path = tmp_path / "log.csv.zip"
+    zipfile.ZipFile(path, "w").close()
+    with pytest.raises(DataError, match=rf"^{path}: an empty zip archive \(no file in it\)"):
+        prepare_data(cfg(format="auto", path=str(path)))
+
+
+def test_a_movies_csv_the_csv_module_rejects_is_a_warning_not_a_traceback(tmp_path, caplog):
+    """Titles are a convenience: a bare carriage return inside a field was a _csv.Error traceback."""
+    path = write_ratings_csv(tmp_path / "ml")
+    path.with_name("movies.csv").write_bytes(b"movieId,title,genres\n10,Ten\r(1995),Drama\n")
+    with caplog.at_level("WARNING"):
+        prepared = prepare_data(cfg(format="auto", path=str(path)))
+    _check(prepared)
+    assert prepared.item_titles is None
+    assert "movies.csv not used: new-line character seen in unquoted field" in caplog.text
+
+
+def test_a_csv_with_classic_mac_line_ends_reads_as_its_unix_twin(tmp_path):
+    """Lines ended by a carriage return alone (Excel's "CSV (Macintosh)"): Arrow split rows there, the header
+    scan did not, and csv.reader raised _csv.Error ("new-line character seen in unquoted field") as a
+    traceback; now the lines are ended as Arrow ends them, and a bad value names its line."""
+    unix = write_csv(tmp_path / "unix.csv")
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(unix.read_bytes().replace(b"\n", b"\r"))
+    expected = prepare_data(cfg(format="csv", path=str(unix)))
+    _check(prepare_data(cfg(format="csv", path=str(mac))))
+    assert prepare_data(cfg(format="csv", path=str(mac))).users.to_list() == expected.users.to_list()
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(
+        write_csv(tmp_path / "b.csv", rows=[*ROWS, (5, "x", 1.0, 9)]).read_bytes().replace(b"\n", b"\r")
+    )
+    with pytest.raises(DataError, match=rf"^{bad}: line 12, column 'item_id': 'x' is not an integer"):
+        prepare_data(cfg(format="csv", path=str(bad)))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_carriage_returns_end_lines_across_chunks_but_not_inside_crlf(tmp_path, monkeypatch, chunk):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"a\rbb\r\nc\r\rd")
+    monkeypatch.setattr(textio, "_CHUNK", chunk)
+    assert Utf8Text(path, "utf-8", "x", cr_line_ends=True).path.read_bytes() == b"a\nbb\r\nc\n\nd"
+    pieces = list(textio._utf8_pieces(path, None, "x", cr_line_ends=True))
+    assert all(p.endswith((b"\r", b"\n")) for p in pieces[:-1]) and b"".join(pieces) == path.read_bytes()
+    assert not any(p.endswith(b"\r") and q.startswith(b"\n") for p, q in itertools.pairwise(pieces))
+
+
+def test_a_headerless_log_with_classic_mac_line_ends_reads_as_before(tmp_path, monkeypatch):
+    """Arrow read these before (no header to scan): the same sequences now."""
+    path = write_ratings_dat(tmp_path / "ml")
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+    monkeypatch.setattr(textio, "_CHUNK", 5)
+    _check(prepare_data(cfg(format="auto", path=str(path))))
