@@ -118,6 +118,7 @@ class Utf8Text:
         rewrite: Callable[[bytes], bytes] | None = None,
         cr_line_ends: bool = False,
     ) -> None:
+        _remove_stale_copies()  # at every text read, whether or not this one needs a copy
         self.path = path
         decode: str | None = encoding
         if is_utf8(encoding):
@@ -234,7 +235,6 @@ def _utf8_copy(
     """A temporary file holding ``path``'s text (decompressed; decoded from ``encoding`` unless None) as
     UTF-8, ``rewrite`` applied to whole lines, and its descriptor, which holds the copy's lock until
     ``_remove``; bytes that are not ``encoding`` are a DataError naming the line and the key."""
-    _remove_stale_copies()
     try:
         fd, name = tempfile.mkstemp(prefix=f"{_COPY_PREFIX}{os.getpid()}-", suffix=".txt")
     except OSError as exc:

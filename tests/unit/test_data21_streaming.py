@@ -193,11 +193,13 @@ def test_the_copy_of_a_killed_run_is_removed_by_the_next_run_and_nothing_else(tm
     with open(held, "rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         monkeypatch.setattr(tempfile, "tempdir", str(temp))
-        later = Utf8Text(log, "latin-1", "log")
-        assert later.path.exists() and later.path != copy
+        plain = Utf8Text(write_csv(tmp_path / "utf8.csv"), "utf-8", "utf8")  # a later read, with no copy
+        assert plain.path == tmp_path / "utf8.csv"
         assert not copy.exists()
         assert all(path.exists() for path in (live, held, *others))
+        later = Utf8Text(log, "latin-1", "log")  # and one of its own, removed as before
         own = later.path
+        assert own.exists() and own.name.startswith(f"metarec-utf8-{os.getpid()}-")
         del later
     assert not own.exists()
     assert sorted(p.name for p in temp.iterdir()) == sorted(p.name for p in (live, held, *others))
