@@ -350,6 +350,21 @@ def check_file(path: Path) -> None:
         raise DataError(f"{path}: the file is empty (0 bytes)")
 
 
+_SAVE_AS_CSV = "save the sheet as CSV (Excel: File > Save As > CSV UTF-8) and set data.path to that file"
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0"  # Excel 97-2003 .xls (and other Office files)
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _check_not_binary(spec: TextSpec) -> None:
+    """A workbook or a Parquet file read as delimited text was "not valid UTF-8 ... set data.encoding"."""
+    magic = _magic(spec.path)
+    if magic == _OLE2_MAGIC:
+        raise DataError(f"{spec.path}: an Excel 97-2003 workbook (.xls), not a text file: {_SAVE_AS_CSV}")
+    if magic == _PARQUET_MAGIC:
+        fix = "--set data.format=parquet" if spec.side is None else "name it .parquet"
+        raise DataError(f"{spec.path}: a Parquet file, not a delimited text file: {fix}")
+
+
 def _magic(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(4)
@@ -379,6 +394,8 @@ def zip_member(path: Path) -> str:
     except zipfile.BadZipFile as exc:
         raise _bad_zip(path, exc) from None
     names = [i.filename for i in entries if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+    if "[Content_Types].xml" in names and any(name.startswith("xl/") for name in names):
+        raise DataError(f"{path}: an Excel workbook (.xlsx), not a text file: {_SAVE_AS_CSV}")
     if not names:
         raise DataError(
             f"{path}: an empty zip archive (no file in it); zip the log file itself, or set data.path to it"
@@ -492,6 +509,7 @@ class TextFile:
 
     def __init__(self, spec: TextSpec) -> None:
         check_file(spec.path)
+        _check_not_binary(spec)
         self.spec = spec
         self.label = str(spec.path)
         self.delimiter = " " if spec.whitespace else _UNIT_SEP if len(spec.sep) > 1 else spec.sep

@@ -32,6 +32,7 @@ from data_fixtures import (
     no_whole_file_reads,
     sequences_by_user,
     write_csv,
+    write_parquet,
     write_ratings_csv,
     write_ratings_dat,
     write_recbole,
@@ -287,3 +288,25 @@ def test_a_headerless_log_with_classic_mac_line_ends_reads_as_before(tmp_path, m
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
     monkeypatch.setattr(textio, "_CHUNK", 5)
     _check(prepare_data(cfg(format="auto", path=str(path))))
+
+
+def test_a_workbook_or_a_parquet_file_read_as_text_says_what_it_is(tmp_path):
+    """An .xlsx was "a zip archive holding 5 files ... unzip it"; an .xls or a Parquet file read as csv was
+    "not valid UTF-8 (byte 0xd0); set data.encoding ..." (and with data.encoding=latin-1 garbage names)."""
+    xlsx = tmp_path / "log.xlsx"
+    with zipfile.ZipFile(xlsx, "w") as book:
+        for name in ("[Content_Types].xml", "_rels/.rels", "xl/workbook.xml", "xl/worksheets/sheet1.xml"):
+            book.writestr(name, "<x/>")
+    xls = tmp_path / "log.xls"
+    xls.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600))
+    parquet = tmp_path / "parquet.csv"
+    write_parquet(parquet)
+    save_as = r"not a text file: save the sheet as CSV \(Excel: File > Save As > CSV UTF-8\)"
+    for path, said in (
+        (xlsx, rf"an Excel workbook \(\.xlsx\), {save_as}"),
+        (xls, rf"an Excel 97-2003 workbook \(\.xls\), {save_as}"),
+        (parquet, r"a Parquet file, not a delimited text file: --set data\.format=parquet$"),
+    ):
+        for encoding in ("utf-8", "latin-1"):
+            with pytest.raises(DataError, match=rf"^{path}: {said}"):
+                prepare_data(cfg(format="csv", path=str(path), encoding=encoding))
