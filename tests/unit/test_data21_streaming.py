@@ -188,7 +188,15 @@ def test_the_copy_of_a_killed_run_is_removed_by_the_next_run_and_nothing_else(tm
     # writer in another PID namespace sharing TMPDIR), and anything not named as ours.
     live = temp / f"metarec-utf8-{os.getppid()}-live.txt"
     held = temp / f"metarec-utf8-{reader.pid}-held.txt"
-    others = [temp / name for name in ("metarec-utf8-k2j3h4.txt", "metarec-utf8-x-1.txt", "notes.txt")]
+    others = [
+        temp / name
+        for name in (
+            "metarec-utf8-k2j3h4.txt",
+            "metarec-utf8-x-1.txt",
+            f"metarec-utf8-{2**70}-a.txt",
+            "notes.txt",
+        )
+    ]
     for path in (live, held, *others):
         path.write_text("x")
     with open(held, "rb") as lock:
