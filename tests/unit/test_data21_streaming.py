@@ -327,3 +327,23 @@ def test_a_workbook_or_a_parquet_file_read_as_text_says_what_it_is(tmp_path):
         for encoding in ("utf-8", "latin-1"):
             with pytest.raises(DataError, match=rf"^{path}: {said}"):
                 prepare_data(cfg(format="csv", path=str(path), encoding=encoding))
+
+
+def test_a_data_path_with_the_default_synthetic_format_is_a_warning(tmp_path, caplog, monkeypatch):
+    """``--set data.path=log.csv`` alone trained on generated data, said only by "data: synthetic (...)"."""
+    from metarec_dist.data import layout
+
+    monkeypatch.setattr(layout, "_SEP_WARNED", set())
+    path = write_csv(tmp_path / "log.csv")
+    with caplog.at_level("WARNING"):
+        prepared = prepare_data(cfg(path=str(path), synthetic_users=20))
+    assert prepared.source.startswith("synthetic")
+    assert (
+        f"data.path={str(path)!r} is ignored: data.format is synthetic (the default), so generated data is "
+        "read, not the file; set data.format=auto" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        prepare_data(cfg(synthetic_users=20))
+        _check(prepare_data(cfg(format="auto", path=str(path))))
+    assert "is ignored" not in caplog.text
