@@ -25,6 +25,7 @@ from metarec_dist.data.textio import (
     Utf8Text,
     arrow_source,
     check_file,
+    check_not_binary,
     reencode_hint,
 )
 from metarec_dist.data.titles import read_titles
@@ -164,6 +165,7 @@ def read_jsonl_table(path: Path, encoding: str = "utf-8") -> tuple[pa.Table, Whe
     """A JSON Lines file (text in ``encoding``, ``data.encoding``) as one Arrow table, and where its rows
     are (their line numbers); a file Arrow cannot read is a DataError naming the first bad line."""
     check_file(path)
+    check_not_binary(path)
     text = Utf8Text(path, encoding, str(path))  # alive until the read is done: it owns its copy
     try:
         table = pj.read_json(text.source())

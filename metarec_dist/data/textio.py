@@ -351,18 +351,38 @@ def check_file(path: Path) -> None:
 
 
 _SAVE_AS_CSV = "save the sheet as CSV (Excel: File > Save As > CSV UTF-8) and set data.path to that file"
-_OLE2_MAGIC = b"\xd0\xcf\x11\xe0"  # Excel 97-2003 .xls (and other Office files)
-_PARQUET_MAGIC = b"PAR1"
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 .xls (and other Office files)
+_PARQUET_MAGIC = b"PAR1"  # at the start and at the end of the file
 
 
-def _check_not_binary(spec: TextSpec) -> None:
-    """A workbook or a Parquet file read as delimited text was "not valid UTF-8 ... set data.encoding"."""
-    magic = _magic(spec.path)
-    if magic == _OLE2_MAGIC:
-        raise DataError(f"{spec.path}: an Excel 97-2003 workbook (.xls), not a text file: {_SAVE_AS_CSV}")
-    if magic == _PARQUET_MAGIC:
-        fix = "--set data.format=parquet" if spec.side is None else "name it .parquet"
-        raise DataError(f"{spec.path}: a Parquet file, not a delimited text file: {fix}")
+# Compressions Arrow could read but the line scans and the copies here do not: named, not misread as text.
+_OTHER_COMPRESSIONS = {
+    rb"BZh[1-9]1AY&SY": "bzip2",
+    rb"\xfd7zXZ\x00": "xz",
+    rb"\x28\xb5\x2f\xfd": "zstd",
+    rb"7z\xbc\xaf\x27\x1c": "7-Zip",
+}
+
+
+def check_not_binary(path: Path, side: str | None = None) -> None:
+    """A workbook, a Parquet file or an archive other than gzip/zip read as text was "not valid UTF-8 ...
+    set data.encoding" (with data.encoding=latin-1: garbage column names). ``side``: a side table's
+    entity."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+        f.seek(max(0, path.stat().st_size - 4))
+        tail = f.read()
+    if head.startswith(_OLE2_MAGIC):
+        raise DataError(f"{path}: an Excel 97-2003 workbook (.xls), not a text file: {_SAVE_AS_CSV}")
+    if head[:4] == _PARQUET_MAGIC == tail:
+        fix = "--set data.format=parquet" if side is None else "name it .parquet"
+        raise DataError(f"{path}: a Parquet file, not a text file: {fix}")
+    kind = next((name for magic, name in _OTHER_COMPRESSIONS.items() if re.match(magic, head)), None)
+    if kind is not None:
+        raise DataError(
+            f"{path}: compressed with {kind}, which is not read (gzip and zip are): decompress it, or "
+            "recompress it with gzip (log.csv.gz)"
+        )
 
 
 def _magic(path: Path) -> bytes:
@@ -509,7 +529,7 @@ class TextFile:
 
     def __init__(self, spec: TextSpec) -> None:
         check_file(spec.path)
-        _check_not_binary(spec)
+        check_not_binary(spec.path, spec.side)
         self.spec = spec
         self.label = str(spec.path)
         self.delimiter = " " if spec.whitespace else _UNIT_SEP if len(spec.sep) > 1 else spec.sep

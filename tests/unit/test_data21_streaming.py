@@ -322,7 +322,7 @@ def test_a_workbook_or_a_parquet_file_read_as_text_says_what_it_is(tmp_path):
     for path, said in (
         (xlsx, rf"an Excel workbook \(\.xlsx\), {save_as}"),
         (xls, rf"an Excel 97-2003 workbook \(\.xls\), {save_as}"),
-        (parquet, r"a Parquet file, not a delimited text file: --set data\.format=parquet$"),
+        (parquet, r"a Parquet file, not a text file: --set data\.format=parquet$"),
     ):
         for encoding in ("utf-8", "latin-1"):
             with pytest.raises(DataError, match=rf"^{path}: {said}"):
@@ -347,3 +347,25 @@ def test_a_data_path_with_the_default_synthetic_format_is_a_warning(tmp_path, ca
         prepare_data(cfg(synthetic_users=20))
         _check(prepare_data(cfg(format="auto", path=str(path))))
     assert "is ignored" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kind", "magic"),
+    [
+        ("bzip2", b"BZh91AY&SY"),
+        ("xz", b"\xfd7zXZ\x00\x00"),
+        ("zstd", b"\x28\xb5\x2f\xfd\x00"),
+        ("7-Zip", b"7z\xbc\xaf\x27\x1c"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_log_compressed_other_than_gzip_or_zip_says_so(tmp_path, kind, magic, fmt):
+    """Was "line 1 (the header): not valid UTF-8 (byte 0x..); set data.encoding ..." (jsonl: "line 1: not
+    valid UTF-8")."""
+    path = tmp_path / f"log.{fmt}"
+    path.write_bytes(magic + bytes(range(256)))
+    with pytest.raises(DataError, match=rf"^{path}: compressed with {kind}, which is not read .*gzip"):
+        prepare_data(cfg(format=fmt, path=str(path)))
+    starts_alike = write_csv(tmp_path / "x.csv", header=magic[:3].decode("latin-1") + "x,item_id,timestamp")
+    with pytest.raises(DataError, match=r"no user id column found"):  # text that starts alike is read as text
+        prepare_data(cfg(format="csv", path=str(starts_alike), encoding="latin-1"))
