@@ -203,6 +203,7 @@ def warn_if_sep_unused(cfg: DataConfig, layout: Layout | None, side_files: Itera
     Lines, RecBole, MovieLens or user_item file (their layout fixes how fields are told apart), and a
     config is often reused with another data.path or data.format (a synthetic smoke run)."""
     what = cfg.format if layout is None else layout.kind
+    _warn_if_path_unused(cfg, layout, what)
     _warn_if_header_unused(cfg, layout, what)
     _warn_if_encoding_unused(cfg, layout, what, side_files)
     if cfg.sep is None or any(file_kind(p) in ("csv", "tsv") for p in side_files):
@@ -244,6 +245,26 @@ def _warn_if_encoding_unused(
         layout,
         "{given} is ignored: no text file is read (the log is {source}, with no text side table; Parquet is "
         "UTF-8 by definition, a Hub dataset is decoded by the datasets library); remove data.encoding",
+    )
+
+
+def _warn_if_path_unused(cfg: DataConfig, layout: Layout | None, what: str) -> None:
+    """``data.path`` set while ``data.format`` is synthetic (the default) or hub: the file is not read and
+    the run trains on other data, said only by the "data: synthetic (...)" line. A warning, not an error:
+    ``--set data.format=synthetic`` on a config that names real data is the documented offline smoke run."""
+    if cfg.path is None or cfg.format not in ("synthetic", "hub"):
+        return
+    read = (
+        "data.format is synthetic (the default), so generated data is read"
+        if cfg.format == "synthetic"
+        else f"data.format is hub, so the Hub dataset data.name={cfg.name!r} is read"
+    )
+    _warn_once(
+        f"data.path={cfg.path!r}",
+        what,
+        layout,
+        "{given} is ignored: " + read + ", not the file; set data.format=auto (or the file's format) to "
+        "read it",
     )
 
 

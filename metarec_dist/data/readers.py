@@ -25,7 +25,7 @@ from metarec_dist.data.textio import (
     Utf8Text,
     arrow_source,
     check_file,
-    open_bytes,
+    check_not_binary,
     reencode_hint,
 )
 from metarec_dist.data.titles import read_titles
@@ -165,11 +165,13 @@ def read_jsonl_table(path: Path, encoding: str = "utf-8") -> tuple[pa.Table, Whe
     """A JSON Lines file (text in ``encoding``, ``data.encoding``) as one Arrow table, and where its rows
     are (their line numbers); a file Arrow cannot read is a DataError naming the first bad line."""
     check_file(path)
+    check_not_binary(path)
+    text = Utf8Text(path, encoding, str(path))  # alive until the read is done: it owns its copy
     try:
-        text = Utf8Text(path, encoding, str(path))  # alive until the read is done: it owns its copy
-        table = pj.read_json(arrow_source(text.path))
+        table = pj.read_json(text.source())
         table.validate(full=True)  # Arrow's JSON reader keeps bytes that are not UTF-8 in its strings
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowInvalid, OSError) as exc:  # OSError: a damaged gzip file
+        text.check_archive()
         raise diagnose_jsonl(path, encoding) or DataError(
             f"{path}: cannot be read as JSON Lines: {exc}"
         ) from None
@@ -179,8 +181,7 @@ def read_jsonl_table(path: Path, encoding: str = "utf-8") -> tuple[pa.Table, Whe
 def _jsonl_lines(path: Path, encoding: str) -> Iterator[bytes]:
     """The file's lines as UTF-8 bytes (transcoded a chunk at a time: see ``Utf8Text``)."""
     text = Utf8Text(path, encoding, str(path))
-    with open_bytes(text.path) as f:
-        yield from f
+    yield from text.lines()
 
 
 def jsonl_line(path: Path, row: int, encoding: str = "utf-8") -> int:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-import io
 import os
 import re
 import tempfile
 import weakref
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -27,12 +27,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
+
 from metarec_dist.data.config import is_utf8
 from metarec_dist.data.errors import DataError
 
 _UNIT_SEP = "\x1f"  # stands in for a multi-character separator such as MovieLens-1M's "::"
 _GZIP_MAGIC = b"\x1f\x8b"
-_ZIP_MAGIC = b"PK\x03\x04"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a file; an empty archive (its end record only)
 _OTHER_SEPARATORS = ("\t", "::", ";", "|", ",")  # what a one-column header is most likely split by
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -68,25 +73,6 @@ ENCODING_HINT = (
 )
 
 
-def to_utf8(data: bytes, encoding: str, label: str) -> bytes:
-    """``data``, text in ``encoding`` (``data.encoding``), as UTF-8. For an encoding that writes ASCII as
-    ASCII (latin-1, cp1252, ...), a file that is valid UTF-8 is taken as UTF-8 (a Latin-1 side table
-    beside a UTF-8 log and its UTF-8 titles: Latin-1 would read every byte, silently garbling the UTF-8
-    ones); bytes that are not ``encoding`` are a DataError naming the line and the key."""
-    if _ascii_compatible(encoding):
-        try:
-            data.decode("utf-8")
-            return data
-        except UnicodeDecodeError:
-            pass
-    try:
-        return data.decode(encoding).encode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _not_in_encoding(exc, encoding, label, 1) from None
-    except UnicodeError as exc:  # utf-16 / utf-32 without a byte order mark
-        raise _no_bom(exc, encoding, label) from None
-
-
 def _no_bom(exc: UnicodeError, encoding: str, label: str) -> DataError:
     return DataError(
         f"{label}: cannot be read as {encoding} ({exc}); set data.encoding to the encoding the file is "
@@ -110,25 +96,69 @@ def _ascii_compatible(encoding: str) -> bool:
 
 
 _CHUNK = 1 << 20  # bytes decoded at a time when a file is transcoded
+_COPY_PREFIX = "metarec-utf8-"  # + the writer's pid + "-": how a later run tells a stale copy of ours
+_COPY_NAME = re.compile(r"metarec-utf8-(\d+)-\w+\.txt")
 
 
 class Utf8Text:
     """A text file in ``encoding`` (``data.encoding``) as a UTF-8 file the readers take: the file itself
-    when it is UTF-8 (or, for an encoding that writes ASCII as ASCII, valid UTF-8: as ``to_utf8``), else a
+    when it is UTF-8 (or, for an encoding that writes ASCII as ASCII, valid UTF-8: a Latin-1 side table beside
+    a UTF-8 log and its UTF-8 titles: Latin-1 would read every byte, silently garbling the UTF-8 ones), else a
     temporary UTF-8 copy written a chunk at a time (memory stays bounded whatever the file's size),
-    deleted when this object is. Keep it alive while ``path`` is read."""
+    deleted when this object is. ``rewrite`` (bytes of whole lines -> bytes) turns the text into what
+    Arrow can split (a multi-character separator, runs of blanks): it is applied while copying. A zip
+    archive's file is copied too (Arrow cannot read zip); a gzip'd one that needs no copy is decompressed
+    by Arrow (``source``). Keep this object alive while ``path`` is read."""
 
-    def __init__(self, path: Path, encoding: str, label: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        encoding: str,
+        label: str,
+        rewrite: Callable[[bytes], bytes] | None = None,
+        cr_line_ends: bool = False,
+    ) -> None:
+        _remove_stale_copies()  # at every text read, whether or not this one needs a copy
         self.path = path
+        decode: str | None = encoding
         if is_utf8(encoding):
-            return
-        if _ascii_compatible(encoding):
-            not_utf8 = _not_utf8_at(path)
+            decode = None
+        elif _ascii_compatible(encoding):
+            not_utf8 = not_utf8_at(path)
             if not_utf8 is None:
-                return
-            _check_bom(path, encoding, label, not_utf8)
-        self.path = _utf8_copy(path, encoding, label)
-        weakref.finalize(self, _remove, self.path)
+                decode = None
+            else:
+                _check_bom(path, encoding, label, not_utf8)
+        if cr_line_ends:  # lines ended by "\r" alone: "\n" in the copy, then rewritten as any other
+            rewrite = _after_cr_to_lf(rewrite)
+        if decode is None and rewrite is None and not is_zip(path):
+            return
+        fd, self.path = _utf8_copy(path, decode, label, rewrite, cr_line_ends)
+        weakref.finalize(self, _remove, self.path, fd)
+
+    def source(self) -> str | pa.NativeFile:
+        """What Arrow's CSV and JSON readers read: the path, or a gzip'd file decompressed as it is read."""
+        if is_gzip(self.path):
+            return pa.CompressedInputStream(pa.OSFile(str(self.path)), "gzip")
+        return str(self.path)
+
+    def lines(self) -> Iterator[bytes]:
+        """The text's lines (UTF-8 bytes, line ends kept), read a buffer at a time."""
+        return lines_of(self.path)
+
+    def check_archive(self) -> None:
+        """Error path, before the lines are scanned: a damaged gzip file is a DataError (decompressed
+        without its checksum, the damage reads as lines of garbage)."""
+        if is_gzip(self.path):
+            deque(_chunks(self.path), maxlen=0)
+
+
+def _after_cr_to_lf(rewrite: Callable[[bytes], bytes] | None) -> Callable[[bytes], bytes]:
+    def cr_to_lf(lines: bytes) -> bytes:
+        lines = re.sub(rb"\r(?!\n)", b"\n", lines)
+        return rewrite(lines) if rewrite else lines
+
+    return cr_to_lf
 
 
 def _check_bom(path: Path, encoding: str, label: str, not_utf8: str) -> None:
@@ -148,18 +178,28 @@ def _check_bom(path: Path, encoding: str, label: str, not_utf8: str) -> None:
         )
 
 
-def _remove(path: Path) -> None:
+def _remove(path: Path, fd: int) -> None:
     path.unlink(missing_ok=True)
+    os.close(fd)  # drops the lock that told other runs the copy is in use
+
+
+def lines_of(path: Path) -> Iterator[bytes]:
+    """The lines of a file (decompressed), line ends kept; a damaged archive is a DataError."""
+    try:
+        with open_bytes(path) as f:
+            yield from f
+    except (gzip.BadGzipFile, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise _damaged(path, exc) from None
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
-    """The file's bytes (decompressed), ``_CHUNK`` at a time; a damaged gzip file is a DataError."""
+    """The file's bytes (decompressed), ``_CHUNK`` at a time; a damaged archive is a DataError."""
     try:
         with open_bytes(path) as f:
             while chunk := f.read(_CHUNK):
                 yield chunk
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise _bad_gzip(path, exc) from None
+    except (gzip.BadGzipFile, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise _damaged(path, exc) from None
 
 
 def _head(path: Path) -> bytes:
@@ -171,7 +211,7 @@ def _head(path: Path) -> bytes:
         chunks.close()
 
 
-def _not_utf8_at(path: Path) -> str | None:
+def not_utf8_at(path: Path) -> str | None:
     """Where the file stops being UTF-8 ("line 3 (byte 0xe9)"), or None when it is UTF-8 throughout."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines = 1
@@ -185,39 +225,114 @@ def _not_utf8_at(path: Path) -> str | None:
     return None
 
 
-def _utf8_copy(path: Path, encoding: str, label: str) -> Path:
-    """A temporary file holding ``path``'s text, in ``encoding``, as UTF-8; bytes that are not
-    ``encoding`` are a DataError naming the line and the key (as ``to_utf8``)."""
+def _utf8_copy(
+    path: Path,
+    encoding: str | None,
+    label: str,
+    rewrite: Callable[[bytes], bytes] | None,
+    cr_line_ends: bool = False,
+) -> tuple[int, Path]:
+    """A temporary file holding ``path``'s text (decompressed; decoded from ``encoding`` unless None) as
+    UTF-8, ``rewrite`` applied to whole lines, and its descriptor, which holds the copy's lock until
+    ``_remove``; bytes that are not ``encoding`` are a DataError naming the line and the key."""
     try:
-        fd, name = tempfile.mkstemp(prefix="metarec-utf8-", suffix=".txt")
+        fd, name = tempfile.mkstemp(prefix=f"{_COPY_PREFIX}{os.getpid()}-", suffix=".txt")
     except OSError as exc:
         raise _no_room(exc, encoding, label) from None
-    decoder = codecs.getincrementaldecoder(encoding)()
-    lines = 1
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until _remove, or by the kernel until this process ends
     try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in _chunks_then_end(path):
-                try:
-                    text = decoder.decode(chunk, final=chunk == b"")
-                except UnicodeDecodeError as exc:
-                    raise _not_in_encoding(exc, encoding, label, lines) from None
-                except UnicodeError as exc:
-                    raise _no_bom(exc, encoding, label) from None
-                lines += text.count("\n")
-                out.write(text.encode("utf-8"))
+        with os.fdopen(os.dup(fd), "wb") as out:  # a second descriptor: closing it keeps the lock
+            for text in _utf8_pieces(path, encoding, label, cr_line_ends):
+                out.write(rewrite(text) if rewrite else text)
     except BaseException as exc:
-        _remove(Path(name))
+        _remove(Path(name), fd)
         if isinstance(exc, OSError):  # a full or read-only temporary folder
             raise _no_room(exc, encoding, label) from None
         raise
-    return Path(name)
+    return fd, Path(name)
 
 
-def _no_room(exc: OSError, encoding: str, label: str) -> DataError:
+def _utf8_pieces(path: Path, encoding: str | None, label: str, cr_line_ends: bool) -> Iterator[bytes]:
+    """The file's text as UTF-8 in pieces of whole lines (the last one may lack its line end); lines end
+    at "\n", with ``cr_line_ends`` at "\r" too."""
+    decoder = codecs.getincrementaldecoder(encoding)() if encoding else None
+    lines = 1
+    pending: list[bytes] = []  # the start of a line that began in an earlier chunk
+    for chunk in _chunks_then_end(path):
+        final = chunk == b""
+        if decoder is not None:
+            try:
+                text = decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as exc:
+                raise _not_in_encoding(exc, encoding, label, lines) from None
+            except UnicodeError as exc:
+                raise _no_bom(exc, encoding, label) from None
+            lines += text.count("\n")
+            chunk = text.encode("utf-8")
+        end = len(chunk) if final else _after_last_line_end(chunk, cr_line_ends)
+        if end or final:
+            yield b"".join([*pending, chunk[:end]])
+            pending = []
+        pending.append(chunk[end:])
+
+
+def _after_last_line_end(chunk: bytes, cr_line_ends: bool) -> int:
+    """Where the chunk's last whole line ends (0: none does); a "\r" last in the chunk may be the start
+    of a "\r\n", so it does not end one."""
+    end = chunk.rfind(b"\n") + 1
+    return max(end, chunk.rfind(b"\r", 0, len(chunk) - 1) + 1) if cr_line_ends else end
+
+
+def _remove_stale_copies() -> None:
+    """Remove the UTF-8 copies that processes killed while reading (SIGKILL, out of memory) left in the
+    temporary folder. Only what is provably a dead copy of ours goes: our name (prefix, writer's pid), our
+    user's plain file, a writer pid that is no running process, and no lock on it (a writer holds one from
+    creation to removal; the kernel drops it when the process ends, however it ends)."""
+    if fcntl is None:  # not POSIX: no lock to prove a copy dead
+        return
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return
+    for entry in entries:
+        match = _COPY_NAME.fullmatch(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            stat = entry.stat(follow_symlinks=False)
+            if not entry.is_file(follow_symlinks=False) or stat.st_uid != os.getuid():
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its writer is alive
+            os.unlink(entry.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (alive), or no pid at all: not ours to judge
+        return True
+    return True
+
+
+def _no_room(exc: OSError, encoding: str | None, label: str) -> DataError:
+    why = f"data.encoding={encoding}" if encoding else "a form Arrow reads"
     return DataError(
-        f"{label}: cannot write its UTF-8 copy (data.encoding={encoding}) to the temporary folder "
+        f"{label}: cannot write its UTF-8 copy ({why}) to the temporary folder "
         f"{tempfile.gettempdir()} ({exc.strerror or exc}); point TMPDIR at a folder with about the file's "
-        "size free, or re-save the file as UTF-8"
+        "size free" + (", or re-save the file as UTF-8" if encoding else "")
     )
 
 
@@ -235,6 +350,41 @@ def check_file(path: Path) -> None:
         raise DataError(f"{path}: the file is empty (0 bytes)")
 
 
+_SAVE_AS_CSV = "save the sheet as CSV (Excel: File > Save As > CSV UTF-8) and set data.path to that file"
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 .xls (and other Office files)
+_PARQUET_MAGIC = b"PAR1"  # at the start and at the end of the file
+
+
+# Compressions Arrow could read but the line scans and the copies here do not: named, not misread as text.
+_OTHER_COMPRESSIONS = {
+    rb"BZh[1-9]1AY&SY": "bzip2",
+    rb"\xfd7zXZ\x00": "xz",
+    rb"\x28\xb5\x2f\xfd": "zstd",
+    rb"7z\xbc\xaf\x27\x1c": "7-Zip",
+}
+
+
+def check_not_binary(path: Path, side: str | None = None) -> None:
+    """A workbook, a Parquet file or an archive other than gzip/zip read as text was "not valid UTF-8 ...
+    set data.encoding" (with data.encoding=latin-1: garbage column names). ``side``: a side table's
+    entity."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+        f.seek(max(0, path.stat().st_size - 4))
+        tail = f.read()
+    if head.startswith(_OLE2_MAGIC):
+        raise DataError(f"{path}: an Excel 97-2003 workbook (.xls), not a text file: {_SAVE_AS_CSV}")
+    if head[:4] == _PARQUET_MAGIC == tail:
+        fix = "--set data.format=parquet" if side is None else "name it .parquet"
+        raise DataError(f"{path}: a Parquet file, not a text file: {fix}")
+    kind = next((name for magic, name in _OTHER_COMPRESSIONS.items() if re.match(magic, head)), None)
+    if kind is not None:
+        raise DataError(
+            f"{path}: compressed with {kind}, which is not read (gzip and zip are): decompress it, or "
+            "recompress it with gzip (log.csv.gz)"
+        )
+
+
 def _magic(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(4)
@@ -247,12 +397,12 @@ def is_gzip(path: Path) -> bool:
 
 def is_zip(path: Path) -> bool:
     """Whether the file is a zip archive (by its first bytes, whatever its name)."""
-    return _magic(path) == _ZIP_MAGIC
+    return _magic(path) in _ZIP_MAGICS
 
 
 def is_compressed(path: Path) -> bool:
     magic = _magic(path)
-    return magic[:2] == _GZIP_MAGIC or magic == _ZIP_MAGIC
+    return magic[:2] == _GZIP_MAGIC or magic in _ZIP_MAGICS
 
 
 def zip_member(path: Path) -> str:
@@ -264,6 +414,12 @@ def zip_member(path: Path) -> str:
     except zipfile.BadZipFile as exc:
         raise _bad_zip(path, exc) from None
     names = [i.filename for i in entries if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+    if "[Content_Types].xml" in names and any(name.startswith("xl/") for name in names):
+        raise DataError(f"{path}: an Excel workbook (.xlsx), not a text file: {_SAVE_AS_CSV}")
+    if not names:
+        raise DataError(
+            f"{path}: an empty zip archive (no file in it); zip the log file itself, or set data.path to it"
+        )
     if len(names) != 1:
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise DataError(
@@ -273,33 +429,46 @@ def zip_member(path: Path) -> str:
     return names[0]
 
 
+def _unzip_it(path: Path, why: str) -> DataError:
+    return DataError(f"{path}: {why}; unzip it with another tool and set data.path to the file")
+
+
 def _bad_zip(path: Path, exc: Exception) -> DataError:
     return DataError(f"{path}: a zip file that cannot be read ({exc}); check or re-create it")
 
 
 def open_bytes(path: Path) -> BinaryIO:
-    """The file for reading bytes, decompressed on the fly when it is gzip'd (``log.csv.gz``); the one file
-    of a zip archive (``log.csv.zip``) is read into memory."""
-    if is_zip(path):
-        return io.BytesIO(read_bytes(path))
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the caller closes
-
-
-def read_bytes(path: Path) -> bytes:
-    """All of the file's bytes, decompressed when it is gzip'd or zipped; a damaged archive is a
-    DataError."""
+    """The file for reading bytes, decompressed as it is read when it is gzip'd (``log.csv.gz``) or the one
+    file of a zip archive (``log.csv.zip``); an archive that cannot be opened is a DataError."""
     if is_zip(path):
         member = zip_member(path)
         try:
             with zipfile.ZipFile(path) as archive:
-                return archive.read(member)
-        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                return archive.open(member)  # stays readable after the archive's close
+        except zipfile.BadZipFile as exc:
             raise _bad_zip(path, exc) from None
+        except NotImplementedError:  # Deflate64 (Windows' "Send to > Compressed folder" of a large file)
+            method = archive.getinfo(member).compress_type
+            raise _unzip_it(
+                path, f"{member} in it is compressed with a method Python cannot read (zip method {method})"
+            ) from None
+        except RuntimeError:  # password-protected
+            raise _unzip_it(path, f"{member} in it is encrypted (password-protected)") from None
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the caller closes
+
+
+def read_bytes(path: Path) -> bytes:
+    """All of the file's bytes, decompressed when it is gzip'd or zipped (for Parquet, which needs them at
+    hand); a damaged archive is a DataError."""
     try:
         with open_bytes(path) as f:
             return f.read()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise _bad_gzip(path, exc) from None
+    except (gzip.BadGzipFile, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: Path, exc: Exception) -> DataError:
+    return _bad_zip(path, exc) if is_zip(path) else _bad_gzip(path, exc)
 
 
 def _bad_gzip(path: Path, exc: Exception) -> DataError:
@@ -307,12 +476,14 @@ def _bad_gzip(path: Path, exc: Exception) -> DataError:
 
 
 def arrow_source(path: Path) -> str | pa.BufferReader:
-    """What Arrow's Parquet and JSON readers read: the path, or the decompressed bytes of a gzip'd or
-    zipped file."""
+    """What Arrow's Parquet reader reads (it needs to seek): the path, or the decompressed bytes of a
+    gzip'd or zipped file."""
     if not is_compressed(path):
         return str(path)
     data = read_bytes(path)
-    buf = pa.allocate_buffer(len(data))  # in Arrow's memory, as TextFile._source says why
+    # A copy in Arrow's own memory: a buffer wrapping the Python bytes would be released (taking the GIL)
+    # on an Arrow pool thread; see TextFile.read.
+    buf = pa.allocate_buffer(len(data))
     pa.FixedSizeBufferWriter(buf).write(data)
     return pa.BufferReader(buf)
 
@@ -334,6 +505,19 @@ def _unquote_after_blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(hit, inner, column)
 
 
+def _cr_line_ends(spec: TextSpec) -> bool:
+    """Whether the first line ends in a carriage return alone (classic Mac OS line ends, as Excel's "CSV
+    (Macintosh)" writes): Arrow ends rows there, the line scans that name a bad line only at ``\n``."""
+    first_line = _head(spec.path).decode(spec.encoding, "replace").split("\n", 1)[0]
+    return re.search(r"\r.", first_line, re.DOTALL) is not None
+
+
+def _squeeze_blanks(lines: bytes) -> bytes:
+    """Whole lines of a user_item file: runs of blanks -> one space, blanks at line ends dropped."""
+    lines = re.sub(rb"[ \t\v\f]+", b" ", lines)
+    return re.sub(rb"^ | (?=\r?$)", b"", lines, flags=re.MULTILINE)
+
+
 def set_separator(key: str, sep: str) -> str:
     """The ``--set`` giving ``key`` the separator ``sep``, as a shell passes it and YAML reads it: a bare
     ``|`` is YAML's block-text sign (an empty value), so that one is quoted for YAML inside the shell's."""
@@ -345,44 +529,26 @@ class TextFile:
 
     def __init__(self, spec: TextSpec) -> None:
         check_file(spec.path)
+        check_not_binary(spec.path, spec.side)
         self.spec = spec
         self.label = str(spec.path)
-        self._data: bytes | None = None  # the (rewritten) bytes when pyarrow cannot read the file as is
-        self.delimiter = spec.sep
-        self._text = Utf8Text(spec.path, spec.encoding, self.label)  # the readers and line scans take UTF-8
-        if spec.whitespace or len(spec.sep) > 1 or is_compressed(self._text.path):
-            # decompressed: the line scans below read these bytes too
-            self._data = read_bytes(self._text.path)
-        if spec.whitespace:
-            self.delimiter = " "
-            raw = self._data
-            # Runs of blanks -> one space; blanks at line ends dropped. Lines stay where they were.
-            if re.search(rb"[\t\v\f]|  |^ | $| \r$", raw, re.MULTILINE):
-                raw = re.sub(rb"[ \t\v\f]+", b" ", raw)
-                raw = re.sub(rb"^ | (?=\r?$)", b"", raw, flags=re.MULTILINE)
-            self._data = raw
-        elif len(spec.sep) > 1:
-            self.delimiter = _UNIT_SEP
-            self._data = self._data.replace(spec.sep.encode("utf-8"), _UNIT_SEP.encode())
+        self.delimiter = " " if spec.whitespace else _UNIT_SEP if len(spec.sep) > 1 else spec.sep
+        # The readers and line scans take UTF-8 split at one character: a copy when the file is not that.
+        self._text = Utf8Text(spec.path, spec.encoding, self.label, self._rewrite(), _cr_line_ends(spec))
         self.names = self._read_header() if spec.header else list(spec.names)
+
+    def _rewrite(self) -> Callable[[bytes], bytes] | None:
+        if self.spec.whitespace:
+            return _squeeze_blanks
+        if len(self.spec.sep) > 1:
+            sep, unit = self.spec.sep.encode("utf-8"), _UNIT_SEP.encode()
+            return lambda lines: lines.replace(sep, unit)
+        return None
 
     # ------------------------------------------------------------------------------------ reading
 
-    def _source(self):
-        if self._data is None:
-            return str(self._text.path)
-        # A copy in Arrow's own memory: a buffer wrapping the Python bytes would be released (taking the
-        # GIL) on an Arrow pool thread; see `read`.
-        buf = pa.allocate_buffer(len(self._data))
-        pa.FixedSizeBufferWriter(buf).write(self._data)
-        return pa.BufferReader(buf)
-
     def _lines(self) -> Iterator[bytes]:
-        if self._data is not None:
-            yield from self._data.splitlines(keepends=True)
-        else:
-            with open(self._text.path, "rb") as f:
-                yield from f
+        return self._text.lines()
 
     def first_fields(self) -> list[str]:
         """The fields of the first line that is not blank (a header-less file's first row)."""
@@ -472,9 +638,13 @@ class TextFile:
         )
         try:
             table = pv.read_csv(
-                self._source(), read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts
+                self._text.source(),
+                read_options=read_opts,
+                parse_options=parse_opts,
+                convert_options=convert_opts,
             )
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:  # OSError: a damaged gzip file
+            self._text.check_archive()
             raise self.diagnose() or DataError(f"{self.label}: cannot be read: {exc}") from None
         if table.num_rows == 0:
             if self.spec.header:

@@ -8,27 +8,39 @@ import csv
 import io
 import logging
 import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
 
 from metarec_dist.data.columns import CANDIDATES, bare
 from metarec_dist.data.config import DataConfig, is_utf8
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.layout import Layout
-from metarec_dist.data.textio import read_bytes, to_utf8
+from metarec_dist.data.textio import Utf8Text, not_utf8_at, open_bytes
 
 log = logging.getLogger(__name__)
 _INT = re.compile(r"\s*-?\d+\s*")
 
 
-def _text(data: bytes, encoding: str, label: str) -> str:
-    """The metadata file's text in ``encoding`` (``data.encoding``, as ``textio.to_utf8`` reads it). Left
-    at UTF-8, a file that is not is read as Latin-1: old MovieLens metadata (u.item, movies.dat) is; newer
-    files are UTF-8."""
+@contextmanager
+def _text(path: Path, encoding: str) -> Iterator[TextIO]:
+    """The metadata file's text in ``encoding`` (``data.encoding``, as ``textio.Utf8Text`` reads it), read
+    a buffer at a time. Left at UTF-8, a file that is not is read as Latin-1: old MovieLens metadata
+    (u.item, movies.dat) is; newer files are UTF-8. Lines end at "\n" only (as ``io.StringIO`` reads)."""
     if not is_utf8(encoding):
-        return to_utf8(data, encoding, label).decode("utf-8")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+        copy = Utf8Text(path, encoding, str(path))  # alive until the text is read: it owns its copy
+        path, decode = copy.path, "utf-8"
+    else:
+        decode = "utf-8-sig" if not_utf8_at(path) is None else "latin-1"
+    with io.TextIOWrapper(open_bytes(path), encoding=decode, newline="\n") as text:
+        yield text
+
+
+def _lines(text: TextIO) -> Iterator[str]:
+    """The lines of ``text`` as ``str.splitlines`` of the whole text splits them."""
+    for line in text:
+        yield from line.splitlines()
 
 
 def _key(raw: str, string_ids: bool) -> str | None:
@@ -42,33 +54,37 @@ def _key(raw: str, string_ids: bool) -> str | None:
 def read_titles(layout: Layout, cfg: DataConfig) -> dict[str, str] | None:
     assert layout.meta is not None
     try:
-        text = _text(read_bytes(layout.meta), cfg.encoding, str(layout.meta))
-        if layout.kind == "movielens-100k":
-            rows = (line.split("|", 2)[:2] for line in text.splitlines())
-        elif layout.kind == "movielens-1m":
-            rows = (line.split("::", 2)[:2] for line in text.splitlines())
-        elif layout.kind == "movielens-csv":
-            reader = csv.reader(io.StringIO(text))
-            header = [h.strip().lower() for h in next(reader)]
-            i_id, i_title = header.index("movieid"), header.index("title")
-            rows = ((r[i_id], r[i_title]) for r in reader if len(r) > max(i_id, i_title))
-        else:
-            rows = _recbole_rows(text, cfg)
+        with _text(layout.meta, cfg.encoding) as text:
+            rows = _rows(layout.kind, text, cfg)
             if rows is None:
                 return None
-        titles = {}
-        for row in rows:
-            if len(row) == 2 and (key := _key(row[0], cfg.string_ids)) is not None:
-                titles[key] = row[1].strip()
-    except (OSError, ValueError, StopIteration, DataError) as exc:
+            titles = {}
+            for row in rows:
+                if len(row) == 2 and (key := _key(row[0], cfg.string_ids)) is not None:
+                    titles[key] = row[1].strip()
+    except (OSError, ValueError, StopIteration, csv.Error, DataError) as exc:
         log.warning("item metadata %s not used: %s", layout.meta, exc)
         return None
     return titles or None
 
 
-def _recbole_rows(text: str, cfg: DataConfig):
-    lines = text.splitlines()
-    header = [bare(h).lower() for h in lines[0].split("\t")] if lines else []
+def _rows(kind: str, text: TextIO, cfg: DataConfig) -> Iterator[Sequence[str]] | None:
+    """(raw item id, title) rows of the metadata file, or None when its header names no such columns."""
+    if kind == "movielens-100k":
+        return (line.split("|", 2)[:2] for line in _lines(text))
+    if kind == "movielens-1m":
+        return (line.split("::", 2)[:2] for line in _lines(text))
+    if kind == "movielens-csv":
+        reader = csv.reader(text)
+        header = [h.strip().lower() for h in next(reader)]
+        i_id, i_title = header.index("movieid"), header.index("title")
+        return ((r[i_id], r[i_title]) for r in reader if len(r) > max(i_id, i_title))
+    return _recbole_rows(_lines(text), cfg)
+
+
+def _recbole_rows(lines: Iterator[str], cfg: DataConfig) -> Iterator[Sequence[str]] | None:
+    first = next(lines, None)
+    header = [bare(h).lower() for h in first.split("\t")] if first is not None else []
     wanted_item = bare(cfg.item_col).lower() if cfg.item_col else None
     item_candidates = [wanted_item] if wanted_item else list(CANDIDATES["item"])
     i_id = next((header.index(c) for c in item_candidates if c in header), None)
@@ -80,4 +96,4 @@ def _recbole_rows(text: str, cfg: DataConfig):
         log.info("item metadata: no item id / title column in the .item header %s", header)
         return None
     needed = max(i_id, i_title)
-    return ((f[i_id], f[i_title]) for f in (line.split("\t") for line in lines[1:]) if len(f) > needed)
+    return ((f[i_id], f[i_title]) for f in (line.split("\t") for line in lines) if len(f) > needed)

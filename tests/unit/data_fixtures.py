@@ -122,6 +122,19 @@ def write_user_item(path: Path, rows=ROWS) -> Path:
     return path
 
 
+def no_whole_file_reads(monkeypatch) -> None:
+    """Small chunks (a character or a line can straddle two) and no reading of a whole file into memory."""
+    from metarec_dist.data import textio, titles
+
+    monkeypatch.setattr(textio, "_CHUNK", 7)
+
+    def whole(path):
+        raise AssertionError(f"{path} read into memory whole")
+
+    monkeypatch.setattr(textio, "read_bytes", whole)
+    monkeypatch.setattr(titles, "read_bytes", whole, raising=False)  # imported by name before data21
+
+
 def sequences_by_user(prepared) -> list[list[int]]:
     return [list(items) for items in prepared.users["items"]]
 

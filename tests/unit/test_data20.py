@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 import pytest
-from data_fixtures import cfg, write_parquet, write_side_csv
+from data_fixtures import cfg, no_whole_file_reads, write_parquet, write_side_csv
 
 from metarec_dist.data import DataError, prepare_data, textio
 from metarec_dist.data.config import FeatureSpec
@@ -30,16 +30,6 @@ def _csv(rows) -> str:
 def _jsonl(rows) -> str:
     keys = ("user_id", "item_id", "timestamp")
     return "".join(json.dumps(dict(zip(keys, row, strict=True)), ensure_ascii=False) + "\n" for row in rows)
-
-
-def _no_whole_file_reads(monkeypatch):
-    """Small chunks (a character can straddle two) and no reading of a whole file into memory."""
-    monkeypatch.setattr(textio, "_CHUNK", 7)
-
-    def whole(path):
-        raise AssertionError(f"{path} read into memory whole")
-
-    monkeypatch.setattr(textio, "read_bytes", whole)
 
 
 def _prepared(path, **kwargs):
@@ -65,7 +55,7 @@ def test_a_log_in_another_encoding_streams_and_prepares_as_its_utf8_copy(
     expected = _prepared(utf8, format=kind)
     other = tmp_path / f"other.{kind}"
     other.write_bytes(write(ROWS).encode(encoding))
-    _no_whole_file_reads(monkeypatch)
+    no_whole_file_reads(monkeypatch)
     assert _prepared(other, format=kind, encoding=encoding) == expected
 
 
@@ -83,7 +73,7 @@ def test_a_byte_not_in_the_encoding_names_its_line_across_chunks(tmp_path, monke
     path = tmp_path / "log.csv"
     data = _csv(ROWS).encode("cp1252") + b"u9,\x81,99\n"  # 0x81: no character in cp1252
     path.write_bytes(data)
-    _no_whole_file_reads(monkeypatch)
+    no_whole_file_reads(monkeypatch)
     line = len(ROWS) + 2
     with pytest.raises(DataError, match=rf"log\.csv: line {line}: not valid cp1252 \(byte 0x81\)"):
         _prepared(path, format="csv", encoding="cp1252")

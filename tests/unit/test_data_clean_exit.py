@@ -7,6 +7,7 @@ exception", exit 134) in about one run in four. One run cannot show a race: 20 s
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -25,7 +26,9 @@ def logs(tmp_path) -> dict[str, Path]:
     header_only.write_text("uid,iid,ts\n")
     float_ids = tmp_path / "float_ids.csv"
     float_ids.write_text("uid,iid,ts\n1,2.5,3\n2,3,4\n")
-    return {"only a header line": header_only, "2.5": float_ids}
+    packed = tmp_path / "float_ids.csv.gz"  # read through Arrow's gzip stream
+    packed.write_bytes(gzip.compress(b"uid,iid,ts\n1,2,3\n2,3.5,4\n"))
+    return {"only a header line": header_only, "2.5": float_ids, "3.5": packed}
 
 
 def _stats(path: Path, cache: Path) -> subprocess.CompletedProcess:
@@ -46,15 +49,16 @@ def test_a_data_error_after_the_csv_read_exits_cleanly_every_time(logs, tmp_path
 
 
 @pytest.mark.parametrize(
-    "text, settings",
+    "text, settings, packed",
     [
-        ("uid,iid,ts\n1,2,3\n", []),
-        ("uid::iid::ts\n1::2::3\n", ["data.sep='::'"]),  # rewritten in memory: a buffer source
-        ("uid,iid,ts\n1,2\n", []),  # a bad row: the error path
+        ("uid,iid,ts\n1,2,3\n", [], False),
+        ("uid::iid::ts\n1::2::3\n", ["data.sep='::'"], False),  # rewritten into a temporary copy: a path
+        ("uid,iid,ts\n1,2\n", [], False),  # a bad row: the error path
+        ("uid,iid,ts\n1,2,3\n", [], True),  # gzip'd: Arrow's own decompressing stream
     ],
-    ids=["file", "buffer", "bad-row"],
+    ids=["file", "rewritten", "bad-row", "gzip"],
 )
-def test_the_csv_reader_is_given_no_python_objects(tmp_path, monkeypatch, text, settings):
+def test_the_csv_reader_is_given_no_python_objects(tmp_path, monkeypatch, text, settings, packed):
     """The cause, checked directly: what Arrow frees on its pool threads must not need the GIL."""
     import pyarrow as pa
     import pyarrow.csv as pv
@@ -73,10 +77,11 @@ def test_the_csv_reader_is_given_no_python_objects(tmp_path, monkeypatch, text, 
 
     monkeypatch.setattr(pv, "read_csv", spy)
     path = tmp_path / "log.csv"
-    path.write_text(text)
+    path.write_bytes(gzip.compress(text.encode()) if packed else text.encode())
     mapping = ["data.user_col=uid", "data.item_col=iid", "data.time_col=ts", "data.cache=false"]
     cfg = load_config(None, ["data.format=csv", f"data.path={path}", *mapping, *settings])
     with pytest.raises(DataError):  # one user with one interaction, or the bad row
         prepare_data(cfg.data)
     assert seen and all(handler is None for _, handler in seen)
-    assert all(isinstance(src, (str, pa.BufferReader)) for src, _ in seen)
+    # Arrow's own objects (no Python file object inside): a path, Arrow memory, Arrow's gzip stream
+    assert all(isinstance(src, (str, pa.BufferReader, pa.CompressedInputStream)) for src, _ in seen)
