@@ -31,17 +31,27 @@ LOG_BYTES = 32  # per interaction of make_log's table: four 8-byte columns (the 
 
 def check_log_fits(interactions: int, what: str | None = None, available: int | None = None) -> None:
     """Refuse a generated log of ``interactions`` that alone would not fit in the memory available now
-    (``what``: how the error names it, default ``--interactions N``; ``available`` bytes,
-    default /proc/meminfo's MemAvailable; not checked where that is unknown). 10**12 failed as numpy's
-    _ArrayMemoryError traceback; a size numpy can allocate but the machine cannot hold would fill memory."""
+    (``what``: how the error names it, default ``--interactions N``; ``available``: as :func:`check_fits`).
+    10**12 failed as numpy's _ArrayMemoryError traceback; a size numpy can allocate but the machine cannot
+    hold would fill memory."""
+    name = what or f"--interactions {interactions:,}"
+    check_fits(interactions, LOG_BYTES, name, "the generated log alone needs", "interaction", available)
+
+
+def check_fits(
+    count: int, bytes_each: int, what: str, needs: str, unit: str, available: int | None = None
+) -> None:
+    """Refuse ``count`` generated things of ``bytes_each`` (at least) that would not fit in the memory
+    available now, in one line naming the option (``what``, e.g. ``--eval-users 1,000,000,000``), what
+    needs it (``needs``: "the generated log alone needs") and the ``unit`` counted. ``available`` bytes,
+    default /proc/meminfo's MemAvailable; not checked where that is unknown. Every ``metarec bench`` size
+    that makes data in memory is checked here, before any of it is made."""
     available = available_bytes() if available is None else available
-    need = interactions * LOG_BYTES
+    need = count * bytes_each
     if available is not None and need > available:
-        name = what or f"--interactions {interactions:,}"
         raise UserError(
-            f"{name}: the generated log alone needs {need / 2**30:,.1f} GiB of memory "
-            f"({LOG_BYTES} bytes per interaction) and {available / 2**30:,.1f} GiB are available; choose a "
-            "smaller size"
+            f"{what}: {needs} {need / 2**30:,.1f} GiB of memory ({bytes_each} bytes per {unit}) and "
+            f"{available / 2**30:,.1f} GiB are available; choose a smaller size"
         )
 
 

@@ -147,3 +147,33 @@ def test_out_of_memory_is_one_line_and_verbose_keeps_the_traceback(monkeypatch, 
     )
     assert main(["--verbose", "bench", "data"]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_generated_users_and_requests_too_big_for_memory_are_refused_naming_the_option(
+    one_gib_free, nothing_runs, monkeypatch, capsys
+):
+    """``bench scale --eval-users 10**9`` and ``bench serve --requests 10**9`` had no memory check (the
+    eval part's child, or this process, filled the machine's memory): refused as ``--interactions`` is,
+    before anything runs."""
+
+    def child(*args, **kwargs):
+        raise AssertionError("a part ran before its sizes were checked")
+
+    monkeypatch.setattr(scale, "_child", child)
+    assert main(["bench", "scale", "--eval-users", "4000000", "--parts", "eval"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --eval-users 4,000,000: the generated users alone need 1.2 GiB of memory (320 bytes per "
+        "user) and 1.0 GiB are available; choose a smaller size"
+    )
+    assert main(["bench", "serve", "--checkpoint", "x", "--requests", "4000000"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --requests 4,000,000: its requests alone need 1.2 GiB of memory (320 bytes per request) "
+        "and 1.0 GiB are available; choose a smaller size"
+    )
+    # Sizes that fit go on (to the part, to loading the model), and an unrun part's size is not checked.
+    with pytest.raises(AssertionError, match="a part ran"):
+        main(["bench", "scale", "--eval-users", "3000000", "--parts", "eval"])
+    with pytest.raises(AssertionError, match="a part ran"):
+        main(["bench", "scale", "--eval-users", "4000000", "--parts", "sampled"])
+    with pytest.raises(AssertionError, match="before its sizes were checked"):
+        main(["bench", "serve", "--checkpoint", "x", "--requests", "3000000"])
