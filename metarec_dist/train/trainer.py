@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,7 @@ class MetaTrainer:
         self.should_validate = Every(cfg.train.eval_every)
         self.early_stop = self._build_early_stop()
         self.checkpointer = self._build_checkpointer()
+        self.resume_checked = False  # resume() has run
 
     def _load_start_weights(self) -> str | None:
         """Loads a finished run's weights (train.init_from, or the first stage of train.pretrain) into the
@@ -272,7 +274,7 @@ class MetaTrainer:
         if self.cfg.data.protocol == "new_items" and self.data.valid:  # now, not in the validation after
             new_items = self.data.new_items  # training (which would end the run before its final save)
             check_enough_new_items(0 if new_items is None else len(new_items), self.data.num_items, VALID_KS)
-        self.checkpointer.load()  # refuses a resume of another model or data
+        self.resume()
         if self.state.resumed_from is not None and self.finished:
             log.warning("%s", finished_message(self.cfg, self.state.step, self.stopped_early))
         else:  # W&B (deferred by train_local and the Ray workers) starts only for a run that trains
@@ -284,6 +286,14 @@ class MetaTrainer:
         except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: the CLI says where a re-run starts
             raise TrainingInterrupted(self.state.step) from exc
         return self.finish(last)
+
+    def resume(self) -> Path | None:
+        """Resume from the run's checkpoint, if it has one, refusing another model or data; once (``fit``
+        calls it, and ``train_local`` before its progress bar is drawn). The checkpoint resumed from."""
+        if not self.resume_checked:
+            self.checkpointer.load()
+            self.resume_checked = True
+        return None if self.checkpointer.loaded is None else self.checkpointer.loaded[1]
 
     def keep_wandb_run_id(self) -> None:
         """After a resume: the checkpoints go on naming the W&B run this process logs to (None with W&B
