@@ -52,8 +52,11 @@ class RunLock:
     included), so a lock file left behind is never stale; the file itself is left in place (removing a
     lock file races with a process that has just opened it)."""
 
-    def __init__(self, run_dir: Path | None) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path | None, record_data: bool = True) -> None:
+        """``record_data``: record the data folder (:func:`record_data_folder`) once locked; False for a
+        caller that records it itself once the data is read (``train_local``): a run that failed before
+        (no data file in the current folder) replaced a good record with its folder."""
+        self.run_dir, self.record_data = run_dir, record_data
         self.path = None if run_dir is None else Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
 
@@ -80,7 +83,8 @@ class RunLock:
             log.warning(
                 "%s: this file system has no locks; two runs with one run name are not stopped", self.path
             )
-            record_data_folder(self.run_dir)
+            if self.record_data:
+                record_data_folder(self.run_dir)
             return self
         os.ftruncate(fd, 0)
         holder = {
@@ -90,7 +94,8 @@ class RunLock:
         }
         os.write(fd, json.dumps(holder).encode())
         self._fd = fd
-        record_data_folder(self.run_dir)
+        if self.record_data:
+            record_data_folder(self.run_dir)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,7 +16,7 @@ def train_local(cfg: Config) -> dict[str, Any]:
     from metarec_dist.data import prepare_data
     from metarec_dist.errors import UserError
     from metarec_dist.metrics.loggers import build_logger
-    from metarec_dist.run_folder import RunLock, local_run_dir, storage_root
+    from metarec_dist.run_folder import RunLock, local_run_dir, record_data_folder, storage_root
     from metarec_dist.runtime.allocator import apply_process_settings
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.train.trainer import MetaTrainer
@@ -28,7 +28,7 @@ def train_local(cfg: Config) -> dict[str, Any]:
         raise UserError(
             f"runtime.storage_path={cfg.runtime.storage_path!r}: cloud storage needs runtime.backend=ray"
         )
-    with RunLock(folder):
+    with RunLock(folder, record_data=False):
         data = prepare_data(cfg.data).user_splits()
         bar = BarOnceResumed()
         # storage_root, as the Ray workers and the summary: the W&B run id is made from it
@@ -40,7 +40,11 @@ def train_local(cfg: Config) -> dict[str, Any]:
         try:
             device = "cuda:0" if cfg.runtime.use_gpu else None
             trainer = MetaTrainer(cfg, LocalContext(folder, cfg.checkpoint.keep, device), data, logger)
-            bar.open(cfg, trainer.resume())  # a refused resume's error comes first, with no bar above it
+            resumed = trainer.resume()  # refused: an error with no bar above it, the run's record kept
+            # Where the relative data files were read from, now that they were, and the resume accepted: a
+            # run from a folder without them (or with other data) replaced a good record with its own.
+            record_data_folder(folder)
+            bar.open(cfg, resumed)
             return {**trainer.fit(), "run_path": str(folder)}
         finally:
             logger.close()

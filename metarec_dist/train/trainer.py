@@ -33,7 +33,8 @@ from metarec_dist.metrics.flops import StepShape, flops_per_task, matmul_params,
 from metarec_dist.metrics.loggers import MetricLogger, NullLogger, start_wandb, wandb_run_id
 from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
-from metarec_dist.runtime.context import WorkerContext
+from metarec_dist.run_folder import DATA_FOLDER, recorded_data_folder
+from metarec_dist.runtime.context import LocalContext, WorkerContext
 from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_seed, shared_seed
 from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
 from metarec_dist.train.freeze import freeze
@@ -465,4 +466,20 @@ class MetaTrainer:
             TRAIN_FEATURES: features_digest(self.data.features),
             # The side information the model reads (vocabularies, shapes): exports rebuild the model from it.
             "features": None if self.model.layout is None else self.model.layout.to_dict(),
+            # Where relative data files were read from: in the checkpoint itself, so that a copy of it (or
+            # of its export) made elsewhere, or one in cloud storage, still finds and checks its data.
+            DATA_FOLDER: data_folder(self.ctx),
         }
+
+
+def data_folder(ctx: WorkerContext) -> str | None:
+    """The folder the run's relative data files were read from: this process's current folder when it read
+    them itself (``LocalContext``), else the driver's (``ctx``'s ``data_folder``, a Ray run), else the one the
+    run folder records (``run_folder.RUN_INFO``, written by the Ray driver); None where none says."""
+    if isinstance(ctx, LocalContext):
+        return str(Path.cwd())
+    given = getattr(ctx, "data_folder", None)
+    if given:
+        return str(given)
+    folder = recorded_data_folder(ctx.run_dir) if ctx.run_dir is not None else None
+    return None if folder is None else str(folder)
