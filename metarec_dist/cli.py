@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -581,12 +582,32 @@ def main(argv: list[str] | None = None) -> int:
         if exc.filename is None:  # not about a file the user named: a real failure, keep the traceback
             raise
         return _report(exc, f"{exc.filename}: {exc.strerror or exc}", args.verbose)
-    except MemoryError as exc:  # numpy's "Unable to allocate 7.28 TiB ...": a size too big for this machine
-        why = str(exc) or "an allocation failed"
+    except (MemoryError, RuntimeError) as exc:  # numpy's "Unable to allocate 7.28 TiB ...", torch's
+        why = out_of_memory(exc)
+        if why is None:  # another RuntimeError: a real failure, keep the traceback
+            raise
         return _report(exc, f"out of memory: {why}; choose smaller sizes (--verbose: where)", args.verbose)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+TORCH_CPU_OOM = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """What ran out, for a size too big for this machine: numpy's ``MemoryError`` as it says it, torch's
+    CPU allocator failure (a ``RuntimeError``, "[enforce fail at alloc_cpu.cpp:127] err == 0.
+    DefaultCPUAllocator: can't allocate memory: you tried to allocate 25600000000 bytes...", which was a
+    traceback) in GiB, and CUDA's ``OutOfMemoryError`` by its first two sentences; None for anything else."""
+    text = str(exc)
+    if isinstance(exc, MemoryError):
+        return text or "an allocation failed"
+    if (found := TORCH_CPU_OOM.search(text)) is not None:
+        return f"torch could not allocate {int(found.group(1)) / 2**30:,.1f} GiB"
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+        return ". ".join(text.split(". ")[:2])
+    return None
 
 
 def _report(exc: BaseException, message: str, verbose: bool) -> int:

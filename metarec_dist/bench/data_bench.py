@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from metarec_dist.config import TasksConfig
 from metarec_dist.data import DataConfig, prepare_data
-from metarec_dist.errors import UserError
+from metarec_dist.errors import UserError, check_fits
 from metarec_dist.tasks.sampler import TaskSampler
 
 MEAN_LENGTH = 50  # interactions per user, on average
@@ -36,33 +36,6 @@ def check_log_fits(interactions: int, what: str | None = None, available: int | 
     hold would fill memory."""
     name = what or f"--interactions {interactions:,}"
     check_fits(interactions, LOG_BYTES, name, "the generated log alone needs", "interaction", available)
-
-
-def check_fits(
-    count: int, bytes_each: int, what: str, needs: str, unit: str, available: int | None = None
-) -> None:
-    """Refuse ``count`` generated things of ``bytes_each`` (at least) that would not fit in the memory
-    available now, in one line naming the option (``what``, e.g. ``--eval-users 1,000,000,000``), what
-    needs it (``needs``: "the generated log alone needs") and the ``unit`` counted. ``available`` bytes,
-    default /proc/meminfo's MemAvailable; not checked where that is unknown. Every ``metarec bench`` size
-    that makes data in memory is checked here, before any of it is made."""
-    available = available_bytes() if available is None else available
-    need = count * bytes_each
-    if available is not None and need > available:
-        raise UserError(
-            f"{what}: {needs} {need / 2**30:,.1f} GiB of memory ({bytes_each} bytes per {unit}) and "
-            f"{available / 2**30:,.1f} GiB are available; choose a smaller size"
-        )
-
-
-def available_bytes() -> int | None:
-    """MemAvailable of /proc/meminfo (Linux), bytes; None elsewhere."""
-    try:
-        lines = Path("/proc/meminfo").read_text().splitlines()
-    except OSError:
-        return None
-    kib = next((int(x.split()[1]) for x in lines if x.startswith("MemAvailable:")), None)
-    return None if kib is None else kib * 1024
 
 
 def make_log(interactions: int, seed: int = 0) -> pa.Table:

@@ -452,7 +452,8 @@ def check_sizes(interactions: int, eval_users: int, parts: tuple[str, ...]) -> N
     """The data the chosen ``parts`` generate fits in memory, or a ``UserError`` naming the option, before
     any part runs: the data part's largest log is 10 N, made in this process; the eval part's users are
     made in its child (--eval-users 10**9 filled the machine's memory there)."""
-    from metarec_dist.bench.data_bench import check_fits, check_log_fits
+    from metarec_dist.bench.data_bench import check_log_fits
+    from metarec_dist.errors import check_fits
 
     if "data" in parts:
         check_log_fits(10 * interactions, f"--interactions {interactions:,} (the data part's 10 N)")

@@ -171,7 +171,7 @@ def run_serve_bench(
     (``statuses``) and times the 200s."""
     import torch
 
-    from metarec_dist.bench.data_bench import check_fits
+    from metarec_dist.errors import check_fits
     from metarec_dist.eval.recommend import Recommender
     from metarec_dist.runtime.serving import REQUEST_TIMEOUT_S, check_serve_args
 

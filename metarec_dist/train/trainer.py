@@ -21,7 +21,7 @@ from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, Checkpointer
 from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.digest import combine, features_digest, sequences_digest
 from metarec_dist.data.split import UserSplits
-from metarec_dist.errors import UserError
+from metarec_dist.errors import UserError, check_fits
 from metarec_dist.eval.cold_start import flat_means
 from metarec_dist.eval.distributed import AcrossRanks
 from metarec_dist.eval.item_protocol import NewItemsProtocol
@@ -171,6 +171,31 @@ def train_data_digest(ctx: WorkerContext, data: UserSplits, chunk: int = 65_536)
     return mine if ctx.world_size == 1 else combine(ctx.all_gather(mine))
 
 
+def check_model_fits(cfg: Config, num_items: int) -> None:
+    """A model of ``cfg``'s sizes over a ``num_items`` catalogue is under the accepted ceiling
+    (``ModelConfig.check_catalogue``) and its fp32 weights alone fit in the memory available now: one under
+    the ceiling but over the machine's memory (model.max_seq_len=100000000) failed building the model, with
+    torch's allocator error as a traceback."""
+    params = cfg.model.check_catalogue(num_items)
+    keys = ("hidden_size", "num_layers", "max_seq_len")
+    sizes = ", ".join(f"model.{k}={getattr(cfg.model, k)}" for k in keys)
+    what = f"{sizes} with the data's {num_items:,} items (about {params:.1e} parameters)"
+    check_fits(params, 4, what, "the model's weights alone need", "parameter, fp32")
+
+
+def check_batch_fits(cfg: Config, world_size: int) -> None:
+    """One micro-batch's hidden states at one layer (a lower bound on what a step holds) fit in the memory
+    available now: meta.meta_batch_size=100000000 sampled its tasks and filled the machine's memory."""
+    micro = cfg.meta.meta_batch_size // world_size // cfg.runtime.grad_accum
+    tokens = tokens_per_task(cfg)
+    what = (
+        f"meta.meta_batch_size={cfg.meta.meta_batch_size:,} ({micro:,} tasks of {tokens} tokens per "
+        f"micro-batch) with model.hidden_size={cfg.model.hidden_size}"
+    )
+    needs = "one layer's hidden states alone need"
+    check_fits(micro * tokens * cfg.model.hidden_size, 4, what, needs, "value, fp32")
+
+
 class MetaTrainer:
     def __init__(
         self,
@@ -180,7 +205,8 @@ class MetaTrainer:
         logger: MetricLogger | None = None,
     ) -> None:
         cfg = resolve_loss(cfg, data.num_items)  # model.loss: auto -> full or sampled for this catalogue
-        cfg.model.check_catalogue(data.num_items)  # an item table too large: one line, not an allocator error
+        check_model_fits(cfg, data.num_items)  # too large: one line, not an allocator error
+        check_batch_fits(cfg, ctx.world_size)
         self.cfg, self.ctx, self.data = cfg, ctx, data
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metarec_dist import errors
 from metarec_dist.bench import scale, serve_bench
 from metarec_dist.cli import main
 
@@ -77,7 +78,7 @@ def one_gib_free(monkeypatch):
     def make_log(*args, **kwargs):
         raise AssertionError("the log was generated before its size was checked")
 
-    monkeypatch.setattr(data_bench, "available_bytes", lambda: 2**30)
+    monkeypatch.setattr(errors, "available_bytes", lambda: 2**30)
     monkeypatch.setattr(data_bench, "make_log", make_log)
 
 
@@ -137,7 +138,7 @@ def test_out_of_memory_is_one_line_and_verbose_keeps_the_traceback(monkeypatch, 
     def make_log(*args, **kwargs):
         raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000000000,)")
 
-    monkeypatch.setattr(data_bench, "available_bytes", lambda: None)  # not known: not checked
+    monkeypatch.setattr(errors, "available_bytes", lambda: None)  # not known: not checked
     monkeypatch.setattr(data_bench, "make_log", make_log)
     assert main(["bench", "data"]) == 2
     err = capsys.readouterr().err
@@ -177,3 +178,47 @@ def test_generated_users_and_requests_too_big_for_memory_are_refused_naming_the_
         main(["bench", "scale", "--eval-users", "4000000", "--parts", "sampled"])
     with pytest.raises(AssertionError, match="before its sizes were checked"):
         main(["bench", "serve", "--checkpoint", "x", "--requests", "3000000"])
+
+
+@pytest.mark.parametrize(
+    "raised, says",
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 25600000000 bytes. Error code 12 (Cannot allocate memory)"
+            ),
+            "torch could not allocate 23.8 GiB",
+        ),
+        (
+            torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139 GiB"
+            ),
+            "CUDA out of memory. Tried to allocate 2.00 GiB",
+        ),
+    ],
+)
+def test_torch_out_of_memory_is_one_line(raised, says, monkeypatch, capsys):
+    """torch's allocator failure is a RuntimeError (not a MemoryError): it was a traceback."""
+    from metarec_dist.bench import data_bench
+
+    def make_log(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(errors, "available_bytes", lambda: None)
+    monkeypatch.setattr(data_bench, "make_log", make_log)
+    assert main(["bench", "data"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: out of memory: {says}; choose smaller sizes (--verbose: where)\n"
+
+
+def test_another_runtime_error_keeps_its_traceback(monkeypatch):
+    from metarec_dist.bench import data_bench
+
+    def make_log(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(errors, "available_bytes", lambda: None)
+    monkeypatch.setattr(data_bench, "make_log", make_log)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["bench", "data"])
