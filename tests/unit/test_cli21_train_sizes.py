@@ -5,7 +5,7 @@ allocator RuntimeError as a traceback, and meta.meta_batch_size=100000000 filled
 from __future__ import annotations
 
 import pytest
-from trained import train_args
+from trained import TINY, train_args
 
 from metarec_dist import errors
 from metarec_dist.cli import main
@@ -32,3 +32,19 @@ def test_sizes_over_the_memory_are_refused_before_training(tmp_path, one_gib_fre
         "model.hidden_size=16: one layer's hidden states alone need 1.1 GiB of memory"
     ), err
     assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_bench_meta_step_checks_the_sizes_as_training_does(one_gib_free, monkeypatch, capsys):
+    """It built the model and its data without the training checks (not even the size ceiling): a
+    model.max_seq_len or data.synthetic_items too large was an allocator traceback or filled memory."""
+    from metarec_dist.bench import meta_step
+
+    def made(*args, **kwargs):
+        raise AssertionError("data was made before the sizes were checked")
+
+    monkeypatch.setattr(meta_step, "make_synthetic_sequences", made)
+    args = ["bench", "meta-step", "--config", TINY, "--set", "model.hidden_size=16", "--set"]
+    assert main([*args, "model.max_seq_len=20000000"]) == 2
+    assert "the model's weights alone need 1.2 GiB" in capsys.readouterr().err
+    assert main([*args, "data.synthetic_items=10000000000"]) == 2  # over the ceiling
+    assert "over the 1e+11 accepted" in capsys.readouterr().err
