@@ -12,13 +12,13 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from metarec_dist.config import (
     Config,
@@ -565,12 +565,28 @@ def refuse_empty(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with noting_interrupts() as interrupts:
+        try:
+            return _main(argv)
+        except Exception:
+            if not interrupts:  # a real failure: keep the traceback
+                raise
+            # A Ctrl-C while numpy or torch imports (the first seconds of most commands) can come out as
+            # another error: numpy's "ImportError: cannot load module more than once per process".
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # the command, as bench results record it
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )
     try:
+        # Imported here, not with this module: a Ctrl-C while it imports (asyncio) is said as one.
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         # Log lines go through tqdm.write while the training bar is open, so a warning starts its own line
         # instead of being glued to the bar's.
         with logging_redirect_tqdm():
@@ -590,6 +606,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def noting_interrupts() -> Iterator[list[int]]:
+    """Inside the block Ctrl-C (SIGINT) raises KeyboardInterrupt, as Python's own handler does, and is
+    noted in the list yielded; the previous handler after. Off the main thread: nothing noted."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield seen
+    finally:  # None: a handler not set from Python, which cannot be put back; the default then
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 TORCH_CPU_OOM = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
