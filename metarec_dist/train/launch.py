@@ -52,9 +52,12 @@ def train_local(cfg: Config) -> dict[str, Any]:
 
 class BarOnceResumed:
     """The run's progress bar as a logger part, drawn by ``open`` once the resume is accepted: drawn before
-    the trainer's resume checks, it left a ``meta-train [run]: 50%|...| 4/8`` line above the refusal."""
+    the trainer's resume checks, it left a ``meta-train [run]: 50%|...| 4/8`` line above the refusal.
+    Given ``cfg`` (and the checkpoint the run resumes from), it is drawn at the first ``log`` unless opened
+    before: the Ray driver's, whose workers check the resume and report only once it is accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: Config | None = None, resumed_from: Path | None = None) -> None:
+        self.cfg, self.resumed_from = cfg, resumed_from
         self.bar: Any = None
 
     def open(self, cfg: Config, resumed_from: Path | None) -> None:
@@ -64,6 +67,8 @@ class BarOnceResumed:
         self.bar = ProgressBar.for_run(cfg, resumed_from)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self.bar is None and self.cfg is not None:
+            self.open(self.cfg, self.resumed_from)
         if self.bar is not None:
             self.bar.log(metrics, step)
 
