@@ -947,8 +947,7 @@ class Checkpointer:
 
 # What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
 # TRAIN_DATA, TRAIN_FEATURES: an evaluation can check the data it prepares is the data the model was trained
-# on. DATA_FOLDER: where training read its relative data files (the checkpoint's own record, else its run
-# folder's).
+# on. An export also records DATA_FOLDER (``checkpoint_data_folder``).
 EXPORT_META = (
     "config",
     "num_items",
@@ -958,7 +957,6 @@ EXPORT_META = (
     "features",
     TRAIN_DATA,
     TRAIN_FEATURES,
-    DATA_FOLDER,
 )
 EXPORT_CONFIG = "metarec_config.json"
 EXPORT_WEIGHTS = "model.safetensors"
@@ -1005,7 +1003,7 @@ def export(
         save_file(weights, str(tmp / EXPORT_WEIGHTS))
         if algorithm:
             save_file(algorithm, str(tmp / EXPORT_ALGORITHM))
-        meta = {k: client[k] for k in EXPORT_META if k in client and k != DATA_FOLDER}
+        meta = {k: client[k] for k in EXPORT_META if k in client}
         if (data_folder := checkpoint_data_folder(checkpoint_dir, client)) is not None:
             meta[DATA_FOLDER] = data_folder
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
