@@ -64,6 +64,11 @@ class RunLock:
         if self.path is None:
             log.info("cloud storage: no run-folder lock (two runs with the same run name are not stopped)")
             return self
+        if self.path.parent.exists() and not self.path.parent.is_dir():  # was "[Errno 17] File exists"
+            raise UserError(
+                f"run folder {self.run_dir}: is a file, not a folder; choose another run name (--set "
+                "runtime.run_name=NEW) or move the file away"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
