@@ -557,6 +557,29 @@ NON_EMPTY = {
 }
 
 
+# Options naming a file or folder on this machine, read or written as such: a URL there (s3://, gs://,
+# https://) was read as a local path ("--checkpoint s3:/bucket/run: no such folder") or, for export --out,
+# written to as one (a folder "s3:" in the working folder, said to be the export). By argparse dest.
+LOCAL_PATHS = {
+    "config": ("--config", "read"),
+    "checkpoint": ("--checkpoint", "read"),
+    "baseline": ("--baseline", "read"),
+    "out": ("--out", "write"),
+    "json": ("--json", "write"),
+    "data_dir": ("--data-dir", "write"),
+}
+
+
+def refuse_urls(args: argparse.Namespace) -> None:
+    """An option of ``LOCAL_PATHS`` given a URL fails naming it and the way round, before any work."""
+    for dest, (flag, how) in LOCAL_PATHS.items():
+        if isinstance(value := getattr(args, dest, None), str) and "://" in value:
+            way = "copy it here first (aws s3 cp --recursive, gsutil -m cp -r, ...)"
+            if how == "write":
+                way = "copy the result there afterwards"
+            raise UserError(f"{flag} {value}: a URL; give a path on this machine and {way}")
+
+
 def refuse_empty(args: argparse.Namespace) -> None:
     """An option of ``NON_EMPTY`` given as an empty (or blank) string fails naming it, before any work."""
     for dest, (flag, what) in NON_EMPTY.items():
@@ -591,6 +614,7 @@ def _main(argv: list[str] | None) -> int:
         # instead of being glued to the bar's.
         with logging_redirect_tqdm():
             refuse_empty(args)
+            refuse_urls(args)
             return COMMANDS[args.command](args)
     except ValueError as exc:  # user mistakes (UserError and older ValueErrors): one clear line
         return _report(exc, str(exc), args.verbose)
