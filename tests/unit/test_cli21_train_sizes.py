@@ -21,8 +21,7 @@ def test_sizes_over_the_memory_are_refused_before_training(tmp_path, one_gib_fre
     err = capsys.readouterr().err
     assert err == (
         "error: model.hidden_size=16, model.num_layers=2, model.max_seq_len=20000000 with the data's 30 "
-        "items "
-        "(about 3.2e+08 parameters): the model's weights alone need 1.2 GiB of memory (4 bytes per "
+        "items (about 3.2e+08 parameters): the model's weights alone need 1.2 GiB of memory (4 bytes per "
         "parameter, fp32) and 1.0 GiB are available; choose a smaller size\n"
     )
     assert main(train_args(tmp_path, "b", "meta.meta_batch_size=2000000")) == 2  # x 9 tokens x 16: 1.1 GiB
