@@ -947,7 +947,7 @@ class Checkpointer:
 
 # What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
 # TRAIN_DATA, TRAIN_FEATURES: an evaluation can check the data it prepares is the data the model was trained
-# on.
+# on. An export also records DATA_FOLDER (``checkpoint_data_folder``).
 EXPORT_META = (
     "config",
     "num_items",
@@ -1004,9 +1004,8 @@ def export(
         if algorithm:
             save_file(algorithm, str(tmp / EXPORT_ALGORITHM))
         meta = {k: client[k] for k in EXPORT_META if k in client}
-        data_folder = recorded_data_folder(run_dir_of(checkpoint_dir))  # where relative data files are
-        if data_folder is not None:
-            meta[DATA_FOLDER] = str(data_folder)
+        if (data_folder := checkpoint_data_folder(checkpoint_dir, client)) is not None:
+            meta[DATA_FOLDER] = data_folder
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
         if finish is not None:
             finish(tmp)
@@ -1018,6 +1017,17 @@ def export(
         raise
     remove_stale_export_temps(out_dir)  # a moved-aside previous export is stale only once out_dir is whole
     return out_dir
+
+
+def checkpoint_data_folder(folder: Path, client: dict[str, Any]) -> str | None:
+    """Where the training of checkpoint ``folder`` (``client``: its client state) read its relative data
+    files: its own record, else (a checkpoint from before it carried one) its run folder's; None where
+    neither says (such a checkpoint copied out of its run folder)."""
+    own = client.get(DATA_FOLDER)
+    if isinstance(own, str) and Path(own).is_absolute():
+        return own
+    recorded = recorded_data_folder(run_dir_of(Path(folder)))
+    return None if recorded is None else str(recorded)
 
 
 # An export's temp folders beside --out: ``.<out name>.<kind>-<host>-<pid>-<random>`` (kind ``tmp``: the

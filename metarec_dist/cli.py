@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from metarec_dist.config import (
     Config,
@@ -557,6 +558,29 @@ NON_EMPTY = {
 }
 
 
+# Options naming a file or folder on this machine, read or written as such: a URL there (s3://, gs://,
+# https://) was read as a local path ("--checkpoint s3:/bucket/run: no such folder") or, for export --out,
+# written to as one (a folder "s3:" in the working folder, said to be the export). By argparse dest.
+LOCAL_PATHS = {
+    "config": ("--config", "read"),
+    "checkpoint": ("--checkpoint", "read"),
+    "baseline": ("--baseline", "read"),
+    "out": ("--out", "write"),
+    "json": ("--json", "write"),
+    "data_dir": ("--data-dir", "write"),
+}
+
+
+def refuse_urls(args: argparse.Namespace) -> None:
+    """An option of ``LOCAL_PATHS`` given a URL fails naming it and the way round, before any work."""
+    for dest, (flag, how) in LOCAL_PATHS.items():
+        if isinstance(value := getattr(args, dest, None), str) and "://" in value:
+            way = "copy it here first (aws s3 cp --recursive, gsutil -m cp -r, ...)"
+            if how == "write":
+                way = "copy the result there afterwards"
+            raise UserError(f"{flag} {value}: a URL; give a path on this machine and {way}")
+
+
 def refuse_empty(args: argparse.Namespace) -> None:
     """An option of ``NON_EMPTY`` given as an empty (or blank) string fails naming it, before any work."""
     for dest, (flag, what) in NON_EMPTY.items():
@@ -565,16 +589,33 @@ def refuse_empty(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with noting_interrupts() as interrupts:
+        try:
+            return _main(argv)
+        except Exception:
+            if not interrupts:  # a real failure: keep the traceback
+                raise
+            # A Ctrl-C while numpy or torch imports (the first seconds of most commands) can come out as
+            # another error: numpy's "ImportError: cannot load module more than once per process".
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # the command, as bench results record it
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )
     try:
+        # Imported here, not with this module: a Ctrl-C while it imports (asyncio) is said as one.
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         # Log lines go through tqdm.write while the training bar is open, so a warning starts its own line
         # instead of being glued to the bar's.
         with logging_redirect_tqdm():
             refuse_empty(args)
+            refuse_urls(args)
             return COMMANDS[args.command](args)
     except ValueError as exc:  # user mistakes (UserError and older ValueErrors): one clear line
         return _report(exc, str(exc), args.verbose)
@@ -582,12 +623,52 @@ def main(argv: list[str] | None = None) -> int:
         if exc.filename is None:  # not about a file the user named: a real failure, keep the traceback
             raise
         return _report(exc, f"{exc.filename}: {exc.strerror or exc}", args.verbose)
-    except MemoryError as exc:  # numpy's "Unable to allocate 7.28 TiB ...": a size too big for this machine
-        why = str(exc) or "an allocation failed"
+    except (MemoryError, RuntimeError) as exc:  # numpy's "Unable to allocate 7.28 TiB ...", torch's
+        why = out_of_memory(exc)
+        if why is None:  # another RuntimeError: a real failure, keep the traceback
+            raise
         return _report(exc, f"out of memory: {why}; choose smaller sizes (--verbose: where)", args.verbose)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def noting_interrupts() -> Iterator[list[int]]:
+    """Inside the block Ctrl-C (SIGINT) raises KeyboardInterrupt, as Python's own handler does, and is
+    noted in the list yielded; the previous handler after. Off the main thread: nothing noted."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield seen
+    finally:  # None: a handler not set from Python, which cannot be put back; the default then
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+TORCH_CPU_OOM = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """What ran out, for a size too big for this machine: numpy's ``MemoryError`` as it says it, torch's
+    CPU allocator failure (a ``RuntimeError``, "[enforce fail at alloc_cpu.cpp:127] err == 0.
+    DefaultCPUAllocator: can't allocate memory: you tried to allocate 25600000000 bytes...", which was a
+    traceback) in GiB, and CUDA's ``OutOfMemoryError`` by its first two sentences; None for anything else."""
+    text = str(exc)
+    if isinstance(exc, MemoryError):
+        return text or "an allocation failed"
+    if (found := TORCH_CPU_OOM.search(text)) is not None:
+        return f"torch could not allocate {int(found.group(1)) / 2**30:,.1f} GiB"
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+        return ". ".join(text.split(". ")[:2])
+    return None
 
 
 def _report(exc: BaseException, message: str, verbose: bool) -> int:

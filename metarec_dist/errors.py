@@ -106,3 +106,31 @@ def check_output_folder(path: str | Path, what: str) -> Path:
 
 def _can_write(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_fits(
+    count: int, bytes_each: int, what: str, needs: str, unit: str, available: int | None = None
+) -> None:
+    """Refuse ``count`` generated things of ``bytes_each`` (at least) that would not fit in the memory
+    available now, in one line naming the option (``what``, e.g. ``--eval-users 1,000,000,000``), what
+    needs it (``needs``: "the generated log alone needs") and the ``unit`` counted. ``available`` bytes,
+    default /proc/meminfo's MemAvailable; not checked where that is unknown. Every size that makes data in
+    memory (``metarec bench``'s generated logs, users and requests; a model's weights) is checked here,
+    before any of it is made."""
+    available = available_bytes() if available is None else available
+    need = count * bytes_each
+    if available is not None and need > available:
+        raise UserError(
+            f"{what}: {needs} {need / 2**30:,.1f} GiB of memory ({bytes_each} bytes per {unit}) and "
+            f"{available / 2**30:,.1f} GiB are available; choose a smaller size"
+        )
+
+
+def available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), bytes; None elsewhere."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    kib = next((int(x.split()[1]) for x in lines if x.startswith("MemAvailable:")), None)
+    return None if kib is None else kib * 1024

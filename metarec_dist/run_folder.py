@@ -52,8 +52,11 @@ class RunLock:
     included), so a lock file left behind is never stale; the file itself is left in place (removing a
     lock file races with a process that has just opened it)."""
 
-    def __init__(self, run_dir: Path | None) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path | None, record_data: bool = True) -> None:
+        """``record_data``: record the data folder (:func:`record_data_folder`) once locked; False for a
+        caller that records it itself once the data is read (``train_local``): a run that failed before
+        (no data file in the current folder) replaced a good record with its folder."""
+        self.run_dir, self.record_data = run_dir, record_data
         self.path = None if run_dir is None else Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
 
@@ -61,6 +64,11 @@ class RunLock:
         if self.path is None:
             log.info("cloud storage: no run-folder lock (two runs with the same run name are not stopped)")
             return self
+        if self.path.parent.exists() and not self.path.parent.is_dir():  # was "[Errno 17] File exists"
+            raise UserError(
+                f"run folder {self.run_dir}: is a file, not a folder; choose another run name (--set "
+                "runtime.run_name=NEW) or move the file away"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -80,7 +88,8 @@ class RunLock:
             log.warning(
                 "%s: this file system has no locks; two runs with one run name are not stopped", self.path
             )
-            record_data_folder(self.run_dir)
+            if self.record_data:
+                record_data_folder(self.run_dir)
             return self
         os.ftruncate(fd, 0)
         holder = {
@@ -90,7 +99,8 @@ class RunLock:
         }
         os.write(fd, json.dumps(holder).encode())
         self._fd = fd
-        record_data_folder(self.run_dir)
+        if self.record_data:
+            record_data_folder(self.run_dir)
         return self
 
     def __exit__(self, *exc: object) -> None:

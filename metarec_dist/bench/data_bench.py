@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from metarec_dist.config import TasksConfig
 from metarec_dist.data import DataConfig, prepare_data
-from metarec_dist.errors import UserError
+from metarec_dist.errors import UserError, check_fits
 from metarec_dist.tasks.sampler import TaskSampler
 
 MEAN_LENGTH = 50  # interactions per user, on average
@@ -31,28 +31,11 @@ LOG_BYTES = 32  # per interaction of make_log's table: four 8-byte columns (the 
 
 def check_log_fits(interactions: int, what: str | None = None, available: int | None = None) -> None:
     """Refuse a generated log of ``interactions`` that alone would not fit in the memory available now
-    (``what``: how the error names it, default ``--interactions N``; ``available`` bytes,
-    default /proc/meminfo's MemAvailable; not checked where that is unknown). 10**12 failed as numpy's
-    _ArrayMemoryError traceback; a size numpy can allocate but the machine cannot hold would fill memory."""
-    available = available_bytes() if available is None else available
-    need = interactions * LOG_BYTES
-    if available is not None and need > available:
-        name = what or f"--interactions {interactions:,}"
-        raise UserError(
-            f"{name}: the generated log alone needs {need / 2**30:,.1f} GiB of memory "
-            f"({LOG_BYTES} bytes per interaction) and {available / 2**30:,.1f} GiB are available; choose a "
-            "smaller size"
-        )
-
-
-def available_bytes() -> int | None:
-    """MemAvailable of /proc/meminfo (Linux), bytes; None elsewhere."""
-    try:
-        lines = Path("/proc/meminfo").read_text().splitlines()
-    except OSError:
-        return None
-    kib = next((int(x.split()[1]) for x in lines if x.startswith("MemAvailable:")), None)
-    return None if kib is None else kib * 1024
+    (``what``: how the error names it, default ``--interactions N``; ``available``: as :func:`check_fits`).
+    10**12 failed as numpy's _ArrayMemoryError traceback; a size numpy can allocate but the machine cannot
+    hold would fill memory."""
+    name = what or f"--interactions {interactions:,}"
+    check_fits(interactions, LOG_BYTES, name, "the generated log alone needs", "interaction", available)
 
 
 def make_log(interactions: int, seed: int = 0) -> pa.Table:

@@ -26,6 +26,7 @@ from metarec_dist.runtime.allocator import apply_process_settings
 from metarec_dist.runtime.engine import make_optimizer
 from metarec_dist.tasks.sampler import TaskSampler
 from metarec_dist.tasks.types import MetaBatch
+from metarec_dist.train.trainer import check_batch_fits, check_model_fits
 
 log = logging.getLogger("metarec")
 
@@ -64,6 +65,8 @@ def run_meta_step_bench(cfg: Config, repeats: int = 20, loop_repeats: int = 3) -
             cfg.data.format,
         )
     cfg = resolve_loss(cfg, num_items)
+    check_model_fits(cfg, num_items)  # as training checks them: one line naming the sizes, before any of it
+    check_batch_fits(cfg, 1)
     seqs = make_synthetic_sequences(
         num_users=cfg.data.synthetic_users, num_items=num_items, seed=cfg.train.seed
     )

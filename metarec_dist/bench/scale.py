@@ -50,6 +50,7 @@ TINY_MODEL = [
     "checkpoint.resume=false",
 ]
 BASE_INTERACTIONS = 20_000  # the "no data" reference run of the data part
+EVAL_USER_BYTES = 320  # per user of the eval part's generated users (random_users: ~26 int64 items each)
 # A child part that stops on a user mistake prints {USER_ERROR_KEY: message} last and exits with this.
 USER_ERROR_KEY = "user_error"
 USER_ERROR_STATUS = 3
@@ -447,6 +448,20 @@ def _data_ratio(two_workers_mb: float, one_worker_mb: float) -> float | None:
     return two_workers_mb / one_worker_mb
 
 
+def check_sizes(interactions: int, eval_users: int, parts: tuple[str, ...]) -> None:
+    """The data the chosen ``parts`` generate fits in memory, or a ``UserError`` naming the option, before
+    any part runs: the data part's largest log is 10 N, made in this process; the eval part's users are
+    made in its child (--eval-users 10**9 filled the machine's memory there)."""
+    from metarec_dist.bench.data_bench import check_log_fits
+    from metarec_dist.errors import check_fits
+
+    if "data" in parts:
+        check_log_fits(10 * interactions, f"--interactions {interactions:,} (the data part's 10 N)")
+    if "eval" in parts:
+        what = f"--eval-users {eval_users:,}"
+        check_fits(eval_users, EVAL_USER_BYTES, what, "the generated users alone need", "user")
+
+
 def run_scale_bench(
     interactions: int = 2_000_000, eval_users: int = 1024, parts: tuple[str, ...] = tuple(PARTS)
 ) -> dict[str, Any]:
@@ -454,10 +469,7 @@ def run_scale_bench(
     if unknown:  # "" too: a comma too many ("zero,"), which read as "unknown ['']"
         what = "an empty name" if "" in unknown else f"unknown {sorted(unknown)}"
         raise UserError(f"--parts {','.join(parts)}: {what}; a comma-separated subset of {','.join(PARTS)}")
-    if "data" in parts:  # its largest log is 10 N, made in this process
-        from metarec_dist.bench.data_bench import check_log_fits
-
-        check_log_fits(10 * interactions, f"--interactions {interactions:,} (the data part's 10 N)")
+    check_sizes(interactions, eval_users, parts)
     out: dict[str, Any] = {"bench": "scale", "cpus": os.cpu_count(), "load_before": os.getloadavg()}
     start = time.perf_counter()
     if "data" in parts:

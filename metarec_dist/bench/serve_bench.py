@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 LENGTHS = (1, 3, 5, 10)
+REQUEST_BYTES = 320  # per request: its history (_histories) and its body, all made before the first is sent
 
 
 def _histories(raw_ids: list[str], n: int, seed: int) -> list[list[str]]:
@@ -170,6 +171,7 @@ def run_serve_bench(
     (``statuses``) and times the 200s."""
     import torch
 
+    from metarec_dist.errors import check_fits
     from metarec_dist.eval.recommend import Recommender
     from metarec_dist.runtime.serving import REQUEST_TIMEOUT_S, check_serve_args
 
@@ -177,6 +179,9 @@ def run_serve_bench(
     # A value serve refuses fails now, naming the flag, not after the in-process half as "did not come up".
     check_replicas(replicas)
     check_serve_args(1, replicas, 1, 1, timeout)
+    check_fits(
+        requests + warmup, REQUEST_BYTES, f"--requests {requests:,}", "its requests alone need", "request"
+    )
     if request_timeout_s is not None:
         server_args = [*server_args, "--request-timeout-s", repr(float(request_timeout_s))]
 

@@ -6,18 +6,17 @@ Either way the run folder is ``run_folder.run_path(cfg.runtime)`` and is locked 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from metarec_dist.config import Config
 
 
 def train_local(cfg: Config) -> dict[str, Any]:
-    from metarec_dist.checkpoint import latest_complete
     from metarec_dist.data import prepare_data
     from metarec_dist.errors import UserError
     from metarec_dist.metrics.loggers import build_logger
-    from metarec_dist.metrics.progress import ProgressBar
-    from metarec_dist.run_folder import RunLock, local_run_dir, storage_root
+    from metarec_dist.run_folder import RunLock, local_run_dir, record_data_folder, storage_root
     from metarec_dist.runtime.allocator import apply_process_settings
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.train.trainer import MetaTrainer
@@ -29,9 +28,9 @@ def train_local(cfg: Config) -> dict[str, Any]:
         raise UserError(
             f"runtime.storage_path={cfg.runtime.storage_path!r}: cloud storage needs runtime.backend=ray"
         )
-    with RunLock(folder):
+    with RunLock(folder, record_data=False):
         data = prepare_data(cfg.data).user_splits()
-        bar = ProgressBar.for_run(cfg, latest_complete(folder) if cfg.checkpoint.resume else None)
+        bar = BarOnceResumed()
         # storage_root, as the Ray workers and the summary: the W&B run id is made from it
         root = storage_root(cfg.runtime)
         # W&B starts in MetaTrainer.fit, once the resume is accepted and steps are left to train
@@ -41,9 +40,41 @@ def train_local(cfg: Config) -> dict[str, Any]:
         try:
             device = "cuda:0" if cfg.runtime.use_gpu else None
             trainer = MetaTrainer(cfg, LocalContext(folder, cfg.checkpoint.keep, device), data, logger)
+            resumed = trainer.resume()  # refused: an error with no bar above it, the run's record kept
+            # Where the relative data files were read from, now that they were, and the resume accepted: a
+            # run from a folder without them (or with other data) replaced a good record with its own.
+            record_data_folder(folder)
+            bar.open(cfg, resumed)
             return {**trainer.fit(), "run_path": str(folder)}
         finally:
             logger.close()
+
+
+class BarOnceResumed:
+    """The run's progress bar as a logger part, drawn by ``open`` once the resume is accepted: drawn before
+    the trainer's resume checks, it left a ``meta-train [run]: 50%|...| 4/8`` line above the refusal.
+    Given ``cfg`` (and the checkpoint the run resumes from), it is drawn at the first ``log`` unless opened
+    before: the Ray driver's, whose workers check the resume and report only once it is accepted."""
+
+    def __init__(self, cfg: Config | None = None, resumed_from: Path | None = None) -> None:
+        self.cfg, self.resumed_from = cfg, resumed_from
+        self.bar: Any = None
+
+    def open(self, cfg: Config, resumed_from: Path | None) -> None:
+        """Draw the bar of ``cfg``'s run, from the meta-step of the checkpoint it resumed from (or 0)."""
+        from metarec_dist.metrics.progress import ProgressBar
+
+        self.bar = ProgressBar.for_run(cfg, resumed_from)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self.bar is None and self.cfg is not None:
+            self.open(self.cfg, self.resumed_from)
+        if self.bar is not None:
+            self.bar.log(metrics, step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def check_gpu_visible(cfg: Config) -> None:

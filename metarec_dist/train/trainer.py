@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, Checkpointer
 from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.digest import combine, features_digest, sequences_digest
 from metarec_dist.data.split import UserSplits
-from metarec_dist.errors import UserError
+from metarec_dist.errors import UserError, check_fits
 from metarec_dist.eval.cold_start import flat_means
 from metarec_dist.eval.distributed import AcrossRanks
 from metarec_dist.eval.item_protocol import NewItemsProtocol
@@ -32,7 +33,8 @@ from metarec_dist.metrics.flops import StepShape, flops_per_task, matmul_params,
 from metarec_dist.metrics.loggers import MetricLogger, NullLogger, start_wandb, wandb_run_id
 from metarec_dist.metrics.redact import redact
 from metarec_dist.models.recommender import SeqRecommender
-from metarec_dist.runtime.context import WorkerContext
+from metarec_dist.run_folder import DATA_FOLDER, recorded_data_folder
+from metarec_dist.runtime.context import LocalContext, WorkerContext
 from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_seed, shared_seed
 from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
 from metarec_dist.train.freeze import freeze
@@ -169,6 +171,31 @@ def train_data_digest(ctx: WorkerContext, data: UserSplits, chunk: int = 65_536)
     return mine if ctx.world_size == 1 else combine(ctx.all_gather(mine))
 
 
+def check_model_fits(cfg: Config, num_items: int) -> None:
+    """A model of ``cfg``'s sizes over a ``num_items`` catalogue is under the accepted ceiling
+    (``ModelConfig.check_catalogue``) and its fp32 weights alone fit in the memory available now: one under
+    the ceiling but over the machine's memory (model.max_seq_len=100000000) failed building the model, with
+    torch's allocator error as a traceback."""
+    params = cfg.model.check_catalogue(num_items)
+    keys = ("hidden_size", "num_layers", "max_seq_len")
+    sizes = ", ".join(f"model.{k}={getattr(cfg.model, k)}" for k in keys)
+    what = f"{sizes} with the data's {num_items:,} items (about {params:.1e} parameters)"
+    check_fits(params, 4, what, "the model's weights alone need", "parameter, fp32")
+
+
+def check_batch_fits(cfg: Config, world_size: int) -> None:
+    """One micro-batch's hidden states at one layer (a lower bound on what a step holds) fit in the memory
+    available now: meta.meta_batch_size=100000000 sampled its tasks and filled the machine's memory."""
+    micro = cfg.meta.meta_batch_size // world_size // cfg.runtime.grad_accum
+    tokens = tokens_per_task(cfg)
+    what = (
+        f"meta.meta_batch_size={cfg.meta.meta_batch_size:,} ({micro:,} tasks of {tokens} tokens per "
+        f"micro-batch) with model.hidden_size={cfg.model.hidden_size}"
+    )
+    needs = "one layer's hidden states alone need"
+    check_fits(micro * tokens * cfg.model.hidden_size, 4, what, needs, "value, fp32")
+
+
 class MetaTrainer:
     def __init__(
         self,
@@ -178,7 +205,8 @@ class MetaTrainer:
         logger: MetricLogger | None = None,
     ) -> None:
         cfg = resolve_loss(cfg, data.num_items)  # model.loss: auto -> full or sampled for this catalogue
-        cfg.model.check_catalogue(data.num_items)  # an item table too large: one line, not an allocator error
+        check_model_fits(cfg, data.num_items)  # too large: one line, not an allocator error
+        check_batch_fits(cfg, ctx.world_size)
         self.cfg, self.ctx, self.data = cfg, ctx, data
         self.logger = logger if logger is not None else NullLogger()
         torch.manual_seed(cfg.train.seed)
@@ -200,6 +228,7 @@ class MetaTrainer:
         self.should_validate = Every(cfg.train.eval_every)
         self.early_stop = self._build_early_stop()
         self.checkpointer = self._build_checkpointer()
+        self.resume_checked = False  # resume() has run
 
     def _load_start_weights(self) -> str | None:
         """Loads a finished run's weights (train.init_from, or the first stage of train.pretrain) into the
@@ -272,7 +301,7 @@ class MetaTrainer:
         if self.cfg.data.protocol == "new_items" and self.data.valid:  # now, not in the validation after
             new_items = self.data.new_items  # training (which would end the run before its final save)
             check_enough_new_items(0 if new_items is None else len(new_items), self.data.num_items, VALID_KS)
-        self.checkpointer.load()  # refuses a resume of another model or data
+        self.resume()
         if self.state.resumed_from is not None and self.finished:
             log.warning("%s", finished_message(self.cfg, self.state.step, self.stopped_early))
         else:  # W&B (deferred by train_local and the Ray workers) starts only for a run that trains
@@ -284,6 +313,14 @@ class MetaTrainer:
         except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM: the CLI says where a re-run starts
             raise TrainingInterrupted(self.state.step) from exc
         return self.finish(last)
+
+    def resume(self) -> Path | None:
+        """Resume from the run's checkpoint, if it has one, refusing another model or data; once (``fit``
+        calls it, and ``train_local`` before its progress bar is drawn). The checkpoint resumed from."""
+        if not self.resume_checked:
+            self.checkpointer.load()
+            self.resume_checked = True
+        return None if self.checkpointer.loaded is None else self.checkpointer.loaded[1]
 
     def keep_wandb_run_id(self) -> None:
         """After a resume: the checkpoints go on naming the W&B run this process logs to (None with W&B
@@ -456,4 +493,20 @@ class MetaTrainer:
             TRAIN_FEATURES: features_digest(self.data.features),
             # The side information the model reads (vocabularies, shapes): exports rebuild the model from it.
             "features": None if self.model.layout is None else self.model.layout.to_dict(),
+            # Where relative data files were read from: in the checkpoint itself, so that a copy of it (or
+            # of its export) made elsewhere, or one in cloud storage, still finds and checks its data.
+            DATA_FOLDER: data_folder(self.ctx),
         }
+
+
+def data_folder(ctx: WorkerContext) -> str | None:
+    """The folder the run's relative data files were read from: this process's current folder when it read
+    them itself (``LocalContext``), else the driver's (``ctx``'s ``data_folder``, a Ray run), else the one the
+    run folder records (``run_folder.RUN_INFO``, written by the Ray driver); None where none says."""
+    if isinstance(ctx, LocalContext):
+        return str(Path.cwd())
+    given = getattr(ctx, "data_folder", None)
+    if given:
+        return str(given)
+    folder = recorded_data_folder(ctx.run_dir) if ctx.run_dir is not None else None
+    return None if folder is None else str(folder)

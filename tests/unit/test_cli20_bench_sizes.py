@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metarec_dist import errors
 from metarec_dist.bench import scale, serve_bench
 from metarec_dist.cli import main
 
@@ -77,7 +78,7 @@ def one_gib_free(monkeypatch):
     def make_log(*args, **kwargs):
         raise AssertionError("the log was generated before its size was checked")
 
-    monkeypatch.setattr(data_bench, "available_bytes", lambda: 2**30)
+    monkeypatch.setattr(errors, "available_bytes", lambda: 2**30)
     monkeypatch.setattr(data_bench, "make_log", make_log)
 
 
@@ -137,7 +138,7 @@ def test_out_of_memory_is_one_line_and_verbose_keeps_the_traceback(monkeypatch, 
     def make_log(*args, **kwargs):
         raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000000000,)")
 
-    monkeypatch.setattr(data_bench, "available_bytes", lambda: None)  # not known: not checked
+    monkeypatch.setattr(errors, "available_bytes", lambda: None)  # not known: not checked
     monkeypatch.setattr(data_bench, "make_log", make_log)
     assert main(["bench", "data"]) == 2
     err = capsys.readouterr().err
@@ -147,3 +148,77 @@ def test_out_of_memory_is_one_line_and_verbose_keeps_the_traceback(monkeypatch, 
     )
     assert main(["--verbose", "bench", "data"]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_generated_users_and_requests_too_big_for_memory_are_refused_naming_the_option(
+    one_gib_free, nothing_runs, monkeypatch, capsys
+):
+    """``bench scale --eval-users 10**9`` and ``bench serve --requests 10**9`` had no memory check (the
+    eval part's child, or this process, filled the machine's memory): refused as ``--interactions`` is,
+    before anything runs."""
+
+    def child(*args, **kwargs):
+        raise AssertionError("a part ran before its sizes were checked")
+
+    monkeypatch.setattr(scale, "_child", child)
+    assert main(["bench", "scale", "--eval-users", "4000000", "--parts", "eval"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --eval-users 4,000,000: the generated users alone need 1.2 GiB of memory (320 bytes per "
+        "user) and 1.0 GiB are available; choose a smaller size"
+    )
+    assert main(["bench", "serve", "--checkpoint", "x", "--requests", "4000000"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --requests 4,000,000: its requests alone need 1.2 GiB of memory (320 bytes per request) "
+        "and 1.0 GiB are available; choose a smaller size"
+    )
+    # Sizes that fit go on (to the part, to loading the model), and an unrun part's size is not checked.
+    with pytest.raises(AssertionError, match="a part ran"):
+        main(["bench", "scale", "--eval-users", "3000000", "--parts", "eval"])
+    with pytest.raises(AssertionError, match="a part ran"):
+        main(["bench", "scale", "--eval-users", "4000000", "--parts", "sampled"])
+    with pytest.raises(AssertionError, match="before its sizes were checked"):
+        main(["bench", "serve", "--checkpoint", "x", "--requests", "3000000"])
+
+
+@pytest.mark.parametrize(
+    "raised, says",
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 25600000000 bytes. Error code 12 (Cannot allocate memory)"
+            ),
+            "torch could not allocate 23.8 GiB",
+        ),
+        (
+            torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139 GiB"
+            ),
+            "CUDA out of memory. Tried to allocate 2.00 GiB",
+        ),
+    ],
+)
+def test_torch_out_of_memory_is_one_line(raised, says, monkeypatch, capsys):
+    """torch's allocator failure is a RuntimeError (not a MemoryError): it was a traceback."""
+    from metarec_dist.bench import data_bench
+
+    def make_log(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(errors, "available_bytes", lambda: None)
+    monkeypatch.setattr(data_bench, "make_log", make_log)
+    assert main(["bench", "data"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: out of memory: {says}; choose smaller sizes (--verbose: where)\n"
+
+
+def test_another_runtime_error_keeps_its_traceback(monkeypatch):
+    from metarec_dist.bench import data_bench
+
+    def make_log(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(errors, "available_bytes", lambda: None)
+    monkeypatch.setattr(data_bench, "make_log", make_log)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["bench", "data"])
