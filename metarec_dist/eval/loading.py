@@ -83,7 +83,8 @@ def _load_folder(folder: Path) -> LoadedModel:
         with tempfile.TemporaryDirectory(prefix="metarec-eval-") as tmp:
             model, cfg, meta, state = ckpt.load_exported(ckpt.export(folder, Path(tmp) / "export"))
         fusion = None
-        cfg = with_training_folder_paths(cfg, ckpt.run_dir_of(folder))
+        # the checkpoint's own record (it travels with a copy), then its run folder's
+        cfg = with_training_folder_paths(cfg, ckpt.run_dir_of(folder), meta.get(DATA_FOLDER))
     return LoadedModel(
         model=model,
         cfg=cfg,
