@@ -188,6 +188,12 @@ class TasksConfig:
             raise ValueError("tasks.support_min must be <= tasks.support_max")
 
 
+# Inner steps, trained or at test time: few-shot adaptation takes 1-10 (the evaluation's grid tops at its
+# STEP_GRID); each is a forward and backward pass per task or request, so a count past this is a mistake
+# (10**11 steps made `metarec recommend` hang), not a setting.
+MAX_ADAPTATION_STEPS = 1000
+
+
 @dataclass
 class MetaConfig:
     # A name in metarec_dist.meta.ALGORITHMS; the algorithm checks the options below (`build_algorithm`).
@@ -220,8 +226,10 @@ class MetaConfig:
         for name in ("init_query_weight", "dense_weight"):
             if not getattr(self, name) >= 0:  # also catches NaN
                 raise ValueError(f"meta.{name} must be a number >= 0, got {getattr(self, name)}")
-        if self.adaptation_steps < 0:
-            raise ValueError("meta.adaptation_steps must be >= 0")
+        if not 0 <= self.adaptation_steps <= MAX_ADAPTATION_STEPS:
+            raise ValueError(
+                f"meta.adaptation_steps must be in [0, {MAX_ADAPTATION_STEPS}], got {self.adaptation_steps}"
+            )
         if not (math.isfinite(self.inner_lr) and self.inner_lr >= 0):
             raise ValueError(f"meta.inner_lr must be a finite number >= 0, got {self.inner_lr}")
 
@@ -286,10 +294,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _positive(self, "train", "log_every", "eval_users")
         _at_least(self, "train", 0, "eval_every")
-        if self.eval_steps is not None and self.eval_steps < 0:  # the loader checked it is an int
+        if self.eval_steps is not None and not 0 <= self.eval_steps <= MAX_ADAPTATION_STEPS:  # an int
             raise ValueError(
-                f"train.eval_steps must be null (the trained meta.adaptation_steps) or a whole number >= 0 "
-                f"(0: validate the initialisation alone), got {self.eval_steps!r}"
+                f"train.eval_steps must be null (the trained meta.adaptation_steps) or a whole number in "
+                f"[0, {MAX_ADAPTATION_STEPS}] (0: validate the initialisation alone), got {self.eval_steps!r}"
             )
         check_seed("train.seed", self.seed)
         if isinstance(self.meta_steps, bool) or self.meta_steps < 0:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from metarec_dist.config import MAX_ADAPTATION_STEPS
 from metarec_dist.interrupts import sigterm_as_interrupt
 
 if TYPE_CHECKING:
@@ -215,8 +216,8 @@ def check_adaptation_args(args: argparse.Namespace) -> None:
         return
     if args.steps is None:
         raise ValueError("--inner-lr fixes the adaptation: give --steps N (>= 0) with it")
-    if args.steps < 0:
-        raise ValueError(f"--steps must be >= 0 (got {args.steps})")
+    if not 0 <= args.steps <= MAX_ADAPTATION_STEPS:
+        raise ValueError(f"--steps must be in [0, {MAX_ADAPTATION_STEPS}] (got {args.steps})")
     if args.inner_lr is not None and not 0 <= args.inner_lr < float("inf"):  # NaN too
         raise ValueError(f"--inner-lr must be a finite number >= 0, got {args.inner_lr}")
 

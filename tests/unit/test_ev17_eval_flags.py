@@ -158,8 +158,10 @@ def test_evaluating_a_fused_export_without_fuse_says_recommend_ranks_otherwise(r
     [
         (["evaluate", "--shots", "1,x"], "--shots '1,x': expected comma-separated positive ints"),
         (["evaluate", "--shots", "0"], "--shots '0': shot counts must be >= 1"),
-        (["evaluate", "--steps", "-1"], "--steps must be >= 0 (got -1)"),
-        (["recommend", "--items", "1", "--steps", "-1"], "--steps must be >= 0 (got -1)"),
+        (["evaluate", "--steps", "-1"], "--steps must be in [0, 1000] (got -1)"),
+        (["recommend", "--items", "1", "--steps", "-1"], "--steps must be in [0, 1000] (got -1)"),
+        # 10**11 test-time steps made recommend hang (each a forward and backward pass)
+        (["recommend", "--items", "1", "--steps", "100000000000"], "--steps must be in [0, 1000] (got 1000"),
         (["evaluate", "--inner-lr", "0.1"], "--inner-lr fixes the adaptation: give --steps N (>= 0) with it"),
         (["recommend", "--items", "1", "--steps", "1", "--inner-lr=nan"], "--inner-lr must be a finite"),
     ],

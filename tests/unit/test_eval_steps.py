@@ -66,3 +66,18 @@ def test_a_run_validated_at_eval_steps_is_served_at_them_without_a_record(traine
         "inner_lr": lr,
         "source": "trained",
     }
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("meta.adaptation_steps=100000", r"meta.adaptation_steps must be in \[0, 1000\], got 100000"),
+        ("train.eval_steps=1001", r"train.eval_steps must be null .* whole number in \[0, 1000\]"),
+    ],
+)
+def test_inner_step_counts_past_the_bound_are_refused(tiny_cfg, setting, said):
+    """Every inner step is a forward and backward pass per task: 10**5 of them is a typo, refused before
+    any data is read, as `--steps` is at test time."""
+    with pytest.raises(ValueError, match=said):
+        with_overrides(tiny_cfg, [setting])
+    with_overrides(tiny_cfg, [setting.split("=")[0] + "=1000"])  # the bound itself is a setting

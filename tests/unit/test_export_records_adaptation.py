@@ -104,7 +104,8 @@ def test_a_fused_export_takes_steps_as_its_fixed_adaptation(trained, tmp_path, c
     ("extra", "said"),
     [
         (["--inner-lr", "0.1"], "give --steps N"),
-        (["--steps", "-1"], "--steps must be >= 0"),
+        (["--steps", "-1"], "--steps must be in [0, 1000] (got -1)"),
+        (["--steps", "100000000000"], "--steps must be in [0, 1000] (got 100000000000)"),
     ],
 )
 def test_bad_adaptation_options_fail_before_the_export(trained, tmp_path, capsys, extra, said):
