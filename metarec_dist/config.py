@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import re
+import stat
 import types
 import typing
 from collections.abc import Sequence
@@ -780,8 +781,10 @@ def read_yaml(path: str | Path) -> dict:
     p = Path(path).expanduser()
     if p.is_dir():
         raise UserError(f"config file {p}: is a folder; give a YAML file, e.g. configs/tiny.yaml")
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"config file not found: {p}{_near_file(p)}")
+    if not (p.is_file() or stat.S_ISFIFO(p.stat().st_mode)):  # a pipe: `--config <(...)`
+        raise UserError(f"config file {p}: not a regular file (a device or socket); give a YAML file")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

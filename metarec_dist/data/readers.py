@@ -263,6 +263,7 @@ def read_hub(cfg: DataConfig, ratings: bool = False) -> RawLog:
 
 
 def read_synthetic(cfg: DataConfig) -> RawLog:
+    _check_synthetic_fits(cfg)
     sequences = make_synthetic_sequences(
         num_users=cfg.synthetic_users,
         num_items=cfg.synthetic_items,
@@ -282,3 +283,26 @@ def read_synthetic(cfg: DataConfig) -> RawLog:
         f"{cfg.synthetic_groups} groups, seed {cfg.seed})"
     )
     return RawLog(user, item, time, None, source)
+
+
+def _check_synthetic_fits(cfg: DataConfig) -> None:
+    """Refuse a synthetic log that would not fit in memory, before generating it (1e9 users filled the
+    machine): per interaction its sequence entry and the user / item / time columns (32 bytes) with their
+    split copies (about as much again), per user an array header (~112 bytes); per item 4 float arrays."""
+    from metarec_dist.errors import check_fits
+
+    mean_len = (cfg.synthetic_min_len + cfg.synthetic_max_len) / 2
+    check_fits(
+        cfg.synthetic_items,
+        32,
+        f"data.synthetic_items={cfg.synthetic_items:,}",
+        "the item tables alone need",
+        "item",
+    )
+    check_fits(
+        cfg.synthetic_users,
+        int(mean_len * 64) + 112,
+        f"data.synthetic_users={cfg.synthetic_users:,} (mean length {mean_len:g})",
+        "the generated log alone needs",
+        "user",
+    )
