@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from metarec_dist.config import Config
 from metarec_dist.errors import UserError
+from metarec_dist.runtime.quiet import DropMessages
 
 if TYPE_CHECKING:
     from metarec_dist.data.config import DataConfig
@@ -103,16 +105,48 @@ def joined_address() -> str | None:
     address = os.environ.get("RAY_ADDRESS")
     if address != "auto":
         return address or None
-    from ray._private.services import get_ray_address_from_environment
+    from ray._private import services
 
+    # Ray warns "Found multiple active Ray instances ..." at every resolution, and ``auto`` is resolved for
+    # the reachability check and again to join: the same lines twice. Dropped; said once, here.
+    drop = DropMessages(re.compile(r"^Found multiple active Ray instances"))
+    services.logger.addFilter(drop)
     try:
-        return get_ray_address_from_environment("auto", None)
+        resolved = services.get_ray_address_from_environment("auto", None)
     except ConnectionError:
         raise UserError(
             "RAY_ADDRESS=auto: no Ray cluster was started on this machine (no `ray start --head` recorded in "
             "Ray's temp folder, no GCS process running); start one, set RAY_ADDRESS=HOST:6379 (the head's "
             "GCS address), or unset RAY_ADDRESS for a local cluster metarec starts"
         ) from None
+    finally:
+        services.logger.removeFilter(drop)
+    warn_of_other_clusters(resolved, sorted(services.find_gcs_addresses()))
+    return resolved
+
+
+_SAID_OTHER_CLUSTERS: set[tuple[str, ...]] = set()
+
+
+def warn_of_other_clusters(resolved: str, running: list[str]) -> None:
+    """Once per process: ``RAY_ADDRESS=auto`` chose ``resolved`` among several clusters ``running`` here
+    (GCS processes found on this machine): the one the latest ``ray start`` recorded, which may be one that
+    is stopped since (the reachability check then fails on it). Say which, and how to choose."""
+    if len(running) < 2 or (resolved, *running) in _SAID_OTHER_CLUSTERS:
+        return
+    _SAID_OTHER_CLUSTERS.add((resolved, *running))
+    from ray._private.utils import get_ray_address_file
+
+    stale = "" if resolved in running else ", which is not one of them (stopped since?)"
+    log.warning(
+        "RAY_ADDRESS=auto: %d Ray clusters run on this machine (%s); joining %s, the one the latest `ray "
+        "start` recorded in %s%s; set RAY_ADDRESS=HOST:PORT to join another",
+        len(running),
+        ", ".join(running),
+        resolved,
+        get_ray_address_file(None),
+        stale,
+    )
 
 
 def check_reachable(address: str, timeout_s: float = 5.0, given: str | None = None) -> None:

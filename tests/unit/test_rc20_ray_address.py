@@ -199,3 +199,29 @@ def test_ray_giving_up_on_the_server_there_is_one_line(monkeypatch, address, fix
         UserError, match=rf"^RAY_ADDRESS={address}: no Ray cluster answers there as expected .*{fix}"
     ):
         ray_launcher.init_ray()
+
+
+# Session 21 (ray21): RAY_ADDRESS=auto with other clusters running on the machine printed Ray's "Found
+# multiple active Ray instances ... Connecting to latest cluster at ..." twice (``auto`` is resolved for the
+# reachability check and again to join). Now one line of ours, naming the file the address came from, and
+# whether that cluster is among those running (a stale record is not).
+@pytest.mark.parametrize("stale", [False, True])
+def test_auto_among_several_clusters_is_said_once(monkeypatch, ray_temp, caplog, capfd, stale):
+    from ray._private import services
+
+    monkeypatch.setattr(ray_launcher, "_SAID_OTHER_CLUSTERS", set(), raising=False)
+    with grpc_like_server() as port:
+        recorded = f"127.0.0.1:{port}"
+        started_head_at(ray_temp, recorded)
+        others = {"127.0.0.1:6391", "127.0.0.1:6392"}
+        running = frozenset(others if stale else {*others, recorded})
+        monkeypatch.setattr(services, "find_gcs_addresses", lambda: running)
+        monkeypatch.setenv("RAY_ADDRESS", "auto")
+        ray_launcher.check_ray_address()
+        assert ray_launcher.joined_address() == recorded  # as init_ray resolves it again
+    messages = [r.getMessage() for r in caplog.records] + capfd.readouterr().err.splitlines()
+    assert not [m for m in messages if "Found multiple active Ray instances" in m]
+    said = [m for m in messages if "Ray clusters run on this machine" in m]
+    assert len(said) == 1
+    assert f"joining {recorded}, the one the latest `ray start` recorded in {ray_temp}" in said[0]
+    assert ("which is not one of them" in said[0]) == stale
