@@ -634,8 +634,12 @@ def stop_serving(joined: bool) -> None:
         serve.delete(APP_NAME)
     except Exception as exc:  # noqa: BLE001 -- never deployed (a failed start): the cluster goes anyway
         log.debug("serve.delete: %s", exc)
-    if joined:
+    if not joined:
+        return
+    try:
         shutdown_serve()
+    except Exception as exc:  # noqa: BLE001 -- the controller unreachable, a time-out: said, not a traceback
+        log.warning("Ray Serve was not shut down on the cluster at RAY_ADDRESS: %s", str(exc).splitlines()[0])
 
 
 # Ray Serve's own wait for its controller to exit (ServeControllerClient.shutdown's timeout_s, 2.60).

@@ -52,3 +52,20 @@ def test_another_proxy_failure_is_raised_as_it_is(monkeypatch, joined):
     http = {"host": "127.0.0.1", "port": 18292, "request_timeout_s": 30.0}
     with pytest.raises(RayTaskError):
         serving.deploy(object(), http, replicas=1, threads=1, max_body=1024, joined=True)
+
+
+# Session 21 (ray21): Serve's shutdown on a joined cluster (serving.shutdown_serve) failing, e.g. its
+# controller unreachable, is a warning after Ctrl-C, not a traceback.
+def test_a_failed_serve_shutdown_after_ctrl_c_is_a_warning(monkeypatch, caplog):
+    import ray
+    from ray import serve
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(serve, "delete", lambda name: None)
+
+    def unreachable():
+        raise ray.exceptions.GetTimeoutError("Get timed out: the controller did not answer\nmore")
+
+    monkeypatch.setattr(serving, "shutdown_serve", unreachable)
+    serving.stop_serving(joined=True)
+    assert "Ray Serve was not shut down on the cluster at RAY_ADDRESS: Get timed out" in caplog.text
