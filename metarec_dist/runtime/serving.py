@@ -460,6 +460,7 @@ def serve_model(
     import os
 
     check_serve_args(port, replicas, threads, max_body, request_timeout_s)
+    check_not_ray_client(os.environ.get("RAY_ADDRESS"))
     joined = bool(os.environ.get("RAY_ADDRESS"))
     if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
         check_port_free(host, port)
@@ -506,6 +507,22 @@ def serve_model(
         finally:
             ray_launcher.shutdown_ray()
             signal.signal(signal.SIGTERM, previous)
+
+
+def check_not_ray_client(address: str | None) -> None:
+    """``UserError`` for ``RAY_ADDRESS=ray://...``: Ray Serve does not run through a Ray client (Ray's
+    "won't fix", ray-project/ray#43357). Measured with Ray 2.60 against a real head: the model, handed to
+    the replicas as a client's object reference, failed every replica's start ("'NoneType' object has no
+    attribute 'call_retain'") and `metarec serve` ended ~20 s later in "Deploying application metarec
+    failed" with a traceback."""
+    from metarec_dist.errors import UserError
+
+    if address and address.strip().lower().startswith("ray://"):
+        raise UserError(
+            f"RAY_ADDRESS={address}: metarec serve does not run through a Ray client (ray://; Ray Serve "
+            "does not support it); run metarec serve on a node of the cluster with RAY_ADDRESS=HOST:6379 "
+            "(the head's GCS address)"
+        )
 
 
 def check_serve_args(
