@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from metarec_dist.config import Config
 from metarec_dist.errors import UserError
+from metarec_dist.runtime.quiet import DropMessages
 
 if TYPE_CHECKING:
     from metarec_dist.data.config import DataConfig
@@ -64,21 +66,14 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
 
 def _join(address: str, quiet: dict[str, Any]) -> None:
     """``ray.init(address)``; Ray giving up on a server there that is not what the address says is one
-    line, not a bare ``ConnectionError`` traceback. Both are gRPC servers and so pass
-    :func:`check_reachable` (measured against a real head): ``ray://HOST:6379`` (the GCS port, no client
-    server: ~30 s) and ``HOST:<raylet port>`` (not the GCS: ~20 s)."""
+    line, not a bare ``ConnectionError`` traceback: one :func:`check_ray_service` could not tell in time
+    (Ray's own time-outs: ~30 s for ``ray://``, ~20 s for a GCS address)."""
     import ray
 
     try:
         ray.init(address=address, **quiet)
     except ConnectionError as exc:
-        if address.startswith("ray://"):
-            fix = (
-                "the client port is the head's --ray-client-server-port (10001 by default), or drop ray:// "
-                "to join the GCS address (HOST:6379) directly"
-            )
-        else:
-            fix = "give the head's GCS address (ray start --head --port, 6379 by default)"
+        fix = CLIENT_PORT_FIX if address.startswith("ray://") else GCS_PORT_FIX
         raise UserError(
             f"RAY_ADDRESS={address}: no Ray cluster answers there as expected ({exc}); {fix}"
         ) from None
@@ -103,16 +98,48 @@ def joined_address() -> str | None:
     address = os.environ.get("RAY_ADDRESS")
     if address != "auto":
         return address or None
-    from ray._private.services import get_ray_address_from_environment
+    from ray._private import services
 
+    # Ray warns "Found multiple active Ray instances ..." at every resolution, and ``auto`` is resolved for
+    # the reachability check and again to join: the same lines twice. Dropped; said once, here.
+    drop = DropMessages(re.compile(r"^Found multiple active Ray instances"))
+    services.logger.addFilter(drop)
     try:
-        return get_ray_address_from_environment("auto", None)
+        resolved = services.get_ray_address_from_environment("auto", None)
     except ConnectionError:
         raise UserError(
             "RAY_ADDRESS=auto: no Ray cluster was started on this machine (no `ray start --head` recorded in "
             "Ray's temp folder, no GCS process running); start one, set RAY_ADDRESS=HOST:6379 (the head's "
             "GCS address), or unset RAY_ADDRESS for a local cluster metarec starts"
         ) from None
+    finally:
+        services.logger.removeFilter(drop)
+    warn_of_other_clusters(resolved, sorted(services.find_gcs_addresses()))
+    return resolved
+
+
+_SAID_OTHER_CLUSTERS: set[tuple[str, ...]] = set()
+
+
+def warn_of_other_clusters(resolved: str, running: list[str]) -> None:
+    """Once per process: ``RAY_ADDRESS=auto`` chose ``resolved`` among several clusters ``running`` here
+    (GCS processes found on this machine): the one the latest ``ray start`` recorded, which may be one that
+    is stopped since (the reachability check then fails on it). Say which, and how to choose."""
+    if len(running) < 2 or (resolved, *running) in _SAID_OTHER_CLUSTERS:
+        return
+    _SAID_OTHER_CLUSTERS.add((resolved, *running))
+    from ray._private.utils import get_ray_address_file
+
+    stale = "" if resolved in running else ", which is not one of them (stopped since?)"
+    log.warning(
+        "RAY_ADDRESS=auto: %d Ray clusters run on this machine (%s); joining %s, the one the latest `ray "
+        "start` recorded in %s%s; set RAY_ADDRESS=HOST:PORT to join another",
+        len(running),
+        ", ".join(running),
+        resolved,
+        get_ray_address_file(None),
+        stale,
+    )
 
 
 def check_reachable(address: str, timeout_s: float = 5.0, given: str | None = None) -> None:
@@ -136,6 +163,7 @@ def check_reachable(address: str, timeout_s: float = 5.0, given: str | None = No
             f"RAY_ADDRESS={shown}: no Ray cluster answers there ({exc.strerror or exc}); start its head "
             "(ray start --head, docs/cluster.md), or unset RAY_ADDRESS for a local cluster metarec starts"
         ) from None
+    check_ray_service(address, host, port, shown)
 
 
 def _host_and_port(address: str) -> tuple[str | None, int | None]:
@@ -172,6 +200,55 @@ def check_not_http(conn: Any, shown: str) -> None:
         return
     if head.startswith(b"HTTP/"):
         raise UserError(http_address_error(shown, "an HTTP server answers there"))
+
+
+# Fix for each server RAY_ADDRESS may name by mistake.
+CLIENT_PORT_FIX = (
+    "the client port is the head's --ray-client-server-port (10001 by default), or drop ray:// to join the "
+    "GCS address (HOST:6379) directly"
+)
+GCS_PORT_FIX = "give the head's GCS address (ray start --head --port, 6379 by default)"
+
+
+def check_ray_service(address: str, host: str, port: int, shown: str) -> None:
+    """``UserError`` when the gRPC server at ``RAY_ADDRESS`` is not the Ray server the address asks for:
+    ``ray://`` a Ray client server, else a GCS. Both ports of a head answer gRPC, and so does a raylet's;
+    ``ray.init`` at the wrong one gave up only after its own time-outs (measured against a real head, Ray
+    2.60: ``ray://HOST:<GCS port>`` 30 s, ``HOST:<raylet port>`` 20 s). One call of the service asked for
+    (the Ray client's ``ClusterInfo`` ping, the GCS's ``GetClusterId``), answered ``UNIMPLEMENTED`` in
+    milliseconds by a server without it, tells at once; any other answer (the token refused, TLS, no
+    answer) is left to Ray."""
+    client = address.startswith("ray://")
+    if not _lacks_service(host, port, client):
+        return
+    if client:
+        raise UserError(f"RAY_ADDRESS={shown}: the server there is no Ray client server; {CLIENT_PORT_FIX}")
+    if not _lacks_service(host, port, client=True):
+        raise UserError(
+            f"RAY_ADDRESS={shown}: that is a Ray client server; set RAY_ADDRESS=ray://{address} to join "
+            f"through it, or {GCS_PORT_FIX}"
+        )
+    raise UserError(f"RAY_ADDRESS={shown}: the server there is no Ray GCS (a raylet's port?); {GCS_PORT_FIX}")
+
+
+def _lacks_service(host: str, port: int, client: bool) -> bool:
+    """Whether the gRPC server at ``host:port`` answers ``UNIMPLEMENTED`` to the Ray client service
+    (``client``) or to the GCS within ``PROBE_S``."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, ray_client_pb2, ray_client_pb2_grpc
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        try:
+            if client:
+                ping = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+                ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(ping, timeout=PROBE_S)
+            else:
+                request = gcs_service_pb2.GetClusterIdRequest()
+                gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(request, timeout=PROBE_S)
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.UNIMPLEMENTED
+    return False
 
 
 def http_address_error(shown: str, what: str) -> str:

@@ -460,6 +460,7 @@ def serve_model(
     import os
 
     check_serve_args(port, replicas, threads, max_body, request_timeout_s)
+    check_not_ray_client(os.environ.get("RAY_ADDRESS"))
     joined = bool(os.environ.get("RAY_ADDRESS"))
     if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
         check_port_free(host, port)
@@ -506,6 +507,22 @@ def serve_model(
         finally:
             ray_launcher.shutdown_ray()
             signal.signal(signal.SIGTERM, previous)
+
+
+def check_not_ray_client(address: str | None) -> None:
+    """``UserError`` for ``RAY_ADDRESS=ray://...``: Ray Serve does not run through a Ray client (Ray's
+    "won't fix", ray-project/ray#43357). Measured with Ray 2.60 against a real head: the model, handed to
+    the replicas as a client's object reference, failed every replica's start ("'NoneType' object has no
+    attribute 'call_retain'") and `metarec serve` ended ~20 s later in "Deploying application metarec
+    failed" with a traceback."""
+    from metarec_dist.errors import UserError
+
+    if address and address.strip().lower().startswith("ray://"):
+        raise UserError(
+            f"RAY_ADDRESS={address}: metarec serve does not run through a Ray client (ray://; Ray Serve "
+            "does not support it); run metarec serve on a node of the cluster with RAY_ADDRESS=HOST:6379 "
+            "(the head's GCS address)"
+        )
 
 
 def check_serve_args(
@@ -622,19 +639,65 @@ def stop_serving(joined: bool) -> None:
     """Stop the application: its replicas finish the requests they hold (Ray Serve's graceful shutdown).
 
     On a cluster this process started, the rest of Serve (controller, proxy) goes with the cluster in
-    ``shutdown_ray``: ``serve.shutdown()`` there made the controller end itself inside its own
-    ``graceful_shutdown`` call, which Ray reported on the terminal as a failed task ("(raylet) Task
-    ServeController.graceful_shutdown failed ... will be retried") on every Ctrl-C. Joined to a cluster
-    (``RAY_ADDRESS``), Serve is shut down as ``serve run`` does."""
+    ``shutdown_ray`` (``serve.shutdown()`` there printed, on every Ctrl-C, the failed-task line that
+    :func:`shutdown_serve` explains). Joined to a cluster (``RAY_ADDRESS``), Serve goes too unless it still
+    serves other applications there (:func:`shutdown_serve`)."""
     import ray
     from ray import serve
 
     if not ray.is_initialized():  # stopped before Ray started (serve.delete would start it)
         return
-    if joined:
-        serve.shutdown()
-        return
     try:
         serve.delete(APP_NAME)
     except Exception as exc:  # noqa: BLE001 -- never deployed (a failed start): the cluster goes anyway
         log.debug("serve.delete: %s", exc)
+    if not joined:
+        return
+    try:
+        shutdown_serve()
+    except Exception as exc:  # noqa: BLE001 -- the controller unreachable, a time-out: said, not a traceback
+        log.warning("Ray Serve was not shut down on the cluster at RAY_ADDRESS: %s", str(exc).splitlines()[0])
+
+
+# Ray Serve's own wait for its controller to exit (ServeControllerClient.shutdown's timeout_s, 2.60).
+CONTROLLER_EXIT_S = 30.0
+
+
+def shutdown_serve(timeout_s: float = CONTROLLER_EXIT_S, poll_s: float = 0.2) -> None:
+    """``serve.shutdown()`` on a joined cluster, without the failed-task line it printed every time.
+
+    ``serve.shutdown()`` (Ray 2.60) calls the controller's ``graceful_shutdown`` and waits for that call
+    never to return: the controller shuts the proxies and replicas down and then ``ray.kill``s itself. The
+    controller is an actor with ``max_task_retries=-1``, so Ray's core worker in this process takes the call
+    cut short by that kill for a retriable failure and says so on the terminal: "(raylet) Task
+    ServeController.graceful_shutdown failed. There are infinite retries remaining ... killed by
+    `ray.kill`". Here the controller is told to shut down with ``graceful_shutdown(wait=False)``, which
+    returns once the flag is set, and its end is awaited as Ray Serve awaited it before 2.6: until its
+    name is gone from the cluster (``ray.get_actor`` raises ``ValueError``). No call is in flight when it
+    dies. Applications other than ours (another user's, on a shared cluster) keep Serve running: said,
+    and left alone."""
+    import time
+
+    import ray
+    from ray import serve
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+    from ray.serve.context import _disconnect, _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return
+    others = sorted(name for name in serve.status().applications if name != APP_NAME)
+    client.shutdown_cached_handles()  # their routers poll the controller: no call left to fail
+    _disconnect()
+    if others:
+        log.info("Ray Serve keeps running on the cluster for its other applications: %s", ", ".join(others))
+        return
+    ray.get(client._controller.graceful_shutdown.remote(wait=False), timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:  # the controller is gone, and with it Serve's proxies and replicas
+            return
+        time.sleep(poll_s)
+    log.warning("Ray Serve's controller did not exit within %g s; it goes on shutting Serve down", timeout_s)

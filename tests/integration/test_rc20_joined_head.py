@@ -123,3 +123,18 @@ def test_the_dashboard_port_is_one_line(head):
     dashboard = head["ports"]["dashboard-port"]
     said = join(head, f"127.0.0.1:{dashboard}")
     assert said.startswith(f"USERERROR RAY_ADDRESS=127.0.0.1:{dashboard}: an HTTP server answers there")
+
+
+# Session 21 (ray21): the head's other gRPC ports were told apart only by ray.init's own time-outs (30 s for
+# ray://<GCS port>, 20 s for a raylet's port); now by one call of the service asked for.
+@pytest.mark.parametrize(
+    ("scheme", "port", "said"),
+    [
+        ("ray://", "port", "the server there is no Ray client server"),
+        ("", "node-manager-port", "the server there is no Ray GCS (a raylet's port?)"),
+        ("", "ray-client-server-port", "that is a Ray client server; set RAY_ADDRESS=ray://"),
+    ],
+)
+def test_another_ray_port_of_the_head_is_one_line(head, scheme, port, said):
+    address = f"{scheme}127.0.0.1:{head['ports'][port]}"
+    assert join(head, address).startswith(f"USERERROR RAY_ADDRESS={address}: {said}")

@@ -199,3 +199,86 @@ def test_ray_giving_up_on_the_server_there_is_one_line(monkeypatch, address, fix
         UserError, match=rf"^RAY_ADDRESS={address}: no Ray cluster answers there as expected .*{fix}"
     ):
         ray_launcher.init_ray()
+
+
+# Session 21 (ray21): RAY_ADDRESS=auto with other clusters running on the machine printed Ray's "Found
+# multiple active Ray instances ... Connecting to latest cluster at ..." twice (``auto`` is resolved for the
+# reachability check and again to join). Now one line of ours, naming the file the address came from, and
+# whether that cluster is among those running (a stale record is not).
+@pytest.mark.parametrize("stale", [False, True])
+def test_auto_among_several_clusters_is_said_once(monkeypatch, ray_temp, caplog, capfd, stale):
+    from ray._private import services
+
+    monkeypatch.setattr(ray_launcher, "_SAID_OTHER_CLUSTERS", set(), raising=False)
+    with grpc_like_server() as port:
+        recorded = f"127.0.0.1:{port}"
+        started_head_at(ray_temp, recorded)
+        others = {"127.0.0.1:6391", "127.0.0.1:6392"}
+        running = frozenset(others if stale else {*others, recorded})
+        monkeypatch.setattr(services, "find_gcs_addresses", lambda: running)
+        monkeypatch.setenv("RAY_ADDRESS", "auto")
+        ray_launcher.check_ray_address()
+        assert ray_launcher.joined_address() == recorded  # as init_ray resolves it again
+    messages = [r.getMessage() for r in caplog.records] + capfd.readouterr().err.splitlines()
+    assert not [m for m in messages if "Found multiple active Ray instances" in m]
+    said = [m for m in messages if "Ray clusters run on this machine" in m]
+    assert len(said) == 1
+    assert f"joining {recorded}, the one the latest `ray start` recorded in {ray_temp}" in said[0]
+    assert ("which is not one of them" in said[0]) == stale
+
+
+# Session 21 (ray21): RAY_ADDRESS=ray://HOST:<GCS port>, or a raylet's port, took Ray's own time-outs before
+# the one-line error (measured against a real head: 30 s and 20 s); a Ray client port without ray:// was
+# joined as a GCS. One gRPC call of the service the address asks for now tells in milliseconds.
+@contextmanager
+def grpc_server(client: bool = False, gcs: bool = False) -> Iterator[int]:
+    """A gRPC server on a free loopback port serving the Ray client's ``ClusterInfo`` and/or the GCS's
+    ``GetClusterId`` (neither: a raylet, as seen from a client); yields the port."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, ray_client_pb2, ray_client_pb2_grpc
+
+    class Client(ray_client_pb2_grpc.RayletDriverServicer):
+        def ClusterInfo(self, request, context):  # noqa: N802 (gRPC's name)
+            return ray_client_pb2.ClusterInfoResponse(json="{}")
+
+    class Gcs(gcs_service_pb2_grpc.NodeInfoGcsServiceServicer):
+        def GetClusterId(self, request, context):  # noqa: N802 (gRPC's name)
+            return gcs_service_pb2.GetClusterIdReply()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    if client:
+        ray_client_pb2_grpc.add_RayletDriverServicer_to_server(Client(), server)
+    if gcs:
+        gcs_service_pb2_grpc.add_NodeInfoGcsServiceServicer_to_server(Gcs(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "serves", "said"),
+    [
+        ("ray://", {"gcs": True}, "the server there is no Ray client server; the client port is the head's"),
+        ("ray://", {}, "the server there is no Ray client server; the client port is the head's"),
+        ("", {}, r"the server there is no Ray GCS \(a raylet's port\?\); give the head's GCS address"),
+        ("", {"client": True}, r"that is a Ray client server; set RAY_ADDRESS=ray://127\.0\.0\.1:\d+ "),
+    ],
+)
+def test_a_port_of_another_ray_server_is_one_line_at_once(monkeypatch, scheme, serves, said):
+    with grpc_server(**serves) as port:
+        address = f"{scheme}127.0.0.1:{port}"
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(UserError, match=rf"^RAY_ADDRESS={address}: {said}"):
+            ray_launcher.check_ray_address()
+
+
+@pytest.mark.parametrize(("scheme", "serves"), [("ray://", {"client": True}), ("", {"gcs": True})])
+def test_the_ray_server_the_address_asks_for_passes(monkeypatch, scheme, serves):
+    with grpc_server(**serves) as port:
+        monkeypatch.setenv("RAY_ADDRESS", f"{scheme}127.0.0.1:{port}")
+        ray_launcher.check_ray_address()  # nothing said: ray.init joins it
