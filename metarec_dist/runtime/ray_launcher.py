@@ -398,6 +398,9 @@ def build_trainer(
         "resume_from": str(resume_from) if resume_from else None,
         "resume_say": resume_say,
         "notes": notes,
+        # Where relative data files were read (the driver's folder): every checkpoint records it, also on
+        # cloud storage, where the run folder records nothing (train.trainer.data_folder).
+        "data_folder": os.getcwd(),
     }
     return TorchTrainer(
         train_loop_per_worker,
@@ -702,7 +705,7 @@ def train_on_ray(cfg: Config, verbose: bool = False) -> dict[str, Any]:
     from metarec_dist.run_folder import RunLock, local_run_dir
 
     cfg = for_workers(cfg)
-    with RunLock(local_run_dir(cfg.runtime)):
+    with RunLock(local_run_dir(cfg.runtime), record_data=False):  # recorded once the data is read
         return _train_on_ray(override_for_workers(cfg), verbose)
 
 
@@ -735,11 +738,11 @@ def remove_stale_scratch(run_dir: Path) -> None:
 
 def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     from metarec_dist.data.pipeline import cached_shards
-    from metarec_dist.metrics.progress import ProgressBar
-    from metarec_dist.run_folder import run_path
+    from metarec_dist.run_folder import local_run_dir, record_data_folder, run_path
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
     from metarec_dist.runtime.ray_data import user_datasets
     from metarec_dist.runtime.ray_worker import WANDB_METRIC
+    from metarec_dist.train.launch import BarOnceResumed
 
     # Before Ray starts: a missing file fails in a second. The driver reads no rows of the log, ever: a
     # cache hit is a folder of Parquet files, and a miss is prepared by a Ray task (prepare_off_driver).
@@ -755,6 +758,8 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     if shards is None:
         shards = prepare_off_driver(cfg, scratch)
         rank0_says = check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
+    if (run_dir := local_run_dir(cfg.runtime)) is not None:  # read, and the resume accepted so far
+        record_data_folder(run_dir)
     shards.folder = cluster_readable(shards.folder, cfg)
     datasets = user_datasets(shards, cfg.runtime.num_workers)
     actor = ProgressActor.remote()
@@ -769,7 +774,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     trainer = build_trainer(
         cfg, datasets, catalogue, progress=actor, resume_from=resume_from, resume_say=rank0_says, notes=notes
     )
-    bar = ProgressBar.for_run(cfg, resume_from)
+    bar = BarOnceResumed(cfg, resume_from)  # drawn at rank 0's first report: after its resume checks
     try:
         result = fit_until_stopped(lambda: run_with_progress(trainer.fit, actor, WithWorkerNotes(bar)))
     except Exception as exc:  # Ray Train raises a worker's failure from fit(), wrapped

@@ -252,6 +252,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run_dir = local_run_dir(cfg.runtime)  # the driver made the storage path absolute
     resume_from = Path(config["resume_from"]) if config.get("resume_from") else None
     ctx = RayContext(run_dir, resume_from, cfg.checkpoint.keep, config.get("resume_say", "data"))
+    ctx.data_folder = config.get("data_folder")  # the driver's, recorded in every checkpoint
     with notes_to_driver(config["progress"] if ctx.is_main and config.get("notes") else None):
         _fit(cfg, ctx, config)
 
