@@ -25,8 +25,12 @@ def test_relative_data_files_are_found_from_the_training_folder(tmp_path, monkey
     assert main(["evaluate", "--checkpoint", str(run), "--shots", "1", "--n-boot", "5", "--steps", "0"]) == 0
     assert main(["export", "--checkpoint", str(run), "--out", "exp", "--fuse"]) == 0, capsys.readouterr().err
     assert (elsewhere / "exp").is_dir() and not (elsewhere / "log.csv").exists()
-    # Found from the current folder first: a log.csv here (another log) is read, and refused as other data.
+    # The folder the checkpoint records (session 21: every checkpoint carries it) comes first: another
+    # log.csv here is not read while the training folder still has its own ...
     _write_log(elsewhere / "log.csv", rename={"i1": "i2", "i2": "i1"})
     capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--shots", "1", "--n-boot", "5", "--steps", "0"]) == 0
+    # ... and once that is gone, the one here is read, and refused as other data.
+    (project / "log.csv").unlink()
     assert main(["evaluate", "--checkpoint", str(run), "--shots", "1", "--n-boot", "5", "--steps", "0"]) == 2
     assert "trained on other data" in capsys.readouterr().err
