@@ -25,6 +25,9 @@ class WorkerContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    # Where the run's relative data files were read (a Ray run: the driver's folder, which it passes on);
+    # every checkpoint records it. None: this process's own folder where it read them (LocalContext).
+    data_folder: str | None = None
 
     @property
     def is_main(self) -> bool:

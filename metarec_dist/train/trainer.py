@@ -505,8 +505,7 @@ def data_folder(ctx: WorkerContext) -> str | None:
     run folder records (``run_folder.RUN_INFO``, written by the Ray driver); None where none says."""
     if isinstance(ctx, LocalContext):
         return str(Path.cwd())
-    given = getattr(ctx, "data_folder", None)
-    if given:
-        return str(given)
+    if ctx.data_folder:
+        return ctx.data_folder
     folder = recorded_data_folder(ctx.run_dir) if ctx.run_dir is not None else None
     return None if folder is None else str(folder)
