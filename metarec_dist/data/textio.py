@@ -285,6 +285,24 @@ def _utf8_pieces(path: Path, encoding: str | None, label: str, cr_line_ends: boo
         pending.append(chunk[end:])
 
 
+def _ends_in_quote(text: str, delimiter: str) -> bool:
+    """Whether ``text`` (whole lines of a CSV file) ends inside a quoted value, by Arrow's rules: a quote
+    opens a value only as its first character, and ``""`` inside a quoted value is a quote."""
+    quoted, at_start, i = False, True, 0
+    while i < len(text):
+        ch = text[i]
+        if quoted and ch == '"':
+            if text.startswith('"', i + 1):  # "" in a quoted value: a quote, the value goes on
+                i += 1
+            else:
+                quoted = False
+        elif not quoted and ch == '"' and at_start:
+            quoted = True
+        at_start = not quoted and ch in (delimiter, "\n", "\r")
+        i += 1
+    return quoted
+
+
 def _after_last_line_end(chunk: bytes, cr_line_ends: bool) -> int:
     """Where the chunk's last whole line ends (0: none does); a "\r" last in the chunk may be the start
     of a "\r\n", so it does not end one."""
@@ -688,8 +706,9 @@ class TextFile:
         """The first line that is not valid UTF-8 or has the wrong number of fields, as a DataError."""
         names = self.names
         shown_sep = "whitespace" if self.spec.whitespace else repr(self.spec.sep)
+        opened: tuple[int, list[str]] | None = None  # a quoted value open at a line end: its line, the text
         for number, raw in enumerate(self._lines(), 1):
-            if number == 1 and self.spec.header or not raw.rstrip(b"\r\n"):
+            if opened is None and (number == 1 and self.spec.header or not raw.rstrip(b"\r\n")):
                 continue
             try:
                 line = raw.decode("utf-8")
@@ -699,6 +718,22 @@ class TextFile:
                     f"{self.label}: line {number}, column {column!r}: not valid UTF-8 "
                     f"(byte 0x{raw[exc.start]:02x}); {ENCODING_HINT}"
                 )
+            if self.spec.quoting and (opened is not None or '"' in line):
+                # A quoted value may hold line breaks (Arrow reads it so): the row goes on to the line where
+                # the quote closes, and a quote never closed took the rest of the file.
+                first, parts = opened or (number, [])
+                parts.append(line)
+                if _ends_in_quote("".join(parts), self.delimiter):
+                    opened = (first, parts)
+                    continue
+                opened = None
+                if first != number:
+                    fields = self._split("".join(parts))
+                    if len(fields) != len(names):
+                        return self._quote_error(
+                            first, parts[0], f"is closed only on line {number}", len(fields)
+                        )
+                    continue
             fields = self._split(line)
             if len(fields) > len(names):
                 # the user_item format: a line per user with all its items is the common mix-up
@@ -718,7 +753,24 @@ class TextFile:
                     f"{self.label}: line {number}: {len(fields)} fields but {len(names)} columns "
                     f"({', '.join(names)}); column {names[len(fields)]!r} is missing (separator {shown_sep})"
                 )
+        if opened is not None:
+            return self._quote_error(opened[0], opened[1][0], "is never closed", None)
         return None
+
+    def _quote_error(self, number: int, opening: str, closed: str, fields: int | None) -> DataError:
+        """The quote that opens a value on line ``number`` (``opening``) and ``closed`` (where, if anywhere):
+        Arrow read the lines up to there as one value, and ``fields`` fields in that row."""
+        index = len(self._split(opening)) - 1  # the open value is the line's last field
+        column = self.names[index] if index < len(self.names) else f"field {index + 1}"
+        took = (
+            "the rest of the file is read as its value"
+            if fields is None
+            else f"the lines up to there are read as one row of {fields} fields ({len(self.names)} columns)"
+        )
+        return DataError(
+            f'{self.label}: line {number}: the quote (") that opens column {column!r} {closed}: {took}; '
+            'close it on that line (a quote that is part of a value: doubled, in a quoted value, "a""b")'
+        )
 
     def _column_at(self, raw: bytes, offset: int) -> str:
         index = raw[:offset].count(self.delimiter.encode())

@@ -93,3 +93,43 @@ def test_a_damaged_gzip_parquet_file_is_one_line_and_leaves_no_copy(tmp_path, te
     with pytest.raises(DataError, match="a gzip file that cannot be decompressed"), arrow_source(packed):
         pass
     assert list(temp.iterdir()) == []
+
+
+# An unterminated quote in a CSV log: Arrow reads the rest of the file as the quoted value, and the line scan
+# named the quote's line as "2 fields but 3 columns ... column 'timestamp' is missing", the wrong cause.
+HEADER = "user_id,item_id,timestamp\n1,10,100\n"
+
+
+def _csv_error(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "log.csv"
+    path.write_text(HEADER + body)
+    with pytest.raises(DataError) as err:
+        prepare_data(cfg(path=str(path), format="csv"))
+    return str(err.value).removeprefix(f"{path}: ")
+
+
+def test_an_unterminated_quote_is_named_at_the_line_it_opens(tmp_path):
+    msg = _csv_error(tmp_path, '2,"20,50\n3,30,200\n4,40,300\n')
+    assert msg.startswith(
+        "line 3: the quote (\") that opens column 'item_id' is never closed: the rest of the"
+    )
+    assert "missing" not in msg and "\n" not in msg
+
+
+def test_a_quote_closed_lines_later_names_both_lines_and_the_row_it_made(tmp_path):
+    msg = _csv_error(tmp_path, '2,"20\n3"\n4,40,300\n')
+    assert msg.startswith("line 3: the quote (\") that opens column 'item_id' is closed only on line 4: the ")
+    assert "one row of 2 fields (3 columns)" in msg
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ('2,"2\n0",50\n3,30\n', 5),  # a quoted value holding a line break is a value (Arrow reads it)
+        ('2,"20""x",50\n3,30\n', 4),  # "" in a quoted value is a quote
+        ('2,2"0,50\n3,30\n', 4),  # a quote inside a value opens nothing
+    ],
+)
+def test_quoted_values_that_are_fine_are_not_blamed_for_a_later_short_line(tmp_path, body, line):
+    msg = _csv_error(tmp_path, body)
+    assert msg.startswith(f"line {line}: 2 fields but 3 columns (user_id, item_id, timestamp)")
