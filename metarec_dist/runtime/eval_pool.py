@@ -18,6 +18,7 @@ from typing import Any
 import ray
 
 from metarec_dist.errors import UserError
+from metarec_dist.eval.distributed import call_batch, ordered_results
 from metarec_dist.runtime.ray_launcher import check_ray_address, init_ray
 
 _POOL: ActorPool | None = None
@@ -49,18 +50,10 @@ class _BatchWorker:
     def run(self, key: str, index: int) -> Any:
         if key != self.key or self.fn is None:
             raise RuntimeError(f"batch {index} of evaluation {key} reached an actor holding {self.key}")
-        try:
-            return self.fn(self.payload, index)
-        except Exception as exc:  # sent back as a result; ActorPool.map raises it as itself
-            return _Raised(exc)
+        return call_batch(self.fn, self.payload, index)  # an error comes back as a result: map raises it
 
     def unload(self) -> None:
         self.key = self.fn = self.payload = None
-
-
-class _Raised:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 class ActorPool:
@@ -93,10 +86,12 @@ class ActorPool:
         """``[fn(payload, i) for i in range(n)]`` on the actors, in batch order."""
         if n == 0:
             return []
+        if not self.actors:  # stopped by an interrupt or an error: its batches would come back as None
+            raise RuntimeError("this evaluation actor pool was stopped; start another (actor_pool)")
         key = uuid.uuid4().hex
-        ref = ray.put(payload)  # stored once; each actor reads it once
-        ray.get([a.load.remote(key, fn, ref) for a in self.actors])
         try:
+            ref = ray.put(payload)  # stored once; each actor reads it once
+            ray.get([a.load.remote(key, fn, ref) for a in self.actors])
             results: list[Any] = [None] * n
             pending: dict[Any, tuple[Any, int]] = {}
             todo = iter(range(n))
@@ -119,10 +114,7 @@ class ActorPool:
                 self.close()
             raise
         ray.get([a.unload.remote() for a in self.actors])
-        for r in results:
-            if isinstance(r, _Raised):
-                raise r.exc
-        return results
+        return ordered_results(results)
 
     @staticmethod
     def _submit(actor: Any, key: str, todo: Any, pending: dict[Any, tuple[Any, int]]) -> None:

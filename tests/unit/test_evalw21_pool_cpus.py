@@ -96,3 +96,13 @@ def test_a_pool_that_fits_the_free_cpu_starts_and_scores(one_cpu_taken):
 
     pool = eval_pool.actor_pool(1)
     assert pool.map(operator.mul, 3, 4) == [0, 3, 6, 9]  # fn(payload, index); importable on the actor
+
+
+def test_a_stopped_pool_refuses_to_map_instead_of_returning_nones():
+    """After an interrupt the pool has no actors: a later ``map`` on it gave ``[None] * n`` as results."""
+    from metarec_dist.runtime import eval_pool
+
+    pool = object.__new__(eval_pool.ActorPool)
+    pool.workers, pool.actors = 2, []
+    with pytest.raises(RuntimeError, match="was stopped"):
+        pool.map(operator.mul, 3, 4)
