@@ -4,6 +4,7 @@ which the log's three columns are read: 489 MB peak, zipped 610 MB; now 187 MB, 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import re
@@ -133,3 +134,17 @@ def test_a_quote_closed_lines_later_names_both_lines_and_the_row_it_made(tmp_pat
 def test_quoted_values_that_are_fine_are_not_blamed_for_a_later_short_line(tmp_path, body, line):
     msg = _csv_error(tmp_path, body)
     assert msg.startswith(f"line {line}: 2 fields but 3 columns (user_id, item_id, timestamp)")
+
+
+@pytest.mark.parametrize("pack", [_gzip, _zip])
+def test_packed_parquet_side_tables_give_the_plain_ones_and_leave_no_copy(tmp_path, temp, pack):
+    from test_data_features import _same_tables_from, _tables
+
+    plain = _same_tables_from("parquet", tmp_path)
+    packed = dataclasses.replace(
+        plain,
+        user_features_path=str(pack(Path(plain.user_features_path))),
+        item_features_path=str(pack(Path(plain.item_features_path))),
+    )
+    assert _tables(prepare_data(packed).features) == _tables(prepare_data(plain).features)
+    assert list(temp.iterdir()) == []
