@@ -106,3 +106,31 @@ def test_a_stopped_pool_refuses_to_map_instead_of_returning_nones():
     pool.workers, pool.actors = 2, []
     with pytest.raises(RuntimeError, match="was stopped"):
         pool.map(operator.mul, 3, 4)
+
+
+def test_ctrl_c_during_a_real_map_stops_the_actors_at_once(one_cpu_taken):
+    """On a real cluster: Ctrl-C while the actor sleeps through its queued batches (batch i sleeps i s)
+    kills it, and the pool is gone; nothing waits for the queue."""
+    import signal
+
+    from metarec_dist.runtime import eval_pool
+
+    pool = eval_pool.actor_pool(1)
+    assert pool.map(operator.call, time.sleep, 1) == [None]  # started: the next map is interrupted in flight
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(operator.call, time.sleep, 30)  # 435 s of batches
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert eval_pool._POOL is None
+    deadline = time.monotonic() + 10
+    while _live_pool_actors() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _live_pool_actors() == []
