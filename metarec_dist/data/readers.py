@@ -142,12 +142,12 @@ def _check_no_header_row(table: pa.Table, roles: dict[str, str], text: TextFile)
 def _read_parquet(path: Path, cfg: DataConfig, ratings: bool) -> RawLog:
     check_file(path)
     try:
-        pf = pq.ParquetFile(arrow_source(path))
-        names = pf.schema_arrow.names
-        if pf.metadata.num_rows == 0:
-            raise DataError(f"{path}: the Parquet file has no rows")
-        roles = resolve_columns(names, str(path), cfg, optional_rating=ratings)
-        table = pf.read(columns=list(dict.fromkeys(roles.values())))
+        with arrow_source(path) as source, pq.ParquetFile(source) as pf:
+            names = pf.schema_arrow.names
+            if pf.metadata.num_rows == 0:
+                raise DataError(f"{path}: the Parquet file has no rows")
+            roles = resolve_columns(names, str(path), cfg, optional_rating=ratings)
+            table = pf.read(columns=list(dict.fromkeys(roles.values())))
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
     return _build(table, roles, Where(str(path), lambda row: f"row {row + 1}"), cfg, f"{path} (parquet)")

@@ -146,9 +146,9 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
     elif kind == "parquet":
         check_file(path)
         try:
-            pf = pq.ParquetFile(arrow_source(path))
-            id_col, wanted = _resolve(pf.schema_arrow.names, str(path), entity, specs, cfg)
-            table = pf.read(columns=list(dict.fromkeys([id_col, *wanted.values()])))
+            with arrow_source(path) as source, pq.ParquetFile(source) as pf:
+                id_col, wanted = _resolve(pf.schema_arrow.names, str(path), entity, specs, cfg)
+                table = pf.read(columns=list(dict.fromkeys([id_col, *wanted.values()])))
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
         where = Where(str(path), lambda row: f"row {row + 1}")

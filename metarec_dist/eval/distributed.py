@@ -76,7 +76,7 @@ class AcrossRanks:
                 result = _Failed(exc)
             mine.append(result if i < n else None)
         parts = self.ctx.all_gather(mine)
-        return _ordered([parts[i % world][i // world] for i in range(n)])
+        return ordered_results([parts[i % world][i // world] for i in range(n)])
 
 
 class _Failed:
@@ -86,7 +86,7 @@ class _Failed:
         self.exc = exc
 
 
-def _ordered(results: list[Any]) -> list[Any]:
+def ordered_results(results: list[Any]) -> list[Any]:
     """``results`` with the first failure (in batch order) raised as its own exception."""
     for r in results:
         if isinstance(r, _Failed):

@@ -10,16 +10,25 @@ seconds, shipping a model to a warm one milliseconds. Each actor takes one CPU a
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import ray
 
+from metarec_dist.errors import UserError
+from metarec_dist.eval.distributed import call_batch, ordered_results
 from metarec_dist.runtime.ray_launcher import check_ray_address, init_ray
 
 _POOL: ActorPool | None = None
 IN_FLIGHT = 2  # batches queued per actor
+# How long the free CPUs may take to cover the workers: the cluster's view of them lags a kill by up to a
+# second (the pool of another size this process stopped just before, bench/scale.py).
+FREE_WAIT_S = 5.0
+# How long the actors may take to start (a process importing torch: seconds; a minute on a busy machine)
+# once the CPUs were seen free: another job may take them first, and the actors would wait for ever.
+START_S = 120.0
 
 
 @ray.remote(num_cpus=1)
@@ -32,24 +41,19 @@ class _BatchWorker:
         self.fn: Callable[[Any, int], Any] | None = None
         self.payload: Any = None
 
+    def ready(self) -> bool:
+        return True
+
     def load(self, key: str, fn: Callable[[Any, int], Any], payload: Any) -> None:
         self.key, self.fn, self.payload = key, fn, payload
 
     def run(self, key: str, index: int) -> Any:
         if key != self.key or self.fn is None:
             raise RuntimeError(f"batch {index} of evaluation {key} reached an actor holding {self.key}")
-        try:
-            return self.fn(self.payload, index)
-        except Exception as exc:  # sent back as a result; ActorPool.map raises it as itself
-            return _Raised(exc)
+        return call_batch(self.fn, self.payload, index)  # an error comes back as a result: map raises it
 
     def unload(self) -> None:
         self.key = self.fn = self.payload = None
-
-
-class _Raised:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 class ActorPool:
@@ -58,23 +62,36 @@ class ActorPool:
     def __init__(self, workers: int, threads: int = 1) -> None:
         check_ray_address()
         init_ray()
-        have = int(ray.cluster_resources().get("CPU", 0))
-        if workers > have:
-            raise ValueError(
-                f"eval.workers (--workers) {workers}: the Ray cluster has {have} CPUs (one per evaluation "
-                f"worker); ask for at most {have}, or join a larger cluster (RAY_ADDRESS)"
-            )
+        check_free_cpus(workers)
         self.workers = workers
         self.actors = [_BatchWorker.remote(threads) for _ in range(workers)]
+        try:
+            self._wait_started()
+        except BaseException:  # too slow, Ctrl-C: actors still waiting for a CPU would otherwise stay queued
+            self.close()
+            raise
+
+    def _wait_started(self) -> None:
+        ready = [a.ready.remote() for a in self.actors]
+        _, pending = ray.wait(ready, num_returns=len(ready), timeout=START_S)
+        if pending:
+            total, free = _cpus()
+            raise UserError(
+                f"eval.workers (--workers) {self.workers}: {len(pending)} of the evaluation workers did not "
+                f"start within {START_S:.0f} s ({free} of the Ray cluster's {total} CPUs free now: other "
+                f"work took them first?); {_FEWER}"
+            )
 
     def map(self, fn: Callable[[Any, int], Any], payload: Any, n: int) -> list[Any]:
         """``[fn(payload, i) for i in range(n)]`` on the actors, in batch order."""
         if n == 0:
             return []
+        if not self.actors:  # stopped by an interrupt or an error: its batches would come back as None
+            raise RuntimeError("this evaluation actor pool was stopped; start another (actor_pool)")
         key = uuid.uuid4().hex
-        ref = ray.put(payload)  # stored once; each actor reads it once
-        ray.get([a.load.remote(key, fn, ref) for a in self.actors])
         try:
+            ref = ray.put(payload)  # stored once; each actor reads it once
+            ray.get([a.load.remote(key, fn, ref) for a in self.actors])
             results: list[Any] = [None] * n
             pending: dict[Any, tuple[Any, int]] = {}
             todo = iter(range(n))
@@ -97,10 +114,7 @@ class ActorPool:
                 self.close()
             raise
         ray.get([a.unload.remote() for a in self.actors])
-        for r in results:
-            if isinstance(r, _Raised):
-                raise r.exc
-        return results
+        return ordered_results(results)
 
     @staticmethod
     def _submit(actor: Any, key: str, todo: Any, pending: dict[Any, tuple[Any, int]]) -> None:
@@ -113,6 +127,35 @@ class ActorPool:
             for actor in self.actors:
                 ray.kill(actor)
         self.actors = []
+
+
+_FEWER = "ask for fewer (--workers 1 scores in this process, without Ray), or run when that work has ended"
+
+
+def _cpus() -> tuple[int, int]:
+    """The Ray cluster's CPUs: all of them, and those free now."""
+    return int(ray.cluster_resources().get("CPU", 0)), int(ray.available_resources().get("CPU", 0))
+
+
+def check_free_cpus(workers: int) -> None:
+    """``UserError`` when the cluster cannot give each of ``workers`` actors a CPU: it has too few, or too
+    few are free (other jobs' actors and tasks hold them). Actors asked for then were queued until CPUs came
+    free: ``metarec evaluate --workers N`` on a busy joined cluster waited in silence, for ever."""
+    total, free = _cpus()
+    if workers > total:
+        raise UserError(
+            f"eval.workers (--workers) {workers}: the Ray cluster has {total} CPUs (one per evaluation "
+            f"worker); ask for at most {total}, or join a larger cluster (RAY_ADDRESS)"
+        )
+    deadline = time.monotonic() + FREE_WAIT_S
+    while free < workers and time.monotonic() < deadline:
+        time.sleep(0.2)
+        total, free = _cpus()
+    if free < workers:
+        raise UserError(
+            f"eval.workers (--workers) {workers}: only {free} of the Ray cluster's {total} CPUs are free "
+            f"(one per evaluation worker; other jobs hold the rest); {_FEWER}"
+        )
 
 
 def actor_pool(workers: int, threads: int = 1) -> ActorPool:
