@@ -70,6 +70,8 @@ def _join(address: str, quiet: dict[str, Any]) -> None:
     (Ray's own time-outs: ~30 s for ``ray://``, ~20 s for a GCS address)."""
     import ray
 
+    if address.startswith("ray://"):
+        quiet_client_server()
     try:
         ray.init(address=address, **quiet)
     except ConnectionError as exc:
@@ -77,6 +79,19 @@ def _join(address: str, quiet: dict[str, Any]) -> None:
         raise UserError(
             f"RAY_ADDRESS={address}: no Ray cluster answers there as expected ({exc}); {fix}"
         ) from None
+
+
+# The Ray client server joins the cluster for each client from a thread, and Ray warns there that it cannot
+# install its SIGTERM handler; the warning is sent to the client and printed before any output of a ray://
+# run (`metarec evaluate --workers N`, `train`), though it concerns the server's process only.
+CLIENT_SERVER_NOISE = re.compile(r"^SIGTERM handler is not set because current thread is not the main thread")
+
+
+def quiet_client_server() -> None:
+    """Drop the Ray client server's ``CLIENT_SERVER_NOISE`` from the logs it streams to this process."""
+    logger = logging.getLogger("ray.util.client.logsclient")
+    if not any(isinstance(f, DropMessages) and f.pattern is CLIENT_SERVER_NOISE for f in logger.filters):
+        logger.addFilter(DropMessages(CLIENT_SERVER_NOISE))
 
 
 def check_ray_address() -> None:
