@@ -10,7 +10,7 @@
 # methods). Data: $METAREC_DATA_DIR, else ../shared/data next to the repo if present, else ~/.cache/metarec.
 # Output: runs/<dataset>-repro and the published page docs/results/<dataset>.{md,json,png}; given --out DIR,
 # everything goes into DIR (DIR/results.{md,json}, DIR/ndcg_vs_k.png) and docs/ is left alone (name
-# --markdown/--json/--plot to write elsewhere). A quick look at the flow on ml100k (a few minutes):
+# --markdown/--json/--plot to write elsewhere). A quick look at the flow on ml100k (under a minute):
 #   bash launch/reproduce.sh ml100k --method fomaml=configs/ml100k.yaml --seeds 0 --jobs 1 \
 #     --set train.meta_steps=50 --out runs/try-repro
 set -euo pipefail

@@ -154,9 +154,9 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--choose-adaptation",
         action="store_true",
         help="choose the test-time adaptation (steps, inner lr) on validation users as `metarec evaluate` "
-        "does and record it: recommend and serve apply it (default: they apply the trained "
-        "meta.adaptation_steps and meta.inner_lr; a fused export always records its own); needs the run's "
-        "data",
+        "does and record it: recommend and serve apply it (default: they apply the steps the run "
+        "validated with, train.eval_steps, where it set them, else the trained meta.adaptation_steps, at "
+        "meta.inner_lr; a fused export always records its own); needs the run's data",
     )
     how.add_argument(
         "--steps",

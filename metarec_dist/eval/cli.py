@@ -85,8 +85,8 @@ def _add_adaptation_args(p: argparse.ArgumentParser, searched: bool = True) -> N
     default = (
         "skips the validation search"
         if searched
-        else "default: the adaptation an export records (see metarec export --help), else the trained "
-        "meta.adaptation_steps"
+        else "default: the adaptation an export records (see metarec export --help), else the steps the run "
+        "validated with (train.eval_steps) where it set them, else the trained meta.adaptation_steps"
     )
     p.add_argument("--steps", type=int, help=f"fixed test-time adaptation steps ({default})")
     lr_default = "" if searched else "; default: as --steps, the trained meta.inner_lr"

@@ -115,8 +115,8 @@ def test_recommend_help_does_not_promise_a_validation_search(capsys):
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     assert "validation search" not in text and "tuned on valid" not in text
     assert (
-        "default: the adaptation an export records (see metarec export --help), else the trained "
-        "meta.adaptation_steps" in text
+        "default: the adaptation an export records (see metarec export --help), else the steps the run "
+        "validated with (train.eval_steps) where it set them, else the trained meta.adaptation_steps" in text
     )
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
@@ -230,3 +230,17 @@ def test_recommend_no_fuse_on_a_model_without_fusion_says_it_changes_nothing(run
     capsys.readouterr()
     assert main([*args[:2], str(fused), *args[3:]]) == 0  # a fused export: --no-fuse does change the ranking
     assert "note:" not in capsys.readouterr().err
+
+
+def test_recommend_and_export_help_name_the_validated_steps(capsys):
+    """Without a recorded adaptation, recommend and serve adapt with the run's train.eval_steps where it set
+    them (``Recommender.unrecorded``); recommend's --steps and export's --choose-adaptation help said "the
+    trained meta.adaptation_steps" only, so a run validated (and early-stopped) at 0 steps seemed to be
+    served with 3."""
+    import re
+
+    for command in ("recommend", "export"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = re.sub(r"\s+", " ", capsys.readouterr().out)
+        assert "train.eval_steps" in text, command
