@@ -25,6 +25,7 @@ from metarec_dist import checkpoint as ckpt
 from metarec_dist.errors import UserError
 from metarec_dist.eval.loading import LoadedModel, with_training_folder_paths
 from metarec_dist.eval.protocol import Adaptation, ColdStartProtocol
+from metarec_dist.run_folder import DATA_FOLDER
 
 log = logging.getLogger("metarec")
 
@@ -131,8 +132,8 @@ def validation_protocol(
     from metarec_dist.eval.cli import model_protocol
 
     model, cfg, meta, state = ckpt.load_exported(folder)
-    if run_dir is not None:
-        cfg = with_training_folder_paths(cfg, run_dir)
+    # The folder the exported checkpoint records (a checkpoint copied out of its run folder), then the run's.
+    cfg = with_training_folder_paths(cfg, run_dir, meta.get(DATA_FOLDER))
     loaded = LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state)
     try:
         protocol, _ = model_protocol(loaded, sorted(cfg.eval.shots), serving_protocol(loaded))

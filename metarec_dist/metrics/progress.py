@@ -17,11 +17,13 @@ class ProgressBar:
         self.postfix: dict[str, str] = {}
 
     @classmethod
-    def for_run(cls, cfg: Config, resume_from: Path | None) -> ProgressBar:
+    def for_run(cls, cfg: Config, resume_from: Path | None, at: int = 0) -> ProgressBar:
         """The bar of a run that resumes from the checkpoint ``resume_from`` (None: a fresh run): it starts
         at that checkpoint's meta-step, so it neither shows 0 until the first log nor counts the resumed
-        steps in its rate and ETA."""
-        return cls(cfg.train.meta_steps, resumed_step(resume_from), f"meta-train [{cfg.runtime.run_name}]")
+        steps in its rate and ETA. ``at``: a bar drawn at a report of that meta-step starts there too (the
+        steps before it were not timed by it)."""
+        start = max(resumed_step(resume_from), at)
+        return cls(cfg.train.meta_steps, start, f"meta-train [{cfg.runtime.run_name}]")
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if step > self.bar.n:

@@ -60,15 +60,18 @@ class BarOnceResumed:
         self.cfg, self.resumed_from = cfg, resumed_from
         self.bar: Any = None
 
-    def open(self, cfg: Config, resumed_from: Path | None) -> None:
-        """Draw the bar of ``cfg``'s run, from the meta-step of the checkpoint it resumed from (or 0)."""
+    def open(self, cfg: Config, resumed_from: Path | None, at: int = 0) -> None:
+        """Draw the bar of ``cfg``'s run, from the meta-step of the checkpoint it resumed from (or 0), or
+        from ``at``, the first reported step, when later."""
         from metarec_dist.metrics.progress import ProgressBar
 
-        self.bar = ProgressBar.for_run(cfg, resumed_from)
+        self.bar = ProgressBar.for_run(cfg, resumed_from, at)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self.bar is None and self.cfg is not None:
-            self.open(self.cfg, self.resumed_from)
+            # Drawn at this report: counting the steps before it as its first update gave a rate of
+            # 252,061 step/s and an ETA of 00:00 (the Ray quickstart's first line).
+            self.open(self.cfg, self.resumed_from, step)
         if self.bar is not None:
             self.bar.log(metrics, step)
 

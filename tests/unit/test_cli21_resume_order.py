@@ -45,3 +45,27 @@ def test_the_ray_drivers_bar_is_drawn_at_the_first_report(tmp_path, monkeypatch)
     bar.log({"loss": 1.0}, 3)
     bar.close()
     assert len(drawn) == 1 and drawn[0].n == 3 and drawn[0].total == 8
+
+
+def test_the_bar_drawn_at_a_report_starts_there_not_at_zero(tmp_path, monkeypatch):
+    """The Ray driver's bar, drawn at rank 0's first report (step 25 of the quickstart), took the 25 steps
+    before it as its first update, made in no time: ``25/600 [00:00<00:00, 252061.54step/s]``."""
+    from trained import local_config
+
+    from metarec_dist.metrics import progress
+    from metarec_dist.train.launch import BarOnceResumed
+
+    drawn = []
+    real = progress.tqdm
+
+    def recording(*args, **kwargs):
+        drawn.append(real(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(progress, "tqdm", recording)
+    bar = BarOnceResumed(local_config(tmp_path, "r", "train.meta_steps=600"), None)
+    bar.log({"loss": 1.0}, 25)
+    rate = drawn[0].format_dict["rate"]
+    bar.close()
+    assert drawn[0].format_dict["initial"] == 25 and drawn[0].n == 25
+    assert rate is None  # before: 25 steps over ~0 s
