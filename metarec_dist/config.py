@@ -953,8 +953,10 @@ def blame(exc: ValueError, path: str | Path | None, overrides: Sequence[Override
     said = override.describe() if isinstance(override, Setting) else f"--set {override}"
     key = _override_key(override)
     value = override.value if isinstance(override, Setting) else override.split("=", 1)[1].strip()
-    # "KEY: ..." and "KEY VALUE: ..." (a path not found) repeat what the --set already says.
-    return f"{said}: {message.removeprefix(f'{key}: ').removeprefix(f'{key} {value}: ')}"
+    # "KEY: ...", "KEY VALUE: ..." (a path not found) and "KEY=VALUE: ..." repeat what the --set says.
+    for said_again in (f"{key}: ", f"{key} {value}: ", f"{key}={value}: "):
+        message = message.removeprefix(said_again)
+    return f"{said}: {message}"
 
 
 def culprit(exc: ValueError, overrides: Sequence[Override]) -> Override | None:

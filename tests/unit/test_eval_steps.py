@@ -81,3 +81,18 @@ def test_inner_step_counts_past_the_bound_are_refused(tiny_cfg, setting, said):
     with pytest.raises(ValueError, match=said):
         with_overrides(tiny_cfg, [setting])
     with_overrides(tiny_cfg, [setting.split("=")[0] + "=1000"])  # the bound itself is a setting
+
+
+def test_the_cli_names_the_setting_once(capsys):
+    """`--set train.eval_steps=2: train.eval_steps=2: meta.algorithm=...`: the --set was said twice."""
+    from trained import TINY
+
+    from metarec_dist.cli import main
+
+    argv = ["train", "--config", TINY, "--set", "meta.algorithm=none", "--set", "train.eval_steps=2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: --set train.eval_steps=2: meta.algorithm=none does not adapt")
+        and err.count("train.eval_steps=2") == 1
+    )
