@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -55,13 +56,15 @@ def _init(verbose: bool, num_cpus: int | None, dashboard: bool) -> None:
         return
     local_cluster_defaults()
     _loopback_node_ip()
-    ray.init(
+    started = ray.init(
         num_cpus=num_cpus,
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         **quiet,
     )
+    if dashboard and started.dashboard_url:  # Ray's own "View the dashboard at" line is quieted with the rest
+        print(f"Ray dashboard: http://{started.dashboard_url}", file=sys.stderr)
 
 
 def _join(address: str, quiet: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,12 @@ def test_a_local_cluster_listens_on_loopback_only_and_requires_a_token(dashboard
     servers = " ".join(s["proc"] for s in listening)
     assert "gcs_server" in servers and "raylet" in servers, listening  # the check saw the cluster
     assert report["auth"] == {"gcs_server": "token", "raylet": "token"} and report["driver_token"], report
+    # runtime.dashboard=true says where the dashboard is (Ray's own line is quieted): a port listening here
+    said = re.findall(r"^Ray dashboard: http://127\.0\.0\.1:(\d+)$", proc.stderr, re.MULTILINE)
+    if dashboard:
+        assert len(said) == 1 and int(said[0]) in {s["port"] for s in listening}, proc.stderr[-2000:]
+    else:
+        assert not said, proc.stderr[-2000:]
 
 
 GROUP_PROBE = r"""
