@@ -27,6 +27,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+FIXED_DEFAULT_PORTS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "ray-client-server-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+)
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A token-authenticated head node; stopped by its process ids at the end."""
@@ -53,6 +62,10 @@ def head(tmp_path_factory):
         "--node-ip-address=127.0.0.1",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
+        # Ports Ray otherwise takes at fixed defaults (52365, 10001, ...): another cluster on the machine
+        # holding one left this head without its dashboard agent, and every submission then got "HTTP 500:
+        # No available agent to submit job" for minutes (seen with other Ray clusters running beside).
+        *(f"--{name}={_free_port()}" for name in FIXED_DEFAULT_PORTS),
         "--num-cpus=4",
         "--include-dashboard=true",
         f"--temp-dir={tmp}",
