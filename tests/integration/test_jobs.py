@@ -81,13 +81,20 @@ def head(tmp_path_factory):
         except OSError:
             time.sleep(1)
     else:
-        proc.kill()
+        _stop(proc)  # with the node processes it started, where it still runs (a bare kill left them)
         pytest.fail("ray head did not start")
     yield {"address": address, "token": token}
+    _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
     # Stopped as `ray stop --force` would: SIGTERM to `ray start --block` and the node's processes, then
     # SIGKILL after 5 s. Gently, the raylet drains and `ray start` waits ~30 s (measured) for a cluster
     # that only this test used.
-    children = psutil.Process(proc.pid).children(recursive=True)
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # `ray start` ended by itself: its node processes are not its children now
+        children = []
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.terminate()
