@@ -6,7 +6,9 @@ and a repeated (user, item) pair (user 1, item 10), so every reader must give th
 
 from __future__ import annotations
 
+import gzip
 import json
+import zipfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -236,3 +238,18 @@ def write_side_jsonl(folder: Path) -> tuple[Path, Path]:
         )
     )
     return user, item
+
+
+def gzipped(path: Path) -> Path:
+    """``path`` gzipped beside it (``NAME.gz``)."""
+    target = path.with_name(path.name + ".gz")
+    target.write_bytes(gzip.compress(path.read_bytes()))
+    return target
+
+
+def zipped(path: Path) -> Path:
+    """``path`` zipped beside it (``NAME.zip``, one member of its name)."""
+    target = path.with_name(path.name + ".zip")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(path, path.name)
+    return target

@@ -21,7 +21,6 @@ readers.read_layout (peak RSS of 2 runs each / Arrow pool peak / Python heap pea
 from __future__ import annotations
 
 import fcntl
-import gzip
 import itertools
 import os
 import signal
@@ -38,6 +37,7 @@ from data_fixtures import (
     ROWS,
     TITLES,
     cfg,
+    gzipped,
     no_whole_file_reads,
     sequences_by_user,
     write_csv,
@@ -47,6 +47,7 @@ from data_fixtures import (
     write_recbole,
     write_u_data,
     write_user_item,
+    zipped,
 )
 
 import metarec_dist
@@ -60,19 +61,6 @@ def _check(prepared) -> None:
     assert prepared.item_raw_ids == ["10", "20", "30", "40"]
 
 
-def _gzip(path: Path) -> Path:
-    target = path.with_name(path.name + ".gz")
-    target.write_bytes(gzip.compress(path.read_bytes()))
-    return target
-
-
-def _zip(path: Path) -> Path:
-    target = path.with_name(path.name + ".zip")
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.write(path, path.name)
-    return target
-
-
 def _utf16(path: Path) -> Path:
     target = path.with_name("utf16-" + path.name)
     target.write_bytes(path.read_text().encode("utf-16"))
@@ -84,11 +72,11 @@ def _utf16(path: Path) -> Path:
     [
         (write_ratings_dat, "ml", None, {"format": "auto"}),
         (write_user_item, "seq.txt", None, {"format": "user_item"}),
-        (write_user_item, "seq.txt", _gzip, {"format": "user_item"}),
-        (write_user_item, "seq.txt", _zip, {"format": "user_item"}),
+        (write_user_item, "seq.txt", gzipped, {"format": "user_item"}),
+        (write_user_item, "seq.txt", zipped, {"format": "user_item"}),
         (write_user_item, "seq.txt", _utf16, {"format": "user_item", "encoding": "utf-16"}),
-        (write_csv, "log.csv", _gzip, {"format": "csv"}),
-        (write_csv, "log.csv", _zip, {"format": "csv"}),
+        (write_csv, "log.csv", gzipped, {"format": "csv"}),
+        (write_csv, "log.csv", zipped, {"format": "csv"}),
     ],
 )
 def test_logs_stream_and_prepare_as_before(tmp_path, monkeypatch, write, name, pack, settings):
@@ -125,7 +113,7 @@ def test_errors_in_a_rewritten_log_name_the_line(tmp_path, monkeypatch):
         prepare_data(cfg(format="auto", path=str(path)))
 
 
-@pytest.mark.parametrize("pack", [_gzip, _zip])
+@pytest.mark.parametrize("pack", [gzipped, zipped])
 def test_an_archive_damaged_after_its_first_lines_is_one_line(tmp_path, pack):
     """Arrow decompresses the gzip'd log (an OSError of its own) and the zip is streamed: damage past the
     header is still the one-line error read_bytes gave when the whole file was read first."""
@@ -135,7 +123,7 @@ def test_an_archive_damaged_after_its_first_lines_is_one_line(tmp_path, pack):
     middle = len(data) // 2
     data[middle : middle + 64] = bytes(64)
     path.write_bytes(bytes(data))
-    kind = "gzip file that cannot be decompressed" if pack is _gzip else "zip file that cannot be read"
+    kind = "gzip file that cannot be decompressed" if pack is gzipped else "zip file that cannot be read"
     with pytest.raises(DataError, match=rf"^{path}: a {kind} \(.*\); check or re-create it$"):
         prepare_data(cfg(format="csv", path=str(path)))
 
@@ -225,7 +213,7 @@ def test_the_copy_of_a_killed_run_is_removed_by_the_next_run_and_nothing_else(tm
 
 def _zip_flags(path: Path, *, flags: int = 0, method: int | None = None) -> Path:
     """``path``'s zip with ``flags`` set and the compression ``method`` changed, in both of its headers."""
-    data = bytearray(_zip(path).read_bytes())
+    data = bytearray(zipped(path).read_bytes())
     for magic, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
         at = data.index(magic)
         data[at + flag_at] |= flags

@@ -5,34 +5,19 @@ which the log's three columns are read: 489 MB peak, zipped 610 MB; now 187 MB, 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import pytest
-from data_fixtures import EXPECTED, cfg, sequences_by_user, write_parquet
+from data_fixtures import EXPECTED, cfg, gzipped, sequences_by_user, write_parquet, zipped
 
 from metarec_dist.data import prepare_data
 from metarec_dist.data.errors import DataError
 from metarec_dist.data.textio import arrow_source
-
-
-def _gzip(path: Path) -> Path:
-    target = path.with_name(path.name + ".gz")
-    target.write_bytes(gzip.compress(path.read_bytes()))
-    return target
-
-
-def _zip(path: Path) -> Path:
-    target = path.with_name(path.name + ".zip")
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.write(path, path.name)
-    return target
 
 
 @pytest.fixture
@@ -43,7 +28,7 @@ def temp(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("pack", [_gzip, _zip])
+@pytest.mark.parametrize("pack", [gzipped, zipped])
 def test_a_packed_parquet_file_is_read_by_path_from_a_temporary_copy_removed_after(tmp_path, temp, pack):
     plain = write_parquet(tmp_path / "log.parquet")
     with arrow_source(pack(plain)) as source:
@@ -56,7 +41,7 @@ def test_a_packed_parquet_file_is_read_by_path_from_a_temporary_copy_removed_aft
     assert list(temp.iterdir()) == []
 
 
-@pytest.mark.parametrize("pack", [_gzip, _zip])
+@pytest.mark.parametrize("pack", [gzipped, zipped])
 def test_a_packed_parquet_log_prepares_as_the_plain_one_and_leaves_no_copy(tmp_path, temp, pack):
     path = pack(write_parquet(tmp_path / "log.parquet"))
     prepared = prepare_data(cfg(path=str(path), format="parquet", time_col="ts"))
@@ -72,7 +57,7 @@ def test_the_copy_a_killed_run_left_is_removed_by_the_next_and_a_live_ones_kept(
     live = temp / f"metarec-parquet-{os.getppid()}-abc.parquet"
     for path in (stale, live):
         path.write_bytes(b"PAR1")
-    with arrow_source(_gzip(write_parquet(tmp_path / "log.parquet"))):
+    with arrow_source(gzipped(write_parquet(tmp_path / "log.parquet"))):
         pass
     assert not stale.exists() and live.exists()
 
@@ -80,7 +65,7 @@ def test_the_copy_a_killed_run_left_is_removed_by_the_next_and_a_live_ones_kept(
 def test_no_room_for_the_copy_is_one_line_naming_tmpdir(tmp_path, monkeypatch):
     missing = tmp_path / "no-such-tmp"
     monkeypatch.setattr(tempfile, "tempdir", str(missing))
-    packed = _gzip(write_parquet(tmp_path / "log.parquet"))
+    packed = gzipped(write_parquet(tmp_path / "log.parquet"))
     with pytest.raises(DataError) as err, arrow_source(packed):
         pass
     msg = str(err.value)
@@ -89,7 +74,7 @@ def test_no_room_for_the_copy_is_one_line_naming_tmpdir(tmp_path, monkeypatch):
 
 
 def test_a_damaged_gzip_parquet_file_is_one_line_and_leaves_no_copy(tmp_path, temp):
-    packed = _gzip(write_parquet(tmp_path / "log.parquet"))
+    packed = gzipped(write_parquet(tmp_path / "log.parquet"))
     packed.write_bytes(packed.read_bytes()[:-12])  # cut: the end of the stream is missing
     with pytest.raises(DataError, match="a gzip file that cannot be decompressed"), arrow_source(packed):
         pass
@@ -136,7 +121,7 @@ def test_quoted_values_that_are_fine_are_not_blamed_for_a_later_short_line(tmp_p
     assert msg.startswith(f"line {line}: 2 fields but 3 columns (user_id, item_id, timestamp)")
 
 
-@pytest.mark.parametrize("pack", [_gzip, _zip])
+@pytest.mark.parametrize("pack", [gzipped, zipped])
 def test_packed_parquet_side_tables_give_the_plain_ones_and_leave_no_copy(tmp_path, temp, pack):
     from test_data_features import _same_tables_from, _tables
 
