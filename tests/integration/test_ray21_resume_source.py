@@ -11,9 +11,8 @@ arrive as one line, would double that and is left out: the driver refuses first,
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from trained import TINY, TINY_MODEL
 
 from metarec_dist.checkpoint import export, latest_complete
 from metarec_dist.config import load_config
@@ -22,15 +21,8 @@ from metarec_dist.train import launch
 from metarec_dist.train.init_from import absolute_source, check_resumed_source
 
 pytestmark = pytest.mark.integration
-TINY = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
 SMALL = [
-    "model.hidden_size=16",
-    "model.num_heads=2",
-    "model.adapter_rank=2",
-    "model.max_seq_len=16",
-    "tasks.support_max=5",
-    "tasks.query_size=3",
-    "meta.meta_batch_size=8",
+    *TINY_MODEL,
     "train.meta_steps=2",
     "train.eval_every=0",
     "data.format=synthetic",
