@@ -26,17 +26,9 @@ def test_the_ray_drivers_bar_is_drawn_at_the_first_report(tmp_path, monkeypatch)
     accepted), the bar is drawn at the first report, from the resumed step; a refusal draws none."""
     from trained import local_config
 
-    from metarec_dist.metrics import progress
     from metarec_dist.train.launch import BarOnceResumed
 
-    drawn = []
-    real = progress.tqdm
-
-    def recording(*args, **kwargs):
-        drawn.append(real(*args, **kwargs))
-        return drawn[-1]
-
-    monkeypatch.setattr(progress, "tqdm", recording)
+    drawn = recorded_bars(monkeypatch)
     cfg = local_config(tmp_path, "r", "train.meta_steps=8")
     refused = BarOnceResumed(cfg, None)
     refused.close()
@@ -52,10 +44,22 @@ def test_the_bar_drawn_at_a_report_starts_there_not_at_zero(tmp_path, monkeypatc
     before it as its first update, made in no time: ``25/600 [00:00<00:00, 252061.54step/s]``."""
     from trained import local_config
 
-    from metarec_dist.metrics import progress
     from metarec_dist.train.launch import BarOnceResumed
 
-    drawn = []
+    drawn = recorded_bars(monkeypatch)
+    bar = BarOnceResumed(local_config(tmp_path, "r", "train.meta_steps=600"), None)
+    bar.log({"loss": 1.0}, 25)
+    rate = drawn[0].format_dict["rate"]
+    bar.close()
+    assert drawn[0].format_dict["initial"] == 25 and drawn[0].n == 25
+    assert rate is None  # before: 25 steps over ~0 s
+
+
+def recorded_bars(monkeypatch) -> list:
+    """Every tqdm bar the progress module draws from now on, in order."""
+    from metarec_dist.metrics import progress
+
+    drawn: list = []
     real = progress.tqdm
 
     def recording(*args, **kwargs):
@@ -63,9 +67,4 @@ def test_the_bar_drawn_at_a_report_starts_there_not_at_zero(tmp_path, monkeypatc
         return drawn[-1]
 
     monkeypatch.setattr(progress, "tqdm", recording)
-    bar = BarOnceResumed(local_config(tmp_path, "r", "train.meta_steps=600"), None)
-    bar.log({"loss": 1.0}, 25)
-    rate = drawn[0].format_dict["rate"]
-    bar.close()
-    assert drawn[0].format_dict["initial"] == 25 and drawn[0].n == 25
-    assert rate is None  # before: 25 steps over ~0 s
+    return drawn
