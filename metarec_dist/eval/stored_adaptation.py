@@ -40,6 +40,9 @@ class StoredAdaptation:
     steps: int
     inner_lr: float
     per_shot: dict[int, tuple[int, float]] | None = None
+    # The validation NDCG@10 it was chosen with (``--choose-adaptation``; with per-K choices their mean);
+    # None: fixed (``--steps``) or not recorded. ``metarec evaluate`` of the export reports it.
+    val_score: float | None = None
 
     def setting(self, history: int) -> tuple[int, float]:
         """(steps, inner lr) for a history of ``history`` items: with per-K choices, the largest chosen K
@@ -55,10 +58,10 @@ class StoredAdaptation:
         it for a history of that length (``setting``): what ``metarec evaluate`` scores the export with,
         instead of choosing again on validation users (which can differ for other shots or users)."""
         if not self.per_shot:
-            return Adaptation(self.steps, self.inner_lr, selected_on="export")
-        # No validation score: the choice was made at export time, on the export's own shots.
+            return Adaptation(self.steps, self.inner_lr, self.val_score, selected_on="export")
+        # No per-K validation score: the choice was made at export time, on the export's own shots.
         per_shot = {k: (*self.setting(k), math.nan) for k in shots}
-        return Adaptation(self.steps, self.inner_lr, selected_on="export", per_shot=per_shot)
+        return Adaptation(self.steps, self.inner_lr, self.val_score, selected_on="export", per_shot=per_shot)
 
 
 def adaptation_meta(adaptation: Adaptation) -> dict[str, Any]:
@@ -90,6 +93,8 @@ def parse_adaptation(info: Any, key: str) -> dict[str, Any]:
         if per_shot is None
         else {int(k): (int(s), float(lr)) for k, (s, lr) in per_shot.items()},
     }
+    if (score := info.get("val_ndcg@10")) is not None:
+        fields["val_score"] = float(score)
     settings = [(fields["steps"], fields["inner_lr"]), *(fields["per_shot"] or {}).values()]
     if not all(s >= 0 and 0.0 <= lr < math.inf for s, lr in settings):
         raise ValueError(f"adaptation steps and inner lr must be >= 0 and finite, got {settings}")

@@ -69,6 +69,9 @@ def test_export_choose_adaptation_records_what_evaluate_chooses(trained, tmp_pat
         chosen["inner_lr"],
         "export",
     )
+    # The validation score it was chosen with, as the export records it (was null; the report rounds).
+    assert used["val_ndcg@10"] == pytest.approx(recorded["val_ndcg@10"], abs=1e-6)
+    assert used["val_ndcg@10"] == chosen["val_ndcg@10"]
     # ... unless asked for another.
     again = tmp_path / "again.json"
     assert main([*argv[:-1], str(again), "--tune-users", "all"]) == 0
