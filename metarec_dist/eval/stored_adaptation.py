@@ -93,8 +93,6 @@ def parse_adaptation(info: Any, key: str) -> dict[str, Any]:
         if per_shot is None
         else {int(k): (int(s), float(lr)) for k, (s, lr) in per_shot.items()},
     }
-    if (score := info.get("val_ndcg@10")) is not None:
-        fields["val_score"] = float(score)
     settings = [(fields["steps"], fields["inner_lr"]), *(fields["per_shot"] or {}).values()]
     if not all(s >= 0 and 0.0 <= lr < math.inf for s, lr in settings):
         raise ValueError(f"adaptation steps and inner lr must be >= 0 and finite, got {settings}")
@@ -107,7 +105,11 @@ def load_adaptation(folder: Path, meta: dict[str, Any]) -> StoredAdaptation | No
     if info is None:
         return None
     try:
-        return StoredAdaptation(**parse_adaptation(info, ADAPTATION_KEY))
+        fields = parse_adaptation(info, ADAPTATION_KEY)
+        # A plain export's record has the score it was chosen with (a fusion's has its own per weight).
+        if (score := info.get("val_ndcg@10")) is not None:
+            fields["val_score"] = float(score)
+        return StoredAdaptation(**fields)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(
             f"{folder}: the recorded adaptation ({ADAPTATION_KEY!r} in {ckpt.EXPORT_CONFIG}) is damaged: "
