@@ -17,6 +17,8 @@ from metarec_dist.config import MAX_ADAPTATION_STEPS
 from metarec_dist.interrupts import sigterm_as_interrupt
 
 if TYPE_CHECKING:
+    import torch
+
     from metarec_dist.eval.loading import LoadedModel
     from metarec_dist.eval.protocol import Adaptation, ColdStartProtocol
     from metarec_dist.eval.recommend import Recommendation, Recommender
@@ -183,6 +185,15 @@ def _add_workers_args(p: argparse.ArgumentParser) -> None:
         help="validation users the test-time adaptation (and --fuse's weight) is chosen on: N of them, a "
         "fixed random subset, or all (default: the config's eval.tune_users; 0 there means all)",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where the model adapts and scores (the adaptation search, fine-tuning and fusion too): cpu "
+        "(default), cuda / cuda:N (one GPU, not with --workers), or auto (cuda when torch sees a GPU, else "
+        "cpu); the baselines and the statistics stay on the CPU. On a GPU the scores round differently: a "
+        "few users' metrics may differ in the last digits",
+    )
 
 
 def add_recommend_args(parser: argparse.ArgumentParser) -> None:
@@ -274,14 +285,16 @@ def model_protocol(
     workers: int | None = None,
     batch_users: int | None = None,
     tune_users: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[ColdStartProtocol, str]:
     """The model's own protocol: its data config's users, its support_max (loo: its input window) and
-    ``eval:`` section."""
+    ``eval:`` section, scoring on ``device`` (``eval/device.py``)."""
     from metarec_dist.eval.item_protocol import ITEM_PROTOCOLS, item_protocol
     from metarec_dist.eval.loading import check_same_data, load_prepared
     from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 
     cfg = loaded.cfg
+    workers = gpu_workers(loaded, workers, device)
     # Where and in which batches the users are scored changes no number: not the checkpoint's business.
     if workers is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, workers=workers))
@@ -299,14 +312,31 @@ def model_protocol(
         check_shots_fit(cfg, shots)
     prepared = load_prepared(cfg)
     check_same_data(loaded, prepared)
+    splits = prepared.user_splits()
+    protocol: ColdStartProtocol
     if name == "loo":
-        splits = prepared.user_splits()
         positions = cfg.model.max_seq_len - cfg.model.prefix_tokens(cfg.data)  # the user token takes one
-        return LeaveOneOutProtocol.build(splits, positions, cfg.eval, mask_seen), prepared.source
-    if name in ITEM_PROTOCOLS:
-        splits = prepared.user_splits()
-        return item_protocol(name, splits, shots, cfg.tasks.support_max, cfg.eval), prepared.source
-    return ColdStartProtocol(prepared.user_splits(), shots, cfg.tasks.support_max, cfg.eval), prepared.source
+        protocol = LeaveOneOutProtocol.build(splits, positions, cfg.eval, mask_seen)
+    elif name in ITEM_PROTOCOLS:
+        protocol = item_protocol(name, splits, shots, cfg.tasks.support_max, cfg.eval)
+    else:
+        protocol = ColdStartProtocol(splits, shots, cfg.tasks.support_max, cfg.eval)
+    return dataclasses.replace(protocol, device=device), prepared.source
+
+
+def gpu_workers(loaded: LoadedModel, workers: int | None, device: torch.device | str) -> int | None:
+    """``workers`` (``--workers``; None: the run's ``eval.workers``) for an evaluation on ``device``: the
+    evaluation actors have no GPU, so on a GPU a run's ``eval.workers`` > 1 gives way to this process, with
+    a note (an explicit ``--workers`` N > 1 was refused before: ``device.check_workers``)."""
+    configured = loaded.cfg.eval.workers
+    if workers is not None or str(device) == "cpu" or configured <= 1:
+        return workers
+    print(
+        f"note: {loaded.source}'s eval.workers={configured} would score on Ray actors, which have no GPU: "
+        f"scoring in this process on {device}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def check_shots_fit(cfg: Any, shots: list[int]) -> None:
@@ -361,7 +391,11 @@ def evaluate_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-users must be >= 1, got {args.batch_users}")
     if args.json:  # an output that cannot be written fails now, not after the whole evaluation
         check_json_target(args.json)
+    from metarec_dist.eval.device import check_workers, resolve_device
     from metarec_dist.eval.loading import resolve_checkpoint
+
+    args.device = resolve_device(args.device)  # no GPU for --device cuda: one line now, before any work
+    check_workers(args.device, args.workers or 1)
 
     # Wrong paths fail now: before Ray starts, and not after the first model's whole evaluation.
     if (args.workers or 1) > 1:
@@ -457,7 +491,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     fixed = _fixed(args, loaded)  # a mistake in --steps/--finetune fails before the data is read
     protocol, source = model_protocol(
-        loaded, shots, name, args.mask_seen, args.workers, args.batch_users, args.tune_users
+        loaded, shots, name, args.mask_seen, args.workers, args.batch_users, args.tune_users, args.device
     )
     protocol.users(args.split)  # validates the name before any work
     # The baseline's checkpoint, protocol and users are checked before the (slow) first evaluation.
@@ -490,6 +524,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     n_boot = cfg.eval.n_boot if args.n_boot is None else args.n_boot
     doc = build_report(results, baseline, n_boot)
     doc.update({"split": args.split, "data": source})
+    if args.device.type != "cpu":  # where the model's numbers were computed (a CPU report is unchanged)
+        doc["device"] = str(args.device)
     if name == "loo":
         doc.update({"protocol": "loo", "mask_seen": args.mask_seen, "window": protocol.support_max})
     else:
@@ -594,7 +630,14 @@ def _baseline_protocol(
             why = str(exc).removeprefix(f"--protocol {shown}: ")
             raise ValueError(f"not comparable under {shown}: {why}") from None
         base_protocol = model_protocol(
-            base, shots, base_name, args.mask_seen, args.workers, args.batch_users, args.tune_users
+            base,
+            shots,
+            base_name,
+            args.mask_seen,
+            args.workers,
+            args.batch_users,
+            args.tune_users,
+            args.device,
         )[0]
         _same_users(protocol, base_protocol, args.split)
     return base, base_protocol

@@ -55,11 +55,12 @@ class NewItemsProtocol(ColdStartProtocol):
         self,
         sequences: list[np.ndarray],
         ks: Sequence[int] | None = None,
-        device: torch.device | str = "cpu",
+        device: torch.device | str | None = None,
         user_features: np.ndarray | None = None,
     ) -> NewItemBatches:
         """The held-out items' candidates and relevant sets (``eval/new_items.py``), cut into batches of
-        users that run wherever :meth:`ColdStartProtocol.per_user`'s runner puts them."""
+        users that run wherever :meth:`ColdStartProtocol.per_user`'s runner puts them, scored on ``device``
+        (None: the protocol's)."""
         return NewItemBatches.build(
             self.splits.num_items,
             self.new_items,
@@ -70,7 +71,7 @@ class NewItemsProtocol(ColdStartProtocol):
             num_relevant=self.eval_cfg.num_relevant,
             ks=tuple(self.eval_cfg.ks if ks is None else ks),
             batch_users=self.eval_cfg.batch_users,
-            device=device,
+            device=self.device if device is None else device,
             item_chunk=self.eval_cfg.item_chunk,
             user_features=user_features,
         )

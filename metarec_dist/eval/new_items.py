@@ -115,7 +115,8 @@ class CandidateRange:
                 b = min(a + self.item_chunk, stop)
                 inside = want[(want >= a) & (want < b)]
                 if len(inside):
-                    parts.append(score_range(a, b)[:, inside - a])
+                    chunk = score_range(a, b)
+                    parts.append(chunk[:, (inside - a).to(chunk.device)])
             return torch.cat(parts, dim=1)
 
         return read

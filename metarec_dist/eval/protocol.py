@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ import torch
 from metarec_dist.config import EvalConfig, MetaConfig
 from metarec_dist.data.split import UserSplits
 from metarec_dist.eval.cold_start import ColdStartBatches, PerUser, Scorer
+from metarec_dist.eval.device import check_workers
 from metarec_dist.eval.distributed import BatchRunner, UserBatches, run_batches, runner_for
 from metarec_dist.eval.loo import LOO, LOO_KS, LooBatches
 from metarec_dist.eval.stats import MethodResult
@@ -259,6 +260,9 @@ class ColdStartProtocol:
     shots: Sequence[int]
     support_max: int
     eval_cfg: EvalConfig
+    # Where the model scores (``eval/device.py``): the batches are built there and ``scorer`` moves the model
+    # there. The metrics come back to the CPU. Keyword-only: the subclasses' own fields come after it.
+    device: torch.device | str = field(default="cpu", kw_only=True)
 
     # What the two evaluated splits are, and what an empty one means: the subclass says its own.
     split_hint = "training users are not cold-start"
@@ -280,26 +284,32 @@ class ColdStartProtocol:
         sequences: list[np.ndarray],
         steps: int | None = 0,
         ks: Sequence[int] | None = None,
-        device: torch.device | str = "cpu",
+        device: torch.device | str | None = None,
         user_features: np.ndarray | None = None,
         runner: BatchRunner | None = None,
     ) -> PerUser:
         """The protocol's per-user metrics of ``scorer`` on ``sequences`` after ``steps`` adaptation steps.
         ``user_features``: the users' feature ids, row i for ``sequences[i]`` (``UserSplits.user_features``).
+        ``device``: where the batches go (None: the protocol's ``device``; the trainer passes its rank's).
         The batches run on ``runner``: by default here (``eval.workers: 1``) or on ``eval.workers`` Ray
-        actors; the trainer passes its ranks. The numbers do not depend on where (``eval/distributed.py``)."""
-        runner = runner or runner_for(self.eval_cfg.workers)
+        actors (on the CPU only: they have no GPU); the trainer passes its ranks. The numbers do not depend
+        on where (``eval/distributed.py``)."""
+        device = self.device if device is None else device
+        if runner is None:
+            check_workers(torch.device(device), self.eval_cfg.workers, "eval.workers", "set eval.workers=1")
+            runner = runner_for(self.eval_cfg.workers)
         return run_batches(self.batches(sequences, ks, device, user_features), scorer, steps, runner)
 
     def batches(
         self,
         sequences: list[np.ndarray],
         ks: Sequence[int] | None = None,
-        device: torch.device | str = "cpu",
+        device: torch.device | str | None = None,
         user_features: np.ndarray | None = None,
     ) -> UserBatches:
         """Full-ranking cold-start metrics per user: adapt on the first K items, rank all items but the
-        support, score against the next ``eval.num_relevant`` interactions."""
+        support, score against the next ``eval.num_relevant`` interactions (on ``device``, None: the
+        protocol's)."""
         return ColdStartBatches.build(
             self.splits.num_items,
             sequences,
@@ -308,7 +318,7 @@ class ColdStartProtocol:
             num_relevant=self.eval_cfg.num_relevant,
             ks=tuple(self.eval_cfg.ks if ks is None else ks),
             batch_users=self.eval_cfg.batch_users,
-            device=device,
+            device=self.device if device is None else device,
             item_chunk=self.eval_cfg.item_chunk,
             user_features=user_features,
         )
@@ -384,9 +394,11 @@ class ColdStartProtocol:
         feats, keep = self.splits.user_features("valid"), self.tune_index()
         return feats if feats is None or keep is None else feats[keep]
 
-    @staticmethod
-    def scorer(loaded: LoadedModel, inner_lr: float) -> AdaptingScorer:
-        return AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
+    def scorer(self, loaded: LoadedModel, inner_lr: float) -> AdaptingScorer:
+        """``loaded``'s model adapting with ``inner_lr``, on this protocol's device (the model is moved
+        there, in place: a no-op once it is)."""
+        model = loaded.model.to(self.device)
+        return AdaptingScorer(model, loaded.algorithm, inner_lr, loaded.algorithm_state)
 
     def fused(self, scorer: AdaptingScorer, weight: float | None) -> Scorer:
         """``scorer`` fused with the co-occurrence counts at ``weight`` (None: unchanged)."""
@@ -486,8 +498,10 @@ class ColdStartProtocol:
 
     def baseline(self, name: str, scorer: Scorer, split: str, info: dict[str, Any]) -> MethodResult:
         """A reference method that needs no training and no adaptation: ``scorer`` on ``split``'s users,
-        the protocol's facts added to ``info``. Every protocol's baselines go through here."""
-        return MethodResult(name, self.per_user(scorer, self.users(split)), {**info, **self.facts()})
+        the protocol's facts added to ``info``. Every protocol's baselines go through here. They score on
+        the CPU whatever the protocol's device: their scorers compute there (and no number depends on it)."""
+        per_user = self.per_user(scorer, self.users(split), device="cpu")
+        return MethodResult(name, per_user, {**info, **self.facts()})
 
     def popularity(self, split: str = "test") -> MethodResult:
         scorer = PopularityScorer(self.splits.train, self.splits.num_items)
@@ -542,7 +556,7 @@ class LeaveOneOutProtocol(ColdStartProtocol):
         self,
         sequences: list[np.ndarray],
         ks: Sequence[int] | None = None,
-        device: torch.device | str = "cpu",
+        device: torch.device | str | None = None,
         user_features: np.ndarray | None = None,
     ) -> UserBatches:
         """HR@k / NDCG@k / MRR of each sequence's last item, ranked over all items (history masked or not)."""
@@ -553,7 +567,7 @@ class LeaveOneOutProtocol(ColdStartProtocol):
             ks=LOO_KS if ks is None else ks,
             mask_seen=self.mask_seen,
             batch_users=self.eval_cfg.batch_users,
-            device=device,
+            device=self.device if device is None else device,
             item_chunk=self.eval_cfg.item_chunk,
             user_features=user_features,
         )
