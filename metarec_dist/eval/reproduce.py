@@ -15,6 +15,9 @@ The evaluation (the adaptation grid on validation users, then the test users) is
 ``--set eval.workers=N`` every run scores its users on N Ray actors, batch by batch, with the same numbers
 (``eval/distributed.py``). Each ``--jobs`` process then starts its own local Ray cluster: use ``--jobs 1``
 with ``eval.workers`` = the cores, or start one cluster (``ray start --head``) and set ``RAY_ADDRESS``.
+A run with ``runtime.use_gpu=true`` trains on ``cuda:0`` and is evaluated there (``eval/device.py``; the
+actors of ``eval.workers`` have no GPU, so that combination is refused); ``--device`` evaluates every run
+elsewhere (``cpu``, ``cuda:N``, ``auto``).
 
 ``--protocol new_items`` (or ``mixed``) trains every method with ``data.protocol=new_items`` and compares
 them with the content-kNN and random baselines (``eval/new_items.py``). ``--reuse-runs`` evaluates the
@@ -50,6 +53,8 @@ from metarec_dist.eval.cold_start import PerUser
 from metarec_dist.eval.stats import MethodResult, mean_over_seeds
 
 if TYPE_CHECKING:
+    import torch
+
     from metarec_dist.config import Config
     from metarec_dist.data.split import UserSplits
     from metarec_dist.eval.protocol import ColdStartProtocol
@@ -75,6 +80,8 @@ class RunSpec:
     # evaluated instead of training the same model twice (share_first_stages)
     shared_run: str | None = None
     fuse: bool = False  # also report the variant fused with the co-occurrence counts (METHOD+cooc)
+    # --device: where the run is evaluated (eval/device.py); None: where it trained (runtime.use_gpu)
+    device: str | None = None
 
     @property
     def run_name(self) -> str:
@@ -93,14 +100,34 @@ def _init_worker() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
 
-def build_protocol(name: str, splits: UserSplits, shots: list[int], cfg: Config) -> ColdStartProtocol:
-    """The protocol ``name`` over ``splits`` with the config's support_max and ``eval:`` section."""
+def build_protocol(
+    name: str, splits: UserSplits, shots: list[int], cfg: Config, device: torch.device | str = "cpu"
+) -> ColdStartProtocol:
+    """The protocol ``name`` over ``splits`` with the config's support_max and ``eval:`` section, scoring
+    the model on ``device``."""
     from metarec_dist.eval.item_protocol import item_protocol
     from metarec_dist.eval.protocol import ColdStartProtocol
 
     if name in ITEM_PROTOCOLS:
-        return item_protocol(name, splits, shots, cfg.tasks.support_max, cfg.eval)
-    return ColdStartProtocol(splits, shots, cfg.tasks.support_max, cfg.eval)
+        protocol = item_protocol(name, splits, shots, cfg.tasks.support_max, cfg.eval)
+    else:
+        protocol = ColdStartProtocol(splits, shots, cfg.tasks.support_max, cfg.eval)
+    return dataclasses.replace(protocol, device=device)
+
+
+def run_devices(cfg: Config, asked: str | None) -> tuple[torch.device | None, torch.device]:
+    """Where a run of ``cfg`` trains (None: the CPU) and where it is evaluated: ``runtime.use_gpu=true``
+    trains on ``cuda:0`` (as ``metarec train`` does; ``--device cuda:N`` picks another GPU) and evaluates
+    there; ``--device`` (``asked``) sets the evaluation's device, else it is the training's."""
+    import torch
+
+    from metarec_dist.eval.device import resolve_device
+
+    evaluation = None if asked is None else resolve_device(asked)
+    if not cfg.runtime.use_gpu:
+        return None, evaluation or torch.device("cpu")
+    training = evaluation if evaluation is not None and evaluation.type == "cuda" else torch.device("cuda", 0)
+    return training, evaluation or training
 
 
 def per_user_path(spec: RunSpec, out: Path) -> Path:
@@ -145,12 +172,13 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
     if checkpoint is None and spec.reuse_runs:
         checkpoint = reused_checkpoint(run_dir, cfg)
     train_s = None
+    training, evaluation = run_devices(cfg, spec.device)
     if checkpoint is None:
-        checkpoint = train_one(cfg, run_dir, keep_first_stage=spec.reuse_runs)
+        checkpoint = train_one(cfg, run_dir, keep_first_stage=spec.reuse_runs, device=training)
         train_s = round(time.perf_counter() - t0, 1)
     loaded = load_model(checkpoint)
     data = load_prepared(loaded.cfg).user_splits()
-    protocol = build_protocol(spec.protocol, data, shots, cfg)
+    protocol = build_protocol(spec.protocol, data, shots, cfg, evaluation)
     out_runs: dict[str, Any] = {}
     budget = training_budget(cfg, data.train, data.num_items, trained_steps(loaded))
     if cfg.train.pretrain:  # the first stage's budget too: the recipe's cost is both stages
@@ -175,6 +203,8 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
                 **({"shared_run": spec.shared_run} if spec.shared_run else {}),
                 "val_ndcg@10": validation_score(protocol, loaded, res.info["adaptation"]),
                 **budget,
+                # where the numbers were computed, when not on the CPU (a CPU run's record is unchanged)
+                **({"device": str(evaluation)} if evaluation.type != "cpu" else {}),
             }
         )
         out_runs[label] = (res.per_user, res.info)
@@ -316,9 +346,12 @@ def training_budget(
     return {"meta_steps": steps, "tasks": tasks, "tokens": round(tokens), **kept}
 
 
-def train_one(cfg: Config, run_dir: Path, keep_first_stage: bool = False) -> str:
+def train_one(
+    cfg: Config, run_dir: Path, keep_first_stage: bool = False, device: torch.device | None = None
+) -> str:
     """A fresh training run (its first stage, ``train.pretrain``, first); returns its final checkpoint.
-    ``keep_first_stage`` (``--reuse-runs``): a finished first stage of the same settings is kept. The run
+    ``keep_first_stage`` (``--reuse-runs``): a finished first stage of the same settings is kept. ``device``:
+    the GPU a ``runtime.use_gpu=true`` run trains on (``run_devices``; None: the CPU). The run
     folder is locked as `metarec train` locks it, before it is cleared: another process training in it
     (a reproduction started twice) is refused, not deleted under; the lock also records the folder
     relative data files are read from (run_folder.RUN_INFO), for evaluate / export later."""
@@ -330,7 +363,8 @@ def train_one(cfg: Config, run_dir: Path, keep_first_stage: bool = False) -> str
 
     def fit(c: Config) -> str:
         folder = Path(c.runtime.storage_path) / c.runtime.run_name
-        return MetaTrainer(c, LocalContext(folder, c.checkpoint.keep), data).fit()["checkpoint"]
+        where = str(device) if device is not None else None
+        return MetaTrainer(c, LocalContext(folder, c.checkpoint.keep, where), data).fit()["checkpoint"]
 
     def fit_stage(c: Config) -> str:
         with RunLock(Path(c.runtime.storage_path) / c.runtime.run_name):
@@ -565,6 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
     p.add_argument("--shots", default="1,3,5,10", help="support sizes K evaluated (default: 1,3,5,10)")
     p.add_argument("--jobs", type=int, default=2, help="training processes, one thread each (default: 2)")
+    p.add_argument(
+        "--device",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where every run is evaluated (default: where it trained: cuda:0 with runtime.use_gpu=true, "
+        "else cpu; not with eval.workers > 1 on a GPU)",
+    )
     p.add_argument("--set", action="append", default=[], help="override for every method, e.g. data.name=...")
     p.add_argument("--out", default="runs/ml100k-repro", help="runs and per-user results")
     p.add_argument("--json", help="the summary JSON (default: <out>/results.json)")
@@ -640,6 +680,20 @@ def check_names(
             raise UserError(f"{flag} {name}: not among the methods this run reports ({', '.join(reported)})")
 
 
+def check_devices(args: argparse.Namespace, methods: list[tuple[str, str]]) -> None:
+    """Every run's devices (``run_devices``) exist, and a GPU evaluation is not asked of ``eval.workers``
+    Ray actors, which have no GPU: refused before anything trains, not in a worker after its training."""
+    from metarec_dist.config import load_config
+    from metarec_dist.eval.device import check_workers
+    from metarec_dist.train.launch import check_gpu_visible
+
+    for _, config in methods:
+        cfg = load_config(config, args.set)
+        check_gpu_visible(cfg)
+        evaluation = run_devices(cfg, args.device)[1]
+        check_workers(evaluation, cfg.eval.workers, "eval.workers", "--set eval.workers=1")
+
+
 def run_specs(args: argparse.Namespace, methods: list[tuple[str, str]], seeds: list[int]) -> list[RunSpec]:
     """One run per (seed, method), with the options that name it; first stages shared where they can be."""
     specs = [
@@ -652,6 +706,7 @@ def run_specs(args: argparse.Namespace, methods: list[tuple[str, str]], seeds: l
             args.protocol,
             args.reuse_runs,
             fuse=name in args.fuse,
+            device=args.device,
         )
         for seed in seeds
         for name, config in methods
@@ -719,6 +774,7 @@ def reproduce(
         if args.jobs < 1:
             raise UserError(f"--jobs {args.jobs}: must be at least 1 (training processes)")
         check_names(args, methods, baseline, pairs)
+        check_devices(args, methods)  # no GPU, or a GPU with the CPU-only actors: before anything trains
         check_markdown(markdown_path, args.section)  # a page it cannot update fails now, not at the end
         reused = reused_runs(args, methods, seeds)  # before the runs: what this call did not train
         results = method_results(args, methods, seeds, shots)

@@ -5,6 +5,9 @@ results where ``pair_repros.py`` reads them: ``<out>/per_user/<label>-s<seed>.pk
 
     python docs/results/amazon-sports-screens/gpu19/evaluate_exports.py --out runs/gpu19/eval \\
         --model fomaml128=runs/gpu19/exports/fomaml128-d05-b256 --fuse fomaml128 --seeds 0,1,2
+
+``--device cuda`` evaluates on the GPU (``metarec evaluate --device``): on the device that trained the
+models, without shipping them back first; the default, ``cpu``, is what the published numbers used.
 """
 
 from __future__ import annotations
@@ -13,17 +16,27 @@ import argparse
 import pickle
 from pathlib import Path
 
+import torch
+
+from metarec_dist.eval.device import resolve_device
 from metarec_dist.eval.loading import load_model, load_prepared
 from metarec_dist.eval.protocol import method_name
 from metarec_dist.eval.reproduce import build_protocol, validation_score
 
 
 def evaluate(
-    label: str, export: Path, seed: int, out: Path, finetune: bool, fuse: bool, steps: int | None = None
+    label: str,
+    export: Path,
+    seed: int,
+    out: Path,
+    finetune: bool,
+    fuse: bool,
+    steps: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> None:
     loaded = load_model(str(export))
     data = load_prepared(loaded.cfg).user_splits()
-    protocol = build_protocol("cold_start", data, [1, 3, 5, 10], loaded.cfg)
+    protocol = build_protocol("cold_start", data, [1, 3, 5, 10], loaded.cfg, device)
     variants = [(False, False)] + [(True, False)] * finetune + [(False, True)] * fuse
     chosen, runs = {}, {}
     for tune, fused in variants:
@@ -37,6 +50,7 @@ def evaluate(
                 "seed": seed,
                 "export": str(export),
                 "val_ndcg@10": validation_score(protocol, loaded, res.info["adaptation"]),
+                **({"device": str(device)} if str(device) != "cpu" else {}),
             }
         )
         runs[name] = (res.per_user, res.info)
@@ -56,7 +70,16 @@ def main() -> None:
         "--steps", type=int, help="adapt with this many steps instead of choosing (0: the trained init alone)"
     )
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="auto, cpu (default), cuda or cuda:N: where the models adapt and score",
+    )
     args = p.parse_args()
+    try:
+        device = resolve_device(args.device)  # no GPU for --device cuda: one line, before any model loads
+    except ValueError as exc:
+        p.exit(2, f"error: {exc}\n")
     for text in args.model:
         label, prefix = text.split("=", 1)
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -70,6 +93,7 @@ def main() -> None:
                 label in args.finetune,
                 label in args.fuse,
                 args.steps,
+                device,
             )
 
 
