@@ -15,9 +15,9 @@ The evaluation (the adaptation grid on validation users, then the test users) is
 ``--set eval.workers=N`` every run scores its users on N Ray actors, batch by batch, with the same numbers
 (``eval/distributed.py``). Each ``--jobs`` process then starts its own local Ray cluster: use ``--jobs 1``
 with ``eval.workers`` = the cores, or start one cluster (``ray start --head``) and set ``RAY_ADDRESS``.
-A run with ``runtime.use_gpu=true`` trains on ``cuda:0`` and is evaluated there (``eval/device.py``; the
-actors of ``eval.workers`` have no GPU, so that combination is refused); ``--device`` evaluates every run
-elsewhere (``cpu``, ``cuda:N``, ``auto``).
+A run with ``runtime.use_gpu=true`` trains on ``cuda:0`` (as ``metarec train``) and is evaluated there
+(``eval/device.py``; the actors of ``eval.workers`` have no GPU, so that combination is refused);
+``--device`` evaluates every run elsewhere (``cpu``, ``cuda:N``, ``auto``).
 
 ``--protocol new_items`` (or ``mixed``) trains every method with ``data.protocol=new_items`` and compares
 them with the content-kNN and random baselines (``eval/new_items.py``). ``--reuse-runs`` evaluates the
@@ -115,19 +115,18 @@ def build_protocol(
     return dataclasses.replace(protocol, device=device)
 
 
-def run_devices(cfg: Config, asked: str | None) -> tuple[torch.device | None, torch.device]:
-    """Where a run of ``cfg`` trains (None: the CPU) and where it is evaluated: ``runtime.use_gpu=true``
-    trains on ``cuda:0`` (as ``metarec train`` does; ``--device cuda:N`` picks another GPU) and evaluates
-    there; ``--device`` (``asked``) sets the evaluation's device, else it is the training's."""
-    import torch
+def training_device(cfg: Config) -> str | None:
+    """Where a run of ``cfg`` trains: ``cuda:0`` with ``runtime.use_gpu=true``, as ``metarec train`` does
+    (None: the CPU)."""
+    return "cuda:0" if cfg.runtime.use_gpu else None
 
+
+def evaluation_device(cfg: Config, asked: str | None) -> torch.device:
+    """Where a run of ``cfg`` is evaluated: ``--device`` (``asked``), else where it trained
+    (``training_device``)."""
     from metarec_dist.eval.device import resolve_device
 
-    evaluation = None if asked is None else resolve_device(asked)
-    if not cfg.runtime.use_gpu:
-        return None, evaluation or torch.device("cpu")
-    training = evaluation if evaluation is not None and evaluation.type == "cuda" else torch.device("cuda", 0)
-    return training, evaluation or training
+    return resolve_device(asked or training_device(cfg) or "cpu")
 
 
 def per_user_path(spec: RunSpec, out: Path) -> Path:
@@ -172,9 +171,9 @@ def train_and_evaluate(spec: RunSpec, out: Path, shots: list[int], reuse: bool =
     if checkpoint is None and spec.reuse_runs:
         checkpoint = reused_checkpoint(run_dir, cfg)
     train_s = None
-    training, evaluation = run_devices(cfg, spec.device)
+    evaluation = evaluation_device(cfg, spec.device)
     if checkpoint is None:
-        checkpoint = train_one(cfg, run_dir, keep_first_stage=spec.reuse_runs, device=training)
+        checkpoint = train_one(cfg, run_dir, keep_first_stage=spec.reuse_runs)
         train_s = round(time.perf_counter() - t0, 1)
     loaded = load_model(checkpoint)
     data = load_prepared(loaded.cfg).user_splits()
@@ -346,12 +345,10 @@ def training_budget(
     return {"meta_steps": steps, "tasks": tasks, "tokens": round(tokens), **kept}
 
 
-def train_one(
-    cfg: Config, run_dir: Path, keep_first_stage: bool = False, device: torch.device | None = None
-) -> str:
-    """A fresh training run (its first stage, ``train.pretrain``, first); returns its final checkpoint.
-    ``keep_first_stage`` (``--reuse-runs``): a finished first stage of the same settings is kept. ``device``:
-    the GPU a ``runtime.use_gpu=true`` run trains on (``run_devices``; None: the CPU). The run
+def train_one(cfg: Config, run_dir: Path, keep_first_stage: bool = False) -> str:
+    """A fresh training run (its first stage, ``train.pretrain``, first) on ``training_device``; returns its
+    final checkpoint. ``keep_first_stage`` (``--reuse-runs``): a finished first stage of the same settings
+    is kept. The run
     folder is locked as `metarec train` locks it, before it is cleared: another process training in it
     (a reproduction started twice) is refused, not deleted under; the lock also records the folder
     relative data files are read from (run_folder.RUN_INFO), for evaluate / export later."""
@@ -363,8 +360,8 @@ def train_one(
 
     def fit(c: Config) -> str:
         folder = Path(c.runtime.storage_path) / c.runtime.run_name
-        where = str(device) if device is not None else None
-        return MetaTrainer(c, LocalContext(folder, c.checkpoint.keep, where), data).fit()["checkpoint"]
+        context = LocalContext(folder, c.checkpoint.keep, training_device(c))
+        return MetaTrainer(c, context, data).fit()["checkpoint"]
 
     def fit_stage(c: Config) -> str:
         with RunLock(Path(c.runtime.storage_path) / c.runtime.run_name):
@@ -681,8 +678,9 @@ def check_names(
 
 
 def check_devices(args: argparse.Namespace, methods: list[tuple[str, str]]) -> None:
-    """Every run's devices (``run_devices``) exist, and a GPU evaluation is not asked of ``eval.workers``
-    Ray actors, which have no GPU: refused before anything trains, not in a worker after its training."""
+    """Every run's GPU (``check_gpu_visible``, ``evaluation_device``) is visible, and no GPU evaluation is
+    asked of ``eval.workers`` Ray actors, which have no GPU: refused before anything trains, not in a worker
+    after its training."""
     from metarec_dist.config import load_config
     from metarec_dist.eval.device import check_workers
     from metarec_dist.train.launch import check_gpu_visible
@@ -690,7 +688,7 @@ def check_devices(args: argparse.Namespace, methods: list[tuple[str, str]]) -> N
     for _, config in methods:
         cfg = load_config(config, args.set)
         check_gpu_visible(cfg)
-        evaluation = run_devices(cfg, args.device)[1]
+        evaluation = evaluation_device(cfg, args.device)
         check_workers(evaluation, cfg.eval.workers, "eval.workers", "--set eval.workers=1")
 
 

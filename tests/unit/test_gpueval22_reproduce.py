@@ -38,18 +38,20 @@ def _cfg(*settings: str):
 
 def test_run_devices_without_a_gpu():
     cpu = torch.device("cpu")
-    assert reproduce.run_devices(_cfg(), None) == (None, cpu)
-    assert reproduce.run_devices(_cfg(), "auto") == (None, cpu)
+    assert reproduce.training_device(_cfg()) is None
+    assert reproduce.evaluation_device(_cfg(), None) == cpu
+    assert reproduce.evaluation_device(_cfg(), "auto") == cpu
     with pytest.raises(UserError, match="--device cuda: no CUDA device is visible"):
-        reproduce.run_devices(_cfg(), "cuda")
+        reproduce.evaluation_device(_cfg(), "cuda")
 
 
 def test_run_devices_with_a_gpu(one_gpu):
     gpu = torch.device("cuda", 0)
-    assert reproduce.run_devices(_cfg("runtime.use_gpu=true"), None) == (gpu, gpu)  # where it trained
-    assert reproduce.run_devices(_cfg("runtime.use_gpu=true"), "cpu") == (gpu, torch.device("cpu"))
-    assert reproduce.run_devices(_cfg(), "cuda") == (None, gpu)  # trained on the CPU, evaluated on it
-    assert reproduce.run_devices(_cfg(), None) == (None, torch.device("cpu"))
+    assert reproduce.training_device(_cfg("runtime.use_gpu=true")) == "cuda:0"  # as `metarec train`
+    assert reproduce.evaluation_device(_cfg("runtime.use_gpu=true"), None) == gpu  # where it trained
+    assert reproduce.evaluation_device(_cfg("runtime.use_gpu=true"), "cpu") == torch.device("cpu")
+    assert reproduce.evaluation_device(_cfg(), "cuda") == gpu  # trained on the CPU, evaluated on the GPU
+    assert reproduce.evaluation_device(_cfg(), None) == torch.device("cpu")
 
 
 @pytest.mark.parametrize(
@@ -83,27 +85,33 @@ def test_gpu_runs_with_cpu_actors_are_refused_before_anything_trains(one_gpu, tm
 def test_a_gpu_run_trains_and_is_evaluated_on_its_gpu(one_gpu, trained, tmp_path, monkeypatch):
     """``runtime.use_gpu=true``: the run trains on cuda:0 (it trained on the CPU whatever the config said)
     and its protocol scores there; ``--device cpu`` evaluates it on the CPU."""
-    run = trained()
-    seen = {}
+    from metarec_dist.runtime import context
 
-    def train_one(cfg, run_dir, keep_first_stage=False, device=None):
-        seen["train"] = device
-        return str(run.checkpoint)
+    run = trained()
+    trained_on = []
+
+    class Context:  # what train_one gives the trainer; stopped there
+        def __init__(self, folder, keep, device=None):
+            trained_on.append(device)
+            raise UserError("training stopped")
 
     def stop(self, loaded, inner_lr):
         raise UserError(f"placed on {self.device}")
 
-    monkeypatch.setattr(reproduce, "train_one", train_one)
+    monkeypatch.setattr(context, "LocalContext", Context)
+    settings = (*SMALL, *SYNTHETIC, "runtime.use_gpu=true", "data.cache=false")
+    cfg = reproduce.spec_config(reproduce.RunSpec("a", TINY, 0, False, settings), tmp_path / "out")
+    with pytest.raises(UserError, match="training stopped"):
+        reproduce.train_one(cfg, tmp_path / "out" / "runs" / "a-s0")
+    assert trained_on == ["cuda:0"]
+    monkeypatch.setattr(reproduce, "train_one", lambda cfg, run_dir, keep_first_stage: str(run.checkpoint))
     monkeypatch.setattr(ColdStartProtocol, "scorer", stop)
-    settings = (*SMALL, *SYNTHETIC, "runtime.use_gpu=true")
     spec = reproduce.RunSpec("a", TINY, 0, False, settings)
     with pytest.raises(UserError, match=r"^placed on cuda:0$"):
         reproduce.train_and_evaluate(spec, tmp_path / "out", [1, 3])
-    assert seen["train"] == torch.device("cuda", 0)
     on_cpu = reproduce.RunSpec("a", TINY, 0, False, settings, device="cpu")
     with pytest.raises(UserError, match=r"^placed on cpu$"):
         reproduce.train_and_evaluate(on_cpu, tmp_path / "out", [1, 3])
-    assert seen["train"] == torch.device("cuda", 0)
 
 
 def test_reproduce_passes_device_to_every_spec():
