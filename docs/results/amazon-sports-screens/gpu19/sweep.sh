@@ -120,6 +120,9 @@ export_back() {  # the runs' models, exported with their weights rounded to fp16
   for run in "$@"; do
     python3 -m metarec_dist.cli export --checkpoint "$run" --out "$OUT/exports/$(basename "$run")" --no-fuse > /dev/null
   done
+  # KEEP=/tmp/gpu22: full-precision copies stay on the device for a second call that evaluates them there
+  # (gpu22/device_eval.sh) while the machine is still warm; the fp16 copies still come back in case it is not
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp -r "$OUT/exports" "$KEEP/"; fi
   python3 docs/results/amazon-sports-screens/gpu19/half.py "$OUT"/exports/*/*.safetensors
 }
 case "${PLAN:-screen}" in confirm|session20|session21|ml21) ;; *)
