@@ -742,24 +742,23 @@ class TextFile:
     def _row(self, row: int) -> _Row | None:
         """Where data row ``row`` (0-based) lies, as Arrow reads rows: blank lines skipped, a quoted value's
         line breaks kept in its row (the lines after are not rows of their own); None past the last row."""
-        seen, current, quoted = -1, None, False
+        seen, starts, quoted, number = -1, None, False, 0
+        header, quoting = self.spec.header, self.spec.quoting
         for number, raw in enumerate(self._lines(), 1):
-            if current is None:
-                if number == 1 and self.spec.header or not raw.rstrip(b"\r\n"):
+            if starts is None:
+                if number == 1 and header or not raw.rstrip(b"\r\n"):
                     continue
-                seen, current = seen + 1, _Row([number], number)
-            current.last = number
-            if self.spec.quoting and (quoted or b'"' in raw):
+                seen, starts = seen + 1, [number]  # the line each field of the row starts on
+            if quoting and (quoted or b'"' in raw):
                 quoted, separators = _scan_line(raw.decode("utf-8", "replace"), self.delimiter, quoted)
-                current.starts += [number] * separators
+                starts += [number] * separators
             if quoted:
                 continue
             if seen == row:
-                return current
-            current = None
-        if current is not None and seen == row:  # a quote never closed took the rest of the file
-            current.unclosed = True
-            return current
+                return _Row(starts, number)
+            starts = None
+        if starts is not None and seen == row:  # a quote never closed took the rest of the file
+            return _Row(starts, number, unclosed=True)
         return None
 
     def value_error(self, row: int, column: str, problem: str) -> DataError:
