@@ -1187,7 +1187,6 @@ class Exported(NamedTuple):
 def load_exported(folder: Path) -> Exported:
     """The model, its config and metadata, and the trained algorithm's parameters, from an exported
     folder."""
-    from metarec_dist.data.layout import with_recorded_data_dir
     from metarec_dist.meta import build_algorithm
     from metarec_dist.models.recommender import SeqRecommender
 
@@ -1198,9 +1197,12 @@ def load_exported(folder: Path) -> Exported:
                 f"{folder} is not an exported model: {name} is missing (run `metarec export` first)"
             )
     meta, cfg, num_items, layout = _read_export_config(folder)
-    # A data.name set: read from the data folder training found it in (evaluate, export --fuse, recommend).
-    data = with_recorded_data_dir(cfg.data, meta.get(DATA_DIR))
-    cfg = dataclasses.replace(cfg, data=data) if data is not cfg.data else cfg
+    if cfg.data.name is not None and DATA_DIR in meta:  # the data readers imported only then
+        from metarec_dist.data.layout import with_recorded_data_dir
+
+        # A data.name set: read from the data folder training found it in (evaluate, export --fuse, ...).
+        data = with_recorded_data_dir(cfg.data, meta[DATA_DIR])
+        cfg = dataclasses.replace(cfg, data=data) if data is not cfg.data else cfg
     # Built empty; load_state_dict fills the per-item feature buffers with the trained ones.
     model = SeqRecommender(cfg.model, num_items, layout=layout)
     algorithm = build_algorithm(cfg.meta, model)
