@@ -26,6 +26,7 @@ Safety rules, each kept by tests/integration/test_faults.py:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -41,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from metarec_dist.errors import UserError, check_output_folder
-from metarec_dist.run_folder import DATA_FOLDER, process_alive, recorded_data_folder
+from metarec_dist.run_folder import DATA_DIR, DATA_FOLDER, process_alive, recorded_data_folder
 
 if TYPE_CHECKING:
     import torch
@@ -883,6 +884,12 @@ class Checkpointer:
             **self.info,
             "param_shapes": param_shapes(self.engine.module),
         }
+        # The data folder a data.name set was found in, as the run folder records it: with the checkpoint,
+        # a copy of it (or its export) made elsewhere still says where its data was.
+        if DATA_DIR not in client and self.ctx.run_dir is not None:
+            data_dir = recorded_data_folder(self.ctx.run_dir, DATA_DIR)
+            if data_dir is not None:
+                client[DATA_DIR] = str(data_dir)
         if self.rank_parts:  # a collective: every rank saves (trap 1)
             client["ranks"] = self.ctx.all_gather({n: p.state_dict() for n, p in self.rank_parts.items()})
         tensors = {n: p.tensors() for n, p in self.parts.items() if hasattr(p, "tensors")}
@@ -947,7 +954,7 @@ class Checkpointer:
 
 # What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
 # TRAIN_DATA, TRAIN_FEATURES: an evaluation can check the data it prepares is the data the model was trained
-# on. An export also records DATA_FOLDER (``checkpoint_data_folder``).
+# on. An export also records DATA_FOLDER and DATA_DIR (``checkpoint_data_folder``).
 EXPORT_META = (
     "config",
     "num_items",
@@ -1004,8 +1011,9 @@ def export(
         if algorithm:
             save_file(algorithm, str(tmp / EXPORT_ALGORITHM))
         meta = {k: client[k] for k in EXPORT_META if k in client}
-        if (data_folder := checkpoint_data_folder(checkpoint_dir, client)) is not None:
-            meta[DATA_FOLDER] = data_folder
+        for key in (DATA_FOLDER, DATA_DIR):
+            if (data_folder := checkpoint_data_folder(checkpoint_dir, client, key)) is not None:
+                meta[key] = data_folder
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=1))
         if finish is not None:
             finish(tmp)
@@ -1019,14 +1027,15 @@ def export(
     return out_dir
 
 
-def checkpoint_data_folder(folder: Path, client: dict[str, Any]) -> str | None:
+def checkpoint_data_folder(folder: Path, client: dict[str, Any], key: str = DATA_FOLDER) -> str | None:
     """Where the training of checkpoint ``folder`` (``client``: its client state) read its relative data
-    files: its own record, else (a checkpoint from before it carried one) its run folder's; None where
-    neither says (such a checkpoint copied out of its run folder)."""
-    own = client.get(DATA_FOLDER)
+    files (``key`` DATA_FOLDER), or found its ``data.name`` set (DATA_DIR): its own record, else (a checkpoint
+    from before it carried one) its run folder's; None where neither says (such a checkpoint copied out of
+    its run folder)."""
+    own = client.get(key)
     if isinstance(own, str) and Path(own).is_absolute():
         return own
-    recorded = recorded_data_folder(run_dir_of(Path(folder)))
+    recorded = recorded_data_folder(run_dir_of(Path(folder)), key)
     return None if recorded is None else str(recorded)
 
 
@@ -1188,6 +1197,12 @@ def load_exported(folder: Path) -> Exported:
                 f"{folder} is not an exported model: {name} is missing (run `metarec export` first)"
             )
     meta, cfg, num_items, layout = _read_export_config(folder)
+    if cfg.data.name is not None and DATA_DIR in meta:  # the data readers imported only then
+        from metarec_dist.data.layout import with_recorded_data_dir
+
+        # A data.name set: read from the data folder training found it in (evaluate, export --fuse, ...).
+        data = with_recorded_data_dir(cfg.data, meta[DATA_DIR])
+        cfg = dataclasses.replace(cfg, data=data) if data is not cfg.data else cfg
     # Built empty; load_state_dict fills the per-item feature buffers with the trained ones.
     model = SeqRecommender(cfg.model, num_items, layout=layout)
     algorithm = build_algorithm(cfg.meta, model)

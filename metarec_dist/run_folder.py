@@ -27,6 +27,9 @@ LOCK_FILE = ".metarec.lock"
 # log.csv``) were read from, so that an evaluation finds them from anywhere, the run folder moved or not.
 RUN_INFO = "metarec_run.json"
 DATA_FOLDER = "data_folder"
+# ``data_dir``: the folder ``data.name`` data sets were looked for in ($METAREC_DATA_DIR, else its default),
+# which a checkpoint's config does not say: an evaluation with another METAREC_DATA_DIR read other data.
+DATA_DIR = "data_dir"
 
 
 def storage_root(runtime: RuntimeConfig) -> str:
@@ -138,23 +141,27 @@ def process_alive(pid: int) -> bool:
 
 def record_data_folder(run_dir: Path) -> None:
     """Record in ``run_dir`` (:data:`RUN_INFO`) the current folder, which the run's relative data files are
-    read from (the data is read in this process, or on this machine by a Ray task started from here). Not
+    read from (the data is read in this process, or on this machine by a Ray task started from here), and
+    the data folder ``data.name`` sets are found in (:data:`DATA_DIR`, as this process resolves it). Not
     recorded (a warning): the evaluation then looks for the files as before the record existed."""
+    from metarec_dist.data.fetch import default_data_dir
+
     path = Path(run_dir) / RUN_INFO
     temp = path.with_name(f".{RUN_INFO}.{os.getpid()}.tmp")
     try:
-        temp.write_text(json.dumps({DATA_FOLDER: str(Path.cwd())}) + "\n", encoding="utf-8")
+        info = {DATA_FOLDER: str(Path.cwd()), DATA_DIR: str(default_data_dir().absolute())}
+        temp.write_text(json.dumps(info) + "\n", encoding="utf-8")
         os.replace(temp, path)
     except OSError as exc:  # the current folder deleted, a read-only run folder
         temp.unlink(missing_ok=True)
         log.warning("%s: could not record the folder relative data files are read from: %s", path, exc)
 
 
-def recorded_data_folder(run_dir: Path) -> Path | None:
-    """The folder :func:`record_data_folder` recorded in ``run_dir`` (None: a run from before the record, a
-    cloud run folder, or a damaged record)."""
+def recorded_data_folder(run_dir: Path, key: str = DATA_FOLDER) -> Path | None:
+    """The folder :func:`record_data_folder` recorded in ``run_dir`` under ``key`` (:data:`DATA_FOLDER` or
+    :data:`DATA_DIR`; None: a run from before the record, a cloud run folder, or a damaged record)."""
     try:
-        value = json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))[DATA_FOLDER]
+        value = json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))[key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return Path(value) if isinstance(value, str) and Path(value).is_absolute() else None

@@ -42,8 +42,12 @@ class Where:
 
     file: str
     locate: Callable[[int], str]
+    # A text file's error for (row, column, problem): at the value's own line, a quote that runs on named.
+    value_error: Callable[[int, str, str], DataError] | None = None
 
     def error(self, row: int, column: str, problem: str) -> DataError:
+        if self.value_error is not None:
+            return self.value_error(row, column, problem)
         return DataError(f"{self.file}: {self.locate(row)}, column {column!r}: {problem}")
 
 

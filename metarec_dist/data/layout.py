@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -173,6 +174,52 @@ def resolve_layout(cfg: DataConfig) -> Layout:
     return _generic(path, cfg.format)
 
 
+_NO_FOLDER = ("synthetic", "hub")  # formats whose data.name is not a folder (hub: a Hub dataset id)
+
+
+def dataset_folder(name: str, root: Path) -> Path | None:
+    """The folder under ``root`` holding data set ``name`` (``ml-100k`` for ``movielens-100k``), if any."""
+    key = canonical_name(name)
+    folders = [name] + ([ARCHIVES[key].folder, key] if key in ARCHIVES else [])
+    return next((root / f for f in dict.fromkeys(folders) if has_dataset(root / f)), None)
+
+
+def with_recorded_data_dir(cfg: DataConfig, recorded: object) -> DataConfig:
+    """A trained model's data config with ``data_dir`` set to ``recorded``, the data folder its ``data.name``
+    set was found in when it trained ($METAREC_DATA_DIR then, or its default), while that still holds the
+    set: found through METAREC_DATA_DIR, which the config does not record, an evaluation with another one
+    read other data, or downloaded it. Recorded but no longer there, the current data folder is used, with
+    a warning naming both (the data check then compares what it holds with what the model was trained on).
+    Unchanged: a model from before the record, ``data.path`` or ``data.data_dir`` set."""
+    if cfg.name is None or cfg.path is not None or cfg.data_dir is not None or cfg.format in _NO_FOLDER:
+        return cfg
+    if not isinstance(recorded, str) or not Path(recorded).is_absolute():
+        return cfg
+    then, now = Path(recorded), default_data_dir().absolute()
+    if then == now:
+        return cfg
+    if dataset_folder(cfg.name, then) is not None:
+        log.info(
+            "data.name=%s: read from %s, where the model was trained on it (not %s)", cfg.name, then, now
+        )
+        return dataclasses.replace(cfg, data_dir=str(then))
+    found = dataset_folder(cfg.name, now)
+    instead = (
+        f"reading {found} (METAREC_DATA_DIR now) instead"
+        if found
+        else f"the data folder now, {now} (METAREC_DATA_DIR), does not hold it either"
+    )
+    log.warning(
+        "data.name=%s: the model was trained on the set in the data folder %s (METAREC_DATA_DIR then, or its "
+        "default), which no longer holds it; %s. To use the training data, put it back there or point "
+        "METAREC_DATA_DIR at the folder that holds it now",
+        cfg.name,
+        then,
+        instead,
+    )
+    return cfg
+
+
 def find_or_download(name: str, data_dir: str | Path | None = None) -> Path:
     """The folder holding dataset ``name`` under the data dir; downloads it when known and missing.
 
@@ -181,10 +228,9 @@ def find_or_download(name: str, data_dir: str | Path | None = None) -> Path:
     """
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     key = canonical_name(name)
-    folders = [name] + ([ARCHIVES[key].folder, key] if key in ARCHIVES else [])
-    for folder in dict.fromkeys(folders):
-        if has_dataset(root / folder):
-            return root / folder
+    found = dataset_folder(name, root)
+    if found is not None:
+        return found
     if key not in ARCHIVES:
         raise DataError(
             f"dataset {name!r} not found in {root} (looked for {root / name} with MovieLens or RecBole "

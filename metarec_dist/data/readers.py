@@ -124,7 +124,7 @@ def _read_text(spec: TextSpec, cfg: DataConfig, source: str, ratings: bool) -> R
     table = text.read(list(dict.fromkeys(roles.values())), string_columns=ids)
     if not spec.header:
         _check_no_header_row(table, roles, text)
-    return _build(table, roles, Where(text.label, text.locate), cfg, source)
+    return _build(table, roles, text.where(), cfg, source)
 
 
 def _check_no_header_row(table: pa.Table, roles: dict[str, str], text: TextFile) -> None:

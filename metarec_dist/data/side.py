@@ -142,7 +142,7 @@ def read_side_table(path: Path, entity: str, specs: list[FeatureSpec], cfg: Data
         table = text.read(
             list(dict.fromkeys([id_col, *wanted.values()])), string_columns=(id_col, *wanted.values())
         )
-        where = Where(text.label, text.locate)
+        where = text.where()
     elif kind == "parquet":
         check_file(path)
         try:
@@ -560,4 +560,6 @@ def _blank_to_null(text: pa.ChunkedArray | pa.Array, spec: FeatureSpec):
 
 def _shifted(where: Where, rows: np.ndarray) -> Where:
     """``where`` for a filtered column: row k of the filtered values is row ``rows[k]`` of the file."""
-    return Where(where.file, lambda k: where.locate(int(rows[k])))
+    at = where.value_error
+    error = None if at is None else lambda k, column, problem: at(int(rows[k]), column, problem)
+    return Where(where.file, lambda k: where.locate(int(rows[k])), error)

@@ -33,6 +33,7 @@ try:
 except ImportError:  # not POSIX
     fcntl = None
 
+from metarec_dist.data.columns import Where
 from metarec_dist.data.config import is_utf8
 from metarec_dist.data.errors import DataError
 
@@ -285,22 +286,53 @@ def _utf8_pieces(path: Path, encoding: str | None, label: str, cr_line_ends: boo
         pending.append(chunk[end:])
 
 
-def _ends_in_quote(text: str, delimiter: str) -> bool:
-    """Whether ``text`` (whole lines of a CSV file) ends inside a quoted value, by Arrow's rules: a quote
-    opens a value only as its first character, and ``""`` inside a quoted value is a quote."""
-    quoted, at_start, i = False, True, 0
-    while i < len(text):
-        ch = text[i]
-        if quoted and ch == '"':
-            if text.startswith('"', i + 1):  # "" in a quoted value: a quote, the value goes on
-                i += 1
-            else:
+_SPECIALS: dict[str, re.Pattern[str]] = {}
+
+
+def _scan_line(line: str, delimiter: str, quoted: bool) -> tuple[bool, int]:
+    """One line of a CSV file by Arrow's rules (a quote opens a value only as its first character, ``""``
+    inside a quoted value is a quote, and a quoted value may hold line breaks), ``quoted`` when a quoted
+    value is open at its start: whether one is open at its end, and how many separators outside quotes it
+    holds (the fields that start on it, past its first). Only quotes, separators and line ends are seen."""
+    special = _SPECIALS.setdefault(
+        delimiter, re.compile("|".join(map(re.escape, ('"', delimiter, "\n", "\r"))))
+    )
+    separators, skip = 0, -1
+    for found in special.finditer(line):
+        at, ch = found.start(), found.group()
+        if at == skip:
+            continue
+        if quoted:
+            if ch == '"' and line.startswith('"', at + 1):  # "" in a quoted value: a quote, the value goes on
+                skip = at + 1
+            elif ch == '"':
                 quoted = False
-        elif not quoted and ch == '"' and at_start:
-            quoted = True
-        at_start = not quoted and ch in (delimiter, "\n", "\r")
-        i += 1
-    return quoted
+        elif ch == '"':
+            quoted = at == 0 or line[at - 1] in (delimiter, "\n", "\r")  # a value's first character
+        elif ch == delimiter:
+            separators += 1
+    return quoted, separators
+
+
+@dataclass
+class _Row:
+    """Where one data row of a delimited file lies: the line each of its fields starts on, the line it
+    ends on, and whether a quoted value was still open at the end of the file (it took the rest)."""
+
+    starts: list[int]
+    last: int
+    unclosed: bool = False
+
+    @property
+    def first(self) -> int:
+        return self.starts[0]
+
+    def spans(self, index: int) -> bool:
+        """Whether field ``index`` runs past the line it starts on (a quoted value holding line breaks)."""
+        if index >= len(self.starts):
+            return False
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else self.last
+        return end > self.starts[index]
 
 
 def _after_last_line_end(chunk: bytes, cr_line_ends: bool) -> int:
@@ -657,7 +689,15 @@ class TextFile:
         # "terminate called without an active exception" (exit 134). A bad row makes pyarrow raise
         # instead, and the line scan below names it.
         read_opts = pv.ReadOptions(column_names=self.names, skip_rows=1 if self.spec.header else 0)
-        parse_opts = pv.ParseOptions(delimiter=self.delimiter, quote_char='"' if self.spec.quoting else False)
+        # newlines_in_values: Arrow splits the file into blocks at line ends, inside quotes too unless told
+        # values may hold line breaks; a quote never closed then took the rest of its block, silently (a 3 MB
+        # log with one in its third row lost 73,577 of 200,002 rows), and a valid quoted line break at a
+        # block end would split its row. A 67 MB log reads in 0.29-0.42 s with it, 0.23-0.35 s without.
+        parse_opts = pv.ParseOptions(
+            delimiter=self.delimiter,
+            quote_char='"' if self.spec.quoting else False,
+            newlines_in_values=self.spec.quoting,
+        )
         convert_opts = pv.ConvertOptions(
             include_columns=columns,
             column_types={c: pa.string() for c in string_columns},
@@ -688,25 +728,76 @@ class TextFile:
     # ----------------------------------------------------------------------------- error locating
 
     def line_of_row(self, row: int) -> int:
-        """1-based line number of data row ``row`` (0-based); blank lines are skipped as pyarrow does."""
-        seen = -1
-        for number, line in enumerate(self._lines(), 1):
-            if number == 1 and self.spec.header:
-                continue
-            if line.rstrip(b"\r\n"):
-                seen += 1
-                if seen == row:
-                    return number
-        return -1
+        """1-based line number data row ``row`` (0-based) starts on; -1 past the last row."""
+        found = self._row(row)
+        return -1 if found is None else found.first
 
     def locate(self, row: int) -> str:
         return f"line {self.line_of_row(row)}"
+
+    def where(self) -> Where:
+        """How a bad value of this file is pointed at (``columns.Where``)."""
+        return Where(self.label, self.locate, self.value_error)
+
+    def _row(self, row: int) -> _Row | None:
+        """Where data row ``row`` (0-based) lies, as Arrow reads rows: blank lines skipped, a quoted value's
+        line breaks kept in its row (the lines after are not rows of their own); None past the last row."""
+        seen, starts, quoted, number = -1, None, False, 0
+        header, quoting = self.spec.header, self.spec.quoting
+        for number, raw in enumerate(self._lines(), 1):
+            if starts is None:
+                if number == 1 and header or not raw.rstrip(b"\r\n"):
+                    continue
+                seen, starts = seen + 1, [number]  # the line each field of the row starts on
+            if quoting and (quoted or b'"' in raw):
+                quoted, separators = _scan_line(raw.decode("utf-8", "replace"), self.delimiter, quoted)
+                starts += [number] * separators
+            if quoted:
+                continue
+            if seen == row:
+                return _Row(starts, number)
+            starts = None
+        if starts is not None and seen == row:  # a quote never closed took the rest of the file
+            return _Row(starts, number, unclosed=True)
+        return None
+
+    def value_error(self, row: int, column: str, problem: str) -> DataError:
+        """``problem`` with the value in data row ``row`` (0-based), column ``column``: at the line the value
+        starts on; a quoted value that runs on past its line is named as such (the likely cause)."""
+        found = self._row(row)
+        index = self.names.index(column) if column in self.names else len(self.names)
+        if found is None:
+            return DataError(f"{self.label}: line -1, column {column!r}: {problem}")
+        if found.spans(index):
+            return self._spanning_quote(found, index, column, problem)
+        line = found.starts[index] if index < len(found.starts) else found.first
+        return DataError(f"{self.label}: line {line}, column {column!r}: {problem}")
+
+    def _spanning_quote(self, found: _Row, index: int, column: str, problem: str) -> DataError:
+        start = found.starts[index]
+        fix = (
+            f"close the quote on line {start} (a quote that is part of a value: doubled, in a quoted value, "
+            '"a""b")'
+        )
+        opens = f'{self.label}: line {start}, column {column!r}: the quote (") that opens this value'
+        if found.unclosed and index == len(found.starts) - 1:
+            return DataError(
+                f"{opens} is never closed (an unterminated quote): the rest of the file, lines "
+                f"{start}-{found.last}, is read as its value; {fix}"
+            )
+        end = found.starts[index + 1] if index + 1 < len(found.starts) else found.last
+        shown = problem if len(problem) <= 160 else problem[:160] + "..."
+        return DataError(
+            f"{opens} runs past the end of the line and is closed only on line {end}, so lines {start}-{end} "
+            f"are read as one value ({shown}); {fix}"
+        )
 
     def diagnose(self) -> DataError | None:
         """The first line that is not valid UTF-8 or has the wrong number of fields, as a DataError."""
         names = self.names
         shown_sep = "whitespace" if self.spec.whitespace else repr(self.spec.sep)
-        opened: tuple[int, list[str]] | None = None  # a quoted value open at a line end: its line, the text
+        # A quoted value open at a line end: the row's first line, that line's text, its fields so far.
+        opened: tuple[int, str, int] | None = None
         for number, raw in enumerate(self._lines(), 1):
             if opened is None and (number == 1 and self.spec.header or not raw.rstrip(b"\r\n")):
                 continue
@@ -721,17 +812,16 @@ class TextFile:
             if self.spec.quoting and (opened is not None or '"' in line):
                 # A quoted value may hold line breaks (Arrow reads it so): the row goes on to the line where
                 # the quote closes, and a quote never closed took the rest of the file.
-                first, parts = opened or (number, [])
-                parts.append(line)
-                if _ends_in_quote("".join(parts), self.delimiter):
-                    opened = (first, parts)
+                first, opening, fields = opened or (number, line, 1)
+                quoted, separators = _scan_line(line, self.delimiter, opened is not None)
+                if quoted:
+                    opened = (first, opening, fields + separators)
                     continue
                 opened = None
                 if first != number:
-                    fields = self._split("".join(parts))
-                    if len(fields) != len(names):
+                    if fields + separators != len(names):
                         return self._quote_error(
-                            first, parts[0], f"is closed only on line {number}", len(fields)
+                            first, opening, f"is closed only on line {number}", fields + separators
                         )
                     continue
             fields = self._split(line)
@@ -754,7 +844,7 @@ class TextFile:
                     f"({', '.join(names)}); column {names[len(fields)]!r} is missing (separator {shown_sep})"
                 )
         if opened is not None:
-            return self._quote_error(opened[0], opened[1][0], "is never closed", None)
+            return self._quote_error(opened[0], opened[1], "is never closed", None)
         return None
 
     def _quote_error(self, number: int, opening: str, closed: str, fields: int | None) -> DataError:

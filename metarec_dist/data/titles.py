@@ -37,10 +37,18 @@ def _text(path: Path, encoding: str) -> Iterator[TextIO]:
         yield text
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _lines(text: TextIO) -> Iterator[str]:
-    """The lines of ``text`` as ``str.splitlines`` of the whole text splits them."""
+    """The lines of ``text``, ended by "\n", "\r\n" or "\r" (as the csv reading ends them). Not
+    ``str.splitlines``, which also splits at U+0085 (byte 0x85 read as Latin-1: a Windows-1252 "…" in a
+    title), U+2028, form feeds and the like: such a title became two lines, its end dropped."""
     for line in text:
-        yield from line.splitlines()
+        lines = _LINE_END.split(line)
+        if lines[-1] == "":  # after the line's own end
+            lines.pop()
+        yield from lines
 
 
 def _key(raw: str, string_ids: bool) -> str | None:
