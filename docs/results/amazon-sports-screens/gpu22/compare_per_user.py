@@ -31,7 +31,8 @@ def compare(a_path: Path, b_path: Path) -> float:
             gap = abs(float(x.mean()) - float(y.mean()))
             worst = max(worst, gap)
             per_user = float(np.abs(x - y).max()) if x.shape == y.shape else float("nan")
-            print(f"  K={k}: ndcg@10 {x.mean():.6f} vs {y.mean():.6f} (users {x.size} / {y.size}, largest per-user gap {per_user:.2e})")
+            users = f"users {x.size} / {y.size}, largest per-user gap {per_user:.2e}"
+            print(f"  K={k}: ndcg@10 {x.mean():.6f} vs {y.mean():.6f} ({users})")
     return worst
 
 
