@@ -300,6 +300,12 @@ def read_client_state(folder: Path) -> dict[str, Any]:
     return state
 
 
+def part_state(client: dict[str, Any], name: str) -> dict[str, Any]:
+    """The saved state of the stateful part ``name`` (``Checkpointer``'s ``parts``) in a checkpoint's client
+    state: its own entry; checkpoints written before the train state had one keep its fields at the top."""
+    return client.get(name, client)
+
+
 # ------------------------------------------------------------------------------------------ discovery
 
 
@@ -915,8 +921,7 @@ class Checkpointer:
             self.engine.load_checkpoint(str(folder / "engine"), tag="state")
             load_rng(folder, self.ctx.rank)
         for name, part in self.parts.items():
-            # Checkpoints written before the train state had its own entry keep its fields at the top.
-            part.load_state_dict(client.get(name, client))
+            part.load_state_dict(part_state(client, name))
             if hasattr(part, "load_tensors"):
                 part.load_tensors(_load_tensors(folder / f"{name}.safetensors"))
         self._load_rank_parts(folder, client)
