@@ -68,8 +68,8 @@ class ActorPool:
     def __init__(self, workers: int, threads: int = 1) -> None:
         check_ray_address()
         init_ray()
-        # How long the actors may take to start: longer when they wait for an autoscaler's new nodes.
-        self.start_s = AUTOSCALE_START_S if check_free_cpus(workers) else START_S
+        self.autoscaling = check_free_cpus(workers)  # the actors wait for the nodes an autoscaler adds
+        self.start_s = AUTOSCALE_START_S if self.autoscaling else START_S
         self.workers = workers
         self.actors = [_BatchWorker.remote(threads) for _ in range(workers)]
         try:
@@ -83,10 +83,15 @@ class ActorPool:
         _, pending = ray.wait(ready, num_returns=len(ready), timeout=self.start_s)
         if pending:
             total, free = _cpus()
+            why = (
+                "its autoscaler added too few nodes in time?"
+                if self.autoscaling
+                else "other work took them first?"
+            )
             raise UserError(
                 f"eval.workers (--workers) {self.workers}: {len(pending)} of the evaluation workers did not "
                 f"start within {self.start_s:.0f} s ({free} of the Ray cluster's {total} CPUs free now: "
-                f"other work took them first?); {_FEWER}"
+                f"{why}); {_FEWER}"
             )
 
     def map(self, fn: Callable[[Any, int], Any], payload: Any, n: int) -> list[Any]:

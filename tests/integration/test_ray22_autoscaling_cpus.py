@@ -64,3 +64,16 @@ def test_a_fixed_size_cluster_or_one_that_cannot_grow_enough_is_refused(reported
     reported((4, 1, 1), (8, 0, 2))
     with pytest.raises(UserError, match=r"4 CPUs \(its autoscaler grows it to at most 20\).*at most 20"):
         check_free_cpus(21)
+
+
+def test_the_actors_wait_for_the_autoscaler_and_its_failure_is_one_line(reported, monkeypatch):
+    from metarec_dist.runtime import eval_pool
+
+    reported((4, 1, 1), (8, 0, 2))
+    monkeypatch.setattr(eval_pool, "START_S", 0.5)
+    monkeypatch.setattr(eval_pool, "AUTOSCALE_START_S", 2.0)  # no autoscaler runs: no node comes
+    with pytest.raises(UserError) as err:
+        eval_pool.actor_pool(6)
+    text = str(err.value)
+    assert "did not start within 2 s" in text and "its autoscaler added too few nodes in time?" in text
+    assert "\n" not in text and eval_pool._POOL is None
