@@ -832,20 +832,20 @@ def finished_result(cfg: Config, point: Path | None, checked: bool) -> dict[str,
     ``checked``: ``check_resume_settings`` has compared the settings and catalogue already; else they are
     compared here against the checkpoint's own catalogue (the data is not read: unchanged data settings)."""
     from metarec_dist.checkpoint import open_checkpoint, read_client_state
+    from metarec_dist.run_folder import run_path
     from metarec_dist.train.trainer import finished_checkpoint_message
 
     if point is None:
         return None
     client = read_client_state(point)
     message = finished_checkpoint_message(cfg, client)
-    if message is None or data_judged_by_workers(client, cfg) or not isinstance(client.get("num_items"), int):
+    num_items = client.get("num_items")  # recorded by every checkpoint since the catalogue check
+    if message is None or data_judged_by_workers(client, cfg) or not isinstance(num_items, int):
         return None
     if not checked:
-        check_resume_settings(cfg, point, client["num_items"], client.get("item_raw_ids"))
+        check_resume_settings(cfg, point, num_items, client.get("item_raw_ids"))
     open_checkpoint(point, cfg.runtime.num_workers)  # as a worker would: a damaged one is refused, not reused
     log.warning("%s", message)
-    from metarec_dist.run_folder import run_path
-
     out = {**ray_recorded_metrics(point), "checkpoint": str(point), "run_path": run_path(cfg.runtime)}
     return with_resume_point({**out, **wandb_used(cfg)}, point)
 

@@ -10,6 +10,7 @@ One real Ray run (one worker, two steps) on the module's cluster; the re-runs mu
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 from trained import TINY, TINY_MODEL
@@ -69,3 +70,13 @@ def test_steps_left_or_changed_data_are_left_to_the_workers(finished):
     assert finished_result(with_overrides(cfg, ["data.seed=5"]), point, checked=False) is None
     with pytest.raises(UserError, match="model.hidden_size"):  # a shape change is refused, not "finished"
         finished_result(with_overrides(cfg, ["model.hidden_size=32"]), point, checked=False)
+
+
+def test_a_damaged_finished_checkpoint_is_refused_not_reused(finished, tmp_path):
+    cfg, first = finished
+    shutil.copytree(first["run_path"], tmp_path / "r")
+    point = latest_complete(tmp_path / "r")
+    (point / "engine" / "latest").write_text("tampered")  # as a worker's load would find it
+    moved = with_overrides(cfg, [f"runtime.storage_path={tmp_path}", "runtime.run_name=r"])
+    with pytest.raises(UserError, match=r"engine/latest is truncated or changed"):
+        finished_result(moved, point, checked=False)
