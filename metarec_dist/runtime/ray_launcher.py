@@ -631,7 +631,7 @@ def check_resume_settings(
 
     if point is None:  # nothing checked here (a fresh run, or cloud storage, where Ray finds the checkpoint)
         return "all"
-    check_written_by(cfg, point)
+    check_manifest(cfg, point)
     client = read_client_state(point)
     rank0_says = "all" if data_judged_by_workers(client, cfg) else "data"
     check_resume_config(
@@ -640,14 +640,15 @@ def check_resume_settings(
     return rank0_says
 
 
-def check_written_by(cfg: Config, point: Path | None) -> None:
-    """The workers refuse a checkpoint written by another number of workers (``open_checkpoint``) only
-    after Ray has started them: refused here from its manifest, before."""
-    from metarec_dist.checkpoint import other_world_size, read_manifest
+def check_manifest(cfg: Config, point: Path | None) -> None:
+    """What the workers refuse from the checkpoint's manifest (``open_checkpoint``), only after Ray has
+    started them: refused here, before: a file it lists missing or of another size, a checkpoint written by
+    another number of workers. (Its files' hashes are the workers' to check: they read every byte.)"""
+    from metarec_dist.checkpoint import other_world_size, verify
 
     if point is None:
         return
-    written_by = read_manifest(point)["world_size"]
+    written_by = verify(point, hashes=False)["world_size"]
     if written_by != cfg.runtime.num_workers:
         raise UserError(other_world_size(point, written_by, cfg.runtime.num_workers))
 
@@ -769,7 +770,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     # Before Ray starts: a missing file fails in a second. The driver reads no rows of the log, ever: a
     # cache hit is a folder of Parquet files, and a miss is prepared by a Ray task (prepare_off_driver).
     resume_from = resume_point_of(cfg)
-    check_written_by(cfg, resume_from)  # the manifest's refusal, whether or not the data is cached
+    check_manifest(cfg, resume_from)  # the manifest's refusals, whether or not the data is cached
     shards = cached_shards(cfg.data)
     if shards is not None:
         rank0_says = check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)

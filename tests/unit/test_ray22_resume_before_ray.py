@@ -1,6 +1,7 @@
-"""Session 22 (ray22): a resume refusal that the run folder's checkpoint manifest alone decides (another
-number of workers than wrote it) came from the Ray driver only after it had started a cluster and prepared
-the data in a Ray task, when the data was not cached (synthetic, Hub, a cache miss): now before Ray starts.
+"""Session 22 (ray22): the resume refusals that the run folder's checkpoint manifest alone decides came from
+the Ray driver only after it had started a cluster (and prepared the data in a Ray task): another number of
+workers than wrote it, when the data was not cached (synthetic, Hub, a cache miss), and a file it lists
+missing or of another size, from the workers as they loaded it. Now before Ray starts.
 And whether a resumed run is finished is decided by the trainer's code from a checkpoint's client state
 (``trainer.finished_checkpoint_message``), which the Ray driver asks before starting the cluster
 (tests/integration/test_ray22_finished_rerun.py runs that on a real Ray run)."""
@@ -29,6 +30,30 @@ def test_another_number_of_workers_is_refused_before_ray_starts(tmp_path):
     try:
         with pytest.raises(UserError, match="written by 1 workers and runtime.num_workers is 2"):
             train_on_ray(with_overrides(cfg, ["runtime.num_workers=2"]))
+        assert not ray.is_initialized(), "Ray was started before the refusal"
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_shard_missing_or_of_another_size_is_refused_before_ray_starts(tmp_path, damage):
+    import ray
+
+    from metarec_dist import checkpoint as ckpt
+
+    cfg, folder, _, _ = _ray_checkpoint(tmp_path)
+    shard = folder / "engine" / "state" / "mp_rank_00_model_states.pt"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"weights")
+    ckpt.write_manifest(folder, 2, 1, ckpt.file_entries(folder))
+    if damage == "missing":
+        shard.unlink()
+    else:
+        shard.write_bytes(b"wei")
+    assert not ray.is_initialized()
+    try:
+        with pytest.raises(UserError, match=f"shard engine/state/mp_rank_00_model_states.pt is {damage}"):
+            train_on_ray(with_overrides(cfg, ["runtime.num_workers=1"]))
         assert not ray.is_initialized(), "Ray was started before the refusal"
     finally:
         ray.shutdown()
