@@ -10,6 +10,8 @@ seconds, shipping a model to a warm one milliseconds. Each actor takes one CPU a
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from metarec_dist.errors import UserError
 from metarec_dist.eval.distributed import call_batch, ordered_results
 from metarec_dist.runtime.ray_launcher import check_ray_address, init_ray
 
+log = logging.getLogger("metarec")
 _POOL: ActorPool | None = None
 IN_FLIGHT = 2  # batches queued per actor
 # How long the free CPUs may take to cover the workers: the cluster's view of them lags a kill by up to a
@@ -29,6 +32,9 @@ FREE_WAIT_S = 5.0
 # How long the actors may take to start (a process importing torch: seconds; a minute on a busy machine)
 # once the CPUs were seen free: another job may take them first, and the actors would wait for ever.
 START_S = 120.0
+# ... and on a cluster that autoscales, where they wait for the nodes its autoscaler adds (cloud instances:
+# minutes each to boot and join).
+AUTOSCALE_START_S = 900.0
 
 
 @ray.remote(num_cpus=1)
@@ -62,7 +68,8 @@ class ActorPool:
     def __init__(self, workers: int, threads: int = 1) -> None:
         check_ray_address()
         init_ray()
-        check_free_cpus(workers)
+        self.autoscaling = check_free_cpus(workers)  # the actors wait for the nodes an autoscaler adds
+        self.start_s = AUTOSCALE_START_S if self.autoscaling else START_S
         self.workers = workers
         self.actors = [_BatchWorker.remote(threads) for _ in range(workers)]
         try:
@@ -73,13 +80,18 @@ class ActorPool:
 
     def _wait_started(self) -> None:
         ready = [a.ready.remote() for a in self.actors]
-        _, pending = ray.wait(ready, num_returns=len(ready), timeout=START_S)
+        _, pending = ray.wait(ready, num_returns=len(ready), timeout=self.start_s)
         if pending:
             total, free = _cpus()
+            why = (
+                "its autoscaler added too few nodes in time?"
+                if self.autoscaling
+                else "other work took them first?"
+            )
             raise UserError(
                 f"eval.workers (--workers) {self.workers}: {len(pending)} of the evaluation workers did not "
-                f"start within {START_S:.0f} s ({free} of the Ray cluster's {total} CPUs free now: other "
-                f"work took them first?); {_FEWER}"
+                f"start within {self.start_s:.0f} s ({free} of the Ray cluster's {total} CPUs free now: "
+                f"{why}); {_FEWER}"
             )
 
     def map(self, fn: Callable[[Any, int], Any], payload: Any, n: int) -> list[Any]:
@@ -137,15 +149,44 @@ def _cpus() -> tuple[int, int]:
     return int(ray.cluster_resources().get("CPU", 0)), int(ray.available_resources().get("CPU", 0))
 
 
-def check_free_cpus(workers: int) -> None:
+def autoscaled_cpus() -> float | None:
+    """The most CPUs the cluster's autoscaler may grow it to, from the cluster config the autoscaler reports
+    to the GCS (its node groups and their max counts: what Ray Train's worker group and Ray Data's
+    autoscaler read); None for a cluster of fixed size: no config (no autoscaler), or no node group that can
+    grow (max_count -1: unbounded, or above min_count)."""
+    from ray._private.state import state
+
+    config = state.get_cluster_config()
+    groups = [g for g in (config.node_group_configs if config else []) if g.resources and g.max_count != 0]
+    if not any(g.max_count == -1 or g.max_count > g.min_count for g in groups):
+        return None
+    return float((state.get_max_resources_from_cluster_config() or {}).get("CPU", 0))
+
+
+def check_free_cpus(workers: int) -> bool:
     """``UserError`` when the cluster cannot give each of ``workers`` actors a CPU: it has too few, or too
     few are free (other jobs' actors and tasks hold them). Actors asked for then were queued until CPUs came
-    free: ``metarec evaluate --workers N`` on a busy joined cluster waited in silence, for ever."""
+    free: ``metarec evaluate --workers N`` on a busy joined cluster waited in silence, for ever. A cluster
+    that can autoscale to enough CPUs (``autoscaled_cpus``) is not refused for having too few now (no worker
+    node yet): said in one line, and True: the actors wait for the nodes its autoscaler adds."""
     total, free = _cpus()
     if workers > total:
+        most = autoscaled_cpus()
+        if most is not None and workers <= most:
+            log.warning(
+                "eval.workers (--workers) %d: the Ray cluster has %d CPUs now and its autoscaler can grow it "
+                "to %s; the evaluation workers wait up to %.0f s for the nodes it adds",
+                workers,
+                total,
+                "any size" if most >= sys.maxsize else f"{most:g} CPUs",
+                AUTOSCALE_START_S,
+            )
+            return True
+        grows = "" if most is None else f" (its autoscaler grows it to at most {most:g})"
         raise UserError(
-            f"eval.workers (--workers) {workers}: the Ray cluster has {total} CPUs (one per evaluation "
-            f"worker); ask for at most {total}, or join a larger cluster (RAY_ADDRESS)"
+            f"eval.workers (--workers) {workers}: the Ray cluster has {total} CPUs{grows} (one per "
+            f"evaluation worker); ask for at most {max(total, int(most or 0))}, or join a larger cluster "
+            "(RAY_ADDRESS)"
         )
     deadline = time.monotonic() + FREE_WAIT_S
     while free < workers and time.monotonic() < deadline:
@@ -156,6 +197,7 @@ def check_free_cpus(workers: int) -> None:
             f"eval.workers (--workers) {workers}: only {free} of the Ray cluster's {total} CPUs are free "
             f"(one per evaluation worker; other jobs hold the rest); {_FEWER}"
         )
+    return False
 
 
 def actor_pool(workers: int, threads: int = 1) -> ActorPool:

@@ -627,25 +627,30 @@ def check_resume_settings(
     ``checkpoint.check_resume_config``): ``"all"`` when a data setting changed, so that changed data is one
     refusal, not this process's warning of the other settings followed by the workers' refusal; else
     ``"data"`` (this process has said the rest); ``"all"`` too when it had no checkpoint to compare."""
-    from metarec_dist.checkpoint import (
-        check_resume_config,
-        other_world_size,
-        read_client_state,
-        read_manifest,
-    )
+    from metarec_dist.checkpoint import check_resume_config, read_client_state
 
     if point is None:  # nothing checked here (a fresh run, or cloud storage, where Ray finds the checkpoint)
         return "all"
-    # The workers refuse another world size (open_checkpoint) only after Ray has started them: say it now.
-    written_by = read_manifest(point)["world_size"]
-    if written_by != cfg.runtime.num_workers:
-        raise UserError(other_world_size(point, written_by, cfg.runtime.num_workers))
+    check_manifest(cfg, point)
     client = read_client_state(point)
     rank0_says = "all" if data_judged_by_workers(client, cfg) else "data"
     check_resume_config(
         point, client, cfg, num_items, item_raw_ids, say="all" if rank0_says == "data" else "none"
     )
     return rank0_says
+
+
+def check_manifest(cfg: Config, point: Path | None) -> None:
+    """What the workers refuse from the checkpoint's manifest (``open_checkpoint``), only after Ray has
+    started them: refused here, before: a file it lists missing or of another size, a checkpoint written by
+    another number of workers. (Its files' hashes are the workers' to check: they read every byte.)"""
+    from metarec_dist.checkpoint import other_world_size, verify
+
+    if point is None:
+        return
+    written_by = verify(point, hashes=False)["world_size"]
+    if written_by != cfg.runtime.num_workers:
+        raise UserError(other_world_size(point, written_by, cfg.runtime.num_workers))
 
 
 def data_judged_by_workers(client: dict[str, Any], cfg: Config) -> bool:
@@ -765,9 +770,13 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     # Before Ray starts: a missing file fails in a second. The driver reads no rows of the log, ever: a
     # cache hit is a folder of Parquet files, and a miss is prepared by a Ray task (prepare_off_driver).
     resume_from = resume_point_of(cfg)
+    check_manifest(cfg, resume_from)  # the manifest's refusals, whether or not the data is cached
     shards = cached_shards(cfg.data)
     if shards is not None:
         rank0_says = check_resume_settings(cfg, resume_from, shards.num_items, shards.item_raw_ids)
+    finished = finished_result(cfg, resume_from, checked=shards is not None)
+    if finished is not None:  # a re-run of a finished run: said without starting Ray (~45 s)
+        return finished
     warn_if_oversubscribed(cfg)
     check_ray_address()
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
@@ -813,6 +822,57 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         **wandb_used(cfg, reported),
     }
     return with_resume_point(out, resume_from)
+
+
+def finished_result(cfg: Config, point: Path | None, checked: bool) -> dict[str, Any] | None:
+    """A re-run of a finished run, decided on the driver before Ray starts: the trainer's own verdict
+    (``trainer.finished_checkpoint_message``, what every worker would say after starting and loading
+    ``point``) is warned here and the run's result returned as ``_fit_on_ray`` would have returned it (Ray's
+    record of the checkpoint's metrics, read from the run folder). None when steps are left, or when only
+    the workers can judge the resume: a ``data.*`` setting changed (they compare the training users).
+    ``checked``: ``check_resume_settings`` has compared the settings and catalogue already; else they are
+    compared here against the checkpoint's own catalogue (the data is not read: unchanged data settings)."""
+    from metarec_dist.checkpoint import open_checkpoint, read_client_state
+    from metarec_dist.run_folder import run_path
+    from metarec_dist.train.trainer import finished_checkpoint_message
+
+    if point is None:
+        return None
+    client = read_client_state(point)
+    message = finished_checkpoint_message(cfg, client)
+    num_items = client.get("num_items")  # recorded by every checkpoint since the catalogue check
+    if message is None or data_judged_by_workers(client, cfg) or not isinstance(num_items, int):
+        return None
+    if not checked:
+        check_resume_settings(cfg, point, num_items, client.get("item_raw_ids"))
+    open_checkpoint(point, cfg.runtime.num_workers)  # as a worker would: a damaged one is refused, not reused
+    log.warning("%s", message)
+    out = {**ray_recorded_metrics(point), "checkpoint": str(point), "run_path": run_path(cfg.runtime)}
+    return with_resume_point({**out, **wandb_used(cfg)}, point)
+
+
+def ray_recorded_metrics(point: Path) -> dict[str, Any]:
+    """The metrics Ray Train recorded with the checkpoint ``point`` (its run folder's
+    ``ray.train.Result``, read without a cluster), as a Ray run's result carries them; empty when Ray's
+    record is of another checkpoint (or there is none: a killed driver, a run folder of a local run)."""
+    import ray.train
+
+    from metarec_dist.checkpoint import run_dir_of
+    from metarec_dist.runtime.ray_worker import WANDB_METRIC
+
+    ray_log = logging.getLogger("ray.train")  # "A run snapshot was found in storage folder ..." (INFO)
+    level = ray_log.level
+    ray_log.setLevel(logging.WARNING)
+    try:
+        result = ray.train.Result.from_path(str(run_dir_of(point)))
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.info("no Ray Train record of %s's metrics: %s", point, exc)
+        return {}
+    finally:
+        ray_log.setLevel(level)
+    if result.checkpoint is None or Path(result.checkpoint.path).name != point.name:
+        return {}
+    return {k: v for k, v in (result.metrics or {}).items() if k != WANDB_METRIC}
 
 
 def fit_until_stopped(fit: Callable[[], Any]) -> Any:

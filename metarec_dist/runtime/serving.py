@@ -471,28 +471,36 @@ def serve_model(
         cap_client_timeouts(request_timeout_s)
     from metarec_dist.runtime import ray_launcher
 
-    # SIGTERM (`kill`, `docker stop`, systemd) is Ctrl-C from here on: during start-up it unwinds through the
-    # clean-up below ("interrupted", status 130) instead of killing this process with the Ray cluster it was
-    # starting left running; once serving, the loop below ends.
-    stop, serving = threading.Event(), threading.Event()
+    # SIGTERM (`kill`, `docker stop`, systemd) is Ctrl-C until the application is deployed: it unwinds
+    # through the clean-up below ("interrupted", status 130) instead of killing this process with the Ray
+    # cluster it was starting left running. From the deployment on, the server may answer (Ray Serve routes
+    # to each replica once it is up, before `serve.run` returns, and before `wait_until_answering` sees it):
+    # a SIGTERM is then the server's normal stop, as once serving (the loop below ends; status 0).
+    stop, serving, deployed = threading.Event(), threading.Event(), threading.Event()
 
     def on_sigterm(*_: Any) -> None:
-        if serving.is_set():
-            stop.set()
-        else:
+        if not deployed.is_set():
             raise KeyboardInterrupt
+        first = not stop.is_set()
+        stop.set()
+        if first and not serving.is_set():
+            raise StopRequested  # out of the wait for the replicas and the first answer (once)
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         # Loaded here first: a wrong path or a damaged model is one line now, not a replica failing in Ray.
         recommender = load_served(str(Path(checkpoint).expanduser().resolve()), fuse)
         http = {"host": host, "port": port, "request_timeout_s": request_timeout_s}
-        source = deploy(recommender, http, replicas, threads, max_body, joined)
-        del recommender  # the replicas' copy is in the object store
         url = f"http://{host}:{port}"
-        wait_until_answering(url)
+        try:
+            source = deploy(recommender, http, replicas, threads, max_body, joined, deployed)
+            del recommender  # the replicas' copy is in the object store
+            wait_until_answering(url)
+            serving.set()  # in this block: a SIGTERM before it is a StopRequested caught here
+        except StopRequested:
+            log.warning("stopped (SIGTERM) while the application at %s was starting", url)
+            return
         log.info("serving %s at %s (POST %s/recommend)", source, url, url)
-        serving.set()
         if ready is not None:
             ready(url)
         try:
@@ -507,6 +515,12 @@ def serve_model(
         finally:
             ray_launcher.shutdown_ray()
             signal.signal(signal.SIGTERM, previous)
+
+
+class StopRequested(BaseException):
+    """A SIGTERM once the application is deployed and before ``serve_model`` counts itself serving: the
+    server's normal stop, raised to leave the wait for its start (a ``BaseException``, as Ctrl-C is: no
+    ``except Exception`` on the way swallows it)."""
 
 
 def check_not_ray_client(address: str | None) -> None:
@@ -579,12 +593,19 @@ def warn_if_cluster_too_small(replicas: int, threads: int, cpus: float) -> None:
 
 
 def deploy(
-    recommender: Any, http: dict[str, Any], replicas: int, threads: int, max_body: int, joined: bool
+    recommender: Any,
+    http: dict[str, Any],
+    replicas: int,
+    threads: int,
+    max_body: int,
+    joined: bool,
+    deployed: threading.Event | None = None,
 ) -> str:
     """Start Ray (unless ``joined``) and Ray Serve with ``http`` (its ``http_options``: host, port, request
     timeout) and deploy ``recommender`` through the object store; return the checkpoint it was loaded from
     (the step a run folder resolved to). Joined to a cluster whose Serve already runs, Ray Serve keeps that
-    Serve's options (and says so: its "will not be applied" line is kept there)."""
+    Serve's options (and says so: its "will not be applied" line is kept there). ``deployed`` is set as the
+    application is handed to Ray Serve: from then on a replica that is up may answer."""
     import os
 
     import ray
@@ -617,6 +638,8 @@ def deploy(
     source = recommender.loaded.source  # the checkpoint step a run folder resolved to
     model = ray.put(recommender)  # the replicas' copy
     app = build_app(model, replicas, threads, max_body, http["request_timeout_s"])
+    if deployed is not None:
+        deployed.set()
     serve.run(app, name=APP_NAME, route_prefix="/")
     return source
 

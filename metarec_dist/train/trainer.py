@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, Checkpointer
+from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, Checkpointer, part_state
 from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.digest import combine, features_digest, sequences_digest
 from metarec_dist.data.split import UserSplits
@@ -103,6 +103,36 @@ def finished_message(cfg: Config, step: int, stopped_early: bool) -> str:
         f"run {cfg.runtime.run_name!r} already finished at meta-step {step} ({why}); nothing to train. "
         f"Raise {more} to continue, or choose another runtime.run_name"
     )
+
+
+def is_finished(cfg: Config, step: int, early_stop: EarlyStopping | None) -> bool:
+    """Whether a run at meta-step ``step`` trains no further step under ``cfg``: every ``train.meta_steps``
+    done, or ``early_stop`` (train.early_stop_patience's tracker, None without it) says stop."""
+    return step >= cfg.train.meta_steps or has_stopped_early(early_stop)
+
+
+def has_stopped_early(early_stop: EarlyStopping | None) -> bool:
+    return early_stop is not None and early_stop.should_stop
+
+
+def finished_checkpoint_message(cfg: Config, client: dict[str, Any]) -> str | None:
+    """:func:`finished_message` when resuming from the checkpoint of client state ``client`` under ``cfg``
+    trains nothing (what ``MetaTrainer.fit`` says once it has loaded it), else None. Decided from the
+    saved loop position and early-stop counters alone: the Ray driver asks before it starts the cluster."""
+    state = TrainState()
+    state.load_state_dict(part_state(client, "train_state"))
+    early_stop = early_stopping(cfg)
+    if early_stop is not None:
+        early_stop.load_state_dict(part_state(client, "early_stop"))
+    if not is_finished(cfg, state.step, early_stop):
+        return None
+    return finished_message(cfg, state.step, has_stopped_early(early_stop))
+
+
+def early_stopping(cfg: Config, module: torch.nn.Module | None = None) -> EarlyStopping | None:
+    """train.early_stop_patience's tracker of ``module`` (None when it is 0)."""
+    patience = cfg.train.early_stop_patience
+    return EarlyStopping(patience, module) if patience else None
 
 
 def tokens_per_task(cfg: Config) -> int:
@@ -254,7 +284,7 @@ class MetaTrainer:
                 "train.early_stop_patience needs validation users and the data has none: set "
                 "data.valid_frac > 0, or train.early_stop_patience: 0"
             )
-        return EarlyStopping(patience, self.engine.module) if patience else None
+        return early_stopping(self.cfg, self.engine.module)
 
     def _build_checkpointer(self) -> Checkpointer:
         """Saves the engine with the loop's position, the early stop and the task stream: one stream for a
@@ -364,11 +394,11 @@ class MetaTrainer:
 
     @property
     def finished(self) -> bool:
-        return self.state.step >= self.cfg.train.meta_steps or self.stopped_early
+        return is_finished(self.cfg, self.state.step, self.early_stop)
 
     @property
     def stopped_early(self) -> bool:
-        return self.early_stop is not None and self.early_stop.should_stop
+        return has_stopped_early(self.early_stop)
 
     def step_metrics(self, metrics: dict[str, float], steps: int, elapsed: float) -> dict[str, Any]:
         """The logged line of a step: metrics averaged over ranks, throughput, lr, gradient norm."""
