@@ -149,3 +149,16 @@ def test_a_recommender_adapts_and_scores_where_its_model_is(trained, monkeypatch
     with pytest.raises(UserError, match="scored"):
         recommender(recommender.catalogue.raw_ids[:3], 5)
     assert seen == [("meta", {"meta"})]
+
+
+def test_recommend_says_where_it_scored_off_the_cpu(trained, capsys):
+    """The header names the device off the CPU (the CPU's header is unchanged: tested above)."""
+    from metarec_dist.eval.cli import _show_recommendations
+    from metarec_dist.eval.recommend import Recommendation
+
+    recommender = Recommender.load(str(trained().folder), device="meta")
+    raw = recommender.catalogue.raw_ids[:2]
+    recs = [Recommendation(1, 3, recommender.catalogue.raw_ids[2], None, 0.5)]
+    _show_recommendations(recommender, raw, None, recs, (3, 0.5))
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == "top 1 after 2 items (fomaml, 3 adaptation steps, lr 0.5, on meta):"
