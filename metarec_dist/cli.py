@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     from metarec_dist.eval.cli import add_evaluate_args, add_recommend_args
 
     add_evaluate_args(sub.add_parser("evaluate", help="cold-start evaluation with full ranking"))
-    add_recommend_args(sub.add_parser("recommend", help="adapt on a history and print the top-K items"))
+    recommend = sub.add_parser("recommend", help="adapt on a history and print the top-K items")
+    add_recommend_args(recommend)
+    _add_device(recommend, "where the model adapts on the history and scores the items")
     _add_serve(sub)
     p = sub.add_parser("print-config", help="print the resolved config")
     _add_config_args(p, required=False)
@@ -164,6 +166,23 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="record this fixed test-time adaptation instead (0: serve the meta-trained initialisation)",
     )
     p.add_argument("--inner-lr", type=float, help="with --steps: the inner lr (default: the trained one)")
+    _add_device(
+        p,
+        "where --fuse / --choose-adaptation score the validation users (the exported files are written from "
+        "the CPU whatever it is)",
+    )
+
+
+def _add_device(p: argparse.ArgumentParser, what: str) -> None:
+    """``--device`` as ``metarec evaluate`` takes it, resolved by ``eval/device.py``'s ``resolve_device`` (not
+    imported here: it imports torch); ``what``: what runs there."""
+    p.add_argument(
+        "--device",
+        default="cpu",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help=f"{what}: cpu (default), cuda / cuda:N (one GPU), or auto (cuda when torch sees a GPU, else "
+        "cpu); on a GPU scores may differ from the CPU's in the last digits",
+    )
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -324,9 +343,11 @@ def _export(args: argparse.Namespace) -> int:
 
     from metarec_dist.checkpoint import export, export_source, read_newest, run_dir_of
     from metarec_dist.eval.cli import check_adaptation_args
+    from metarec_dist.eval.device import resolve_device
     from metarec_dist.eval.fusion import add_fusion
     from metarec_dist.eval.stored_adaptation import add_adaptation, fixed_adaptation
 
+    device = resolve_device(args.device)  # no GPU for --device cuda: one line now, before anything is read
     # /proc, a read-only mount: refused now naming --out, not as a temp folder's OSError (or after --fuse).
     probe_nearest(Path(args.out), f"export --out {args.out}")
     check_adaptation_args(args)  # --inner-lr without --steps, a negative --steps: before the export
@@ -334,8 +355,17 @@ def _export(args: argparse.Namespace) -> int:
     def finish(temp: Path, source: Path) -> None:  # relative data files are found from the run's folder
         run_dir = run_dir_of(source)
         fixed = fixed_adaptation(temp, args.steps, args.inner_lr)
-        if not add_fusion(temp, fuse=args.fuse, weight=args.fuse_weight, run_dir=run_dir, fixed=fixed):
-            add_adaptation(temp, fixed, args.choose_adaptation, run_dir=run_dir)
+        fused = add_fusion(
+            temp, fuse=args.fuse, weight=args.fuse_weight, run_dir=run_dir, fixed=fixed, device=device
+        )
+        if not fused:
+            add_adaptation(temp, fixed, args.choose_adaptation, run_dir=run_dir, device=device)
+        if not fused and not args.choose_adaptation and device.type != "cpu":
+            print(
+                f"note: --device {device}: this export scores no validation users (no --fuse, no "
+                "--choose-adaptation), so nothing ran there",
+                file=sys.stderr,
+            )
 
     # A run folder may be training meanwhile and prune the checkpoint being exported: read_newest retries.
     out = read_newest(
@@ -420,7 +450,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 @command("recommend")
 def _recommend(args: argparse.Namespace) -> int:
     from metarec_dist.eval.cli import recommend_main
+    from metarec_dist.eval.device import resolve_device
 
+    args.device = resolve_device(args.device)  # no GPU for --device cuda: one line, before anything is read
     return recommend_main(args)
 
 

@@ -707,7 +707,9 @@ def recommend_main(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     check_adaptation_args(args)
-    recommender = Recommender.load(args.checkpoint, fuse=args.fuse, finetune=args.finetune)
+    recommender = Recommender.load(
+        args.checkpoint, fuse=args.fuse, finetune=args.finetune, device=args.device
+    )
     recommender.fixed = _fixed(args, recommender.loaded)
     if recommender.fusion is None and args.fuse and recommender.loaded.cfg.eval.fuse:
         print(
@@ -760,6 +762,8 @@ def _show_recommendations(
     how = f"{method}, {fixed[0]} adaptation step{'' if fixed[0] == 1 else 's'}, lr {fixed[1]}"
     if fusion is not None:
         how += f", fused with the co-occurrence counts at weight {fusion.weight:g}"
+    if recommender.device.type != "cpu":  # --device: said off the CPU only (the CPU's output is unchanged)
+        how += f", on {recommender.device}"
     window = history_window(cfg)
     if len(raw) > window:  # recommend() reads the most recent ones only
         why = (

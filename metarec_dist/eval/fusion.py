@@ -41,6 +41,8 @@ from metarec_dist.eval.stored_adaptation import (
 from metarec_dist.metrics.cooccurrence import ItemCooccurrence
 
 if TYPE_CHECKING:
+    import torch
+
     from metarec_dist.config import Config
 
 log = logging.getLogger("metarec")
@@ -92,10 +94,12 @@ def add_fusion(
     weight: float | None = None,
     run_dir: Path | None = None,
     fixed: tuple[int, float] | None = None,
+    device: torch.device | str = "cpu",
 ) -> bool:
     """``metarec export``'s last step, on the complete temp export in ``folder``: when fusing, choose the
     adaptation (unless ``fixed`` gives it) and the weight (unless ``weight`` fixes it) on validation users,
-    as ``metarec evaluate --fuse`` does, and write the counts and the choice beside the weights. ``run_dir``:
+    as ``metarec evaluate --fuse`` does, with the model on ``device`` (``--device``), and write the counts
+    (computed on the CPU) and the choice beside the weights. ``run_dir``:
     the run folder of the checkpoint exported, whose place says where relative data files are
     (``with_training_folder_paths``). Returns whether it fused."""
     from safetensors.torch import save_file
@@ -111,6 +115,7 @@ def add_fusion(
         run_dir,
         "export --fuse: the fusion counts the run's training users and",
         "Pass --no-fuse to export the model alone",
+        device,
     )
     log.info("export: choosing the test-time adaptation on validation users")
     adaptation = protocol.choose_adaptation(loaded, fixed=fixed)

@@ -1,5 +1,9 @@
 """Recommend for one cold-start history: adapt the fast weights on it, rank every item it does not hold.
 
+The model adapts and scores where it is (``Recommender.to``: ``metarec recommend --device``, a ``metarec
+serve`` replica given a GPU); the history's batch goes there, and the ranked items come back as Python
+numbers.
+
 Item ids on the command line are RAW ids as in the data files. They are mapped to the model's ids with the
 checkpoint's own ``item_raw_ids`` when it stores them, else through the data preparation the checkpoint was
 trained with (``PreparedData.item_raw_ids``); without either, they are read as model ids (1..num_items).
@@ -239,6 +243,7 @@ def recommend(
     window = history_window(loaded.cfg)
     recent = np.asarray(history[-window:], dtype=np.int64)
     batch = prefix_batch([recent], len(recent), window, loaded.model.bos_id, user_features)
+    batch = batch.to(loaded.model.fast_init.device)  # where the model is (a no-op on the CPU)
     scorer: Scorer = AdaptingScorer(loaded.model, loaded.algorithm, inner_lr, loaded.algorithm_state)
     if fusion is not None:
         scorer = fusion.scorer(scorer)
@@ -276,12 +281,27 @@ class Recommender:
         fuse: bool = True,
         fixed: tuple[int, float] | None = None,
         finetune: bool = False,
+        device: torch.device | str = "cpu",
     ) -> Recommender:
+        """``checkpoint`` loaded, its model on ``device`` (``eval/device.py``'s ``resolve_device``)."""
         from metarec_dist.eval.loading import load_model
 
         loaded = load_model(checkpoint)
         fusion = loaded.fusion if fuse else None
-        return cls(loaded, load_catalogue(loaded), fusion, fixed, finetune)
+        return cls(loaded, load_catalogue(loaded), fusion, fixed, finetune).to(device)
+
+    def to(self, device: torch.device | str) -> Recommender:
+        """This recommender with its model on ``device``, in place: every request adapts and scores there
+        (``AdaptingScorer`` puts the trained algorithm's parameters, Meta-SGD's rates, beside the model).
+        The fusion's counts stay on the CPU (``ItemCooccurrence.weighted`` sums them there; the prior then
+        goes where the scores are)."""
+        self.loaded.model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model adapts and scores."""
+        return self.loaded.model.fast_init.device
 
     def setting(self, history: int) -> tuple[int, float]:
         """(steps, inner lr) for a history of ``history`` items."""

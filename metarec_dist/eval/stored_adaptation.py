@@ -19,13 +19,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metarec_dist import checkpoint as ckpt
 from metarec_dist.errors import UserError
 from metarec_dist.eval.loading import LoadedModel, with_training_folder_paths
 from metarec_dist.eval.protocol import Adaptation, ColdStartProtocol
 from metarec_dist.run_folder import DATA_FOLDER
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("metarec")
 
@@ -130,10 +133,12 @@ def serving_protocol(loaded: LoadedModel) -> str:
 
 
 def validation_protocol(
-    folder: Path, run_dir: Path | None, what: str, instead: str
+    folder: Path, run_dir: Path | None, what: str, instead: str, device: torch.device | str = "cpu"
 ) -> tuple[LoadedModel, ColdStartProtocol]:
     """The complete temp export in ``folder`` loaded, with the protocol its choices are made on: the run's
-    own data (relative files found from ``run_dir``, the exported checkpoint's run folder). A data problem
+    own data (relative files found from ``run_dir``, the exported checkpoint's run folder), scoring on
+    ``device`` (``metarec export --device``: the loaded copy moves there, the files written stay as
+    ``export`` wrote them). A data problem
     or a run without validation users is a ``UserError`` naming ``what`` (the option that needs them) and
     ``instead`` (what to pass to export without them)."""
     from metarec_dist.eval.cli import model_protocol
@@ -143,7 +148,7 @@ def validation_protocol(
     cfg = with_training_folder_paths(cfg, run_dir, meta.get(DATA_FOLDER))
     loaded = LoadedModel(model=model, cfg=cfg, meta=meta, source=folder, algorithm_state=state)
     try:
-        protocol, _ = model_protocol(loaded, sorted(cfg.eval.shots), serving_protocol(loaded))
+        protocol, _ = model_protocol(loaded, sorted(cfg.eval.shots), serving_protocol(loaded), device=device)
     except ValueError as exc:  # DataError included: the data is gone, moved or changed
         raise UserError(
             f"{what} chooses on the run's validation users, and their data is not usable here: {exc}. "
@@ -182,11 +187,15 @@ def fixed_adaptation(folder: Path, steps: int | None, inner_lr: float | None) ->
 
 
 def add_adaptation(
-    folder: Path, fixed: tuple[int, float] | None, choose: bool, run_dir: Path | None = None
+    folder: Path,
+    fixed: tuple[int, float] | None,
+    choose: bool,
+    run_dir: Path | None = None,
+    device: torch.device | str = "cpu",
 ) -> None:
     """``metarec export``'s step for a plain (unfused) export: record ``fixed`` (steps, inner lr), or with
-    ``choose`` the adaptation chosen on validation users as ``metarec evaluate`` chooses it. Neither: the
-    export records none (recommend and serve apply the trained one)."""
+    ``choose`` the adaptation chosen on validation users as ``metarec evaluate`` chooses it, on ``device``.
+    Neither: the export records none (recommend and serve apply the trained one)."""
     if fixed is None and not choose:
         return
     meta = json.loads((folder / ckpt.EXPORT_CONFIG).read_text(encoding="utf-8"))
@@ -196,7 +205,7 @@ def add_adaptation(
         adaptation = Adaptation(*fixed, selected_on="fixed")
     else:
         loaded, protocol = validation_protocol(
-            folder, run_dir, "export --choose-adaptation", "pass --steps N to record a fixed one"
+            folder, run_dir, "export --choose-adaptation", "pass --steps N to record a fixed one", device
         )
         log.info("export: choosing the test-time adaptation on validation users")
         adaptation = protocol.choose_adaptation(loaded)
