@@ -208,6 +208,14 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="torch threads (and Ray CPUs) per replica (default: 1)",
     )
     p.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="GPUs per replica (Ray Serve's num_gpus; 0.5: two replicas share one), which then adapts and "
+        "scores on its GPU; refused when the Ray cluster has too few (default: 0, the CPU)",
+    )
+    p.add_argument(
         "--no-fuse", dest="fuse", action="store_false", help="a fused export: rank by the model alone"
     )
     p.add_argument(
@@ -436,6 +444,7 @@ def _serve(args: argparse.Namespace) -> int:
         ready,
         max_body=args.max_body_bytes,
         request_timeout_s=args.request_timeout_s,
+        gpus_per_replica=args.gpus_per_replica,
     )
     return 0
 

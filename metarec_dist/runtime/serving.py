@@ -32,6 +32,13 @@ new ``metarec serve``). On a multi-node cluster (``RAY_ADDRESS``) no node needs 
 
 A cluster this process starts listens on 127.0.0.1 only (``init_ray``), and so does the HTTP proxy unless
 ``--host`` says otherwise.
+
+``--gpus-per-replica F`` (default 0: the CPU) gives each replica ``F`` GPUs the Ray Serve way
+(``ray_actor_options={"num_gpus": F}``; a fraction shares one GPU between replicas): Ray sets the replica's
+``CUDA_VISIBLE_DEVICES``, and the replica moves its copy of the model to ``cuda`` there
+(``Recommender.to``). A cluster without that many GPUs (``ray.cluster_resources()``) is refused in one line
+before anything is deployed; a joined one short of them is warned about, as for CPUs (an autoscaler may add
+GPU nodes). Unmeasured: no GPU on the machine this was written on.
 """
 
 from __future__ import annotations
@@ -240,13 +247,15 @@ def _is_id(item: Any) -> bool:
 class RecommenderReplica:
     """One replica: the model (loaded once, by `metarec serve`); requests answered one at a time."""
 
-    def __init__(self, recommender: Recommender, threads: int) -> None:
+    def __init__(self, recommender: Recommender, threads: int, device: Any = None) -> None:
+        """``device``: where the replica adapts and scores (a ``torch.device``; None: the CPU, where the
+        model was loaded)."""
         import torch
 
         from metarec_dist.eval.recommend import JSON_FIELDS
 
         torch.set_num_threads(threads)
-        self.recommender = recommender
+        self.recommender = recommender if device is None else recommender.to(device)
         self.checkpoint = str(recommender.loaded.source)  # the checkpoint step, not its run folder
         self.lock = threading.Lock()  # one request at a time: the adapting model is not shared by threads
         self.fields = JSON_FIELDS  # errors name the request's JSON fields, not `metarec recommend`'s flags
@@ -259,6 +268,7 @@ class RecommenderReplica:
             "num_items": int(loaded.meta["num_items"]),
             "fusion_weight": None if fusion is None else fusion.weight,
             "adaptation": self.recommender.served_adaptation(),  # what a request gets, not only the model
+            **({} if self.recommender.device.type == "cpu" else {"device": str(self.recommender.device)}),
         }
 
     def answer(self, body: Any) -> tuple[int, dict[str, Any]]:
@@ -360,27 +370,72 @@ def build_app(
     threads: int,
     max_body: int = MAX_BODY_BYTES,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
+    gpus: float = 0.0,
 ) -> Any:
     """The Ray Serve application: ``replicas`` copies of the model behind the ingress. ``model``: the
     ``Recommender``'s Ray object reference (``ray.put``), fetched by each replica, a restarted one too;
-    each ends a request after ``request_timeout_s`` of its own (``handle``)."""
+    each ends a request after ``request_timeout_s`` of its own (``handle``). ``gpus``: each replica's GPUs
+    (``--gpus-per-replica``), where it moves the model (``replica_device``)."""
     from ray import serve
     from starlette.requests import Request
     from starlette.responses import Response
 
-    @serve.deployment(name="recommender", ray_actor_options={"num_cpus": threads})
+    options = {"num_cpus": threads, "num_gpus": gpus}
+
+    @serve.deployment(name="recommender", ray_actor_options=options)
     class RecommenderDeployment:
         def __init__(self, model: list[Any]) -> None:
             import ray
 
             bind_replica_grpc_to_loopback()
-            self.replica = RecommenderReplica(ray.get(model[0]), threads)
+            self.replica = RecommenderReplica(ray.get(model[0]), threads, replica_device(gpus))
 
         async def __call__(self, request: Request) -> Response:
             return await handle(self.replica, request, replicas, max_body, request_timeout_s)
 
     # In a list: Ray Serve keeps the reference as it is (the object stays the driver's, alive while it is).
     return RecommenderDeployment.options(num_replicas=replicas).bind([model])
+
+
+def replica_device(gpus: float) -> Any:
+    """Where a replica given ``gpus`` GPUs scores: ``cuda`` (the first GPU of those Ray made visible to it,
+    ``eval/device.py``'s ``resolve_device``) or, with none, None (the CPU)."""
+    import os
+
+    from metarec_dist.errors import UserError
+    from metarec_dist.eval.device import resolve_device
+
+    if gpus <= 0:
+        return None
+    try:
+        return resolve_device("cuda")
+    except UserError:  # Ray's GPU, but not one this torch can use (a CPU-only build?)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise UserError(
+            f"--gpus-per-replica {gpus:g}: Ray gave this replica GPU(s) (CUDA_VISIBLE_DEVICES={visible}) but "
+            "torch sees no CUDA device in it (a CPU-only torch?); drop --gpus-per-replica"
+        ) from None
+
+
+def check_cluster_gpus(replicas: int, gpus: float, present: float, joined: bool) -> None:
+    """``--replicas`` x ``--gpus-per-replica`` against the GPUs of the Ray cluster (``present``:
+    ``ray.cluster_resources()["GPU"]``): none there, or (a cluster started here) fewer than asked, is a
+    ``UserError``, before anything is deployed (Ray Serve would wait for them without a word); a joined
+    cluster short of them is warned about (an autoscaler may add GPU nodes)."""
+    from metarec_dist.errors import UserError
+
+    if gpus <= 0:
+        return
+    asked = replicas * gpus
+    where = "the Ray cluster at RAY_ADDRESS" if joined else "the Ray cluster started here (this machine)"
+    what = f"--replicas {replicas} x --gpus-per-replica {gpus:g} ask for {asked:g} GPU(s)"
+    if present <= 0:
+        raise UserError(f"{what}; {where} has none; drop --gpus-per-replica to serve on the CPU")
+    if asked <= present + 1e-6:  # Ray counts GPU fractions to 1e-4: 3 x 0.1 fits 0.3
+        return
+    if not joined:
+        raise UserError(f"{what}; {where} has {present:g}; lower --replicas or --gpus-per-replica")
+    log.warning("%s but %s has %g: Ray Serve waits until it has them; Ctrl-C otherwise", what, where, present)
 
 
 def wait_until_answering(url: str, timeout_s: float = PROXY_WAIT_S) -> None:
@@ -452,14 +507,15 @@ def serve_model(
     ready: Any = None,
     max_body: int = MAX_BODY_BYTES,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
+    gpus_per_replica: float = 0.0,
 ) -> None:
     """Deploy ``checkpoint`` and serve until interrupted (Ctrl-C or SIGTERM), then shut Serve down.
     ``ready``: called with the URL once the application answers (the CLI prints it). ``max_body``: the
     largest request body in bytes (413 above it). ``request_timeout_s``: Ray Serve's end-to-end limit on a
-    request (408 past it)."""
+    request (408 past it). ``gpus_per_replica``: each replica's GPUs (0: it serves on the CPU)."""
     import os
 
-    check_serve_args(port, replicas, threads, max_body, request_timeout_s)
+    check_serve_args(port, replicas, threads, max_body, request_timeout_s, gpus_per_replica)
     check_not_ray_client(os.environ.get("RAY_ADDRESS"))
     joined = bool(os.environ.get("RAY_ADDRESS"))
     if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
@@ -493,7 +549,9 @@ def serve_model(
         http = {"host": host, "port": port, "request_timeout_s": request_timeout_s}
         url = f"http://{host}:{port}"
         try:
-            source = deploy(recommender, http, replicas, threads, max_body, joined, deployed)
+            source = deploy(
+                recommender, http, replicas, threads, max_body, joined, deployed, gpus_per_replica
+            )
             del recommender  # the replicas' copy is in the object store
             wait_until_answering(url)
             serving.set()  # in this block: a SIGTERM before it is a StopRequested caught here
@@ -540,7 +598,12 @@ def check_not_ray_client(address: str | None) -> None:
 
 
 def check_serve_args(
-    port: int, replicas: int, threads: int, max_body: int, request_timeout_s: float = REQUEST_TIMEOUT_S
+    port: int,
+    replicas: int,
+    threads: int,
+    max_body: int,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    gpus: float = 0.0,
 ) -> None:
     """The command line's numbers, refused before anything starts."""
     import math
@@ -558,6 +621,12 @@ def check_serve_args(
     # 0 or less is "no timeout" to Ray Serve, and inf never ends: refused, since the flag is there to bound.
     if not (math.isfinite(request_timeout_s) and request_timeout_s > 0):
         raise UserError(f"--request-timeout-s must be a number of seconds > 0, got {request_timeout_s:g}")
+    # Ray's own rule for resources: a fraction of one GPU (shared), or whole GPUs.
+    if not (math.isfinite(gpus) and gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
+        raise UserError(
+            "--gpus-per-replica must be 0 (the CPU), a fraction of one GPU (0.5: two replicas share it) or "
+            f"a whole number of GPUs, got {gpus:g}"
+        )
 
 
 MAX_REPLICAS_PER_CORE = 4  # each replica is a process holding torch and the model (~0.3-0.5 GB)
@@ -600,6 +669,7 @@ def deploy(
     max_body: int,
     joined: bool,
     deployed: threading.Event | None = None,
+    gpus: float = 0.0,
 ) -> str:
     """Start Ray (unless ``joined``) and Ray Serve with ``http`` (its ``http_options``: host, port, request
     timeout) and deploy ``recommender`` through the object store; return the checkpoint it was loaded from
@@ -629,6 +699,7 @@ def deploy(
         # applied", after the serve.start that applied them) say less than the one "serving at" line. On
         # a cluster joined, where Serve may run with other options, that line is true: kept.
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    check_cluster_gpus(replicas, gpus, ray.cluster_resources().get("GPU", 0.0), joined)
     try:
         serve.start(http_options=http)
     except TimeoutError:  # Ray Serve waits 60 s for its proxy; the controller keeps starting it
@@ -637,7 +708,7 @@ def deploy(
         raise proxy_bind_error(exc, http) from None
     source = recommender.loaded.source  # the checkpoint step a run folder resolved to
     model = ray.put(recommender)  # the replicas' copy
-    app = build_app(model, replicas, threads, max_body, http["request_timeout_s"])
+    app = build_app(model, replicas, threads, max_body, http["request_timeout_s"], gpus)
     if deployed is not None:
         deployed.set()
     serve.run(app, name=APP_NAME, route_prefix="/")
