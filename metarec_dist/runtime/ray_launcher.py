@@ -379,6 +379,35 @@ def user_error_in(exc: BaseException) -> BaseException | None:
     return None
 
 
+# What torch raises on a worker Ray gave a GPU to when it cannot use one: a CPU-only build (no NCCL for the
+# process group, no CUDA), or a CUDA build on a node without a driver or a visible device.
+TORCH_WITHOUT_GPU = (
+    "Distributed package doesn't have NCCL built in",
+    "Torch not compiled with CUDA enabled",
+    "No CUDA GPUs are available",
+    "Found no NVIDIA driver on your system",
+)
+
+
+def gpu_failure_in(exc: BaseException, cfg: Config) -> UserError | None:
+    """With ``runtime.use_gpu``: the workers' torch failing to use the GPU Ray reserved for them (a cluster
+    whose nodes have a CPU-only torch, or a GPU resource without a usable GPU) as one line instead of Ray
+    Train's nested tracebacks, None for any other failure. The failure's text is searched, Ray Train's
+    wrappers keeping the worker's exception as text only."""
+    import traceback
+
+    if not cfg.runtime.use_gpu:
+        return None
+    text = "".join(traceback.format_exception(exc))
+    said = next((marker for marker in TORCH_WITHOUT_GPU if marker in text), None)
+    if said is None:
+        return None
+    return UserError(
+        f"runtime.use_gpu=true: the training workers' torch cannot use the GPU Ray gave them ({said}); "
+        "install a CUDA build of torch on the cluster's GPU nodes, or set runtime.use_gpu=false"
+    )
+
+
 def shutdown_ray() -> None:
     """Disconnect (and stop the local cluster this process started, if any)."""
     import ray
@@ -519,7 +548,9 @@ def resource_shortfall(cfg: Config, cluster: dict[str, float]) -> list[str]:
 
 def check_cluster_resources(cfg: Config) -> None:
     """Ray Train waits forever for workers it cannot place: refuse at once on a cluster this process
-    started (nothing will join it); on a joined one (RAY_ADDRESS), which may autoscale, warn."""
+    started (nothing will join it), and on a joined one (RAY_ADDRESS) whose autoscaler's reported config
+    cannot grow it to enough (what Ray Train's worker group checks too, with a traceback); a joined one
+    that may still get them (an autoscaler, or nodes started by hand) is warned, naming what to do."""
     import ray
 
     short = resource_shortfall(cfg, ray.cluster_resources())
@@ -527,12 +558,46 @@ def check_cluster_resources(cfg: Config) -> None:
         return
     text = "; ".join(short)
     if os.environ.get("RAY_ADDRESS"):
-        log.warning("%s: the workers wait until the cluster has them (autoscaling?)", text)
+        check_joined_cluster_can_grow(cfg, text)
         return
-    fix = "lower runtime.num_workers / runtime.cpus_per_worker"
-    if cfg.runtime.use_gpu:
-        fix += ", set runtime.use_gpu=false on a machine without GPUs"
-    raise UserError(f"{text}: the run could never start ({fix}, or join a bigger cluster via RAY_ADDRESS)")
+    raise UserError(
+        f"{text}: the run could never start ({shortfall_fix(cfg)}, or join a bigger cluster via RAY_ADDRESS)"
+    )
+
+
+def shortfall_fix(cfg: Config) -> str:
+    """What to lower for workers that do not fit: the CPUs, and with ``runtime.use_gpu`` the GPUs."""
+    if not cfg.runtime.use_gpu:
+        return "lower runtime.num_workers / runtime.cpus_per_worker"
+    return (
+        "lower runtime.num_workers / runtime.cpus_per_worker / runtime.gpus_per_worker, or set "
+        "runtime.use_gpu=false to train on CPUs"
+    )
+
+
+def check_joined_cluster_can_grow(cfg: Config, text: str) -> None:
+    """A joined cluster short of what the workers ask for (``text``): ``UserError`` when its autoscaler's
+    config (reported to the GCS: node groups and their max counts) caps it below that, else one warning:
+    the workers wait for the nodes (an autoscaler's, or ``ray start`` by hand; none may ever come)."""
+    from ray._private.state import state
+
+    most = state.get_max_resources_from_cluster_config()
+    rt = cfg.runtime
+    needs = {"CPU": rt.num_workers * rt.cpus_per_worker}
+    if rt.use_gpu:
+        needs["GPU"] = rt.num_workers * rt.gpus_per_worker
+    if most is not None:
+        capped = [f"{most.get(k, 0):g} {k}s" for k, need in needs.items() if most.get(k, 0) < need]
+        if capped:
+            raise UserError(
+                f"{text}, and its autoscaler grows it to at most {', '.join(capped)}: the run could never "
+                f"start ({shortfall_fix(cfg)})"
+            )
+    log.warning(
+        "%s: the workers wait until nodes with them join (an autoscaler's); Ctrl-C if none will (%s)",
+        text,
+        shortfall_fix(cfg),
+    )
 
 
 def cluster_readable(folder: str, cfg: Config) -> str:
@@ -765,7 +830,7 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     from metarec_dist.runtime.progress import ProgressActor, run_with_progress
     from metarec_dist.runtime.ray_data import user_datasets
     from metarec_dist.runtime.ray_worker import WANDB_METRIC
-    from metarec_dist.train.launch import BarOnceResumed
+    from metarec_dist.train.launch import BarOnceResumed, check_gpu_visible
 
     # Before Ray starts: a missing file fails in a second. The driver reads no rows of the log, ever: a
     # cache hit is a folder of Parquet files, and a miss is prepared by a Ray task (prepare_off_driver).
@@ -779,6 +844,8 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
         return finished
     warn_if_oversubscribed(cfg)
     check_ray_address()
+    if not os.environ.get("RAY_ADDRESS"):  # the cluster started here trains with this machine's torch
+        check_gpu_visible(cfg, cluster_here=True)
     init_ray(verbose or cfg.logging.verbose, local_cpus(cfg), dashboard=cfg.runtime.dashboard)
     check_cluster_resources(cfg)
     warn_if_no_cpu_left(cfg)
@@ -805,14 +872,14 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     try:
         result = fit_until_stopped(lambda: run_with_progress(trainer.fit, actor, WithWorkerNotes(bar)))
     except Exception as exc:  # Ray Train raises a worker's failure from fit(), wrapped
-        mistake = user_error_in(exc)
+        mistake = user_error_in(exc) or gpu_failure_in(exc, cfg)
         if mistake is None:
             raise
         raise mistake from None
     finally:
         bar.close()
     if result.error:
-        raise user_error_in(result.error) or result.error
+        raise user_error_in(result.error) or gpu_failure_in(result.error, cfg) or result.error
     metrics = dict(result.metrics or {})
     reported = metrics.pop(WANDB_METRIC, None)
     out = {

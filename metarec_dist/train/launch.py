@@ -80,9 +80,12 @@ class BarOnceResumed:
             self.bar.close()
 
 
-def check_gpu_visible(cfg: Config) -> None:
-    """``runtime.use_gpu=true`` in this process needs a CUDA device torch can see: without one the trainer
-    failed after reading the data, with torch's internal AttributeError (a CPU-only build) as a traceback."""
+def check_gpu_visible(cfg: Config, cluster_here: bool = False) -> None:
+    """``runtime.use_gpu=true`` on this machine (the local backend, or a Ray cluster started here) needs a
+    CUDA device torch can see: without one the trainer failed after reading the data, with torch's internal
+    AttributeError (a CPU-only build) as a traceback; on Ray, after starting the cluster (a GPU Ray sees and
+    a CPU-only torch: the workers' NCCL process group failed, in nested tracebacks). ``cluster_here``: the
+    Ray cluster this process starts, where joining another one with GPUs is a way out too."""
     import torch
 
     from metarec_dist.errors import UserError
@@ -90,9 +93,10 @@ def check_gpu_visible(cfg: Config) -> None:
     if not cfg.runtime.use_gpu or torch.cuda.is_available():
         return
     build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+    elsewhere = ", or join a Ray cluster with GPUs (RAY_ADDRESS)" if cluster_here else ""
     raise UserError(
         f"runtime.use_gpu=true: torch {torch.__version__} ({build}) sees no CUDA GPU on this machine; set "
-        "runtime.use_gpu=false to train on the CPU, or run where a GPU is visible (nvidia-smi)"
+        f"runtime.use_gpu=false to train on the CPU, or run where a GPU is visible (nvidia-smi){elsewhere}"
     )
 
 

@@ -1,0 +1,118 @@
+"""Session 22 (gpuuser22): ``runtime.backend=ray`` with ``runtime.use_gpu=true``, as a user with GPUs runs it.
+
+- On a cluster started here, a machine whose torch sees no GPU started Ray first (10 s) and then either
+  refused (Ray saw no GPU) or, where Ray saw one that torch cannot use (a CPU-only torch), failed in the
+  workers' NCCL process group as nested tracebacks: now refused in one line before Ray starts.
+- A joined cluster (``RAY_ADDRESS``) without the GPUs was only warned about, and the workers waited for
+  ever, also where the autoscaler's reported config caps the cluster below them: now refused there, and the
+  warning that stays names what to do.
+- Workers whose torch cannot use the GPU Ray gave them (a CPU-only torch on the nodes) failed with Ray
+  Train's nested tracebacks: now one line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from metarec_dist.config import load_config
+from metarec_dist.errors import UserError
+from metarec_dist.runtime import ray_launcher
+
+
+def gpu_config(**extra: str):
+    sets = [
+        "runtime.backend=ray",
+        "runtime.use_gpu=true",
+        "runtime.num_workers=2",
+        "runtime.cpus_per_worker=1",
+    ]
+    return load_config("configs/tiny.yaml", sets + [f"{k}={v}" for k, v in extra.items()])
+
+
+def test_a_cluster_started_here_without_a_gpu_torch_sees_is_refused_before_ray_starts(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(ray_launcher, "init_ray", lambda *a, **k: pytest.fail("Ray was started"))
+    cfg = gpu_config(**{"runtime.storage_path": str(tmp_path), "runtime.run_name": "r"})
+    with pytest.raises(UserError) as said:
+        ray_launcher._fit_on_ray(cfg, False, tmp_path)
+    text = str(said.value)
+    assert text.startswith("runtime.use_gpu=true: torch ") and "\n" not in text
+    assert text.endswith("or join a Ray cluster with GPUs (RAY_ADDRESS)")
+
+
+def test_the_local_backend_is_not_told_to_join_a_cluster(monkeypatch):
+    from metarec_dist.train.launch import check_gpu_visible
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError) as said:
+        check_gpu_visible(load_config("configs/tiny.yaml", ["runtime.use_gpu=true"]))
+    assert "RAY_ADDRESS" not in str(said.value)
+
+
+@pytest.fixture
+def joined(monkeypatch):
+    """A joined cluster with 4 CPUs and no GPU; ``joined(config)``: what its autoscaler reports (None: no
+    autoscaler config in the GCS)."""
+    import ray
+    from ray._private.state import state
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+
+    def report(most):
+        monkeypatch.setattr(state, "get_max_resources_from_cluster_config", lambda: most)
+
+    report(None)
+    return report
+
+
+def test_a_joined_cluster_its_autoscaler_cannot_grow_to_the_gpus_is_refused(joined):
+    joined({"CPU": 64, "GPU": 1})  # GPU nodes, but at most one GPU: two workers never fit
+    with pytest.raises(UserError) as said:
+        ray_launcher.check_cluster_resources(gpu_config())
+    text = str(said.value)
+    assert text.startswith(
+        "runtime.num_workers=2 x runtime.gpus_per_worker=1 needs 2 GPUs, the cluster has 0"
+    )
+    assert "its autoscaler grows it to at most 1 GPUs: the run could never start" in text
+    assert "runtime.use_gpu=false" in text and "\n" not in text
+    joined({"CPU": 64})  # a cluster config whose node groups have no GPU at all
+    with pytest.raises(UserError, match="grows it to at most 0 GPUs"):
+        ray_launcher.check_cluster_resources(gpu_config())
+
+
+def test_a_joined_cluster_that_may_get_the_gpus_is_one_warning_naming_what_to_do(joined, caplog):
+    for most in (None, {"CPU": 64, "GPU": 8}):  # no autoscaler config; one that grows to 8 GPUs
+        caplog.clear()
+        joined(most)
+        with caplog.at_level(logging.WARNING, logger="metarec"):
+            ray_launcher.check_cluster_resources(gpu_config())
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and "\n" not in said[0]
+        assert "Ctrl-C if none will" in said[0] and "runtime.use_gpu=false" in said[0]
+
+
+def test_a_cluster_started_here_without_gpus_names_the_gpu_keys(monkeypatch):
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    with pytest.raises(UserError, match=r"runtime.gpus_per_worker, or set runtime.use_gpu=false"):
+        ray_launcher.check_cluster_resources(gpu_config())
+
+
+def test_workers_whose_torch_cannot_use_the_gpu_are_one_line():
+    from ray.train import ControllerError
+
+    nccl = RuntimeError("Distributed package doesn't have NCCL built in")
+    failure = ControllerError(RuntimeError(f"ray::execute._setup_torch_process_group() ...\n{nccl}"))
+    said = ray_launcher.gpu_failure_in(failure, gpu_config())
+    assert isinstance(said, UserError) and "\n" not in str(said)
+    assert "(Distributed package doesn't have NCCL built in)" in str(said)
+    assert "install a CUDA build of torch on the cluster's GPU nodes" in str(said)
+    assert ray_launcher.gpu_failure_in(failure, load_config("configs/tiny.yaml", [])) is None  # no use_gpu
+    assert ray_launcher.gpu_failure_in(ControllerError(RuntimeError("segfault")), gpu_config()) is None
