@@ -382,6 +382,12 @@ class RuntimeConfig:
         _at_least(self, "runtime", 0, "gpus_per_worker", "torch_threads")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"runtime.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.backend == "ray" and self.use_gpu and self.gpus_per_worker == 0:
+            # Ray Train accepts it and gives the workers no GPU: their NCCL process group then fails.
+            raise ValueError(
+                "runtime.gpus_per_worker=0 with runtime.use_gpu=true: the Ray workers would get no GPU; set "
+                "runtime.gpus_per_worker=1 (one GPU per worker), or runtime.use_gpu=false"
+            )
         if self.max_failures < -1:
             raise ValueError("runtime.max_failures must be >= -1 (-1: retry forever)")
         if self.backend == "local" and not self.deepspeed:

@@ -116,3 +116,14 @@ def test_workers_whose_torch_cannot_use_the_gpu_are_one_line():
     assert "install a CUDA build of torch on the cluster's GPU nodes" in str(said)
     assert ray_launcher.gpu_failure_in(failure, load_config("configs/tiny.yaml", [])) is None  # no use_gpu
     assert ray_launcher.gpu_failure_in(ControllerError(RuntimeError("segfault")), gpu_config()) is None
+
+
+def test_gpu_workers_without_a_gpu_each_are_a_config_error():
+    """Ray Train accepted ``use_gpu`` with ``{"GPU": 0}`` per worker: the workers got none, and their NCCL
+    process group failed (or, with the message above, was blamed on the nodes' torch)."""
+    with pytest.raises(UserError) as said:
+        gpu_config(**{"runtime.gpus_per_worker": "0"})
+    assert "runtime.gpus_per_worker=0 with runtime.use_gpu=true" in str(said.value)
+    assert "\n" not in str(said.value)
+    local = ["runtime.use_gpu=true", "runtime.gpus_per_worker=0"]  # the local backend does not read it
+    assert load_config("configs/tiny.yaml", local).runtime.gpus_per_worker == 0
