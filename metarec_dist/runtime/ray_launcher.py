@@ -553,12 +553,13 @@ def check_cluster_resources(cfg: Config) -> None:
     that may still get them (an autoscaler, or nodes started by hand) is warned, naming what to do."""
     import ray
 
-    short = resource_shortfall(cfg, ray.cluster_resources())
+    cluster = ray.cluster_resources()
+    short = resource_shortfall(cfg, cluster)
     if not short:
         return
     text = "; ".join(short)
     if os.environ.get("RAY_ADDRESS"):
-        check_joined_cluster_can_grow(cfg, text)
+        check_joined_cluster_can_grow(cfg, text, cluster)
         return
     raise UserError(
         f"{text}: the run could never start ({shortfall_fix(cfg)}, or join a bigger cluster via RAY_ADDRESS)"
@@ -575,19 +576,22 @@ def shortfall_fix(cfg: Config) -> str:
     )
 
 
-def check_joined_cluster_can_grow(cfg: Config, text: str) -> None:
-    """A joined cluster short of what the workers ask for (``text``): ``UserError`` when its autoscaler's
-    config (reported to the GCS: node groups and their max counts) caps it below that, else one warning:
-    the workers wait for the nodes (an autoscaler's, or ``ray start`` by hand; none may ever come)."""
-    from ray._private.state import state
-
-    most = state.get_max_resources_from_cluster_config()
+def check_joined_cluster_can_grow(cfg: Config, text: str, cluster: dict[str, float]) -> None:
+    """A joined cluster (resources ``cluster``) short of what the workers ask for (``text``): ``UserError``
+    when its autoscaler's config (reported to the GCS: node groups and their max counts) caps it below that,
+    else one warning: the workers wait for the nodes (an autoscaler's, or ``ray start`` by hand; none may
+    ever come)."""
+    most = autoscaler_max_resources()
     rt = cfg.runtime
     needs = {"CPU": rt.num_workers * rt.cpus_per_worker}
     if rt.use_gpu:
         needs["GPU"] = rt.num_workers * rt.gpus_per_worker
     if most is not None:
-        capped = [f"{most.get(k, 0):g} {k}s" for k, need in needs.items() if most.get(k, 0) < need]
+        capped = [
+            f"{most.get(k, 0):g} {k}s"
+            for k, need in needs.items()
+            if cluster.get(k, 0) < need and most.get(k, 0) < need
+        ]
         if capped:
             raise UserError(
                 f"{text}, and its autoscaler grows it to at most {', '.join(capped)}: the run could never "
@@ -598,6 +602,18 @@ def check_joined_cluster_can_grow(cfg: Config, text: str) -> None:
         text,
         shortfall_fix(cfg),
     )
+
+
+def autoscaler_max_resources() -> dict[str, float] | None:
+    """The most of each resource the joined cluster's autoscaler may grow it to (Ray's reading of the
+    cluster config its autoscaler reports, as Ray Train's worker group uses it); None when there is no such
+    config, or it cannot be read from here (a Ray client connection)."""
+    from ray._private.state import state
+
+    try:
+        return state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API: no answer is "unknown", and the run only warns
+        return None
 
 
 def cluster_readable(folder: str, cfg: Config) -> str:

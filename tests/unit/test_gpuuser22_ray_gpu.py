@@ -64,7 +64,8 @@ def joined(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
 
     def report(most):
-        monkeypatch.setattr(state, "get_max_resources_from_cluster_config", lambda: most)
+        answer = most if callable(most) else lambda: most
+        monkeypatch.setattr(state, "get_max_resources_from_cluster_config", answer)
 
     report(None)
     return report
@@ -127,3 +128,20 @@ def test_gpu_workers_without_a_gpu_each_are_a_config_error():
     assert "\n" not in str(said.value)
     local = ["runtime.use_gpu=true", "runtime.gpus_per_worker=0"]  # the local backend does not read it
     assert load_config("configs/tiny.yaml", local).runtime.gpus_per_worker == 0
+
+
+def test_only_what_is_short_now_is_held_against_the_autoscalers_cap(joined, caplog):
+    """4 CPUs now cover the 2 workers' CPUs: a config that counts fewer (its head group left out) names the
+    GPUs only; a config Ray cannot read from here (a Ray client) is unknown: a warning, not a refusal."""
+    joined({"CPU": 1, "GPU": 1})
+    with pytest.raises(UserError) as said:
+        ray_launcher.check_cluster_resources(gpu_config())
+    assert "grows it to at most 1 GPUs: the run could never start" in str(said.value)
+
+    def unreadable():
+        raise RuntimeError("Ray client: no GCS here")
+
+    joined(unreadable)
+    with caplog.at_level(logging.WARNING, logger="metarec"):
+        ray_launcher.check_cluster_resources(gpu_config())
+    assert "Ctrl-C if none will" in caplog.text
