@@ -213,7 +213,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=0.0,
         metavar="F",
         help="GPUs per replica (Ray Serve's num_gpus; 0.5: two replicas share one), which then adapts and "
-        "scores on its GPU; refused when the Ray cluster has too few (default: 0, the CPU)",
+        "scores on its GPU; refused when the Ray cluster has none, or when one started here has too few (a "
+        "joined cluster short of them is warned about: its autoscaler may add some) (default: 0, the CPU)",
     )
     p.add_argument(
         "--no-fuse", dest="fuse", action="store_false", help="a fused export: rank by the model alone"

@@ -417,6 +417,22 @@ def replica_device(gpus: float) -> Any:
         ) from None
 
 
+def check_local_gpu(gpus: float) -> None:
+    """``--gpus-per-replica`` on the cluster started here: its replicas run this machine's torch, so where
+    torch sees no GPU they could never use one (a CPU-only torch: the replica's error; no GPU: Ray's count
+    of none, refused only after Ray started, about 10 s)."""
+    import torch
+
+    from metarec_dist.errors import UserError
+
+    if gpus > 0 and not torch.cuda.is_available():
+        raise UserError(
+            f"--gpus-per-replica {gpus:g}: torch {torch.__version__} sees no CUDA GPU on this machine, where "
+            "the Ray cluster started here runs the replicas; drop --gpus-per-replica to serve on the CPU, or "
+            "join a Ray cluster with GPUs (RAY_ADDRESS)"
+        )
+
+
 def check_cluster_gpus(replicas: int, gpus: float, present: float, joined: bool) -> None:
     """``--replicas`` x ``--gpus-per-replica`` against the GPUs of the Ray cluster (``present``:
     ``ray.cluster_resources()["GPU"]``): none there, or (a cluster started here) fewer than asked, is a
@@ -521,6 +537,7 @@ def serve_model(
     if not joined:  # joined with RAY_ADDRESS, the proxy listens on that cluster
         check_port_free(host, port)
         check_replicas_fit(replicas, threads, os.cpu_count() or 1)
+        check_local_gpu(gpus_per_replica)
     for key, value in SERVE_ENV.items():
         os.environ.setdefault(key, value)
     if not joined:  # a joined cluster's proxy is not started here: its replicas still end a request in time
@@ -711,8 +728,27 @@ def deploy(
     app = build_app(model, replicas, threads, max_body, http["request_timeout_s"], gpus)
     if deployed is not None:
         deployed.set()
-    serve.run(app, name=APP_NAME, route_prefix="/")
+    try:
+        serve.run(app, name=APP_NAME, route_prefix="/")
+    except RuntimeError as exc:  # "Deploying application metarec failed": the replicas' reason is in status
+        raise replica_user_error(serve) or exc from None
     return source
+
+
+def replica_user_error(serve: Any) -> Exception | None:
+    """The ``UserError`` a replica raised while starting (e.g. ``replica_device``: a GPU torch cannot use),
+    from the deployment's status message, where Ray Serve keeps the replica's traceback; ``serve.run`` says
+    only "Failed to update the deployments ['recommender']" (measured on a head started with --num-gpus=1
+    and a CPU-only torch: a traceback after 24 s). None when the replicas failed otherwise."""
+    from metarec_dist.errors import UserError
+
+    app = serve.status().applications.get(APP_NAME)
+    messages = [d.message for d in app.deployments.values()] if app is not None else []
+    prefix = f"{UserError.__module__}.{UserError.__name__}: "
+    for line in "\n".join(messages).splitlines():
+        if line.strip().startswith(prefix):
+            return UserError(line.strip()[len(prefix) :])
+    return None
 
 
 def proxy_bind_error(exc: Exception, http: dict[str, Any]) -> Exception:

@@ -74,6 +74,7 @@ def test_no_gpu_in_the_cluster_is_one_line_before_anything_is_deployed(
     monkeypatch.setattr(ray_launcher, "init_ray", lambda **kwargs: None)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     monkeypatch.setattr(serve, "start", lambda **kwargs: pytest.fail("Ray Serve was started"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # torch sees one, Ray counts none
     args = ["serve", "--checkpoint", str(trained().folder), "--port", str(free_port())]
     assert main([*args, "--gpus-per-replica", "1", "--replicas", "2"]) == 2
     err = capsys.readouterr().err.strip()
