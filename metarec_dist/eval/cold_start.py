@@ -22,7 +22,7 @@ their full matrix is read through the same chunked code. Either way the metrics 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -73,6 +73,25 @@ class Scorer(Protocol):
         adaptation (the training engine: the algorithm's trained ``meta.adaptation_steps``); a scorer without
         one (``AdaptingScorer``, the evaluation's) refuses None and takes an explicit count."""
         ...
+
+
+class Diverged(ValueError):
+    """Test-time adaptation produced non-finite scores (an inner lr too large for the steps)."""
+
+
+SettingSink = Callable[[int, ScoreRange], None]
+"""What a :class:`SettingsScorer` hands each setting's scores to: ``sink(setting, score_range)``."""
+
+
+class SettingsScorer(Protocol):
+    """Scores a batch under several settings in one call (e.g. every point of the adaptation grid, or every
+    fusion weight), sharing the work the settings have in common. ``score_settings`` calls ``sink(i,
+    score_range)`` once per setting ``i < num_settings`` (in any order); a setting whose scores are not
+    finite hands a ``score_range`` that raises :class:`Diverged`."""
+
+    num_settings: int
+
+    def score_settings(self, batch: MetaBatch, sink: SettingSink) -> None: ...
 
 
 @runtime_checkable
@@ -146,13 +165,40 @@ class ColdStartBatches:
     @torch.no_grad()
     def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
         """The metrics of batch ``index``: one value per user of the batch."""
+        ranking = self.ranking(index)
+        score_into(scorer, self.batch(index), steps, ranking)
+        return {name: v.cpu().numpy() for name, v in ranking.result().items()}
+
+    @torch.no_grad()
+    def run_settings(self, scorer: SettingsScorer, index: int) -> list[dict[str, np.ndarray] | None]:
+        """The metrics of batch ``index`` under each of ``scorer``'s settings, in its order (None where
+        that setting's scores diverged): what ``run`` gives for each setting, from one call."""
+        out: list[dict[str, np.ndarray] | None] = [None] * scorer.num_settings
+
+        def sink(setting: int, score_range: ScoreRange) -> None:
+            ranking = self.ranking(index)
+            try:
+                ranking.run(lambda lo, hi: score_range(lo, hi).float())
+            except Diverged:
+                return
+            out[setting] = {name: v.cpu().numpy() for name, v in ranking.result().items()}
+
+        scorer.score_settings(self.batch(index), sink)
+        return out
+
+    def batch(self, index: int) -> MetaBatch:
+        """The users of batch ``index`` as a ``MetaBatch`` on the device: support = their first K items."""
         k, lo, hi = self.spans[index]
-        keep, support, relevant, nxt = self.targets[k]
-        idx = keep[lo:hi]
+        idx = self.targets[k][0][lo:hi]
         feats = None if self.user_features is None else self.user_features[idx]
         users = [self.sequences[u] for u in idx]
-        batch = prefix_batch(users, k, self.support_max, bos_id(self.num_items), feats).to(self.device)
-        ranking = ChunkedRanking(
+        return prefix_batch(users, k, self.support_max, bos_id(self.num_items), feats).to(self.device)
+
+    def ranking(self, index: int) -> ChunkedRanking:
+        """A fresh ranking of batch ``index``'s relevant and next items, its support excluded."""
+        k, lo, hi = self.spans[index]
+        _, support, relevant, nxt = self.targets[k]
+        return ChunkedRanking(
             self.num_items,
             torch.from_numpy(relevant[lo:hi]),
             torch.from_numpy(nxt[lo:hi]),
@@ -160,8 +206,6 @@ class ColdStartBatches:
             exclude=torch.from_numpy(support[lo:hi]),
             item_chunk=self.item_chunk,
         )
-        score_into(scorer, batch, steps, ranking)
-        return {name: v.cpu().numpy() for name, v in ranking.result().items()}
 
     def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
         return assemble_shots(self.targets, self.spans, parts)

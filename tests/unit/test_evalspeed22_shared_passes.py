@@ -1,0 +1,149 @@
+"""The evaluation's one-pass paths give the point-by-point numbers exactly: the adaptation grid (one
+encoding per batch, one trajectory per inner lr: ``GridScorer``) and the fusion weights (one adaptation per
+batch for every weight: ``FusionWeights``) equal ``per_user`` / ``adapted_per_user`` run for each setting
+alone, per user, bit for bit, on a tiny trained model; a diverging grid point drops out on its own."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from metarec_dist.eval.cold_start import PerUser
+from metarec_dist.eval.loading import load_model, load_prepared
+from metarec_dist.eval.protocol import ColdStartProtocol, Diverged, adaptation_grid
+from metarec_dist.eval.reproduce import build_protocol
+from metarec_dist.models.recommender import SeqRecommender
+
+SHOTS = [1, 3, 5]
+
+
+def _equal(a: PerUser, b: PerUser) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].keys() == b[k].keys()
+        for name in a[k]:
+            np.testing.assert_array_equal(a[k][name], b[k][name], err_msg=f"K={k} {name}")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, request):
+    """A trained tiny FOMAML model, its users in batches of 5 so every shot count has several batches."""
+    trained = request.getfixturevalue("trained")
+    run = trained("meta.algorithm=fomaml", "train.meta_steps=4", "data.synthetic_users=120")
+    loaded = load_model(run.checkpoint)
+    splits = load_prepared(loaded.cfg).user_splits()
+    protocol = build_protocol("cold_start", splits, SHOTS, loaded.cfg)
+    cfg = dataclasses.replace(protocol.eval_cfg, batch_users=5, item_chunk=7)
+    return loaded, dataclasses.replace(protocol, eval_cfg=cfg)
+
+
+def _counting_encode(monkeypatch) -> list[int]:
+    calls = [0]
+    encode = SeqRecommender.encode
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(SeqRecommender, "encode", counted)
+    return calls
+
+
+def test_grid_in_one_pass_equals_each_point_alone(setup, monkeypatch):
+    loaded, protocol = setup
+    # The trained grid plus an lr so large that its longer trajectories diverge (not candidates).
+    grid = sorted([*adaptation_grid(3, 0.5, finetune=False), (1, 1e30), (10, 1e30)])
+    users, feats = protocol.tune_users(), protocol.tune_user_features()
+    calls = _counting_encode(monkeypatch)
+    shared = protocol.grid_results(loaded, grid, users)
+    batches = len(protocol.batches(users, user_features=feats))
+    assert calls[0] == batches  # encoded once per batch, not once per batch and grid point
+    diverged = []
+    for steps, lr in grid:
+        try:
+            alone = protocol.per_user(protocol.scorer(loaded, lr), users, steps, user_features=feats)
+        except Diverged:
+            diverged.append((steps, lr))
+            assert shared[steps, lr] is None
+            continue
+        _equal(shared[steps, lr], alone)
+    assert (10, 1e30) in diverged and len(diverged) < len(grid)
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_shot"])
+def test_fusion_weights_in_one_pass_equal_each_weight_alone(setup, mode):
+    loaded, protocol = setup
+    protocol = dataclasses.replace(protocol, eval_cfg=dataclasses.replace(protocol.eval_cfg, adaptation=mode))
+    adaptation = protocol.choose_adaptation(loaded)
+    if mode == "per_shot":  # two settings, so the shots are scored in two groups
+        adaptation = dataclasses.replace(
+            adaptation, per_shot={1: (0, 0.5, 0.0), 3: (3, 0.5, 0.0), 5: (1, 1.0, 0.0)}
+        )
+    users, feats = protocol.tune_users(), protocol.tune_user_features()
+    weights = [0.0, 0.25, 1.0, 2.0]
+    shared = protocol.fused_results(loaded, adaptation, weights, users, feats)
+    for weight, got in zip(weights, shared, strict=True):
+        want = protocol.adapted_per_user(loaded, dataclasses.replace(adaptation, fusion=weight), users, feats)
+        _equal(got, want)
+
+
+def test_protocol_without_the_one_pass_path_scores_point_by_point(setup):
+    """A protocol that scores users its own way (here: a ``per_user`` override) gets no shared pass; the
+    grid is then scored point by point through its ``per_user``."""
+    loaded, protocol = setup
+    seen = []
+
+    class Own(ColdStartProtocol):
+        def per_user(self, scorer, sequences, steps=0, *args, **kwargs):
+            seen.append(steps)
+            return super().per_user(scorer, sequences, steps, *args, **kwargs)
+
+    own = Own(protocol.splits, SHOTS, protocol.support_max, protocol.eval_cfg)
+    grid = [(0, 0.5), (1, 0.5), (3, 0.5)]
+    got = own.grid_results(loaded, grid, own.tune_users())
+    assert seen == [0, 1, 3]
+    want = protocol.grid_results(loaded, grid, protocol.tune_users())
+    for point in grid:
+        _equal(got[point], want[point])
+
+
+def test_fused_choice_and_test_scores_unchanged(setup):
+    """``evaluate(fuse=True)``: the chosen weight's validation score is that weight's point-by-point one."""
+    loaded, protocol = setup
+    adaptation = protocol.choose_adaptation(loaded)
+    res = protocol.evaluate(loaded, "test", fuse=True, adaptation=adaptation)
+    weight = res.info["adaptation"]["fusion"]["weight"]
+    fused = dataclasses.replace(adaptation, fusion=weight)
+    users, feats = protocol.tune_users(), protocol.tune_user_features()
+    alone = protocol.adapted_per_user(loaded, fused, users, feats)
+    want = float(np.mean([alone[k]["ndcg@10"].mean() for k in SHOTS if alone.get(k)]))
+    assert res.info["adaptation"]["val_ndcg@10"] == want
+    _equal(res.per_user, protocol.adapted_per_user(loaded, fused, protocol.users("test")))
+
+
+def test_eval_bench_reports_every_phase_and_the_same_numbers_both_ways():
+    """``metarec bench eval --compare`` on a tiny generated set: every phase timed, and the one-pass choices
+    checked against the point-by-point ones (no timing is asserted)."""
+    from metarec_dist.bench.eval_bench import run_eval_bench
+
+    out = run_eval_bench(items=60, valid_users=12, test_users=10, compare=True)
+    assert out["adaptation_identical"] is True and out["fusion_identical"] is True
+    assert set(out["phases"]) == {
+        "adaptation_point_by_point",
+        "adaptation",
+        "test",
+        "fusion_point_by_point",
+        "fusion",
+        "fused_test",
+    }
+    assert out["grid_points"] == 17 and out["tune_users"] == 12 and out["test_users"] == 10
+    assert all(p["users_per_s"] > 0 for p in out["phases"].values())
+
+
+def test_eval_bench_refuses_sizes_it_cannot_run(capsys):
+    from metarec_dist.cli import main
+
+    assert main(["bench", "eval", "--valid-users", "0"]) != 0
+    assert "--valid-users must be >= 1, got 0" in capsys.readouterr().err
