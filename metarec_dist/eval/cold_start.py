@@ -22,14 +22,19 @@ their full matrix is read through the same chunked code. Either way the metrics 
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch import nn
 
 from metarec_dist.metrics.ranking import DEFAULT_ITEM_CHUNK, PAD, ChunkedRanking, ScoreRange, ScoreSink
+from metarec_dist.models.recommender import UserState
 from metarec_dist.tasks.sampler import prefix_batch
 from metarec_dist.tasks.types import MetaBatch, bos_id
 
@@ -249,3 +254,63 @@ def flat_means(results: PerUser) -> dict[str, float]:
     return {
         f"{name}@k{k}": float(v.mean()) for k, res in results.items() for name, v in res.items() if len(v)
     }
+
+
+MEMO_BYTES = 256 * 2**20  # what a StateMemo keeps at most (a 256-user batch of a d=128 model: ~0.15 MB)
+
+
+class StateMemo:
+    """Adapted user states (``UserState``) of batches already scored, so that scoring the same users at
+    the same adaptation again (the fused variant after the plain one; the fusion weight's choice on the
+    tuning users at the grid's chosen point) reads them instead of encoding and adapting a second time.
+
+    An entry is found only by a key of everything its state depends on: the model object (a weak
+    reference: never another model at the same address) and every parameter and buffer's storage and
+    in-place version counter (a weight changed in place, moved or replaced is a miss), the algorithm, its
+    own parameters' values, the inner lr, the steps, and the batch's inputs byte for byte. Oldest entries
+    leave first beyond ``max_bytes``. Pickled empty (Ray actors get their own)."""
+
+    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.entries: OrderedDict[bytes, tuple[weakref.ref, UserState, int]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_bytes"])
+
+    @staticmethod
+    def key(model: nn.Module, setting: Sequence[Any], batch: MetaBatch, steps: int) -> bytes:
+        """The key of ``model``'s state for ``batch`` after ``steps`` at ``setting`` (algorithm, lr, its
+        parameters: anything else the adaptation depends on, as values or tensors)."""
+        digest = hashlib.blake2b(digest_size=32)
+        for t in (*model.parameters(), *model.buffers()):
+            digest.update(repr((tuple(t.shape), str(t.device), t.data_ptr(), t._version)).encode())
+        for part in (*setting, steps, batch.support_len, *tensor_fields(batch)):
+            if isinstance(part, torch.Tensor):
+                digest.update(repr((tuple(part.shape), str(part.dtype), str(part.device))).encode())
+                digest.update(part.detach().cpu().contiguous().numpy().tobytes())
+            else:
+                digest.update(repr(part).encode())
+        return digest.digest()
+
+    def get(self, model: nn.Module, key: bytes) -> UserState | None:
+        entry = self.entries.get(key)
+        return entry[1] if entry is not None and entry[0]() is model else None
+
+    def put(self, model: nn.Module, key: bytes, state: UserState) -> None:
+        state = UserState(*(None if t is None else t.detach() for t in state))
+        size = sum(t.numel() * t.element_size() for t in state if t is not None)
+        if size > self.max_bytes or key in self.entries:
+            return
+        self.entries[key] = (weakref.ref(model), state, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, _, dropped) = self.entries.popitem(last=False)
+            self.bytes -= dropped
+
+
+def tensor_fields(batch: MetaBatch) -> list[Any]:
+    """The batch's inputs the encoding and the adaptation read."""
+    return [batch.item_ids, batch.attention_mask, batch.support_targets, batch.user_features]

@@ -35,6 +35,7 @@ from metarec_dist.eval.cold_start import (
     PerUser,
     Scorer,
     SettingSink,
+    StateMemo,
 )
 from metarec_dist.eval.device import check_workers
 from metarec_dist.eval.distributed import BatchRunner, UserBatches, run_batches, run_settings, runner_for
@@ -45,7 +46,7 @@ from metarec_dist.meta.algorithms import MetaAlgorithm, inner_loop
 from metarec_dist.metrics.cooccurrence import ItemCooccurrence
 from metarec_dist.metrics.popularity import popularity_scores
 from metarec_dist.metrics.ranking import ScoreRange, ScoreSink
-from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.models.recommender import SeqRecommender, UserState
 from metarec_dist.tasks.types import MetaBatch
 
 if TYPE_CHECKING:
@@ -113,7 +114,10 @@ class AdaptingScorer:
 
     ``steps`` is required, an int: this scorer has no adaptation of its own (it is built with none), so the
     ``None`` the ``Scorer`` protocol allows ("the algorithm's own", the training engine's trained steps) is
-    refused rather than read as 0 steps, which ``MetaLearner.score`` would read as the algorithm's."""
+    refused rather than read as 0 steps, which ``MetaLearner.score`` would read as the algorithm's.
+
+    ``memo``: adapted states kept for a later call on the same users at the same adaptation (the
+    protocol's; see :class:`StateMemo`). None (the default, as recommend and serve build it): none kept."""
 
     def __init__(
         self,
@@ -121,24 +125,54 @@ class AdaptingScorer:
         algorithm: str,
         inner_lr: float,
         algorithm_state: dict[str, torch.Tensor] | None = None,
+        memo: StateMemo | None = None,
     ) -> None:
         meta = MetaConfig(algorithm=algorithm, inner_lr=inner_lr, adaptation_steps=0)
         algo = build_algorithm(meta, model)
         algo.load_state_dict(algorithm_state or {})
         self.learner = MetaLearner(model, algo.to(model.fast_init.device)).eval()
-        self.inner_lr = inner_lr
+        self.inner_lr, self.memo = inner_lr, memo
 
     def score(self, batch: MetaBatch, steps: int) -> torch.Tensor:
-        scores = self.learner.score(batch, explicit_steps(steps))
+        if self.memo is not None and self.steps_along:
+            model = self.learner.model
+            scores = model.score_range(self.state(batch, explicit_steps(steps)), 0, model.num_items)
+        else:
+            scores = self.learner.score(batch, explicit_steps(steps))
         if not bool(torch.isfinite(scores).all()):
             raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})")
         return scores
 
     def score_chunks(self, batch: MetaBatch, steps: int, sink: ScoreSink) -> None:
         """``score`` chunk by chunk (bounded memory), with the same divergence check on every chunk."""
+        if self.memo is not None and self.steps_along:
+            state = self.state(batch, explicit_steps(steps))
+            sink(self.checked(partial(self.learner.model.score_range, state), steps))
+            return
         self.learner.score_chunks(
             batch, explicit_steps(steps), lambda score_range: sink(self.checked(score_range, steps))
         )
+
+    def memo_key(self, batch: MetaBatch, steps: int) -> bytes:
+        """This scorer's key in a :class:`StateMemo` for ``batch`` after ``steps``."""
+        algorithm = self.learner.algorithm
+        setting = (type(algorithm).__qualname__, self.inner_lr, *algorithm.state_dict().values())
+        return StateMemo.key(self.learner.model, setting, batch, steps)
+
+    def state(self, batch: MetaBatch, steps: int) -> UserState:
+        """What scoring ``batch`` after ``steps`` needs (``MetaLearner._scores``'s computation, step for
+        step), from the memo when it holds it."""
+        model = self.learner.model
+        key = self.memo_key(batch, steps) if self.memo is not None else None
+        if key is not None and (kept := self.memo.get(model, key)) is not None:
+            return kept
+        k = batch.support_len
+        h = model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
+        w, _ = self.learner.algorithm.adapt(model, h[:, :k], batch.support_targets, steps=steps)
+        state = model.user_state(h[:, k], w)
+        if key is not None:
+            self.memo.put(model, key, state)
+        return state
 
     def checked(self, score_range: ScoreRange, steps: int) -> ScoreRange:
         """``score_range`` raising :class:`Diverged` on a chunk with a non-finite score."""
@@ -200,6 +234,8 @@ class GridScorer:
                     w, _ = inner_loop(model, support, targets, w, 1, algorithm.inner_lrs())
                 if step in wanted:
                     state = model.user_state(h[:, k], w)
+                    if scorer.memo is not None:  # the fusion weight is chosen at one of these points
+                        scorer.memo.put(model, scorer.memo_key(batch, step), state)
                     sink(wanted[step], scorer.checked(partial(model.score_range, state), step))
 
 
@@ -347,6 +383,9 @@ class ColdStartProtocol:
     # Where the model scores (``eval/device.py``): the batches are built there and ``scorer`` moves the model
     # there. The metrics come back to the CPU. Keyword-only: the subclasses' own fields come after it.
     device: torch.device | str = field(default="cpu", kw_only=True)
+    # The adapted states its scorers keep for a later pass over the same users at the same adaptation
+    # (``StateMemo``); None: none kept (every pass encodes and adapts).
+    memo: StateMemo | None = field(default_factory=StateMemo, kw_only=True, repr=False, compare=False)
 
     # What the two evaluated splits are, and what an empty one means: the subclass says its own.
     split_hint = "training users are not cold-start"
@@ -513,7 +552,7 @@ class ColdStartProtocol:
         """``loaded``'s model adapting with ``inner_lr``, on this protocol's device (the model is moved
         there, in place: a no-op once it is)."""
         model = loaded.model.to(self.device)
-        return AdaptingScorer(model, loaded.algorithm, inner_lr, loaded.algorithm_state)
+        return AdaptingScorer(model, loaded.algorithm, inner_lr, loaded.algorithm_state, self.memo)
 
     def fused(self, scorer: AdaptingScorer, weight: float | None) -> Scorer:
         """``scorer`` fused with the co-occurrence counts at ``weight`` (None: unchanged)."""

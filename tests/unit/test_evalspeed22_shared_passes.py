@@ -5,16 +5,18 @@ alone, per user, bit for bit, on a tiny trained model; a diverging grid point dr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
-from metarec_dist.eval.cold_start import PerUser
+from metarec_dist.eval.cold_start import PerUser, StateMemo
 from metarec_dist.eval.loading import load_model, load_prepared
-from metarec_dist.eval.protocol import ColdStartProtocol, Diverged, adaptation_grid
+from metarec_dist.eval.protocol import Adaptation, ColdStartProtocol, Diverged, adaptation_grid
 from metarec_dist.eval.reproduce import build_protocol
-from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.models.recommender import SeqRecommender, UserState
 
 SHOTS = [1, 3, 5]
 
@@ -60,10 +62,10 @@ def test_grid_in_one_pass_equals_each_point_alone(setup, monkeypatch):
     shared = protocol.grid_results(loaded, grid, users)
     batches = len(protocol.batches(users, user_features=feats))
     assert calls[0] == batches  # encoded once per batch, not once per batch and grid point
-    diverged = []
+    diverged, fresh = [], dataclasses.replace(protocol, memo=None)  # nothing kept: each point computed
     for steps, lr in grid:
         try:
-            alone = protocol.per_user(protocol.scorer(loaded, lr), users, steps, user_features=feats)
+            alone = fresh.per_user(fresh.scorer(loaded, lr), users, steps, user_features=feats)
         except Diverged:
             diverged.append((steps, lr))
             assert shared[steps, lr] is None
@@ -84,8 +86,9 @@ def test_fusion_weights_in_one_pass_equal_each_weight_alone(setup, mode):
     users, feats = protocol.tune_users(), protocol.tune_user_features()
     weights = [0.0, 0.25, 1.0, 2.0]
     shared = protocol.fused_results(loaded, adaptation, weights, users, feats)
+    fresh = dataclasses.replace(protocol, memo=None)
     for weight, got in zip(weights, shared, strict=True):
-        want = protocol.adapted_per_user(loaded, dataclasses.replace(adaptation, fusion=weight), users, feats)
+        want = fresh.adapted_per_user(loaded, dataclasses.replace(adaptation, fusion=weight), users, feats)
         _equal(got, want)
 
 
@@ -100,7 +103,7 @@ def test_protocol_without_the_one_pass_path_scores_point_by_point(setup):
             seen.append(steps)
             return super().per_user(scorer, sequences, steps, *args, **kwargs)
 
-    own = Own(protocol.splits, SHOTS, protocol.support_max, protocol.eval_cfg)
+    own = Own(protocol.splits, SHOTS, protocol.support_max, protocol.eval_cfg, memo=None)
     grid = [(0, 0.5), (1, 0.5), (3, 0.5)]
     got = own.grid_results(loaded, grid, own.tune_users())
     assert seen == [0, 1, 3]
@@ -109,18 +112,54 @@ def test_protocol_without_the_one_pass_path_scores_point_by_point(setup):
         _equal(got[point], want[point])
 
 
-def test_fused_choice_and_test_scores_unchanged(setup):
-    """``evaluate(fuse=True)``: the chosen weight's validation score is that weight's point-by-point one."""
+def test_plain_then_fused_as_the_reproduction_runs_them_equal_a_fresh_evaluation(setup, monkeypatch):
+    """The reproduction's variants (plain, then fused at the same adaptation): the fused variant reads the
+    states the grid and the plain test pass kept, encodes nothing, and its choice, validation score and
+    per-user test metrics are those of the same evaluation with nothing kept."""
     loaded, protocol = setup
+    protocol = dataclasses.replace(protocol, memo=StateMemo())
+    fresh = dataclasses.replace(protocol, memo=None)
     adaptation = protocol.choose_adaptation(loaded)
-    res = protocol.evaluate(loaded, "test", fuse=True, adaptation=adaptation)
-    weight = res.info["adaptation"]["fusion"]["weight"]
-    fused = dataclasses.replace(adaptation, fusion=weight)
-    users, feats = protocol.tune_users(), protocol.tune_user_features()
-    alone = protocol.adapted_per_user(loaded, fused, users, feats)
-    want = float(np.mean([alone[k]["ndcg@10"].mean() for k in SHOTS if alone.get(k)]))
-    assert res.info["adaptation"]["val_ndcg@10"] == want
-    _equal(res.per_user, protocol.adapted_per_user(loaded, fused, protocol.users("test")))
+    plain = protocol.evaluate(loaded, "test", adaptation=adaptation)
+    calls = _counting_encode(monkeypatch)
+    fused = protocol.evaluate(loaded, "test", fuse=True, adaptation=adaptation)
+    assert calls[0] == 0  # the tuning and test users' states at this adaptation were all kept
+    monkeypatch.undo()
+    want_adaptation = fresh.choose_adaptation(loaded)
+    assert want_adaptation == adaptation
+    _equal(plain.per_user, fresh.evaluate(loaded, "test", adaptation=adaptation).per_user)
+    want = fresh.evaluate(loaded, "test", fuse=True, adaptation=adaptation)
+    assert fused.info == want.info
+    _equal(fused.per_user, want.per_user)
+
+
+def test_memo_misses_after_a_weight_changes_in_place(setup):
+    """A weight changed in place (an optimizer step, ``load_state_dict``) is a new model to the memo."""
+    loaded, protocol = setup
+    model = copy.deepcopy(loaded.model)
+    mine = dataclasses.replace(loaded, model=model)
+    protocol = dataclasses.replace(protocol, memo=StateMemo())
+    users = protocol.users("test")
+    before = protocol.adapted_per_user(mine, Adaptation(1, 0.5), users)
+    with torch.no_grad():
+        model.fast_init.mul_(3.0)
+    after = protocol.adapted_per_user(mine, Adaptation(1, 0.5), users)
+    want = dataclasses.replace(protocol, memo=None).adapted_per_user(mine, Adaptation(1, 0.5), users)
+    _equal(after, want)
+    assert any(not np.array_equal(before[k]["ndcg@10"], after[k]["ndcg@10"]) for k in SHOTS if before[k])
+
+
+def test_memo_keeps_no_more_than_its_bound_and_pickles_empty():
+    import pickle
+
+    memo = StateMemo(max_bytes=3 * 4 * 10)
+    model = torch.nn.Linear(2, 2)
+    for i in range(5):
+        memo.put(model, bytes([i]), UserState(torch.zeros(1, 10), None))
+    assert memo.bytes <= memo.max_bytes and len(memo.entries) == 3
+    assert memo.get(model, bytes([4])) is not None and memo.get(model, bytes([0])) is None
+    assert memo.get(torch.nn.Linear(2, 2), bytes([4])) is None  # another model: never its entries
+    assert pickle.loads(pickle.dumps(memo)).entries == {}
 
 
 def test_eval_bench_reports_every_phase_and_the_same_numbers_both_ways():
@@ -130,12 +169,14 @@ def test_eval_bench_reports_every_phase_and_the_same_numbers_both_ways():
 
     out = run_eval_bench(items=60, valid_users=12, test_users=10, compare=True)
     assert out["adaptation_identical"] is True and out["fusion_identical"] is True
+    assert out["fused_test_identical"] is True
     assert set(out["phases"]) == {
         "adaptation_point_by_point",
         "adaptation",
         "test",
         "fusion_point_by_point",
         "fusion",
+        "fused_test_adapting_again",
         "fused_test",
     }
     assert out["grid_points"] == 17 and out["tune_users"] == 12 and out["test_users"] == 10
