@@ -267,8 +267,9 @@ class StateMemo:
     An entry is found only by a key of everything its state depends on: the model object (a weak
     reference: never another model at the same address) and every parameter and buffer's storage and
     in-place version counter (a weight changed in place, moved or replaced is a miss), the algorithm, its
-    own parameters' values, the inner lr, the steps, and the batch's inputs byte for byte. Oldest entries
-    leave first beyond ``max_bytes``. Pickled empty (Ray actors get their own)."""
+    own parameters' values, the inner lr, the steps, and the batch's inputs byte for byte. Beyond
+    ``max_bytes`` the entries of models no longer alive leave first, then the oldest. Pickled empty (Ray
+    actors get their own)."""
 
     def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
         self.max_bytes, self.bytes = max_bytes, 0
@@ -306,6 +307,9 @@ class StateMemo:
             return
         self.entries[key] = (weakref.ref(model), state, size)
         self.bytes += size
+        if self.bytes > self.max_bytes:  # first the entries of models no longer alive, then the oldest
+            for old in [k for k, (ref, _, _) in self.entries.items() if ref() is None]:
+                self.bytes -= self.entries.pop(old)[2]
         while self.bytes > self.max_bytes:
             _, (_, _, dropped) = self.entries.popitem(last=False)
             self.bytes -= dropped

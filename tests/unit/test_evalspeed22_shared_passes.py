@@ -160,6 +160,14 @@ def test_memo_keeps_no_more_than_its_bound_and_pickles_empty():
     assert memo.get(model, bytes([4])) is not None and memo.get(model, bytes([0])) is None
     assert memo.get(torch.nn.Linear(2, 2), bytes([4])) is None  # another model: never its entries
     assert pickle.loads(pickle.dumps(memo)).entries == {}
+    gone = torch.nn.Linear(2, 2)
+    memo = StateMemo(max_bytes=3 * 4 * 10)
+    memo.put(model, b"kept", UserState(torch.zeros(1, 10), None))
+    memo.put(gone, b"gone", UserState(torch.zeros(1, 10), None))
+    del gone  # a model no longer alive: its entries leave before any other
+    for i in range(2):
+        memo.put(model, bytes([i]), UserState(torch.zeros(1, 10), None))
+    assert set(memo.entries) == {b"kept", bytes([0]), bytes([1])}
 
 
 def test_eval_bench_reports_every_phase_and_the_same_numbers_both_ways():
