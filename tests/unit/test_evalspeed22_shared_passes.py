@@ -29,16 +29,20 @@ def _equal(a: PerUser, b: PerUser) -> None:
             np.testing.assert_array_equal(a[k][name], b[k][name], err_msg=f"K={k} {name}")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, request):
-    """A trained tiny FOMAML model, its users in batches of 5 so every shot count has several batches."""
-    trained = request.getfixturevalue("trained")
-    run = trained("meta.algorithm=fomaml", "train.meta_steps=4", "data.synthetic_users=120")
+def _trained(trained, algorithm: str) -> tuple:
+    """A trained tiny model of ``algorithm``, its users in batches of 5 (several batches per shot count)."""
+    run = trained(f"meta.algorithm={algorithm}", "train.meta_steps=4", "data.synthetic_users=120")
     loaded = load_model(run.checkpoint)
     splits = load_prepared(loaded.cfg).user_splits()
     protocol = build_protocol("cold_start", splits, SHOTS, loaded.cfg)
     cfg = dataclasses.replace(protocol.eval_cfg, batch_users=5, item_chunk=7)
     return loaded, dataclasses.replace(protocol, eval_cfg=cfg)
+
+
+@pytest.fixture(scope="module")
+def setup(request):
+    """A trained tiny FOMAML model (see ``_trained``)."""
+    return _trained(request.getfixturevalue("trained"), "fomaml")
 
 
 def _counting_encode(monkeypatch) -> list[int]:
@@ -53,8 +57,10 @@ def _counting_encode(monkeypatch) -> list[int]:
     return calls
 
 
-def test_grid_in_one_pass_equals_each_point_alone(setup, monkeypatch):
-    loaded, protocol = setup
+@pytest.mark.parametrize("algorithm", ["fomaml", "metasgd", "hyperfomaml"])
+def test_grid_in_one_pass_equals_each_point_alone(trained, algorithm, monkeypatch):
+    """Also Meta-SGD (learned per-weight rates: the lr is a tensor) and HyperFOMAML (a generated init)."""
+    loaded, protocol = _trained(trained, algorithm)
     # The trained grid plus an lr so large that its longer trajectories diverge (not candidates).
     grid = sorted([*adaptation_grid(3, 0.5, finetune=False), (1, 1e30), (10, 1e30)])
     users, feats = protocol.tune_users(), protocol.tune_user_features()
