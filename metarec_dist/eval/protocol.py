@@ -223,7 +223,6 @@ class GridScorer:
         k = batch.support_len
         h = model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
         support, targets = h[:, :k], batch.support_targets
-        starts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (start, its gradient), shared by the lrs
         for lr, scorer in self.scorers.items():
             wanted = {steps: i for i, (steps, point_lr) in enumerate(self.points) if point_lr == lr}
             if not wanted:
@@ -231,34 +230,13 @@ class GridScorer:
             algorithm = scorer.learner.algorithm
             w = algorithm.task_init(model, support, targets).detach()
             for step in range(max(wanted) + 1):
-                if step == 1:
-                    w = first_step(model, support, targets, w, algorithm.inner_lrs(), starts)
-                elif step:
+                if step:
                     w, _ = inner_loop(model, support, targets, w, 1, algorithm.inner_lrs())
                 if step in wanted:
                     state = model.user_state(h[:, k], w)
                     if scorer.memo is not None:  # the fusion weight is chosen at one of these points
                         scorer.memo.put(model, scorer.memo_key(batch, step), state)
                     sink(wanted[step], scorer.checked(partial(model.score_range, state), step))
-
-
-def first_step(
-    model: SeqRecommender,
-    support: torch.Tensor,
-    targets: torch.Tensor,
-    start: torch.Tensor,
-    lr: float | torch.Tensor,
-    starts: list[tuple[torch.Tensor, torch.Tensor]],
-) -> torch.Tensor:
-    """``inner_loop(model, support, targets, start, 1, lr)``'s weights, by its own operations, with the
-    gradient at ``start`` computed once for every lr whose trajectory starts there (``starts``: the starts
-    seen so far and their gradients; every lr of the grid starts at the same ``task_init``)."""
-    grad = next((g for seen, g in starts if torch.equal(seen, start)), None)
-    if grad is None:
-        _, grad = model.support_loss_and_grad(support, start, targets, model.item_table().detach())
-        starts.append((start, grad))
-    lr = lr.detach() if isinstance(lr, torch.Tensor) else lr
-    return (start - lr * grad).detach()
 
 
 class FusionWeights:
