@@ -264,6 +264,25 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     _add_bench_json(p)
 
+    p = bench.add_parser(
+        "eval",
+        help="cold-start evaluation phase by phase: adaptation grid, test users, fusion weight, fused test",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="a real export (or checkpoint, run folder), evaluated on the data it trained on "
+        "(default: an untrained model on generated users)",
+    )
+    p.add_argument("--items", type=int, default=20_000, help="generated catalogue (default: 20000)")
+    p.add_argument("--valid-users", type=int, default=1000, help="generated validation users (default: 1000)")
+    p.add_argument("--test-users", type=int, default=1000, help="generated test users (default: 1000)")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also time the grid and the fusion weights scored point by point, check the same numbers",
+    )
+    _add_bench_json(p)
+
     p = bench.add_parser("serve", help="recommendations/s in this process vs over HTTP from `metarec serve`")
     p.add_argument("--checkpoint", required=True, help="an exported model (or a checkpoint, a run folder)")
     p.add_argument(
@@ -548,6 +567,12 @@ def _bench_result(args: argparse.Namespace) -> dict:
             args.concurrency,
             args.replicas,
             request_timeout_s=args.request_timeout_s,
+        )
+    elif args.bench == "eval":
+        from metarec_dist.bench.eval_bench import run_eval_bench
+
+        result = run_eval_bench(
+            args.checkpoint, args.items, args.valid_users, args.test_users, compare=args.compare
         )
     else:
         from metarec_dist.bench.data_bench import run_data_bench

@@ -22,14 +22,19 @@ their full matrix is read through the same chunked code. Either way the metrics 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch import nn
 
 from metarec_dist.metrics.ranking import DEFAULT_ITEM_CHUNK, PAD, ChunkedRanking, ScoreRange, ScoreSink
+from metarec_dist.models.recommender import UserState
 from metarec_dist.tasks.sampler import prefix_batch
 from metarec_dist.tasks.types import MetaBatch, bos_id
 
@@ -73,6 +78,25 @@ class Scorer(Protocol):
         adaptation (the training engine: the algorithm's trained ``meta.adaptation_steps``); a scorer without
         one (``AdaptingScorer``, the evaluation's) refuses None and takes an explicit count."""
         ...
+
+
+class Diverged(ValueError):
+    """Test-time adaptation produced non-finite scores (an inner lr too large for the steps)."""
+
+
+SettingSink = Callable[[int, ScoreRange], None]
+"""What a :class:`SettingsScorer` hands each setting's scores to: ``sink(setting, score_range)``."""
+
+
+class SettingsScorer(Protocol):
+    """Scores a batch under several settings in one call (e.g. every point of the adaptation grid, or every
+    fusion weight), sharing the work the settings have in common. ``score_settings`` calls ``sink(i,
+    score_range)`` once per setting ``i < num_settings`` (in any order); a setting whose scores are not
+    finite hands a ``score_range`` that raises :class:`Diverged`."""
+
+    num_settings: int
+
+    def score_settings(self, batch: MetaBatch, sink: SettingSink) -> None: ...
 
 
 @runtime_checkable
@@ -146,13 +170,40 @@ class ColdStartBatches:
     @torch.no_grad()
     def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
         """The metrics of batch ``index``: one value per user of the batch."""
+        ranking = self.ranking(index)
+        score_into(scorer, self.batch(index), steps, ranking)
+        return {name: v.cpu().numpy() for name, v in ranking.result().items()}
+
+    @torch.no_grad()
+    def run_settings(self, scorer: SettingsScorer, index: int) -> list[dict[str, np.ndarray] | None]:
+        """The metrics of batch ``index`` under each of ``scorer``'s settings, in its order (None where
+        that setting's scores diverged): what ``run`` gives for each setting, from one call."""
+        out: list[dict[str, np.ndarray] | None] = [None] * scorer.num_settings
+
+        def sink(setting: int, score_range: ScoreRange) -> None:
+            ranking = self.ranking(index)
+            try:
+                ranking.run(lambda lo, hi: score_range(lo, hi).float())
+            except Diverged:
+                return
+            out[setting] = {name: v.cpu().numpy() for name, v in ranking.result().items()}
+
+        scorer.score_settings(self.batch(index), sink)
+        return out
+
+    def batch(self, index: int) -> MetaBatch:
+        """The users of batch ``index`` as a ``MetaBatch`` on the device: support = their first K items."""
         k, lo, hi = self.spans[index]
-        keep, support, relevant, nxt = self.targets[k]
-        idx = keep[lo:hi]
+        idx = self.targets[k][0][lo:hi]
         feats = None if self.user_features is None else self.user_features[idx]
         users = [self.sequences[u] for u in idx]
-        batch = prefix_batch(users, k, self.support_max, bos_id(self.num_items), feats).to(self.device)
-        ranking = ChunkedRanking(
+        return prefix_batch(users, k, self.support_max, bos_id(self.num_items), feats).to(self.device)
+
+    def ranking(self, index: int) -> ChunkedRanking:
+        """A fresh ranking of batch ``index``'s relevant and next items, its support excluded."""
+        k, lo, hi = self.spans[index]
+        _, support, relevant, nxt = self.targets[k]
+        return ChunkedRanking(
             self.num_items,
             torch.from_numpy(relevant[lo:hi]),
             torch.from_numpy(nxt[lo:hi]),
@@ -160,8 +211,6 @@ class ColdStartBatches:
             exclude=torch.from_numpy(support[lo:hi]),
             item_chunk=self.item_chunk,
         )
-        score_into(scorer, batch, steps, ranking)
-        return {name: v.cpu().numpy() for name, v in ranking.result().items()}
 
     def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
         return assemble_shots(self.targets, self.spans, parts)
@@ -205,3 +254,67 @@ def flat_means(results: PerUser) -> dict[str, float]:
     return {
         f"{name}@k{k}": float(v.mean()) for k, res in results.items() for name, v in res.items() if len(v)
     }
+
+
+MEMO_BYTES = 256 * 2**20  # what a StateMemo keeps at most (a 256-user batch of a d=128 model: ~0.15 MB)
+
+
+class StateMemo:
+    """Adapted user states (``UserState``) of batches already scored, so that scoring the same users at
+    the same adaptation again (the fused variant after the plain one; the fusion weight's choice on the
+    tuning users at the grid's chosen point) reads them instead of encoding and adapting a second time.
+
+    An entry is found only by a key of everything its state depends on: the model object (a weak
+    reference: never another model at the same address) and every parameter and buffer's storage and
+    in-place version counter (a weight changed in place, moved or replaced is a miss), the algorithm, its
+    own parameters' values, the inner lr, the steps, and the batch's inputs byte for byte. Beyond
+    ``max_bytes`` the entries of models no longer alive leave first, then the oldest. Pickled empty (Ray
+    actors get their own)."""
+
+    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.entries: OrderedDict[bytes, tuple[weakref.ref, UserState, int]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_bytes"])
+
+    @staticmethod
+    def key(model: nn.Module, setting: Sequence[Any], batch: MetaBatch, steps: int) -> bytes:
+        """The key of ``model``'s state for ``batch`` after ``steps`` at ``setting`` (algorithm, lr, its
+        parameters: anything else the adaptation depends on, as values or tensors)."""
+        digest = hashlib.blake2b(digest_size=32)
+        for t in (*model.parameters(), *model.buffers()):
+            digest.update(repr((tuple(t.shape), str(t.device), t.data_ptr(), t._version)).encode())
+        for part in (*setting, steps, batch.support_len, *tensor_fields(batch)):
+            if isinstance(part, torch.Tensor):
+                digest.update(repr((tuple(part.shape), str(part.dtype), str(part.device))).encode())
+                digest.update(part.detach().cpu().contiguous().numpy().tobytes())
+            else:
+                digest.update(repr(part).encode())
+        return digest.digest()
+
+    def get(self, model: nn.Module, key: bytes) -> UserState | None:
+        entry = self.entries.get(key)
+        return entry[1] if entry is not None and entry[0]() is model else None
+
+    def put(self, model: nn.Module, key: bytes, state: UserState) -> None:
+        state = UserState(*(None if t is None else t.detach() for t in state))
+        size = sum(t.numel() * t.element_size() for t in state if t is not None)
+        if size > self.max_bytes or key in self.entries:
+            return
+        self.entries[key] = (weakref.ref(model), state, size)
+        self.bytes += size
+        if self.bytes > self.max_bytes:  # first the entries of models no longer alive, then the oldest
+            for old in [k for k, (ref, _, _) in self.entries.items() if ref() is None]:
+                self.bytes -= self.entries.pop(old)[2]
+        while self.bytes > self.max_bytes:
+            _, (_, _, dropped) = self.entries.popitem(last=False)
+            self.bytes -= dropped
+
+
+def tensor_fields(batch: MetaBatch) -> list[Any]:
+    """The batch's inputs the encoding and the adaptation read."""
+    return [batch.item_ids, batch.attention_mask, batch.support_targets, batch.user_features]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from metarec_dist.eval.cold_start import PerUser, Scorer
+from metarec_dist.eval.cold_start import PerUser, Scorer, SettingsScorer
 
 if TYPE_CHECKING:
     from metarec_dist.runtime.context import WorkerContext
@@ -114,6 +114,26 @@ def run_batches(
     """The per-user metrics of ``scorer`` on ``batches``, the batches run by ``runner`` (default: here)."""
     runner = runner or InProcess()
     return batches.assemble(runner.map(score_batch, (batches, scorer, steps), len(batches)))
+
+
+def score_batch_settings(payload: tuple[Any, SettingsScorer], index: int) -> list[Any]:
+    """One batch's metrics under each of the scorer's settings (``ColdStartBatches.run_settings``)."""
+    batches, scorer = payload
+    return batches.run_settings(scorer, index)
+
+
+def run_settings(
+    batches: Any, scorer: SettingsScorer, runner: BatchRunner | None = None
+) -> list[PerUser | None]:
+    """Per setting of ``scorer``: the per-user metrics ``run_batches`` gives for that setting alone, or None
+    where the setting diverged on any batch. The batches run on ``runner`` as in ``run_batches``."""
+    runner = runner or InProcess()
+    parts = runner.map(score_batch_settings, (batches, scorer), len(batches))
+    out: list[PerUser | None] = []
+    for i in range(scorer.num_settings):
+        mine = [part[i] for part in parts]
+        out.append(None if any(m is None for m in mine) else batches.assemble(mine))
+    return out
 
 
 def runner_for(workers: int) -> BatchRunner:

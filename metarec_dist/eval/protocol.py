@@ -21,7 +21,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,16 +29,24 @@ import torch
 
 from metarec_dist.config import EvalConfig, MetaConfig
 from metarec_dist.data.split import UserSplits
-from metarec_dist.eval.cold_start import ColdStartBatches, PerUser, Scorer
+from metarec_dist.eval.cold_start import (
+    ColdStartBatches,
+    Diverged,
+    PerUser,
+    Scorer,
+    SettingSink,
+    StateMemo,
+)
 from metarec_dist.eval.device import check_workers
-from metarec_dist.eval.distributed import BatchRunner, UserBatches, run_batches, runner_for
+from metarec_dist.eval.distributed import BatchRunner, UserBatches, run_batches, run_settings, runner_for
 from metarec_dist.eval.loo import LOO, LOO_KS, LooBatches
 from metarec_dist.eval.stats import MethodResult
 from metarec_dist.meta import ALGORITHMS, MetaLearner, build_algorithm
+from metarec_dist.meta.algorithms import MetaAlgorithm, inner_loop
 from metarec_dist.metrics.cooccurrence import ItemCooccurrence
 from metarec_dist.metrics.popularity import popularity_scores
 from metarec_dist.metrics.ranking import ScoreRange, ScoreSink
-from metarec_dist.models.recommender import SeqRecommender
+from metarec_dist.models.recommender import SeqRecommender, UserState
 from metarec_dist.tasks.types import MetaBatch
 
 if TYPE_CHECKING:
@@ -97,10 +105,6 @@ class FusedScorer:
         return torch.log_softmax(scores.float(), -1) + self.weight * torch.log(prior + FUSION_EPS)
 
 
-class Diverged(ValueError):
-    """Test-time adaptation produced non-finite scores (an inner lr too large for the steps)."""
-
-
 class AdaptingScorer:
     """The meta-learner in eval mode; the number of adaptation steps comes per call. ``none``/``sasrec``
     adapt too when asked (steps > 0): test-time fine-tuning of the same fast weights with the same inner
@@ -110,7 +114,10 @@ class AdaptingScorer:
 
     ``steps`` is required, an int: this scorer has no adaptation of its own (it is built with none), so the
     ``None`` the ``Scorer`` protocol allows ("the algorithm's own", the training engine's trained steps) is
-    refused rather than read as 0 steps, which ``MetaLearner.score`` would read as the algorithm's."""
+    refused rather than read as 0 steps, which ``MetaLearner.score`` would read as the algorithm's.
+
+    ``memo``: adapted states kept for a later call on the same users at the same adaptation (the
+    protocol's; see :class:`StateMemo`). None (the default, as recommend and serve build it): none kept."""
 
     def __init__(
         self,
@@ -118,36 +125,149 @@ class AdaptingScorer:
         algorithm: str,
         inner_lr: float,
         algorithm_state: dict[str, torch.Tensor] | None = None,
+        memo: StateMemo | None = None,
     ) -> None:
         meta = MetaConfig(algorithm=algorithm, inner_lr=inner_lr, adaptation_steps=0)
         algo = build_algorithm(meta, model)
         algo.load_state_dict(algorithm_state or {})
         self.learner = MetaLearner(model, algo.to(model.fast_init.device)).eval()
-        self.inner_lr = inner_lr
+        self.inner_lr, self.memo = inner_lr, memo
 
     def score(self, batch: MetaBatch, steps: int) -> torch.Tensor:
-        scores = self.learner.score(batch, explicit_steps(steps))
+        if self.memo is not None and self.steps_along:
+            model = self.learner.model
+            scores = model.score_range(self.state(batch, explicit_steps(steps)), 0, model.num_items)
+        else:
+            scores = self.learner.score(batch, explicit_steps(steps))
         if not bool(torch.isfinite(scores).all()):
             raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})")
         return scores
 
     def score_chunks(self, batch: MetaBatch, steps: int, sink: ScoreSink) -> None:
         """``score`` chunk by chunk (bounded memory), with the same divergence check on every chunk."""
-
-        def checked(score_range: ScoreRange) -> ScoreRange:
-            def read(lo: int, hi: int) -> torch.Tensor:
-                scores = score_range(lo, hi)
-                if not bool(torch.isfinite(scores).all()):
-                    raise Diverged(
-                        f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})"
-                    )
-                return scores
-
-            return read
-
+        if self.memo is not None and self.steps_along:
+            state = self.state(batch, explicit_steps(steps))
+            sink(self.checked(partial(self.learner.model.score_range, state), steps))
+            return
         self.learner.score_chunks(
-            batch, explicit_steps(steps), lambda score_range: sink(checked(score_range))
+            batch, explicit_steps(steps), lambda score_range: sink(self.checked(score_range, steps))
         )
+
+    def memo_key(self, batch: MetaBatch, steps: int) -> bytes:
+        """This scorer's key in a :class:`StateMemo` for ``batch`` after ``steps``."""
+        algorithm = self.learner.algorithm
+        setting = (type(algorithm).__qualname__, self.inner_lr, *algorithm.state_dict().values())
+        return StateMemo.key(self.learner.model, setting, batch, steps)
+
+    def state(self, batch: MetaBatch, steps: int) -> UserState:
+        """What scoring ``batch`` after ``steps`` needs (``MetaLearner._scores``'s computation, step for
+        step), from the memo when it holds it."""
+        model = self.learner.model
+        key = self.memo_key(batch, steps) if self.memo is not None else None
+        if key is not None and (kept := self.memo.get(model, key)) is not None:
+            return kept
+        k = batch.support_len
+        h = model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
+        w, _ = self.learner.algorithm.adapt(model, h[:, :k], batch.support_targets, steps=steps)
+        state = model.user_state(h[:, k], w)
+        if key is not None:
+            self.memo.put(model, key, state)
+        return state
+
+    def checked(self, score_range: ScoreRange, steps: int) -> ScoreRange:
+        """``score_range`` raising :class:`Diverged` on a chunk with a non-finite score."""
+
+        def read(lo: int, hi: int) -> torch.Tensor:
+            scores = score_range(lo, hi)
+            if not bool(torch.isfinite(scores).all()):
+                raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})")
+            return scores
+
+        return read
+
+    @property
+    def steps_along(self) -> bool:
+        """Whether :class:`GridScorer` can score this scorer's steps along one trajectory: the learner scores
+        and the algorithm adapts as ``MetaLearner._scores`` / ``MetaAlgorithm.adapt`` do (every algorithm
+        here; a subclass that changes either is scored point by point)."""
+        learner = self.learner
+        return (
+            type(learner)._scores is MetaLearner._scores
+            and type(learner.algorithm).adapt is MetaAlgorithm.adapt
+        )
+
+
+def raising(exc: Exception) -> ScoreRange:
+    """A ``score_range`` that raises ``exc`` (a setting whose scores diverged)."""
+
+    def read(lo: int, hi: int) -> torch.Tensor:
+        raise exc
+
+    return read
+
+
+class GridScorer:
+    """Every (steps, inner lr) point of an adaptation grid on one batch (a ``SettingsScorer``): the batch is
+    encoded once and each lr runs one trajectory, its fast weights scored after each step count the grid
+    asks for. Step s of lr's trajectory is the very computation ``AdaptingScorer(lr).score(batch, s)``
+    makes (``inner_loop``'s steps, one at a time, from ``task_init``), so each point's scores, and its
+    metrics, are that scorer's exactly; a diverged point raises :class:`Diverged` on its own. The grid of
+    ``tune`` re-encoded the batch for every point and re-ran steps 1..s for every s."""
+
+    def __init__(self, scorers: dict[float, AdaptingScorer], points: Sequence[tuple[int, float]]) -> None:
+        self.scorers, self.points = scorers, list(points)
+        self.num_settings = len(self.points)
+
+    def score_settings(self, batch: MetaBatch, sink: SettingSink) -> None:
+        model = next(iter(self.scorers.values())).learner.model
+        k = batch.support_len
+        h = model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
+        support, targets = h[:, :k], batch.support_targets
+        for lr, scorer in self.scorers.items():
+            wanted = {steps: i for i, (steps, point_lr) in enumerate(self.points) if point_lr == lr}
+            if not wanted:
+                continue
+            algorithm = scorer.learner.algorithm
+            w = algorithm.task_init(model, support, targets).detach()
+            for step in range(max(wanted) + 1):
+                if step:
+                    w, _ = inner_loop(model, support, targets, w, 1, algorithm.inner_lrs())
+                if step in wanted:
+                    state = model.user_state(h[:, k], w)
+                    if scorer.memo is not None:  # the fusion weight is chosen at one of these points
+                        scorer.memo.put(model, scorer.memo_key(batch, step), state)
+                    sink(wanted[step], scorer.checked(partial(model.score_range, state), step))
+
+
+class FusionWeights:
+    """One adaptation's scores fused at each of several weights (a ``SettingsScorer``): the model adapts
+    and scores once, and the log-softmax and the co-occurrence prior are computed once per batch; weight w
+    gives ``FusedScorer(base, cooc, w)``'s scores exactly (the same operations on the same tensors)."""
+
+    def __init__(
+        self, base: AdaptingScorer, steps: int, cooc: ItemCooccurrence, weights: Sequence[float]
+    ) -> None:
+        self.base, self.steps, self.cooc, self.weights = base, steps, cooc, list(weights)
+        self.num_settings = len(self.weights)
+
+    def score_settings(self, batch: MetaBatch, sink: SettingSink) -> None:
+        try:
+            scores = self.base.score(batch, self.steps)
+        except Diverged as exc:
+            for i in range(self.num_settings):
+                sink(i, raising(exc))
+            return
+        log_probs = log_prior = None
+        for i, weight in enumerate(self.weights):
+            if not weight:
+                sink(i, lambda lo, hi: scores[:, lo:hi])
+                continue
+            if log_probs is None:
+                prior = self.cooc.weighted(batch.support_targets).to(scores.device, torch.float32)
+                log_probs = torch.log_softmax(scores.float(), -1)
+                log_prior = torch.log(prior + FUSION_EPS)
+            fused = log_probs + weight * log_prior
+            sink(i, lambda lo, hi, fused=fused: fused[:, lo:hi])
 
 
 def explicit_steps(steps: int) -> int:
@@ -263,6 +383,9 @@ class ColdStartProtocol:
     # Where the model scores (``eval/device.py``): the batches are built there and ``scorer`` moves the model
     # there. The metrics come back to the CPU. Keyword-only: the subclasses' own fields come after it.
     device: torch.device | str = field(default="cpu", kw_only=True)
+    # The adapted states its scorers keep for a later pass over the same users at the same adaptation
+    # (``StateMemo``); None: none kept (every pass encodes and adapts).
+    memo: StateMemo | None = field(default_factory=StateMemo, kw_only=True, repr=False, compare=False)
 
     # What the two evaluated splits are, and what an empty one means: the subclass says its own.
     split_hint = "training users are not cold-start"
@@ -295,10 +418,26 @@ class ColdStartProtocol:
         actors (on the CPU only: they have no GPU); the trainer passes its ranks. The numbers do not depend
         on where (``eval/distributed.py``)."""
         device = self.device if device is None else device
-        if runner is None:
-            check_workers(torch.device(device), self.eval_cfg.workers, "eval.workers", "set eval.workers=1")
-            runner = runner_for(self.eval_cfg.workers)
+        runner = self.runner(device) if runner is None else runner
         return run_batches(self.batches(sequences, ks, device, user_features), scorer, steps, runner)
+
+    def runner(self, device: torch.device | str) -> BatchRunner:
+        """Where the batches run by default: here (``eval.workers: 1``) or on Ray actors."""
+        check_workers(torch.device(device), self.eval_cfg.workers, "eval.workers", "set eval.workers=1")
+        return runner_for(self.eval_cfg.workers)
+
+    def per_setting(
+        self, scorer: GridScorer | FusionWeights, users: list[np.ndarray], user_features: np.ndarray | None
+    ) -> list[PerUser | None] | None:
+        """``scorer``'s settings on ``users`` in one pass over the batches, each one's per-user results (None:
+        diverged), as ``per_user`` gives them setting by setting; None where this protocol has no such pass
+        (its batches are not cold-start ones, or it scores users its own way)."""
+        if type(self).per_user is not ColdStartProtocol.per_user:
+            return None
+        batches = self.batches(users, user_features=user_features)
+        if not isinstance(batches, ColdStartBatches):
+            return None
+        return run_settings(batches, scorer, self.runner(self.device))
 
     def batches(
         self,
@@ -346,12 +485,8 @@ class ColdStartProtocol:
             )
         scores: dict[tuple[int, float], dict[int, float]] = {}
         users = self.tune_users()
-        for steps, lr in sorted(grid):
-            try:
-                res = self.per_user(
-                    self.scorer(loaded, lr), users, steps, user_features=self.tune_user_features()
-                )
-            except Diverged:  # too large an inner lr for this many steps: not a candidate
+        for (steps, lr), res in self.grid_results(loaded, sorted(grid), users).items():
+            if res is None:  # too large an inner lr for this many steps: not a candidate
                 continue
             # A shot count no validation user has enough history for (eval.shots 10 on short sequences)
             # has no metrics: it neither votes nor gets a per-shot choice (was a KeyError traceback).
@@ -374,6 +509,25 @@ class ColdStartProtocol:
             best.per_shot = {k: (*point, scores[point][k]) for k, point in per_k.items()}
             best.val_score = float(np.mean([v for _, _, v in best.per_shot.values()]))
         return best
+
+    def grid_results(
+        self, loaded: LoadedModel, points: list[tuple[int, float]], users: list[np.ndarray]
+    ) -> dict[tuple[int, float], PerUser | None]:
+        """Each grid point's per-user results on ``users`` (the tuning ones; None: it diverged), from one
+        pass of :class:`GridScorer` where it applies, else point by point."""
+        feats = self.tune_user_features()
+        scorers = {lr: self.scorer(loaded, lr) for lr in dict.fromkeys(lr for _, lr in points)}
+        if all(isinstance(s, AdaptingScorer) and s.steps_along for s in scorers.values()):
+            shared = self.per_setting(GridScorer(scorers, points), users, feats)
+            if shared is not None:
+                return dict(zip(points, shared, strict=True))
+        out: dict[tuple[int, float], PerUser | None] = {}
+        for steps, lr in points:
+            try:
+                out[steps, lr] = self.per_user(scorers[lr], users, steps, user_features=feats)
+            except Diverged:
+                out[steps, lr] = None
+        return out
 
     def tune_index(self) -> np.ndarray | None:
         """Positions in the validation split of the users the adaptation grid runs on: None for all, or
@@ -398,7 +552,7 @@ class ColdStartProtocol:
         """``loaded``'s model adapting with ``inner_lr``, on this protocol's device (the model is moved
         there, in place: a no-op once it is)."""
         model = loaded.model.to(self.device)
-        return AdaptingScorer(model, loaded.algorithm, inner_lr, loaded.algorithm_state)
+        return AdaptingScorer(model, loaded.algorithm, inner_lr, loaded.algorithm_state, self.memo)
 
     def fused(self, scorer: AdaptingScorer, weight: float | None) -> Scorer:
         """``scorer`` fused with the co-occurrence counts at ``weight`` (None: unchanged)."""
@@ -421,9 +575,10 @@ class ColdStartProtocol:
                 "no validation users to choose the fusion weight on (data.valid_frac is 0?); pass --no-fuse"
             )
         users, feats = self.tune_users(), self.tune_user_features()
+        weights = sorted({*FUSION_WEIGHTS, *([] if stored is None else [stored])})
         scores = {}
-        for weight in sorted({*FUSION_WEIGHTS, *([] if stored is None else [stored])}):
-            res = self.adapted_per_user(loaded, replace(adaptation, fusion=weight), users, feats)
+        fused = self.fused_results(loaded, adaptation, weights, users, feats)
+        for weight, res in zip(weights, fused, strict=True):
             scores[weight] = float(np.mean([res[k][CRITERION].mean() for k in self.shots if res.get(k)]))
         best = FUSION_WEIGHTS[0]
         for weight in FUSION_WEIGHTS[1:]:
@@ -439,6 +594,31 @@ class ColdStartProtocol:
             fusion_from="valid" if stored is None else "export",
             fusion_best=best,
         )
+
+    def fused_results(
+        self,
+        loaded: LoadedModel,
+        adaptation: Adaptation,
+        weights: list[float],
+        users: list[np.ndarray],
+        user_features: np.ndarray | None,
+    ) -> list[PerUser]:
+        """``adapted_per_user`` of ``adaptation`` fused at each of ``weights``: one :class:`FusionWeights`
+        pass per group of shots that share a setting (the model adapts once for all the weights)."""
+        groups = adaptation.groups(self.shots)
+        results: list[PerUser] = [{} for _ in weights]
+        for (steps, lr), shots in groups.items():
+            part = self if len(groups) == 1 else replace(self, shots=tuple(shots), support_max=self.longest)
+            scorer = FusionWeights(self.scorer(loaded, lr), steps, self.cooc_model, weights)
+            shared = part.per_setting(scorer, users, user_features)
+            if shared is None:  # a protocol without the one-pass path: weight by weight
+                fused = [replace(adaptation, fusion=w) for w in weights]
+                return [self.adapted_per_user(loaded, a, users, user_features) for a in fused]
+            for out, res in zip(results, shared, strict=True):
+                if res is None:
+                    raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {lr})")
+                out.update(res)
+        return [{k: res[k] for k in self.shots} for res in results]
 
     def evaluate(
         self,
