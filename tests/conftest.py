@@ -72,3 +72,14 @@ def synth_data():
 
     seqs = make_synthetic_sequences(num_users=60, num_items=40, num_groups=4, min_len=10, max_len=20, seed=1)
     return UserSplits(train=seqs[:48], valid=seqs[48:], test=[], num_items=40)
+
+
+@pytest.fixture
+def one_gpu(monkeypatch):
+    """torch says it sees one CUDA device (nothing may run on it: there is none). The GPU paths' tests on a
+    machine without one; ``gpu_fixtures.NO_GPU`` is what they say when torch sees none."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

@@ -29,6 +29,17 @@ TINY_MODEL = [
 ]
 # ... trained for 2 steps: about a second.
 SMALL = [*TINY_MODEL, "train.meta_steps=2", "train.log_every=1"]
+# Two meta-steps on 60 synthetic users, no validation, no W&B: the Ray integration tests' runs.
+RAY_SMALL = [
+    *TINY_MODEL,
+    "train.meta_steps=2",
+    "train.eval_every=0",
+    "data.format=synthetic",
+    "data.synthetic_users=60",
+    "data.synthetic_items=30",
+    "data.cache=false",
+    "logging.wandb=off",
+]
 # The synthetic data set and evaluation settings of the CLI tests (evaluate, recommend, export).
 SYNTHETIC = [
     "data.format=synthetic",

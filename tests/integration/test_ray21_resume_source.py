@@ -12,7 +12,7 @@ arrive as one line, would double that and is left out: the driver refuses first,
 from __future__ import annotations
 
 import pytest
-from trained import TINY, TINY_MODEL
+from trained import RAY_SMALL, TINY
 
 from metarec_dist.checkpoint import export, latest_complete
 from metarec_dist.config import load_config
@@ -21,16 +21,7 @@ from metarec_dist.train import launch
 from metarec_dist.train.init_from import absolute_source, check_resumed_source
 
 pytestmark = pytest.mark.integration
-SMALL = [
-    *TINY_MODEL,
-    "train.meta_steps=2",
-    "train.eval_every=0",
-    "data.format=synthetic",
-    "data.synthetic_users=60",
-    "data.synthetic_items=30",
-    "data.cache=false",
-    "logging.wandb=off",
-]
+SMALL = RAY_SMALL
 
 
 def test_another_source_on_a_ray_resume_is_refused_and_the_same_one_resumes(

@@ -13,7 +13,7 @@ import logging
 import shutil
 
 import pytest
-from trained import TINY, TINY_MODEL
+from trained import RAY_SMALL, TINY
 
 from metarec_dist.checkpoint import latest_complete
 from metarec_dist.config import load_config, with_overrides
@@ -22,18 +22,7 @@ from metarec_dist.runtime.ray_launcher import finished_result
 from metarec_dist.train import launch
 
 pytestmark = pytest.mark.integration
-SMALL = [
-    *TINY_MODEL,
-    "train.meta_steps=2",
-    "train.eval_every=0",
-    "data.format=synthetic",
-    "data.synthetic_users=60",
-    "data.synthetic_items=30",
-    "data.cache=false",
-    "logging.wandb=off",
-    "runtime.backend=ray",
-    "runtime.num_workers=1",
-]
+SMALL = [*RAY_SMALL, "runtime.backend=ray", "runtime.num_workers=1"]
 
 
 def train_controllers() -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gpu_fixtures import NO_GPU
 
 from metarec_dist.cli import main
 from metarec_dist.config import load_config
@@ -22,18 +23,6 @@ from metarec_dist.eval.loading import LoadedModel
 from metarec_dist.eval.protocol import ColdStartProtocol
 from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.tasks.types import MetaBatch
-
-NO_GPU = (
-    "error: --device cuda: no CUDA device is visible (torch.cuda.is_available() is False); use --device cpu"
-)
-
-
-@pytest.fixture
-def one_gpu(monkeypatch):
-    """torch says it sees one CUDA device (nothing may run on it: there is none)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
 
 
 def test_resolve_device_here():

@@ -24,14 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPORTS = ROOT / "docs" / "results" / "amazon-sports-screens" / "gpu19" / "evaluate_exports.py"
 
 
-@pytest.fixture
-def one_gpu(monkeypatch):
-    """torch says it sees one CUDA device (nothing may run on it: there is none)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-
-
 def _cfg(*settings: str):
     return load_config(TINY, list(settings))
 

@@ -10,23 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from gpu_fixtures import NO_GPU
 
 from metarec_dist.cli import main
 from metarec_dist.errors import UserError
 from metarec_dist.eval.protocol import AdaptingScorer, ColdStartProtocol
 from metarec_dist.eval.recommend import Recommender
-
-NO_GPU = (
-    "error: --device cuda: no CUDA device is visible (torch.cuda.is_available() is False); use --device cpu"
-)
-
-
-@pytest.fixture
-def one_gpu(monkeypatch):
-    """torch says it sees one CUDA device (nothing may run on it: there is none)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
 
 
 @pytest.mark.parametrize(

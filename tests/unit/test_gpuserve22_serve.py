@@ -14,14 +14,6 @@ from metarec_dist.errors import UserError
 from metarec_dist.runtime import serving
 
 
-@pytest.fixture
-def one_gpu(monkeypatch):
-    """torch says it sees one CUDA device (nothing may run on it: there is none)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-
-
 def test_the_option_parses():
     parse = build_parser().parse_args
     assert parse(["serve", "--checkpoint", "x"]).gpus_per_replica == 0.0
