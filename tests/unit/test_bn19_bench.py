@@ -76,10 +76,12 @@ def test_sampled_part_is_the_tiny_config_wherever_it_runs(
 
 def _documented_bench_commands() -> list[list[str]]:
     """Every `metarec bench ...` command line of docs/benchmarks.md, placeholders filled in."""
-    text = (REPO / "docs" / "benchmarks.md").read_text()
+    # a command continued on the next line (a backslash at its end) is read whole; "[--opt V]": optional
+    text = re.sub(r"\\\n\s*", " ", (REPO / "docs" / "benchmarks.md").read_text())
     commands = []
     for line in re.findall(r"metarec bench [^`#\n]*", text):
-        words = shlex.split(line.replace("[--set ...]", "").replace(" C ", " 4 ").replace(" R", " 1"))
+        line = line.replace("[--set ...]", "").replace("[", "").replace("]", "")
+        words = shlex.split(line.replace(" C ", " 4 ").replace(" R", " 1"))
         if len(words) > 3:  # not a mention in prose ("metarec bench", "`metarec bench serve`'s `_post`")
             commands.append(words[1:])
     return commands
@@ -89,7 +91,7 @@ def test_every_documented_bench_command_parses() -> None:
     from metarec_dist.cli import build_parser
 
     commands = _documented_bench_commands()
-    assert {c[1] for c in commands} >= {"meta-step", "system", "data", "scale", "serve"}
+    assert {c[1] for c in commands} >= {"meta-step", "system", "data", "scale", "serve", "eval"}
     for argv in commands:
         if argv[-1] == "--parts":  # the doc's sentence goes on on the next line
             continue
