@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_new_items import write_movies
+from test_new_items import new_items_run, write_movies
 
 from metarec_dist.cli import main
 
@@ -15,16 +15,7 @@ from metarec_dist.cli import main
 @pytest.fixture(scope="module")
 def run(trained, tmp_path_factory):
     movies = write_movies(tmp_path_factory.mktemp("data") / "movies")
-    return trained(
-        "data.format=recbole",
-        f"data.path={movies}",
-        "data.protocol=new_items",
-        "data.new_item_frac=0.5",
-        "data.cache=false",
-        "data.valid_frac=0.2",
-        "data.test_frac=0.2",
-        "data.item_features=[{name: genres, kind: token_seq, column: class}]",
-    ).folder
+    return trained(*new_items_run(movies)).folder
 
 
 def test_fuse_under_new_items_is_refused_not_a_renamed_model_row(run, capsys):

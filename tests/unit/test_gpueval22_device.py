@@ -68,7 +68,7 @@ def test_cuda_with_workers_is_refused_before_ray_starts(one_gpu, capsys, tmp_pat
 
 @pytest.fixture(scope="module")
 def runs(trained, tmp_path_factory):
-    from test_new_items import write_movies
+    from test_new_items import new_items_run, write_movies
 
     movies = write_movies(tmp_path_factory.mktemp("data") / "movies")
     return {
@@ -81,16 +81,7 @@ def runs(trained, tmp_path_factory):
             "tasks.support_max=10",
             "tasks.query_size=5",
         ).folder,
-        "new": trained(
-            "data.format=recbole",
-            f"data.path={movies}",
-            "data.protocol=new_items",
-            "data.new_item_frac=0.5",
-            "data.cache=false",
-            "data.valid_frac=0.2",
-            "data.test_frac=0.2",
-            "data.item_features=[{name: genres, kind: token_seq, column: class}]",
-        ).folder,
+        "new": trained(*new_items_run(movies)).folder,
     }
 
 

@@ -37,6 +37,20 @@ GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
 NUM_USERS, NUM_ITEMS = 60, 40
 
 
+def new_items_run(movies: Path) -> list[str]:
+    """The settings of a run on ``write_movies``' folder under the new-items protocol, genres as features."""
+    return [
+        "data.format=recbole",
+        f"data.path={movies}",
+        "data.protocol=new_items",
+        "data.new_item_frac=0.5",
+        "data.cache=false",
+        "data.valid_frac=0.2",
+        "data.test_frac=0.2",
+        "data.item_features=[{name: genres, kind: token_seq, column: class}]",
+    ]
+
+
 def write_movies(folder: Path) -> Path:
     """A RecBole folder (``movies.inter`` / ``.item``) with a known item age: item i first appears at time
     ~10 * i, so the newest items are the highest ids; every user rates 10 items over time."""
@@ -426,16 +440,7 @@ def _train(root: Path, name: str, *settings: str) -> Path:
 
 
 def test_cli_new_items_and_mixed_tables(movies, trained, tmp_path, capsys):
-    run = trained(
-        "data.format=recbole",
-        f"data.path={movies}",
-        "data.protocol=new_items",
-        "data.new_item_frac=0.5",
-        "data.cache=false",
-        "data.valid_frac=0.2",
-        "data.test_frac=0.2",
-        "data.item_features=[{name: genres, kind: token_seq, column: class}]",
-    ).folder
+    run = trained(*new_items_run(movies)).folder
     out = tmp_path / "new.json"
     assert main(["evaluate", "--checkpoint", str(run), "--json", str(out), "--steps", "0"]) == 0
     doc = json.loads(out.read_text())
