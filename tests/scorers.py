@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from metarec_dist.eval.cold_start import PerUser
 from metarec_dist.tasks.types import MetaBatch
 
 
@@ -25,3 +27,12 @@ class TableScorer:
                 row[item - 1] = s
             rows.append(row)
         return torch.stack(rows)
+
+
+def assert_same_per_user(a: PerUser, b: PerUser) -> None:
+    """Two per-user results are equal: the same shots, metrics and every user's value bit for bit."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].keys() == b[k].keys()
+        for name in a[k]:
+            np.testing.assert_array_equal(a[k][name], b[k][name], err_msg=f"K={k} {name}")

@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from scorers import assert_same_per_user
 
 from metarec_dist.bench.scale import exit_rank_process
 from metarec_dist.config import load_config
 from metarec_dist.data import prepare_data
-from metarec_dist.eval.cold_start import PerUser
 from metarec_dist.eval.distributed import AcrossRanks, InProcess
 from metarec_dist.eval.item_protocol import MixedProtocol
 from metarec_dist.eval.loading import LoadedModel
@@ -48,14 +48,6 @@ def _setup(tmp: Path, batch_users: int = 7) -> tuple[LoadedModel, ColdStartProto
     model = SeqRecommender(cfg.model, splits.num_items, seed=0).eval()
     loaded = LoadedModel(model=model, cfg=cfg, meta={"num_items": splits.num_items}, source=tmp)
     return loaded, ColdStartProtocol(splits, SHOTS, cfg.tasks.support_max, cfg.eval)
-
-
-def _assert_equal(a: PerUser, b: PerUser) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].keys() == b[k].keys()
-        for name in a[k]:
-            np.testing.assert_array_equal(a[k][name], b[k][name], err_msg=f"K={k} {name}")
 
 
 class _Rank(WorkerContext):
@@ -121,9 +113,9 @@ def test_validation_batches_over_two_gloo_ranks_equal_one_process(tmp_path):
     assert "new@10" in want_mixed[1]
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
-        _assert_equal(got["cold"], want)
-        _assert_equal(got["loo"], want_loo)
-        _assert_equal(got["mixed"], want_mixed)
+        assert_same_per_user(got["cold"], want)
+        assert_same_per_user(got["loo"], want_loo)
+        assert_same_per_user(got["mixed"], want_mixed)
         assert got["failed"] == "scorer broke on rank 1"
     assert sum(len(v["ndcg@10"]) for v in want.values()) > 40
 
@@ -153,8 +145,8 @@ def test_grid_search_and_test_users_on_two_ray_actors_equal_one_process(tmp_path
     try:
         got = remote.evaluate(loaded, "test")
         assert got.info == want.info and got.info["adaptation"]["grid_size"] == 17
-        _assert_equal(got.per_user, want.per_user)
-        _assert_equal(remote.popularity("test").per_user, local.popularity("test").per_user)
+        assert_same_per_user(got.per_user, want.per_user)
+        assert_same_per_user(remote.popularity("test").per_user, local.popularity("test").per_user)
         wild = AdaptingScorer(loaded.model, "fomaml", 1e30)
         with pytest.raises(Diverged):
             remote.per_user(wild, local.splits.valid, steps=10)

@@ -11,22 +11,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from scorers import assert_same_per_user
 
-from metarec_dist.eval.cold_start import PerUser, StateMemo
+from metarec_dist.eval.cold_start import StateMemo
 from metarec_dist.eval.loading import load_model, load_prepared
 from metarec_dist.eval.protocol import Adaptation, ColdStartProtocol, Diverged, adaptation_grid
 from metarec_dist.eval.reproduce import build_protocol
 from metarec_dist.models.recommender import SeqRecommender, UserState
 
 SHOTS = [1, 3, 5]
-
-
-def _equal(a: PerUser, b: PerUser) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].keys() == b[k].keys()
-        for name in a[k]:
-            np.testing.assert_array_equal(a[k][name], b[k][name], err_msg=f"K={k} {name}")
 
 
 def _trained(trained, algorithm: str) -> tuple:
@@ -76,7 +69,7 @@ def test_grid_in_one_pass_equals_each_point_alone(trained, algorithm, monkeypatc
             diverged.append((steps, lr))
             assert shared[steps, lr] is None
             continue
-        _equal(shared[steps, lr], alone)
+        assert_same_per_user(shared[steps, lr], alone)
     assert (10, 1e30) in diverged and len(diverged) < len(grid)
 
 
@@ -95,7 +88,7 @@ def test_fusion_weights_in_one_pass_equal_each_weight_alone(setup, mode):
     fresh = dataclasses.replace(protocol, memo=None)
     for weight, got in zip(weights, shared, strict=True):
         want = fresh.adapted_per_user(loaded, dataclasses.replace(adaptation, fusion=weight), users, feats)
-        _equal(got, want)
+        assert_same_per_user(got, want)
 
 
 def test_protocol_without_the_one_pass_path_scores_point_by_point(setup):
@@ -115,7 +108,7 @@ def test_protocol_without_the_one_pass_path_scores_point_by_point(setup):
     assert seen == [0, 1, 3]
     want = protocol.grid_results(loaded, grid, protocol.tune_users())
     for point in grid:
-        _equal(got[point], want[point])
+        assert_same_per_user(got[point], want[point])
 
 
 def test_plain_then_fused_as_the_reproduction_runs_them_equal_a_fresh_evaluation(setup, monkeypatch):
@@ -133,10 +126,10 @@ def test_plain_then_fused_as_the_reproduction_runs_them_equal_a_fresh_evaluation
     monkeypatch.undo()
     want_adaptation = fresh.choose_adaptation(loaded)
     assert want_adaptation == adaptation
-    _equal(plain.per_user, fresh.evaluate(loaded, "test", adaptation=adaptation).per_user)
+    assert_same_per_user(plain.per_user, fresh.evaluate(loaded, "test", adaptation=adaptation).per_user)
     want = fresh.evaluate(loaded, "test", fuse=True, adaptation=adaptation)
     assert fused.info == want.info
-    _equal(fused.per_user, want.per_user)
+    assert_same_per_user(fused.per_user, want.per_user)
 
 
 def test_memo_misses_after_a_weight_changes_in_place(setup):
@@ -151,7 +144,7 @@ def test_memo_misses_after_a_weight_changes_in_place(setup):
         model.fast_init.mul_(3.0)
     after = protocol.adapted_per_user(mine, Adaptation(1, 0.5), users)
     want = dataclasses.replace(protocol, memo=None).adapted_per_user(mine, Adaptation(1, 0.5), users)
-    _equal(after, want)
+    assert_same_per_user(after, want)
     assert any(not np.array_equal(before[k]["ndcg@10"], after[k]["ndcg@10"]) for k in SHOTS if before[k])
 
 
