@@ -53,6 +53,44 @@ def test_keep_freed_memory_reuses_the_pages_of_freed_tensors():
     assert got["kept"] < 0.05 * pages, got  # served from the warmed-up heap (seen: 0 and 1.7%)
 
 
+# The GPU recipe's step on the CPU (512 tasks x 36 positions x 18,357 items): buffers of 40-72 MiB, above the
+# largest mmap threshold glibc allows (32 MiB), and a 1.25 GiB one, which freed at the heap's top used to be
+# trimmed (threshold 1 GiB) and faulted back in next step; and a thread (as Ray Train runs its loop in) still
+# gets a block larger than its arena's 64 MiB heaps.
+BIG_CHILD = """
+import json, resource, threading
+import torch
+from metarec_dist.runtime.allocator import keep_freed_memory
+
+def step(i):
+    bufs = [torch.empty((40 + 8 * ((i * 3) % 5)) << 18).fill_(1.0) for _ in range(3)]
+    bufs.append(torch.empty(5 << 28, dtype=torch.uint8).fill_(1))  # 1.25 GiB
+    del bufs
+
+assert keep_freed_memory()
+for i in range(5):
+    step(i)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for i in range(10):
+    step(i)
+kept = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+got = []
+worker = threading.Thread(target=lambda: got.append(float(torch.ones(100 << 18).sum())))
+worker.start()
+worker.join()
+print(json.dumps({"kept": kept, "thread": got}))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
+def test_keep_freed_memory_reuses_blocks_above_glibcs_largest_mmap_threshold():
+    out = subprocess.run([sys.executable, "-c", BIG_CHILD], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    pages = 10 * (3 * 56 + 1280) * 256  # 10 steps x (3 x 56 MiB on average + 1.25 GiB), in 4 KiB pages
+    assert got["kept"] < 0.05 * pages, got  # was every page of every step (mmapped or trimmed and refaulted)
+    assert got["thread"] == [100 << 18], got
+
+
 def test_keep_freed_memory_is_a_runtime_option(tmp_path):
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text("runtime:\n  keep_freed_memory: false\n")
