@@ -8,19 +8,38 @@ and a ``MemoryError`` (a size too big for the machine). ``--verbose`` prints the
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import re
+import os
 import signal
-import sys
 import threading
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-from metarec_dist.config import (
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C before ``main`` takes over, while the modules import: one line and status 130, as later."""
+    os.write(2, b"interrupted\n")
+    # Not SystemExit: a handler that runs inside a finalizer or an import's except clause has it swallowed
+    # (tried: one such Ctrl-C in ~20 went on to run the command, status 0). Mid-import nothing needs cleanup.
+    os._exit(130)
+
+
+# Python's own handler made a Ctrl-C in the first ~0.2 s (these imports) a KeyboardInterrupt traceback.
+# Put back at the end of this module: ``main`` installs its own, and an importer (a test) keeps its own.
+_BEFORE_IMPORTS = (
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    if threading.current_thread() is threading.main_thread()
+    else None
+)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from metarec_dist.config import (  # noqa: E402
     Config,
     Override,
     Setting,
@@ -29,8 +48,13 @@ from metarec_dist.config import (
     load_config,
     with_overrides,
 )
-from metarec_dist.errors import UserError, check_output_folder, check_result_target, probe_nearest
-from metarec_dist.metrics.redact import redact_text
+from metarec_dist.errors import (  # noqa: E402
+    UserError,
+    check_output_folder,
+    check_result_target,
+    probe_nearest,
+)
+from metarec_dist.metrics.redact import redact_text  # noqa: E402
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 STDOUT = "-"  # `bench ... --json` without a FILE: one JSON line on stdout
@@ -659,6 +683,9 @@ def main(argv: list[str] | None = None) -> int:
     with noting_interrupts() as interrupts:
         try:
             return _main(argv)
+        except KeyboardInterrupt:  # before _main's own handling (building the parser, parsing): as later
+            print("interrupted", file=sys.stderr)
+            return 130
         except Exception:
             if not interrupts:  # a real failure: keep the traceback
                 raise
@@ -745,6 +772,11 @@ def _report(exc: BaseException, message: str, verbose: bool) -> int:
     print(f"error: {redact_text(message)}", file=sys.stderr)
     return 2
 
+
+if _BEFORE_IMPORTS is not None:  # None: a handler not set from Python, which cannot be put back
+    signal.signal(signal.SIGINT, _BEFORE_IMPORTS)
+elif threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -388,6 +388,7 @@ class RuntimeConfig:
                 "runtime.gpus_per_worker=0 with runtime.use_gpu=true: the Ray workers would get no GPU; set "
                 "runtime.gpus_per_worker=1 (one GPU per worker), or runtime.use_gpu=false"
             )
+        self._check_shared_gpus()
         if self.max_failures < -1:
             raise ValueError("runtime.max_failures must be >= -1 (-1: retry forever)")
         if self.backend == "local" and not self.deepspeed:
@@ -424,6 +425,23 @@ class RuntimeConfig:
                 f"runtime.run_name {self.run_name!r}: must be a plain folder name (no '/', '\\' or '..'); "
                 "choose the parent folder with runtime.storage_path"
             )
+
+    def _check_shared_gpus(self) -> None:
+        """A fraction of a GPU per Ray worker with several workers: Ray packs them onto one GPU (its
+        placement fills a GPU before the next, ray-project/ray#48012), each rank's ``cuda`` device is then
+        the same GPU, and NCCL refuses two ranks on one device ("Duplicate GPU detected"), after the
+        cluster and the workers started. Only ``STRICT_SPREAD`` (one worker per node) keeps them apart."""
+        share = self.gpus_per_worker
+        if not (self.backend == "ray" and self.use_gpu and 0 < share < 1 and self.num_workers > 1):
+            return
+        if self.placement_strategy == "STRICT_SPREAD":
+            return
+        raise ValueError(
+            f"runtime.gpus_per_worker={share:g} with runtime.num_workers={self.num_workers}: Ray Train "
+            'would put several workers on one GPU, and NCCL refuses two ranks on one device ("Duplicate '
+            'GPU detected"); set runtime.gpus_per_worker=1 (one GPU per worker), or '
+            "runtime.placement_strategy=STRICT_SPREAD (one worker per node)"
+        )
 
 
 @dataclass

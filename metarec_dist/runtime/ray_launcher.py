@@ -848,8 +848,9 @@ def _fit_on_ray(cfg: Config, verbose: bool, scratch: Path) -> dict[str, Any]:
     from metarec_dist.runtime.ray_worker import WANDB_METRIC
     from metarec_dist.train.launch import BarOnceResumed, check_gpu_visible
 
-    # Before Ray starts: a missing file fails in a second. The driver reads no rows of the log, ever: a
-    # cache hit is a folder of Parquet files, and a miss is prepared by a Ray task (prepare_off_driver).
+    # Before Ray starts: a missing file fails in a second. The driver reads no rows of the log for a run
+    # that trains: a cache hit is a folder of Parquet files, and a miss is prepared by a Ray task
+    # (prepare_off_driver); only a finished run's data is read here, to compare (check_trained_data).
     resume_from = resume_point_of(cfg)
     check_manifest(cfg, resume_from)  # the manifest's refusals, whether or not the data is cached
     shards = cached_shards(cfg.data)
@@ -914,7 +915,8 @@ def finished_result(cfg: Config, point: Path | None, checked: bool) -> dict[str,
     record of the checkpoint's metrics, read from the run folder). None when steps are left, or when only
     the workers can judge the resume: a ``data.*`` setting changed (they compare the training users).
     ``checked``: ``check_resume_settings`` has compared the settings and catalogue already; else they are
-    compared here against the checkpoint's own catalogue (the data is not read: unchanged data settings)."""
+    compared here against the checkpoint's own catalogue. Then the training data itself, as the workers
+    would (``check_trained_data``): data files changed under the same settings are refused, not reused."""
     from metarec_dist.checkpoint import open_checkpoint, read_client_state
     from metarec_dist.run_folder import run_path
     from metarec_dist.train.trainer import finished_checkpoint_message
@@ -928,10 +930,38 @@ def finished_result(cfg: Config, point: Path | None, checked: bool) -> dict[str,
         return None
     if not checked:
         check_resume_settings(cfg, point, num_items, client.get("item_raw_ids"))
+    check_trained_data(cfg, point, client)
     open_checkpoint(point, cfg.runtime.num_workers)  # as a worker would: a damaged one is refused, not reused
     log.warning("%s", message)
     out = {**ray_recorded_metrics(point), "checkpoint": str(point), "run_path": run_path(cfg.runtime)}
     return with_resume_point({**out, **wandb_used(cfg)}, point)
+
+
+def check_trained_data(cfg: Config, point: Path, client: dict[str, Any]) -> None:
+    """The training users and side tables of ``cfg``'s data against the digests the checkpoint ``point``
+    (client state ``client``) records, compared as the workers compare them once they have loaded it
+    (``checkpoint.check_resume_config``: the same one-line refusal). Without it a finished run whose data
+    files changed under the same data settings (``data.cache=false``, or a cache miss) was "already
+    finished", where the workers, steps left, refuse "its training data differs".
+
+    Reads the prepared data: the cache entry when there is one (memory-mapped, no log parsing), else the
+    log, once (with ``data.cache`` this writes the entry). In the driver, but only for a finished run: this
+    process ends right after, so the memory peak does not last through a training run."""
+    from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, check_resume_config
+    from metarec_dist.data import prepare_data
+    from metarec_dist.data.digest import features_digest, sharded_digest
+
+    if client.get(TRAIN_DATA) is None and client.get(TRAIN_FEATURES) is None:
+        return  # a checkpoint from before the digests: the catalogue was compared, as the workers do
+    prepared = prepare_data(cfg.data)
+    splits = prepared.user_splits()
+    # The digest the run's ranks recorded: each its shard's (user id modulo the world size), combined.
+    train = sharded_digest(splits.train, splits.train_users, cfg.runtime.num_workers)
+    features = features_digest(splits.features)
+    # say="none": the changed settings were said by check_resume_settings; only a refusal is left to say.
+    check_resume_config(
+        point, client, cfg, prepared.num_items, prepared.item_raw_ids, train, features, "none"
+    )
 
 
 def ray_recorded_metrics(point: Path) -> dict[str, Any]:

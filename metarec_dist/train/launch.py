@@ -21,6 +21,7 @@ def train_local(cfg: Config) -> dict[str, Any]:
     from metarec_dist.runtime.context import LocalContext
     from metarec_dist.train.trainer import MetaTrainer
 
+    check_one_process(cfg)
     apply_process_settings(cfg.runtime)
     check_gpu_visible(cfg)
     folder = local_run_dir(cfg.runtime)
@@ -78,6 +79,25 @@ class BarOnceResumed:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def check_one_process(cfg: Config) -> None:
+    """The local backend trains in this one process (``LocalContext``: rank 0 of 1, on ``cuda:0`` with
+    ``runtime.use_gpu``): ``runtime.num_workers=N`` there was silently ignored, one process training the whole
+    meta-batch on one device while the run recorded N workers. Data-parallel workers (one GPU each) are
+    Ray Train's: ``runtime.backend=ray``."""
+    from metarec_dist.errors import UserError
+
+    n = cfg.runtime.num_workers
+    if cfg.runtime.backend != "local" or n == 1:
+        return
+    device = "one GPU, cuda:0" if cfg.runtime.use_gpu else "the CPU"
+    each = ", one GPU each" if cfg.runtime.use_gpu else ""
+    raise UserError(
+        f"runtime.num_workers={n} with runtime.backend=local: the local backend trains in this one process "
+        f"on {device}; set runtime.backend=ray to train {n} data-parallel workers{each}, or "
+        "runtime.num_workers=1"
+    )
 
 
 def check_gpu_visible(cfg: Config, cluster_here: bool = False) -> None:

@@ -145,3 +145,23 @@ def test_only_what_is_short_now_is_held_against_the_autoscalers_cap(joined, capl
     with caplog.at_level(logging.WARNING, logger="metarec"):
         ray_launcher.check_cluster_resources(gpu_config())
     assert "Ctrl-C if none will" in caplog.text
+
+
+def test_a_fraction_of_a_gpu_per_worker_with_several_workers_is_a_config_error():
+    """rt23: ``runtime.gpus_per_worker=0.5`` with 2 workers: Ray Train packed both onto one GPU and NCCL
+    refused the two ranks ("Duplicate GPU detected", ray-project/ray#48012), after Ray had started."""
+    with pytest.raises(UserError) as said:  # a config error: before Ray starts
+        gpu_config(**{"runtime.gpus_per_worker": "0.5"})
+    text = str(said.value)
+    assert "runtime.gpus_per_worker=0.5 with runtime.num_workers=2" in text and "\n" not in text
+    assert "Duplicate GPU detected" in text and "runtime.placement_strategy=STRICT_SPREAD" in text
+    # One worker on part of a GPU, workers kept on separate nodes, whole GPUs, or no GPU: accepted.
+    for fine in (
+        {"runtime.gpus_per_worker": "0.5", "runtime.num_workers": "1"},
+        {"runtime.gpus_per_worker": "0.5", "runtime.placement_strategy": "STRICT_SPREAD"},
+        {"runtime.gpus_per_worker": "2"},
+        {"runtime.gpus_per_worker": "0.5", "runtime.use_gpu": "false"},
+    ):
+        assert gpu_config(**fine).runtime.gpus_per_worker == float(fine["runtime.gpus_per_worker"])
+    local = ["runtime.use_gpu=true", "runtime.gpus_per_worker=0.5", "runtime.num_workers=2"]
+    assert load_config("configs/tiny.yaml", local).runtime.backend == "local"  # refused by `train` instead
