@@ -38,10 +38,10 @@ from metarec_dist.data.features import UNKNOWN, FeatureTables
 from metarec_dist.errors import UserError
 from metarec_dist.eval.cold_start import (
     PerUser,
+    RankedBatches,
     Scorer,
     assemble_shots,
     check_shots,
-    score_into,
     shot_spans,
 )
 from metarec_dist.eval.distributed import run_batches
@@ -204,7 +204,7 @@ def check_enough_new_items(num_new: int, num_items: int, ks: Sequence[int]) -> N
 
 
 @dataclass
-class NewItemBatches:
+class NewItemBatches(RankedBatches):
     """The item cold-start evaluation as its batches (as :class:`~metarec_dist.eval.cold_start.
     ColdStartBatches`: batch ``i`` is ``batch_users`` consecutive evaluated users of one shot count, scored
     on its own, so the batches run in this process, over the training ranks or on Ray actors with the same
@@ -272,16 +272,22 @@ class NewItemBatches:
     def __len__(self) -> int:
         return len(self.spans)
 
-    @torch.no_grad()
-    def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
-        """The metrics of batch ``index``: one value per user of the batch."""
+    def batch(self, index: int) -> MetaBatch:
+        """The users of batch ``index`` as a ``MetaBatch`` on the device: the support is their first K old
+        items."""
         k, lo, hi = self.spans[index]
         t = self.targets[k]
         feats = None if self.user_features is None else self.user_features[t.keep[lo:hi]]
-        batch = prefix_batch(t.old[lo:hi], k, self.support_max, bos_id(self.num_items), feats)
+        return prefix_batch(t.old[lo:hi], k, self.support_max, bos_id(self.num_items), feats).to(self.device)
+
+    def ranking(self, index: int) -> _Ranked:
+        """A fresh ranking of batch ``index``: over the held-out items (``new-items``) or every item but the
+        support, with the share of new items in the top 10 (``mixed``)."""
+        k, lo, hi = self.spans[index]
+        t = self.targets[k]
         support = torch.from_numpy(t.support[lo:hi])
         relevant = t.relevant[lo:hi]
-        ranked = _Ranked(
+        return _Ranked(
             ChunkedRanking(
                 self.num_items if self.mixed else len(self.columns),
                 torch.from_numpy(relevant),
@@ -293,8 +299,6 @@ class NewItemBatches:
             None if self.mixed else CandidateRange(self.columns, self.item_chunk),
             TopShare(self.is_new_col, support) if self.mixed else None,
         )
-        score_into(scorer, batch.to(self.device), steps, ranked)  # type: ignore[arg-type]  # quacks like it
-        return {name: v.cpu().numpy() for name, v in ranked.result().items()}
 
     def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
         return assemble_shots(self.targets, self.spans, parts)
