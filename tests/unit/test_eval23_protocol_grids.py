@@ -136,3 +136,25 @@ def test_batches_that_score_their_own_way_get_no_one_pass(cold_model):
     want = protocol.grid_results(loaded, [(0, 0.5), (1, 0.5)], protocol.tune_users())
     for point in want:
         assert_same_per_user(got[point], want[point])
+
+
+@pytest.mark.parametrize("name", ["loo", "new-items", "mixed"])
+def test_eval_bench_compares_both_ways_under_the_other_protocols(name):
+    """``run_eval_bench(protocol_name=...)`` on a tiny generated set: every phase timed, and the one-pass
+    results checked against the point-by-point ones (no timing is asserted)."""
+    from metarec_dist.bench.eval_bench import run_eval_bench
+
+    out = run_eval_bench(items=120, valid_users=12, test_users=10, compare=True, protocol_name=name)
+    assert out["protocol"] == name and out["grid_points"] == 17
+    assert out["adaptation_identical"] is True and out["fusion_identical"] is True
+    assert out["fused_test_identical"] is True
+    assert out["shots"] == ([0] if name == "loo" else [1, 3, 5, 10])
+    assert len(out["phases"]) == 7 and all(p["users_per_s"] > 0 for p in out["phases"].values())
+
+
+def test_eval_bench_refuses_an_unknown_protocol():
+    from metarec_dist.bench.eval_bench import run_eval_bench
+    from metarec_dist.errors import UserError
+
+    with pytest.raises(UserError, match="protocol: 'warm' is not one of cold_start, loo, new-items, mixed"):
+        run_eval_bench(items=120, valid_users=12, test_users=10, protocol_name="warm")
