@@ -152,6 +152,7 @@ class TopShare:
         if self.values is not None:
             scores = torch.cat([self.values, scores], dim=1)
             new = torch.cat([self.new, new], dim=1)
+        scores, new = top_candidates(scores, new, self.k)
         # Old items first among equal scores: sort by "is new" (stable), then by score, descending (stable).
         order = torch.sort(new.to(torch.uint8), dim=1, stable=True).indices
         scores, new = scores.gather(1, order), new.gather(1, order)
@@ -163,6 +164,31 @@ class TopShare:
         real = self.new & torch.isfinite(self.values)  # an excluded item is no recommendation
         count = real.sum(dim=1).float()
         return {f"new@{self.k}": (count / self.k).cpu(), f"any_new@{self.k}": (count > 0).float().cpu()}
+
+
+def top_candidates(scores: torch.Tensor, new: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns of ``scores`` / ``new`` ``[U, V]`` that can be among a row's top ``k`` in
+    :class:`TopShare`'s order (score descending, then old before new, then column): those scoring at least
+    the row's k-th best score, in column order, each row padded after them with ``-inf`` new items that sort
+    after every real one. The two stable sorts then pick the same top ``k``, in the same order, from
+    ``[U, c]`` (c: the most candidates of any row, about ``k``) as from ``[U, V]``. Unchanged where no
+    column can be dropped (a row with ties or ``-inf`` at its k-th score down to its last column), or with a
+    NaN (whose place in the sorts ``>=`` does not reproduce)."""
+    rows_n, width = scores.shape
+    if rows_n == 0 or width <= k or bool(torch.isnan(scores).any()):
+        return scores, new
+    keep = scores >= torch.topk(scores, k, dim=1).values[:, -1:]
+    counts = keep.sum(dim=1)
+    most = int(counts.max())
+    if most >= width:
+        return scores, new
+    rows, cols = keep.nonzero(as_tuple=True)  # row by row, columns in order
+    slot = torch.arange(len(rows), device=scores.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    top = torch.full((rows_n, most), float("-inf"), dtype=scores.dtype, device=scores.device)
+    top_new = torch.ones((rows_n, most), dtype=new.dtype, device=new.device)
+    top[rows, slot] = scores[rows, cols]
+    top_new[rows, slot] = new[rows, cols]
+    return top, top_new
 
 
 class _Ranked:
