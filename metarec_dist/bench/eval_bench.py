@@ -16,7 +16,9 @@ the ratios (``*_speedup``).
 
 By default the model is untrained (its timing is a trained one's) and the users are generated (``--items``,
 ``--valid-users``, ``--test-users``); ``--checkpoint`` evaluates a real export on the data it was trained on
-(``METAREC_DATA_DIR`` as for ``metarec evaluate``).
+(``METAREC_DATA_DIR`` as for ``metarec evaluate``). ``protocol``: the cold-start one by default, or the
+leave-one-out (``loo``) or an item protocol (``new-items``, ``mixed``: generated users then hold the newest
+fifth of the items out of the training users), with the same phases.
 """
 
 from __future__ import annotations
@@ -35,11 +37,16 @@ from metarec_dist.errors import UserError
 
 SHOTS = (1, 3, 5, 10)
 TRAIN_PER_EVAL_USER = 4  # generated training users (the co-occurrence counts) per evaluated user
+PROTOCOLS = ("cold_start", "loo", "new-items", "mixed")
+NEW_ITEM_SHARE = 5  # generated users under an item protocol: the newest 1/5 of the items are held out
 
 
-def generated(items: int, valid_users: int, test_users: int, seed: int = 0) -> tuple[Any, Any]:
+def generated(
+    items: int, valid_users: int, test_users: int, seed: int = 0, new_items: bool = False
+) -> tuple[Any, Any]:
     """An untrained default model (FOMAML, 3 steps at inner lr 0.5: a 17-point grid) and generated users:
-    ``(loaded, splits)``."""
+    ``(loaded, splits)``. ``new_items``: the highest ``items // NEW_ITEM_SHARE`` ids held out (dropped from
+    the training users, as ``data.protocol: new_items`` does), for the item protocols."""
     from metarec_dist.bench.scale import random_users
     from metarec_dist.config import load_config
     from metarec_dist.data.split import UserSplits
@@ -51,11 +58,17 @@ def generated(items: int, valid_users: int, test_users: int, seed: int = 0) -> t
         TRAIN_PER_EVAL_USER * (valid_users + test_users) + valid_users + test_users, items, seed
     )
     train_n = len(users) - valid_users - test_users
+    train, held_out = users[:train_n], None
+    if new_items:
+        old = items - items // NEW_ITEM_SHARE
+        held_out = np.arange(old + 1, items + 1)
+        train = [u[u <= old] for u in train]
     splits = UserSplits(
-        train=users[:train_n],
+        train=train,
         valid=users[train_n : train_n + valid_users],
         test=users[train_n + valid_users :],
         num_items=items,
+        new_items=held_out,
     )
     torch.manual_seed(seed)
     model = SeqRecommender(cfg.model, items, seed=seed).eval()
@@ -69,6 +82,17 @@ def real(checkpoint: str) -> tuple[Any, Any]:
 
     loaded = load_model(checkpoint)
     return loaded, load_prepared(loaded.cfg).user_splits()
+
+
+def bench_protocol(name: str, splits: Any, cfg: Any) -> Any:
+    """The protocol ``name`` over ``splits``, built as ``metarec evaluate --protocol`` builds it."""
+    from metarec_dist.eval.protocol import LeaveOneOutProtocol
+    from metarec_dist.eval.reproduce import build_protocol
+
+    if name == "loo":
+        positions = cfg.model.max_seq_len - cfg.model.prefix_tokens(cfg.data)  # as eval/cli.py counts them
+        return LeaveOneOutProtocol.build(splits, positions, cfg.eval)
+    return build_protocol(name, splits, list(SHOTS), cfg)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -134,11 +158,13 @@ def run_eval_bench(
     valid_users: int = 1000,
     test_users: int = 1000,
     compare: bool = False,
+    protocol_name: str = "cold_start",
 ) -> dict[str, Any]:
     """The phases' seconds and users/s (see the module docstring)."""
     from metarec_dist.eval.protocol import FUSION_WEIGHTS, adaptation_grid
-    from metarec_dist.eval.reproduce import build_protocol
 
+    if protocol_name not in PROTOCOLS:
+        raise UserError(f"protocol: {protocol_name!r} is not one of {', '.join(PROTOCOLS)}")
     for flag, value, least in (
         ("--items", items, 20),
         ("--valid-users", valid_users, 1),
@@ -146,8 +172,12 @@ def run_eval_bench(
     ):
         if value < least:
             raise UserError(f"{flag} must be >= {least}, got {value}")
-    loaded, splits = real(checkpoint) if checkpoint else generated(items, valid_users, test_users)
-    protocol = build_protocol("cold_start", splits, list(SHOTS), loaded.cfg)
+    if checkpoint:
+        loaded, splits = real(checkpoint)
+    else:
+        item_protocol = protocol_name in ("new-items", "mixed")
+        loaded, splits = generated(items, valid_users, test_users, new_items=item_protocol)
+    protocol = bench_protocol(protocol_name, splits, loaded.cfg)
     meta = loaded.cfg.meta
     grid = sorted(adaptation_grid(meta.adaptation_steps, meta.inner_lr, finetune=False))
     tune_n, test_n = len(protocol.tune_users()), len(protocol.users("test"))
@@ -200,8 +230,9 @@ def run_eval_bench(
     one_pass = ("adaptation", "test", "fusion", "fused_test")
     return {
         "model": checkpoint or "generated, untrained",
+        "protocol": protocol_name,
         "items": splits.num_items,
-        "shots": list(SHOTS),
+        "shots": list(protocol.shots),
         "grid_points": len(grid),
         "tune_users": tune_n,
         "test_users": test_n,

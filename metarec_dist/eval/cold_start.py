@@ -108,7 +108,16 @@ class ChunkScorer(Scorer, Protocol):
         ...
 
 
-def score_into(scorer: Scorer, batch: MetaBatch, steps: int | None, ranking: ChunkedRanking) -> None:
+class Ranked(Protocol):
+    """What a batch's scores stream into: ``run(score_range)`` once, then ``result()``, one value per user
+    and metric (``ChunkedRanking``, or a protocol's wrapper around it)."""
+
+    def run(self, score_range: ScoreRange) -> None: ...
+
+    def result(self) -> dict[str, torch.Tensor]: ...
+
+
+def score_into(scorer: Scorer, batch: MetaBatch, steps: int | None, ranking: Ranked) -> None:
     """Streams ``scorer``'s scores of ``batch`` into ``ranking``, as float32 (as the full path always did)."""
 
     def as_float(score_range: ScoreRange) -> None:
@@ -121,8 +130,46 @@ def score_into(scorer: Scorer, batch: MetaBatch, steps: int | None, ranking: Chu
         as_float(lambda lo, hi: full[:, lo:hi])
 
 
+class RankedBatches:
+    """How every protocol's batches (cold-start, leave-one-out, the item protocols) score batch ``index``:
+    a subclass says what the batch is (``batch``: a ``MetaBatch`` on the device) and what ranks its scores
+    (``ranking``: a fresh :class:`Ranked` per call). ``run`` scores one setting; ``run_settings`` every
+    setting of a :class:`SettingsScorer` (the adaptation grid, the fusion weights) in one call, each setting
+    ranked exactly as ``run`` ranks it alone."""
+
+    def batch(self, index: int) -> MetaBatch:
+        raise NotImplementedError
+
+    def ranking(self, index: int) -> Ranked:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
+        """The metrics of batch ``index``: one value per user of the batch."""
+        ranking = self.ranking(index)
+        score_into(scorer, self.batch(index), steps, ranking)
+        return {name: v.cpu().numpy() for name, v in ranking.result().items()}
+
+    @torch.no_grad()
+    def run_settings(self, scorer: SettingsScorer, index: int) -> list[dict[str, np.ndarray] | None]:
+        """The metrics of batch ``index`` under each of ``scorer``'s settings, in its order (None where
+        that setting's scores diverged): what ``run`` gives for each setting, from one call."""
+        out: list[dict[str, np.ndarray] | None] = [None] * scorer.num_settings
+
+        def sink(setting: int, score_range: ScoreRange) -> None:
+            ranking = self.ranking(index)
+            try:
+                ranking.run(lambda lo, hi: score_range(lo, hi).float())
+            except Diverged:
+                return
+            out[setting] = {name: v.cpu().numpy() for name, v in ranking.result().items()}
+
+        scorer.score_settings(self.batch(index), sink)
+        return out
+
+
 @dataclass
-class ColdStartBatches:
+class ColdStartBatches(RankedBatches):
     """The cold-start evaluation as its batches: batch ``i`` is ``batch_users`` consecutive kept users of
     one shot count, exactly the batches of the in-order loop. Each batch is scored on its own, so they can
     run anywhere (in order in this process, strided over the Ray Train ranks, or on Ray actors:
@@ -166,30 +213,6 @@ class ColdStartBatches:
 
     def __len__(self) -> int:
         return len(self.spans)
-
-    @torch.no_grad()
-    def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
-        """The metrics of batch ``index``: one value per user of the batch."""
-        ranking = self.ranking(index)
-        score_into(scorer, self.batch(index), steps, ranking)
-        return {name: v.cpu().numpy() for name, v in ranking.result().items()}
-
-    @torch.no_grad()
-    def run_settings(self, scorer: SettingsScorer, index: int) -> list[dict[str, np.ndarray] | None]:
-        """The metrics of batch ``index`` under each of ``scorer``'s settings, in its order (None where
-        that setting's scores diverged): what ``run`` gives for each setting, from one call."""
-        out: list[dict[str, np.ndarray] | None] = [None] * scorer.num_settings
-
-        def sink(setting: int, score_range: ScoreRange) -> None:
-            ranking = self.ranking(index)
-            try:
-                ranking.run(lambda lo, hi: score_range(lo, hi).float())
-            except Diverged:
-                return
-            out[setting] = {name: v.cpu().numpy() for name, v in ranking.result().items()}
-
-        scorer.score_settings(self.batch(index), sink)
-        return out
 
     def batch(self, index: int) -> MetaBatch:
         """The users of batch ``index`` as a ``MetaBatch`` on the device: support = their first K items."""

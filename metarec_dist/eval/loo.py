@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metarec_dist.eval.cold_start import PerUser, Scorer, score_into
-from metarec_dist.metrics.ranking import DEFAULT_ITEM_CHUNK, PAD, ChunkedRanking
+from metarec_dist.eval.cold_start import PerUser, RankedBatches, Scorer
+from metarec_dist.metrics.ranking import DEFAULT_ITEM_CHUNK, PAD, ChunkedRanking, ScoreRange
 from metarec_dist.tasks.sampler import prefix_batch
-from metarec_dist.tasks.types import bos_id
+from metarec_dist.tasks.types import MetaBatch, bos_id
 
 LOO = 0  # the per-user result key (in place of a shot count K): the whole history is the input
 LOO_KS = (5, 10, 20)  # the published full-ranking tables report HR and NDCG at these cut-offs
@@ -48,8 +48,26 @@ def seen_matrix(histories: list[np.ndarray], targets: np.ndarray) -> tuple[torch
     return torch.from_numpy(seen), torch.from_numpy(repeat)
 
 
+class LooRanking:
+    """A batch's ranking of each target (``ChunkedRanking``, the target its one relevant item and its next
+    item) with leave-one-out's names: ``hr@k`` / ``ndcg@k`` for ``ks`` and ``mrr``; a target that repeats a
+    history item (``repeat``, with ``mask_seen``) scores 0 on all of them."""
+
+    def __init__(self, ranking: ChunkedRanking, ks: Sequence[int], repeat: torch.Tensor) -> None:
+        self.inner, self.ks, self.repeat = ranking, tuple(ks), repeat
+
+    def run(self, score_range: ScoreRange) -> None:
+        self.inner.run(score_range)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        m, ks = self.inner.result(), self.ks
+        out = {**{f"hr@{k}": m[f"recall@{k}"] for k in ks}, **{f"ndcg@{k}": m[f"ndcg@{k}"] for k in ks}}
+        out["mrr"] = m["mrr"]
+        return {name: torch.where(self.repeat, torch.zeros_like(v), v) for name, v in out.items()}
+
+
 @dataclass
-class LooBatches:
+class LooBatches(RankedBatches):
     """The leave-one-out evaluation as its batches of ``batch_users`` sequences (see
     :class:`~metarec_dist.eval.cold_start.ColdStartBatches`: the same batches wherever they run)."""
 
@@ -99,32 +117,33 @@ class LooBatches:
     def __len__(self) -> int:
         return len(self.spans)
 
-    @torch.no_grad()
-    def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
+    def batch(self, index: int) -> MetaBatch:
+        """The sequences of batch ``index`` as a ``MetaBatch`` on the device: the last ``window`` history
+        items are the support (the input the model reads, and adapts on)."""
         lo, hi = self.spans[index]
-        ks = self.ks
         feats = None if self.user_features is None else self.user_features[self.keep[lo:hi]]
         window, bos = self.window, bos_id(self.num_items)
-        batch = prefix_batch(self.inputs[lo:hi], window, window, bos, feats).to(self.device)
+        return prefix_batch(self.inputs[lo:hi], window, window, bos, feats).to(self.device)
+
+    def ranking(self, index: int) -> LooRanking:
+        """A fresh ranking of batch ``index``'s targets over all items (with ``mask_seen``, the whole
+        earlier history excluded, not only the window the model reads)."""
+        lo, hi = self.spans[index]
         target = torch.from_numpy(self.targets[lo:hi])
         exclude, repeat = None, torch.zeros(len(target), dtype=torch.bool)
-        if self.mask_seen:  # the whole earlier history, not only the window the model reads
+        if self.mask_seen:
             history = [self.sequences[u][:-1] for u in self.keep[lo:hi]]
             exclude, repeat = seen_matrix(history, self.targets[lo:hi])
         ranking = ChunkedRanking(
             self.num_items,
             target[:, None],
             target,
-            ks=ks,
-            next_ks=ks[:1],
+            ks=self.ks,
+            next_ks=self.ks[:1],
             exclude=exclude,
             item_chunk=self.item_chunk,
         )
-        score_into(scorer, batch, steps, ranking)
-        m = ranking.result()
-        out = {**{f"hr@{k}": m[f"recall@{k}"] for k in ks}, **{f"ndcg@{k}": m[f"ndcg@{k}"] for k in ks}}
-        out["mrr"] = m["mrr"]
-        return {name: torch.where(repeat, torch.zeros_like(v), v).numpy() for name, v in out.items()}
+        return LooRanking(ranking, self.ks, repeat)
 
     def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
         names = [*(f"hr@{k}" for k in self.ks), *(f"ndcg@{k}" for k in self.ks), "mrr"]

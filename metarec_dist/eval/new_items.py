@@ -38,10 +38,10 @@ from metarec_dist.data.features import UNKNOWN, FeatureTables
 from metarec_dist.errors import UserError
 from metarec_dist.eval.cold_start import (
     PerUser,
+    RankedBatches,
     Scorer,
     assemble_shots,
     check_shots,
-    score_into,
     shot_spans,
 )
 from metarec_dist.eval.distributed import run_batches
@@ -152,6 +152,7 @@ class TopShare:
         if self.values is not None:
             scores = torch.cat([self.values, scores], dim=1)
             new = torch.cat([self.new, new], dim=1)
+        scores, new = top_candidates(scores, new, self.k)
         # Old items first among equal scores: sort by "is new" (stable), then by score, descending (stable).
         order = torch.sort(new.to(torch.uint8), dim=1, stable=True).indices
         scores, new = scores.gather(1, order), new.gather(1, order)
@@ -163,6 +164,31 @@ class TopShare:
         real = self.new & torch.isfinite(self.values)  # an excluded item is no recommendation
         count = real.sum(dim=1).float()
         return {f"new@{self.k}": (count / self.k).cpu(), f"any_new@{self.k}": (count > 0).float().cpu()}
+
+
+def top_candidates(scores: torch.Tensor, new: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns of ``scores`` / ``new`` ``[U, V]`` that can be among a row's top ``k`` in
+    :class:`TopShare`'s order (score descending, then old before new, then column): those scoring at least
+    the row's k-th best score, in column order, each row padded after them with ``-inf`` new items that sort
+    after every real one. The two stable sorts then pick the same top ``k``, in the same order, from
+    ``[U, c]`` (c: the most candidates of any row, about ``k``) as from ``[U, V]``. Unchanged where no
+    column can be dropped (a row with ties or ``-inf`` at its k-th score down to its last column), or with a
+    NaN (whose place in the sorts ``>=`` does not reproduce)."""
+    rows_n, width = scores.shape
+    if rows_n == 0 or width <= k or bool(torch.isnan(scores).any()):
+        return scores, new
+    keep = scores >= torch.topk(scores, k, dim=1).values[:, -1:]
+    counts = keep.sum(dim=1)
+    most = int(counts.max())
+    if most >= width:
+        return scores, new
+    rows, cols = keep.nonzero(as_tuple=True)  # row by row, columns in order
+    slot = torch.arange(len(rows), device=scores.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    top = torch.full((rows_n, most), float("-inf"), dtype=scores.dtype, device=scores.device)
+    top_new = torch.ones((rows_n, most), dtype=new.dtype, device=new.device)
+    top[rows, slot] = scores[rows, cols]
+    top_new[rows, slot] = new[rows, cols]
+    return top, top_new
 
 
 class _Ranked:
@@ -204,7 +230,7 @@ def check_enough_new_items(num_new: int, num_items: int, ks: Sequence[int]) -> N
 
 
 @dataclass
-class NewItemBatches:
+class NewItemBatches(RankedBatches):
     """The item cold-start evaluation as its batches (as :class:`~metarec_dist.eval.cold_start.
     ColdStartBatches`: batch ``i`` is ``batch_users`` consecutive evaluated users of one shot count, scored
     on its own, so the batches run in this process, over the training ranks or on Ray actors with the same
@@ -272,16 +298,22 @@ class NewItemBatches:
     def __len__(self) -> int:
         return len(self.spans)
 
-    @torch.no_grad()
-    def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
-        """The metrics of batch ``index``: one value per user of the batch."""
+    def batch(self, index: int) -> MetaBatch:
+        """The users of batch ``index`` as a ``MetaBatch`` on the device: the support is their first K old
+        items."""
         k, lo, hi = self.spans[index]
         t = self.targets[k]
         feats = None if self.user_features is None else self.user_features[t.keep[lo:hi]]
-        batch = prefix_batch(t.old[lo:hi], k, self.support_max, bos_id(self.num_items), feats)
+        return prefix_batch(t.old[lo:hi], k, self.support_max, bos_id(self.num_items), feats).to(self.device)
+
+    def ranking(self, index: int) -> _Ranked:
+        """A fresh ranking of batch ``index``: over the held-out items (``new-items``) or every item but the
+        support, with the share of new items in the top 10 (``mixed``)."""
+        k, lo, hi = self.spans[index]
+        t = self.targets[k]
         support = torch.from_numpy(t.support[lo:hi])
         relevant = t.relevant[lo:hi]
-        ranked = _Ranked(
+        return _Ranked(
             ChunkedRanking(
                 self.num_items if self.mixed else len(self.columns),
                 torch.from_numpy(relevant),
@@ -293,8 +325,6 @@ class NewItemBatches:
             None if self.mixed else CandidateRange(self.columns, self.item_chunk),
             TopShare(self.is_new_col, support) if self.mixed else None,
         )
-        score_into(scorer, batch.to(self.device), steps, ranked)  # type: ignore[arg-type]  # quacks like it
-        return {name: v.cpu().numpy() for name, v in ranked.result().items()}
 
     def assemble(self, parts: Sequence[dict[str, np.ndarray]]) -> PerUser:
         return assemble_shots(self.targets, self.spans, parts)

@@ -33,6 +33,7 @@ from metarec_dist.eval.cold_start import (
     ColdStartBatches,
     Diverged,
     PerUser,
+    RankedBatches,
     Scorer,
     SettingSink,
     StateMemo,
@@ -431,11 +432,12 @@ class ColdStartProtocol:
     ) -> list[PerUser | None] | None:
         """``scorer``'s settings on ``users`` in one pass over the batches, each one's per-user results (None:
         diverged), as ``per_user`` gives them setting by setting; None where this protocol has no such pass
-        (its batches are not cold-start ones, or it scores users its own way)."""
+        (its batches do not score through ``RankedBatches``, or it scores users its own way). The
+        cold-start, leave-one-out and item protocols' batches all do."""
         if type(self).per_user is not ColdStartProtocol.per_user:
             return None
         batches = self.batches(users, user_features=user_features)
-        if not isinstance(batches, ColdStartBatches):
+        if not isinstance(batches, RankedBatches) or type(batches).run is not RankedBatches.run:
             return None
         return run_settings(batches, scorer, self.runner(self.device))
 
