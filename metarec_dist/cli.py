@@ -258,6 +258,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`metarec bench ...`."""
+    from metarec_dist.eval.cli import protocol_option
+
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("meta-step", help="batched meta-step vs per-task loop vs plain step")
     _add_config_args(p)
@@ -304,6 +306,13 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--compare",
         action="store_true",
         help="also time the grid and the fusion weights scored point by point, check the same numbers",
+    )
+    p.add_argument(
+        "--protocol",
+        **protocol_option(("cold_start", "loo", "new-items", "mixed")),  # bench.eval_bench.PROTOCOLS
+        default="cold_start",
+        help="the evaluation protocol (default: cold_start; generated users hold the newest fifth of the "
+        "items out under new_items / mixed)",
     )
     _add_bench_json(p)
 
@@ -596,7 +605,12 @@ def _bench_result(args: argparse.Namespace) -> dict:
         from metarec_dist.bench.eval_bench import run_eval_bench
 
         result = run_eval_bench(
-            args.checkpoint, args.items, args.valid_users, args.test_users, compare=args.compare
+            args.checkpoint,
+            args.items,
+            args.valid_users,
+            args.test_users,
+            compare=args.compare,
+            protocol_name=args.protocol,
         )
     else:
         from metarec_dist.bench.data_bench import run_data_bench

@@ -117,7 +117,8 @@ def run_batches(
 
 
 def score_batch_settings(payload: tuple[Any, SettingsScorer], index: int) -> list[Any]:
-    """One batch's metrics under each of the scorer's settings (``ColdStartBatches.run_settings``)."""
+    """One batch's metrics under each of the scorer's settings (``RankedBatches.run_settings``: cold start,
+    loo and the item protocols)."""
     batches, scorer = payload
     return batches.run_settings(scorer, index)
 

@@ -204,3 +204,20 @@ def test_atomic_writes_get_plain_file_permissions(tmp_path):
         assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_eval_bench_protocol_flag_reaches_the_bench(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """grid23: `metarec bench eval --protocol` (either spelling, as `metarec evaluate --protocol`) is the
+    bench's ``protocol_name``; the default stays cold_start."""
+    import metarec_dist.bench.eval_bench as eval_bench
+    from metarec_dist.cli import main
+
+    seen = []
+    monkeypatch.setattr(eval_bench, "run_eval_bench", lambda *a, **kw: seen.append(kw) or {"ok": 1})
+    for flag in (["--protocol", "new_items"], ["--protocol", "new-items"], ["--protocol", "loo"], []):
+        assert main(["bench", "eval", "--items", "50", *flag]) == 0
+    assert [kw["protocol_name"] for kw in seen] == ["new-items", "new-items", "loo", "cold_start"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "eval", "--protocol", "warm"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'warm'" in capsys.readouterr().err
