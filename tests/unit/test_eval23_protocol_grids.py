@@ -10,22 +10,15 @@ import dataclasses
 
 import pytest
 from scorers import assert_same_per_user
-from test_evalspeed22_shared_passes import _counting_encode
+from test_evalspeed22_shared_passes import _counting_encode, check_grid_in_one_pass
 from test_new_items import new_items_run, write_movies
 
 from metarec_dist.eval.cold_start import RankedBatches
 from metarec_dist.eval.item_protocol import item_protocol
 from metarec_dist.eval.loading import load_model, load_prepared
-from metarec_dist.eval.protocol import (
-    ColdStartProtocol,
-    Diverged,
-    LeaveOneOutProtocol,
-    adaptation_grid,
-)
+from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
 
 SHOTS = [1, 3, 5]
-# The trained grid (3 steps at lr 0.5) plus an lr so large that its longer trajectories diverge.
-GRID = sorted([*adaptation_grid(3, 0.5, finetune=False), (1, 1e30), (10, 1e30)])
 
 
 def _small_batches(protocol: ColdStartProtocol) -> ColdStartProtocol:
@@ -63,23 +56,9 @@ def _items(item_model, name: str) -> tuple:
 
 
 def _check_grid(loaded, protocol: ColdStartProtocol, monkeypatch) -> None:
-    users, feats = protocol.tune_users(), protocol.tune_user_features()
-    batches = protocol.batches(users, user_features=feats)
+    batches = protocol.batches(protocol.tune_users(), user_features=protocol.tune_user_features())
     assert isinstance(batches, RankedBatches) and len(batches) > 1
-    calls = _counting_encode(monkeypatch)
-    shared = protocol.grid_results(loaded, GRID, users)
-    assert calls[0] == len(batches)  # once per batch; point by point it was once per batch and point
-    monkeypatch.undo()
-    diverged, fresh = [], dataclasses.replace(protocol, memo=None)  # nothing kept: each point computed
-    for steps, lr in GRID:
-        try:
-            alone = fresh.per_user(fresh.scorer(loaded, lr), users, steps, user_features=feats)
-        except Diverged:
-            diverged.append((steps, lr))
-            assert shared[steps, lr] is None
-            continue
-        assert_same_per_user(shared[steps, lr], alone)
-    assert (10, 1e30) in diverged and len(diverged) < len(GRID)
+    check_grid_in_one_pass(loaded, protocol, monkeypatch)
 
 
 def _check_fusion(loaded, protocol: ColdStartProtocol, monkeypatch) -> None:

@@ -50,19 +50,20 @@ def _counting_encode(monkeypatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("algorithm", ["fomaml", "metasgd", "hyperfomaml"])
-def test_grid_in_one_pass_equals_each_point_alone(trained, algorithm, monkeypatch):
-    """Also Meta-SGD (learned per-weight rates: the lr is a tensor) and HyperFOMAML (a generated init)."""
-    loaded, protocol = _trained(trained, algorithm)
-    # The trained grid plus an lr so large that its longer trajectories diverge (not candidates).
-    grid = sorted([*adaptation_grid(3, 0.5, finetune=False), (1, 1e30), (10, 1e30)])
+# The trained grid plus an lr so large that its longer trajectories diverge (not candidates).
+GRID = sorted([*adaptation_grid(3, 0.5, finetune=False), (1, 1e30), (10, 1e30)])
+
+
+def check_grid_in_one_pass(loaded, protocol: ColdStartProtocol, monkeypatch) -> None:
+    """``protocol.grid_results`` over ``GRID`` encodes each batch once, and every point's per-user results
+    are that point's scored alone with nothing kept (a diverged point: None, as alone it raises)."""
     users, feats = protocol.tune_users(), protocol.tune_user_features()
     calls = _counting_encode(monkeypatch)
-    shared = protocol.grid_results(loaded, grid, users)
-    batches = len(protocol.batches(users, user_features=feats))
-    assert calls[0] == batches  # encoded once per batch, not once per batch and grid point
+    shared = protocol.grid_results(loaded, GRID, users)
+    assert calls[0] == len(protocol.batches(users, user_features=feats))  # not once per batch and point
+    monkeypatch.undo()
     diverged, fresh = [], dataclasses.replace(protocol, memo=None)  # nothing kept: each point computed
-    for steps, lr in grid:
+    for steps, lr in GRID:
         try:
             alone = fresh.per_user(fresh.scorer(loaded, lr), users, steps, user_features=feats)
         except Diverged:
@@ -70,7 +71,14 @@ def test_grid_in_one_pass_equals_each_point_alone(trained, algorithm, monkeypatc
             assert shared[steps, lr] is None
             continue
         assert_same_per_user(shared[steps, lr], alone)
-    assert (10, 1e30) in diverged and len(diverged) < len(grid)
+    assert (10, 1e30) in diverged and len(diverged) < len(GRID)
+
+
+@pytest.mark.parametrize("algorithm", ["fomaml", "metasgd", "hyperfomaml"])
+def test_grid_in_one_pass_equals_each_point_alone(trained, algorithm, monkeypatch):
+    """Also Meta-SGD (learned per-weight rates: the lr is a tensor) and HyperFOMAML (a generated init)."""
+    loaded, protocol = _trained(trained, algorithm)
+    check_grid_in_one_pass(loaded, protocol, monkeypatch)
 
 
 @pytest.mark.parametrize("mode", ["shared", "per_shot"])
