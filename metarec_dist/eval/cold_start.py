@@ -135,7 +135,12 @@ class RankedBatches:
     a subclass says what the batch is (``batch``: a ``MetaBatch`` on the device) and what ranks its scores
     (``ranking``: a fresh :class:`Ranked` per call). ``run`` scores one setting; ``run_settings`` every
     setting of a :class:`SettingsScorer` (the adaptation grid, the fusion weights) in one call, each setting
-    ranked exactly as ``run`` ranks it alone."""
+    ranked exactly as ``run`` ranks it alone. ``spans``: one entry per batch (a subclass's field)."""
+
+    spans: Sequence[tuple[int, ...]]
+
+    def __len__(self) -> int:
+        return len(self.spans)
 
     def batch(self, index: int) -> MetaBatch:
         raise NotImplementedError
@@ -210,9 +215,6 @@ class ColdStartBatches(RankedBatches):
         return cls(
             num_items, sequences, support_max, tuple(ks), item_chunk, device, targets, spans, user_features
         )
-
-    def __len__(self) -> int:
-        return len(self.spans)
 
     def batch(self, index: int) -> MetaBatch:
         """The users of batch ``index`` as a ``MetaBatch`` on the device: support = their first K items."""

@@ -114,9 +114,6 @@ class LooBatches(RankedBatches):
             user_features,
         )
 
-    def __len__(self) -> int:
-        return len(self.spans)
-
     def batch(self, index: int) -> MetaBatch:
         """The sequences of batch ``index`` as a ``MetaBatch`` on the device: the last ``window`` history
         items are the support (the input the model reads, and adapts on)."""

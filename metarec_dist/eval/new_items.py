@@ -295,9 +295,6 @@ class NewItemBatches(RankedBatches):
             user_features,
         )
 
-    def __len__(self) -> int:
-        return len(self.spans)
-
     def batch(self, index: int) -> MetaBatch:
         """The users of batch ``index`` as a ``MetaBatch`` on the device: the support is their first K old
         items."""
