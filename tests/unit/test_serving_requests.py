@@ -193,8 +193,22 @@ def _run(coro):
 def test_read_limited_refuses_a_body_over_the_limit_by_its_length_before_reading_it():
     request, unread = _request("POST", "/recommend", [b"x" * 11], {"Content-Length": "11"})
     with pytest.raises(BodyTooLarge, match="limit of 10 bytes .*--max-body-bytes"):
+        _run(read_limited(request, 10, drain=10))
+    assert len(unread) == 1  # declared over the drain bound too: refused on the header, nothing read
+
+
+def test_read_limited_reads_a_body_declared_within_the_drain_bound_before_refusing_it():
+    """A client still sending its 1 MiB + 1 byte body got a broken pipe, not the 413, when the answer
+    closed the connection with the body unread (test_serve, twice on a loaded machine)."""
+    request, unread = _request("POST", "/recommend", [b"x" * 6, b"y" * 5], {"Content-Length": "11"})
+    with pytest.raises(BodyTooLarge, match="limit of 10 bytes"):
         _run(read_limited(request, 10))
-    assert len(unread) == 1  # refused on the header: nothing read
+    assert unread == []  # read to its end, then refused
+    chunks = [b"x" * 6] * 3 + [b"never read"]  # a length that lies: the drain stops past its bound
+    request, unread = _request("POST", "/recommend", chunks, {"Content-Length": "12"})
+    with pytest.raises(BodyTooLarge):
+        _run(read_limited(request, 10, drain=12))
+    assert len(unread) == 1
 
 
 def test_read_limited_stops_a_chunked_or_mislabelled_body_once_it_passes_the_limit():
