@@ -142,6 +142,11 @@ class TopShare:
 
         return read
 
+    @staticmethod
+    def candidates(scores: torch.Tensor, new: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The columns the two sorts below need (``top_candidates``; a test compares it with all)."""
+        return top_candidates(scores, new, k)
+
     def _update(self, scores: torch.Tensor, lo: int, hi: int) -> None:
         scores = scores.float().clone()
         ex = self.exclude.to(scores.device)
@@ -152,7 +157,7 @@ class TopShare:
         if self.values is not None:
             scores = torch.cat([self.values, scores], dim=1)
             new = torch.cat([self.new, new], dim=1)
-        scores, new = top_candidates(scores, new, self.k)
+        scores, new = self.candidates(scores, new, self.k)
         # Old items first among equal scores: sort by "is new" (stable), then by score, descending (stable).
         order = torch.sort(new.to(torch.uint8), dim=1, stable=True).indices
         scores, new = scores.gather(1, order), new.gather(1, order)

@@ -15,20 +15,9 @@ from metarec_dist.metrics.ranking import PAD
 class FullSort(TopShare):
     """TopShare as it was: both stable sorts over every column."""
 
-    def _update(self, scores: torch.Tensor, lo: int, hi: int) -> None:
-        scores = scores.float().clone()
-        ex = self.exclude.to(scores.device)
-        inside = (ex >= lo) & (ex < hi) & (ex != PAD)
-        rows, cols = inside.nonzero(as_tuple=True)
-        scores[rows, ex[rows, cols] - lo] = float("-inf")
-        new = self.is_new_col[lo:hi].to(scores.device).expand_as(scores)
-        if self.values is not None:
-            scores = torch.cat([self.values, scores], dim=1)
-            new = torch.cat([self.new, new], dim=1)
-        order = torch.sort(new.to(torch.uint8), dim=1, stable=True).indices
-        scores, new = scores.gather(1, order), new.gather(1, order)
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : self.k]
-        self.values, self.new = scores.gather(1, order), new.gather(1, order)
+    @staticmethod
+    def candidates(scores: torch.Tensor, new: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return scores, new
 
 
 def _feed(share: TopShare, scores: torch.Tensor, chunk: int) -> TopShare:
