@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ def score_into(scorer: Scorer, batch: MetaBatch, steps: int | None, ranking: Ran
         as_float(lambda lo, hi: full[:, lo:hi])
 
 
-class RankedBatches:
+class RankedBatches(ABC):
     """How every protocol's batches (cold-start, leave-one-out, the item protocols) score batch ``index``:
     a subclass says what the batch is (``batch``: a ``MetaBatch`` on the device) and what ranks its scores
     (``ranking``: a fresh :class:`Ranked` per call). ``run`` scores one setting; ``run_settings`` every
@@ -142,11 +143,13 @@ class RankedBatches:
     def __len__(self) -> int:
         return len(self.spans)
 
+    @abstractmethod
     def batch(self, index: int) -> MetaBatch:
-        raise NotImplementedError
+        """Batch ``index``'s users as a ``MetaBatch`` on the device."""
 
+    @abstractmethod
     def ranking(self, index: int) -> Ranked:
-        raise NotImplementedError
+        """A fresh :class:`Ranked` for batch ``index``'s scores."""
 
     @torch.no_grad()
     def run(self, scorer: Scorer, index: int, steps: int | None) -> dict[str, np.ndarray]:
