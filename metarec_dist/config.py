@@ -389,6 +389,7 @@ class RuntimeConfig:
                 "runtime.gpus_per_worker=1 (one GPU per worker), or runtime.use_gpu=false"
             )
         self._check_shared_gpus()
+        self._check_gpus_above_one()
         if self.max_failures < -1:
             raise ValueError("runtime.max_failures must be >= -1 (-1: retry forever)")
         if self.backend == "local" and not self.deepspeed:
@@ -441,6 +442,29 @@ class RuntimeConfig:
             'would put several workers on one GPU, and NCCL refuses two ranks on one device ("Duplicate '
             'GPU detected"); set runtime.gpus_per_worker=1 (one GPU per worker), or '
             "runtime.placement_strategy=STRICT_SPREAD (one worker per node)"
+        )
+
+    def _check_gpus_above_one(self) -> None:
+        """More than one GPU per Ray worker. A fraction (1.5) Ray refuses: GPU requests above 1 must be whole
+        numbers (docs.ray.io, "Fractional resource requirements"; raised when a worker actor is created, after
+        the cluster started, and not checked for placement groups: ray-project/ray#66336). A whole number
+        (2) Ray Train grants, but a worker here trains on one device (``ray.train.torch.get_device``: the
+        first of its GPUs, ray_worker.py), so the others would be reserved and sit idle; more GPUs are
+        used as more workers (data parallel, one rank per GPU)."""
+        share = self.gpus_per_worker
+        if not (self.backend == "ray" and self.use_gpu and share > 1):
+            return
+        if not float(share).is_integer():
+            raise ValueError(
+                f"runtime.gpus_per_worker={share:g}: Ray takes a fraction of a GPU only below 1 (above 1 it "
+                "must be a whole number), and a worker trains on one GPU; set runtime.gpus_per_worker=1 (one "
+                "GPU per worker), or a fraction below 1 to share a GPU"
+            )
+        gpus = self.num_workers * int(share)
+        raise ValueError(
+            f"runtime.gpus_per_worker={share:g}: a worker trains on one GPU, so {int(share) - 1} of each "
+            f"worker's GPUs would be reserved and idle; set runtime.gpus_per_worker=1 and "
+            f"runtime.num_workers={gpus} to train on all {gpus} GPUs (one worker per GPU)"
         )
 
 
