@@ -736,7 +736,8 @@ def check_manifest(cfg: Config, point: Path | None) -> None:
 
 def data_judged_by_workers(client: dict[str, Any], cfg: Config) -> bool:
     """Whether a ``data.*`` setting changed since the checkpoint (its client state ``client``) and the
-    workers compare the data with the digests it records: only they can tell a refusal from a warning."""
+    workers compare the data with the digests it records: only they can tell a refusal from a warning,
+    and the driver for a finished run, whose data it reads to compare (``finished_result``)."""
     from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, config_changes, resolved_config
     from metarec_dist.metrics.redact import redact
 
@@ -912,11 +913,13 @@ def finished_result(cfg: Config, point: Path | None, checked: bool) -> dict[str,
     """A re-run of a finished run, decided on the driver before Ray starts: the trainer's own verdict
     (``trainer.finished_checkpoint_message``, what every worker would say after starting and loading
     ``point``) is warned here and the run's result returned as ``_fit_on_ray`` would have returned it (Ray's
-    record of the checkpoint's metrics, read from the run folder). None when steps are left, or when only
-    the workers can judge the resume: a ``data.*`` setting changed (they compare the training users).
-    ``checked``: ``check_resume_settings`` has compared the settings and catalogue already; else they are
-    compared here against the checkpoint's own catalogue. Then the training data itself, as the workers
-    would (``check_trained_data``): data files changed under the same settings are refused, not reused."""
+    record of the checkpoint's metrics, read from the run folder). None when steps are left (or the
+    checkpoint records no catalogue). ``checked``: ``check_resume_settings`` has compared the settings and
+    catalogue already; else they are compared here against the checkpoint's own catalogue. Then the
+    training data itself, as the workers would (``check_trained_data``): data files changed under the same
+    settings are refused, not reused; and when a ``data.*`` setting changed (``data_judged_by_workers``),
+    what rank 0 would say once it has compared the data is said here: the refusal of other training data,
+    else every changed setting, before "already finished" (without starting Ray to hear it)."""
     from metarec_dist.checkpoint import open_checkpoint, read_client_state
     from metarec_dist.run_folder import run_path
     from metarec_dist.train.trainer import finished_checkpoint_message
@@ -926,23 +929,26 @@ def finished_result(cfg: Config, point: Path | None, checked: bool) -> dict[str,
     client = read_client_state(point)
     message = finished_checkpoint_message(cfg, client)
     num_items = client.get("num_items")  # recorded by every checkpoint since the catalogue check
-    if message is None or data_judged_by_workers(client, cfg) or not isinstance(num_items, int):
+    if message is None or not isinstance(num_items, int):
         return None
     if not checked:
         check_resume_settings(cfg, point, num_items, client.get("item_raw_ids"))
-    check_trained_data(cfg, point, client)
+    # A data setting changed: check_resume_settings left the changes to rank 0 (resume_say "all"): said here.
+    check_trained_data(cfg, point, client, say="all" if data_judged_by_workers(client, cfg) else "none")
     open_checkpoint(point, cfg.runtime.num_workers)  # as a worker would: a damaged one is refused, not reused
     log.warning("%s", message)
     out = {**ray_recorded_metrics(point), "checkpoint": str(point), "run_path": run_path(cfg.runtime)}
     return with_resume_point({**out, **wandb_used(cfg)}, point)
 
 
-def check_trained_data(cfg: Config, point: Path, client: dict[str, Any]) -> None:
+def check_trained_data(cfg: Config, point: Path, client: dict[str, Any], say: str = "none") -> None:
     """The training users and side tables of ``cfg``'s data against the digests the checkpoint ``point``
     (client state ``client``) records, compared as the workers compare them once they have loaded it
-    (``checkpoint.check_resume_config``: the same one-line refusal). Without it a finished run whose data
-    files changed under the same data settings (``data.cache=false``, or a cache miss) was "already
-    finished", where the workers, steps left, refuse "its training data differs".
+    (``checkpoint.check_resume_config``: the same one-line refusal). ``say``: its ``say``, what of the
+    changed settings to say once the data is found the same ("none": ``check_resume_settings`` said them;
+    "all": a data setting changed, what rank 0 would say). Without it a finished run whose data files
+    changed under the same data settings (``data.cache=false``, or a cache miss) was "already finished",
+    where the workers, steps left, refuse "its training data differs".
 
     Reads the prepared data: the cache entry when there is one (memory-mapped, no log parsing), else the
     log, once (with ``data.cache`` this writes the entry). In the driver, but only for a finished run: this
@@ -958,10 +964,7 @@ def check_trained_data(cfg: Config, point: Path, client: dict[str, Any]) -> None
     # The digest the run's ranks recorded: each its shard's (user id modulo the world size), combined.
     train = sharded_digest(splits.train, splits.train_users, cfg.runtime.num_workers)
     features = features_digest(splits.features)
-    # say="none": the changed settings were said by check_resume_settings; only a refusal is left to say.
-    check_resume_config(
-        point, client, cfg, prepared.num_items, prepared.item_raw_ids, train, features, "none"
-    )
+    check_resume_config(point, client, cfg, prepared.num_items, prepared.item_raw_ids, train, features, say)
 
 
 def ray_recorded_metrics(point: Path) -> dict[str, Any]:
