@@ -50,13 +50,14 @@ def test_rerunning_a_finished_ray_run_starts_no_ray_train_run(finished, caplog):
     assert again == {**first, "resumed_from": 2}  # the first run's result, as Ray recorded it
 
 
-def test_steps_left_or_changed_data_are_left_to_the_workers(finished):
+def test_steps_left_are_left_to_the_workers_and_changed_data_is_refused(finished):
     cfg, first = finished
     point = latest_complete(first["run_path"])
     assert finished_result(cfg, point, checked=False) is not None
     assert finished_result(with_overrides(cfg, ["train.meta_steps=4"]), point, checked=False) is None
-    # Only the workers compare the training users with the checkpoint's: they refuse or say finished.
-    assert finished_result(with_overrides(cfg, ["data.seed=5"]), point, checked=False) is None
+    # A finished run's driver compares the training users with the checkpoint's as rank 0 would (rt24).
+    with pytest.raises(UserError, match=r"its training data differs: .*data\.seed: 0 -> 5"):
+        finished_result(with_overrides(cfg, ["data.seed=5"]), point, checked=False)
     with pytest.raises(UserError, match="model.hidden_size"):  # a shape change is refused, not "finished"
         finished_result(with_overrides(cfg, ["model.hidden_size=32"]), point, checked=False)
 

@@ -155,11 +155,12 @@ def test_a_fraction_of_a_gpu_per_worker_with_several_workers_is_a_config_error()
     text = str(said.value)
     assert "runtime.gpus_per_worker=0.5 with runtime.num_workers=2" in text and "\n" not in text
     assert "Duplicate GPU detected" in text and "runtime.placement_strategy=STRICT_SPREAD" in text
-    # One worker on part of a GPU, workers kept on separate nodes, whole GPUs, or no GPU: accepted.
+    # One worker on part of a GPU, workers kept on separate nodes, one whole GPU, or no GPU: accepted (more
+    # than one GPU per worker is refused: tests/unit/test_rt24_runtime.py).
     for fine in (
         {"runtime.gpus_per_worker": "0.5", "runtime.num_workers": "1"},
         {"runtime.gpus_per_worker": "0.5", "runtime.placement_strategy": "STRICT_SPREAD"},
-        {"runtime.gpus_per_worker": "2"},
+        {"runtime.gpus_per_worker": "1"},
         {"runtime.gpus_per_worker": "0.5", "runtime.use_gpu": "false"},
     ):
         assert gpu_config(**fine).runtime.gpus_per_worker == float(fine["runtime.gpus_per_worker"])
