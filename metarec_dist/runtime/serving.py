@@ -14,7 +14,8 @@ counts of a fused export, seen items never re-recommended). Requests:
 - A body over ``--max-body-bytes`` (1 MiB by default) is HTTP 413 with ``{"error": ...}`` naming the limit,
   read to its end first (dropped) while within 16 MiB (``DRAIN_BYTES``), so that a client still sending it
   reads the 413 instead of a reset; refused as the body passes 16 MiB, or on a ``Content-Length`` over it.
-  Another method on ``/recommend`` is 405, another path 404.
+  Another method on ``/recommend`` is 405, another path 404; a client gone before its body was read 499
+  (Ray Serve's code for a client that disconnected; its replica's log had an ERROR traceback and a 500).
 - A request not answered within ``--request-timeout-s`` (30 s by default) -- queued behind others at
   overload, or a client that stops sending its body -- is Ray Serve's own HTTP 408, a text body ``Request
   <id> timed out after 30.0s.`` (``http_options.request_timeout_s``, end to end in the proxy). That limit is
@@ -378,12 +379,16 @@ async def route(replica: RecommenderReplica, request: Any, replicas: int, max_bo
     if request.method != "POST":
         message = f"{request.method} /recommend: POST a JSON body to /recommend"
         return json_response({"error": message}, status_code=405, headers={"Allow": "POST"})
+    from starlette.requests import ClientDisconnect
+
     try:
         body = read_body(await read_limited(request, max_body))
     except BodyTooLarge as exc:
         return json_response({"error": str(exc)}, status_code=413)
     except ValueError as exc:
         return json_response({"error": str(exc)}, status_code=400)
+    except ClientDisconnect:  # gone before its body was read: Ray Serve's 499, not a 500 and a traceback
+        return json_response({"error": "the client closed the connection before sending its body"}, 499)
     status, out = replica.answer(body)
     return json_response(out, status_code=status)
 

@@ -93,3 +93,17 @@ def test_a_client_sending_a_chunked_body_over_the_limit_reads_the_413(http_repli
         conn.close()
     assert response.status == 413
     assert f"limit of {LIMIT} bytes" in out["error"] and "--max-body-bytes" in out["error"]
+
+
+@pytest.mark.parametrize("chunks", [[b'{"items": ', b'["1"'], [b" " * 60] * 2], ids=["within", "over"])
+def test_a_client_gone_before_its_body_was_read_is_499_not_a_500(chunks):
+    """A client that closed the connection mid-body: the replica's log had Ray Serve's ERROR "Request
+    failed" with starlette's ClientDisconnect traceback and "POST / 500" (a chunked body abandoned
+    after 512 KiB, against a served export); now it is Ray Serve's own code for a client gone, 499."""
+    request, unread = _request("POST", "/recommend", chunks)
+    unread[-1]["more_body"] = True
+    unread.append({"type": "http.disconnect"})
+    response = _run(handle(_Replica(), request, replicas=1, max_body=100))
+    assert response.status_code == 499
+    assert json.loads(response.body) == {"error": "the client closed the connection before sending its body"}
+    assert unread == []
