@@ -12,8 +12,10 @@ counts of a fused export, seen items never re-recommended). Requests:
   HTTP 400 with ``{"error": "..."}`` saying which field.
 - ``GET /`` -> what is served (algorithm, items, fusion weight, replicas).
 - A body over ``--max-body-bytes`` (1 MiB by default) is HTTP 413 with ``{"error": ...}`` naming the limit,
-  refused on its ``Content-Length`` before it is read, or as soon as a body without one passes the limit.
-  Another method on ``/recommend`` is 405, another path 404.
+  read to its end first (dropped) while within 16 MiB (``DRAIN_BYTES``), so that a client still sending it
+  reads the 413 instead of a reset; refused as the body passes 16 MiB, or on a ``Content-Length`` over it.
+  Another method on ``/recommend`` is 405, another path 404; a client gone before its body was read 499
+  (Ray Serve's code for a client that disconnected; its replica's log had an ERROR traceback and a 500).
 - A request not answered within ``--request-timeout-s`` (30 s by default) -- queued behind others at
   overload, or a client that stops sending its body -- is Ray Serve's own HTTP 408, a text body ``Request
   <id> timed out after 30.0s.`` (``http_options.request_timeout_s``, end to end in the proxy). That limit is
@@ -67,7 +69,7 @@ PROXY_WAIT_S = 600.0  # how long `metarec serve` waits for its first answer befo
 # A request is a history of item ids: 1 MiB holds ~100,000 of them. Ray Serve (2.60) has no limit of its
 # own, and json.loads of a 100 MB body held a replica for ~15 s and ~1 GB.
 MAX_BODY_BYTES = 1 << 20
-DRAIN_BYTES = 16 << 20  # a body over the limit but declared within this is read before its 413
+DRAIN_BYTES = 16 << 20  # a body over the limit but within this (declared or streamed) is read before its 413
 # Ray Serve's own default is no timeout: at overload (300 clients, 2 replicas) requests queued with a p50 of
 # 24.6 s and none failed, however long. A recommendation takes milliseconds, so a request still unanswered
 # after 30 s sits in a queue that is not draining; 30 s is also under the 60 s after which common load
@@ -181,10 +183,13 @@ async def read_limited(request: Any, limit: int, drain: int = DRAIN_BYTES) -> by
     ``Content-Length`` over it, or once the bytes streamed in pass it (a chunked body, a false length);
     ``ValueError`` on a ``Content-Length`` that is no number.
 
-    A declared length over the limit but within ``drain`` bytes is read (and dropped) before the refusal:
-    answered with the body unread, the connection closed under a client still sending it, which saw a
-    broken pipe instead of the 413 (a 1 MiB + 1 byte body, twice in the test suite on a loaded machine). A
-    larger one is refused on its header alone: reading it to be polite would cost more than the reset."""
+    A body over the limit is read (and dropped) before the refusal while it stays within ``drain`` bytes,
+    as nginx reads on after its 413 (lingering close): answered with the body unread, the connection was
+    closed under a client still sending it (uvicorn closes it after the answer when the client sent
+    ``Connection: close``, as ``urllib`` does), which saw a broken pipe or a reset instead of the 413 (a
+    1 MiB + 1 byte body, twice in the test suite on a loaded machine; a chunked 16 MiB body, 21 times in
+    50). A declared length over ``drain`` is refused on its header alone, a streamed body as it passes
+    ``drain``: reading more to be polite would cost more than the reset."""
     length = request.headers.get("content-length")
     if length is not None:
         if not length.strip().isdigit():
@@ -196,9 +201,12 @@ async def read_limited(request: Any, limit: int, drain: int = DRAIN_BYTES) -> by
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > drain:  # past the bound: refused now, the rest unread
             raise BodyTooLarge(limit)
-        chunks.append(chunk)
+    if size > limit:  # read to its end within the bound: the client gets the 413 it can read
+        raise BodyTooLarge(limit)
     return b"".join(chunks)
 
 
@@ -371,12 +379,16 @@ async def route(replica: RecommenderReplica, request: Any, replicas: int, max_bo
     if request.method != "POST":
         message = f"{request.method} /recommend: POST a JSON body to /recommend"
         return json_response({"error": message}, status_code=405, headers={"Allow": "POST"})
+    from starlette.requests import ClientDisconnect
+
     try:
         body = read_body(await read_limited(request, max_body))
     except BodyTooLarge as exc:
         return json_response({"error": str(exc)}, status_code=413)
     except ValueError as exc:
         return json_response({"error": str(exc)}, status_code=400)
+    except ClientDisconnect:  # gone before its body was read: Ray Serve's 499, not a 500 and a traceback
+        return json_response({"error": "the client closed the connection before sending its body"}, 499)
     status, out = replica.answer(body)
     return json_response(out, status_code=status)
 
