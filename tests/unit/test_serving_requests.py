@@ -215,7 +215,8 @@ def test_read_limited_stops_a_chunked_or_mislabelled_body_once_it_passes_the_lim
     chunks = [b"x" * 6] * 3 + [b"never read"]
     request, unread = _request("POST", "/recommend", chunks)  # chunked: no Content-Length
     with pytest.raises(BodyTooLarge):
-        _run(read_limited(request, 10, drain=10))  # no room to drain past the limit (serve24 drains up to 16 MiB)
+        # a drain bound equal to the limit leaves no room to read on (the default drains up to 16 MiB)
+        _run(read_limited(request, 10, drain=10))
     assert len(unread) == 2  # past the limit and the drain bound: stopped at the second chunk
     request, _ = _request("POST", "/recommend", [b"x" * 6] * 2, {"Content-Length": "3"})  # lies
     with pytest.raises(BodyTooLarge):
