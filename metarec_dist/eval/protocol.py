@@ -466,6 +466,16 @@ class ColdStartProtocol:
             "support_max": self.longest,
             "num_relevant": self.eval_cfg.num_relevant,
             "ks": tuple(self.eval_cfg.ks if ks is None else ks),
+            **self.batch_options(device, user_features),
+        }
+
+    def batch_options(
+        self, device: torch.device | str | None, user_features: np.ndarray | None
+    ) -> dict[str, Any]:
+        """The keyword arguments every protocol's batches take alike (cold-start, item, leave-one-out): the
+        users per batch and the items per ranking chunk (``eval:``), where they score (None: the
+        protocol's device) and the users' features."""
+        return {
             "batch_users": self.eval_cfg.batch_users,
             "device": self.device if device is None else device,
             "item_chunk": self.eval_cfg.item_chunk,
@@ -756,10 +766,7 @@ class LeaveOneOutProtocol(ColdStartProtocol):
             window=self.support_max,
             ks=LOO_KS if ks is None else ks,
             mask_seen=self.mask_seen,
-            batch_users=self.eval_cfg.batch_users,
-            device=self.device if device is None else device,
-            item_chunk=self.eval_cfg.item_chunk,
-            user_features=user_features,
+            **self.batch_options(device, user_features),
         )
 
     def facts(self) -> dict[str, Any]:
