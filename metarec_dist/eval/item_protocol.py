@@ -61,19 +61,9 @@ class NewItemsProtocol(ColdStartProtocol):
         """The held-out items' candidates and relevant sets (``eval/new_items.py``), cut into batches of
         users that run wherever :meth:`ColdStartProtocol.per_user`'s runner puts them, scored on ``device``
         (None: the protocol's)."""
+        options = self.shot_batch_options(ks, device, user_features)
         return NewItemBatches.build(
-            self.splits.num_items,
-            self.new_items,
-            sequences,
-            shots=list(self.shots),
-            support_max=self.longest,
-            mixed=self.mixed,
-            num_relevant=self.eval_cfg.num_relevant,
-            ks=tuple(self.eval_cfg.ks if ks is None else ks),
-            batch_users=self.eval_cfg.batch_users,
-            device=self.device if device is None else device,
-            item_chunk=self.eval_cfg.item_chunk,
-            user_features=user_features,
+            self.splits.num_items, self.new_items, sequences, mixed=self.mixed, **options
         )
 
     def facts(self) -> dict[str, Any]:

@@ -451,18 +451,36 @@ class ColdStartProtocol:
         """Full-ranking cold-start metrics per user: adapt on the first K items, rank all items but the
         support, score against the next ``eval.num_relevant`` interactions (on ``device``, None: the
         protocol's)."""
-        return ColdStartBatches.build(
-            self.splits.num_items,
-            sequences,
-            shots=list(self.shots),
-            support_max=self.longest,
-            num_relevant=self.eval_cfg.num_relevant,
-            ks=tuple(self.eval_cfg.ks if ks is None else ks),
-            batch_users=self.eval_cfg.batch_users,
-            device=self.device if device is None else device,
-            item_chunk=self.eval_cfg.item_chunk,
-            user_features=user_features,
-        )
+        options = self.shot_batch_options(ks, device, user_features)
+        return ColdStartBatches.build(self.splits.num_items, sequences, **options)
+
+    def shot_batch_options(
+        self, ks: Sequence[int] | None, device: torch.device | str | None, user_features: np.ndarray | None
+    ) -> dict[str, Any]:
+        """The keyword arguments of a shot-count protocol's batches (``ColdStartBatches.build``, the item
+        protocols' ``NewItemBatches.build``), from this protocol and its ``eval:`` section: written once so
+        the cold-start and item protocols cannot come to build their batches differently. ``ks``, ``device``:
+        None for the protocol's."""
+        return {
+            "shots": list(self.shots),
+            "support_max": self.longest,
+            "num_relevant": self.eval_cfg.num_relevant,
+            "ks": tuple(self.eval_cfg.ks if ks is None else ks),
+            **self.batch_options(device, user_features),
+        }
+
+    def batch_options(
+        self, device: torch.device | str | None, user_features: np.ndarray | None
+    ) -> dict[str, Any]:
+        """The keyword arguments every protocol's batches take alike (cold-start, item, leave-one-out): the
+        users per batch and the items per ranking chunk (``eval:``), where they score (None: the
+        protocol's device) and the users' features."""
+        return {
+            "batch_users": self.eval_cfg.batch_users,
+            "device": self.device if device is None else device,
+            "item_chunk": self.eval_cfg.item_chunk,
+            "user_features": user_features,
+        }
 
     def choose_adaptation(
         self, loaded: LoadedModel, finetune: bool = False, fixed: tuple[int, float] | None = None
@@ -748,10 +766,7 @@ class LeaveOneOutProtocol(ColdStartProtocol):
             window=self.support_max,
             ks=LOO_KS if ks is None else ks,
             mask_seen=self.mask_seen,
-            batch_users=self.eval_cfg.batch_users,
-            device=self.device if device is None else device,
-            item_chunk=self.eval_cfg.item_chunk,
-            user_features=user_features,
+            **self.batch_options(device, user_features),
         )
 
     def facts(self) -> dict[str, Any]:

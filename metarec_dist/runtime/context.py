@@ -28,6 +28,9 @@ class WorkerContext:
     # Where the run's relative data files were read (a Ray run: the driver's folder, which it passes on);
     # every checkpoint records it. None: this process's own folder where it read them (LocalContext).
     data_folder: str | None = None
+    # A context whose ranks reduce their gradients through DeepSpeed (a Ray Train worker) builds a DeepSpeed
+    # engine whatever ``runtime.deepspeed`` says.
+    always_deepspeed: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -41,8 +44,8 @@ class WorkerContext:
         total_steps: int,
         micro_batch: int,
     ) -> TrainEngine:
-        """A LocalEngine, or a DeepSpeed engine when ``runtime.deepspeed`` is set."""
-        if runtime.deepspeed:
+        """A LocalEngine, or a DeepSpeed engine when ``runtime.deepspeed`` or ``always_deepspeed`` is set."""
+        if runtime.deepspeed or self.always_deepspeed:
             from metarec_dist.runtime.deepspeed_engine import build_deepspeed_engine
 
             return build_deepspeed_engine(module, optim, runtime, total_steps, micro_batch, self.world_size)

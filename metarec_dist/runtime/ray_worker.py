@@ -13,17 +13,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from metarec_dist.config import Config, OptimConfig, RuntimeConfig
+from metarec_dist.config import Config
 from metarec_dist.runtime.context import WorkerContext
-from metarec_dist.runtime.engine import TrainEngine
-
-if TYPE_CHECKING:
-    from metarec_dist.meta import MetaLearner
 
 log = logging.getLogger("metarec")
 
@@ -62,6 +58,9 @@ class RayContext(WorkerContext):
     driver). Rank 0 prunes those after each save: beyond the newest ``keep``, never one Ray may track (its
     snapshot's, now or at this worker's start, or reported by this worker) nor ``resume_from``."""
 
+    # Always DeepSpeed: it does the data-parallel gradient reduction across the Ray workers.
+    always_deepspeed = True
+
     def __init__(
         self,
         run_dir: Path | None = None,
@@ -89,19 +88,6 @@ class RayContext(WorkerContext):
         # a data setting changed the driver says nothing (``resume_say="all"``): rank 0 refuses, or says all.
         self.resume_changes_to_say = resume_say if self.rank == 0 else "none"
         self.logger: Any = None  # rank 0's logger: its W&B run (wandb_record), once started, is reported
-
-    def build_engine(
-        self,
-        module: MetaLearner,
-        optim: OptimConfig,
-        runtime: RuntimeConfig,
-        total_steps: int,
-        micro_batch: int,
-    ) -> TrainEngine:
-        """Always DeepSpeed: it does the data-parallel gradient reduction across the Ray workers."""
-        from metarec_dist.runtime.deepspeed_engine import build_deepspeed_engine
-
-        return build_deepspeed_engine(module, optim, runtime, total_steps, micro_batch, self.world_size)
 
     @property
     def has_checkpoint_storage(self) -> bool:
