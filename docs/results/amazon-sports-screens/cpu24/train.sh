@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 15, twenty-fourth session (no GPU lent): is FOMAML's better initialisation kept with a cheaper inner
+# loop? The GPU recipe (configs/coldstart-gpu.yaml: 128 wide, dropout 0.5, 256 tasks per step, 3 inner steps)
+# and the same with ONE inner step (the twenty-first session's "steps1" idea: the test-time steps add nothing,
+# so the steps serve training only), trained side by side on the 2-core CPU machine with the GPU screen's
+# settings (gpu19/sweep.sh), one torch thread each, so that both see the same load. Validation users only
+# (early stopping on the loop's criterion); nothing here looks at test users. Checkpoints every 500 steps:
+# the same command again resumes.
+#   SEED=0 OUT=runs/cpu24 bash docs/results/amazon-sports-screens/cpu24/train.sh
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
+cd "$ROOT"
+S="${SEED:-0}"
+OUT="$(realpath -m "${OUT:-runs/cpu24}")"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+THREADS="${THREADS:-1}"
+mkdir -p "$OUT/logs"
+export METAREC_DATA_DIR="${METAREC_DATA_DIR:-$ROOT/../shared/data}" WANDB_MODE=disabled PYTHONUNBUFFERED=1
+one() {  # one NAME [--set ...]: the recipe's settings, then the arm's own
+  local name="$1-s$S"; shift
+  "$PY" -m metarec_dist.cli train --config configs/coldstart-sasrec.yaml --set data.valid_frac=0.1 \
+    --set data.test_frac=0.1 --set data.cache=false --set runtime.use_gpu=false \
+    --set runtime.torch_threads="$THREADS" --set "runtime.storage_path=$OUT/runs" \
+    --set data.format=recbole --set data.name=amazon-sports --set data.split=random \
+    --set meta.algorithm=fomaml --set meta.dense_weight=1.0 --set meta.inner_lr=0.5 \
+    --set model.hidden_size=128 --set model.num_heads=4 --set model.dropout=0.5 \
+    --set meta.meta_batch_size=256 --set train.seed="$S" --set runtime.run_name="$name" "$@" \
+    --json "$OUT/logs/$name.json" >> "$OUT/logs/$name.log" 2>&1
+  echo "exit $?" >> "$OUT/logs/$name.log"
+}
+one fomaml128-d05-b256 &
+one fomaml128-d05-b256-steps1 --set meta.adaptation_steps=1 &
+wait
