@@ -7,6 +7,8 @@
 # (early stopping on the loop's criterion); nothing here looks at test users. Checkpoints every 500 steps:
 # the same command again resumes.
 #   SEED=0 OUT=runs/cpu24 bash docs/results/amazon-sports-screens/cpu24/train.sh
+# ARMS picks the arms (default "b256 steps1", run side by side); "steps5": the recipe with FIVE inner steps
+# (started after one step lost to three: ARMS=steps5 THREADS=2).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
 cd "$ROOT"
@@ -28,6 +30,12 @@ one() {  # one NAME [--set ...]: the recipe's settings, then the arm's own
     --json "$OUT/logs/$name.json" >> "$OUT/logs/$name.log" 2>&1
   echo "exit $?" >> "$OUT/logs/$name.log"
 }
-one fomaml128-d05-b256 &
-one fomaml128-d05-b256-steps1 --set meta.adaptation_steps=1 &
+for arm in ${ARMS:-b256 steps1}; do
+  case "$arm" in
+    b256) one fomaml128-d05-b256 & ;;
+    steps1) one fomaml128-d05-b256-steps1 --set meta.adaptation_steps=1 & ;;
+    steps5) one fomaml128-d05-b256-steps5 --set meta.adaptation_steps=5 & ;;
+    *) echo "unknown arm $arm (b256, steps1, steps5)" >&2; exit 2 ;;
+  esac
+done
 wait
