@@ -8,7 +8,8 @@
 # the same command again resumes.
 #   SEED=0 OUT=runs/cpu24 bash docs/results/amazon-sports-screens/cpu24/train.sh
 # ARMS picks the arms (default "b256 steps1", run side by side); "steps5": the recipe with FIVE inner steps
-# (started after one step lost to three: ARMS=steps5 THREADS=2).
+# (started after one step lost to three: ARMS=steps5 THREADS=2); "b512": 512 tasks per step, the twenty-third
+# session's run (cpu23/train.sh runs it so).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
 cd "$ROOT"
@@ -35,7 +36,8 @@ for arm in ${ARMS:-b256 steps1}; do
     b256) one fomaml128-d05-b256 & ;;
     steps1) one fomaml128-d05-b256-steps1 --set meta.adaptation_steps=1 & ;;
     steps5) one fomaml128-d05-b256-steps5 --set meta.adaptation_steps=5 & ;;
-    *) echo "unknown arm $arm (b256, steps1, steps5)" >&2; exit 2 ;;
+    b512) one fomaml128-d05-b512 --set meta.meta_batch_size=512 & ;;
+    *) echo "unknown arm $arm (b256, steps1, steps5, b512)" >&2; exit 2 ;;
   esac
 done
 wait
