@@ -194,10 +194,10 @@ async def read_limited(request: Any, limit: int, drain: int = DRAIN_BYTES) -> by
     if length is not None:
         if not length.strip().isdigit():
             raise ValueError(f"the request's Content-Length {length!r} is not a number of bytes")
-        if int(length) > limit:
-            if int(length) <= drain:
-                await drain_body(request, drain)
+        if int(length) > drain:  # declared over the bound: refused on the header alone
             raise BodyTooLarge(limit)
+    # Within the bound, a body over the limit (declared, streamed or falsely declared) is read to its end and
+    # dropped past the limit before the refusal.
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -208,15 +208,6 @@ async def read_limited(request: Any, limit: int, drain: int = DRAIN_BYTES) -> by
     if size > limit:  # read to its end within the bound: the client gets the 413 it can read
         raise BodyTooLarge(limit)
     return b"".join(chunks)
-
-
-async def drain_body(request: Any, most: int) -> None:
-    """Read and drop ``request``'s body, stopping after ``most`` bytes (a length that lied)."""
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > most:
-            return
 
 
 def read_body(raw: bytes) -> Any:
