@@ -9,7 +9,9 @@
 #   SEED=0 OUT=runs/cpu24 bash docs/results/amazon-sports-screens/cpu24/train.sh
 # ARMS picks the arms (default "b256 steps1", run side by side); "steps5": the recipe with FIVE inner steps
 # (started after one step lost to three: ARMS=steps5 THREADS=2); "b512": 512 tasks per step, the twenty-third
-# session's run (cpu23/train.sh runs it so).
+# session's run (cpu23/train.sh runs it so). Twenty-fifth session (OUT=runs/cpu25): "wd01", the recipe with
+# AdamW weight decay 0.1 (it had none), and "drop06", dropout 0.6 instead of 0.5: the recipe over-fits its
+# training users (train / valid 2.36 at K = 3, analysis21) and dropout was its largest lever.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
 cd "$ROOT"
@@ -37,7 +39,9 @@ for arm in ${ARMS:-b256 steps1}; do
     steps1) one fomaml128-d05-b256-steps1 --set meta.adaptation_steps=1 & ;;
     steps5) one fomaml128-d05-b256-steps5 --set meta.adaptation_steps=5 & ;;
     b512) one fomaml128-d05-b512 --set meta.meta_batch_size=512 & ;;
-    *) echo "unknown arm $arm (b256, steps1, steps5, b512)" >&2; exit 2 ;;
+    wd01) one fomaml128-d05-b256-wd01 --set optim.weight_decay=0.1 & ;;
+    drop06) one fomaml128-d05-b256-drop06 --set model.dropout=0.6 & ;;
+    *) echo "unknown arm $arm (b256, steps1, steps5, b512, wd01, drop06)" >&2; exit 2 ;;
   esac
 done
 wait
