@@ -18,5 +18,6 @@ for arm in "${ARMS[@]}"; do
   "$PY" -m metarec_dist.cli export --checkpoint "$OUT/runs/$arm-s$S" --out "$OUT/exports/$arm-s$S" --no-fuse
   "$PY" $G/half.py "$OUT/exports/$arm-s$S"/*.safetensors
   "$PY" $G/evaluate_exports.py --out "$OUT/eval" --model "$label=$OUT/exports/$arm" --fuse "$label" --seeds "$S"
+  case "$arm" in sasrec*) continue ;; esac  # `sasrec` never adapts: its no-step evaluation is the one above
   "$PY" $G/evaluate_exports.py --out "$OUT/eval0" --model "$label=$OUT/exports/$arm" --steps 0 --seeds "$S"
 done
