@@ -2,9 +2,10 @@
 `sasrec` against the 64-wide one's): what `python -m metarec_dist.eval.reproduce` computes within one
 reproduction (per-user values averaged over seeds, then a paired bootstrap over users), across two.
 
-Reads the per-user results a reproduction leaves in ``<out>/per_user/<method>-s<seed>.pkl``; nothing is
-trained or evaluated again. An arm is ``NAME=OUT:LABEL`` (LABEL a method label inside those files, e.g.
-``sasrec`` or ``coldstart+cooc``); ``--pair A=B`` adds the paired interval of A - B.
+Reads the per-user results a reproduction leaves in ``<out>/per_user/<method>-s<seed>.pkl`` (or their copy
+kept in the repository as ``.npz`` by ``per_user_store.py``); nothing is trained or evaluated again. An arm
+is ``NAME=OUT:LABEL`` (LABEL a method label inside those files, e.g. ``sasrec`` or ``coldstart+cooc``);
+``--pair A=B`` adds the paired interval of A - B.
 
     python docs/results/amazon-sports-screens/pair_repros.py --json OUT.json --seeds 0,1,2 \
         --arm d128=runs/repro128:sasrec --arm d64=runs/amazon-sports-repro:sasrec --pair d128=d64
@@ -13,9 +14,10 @@ trained or evaluated again. An arm is ``NAME=OUT:LABEL`` (LABEL a method label i
 from __future__ import annotations
 
 import argparse
-import pickle
 from pathlib import Path
 from typing import Any
+
+import per_user_store  # beside this script (run as a script, its folder is on sys.path)
 
 from metarec_dist.eval.report import write_json
 from metarec_dist.eval.stats import bootstrap_summary, mean_over_seeds, paired_diff
@@ -28,7 +30,7 @@ def arm(text: str, seeds: list[int]) -> tuple[str, Any]:
     runs = []
     for seed in seeds:
         method = label.split("+", 1)[0]  # a fused variant is stored with its plain method's run
-        stored = pickle.loads((Path(out) / "per_user" / f"{method}-s{seed}.pkl").read_bytes())
+        stored = per_user_store.load(Path(out) / "per_user" / f"{method}-s{seed}")  # .pkl, or a kept .npz
         runs.append(stored[label][0])
     return name, mean_over_seeds(name, runs, {"source": where, "seeds": seeds})
 

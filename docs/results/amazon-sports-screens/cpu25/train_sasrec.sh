@@ -5,6 +5,7 @@
 # torch thread each. Validation users only (early stopping); checkpoints every 500 steps: the same command
 # resumes.
 #   SEED=0 OUT=runs/cpu25 bash docs/results/amazon-sports-screens/cpu25/train_sasrec.sh
+# ARMS picks the arms (default both; twenty-sixth session: ARMS=sasrec64 for seeds 1 and 2).
 # then: SEED=0 OUT=runs/cpu25 bash docs/results/amazon-sports-screens/cpu24/eval.sh sasrec64 sasrec64-wd01
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
@@ -24,6 +25,11 @@ one() {  # one NAME [--set ...]
     --json "$OUT/logs/$name.json" >> "$OUT/logs/$name.log" 2>&1
   echo "exit $?" >> "$OUT/logs/$name.log"
 }
-one sasrec64 &
-one sasrec64-wd01 --set optim.weight_decay=0.1 &
+for arm in ${ARMS:-sasrec64 sasrec64-wd01}; do
+  case "$arm" in
+    sasrec64) one sasrec64 & ;;
+    sasrec64-wd01) one sasrec64-wd01 --set optim.weight_decay=0.1 & ;;
+    *) echo "unknown arm $arm (sasrec64, sasrec64-wd01)" >&2; exit 2 ;;
+  esac
+done
 wait
