@@ -76,3 +76,17 @@ def test_pair_repros_pairs_a_kept_seed_with_a_fresh_one(tmp_path):
     b = np.mean([_runs(s + 10, 0.0)["m"][0][3]["ndcg@10"] for s in (0, 1)])
     assert doc["methods"]["b"]["metrics"]["3"]["ndcg@10"]["mean"] == pytest.approx(b, abs=1e-6)
     assert doc["paired"][0]["diff"]["3"]["ndcg@10"]["diff"] == pytest.approx(a - b, abs=1e-6)
+
+
+def test_keep_refuses_a_file_that_does_not_read_back_equal(tmp_path, monkeypatch):
+    read = per_user_store._read_npz
+
+    def altered(npz):
+        runs = read(npz)
+        runs["m"][0][1]["ndcg@10"][0] += 1.0
+        return runs
+
+    monkeypatch.setattr(per_user_store, "_read_npz", altered)
+    with pytest.raises(ValueError, match=r"m-s0\.pkl: the \.npz written did not read back equal"):
+        per_user_store.keep(_write(tmp_path, "m-s0", _runs(0, 0.0)), tmp_path / "kept")
+    assert list((tmp_path / "kept").iterdir()) == []  # nothing kept, no temporary left

@@ -27,40 +27,57 @@ import numpy as np
 SEP = "|"  # label | K | metric; labels are method names such as "cpu-b256-wd01+cooc" (no "|")
 
 
-def load(stem: Path) -> dict[str, tuple[dict[int, dict[str, np.ndarray]], dict[str, Any]]]:
+Runs = dict[str, tuple[dict[int, dict[str, np.ndarray]], dict[str, Any]]]  # {label: (per_user, info)}
+
+
+def load(stem: Path) -> Runs:
     """``<stem>.pkl`` if it is there, else the kept ``<stem>.npz``: ``{label: (per_user, info)}``."""
     pkl, npz = Path(f"{stem}.pkl"), Path(f"{stem}.npz")  # not with_suffix: a stem may hold a dot
     if pkl.is_file():
         return pickle.loads(pkl.read_bytes())
     if not npz.is_file():
         raise FileNotFoundError(f"no per-user results at {pkl} or {npz}: evaluate that seed first")
-    runs: dict[str, tuple[dict[int, dict[str, np.ndarray]], dict[str, Any]]] = {}
+    return _read_npz(npz)
+
+
+def _read_npz(npz: Path) -> Runs:
+    runs: Runs = {}
     with np.load(npz, allow_pickle=False) as stored:
         infos = json.loads(str(stored["info"]))
         for key in stored.files:
-            if key == "info":
-                continue
-            label, k, metric = key.split(SEP)
-            per_user = runs.setdefault(label, ({}, infos[label]))[0]
-            per_user.setdefault(int(k), {})[metric] = stored[key]
+            if key != "info":
+                label, k, metric = key.split(SEP)
+                runs.setdefault(label, ({}, infos[label]))[0].setdefault(int(k), {})[metric] = stored[key]
     return runs
 
 
+def _flat(runs: Runs) -> dict[str, np.ndarray]:
+    """``"label|K|metric"`` -> that label's per-user values at K."""
+    return {
+        SEP.join((label, str(k), metric)): np.asarray(values)
+        for label, (per_user, _) in runs.items()
+        for k, metrics in per_user.items()
+        for metric, values in metrics.items()
+    }
+
+
 def keep(pkl: Path, dest: Path) -> Path:
-    """Write ``pkl``'s results as ``dest/<same stem>.npz`` (atomically) and return its path."""
+    """Write ``pkl``'s results as ``dest/<same stem>.npz`` (atomically), check that it reads back equal, and
+    return its path."""
     runs = pickle.loads(pkl.read_bytes())
-    arrays: dict[str, np.ndarray] = {}
-    for label, (per_user, _) in runs.items():
+    for label in runs:
         if SEP in label:
             raise ValueError(f"{pkl}: method label {label!r} contains {SEP!r}")
-        for k, metrics in per_user.items():
-            for metric, values in metrics.items():
-                arrays[SEP.join((label, str(k), metric))] = np.asarray(values)
+    arrays = _flat(runs)
     info = json.dumps({label: stored[1] for label, stored in runs.items()}, default=str)
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / f"{pkl.stem}.npz"
     tmp = dest / f".{pkl.stem}.tmp.npz"
     np.savez_compressed(tmp, info=np.array(info), **arrays)
+    back = _flat(_read_npz(tmp))  # the written file itself, before it replaces anything
+    if back.keys() != arrays.keys() or not all(np.array_equal(back[k], v) for k, v in arrays.items()):
+        tmp.unlink()
+        raise ValueError(f"{pkl}: the .npz written did not read back equal; nothing kept")
     tmp.replace(out)
     return out
 
@@ -72,12 +89,6 @@ def main() -> None:
     args = p.parse_args()
     for pkl in args.pkl:
         out = keep(pkl, args.dest)
-        back = load(args.dest / pkl.stem)  # the .npz just written, unless dest also holds that .pkl
-        for label, (per_user, _) in pickle.loads(pkl.read_bytes()).items():
-            for k, metrics in per_user.items():
-                for metric, values in metrics.items():
-                    if not np.array_equal(back[label][0][k][metric], values):
-                        raise SystemExit(f"{out}: {label} K={k} {metric} did not round-trip")
         print(out, f"{out.stat().st_size / 1024:.0f} KiB")
 
 
