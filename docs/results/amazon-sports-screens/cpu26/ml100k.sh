@@ -5,7 +5,7 @@
 # configs/coldstart-gpu.yaml with AdamW weight decay 0.1 (written into OUT, not a second copy in the
 # repository); `recipe` is configs/coldstart-gpu.yaml as it is; `sasrec` configs/coldstart-sasrec.yaml.
 #   SEEDS=0,1,2 OUT=runs/ml26 bash docs/results/amazon-sports-screens/cpu26/ml100k.sh
-# METHODS picks the methods (default "wd01 sasrec"); --reuse: a second call skips the runs already evaluated.
+# METHODS picks the methods (default "wd01 sasrec"), JOBS the runs at once (default 2); --reuse: a second call skips the runs already evaluated.
 # The per-user results are then kept with per_user_store.py (cpu26/ml100k/per_user/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
@@ -25,6 +25,6 @@ for m in ${METHODS:-wd01 sasrec}; do
     *) echo "unknown method $m (wd01, recipe, sasrec)" >&2; exit 2 ;;
   esac
 done
-"$PY" -m metarec_dist.eval.reproduce "${args[@]}" --baseline sasrec --seeds "${SEEDS:-0,1,2}" --jobs 2 \
+"$PY" -m metarec_dist.eval.reproduce "${args[@]}" --baseline sasrec --seeds "${SEEDS:-0,1,2}" --jobs "${JOBS:-2}" \
   --set data.format=auto --set data.name=movielens-100k --set data.split=time --reuse --out "$OUT" \
   --markdown "" --plot ""
