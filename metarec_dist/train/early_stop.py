@@ -33,6 +33,13 @@ def validation_criterion(metrics: dict[str, Any]) -> float:
     return sum(values) / len(values)
 
 
+def criterion_parts(metrics: dict[str, Any]) -> str:
+    """The criterion's terms for the log, ``"K = 1 0.02988, K = 3 0.03578"`` (empty for leave-one-out):
+    the mean alone hides which support size still improves when the others have peaked."""
+    shots = sorted(int(k.rsplit("@k", 1)[1]) for k in metrics if k.startswith("val/ndcg@10@k"))
+    return ", ".join(f"K = {k} {float(metrics[f'val/ndcg@10@k{k}']):.5f}" for k in shots)
+
+
 class EarlyStopping:
     """Counts validations without a new best criterion; ``should_stop`` after ``patience`` of them. Keeps a
     CPU copy of ``module``'s state at the best validation."""
@@ -43,8 +50,9 @@ class EarlyStopping:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.restored = False  # the module holds the best weights (saved with the final checkpoint)
 
-    def update(self, step: int, score: float) -> bool:
-        """Record the validation of ``step``; True if it is a new best (ties are not: the earlier model)."""
+    def update(self, step: int, score: float, parts: str = "") -> bool:
+        """Record the validation of ``step``; True if it is a new best (ties are not: the earlier model).
+        ``parts`` (:func:`criterion_parts`) goes into the log line beside the criterion."""
         better = score > self.best
         if better:
             self.best, self.best_step, self.bad = score, step, 0
@@ -54,9 +62,10 @@ class EarlyStopping:
             self.bad += 1
         # The validation curve in the log: runs without a metrics logger (reproduce) keep it too.
         log.info(
-            "validation at meta-step %d: criterion %.5f (best %.5f at step %d, %d/%d without a new best)",
+            "validation at meta-step %d: criterion %.5f%s (best %.5f at step %d, %d/%d without a new best)",
             step,
             score,
+            f" [NDCG@10 {parts}]" if parts else "",
             self.best,
             self.best_step,
             self.bad,

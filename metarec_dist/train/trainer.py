@@ -36,7 +36,7 @@ from metarec_dist.models.recommender import SeqRecommender
 from metarec_dist.run_folder import DATA_FOLDER, recorded_data_folder
 from metarec_dist.runtime.context import LocalContext, WorkerContext
 from metarec_dist.tasks.sampler import ShardedTaskSampler, TaskSampler, rank_seed, shared_seed
-from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
+from metarec_dist.train.early_stop import EarlyStopping, criterion_parts, validation_criterion
 from metarec_dist.train.freeze import freeze
 from metarec_dist.train.init_from import init_from, resumes
 from metarec_dist.train.pretrain import init_source
@@ -382,7 +382,7 @@ class MetaTrainer:
                 if self.should_validate(step):
                     last.update(self.validate())
                     if self.early_stop is not None:
-                        self.early_stop.update(step, validation_criterion(last))
+                        self.early_stop.update(step, validation_criterion(last), criterion_parts(last))
                 self.logger.log(last, step)
             # A run that stops early here saves its final checkpoint (best weights) at this step in finish().
             if self.checkpointer.should_save(step) and not self.stopped_early:

@@ -12,7 +12,7 @@ from metarec_dist.config import with_overrides
 from metarec_dist.eval.loading import load_model
 from metarec_dist.eval.reproduce import finished, trained_steps
 from metarec_dist.runtime.context import LocalContext
-from metarec_dist.train.early_stop import EarlyStopping, validation_criterion
+from metarec_dist.train.early_stop import EarlyStopping, criterion_parts, validation_criterion
 from metarec_dist.train.trainer import MetaTrainer
 
 # A large lr makes the tiny model's validation NDCG jump around (seed 0: up, then down at step 15).
@@ -204,3 +204,17 @@ def test_a_run_resumed_after_its_best_validation_ends_with_the_best_weights(tiny
     a, b = (load_model(o["checkpoint"]).model.state_dict() for o in (whole, out))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_the_log_line_names_each_support_size_beside_the_mean(caplog):
+    """The criterion is a mean over K; a run without a metrics logger (reproduce, W&B off) sees each term in
+    the log, in K order (K = 10 after K = 3, not before it as strings sort)."""
+    metrics = {"val/ndcg@10@k10": 0.4, "val/ndcg@10@k1": 0.1, "val/ndcg@10@k3": 0.25, "val/recall@10@k1": 0.9}
+    parts = criterion_parts(metrics)
+    assert parts == "K = 1 0.10000, K = 3 0.25000, K = 10 0.40000"
+    assert criterion_parts({"val/loo_ndcg@10": 0.3}) == ""
+    with caplog.at_level("INFO", logger="metarec"):
+        EarlyStopping(2, torch.nn.Linear(1, 1)).update(5, validation_criterion(metrics), parts)
+    assert "validation at meta-step 5: criterion 0.25000 [NDCG@10 K = 1 0.10000, K = 3 0.25000, K = 10 " in (
+        caplog.text
+    )
