@@ -5,9 +5,12 @@ Only rank 0 gets a real logger; every other rank gets ``NullLogger`` so the trai
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 log = logging.getLogger("metarec")
 
@@ -39,6 +42,44 @@ class ConsoleLogger:
 
     def close(self) -> None:
         return None
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class JsonlLogger:
+    """Every logged step as one JSON line, ``{"step": N, <metric>: value, ...}``, appended to
+    ``<run folder>/metrics.jsonl``: the training and validation curve of a run without W&B (what
+    transformers' Trainer keeps as ``log_history``), read by any JSON tool. Opened at the first line, so a
+    run refused at its resume adds no file. A resumed run appends: the steps between its checkpoint and the
+    interruption are logged twice, and the later line of a step is the one the run continued from."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: IO[str] | None = None
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self.file is None:
+            self.file = self.path.open("a", encoding="utf-8")
+        row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()  # a line per step even if the run is killed
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: numbers as numbers (NaN and infinities, not in JSON, as null), the rest as text."""
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if math.isfinite(number) else None
 
 
 class MultiLogger:
@@ -107,15 +148,18 @@ def build_logger(
     storage_path: str,
     config: dict[str, Any],
     is_main: bool,
-    directory: Any = None,
+    directory: Path | None = None,
     extra: tuple[MetricLogger, ...] = (),
     defer_wandb: bool = False,
 ) -> MetricLogger:
-    """On rank 0: ``extra`` loggers (progress bar, ...), console lines when verbose, and W&B unless
-    ``logging.wandb=off``, started here or, with ``defer_wandb``, by ``start_wandb``. Elsewhere: nothing."""
+    """On rank 0: ``extra`` loggers (progress bar, ...), ``metrics.jsonl`` in the run folder ``directory``
+    when it is on this machine, console lines when verbose, and W&B unless ``logging.wandb=off``, started
+    here or, with ``defer_wandb``, by ``start_wandb``. Elsewhere: nothing."""
     if not is_main:
         return NullLogger()
     loggers: list[MetricLogger] = list(extra)
+    if isinstance(directory, Path):
+        loggers.append(JsonlLogger(directory / METRICS_FILE))
     if logging_cfg.verbose:
         loggers.append(ConsoleLogger(CONSOLE_KEYS))
     if logging_cfg.wandb != "off":
