@@ -5,10 +5,12 @@ mean NDCG@10 over K at the trained adaptation), from a run that kept a checkpoin
 
 Every candidate checkpoint gets the reproduction's adaptation search on the tuning validation users, each
 K its own setting (eval.adaptation = per_shot), so each (step, K) has a validation NDCG@10 at its best
-adaptation. Three arms, each evaluated on the test users at every K with its (step, K)'s adaptation:
+adaptation. Four arms, each evaluated on the test users at every K with its (step, K)'s adaptation:
   ``meanbest``  the step early stopping keeps (best mean criterion in the log): what a run serves today;
   ``tunedmean`` one step for all K, the best mean over K of the tuned validation scores;
-  ``perk``      each K from its own step, the best tuned validation score at that K.
+  ``perk``      each K from its own step, the best tuned validation score at that K;
+  ``perklog``   each K from its own step, the best score at that K in the log (the trained adaptation):
+                what the training loop itself could choose, at no extra cost.
 Every choice is made on validation users; the test users are only scored. The per-user results go where
 ``pair_repros.py`` reads them: ``<out>/per_user/<arm>-s<seed>.pkl``; the choices go to
 ``<out>/choices-s<seed>.json``.
@@ -56,6 +58,18 @@ def best(scores: dict[int, float]) -> int:
     return max(sorted(scores), key=lambda s: (scores[s], -s))
 
 
+def without_restored(curve: Curve, run: Path) -> Curve:
+    """The curve without the step whose checkpoint holds restored weights: a run that stopped early (or
+    ended with early stopping on) saves its final checkpoint with the best step's weights, not its own."""
+    kept = {}
+    for step, scores in curve.items():
+        state = json.loads((run / "checkpoints" / f"step_{step:06d}" / "client_state.json").read_text())
+        stop = state.get("early_stop", {})
+        if not (stop.get("restored") and stop.get("best_step") != step):
+            kept[step] = scores
+    return kept
+
+
 def candidates(curve: Curve, shots: list[int], top: int) -> list[int]:
     if not top:
         return sorted(curve)
@@ -68,9 +82,14 @@ def candidates(curve: Curve, shots: list[int], top: int) -> list[int]:
 class Checkpoints:
     """The run's checkpoints, loaded once each; the data prepared once (all share the run's config)."""
 
-    def __init__(self, run: Path, shots: list[int]) -> None:
+    def __init__(self, run: Path, shots: list[int], cache: Path) -> None:
         self.run, self.shots, self.loaded, self.splits = run, shots, {}, None
         self.search: dict[int, Adaptation] = {}
+        self.cache = cache  # the searches done, so that a second call (another --top) does none again
+        if cache.is_file():
+            for step, per_shot in json.loads(cache.read_text()).items():
+                shot = {int(k): tuple(v) for k, v in per_shot.items()}
+                self.search[int(step)] = Adaptation(0, 0.0, per_shot=shot)  # type: ignore[arg-type]
 
     def model(self, step: int) -> LoadedModel:
         if step not in self.loaded:
@@ -93,9 +112,12 @@ class Checkpoints:
         """The adaptation search at every K on the tuning validation users (per K: steps, lr, score)."""
         if step not in self.search:
             self.search[step] = self.protocol(step, self.shots).choose_adaptation(self.model(step))
-            print(
-                "step", step, {k: round(v[2], 5) for k, v in self.search[step].per_shot.items()}, flush=True
-            )
+            scores = {k: round(v[2], 5) for k, v in self.search[step].per_shot.items()}
+            print("step", step, scores, flush=True)
+            done = {s: a.per_shot for s, a in sorted(self.search.items())}
+            tmp = self.cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done, indent=1))
+            tmp.replace(self.cache)
         return self.search[step]
 
     def test(self, step: int, k: int, label: str) -> Any:
@@ -120,15 +142,17 @@ def main() -> None:
     p.add_argument("--up-to", type=int, help="only the validations up to this step")
     p.add_argument("--top", type=int, default=0, help="search only the N best steps per K by the log")
     args = p.parse_args()
-    curve = read_curve(args.log, args.up_to)
+    curve = without_restored(read_curve(args.log, args.up_to), args.run)
     shots = sorted(next(iter(curve.values()))[1])
-    ckpts = Checkpoints(args.run, shots)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ckpts = Checkpoints(args.run, shots, args.out / f"searches-s{args.seed}.json")
     steps = candidates(curve, shots, args.top)
     tuned = {s: {k: ckpts.tuned(s).per_shot[k][2] for k in shots} for s in steps}
     chosen = {
         "meanbest": dict.fromkeys(shots, best({s: c for s, (c, _) in curve.items()})),
         "tunedmean": dict.fromkeys(shots, best({s: sum(v.values()) / len(v) for s, v in tuned.items()})),
         "perk": {k: best({s: v[k] for s, v in tuned.items()}) for k in shots},
+        "perklog": {k: best({s: parts[k] for s, (_, parts) in curve.items()}) for k in shots},
     }
     print("chosen", chosen, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
