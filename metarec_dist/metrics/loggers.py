@@ -72,9 +72,14 @@ class JsonlLogger:
 
 
 def _plain(value: Any) -> Any:
-    """A JSON value: numbers as numbers (NaN and infinities, not in JSON, as null), the rest as text."""
+    """A JSON value: numbers as numbers (NaN and infinities, not in JSON, as null), lists and dicts (the
+    final validation's per-K table) element by element, anything else as text."""
     if isinstance(value, bool | int | str) or value is None:
         return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -158,7 +163,7 @@ def build_logger(
     if not is_main:
         return NullLogger()
     loggers: list[MetricLogger] = list(extra)
-    if isinstance(directory, Path):
+    if directory is not None:
         loggers.append(JsonlLogger(directory / METRICS_FILE))
     if logging_cfg.verbose:
         loggers.append(ConsoleLogger(CONSOLE_KEYS))

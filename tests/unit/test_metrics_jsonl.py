@@ -18,11 +18,20 @@ def _lines(path):
 def test_each_logged_step_is_one_json_line_with_numbers_kept_and_nan_as_null(tmp_path):
     logger = JsonlLogger(tmp_path / METRICS_FILE)
     logger.log({"loss": 2.5, "tasks": 8, "val/ndcg@10@k1": math.nan, "algorithm": "fomaml"}, 10)
-    logger.log({"loss": 2.25}, 20)
+    table = [{"shots": 1, "ndcg@10": 0.25, "recall@10": math.inf}, {"shots": 3, "ndcg@10": 0.5}]
+    logger.log({"loss": 2.25, "eval/cold_start_table": table, "where": tmp_path}, 20)
     logger.close()
     assert _lines(tmp_path / METRICS_FILE) == [
         {"step": 10, "loss": 2.5, "tasks": 8, "val/ndcg@10@k1": None, "algorithm": "fomaml"},
-        {"step": 20, "loss": 2.25},
+        {
+            "step": 20,
+            "loss": 2.25,
+            "eval/cold_start_table": [
+                {"shots": 1, "ndcg@10": 0.25, "recall@10": None},
+                {"shots": 3, "ndcg@10": 0.5},
+            ],
+            "where": str(tmp_path),
+        },
     ]
     again = JsonlLogger(tmp_path / METRICS_FILE)  # a resumed run appends to what it logged before
     again.log({"loss": 2.0}, 20)
