@@ -39,6 +39,7 @@ PORTS = (
     "runtime-env-agent-port",
     "metrics-export-port",
 )
+WORKER_PORTS = 50
 
 JOIN = r"""
 import ray
@@ -66,6 +67,17 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def worker_range_start(taken: set[int], width: int = WORKER_PORTS) -> int:
+    """A free port whose range of ``width`` worker ports holds none of ``taken``: Ray refuses a head whose
+    worker ports overlap a component's port ("... is trying to use a port number ... used by other
+    components"), which two separate draws of free ports did in about 2% of runs (a CI failure)."""
+    for _ in range(100):
+        start = free_ports(1)[0]
+        if start + width < 65536 and not any(start <= port <= start + width for port in taken):
+            return start
+    raise AssertionError(f"no free range of {width} worker ports clear of {sorted(taken)}")
+
+
 @pytest.fixture(scope="module")
 def head() -> Iterator[dict[str, object]]:
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
@@ -73,7 +85,7 @@ def head() -> Iterator[dict[str, object]]:
         pytest.skip("no ray command beside this Python")
     tmp = tempfile.mkdtemp(prefix="mr20", dir="/tmp")  # short: Ray's socket paths live under it
     ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
-    workers = free_ports(1)[0]
+    workers = worker_range_start(set(ports.values()))
     env = {
         **os.environ,
         "RAY_TMPDIR": tmp,
@@ -83,16 +95,19 @@ def head() -> Iterator[dict[str, object]]:
     env.pop("RAY_ADDRESS", None)
     cmd = [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1"]
     cmd += [f"--{name}={port}" for name, port in ports.items()]
-    cmd += [f"--min-worker-port={workers}", f"--max-worker-port={workers + 50}", "--num-cpus=1"]
+    cmd += [f"--min-worker-port={workers}", f"--max-worker-port={workers + WORKER_PORTS}", "--num-cpus=1"]
     cmd += ["--disable-usage-stats", f"--temp-dir={tmp}/ray"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = Path(tmp, "ray-start.log")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         recorded = Path(tmp, "ray", "ray_current_cluster")
         deadline = time.monotonic() + 60
         while not recorded.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         if not recorded.exists():
-            pytest.fail(f"ray start --head did not come up (exit code {proc.poll()})")
+            said = log.read_text(errors="replace")[-2000:]
+            pytest.fail(f"ray start --head did not come up (exit code {proc.poll()}):\n{said}")
         yield {"tmp": tmp, "ports": ports, "recorded": recorded.read_text().strip()}
     finally:
         proc.send_signal(signal.SIGTERM)  # ray start --block stops the head's processes
