@@ -274,6 +274,14 @@ class TrainConfig:
     # this adaptation, so set it to what the run will be served with: e.g. 0 for `metarec export --steps 0`
     # (on Amazon Sports the GPU recipe's gain is in its initialisation; docs/results/amazon-sports.md).
     eval_steps: int | None = None
+    # How an adapting algorithm's periodic and final validations adapt: "trained" (meta.adaptation_steps or
+    # train.eval_steps, at meta.inner_lr) or "searched": for each support size the best point of the grid
+    # `metarec evaluate` searches at test time (steps 0/1/3/5/10 and the trained ones, inner lr x0.25-x2),
+    # scored in one pass per batch. Early stopping then keeps the weights that are best at the adaptation
+    # they will be evaluated with: on MovieLens 100K the trained adaptation's best step lost 5-7% at K = 1
+    # to the searched one's (docs/results/amazon-sports.md, twenty-eighth session). About 5-10x a
+    # "trained" validation's time. Algorithms that do not adapt validate at step 0 either way.
+    eval_adaptation: Literal["trained", "searched"] = "trained"
     # Early stopping: stop after this many periodic validations (every train.eval_every steps) without a new
     # best criterion; the best validated weights are what the run then validates, saves and exports. 0: off.
     early_stop_patience: int = 0
@@ -317,6 +325,11 @@ class TrainConfig:
             raise ValueError(
                 f"train.freeze must list distinct parameter names or prefixes (e.g. [backbone, item_emb]): "
                 f"{self.freeze}"
+            )
+        if self.eval_adaptation == "searched" and self.eval_steps is not None:
+            raise ValueError(
+                "train.eval_steps fixes the validation's adaptation steps and train.eval_adaptation: "
+                "searched searches them: set train.eval_steps: null, or train.eval_adaptation: trained"
             )
         if self.eval_shots is not None and (not self.eval_shots or min(self.eval_shots) < 1):
             raise ValueError(f"train.eval_shots must be a non-empty list of positive ints: {self.eval_shots}")

@@ -43,7 +43,8 @@ from metarec_dist.eval.distributed import BatchRunner, UserBatches, run_batches,
 from metarec_dist.eval.loo import LOO, LOO_KS, LooBatches
 from metarec_dist.eval.stats import MethodResult
 from metarec_dist.meta import ALGORITHMS, MetaLearner, build_algorithm
-from metarec_dist.meta.algorithms import MetaAlgorithm, inner_loop
+from metarec_dist.meta.algorithms import MetaAlgorithm
+from metarec_dist.meta.learner import adapted_along
 from metarec_dist.metrics.cooccurrence import ItemCooccurrence
 from metarec_dist.metrics.popularity import popularity_scores
 from metarec_dist.metrics.ranking import ScoreRange, ScoreSink
@@ -177,14 +178,7 @@ class AdaptingScorer:
 
     def checked(self, score_range: ScoreRange, steps: int) -> ScoreRange:
         """``score_range`` raising :class:`Diverged` on a chunk with a non-finite score."""
-
-        def read(lo: int, hi: int) -> torch.Tensor:
-            scores = score_range(lo, hi)
-            if not bool(torch.isfinite(scores).all()):
-                raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {self.inner_lr})")
-            return scores
-
-        return read
+        return checked(score_range, steps, self.inner_lr)
 
     @property
     def steps_along(self) -> bool:
@@ -196,6 +190,19 @@ class AdaptingScorer:
             type(learner)._scores is MetaLearner._scores
             and type(learner.algorithm).adapt is MetaAlgorithm.adapt
         )
+
+
+def checked(score_range: ScoreRange, steps: int, inner_lr: float) -> ScoreRange:
+    """``score_range`` raising :class:`Diverged` on a chunk with a non-finite score (adapted ``steps`` steps
+    at ``inner_lr``)."""
+
+    def read(lo: int, hi: int) -> torch.Tensor:
+        scores = score_range(lo, hi)
+        if not bool(torch.isfinite(scores).all()):
+            raise Diverged(f"test-time adaptation diverged ({steps} steps at inner lr {inner_lr})")
+        return scores
+
+    return read
 
 
 def raising(exc: Exception) -> ScoreRange:
@@ -221,23 +228,34 @@ class GridScorer:
 
     def score_settings(self, batch: MetaBatch, sink: SettingSink) -> None:
         model = next(iter(self.scorers.values())).learner.model
-        k = batch.support_len
         h = model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
-        support, targets = h[:, :k], batch.support_targets
         for lr, scorer in self.scorers.items():
             wanted = {steps: i for i, (steps, point_lr) in enumerate(self.points) if point_lr == lr}
             if not wanted:
                 continue
-            algorithm = scorer.learner.algorithm
-            w = algorithm.task_init(model, support, targets).detach()
-            for step in range(max(wanted) + 1):
-                if step:
-                    w, _ = inner_loop(model, support, targets, w, 1, algorithm.inner_lrs())
-                if step in wanted:
-                    state = model.user_state(h[:, k], w)
-                    if scorer.memo is not None:  # the fusion weight is chosen at one of these points
-                        scorer.memo.put(model, scorer.memo_key(batch, step), state)
-                    sink(wanted[step], scorer.checked(partial(model.score_range, state), step))
+            for step, state in adapted_along(model, scorer.learner.algorithm, h, batch, lr, sorted(wanted)):
+                if scorer.memo is not None:  # the fusion weight is chosen at one of these points
+                    scorer.memo.put(model, scorer.memo_key(batch, step), state)
+                sink(wanted[step], scorer.checked(partial(model.score_range, state), step))
+
+
+class EngineGrid:
+    """An adaptation grid scored through a training engine (a ``SettingsScorer``): the trainer's searched
+    validation (``train.eval_adaptation: searched``). Point (s, lr) scores as ``engine.score(batch, s)``
+    would had the algorithm been trained at inner lr ``lr`` (its own parameters, e.g. Meta-SGD's rates,
+    unchanged), which is what ``AdaptingScorer(lr)`` scores an exported model with. Each batch is one
+    forward of the engine (``score_points``): under ZeRO-3 one collective, as ``score`` is."""
+
+    def __init__(self, engine: Any, points: Sequence[tuple[int, float]]) -> None:
+        self.engine, self.points = engine, list(points)
+        self.num_settings = len(self.points)
+
+    def score_settings(self, batch: MetaBatch, sink: SettingSink) -> None:
+        def each(i: int, score_range: ScoreRange) -> None:
+            steps, lr = self.points[i]
+            sink(i, checked(score_range, steps, lr))
+
+        self.engine.score_points(batch, self.points, each)
 
 
 class FusionWeights:
@@ -356,6 +374,25 @@ def _best(candidates: dict[tuple[int, float], Any], score: Callable[[tuple[int, 
     return best
 
 
+def best_per_shot(
+    points: Sequence[tuple[int, float]], results: Sequence[PerUser | None]
+) -> tuple[PerUser, dict[int, tuple[int, float]]]:
+    """Each shot count's per-user results at the grid point with its best mean NDCG@10, and that point
+    (ties: the earlier point, so fewer steps, then the lower lr, for a grid in ``adaptation_grid``'s order).
+    A point whose results are None (diverged) is no candidate; a shot count no user has is left out."""
+    found = {point: res for point, res in zip(points, results, strict=True) if res is not None}
+    if not found:
+        raise ValueError("every adaptation setting gives non-finite scores: the model itself is broken (NaN)")
+    chosen: PerUser = {}
+    where: dict[int, tuple[int, float]] = {}
+    for k in next(iter(found.values())):
+        have = {point: res[k] for point, res in found.items() if len(res[k].get(CRITERION, ()))}
+        if have:
+            where[k] = _best(have, lambda point, have=have: float(have[point][CRITERION].mean()))
+            chosen[k] = have[where[k]]
+    return chosen, where
+
+
 def adaptation_grid(trained_steps: int, trained_lr: float, finetune: bool) -> list[tuple[int, float]]:
     """(steps, inner_lr) candidates; steps = 0 appears once (the lr is irrelevant without a step)."""
     lrs = FINETUNE_LRS if finetune else sorted({round(trained_lr * f, 6) for f in LR_FACTORS} | {trained_lr})
@@ -428,18 +465,27 @@ class ColdStartProtocol:
         return runner_for(self.eval_cfg.workers)
 
     def per_setting(
-        self, scorer: GridScorer | FusionWeights, users: list[np.ndarray], user_features: np.ndarray | None
+        self,
+        scorer: GridScorer | FusionWeights | EngineGrid,
+        users: list[np.ndarray],
+        user_features: np.ndarray | None,
+        *,
+        ks: Sequence[int] | None = None,
+        device: torch.device | str | None = None,
+        runner: BatchRunner | None = None,
     ) -> list[PerUser | None] | None:
         """``scorer``'s settings on ``users`` in one pass over the batches, each one's per-user results (None:
         diverged), as ``per_user`` gives them setting by setting; None where this protocol has no such pass
         (its batches do not score through ``RankedBatches``, or it scores users its own way). The
-        cold-start, leave-one-out and item protocols' batches all do."""
+        cold-start, leave-one-out and item protocols' batches all do. ``ks``, ``device``, ``runner``: as for
+        ``per_user``."""
         if type(self).per_user is not ColdStartProtocol.per_user:
             return None
-        batches = self.batches(users, user_features=user_features)
+        device = self.device if device is None else device
+        batches = self.batches(users, ks, device, user_features)
         if not isinstance(batches, RankedBatches) or type(batches).run is not RankedBatches.run:
             return None
-        return run_settings(batches, scorer, self.runner(self.device))
+        return run_settings(batches, scorer, self.runner(device) if runner is None else runner)
 
     def batches(
         self,

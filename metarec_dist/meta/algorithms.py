@@ -190,7 +190,12 @@ class MetaAlgorithm(nn.Module, abc.ABC):
 
     def inner_lrs(self) -> float | torch.Tensor:
         """The inner learning rate: a scalar, or one per fast weight (``[P]``)."""
-        return self.inner_lr
+        return self.inner_lrs_at(self.inner_lr)
+
+    def inner_lrs_at(self, inner_lr: float) -> float | torch.Tensor:
+        """``inner_lrs`` had the algorithm been built with ``inner_lr``, its own parameters unchanged: what a
+        search over inner lrs (``eval/protocol.py``) steps each trajectory with."""
+        return inner_lr
 
     def adapt(
         self,
@@ -324,8 +329,8 @@ class MetaSGD(FOMAML):
         super().__init__(meta, model)
         self.inner_lr_log_scale = nn.Parameter(torch.zeros(model.head.size))
 
-    def inner_lrs(self) -> torch.Tensor:
-        return self.inner_lr * self.inner_lr_log_scale.exp()
+    def inner_lrs_at(self, inner_lr: float) -> torch.Tensor:
+        return inner_lr * self.inner_lr_log_scale.exp()
 
     def straight_through(self, step: torch.Tensor) -> torch.Tensor:
         """``step + (lr - lr.detach()) * step / lr``: the value of ``step`` (the added term is exactly 0) and

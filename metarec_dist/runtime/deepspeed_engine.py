@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from metarec_dist.runtime.engine import apply_optim_settings, make_optimizer, ma
 
 if TYPE_CHECKING:
     from metarec_dist.meta import MetaLearner, MetaStepOutput
+    from metarec_dist.meta.learner import PointSink
     from metarec_dist.metrics.ranking import ScoreSink
     from metarec_dist.tasks.types import MetaBatch
 
@@ -195,6 +197,9 @@ class DeepSpeedEngine:
 
     def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
         self.engine(batch, scoring=True, score_steps=steps, score_sink=sink)
+
+    def score_points(self, batch: MetaBatch, points: Sequence[tuple[int, float]], sink: PointSink) -> None:
+        self.engine(batch, scoring=True, score_points=points, point_sink=sink)
 
     def step(self) -> None:
         """DeepSpeed's ``step``; at ZeRO-0 fp32 it first takes the gradient norm of the optimizer step.

@@ -1,8 +1,9 @@
 """Training engines: the ``TrainEngine`` protocol the trainer drives, and ``LocalEngine``.
 
 One meta-step is ``out = engine.meta_step(batch)``, ``engine.backward(out.loss)``, ``engine.step()``;
-evaluation is ``engine.score(batch, steps)`` (RecBole's ``full_sort_predict``: scores of every item) or
-``engine.score_chunks(batch, steps, sink)`` (the same scores, handed to ``sink`` chunk by chunk).
+evaluation is ``engine.score(batch, steps)`` (RecBole's ``full_sort_predict``: scores of every item),
+``engine.score_chunks(batch, steps, sink)`` (the same scores, handed to ``sink`` chunk by chunk) or
+``engine.score_points(batch, points, sink)`` (an adaptation search's points in one pass).
 ``LocalEngine`` is the single-process engine (plain PyTorch): it lets the same trainer run under pytest
 without DeepSpeed, and it is the reference the distributed runs are compared against. It follows DeepSpeed's
 gradient-accumulation semantics (``step()`` on every micro-batch, the update only at the boundary) so the
@@ -12,7 +13,7 @@ trainer never needs to know which engine it drives.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +24,7 @@ from metarec_dist.config import OptimConfig
 
 if TYPE_CHECKING:
     from metarec_dist.meta import MetaLearner, MetaStepOutput
+    from metarec_dist.meta.learner import PointSink
     from metarec_dist.metrics.ranking import ScoreSink
     from metarec_dist.tasks.types import MetaBatch
 
@@ -45,6 +47,11 @@ class TrainEngine(Protocol):
     def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
         """``score`` in bounded memory: one forward that calls ``sink(score_range)``, where
         ``score_range(lo, hi)`` scores item columns ``lo..hi-1``. Under ZeRO-3 a collective, too."""
+        ...
+
+    def score_points(self, batch: MetaBatch, points: Sequence[tuple[int, float]], sink: PointSink) -> None:
+        """``sink(i, score_range)`` for each (steps, inner lr) point i of an adaptation search, in one
+        forward (``MetaLearner.score_points``). Under ZeRO-3 a collective, too."""
         ...
 
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -151,6 +158,9 @@ class LocalEngine:
 
     def score_chunks(self, batch: MetaBatch, steps: int | None, sink: ScoreSink) -> None:
         self.module.score_chunks(batch, steps, sink)
+
+    def score_points(self, batch: MetaBatch, points: Sequence[tuple[int, float]], sink: PointSink) -> None:
+        self.module.score_points(batch, points, sink)
 
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)

@@ -22,12 +22,18 @@ from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.digest import combine, features_digest, sequences_digest
 from metarec_dist.data.split import UserSplits
 from metarec_dist.errors import UserError, check_fits
-from metarec_dist.eval.cold_start import flat_means
+from metarec_dist.eval.cold_start import PerUser, flat_means
 from metarec_dist.eval.distributed import AcrossRanks
 from metarec_dist.eval.item_protocol import NewItemsProtocol
 from metarec_dist.eval.loo import LOO
 from metarec_dist.eval.new_items import check_enough_new_items
-from metarec_dist.eval.protocol import ColdStartProtocol, LeaveOneOutProtocol
+from metarec_dist.eval.protocol import (
+    ColdStartProtocol,
+    EngineGrid,
+    LeaveOneOutProtocol,
+    adaptation_grid,
+    best_per_shot,
+)
 from metarec_dist.meta import MetaLearner, build_algorithm
 from metarec_dist.metrics.flops import StepShape, flops_per_task, matmul_params, mfu
 from metarec_dist.metrics.loggers import MetricLogger, NullLogger, start_wandb, wandb_run_id
@@ -463,6 +469,15 @@ class MetaTrainer:
         0 for an algorithm that does not adapt."""
         return self.cfg.train.eval_steps if self.algorithm.adapts else 0
 
+    @property
+    def validation_points(self) -> list[tuple[int, float]] | None:
+        """The (steps, inner lr) grid a searched validation picks from per support size (the grid `metarec
+        evaluate` searches around the trained meta: settings); None: one setting, ``validation_steps``."""
+        meta = self.cfg.meta
+        if self.cfg.train.eval_adaptation != "searched" or not self.algorithm.adapts:
+            return None
+        return adaptation_grid(meta.adaptation_steps, meta.inner_lr, finetune=False)
+
     def validation_protocol(self, shots: list[int]) -> Any:
         """The protocol the periodic and final validations score: the configured one (cold start, new items,
         or leave-one-out with the history masked)."""
@@ -481,23 +496,27 @@ class MetaTrainer:
         ``eval/cold_start_table``."""
         shots = shots or self.cfg.train.eval_shots or [min(3, self.cfg.tasks.support_max)]
         protocol = self.validation_protocol(shots)
+        users = self.data.valid[: self.cfg.train.eval_users]
+        options: dict[str, Any] = {
+            "ks": VALID_KS,
+            "device": self.ctx.device,
+            "user_features": self.valid_user_features(),
+            "runner": AcrossRanks(self.ctx),
+        }
         self.engine.eval()
-        res = protocol.per_user(
-            self.engine,
-            self.data.valid[: self.cfg.train.eval_users],
-            self.validation_steps,
-            ks=VALID_KS,
-            device=self.ctx.device,
-            user_features=self.valid_user_features(),
-            runner=AcrossRanks(self.ctx),
-        )
+        if self.validation_points is None:
+            res, searched = protocol.per_user(self.engine, users, self.validation_steps, **options), {}
+        else:
+            res, searched = self.searched_validation(protocol, users, options)
         self.engine.train()
         if self.cfg.data.protocol == "loo":
             loo = res[LOO]
-            return {f"val/loo_{m}": float(loo[m].mean()) for m in ("ndcg@10", "hr@10") if len(loo[m])}
+            out = {f"val/loo_{m}": float(loo[m].mean()) for m in ("ndcg@10", "hr@10") if len(loo[m])}
+            return {**out, **searched}
         out: dict[str, Any] = {
             f"val/{k}": v for k, v in flat_means(res).items() if k.startswith(("ndcg@10", "recall@10"))
         }
+        out.update(searched)
         if len(shots) > 1:
             out["eval/cold_start_table"] = [
                 {
@@ -508,6 +527,35 @@ class MetaTrainer:
                 for k, r in res.items()
             ]
         return out
+
+    def searched_validation(
+        self, protocol: Any, users: list[np.ndarray], options: dict[str, Any]
+    ) -> tuple[PerUser, dict[str, float]]:
+        """``train.eval_adaptation: searched``: every point of ``validation_points`` scored in one pass per
+        batch through the engine, and for each support size the results at its best point (what `metarec
+        evaluate` would choose on these users with ``eval.adaptation: per_shot``). Also logged: the chosen
+        steps and inner lr per support size, and NDCG@10 at the trained adaptation (one of the points)."""
+        points = self.validation_points or []
+        results = protocol.per_setting(EngineGrid(self.engine, points), users, **options)
+        if results is None:
+            raise UserError(
+                f"train.eval_adaptation: searched cannot score data.protocol {self.cfg.data.protocol!r} in "
+                "one pass: set train.eval_adaptation: trained"
+            )
+        chosen, where = best_per_shot(points, results)
+        trained = dict(zip(points, results, strict=True)).get(
+            (self.cfg.meta.adaptation_steps, self.cfg.meta.inner_lr)
+        )
+        extra: dict[str, float] = {}
+        for k, (steps, lr) in where.items():
+            extra[self.val_name("adapt_steps", k)], extra[self.val_name("adapt_lr", k)] = float(steps), lr
+            if trained is not None:
+                extra[self.val_name("trained_ndcg@10", k)] = float(trained[k]["ndcg@10"].mean())
+        return chosen, extra
+
+    def val_name(self, metric: str, k: int) -> str:
+        """A validation metric's logged name for support size ``k`` (leave-one-out: its only result)."""
+        return f"val/loo_{metric}" if self.cfg.data.protocol == "loo" else f"val/{metric}@k{k}"
 
     # ------------------------------------------------------------------------------------ checkpoints
 

@@ -58,11 +58,12 @@ def _feature_cfg(tmp_path, *extra):
     )
 
 
-def _single_process(cfg) -> dict[str, torch.Tensor]:
-    """One process; with ``tasks.shards=2`` it samples as 2 ranks would (each rank's users and seed)."""
+def _single_process(cfg, result: dict | None = None) -> dict[str, torch.Tensor]:
+    """One process; with ``tasks.shards=2`` it samples as 2 ranks would (each rank's users and seed).
+    ``result``: filled with the run's final metrics."""
     cfg.runtime.backend, cfg.runtime.num_workers = "local", 1
     trainer = MetaTrainer(cfg, LocalContext(None), prepare_data(cfg.data).user_splits())
-    trainer.fit()
+    (result if result is not None else {}).update(trainer.fit())
     return {k: v.detach() for k, v in _learner_state(trainer).items()}
 
 
@@ -100,10 +101,13 @@ def _no_key_bias(name: str, value: torch.Tensor) -> torch.Tensor:
 # algorithm), the item-side adapter's slow item factors (owned by the model); and the context encoder, a
 # module the algorithm owns, called inside the meta-learner's forward. With them the extra query loss at the
 # un-adapted weights and the dense term (a set loss over each position's next 3 items, seen items excluded).
-# Each: the algorithm parameter that must have been trained.
+# Each: the algorithm parameter that must have been trained. The Meta-SGD run's final validation searches the
+# adaptation grid (train.eval_adaptation: searched): every batch one collective forward scoring every point,
+# the learned rates read inside it at each candidate lr.
 ZERO3_VARIANTS = {
     "metasgd": (
         [
+            "train.eval_adaptation=searched",
             "meta.algorithm=metasgd",
             "meta.init_query_weight=0.5",
             "meta.dense_weight=0.7",
@@ -155,7 +159,12 @@ def test_zero_stage_matches_single_process(ray_cluster, request, tmp_path, stage
     assert run["out"]["step"] == 3
     distributed = run["state"]
     one = _cfg(tmp_path, "train.meta_steps=3", "tasks.shards=2", *options)
-    _assert_same(distributed, _single_process(one))
+    single: dict = {}
+    _assert_same(distributed, _single_process(one, single))
+    if variant == "metasgd":  # the searched validation: the same choices and scores as one process
+        searched = {k: v for k, v in single.items() if k.startswith("val/")}
+        assert "val/adapt_steps@k3" in searched
+        assert {k: run["out"][k] for k in searched} == pytest.approx(searched, abs=1e-4)
     if trained:  # the algorithm's own parameter was trained, not just carried along (the encoder's output
         assert distributed[trained].abs().max() > 0  # layer starts at zero, the log-rates at zero)
     if variant == "context":

@@ -11,7 +11,9 @@
 # (started after one step lost to three: ARMS=steps5 THREADS=2); "b512": 512 tasks per step, the twenty-third
 # session's run (cpu23/train.sh runs it so). Twenty-fifth session (OUT=runs/cpu25): "wd01", the recipe with
 # AdamW weight decay 0.1 (it had none), and "drop06", dropout 0.6 instead of 0.5: the recipe over-fits its
-# training users (train / valid 2.36 at K = 3, analysis21) and dropout was its largest lever.
+# training users (train / valid 2.36 at K = 3, analysis21) and dropout was its largest lever. Twenty-ninth
+# session (OUT=/work/runs/cpu29): "wd01s", wd01 validated (and so early-stopped) at the searched adaptation
+# (train.eval_adaptation: searched), the one change.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
 cd "$ROOT"
@@ -41,7 +43,8 @@ for arm in ${ARMS:-b256 steps1}; do
     b512) one fomaml128-d05-b512 --set meta.meta_batch_size=512 & ;;
     wd01) one fomaml128-d05-b256-wd01 --set optim.weight_decay=0.1 & ;;
     drop06) one fomaml128-d05-b256-drop06 --set model.dropout=0.6 & ;;
-    *) echo "unknown arm $arm (b256, steps1, steps5, b512, wd01, drop06)" >&2; exit 2 ;;
+    wd01s) one fomaml128-d05-b256-wd01s --set optim.weight_decay=0.1 --set train.eval_adaptation=searched & ;;
+    *) echo "unknown arm $arm (b256, steps1, steps5, b512, wd01, drop06, wd01s)" >&2; exit 2 ;;
   esac
 done
 wait

@@ -5,6 +5,8 @@
 # on test users (cpu28/per_k.sh). Validation users only here. SEEDS runs seeds one after another.
 #   SEEDS=0,1,2 OUT=/work/runs/ml28 bash docs/results/amazon-sports-screens/cpu28/ml_curve.sh
 # ARM=wd01: the recipe with AdamW weight decay 0.1 (runs curve-wd01-s<seed>, logs curve-wd01-s<seed>.log).
+# ARM=wd01s (twenty-ninth session): wd01 validated at the searched adaptation (train.eval_adaptation:
+# searched): its early stopping should keep the step per_k.py's `tunedmean` chose offline for wd01.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
 cd "$ROOT"
@@ -14,7 +16,8 @@ export METAREC_DATA_DIR="${METAREC_DATA_DIR:-$ROOT/../shared/data}" WANDB_MODE=d
 case "${ARM:-recipe}" in
   recipe) NAME=curve; EXTRA=() ;;
   wd01) NAME=curve-wd01; EXTRA=(--set optim.weight_decay=0.1) ;;
-  *) echo "unknown ARM ${ARM} (recipe, wd01)" >&2; exit 2 ;;
+  wd01s) NAME=curve-wd01s; EXTRA=(--set optim.weight_decay=0.1 --set train.eval_adaptation=searched) ;;
+  *) echo "unknown ARM ${ARM} (recipe, wd01, wd01s)" >&2; exit 2 ;;
 esac
 for S in ${SEEDS//,/ }; do
   "${PYTHON:-$ROOT/.venv/bin/python}" -m metarec_dist.cli --verbose train --config configs/coldstart-gpu.yaml \
