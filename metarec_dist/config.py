@@ -279,8 +279,8 @@ class TrainConfig:
     # `metarec evaluate` searches at test time (steps 0/1/3/5/10 and the trained ones, inner lr x0.25-x2),
     # scored in one pass per batch. Early stopping then keeps the weights that are best at the adaptation
     # they will be evaluated with: on MovieLens 100K the trained adaptation's best step lost 5-7% at K = 1
-    # to the searched one's (docs/results/amazon-sports.md, twenty-eighth session). About 5-10x a
-    # "trained" validation's time. Algorithms that do not adapt validate at step 0 either way.
+    # to the searched one's (docs/results/amazon-sports.md, twenty-eighth session). About 5x a
+    # "trained" validation's time (README). Algorithms that do not adapt validate at step 0 either way.
     eval_adaptation: Literal["trained", "searched"] = "trained"
     # Early stopping: stop after this many periodic validations (every train.eval_every steps) without a new
     # best criterion; the best validated weights are what the run then validates, saves and exports. 0: off.

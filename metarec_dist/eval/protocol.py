@@ -44,7 +44,7 @@ from metarec_dist.eval.loo import LOO, LOO_KS, LooBatches
 from metarec_dist.eval.stats import MethodResult
 from metarec_dist.meta import ALGORITHMS, MetaLearner, build_algorithm
 from metarec_dist.meta.algorithms import MetaAlgorithm
-from metarec_dist.meta.learner import adapted_along
+from metarec_dist.meta.learner import adapted_along, points_by_lr
 from metarec_dist.metrics.cooccurrence import ItemCooccurrence
 from metarec_dist.metrics.popularity import popularity_scores
 from metarec_dist.metrics.ranking import ScoreRange, ScoreSink
@@ -229,10 +229,9 @@ class GridScorer:
     def score_settings(self, batch: MetaBatch, sink: SettingSink) -> None:
         model = next(iter(self.scorers.values())).learner.model
         h = model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
+        trajectories = points_by_lr(self.points)
         for lr, scorer in self.scorers.items():
-            wanted = {steps: i for i, (steps, point_lr) in enumerate(self.points) if point_lr == lr}
-            if not wanted:
-                continue
+            wanted = trajectories.get(lr, {})
             for step, state in adapted_along(model, scorer.learner.algorithm, h, batch, lr, sorted(wanted)):
                 if scorer.memo is not None:  # the fusion weight is chosen at one of these points
                     scorer.memo.put(model, scorer.memo_key(batch, step), state)

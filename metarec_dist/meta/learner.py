@@ -38,6 +38,14 @@ if TYPE_CHECKING:
 PointSink = Callable[[int, "ScoreRange"], None]
 
 
+def points_by_lr(points: Sequence[tuple[int, float]]) -> dict[float, dict[int, int]]:
+    """(steps, inner lr) points grouped into one trajectory per lr: lr -> {steps: the point's index}."""
+    out: dict[float, dict[int, int]] = {}
+    for i, (steps, lr) in enumerate(points):
+        out.setdefault(lr, {})[steps] = i
+    return out
+
+
 def adapted_along(
     model: SeqRecommender,
     algorithm: MetaAlgorithm,
@@ -54,6 +62,8 @@ def adapted_along(
     k = batch.support_len
     support, targets = h[:, :k], batch.support_targets
     wanted = set(steps)
+    if not wanted:
+        return
     w = algorithm.task_init(model, support, targets).detach()
     rates = algorithm.inner_lrs_at(inner_lr)
     for step in range(max(wanted) + 1):
@@ -130,8 +140,7 @@ class MetaLearner(nn.Module):
         if sink is None:
             raise ValueError("score_points needs a point sink")
         h = self.model.encode(batch.item_ids, batch.attention_mask, batch.user_features)
-        for lr in dict.fromkeys(point_lr for _, point_lr in points):
-            wanted = {steps: i for i, (steps, point_lr) in enumerate(points) if point_lr == lr}
+        for lr, wanted in points_by_lr(points).items():
             for step, state in adapted_along(self.model, self.algorithm, h, batch, lr, sorted(wanted)):
                 sink(wanted[step], partial(self.model.score_range, state))
         return h[:, batch.support_len]  # a tensor, so the engines' output hooks have something to walk
