@@ -962,7 +962,11 @@ class Checkpointer:
 # What an export keeps of a checkpoint's client state: enough to score and to speak the user's item ids.
 # TRAIN_DATA, TRAIN_FEATURES: an evaluation can check the data it prepares is the data the model was trained
 # on. An export also records DATA_FOLDER and DATA_DIR (``checkpoint_data_folder``).
+# The adaptation a run's searched validation chose per support size (train.eval_adaptation: searched): a
+# part of its checkpoints (train/trainer.py), kept by its exports; recommend and serve apply it.
+VALIDATED_ADAPTATION = "validated_adaptation"
 EXPORT_META = (
+    VALIDATED_ADAPTATION,
     "config",
     "num_items",
     "step",

@@ -39,6 +39,9 @@ class LoadedModel:
     # A plain export made with ``--choose-adaptation`` / ``--steps``: the test-time adaptation it applies
     # (eval/stored_adaptation.py); None: the trained one.
     adaptation: StoredAdaptation | None = None
+    # A run validated with train.eval_adaptation: searched: the adaptation its final validation chose per
+    # support size (checkpoint.VALIDATED_ADAPTATION), which recommend and serve apply without a record.
+    validated: StoredAdaptation | None = None
 
     @property
     def algorithm(self) -> str:
@@ -71,7 +74,7 @@ def load_model(path: str | Path, flag: str = "--checkpoint") -> LoadedModel:
 
 def _load_folder(folder: Path) -> LoadedModel:
     from metarec_dist.eval.fusion import load_fusion
-    from metarec_dist.eval.stored_adaptation import load_adaptation
+    from metarec_dist.eval.stored_adaptation import load_adaptation, load_validated
 
     adaptation = None
     if (folder / ckpt.EXPORT_CONFIG).is_file():
@@ -93,6 +96,7 @@ def _load_folder(folder: Path) -> LoadedModel:
         algorithm_state=state,
         fusion=fusion,
         adaptation=adaptation,
+        validated=load_validated(folder, meta),
     )
 
 

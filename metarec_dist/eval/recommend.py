@@ -264,8 +264,9 @@ class Recommender:
 
     ``fixed``: (steps, inner lr) for every request (``--steps`` / ``--inner-lr``); otherwise a fused export's
     setting for the history's length (the one its weight was chosen at), else the adaptation a plain export
-    records (``metarec export --choose-adaptation`` / ``--steps``), else the steps the run validated with
-    (``train.eval_steps``), else the trained inner loop (``none`` / ``sasrec`` adapt only with
+    records (``metarec export --choose-adaptation`` / ``--steps``), else the one the run's searched
+    validation chose for the history's length (``train.eval_adaptation: searched``), else the steps the run
+    validated with (``train.eval_steps``), else the trained inner loop (``none`` / ``sasrec`` adapt only with
     ``finetune``)."""
 
     loaded: LoadedModel
@@ -311,6 +312,8 @@ class Recommender:
             return self.fusion.setting(history)
         if self.loaded.adaptation is not None and not self.finetune:  # export --choose-adaptation / --steps
             return self.loaded.adaptation.setting(history)
+        if self.loaded.validated is not None and not self.finetune:  # train.eval_adaptation: searched
+            return self.loaded.validated.setting(history)
         return self.unrecorded()[:2]
 
     def unrecorded(self) -> tuple[int, float, str]:
@@ -330,15 +333,18 @@ class Recommender:
         """The adaptation requests get, as `metarec serve`'s GET / states it: ``steps`` and ``inner_lr``,
         ``per_shot`` ({K: [steps, inner lr]}, the setting for a history of K or more items) where it depends
         on the history's length, and ``source``: ``fixed`` (--steps), ``export`` (the export records it:
-        ``--choose-adaptation``, ``--steps`` or its fusion), ``validated`` (the run's ``train.eval_steps``, at
+        ``--choose-adaptation``, ``--steps`` or its fusion), ``validated`` (what the run's searched validation
+        chose per support size, ``train.eval_adaptation: searched``; or its ``train.eval_steps``, at
         meta.inner_lr) or ``trained`` (meta.adaptation_steps and meta.inner_lr; 0 steps for a model that does
         not adapt)."""
         stored = self.fusion if self.fusion is not None else self.loaded.adaptation
+        source = "export" if stored is not None else "validated"
+        stored = stored if stored is not None else self.loaded.validated
         if self.fixed is not None or stored is None or self.finetune:
             steps, lr = self.setting(1 << 30)  # not per history: any length answers
             source = "fixed" if self.fixed is not None else self.unrecorded()[2]
             return {"steps": steps, "inner_lr": lr, "source": source}
-        out: dict[str, Any] = {"steps": stored.steps, "inner_lr": stored.inner_lr, "source": "export"}
+        out: dict[str, Any] = {"steps": stored.steps, "inner_lr": stored.inner_lr, "source": source}
         if stored.per_shot:
             out["per_shot"] = {str(k): [s, lr] for k, (s, lr) in sorted(stored.per_shot.items())}
         return out

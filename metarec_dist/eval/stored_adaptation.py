@@ -120,6 +120,21 @@ def load_adaptation(folder: Path, meta: dict[str, Any]) -> StoredAdaptation | No
         ) from None
 
 
+def load_validated(folder: Path, meta: dict[str, Any]) -> StoredAdaptation | None:
+    """The adaptation the run's searched validation chose (``train.eval_adaptation: searched``), as its
+    checkpoint or export records it; None: the run validated at the trained adaptation."""
+    info = meta.get(ckpt.VALIDATED_ADAPTATION)
+    if info is None or info == {}:  # {}: saved before the run's first searched validation
+        return None
+    try:
+        return StoredAdaptation(**parse_adaptation(info, ckpt.VALIDATED_ADAPTATION))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(
+            f"{folder}: the validated adaptation ({ckpt.VALIDATED_ADAPTATION!r} in {ckpt.EXPORT_CONFIG}) is "
+            f"damaged: {exc}; export the checkpoint again"
+        ) from None
+
+
 def serving_protocol(loaded: LoadedModel) -> str:
     """The protocol an export's choices are made under: the model's own, except for a model trained with
     ``data.protocol: new_items``, whose default protocol ranks only the held-out items (no training user had

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarec_dist.checkpoint import TRAIN_DATA, TRAIN_FEATURES, Checkpointer, part_state
+from metarec_dist.checkpoint import (
+    TRAIN_DATA,
+    TRAIN_FEATURES,
+    VALIDATED_ADAPTATION,
+    Checkpointer,
+    part_state,
+)
 from metarec_dist.config import Config, resolve_loss
 from metarec_dist.data.digest import combine, features_digest, sequences_digest
 from metarec_dist.data.split import UserSplits
@@ -49,6 +55,33 @@ from metarec_dist.train.pretrain import init_source
 
 log = logging.getLogger("metarec")
 VALID_KS = (10,)  # the periodic and final validations report NDCG@10 / Recall@10
+
+
+@dataclass
+class ValidatedAdaptation:
+    """The (steps, inner lr) per support size of the run's latest searched validation, with their mean
+    NDCG@10, in the record an export's recorded adaptation has (``eval/stored_adaptation.py``): a part of
+    every checkpoint of a run with ``train.eval_adaptation: searched``, copied into its exports. The final
+    checkpoint's is the final validation's choice for the weights it holds (the best ones, with early
+    stopping); recommend and serve apply it, as they apply ``train.eval_steps``."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, Any] | None = None
+
+    def choose(self, where: dict[int, tuple[int, float]], scores: dict[int, float]) -> None:
+        first = where[min(where)]
+        self.record = {
+            "steps": first[0],
+            "inner_lr": first[1],
+            "per_shot": {str(k): [steps, lr] for k, (steps, lr) in sorted(where.items())},
+            "val_ndcg@10": sum(scores.values()) / len(scores),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.record or {})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.record = dict(state) if "per_shot" in state else None  # none yet, or an older checkpoint
 
 
 @dataclass
@@ -263,6 +296,7 @@ class MetaTrainer:
         self.should_log = Every(cfg.train.log_every, last=cfg.train.meta_steps)
         self.should_validate = Every(cfg.train.eval_every)
         self.early_stop = self._build_early_stop()
+        self.validated = ValidatedAdaptation()
         self.checkpointer = self._build_checkpointer()
         self.resume_checked = False  # resume() has run
 
@@ -300,6 +334,8 @@ class MetaTrainer:
             parts["sampler"] = self.sampler
         if self.early_stop is not None:  # the same on every rank: the validation is all-gathered
             parts["early_stop"] = self.early_stop
+        if self.validation_points is not None:
+            parts[VALIDATED_ADAPTATION] = self.validated
         return Checkpointer(
             self.ctx,
             self.cfg.checkpoint,
@@ -543,6 +579,7 @@ class MetaTrainer:
                 "one pass: set train.eval_adaptation: trained"
             )
         chosen, where = best_per_shot(points, results)
+        self.validated.choose(where, {k: float(res["ndcg@10"].mean()) for k, res in chosen.items()})
         trained = dict(zip(points, results, strict=True)).get(
             (self.cfg.meta.adaptation_steps, self.cfg.meta.inner_lr)
         )

@@ -124,3 +124,32 @@ def test_early_stopping_watches_the_searched_criterion(tiny_cfg, synth_data, tmp
 def test_a_wrong_eval_adaptation_is_one_error_naming_the_setting(tiny_cfg, settings, said):
     with pytest.raises(ValueError, match=said):
         with_overrides(tiny_cfg, settings)
+
+
+def test_recommend_and_serve_apply_what_the_final_validation_chose(trained, tmp_path):
+    """A run validated at the searched adaptation is served at it: its final checkpoint and its plain export
+    record the final validation's choice per support size, which recommend and serve apply without a record
+    of their own (GET / says ``validated``); an export's own record (``--steps``) still wins."""
+    from metarec_dist.cli import main
+    from metarec_dist.eval.recommend import Recommender
+
+    run = trained("meta.algorithm=fomaml", "train.eval_adaptation=searched")
+    shots = sorted(k for k in run.cfg.eval.shots if k <= run.cfg.tasks.support_max)
+    chosen = {k: (int(run.out[f"val/adapt_steps@k{k}"]), run.out[f"val/adapt_lr@k{k}"]) for k in shots}
+    assert len(shots) > 1
+    plain = Recommender.load(str(trained("meta.algorithm=fomaml").folder))
+    assert plain.loaded.validated is None and plain.served_adaptation()["source"] == "trained"
+    assert main(["export", "--checkpoint", str(run.folder), "--out", str(tmp_path / "e"), "--no-fuse"]) == 0
+    for source in (run.folder, tmp_path / "e"):
+        served = Recommender.load(str(source))
+        for k in shots:
+            assert served.setting(k) == chosen[k]
+        assert served.setting(shots[0] - 1 if shots[0] > 1 else 0) == chosen[shots[0]]  # shorter: smallest K
+        said = served.served_adaptation()
+        assert said["source"] == "validated"
+        assert said["per_shot"] == {str(k): list(chosen[k]) for k in shots}
+    export = ["export", "--checkpoint", str(run.folder), "--out", str(tmp_path / "f"), "--no-fuse"]
+    assert main([*export, "--steps", "2"]) == 0
+    recorded = Recommender.load(str(tmp_path / "f"))
+    assert recorded.setting(shots[-1]) == (2, run.cfg.meta.inner_lr)
+    assert recorded.served_adaptation()["source"] == "export"
