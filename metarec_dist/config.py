@@ -281,6 +281,7 @@ class TrainConfig:
     # they will be evaluated with: on MovieLens 100K the trained adaptation's best step lost 5-7% at K = 1
     # to the searched one's (docs/results/amazon-sports.md, twenty-eighth session). About 5x a
     # "trained" validation's time (README). Algorithms that do not adapt validate at step 0 either way.
+    # The final validation's choice is saved with the checkpoint; recommend and serve apply it.
     eval_adaptation: Literal["trained", "searched"] = "trained"
     # Early stopping: stop after this many periodic validations (every train.eval_every steps) without a new
     # best criterion; the best validated weights are what the run then validates, saves and exports. 0: off.
