@@ -13,7 +13,7 @@
 # AdamW weight decay 0.1 (it had none), and "drop06", dropout 0.6 instead of 0.5: the recipe over-fits its
 # training users (train / valid 2.36 at K = 3, analysis21) and dropout was its largest lever. Twenty-ninth
 # session (OUT=/work/runs/cpu29): "wd01s", wd01 validated (and so early-stopped) at the searched adaptation
-# (train.eval_adaptation: searched), the one change.
+# (train.eval_adaptation: searched), the one change; "wd01sp4": the same with a patience of 4 validations.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
 cd "$ROOT"
@@ -44,7 +44,9 @@ for arm in ${ARMS:-b256 steps1}; do
     wd01) one fomaml128-d05-b256-wd01 --set optim.weight_decay=0.1 & ;;
     drop06) one fomaml128-d05-b256-drop06 --set model.dropout=0.6 & ;;
     wd01s) one fomaml128-d05-b256-wd01s --set optim.weight_decay=0.1 --set train.eval_adaptation=searched & ;;
-    *) echo "unknown arm $arm (b256, steps1, steps5, b512, wd01, drop06, wd01s)" >&2; exit 2 ;;
+    wd01sp4) one fomaml128-d05-b256-wd01sp4 --set optim.weight_decay=0.1 --set train.eval_adaptation=searched \
+      --set train.early_stop_patience=4 & ;;
+    *) echo "unknown arm $arm (b256, steps1, steps5, b512, wd01, drop06, wd01s, wd01sp4)" >&2; exit 2 ;;
   esac
 done
 wait
