@@ -57,7 +57,6 @@ log = logging.getLogger("metarec")
 VALID_KS = (10,)  # the periodic and final validations report NDCG@10 / Recall@10
 
 
-@dataclass
 class ValidatedAdaptation:
     """The (steps, inner lr) per support size of the run's latest searched validation, with their mean
     NDCG@10, in the record an export's recorded adaptation has (``eval/stored_adaptation.py``): a part of
