@@ -13,18 +13,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from ports import free_ports
 
 from metarec_dist.runtime.ray_launcher import LOOPBACK_ENV
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 FIXED_DEFAULT_PORTS = (
@@ -52,7 +47,7 @@ def head(tmp_path_factory):
         "RAY_USAGE_STATS_ENABLED": "0",
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     }
-    port, dash = _free_port(), _free_port()
+    port, dash, *fixed = free_ports(2 + len(FIXED_DEFAULT_PORTS))
     cmd = [
         str(BIN / "ray"),
         "start",
@@ -65,13 +60,15 @@ def head(tmp_path_factory):
         # Ports Ray otherwise takes at fixed defaults (52365, 10001, ...): another cluster on the machine
         # holding one left this head without its dashboard agent, and every submission then got "HTTP 500:
         # No available agent to submit job" for minutes (seen with other Ray clusters running beside).
-        *(f"--{name}={_free_port()}" for name in FIXED_DEFAULT_PORTS),
+        *(f"--{name}={p}" for name, p in zip(FIXED_DEFAULT_PORTS, fixed, strict=True)),
         "--num-cpus=4",
         "--include-dashboard=true",
         f"--temp-dir={tmp}",
         "--disable-usage-stats",
     ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp / "ray-start.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -82,7 +79,8 @@ def head(tmp_path_factory):
             time.sleep(1)
     else:
         _stop(proc)  # with the node processes it started, where it still runs (a bare kill left them)
-        pytest.fail("ray head did not start")
+        said = log.read_text(errors="replace")[-2000:]
+        pytest.fail(f"ray head did not start (exit code {proc.poll()}):\n{said}")
     yield {"address": address, "token": token}
     _stop(proc)
 
